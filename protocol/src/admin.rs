@@ -1,0 +1,98 @@
+//! Requests and replies of the admin API (`shoal-admin/1`), which needs the admin token.
+//!
+//! Each request opens a bidirectional stream, writes one [`crate::client::RequestEnvelope`]
+//! of [`AdminRequest`] and reads one `Result<AdminReply, WireError>` frame.
+
+use crate::ids::{ConversationId, Seq, UserId};
+use serde::{Deserialize, Serialize};
+
+/// An admin request. Encoded by declaration index: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// The node's status and counters.
+    Status,
+    /// Active actors on this node.
+    ListActors,
+    /// Followers attached on this node, optionally of one conversation.
+    ListFollowers {
+        /// Restrict to this conversation.
+        conversation: Option<ConversationId>,
+    },
+    /// Passivate a conversation's actors now (its agent process is stopped).
+    EvictActor {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Mint a user token signed by this cluster's key.
+    IssueToken {
+        /// The user it names.
+        user: UserId,
+        /// Lifetime in seconds.
+        ttl_secs: u64,
+    },
+}
+
+/// A node's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node_id: String,
+    /// Software version.
+    pub version: String,
+    /// Client address.
+    pub listen_addr: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Conversation actors running.
+    pub conversations_active: u64,
+    /// Agent processes running.
+    pub agent_processes: u64,
+    /// Followers attached.
+    pub followers: u64,
+    /// Turns running.
+    pub turns_running: u64,
+    /// Client connections open.
+    pub connections: u64,
+}
+
+/// One running actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorInfo {
+    /// `conversation` or `agent_session`.
+    pub kind: String,
+    /// The key (a conversation id).
+    pub key: String,
+    /// Short state (`idle`, `turn`, `starting`).
+    pub state: String,
+}
+
+/// One attached follower.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerInfo {
+    /// The conversation followed.
+    pub conversation: ConversationId,
+    /// The follower's user.
+    pub user: UserId,
+    /// Last sequence number queued to it.
+    pub last_seq: Option<Seq>,
+    /// Frames queued and not yet written.
+    pub queued: u64,
+}
+
+/// The answer to an admin request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminReply {
+    /// `Status`.
+    Status(NodeStatus),
+    /// `ListActors`.
+    Actors(Vec<ActorInfo>),
+    /// `ListFollowers`.
+    Followers(Vec<FollowerInfo>),
+    /// `EvictActor`: whether it was active.
+    Evicted {
+        /// The conversation had an active actor.
+        was_active: bool,
+    },
+    /// `IssueToken`: the token.
+    Token(String),
+}

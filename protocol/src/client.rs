@@ -1,0 +1,163 @@
+//! Requests and server frames of the client API (`shoal-client/1`).
+//!
+//! Each request opens a bidirectional stream and writes one [`RequestEnvelope`] of
+//! [`ClientRequest`]. The server answers with [`ServerFrame`]s and finishes the stream:
+//! * unary requests: one `Reply` or `Error`;
+//! * `SendMessage`: `Accepted`, then every `Event` of the turn (owner view) through `Done`;
+//! * `Follow`: `Event`s (follower view) until the client closes, or `Resync`/`Moved`/`Error`.
+
+use crate::TraceContext;
+use crate::error::WireError;
+use crate::ids::{ConversationId, MessageId, RequestId, Seq, TurnId, UserId, WorkspaceId};
+use crate::transcript::{EventFrame, Message};
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted user message text, in bytes.
+pub const MESSAGE_TEXT_BYTES_MAX: usize = 256 * 1024;
+/// Longest accepted conversation title, in bytes.
+pub const TITLE_BYTES_MAX: usize = 256;
+/// Most conversations one `ListConversations` returns.
+pub const LIST_LIMIT_MAX: u32 = 1000;
+
+/// A request with its optional trace context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestEnvelope<T> {
+    /// W3C trace context of the caller's span, if tracing.
+    pub trace: Option<TraceContext>,
+    /// The request.
+    pub body: T,
+}
+
+/// A client API request. Encoded by declaration index: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Create a conversation in the caller's default workspace.
+    CreateConversation {
+        /// Optional title.
+        title: Option<String>,
+        /// Agent name from the node's config; `None` for the default agent.
+        agent: Option<String>,
+        /// Idempotency key: a retry returns the conversation created first.
+        request_id: RequestId,
+    },
+    /// The caller's conversations, newest first.
+    ListConversations {
+        /// At most this many (capped at [`LIST_LIMIT_MAX`]).
+        limit: u32,
+    },
+    /// One conversation with its committed messages and in-flight turn.
+    GetConversation {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Append a user message and run a turn; the stream carries the turn's events.
+    SendMessage {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message text (at most [`MESSAGE_TEXT_BYTES_MAX`] bytes).
+        text: String,
+        /// Idempotency key: a retry attaches to (or reports) the turn started first.
+        request_id: RequestId,
+    },
+    /// Cancel the running turn, if any.
+    CancelTurn {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Follow the conversation's events from `since` (exclusive), or from a snapshot.
+    Follow {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The last sequence number the follower has; `None` to start with a snapshot.
+        since: Option<Seq>,
+    },
+    /// Answer a permission request of the running turn.
+    RespondPermission {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The request id from the `PermissionRequest` event.
+        request: u64,
+        /// The chosen option id; `None` cancels (denies) the tool call.
+        option_id: Option<String>,
+    },
+}
+
+/// A conversation's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    /// The conversation.
+    pub id: ConversationId,
+    /// Its workspace.
+    pub workspace: WorkspaceId,
+    /// Its owner.
+    pub owner: UserId,
+    /// Title, if set.
+    pub title: Option<String>,
+    /// The agent that runs its turns.
+    pub agent: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Committed messages.
+    pub message_count: u64,
+    /// Whether a turn is running now.
+    pub turn_running: bool,
+}
+
+/// A conversation with its transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationDetail {
+    /// Metadata.
+    pub summary: ConversationSummary,
+    /// Committed messages, oldest first.
+    pub messages: Vec<Message>,
+    /// The running turn's assistant message as streamed so far.
+    pub in_flight: Option<Message>,
+}
+
+/// The answer to a unary request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientReply {
+    /// `CreateConversation` succeeded (or was a retry).
+    Created(ConversationSummary),
+    /// `ListConversations`.
+    Conversations(Vec<ConversationSummary>),
+    /// `GetConversation`.
+    Conversation(Box<ConversationDetail>),
+    /// `CancelTurn`: whether a turn was running.
+    Cancelled {
+        /// A turn was running and has been asked to stop.
+        was_running: bool,
+    },
+    /// `RespondPermission` was delivered to the agent.
+    PermissionAnswered,
+}
+
+/// What the server writes on a request stream. Encoded by declaration index: append only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// The answer to a unary request; the stream ends after it.
+    Reply(ClientReply),
+    /// `SendMessage` accepted: the user message is committed and the turn started.
+    Accepted {
+        /// The turn.
+        turn: TurnId,
+        /// The committed user message.
+        user_message: MessageId,
+        /// Whether this was a retry of a request already applied.
+        duplicate: bool,
+    },
+    /// One event.
+    Event(EventFrame),
+    /// The follower fell too far behind and was cut off; follow again from your last seq.
+    Resync {
+        /// Why.
+        reason: String,
+    },
+    /// The conversation is hosted elsewhere now; reconnect there and resume.
+    Moved {
+        /// The hosting node's client address.
+        to: String,
+    },
+    /// The request failed; the stream ends after it.
+    Error(WireError),
+}
