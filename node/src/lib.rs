@@ -1,1 +1,22 @@
+//! The Shoal node: actors, storage, transport, agents.
+//!
+//! # Layout
+//! * [`node`]: starting and stopping a node ([`Node::start`], [`NodeHandle`]).
+//! * [`dev`]: `shoal-node dev`: embedded defaults, dev certificates, the profile file.
+//! * [`context`]: what every part shares (config, store, signer, counters, clock).
+//! * [`gateway`]: the QUIC endpoint, handshake and the client/admin request handlers.
+//! * [`actors`]: the supervision tree: shard host → conversation → agent session.
+//! * [`shard`]: the deterministic shard state machine and the sled store under it.
+//! * [`agent_process`]: one ACP agent child process and its session.
+//! * [`security`]: TLS material and bearer tokens.
 
+pub mod actors;
+pub mod agent_process;
+pub mod context;
+pub mod dev;
+pub mod gateway;
+pub mod node;
+pub mod security;
+pub mod shard;
+
+pub use node::{Node, NodeError, NodeHandle};

@@ -1,0 +1,289 @@
+//! The agent-session actor: owns one ACP agent process for one conversation.
+//!
+//! The process is started on the first prompt and kept warm between turns (cold starts
+//! take seconds). Updates and the end of each prompt go to the conversation actor in
+//! order through one forwarder task: the end of a turn is forwarded only after every
+//! update received before it, plus a short quiet period for agents that send updates
+//! after their prompt response (ACP.md pitfall 1).
+//!
+//! If the process exits, the running prompt ends with an error and the next prompt
+//! starts a new process that resumes the agent's session (`session/load`) when it can.
+
+use super::conversation::{AgentEvent, ConversationMsg};
+use crate::agent_process::{AgentCommand, AgentProcess, AgentUpdate, PromptOutcome, StartOptions};
+use crate::context::{Metrics, NodeContext};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use shoal_protocol::TurnId;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Agent updates buffered between the process and the forwarder.
+const AGENT_UPDATES_QUEUE_DEPTH: usize = 1024;
+/// After a prompt's response, forward late updates until this long passes without one.
+const LATE_UPDATE_QUIET_MS: u64 = 50;
+/// Upper bound on the late-update window.
+const LATE_UPDATE_WINDOW_MAX_MS: u64 = 500;
+
+/// Messages of [`AgentSessionActor`].
+#[derive(Debug)]
+pub enum AgentSessionMsg {
+    /// Run a prompt for `turn` (starting the process first if needed).
+    Prompt {
+        /// The turn.
+        turn: TurnId,
+        /// The prompt text.
+        text: String,
+    },
+    /// Ask the agent to cancel `turn` (`session/cancel`).
+    Cancel {
+        /// The turn.
+        turn: TurnId,
+    },
+    /// Answer a permission request.
+    RespondPermission {
+        /// The request id from the update.
+        request: u64,
+        /// The option chosen; `None` cancels.
+        option_id: Option<String>,
+    },
+    /// Stop the process now (it hung); the next prompt starts a new one.
+    Restart,
+    /// The process exited (sent by the exit watcher).
+    Exited {
+        /// Process generation that exited.
+        generation: u64,
+        /// How it exited.
+        status: String,
+    },
+}
+
+/// Startup arguments.
+#[derive(Debug)]
+pub struct AgentSessionArgs {
+    /// Node context.
+    pub ctx: Arc<NodeContext>,
+    /// The conversation actor to report to.
+    pub conversation: ActorRef<ConversationMsg>,
+    /// Agent name (for messages).
+    pub agent_name: String,
+    /// How to start the agent.
+    pub command: AgentCommand,
+    /// Workspace directory (cwd).
+    pub cwd: PathBuf,
+    /// Private home directory.
+    pub home: PathBuf,
+    /// The agent session to resume, if one was recorded.
+    pub resume_session: Option<String>,
+}
+
+enum Control {
+    Start(TurnId),
+    End(TurnId, Result<PromptOutcome, String>),
+}
+
+/// State of [`AgentSessionActor`].
+pub struct AgentSessionState {
+    args: AgentSessionArgs,
+    process: Option<Arc<AgentProcess>>,
+    generation: u64,
+    updates_tx: mpsc::Sender<AgentUpdate>,
+    control_tx: mpsc::UnboundedSender<Control>,
+    forwarder: tokio::task::JoinHandle<()>,
+    prompt_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The actor. See the module doc.
+#[derive(Debug, Default)]
+pub struct AgentSessionActor;
+
+impl Actor for AgentSessionActor {
+    type Msg = AgentSessionMsg;
+    type State = AgentSessionState;
+    type Arguments = AgentSessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: AgentSessionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let (updates_tx, updates_rx) = mpsc::channel(AGENT_UPDATES_QUEUE_DEPTH);
+        // Unbounded is safe: at most two control messages per prompt, and one prompt runs at a time.
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let forwarder = tokio::spawn(forward(args.conversation.clone(), updates_rx, control_rx));
+        Ok(AgentSessionState {
+            args,
+            process: None,
+            generation: 0,
+            updates_tx,
+            control_tx,
+            forwarder,
+            prompt_task: None,
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if let Some(task) = state.prompt_task.take() {
+            task.abort();
+        }
+        stop_process(state).await;
+        state.forwarder.abort();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentSessionMsg::Prompt { turn, text } => {
+                let _ = state.control_tx.send(Control::Start(turn));
+                let process = match ensure_process(&myself, state, turn).await {
+                    Ok(process) => process,
+                    Err(message) => {
+                        let _ = state.control_tx.send(Control::End(turn, Err(message)));
+                        return Ok(());
+                    }
+                };
+                let control = state.control_tx.clone();
+                state.prompt_task = Some(tokio::spawn(async move {
+                    let result = process.prompt(text).await.map_err(|e| e.to_string());
+                    let _ = control.send(Control::End(turn, result));
+                }));
+            }
+            AgentSessionMsg::Cancel { turn } => {
+                if let Some(process) = &state.process {
+                    tracing::info!(%turn, "cancelling agent prompt");
+                    process.cancel().await;
+                }
+            }
+            AgentSessionMsg::RespondPermission { request, option_id } => {
+                if let Some(process) = &state.process {
+                    if let Err(e) = process.respond_permission(request, option_id) {
+                        tracing::warn!(request, error = %e, "permission answer not delivered");
+                    }
+                }
+            }
+            AgentSessionMsg::Restart => {
+                if let Some(task) = state.prompt_task.take() {
+                    task.abort();
+                }
+                stop_process(state).await;
+            }
+            AgentSessionMsg::Exited { generation, status } => {
+                if generation == state.generation && state.process.is_some() {
+                    tracing::warn!(agent = %state.args.agent_name, %status, "agent process exited");
+                    state.process = None;
+                    Metrics::dec(&state.args.ctx.metrics.agent_processes);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn stop_process(state: &mut AgentSessionState) {
+    if let Some(process) = state.process.take() {
+        process.shutdown().await;
+        Metrics::dec(&state.args.ctx.metrics.agent_processes);
+    }
+}
+
+async fn ensure_process(
+    myself: &ActorRef<AgentSessionMsg>,
+    state: &mut AgentSessionState,
+    turn: TurnId,
+) -> Result<Arc<AgentProcess>, String> {
+    if let Some(process) = &state.process {
+        return Ok(process.clone());
+    }
+    let args = &state.args;
+    let ctx = &args.ctx;
+    let running = Metrics::get(&ctx.metrics.agent_processes);
+    let max = ctx.config.limits.agent_processes_max.get() as u64;
+    if running >= max {
+        return Err(format!(
+            "this node already runs {running} agent processes (limits.agent_processes_max = {max}); retry when a conversation goes idle"
+        ));
+    }
+    let _ = args.conversation.cast(ConversationMsg::Agent {
+        turn,
+        event: AgentEvent::Status(format!("starting agent `{}`", args.agent_name)),
+    });
+    for dir in [&args.cwd, &args.home] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut extra_env = BTreeMap::new();
+    extra_env.insert("SHOAL_NODE_ID".to_owned(), ctx.node_id().to_owned());
+    let opts = StartOptions {
+        cwd: args.cwd.clone(),
+        home: args.home.clone(),
+        resume_session: args.resume_session.clone(),
+        start_timeout: Duration::from_millis(ctx.config.conversation.agent_start_timeout_ms.get()),
+        extra_env,
+    };
+    let process = AgentProcess::start(&args.command, opts, state.updates_tx.clone())
+        .await
+        .map_err(|e| format!("agent `{}` failed to start: {e}", args.agent_name))?;
+    let process = Arc::new(process);
+    Metrics::inc(&ctx.metrics.agent_processes);
+    state.generation += 1;
+    state.args.resume_session = Some(process.session_id().to_owned());
+    let _ = state.args.conversation.cast(ConversationMsg::Agent {
+        turn,
+        event: AgentEvent::SessionStarted(process.session_id().to_owned()),
+    });
+    let watcher = process.clone();
+    let generation = state.generation;
+    let me = myself.clone();
+    tokio::spawn(async move {
+        let status = watcher.exited().await;
+        let _ = me.cast(AgentSessionMsg::Exited { generation, status });
+    });
+    state.process = Some(process.clone());
+    Ok(process)
+}
+
+/// Forwards updates tagged with the current turn, and each turn's end after its updates.
+async fn forward(
+    conversation: ActorRef<ConversationMsg>,
+    mut updates: mpsc::Receiver<AgentUpdate>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let mut current = TurnId(0);
+    let send = |turn: TurnId, event: AgentEvent| conversation.cast(ConversationMsg::Agent { turn, event }).is_ok();
+    loop {
+        tokio::select! {
+            // Control first: a turn's Start is queued before its prompt is sent, so it is
+            // always seen before that prompt's first update.
+            biased;
+            ctl = control.recv() => match ctl {
+                None => return,
+                Some(Control::Start(turn)) => current = turn,
+                Some(Control::End(turn, result)) => {
+                    let window = tokio::time::Instant::now() + Duration::from_millis(LATE_UPDATE_WINDOW_MAX_MS);
+                    loop {
+                        let quiet = tokio::time::sleep(Duration::from_millis(LATE_UPDATE_QUIET_MS));
+                        tokio::select! {
+                            biased;
+                            Some(update) = updates.recv() => {
+                                if !send(current, AgentEvent::Update(update)) { return; }
+                                if tokio::time::Instant::now() >= window { break; }
+                            }
+                            () = quiet => break,
+                        }
+                    }
+                    if !send(turn, AgentEvent::Ended(result)) { return; }
+                }
+            },
+            update = updates.recv() => match update {
+                None => return,
+                Some(update) => if !send(current, AgentEvent::Update(update)) { return; },
+            },
+        }
+    }
+}

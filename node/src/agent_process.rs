@@ -1,0 +1,793 @@
+//! One live ACP agent child process and one ACP session on it: the client side of
+//! the Agent Client Protocol, owned by the node's `AgentSessionActor`.
+//!
+//! # Layout
+//! * this file: the public API ([`AgentProcess`], its options, updates and
+//!   errors) and the handler for what the agent sends us.
+//! * `agent_process/child.rs`: spawning in a private process group, stdio as
+//!   line streams, the stderr ring, exit watching, signals.
+//! * `agent_process/wire.rs`: lenient parsing of agent messages and the JSON we
+//!   send (no I/O).
+//! * `agent_process/fs.rs`: `fs/read_text_file` and `fs/write_text_file`,
+//!   confined to the workspace.
+//!
+//! # Tasks
+//! ```text
+//! AgentProcess ─┬─ connection task: agent-client-protocol `Client.v1()` over `Lines`
+//! (owned by the │    └─ dispatch handler (one message at a time, never awaits the agent):
+//!  actor)       │         session/update             → updates channel (routed by sessionId)
+//!               │         session/request_permission → pending table → respond_permission()
+//!               │         fs/read_text_file, fs/write_text_file → workspace files
+//!               │         anything else              → JSON-RPC error -32601
+//!               └─ child: stdin writer, stderr drain, exit watcher (stdout feeds the connection)
+//! ```
+//!
+//! The updates channel is bounded and filled from the dispatch handler: the owner
+//! must keep draining it while awaiting [`AgentProcess::prompt`], or the
+//! connection stalls (the prompt's answer is processed after the updates before it).
+
+mod child;
+mod fs;
+mod handler;
+mod wire;
+
+use agent_client_protocol::{
+    Agent, Client, Lines, UntypedMessage, is_connection_terminated, is_incoming_transport_closed,
+    v1,
+};
+use serde_json::Value;
+use shoal_protocol::transcript::{PermissionOption, PlanEntry, StopReason, ToolStatus, Usage};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+use handler::Shared;
+
+/// The most permission requests waiting for an answer; more are answered
+/// `cancelled` at once.
+pub const PERMISSION_REQUESTS_PENDING_MAX: usize = 64;
+/// The most updates kept while the `session/new` answer is outstanding (their
+/// session id is not known yet); more are dropped with a warning.
+pub const EARLY_UPDATES_MAX: usize = 256;
+/// How long [`AgentProcess::shutdown`] waits for the agent to exit after closing
+/// its stdin, in milliseconds.
+pub const STDIN_CLOSE_GRACE_MS: u64 = 1_000;
+/// How long [`AgentProcess::shutdown`] waits after SIGTERM before SIGKILL, in
+/// milliseconds.
+pub const TERM_GRACE_MS: u64 = 2_000;
+/// How long [`AgentProcess::shutdown`] waits for the exit after SIGKILL, in
+/// milliseconds (only a process stuck in the kernel takes longer).
+pub const KILL_WAIT_MS: u64 = 2_000;
+/// How long a request whose connection broke waits to see the process exit
+/// before reporting a protocol error instead, in milliseconds.
+pub const EXIT_AFTER_DISCONNECT_MS: u64 = 2_000;
+/// The largest file the agent may read through `fs/read_text_file`, in bytes.
+pub const READ_FILE_BYTES_MAX: u64 = fs::READ_FILE_BYTES_MAX;
+/// The largest content the agent may write through `fs/write_text_file`, in bytes.
+pub const WRITE_FILE_BYTES_MAX: usize = fs::WRITE_FILE_BYTES_MAX;
+/// How much of the agent's stderr is kept for error messages, in bytes.
+pub const STDERR_TAIL_BYTES_MAX: usize = child::STDERR_TAIL_BYTES_MAX;
+
+/// How to launch an agent (from the node config's `[agents.<name>]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentCommand {
+    /// The executable: a path, or a name looked up in `PATH`.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables (the node's environment is inherited; the
+    /// private `HOME`/`XDG_*` and [`StartOptions::extra_env`] override these).
+    pub env: BTreeMap<String, String>,
+}
+
+/// Where and how to start one agent session.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Absolute workspace directory (must exist): the child's working directory,
+    /// the `cwd` of `session/new`/`session/load`, and the only place the agent
+    /// may read or write through `fs/*`.
+    pub cwd: PathBuf,
+    /// Absolute private home directory, created if missing: `HOME`, and the
+    /// parent of `XDG_CONFIG_HOME=home/.config`, `XDG_DATA_HOME=home/.local/share`,
+    /// `XDG_CACHE_HOME=home/.cache` and `XDG_STATE_HOME=home/.local/state`.
+    pub home: PathBuf,
+    /// The session to resume with `session/load` if the agent advertises
+    /// `loadSession`; otherwise (or if `None`) a new session is created.
+    pub resume_session: Option<String>,
+    /// Bound on spawn + `initialize` + `session/new`|`session/load`.
+    pub start_timeout: Duration,
+    /// Environment variables set last (e.g. `SHOAL_NODE_ID`).
+    pub extra_env: BTreeMap<String, String>,
+}
+
+/// Something the agent reported, sent on the updates channel in arrival order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentUpdate {
+    /// Answer text (`agent_message_chunk`).
+    Text(String),
+    /// Reasoning text (`agent_thought_chunk`).
+    Reasoning(String),
+    /// User text (`user_message_chunk`): replayed history during `session/load`.
+    UserText(String),
+    /// A tool call was announced (`tool_call`) or updated (`tool_call_update`).
+    ToolCall {
+        /// The agent's id for the call.
+        id: String,
+        /// Human-readable title, if sent.
+        title: Option<String>,
+        /// Kind (`read`, `edit`, `execute`, …), if sent.
+        kind: Option<String>,
+        /// Status, if sent and known.
+        status: Option<ToolStatusRaw>,
+        /// `rawInput` as JSON text, if sent.
+        input: Option<String>,
+        /// The text of the call's content blocks (else `rawOutput` as JSON text).
+        output: Option<String>,
+        /// `true` for `tool_call_update` (only the fields sent changed).
+        is_update: bool,
+    },
+    /// The agent's whole current plan.
+    Plan(Vec<PlanEntry>),
+    /// Context usage and cost (`usage_update`).
+    Usage(Usage),
+    /// The agent asks permission; answer with [`AgentProcess::respond_permission`].
+    PermissionRequest {
+        /// Our local id for the request.
+        request: u64,
+        /// What the agent wants to do.
+        title: String,
+        /// The choices.
+        options: Vec<PermissionOption>,
+    },
+    /// Any other update kind (`available_commands_update`, …), by name, for logs.
+    Other(String),
+}
+
+/// A tool call's status as the agent reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolStatusRaw {
+    /// Announced, not started.
+    Pending,
+    /// Running.
+    InProgress,
+    /// Finished successfully.
+    Completed,
+    /// Finished with an error.
+    Failed,
+}
+
+impl From<ToolStatusRaw> for ToolStatus {
+    fn from(status: ToolStatusRaw) -> Self {
+        match status {
+            ToolStatusRaw::Pending => ToolStatus::Pending,
+            ToolStatusRaw::InProgress => ToolStatus::InProgress,
+            ToolStatusRaw::Completed => ToolStatus::Completed,
+            ToolStatusRaw::Failed => ToolStatus::Failed,
+        }
+    }
+}
+
+/// Why a prompt turn ended (the `stopReason` of the `session/prompt` answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptOutcome {
+    /// `end_turn`: the agent finished.
+    EndTurn,
+    /// `max_tokens`.
+    MaxTokens,
+    /// `max_turn_requests`.
+    MaxTurnRequests,
+    /// `refusal`.
+    Refusal,
+    /// `cancelled`: the turn stopped after [`AgentProcess::cancel`].
+    Cancelled,
+    /// Anything else, as sent (real agents send e.g. `"error"`).
+    Other(String),
+}
+
+impl From<PromptOutcome> for StopReason {
+    fn from(outcome: PromptOutcome) -> Self {
+        match outcome {
+            PromptOutcome::EndTurn => StopReason::EndTurn,
+            PromptOutcome::MaxTokens => StopReason::MaxTokens,
+            PromptOutcome::MaxTurnRequests => StopReason::MaxTurnRequests,
+            PromptOutcome::Refusal => StopReason::Refusal,
+            PromptOutcome::Cancelled => StopReason::Cancelled,
+            PromptOutcome::Other(reason) => StopReason::Other(reason),
+        }
+    }
+}
+
+/// What went wrong with an agent process or its session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The program could not be started (missing, not executable). Nothing runs.
+    #[error(
+        "could not start agent program `{program}`: {source}; check `[agents.<name>].command` \
+         in the node config (the program must exist and be executable)"
+    )]
+    Spawn {
+        /// The program as configured.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The workspace or private home could not be prepared. Nothing runs; missing
+    /// home directories may have been created.
+    #[error(
+        "could not prepare the {what} `{path}` for the agent: {source}; it must be an \
+         absolute path the node can create and write to"
+    )]
+    Setup {
+        /// Which directory.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `start` did not finish within `start_timeout`. The process was stopped.
+    #[error(
+        "the agent did not finish {phase} within {timeout_ms} ms and was stopped; check that \
+         the command starts an ACP agent on stdio, or raise the start timeout. \
+         Agent stderr (last lines): {stderr_tail}"
+    )]
+    StartTimeout {
+        /// The step that was running (`connect`, `initialize`, `session/new`, `session/load`).
+        phase: &'static str,
+        /// The configured limit.
+        timeout_ms: u64,
+        /// The end of the agent's stderr.
+        stderr_tail: String,
+    },
+    /// The agent broke the protocol or the connection failed while the process
+    /// kept running. Shut the process down and start a new one.
+    #[error("agent protocol error: {0}")]
+    Protocol(String),
+    /// The process exited (crash, kill, or on its own). Start a new one to continue.
+    #[error(
+        "the agent process exited ({status}); start it again to continue. \
+         Agent stderr (last lines): {stderr_tail}"
+    )]
+    Exited {
+        /// The exit status (`exit status: 3`, `signal: 9 (SIGKILL)`).
+        status: String,
+        /// The end of the agent's stderr.
+        stderr_tail: String,
+    },
+    /// The agent answered a request with a JSON-RPC error. The process still runs.
+    #[error("the agent answered with error {code}: {message}")]
+    Rpc {
+        /// The JSON-RPC error code.
+        code: i64,
+        /// The message (and data, if any).
+        message: String,
+    },
+    /// No permission request with this id is waiting (answered, cancelled, or
+    /// never sent). Nothing changed.
+    #[error(
+        "permission request {request} is not waiting for an answer: it was already answered \
+         or cancelled"
+    )]
+    UnknownPermission {
+        /// The id given.
+        request: u64,
+    },
+    /// The option is not one the permission request offered. The request still
+    /// waits for a valid answer.
+    #[error("permission request {request} has no option `{option_id}`; choose one of: {offered}")]
+    UnknownPermissionOption {
+        /// The request.
+        request: u64,
+        /// The option given.
+        option_id: String,
+        /// The options offered, comma separated.
+        offered: String,
+    },
+}
+
+/// One running agent process with one ACP session.
+///
+/// `prompt`, `cancel`, `respond_permission` and `shutdown` take `&self` and may
+/// run concurrently. Dropping it SIGKILLs the agent's process group; call
+/// [`Self::shutdown`] first for a graceful stop.
+pub struct AgentProcess {
+    session_id: String,
+    load_session: bool,
+    shared: Arc<Shared>,
+    connection: v1::ConnectionTo<Agent>,
+    /// Dropping or firing it ends the connection task.
+    stop_connection: Mutex<Option<oneshot::Sender<()>>>,
+    /// Why the connection task ended, once it has.
+    connection_end: Arc<Mutex<Option<String>>>,
+    child: child::ChildProcess,
+}
+
+impl std::fmt::Debug for AgentProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentProcess")
+            .field("session_id", &self.session_id)
+            .field("pid", &self.child.pid())
+            .field("exit", &self.child.exit_status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentProcess {
+    /// Spawns the agent in `opts.cwd` with a private home, initializes ACP (with
+    /// `fs` read/write capabilities) and opens a session: `session/load` of
+    /// `opts.resume_session` if the agent supports it, else `session/new`.
+    /// Updates of that session (including replayed history) go to `updates`.
+    ///
+    /// On error nothing is left running.
+    pub async fn start(
+        cmd: &AgentCommand,
+        opts: StartOptions,
+        updates: mpsc::Sender<AgentUpdate>,
+    ) -> Result<AgentProcess, AgentError> {
+        let cwd_text = prepare_directories(&opts)?;
+        let workspace = fs::Workspace::new(&opts.cwd).map_err(|source| AgentError::Setup {
+            what: "workspace directory",
+            path: opts.cwd.clone(),
+            source,
+        })?;
+        let env = child_env(cmd, &opts)?;
+        let deadline = tokio::time::Instant::now() + opts.start_timeout;
+        let timeout_ms = u64::try_from(opts.start_timeout.as_millis()).unwrap_or(u64::MAX);
+
+        let (child, outgoing, incoming) = child::spawn(&child::SpawnSpec {
+            program: &cmd.program,
+            args: &cmd.args,
+            env: &env,
+            cwd: &opts.cwd,
+        })
+        .map_err(|source| AgentError::Spawn {
+            program: cmd.program.display().to_string(),
+            source,
+        })?;
+        tracing::debug!(pid = ?child.pid(), program = %cmd.program.display(), "agent process spawned");
+
+        let shared = Arc::new(Shared::new(updates, workspace));
+        let (handle_rx, stop_connection, connection_end) =
+            spawn_connection(Arc::clone(&shared), outgoing, incoming);
+        let connection = match tokio::time::timeout_at(deadline, handle_rx).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(_)) => {
+                let reason = lock(&connection_end)
+                    .clone()
+                    .unwrap_or_else(|| String::from("unknown reason"));
+                return Err(AgentError::Protocol(format!(
+                    "the ACP connection to the agent could not start: {reason}"
+                )));
+            }
+            Err(_) => {
+                return Err(AgentError::StartTimeout {
+                    phase: "connect",
+                    timeout_ms,
+                    stderr_tail: child.stderr_tail(),
+                });
+            }
+        };
+
+        let mut process = AgentProcess {
+            session_id: String::new(),
+            load_session: false,
+            shared,
+            connection,
+            stop_connection: Mutex::new(Some(stop_connection)),
+            connection_end,
+            child,
+        };
+        let mut phase = "initialize";
+        let handshake = process.handshake(&opts, &cwd_text, &mut phase);
+        match tokio::time::timeout_at(deadline, handshake).await {
+            Ok(Ok(())) => {
+                tracing::debug!(pid = ?process.pid(), session = %process.session_id, "agent session ready");
+                Ok(process)
+            }
+            Ok(Err(error)) => {
+                process.shutdown().await;
+                Err(error)
+            }
+            Err(_) => {
+                process.shutdown().await;
+                Err(AgentError::StartTimeout {
+                    phase,
+                    timeout_ms,
+                    stderr_tail: process.child.stderr_tail(),
+                })
+            }
+        }
+    }
+
+    /// `initialize`, then `session/load` or `session/new`; `phase` tracks the step
+    /// for the timeout message.
+    async fn handshake(
+        &mut self,
+        opts: &StartOptions,
+        cwd: &str,
+        phase: &mut &'static str,
+    ) -> Result<(), AgentError> {
+        *phase = "initialize";
+        let answer = self.call("initialize", wire::initialize_params()).await?;
+        let info = wire::parse_initialize(&answer).map_err(AgentError::Protocol)?;
+        self.load_session = info.load_session;
+
+        if let Some(resume) = &opts.resume_session {
+            if info.load_session {
+                *phase = "session/load";
+                // Known up front: the replayed history arrives before the answer.
+                let early = self.shared.set_session(resume);
+                debug_assert!(early.is_empty(), "no updates are held before session/load");
+                self.call("session/load", wire::load_session_params(resume, cwd))
+                    .await?;
+                self.session_id = resume.clone();
+                return Ok(());
+            }
+            tracing::info!(
+                session = %resume,
+                "the agent does not advertise loadSession; starting a new session instead of resuming"
+            );
+        }
+
+        *phase = "session/new";
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let shared = Arc::clone(&self.shared);
+        // Ordered: the session id is set before the next message is dispatched,
+        // so updates right after the answer are routed (ACP pitfall 1).
+        self.send_ordered(
+            "session/new",
+            wire::new_session_params(cwd),
+            move |result: Result<Value, agent_client_protocol::Error>| async move {
+                if let Ok(answer) = &result
+                    && let Ok(session_id) = wire::parse_new_session(answer)
+                {
+                    for update in shared.set_session(&session_id) {
+                        shared.deliver(update).await;
+                    }
+                }
+                // The caller may have given up (timeout); nothing to do then.
+                let _delivered = answer_tx.send(result);
+                Ok(())
+            },
+        )?;
+        let answer = self.await_answer("session/new", answer_rx).await?;
+        self.session_id = wire::parse_new_session(&answer).map_err(AgentError::Protocol)?;
+        Ok(())
+    }
+
+    /// The ACP session id (new, or the resumed one).
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The agent's OS process id (also its process group id).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.pid()
+    }
+
+    /// Whether the agent advertised `agentCapabilities.loadSession`.
+    pub fn supports_load_session(&self) -> bool {
+        self.load_session
+    }
+
+    /// Sends `session/prompt` with `text` and resolves with the stop reason, after
+    /// every update of the turn has been queued on the updates channel.
+    ///
+    /// Cancel-safe: dropping the future stops waiting but does not stop the turn
+    /// (use [`Self::cancel`]). Resolves with [`AgentError::Exited`] as soon as the
+    /// process dies mid-turn.
+    pub async fn prompt(&self, text: String) -> Result<PromptOutcome, AgentError> {
+        let answer = self
+            .call(
+                "session/prompt",
+                wire::prompt_params(&self.session_id, &text),
+            )
+            .await?;
+        Ok(wire::parse_prompt_outcome(&answer))
+    }
+
+    /// Sends the `session/cancel` notification and answers every waiting
+    /// permission request with `cancelled`. The running prompt then resolves
+    /// (normally with [`PromptOutcome::Cancelled`]).
+    pub async fn cancel(&self) {
+        let notification =
+            UntypedMessage::new("session/cancel", wire::cancel_params(&self.session_id));
+        match notification.map(|message| self.connection.send_notification(message)) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) | Err(error) => {
+                tracing::debug!(%error, "could not send session/cancel; the connection is gone");
+            }
+        }
+        self.shared.cancel_permissions();
+    }
+
+    /// Answers permission request `request`: `Some(option_id)` selects that
+    /// option, `None` answers `cancelled`.
+    pub fn respond_permission(
+        &self,
+        request: u64,
+        option_id: Option<String>,
+    ) -> Result<(), AgentError> {
+        self.shared.respond_permission(request, option_id)
+    }
+
+    /// Stops the agent: closes its stdin, waits up to [`STDIN_CLOSE_GRACE_MS`],
+    /// sends SIGTERM to its process group, waits up to [`TERM_GRACE_MS`], then
+    /// SIGKILL. Idempotent; returns within about 5 s whatever the agent does.
+    pub async fn shutdown(&self) {
+        let child = &self.child;
+        if child.exit_status().is_none() {
+            child.close_stdin();
+            if child
+                .wait_exit_timeout(Duration::from_millis(STDIN_CLOSE_GRACE_MS))
+                .await
+                .is_none()
+            {
+                tracing::debug!(pid = ?child.pid(), "agent still running after stdin closed; sending SIGTERM");
+                child.signal_group(rustix::process::Signal::TERM);
+                if child
+                    .wait_exit_timeout(Duration::from_millis(TERM_GRACE_MS))
+                    .await
+                    .is_none()
+                {
+                    tracing::debug!(pid = ?child.pid(), "agent still running after SIGTERM; sending SIGKILL");
+                    child.signal_group(rustix::process::Signal::KILL);
+                    if child
+                        .wait_exit_timeout(Duration::from_millis(KILL_WAIT_MS))
+                        .await
+                        .is_none()
+                    {
+                        tracing::warn!(pid = ?child.pid(), "agent process did not exit after SIGKILL");
+                    }
+                }
+            }
+        }
+        if let Some(stop) = lock(&self.stop_connection).take() {
+            // The connection task may already have ended.
+            let _stopped = stop.send(());
+        }
+    }
+
+    /// Resolves when the child process has exited, with its exit status
+    /// (`exit status: 0`, `signal: 9 (SIGKILL)`).
+    pub async fn exited(&self) -> String {
+        self.child.wait_exit().await
+    }
+
+    /// Sends a request and waits for its answer or the process's exit.
+    async fn call(&self, method: &'static str, params: Value) -> Result<Value, AgentError> {
+        let (answer_tx, answer_rx) = oneshot::channel();
+        self.send_ordered(method, params, move |result| async move {
+            // The caller may have stopped waiting (dropped prompt future).
+            let _delivered = answer_tx.send(result);
+            Ok(())
+        })?;
+        self.await_answer(method, answer_rx).await
+    }
+
+    /// Sends a request whose answer is handed to `on_answer` inside the dispatch
+    /// loop, before the next incoming message. Dropping the caller's future
+    /// does not cancel the request on the agent.
+    fn send_ordered<F, Fut>(
+        &self,
+        method: &'static str,
+        params: Value,
+        on_answer: F,
+    ) -> Result<(), AgentError>
+    where
+        F: FnOnce(Result<Value, agent_client_protocol::Error>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), agent_client_protocol::Error>> + Send + 'static,
+    {
+        let message = UntypedMessage::new(method, params).map_err(|error| {
+            AgentError::Protocol(format!("could not encode `{method}`: {error}"))
+        })?;
+        self.connection
+            .prepare_request(message)
+            .on_receiving_result(on_answer)
+            .map_err(|error| {
+                AgentError::Protocol(format!(
+                    "could not send `{method}` to the agent: {error}; shut it down and start a new one"
+                ))
+            })
+    }
+
+    /// Waits for an answer delivered by [`Self::send_ordered`], or the exit.
+    async fn await_answer(
+        &self,
+        method: &'static str,
+        answer: oneshot::Receiver<Result<Value, agent_client_protocol::Error>>,
+    ) -> Result<Value, AgentError> {
+        tokio::select! {
+            biased;
+            answer = answer => match answer {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) if !self.is_local_failure(&error) => Err(AgentError::Rpc {
+                    code: i64::from(i32::from(error.code)),
+                    message: match &error.data {
+                        Some(data) => format!("{} ({})", error.message, wire::truncate_for_log(&data.to_string())),
+                        None => error.message.clone(),
+                    },
+                }),
+                Ok(Err(error)) => Err(self.connection_lost(method, &error.to_string()).await),
+                Err(_) => Err(self.connection_lost(method, "no answer before the connection closed").await),
+            },
+            status = self.child.wait_exit() => Err(self.exited_error(status)),
+        }
+    }
+
+    /// Whether an error was produced locally because the connection ended,
+    /// rather than sent by the agent.
+    fn is_local_failure(&self, error: &agent_client_protocol::Error) -> bool {
+        is_incoming_transport_closed(error)
+            || is_connection_terminated(error)
+            || self.connection.termination().is_some()
+    }
+
+    /// The error for a request whose connection broke: [`AgentError::Exited`] if
+    /// the process exits soon, else [`AgentError::Protocol`].
+    async fn connection_lost(&self, method: &str, detail: &str) -> AgentError {
+        let grace = Duration::from_millis(EXIT_AFTER_DISCONNECT_MS);
+        match self.child.wait_exit_timeout(grace).await {
+            Some(status) => self.exited_error(status),
+            None => {
+                let ended = lock(&self.connection_end)
+                    .clone()
+                    .unwrap_or_else(|| String::from("still open"));
+                AgentError::Protocol(format!(
+                    "the connection to the agent broke while waiting for the answer to `{method}` \
+                     ({detail}; connection: {ended}) but the process is still running; shut it \
+                     down and start a new one"
+                ))
+            }
+        }
+    }
+
+    fn exited_error(&self, status: String) -> AgentError {
+        AgentError::Exited {
+            status,
+            stderr_tail: self.child.stderr_tail(),
+        }
+    }
+}
+
+/// Starts the connection task. Returns the connection handle (once the
+/// connection runs), the stop switch and the slot for why it ended.
+fn spawn_connection(
+    shared: Arc<Shared>,
+    outgoing: child::OutgoingLines,
+    incoming: impl futures::Stream<Item = std::io::Result<String>> + Send + 'static,
+) -> (
+    oneshot::Receiver<v1::ConnectionTo<Agent>>,
+    oneshot::Sender<()>,
+    Arc<Mutex<Option<String>>>,
+) {
+    let (handle_tx, handle_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let connection_end = Arc::new(Mutex::new(None));
+    let end_slot = Arc::clone(&connection_end);
+    let builder = Client.v1().name("shoal-node").on_receive_dispatch(
+        async move |dispatch: v1::Dispatch, _connection: v1::ConnectionTo<Agent>| {
+            Ok(shared.handle(dispatch).await)
+        },
+        agent_client_protocol::on_receive_dispatch!(),
+    );
+    tokio::spawn(async move {
+        let result = builder
+            .connect_with(
+                Lines::new(outgoing, incoming),
+                async move |connection: v1::ConnectionTo<Agent>| {
+                    // `start` may have given up already; the stop switch then fires.
+                    let _sent = handle_tx.send(connection.clone());
+                    tokio::select! {
+                        _ = stop_rx => {}
+                        () = connection.incoming_closed() => {}
+                    }
+                    Ok(())
+                },
+            )
+            .await;
+        let reason = match result {
+            Ok(()) => String::from("closed"),
+            Err(error) => format!("failed: {error}"),
+        };
+        tracing::debug!(%reason, "agent connection ended");
+        *lock(&end_slot) = Some(reason);
+    });
+    (handle_rx, stop_tx, connection_end)
+}
+
+/// Locks a mutex; a panic elsewhere while holding it does not poison our state
+/// (every critical section leaves it consistent).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Checks `cwd`, creates the private home and its XDG directories; returns `cwd`
+/// as text for the ACP requests.
+fn prepare_directories(opts: &StartOptions) -> Result<String, AgentError> {
+    let setup = |what, path: &Path, source| AgentError::Setup {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let invalid = |message: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    if !opts.cwd.is_absolute() {
+        return Err(setup(
+            "workspace directory",
+            &opts.cwd,
+            invalid("the path is not absolute"),
+        ));
+    }
+    if !opts.cwd.is_dir() {
+        return Err(setup(
+            "workspace directory",
+            &opts.cwd,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        ));
+    }
+    let cwd = opts.cwd.to_str().ok_or_else(|| {
+        setup(
+            "workspace directory",
+            &opts.cwd,
+            invalid("the path is not UTF-8"),
+        )
+    })?;
+    if !opts.home.is_absolute() {
+        return Err(setup(
+            "private home directory",
+            &opts.home,
+            invalid("the path is not absolute"),
+        ));
+    }
+    for dir in std::iter::once(opts.home.clone()).chain(xdg_dirs(&opts.home).map(|(_, dir)| dir)) {
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| setup("private home directory", &dir, source))?;
+    }
+    Ok(cwd.to_owned())
+}
+
+/// The XDG base directories inside a private home.
+fn xdg_dirs(home: &Path) -> impl Iterator<Item = (&'static str, PathBuf)> + '_ {
+    [
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_CACHE_HOME", ".cache"),
+        ("XDG_STATE_HOME", ".local/state"),
+    ]
+    .into_iter()
+    .map(move |(name, relative)| (name, home.join(relative)))
+}
+
+/// The child's environment on top of the node's: the command's own variables,
+/// then the private home (so a configured `HOME` cannot share state between
+/// sessions, ACP pitfall 4), then `extra_env`.
+fn child_env(
+    cmd: &AgentCommand,
+    opts: &StartOptions,
+) -> Result<BTreeMap<String, String>, AgentError> {
+    let text = |path: &Path| {
+        path.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| AgentError::Setup {
+                what: "private home directory",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the path is not UTF-8",
+                ),
+            })
+    };
+    let mut env = cmd.env.clone();
+    env.insert(String::from("HOME"), text(&opts.home)?);
+    for (name, dir) in xdg_dirs(&opts.home) {
+        env.insert(name.to_owned(), text(&dir)?);
+    }
+    env.extend(opts.extra_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(env)
+}

@@ -1,0 +1,422 @@
+//! The agent child process: spawned in its own process group, stdio turned into
+//! line streams for the ACP connection, stderr kept in a bounded ring, exit
+//! watched, signals sent to the whole group.
+//!
+//! `agent-client-protocol`'s own `AcpAgent` spawner cannot set a working
+//! directory or report the pid, so the child is spawned here and the crate's
+//! `Lines` transport runs over its pipes.
+
+use futures::channel::mpsc as futures_mpsc;
+use futures::{SinkExt, Stream, StreamExt};
+use rustix::process::{Pid, Signal};
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStderr, ChildStdin};
+use tokio::sync::{oneshot, watch};
+
+/// The most stderr kept for error messages, in bytes (the newest bytes win).
+pub(crate) const STDERR_TAIL_BYTES_MAX: usize = 16 * 1024;
+/// The longest line accepted from the agent's stdout, in bytes. A longer line
+/// ends the connection: the agent is broken or hostile. Large enough for a
+/// 16 MiB `fs/write_text_file` with escaping.
+pub(crate) const AGENT_LINE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The longest stderr line logged as one `tracing` event, in bytes.
+const STDERR_LOG_LINE_BYTES_MAX: usize = 4 * 1024;
+/// Lines queued for the agent's stdin before the connection waits.
+const OUTGOING_LINES_MAX: usize = 64;
+/// How long exit reporting waits for the rest of stderr after the process ended.
+const STDERR_DRAIN_AFTER_EXIT_MS: u64 = 500;
+
+/// What to run.
+pub(crate) struct SpawnSpec<'a> {
+    pub(crate) program: &'a Path,
+    pub(crate) args: &'a [String],
+    /// Added to (and overriding) the node's own environment.
+    pub(crate) env: &'a BTreeMap<String, String>,
+    pub(crate) cwd: &'a Path,
+}
+
+/// The stdin side handed to the ACP connection.
+pub(crate) type OutgoingLines = futures::sink::SinkMapErr<
+    futures_mpsc::Sender<String>,
+    fn(futures_mpsc::SendError) -> io::Error,
+>;
+
+/// A running (or exited) agent process. Dropping it SIGKILLs the process group
+/// if the process has not been reaped yet.
+#[derive(Debug)]
+pub(crate) struct ChildProcess {
+    pid: Option<u32>,
+    exit: watch::Receiver<Option<String>>,
+    close_stdin: watch::Sender<bool>,
+    stderr: StderrTail,
+    /// `true` once the process has been reaped: its pid may then be reused, so no
+    /// more signals are sent.
+    reaped: Arc<Mutex<bool>>,
+}
+
+/// Spawns the agent with piped stdio in a new process group. Returns the handle
+/// and the two halves of the line transport.
+pub(crate) fn spawn(
+    spec: &SpawnSpec<'_>,
+) -> io::Result<(
+    ChildProcess,
+    OutgoingLines,
+    impl Stream<Item = io::Result<String>> + Send + 'static,
+)> {
+    let mut command = tokio::process::Command::new(spec.program);
+    command
+        .args(spec.args)
+        .envs(spec.env)
+        .current_dir(spec.cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group, so a launcher (npx, uvx, a shell) and the real agent
+        // behind it are signalled together.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let pid = child.id();
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        // Unreachable with `Stdio::piped()`; the child is killed on drop.
+        return Err(io::Error::other("the agent's stdio pipes were not created"));
+    };
+
+    let tail = StderrTail::default();
+    let (stderr_done_tx, stderr_done_rx) = oneshot::channel();
+    tokio::spawn(drain_stderr(stderr, tail.clone(), pid, stderr_done_tx));
+
+    let (close_tx, close_rx) = watch::channel(false);
+    let (line_tx, line_rx) = futures_mpsc::channel(OUTGOING_LINES_MAX);
+    tokio::spawn(write_lines(stdin, line_rx, close_rx, pid));
+
+    let reaped = Arc::new(Mutex::new(false));
+    let (exit_tx, exit_rx) = watch::channel(None);
+    tokio::spawn(watch_exit(
+        child,
+        pid,
+        Arc::clone(&reaped),
+        stderr_done_rx,
+        exit_tx,
+    ));
+
+    let to_io: fn(futures_mpsc::SendError) -> io::Error =
+        |_| io::Error::new(io::ErrorKind::BrokenPipe, "the agent's stdin is closed");
+    let outgoing = line_tx.sink_map_err(to_io);
+    let incoming = futures::stream::unfold(
+        Some(BufReader::new(stdout)),
+        move |reader| async move {
+            let mut reader = reader?;
+            match read_line(&mut reader, AGENT_LINE_BYTES_MAX).await {
+                Ok(Some(line)) => {
+                    tracing::trace!(?pid, line = %super::wire::truncate_for_log(&line), "agent stdout");
+                    Some((Ok(line), Some(reader)))
+                }
+                Ok(None) => None,
+                Err(error) => Some((Err(error), None)),
+            }
+        },
+    );
+
+    let process = ChildProcess {
+        pid,
+        exit: exit_rx,
+        close_stdin: close_tx,
+        stderr: tail,
+        reaped,
+    };
+    Ok((process, outgoing, incoming.boxed()))
+}
+
+impl ChildProcess {
+    /// The OS process id (also the process group id).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// The exit status description, if the process has exited.
+    pub(crate) fn exit_status(&self) -> Option<String> {
+        self.exit.borrow().clone()
+    }
+
+    /// Resolves with the exit status description once the process has exited.
+    pub(crate) async fn wait_exit(&self) -> String {
+        let mut exit = self.exit.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(status) => status.clone().unwrap_or_default(),
+            // The watcher task is gone (runtime shutting down): report what we know.
+            Err(_) => self
+                .exit
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| String::from("unknown (exit watcher stopped)")),
+        }
+    }
+
+    /// Like [`Self::wait_exit`], giving up after `limit`.
+    pub(crate) async fn wait_exit_timeout(&self, limit: Duration) -> Option<String> {
+        tokio::time::timeout(limit, self.wait_exit()).await.ok()
+    }
+
+    /// Closes the agent's stdin (EOF tells a well-behaved agent to exit).
+    pub(crate) fn close_stdin(&self) {
+        self.close_stdin.send_replace(true);
+    }
+
+    /// Sends `signal` to the process group, unless the process was reaped.
+    pub(crate) fn signal_group(&self, signal: Signal) {
+        let reaped = self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*reaped {
+            signal_group(self.pid, signal);
+        }
+    }
+
+    /// The last [`STDERR_TAIL_BYTES_MAX`] bytes of stderr, as text.
+    pub(crate) fn stderr_tail(&self) -> String {
+        self.stderr.snapshot()
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.close_stdin();
+        self.signal_group(Signal::KILL);
+    }
+}
+
+fn signal_group(pid: Option<u32>, signal: Signal) {
+    let Some(pid) = pid
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(Pid::from_raw)
+    else {
+        return;
+    };
+    if let Err(error) = rustix::process::kill_process_group(pid, signal) {
+        // ESRCH: the group is already gone.
+        tracing::debug!(pid = pid.as_raw_nonzero().get(), ?signal, %error, "signalling the agent's process group failed");
+    }
+}
+
+/// Reaps the process, kills what is left of its group (a launcher's children),
+/// waits briefly for the rest of stderr, then publishes the exit status.
+async fn watch_exit(
+    mut child: Child,
+    pid: Option<u32>,
+    reaped: Arc<Mutex<bool>>,
+    stderr_done: oneshot::Receiver<()>,
+    exit_tx: watch::Sender<Option<String>>,
+) {
+    let status = match child.wait().await {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("unknown exit status ({error})"),
+    };
+    {
+        let mut reaped = reaped.lock().unwrap_or_else(PoisonError::into_inner);
+        // The group outlives its leader while members remain, so its id cannot
+        // have been reused yet if anything is left to kill.
+        signal_group(pid, Signal::KILL);
+        *reaped = true;
+    }
+    tracing::debug!(?pid, %status, "agent process exited");
+    let drain = Duration::from_millis(STDERR_DRAIN_AFTER_EXIT_MS);
+    // Either outcome is fine: the tail holds what was read so far.
+    let _drained = tokio::time::timeout(drain, stderr_done).await;
+    exit_tx.send_replace(Some(status));
+}
+
+/// Copies lines from the connection to the agent's stdin until the connection
+/// ends, a write fails, or [`ChildProcess::close_stdin`] is called; then drops
+/// stdin so the agent sees EOF.
+async fn write_lines(
+    mut stdin: ChildStdin,
+    mut lines: futures_mpsc::Receiver<String>,
+    mut close: watch::Receiver<bool>,
+    pid: Option<u32>,
+) {
+    loop {
+        let line = tokio::select! {
+            biased;
+            _ = close.wait_for(|closed| *closed) => break,
+            line = lines.next() => match line {
+                Some(line) => line,
+                None => break,
+            },
+        };
+        let write = async {
+            stdin.write_all(line.as_bytes()).await?;
+            // ACP pitfall 2: without the newline the agent never sees the message.
+            stdin.write_all(b"\n").await?;
+            stdin.flush().await
+        };
+        let result = tokio::select! {
+            biased;
+            _ = close.wait_for(|closed| *closed) => break,
+            result = write => result,
+        };
+        if let Err(error) = result {
+            tracing::debug!(?pid, %error, "writing to the agent's stdin failed");
+            break;
+        }
+    }
+    drop(stdin);
+}
+
+/// Reads one line of at most `max_bytes`, skipping blank lines. A final line
+/// without `\n` at EOF is returned (ACP pitfall 2); `None` at EOF.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max_bytes: usize,
+) -> io::Result<Option<String>> {
+    let mut line = Vec::new();
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
+        let (chunk, found_newline) = match buffer.iter().position(|&byte| byte == b'\n') {
+            Some(end) => (&buffer[..end], true),
+            None => (buffer, false),
+        };
+        if line.len() + chunk.len() > max_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the agent sent a line longer than {max_bytes} bytes"),
+            ));
+        }
+        line.extend_from_slice(chunk);
+        let consumed = chunk.len() + usize::from(found_newline);
+        reader.consume(consumed);
+        if found_newline {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                line.clear();
+                continue;
+            }
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
+    }
+}
+
+/// Reads stderr to EOF: every line is logged at debug level and the newest
+/// bytes are kept in the tail.
+async fn drain_stderr(
+    mut stderr: ChildStderr,
+    tail: StderrTail,
+    pid: Option<u32>,
+    done: oneshot::Sender<()>,
+) {
+    let mut buffer = vec![0_u8; 8 * 1024];
+    let mut line = Vec::new();
+    let mut line_truncated = false;
+    loop {
+        let read = match stderr.read(&mut buffer).await {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) => {
+                tracing::debug!(?pid, %error, "reading the agent's stderr failed");
+                break;
+            }
+        };
+        let bytes = &buffer[..read];
+        tail.push(bytes);
+        for &byte in bytes {
+            if byte == b'\n' {
+                log_stderr_line(pid, &line, line_truncated);
+                line.clear();
+                line_truncated = false;
+            } else if line.len() < STDERR_LOG_LINE_BYTES_MAX {
+                line.push(byte);
+            } else {
+                line_truncated = true;
+            }
+        }
+    }
+    if !line.is_empty() {
+        log_stderr_line(pid, &line, line_truncated);
+    }
+    // The receiver may have stopped waiting.
+    let _sent = done.send(());
+}
+
+fn log_stderr_line(pid: Option<u32>, line: &[u8], truncated: bool) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches('\r');
+    if truncated {
+        tracing::debug!(?pid, "agent stderr: {text}… (line truncated)");
+    } else {
+        tracing::debug!(?pid, "agent stderr: {text}");
+    }
+}
+
+/// The newest [`STDERR_TAIL_BYTES_MAX`] bytes of stderr, shared with the reader.
+#[derive(Debug, Clone, Default)]
+struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        let mut tail = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let keep = bytes.len().min(STDERR_TAIL_BYTES_MAX);
+        let overflow = (tail.len() + keep).saturating_sub(STDERR_TAIL_BYTES_MAX);
+        tail.drain(..overflow);
+        tail.extend(&bytes[bytes.len() - keep..]);
+    }
+
+    fn snapshot(&self) -> String {
+        let mut tail = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(tail.make_contiguous())
+            .trim()
+            .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_bounded_blank_lines_skipped_and_a_final_line_kept() -> anyhow::Result<()> {
+        let input: &[u8] = b"{\"a\":1}\n\n  \r\n{\"b\":2}\r\n{\"c\":3}";
+        let mut reader = BufReader::new(input);
+        assert_eq!(
+            read_line(&mut reader, 64).await?.as_deref(),
+            Some("{\"a\":1}")
+        );
+        assert_eq!(
+            read_line(&mut reader, 64).await?.as_deref(),
+            Some("{\"b\":2}\r")
+        );
+        assert_eq!(
+            read_line(&mut reader, 64).await?.as_deref(),
+            Some("{\"c\":3}")
+        );
+        assert_eq!(read_line(&mut reader, 64).await?, None);
+
+        let long: &[u8] = b"0123456789\n";
+        let mut reader = BufReader::new(long);
+        let error = read_line(&mut reader, 5).await;
+        assert!(error.is_err_and(|e| e.kind() == io::ErrorKind::InvalidData));
+        Ok(())
+    }
+
+    #[test]
+    fn stderr_tail_keeps_the_newest_bytes() {
+        let tail = StderrTail::default();
+        tail.push(b"old ");
+        tail.push(&vec![b'x'; STDERR_TAIL_BYTES_MAX - 3]);
+        tail.push(b"new");
+        let expected = format!("{}new", "x".repeat(STDERR_TAIL_BYTES_MAX - 3));
+        assert_eq!(tail.snapshot(), expected);
+        tail.push(&vec![b'y'; STDERR_TAIL_BYTES_MAX * 2]);
+        assert_eq!(tail.snapshot(), "y".repeat(STDERR_TAIL_BYTES_MAX));
+    }
+}

@@ -1,0 +1,117 @@
+//! What every part of a node shares: config, store, signer, counters, clock and paths.
+//!
+//! This is the node's one seam for time and randomness: actors take `now` from here, so
+//! a simulated clock can replace it later.
+
+use crate::security::tokens::TokenSigner;
+use crate::shard::store::Store;
+use shoal_cluster_config::NodeConfig;
+use shoal_protocol::{ConversationId, ShardId, UserId, WorkspaceId};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Counters shown by the admin API. Each is incremented and decremented by its owner.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Conversation actors running.
+    pub conversations_active: AtomicU64,
+    /// Agent processes running.
+    pub agent_processes: AtomicU64,
+    /// Followers attached.
+    pub followers: AtomicU64,
+    /// Turns running.
+    pub turns_running: AtomicU64,
+    /// Client and admin connections open.
+    pub connections: AtomicU64,
+}
+
+impl Metrics {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dec(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Shared node state.
+#[derive(Debug)]
+pub struct NodeContext {
+    /// The checked config.
+    pub config: NodeConfig,
+    /// The node's store (the write path is `Store::propose`).
+    pub store: Arc<Store>,
+    /// Token signer.
+    pub signer: TokenSigner,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Start time.
+    pub started: Instant,
+    /// The client address actually bound.
+    pub listen_addr: std::net::SocketAddr,
+}
+
+impl NodeContext {
+    /// The node's id.
+    pub fn node_id(&self) -> &str {
+        self.config.node.id.as_str()
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+
+    /// Wall-clock seconds since the Unix epoch.
+    pub fn now_secs(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+
+    /// A fresh random 128-bit id.
+    pub fn random_u128(&self) -> u128 {
+        rand::random()
+    }
+
+    /// The shard count.
+    pub fn shard_count(&self) -> u16 {
+        self.config.cluster.shard_count.get()
+    }
+
+    /// Whether `id`'s shard exists in this cluster.
+    pub fn shard_exists(&self, shard: ShardId) -> bool {
+        shard.0 < self.shard_count()
+    }
+
+    /// A user's default workspace: derived from the user id, so no lookup is needed.
+    pub fn default_workspace(&self, user: &UserId) -> WorkspaceId {
+        let digest = ring::digest::digest(&ring::digest::SHA256, format!("shoal-default-workspace:{user}").as_bytes());
+        let mut uid = [0u8; 16];
+        uid.copy_from_slice(&digest.as_ref()[..16]);
+        let uid = u128::from_be_bytes(uid);
+        let shard = ShardId((uid % u128::from(self.shard_count())) as u16);
+        WorkspaceId::new(shard, uid)
+    }
+
+    /// The directory of a workspace's files (the agent's cwd).
+    pub fn workspace_dir(&self, workspace: WorkspaceId) -> PathBuf {
+        self.config.node.data_dir.join("workspaces").join(workspace.to_string()).join("work")
+    }
+
+    /// The private home of one conversation's agent process.
+    pub fn agent_home(&self, workspace: WorkspaceId, conversation: ConversationId) -> PathBuf {
+        self.config.node.data_dir.join("workspaces").join(workspace.to_string()).join("homes").join(conversation.to_string())
+    }
+
+    /// Interval between turn checkpoints.
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.config.conversation.checkpoint_interval_ms.get())
+    }
+}

@@ -1,0 +1,110 @@
+//! `shoal-admin/1`: one admin request per stream, one `Result<AdminReply, WireError>` back.
+
+use super::REQUEST_BYTES_MAX;
+use super::frames::{FrameIoError, read_frame, write_frame};
+use crate::actors::conversation::ConversationMsg;
+use crate::actors::shard_host::ShardHostMsg;
+use crate::context::{Metrics, NodeContext};
+use crate::security::tokens::Scope;
+use ractor::{ActorRef, rpc::CallResult};
+use shoal_protocol::admin::{AdminReply, AdminRequest, NodeStatus};
+use shoal_protocol::client::RequestEnvelope;
+use shoal_protocol::{ErrorCode, WireError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an admin request waits for an actor.
+const ADMIN_CALL_TIMEOUT_MS: u64 = 5_000;
+/// The longest token lifetime an admin can mint, in seconds (one year).
+pub const ISSUED_TOKEN_TTL_SECS_MAX: u64 = 365 * 24 * 3600;
+
+/// Serves one admin request stream.
+pub async fn handle_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: &Arc<NodeContext>,
+    host: &ActorRef<ShardHostMsg>,
+) -> Result<(), FrameIoError> {
+    let envelope: RequestEnvelope<AdminRequest> = match read_frame(&mut recv, REQUEST_BYTES_MAX).await {
+        Ok(Some(envelope)) => envelope,
+        Ok(None) => return Ok(()),
+        Err(FrameIoError::Invalid(e)) => {
+            let _ = write_frame(&mut send, &Err::<AdminReply, _>(e.clone())).await;
+            let _ = send.finish();
+            return Err(FrameIoError::Invalid(e));
+        }
+        Err(e) => return Err(e),
+    };
+    let reply = handle(envelope.body, ctx, host).await;
+    write_frame(&mut send, &reply).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+async fn active(host: &ActorRef<ShardHostMsg>) -> Result<Vec<(shoal_protocol::ConversationId, ActorRef<ConversationMsg>)>, WireError> {
+    match host.call(|reply| ShardHostMsg::Active { reply }, Some(Duration::from_millis(ADMIN_CALL_TIMEOUT_MS))).await {
+        Ok(CallResult::Success(list)) => Ok(list),
+        _ => Err(WireError::new(ErrorCode::Unavailable, "the shard host did not answer; the node may be shutting down")),
+    }
+}
+
+async fn describe_all(
+    host: &ActorRef<ShardHostMsg>,
+) -> Result<(Vec<shoal_protocol::admin::ActorInfo>, Vec<shoal_protocol::admin::FollowerInfo>), WireError> {
+    let timeout = Some(Duration::from_millis(ADMIN_CALL_TIMEOUT_MS));
+    let calls = active(host).await?.into_iter().map(|(_, actor)| async move {
+        actor.call(|reply| ConversationMsg::Describe { reply }, timeout).await
+    });
+    let mut actors = Vec::new();
+    let mut followers = Vec::new();
+    for result in futures::future::join_all(calls).await {
+        if let Ok(CallResult::Success((a, f))) = result {
+            actors.extend(a);
+            followers.extend(f);
+        }
+    }
+    Ok((actors, followers))
+}
+
+async fn handle(request: AdminRequest, ctx: &Arc<NodeContext>, host: &ActorRef<ShardHostMsg>) -> Result<AdminReply, WireError> {
+    match request {
+        AdminRequest::Status => {
+            let m = &ctx.metrics;
+            Ok(AdminReply::Status(NodeStatus {
+                node_id: ctx.node_id().to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                listen_addr: ctx.listen_addr.to_string(),
+                uptime_secs: ctx.started.elapsed().as_secs(),
+                conversations_active: Metrics::get(&m.conversations_active),
+                agent_processes: Metrics::get(&m.agent_processes),
+                followers: Metrics::get(&m.followers),
+                turns_running: Metrics::get(&m.turns_running),
+                connections: Metrics::get(&m.connections),
+            }))
+        }
+        AdminRequest::ListActors => Ok(AdminReply::Actors(describe_all(host).await?.0)),
+        AdminRequest::ListFollowers { conversation } => {
+            let mut followers = describe_all(host).await?.1;
+            if let Some(id) = conversation {
+                followers.retain(|f| f.conversation == id);
+            }
+            Ok(AdminReply::Followers(followers))
+        }
+        AdminRequest::EvictActor { conversation } => {
+            match host
+                .call(|reply| ShardHostMsg::Evict { id: conversation, reply }, Some(Duration::from_millis(ADMIN_CALL_TIMEOUT_MS)))
+                .await
+            {
+                Ok(CallResult::Success(was_active)) => Ok(AdminReply::Evicted { was_active }),
+                _ => Err(WireError::new(ErrorCode::Unavailable, "the shard host did not answer")),
+            }
+        }
+        AdminRequest::IssueToken { user, ttl_secs } => {
+            let user = shoal_protocol::UserId::parse(&user.0).map_err(|e| WireError::invalid("user", e.to_string()))?;
+            if ttl_secs == 0 || ttl_secs > ISSUED_TOKEN_TTL_SECS_MAX {
+                return Err(WireError::invalid("ttl_secs", format!("must be 1..={ISSUED_TOKEN_TTL_SECS_MAX} seconds")));
+            }
+            Ok(AdminReply::Token(ctx.signer.issue(&user, &[Scope::User], ctx.now_secs(), ttl_secs)))
+        }
+    }
+}

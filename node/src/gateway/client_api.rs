@@ -1,0 +1,269 @@
+//! `shoal-client/1`: one request per stream, answered by frames.
+
+use super::frames::{FrameIoError, read_frame, write_frame};
+use super::{Peer, REQUEST_BYTES_MAX};
+use crate::actors::conversation::{ConversationMsg, summary};
+use crate::actors::follow::Sink;
+use crate::actors::shard_host::ShardHostMsg;
+use crate::context::NodeContext;
+use crate::shard::state_machine::{Outcome, ShardCommand};
+use ractor::{ActorRef, RpcReplyPort, rpc::CallResult};
+use shoal_protocol::client::{
+    ClientReply, ClientRequest, LIST_LIMIT_MAX, RequestEnvelope, ServerFrame, TITLE_BYTES_MAX,
+};
+use shoal_protocol::{ConversationId, ErrorCode, TurnId, WireError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long a request waits for its conversation actor to answer.
+const ACTOR_CALL_TIMEOUT_MS: u64 = 30_000;
+/// Attempts to reach a conversation actor that stopped between lookup and call.
+const ACTOR_CALL_ATTEMPTS: usize = 3;
+
+/// Serves one request stream.
+pub async fn handle_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: &Arc<NodeContext>,
+    host: &ActorRef<ShardHostMsg>,
+    peer: &Peer,
+) -> Result<(), FrameIoError> {
+    let envelope: RequestEnvelope<ClientRequest> = match read_frame(&mut recv, REQUEST_BYTES_MAX).await {
+        Ok(Some(envelope)) => envelope,
+        Ok(None) => return Ok(()),
+        Err(FrameIoError::Invalid(e)) => {
+            let _ = write_frame(&mut send, &ServerFrame::Error(e.clone())).await;
+            let _ = send.finish();
+            return Err(FrameIoError::Invalid(e));
+        }
+        Err(e) => return Err(e),
+    };
+    let span = tracing::info_span!(
+        "request",
+        user = %peer.user,
+        traceparent = envelope.trace.as_ref().map(|t| t.traceparent.as_str()).unwrap_or(""),
+    );
+    let _entered = span.enter();
+    drop(_entered);
+    let frame = match envelope.body {
+        ClientRequest::SendMessage { conversation, text, request_id } => {
+            return send_message(send, ctx, host, peer, conversation, text, request_id).await;
+        }
+        ClientRequest::Follow { conversation, since } => {
+            return follow(send, ctx, host, peer, conversation, since).await;
+        }
+        ClientRequest::CreateConversation { title, agent, request_id } => {
+            create(ctx, peer, title, agent, request_id).await.map(ClientReply::Created)
+        }
+        ClientRequest::ListConversations { limit } => list(ctx, peer, limit).map(ClientReply::Conversations),
+        ClientRequest::GetConversation { conversation } => call(host, conversation, |reply| ConversationMsg::Get {
+            user: peer.user.clone(),
+            reply,
+        })
+        .await
+        .map(|detail| ClientReply::Conversation(Box::new(detail))),
+        ClientRequest::CancelTurn { conversation } => call(host, conversation, |reply| ConversationMsg::Cancel {
+            user: peer.user.clone(),
+            reply,
+        })
+        .await
+        .map(|was_running| ClientReply::Cancelled { was_running }),
+        ClientRequest::RespondPermission { conversation, request, option_id } => {
+            call(host, conversation, |reply| ConversationMsg::RespondPermission {
+                user: peer.user.clone(),
+                request,
+                option_id: option_id.clone(),
+                reply,
+            })
+            .await
+            .map(|()| ClientReply::PermissionAnswered)
+        }
+    };
+    let frame = match frame {
+        Ok(reply) => ServerFrame::Reply(reply),
+        Err(e) => ServerFrame::Error(e),
+    };
+    write_frame(&mut send, &frame).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+/// Looks up (activating) the conversation actor.
+async fn lookup(host: &ActorRef<ShardHostMsg>, id: ConversationId) -> Result<ActorRef<ConversationMsg>, WireError> {
+    let timeout = Duration::from_millis(ACTOR_CALL_TIMEOUT_MS);
+    match host.call(|reply| ShardHostMsg::Conversation { id, reply }, Some(timeout)).await {
+        Ok(CallResult::Success(result)) => result,
+        Ok(CallResult::Timeout) => {
+            Err(WireError::new(ErrorCode::Timeout, format!("activating conversation {id} took too long; retry")))
+        }
+        _ => Err(WireError::new(ErrorCode::Unavailable, "the node is shutting down; retry on another node")),
+    }
+}
+
+/// Calls the conversation actor, retrying when it stopped between lookup and call.
+async fn call<T: Send + 'static>(
+    host: &ActorRef<ShardHostMsg>,
+    id: ConversationId,
+    mut build: impl FnMut(RpcReplyPort<Result<T, WireError>>) -> ConversationMsg,
+) -> Result<T, WireError> {
+    let timeout = Duration::from_millis(ACTOR_CALL_TIMEOUT_MS);
+    for _ in 0..ACTOR_CALL_ATTEMPTS {
+        let actor = lookup(host, id).await?;
+        match actor.call(&mut build, Some(timeout)).await {
+            Ok(CallResult::Success(result)) => return result,
+            Ok(CallResult::Timeout) => {
+                return Err(WireError::new(ErrorCode::Timeout, format!("conversation {id} did not answer in time; retry")));
+            }
+            // Stopped (passivated) meanwhile: look it up again.
+            _ => continue,
+        }
+    }
+    Err(WireError::new(ErrorCode::Unavailable, format!("conversation {id} kept stopping; retry")))
+}
+
+async fn create(
+    ctx: &NodeContext,
+    peer: &Peer,
+    title: Option<String>,
+    agent: Option<String>,
+    request_id: shoal_protocol::RequestId,
+) -> Result<shoal_protocol::client::ConversationSummary, WireError> {
+    if let Some(title) = &title {
+        if title.len() > TITLE_BYTES_MAX {
+            return Err(WireError::invalid("title", format!("the title is {} bytes, the limit is {TITLE_BYTES_MAX}", title.len())));
+        }
+    }
+    let agent = match agent {
+        None => ctx.config.default_agent.as_str().to_owned(),
+        Some(name) => {
+            if !ctx.config.agents.keys().any(|n| n.as_str() == name) {
+                let known: Vec<&str> = ctx.config.agents.keys().map(|n| n.as_str()).collect();
+                return Err(WireError::invalid(
+                    "agent",
+                    format!("unknown agent `{}`; this node has: {}", name.chars().take(64).collect::<String>(), known.join(", ")),
+                ));
+            }
+            name
+        }
+    };
+    let workspace = ctx.default_workspace(&peer.user);
+    let id = ConversationId::new(workspace.shard, ctx.random_u128());
+    let cmd = ShardCommand::CreateConversation {
+        id,
+        workspace,
+        owner: peer.user.clone(),
+        title,
+        agent,
+        at_ms: ctx.now_ms(),
+        request_id,
+    };
+    match ctx.store.propose(workspace.shard, cmd).await {
+        Ok(Outcome::Conversation(record)) => Ok(summary(&record)),
+        Ok(other) => Err(internal(format!("unexpected outcome {other:?}"))),
+        Err(e) => Err(internal(e.to_string())),
+    }
+}
+
+fn internal(message: String) -> WireError {
+    let id = format!("{:016x}", rand::random::<u64>());
+    tracing::error!(error_id = %id, "{message}");
+    WireError::internal(id)
+}
+
+fn list(ctx: &NodeContext, peer: &Peer, limit: u32) -> Result<Vec<shoal_protocol::client::ConversationSummary>, WireError> {
+    let limit = limit.clamp(1, LIST_LIMIT_MAX) as usize;
+    let shard = ctx.default_workspace(&peer.user).shard;
+    let mut records = ctx.store.user_conversations(shard, &peer.user).map_err(|e| internal(e.to_string()))?;
+    records.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
+    Ok(records.iter().take(limit).map(summary).collect())
+}
+
+/// Writes queued frames to the stream until the queue closes. Returns `false` if the
+/// client went away first.
+async fn pump(send: &mut quinn::SendStream, rx: &mut mpsc::Receiver<ServerFrame>) -> bool {
+    let stopped = send.stopped();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(frame) => {
+                    if write_frame(send, &frame).await.is_err() {
+                        return false;
+                    }
+                }
+                None => return true,
+            },
+            _ = &mut stopped => return false,
+        }
+    }
+}
+
+async fn send_message(
+    mut send: quinn::SendStream,
+    ctx: &Arc<NodeContext>,
+    host: &ActorRef<ShardHostMsg>,
+    peer: &Peer,
+    conversation: ConversationId,
+    text: String,
+    request_id: shoal_protocol::RequestId,
+) -> Result<(), FrameIoError> {
+    let capacity = ctx.config.limits.follower_queue_frames.get() as usize;
+    let mut rx_slot = None;
+    let result: Result<TurnId, WireError> = call(host, conversation, |reply| {
+        let (tx, rx) = mpsc::channel(capacity);
+        rx_slot = Some(rx);
+        ConversationMsg::Send { user: peer.user.clone(), text: text.clone(), request_id, sink: Sink::new(tx), reply }
+    })
+    .await;
+    let turn = match (result, rx_slot) {
+        (Ok(turn), Some(rx)) => (turn, rx),
+        (Err(e), _) => {
+            write_frame(&mut send, &ServerFrame::Error(e)).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+        (Ok(_), None) => unreachable!("the sink is created before the call"),
+    };
+    let (turn, mut rx) = turn;
+    if !pump(&mut send, &mut rx).await {
+        // The initiator disconnected mid-turn: cancel it.
+        if let Ok(actor) = lookup(host, conversation).await {
+            let _ = actor.cast(ConversationMsg::InitiatorGone { turn });
+        }
+        return Ok(());
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+async fn follow(
+    mut send: quinn::SendStream,
+    ctx: &Arc<NodeContext>,
+    host: &ActorRef<ShardHostMsg>,
+    peer: &Peer,
+    conversation: ConversationId,
+    since: Option<shoal_protocol::Seq>,
+) -> Result<(), FrameIoError> {
+    let capacity = ctx.config.limits.follower_queue_frames.get() as usize;
+    let mut rx_slot = None;
+    let result = call(host, conversation, |reply| {
+        let (tx, rx) = mpsc::channel(capacity);
+        rx_slot = Some(rx);
+        ConversationMsg::Follow { user: peer.user.clone(), since, sink: Sink::new(tx), reply }
+    })
+    .await;
+    match (result, rx_slot) {
+        (Ok(()), Some(mut rx)) => {
+            if pump(&mut send, &mut rx).await {
+                let _ = send.finish();
+            }
+        }
+        (Err(e), _) => {
+            write_frame(&mut send, &ServerFrame::Error(e)).await?;
+            let _ = send.finish();
+        }
+        (Ok(()), None) => unreachable!("the sink is created before the call"),
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Frames on QUIC streams: bounded reads, writes, and what can go wrong.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_protocol::frame::{FrameError, encode_frame};
+use shoal_protocol::{ErrorCode, FrameDecoder, WireError};
+
+/// Bytes read from a stream per call.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameIoError {
+    /// The peer sent something invalid; close the connection after telling it.
+    #[error("{0}")]
+    Invalid(WireError),
+    /// The stream or connection failed (peer gone, reset).
+    #[error("stream failed: {0}")]
+    Stream(String),
+}
+
+impl From<FrameError> for FrameIoError {
+    fn from(e: FrameError) -> Self {
+        let code = match &e {
+            FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+            FrameError::Codec(_) => ErrorCode::Malformed,
+        };
+        FrameIoError::Invalid(WireError::new(code, e.to_string()))
+    }
+}
+
+/// Reads exactly one frame of at most `max_bytes` from a stream the peer finishes after
+/// it. `Ok(None)` when the stream ends before any byte.
+pub async fn read_frame<T: DeserializeOwned>(recv: &mut quinn::RecvStream, max_bytes: usize) -> Result<Option<T>, FrameIoError> {
+    let mut decoder = FrameDecoder::new(max_bytes);
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        if let Some(frame) = decoder.next_frame::<T>()? {
+            return Ok(Some(frame));
+        }
+        match recv.read(&mut buf).await.map_err(|e| FrameIoError::Stream(e.to_string()))? {
+            Some(n) => decoder.push(&buf[..n]),
+            None if decoder.buffered_bytes() == 0 => return Ok(None),
+            None => {
+                return Err(FrameIoError::Invalid(WireError::new(
+                    ErrorCode::Malformed,
+                    format!("stream ended inside a frame ({} bytes buffered)", decoder.buffered_bytes()),
+                )));
+            }
+        }
+    }
+}
+
+/// Writes one frame.
+pub async fn write_frame<T: Serialize>(send: &mut quinn::SendStream, value: &T) -> Result<(), FrameIoError> {
+    let bytes = encode_frame(value).map_err(|e| FrameIoError::Stream(format!("cannot encode a frame: {e}")))?;
+    send.write_all(&bytes).await.map_err(|e| FrameIoError::Stream(e.to_string()))
+}

@@ -1,0 +1,139 @@
+//! `shoal-node`: run a Shoal node.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shoal_cluster_config::NodeConfig;
+use shoal_node::{Node, dev};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A Shoal node: runs coding-agent conversations and streams them to followers.
+#[derive(Parser)]
+#[command(name = "shoal-node", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a single dev node on embedded defaults with the demo agent.
+    Dev {
+        /// Where the store, certificates, keys, workspaces and profile.toml live.
+        #[arg(long, default_value = dev::DEV_DATA_DIR_DEFAULT)]
+        data_dir: PathBuf,
+        /// UDP address to listen on (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run a node from a config file.
+    Start {
+        /// The node's TOML config (see cluster-config/README.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Config file tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run the built-in demo ACP agent on stdin/stdout (used by dev mode).
+    #[command(hide = true)]
+    DemoAgent,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a config file: exit 0 if valid, else print what is wrong and exit 1.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::DemoAgent => shoal_demo_agent::run_blocking(),
+        Command::Config { command: ConfigCommand::Check { file } } => match NodeConfig::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Dev { data_dir, listen } => run(|| async move {
+            let exe = std::env::current_exe().context("cannot find the shoal-node executable for the demo agent")?;
+            let config = dev::dev_config(&data_dir, listen, exe, vec!["demo-agent".into()], std::env::vars())?;
+            init_logging(&config);
+            dev::prepare(&config)?;
+            serve(config, true).await
+        }),
+        Command::Start { config } => run(|| async move {
+            let config = NodeConfig::load(&config)?;
+            init_logging(&config);
+            serve(config, false).await
+        }),
+    }
+}
+
+fn run<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &NodeConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.telemetry.log_filter));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn serve(config: NodeConfig, dev_mode: bool) -> anyhow::Result<()> {
+    let node = Node::start(config.clone()).await?;
+    let addr = node.addr();
+    if dev_mode {
+        let profile = dev::write_profile(&config, addr, node.context().now_secs())?;
+        println!("shoal-node ready: listening on {addr} (node {}), profile {}", config.node.id.as_str(), profile.display());
+        println!("try: shoalctl --profile {} conv new", profile.display());
+    } else {
+        println!("shoal-node ready: listening on {addr} (node {})", config.node.id.as_str());
+    }
+    wait_for_signal().await;
+    eprintln!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,122 @@
+//! Starting and stopping a node.
+//!
+//! [`Node::start`] opens the store, loads keys and certificates, binds the UDP socket
+//! (or takes one already bound: the I/O seam), starts the actor tree and the accept loop.
+
+use crate::actors::shard_host::{ShardHost, ShardHostMsg};
+use crate::context::{Metrics, NodeContext};
+use crate::security::tls::{self, TlsPaths};
+use crate::security::tokens::TokenSigner;
+use crate::shard::store::Store;
+use ractor::{Actor, ActorRef};
+use shoal_cluster_config::NodeConfig;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long shutdown waits for actors (and their agent processes) to stop.
+const SHUTDOWN_TIMEOUT_MS: u64 = 15_000;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::shard::store::StoreError),
+    /// TLS material is missing or invalid.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The signing key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] crate::security::tokens::KeyError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}; pick a free address with `node.listen_addr` (or --listen)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The actor system could not start.
+    #[error("cannot start the actor tree: {0}")]
+    Actors(String),
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    ctx: Arc<NodeContext>,
+    endpoint: quinn::Endpoint,
+    host: ActorRef<ShardHostMsg>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+/// Entry points.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Starts a node with `config`, binding `config.node.listen_addr`.
+    pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+        let addr = config.node.listen_addr;
+        let socket = UdpSocket::bind(addr).map_err(|source| NodeError::Bind { addr, source })?;
+        Self::start_with_socket(config, socket).await
+    }
+
+    /// Starts a node on an already-bound UDP socket.
+    pub async fn start_with_socket(config: NodeConfig, socket: UdpSocket) -> Result<NodeHandle, NodeError> {
+        let listen_addr = socket.local_addr().map_err(|source| NodeError::Bind { addr: config.node.listen_addr, source })?;
+        let store = Store::open(&config.node.data_dir.join("store"), config.cluster.shard_count.get())?;
+        let signer = TokenSigner::load_or_create(&config.auth.signing_key_path)?;
+        let paths = TlsPaths {
+            ca_cert: config.tls.ca_cert_path.clone(),
+            cert: config.tls.cert_path.clone(),
+            key: config.tls.key_path.clone(),
+        };
+        let max_streams = config.limits.max_streams_per_connection.get();
+        let server_config = tls::server_config(&paths, max_streams as u32)?;
+        let ctx = Arc::new(NodeContext {
+            config,
+            store,
+            signer,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            listen_addr,
+        });
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, runtime)
+            .map_err(|source| NodeError::Bind { addr: listen_addr, source })?;
+        let (host, _) = Actor::spawn(None, ShardHost, ctx.clone()).await.map_err(|e| NodeError::Actors(e.to_string()))?;
+        let accept = tokio::spawn(crate::gateway::serve(endpoint.clone(), ctx.clone(), host.clone()));
+        tracing::info!(node = ctx.node_id(), %listen_addr, "node started");
+        Ok(NodeHandle { ctx, endpoint, host, accept })
+    }
+}
+
+impl NodeHandle {
+    /// The client address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.ctx.listen_addr
+    }
+
+    /// The node's shared context (counters, config, signer).
+    pub fn context(&self) -> &Arc<NodeContext> {
+        &self.ctx
+    }
+
+    /// Stops accepting, closes connections, stops every actor (and agent process) and
+    /// flushes the store.
+    pub async fn shutdown(self) {
+        self.endpoint.close(crate::gateway::close_code::SHUTDOWN.into(), b"node shutting down");
+        self.accept.abort();
+        let timeout = Some(Duration::from_millis(SHUTDOWN_TIMEOUT_MS));
+        if let Err(e) = self.host.stop_and_wait(Some("node shutting down".into()), timeout).await {
+            tracing::warn!(error = %e, "actors did not stop in time");
+        }
+        if let Err(e) = self.ctx.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        self.endpoint.wait_idle().await;
+        tracing::info!(node = self.ctx.node_id(), "node stopped");
+    }
+}

@@ -1,0 +1,7 @@
+//! Certificates, TLS configuration and bearer tokens.
+//!
+//! * [`tls`]: the dev CA and node certificate (rcgen), and rustls/quinn server configs.
+//! * [`tokens`]: tokens signed by the cluster's key (HMAC-SHA256 from `ring`).
+
+pub mod tls;
+pub mod tokens;

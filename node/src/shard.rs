@@ -1,0 +1,12 @@
+//! Shards: the durable state of workspaces and conversations.
+//!
+//! * [`state_machine`]: the deterministic, sans-I/O core: a [`state_machine::ShardCommand`]
+//!   plus what it reads in, writes and an outcome out.
+//! * [`store`]: sled underneath: one tree per shard, atomic batches, group-committed flushes.
+//!
+//! Actors never write sled: they propose commands through [`store::Store::propose`],
+//! which applies them locally in single-node mode. Raft replication replaces that one
+//! function later without touching the actors.
+
+pub mod state_machine;
+pub mod store;

@@ -1,0 +1,505 @@
+//! The shard state machine: deterministic and free of I/O.
+//!
+//! [`apply`] takes a command and a read view of the shard's keys and returns the writes
+//! to make (applied atomically by the store) and the outcome. The same command over the
+//! same state always yields the same writes, which is what lets Raft replicate it later.
+//! A rejected command (`Err`) writes nothing.
+//!
+//! Key layout inside a shard's tree:
+//! * `c/<conversation uid>` → [`ConversationRecord`]
+//! * `m/<conversation uid>/<message index, u64 BE>` → [`Message`]
+//! * `rc/<user>/<request id>` → the conversation a `CreateConversation` request made
+//! * `rs/<conversation uid>/<request id>` → the turn a `AppendUserMessage` request started
+//! * `u/<user>/<conversation uid>` → empty: the user's conversations
+
+use serde::{Deserialize, Serialize};
+use shoal_protocol::frame::{BincodeCodec, Codec};
+use shoal_protocol::transcript::{
+    Message, MessageStatus, Part, Role, content_from_parts,
+};
+use shoal_protocol::{ConversationId, MessageId, RequestId, TurnId, UserId, WorkspaceId};
+
+/// A durable change to a shard. Encoded by declaration index: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardCommand {
+    /// Create a conversation (idempotent per `(owner, request_id)`).
+    CreateConversation {
+        /// The new id (chosen by the proposer).
+        id: ConversationId,
+        /// Its workspace (same shard).
+        workspace: WorkspaceId,
+        /// Owner.
+        owner: UserId,
+        /// Optional title.
+        title: Option<String>,
+        /// Agent name.
+        agent: String,
+        /// Creation time.
+        at_ms: u64,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
+    /// A conversation actor starts: bump the activation number (new sequence range).
+    Activate {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Append a user message and start a turn (idempotent per request id).
+    AppendUserMessage {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Message text.
+        text: String,
+        /// Idempotency key.
+        request_id: RequestId,
+        /// Time of the message.
+        at_ms: u64,
+    },
+    /// Save the running turn's assistant message as streamed so far.
+    Checkpoint {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The assistant message (status `InProgress`).
+        message: Message,
+    },
+    /// End the running turn with its final assistant message.
+    FinishTurn {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The final assistant message (status complete, cancelled or interrupted).
+        message: Message,
+    },
+    /// Remember (or forget) the agent's session id, for `session/load` on reactivation.
+    SetAgentSession {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The agent's session id.
+        session_id: Option<String>,
+    },
+}
+
+/// The running turn of a conversation, as committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningTurn {
+    /// The turn.
+    pub turn: TurnId,
+    /// The request that started it.
+    pub request_id: RequestId,
+    /// Its user message.
+    pub user_message: MessageId,
+    /// The assistant message it produces.
+    pub assistant_message: MessageId,
+}
+
+/// A conversation's durable metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    /// Id.
+    pub id: ConversationId,
+    /// Workspace.
+    pub workspace: WorkspaceId,
+    /// Owner.
+    pub owner: UserId,
+    /// Title.
+    pub title: Option<String>,
+    /// Agent name.
+    pub agent: String,
+    /// Creation time.
+    pub created_at_ms: u64,
+    /// Committed messages (`m/…/0 .. message_count`).
+    pub message_count: u64,
+    /// Activations so far (the current actor's activation number).
+    pub activation: u32,
+    /// Turns started so far.
+    pub turns: u64,
+    /// The turn running now, if any.
+    pub running_turn: Option<RunningTurn>,
+    /// The agent's session id, once known.
+    pub agent_session: Option<String>,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `CreateConversation`: the record (the existing one for a retried request).
+    Conversation(Box<ConversationRecord>),
+    /// `Activate`: the new activation number and the record after it.
+    Activated(Box<ConversationRecord>),
+    /// `AppendUserMessage`: the turn started (or, for a retry, the turn started first).
+    TurnStarted {
+        /// The turn.
+        turn: RunningTurn,
+        /// The committed user message.
+        user_message: Message,
+        /// Whether this request was applied before.
+        duplicate: bool,
+        /// For a duplicate whose turn already ended: the final assistant message.
+        finished: Option<Message>,
+    },
+    /// Any other command applied.
+    Done,
+}
+
+/// Why a command was rejected. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The conversation does not exist.
+    #[error("conversation {0} does not exist")]
+    NotFound(ConversationId),
+    /// A turn is already running.
+    #[error("a turn ({0}) is already running in this conversation; wait for it or cancel it")]
+    Busy(TurnId),
+    /// The message does not belong to the running turn.
+    #[error("no running turn matches message {0}")]
+    StaleTurn(MessageId),
+    /// The store could not be read (disk error). Nothing was written.
+    #[error("cannot read the shard store: {0}")]
+    Io(String),
+    /// The stored bytes could not be decoded: the store is damaged.
+    #[error("stored record `{key}` is corrupt: {message}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The decode error.
+        message: String,
+    },
+}
+
+/// Read access to a shard's keys.
+pub trait ShardRead {
+    /// The value at `key`; `Err(Rejection::Io)` when the store cannot be read.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Rejection>;
+}
+
+/// The writes a command makes, applied atomically in order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Writes {
+    /// `(key, value)` puts.
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Writes {
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        // Our own types always encode.
+        let bytes = BincodeCodec.encode(value).expect("shard values encode");
+        self.puts.push((key, bytes));
+    }
+}
+
+/// Key of a conversation record.
+pub fn conversation_key(id: ConversationId) -> Vec<u8> {
+    let mut key = b"c/".to_vec();
+    key.extend_from_slice(&id.uid.to_be_bytes());
+    key
+}
+
+/// Prefix of a conversation's messages.
+pub fn message_prefix(id: ConversationId) -> Vec<u8> {
+    let mut key = b"m/".to_vec();
+    key.extend_from_slice(&id.uid.to_be_bytes());
+    key.push(b'/');
+    key
+}
+
+/// Key of one message.
+pub fn message_key(id: ConversationId, index: MessageId) -> Vec<u8> {
+    let mut key = message_prefix(id);
+    key.extend_from_slice(&index.0.to_be_bytes());
+    key
+}
+
+/// Prefix of a user's conversation index.
+pub fn user_prefix(user: &UserId) -> Vec<u8> {
+    let mut key = b"u/".to_vec();
+    key.extend_from_slice(user.0.as_bytes());
+    key.push(b'/');
+    key
+}
+
+fn create_request_key(user: &UserId, request_id: RequestId) -> Vec<u8> {
+    let mut key = b"rc/".to_vec();
+    key.extend_from_slice(user.0.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(&request_id.0.to_be_bytes());
+    key
+}
+
+fn send_request_key(id: ConversationId, request_id: RequestId) -> Vec<u8> {
+    let mut key = b"rs/".to_vec();
+    key.extend_from_slice(&id.uid.to_be_bytes());
+    key.push(b'/');
+    key.extend_from_slice(&request_id.0.to_be_bytes());
+    key
+}
+
+/// Decodes a stored value.
+pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, Rejection> {
+    BincodeCodec.decode(bytes).map_err(|e| Rejection::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn read<T: serde::de::DeserializeOwned>(view: &impl ShardRead, key: &[u8]) -> Result<Option<T>, Rejection> {
+    view.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+}
+
+fn record(view: &impl ShardRead, id: ConversationId) -> Result<ConversationRecord, Rejection> {
+    read(view, &conversation_key(id))?.ok_or(Rejection::NotFound(id))
+}
+
+/// Applies `cmd` to the state seen through `view`.
+pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outcome), Rejection> {
+    let mut writes = Writes::default();
+    let outcome = match cmd {
+        ShardCommand::CreateConversation { id, workspace, owner, title, agent, at_ms, request_id } => {
+            let req_key = create_request_key(owner, *request_id);
+            if let Some(existing) = read::<ConversationId>(view, &req_key)? {
+                return Ok((writes, Outcome::Conversation(Box::new(record(view, existing)?))));
+            }
+            assert_eq!(id.shard, workspace.shard, "a conversation lives in its workspace's shard");
+            let rec = ConversationRecord {
+                id: *id,
+                workspace: *workspace,
+                owner: owner.clone(),
+                title: title.clone(),
+                agent: agent.clone(),
+                created_at_ms: *at_ms,
+                message_count: 0,
+                activation: 0,
+                turns: 0,
+                running_turn: None,
+                agent_session: None,
+            };
+            writes.put(conversation_key(*id), &rec);
+            writes.put(req_key, id);
+            let mut index = user_prefix(owner);
+            index.extend_from_slice(&id.uid.to_be_bytes());
+            writes.puts.push((index, Vec::new()));
+            Outcome::Conversation(Box::new(rec))
+        }
+        ShardCommand::Activate { conversation } => {
+            let mut rec = record(view, *conversation)?;
+            rec.activation = rec.activation.checked_add(1).expect("activation counter overflow");
+            writes.put(conversation_key(*conversation), &rec);
+            Outcome::Activated(Box::new(rec))
+        }
+        ShardCommand::AppendUserMessage { conversation, text, request_id, at_ms } => {
+            let mut rec = record(view, *conversation)?;
+            let req_key = send_request_key(*conversation, *request_id);
+            if let Some(turn) = read::<RunningTurn>(view, &req_key)? {
+                let user_message = read::<Message>(view, &message_key(*conversation, turn.user_message))?
+                    .ok_or(Rejection::StaleTurn(turn.user_message))?;
+                let still_running = rec.running_turn.as_ref().is_some_and(|r| r.turn == turn.turn);
+                let finished = if still_running {
+                    None
+                } else {
+                    read::<Message>(view, &message_key(*conversation, turn.assistant_message))?
+                };
+                return Ok((writes, Outcome::TurnStarted { turn, user_message, duplicate: true, finished }));
+            }
+            if let Some(running) = &rec.running_turn {
+                return Err(Rejection::Busy(running.turn));
+            }
+            let turn = RunningTurn {
+                turn: TurnId(rec.turns + 1),
+                request_id: *request_id,
+                user_message: MessageId(rec.message_count),
+                assistant_message: MessageId(rec.message_count + 1),
+            };
+            let parts = vec![Part::Text { text: text.clone() }];
+            let user_message = Message {
+                id: turn.user_message,
+                turn: turn.turn,
+                role: Role::User,
+                status: MessageStatus::Complete,
+                content: content_from_parts(&parts),
+                parts,
+                created_at_ms: *at_ms,
+                stop_reason: None,
+                error: None,
+            };
+            rec.turns += 1;
+            rec.message_count += 1;
+            rec.running_turn = Some(turn.clone());
+            writes.put(message_key(*conversation, user_message.id), &user_message);
+            writes.put(req_key, &turn);
+            writes.put(conversation_key(*conversation), &rec);
+            Outcome::TurnStarted { turn, user_message, duplicate: false, finished: None }
+        }
+        ShardCommand::Checkpoint { conversation, message } | ShardCommand::FinishTurn { conversation, message } => {
+            let mut rec = record(view, *conversation)?;
+            let running = rec.running_turn.as_ref().filter(|r| r.assistant_message == message.id && r.turn == message.turn);
+            if running.is_none() {
+                return Err(Rejection::StaleTurn(message.id));
+            }
+            assert_eq!(
+                message.content,
+                content_from_parts(&message.parts),
+                "invariant 4: content must equal content_from_parts(parts) for {conversation} {}",
+                message.id
+            );
+            writes.put(message_key(*conversation, message.id), message);
+            if matches!(cmd, ShardCommand::FinishTurn { .. }) {
+                assert_ne!(message.status, MessageStatus::InProgress, "a finished turn is not in progress");
+                rec.running_turn = None;
+                rec.message_count = message.id.0 + 1;
+                writes.put(conversation_key(*conversation), &rec);
+            }
+            Outcome::Done
+        }
+        ShardCommand::SetAgentSession { conversation, session_id } => {
+            let mut rec = record(view, *conversation)?;
+            rec.agent_session = session_id.clone();
+            writes.put(conversation_key(*conversation), &rec);
+            Outcome::Done
+        }
+    };
+    Ok((writes, outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::ShardId;
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    struct Mem(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl ShardRead for Mem {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Rejection> {
+            Ok(self.0.get(key).cloned())
+        }
+    }
+
+    impl Mem {
+        fn run(&mut self, cmd: &ShardCommand) -> Result<Outcome, Rejection> {
+            let (writes, outcome) = apply(self, cmd)?;
+            for (k, v) in writes.puts {
+                self.0.insert(k, v);
+            }
+            Ok(outcome)
+        }
+    }
+
+    fn conv() -> ConversationId {
+        ConversationId::new(ShardId(3), 42)
+    }
+
+    fn create(mem: &mut Mem) -> ConversationRecord {
+        let cmd = ShardCommand::CreateConversation {
+            id: conv(),
+            workspace: WorkspaceId::new(ShardId(3), 7),
+            owner: UserId::parse("alice").unwrap(),
+            title: None,
+            agent: "demo".into(),
+            at_ms: 1,
+            request_id: RequestId(9),
+        };
+        match mem.run(&cmd).unwrap() {
+            Outcome::Conversation(rec) => *rec,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn send(mem: &mut Mem, request: u128) -> Result<Outcome, Rejection> {
+        mem.run(&ShardCommand::AppendUserMessage {
+            conversation: conv(),
+            text: "hi".into(),
+            request_id: RequestId(request),
+            at_ms: 2,
+        })
+    }
+
+    fn assistant(turn: &RunningTurn, text: &str, status: MessageStatus) -> Message {
+        let parts = vec![Part::Text { text: text.into() }];
+        Message {
+            id: turn.assistant_message,
+            turn: turn.turn,
+            role: Role::Assistant,
+            status,
+            content: content_from_parts(&parts),
+            parts,
+            created_at_ms: 3,
+            stop_reason: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn create_is_idempotent_per_request() {
+        let mut mem = Mem::default();
+        let a = create(&mut mem);
+        let b = create(&mut mem);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn turn_lifecycle_and_duplicates() {
+        let mut mem = Mem::default();
+        create(&mut mem);
+        let Outcome::TurnStarted { turn, duplicate: false, .. } = send(&mut mem, 1).unwrap() else {
+            panic!("first send starts a turn")
+        };
+        assert_eq!((turn.turn, turn.user_message, turn.assistant_message), (TurnId(1), MessageId(0), MessageId(1)));
+        // A retry of the same request while running: same turn, nothing written.
+        let Outcome::TurnStarted { turn: again, duplicate: true, finished: None, .. } = send(&mut mem, 1).unwrap()
+        else {
+            panic!("retry is a duplicate")
+        };
+        assert_eq!(again, turn);
+        // A different request while running is busy.
+        assert_eq!(send(&mut mem, 2), Err(Rejection::Busy(TurnId(1))));
+        mem.run(&ShardCommand::Checkpoint {
+            conversation: conv(),
+            message: assistant(&turn, "partial", MessageStatus::InProgress),
+        })
+        .unwrap();
+        mem.run(&ShardCommand::FinishTurn {
+            conversation: conv(),
+            message: assistant(&turn, "full", MessageStatus::Complete),
+        })
+        .unwrap();
+        // Finishing again is stale.
+        assert!(matches!(
+            mem.run(&ShardCommand::FinishTurn {
+                conversation: conv(),
+                message: assistant(&turn, "x", MessageStatus::Complete),
+            }),
+            Err(Rejection::StaleTurn(_))
+        ));
+        // The retry after the end reports the final message.
+        let Outcome::TurnStarted { finished: Some(done), .. } = send(&mut mem, 1).unwrap() else {
+            panic!("retry after end")
+        };
+        assert_eq!(done.content, "full");
+        let Outcome::TurnStarted { turn: second, .. } = send(&mut mem, 2).unwrap() else { panic!() };
+        assert_eq!((second.turn, second.user_message), (TurnId(2), MessageId(2)));
+    }
+
+    #[test]
+    fn activation_counts_up_and_unknown_conversations_are_rejected() {
+        let mut mem = Mem::default();
+        create(&mut mem);
+        for expected in 1..=3 {
+            let Outcome::Activated(rec) = mem.run(&ShardCommand::Activate { conversation: conv() }).unwrap() else {
+                panic!()
+            };
+            assert_eq!(rec.activation, expected);
+        }
+        let other = ConversationId::new(ShardId(3), 1);
+        assert_eq!(mem.run(&ShardCommand::Activate { conversation: other }), Err(Rejection::NotFound(other)));
+    }
+
+    #[test]
+    #[should_panic(expected = "invariant 4")]
+    fn content_mismatch_is_a_broken_invariant() {
+        let mut mem = Mem::default();
+        create(&mut mem);
+        let Outcome::TurnStarted { turn, .. } = send(&mut mem, 1).unwrap() else { panic!() };
+        let mut message = assistant(&turn, "a", MessageStatus::Complete);
+        message.content = "b".into();
+        let _ = mem.run(&ShardCommand::FinishTurn { conversation: conv(), message });
+    }
+}

@@ -1,0 +1,232 @@
+//! The node's sled store: one `Db`, one tree per shard, group-committed flushes.
+//!
+//! [`Store::propose`] is the single write path. It applies a command's writes as one
+//! atomic sled batch under the shard's apply lock, then waits for a flush that covers
+//! them before acknowledging. Flushes are coalesced across all shards by one flusher
+//! task (group commit): concurrent proposals share one `Db::flush()`. Never
+//! `flush_async()`, which deadlocks in sled 0.34 (STACK.md).
+
+use super::state_machine::{
+    self, ConversationRecord, Outcome, Rejection, ShardCommand, ShardRead, conversation_key, decode,
+    message_key, user_prefix,
+};
+use shoal_protocol::transcript::Message;
+use shoal_protocol::{ConversationId, MessageId, ShardId, UserId};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Flush requests that may wait for the flusher; senders wait when it is full.
+const FLUSH_QUEUE_DEPTH: usize = 4096;
+
+/// One caller waiting for a flush. The request carries the `Db` handle so the flusher
+/// holds no handle of its own: dropping the `Store` releases sled's directory lock.
+type FlushRequest = (sled::Db, oneshot::Sender<Result<(), String>>);
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The sled database could not be opened.
+    #[error("cannot open the store at {path}: {message}; check the data dir (a damaged store can be moved aside)")]
+    Open {
+        /// The directory.
+        path: PathBuf,
+        /// sled's error.
+        message: String,
+    },
+    /// A read or write failed.
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    /// The flusher task is gone (the node is shutting down).
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// Why a proposal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// The state machine rejected the command; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// Storage failed; the command may or may not be durable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct TreeView<'a>(&'a sled::Tree);
+
+impl ShardRead for TreeView<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Rejection> {
+        self.0.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| Rejection::Io(e.to_string()))
+    }
+}
+
+/// The node's durable store.
+pub struct Store {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    apply_locks: Vec<Mutex<()>>,
+    flush_tx: mpsc::Sender<FlushRequest>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("shards", &self.trees.len()).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir` with `shard_count` shards and starts the
+    /// flusher task. Must be called inside a tokio runtime.
+    pub fn open(dir: &Path, shard_count: u16) -> Result<Arc<Store>, StoreError> {
+        let open_err = |e: sled::Error| StoreError::Open { path: dir.to_owned(), message: e.to_string() };
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open().map_err(open_err)?;
+        let trees = (0..shard_count)
+            .map(|s| db.open_tree(format!("shard-{s}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(open_err)?;
+        let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE_DEPTH);
+        tokio::spawn(run_flusher(flush_rx));
+        let apply_locks = (0..shard_count).map(|_| Mutex::new(())).collect();
+        Ok(Arc::new(Store { db, trees, apply_locks, flush_tx }))
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> u16 {
+        // Built from a u16 count.
+        self.trees.len() as u16
+    }
+
+    fn tree(&self, shard: ShardId) -> Result<&sled::Tree, StoreError> {
+        self.trees
+            .get(usize::from(shard.0))
+            .ok_or_else(|| StoreError::Io(format!("shard {shard} does not exist (shard count {})", self.trees.len())))
+    }
+
+    /// Applies `cmd` to `shard` and returns once it is durable.
+    pub async fn propose(&self, shard: ShardId, cmd: ShardCommand) -> Result<Outcome, ProposeError> {
+        let tree = self.tree(shard)?;
+        let outcome = {
+            let _guard = self.apply_locks[usize::from(shard.0)].lock().unwrap_or_else(|p| p.into_inner());
+            let (writes, outcome) = state_machine::apply(&TreeView(tree), &cmd)?;
+            if !writes.puts.is_empty() {
+                let mut batch = sled::Batch::default();
+                for (k, v) in writes.puts {
+                    batch.insert(k, v);
+                }
+                tree.apply_batch(batch).map_err(|e| StoreError::Io(e.to_string()))?;
+            }
+            outcome
+        };
+        self.flush().await?;
+        Ok(outcome)
+    }
+
+    /// Waits until everything written so far is on disk (coalesced with other callers).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.flush_tx.send((self.db.clone(), tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?.map_err(StoreError::Io)
+    }
+
+    /// A conversation's record.
+    pub fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
+        let key = conversation_key(id);
+        let tree = self.tree(id.shard)?;
+        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
+            None => Ok(None),
+            Some(bytes) => decode(&key, &bytes).map(Some).map_err(|e| StoreError::Io(e.to_string())),
+        }
+    }
+
+    /// Messages `from..to` of a conversation (missing indices are skipped).
+    pub fn messages(&self, id: ConversationId, from: u64, to: u64) -> Result<Vec<Message>, StoreError> {
+        let tree = self.tree(id.shard)?;
+        let range = message_key(id, MessageId(from))..message_key(id, MessageId(to));
+        let mut out = Vec::new();
+        for item in tree.range(range) {
+            let (key, bytes) = item.map_err(|e| StoreError::Io(e.to_string()))?;
+            out.push(decode(&key, &bytes).map_err(|e| StoreError::Io(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// One message.
+    pub fn message(&self, id: ConversationId, index: MessageId) -> Result<Option<Message>, StoreError> {
+        Ok(self.messages(id, index.0, index.0 + 1)?.pop())
+    }
+
+    /// The conversations `user` owns in `shard`.
+    pub fn user_conversations(&self, shard: ShardId, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+        let tree = self.tree(shard)?;
+        let prefix = user_prefix(user);
+        let mut out = Vec::new();
+        for item in tree.scan_prefix(&prefix) {
+            let (key, _) = item.map_err(|e| StoreError::Io(e.to_string()))?;
+            let uid_bytes: [u8; 16] = key[prefix.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Io("corrupt user index key".to_owned()))?;
+            let id = ConversationId::new(shard, u128::from_be_bytes(uid_bytes));
+            if let Some(rec) = self.conversation(id)? {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flushes and reports the on-disk size, for status output.
+    pub fn size_on_disk_bytes(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+async fn run_flusher(mut rx: mpsc::Receiver<FlushRequest>) {
+    while let Some((db, first)) = rx.recv().await {
+        let mut waiters = vec![first];
+        while let Ok((_, more)) = rx.try_recv() {
+            waiters.push(more);
+        }
+        let result = match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("flush task failed: {e}")),
+        };
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::{RequestId, WorkspaceId};
+
+    #[tokio::test]
+    async fn propose_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ConversationId::new(ShardId(1), 5);
+        {
+            let store = Store::open(dir.path(), 4).unwrap();
+            let cmd = ShardCommand::CreateConversation {
+                id,
+                workspace: WorkspaceId::new(ShardId(1), 1),
+                owner: UserId::parse("bob").unwrap(),
+                title: Some("t".into()),
+                agent: "demo".into(),
+                at_ms: 1,
+                request_id: RequestId(1),
+            };
+            store.propose(ShardId(1), cmd).await.unwrap();
+        }
+        let store = Store::open(dir.path(), 4).unwrap();
+        let rec = store.conversation(id).unwrap().unwrap();
+        assert_eq!(rec.title.as_deref(), Some("t"));
+        let listed = store.user_conversations(ShardId(1), &UserId::parse("bob").unwrap()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(matches!(
+            store.propose(ShardId(9), ShardCommand::Activate { conversation: id }).await,
+            Err(ProposeError::Store(_))
+        ));
+    }
+}

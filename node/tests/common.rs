@@ -1,0 +1,111 @@
+//! Shared helpers for the node's end-to-end tests: a real node on loopback with the real
+//! demo agent as its agent child process, driven through the SDK.
+#![allow(dead_code, unreachable_pub)]
+
+use futures::StreamExt;
+use shoal_client::{Client, FollowStream, Profile, TurnStream};
+use shoal_cluster_config::NodeConfig;
+use shoal_node::{Node, NodeHandle, dev};
+use shoal_protocol::transcript::{Event, EventFrame};
+use std::path::Path;
+use std::time::Duration;
+
+/// Upper bound for any single wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn dev_config(dir: &Path) -> NodeConfig {
+    let exe = env!("CARGO_BIN_EXE_shoal-node").into();
+    let listen = "127.0.0.1:0".parse().ok();
+    let config = dev::dev_config(dir, listen, exe, vec!["demo-agent".into()], Vec::new()).expect("dev config");
+    dev::prepare(&config).expect("dev files");
+    config
+}
+
+pub struct TestNode {
+    pub node: Option<NodeHandle>,
+    pub profile: Profile,
+    pub config: NodeConfig,
+}
+
+impl TestNode {
+    pub async fn start(dir: &Path) -> TestNode {
+        Self::start_with(dev_config(dir)).await
+    }
+
+    pub async fn start_with(config: NodeConfig) -> TestNode {
+        let node = Node::start(config.clone()).await.expect("node starts");
+        let path = dev::write_profile(&config, node.addr(), node.context().now_secs()).expect("profile");
+        let profile = Profile::load(&path).expect("profile loads");
+        TestNode { node: Some(node), profile, config }
+    }
+
+    pub async fn client(&self) -> Client {
+        tokio::time::timeout(WAIT, Client::connect(&self.profile)).await.expect("connect in time").expect("connect")
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            tokio::time::timeout(WAIT, node.shutdown()).await.expect("shutdown in time");
+        }
+    }
+}
+
+/// Collects a turn's events through `Done`.
+pub async fn collect_turn(mut turn: TurnStream) -> Vec<EventFrame> {
+    let mut frames = Vec::new();
+    let result = tokio::time::timeout(WAIT, async {
+        while let Some(frame) = turn.next().await {
+            let frame = frame.expect("turn event");
+            let done = matches!(frame.event, Event::Done { .. });
+            frames.push(frame);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "turn did not finish in {WAIT:?}; got {} events: {:?}", frames.len(), frames.last());
+    frames
+}
+
+/// Collects follow events until (and including) the `n`-th `Done`.
+pub async fn follow_until_done(follow: &mut FollowStream, dones: usize) -> Vec<EventFrame> {
+    let mut frames = Vec::new();
+    let mut seen = 0;
+    let result = tokio::time::timeout(WAIT, async {
+        while let Some(frame) = follow.next().await {
+            let frame = frame.expect("follow event");
+            if matches!(frame.event, Event::Done { .. }) {
+                seen += 1;
+            }
+            frames.push(frame);
+            if seen == dones {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "follower did not see {dones} done events in {WAIT:?}; got {frames:?}");
+    frames
+}
+
+/// The text of a turn's `Done` message.
+pub fn done_content(frames: &[EventFrame]) -> String {
+    frames
+        .iter()
+        .find_map(|f| match &f.event {
+            Event::Done { message, .. } => Some(message.content.clone()),
+            _ => None,
+        })
+        .expect("a done event")
+}
+
+/// Asserts that after the first reset, sequence numbers increase by exactly one.
+pub fn assert_gap_free(frames: &[EventFrame]) {
+    for pair in frames.windows(2) {
+        if matches!(pair[1].event, Event::Reset { .. }) {
+            continue;
+        }
+        assert_eq!(pair[1].seq.0, pair[0].seq.0 + 1, "gap or duplicate between {:?} and {:?}", pair[0], pair[1]);
+    }
+}

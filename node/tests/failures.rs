@@ -1,0 +1,157 @@
+//! Failure paths: crashing, hanging and missing agents, cancels, disconnects, bad frames.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use shoal_protocol::ErrorCode;
+use shoal_protocol::transcript::{Event, MessageStatus};
+
+fn final_message(frames: &[shoal_protocol::transcript::EventFrame]) -> shoal_protocol::transcript::Message {
+    frames
+        .iter()
+        .find_map(|f| match &f.event {
+            Event::Done { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .expect("done")
+}
+
+#[tokio::test]
+async fn crashing_agent_ends_the_turn_as_interrupted_and_the_next_turn_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let frames = collect_turn(client.send(conv.id, "/crash").await.unwrap()).await;
+    assert!(frames.iter().any(|f| matches!(f.event, Event::Error { .. })), "{frames:?}");
+    let message = final_message(&frames);
+    assert_eq!(message.status, MessageStatus::Interrupted);
+    assert!(message.error.is_some());
+    let frames = collect_turn(client.send(conv.id, "after crash").await.unwrap()).await;
+    assert_eq!(done_content(&frames), "echo: after crash");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn hanging_agent_is_bounded_by_the_turn_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.conversation.checkpoint_interval_ms = 100.try_into().unwrap();
+    config.conversation.turn_idle_timeout_ms = 1500.try_into().unwrap();
+    let mut node = TestNode::start_with(config).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let frames = collect_turn(client.send(conv.id, "/hang").await.unwrap()).await;
+    let message = final_message(&frames);
+    assert_eq!(message.status, MessageStatus::Interrupted);
+    assert!(message.error.as_deref().unwrap_or("").contains("turn_idle_timeout_ms"), "{message:?}");
+    // The partial output before the hang was kept.
+    assert!(!message.content.is_empty());
+    let frames = collect_turn(client.send(conv.id, "recovered").await.unwrap()).await;
+    assert_eq!(done_content(&frames), "echo: recovered");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn missing_agent_binary_is_a_clear_turn_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    for spec in config.agents.values_mut() {
+        spec.command = "/nonexistent/agent-binary".into();
+    }
+    let mut node = TestNode::start_with(config).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let frames = collect_turn(client.send(conv.id, "hi").await.unwrap()).await;
+    let message = final_message(&frames);
+    assert_eq!(message.status, MessageStatus::Interrupted);
+    let error = message.error.unwrap();
+    assert!(error.contains("/nonexistent/agent-binary"), "{error}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(WAIT, turn.next()).await.unwrap().unwrap().unwrap();
+        if matches!(frame.event, Event::TextChunk { .. }) {
+            break;
+        }
+    }
+    assert!(client.cancel(conv.id).await.unwrap());
+    let mut rest = Vec::new();
+    while let Some(frame) = tokio::time::timeout(WAIT, turn.next()).await.unwrap() {
+        rest.push(frame.unwrap());
+    }
+    assert_eq!(final_message(&rest).status, MessageStatus::Cancelled);
+    assert!(!client.cancel(conv.id).await.unwrap(), "nothing left to cancel");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn initiator_disconnect_cancels_the_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let mut follower = node.client().await.follow(conv.id, None);
+    let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(WAIT, turn.next()).await.unwrap().unwrap().unwrap();
+        if matches!(frame.event, Event::TextChunk { .. }) {
+            break;
+        }
+    }
+    drop(turn);
+    drop(client);
+    let frames = follow_until_done(&mut follower, 1).await;
+    assert_eq!(final_message(&frames).status, MessageStatus::Cancelled);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn busy_conversation_refuses_a_second_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let turn = client.send(conv.id, "/slow 20").await.unwrap();
+    let err = client.send(conv.id, "second").await.err().expect("busy");
+    assert_eq!(err.code(), Some(ErrorCode::Busy), "{err}");
+    collect_turn(turn).await;
+    let err = client.send(conv.id, "   ").await.err().expect("empty");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_stop_mid_turn_saves_the_turn_as_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
+    let mut chunks = 0;
+    while chunks < 3 {
+        let frame = tokio::time::timeout(WAIT, turn.next()).await.unwrap().unwrap().unwrap();
+        if matches!(frame.event, Event::TextChunk { .. }) {
+            chunks += 1;
+        }
+    }
+    node.stop().await;
+    drop(turn);
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let detail = client.get_conversation(conv.id).await.unwrap();
+    let last = detail.messages.last().unwrap();
+    assert_eq!(last.status, MessageStatus::Interrupted);
+    assert!(last.content.starts_with("chunk 0 "), "{last:?}");
+    assert_eq!(last.content, shoal_protocol::transcript::content_from_parts(&last.parts));
+    node.stop().await;
+}
