@@ -1,0 +1,453 @@
+//! From a TOML table (file + env overrides) to a [`NodeConfig`]: unknown-key detection,
+//! type checks, per-value checks and defaults. Cross-field rules are left to
+//! [`NodeConfig::validate`].
+
+use crate::NodeConfig;
+use crate::env::Origins;
+use crate::error::{ConfigError, Problem, describe, echo};
+use crate::names::{AgentName, NodeId};
+use crate::schema::{self, AGENT_KEYS, AGENTS_KEY, DEFAULT_AGENT_KEY, IntRule};
+use crate::sections::{
+    AgentSpec, AuthSection, ClusterSection, ConversationSection, LISTEN_ADDR_DEFAULT,
+    LOG_FILTER_DEFAULT, Limits, NodeSection, TelemetrySection, TlsSection,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use toml::{Table, Value};
+
+/// Converts the whole document.
+pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConfig, ConfigError> {
+    reject_unknown(&root, None, schema::top_level_keys())?;
+
+    let mut s = Section::take(&mut root, "node", origins)?;
+    let listen_addr = s.socket_addr("listen_addr")?.unwrap_or(LISTEN_ADDR_DEFAULT);
+    let node = NodeSection {
+        id: s.node_id("id")?,
+        data_dir: s.path("data_dir", "data directory", "\"/var/lib/shoal\"")?,
+        listen_addr,
+        advertise_addr: s.socket_addr("advertise_addr")?.unwrap_or(listen_addr),
+    };
+
+    let mut s = Section::take(&mut root, "tls", origins)?;
+    let tls = TlsSection {
+        ca_cert_path: s.path(
+            "ca_cert_path",
+            "cluster CA certificate (PEM)",
+            "\"tls/ca.pem\"",
+        )?,
+        cert_path: s.path(
+            "cert_path",
+            "node certificate chain (PEM)",
+            "\"tls/node.pem\"",
+        )?,
+        key_path: s.path("key_path", "node private key (PEM)", "\"tls/node.key\"")?,
+    };
+
+    let mut s = Section::take(&mut root, "auth", origins)?;
+    let auth = AuthSection {
+        signing_key_path: s.path(
+            "signing_key_path",
+            "token signing key",
+            "\"auth/signing.key\"",
+        )?,
+        token_ttl_secs: s.int(&schema::TOKEN_TTL_SECS)?,
+    };
+
+    let mut s = Section::take(&mut root, "cluster", origins)?;
+    let cluster = ClusterSection {
+        shard_count: s.int(&schema::SHARD_COUNT)?,
+        replicas: s.int(&schema::REPLICAS)?,
+    };
+
+    let mut s = Section::take(&mut root, "limits", origins)?;
+    let limits = Limits {
+        max_connections: s.int(&schema::MAX_CONNECTIONS)?,
+        max_streams_per_connection: s.int(&schema::MAX_STREAMS_PER_CONNECTION)?,
+        followers_per_conversation_max: s.int(&schema::FOLLOWERS_PER_CONVERSATION_MAX)?,
+        follower_queue_frames: s.int(&schema::FOLLOWER_QUEUE_FRAMES)?,
+        replay_buffer_events: s.int(&schema::REPLAY_BUFFER_EVENTS)?,
+        turn_buffer_bytes_max: s.int(&schema::TURN_BUFFER_BYTES_MAX)?,
+        active_conversations_max: s.int(&schema::ACTIVE_CONVERSATIONS_MAX)?,
+        agent_processes_max: s.int(&schema::AGENT_PROCESSES_MAX)?,
+    };
+
+    let mut s = Section::take(&mut root, "conversation", origins)?;
+    let conversation = ConversationSection {
+        idle_passivate_ms: s.int(&schema::IDLE_PASSIVATE_MS)?,
+        checkpoint_interval_ms: s.int(&schema::CHECKPOINT_INTERVAL_MS)?,
+        turn_timeout_ms: s.int(&schema::TURN_TIMEOUT_MS)?,
+        turn_idle_timeout_ms: s.int(&schema::TURN_IDLE_TIMEOUT_MS)?,
+        agent_start_timeout_ms: s.int(&schema::AGENT_START_TIMEOUT_MS)?,
+        permission_timeout_ms: s.int(&schema::PERMISSION_TIMEOUT_MS)?,
+    };
+
+    let mut s = Section::take(&mut root, "telemetry", origins)?;
+    let log_filter = s
+        .string("log_filter")?
+        .unwrap_or_else(|| LOG_FILTER_DEFAULT.to_owned());
+    s.check("log_filter", schema::check_log_filter(&log_filter))?;
+    let otlp_endpoint = s.string("otlp_endpoint")?;
+    if let Some(endpoint) = &otlp_endpoint {
+        s.check("otlp_endpoint", schema::check_otlp_endpoint(endpoint))?;
+    }
+    let telemetry = TelemetrySection {
+        log_filter,
+        otlp_endpoint,
+    };
+
+    let agents = agents(root.remove(AGENTS_KEY), origins)?;
+    let default_agent = default_agent(root.remove(DEFAULT_AGENT_KEY), &agents, origins)?;
+
+    Ok(NodeConfig {
+        node,
+        tls,
+        auth,
+        cluster,
+        limits,
+        conversation,
+        agents,
+        default_agent,
+        telemetry,
+    })
+}
+
+/// Makes relative file paths written in the config file relative to `base` (the file's
+/// directory). Paths set from the environment are left as given (relative to the cwd).
+pub(crate) fn resolve_relative_paths(config: &mut NodeConfig, base: &Path, origins: &Origins) {
+    let paths = [
+        ("node.data_dir", &mut config.node.data_dir),
+        ("tls.ca_cert_path", &mut config.tls.ca_cert_path),
+        ("tls.cert_path", &mut config.tls.cert_path),
+        ("tls.key_path", &mut config.tls.key_path),
+        ("auth.signing_key_path", &mut config.auth.signing_key_path),
+    ];
+    for (key, path) in paths {
+        if !origins.contains(key) && path.is_relative() && !path.as_os_str().is_empty() {
+            *path = base.join(&*path);
+        }
+    }
+}
+
+/// Rejects keys of `table` not in `known`, suggesting a close one.
+fn reject_unknown<'a>(
+    table: &Table,
+    path: Option<&str>,
+    known: impl Iterator<Item = &'a str> + Clone,
+) -> Result<(), ConfigError> {
+    for key in table.keys() {
+        if known.clone().any(|k| k == key) {
+            continue;
+        }
+        let fix = if let Some(suggestion) = schema::closest(key, known.clone()) {
+            format!("did you mean `{suggestion}`?")
+        } else if path.is_some() && schema::top_level_keys().any(|k| k == key) {
+            format!("`{key}` is a top-level key: move it above the first [section] header")
+        } else {
+            "remove it; the keys are listed in cluster-config/README.md".to_owned()
+        };
+        return Err(ConfigError::UnknownKey {
+            key: join(path, &echo(key)),
+            fix,
+        });
+    }
+    Ok(())
+}
+
+fn join(path: Option<&str>, key: &str) -> String {
+    match path {
+        Some(path) => format!("{path}.{key}"),
+        None => key.to_owned(),
+    }
+}
+
+/// One table being read: `[node]` or `[agents.demo]`. Keys are taken out as they are read.
+struct Section<'a> {
+    /// Key path of the table, e.g. `conversation` or `agents.demo`.
+    path: String,
+    table: Table,
+    origins: &'a Origins,
+}
+
+impl<'a> Section<'a> {
+    /// Takes fixed section `name` out of the root table (empty when absent) and rejects
+    /// unknown keys in it.
+    fn take(root: &mut Table, name: &str, origins: &'a Origins) -> Result<Self, ConfigError> {
+        let known = schema::section(name).map_or(&[][..], |s| s.keys);
+        let table = match root.remove(name) {
+            None => Table::new(),
+            Some(Value::Table(table)) => table,
+            Some(other) => {
+                return Err(not_a_table(name.to_owned(), &other, &format!("[{name}]")));
+            }
+        };
+        reject_unknown(&table, Some(name), known.iter().copied())?;
+        Ok(Self {
+            path: name.to_owned(),
+            table,
+            origins,
+        })
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+
+    /// Ties a single-value check result to `key`.
+    fn check<T>(&self, key: &str, result: Result<T, Problem>) -> Result<T, ConfigError> {
+        result.map_err(|p| self.origins.invalid(self.key_path(key), p))
+    }
+
+    fn wrong_type(&self, key: &str, expected: &str, found: &Value, fix: &str) -> ConfigError {
+        self.origins.invalid(
+            self.key_path(key),
+            Problem::new(
+                format!("expected {expected}, found {}", describe(found)),
+                fix,
+            ),
+        )
+    }
+
+    fn missing(&self, key: &str, example: &str) -> ConfigError {
+        ConfigError::Missing {
+            key: self.key_path(key),
+            fix: format!("add `{key} = {example}` under [{}]", self.path),
+        }
+    }
+
+    fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => {
+                Err(self.wrong_type(key, "a string", &other, "put the value in double quotes"))
+            }
+        }
+    }
+
+    fn required_string(&mut self, key: &str, example: &str) -> Result<String, ConfigError> {
+        self.string(key)?.ok_or_else(|| self.missing(key, example))
+    }
+
+    /// A required, non-empty path.
+    fn path(&mut self, key: &str, what: &str, example: &str) -> Result<PathBuf, ConfigError> {
+        let path = PathBuf::from(self.required_string(key, example)?);
+        self.check(key, schema::check_path(&path, what))?;
+        Ok(path)
+    }
+
+    fn node_id(&mut self, key: &str) -> Result<NodeId, ConfigError> {
+        let id = self.required_string(key, "\"node-1\"")?;
+        let id = NodeId::new(id).map_err(|e| Problem::new(e.to_string(), "rename the node"));
+        self.check(key, id)
+    }
+
+    fn socket_addr(&mut self, key: &str) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(text) = self.string(key)? else {
+            return Ok(None);
+        };
+        let addr = text.trim().parse::<SocketAddr>().map_err(|_| {
+            Problem::new(
+                format!("\"{}\" is not an ip:port socket address", echo(&text)),
+                "use e.g. \"127.0.0.1:7443\" or \"[::1]:7443\" (host names are not resolved)",
+            )
+        });
+        self.check(key, addr).map(Some)
+    }
+
+    /// An integer key, checked against `rule`, its default when absent.
+    fn int<T: TryFrom<NonZeroU64>>(&mut self, rule: &IntRule) -> Result<T, ConfigError> {
+        let value = match self.table.remove(rule.key) {
+            None => rule.default,
+            Some(Value::Integer(int)) => self.check(rule.key, rule.check(i128::from(int)))?,
+            Some(other) => {
+                let expected = format!("an integer from {} to {}", rule.min, rule.max);
+                return Err(self.wrong_type(
+                    rule.key,
+                    &expected,
+                    &other,
+                    "write a whole number without quotes",
+                ));
+            }
+        };
+        // Every rule's bounds fit its field's type (tested), so this only guards the invariant.
+        NonZeroU64::new(value)
+            .and_then(|v| T::try_from(v).ok())
+            .ok_or_else(|| {
+                let fix = format!("use a value from {} to {}", rule.min, rule.max);
+                self.origins.invalid(
+                    rule.path(),
+                    Problem::new(format!("{value} does not fit"), fix),
+                )
+            })
+    }
+
+    fn string_array(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s),
+                        other => {
+                            let key = format!("{key}[{i}]");
+                            return Err(self.wrong_type(
+                                &key,
+                                "a string",
+                                &other,
+                                "quote every element",
+                            ));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Some(other) => Err(self.wrong_type(
+                key,
+                "an array of strings",
+                &other,
+                "write it as [\"--flag\", \"value\"]",
+            )),
+        }
+    }
+
+    fn string_table(&mut self, key: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(BTreeMap::new()),
+            Some(Value::Table(table)) => {
+                let mut out = BTreeMap::new();
+                for (name, value) in table {
+                    match value {
+                        Value::String(s) => {
+                            out.insert(name, s);
+                        }
+                        other => {
+                            let key = format!("{key}.{}", echo(&name));
+                            return Err(self.wrong_type(
+                                &key,
+                                "a string",
+                                &other,
+                                "put the value in double quotes",
+                            ));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Some(other) => Err(self.wrong_type(
+                key,
+                "a table of strings",
+                &other,
+                "write it as { NAME = \"value\" }",
+            )),
+        }
+    }
+}
+
+fn not_a_table(key: String, found: &Value, example: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: format!("expected a table, found {}", describe(found)),
+        fix: format!("write it as a {example} table"),
+    }
+}
+
+/// `[agents.<name>]` tables. At least one is required.
+fn agents(
+    value: Option<Value>,
+    origins: &Origins,
+) -> Result<BTreeMap<AgentName, AgentSpec>, ConfigError> {
+    let missing = || {
+        ConfigError::Missing {
+        key: AGENTS_KEY.to_owned(),
+        fix: "add an [agents.<name>] table with a `command`, e.g. [agents.demo] command = \"shoal-demo-agent\""
+            .to_owned(),
+    }
+    };
+    let table = match value {
+        None => return Err(missing()),
+        Some(Value::Table(table)) => table,
+        Some(other) => {
+            return Err(not_a_table(
+                AGENTS_KEY.to_owned(),
+                &other,
+                "[agents.<name>]",
+            ));
+        }
+    };
+    if table.is_empty() {
+        return Err(missing());
+    }
+    let mut agents = BTreeMap::new();
+    for (name, value) in table {
+        let path = format!("{AGENTS_KEY}.{}", echo(&name));
+        let name = AgentName::new(name).map_err(|e| ConfigError::Invalid {
+            key: path.clone(),
+            problem: e.to_string(),
+            fix: "rename the [agents.<name>] table".to_owned(),
+        })?;
+        let table = match value {
+            Value::Table(table) => table,
+            other => return Err(not_a_table(path, &other, &format!("[agents.{name}]"))),
+        };
+        reject_unknown(&table, Some(&path), AGENT_KEYS.iter().copied())?;
+        let mut s = Section {
+            path,
+            table,
+            origins,
+        };
+        let command = PathBuf::from(s.required_string("command", "\"/usr/local/bin/my-agent\"")?);
+        let spec = AgentSpec {
+            command,
+            args: s.string_array("args")?,
+            env: s.string_table("env")?,
+        };
+        crate::validate::check_agent(&s.path, &spec)?;
+        agents.insert(name, spec);
+    }
+    Ok(agents)
+}
+
+/// The top-level `default_agent`, or the only agent when it is absent.
+fn default_agent(
+    value: Option<Value>,
+    agents: &BTreeMap<AgentName, AgentSpec>,
+    origins: &Origins,
+) -> Result<AgentName, ConfigError> {
+    let key = DEFAULT_AGENT_KEY.to_owned();
+    match value {
+        Some(Value::String(name)) => AgentName::new(name).map_err(|e| {
+            origins.invalid(
+                key,
+                Problem::new(
+                    e.to_string(),
+                    "set it to the name of an [agents.<name>] table",
+                ),
+            )
+        }),
+        Some(other) => Err(origins.invalid(
+            key,
+            Problem::new(
+                format!("expected a string, found {}", describe(&other)),
+                "put the agent name in double quotes",
+            ),
+        )),
+        None => match agents.keys().collect::<Vec<_>>().as_slice() {
+            [only] => Ok((*only).clone()),
+            names => Err(ConfigError::Missing {
+                key,
+                fix: format!(
+                    "several agents are configured: add `default_agent = \"<name>\"` at the top \
+                     of the file, one of: {}",
+                    names
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        },
+    }
+}

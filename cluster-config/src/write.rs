@@ -1,0 +1,176 @@
+//! [`NodeConfig::to_toml_string`]: every key written explicitly, sections in
+//! documentation order, in a form [`NodeConfig::from_toml_str`] reads back to an equal
+//! config.
+
+use crate::NodeConfig;
+use std::path::Path;
+use toml_writer::{ToTomlKey, ToTomlValue};
+
+/// Writes `config` as a complete TOML document.
+pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# Shoal node configuration (every key explicit; see cluster-config/README.md).\n",
+    );
+    // A top-level key must precede the first [section] header.
+    kv(
+        &mut out,
+        "default_agent",
+        config.default_agent.as_str().to_toml_value(),
+    );
+
+    let node = &config.node;
+    section(&mut out, "node");
+    kv(&mut out, "id", node.id.as_str().to_toml_value());
+    kv(&mut out, "data_dir", path(&node.data_dir));
+    kv(
+        &mut out,
+        "listen_addr",
+        node.listen_addr.to_string().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "advertise_addr",
+        node.advertise_addr.to_string().to_toml_value(),
+    );
+
+    let tls = &config.tls;
+    section(&mut out, "tls");
+    kv(&mut out, "ca_cert_path", path(&tls.ca_cert_path));
+    kv(&mut out, "cert_path", path(&tls.cert_path));
+    kv(&mut out, "key_path", path(&tls.key_path));
+
+    section(&mut out, "auth");
+    kv(
+        &mut out,
+        "signing_key_path",
+        path(&config.auth.signing_key_path),
+    );
+    kv(
+        &mut out,
+        "token_ttl_secs",
+        config.auth.token_ttl_secs.get().to_toml_value(),
+    );
+
+    section(&mut out, "cluster");
+    kv(
+        &mut out,
+        "shard_count",
+        config.cluster.shard_count.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "replicas",
+        config.cluster.replicas.get().to_toml_value(),
+    );
+
+    let l = &config.limits;
+    section(&mut out, "limits");
+    kv(
+        &mut out,
+        "max_connections",
+        l.max_connections.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "max_streams_per_connection",
+        l.max_streams_per_connection.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "followers_per_conversation_max",
+        l.followers_per_conversation_max.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "follower_queue_frames",
+        l.follower_queue_frames.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "replay_buffer_events",
+        l.replay_buffer_events.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "turn_buffer_bytes_max",
+        l.turn_buffer_bytes_max.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "active_conversations_max",
+        l.active_conversations_max.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "agent_processes_max",
+        l.agent_processes_max.get().to_toml_value(),
+    );
+
+    let c = &config.conversation;
+    section(&mut out, "conversation");
+    kv(
+        &mut out,
+        "idle_passivate_ms",
+        c.idle_passivate_ms.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "checkpoint_interval_ms",
+        c.checkpoint_interval_ms.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "turn_timeout_ms",
+        c.turn_timeout_ms.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "turn_idle_timeout_ms",
+        c.turn_idle_timeout_ms.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "agent_start_timeout_ms",
+        c.agent_start_timeout_ms.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "permission_timeout_ms",
+        c.permission_timeout_ms.get().to_toml_value(),
+    );
+
+    let t = &config.telemetry;
+    section(&mut out, "telemetry");
+    kv(&mut out, "log_filter", t.log_filter.to_toml_value());
+    if let Some(endpoint) = &t.otlp_endpoint {
+        kv(&mut out, "otlp_endpoint", endpoint.to_toml_value());
+    }
+
+    for (name, agent) in &config.agents {
+        section(&mut out, &format!("agents.{}", name.as_str().to_toml_key()));
+        kv(&mut out, "command", path(&agent.command));
+        kv(&mut out, "args", agent.args.to_toml_value());
+        kv(&mut out, "env", agent.env.to_toml_value());
+    }
+    out
+}
+
+fn section(out: &mut String, header: &str) {
+    out.push_str("\n[");
+    out.push_str(header);
+    out.push_str("]\n");
+}
+
+fn kv(out: &mut String, key: &str, value: String) {
+    out.push_str(key);
+    out.push_str(" = ");
+    out.push_str(&value);
+    out.push('\n');
+}
+
+/// A path as a TOML string. Paths read from TOML are UTF-8; a non-UTF-8 path built in
+/// code is written lossily (U+FFFD for bad bytes).
+fn path(path: &Path) -> String {
+    path.to_string_lossy().to_toml_value()
+}
