@@ -1,0 +1,53 @@
+//! The optional lifecycle log: one JSON line per process start and clean exit, so tests
+//! can see which agent processes ran on which node and for which session.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+/// A lifecycle event.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    /// The agent started serving.
+    Start,
+    /// The agent stopped cleanly at end of input.
+    Stop,
+}
+
+/// Appends one line for `event` to `log`; a failure is reported on stderr only.
+pub(crate) fn record(log: &Path, node: Option<&str>, event: Event, session: Option<&str>) {
+    let name = match event {
+        Event::Start => "start",
+        Event::Stop => "stop",
+    };
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
+    let mut line = json!({
+        "event": name,
+        "pid": std::process::id(),
+        "node": node,
+        "unix_ms": unix_ms,
+    });
+    if let Some(session) = session {
+        line["session"] = json!(session);
+    }
+    let mut bytes = line.to_string().into_bytes();
+    bytes.push(b'\n');
+    // One write of the whole line with O_APPEND keeps lines from concurrent agents whole.
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .and_then(|mut file| file.write_all(&bytes));
+    if let Err(e) = written {
+        eprintln!(
+            "shoal-demo-agent: cannot append to lifecycle log {}: {e}",
+            log.display()
+        );
+    }
+}

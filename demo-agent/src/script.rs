@@ -1,0 +1,371 @@
+//! The scripted prompts: what the agent streams for each prompt text (see README.md).
+//!
+//! A prompt runs as its own task holding a [`Turn`]. Every step checks the session's
+//! cancel flag first, and every wait (pauses, our requests to the client) also ends
+//! when the flag is raised, so `session/cancel` stops a prompt within one step.
+
+use std::future::pending;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::agent::{Agent, Reply};
+use crate::rpc::{self, Outgoing, RpcError};
+use crate::session::Role;
+
+/// Pause between the words of an echo.
+const ECHO_CHUNK_INTERVAL_MS: u64 = 5;
+/// Pause between the chunks of `/slow`.
+const SLOW_CHUNK_INTERVAL_MS: u64 = 50;
+/// Most chunks `/slow` streams.
+const SLOW_CHUNKS_MAX: u64 = 100_000;
+/// Chunks `/slow` streams when no count is given.
+const SLOW_CHUNKS_DEFAULT: u64 = 10;
+/// Exit code of `/crash`.
+const CRASH_EXIT_CODE: i32 = 3;
+
+/// The prompt was cancelled by `session/cancel`.
+#[derive(Debug)]
+struct Cancelled;
+
+/// How a script ends.
+enum Outcome {
+    /// Answer the prompt with this `stopReason`.
+    Stop(&'static str),
+    /// Exit the process without answering.
+    Crash,
+    /// Never answer and ignore cancellation.
+    Hang,
+}
+
+/// One running prompt: where it streams, its cancel flag and the text it said so far.
+pub(crate) struct Turn {
+    agent: Arc<Agent>,
+    session_id: String,
+    request_id: Value,
+    cwd: PathBuf,
+    cancel: watch::Receiver<bool>,
+    agent_text: String,
+}
+
+impl Turn {
+    /// A turn answering `request_id` in `session_id`, stopped when `cancel` turns true.
+    pub(crate) fn new(
+        agent: Arc<Agent>,
+        session_id: String,
+        request_id: Value,
+        cwd: PathBuf,
+        cancel: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            agent,
+            session_id,
+            request_id,
+            cwd,
+            cancel,
+            agent_text: String::new(),
+        }
+    }
+
+    fn check(&self) -> Result<(), Cancelled> {
+        if *self.cancel.borrow() {
+            Err(Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn update(&mut self, update: Value) -> Result<(), Cancelled> {
+        self.check()?;
+        self.agent.update(&self.session_id, update).await;
+        Ok(())
+    }
+
+    async fn text(&mut self, text: &str) -> Result<(), Cancelled> {
+        self.update(json!({
+            "sessionUpdate": "agent_message_chunk",
+            "content": {"type": "text", "text": text},
+        }))
+        .await?;
+        self.agent_text.push_str(text);
+        Ok(())
+    }
+
+    async fn thought(&mut self, text: &str) -> Result<(), Cancelled> {
+        self.update(json!({
+            "sessionUpdate": "agent_thought_chunk",
+            "content": {"type": "text", "text": text},
+        }))
+        .await
+    }
+
+    async fn pause(&mut self, interval_ms: u64) -> Result<(), Cancelled> {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(interval_ms)) => Ok(()),
+            () = cancelled(&mut self.cancel) => Err(Cancelled),
+        }
+    }
+
+    /// Sends an agent→client request and waits for its answer; cancel abandons it.
+    async fn request(&mut self, method: &str, params: Value) -> Result<Reply, Cancelled> {
+        self.check()?;
+        let (id, reply) = self.agent.request(method, params).await;
+        tokio::select! {
+            reply = reply => Ok(reply.unwrap_or_else(|_| {
+                Err(RpcError::new(rpc::INTERNAL_ERROR, "the agent dropped the request"))
+            })),
+            () = cancelled(&mut self.cancel) => {
+                self.agent.abandon(id);
+                Err(Cancelled)
+            }
+        }
+    }
+}
+
+/// Resolves once the flag is raised; never if its session forgot the prompt.
+async fn cancelled(flag: &mut watch::Receiver<bool>) {
+    if flag.wait_for(|cancel| *cancel).await.is_err() {
+        pending::<()>().await;
+    }
+}
+
+/// Runs one prompt to its end and answers it (unless the script crashes or hangs).
+pub(crate) async fn run_prompt(mut turn: Turn, prompt: String) {
+    let agent = Arc::clone(&turn.agent);
+    agent.record(&turn.session_id, Role::User, &prompt).await;
+    let stop_reason = match run_script(&mut turn, &prompt).await {
+        Ok(Outcome::Stop(reason)) => reason,
+        Err(Cancelled) => "cancelled",
+        Ok(Outcome::Crash) => {
+            agent.send(Outgoing::Exit(CRASH_EXIT_CODE)).await;
+            return pending().await;
+        }
+        Ok(Outcome::Hang) => return pending().await,
+    };
+    if !turn.agent_text.is_empty() {
+        agent
+            .record(&turn.session_id, Role::Agent, &turn.agent_text)
+            .await;
+    }
+    // Free the slot before answering: a client may send the next prompt at once.
+    agent.finish_prompt(&turn.session_id);
+    let result = json!({"stopReason": stop_reason});
+    agent
+        .send(Outgoing::Message(rpc::response(turn.request_id, result)))
+        .await;
+}
+
+async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled> {
+    let trimmed = prompt.trim();
+    let (command, args) = match trimmed.split_once(char::is_whitespace) {
+        Some((command, args)) => (command, args.trim_start()),
+        None => (trimmed, ""),
+    };
+    match command {
+        "/slow" => slow(turn, args).await,
+        "/think" => think(turn).await,
+        "/tool" => tool(turn).await,
+        "/permission" => permission(turn).await,
+        "/write" => write(turn, args).await,
+        "/plan" => plan(turn).await,
+        "/usage" => usage(turn).await,
+        "/error" => {
+            turn.text("something went wrong").await?;
+            Ok(Outcome::Stop("error"))
+        }
+        "/crash" => {
+            turn.text("crashing now").await?;
+            Ok(Outcome::Crash)
+        }
+        "/hang" => {
+            turn.text("hanging now").await?;
+            Ok(Outcome::Hang)
+        }
+        "/unknown-method" => unknown_method(turn).await,
+        "/echo-env" => {
+            // Names the platform cannot look up count as unset rather than reaching libc.
+            let lookup = !args.is_empty() && !args.contains(['=', '\0']);
+            let value = lookup
+                .then(|| std::env::var(args).ok())
+                .flatten()
+                .unwrap_or_else(|| "<unset>".to_owned());
+            turn.text(&value).await?;
+            Ok(Outcome::Stop("end_turn"))
+        }
+        _ => echo(turn, prompt).await,
+    }
+}
+
+async fn echo(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled> {
+    let words: Vec<&str> = std::iter::once("echo:")
+        .chain(prompt.split_whitespace())
+        .collect();
+    for (index, word) in words.iter().enumerate() {
+        if index > 0 {
+            turn.pause(ECHO_CHUNK_INTERVAL_MS).await?;
+        }
+        if index + 1 < words.len() {
+            turn.text(&format!("{word} ")).await?;
+        } else {
+            turn.text(word).await?;
+        }
+    }
+    Ok(Outcome::Stop("end_turn"))
+}
+
+async fn slow(turn: &mut Turn, args: &str) -> Result<Outcome, Cancelled> {
+    let count = if args.is_empty() {
+        SLOW_CHUNKS_DEFAULT
+    } else {
+        match args.parse::<u64>() {
+            Ok(count) => count.min(SLOW_CHUNKS_MAX),
+            Err(_) => {
+                turn.text("usage: /slow N (N a whole number)").await?;
+                return Ok(Outcome::Stop("end_turn"));
+            }
+        }
+    };
+    for index in 1..=count {
+        if index > 1 {
+            turn.pause(SLOW_CHUNK_INTERVAL_MS).await?;
+        }
+        turn.text(&format!("chunk {index} ")).await?;
+    }
+    Ok(Outcome::Stop("end_turn"))
+}
+
+async fn think(turn: &mut Turn) -> Result<Outcome, Cancelled> {
+    turn.thought("Thinking about the question. ").await?;
+    turn.thought("Deciding on an answer.").await?;
+    turn.text("Here is my answer.").await?;
+    Ok(Outcome::Stop("end_turn"))
+}
+
+async fn tool(turn: &mut Turn) -> Result<Outcome, Cancelled> {
+    turn.update(json!({
+        "sessionUpdate": "tool_call",
+        "toolCallId": "call-1",
+        "title": "Read README.md",
+        "kind": "read",
+        "status": "pending",
+        "rawInput": {"path": "README.md"},
+    }))
+    .await?;
+    turn.update(json!({
+        "sessionUpdate": "tool_call_update",
+        "toolCallId": "call-1",
+        "status": "in_progress",
+    }))
+    .await?;
+    turn.update(json!({
+        "sessionUpdate": "tool_call_update",
+        "toolCallId": "call-1",
+        "status": "completed",
+        "content": [{"type": "content", "content": {"type": "text", "text": "file contents"}}],
+    }))
+    .await?;
+    turn.text("done").await?;
+    Ok(Outcome::Stop("end_turn"))
+}
+
+async fn permission(turn: &mut Turn) -> Result<Outcome, Cancelled> {
+    let params = json!({
+        "sessionId": turn.session_id,
+        "toolCall": {"toolCallId": "call-p", "title": "Run rm -rf build", "kind": "execute"},
+        "options": [
+            {"optionId": "allow", "name": "Allow once", "kind": "allow_once"},
+            {"optionId": "reject", "name": "Reject", "kind": "reject_once"},
+        ],
+    });
+    let reply = turn.request("session/request_permission", params).await?;
+    let outcome = match &reply {
+        Ok(result) => result.get("outcome"),
+        Err(error) => {
+            turn.text(&format!("permission request failed: {}", error.message))
+                .await?;
+            return Ok(Outcome::Stop("end_turn"));
+        }
+    };
+    let kind = outcome
+        .and_then(|o| o.get("outcome"))
+        .and_then(Value::as_str);
+    let option = outcome
+        .and_then(|o| o.get("optionId"))
+        .and_then(Value::as_str);
+    match (kind, option) {
+        (Some("cancelled"), _) => return Ok(Outcome::Stop("cancelled")),
+        (Some("selected"), Some("allow")) => turn.text("permission granted").await?,
+        (Some("selected"), _) => turn.text("permission denied").await?,
+        _ => {
+            turn.text("permission request failed: unexpected outcome")
+                .await?
+        }
+    }
+    Ok(Outcome::Stop("end_turn"))
+}
+
+async fn write(turn: &mut Turn, args: &str) -> Result<Outcome, Cancelled> {
+    if args.is_empty() {
+        turn.text("usage: /write PATH TEXT").await?;
+        return Ok(Outcome::Stop("end_turn"));
+    }
+    if !turn.agent.client_can_write_files() {
+        turn.text("client cannot write files").await?;
+        return Ok(Outcome::Stop("end_turn"));
+    }
+    let (path, content) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
+    let full_path = turn.cwd.join(path);
+    let params = json!({
+        "sessionId": turn.session_id,
+        "path": full_path.display().to_string(),
+        "content": content,
+    });
+    match turn.request("fs/write_text_file", params).await? {
+        Ok(_) => turn.text(&format!("wrote {path}")).await?,
+        Err(error) => {
+            turn.text(&format!("write failed: {}", error.message))
+                .await?
+        }
+    }
+    Ok(Outcome::Stop("end_turn"))
+}
+
+async fn plan(turn: &mut Turn) -> Result<Outcome, Cancelled> {
+    turn.update(json!({
+        "sessionUpdate": "plan",
+        "entries": [
+            {"content": "Read the code", "priority": "high", "status": "completed"},
+            {"content": "Write the fix", "priority": "medium", "status": "pending"},
+        ],
+    }))
+    .await?;
+    turn.text("Here is the plan.").await?;
+    Ok(Outcome::Stop("end_turn"))
+}
+
+async fn usage(turn: &mut Turn) -> Result<Outcome, Cancelled> {
+    turn.text("Reporting usage.").await?;
+    turn.update(json!({
+        "sessionUpdate": "usage_update",
+        "used": 1234,
+        "size": 200_000,
+        "cost": {"amount": 0.01, "currency": "USD"},
+    }))
+    .await?;
+    Ok(Outcome::Stop("end_turn"))
+}
+
+async fn unknown_method(turn: &mut Turn) -> Result<Outcome, Cancelled> {
+    let params = json!({"sessionId": turn.session_id});
+    match turn.request("x/unknown", params).await? {
+        Ok(_) => turn.text("x/unknown returned a result").await?,
+        Err(error) => {
+            turn.text(&format!("x/unknown returned error code {}", error.code))
+                .await?;
+        }
+    }
+    Ok(Outcome::Stop("end_turn"))
+}
