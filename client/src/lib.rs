@@ -1,1 +1,393 @@
+//! The Shoal client SDK: connect to a node over QUIC, manage conversations, send messages
+//! and stream their turns, follow conversations with automatic resume, and call the admin
+//! API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), shoal_client::ClientError> {
+//! use futures::StreamExt;
+//! use shoal_client::{Client, Profile};
+//! use shoal_protocol::transcript::Event;
+//!
+//! let profile = Profile::load(std::path::Path::new(".shoal-dev/profile.toml"))?;
+//! let client = Client::connect(&profile).await?;
+//! let conversation = client.create_conversation(None, None).await?;
+//! let mut turn = client.send(conversation.id, "hello").await?;
+//! while let Some(frame) = turn.next().await {
+//!     if let Event::TextChunk { text, .. } = frame?.event {
+//!         print!("{text}");
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//! * [`Client`] and [`TurnStream`] (this file): client API requests and turn streaming.
+//! * `profile`: [`Profile`], the file naming the node, its CA and the tokens.
+//! * `connection`: QUIC + TLS setup, the handshake, lazy reconnects and frame I/O.
+//! * `follow`: [`FollowStream`] and its sans-I/O sequence bookkeeping.
+//! * `admin`: [`AdminClient`] for the admin API.
+//! * `error`: [`ClientError`].
+//!
+//! # Limits
+//! Connecting is bounded by [`CONNECT_TIMEOUT_MS`], unary requests by
+//! [`REQUEST_TIMEOUT_MS`], every frame by [`shoal_protocol::FRAME_BYTES_MAX`]. Connections
+//! send keep-alives every [`KEEP_ALIVE_INTERVAL_MS`] and die after [`IDLE_TIMEOUT_MS`]
+//! of silence, which also bounds how long a turn or follow stream waits on a dead node.
+#![warn(missing_docs)]
 
+mod admin;
+mod connection;
+mod error;
+mod follow;
+mod profile;
+
+pub use admin::AdminClient;
+pub use connection::{
+    CA_CERT_BYTES_MAX, CLOSE_WAIT_MS, CONNECT_TIMEOUT_MS, IDLE_TIMEOUT_MS, KEEP_ALIVE_INTERVAL_MS,
+    REQUEST_TIMEOUT_MS,
+};
+pub use error::ClientError;
+pub use follow::{
+    FOLLOW_BACKOFF_MAX_MS, FOLLOW_BACKOFF_MIN_MS, FOLLOW_RECONNECT_ATTEMPTS_MAX, FollowStream,
+};
+pub use profile::{PROFILE_BYTES_MAX, Profile};
+
+use connection::{FrameReader, Link, Target, open_request, quic_config};
+use futures::Stream;
+use futures::stream::BoxStream;
+use shoal_protocol::client::{
+    ClientReply, ClientRequest, ConversationDetail, ConversationSummary, ServerFrame,
+};
+use shoal_protocol::transcript::{Event, EventFrame};
+use shoal_protocol::{ALPN_CLIENT, ConversationId, MessageId, RequestId, Seq, TurnId, UserId};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// A connection to a node's client API. Cheap to clone (clones share the connection);
+/// reconnects lazily when the connection has closed.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    link: Arc<Link>,
+    user: UserId,
+    node_id: String,
+}
+
+impl Client {
+    /// Connects to the profile's node and authenticates with its `token`.
+    pub async fn connect(profile: &Profile) -> Result<Client, ClientError> {
+        let target = Target {
+            address: profile.address.clone(),
+            server_name: profile.server_name.clone(),
+            quic: quic_config(&profile.address, &profile.ca_cert, ALPN_CLIENT)?,
+            token: profile.token.clone(),
+        };
+        let (link, welcome) = Link::connect(target).await?;
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                link: Arc::new(link),
+                user: welcome.user,
+                node_id: welcome.node_id,
+            }),
+        })
+    }
+
+    /// The user the token names, as the node authenticated it.
+    pub fn user(&self) -> &UserId {
+        &self.inner.user
+    }
+
+    /// The id of the node that accepted the first handshake.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Creates a conversation in the caller's default workspace. `agent` names an agent of
+    /// the node's config (`None`: the default agent).
+    pub async fn create_conversation(
+        &self,
+        title: Option<String>,
+        agent: Option<String>,
+    ) -> Result<ConversationSummary, ClientError> {
+        // Retrying with the same request id returns the conversation created first.
+        let request = ClientRequest::CreateConversation {
+            title,
+            agent,
+            request_id: RequestId(rand::random()),
+        };
+        match self.unary(request, true).await? {
+            ClientReply::Created(summary) => Ok(summary),
+            other => Err(unexpected("Created", &other)),
+        }
+    }
+
+    /// The caller's conversations, newest first, at most `limit` (capped by the node at
+    /// [`shoal_protocol::client::LIST_LIMIT_MAX`]).
+    pub async fn list_conversations(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<ConversationSummary>, ClientError> {
+        match self
+            .unary(ClientRequest::ListConversations { limit }, true)
+            .await?
+        {
+            ClientReply::Conversations(list) => Ok(list),
+            other => Err(unexpected("Conversations", &other)),
+        }
+    }
+
+    /// One conversation with its committed messages and in-flight turn.
+    pub async fn get_conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<ConversationDetail, ClientError> {
+        match self
+            .unary(ClientRequest::GetConversation { conversation: id }, true)
+            .await?
+        {
+            ClientReply::Conversation(detail) => Ok(*detail),
+            other => Err(unexpected("Conversation", &other)),
+        }
+    }
+
+    /// Appends a user message and starts a turn; the returned stream carries the turn's
+    /// events (owner view) through its `Done`.
+    ///
+    /// If the connection breaks before the node accepted the message, the request is sent
+    /// once more on a new connection with the same request id, which the node deduplicates
+    /// ([`TurnStream::duplicate`] then tells). Dropping the stream before `Done` disconnects
+    /// the initiator, and the node cancels the turn.
+    pub async fn send(
+        &self,
+        id: ConversationId,
+        text: impl Into<String>,
+    ) -> Result<TurnStream, ClientError> {
+        let text = text.into();
+        let request_id = RequestId(rand::random());
+        let mut retried = false;
+        loop {
+            match self.start_turn(id, text.clone(), request_id).await {
+                Err(ClientError::ConnectionLost(reason)) if !retried => {
+                    retried = true;
+                    tracing::debug!(%reason, %request_id, "send lost its connection; retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Cancels the running turn; `true` when a turn was running.
+    pub async fn cancel(&self, id: ConversationId) -> Result<bool, ClientError> {
+        match self
+            .unary(ClientRequest::CancelTurn { conversation: id }, true)
+            .await?
+        {
+            ClientReply::Cancelled { was_running } => Ok(was_running),
+            other => Err(unexpected("Cancelled", &other)),
+        }
+    }
+
+    /// Answers permission request `request` of the running turn with `option_id`
+    /// (`None` denies the tool call).
+    pub async fn respond_permission(
+        &self,
+        id: ConversationId,
+        request: u64,
+        option_id: Option<String>,
+    ) -> Result<(), ClientError> {
+        let request = ClientRequest::RespondPermission {
+            conversation: id,
+            request,
+            option_id,
+        };
+        // Not retried: the answer is delivered to the agent at most once.
+        match self.unary(request, false).await? {
+            ClientReply::PermissionAnswered => Ok(()),
+            other => Err(unexpected("PermissionAnswered", &other)),
+        }
+    }
+
+    /// Follows a conversation's events (follower view) from `since` (exclusive), or from a
+    /// snapshot led by a `Reset` when `None`. Connects lazily on first poll; see
+    /// [`FollowStream`] for the resume guarantees.
+    pub fn follow(&self, id: ConversationId, since: Option<Seq>) -> FollowStream {
+        FollowStream::new(self.inner.link.clone(), id, since)
+    }
+
+    /// Closes the connection, giving the node a moment to hear about it. Later requests
+    /// reconnect.
+    pub async fn close(&self) {
+        self.inner.link.close().await;
+    }
+
+    /// Sends a unary request; retries once on a new connection when `retry` and the
+    /// connection broke.
+    async fn unary(&self, request: ClientRequest, retry: bool) -> Result<ClientReply, ClientError> {
+        let mut retries_left = u32::from(retry);
+        loop {
+            match self.unary_once(request.clone()).await {
+                Err(ClientError::ConnectionLost(reason)) if retries_left > 0 => {
+                    retries_left -= 1;
+                    tracing::debug!(%reason, "request lost its connection; retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn unary_once(&self, request: ClientRequest) -> Result<ClientReply, ClientError> {
+        let connection = self.inner.link.connection().await?;
+        let exchange = async {
+            let mut reader = open_request(&connection, request).await?;
+            match reader.next::<ServerFrame>().await? {
+                Some(ServerFrame::Reply(reply)) => Ok(reply),
+                Some(ServerFrame::Error(err)) => Err(ClientError::Server(err)),
+                Some(other) => Err(ClientError::Protocol(format!(
+                    "expected a reply, got a `{}` frame",
+                    frame_name(&other)
+                ))),
+                None => Err(ClientError::ConnectionLost(
+                    "the node ended the request stream without an answer".to_owned(),
+                )),
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), exchange)
+            .await
+            .unwrap_or(Err(ClientError::Timeout {
+                what: "waiting for the node's answer",
+                after_ms: REQUEST_TIMEOUT_MS,
+            }))
+    }
+
+    /// One attempt of [`Client::send`]: request, then wait for `Accepted`.
+    async fn start_turn(
+        &self,
+        conversation: ConversationId,
+        text: String,
+        request_id: RequestId,
+    ) -> Result<TurnStream, ClientError> {
+        let connection = self.inner.link.connection().await?;
+        let exchange = async {
+            let request = ClientRequest::SendMessage {
+                conversation,
+                text,
+                request_id,
+            };
+            let mut reader = open_request(&connection, request).await?;
+            match reader.next::<ServerFrame>().await? {
+                Some(ServerFrame::Accepted {
+                    turn,
+                    user_message,
+                    duplicate,
+                }) => Ok(TurnStream::new(reader, turn, user_message, duplicate)),
+                Some(ServerFrame::Error(err)) => Err(ClientError::Server(err)),
+                Some(other) => Err(ClientError::Protocol(format!(
+                    "expected `Accepted`, got a `{}` frame",
+                    frame_name(&other)
+                ))),
+                None => Err(ClientError::ConnectionLost(
+                    "the node ended the send stream before accepting the message".to_owned(),
+                )),
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), exchange)
+            .await
+            .unwrap_or(Err(ClientError::Timeout {
+                what: "waiting for the node to accept the message",
+                after_ms: REQUEST_TIMEOUT_MS,
+            }))
+    }
+}
+
+/// The events of one turn started by [`Client::send`] (owner view), ending after its
+/// `Done` event.
+///
+/// Yields `Err` once and ends when the node reports an error or the stream breaks before
+/// `Done`. Dropping it before `Done` makes the node cancel the turn.
+pub struct TurnStream {
+    turn: TurnId,
+    user_message: MessageId,
+    duplicate: bool,
+    inner: BoxStream<'static, Result<EventFrame, ClientError>>,
+}
+
+impl TurnStream {
+    fn new(reader: FrameReader, turn: TurnId, user_message: MessageId, duplicate: bool) -> Self {
+        let inner = futures::stream::unfold(Some(reader), |reader| async move {
+            let mut reader = reader?;
+            let item = match reader.next::<ServerFrame>().await {
+                Ok(Some(ServerFrame::Event(frame))) => {
+                    let done = matches!(frame.event, Event::Done { .. });
+                    return Some((Ok(frame), (!done).then_some(reader)));
+                }
+                Ok(Some(ServerFrame::Error(err))) => Err(ClientError::Server(err)),
+                Ok(Some(other)) => Err(ClientError::Protocol(format!(
+                    "expected a turn event, got a `{}` frame",
+                    frame_name(&other)
+                ))),
+                Ok(None) => Err(ClientError::ConnectionLost(
+                    "the node ended the turn stream before the turn's done event".to_owned(),
+                )),
+                Err(err) => Err(err),
+            };
+            Some((item, None))
+        });
+        TurnStream {
+            turn,
+            user_message,
+            duplicate,
+            inner: Box::pin(inner),
+        }
+    }
+
+    /// The turn the message started (or, for a duplicate, the turn started first).
+    pub fn turn(&self) -> TurnId {
+        self.turn
+    }
+
+    /// The committed user message.
+    pub fn user_message(&self) -> MessageId {
+        self.user_message
+    }
+
+    /// Whether the node had already applied this request (a retry after a lost connection).
+    pub fn duplicate(&self) -> bool {
+        self.duplicate
+    }
+}
+
+impl Stream for TurnStream {
+    type Item = Result<EventFrame, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+fn frame_name(frame: &ServerFrame) -> &'static str {
+    match frame {
+        ServerFrame::Reply(_) => "Reply",
+        ServerFrame::Accepted { .. } => "Accepted",
+        ServerFrame::Event(_) => "Event",
+        ServerFrame::Resync { .. } => "Resync",
+        ServerFrame::Moved { .. } => "Moved",
+        ServerFrame::Error(_) => "Error",
+    }
+}
+
+fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
+    let got = match got {
+        ClientReply::Created(_) => "Created",
+        ClientReply::Conversations(_) => "Conversations",
+        ClientReply::Conversation(_) => "Conversation",
+        ClientReply::Cancelled { .. } => "Cancelled",
+        ClientReply::PermissionAnswered => "PermissionAnswered",
+    };
+    ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
+}

@@ -1,1 +1,172 @@
+//! `shoalctl`: conversations and node administration from the command line.
+//!
+//! # Layout
+//! * `main.rs` (this file): the command tree, profile loading, the error line and exit codes.
+//! * `conv`: `shoalctl conv …`, built on the client SDK.
+//! * `admin`: `shoalctl admin …`, built on the admin client.
+//! * `json`: the JSON shapes of `--json` output (events, messages, conversations, status).
+//! * `render`: human-readable output.
+//!
+//! Every failure prints exactly one line `error: <what happened>; <what to do>` on stderr
+//! and exits with status 1.
 
+mod admin;
+mod conv;
+mod json;
+mod render;
+
+use anyhow::anyhow;
+use clap::{Parser, Subcommand};
+use shoal_client::Profile;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Where `shoal-node dev` writes its profile, relative to the directory it runs in.
+const DEFAULT_PROFILE: &str = ".shoal-dev/profile.toml";
+
+/// Talk to a Shoal node: conversations and administration.
+#[derive(Debug, Parser)]
+#[command(name = "shoalctl", version, about, propagate_version = true)]
+struct Cli {
+    /// Profile file naming the node, its CA certificate and the tokens.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_PROFILE",
+        default_value = DEFAULT_PROFILE,
+        value_name = "FILE"
+    )]
+    profile: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, message, follow and inspect conversations.
+    #[command(subcommand)]
+    Conv(conv::ConvCommand),
+    /// Node status, actors, followers, eviction and tokens (needs the admin token).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+}
+
+fn main() -> ExitCode {
+    // A bug must still end in one error line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(
+            stderr,
+            "error: shoalctl crashed ({}); please report this with the command you ran",
+            render::one_line(&info.to_string(), 300)
+        );
+    }));
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            return fail(&anyhow!(
+                "cannot start the async runtime: {err}; check the system's resource limits"
+            ));
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => fail(&err),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let profile = load_profile(&cli.profile)?;
+    match cli.command {
+        Command::Conv(command) => conv::run(&profile, command).await,
+        Command::Admin(command) => admin::run(&profile, command).await,
+    }
+}
+
+/// Loads the profile; a missing file gets a hint on how to make one.
+fn load_profile(path: &Path) -> anyhow::Result<Profile> {
+    if !path.exists() {
+        return Err(anyhow!(
+            "no profile at {}; start `shoal-node dev` (it writes {DEFAULT_PROFILE}) or pass --profile FILE",
+            path.display()
+        ));
+    }
+    Ok(Profile::load(path)?)
+}
+
+/// Prints the one error line and returns exit status 1.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    let text = format!("{err:#}");
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let _ = writeln!(std::io::stderr().lock(), "error: {line}");
+    ExitCode::FAILURE
+}
+
+/// `--help` and `--version` print normally; a usage mistake is one error line.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            ExitCode::FAILURE
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|line| !line.trim().is_empty())
+                .unwrap_or("invalid command line");
+            let first = first.trim().trim_start_matches("error:").trim();
+            fail(&anyhow!("{first}; see `shoalctl --help`"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ids_are_parsed_by_clap() {
+        let err = Cli::try_parse_from(["shoalctl", "conv", "show", "nope"]).unwrap_err();
+        assert!(
+            err.to_string().contains("not a valid conversation id"),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from([
+            "shoalctl",
+            "--profile",
+            "/tmp/p.toml",
+            "conv",
+            "follow",
+            "c-1-00000000000000000000000000000002",
+            "--since",
+            "5",
+            "--json",
+            "--until-done",
+        ])
+        .unwrap();
+        assert_eq!(cli.profile, PathBuf::from("/tmp/p.toml"));
+        assert!(matches!(cli.command, Command::Conv(_)));
+    }
+}

@@ -1,0 +1,144 @@
+//! The admin API client (`shoal-admin/1`), authenticated with the profile's admin token.
+
+use crate::connection::{Link, REQUEST_TIMEOUT_MS, Target, open_request, quic_config};
+use crate::{ClientError, Profile};
+use shoal_protocol::admin::{ActorInfo, AdminReply, AdminRequest, FollowerInfo, NodeStatus};
+use shoal_protocol::{ALPN_ADMIN, ConversationId, UserId, WireError};
+use std::time::Duration;
+
+/// A connection to one node's admin API. Reconnects lazily when the connection closed.
+pub struct AdminClient {
+    link: Link,
+    node_id: String,
+}
+
+impl AdminClient {
+    /// Connects to the profile's node with its `admin_token`
+    /// ([`ClientError::MissingAdminToken`] when the profile has none).
+    pub async fn connect(profile: &Profile) -> Result<AdminClient, ClientError> {
+        let token = profile
+            .admin_token
+            .clone()
+            .ok_or(ClientError::MissingAdminToken)?;
+        let target = Target {
+            address: profile.address.clone(),
+            server_name: profile.server_name.clone(),
+            quic: quic_config(&profile.address, &profile.ca_cert, ALPN_ADMIN)?,
+            token,
+        };
+        let (link, welcome) = Link::connect(target).await?;
+        Ok(AdminClient {
+            link,
+            node_id: welcome.node_id,
+        })
+    }
+
+    /// The id of the node that accepted the first handshake.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The node's status and counters.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        match self.call(AdminRequest::Status, true).await? {
+            AdminReply::Status(status) => Ok(status),
+            other => Err(unexpected("Status", &other)),
+        }
+    }
+
+    /// The actors running on the node.
+    pub async fn actors(&self) -> Result<Vec<ActorInfo>, ClientError> {
+        match self.call(AdminRequest::ListActors, true).await? {
+            AdminReply::Actors(actors) => Ok(actors),
+            other => Err(unexpected("Actors", &other)),
+        }
+    }
+
+    /// The followers attached on the node, optionally of one conversation only.
+    pub async fn followers(
+        &self,
+        conversation: Option<ConversationId>,
+    ) -> Result<Vec<FollowerInfo>, ClientError> {
+        match self
+            .call(AdminRequest::ListFollowers { conversation }, true)
+            .await?
+        {
+            AdminReply::Followers(followers) => Ok(followers),
+            other => Err(unexpected("Followers", &other)),
+        }
+    }
+
+    /// Passivates a conversation's actors now; `true` when they were active.
+    pub async fn evict(&self, conversation: ConversationId) -> Result<bool, ClientError> {
+        match self
+            .call(AdminRequest::EvictActor { conversation }, true)
+            .await?
+        {
+            AdminReply::Evicted { was_active } => Ok(was_active),
+            other => Err(unexpected("Evicted", &other)),
+        }
+    }
+
+    /// Mints a user token valid for `ttl_secs` seconds.
+    pub async fn issue_token(&self, user: UserId, ttl_secs: u64) -> Result<String, ClientError> {
+        // Not retried: a lost answer would otherwise mint two tokens.
+        match self
+            .call(AdminRequest::IssueToken { user, ttl_secs }, false)
+            .await?
+        {
+            AdminReply::Token(token) => Ok(token),
+            other => Err(unexpected("Token", &other)),
+        }
+    }
+
+    /// Closes the connection, giving the node a moment to hear about it.
+    pub async fn close(&self) {
+        self.link.close().await;
+    }
+
+    /// Sends one request; retries once on a new connection when `retry` and the
+    /// connection broke.
+    async fn call(&self, request: AdminRequest, retry: bool) -> Result<AdminReply, ClientError> {
+        let mut retries_left = u32::from(retry);
+        loop {
+            match self.call_once(request.clone()).await {
+                Err(ClientError::ConnectionLost(reason)) if retries_left > 0 => {
+                    retries_left -= 1;
+                    tracing::debug!(%reason, "admin request lost its connection; retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(&self, request: AdminRequest) -> Result<AdminReply, ClientError> {
+        let connection = self.link.connection().await?;
+        let exchange = async {
+            let mut reader = open_request(&connection, request).await?;
+            match reader.next::<Result<AdminReply, WireError>>().await? {
+                Some(Ok(reply)) => Ok(reply),
+                Some(Err(err)) => Err(ClientError::Server(err)),
+                None => Err(ClientError::ConnectionLost(
+                    "the node ended the admin stream without an answer".to_owned(),
+                )),
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), exchange)
+            .await
+            .unwrap_or(Err(ClientError::Timeout {
+                what: "the admin request",
+                after_ms: REQUEST_TIMEOUT_MS,
+            }))
+    }
+}
+
+fn unexpected(expected: &str, got: &AdminReply) -> ClientError {
+    let got = match got {
+        AdminReply::Status(_) => "Status",
+        AdminReply::Actors(_) => "Actors",
+        AdminReply::Followers(_) => "Followers",
+        AdminReply::Evicted { .. } => "Evicted",
+        AdminReply::Token(_) => "Token",
+    };
+    ClientError::Protocol(format!("expected a `{expected}` admin reply, got `{got}`"))
+}

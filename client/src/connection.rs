@@ -1,0 +1,411 @@
+//! QUIC connections, the handshake and frame I/O.
+//!
+//! A [`Link`] owns at most one live connection to one address and replaces it lazily when
+//! it has closed. Every request opens its own bidirectional stream on that connection
+//! ([`open_request`]) and reads the answer through a [`FrameReader`].
+
+use crate::ClientError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_protocol::client::RequestEnvelope;
+use shoal_protocol::handshake::{Hello, HelloReply, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
+use shoal_protocol::{FRAME_BYTES_MAX, FrameDecoder, UserId};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest wait for a connection (resolve, QUIC + TLS handshake, Shoal handshake), in ms.
+pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Longest wait for the answer to a unary request (or for `Accepted` of a send), in ms.
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Interval of QUIC keep-alive packets, in ms.
+pub const KEEP_ALIVE_INTERVAL_MS: u64 = 5_000;
+/// A connection with no packet from the node for this long is dead, in ms.
+pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Longest wait for a closed connection to tell the node before giving up, in ms.
+pub const CLOSE_WAIT_MS: u64 = 1_000;
+/// Largest CA certificate file accepted, in bytes.
+pub const CA_CERT_BYTES_MAX: u64 = 1024 * 1024;
+/// Most bytes taken from a stream per read.
+const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
+
+/// Where to connect and how to authenticate: everything needed to (re)connect.
+#[derive(Clone)]
+pub(crate) struct Target {
+    /// `host:port` of the node.
+    pub(crate) address: String,
+    /// TLS server name.
+    pub(crate) server_name: String,
+    /// QUIC + TLS configuration (CA roots, ALPN, transport limits).
+    pub(crate) quic: quinn::ClientConfig,
+    /// Bearer token sent in the `Hello`.
+    pub(crate) token: String,
+}
+
+impl Target {
+    /// The same node credentials, another address (after `Moved`).
+    pub(crate) fn with_address(&self, address: String) -> Target {
+        Target {
+            address,
+            ..self.clone()
+        }
+    }
+}
+
+/// What the node said when it accepted the handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct Welcome {
+    /// The serving node's id.
+    pub(crate) node_id: String,
+    /// The authenticated user.
+    pub(crate) user: UserId,
+}
+
+/// Builds the QUIC client configuration: TLS 1.3 (ring), server auth against the PEM CA
+/// at `ca_cert`, the given ALPN, keep-alive and idle timeout.
+pub(crate) fn quic_config(
+    address: &str,
+    ca_cert: &Path,
+    alpn: &[u8],
+) -> Result<quinn::ClientConfig, ClientError> {
+    let profile_error = |message: String| ClientError::Profile {
+        path: ca_cert.to_owned(),
+        message,
+    };
+    let meta = std::fs::metadata(ca_cert)
+        .map_err(|e| profile_error(format!("cannot read the CA certificate: {e}")))?;
+    if meta.len() > CA_CERT_BYTES_MAX {
+        return Err(profile_error(format!(
+            "the CA certificate file is {} bytes, more than {CA_CERT_BYTES_MAX}",
+            meta.len()
+        )));
+    }
+    let pem = std::fs::read(ca_cert)
+        .map_err(|e| profile_error(format!("cannot read the CA certificate: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| profile_error(format!("not a PEM certificate file: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| profile_error(format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(profile_error(
+            "the file holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned(),
+        ));
+    }
+
+    let config_error = |message: String| ClientError::Connect {
+        address: address.to_owned(),
+        message: format!("cannot build the TLS configuration: {message}"),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(|e| config_error(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| config_error(e.to_string()))?;
+
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_millis(KEEP_ALIVE_INTERVAL_MS)));
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(IDLE_TIMEOUT_MS))
+        .map_err(|e| config_error(e.to_string()))?;
+    transport.max_idle_timeout(Some(idle));
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// One live connection and the endpoint that drives it.
+struct Session {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+}
+
+/// A lazily (re)connecting connection to one node.
+pub(crate) struct Link {
+    target: Target,
+    current: tokio::sync::Mutex<Option<Session>>,
+}
+
+impl Link {
+    /// A link that connects on first use.
+    pub(crate) fn lazy(target: Target) -> Link {
+        Link {
+            target,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A link connected now; fails like the first request would.
+    pub(crate) async fn connect(target: Target) -> Result<(Link, Welcome), ClientError> {
+        let (session, welcome) = open_session(&target).await?;
+        let link = Link {
+            target,
+            current: tokio::sync::Mutex::new(Some(session)),
+        };
+        Ok((link, welcome))
+    }
+
+    /// The target this link dials.
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The live connection, reconnecting first if the previous one has closed.
+    pub(crate) async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        let mut current = self.current.lock().await;
+        if let Some(session) = current.as_ref()
+            && session.connection.close_reason().is_none()
+        {
+            return Ok(session.connection.clone());
+        }
+        if let Some(old) = current.take() {
+            // The connection is already closed; release the endpoint's socket.
+            old.endpoint.close(quinn::VarInt::from_u32(0), b"");
+        }
+        let (session, welcome) = open_session(&self.target).await?;
+        tracing::debug!(address = %self.target.address, node = %welcome.node_id, "reconnected");
+        let connection = session.connection.clone();
+        *current = Some(session);
+        Ok(connection)
+    }
+
+    /// Closes the connection (if any) and waits up to [`CLOSE_WAIT_MS`] for the node to
+    /// hear about it. Later requests reconnect.
+    pub(crate) async fn close(&self) {
+        let session = self.current.lock().await.take();
+        if let Some(session) = session {
+            session
+                .connection
+                .close(quinn::VarInt::from_u32(0), b"client closed");
+            let _ = tokio::time::timeout(
+                Duration::from_millis(CLOSE_WAIT_MS),
+                session.endpoint.wait_idle(),
+            )
+            .await;
+        }
+    }
+}
+
+/// Resolves, connects and performs the Shoal handshake, within [`CONNECT_TIMEOUT_MS`].
+async fn open_session(target: &Target) -> Result<(Session, Welcome), ClientError> {
+    let attempt = async {
+        let connect_error = |message: String| ClientError::Connect {
+            address: target.address.clone(),
+            message,
+        };
+        let addr = resolve(&target.address).await.map_err(connect_error)?;
+        let endpoint = quinn::Endpoint::client(bind_addr_for(addr))
+            .map_err(|e| connect_error(format!("cannot open a UDP socket: {e}")))?;
+        let connecting = endpoint
+            .connect_with(target.quic.clone(), addr, &target.server_name)
+            .map_err(|e| connect_error(e.to_string()))?;
+        let connection = connecting
+            .await
+            .map_err(|e| connect_error(connection_error_text(&e)))?;
+        let welcome = handshake(&connection, &target.token).await?;
+        Ok((
+            Session {
+                endpoint,
+                connection,
+            },
+            welcome,
+        ))
+    };
+    match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::Connect {
+            address: target.address.clone(),
+            message: format!("no answer within {CONNECT_TIMEOUT_MS} ms"),
+        }),
+    }
+}
+
+/// The first address `address` (`host:port`) resolves to.
+async fn resolve(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let mut addrs = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve the address: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| "the address resolves to nothing".to_owned())
+}
+
+/// The local address to bind for reaching `target`: loopback for a loopback IPv4 target,
+/// otherwise the unspecified address of the target's family.
+fn bind_addr_for(target: SocketAddr) -> SocketAddr {
+    let ip = match target.ip() {
+        IpAddr::V4(v4) if v4.is_loopback() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, 0)
+}
+
+/// Sends `Hello` on the first stream and reads `HelloReply`.
+async fn handshake(connection: &quinn::Connection, token: &str) -> Result<Welcome, ClientError> {
+    let (mut send, recv) = connection.open_bi().await.map_err(lost_connection)?;
+    let hello = Hello::new(
+        token,
+        concat!("shoal-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+    );
+    write_frame(&mut send, &hello).await?;
+    send.finish()
+        .map_err(|e| ClientError::Protocol(format!("cannot finish the handshake stream: {e}")))?;
+    let mut reader = FrameReader::new(recv);
+    match reader.next::<HelloReply>().await? {
+        Some(HelloReply::Welcome {
+            version,
+            node_id,
+            user,
+            ..
+        }) => {
+            if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION_MAX).contains(&version) {
+                return Err(ClientError::Protocol(format!(
+                    "the node chose protocol version {version}, this client speaks {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION_MAX}"
+                )));
+            }
+            Ok(Welcome { node_id, user })
+        }
+        Some(HelloReply::Rejected(err)) => Err(ClientError::Rejected(err)),
+        None => Err(ClientError::Protocol(
+            "the node ended the handshake stream without a reply".to_owned(),
+        )),
+    }
+}
+
+/// Opens a request stream, writes `envelope` as its only frame and finishes the send side.
+pub(crate) async fn open_request<T: Serialize>(
+    connection: &quinn::Connection,
+    body: T,
+) -> Result<FrameReader, ClientError> {
+    let (mut send, recv) = connection.open_bi().await.map_err(lost_connection)?;
+    let envelope = RequestEnvelope { trace: None, body };
+    write_frame(&mut send, &envelope).await?;
+    send.finish().map_err(|e| {
+        ClientError::ConnectionLost(format!("the request stream closed early: {e}"))
+    })?;
+    Ok(FrameReader::new(recv))
+}
+
+/// Encodes `value` as one frame and writes it.
+async fn write_frame<T: Serialize>(
+    send: &mut quinn::SendStream,
+    value: &T,
+) -> Result<(), ClientError> {
+    let frame = shoal_protocol::frame::encode_frame(value)
+        .map_err(|e| ClientError::Encode(e.to_string()))?;
+    send.write_all(&frame).await.map_err(|e| match e {
+        quinn::WriteError::ConnectionLost(e) => lost_connection(e),
+        quinn::WriteError::Stopped(code) => {
+            ClientError::ConnectionLost(format!("the node stopped the stream (code {code})"))
+        }
+        other => ClientError::Protocol(format!("cannot write the request: {other}")),
+    })
+}
+
+/// Reads frames from the receive side of a request stream.
+pub(crate) struct FrameReader {
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl FrameReader {
+    fn new(recv: quinn::RecvStream) -> Self {
+        FrameReader {
+            recv,
+            decoder: FrameDecoder::new(FRAME_BYTES_MAX),
+        }
+    }
+
+    /// The next frame, or `None` when the node finished the stream cleanly between frames.
+    pub(crate) async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
+        loop {
+            match self.decoder.next_frame::<T>() {
+                Ok(Some(frame)) => return Ok(Some(frame)),
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+            }
+            match self.recv.read_chunk(READ_CHUNK_BYTES_MAX, true).await {
+                Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
+                Ok(None) if self.decoder.buffered_bytes() == 0 => return Ok(None),
+                Ok(None) => {
+                    return Err(ClientError::Protocol(format!(
+                        "the node ended the stream inside a frame ({} bytes left over)",
+                        self.decoder.buffered_bytes()
+                    )));
+                }
+                Err(e) => return Err(read_error(e)),
+            }
+        }
+    }
+}
+
+fn read_error(e: quinn::ReadError) -> ClientError {
+    match e {
+        quinn::ReadError::ConnectionLost(e) => lost_connection(e),
+        quinn::ReadError::Reset(code) => {
+            ClientError::ConnectionLost(format!("the node reset the stream (code {code})"))
+        }
+        other => ClientError::Protocol(format!("cannot read the answer: {other}")),
+    }
+}
+
+fn lost_connection(e: quinn::ConnectionError) -> ClientError {
+    ClientError::ConnectionLost(connection_error_text(&e))
+}
+
+fn connection_error_text(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::TimedOut => {
+            format!("no packet from the node for {IDLE_TIMEOUT_MS} ms")
+        }
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            let reason = String::from_utf8_lossy(&close.reason);
+            if reason.is_empty() {
+                format!("the node closed the connection (code {})", close.error_code)
+            } else {
+                format!("the node closed the connection: {reason}")
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_address_matches_the_target_family() {
+        let v4: SocketAddr = "127.0.0.1:7443".parse().unwrap();
+        assert_eq!(bind_addr_for(v4).to_string(), "127.0.0.1:0");
+        let remote: SocketAddr = "10.1.2.3:7443".parse().unwrap();
+        assert_eq!(bind_addr_for(remote).to_string(), "0.0.0.0:0");
+        let v6: SocketAddr = "[::1]:7443".parse().unwrap();
+        assert_eq!(bind_addr_for(v6).to_string(), "[::]:0");
+    }
+
+    #[test]
+    fn ca_file_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("shoal-client-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let err = quic_config("127.0.0.1:1", &path, shoal_protocol::ALPN_CLIENT).unwrap_err();
+        assert!(matches!(err, ClientError::Profile { .. }), "{err}");
+        assert!(err.to_string().contains("ca.pem"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,371 @@
+//! Following a conversation with automatic resume.
+//!
+//! [`SeqTracker`] is the sans-I/O core: it decides, per received event, whether to deliver
+//! it, drop it as a duplicate, or re-follow because of a gap. [`FollowStream`] wraps it
+//! with the I/O: it opens `Follow` requests, obeys `Resync` and `Moved`, and reconnects
+//! with exponential backoff.
+
+use crate::ClientError;
+use crate::connection::{FrameReader, Link, REQUEST_TIMEOUT_MS, open_request};
+use futures::Stream;
+use futures::stream::BoxStream;
+use shoal_protocol::client::{ClientRequest, ServerFrame};
+use shoal_protocol::transcript::{Event, EventFrame};
+use shoal_protocol::{ConversationId, ErrorCode, Seq};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Consecutive reconnects or re-follows without a delivered event before a follow gives up.
+pub const FOLLOW_RECONNECT_ATTEMPTS_MAX: u32 = 20;
+/// First reconnect backoff, in ms (doubles per consecutive failure).
+pub const FOLLOW_BACKOFF_MIN_MS: u64 = 100;
+/// Largest reconnect backoff, in ms.
+pub const FOLLOW_BACKOFF_MAX_MS: u64 = 5_000;
+
+/// What to do with a received event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// New and in order: hand it to the caller.
+    Deliver,
+    /// Already delivered (or older): drop it.
+    Duplicate,
+    /// Events between the last delivered one and this one are missing: re-follow from the
+    /// last delivered seq so the server replays them or resets.
+    Gap,
+}
+
+/// Sequence bookkeeping of a follower: no duplicate, no out-of-order event, no gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SeqTracker {
+    last: Option<Seq>,
+}
+
+impl SeqTracker {
+    /// A tracker that has already seen everything up to `since`.
+    pub(crate) fn new(since: Option<Seq>) -> Self {
+        SeqTracker { last: since }
+    }
+
+    /// The last delivered sequence number (or the starting `since`).
+    pub(crate) fn last(&self) -> Option<Seq> {
+        self.last
+    }
+
+    /// Classifies `frame` and, when it is delivered, advances past it.
+    ///
+    /// A `Reset` newer than the last delivered event becomes the new base whatever the
+    /// distance; any other event must be exactly the next number. The first event of a
+    /// follow that started without `since` is the base too.
+    pub(crate) fn observe(&mut self, frame: &EventFrame) -> Verdict {
+        let verdict = match self.last {
+            None => Verdict::Deliver,
+            Some(last) if frame.seq <= last => Verdict::Duplicate,
+            Some(_) if matches!(frame.event, Event::Reset { .. }) => Verdict::Deliver,
+            Some(last) if frame.seq == last.next() => Verdict::Deliver,
+            Some(_) => Verdict::Gap,
+        };
+        if verdict == Verdict::Deliver {
+            self.last = Some(frame.seq);
+        }
+        verdict
+    }
+}
+
+/// The wait before reconnect attempt number `failures` (1-based), in ms.
+pub(crate) fn backoff_ms(failures: u32) -> u64 {
+    let doublings = failures.saturating_sub(1).min(16);
+    (FOLLOW_BACKOFF_MIN_MS << doublings).min(FOLLOW_BACKOFF_MAX_MS)
+}
+
+/// The events of a followed conversation (follower view), across reconnects and moves.
+///
+/// Never yields a duplicate or an out-of-order sequence number. Yields `Err` only on a
+/// non-retryable error (not found, forbidden, unauthorized…) or after
+/// [`FOLLOW_RECONNECT_ATTEMPTS_MAX`] consecutive failures, and ends right after it.
+/// Dropping the stream stops following.
+pub struct FollowStream {
+    inner: BoxStream<'static, Result<EventFrame, ClientError>>,
+    last_seq: Option<Seq>,
+}
+
+impl FollowStream {
+    pub(crate) fn new(home: Arc<Link>, conversation: ConversationId, since: Option<Seq>) -> Self {
+        let state = Follower {
+            home,
+            moved: None,
+            conversation,
+            tracker: SeqTracker::new(since),
+            reader: None,
+            failures: 0,
+            finished: false,
+        };
+        let inner = futures::stream::unfold(state, |mut state| async move {
+            let item = state.next_item().await?;
+            Some((item, state))
+        });
+        FollowStream {
+            inner: Box::pin(inner),
+            last_seq: since,
+        }
+    }
+
+    /// The sequence number of the last event yielded (or the `since` it started from).
+    pub fn last_seq(&self) -> Option<Seq> {
+        self.last_seq
+    }
+}
+
+impl Stream for FollowStream {
+    type Item = Result<EventFrame, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        if let Some(Ok(frame)) = &item {
+            self.last_seq = Some(frame.seq);
+        }
+        Poll::Ready(item)
+    }
+}
+
+/// The I/O half of a follow.
+struct Follower {
+    /// The client's own connection.
+    home: Arc<Link>,
+    /// A connection to the node the conversation moved to, if it moved.
+    moved: Option<Arc<Link>>,
+    conversation: ConversationId,
+    tracker: SeqTracker,
+    /// The open follow stream, if any.
+    reader: Option<FrameReader>,
+    /// Consecutive reconnects or re-follows without a delivered event.
+    failures: u32,
+    /// An error was yielded; the stream is over.
+    finished: bool,
+}
+
+impl Follower {
+    async fn next_item(&mut self) -> Option<Result<EventFrame, ClientError>> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            let Some(reader) = self.reader.as_mut() else {
+                match self.open().await {
+                    Ok(reader) => self.reader = Some(reader),
+                    Err(err) => {
+                        if let Some(err) = self.failed(err).await {
+                            return Some(Err(err));
+                        }
+                    }
+                }
+                continue;
+            };
+            let frame = reader.next::<ServerFrame>().await;
+            let outcome = match frame {
+                Ok(Some(ServerFrame::Event(frame))) => match self.tracker.observe(&frame) {
+                    Verdict::Deliver => {
+                        self.failures = 0;
+                        return Some(Ok(frame));
+                    }
+                    Verdict::Duplicate => continue,
+                    Verdict::Gap => Refollow::Now(format!(
+                        "gap after seq {:?}: got {}",
+                        self.tracker.last().map(|s| s.0),
+                        frame.seq
+                    )),
+                },
+                Ok(Some(ServerFrame::Resync { reason })) => {
+                    Refollow::Now(format!("resync: {reason}"))
+                }
+                Ok(Some(ServerFrame::Moved { to })) => {
+                    self.move_to(to.clone());
+                    Refollow::Now(format!("moved to {to}"))
+                }
+                Ok(Some(ServerFrame::Error(err))) => Refollow::AfterError(ClientError::Server(err)),
+                Ok(Some(ServerFrame::Reply(_) | ServerFrame::Accepted { .. })) => {
+                    Refollow::AfterError(ClientError::Protocol(
+                        "the node answered a follow with a unary reply".to_owned(),
+                    ))
+                }
+                Ok(None) => Refollow::AfterError(ClientError::ConnectionLost(
+                    "the node ended the follow stream".to_owned(),
+                )),
+                Err(err) => Refollow::AfterError(err),
+            };
+            self.reader = None;
+            let given_up = match outcome {
+                Refollow::Now(reason) => self.refollow(reason).await,
+                Refollow::AfterError(err) => self.failed(err).await,
+            };
+            if let Some(err) = given_up {
+                return Some(Err(err));
+            }
+        }
+    }
+
+    /// Opens a follow request from the last delivered seq on the current node.
+    async fn open(&self) -> Result<FrameReader, ClientError> {
+        let link = self.moved.as_ref().unwrap_or(&self.home);
+        let connection = link.connection().await?;
+        let request = ClientRequest::Follow {
+            conversation: self.conversation,
+            since: self.tracker.last(),
+        };
+        tokio::time::timeout(
+            Duration::from_millis(REQUEST_TIMEOUT_MS),
+            open_request(&connection, request),
+        )
+        .await
+        .unwrap_or(Err(ClientError::Timeout {
+            what: "opening a follow stream",
+            after_ms: REQUEST_TIMEOUT_MS,
+        }))
+    }
+
+    /// Points later follows at `to` (same CA, server name and token).
+    fn move_to(&mut self, to: String) {
+        if to == self.home.target().address {
+            self.moved = None;
+        } else {
+            let target = self.home.target().with_address(to);
+            self.moved = Some(Arc::new(Link::lazy(target)));
+        }
+    }
+
+    /// Counts a server-directed re-follow; the first one after progress is immediate.
+    /// Returns the error to yield when giving up.
+    async fn refollow(&mut self, reason: String) -> Option<ClientError> {
+        tracing::debug!(conversation = %self.conversation, %reason, "re-following");
+        self.failures += 1;
+        if self.failures >= FOLLOW_RECONNECT_ATTEMPTS_MAX {
+            self.finished = true;
+            return Some(ClientError::ConnectionLost(format!(
+                "following {} made no progress after {} attempts (last: {reason})",
+                self.conversation, self.failures
+            )));
+        }
+        if self.failures > 1 {
+            tokio::time::sleep(Duration::from_millis(backoff_ms(self.failures - 1))).await;
+        }
+        None
+    }
+
+    /// Handles a failed follow: gives up on a non-retryable error or after too many
+    /// failures (returning the error to yield), otherwise backs off.
+    async fn failed(&mut self, err: ClientError) -> Option<ClientError> {
+        if let Some(to) = err.wire_error().and_then(|w| {
+            (w.code == ErrorCode::Moved)
+                .then(|| w.moved_to.clone())
+                .flatten()
+        }) {
+            self.move_to(to.clone());
+            return self.refollow(format!("moved to {to}")).await;
+        }
+        if !err.is_retryable() {
+            self.finished = true;
+            return Some(err);
+        }
+        self.failures += 1;
+        if self.failures >= FOLLOW_RECONNECT_ATTEMPTS_MAX {
+            self.finished = true;
+            return Some(err);
+        }
+        tracing::debug!(conversation = %self.conversation, error = %err, failures = self.failures, "follow failed; reconnecting");
+        tokio::time::sleep(Duration::from_millis(backoff_ms(self.failures))).await;
+        None
+    }
+}
+
+/// Why the current follow stream was abandoned.
+enum Refollow {
+    /// The server asked for it (resync, move) or a gap showed: follow again now.
+    Now(String),
+    /// The stream failed.
+    AfterError(ClientError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::transcript::Snapshot;
+
+    fn text(seq: u64) -> EventFrame {
+        EventFrame {
+            seq: Seq(seq),
+            event: Event::Status {
+                text: format!("event {seq}"),
+            },
+        }
+    }
+
+    fn reset(seq: u64) -> EventFrame {
+        EventFrame {
+            seq: Seq(seq),
+            event: Event::Reset {
+                snapshot: Snapshot {
+                    conversation: ConversationId::new(shoal_protocol::ShardId(0), 1),
+                    messages: vec![],
+                    omitted_messages: 0,
+                    in_flight: None,
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn in_order_events_are_delivered_and_duplicates_dropped() {
+        let mut tracker = SeqTracker::new(None);
+        assert_eq!(tracker.observe(&reset(10)), Verdict::Deliver);
+        assert_eq!(tracker.observe(&text(11)), Verdict::Deliver);
+        assert_eq!(tracker.observe(&text(12)), Verdict::Deliver);
+        // A replay after a reconnect repeats what was delivered.
+        assert_eq!(tracker.observe(&text(11)), Verdict::Duplicate);
+        assert_eq!(tracker.observe(&text(12)), Verdict::Duplicate);
+        assert_eq!(tracker.observe(&text(13)), Verdict::Deliver);
+        assert_eq!(tracker.last(), Some(Seq(13)));
+    }
+
+    #[test]
+    fn a_gap_asks_for_a_refollow_and_does_not_advance() {
+        let mut tracker = SeqTracker::new(Some(Seq(5)));
+        assert_eq!(tracker.observe(&text(7)), Verdict::Gap);
+        assert_eq!(tracker.last(), Some(Seq(5)));
+        assert_eq!(tracker.observe(&text(6)), Verdict::Deliver);
+        assert_eq!(tracker.observe(&text(7)), Verdict::Deliver);
+    }
+
+    #[test]
+    fn a_reset_is_the_new_base_even_across_activations() {
+        let mut tracker = SeqTracker::new(Some(Seq(5)));
+        let next_activation = Seq::first_of_activation(2).0;
+        assert_eq!(tracker.observe(&reset(next_activation)), Verdict::Deliver);
+        assert_eq!(tracker.last(), Some(Seq(next_activation)));
+        assert_eq!(
+            tracker.observe(&text(next_activation + 1)),
+            Verdict::Deliver
+        );
+        // A stale reset (not newer than what we have) is a duplicate.
+        assert_eq!(tracker.observe(&reset(next_activation)), Verdict::Duplicate);
+        assert_eq!(tracker.observe(&reset(3)), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn starting_from_since_drops_everything_up_to_it() {
+        let mut tracker = SeqTracker::new(Some(Seq(20)));
+        assert_eq!(tracker.observe(&text(19)), Verdict::Duplicate);
+        assert_eq!(tracker.observe(&text(20)), Verdict::Duplicate);
+        assert_eq!(tracker.observe(&text(21)), Verdict::Deliver);
+    }
+
+    #[test]
+    fn backoff_doubles_from_100_ms_up_to_5_s() {
+        assert_eq!(backoff_ms(1), 100);
+        assert_eq!(backoff_ms(2), 200);
+        assert_eq!(backoff_ms(3), 400);
+        assert_eq!(backoff_ms(6), 3_200);
+        assert_eq!(backoff_ms(7), 5_000);
+        assert_eq!(backoff_ms(u32::MAX), 5_000);
+    }
+}

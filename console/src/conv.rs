@@ -1,0 +1,370 @@
+//! `shoalctl conv …`: conversations through the client SDK.
+
+use crate::json::{detail_json, event_json, status_str, summary_json};
+use crate::render::{self, TranscriptPrinter, side_line};
+use anyhow::{Context, anyhow};
+use clap::Subcommand;
+use futures::StreamExt;
+use shoal_client::{Client, Profile};
+use shoal_protocol::transcript::{Event, EventFrame, Message, MessageStatus, PermissionOption};
+use shoal_protocol::{ConversationId, Seq};
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+/// Conversations listed by `conv list` unless `--limit` says otherwise.
+const LIST_LIMIT_DEFAULT: u32 = 50;
+
+/// `shoalctl conv …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConvCommand {
+    /// Create a conversation; prints its id alone.
+    New {
+        /// Title of the conversation.
+        #[arg(long)]
+        title: Option<String>,
+        /// Agent name from the node's config (default: the node's default agent).
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Send a message and stream the reply: text on stdout, everything else on stderr.
+    ///
+    /// Exits 0 when the turn completes, 1 when it was interrupted, cancelled or failed.
+    /// Permission requests are denied unless --allow is given.
+    Send {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// The message text.
+        text: String,
+        /// Print one JSON object per event on stdout instead of the text.
+        #[arg(long)]
+        json: bool,
+        /// Answer permission requests with their first allow option instead of denying.
+        #[arg(long)]
+        allow: bool,
+    },
+    /// Follow a conversation's events live (resumes across reconnects).
+    Follow {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// Start after this sequence number instead of with a snapshot.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        /// Print one JSON object per line per event (`seq`, `type` and the event's fields).
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 after the first `done` event.
+        #[arg(long)]
+        until_done: bool,
+    },
+    /// Show a conversation and its transcript.
+    Show {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// Print the conversation as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your conversations, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = LIST_LIMIT_DEFAULT)]
+        limit: u32,
+        /// Print a JSON array of conversations.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel the running turn of a conversation.
+    Cancel {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+    },
+}
+
+/// Runs one `conv` command.
+pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(profile).await?;
+    let result = match command {
+        ConvCommand::New { title, agent } => {
+            let summary = client.create_conversation(title, agent).await?;
+            print_line(&summary.id.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ConvCommand::Send {
+            id,
+            text,
+            json,
+            allow,
+        } => send(&client, id, text, json, allow).await,
+        ConvCommand::Follow {
+            id,
+            since,
+            json,
+            until_done,
+        } => follow(&client, id, since.map(Seq), json, until_done).await,
+        ConvCommand::Show { id, json } => {
+            let detail = client.get_conversation(id).await?;
+            if json {
+                print_line(&detail_json(&detail).to_string())?;
+            } else {
+                render::detail(&mut io::stdout().lock(), &detail).context(STDOUT_ERROR)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ConvCommand::List { limit, json } => {
+            let list = client.list_conversations(limit).await?;
+            if json {
+                let values = list.iter().map(summary_json).collect::<Vec<_>>();
+                print_line(&serde_json::Value::Array(values).to_string())?;
+            } else {
+                for summary in &list {
+                    print_line(&render::summary_line(summary))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ConvCommand::Cancel { id } => {
+            if client.cancel(id).await? {
+                print_line("cancelled the running turn")?;
+            } else {
+                print_line("no turn was running")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    client.close().await;
+    result
+}
+
+const STDOUT_ERROR: &str = "cannot write to stdout; check where the output goes";
+
+fn print_line(line: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}").context(STDOUT_ERROR)?;
+    out.flush().context(STDOUT_ERROR)
+}
+
+fn note(line: &str) {
+    // Diagnostics are best effort: a closed stderr must not fail the command.
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+/// How a turn ended, from its events.
+#[derive(Debug, Default)]
+struct TurnOutcome {
+    /// The message of the last `Error` event.
+    error: Option<String>,
+    /// The committed assistant message of `Done`.
+    done: Option<Message>,
+}
+
+impl TurnOutcome {
+    /// `Ok` when the turn completed, otherwise the error line (what happened; what to do).
+    fn verdict(&self) -> Result<(), String> {
+        let Some(message) = &self.done else {
+            return Err(
+                "the turn ended without a done event; check the node's log and `shoalctl conv show`"
+                    .to_owned(),
+            );
+        };
+        let reason = message.error.as_ref().or(self.error.as_ref());
+        match (message.status, reason) {
+            (MessageStatus::Complete, None) => Ok(()),
+            (MessageStatus::Cancelled, _) => {
+                Err("the turn was cancelled; send the message again to retry".to_owned())
+            }
+            (status, Some(reason)) => Err(format!(
+                "the turn ended {}: {}; check the agent and the node's log, then send again",
+                status_str(status),
+                render::one_line(reason, 300)
+            )),
+            (status, None) => Err(format!(
+                "the turn ended {}; check the agent and the node's log, then send again",
+                status_str(status)
+            )),
+        }
+    }
+}
+
+/// The option a permission request is answered with: the first `allow_*` option when
+/// `allow`, otherwise none (deny).
+fn permission_choice(options: &[PermissionOption], allow: bool) -> Option<&PermissionOption> {
+    if !allow {
+        return None;
+    }
+    options.iter().find(|o| o.kind.starts_with("allow"))
+}
+
+async fn send(
+    client: &Client,
+    id: ConversationId,
+    text: String,
+    json: bool,
+    allow: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut turn = client.send(id, text).await?;
+    if turn.duplicate() {
+        note("[note] the node had already accepted this message; showing its turn");
+    }
+    let mut outcome = TurnOutcome::default();
+    // Whether stdout is after streamed text that did not end with a newline.
+    let mut mid_line = false;
+    while let Some(frame) = turn.next().await {
+        let frame = frame?;
+        if json {
+            print_line(&event_json(&frame).to_string())?;
+        }
+        match &frame.event {
+            Event::TextChunk { text, .. } if !json => {
+                let mut out = io::stdout().lock();
+                write!(out, "{text}").context(STDOUT_ERROR)?;
+                out.flush().context(STDOUT_ERROR)?;
+                if !text.is_empty() {
+                    mid_line = !text.ends_with('\n');
+                }
+            }
+            Event::PermissionRequest {
+                request,
+                title,
+                options,
+            } => {
+                let choice = permission_choice(options, allow);
+                client
+                    .respond_permission(id, *request, choice.map(|o| o.option_id.clone()))
+                    .await?;
+                let title = render::one_line(title, 120);
+                match choice {
+                    Some(option) => {
+                        note(&format!("[permission] {title}: allowed ({})", option.name))
+                    }
+                    None if allow => note(&format!(
+                        "[permission] {title}: denied (no allow option offered)"
+                    )),
+                    None => note(&format!(
+                        "[permission] {title}: denied (pass --allow to allow)"
+                    )),
+                }
+            }
+            Event::Error { message } => outcome.error = Some(message.clone()),
+            Event::Done { message, .. } => outcome.done = Some(message.clone()),
+            event if !json => {
+                if let Some(line) = side_line(event) {
+                    note(&line);
+                }
+            }
+            _ => {}
+        }
+    }
+    if mid_line {
+        print_line("")?;
+    }
+    match outcome.verdict() {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(line) => Err(anyhow!(line)),
+    }
+}
+
+async fn follow(
+    client: &Client,
+    id: ConversationId,
+    since: Option<Seq>,
+    json: bool,
+    until_done: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut stream = client.follow(id, since);
+    let mut printer = TranscriptPrinter::default();
+    while let Some(frame) = stream.next().await {
+        let frame: EventFrame = frame?;
+        if json {
+            print_line(&event_json(&frame).to_string())?;
+        } else {
+            printer
+                .event(&mut io::stdout().lock(), &frame.event)
+                .context(STDOUT_ERROR)?;
+        }
+        if until_done && matches!(frame.event, Event::Done { .. }) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    Err(anyhow!(
+        "the follow stream of {id} ended; run the command again (with --since {} to resume)",
+        stream.last_seq().map_or(0, |s| s.0)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::transcript::{Part, Role, StopReason};
+    use shoal_protocol::{MessageId, TurnId};
+
+    fn done(status: MessageStatus, error: Option<&str>) -> Message {
+        Message {
+            id: MessageId(1),
+            turn: TurnId(1),
+            role: Role::Assistant,
+            status,
+            parts: vec![Part::Text { text: "x".into() }],
+            content: "x".into(),
+            created_at_ms: 0,
+            stop_reason: Some(StopReason::EndTurn),
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_a_complete_turn_without_error_succeeds() {
+        let ok = TurnOutcome {
+            error: None,
+            done: Some(done(MessageStatus::Complete, None)),
+        };
+        assert!(ok.verdict().is_ok());
+
+        let interrupted = TurnOutcome {
+            error: Some("agent crashed".into()),
+            done: Some(done(MessageStatus::Interrupted, None)),
+        };
+        let line = interrupted.verdict().unwrap_err();
+        assert!(line.contains("interrupted: agent crashed;"), "{line}");
+
+        let cancelled = TurnOutcome {
+            error: None,
+            done: Some(done(MessageStatus::Cancelled, None)),
+        };
+        assert!(cancelled.verdict().unwrap_err().contains("cancelled"));
+
+        let error_event = TurnOutcome {
+            error: Some("boom".into()),
+            done: Some(done(MessageStatus::Complete, None)),
+        };
+        assert!(error_event.verdict().unwrap_err().contains("boom"));
+
+        assert!(TurnOutcome::default().verdict().is_err());
+    }
+
+    #[test]
+    fn permissions_are_denied_unless_allowed() {
+        let options = vec![
+            PermissionOption {
+                option_id: "no".into(),
+                name: "Reject".into(),
+                kind: "reject_once".into(),
+            },
+            PermissionOption {
+                option_id: "yes".into(),
+                name: "Allow once".into(),
+                kind: "allow_once".into(),
+            },
+            PermissionOption {
+                option_id: "always".into(),
+                name: "Allow always".into(),
+                kind: "allow_always".into(),
+            },
+        ];
+        assert_eq!(permission_choice(&options, false), None);
+        assert_eq!(
+            permission_choice(&options, true).map(|o| o.option_id.as_str()),
+            Some("yes")
+        );
+        assert_eq!(permission_choice(&options[..1], true), None);
+    }
+}

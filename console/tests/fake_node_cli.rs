@@ -1,0 +1,315 @@
+//! `shoalctl` against a scripted in-process node: output formats, permission answers and
+//! exit codes, frame by frame. (`tests/cli.rs` runs the real node.)
+
+#[path = "../../client/tests/support/fake_node.rs"]
+mod fake_node;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use fake_node::*;
+use serde_json::Value;
+use shoal_protocol::client::{ClientReply, ClientRequest, ServerFrame};
+use shoal_protocol::transcript::{Event, EventFrame, MessageStatus, PermissionOption, ToolStatus};
+use shoal_protocol::{MessageId, Seq, TurnId, WireError};
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+const SHOALCTL: &str = env!("CARGO_BIN_EXE_shoalctl");
+/// Longest wait for one `shoalctl` run to finish.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn spawn(profile: &Path, args: &[&str]) -> Result<Child> {
+    Ok(Command::new(SHOALCTL)
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env_remove("SHOAL_PROFILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+async fn finish(child: Child) -> Result<Output> {
+    tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow!("shoalctl did not exit within {COMMAND_TIMEOUT:?}"))?
+        .context("cannot wait for shoalctl")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn event(seq: u64, event: Event) -> EventFrame {
+    EventFrame {
+        seq: Seq(seq),
+        event,
+    }
+}
+
+fn chunk(seq: u64, text: &str) -> EventFrame {
+    event(
+        seq,
+        Event::TextChunk {
+            message_id: MessageId(1),
+            text: text.to_owned(),
+        },
+    )
+}
+
+fn accepted() -> ServerFrame {
+    ServerFrame::Accepted {
+        turn: TurnId(1),
+        user_message: MessageId(0),
+        duplicate: false,
+    }
+}
+
+fn permission(seq: u64) -> EventFrame {
+    let option = |id: &str, kind: &str| PermissionOption {
+        option_id: id.to_owned(),
+        name: id.to_owned(),
+        kind: kind.to_owned(),
+    };
+    event(
+        seq,
+        Event::PermissionRequest {
+            request: 7,
+            title: "write notes.txt".to_owned(),
+            options: vec![
+                option("reject", "reject_once"),
+                option("allow", "allow_once"),
+            ],
+        },
+    )
+}
+
+/// Serves one `send` whose turn asks permission; returns the option the CLI chose.
+async fn serve_turn_with_permission(node: &mut FakeNode) -> Result<Option<String>> {
+    let mut send = node.next("SendMessage").await?;
+    ensure!(
+        matches!(send.client()?, ClientRequest::SendMessage { text, .. } if text == "hi"),
+        "unexpected {:?}",
+        send.body
+    );
+    send.frame(&accepted()).await?;
+    send.event(chunk(1, "echo: ")).await?;
+    send.event(event(
+        2,
+        Event::ToolCall {
+            message_id: MessageId(1),
+            part: shoal_protocol::transcript::Part::ToolCall {
+                tool_call_id: "t1".into(),
+                title: "write notes.txt".into(),
+                kind: Some("edit".into()),
+                status: ToolStatus::Pending,
+                input: None,
+                output: None,
+            },
+        },
+    ))
+    .await?;
+    send.event(permission(3)).await?;
+
+    let mut answer = node.next("RespondPermission").await?;
+    let chosen = match answer.client()? {
+        ClientRequest::RespondPermission {
+            request: 7,
+            option_id,
+            ..
+        } => option_id.clone(),
+        other => bail!("expected RespondPermission for request 7, got {other:?}"),
+    };
+    answer
+        .frame(&ServerFrame::Reply(ClientReply::PermissionAnswered))
+        .await?;
+    answer.finish();
+
+    send.event(chunk(4, "hi")).await?;
+    send.event(done(5, "echo: hi")).await?;
+    send.finish();
+    Ok(chosen)
+}
+
+#[tokio::test]
+async fn send_streams_text_and_answers_permissions() -> Result<()> {
+    let pki = pki()?;
+    let mut node = FakeNode::start(&pki)?;
+    let dir = tempfile::tempdir()?;
+    let profile = write_profile(&dir, &pki, node.addr)?;
+    let id = conversation().to_string();
+
+    // Without --allow the request is denied.
+    let child = spawn(&profile, &["conv", "send", &id, "hi"])?;
+    let chosen = serve_turn_with_permission(&mut node).await?;
+    let output = finish(child).await?;
+    let stderr = text(&output.stderr);
+    ensure!(output.status.success(), "exit {}: {stderr}", output.status);
+    ensure!(chosen.is_none(), "denied expected, chose {chosen:?}");
+    ensure!(
+        text(&output.stdout) == "echo: hi\n",
+        "{:?}",
+        text(&output.stdout)
+    );
+    ensure!(
+        stderr.contains("[tool] write notes.txt (pending)"),
+        "{stderr}"
+    );
+    ensure!(
+        stderr.contains("[permission] write notes.txt: denied (pass --allow to allow)"),
+        "{stderr}"
+    );
+
+    // With --allow the first allow option is chosen.
+    let child = spawn(&profile, &["conv", "send", &id, "hi", "--allow"])?;
+    let chosen = serve_turn_with_permission(&mut node).await?;
+    let output = finish(child).await?;
+    let stderr = text(&output.stderr);
+    ensure!(output.status.success(), "exit {}: {stderr}", output.status);
+    ensure!(chosen.as_deref() == Some("allow"), "chose {chosen:?}");
+    ensure!(
+        stderr.contains("[permission] write notes.txt: allowed (allow)"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_interrupted_turn_exits_1_with_one_error_line() -> Result<()> {
+    let pki = pki()?;
+    let mut node = FakeNode::start(&pki)?;
+    let dir = tempfile::tempdir()?;
+    let profile = write_profile(&dir, &pki, node.addr)?;
+    let id = conversation().to_string();
+
+    let child = spawn(&profile, &["conv", "send", &id, "hi", "--json"])?;
+    let mut send = node.next("SendMessage").await?;
+    send.frame(&accepted()).await?;
+    send.event(chunk(1, "ec")).await?;
+    send.event(event(
+        2,
+        Event::Error {
+            message: "agent crashed".into(),
+        },
+    ))
+    .await?;
+    let mut interrupted = done(3, "ec");
+    if let Event::Done { message, .. } = &mut interrupted.event {
+        message.status = MessageStatus::Interrupted;
+    }
+    send.event(interrupted).await?;
+    send.finish();
+    let output = finish(child).await?;
+    ensure!(output.status.code() == Some(1), "exit {}", output.status);
+    let stderr = text(&output.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    ensure!(
+        errors
+            == [
+                "error: the turn ended interrupted: agent crashed; check the agent and the node's log, then send again"
+            ],
+        "{stderr}"
+    );
+    // --json: one object per event on stdout.
+    let stdout = text(&output.stdout);
+    let types: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let value: Value = serde_json::from_str(l)?;
+            Ok(value["type"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect::<Result<_>>()?;
+    ensure!(types == ["text", "error", "done"], "{stdout}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn follow_json_until_done_prints_flat_events() -> Result<()> {
+    let pki = pki()?;
+    let mut node = FakeNode::start(&pki)?;
+    let dir = tempfile::tempdir()?;
+    let profile = write_profile(&dir, &pki, node.addr)?;
+    let id = conversation().to_string();
+
+    let child = spawn(
+        &profile,
+        &[
+            "conv",
+            "follow",
+            &id,
+            "--json",
+            "--until-done",
+            "--since",
+            "4",
+        ],
+    )?;
+    let mut follow = node.next("Follow").await?;
+    ensure!(
+        matches!(
+            follow.client()?,
+            ClientRequest::Follow {
+                since: Some(Seq(4)),
+                ..
+            }
+        ),
+        "unexpected {:?}",
+        follow.body
+    );
+    follow.event(chunk(4, "dropped: already seen")).await?;
+    follow.event(chunk(5, "echo: ")).await?;
+    follow.event(done(6, "echo: ")).await?;
+    // Never sent to a follower that already exited; must not be printed.
+    let _ = follow.event(chunk(7, "after done")).await;
+    let output = finish(child).await?;
+    ensure!(output.status.success(), "{}", text(&output.stderr));
+    let lines: Vec<Value> = text(&output.stdout)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(lines.len() == 2, "{lines:?}");
+    ensure!(
+        lines[0]
+            == serde_json::json!({"seq": 5, "type": "text", "message_id": 1, "text": "echo: "}),
+        "{}",
+        lines[0]
+    );
+    ensure!(lines[1]["type"] == "done" && lines[1]["seq"] == 6);
+    ensure!(lines[1]["message"]["status"] == "complete");
+    ensure!(lines[1]["message"]["content"] == "echo: ");
+    ensure!(lines[1]["message"]["parts"][0]["type"] == "text");
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_errors_are_one_line() -> Result<()> {
+    let pki = pki()?;
+    let mut node = FakeNode::start(&pki)?;
+    let dir = tempfile::tempdir()?;
+    let profile = write_profile(&dir, &pki, node.addr)?;
+    let id = conversation().to_string();
+
+    let child = spawn(&profile, &["conv", "show", &id])?;
+    let mut get = node.next("GetConversation").await?;
+    get.frame(&ServerFrame::Error(WireError::not_found(format!(
+        "conversation {id} does not exist; check the id with `shoalctl conv list`"
+    ))))
+    .await?;
+    get.finish();
+    let output = finish(child).await?;
+    ensure!(output.status.code() == Some(1));
+    let stderr = text(&output.stderr);
+    ensure!(
+        stderr
+            == format!(
+                "error: not found: conversation {id} does not exist; check the id with `shoalctl conv list`\n"
+            ),
+        "{stderr:?}"
+    );
+    Ok(())
+}
