@@ -3,9 +3,12 @@
 //!
 //! # Layout
 //! * this file: the public API ([`AgentProcess`], its options, updates and
-//!   errors) and the handler for what the agent sends us.
-//! * `agent_process/child.rs`: spawning in a private process group, stdio as
-//!   line streams, the stderr ring, exit watching, signals.
+//!   errors), start-up and requests to the agent.
+//! * `agent_process/handler.rs`: what the agent sends us (updates, permission
+//!   requests, file requests) and the state shared with the handler.
+//! * `agent_process/child.rs`: the private home and environment, spawning in
+//!   a private process group, stdio as line streams, the stderr ring, exit
+//!   watching, signals.
 //! * `agent_process/wire.rs`: lenient parsing of agent messages and the JSON we
 //!   send (no I/O).
 //! * `agent_process/fs.rs`: `fs/read_text_file` and `fs/write_text_file`,
@@ -39,7 +42,7 @@ use serde_json::Value;
 use shoal_protocol::transcript::{PermissionOption, PlanEntry, StopReason, ToolStatus, Usage};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -330,13 +333,13 @@ impl AgentProcess {
         opts: StartOptions,
         updates: mpsc::Sender<AgentUpdate>,
     ) -> Result<AgentProcess, AgentError> {
-        let cwd_text = prepare_directories(&opts)?;
+        let cwd_text = child::prepare_directories(&opts)?;
         let workspace = fs::Workspace::new(&opts.cwd).map_err(|source| AgentError::Setup {
             what: "workspace directory",
             path: opts.cwd.clone(),
             source,
         })?;
-        let env = child_env(cmd, &opts)?;
+        let env = child::child_env(cmd, &opts)?;
         let deadline = tokio::time::Instant::now() + opts.start_timeout;
         let timeout_ms = u64::try_from(opts.start_timeout.as_millis()).unwrap_or(u64::MAX);
 
@@ -353,9 +356,9 @@ impl AgentProcess {
         tracing::debug!(pid = ?child.pid(), program = %cmd.program.display(), "agent process spawned");
 
         let shared = Arc::new(Shared::new(updates, workspace));
-        let (handle_rx, stop_connection, connection_end) =
-            spawn_connection(Arc::clone(&shared), outgoing, incoming);
-        let connection = match tokio::time::timeout_at(deadline, handle_rx).await {
+        let task = spawn_connection(Arc::clone(&shared), outgoing, incoming);
+        let connection_end = task.end;
+        let connection = match tokio::time::timeout_at(deadline, task.handle).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(_)) => {
                 let reason = lock(&connection_end)
@@ -379,7 +382,7 @@ impl AgentProcess {
             load_session: false,
             shared,
             connection,
-            stop_connection: Mutex::new(Some(stop_connection)),
+            stop_connection: Mutex::new(Some(task.stop)),
             connection_end,
             child,
         };
@@ -422,8 +425,14 @@ impl AgentProcess {
             if info.load_session {
                 *phase = "session/load";
                 // Known up front: the replayed history arrives before the answer.
-                let early = self.shared.set_session(resume);
-                debug_assert!(early.is_empty(), "no updates are held before session/load");
+                // Updates sent before we even asked for the session are stale.
+                let stale = self.shared.set_session(resume);
+                if !stale.is_empty() {
+                    tracing::debug!(
+                        count = stale.len(),
+                        "dropping updates sent before session/load"
+                    );
+                }
                 self.call("session/load", wire::load_session_params(resume, cwd))
                     .await?;
                 self.session_id = resume.clone();
@@ -607,13 +616,7 @@ impl AgentProcess {
             biased;
             answer = answer => match answer {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(error)) if !self.is_local_failure(&error) => Err(AgentError::Rpc {
-                    code: i64::from(i32::from(error.code)),
-                    message: match &error.data {
-                        Some(data) => format!("{} ({})", error.message, wire::truncate_for_log(&data.to_string())),
-                        None => error.message.clone(),
-                    },
-                }),
+                Ok(Err(error)) if !self.is_local_failure(&error) => Err(rpc_error(&error)),
                 Ok(Err(error)) => Err(self.connection_lost(method, &error.to_string()).await),
                 Err(_) => Err(self.connection_lost(method, "no answer before the connection closed").await),
             },
@@ -656,17 +659,38 @@ impl AgentProcess {
     }
 }
 
-/// Starts the connection task. Returns the connection handle (once the
-/// connection runs), the stop switch and the slot for why it ended.
+/// An error answer from the agent, with its data (shortened) in the message.
+fn rpc_error(error: &agent_client_protocol::Error) -> AgentError {
+    let message = match &error.data {
+        Some(data) => format!(
+            "{} ({})",
+            error.message,
+            wire::truncate_for_log(&data.to_string())
+        ),
+        None => error.message.clone(),
+    };
+    AgentError::Rpc {
+        code: i64::from(i32::from(error.code)),
+        message,
+    }
+}
+
+/// A started connection task.
+struct ConnectionTask {
+    /// The connection handle, once the connection runs.
+    handle: oneshot::Receiver<v1::ConnectionTo<Agent>>,
+    /// Firing or dropping it ends the connection.
+    stop: oneshot::Sender<()>,
+    /// Why the connection ended, once it has.
+    end: Arc<Mutex<Option<String>>>,
+}
+
+/// Starts the connection task over the child's stdio.
 fn spawn_connection(
     shared: Arc<Shared>,
     outgoing: child::OutgoingLines,
     incoming: impl futures::Stream<Item = std::io::Result<String>> + Send + 'static,
-) -> (
-    oneshot::Receiver<v1::ConnectionTo<Agent>>,
-    oneshot::Sender<()>,
-    Arc<Mutex<Option<String>>>,
-) {
+) -> ConnectionTask {
     let (handle_tx, handle_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let connection_end = Arc::new(Mutex::new(None));
@@ -699,95 +723,15 @@ fn spawn_connection(
         tracing::debug!(%reason, "agent connection ended");
         *lock(&end_slot) = Some(reason);
     });
-    (handle_rx, stop_tx, connection_end)
+    ConnectionTask {
+        handle: handle_rx,
+        stop: stop_tx,
+        end: connection_end,
+    }
 }
 
 /// Locks a mutex; a panic elsewhere while holding it does not poison our state
 /// (every critical section leaves it consistent).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Checks `cwd`, creates the private home and its XDG directories; returns `cwd`
-/// as text for the ACP requests.
-fn prepare_directories(opts: &StartOptions) -> Result<String, AgentError> {
-    let setup = |what, path: &Path, source| AgentError::Setup {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    let invalid = |message: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
-    if !opts.cwd.is_absolute() {
-        return Err(setup(
-            "workspace directory",
-            &opts.cwd,
-            invalid("the path is not absolute"),
-        ));
-    }
-    if !opts.cwd.is_dir() {
-        return Err(setup(
-            "workspace directory",
-            &opts.cwd,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
-        ));
-    }
-    let cwd = opts.cwd.to_str().ok_or_else(|| {
-        setup(
-            "workspace directory",
-            &opts.cwd,
-            invalid("the path is not UTF-8"),
-        )
-    })?;
-    if !opts.home.is_absolute() {
-        return Err(setup(
-            "private home directory",
-            &opts.home,
-            invalid("the path is not absolute"),
-        ));
-    }
-    for dir in std::iter::once(opts.home.clone()).chain(xdg_dirs(&opts.home).map(|(_, dir)| dir)) {
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| setup("private home directory", &dir, source))?;
-    }
-    Ok(cwd.to_owned())
-}
-
-/// The XDG base directories inside a private home.
-fn xdg_dirs(home: &Path) -> impl Iterator<Item = (&'static str, PathBuf)> + '_ {
-    [
-        ("XDG_CONFIG_HOME", ".config"),
-        ("XDG_DATA_HOME", ".local/share"),
-        ("XDG_CACHE_HOME", ".cache"),
-        ("XDG_STATE_HOME", ".local/state"),
-    ]
-    .into_iter()
-    .map(move |(name, relative)| (name, home.join(relative)))
-}
-
-/// The child's environment on top of the node's: the command's own variables,
-/// then the private home (so a configured `HOME` cannot share state between
-/// sessions, ACP pitfall 4), then `extra_env`.
-fn child_env(
-    cmd: &AgentCommand,
-    opts: &StartOptions,
-) -> Result<BTreeMap<String, String>, AgentError> {
-    let text = |path: &Path| {
-        path.to_str()
-            .map(str::to_owned)
-            .ok_or_else(|| AgentError::Setup {
-                what: "private home directory",
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "the path is not UTF-8",
-                ),
-            })
-    };
-    let mut env = cmd.env.clone();
-    env.insert(String::from("HOME"), text(&opts.home)?);
-    for (name, dir) in xdg_dirs(&opts.home) {
-        env.insert(name.to_owned(), text(&dir)?);
-    }
-    env.extend(opts.extra_env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    Ok(env)
 }

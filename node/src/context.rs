@@ -67,7 +67,10 @@ impl NodeContext {
 
     /// Wall-clock milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 
     /// Wall-clock seconds since the Unix epoch.
@@ -92,7 +95,10 @@ impl NodeContext {
 
     /// A user's default workspace: derived from the user id, so no lookup is needed.
     pub fn default_workspace(&self, user: &UserId) -> WorkspaceId {
-        let digest = ring::digest::digest(&ring::digest::SHA256, format!("shoal-default-workspace:{user}").as_bytes());
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("shoal-default-workspace:{user}").as_bytes(),
+        );
         let mut uid = [0u8; 16];
         uid.copy_from_slice(&digest.as_ref()[..16]);
         let uid = u128::from_be_bytes(uid);
@@ -102,12 +108,23 @@ impl NodeContext {
 
     /// The directory of a workspace's files (the agent's cwd).
     pub fn workspace_dir(&self, workspace: WorkspaceId) -> PathBuf {
-        self.config.node.data_dir.join("workspaces").join(workspace.to_string()).join("work")
+        self.config
+            .node
+            .data_dir
+            .join("workspaces")
+            .join(workspace.to_string())
+            .join("work")
     }
 
     /// The private home of one conversation's agent process.
     pub fn agent_home(&self, workspace: WorkspaceId, conversation: ConversationId) -> PathBuf {
-        self.config.node.data_dir.join("workspaces").join(workspace.to_string()).join("homes").join(conversation.to_string())
+        self.config
+            .node
+            .data_dir
+            .join("workspaces")
+            .join(workspace.to_string())
+            .join("homes")
+            .join(conversation.to_string())
     }
 
     /// Interval between turn checkpoints.

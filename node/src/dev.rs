@@ -58,8 +58,16 @@ pub fn dev_config(
     agent_args: Vec<String>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<NodeConfig, DevError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| DevError::DataDir { path: data_dir.to_owned(), source })?;
-    let data_dir = data_dir.canonicalize().map_err(|source| DevError::DataDir { path: data_dir.to_owned(), source })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| DevError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let data_dir = data_dir
+        .canonicalize()
+        .map_err(|source| DevError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
     let mut config = NodeConfig::dev(data_dir, agent_program, agent_args);
     if let Some(listen) = listen {
         config.node.listen_addr = listen;
@@ -81,7 +89,11 @@ pub fn prepare(config: &NodeConfig) -> Result<(), DevError> {
 }
 
 /// Writes `DATA_DIR/profile.toml` for a node listening on `addr`; returns its path.
-pub fn write_profile(config: &NodeConfig, addr: SocketAddr, now_secs: u64) -> Result<PathBuf, DevError> {
+pub fn write_profile(
+    config: &NodeConfig,
+    addr: SocketAddr,
+    now_secs: u64,
+) -> Result<PathBuf, DevError> {
     let signer = TokenSigner::load_or_create(&config.auth.signing_key_path)?;
     let ttl = config.auth.token_ttl_secs.get();
     let user = UserId(DEV_USER.to_owned());
@@ -91,7 +103,10 @@ pub fn write_profile(config: &NodeConfig, addr: SocketAddr, now_secs: u64) -> Re
     let mut table = toml::Table::new();
     table.insert("address".into(), addr.to_string().into());
     table.insert("server_name".into(), "localhost".into());
-    table.insert("ca_cert".into(), config.tls.ca_cert_path.display().to_string().into());
+    table.insert(
+        "ca_cert".into(),
+        config.tls.ca_cert_path.display().to_string().into(),
+    );
     table.insert("token".into(), token.into());
     table.insert("admin_token".into(), admin_token.into());
     let text = format!(
@@ -99,7 +114,13 @@ pub fn write_profile(config: &NodeConfig, addr: SocketAddr, now_secs: u64) -> Re
         toml::to_string(&table).unwrap_or_default()
     );
     let path = config.node.data_dir.join("profile.toml");
-    std::fs::write(&path, text).map_err(|source| DevError::Profile { path: path.clone(), source })?;
-    crate::security::tls::set_owner_only(&path).map_err(|source| DevError::Profile { path: path.clone(), source })?;
+    std::fs::write(&path, text).map_err(|source| DevError::Profile {
+        path: path.clone(),
+        source,
+    })?;
+    crate::security::tls::set_owner_only(&path).map_err(|source| DevError::Profile {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }

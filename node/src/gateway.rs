@@ -15,7 +15,7 @@ pub mod frames;
 use crate::actors::shard_host::ShardHostMsg;
 use crate::context::{Metrics, NodeContext};
 use crate::security::tokens::Scope;
-use frames::{FrameIoError, read_frame, write_frame};
+use frames::{FrameIoError, read_frame, write_final_frame, write_frame};
 use ractor::ActorRef;
 use shoal_protocol::handshake::{Hello, HelloReply, negotiate};
 use shoal_protocol::{ErrorCode, UserId, WireError};
@@ -102,8 +102,6 @@ async fn handle_connection(
         Ok(Ok(user)) => user,
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "handshake refused");
-            // Let the rejection frame reach the client before closing.
-            tokio::time::sleep(Duration::from_millis(50)).await;
             conn.close(close_code::REJECTED.into(), e.message.as_bytes());
             return Err(e.to_string());
         }
@@ -141,16 +139,25 @@ async fn handle_connection(
     }
 }
 
-async fn handshake(conn: &quinn::Connection, ctx: &NodeContext, scope: Scope) -> Result<UserId, WireError> {
+async fn handshake(
+    conn: &quinn::Connection,
+    ctx: &NodeContext,
+    scope: Scope,
+) -> Result<UserId, WireError> {
     let (mut send, mut recv) = conn
         .accept_bi()
         .await
         .map_err(|e| WireError::new(ErrorCode::Malformed, format!("no handshake stream: {e}")))?;
     let hello: Hello = match read_frame(&mut recv, HELLO_BYTES_MAX).await {
         Ok(Some(hello)) => hello,
-        Ok(None) => return Err(WireError::new(ErrorCode::Malformed, "the connection sent no handshake")),
+        Ok(None) => {
+            return Err(WireError::new(
+                ErrorCode::Malformed,
+                "the connection sent no handshake",
+            ));
+        }
         Err(FrameIoError::Invalid(e)) => {
-            let _ = write_frame(&mut send, &HelloReply::Rejected(e.clone())).await;
+            write_final_frame(&mut send, &HelloReply::Rejected(e.clone())).await;
             return Err(e);
         }
         Err(e) => return Err(WireError::new(ErrorCode::Malformed, e.to_string())),
@@ -169,13 +176,14 @@ async fn handshake(conn: &quinn::Connection, ctx: &NodeContext, scope: Scope) ->
                 user: user.clone(),
                 server_version: env!("CARGO_PKG_VERSION").to_owned(),
             };
-            write_frame(&mut send, &reply).await.map_err(|e| WireError::new(ErrorCode::Malformed, e.to_string()))?;
+            write_frame(&mut send, &reply)
+                .await
+                .map_err(|e| WireError::new(ErrorCode::Malformed, e.to_string()))?;
             let _ = send.finish();
             Ok(user)
         }
         Err(e) => {
-            let _ = write_frame(&mut send, &HelloReply::Rejected(e.clone())).await;
-            let _ = send.finish();
+            write_final_frame(&mut send, &HelloReply::Rejected(e.clone())).await;
             Err(e)
         }
     }

@@ -56,7 +56,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::DemoAgent => shoal_demo_agent::run_blocking(),
-        Command::Config { command: ConfigCommand::Check { file } } => match NodeConfig::load(&file) {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match NodeConfig::load(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -67,8 +69,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Dev { data_dir, listen } => run(|| async move {
-            let exe = std::env::current_exe().context("cannot find the shoal-node executable for the demo agent")?;
-            let config = dev::dev_config(&data_dir, listen, exe, vec!["demo-agent".into()], std::env::vars())?;
+            let exe = std::env::current_exe()
+                .context("cannot find the shoal-node executable for the demo agent")?;
+            let config = dev::dev_config(
+                &data_dir,
+                listen,
+                exe,
+                vec!["demo-agent".into()],
+                std::env::vars(),
+            )?;
             init_logging(&config);
             dev::prepare(&config)?;
             serve(config, true).await
@@ -86,7 +95,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -105,7 +117,10 @@ where
 fn init_logging(config: &NodeConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.telemetry.log_filter));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn serve(config: NodeConfig, dev_mode: bool) -> anyhow::Result<()> {
@@ -113,10 +128,17 @@ async fn serve(config: NodeConfig, dev_mode: bool) -> anyhow::Result<()> {
     let addr = node.addr();
     if dev_mode {
         let profile = dev::write_profile(&config, addr, node.context().now_secs())?;
-        println!("shoal-node ready: listening on {addr} (node {}), profile {}", config.node.id.as_str(), profile.display());
+        println!(
+            "shoal-node ready: listening on {addr} (node {}), profile {}",
+            config.node.id.as_str(),
+            profile.display()
+        );
         println!("try: shoalctl --profile {} conv new", profile.display());
     } else {
-        println!("shoal-node ready: listening on {addr} (node {})", config.node.id.as_str());
+        println!(
+            "shoal-node ready: listening on {addr} (node {})",
+            config.node.id.as_str()
+        );
     }
     wait_for_signal().await;
     eprintln!("shutting down");

@@ -30,7 +30,9 @@ pub enum NodeError {
     #[error(transparent)]
     Key(#[from] crate::security::tokens::KeyError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}; pick a free address with `node.listen_addr` (or --listen)")]
+    #[error(
+        "cannot listen on {addr}: {source}; pick a free address with `node.listen_addr` (or --listen)"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -64,9 +66,18 @@ impl Node {
     }
 
     /// Starts a node on an already-bound UDP socket.
-    pub async fn start_with_socket(config: NodeConfig, socket: UdpSocket) -> Result<NodeHandle, NodeError> {
-        let listen_addr = socket.local_addr().map_err(|source| NodeError::Bind { addr: config.node.listen_addr, source })?;
-        let store = Store::open(&config.node.data_dir.join("store"), config.cluster.shard_count.get())?;
+    pub async fn start_with_socket(
+        config: NodeConfig,
+        socket: UdpSocket,
+    ) -> Result<NodeHandle, NodeError> {
+        let listen_addr = socket.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.node.listen_addr,
+            source,
+        })?;
+        let store = Store::open(
+            &config.node.data_dir.join("store"),
+            config.cluster.shard_count.get(),
+        )?;
         let signer = TokenSigner::load_or_create(&config.auth.signing_key_path)?;
         let paths = TlsPaths {
             ca_cert: config.tls.ca_cert_path.clone(),
@@ -74,7 +85,7 @@ impl Node {
             key: config.tls.key_path.clone(),
         };
         let max_streams = config.limits.max_streams_per_connection.get();
-        let server_config = tls::server_config(&paths, max_streams as u32)?;
+        let server_config = tls::server_config(&paths, max_streams)?;
         let ctx = Arc::new(NodeContext {
             config,
             store,
@@ -84,12 +95,31 @@ impl Node {
             listen_addr,
         });
         let runtime = Arc::new(quinn::TokioRuntime);
-        let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, runtime)
-            .map_err(|source| NodeError::Bind { addr: listen_addr, source })?;
-        let (host, _) = Actor::spawn(None, ShardHost, ctx.clone()).await.map_err(|e| NodeError::Actors(e.to_string()))?;
-        let accept = tokio::spawn(crate::gateway::serve(endpoint.clone(), ctx.clone(), host.clone()));
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .map_err(|source| NodeError::Bind {
+            addr: listen_addr,
+            source,
+        })?;
+        let (host, _) = Actor::spawn(None, ShardHost, ctx.clone())
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let accept = tokio::spawn(crate::gateway::serve(
+            endpoint.clone(),
+            ctx.clone(),
+            host.clone(),
+        ));
         tracing::info!(node = ctx.node_id(), %listen_addr, "node started");
-        Ok(NodeHandle { ctx, endpoint, host, accept })
+        Ok(NodeHandle {
+            ctx,
+            endpoint,
+            host,
+            accept,
+        })
     }
 }
 
@@ -107,10 +137,17 @@ impl NodeHandle {
     /// Stops accepting, closes connections, stops every actor (and agent process) and
     /// flushes the store.
     pub async fn shutdown(self) {
-        self.endpoint.close(crate::gateway::close_code::SHUTDOWN.into(), b"node shutting down");
+        self.endpoint.close(
+            crate::gateway::close_code::SHUTDOWN.into(),
+            b"node shutting down",
+        );
         self.accept.abort();
         let timeout = Some(Duration::from_millis(SHUTDOWN_TIMEOUT_MS));
-        if let Err(e) = self.host.stop_and_wait(Some("node shutting down".into()), timeout).await {
+        if let Err(e) = self
+            .host
+            .stop_and_wait(Some("node shutting down".into()), timeout)
+            .await
+        {
             tracing::warn!(error = %e, "actors did not stop in time");
         }
         if let Err(e) = self.ctx.store.flush().await {

@@ -13,7 +13,10 @@ async fn send_streams_the_reply_and_commits_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = TestNode::start(dir.path()).await;
     let client = node.client().await;
-    let conv = client.create_conversation(Some("first".into()), None).await.unwrap();
+    let conv = client
+        .create_conversation(Some("first".into()), None)
+        .await
+        .unwrap();
     let turn = client.send(conv.id, "hello world").await.unwrap();
     let frames = collect_turn(turn).await;
     let text: String = frames
@@ -52,7 +55,11 @@ async fn two_followers_see_identical_gap_free_sequences() {
     let mut b = client.follow(conv.id, None);
     // Each follower starts with a reset frame before anything else.
     for f in [&mut a, &mut b] {
-        let first = tokio::time::timeout(WAIT, f.next()).await.unwrap().unwrap().unwrap();
+        let first = tokio::time::timeout(WAIT, f.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert!(matches!(first.event, Event::Reset { .. }), "{first:?}");
     }
     let turn = collect_turn(client.send(conv.id, "/slow 20").await.unwrap()).await;
@@ -74,16 +81,32 @@ async fn late_joiner_gets_the_in_flight_turn_then_the_rest() {
     // Wait until a few chunks streamed.
     let mut chunks = 0;
     while chunks < 5 {
-        let frame = tokio::time::timeout(WAIT, turn.next()).await.unwrap().unwrap().unwrap();
+        let frame = tokio::time::timeout(WAIT, turn.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if matches!(frame.event, Event::TextChunk { .. }) {
             chunks += 1;
         }
     }
     let mut late = client.follow(conv.id, None);
-    let first = tokio::time::timeout(WAIT, late.next()).await.unwrap().unwrap().unwrap();
-    let Event::Reset { snapshot } = &first.event else { panic!("expected reset, got {first:?}") };
-    let in_flight = snapshot.in_flight.as_ref().expect("the snapshot carries the running turn");
-    assert!(!in_flight.content.is_empty(), "the snapshot has the text streamed so far");
+    let first = tokio::time::timeout(WAIT, late.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Event::Reset { snapshot } = &first.event else {
+        panic!("expected reset, got {first:?}")
+    };
+    let in_flight = snapshot
+        .in_flight
+        .as_ref()
+        .expect("the snapshot carries the running turn");
+    assert!(
+        !in_flight.content.is_empty(),
+        "the snapshot has the text streamed so far"
+    );
     let rest = follow_until_done(&mut late, 1).await;
     let mut rebuilt = in_flight.content.clone();
     for f in &rest {
@@ -108,15 +131,29 @@ async fn follow_since_resumes_without_gap_or_duplicate() {
     let _turn = client.send(conv.id, "/slow 30").await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 8 {
-        seen.push(tokio::time::timeout(WAIT, first.next()).await.unwrap().unwrap().unwrap());
+        seen.push(
+            tokio::time::timeout(WAIT, first.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
     }
     let last = first.last_seq().expect("a last seq");
     assert_eq!(last, seen.last().unwrap().seq);
     drop(first);
     let mut resumed = client.follow(conv.id, Some(last));
     let rest = follow_until_done(&mut resumed, 1).await;
-    assert_eq!(rest[0].seq.0, last.0 + 1, "resumes right after {last}: {:?}", rest[0]);
-    assert!(rest.iter().all(|f| !matches!(f.event, Event::Reset { .. })), "replayed, not reset");
+    assert_eq!(
+        rest[0].seq.0,
+        last.0 + 1,
+        "resumes right after {last}: {:?}",
+        rest[0]
+    );
+    assert!(
+        rest.iter().all(|f| !matches!(f.event, Event::Reset { .. })),
+        "replayed, not reset"
+    );
     seen.extend(rest);
     assert_gap_free(&seen);
     node.stop().await;
@@ -127,7 +164,10 @@ async fn restart_keeps_history_and_resets_followers_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = TestNode::start(dir.path()).await;
     let client = node.client().await;
-    let conv = client.create_conversation(Some("keep".into()), None).await.unwrap();
+    let conv = client
+        .create_conversation(Some("keep".into()), None)
+        .await
+        .unwrap();
     collect_turn(client.send(conv.id, "remember me").await.unwrap()).await;
     drop(client);
     node.stop().await;
@@ -147,15 +187,26 @@ async fn restart_keeps_history_and_resets_followers_cleanly() {
 async fn bad_tokens_are_rejected_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = TestNode::start(dir.path()).await;
-    for token in ["", "garbage", "shoal1.e30.AAAA", &format!("{}x", node.profile.token)] {
-        let profile = Profile { token: token.to_owned(), ..node.profile.clone() };
+    for token in [
+        "",
+        "garbage",
+        "shoal1.e30.AAAA",
+        &format!("{}x", node.profile.token),
+    ] {
+        let profile = Profile {
+            token: token.to_owned(),
+            ..node.profile.clone()
+        };
         match Client::connect(&profile).await {
             Err(e) => assert_eq!(e.code(), Some(ErrorCode::Unauthorized), "{token:?}: {e}"),
             Ok(_) => panic!("token {token:?} was accepted"),
         }
     }
     // The admin token is not a user token and vice versa.
-    let admin_as_user = Profile { token: node.profile.admin_token.clone().unwrap(), ..node.profile.clone() };
+    let admin_as_user = Profile {
+        token: node.profile.admin_token.clone().unwrap(),
+        ..node.profile.clone()
+    };
     assert!(Client::connect(&admin_as_user).await.is_err());
     let client = node.client().await;
     assert!(client.list_conversations(10).await.unwrap().is_empty());
@@ -171,18 +222,48 @@ async fn unknown_and_foreign_conversations_are_not_found() {
     let err = client.get_conversation(missing).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
     let beyond = "c-9999-0000000000000000000000000000beef".parse().unwrap();
-    assert_eq!(client.get_conversation(beyond).await.unwrap_err().code(), Some(ErrorCode::NotFound));
+    assert_eq!(
+        client.get_conversation(beyond).await.unwrap_err().code(),
+        Some(ErrorCode::NotFound)
+    );
     // Another user cannot see or drive dev's conversation.
     let conv = client.create_conversation(None, None).await.unwrap();
-    let admin = shoal_client::AdminClient::connect(&node.profile).await.unwrap();
-    let token = admin.issue_token(shoal_protocol::UserId::parse("mallory").unwrap(), 60).await.unwrap();
-    let mallory = Client::connect(&Profile { token, ..node.profile.clone() }).await.unwrap();
-    assert_eq!(mallory.get_conversation(conv.id).await.unwrap_err().code(), Some(ErrorCode::NotFound));
+    let admin = shoal_client::AdminClient::connect(&node.profile)
+        .await
+        .unwrap();
+    let token = admin
+        .issue_token(shoal_protocol::UserId::parse("mallory").unwrap(), 60)
+        .await
+        .unwrap();
+    let mallory = Client::connect(&Profile {
+        token,
+        ..node.profile.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        mallory.get_conversation(conv.id).await.unwrap_err().code(),
+        Some(ErrorCode::NotFound)
+    );
     assert!(mallory.send(conv.id, "hi").await.is_err());
     let mut follow = mallory.follow(conv.id, None);
-    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap().expect("an item");
-    assert!(matches!(first, Err(ClientError::Server(ref e)) if e.code == ErrorCode::NotFound), "{first:?}");
-    assert_eq!(client.get_conversation(conv.id).await.unwrap().messages.len(), 0);
+    let first = tokio::time::timeout(WAIT, follow.next())
+        .await
+        .unwrap()
+        .expect("an item");
+    assert!(
+        matches!(first, Err(ClientError::Server(ref e)) if e.code == ErrorCode::NotFound),
+        "{first:?}"
+    );
+    assert_eq!(
+        client
+            .get_conversation(conv.id)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        0
+    );
     node.stop().await;
 }
 
@@ -193,16 +274,39 @@ async fn owner_only_events_never_reach_followers() {
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let mut follower = node.client().await.follow(conv.id, None);
+    // Follow streams connect lazily: wait for the reset so the follower is attached.
+    let first = tokio::time::timeout(WAIT, follower.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(first.event, Event::Reset { .. }));
     // /usage sends owner-only usage; /permission an owner-only permission request.
     let usage_turn = collect_turn(client.send(conv.id, "/usage").await.unwrap()).await;
-    assert!(usage_turn.iter().any(|f| matches!(f.event, Event::UsageUpdate { .. })), "initiator sees usage");
+    assert!(
+        usage_turn
+            .iter()
+            .any(|f| matches!(f.event, Event::UsageUpdate { .. })),
+        "initiator sees usage"
+    );
     let mut turn = client.send(conv.id, "/permission").await.unwrap();
     let mut initiator = Vec::new();
     while let Some(frame) = tokio::time::timeout(WAIT, turn.next()).await.unwrap() {
         let frame = frame.unwrap();
-        if let Event::PermissionRequest { request, options, .. } = &frame.event {
-            let allow = options.iter().find(|o| o.kind.starts_with("allow")).unwrap().option_id.clone();
-            client.respond_permission(conv.id, *request, Some(allow)).await.unwrap();
+        if let Event::PermissionRequest {
+            request, options, ..
+        } = &frame.event
+        {
+            let allow = options
+                .iter()
+                .find(|o| o.kind.starts_with("allow"))
+                .unwrap()
+                .option_id
+                .clone();
+            client
+                .respond_permission(conv.id, *request, Some(allow))
+                .await
+                .unwrap();
         }
         let done = matches!(frame.event, Event::Done { .. });
         initiator.push(frame);
@@ -210,12 +314,21 @@ async fn owner_only_events_never_reach_followers() {
             break;
         }
     }
-    assert!(initiator.iter().any(|f| matches!(f.event, Event::PermissionRequest { .. })));
+    assert!(
+        initiator
+            .iter()
+            .any(|f| matches!(f.event, Event::PermissionRequest { .. }))
+    );
     assert_eq!(done_content(&initiator), "permission granted");
     let seen = follow_until_done(&mut follower, 2).await;
     for frame in &seen {
         assert!(
-            !matches!(frame.event, Event::PermissionRequest { .. } | Event::UsageUpdate { .. } | Event::AgentWarning { .. }),
+            !matches!(
+                frame.event,
+                Event::PermissionRequest { .. }
+                    | Event::UsageUpdate { .. }
+                    | Event::AgentWarning { .. }
+            ),
             "owner-only event reached a follower: {frame:?}"
         );
         if let Event::Done { usage, .. } = &frame.event {
@@ -233,12 +346,24 @@ async fn tools_and_reasoning_become_ordered_parts() {
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let frames = collect_turn(client.send(conv.id, "/tool").await.unwrap()).await;
-    let Some(Event::Done { message, .. }) = frames.last().map(|f| &f.event) else { panic!() };
-    assert!(matches!(&message.parts[0], Part::ToolCall { tool_call_id, status: shoal_protocol::transcript::ToolStatus::Completed, .. } if tool_call_id == "call-1"), "{:?}", message.parts);
+    let Some(Event::Done { message, .. }) = frames.last().map(|f| &f.event) else {
+        panic!()
+    };
+    assert!(
+        matches!(&message.parts[0], Part::ToolCall { tool_call_id, status: shoal_protocol::transcript::ToolStatus::Completed, .. } if tool_call_id == "call-1"),
+        "{:?}",
+        message.parts
+    );
     assert_eq!(message.content, content_from_parts(&message.parts));
     let frames = collect_turn(client.send(conv.id, "/think").await.unwrap()).await;
-    let Some(Event::Done { message, .. }) = frames.last().map(|f| &f.event) else { panic!() };
-    assert!(matches!(message.parts[0], Part::Reasoning { .. }), "{:?}", message.parts);
+    let Some(Event::Done { message, .. }) = frames.last().map(|f| &f.event) else {
+        panic!()
+    };
+    assert!(
+        matches!(message.parts[0], Part::Reasoning { .. }),
+        "{:?}",
+        message.parts
+    );
     assert!(matches!(message.parts.last(), Some(Part::Text { .. })));
     node.stop().await;
 }
@@ -249,11 +374,35 @@ async fn write_goes_through_the_client_fs_into_the_workspace() {
     let mut node = TestNode::start(dir.path()).await;
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
-    let frames = collect_turn(client.send(conv.id, "/write notes.txt hello-file").await.unwrap()).await;
+    let frames = collect_turn(
+        client
+            .send(conv.id, "/write notes.txt hello-file")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(done_content(&frames), "wrote notes.txt");
-    let ws = node.node.as_ref().unwrap().context().workspace_dir(conv.workspace);
-    assert_eq!(std::fs::read_to_string(ws.join("notes.txt")).unwrap(), "hello-file");
-    let frames = collect_turn(client.send(conv.id, "/write ../../escape.txt x").await.unwrap()).await;
-    assert!(done_content(&frames).starts_with("write failed"), "{}", done_content(&frames));
+    let ws = node
+        .node
+        .as_ref()
+        .unwrap()
+        .context()
+        .workspace_dir(conv.workspace);
+    assert_eq!(
+        std::fs::read_to_string(ws.join("notes.txt")).unwrap(),
+        "hello-file"
+    );
+    let frames = collect_turn(
+        client
+            .send(conv.id, "/write ../../escape.txt x")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        done_content(&frames).starts_with("write failed"),
+        "{}",
+        done_content(&frames)
+    );
     node.stop().await;
 }

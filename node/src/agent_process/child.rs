@@ -1,17 +1,19 @@
-//! The agent child process: spawned in its own process group, stdio turned into
-//! line streams for the ACP connection, stderr kept in a bounded ring, exit
-//! watched, signals sent to the whole group.
+//! The agent child process: its directories and environment (private home, XDG
+//! dirs), spawned in its own process group, stdio turned into line streams for
+//! the ACP connection, stderr kept in a bounded ring, exit watched, signals sent
+//! to the whole group.
 //!
 //! `agent-client-protocol`'s own `AcpAgent` spawner cannot set a working
 //! directory or report the pid, so the child is spawned here and the crate's
 //! `Lines` transport runs over its pipes.
 
+use super::{AgentCommand, AgentError, StartOptions};
 use futures::channel::mpsc as futures_mpsc;
 use futures::{SinkExt, Stream, StreamExt};
 use rustix::process::{Pid, Signal};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -377,6 +379,90 @@ impl StderrTail {
             .trim()
             .to_owned()
     }
+}
+
+/// Checks `cwd`, creates the private home and its XDG directories; returns `cwd`
+/// as text for the ACP requests.
+pub(crate) fn prepare_directories(opts: &StartOptions) -> Result<String, AgentError> {
+    let setup = |what, path: &Path, source| AgentError::Setup {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let invalid = |message: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    if !opts.cwd.is_absolute() {
+        return Err(setup(
+            "workspace directory",
+            &opts.cwd,
+            invalid("the path is not absolute"),
+        ));
+    }
+    if !opts.cwd.is_dir() {
+        return Err(setup(
+            "workspace directory",
+            &opts.cwd,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        ));
+    }
+    let cwd = opts.cwd.to_str().ok_or_else(|| {
+        setup(
+            "workspace directory",
+            &opts.cwd,
+            invalid("the path is not UTF-8"),
+        )
+    })?;
+    if !opts.home.is_absolute() {
+        return Err(setup(
+            "private home directory",
+            &opts.home,
+            invalid("the path is not absolute"),
+        ));
+    }
+    for dir in std::iter::once(opts.home.clone()).chain(xdg_dirs(&opts.home).map(|(_, dir)| dir)) {
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| setup("private home directory", &dir, source))?;
+    }
+    Ok(cwd.to_owned())
+}
+
+/// The XDG base directories inside a private home.
+fn xdg_dirs(home: &Path) -> impl Iterator<Item = (&'static str, PathBuf)> + '_ {
+    [
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_CACHE_HOME", ".cache"),
+        ("XDG_STATE_HOME", ".local/state"),
+    ]
+    .into_iter()
+    .map(move |(name, relative)| (name, home.join(relative)))
+}
+
+/// The child's environment on top of the node's: the command's own variables,
+/// then the private home (so a configured `HOME` cannot share state between
+/// sessions, ACP pitfall 4), then `extra_env`.
+pub(crate) fn child_env(
+    cmd: &AgentCommand,
+    opts: &StartOptions,
+) -> Result<BTreeMap<String, String>, AgentError> {
+    let text = |path: &Path| {
+        path.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| AgentError::Setup {
+                what: "private home directory",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the path is not UTF-8",
+                ),
+            })
+    };
+    let mut env = cmd.env.clone();
+    env.insert(String::from("HOME"), text(&opts.home)?);
+    for (name, dir) in xdg_dirs(&opts.home) {
+        env.insert(name.to_owned(), text(&dir)?);
+    }
+    env.extend(opts.extra_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(env)
 }
 
 #[cfg(test)]

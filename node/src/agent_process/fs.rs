@@ -98,11 +98,6 @@ impl Workspace {
         Ok(Self { given, canonical })
     }
 
-    /// The workspace with symlinks resolved.
-    pub(crate) fn canonical(&self) -> &Path {
-        &self.canonical
-    }
-
     /// Maps a requested path to the real path to use, or refuses it.
     pub(crate) async fn resolve(&self, requested: &str) -> Result<PathBuf, FsError> {
         let outside = || FsError::OutsideWorkspace {
@@ -145,7 +140,12 @@ impl Workspace {
             return Err(outside());
         }
         let tail = candidate.strip_prefix(&existing).map_err(|_| outside())?;
-        Ok(real.join(tail))
+        // `join("")` would add a trailing slash, which fails on a file.
+        Ok(if tail.as_os_str().is_empty() {
+            real
+        } else {
+            real.join(tail)
+        })
     }
 }
 
@@ -317,10 +317,15 @@ mod tests {
         std::os::unix::fs::symlink(ws_dir.join("sub"), ws_dir.join("inner"))?;
         std::os::unix::fs::symlink(outside_dir.join("nothing"), ws_dir.join("dangling"))?;
         let workspace = Workspace::new(&ws_dir)?;
-        let ws = workspace.canonical().to_path_buf();
+        let ws = workspace.canonical.clone();
         let at = |rel: &str| format!("{}/{rel}", ws_dir.display());
 
         assert_eq!(workspace.resolve(&at("a.txt")).await?, ws.join("a.txt"));
+        std::fs::write(ws_dir.join("sub/exists.txt"), "x")?;
+        assert_eq!(
+            workspace.resolve(&at("sub/exists.txt")).await?,
+            ws.join("sub/exists.txt")
+        );
         assert_eq!(
             workspace.resolve(&at("new/dir/a.txt")).await?,
             ws.join("new/dir/a.txt")

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use tokio::sync::mpsc;
 
-/// State shared between [`AgentProcess`] and the connection's handler.
+/// State shared between [`AgentProcess`](super::AgentProcess) and the
+/// connection's handler.
 pub(crate) struct Shared {
     updates: mpsc::Sender<AgentUpdate>,
     route: Mutex<Route>,
@@ -67,6 +68,8 @@ impl Shared {
                     self.on_permission_request(message.params(), responder)
                         .await;
                 }
+                // Not routed by sessionId: one process serves one session, and the
+                // workspace confinement is what protects the node.
                 "fs/read_text_file" | "fs/write_text_file" => {
                     self.on_file_request(message.method(), message.params(), responder)
                         .await;
@@ -227,5 +230,75 @@ fn answer_permission(responder: v1::Responder<Value>, option_id: Option<&str>) {
 fn report_reply(result: Result<(), agent_client_protocol::Error>) {
     if let Err(error) = result {
         tracing::debug!(%error, "could not answer the agent: the connection is closing");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn update(session: &str, text: &str) -> Value {
+        json!({
+            "sessionId": session,
+            "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": text}}
+        })
+    }
+
+    #[tokio::test]
+    async fn updates_are_routed_by_session_and_held_until_it_is_known() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (updates_tx, mut updates_rx) = mpsc::channel(16);
+        let shared = Shared::new(updates_tx, fs::Workspace::new(dir.path())?);
+
+        shared.on_session_update(&update("s1", "early")).await;
+        shared.on_session_update(&update("other", "not ours")).await;
+        assert!(
+            updates_rx.try_recv().is_err(),
+            "held until the session is known"
+        );
+        assert_eq!(
+            shared.set_session("s1"),
+            vec![AgentUpdate::Text("early".into())]
+        );
+
+        shared.on_session_update(&update("other", "ignored")).await;
+        shared.on_session_update(&update("s1", "late")).await;
+        shared.on_session_update(&json!({"update": {}})).await;
+        assert_eq!(updates_rx.try_recv()?, AgentUpdate::Text("late".into()));
+        assert!(updates_rx.try_recv().is_err());
+
+        // A closed receiver drops updates silently.
+        drop(updates_rx);
+        shared
+            .on_session_update(&update("s1", "nobody listens"))
+            .await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn early_updates_are_bounded() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (updates_tx, _updates_rx) = mpsc::channel(16);
+        let shared = Shared::new(updates_tx, fs::Workspace::new(dir.path())?);
+        for index in 0..EARLY_UPDATES_MAX + 10 {
+            shared
+                .on_session_update(&update("s1", &index.to_string()))
+                .await;
+        }
+        assert_eq!(shared.set_session("s1").len(), EARLY_UPDATES_MAX);
+        Ok(())
+    }
+
+    #[test]
+    fn answering_an_unknown_permission_request_is_an_error() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (updates_tx, _updates_rx) = mpsc::channel(1);
+        let shared = Shared::new(updates_tx, fs::Workspace::new(dir.path())?);
+        assert!(matches!(
+            shared.respond_permission(7, None),
+            Err(AgentError::UnknownPermission { request: 7 })
+        ));
+        Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! `shoal-admin/1`: one admin request per stream, one `Result<AdminReply, WireError>` back.
 
 use super::REQUEST_BYTES_MAX;
-use super::frames::{FrameIoError, read_frame, write_frame};
+use super::frames::{FrameIoError, read_frame, write_final_frame, write_frame};
 use crate::actors::conversation::ConversationMsg;
 use crate::actors::shard_host::ShardHostMsg;
 use crate::context::{Metrics, NodeContext};
@@ -25,36 +25,58 @@ pub async fn handle_stream(
     ctx: &Arc<NodeContext>,
     host: &ActorRef<ShardHostMsg>,
 ) -> Result<(), FrameIoError> {
-    let envelope: RequestEnvelope<AdminRequest> = match read_frame(&mut recv, REQUEST_BYTES_MAX).await {
-        Ok(Some(envelope)) => envelope,
-        Ok(None) => return Ok(()),
-        Err(FrameIoError::Invalid(e)) => {
-            let _ = write_frame(&mut send, &Err::<AdminReply, _>(e.clone())).await;
-            let _ = send.finish();
-            return Err(FrameIoError::Invalid(e));
-        }
-        Err(e) => return Err(e),
-    };
+    let envelope: RequestEnvelope<AdminRequest> =
+        match read_frame(&mut recv, REQUEST_BYTES_MAX).await {
+            Ok(Some(envelope)) => envelope,
+            Ok(None) => return Ok(()),
+            Err(FrameIoError::Invalid(e)) => {
+                write_final_frame(&mut send, &Err::<AdminReply, _>(e.clone())).await;
+                return Err(FrameIoError::Invalid(e));
+            }
+            Err(e) => return Err(e),
+        };
     let reply = handle(envelope.body, ctx, host).await;
     write_frame(&mut send, &reply).await?;
     let _ = send.finish();
     Ok(())
 }
 
-async fn active(host: &ActorRef<ShardHostMsg>) -> Result<Vec<(shoal_protocol::ConversationId, ActorRef<ConversationMsg>)>, WireError> {
-    match host.call(|reply| ShardHostMsg::Active { reply }, Some(Duration::from_millis(ADMIN_CALL_TIMEOUT_MS))).await {
+async fn active(
+    host: &ActorRef<ShardHostMsg>,
+) -> Result<Vec<(shoal_protocol::ConversationId, ActorRef<ConversationMsg>)>, WireError> {
+    match host
+        .call(
+            |reply| ShardHostMsg::Active { reply },
+            Some(Duration::from_millis(ADMIN_CALL_TIMEOUT_MS)),
+        )
+        .await
+    {
         Ok(CallResult::Success(list)) => Ok(list),
-        _ => Err(WireError::new(ErrorCode::Unavailable, "the shard host did not answer; the node may be shutting down")),
+        _ => Err(WireError::new(
+            ErrorCode::Unavailable,
+            "the shard host did not answer; the node may be shutting down",
+        )),
     }
 }
 
 async fn describe_all(
     host: &ActorRef<ShardHostMsg>,
-) -> Result<(Vec<shoal_protocol::admin::ActorInfo>, Vec<shoal_protocol::admin::FollowerInfo>), WireError> {
+) -> Result<
+    (
+        Vec<shoal_protocol::admin::ActorInfo>,
+        Vec<shoal_protocol::admin::FollowerInfo>,
+    ),
+    WireError,
+> {
     let timeout = Some(Duration::from_millis(ADMIN_CALL_TIMEOUT_MS));
-    let calls = active(host).await?.into_iter().map(|(_, actor)| async move {
-        actor.call(|reply| ConversationMsg::Describe { reply }, timeout).await
-    });
+    let calls = active(host)
+        .await?
+        .into_iter()
+        .map(|(_, actor)| async move {
+            actor
+                .call(|reply| ConversationMsg::Describe { reply }, timeout)
+                .await
+        });
     let mut actors = Vec::new();
     let mut followers = Vec::new();
     for result in futures::future::join_all(calls).await {
@@ -66,7 +88,11 @@ async fn describe_all(
     Ok((actors, followers))
 }
 
-async fn handle(request: AdminRequest, ctx: &Arc<NodeContext>, host: &ActorRef<ShardHostMsg>) -> Result<AdminReply, WireError> {
+async fn handle(
+    request: AdminRequest,
+    ctx: &Arc<NodeContext>,
+    host: &ActorRef<ShardHostMsg>,
+) -> Result<AdminReply, WireError> {
     match request {
         AdminRequest::Status => {
             let m = &ctx.metrics;
@@ -92,19 +118,37 @@ async fn handle(request: AdminRequest, ctx: &Arc<NodeContext>, host: &ActorRef<S
         }
         AdminRequest::EvictActor { conversation } => {
             match host
-                .call(|reply| ShardHostMsg::Evict { id: conversation, reply }, Some(Duration::from_millis(ADMIN_CALL_TIMEOUT_MS)))
+                .call(
+                    |reply| ShardHostMsg::Evict {
+                        id: conversation,
+                        reply,
+                    },
+                    Some(Duration::from_millis(ADMIN_CALL_TIMEOUT_MS)),
+                )
                 .await
             {
                 Ok(CallResult::Success(was_active)) => Ok(AdminReply::Evicted { was_active }),
-                _ => Err(WireError::new(ErrorCode::Unavailable, "the shard host did not answer")),
+                _ => Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    "the shard host did not answer",
+                )),
             }
         }
         AdminRequest::IssueToken { user, ttl_secs } => {
-            let user = shoal_protocol::UserId::parse(&user.0).map_err(|e| WireError::invalid("user", e.to_string()))?;
+            let user = shoal_protocol::UserId::parse(&user.0)
+                .map_err(|e| WireError::invalid("user", e.to_string()))?;
             if ttl_secs == 0 || ttl_secs > ISSUED_TOKEN_TTL_SECS_MAX {
-                return Err(WireError::invalid("ttl_secs", format!("must be 1..={ISSUED_TOKEN_TTL_SECS_MAX} seconds")));
+                return Err(WireError::invalid(
+                    "ttl_secs",
+                    format!("must be 1..={ISSUED_TOKEN_TTL_SECS_MAX} seconds"),
+                ));
             }
-            Ok(AdminReply::Token(ctx.signer.issue(&user, &[Scope::User], ctx.now_secs(), ttl_secs)))
+            Ok(AdminReply::Token(ctx.signer.issue(
+                &user,
+                &[Scope::User],
+                ctx.now_secs(),
+                ttl_secs,
+            )))
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `shoal-client/1`: one request per stream, answered by frames.
 
-use super::frames::{FrameIoError, read_frame, write_frame};
+use super::frames::{FrameIoError, read_frame, write_final_frame, write_frame};
 use super::{Peer, REQUEST_BYTES_MAX};
 use crate::actors::conversation::{ConversationMsg, summary};
 use crate::actors::follow::Sink;
@@ -29,16 +29,16 @@ pub async fn handle_stream(
     host: &ActorRef<ShardHostMsg>,
     peer: &Peer,
 ) -> Result<(), FrameIoError> {
-    let envelope: RequestEnvelope<ClientRequest> = match read_frame(&mut recv, REQUEST_BYTES_MAX).await {
-        Ok(Some(envelope)) => envelope,
-        Ok(None) => return Ok(()),
-        Err(FrameIoError::Invalid(e)) => {
-            let _ = write_frame(&mut send, &ServerFrame::Error(e.clone())).await;
-            let _ = send.finish();
-            return Err(FrameIoError::Invalid(e));
-        }
-        Err(e) => return Err(e),
-    };
+    let envelope: RequestEnvelope<ClientRequest> =
+        match read_frame(&mut recv, REQUEST_BYTES_MAX).await {
+            Ok(Some(envelope)) => envelope,
+            Ok(None) => return Ok(()),
+            Err(FrameIoError::Invalid(e)) => {
+                write_final_frame(&mut send, &ServerFrame::Error(e.clone())).await;
+                return Err(FrameIoError::Invalid(e));
+            }
+            Err(e) => return Err(e),
+        };
     let span = tracing::info_span!(
         "request",
         user = %peer.user,
@@ -47,38 +47,59 @@ pub async fn handle_stream(
     let _entered = span.enter();
     drop(_entered);
     let frame = match envelope.body {
-        ClientRequest::SendMessage { conversation, text, request_id } => {
+        ClientRequest::SendMessage {
+            conversation,
+            text,
+            request_id,
+        } => {
             return send_message(send, ctx, host, peer, conversation, text, request_id).await;
         }
-        ClientRequest::Follow { conversation, since } => {
+        ClientRequest::Follow {
+            conversation,
+            since,
+        } => {
             return follow(send, ctx, host, peer, conversation, since).await;
         }
-        ClientRequest::CreateConversation { title, agent, request_id } => {
-            create(ctx, peer, title, agent, request_id).await.map(ClientReply::Created)
+        ClientRequest::CreateConversation {
+            title,
+            agent,
+            request_id,
+        } => create(ctx, peer, title, agent, request_id)
+            .await
+            .map(ClientReply::Created),
+        ClientRequest::ListConversations { limit } => {
+            list(ctx, peer, limit).map(ClientReply::Conversations)
         }
-        ClientRequest::ListConversations { limit } => list(ctx, peer, limit).map(ClientReply::Conversations),
-        ClientRequest::GetConversation { conversation } => call(host, conversation, |reply| ConversationMsg::Get {
-            user: peer.user.clone(),
-            reply,
-        })
-        .await
-        .map(|detail| ClientReply::Conversation(Box::new(detail))),
-        ClientRequest::CancelTurn { conversation } => call(host, conversation, |reply| ConversationMsg::Cancel {
-            user: peer.user.clone(),
-            reply,
-        })
-        .await
-        .map(|was_running| ClientReply::Cancelled { was_running }),
-        ClientRequest::RespondPermission { conversation, request, option_id } => {
-            call(host, conversation, |reply| ConversationMsg::RespondPermission {
+        ClientRequest::GetConversation { conversation } => {
+            call(host, conversation, |reply| ConversationMsg::Get {
+                user: peer.user.clone(),
+                reply,
+            })
+            .await
+            .map(|detail| ClientReply::Conversation(Box::new(detail)))
+        }
+        ClientRequest::CancelTurn { conversation } => {
+            call(host, conversation, |reply| ConversationMsg::Cancel {
+                user: peer.user.clone(),
+                reply,
+            })
+            .await
+            .map(|was_running| ClientReply::Cancelled { was_running })
+        }
+        ClientRequest::RespondPermission {
+            conversation,
+            request,
+            option_id,
+        } => call(host, conversation, |reply| {
+            ConversationMsg::RespondPermission {
                 user: peer.user.clone(),
                 request,
                 option_id: option_id.clone(),
                 reply,
-            })
-            .await
-            .map(|()| ClientReply::PermissionAnswered)
-        }
+            }
+        })
+        .await
+        .map(|()| ClientReply::PermissionAnswered),
     };
     let frame = match frame {
         Ok(reply) => ServerFrame::Reply(reply),
@@ -90,14 +111,27 @@ pub async fn handle_stream(
 }
 
 /// Looks up (activating) the conversation actor.
-async fn lookup(host: &ActorRef<ShardHostMsg>, id: ConversationId) -> Result<ActorRef<ConversationMsg>, WireError> {
+async fn lookup(
+    host: &ActorRef<ShardHostMsg>,
+    id: ConversationId,
+) -> Result<ActorRef<ConversationMsg>, WireError> {
     let timeout = Duration::from_millis(ACTOR_CALL_TIMEOUT_MS);
-    match host.call(|reply| ShardHostMsg::Conversation { id, reply }, Some(timeout)).await {
+    match host
+        .call(
+            |reply| ShardHostMsg::Conversation { id, reply },
+            Some(timeout),
+        )
+        .await
+    {
         Ok(CallResult::Success(result)) => result,
-        Ok(CallResult::Timeout) => {
-            Err(WireError::new(ErrorCode::Timeout, format!("activating conversation {id} took too long; retry")))
-        }
-        _ => Err(WireError::new(ErrorCode::Unavailable, "the node is shutting down; retry on another node")),
+        Ok(CallResult::Timeout) => Err(WireError::new(
+            ErrorCode::Timeout,
+            format!("activating conversation {id} took too long; retry"),
+        )),
+        _ => Err(WireError::new(
+            ErrorCode::Unavailable,
+            "the node is shutting down; retry on another node",
+        )),
     }
 }
 
@@ -113,13 +147,19 @@ async fn call<T: Send + 'static>(
         match actor.call(&mut build, Some(timeout)).await {
             Ok(CallResult::Success(result)) => return result,
             Ok(CallResult::Timeout) => {
-                return Err(WireError::new(ErrorCode::Timeout, format!("conversation {id} did not answer in time; retry")));
+                return Err(WireError::new(
+                    ErrorCode::Timeout,
+                    format!("conversation {id} did not answer in time; retry"),
+                ));
             }
             // Stopped (passivated) meanwhile: look it up again.
             _ => continue,
         }
     }
-    Err(WireError::new(ErrorCode::Unavailable, format!("conversation {id} kept stopping; retry")))
+    Err(WireError::new(
+        ErrorCode::Unavailable,
+        format!("conversation {id} kept stopping; retry"),
+    ))
 }
 
 async fn create(
@@ -129,10 +169,14 @@ async fn create(
     agent: Option<String>,
     request_id: shoal_protocol::RequestId,
 ) -> Result<shoal_protocol::client::ConversationSummary, WireError> {
-    if let Some(title) = &title {
-        if title.len() > TITLE_BYTES_MAX {
-            return Err(WireError::invalid("title", format!("the title is {} bytes, the limit is {TITLE_BYTES_MAX}", title.len())));
-        }
+    if let Some(title) = &title
+        && title.len() > TITLE_BYTES_MAX
+    {
+        let message = format!(
+            "the title is {} bytes, the limit is {TITLE_BYTES_MAX}",
+            title.len()
+        );
+        return Err(WireError::invalid("title", message));
     }
     let agent = match agent {
         None => ctx.config.default_agent.as_str().to_owned(),
@@ -141,7 +185,11 @@ async fn create(
                 let known: Vec<&str> = ctx.config.agents.keys().map(|n| n.as_str()).collect();
                 return Err(WireError::invalid(
                     "agent",
-                    format!("unknown agent `{}`; this node has: {}", name.chars().take(64).collect::<String>(), known.join(", ")),
+                    format!(
+                        "unknown agent `{}`; this node has: {}",
+                        name.chars().take(64).collect::<String>(),
+                        known.join(", ")
+                    ),
                 ));
             }
             name
@@ -171,10 +219,17 @@ fn internal(message: String) -> WireError {
     WireError::internal(id)
 }
 
-fn list(ctx: &NodeContext, peer: &Peer, limit: u32) -> Result<Vec<shoal_protocol::client::ConversationSummary>, WireError> {
+fn list(
+    ctx: &NodeContext,
+    peer: &Peer,
+    limit: u32,
+) -> Result<Vec<shoal_protocol::client::ConversationSummary>, WireError> {
     let limit = limit.clamp(1, LIST_LIMIT_MAX) as usize;
     let shard = ctx.default_workspace(&peer.user).shard;
-    let mut records = ctx.store.user_conversations(shard, &peer.user).map_err(|e| internal(e.to_string()))?;
+    let mut records = ctx
+        .store
+        .user_conversations(shard, &peer.user)
+        .map_err(|e| internal(e.to_string()))?;
     records.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
     Ok(records.iter().take(limit).map(summary).collect())
 }
@@ -213,7 +268,13 @@ async fn send_message(
     let result: Result<TurnId, WireError> = call(host, conversation, |reply| {
         let (tx, rx) = mpsc::channel(capacity);
         rx_slot = Some(rx);
-        ConversationMsg::Send { user: peer.user.clone(), text: text.clone(), request_id, sink: Sink::new(tx), reply }
+        ConversationMsg::Send {
+            user: peer.user.clone(),
+            text: text.clone(),
+            request_id,
+            sink: Sink::new(tx),
+            reply,
+        }
     })
     .await;
     let turn = match (result, rx_slot) {
@@ -250,7 +311,12 @@ async fn follow(
     let result = call(host, conversation, |reply| {
         let (tx, rx) = mpsc::channel(capacity);
         rx_slot = Some(rx);
-        ConversationMsg::Follow { user: peer.user.clone(), since, sink: Sink::new(tx), reply }
+        ConversationMsg::Follow {
+            user: peer.user.clone(),
+            since,
+            sink: Sink::new(tx),
+            reply,
+        }
     })
     .await;
     match (result, rx_slot) {

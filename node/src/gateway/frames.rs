@@ -31,20 +31,30 @@ impl From<FrameError> for FrameIoError {
 
 /// Reads exactly one frame of at most `max_bytes` from a stream the peer finishes after
 /// it. `Ok(None)` when the stream ends before any byte.
-pub async fn read_frame<T: DeserializeOwned>(recv: &mut quinn::RecvStream, max_bytes: usize) -> Result<Option<T>, FrameIoError> {
+pub async fn read_frame<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max_bytes: usize,
+) -> Result<Option<T>, FrameIoError> {
     let mut decoder = FrameDecoder::new(max_bytes);
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     loop {
         if let Some(frame) = decoder.next_frame::<T>()? {
             return Ok(Some(frame));
         }
-        match recv.read(&mut buf).await.map_err(|e| FrameIoError::Stream(e.to_string()))? {
+        match recv
+            .read(&mut buf)
+            .await
+            .map_err(|e| FrameIoError::Stream(e.to_string()))?
+        {
             Some(n) => decoder.push(&buf[..n]),
             None if decoder.buffered_bytes() == 0 => return Ok(None),
             None => {
                 return Err(FrameIoError::Invalid(WireError::new(
                     ErrorCode::Malformed,
-                    format!("stream ended inside a frame ({} bytes buffered)", decoder.buffered_bytes()),
+                    format!(
+                        "stream ended inside a frame ({} bytes buffered)",
+                        decoder.buffered_bytes()
+                    ),
                 )));
             }
         }
@@ -52,7 +62,29 @@ pub async fn read_frame<T: DeserializeOwned>(recv: &mut quinn::RecvStream, max_b
 }
 
 /// Writes one frame.
-pub async fn write_frame<T: Serialize>(send: &mut quinn::SendStream, value: &T) -> Result<(), FrameIoError> {
-    let bytes = encode_frame(value).map_err(|e| FrameIoError::Stream(format!("cannot encode a frame: {e}")))?;
-    send.write_all(&bytes).await.map_err(|e| FrameIoError::Stream(e.to_string()))
+pub async fn write_frame<T: Serialize>(
+    send: &mut quinn::SendStream,
+    value: &T,
+) -> Result<(), FrameIoError> {
+    let bytes = encode_frame(value)
+        .map_err(|e| FrameIoError::Stream(format!("cannot encode a frame: {e}")))?;
+    send.write_all(&bytes)
+        .await
+        .map_err(|e| FrameIoError::Stream(e.to_string()))
+}
+
+/// How long to wait for the peer to acknowledge a final error frame before closing.
+pub const FINAL_FRAME_ACK_TIMEOUT_MS: u64 = 2_000;
+
+/// Writes a last frame, finishes the stream and waits (bounded) until the peer has
+/// acknowledged it, so a connection close that follows cannot overtake it.
+pub async fn write_final_frame<T: Serialize>(send: &mut quinn::SendStream, value: &T) {
+    if write_frame(send, value).await.is_ok() && send.finish().is_ok() {
+        let acked = send.stopped();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(FINAL_FRAME_ACK_TIMEOUT_MS),
+            acked,
+        )
+        .await;
+    }
 }

@@ -56,16 +56,23 @@ pub fn ensure_dev_certs(paths: &TlsPaths) -> Result<bool, TlsError> {
     }
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "Shoal dev CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Shoal dev CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, &ca_key);
 
     let node_key = KeyPair::generate()?;
-    let mut node_params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])?;
-    node_params.distinguished_name.push(DnType::CommonName, "Shoal dev node");
+    let mut node_params = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])?;
+    node_params
+        .distinguished_name
+        .push(DnType::CommonName, "Shoal dev node");
     let node_cert = node_params.signed_by(&node_key, &issuer)?;
 
     let ca_key_path = paths.ca_cert.with_extension("key");
@@ -78,15 +85,23 @@ pub fn ensure_dev_certs(paths: &TlsPaths) -> Result<bool, TlsError> {
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|source| TlsError::Write { path: parent.to_owned(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| TlsError::Write {
+            path: parent.to_owned(),
+            source,
+        })?;
     }
-    std::fs::write(path, bytes).map_err(|source| TlsError::Write { path: path.to_owned(), source })
+    std::fs::write(path, bytes).map_err(|source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     write_file(path, bytes)?;
-    set_owner_only(path).map_err(|source| TlsError::Write { path: path.to_owned(), source })
+    set_owner_only(path).map_err(|source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Restricts a secret file to its owner (mode 0600).
@@ -96,8 +111,15 @@ pub(crate) fn set_owner_only(path: &Path) -> std::io::Result<()> {
 }
 
 /// Reads every certificate of a PEM file.
-pub fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |message: String| TlsError::Read { what, path: path.to_owned(), message };
+pub fn load_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |message: String| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        message,
+    };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| err(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
@@ -138,8 +160,10 @@ pub fn server_config(paths: &TlsPaths, max_streams: u32) -> Result<quinn::Server
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    tls.alpn_protocols =
-        vec![shoal_protocol::ALPN_CLIENT.to_vec(), shoal_protocol::ALPN_ADMIN.to_vec()];
+    tls.alpn_protocols = vec![
+        shoal_protocol::ALPN_CLIENT.to_vec(),
+        shoal_protocol::ALPN_ADMIN.to_vec(),
+    ];
     tls.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -149,7 +173,9 @@ pub fn server_config(paths: &TlsPaths, max_streams: u32) -> Result<quinn::Server
         .max_concurrent_bidi_streams(max_streams.into())
         .max_concurrent_uni_streams(0u32.into())
         .keep_alive_interval(Some(std::time::Duration::from_millis(QUIC_KEEP_ALIVE_MS)))
-        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(QUIC_IDLE_TIMEOUT_MS))));
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            QUIC_IDLE_TIMEOUT_MS,
+        ))));
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -169,7 +195,10 @@ mod tests {
         assert!(ensure_dev_certs(&paths).unwrap());
         assert!(!ensure_dev_certs(&paths).unwrap());
         server_config(&paths, 16).unwrap();
-        let missing = TlsPaths { cert: dir.path().join("nope.pem"), ..paths };
+        let missing = TlsPaths {
+            cert: dir.path().join("nope.pem"),
+            ..paths
+        };
         let err = server_config(&missing, 16).unwrap_err().to_string();
         assert!(err.contains("nope.pem"), "{err}");
     }

@@ -49,7 +49,9 @@ pub enum TokenError {
     #[error("token signature is invalid; it was not issued by this cluster")]
     BadSignature,
     /// The token has expired.
-    #[error("token expired at {exp} (unix seconds); ask for a new one (`shoalctl admin token USER`)")]
+    #[error(
+        "token expired at {exp} (unix seconds); ask for a new one (`shoalctl admin token USER`)"
+    )]
     Expired {
         /// Expiry time.
         exp: u64,
@@ -84,12 +86,17 @@ impl std::fmt::Debug for TokenSigner {
 impl TokenSigner {
     /// A signer over the given key bytes.
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, bytes) }
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+        }
     }
 
     /// Loads the key at `path`, creating a fresh random one (mode 0600) if missing.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
-        let err = |message: String| KeyError { path: path.to_owned(), message };
+        let err = |message: String| KeyError {
+            path: path.to_owned(),
+            message,
+        };
         match std::fs::read(path) {
             Ok(bytes) if bytes.len() >= SIGNING_KEY_BYTES => Ok(Self::from_bytes(&bytes)),
             Ok(bytes) => Err(err(format!(
@@ -98,7 +105,9 @@ impl TokenSigner {
             ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; SIGNING_KEY_BYTES];
-                SystemRandom::new().fill(&mut bytes).map_err(|_| err("no randomness".into()))?;
+                SystemRandom::new()
+                    .fill(&mut bytes)
+                    .map_err(|_| err("no randomness".into()))?;
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
                 }
@@ -126,7 +135,12 @@ impl TokenSigner {
     }
 
     /// Checks signature, expiry and scope; returns the user the token names.
-    pub fn verify(&self, token: &str, now_secs: u64, needed: Scope) -> Result<(UserId, Claims), TokenError> {
+    pub fn verify(
+        &self,
+        token: &str,
+        now_secs: u64,
+        needed: Scope,
+    ) -> Result<(UserId, Claims), TokenError> {
         let (signed, mac) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let (prefix, claims_b64) = signed.split_once('.').ok_or(TokenError::Malformed)?;
         if prefix != TOKEN_PREFIX {
@@ -135,9 +149,13 @@ impl TokenSigner {
         if mac.is_empty() || claims_b64.is_empty() {
             return Err(TokenError::Malformed);
         }
-        let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| TokenError::Malformed)?;
+        let mac = URL_SAFE_NO_PAD
+            .decode(mac)
+            .map_err(|_| TokenError::Malformed)?;
         hmac::verify(&self.key, signed.as_bytes(), &mac).map_err(|_| TokenError::BadSignature)?;
-        let json = URL_SAFE_NO_PAD.decode(claims_b64).map_err(|_| TokenError::Malformed)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(claims_b64)
+            .map_err(|_| TokenError::Malformed)?;
         let claims: Claims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
         if claims.exp <= now_secs {
             return Err(TokenError::Expired { exp: claims.exp });
@@ -160,18 +178,30 @@ mod tests {
         let alice = UserId::parse("alice").unwrap();
         let token = signer.issue(&alice, &[Scope::User], 1000, 60);
         assert_eq!(signer.verify(&token, 1010, Scope::User).unwrap().0, alice);
-        assert_eq!(signer.verify(&token, 1060, Scope::User), Err(TokenError::Expired { exp: 1060 }));
+        assert_eq!(
+            signer.verify(&token, 1060, Scope::User),
+            Err(TokenError::Expired { exp: 1060 })
+        );
         assert_eq!(
             signer.verify(&token, 1010, Scope::Admin),
-            Err(TokenError::MissingScope { needed: Scope::Admin })
+            Err(TokenError::MissingScope {
+                needed: Scope::Admin
+            })
         );
         let other = TokenSigner::from_bytes(&[8; 32]);
-        assert_eq!(other.verify(&token, 1010, Scope::User), Err(TokenError::BadSignature));
+        assert_eq!(
+            other.verify(&token, 1010, Scope::User),
+            Err(TokenError::BadSignature)
+        );
         // Tampering with the claims breaks the signature.
         let forged = token.replacen("shoal1.", "shoal1.x", 1);
         assert!(signer.verify(&forged, 1010, Scope::User).is_err());
         for junk in ["", "shoal1", "a.b.c", "shoal1..", "shoal1.!!.??"] {
-            assert_eq!(signer.verify(junk, 0, Scope::User).unwrap_err(), TokenError::Malformed, "{junk}");
+            assert_eq!(
+                signer.verify(junk, 0, Scope::User).unwrap_err(),
+                TokenError::Malformed,
+                "{junk}"
+            );
         }
     }
 
@@ -185,6 +215,11 @@ mod tests {
         let token = a.issue(&user, &[Scope::User], 0, 100);
         assert!(b.verify(&token, 1, Scope::User).is_ok());
         std::fs::write(&path, b"short").unwrap();
-        assert!(TokenSigner::load_or_create(&path).unwrap_err().to_string().contains("at least 32"));
+        assert!(
+            TokenSigner::load_or_create(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("at least 32")
+        );
     }
 }

@@ -14,9 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_protocol::frame::{BincodeCodec, Codec};
-use shoal_protocol::transcript::{
-    Message, MessageStatus, Part, Role, content_from_parts,
-};
+use shoal_protocol::transcript::{Message, MessageStatus, Part, Role, content_from_parts};
 use shoal_protocol::{ConversationId, MessageId, RequestId, TurnId, UserId, WorkspaceId};
 
 /// A durable change to a shard. Encoded by declaration index: append only.
@@ -126,18 +124,22 @@ pub enum Outcome {
     /// `Activate`: the new activation number and the record after it.
     Activated(Box<ConversationRecord>),
     /// `AppendUserMessage`: the turn started (or, for a retry, the turn started first).
-    TurnStarted {
-        /// The turn.
-        turn: RunningTurn,
-        /// The committed user message.
-        user_message: Message,
-        /// Whether this request was applied before.
-        duplicate: bool,
-        /// For a duplicate whose turn already ended: the final assistant message.
-        finished: Option<Message>,
-    },
+    TurnStarted(Box<TurnStartedOutcome>),
     /// Any other command applied.
     Done,
+}
+
+/// What `AppendUserMessage` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnStartedOutcome {
+    /// The turn.
+    pub turn: RunningTurn,
+    /// The committed user message.
+    pub user_message: Message,
+    /// Whether this request was applied before.
+    pub duplicate: bool,
+    /// For a duplicate whose turn already ended: the final assistant message.
+    pub finished: Option<Message>,
 }
 
 /// Why a command was rejected. Nothing was written.
@@ -240,7 +242,10 @@ pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Resul
     })
 }
 
-fn read<T: serde::de::DeserializeOwned>(view: &impl ShardRead, key: &[u8]) -> Result<Option<T>, Rejection> {
+fn read<T: serde::de::DeserializeOwned>(
+    view: &impl ShardRead,
+    key: &[u8],
+) -> Result<Option<T>, Rejection> {
     view.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
 }
 
@@ -252,12 +257,26 @@ fn record(view: &impl ShardRead, id: ConversationId) -> Result<ConversationRecor
 pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outcome), Rejection> {
     let mut writes = Writes::default();
     let outcome = match cmd {
-        ShardCommand::CreateConversation { id, workspace, owner, title, agent, at_ms, request_id } => {
+        ShardCommand::CreateConversation {
+            id,
+            workspace,
+            owner,
+            title,
+            agent,
+            at_ms,
+            request_id,
+        } => {
             let req_key = create_request_key(owner, *request_id);
             if let Some(existing) = read::<ConversationId>(view, &req_key)? {
-                return Ok((writes, Outcome::Conversation(Box::new(record(view, existing)?))));
+                return Ok((
+                    writes,
+                    Outcome::Conversation(Box::new(record(view, existing)?)),
+                ));
             }
-            assert_eq!(id.shard, workspace.shard, "a conversation lives in its workspace's shard");
+            assert_eq!(
+                id.shard, workspace.shard,
+                "a conversation lives in its workspace's shard"
+            );
             let rec = ConversationRecord {
                 id: *id,
                 workspace: *workspace,
@@ -280,23 +299,41 @@ pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outco
         }
         ShardCommand::Activate { conversation } => {
             let mut rec = record(view, *conversation)?;
-            rec.activation = rec.activation.checked_add(1).expect("activation counter overflow");
+            rec.activation = rec
+                .activation
+                .checked_add(1)
+                .expect("activation counter overflow");
             writes.put(conversation_key(*conversation), &rec);
             Outcome::Activated(Box::new(rec))
         }
-        ShardCommand::AppendUserMessage { conversation, text, request_id, at_ms } => {
+        ShardCommand::AppendUserMessage {
+            conversation,
+            text,
+            request_id,
+            at_ms,
+        } => {
             let mut rec = record(view, *conversation)?;
             let req_key = send_request_key(*conversation, *request_id);
             if let Some(turn) = read::<RunningTurn>(view, &req_key)? {
-                let user_message = read::<Message>(view, &message_key(*conversation, turn.user_message))?
-                    .ok_or(Rejection::StaleTurn(turn.user_message))?;
-                let still_running = rec.running_turn.as_ref().is_some_and(|r| r.turn == turn.turn);
+                let user_message =
+                    read::<Message>(view, &message_key(*conversation, turn.user_message))?
+                        .ok_or(Rejection::StaleTurn(turn.user_message))?;
+                let still_running = rec
+                    .running_turn
+                    .as_ref()
+                    .is_some_and(|r| r.turn == turn.turn);
                 let finished = if still_running {
                     None
                 } else {
                     read::<Message>(view, &message_key(*conversation, turn.assistant_message))?
                 };
-                return Ok((writes, Outcome::TurnStarted { turn, user_message, duplicate: true, finished }));
+                let outcome = TurnStartedOutcome {
+                    turn,
+                    user_message,
+                    duplicate: true,
+                    finished,
+                };
+                return Ok((writes, Outcome::TurnStarted(Box::new(outcome))));
             }
             if let Some(running) = &rec.running_turn {
                 return Err(Rejection::Busy(running.turn));
@@ -325,11 +362,26 @@ pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outco
             writes.put(message_key(*conversation, user_message.id), &user_message);
             writes.put(req_key, &turn);
             writes.put(conversation_key(*conversation), &rec);
-            Outcome::TurnStarted { turn, user_message, duplicate: false, finished: None }
+            Outcome::TurnStarted(Box::new(TurnStartedOutcome {
+                turn,
+                user_message,
+                duplicate: false,
+                finished: None,
+            }))
         }
-        ShardCommand::Checkpoint { conversation, message } | ShardCommand::FinishTurn { conversation, message } => {
+        ShardCommand::Checkpoint {
+            conversation,
+            message,
+        }
+        | ShardCommand::FinishTurn {
+            conversation,
+            message,
+        } => {
             let mut rec = record(view, *conversation)?;
-            let running = rec.running_turn.as_ref().filter(|r| r.assistant_message == message.id && r.turn == message.turn);
+            let running = rec
+                .running_turn
+                .as_ref()
+                .filter(|r| r.assistant_message == message.id && r.turn == message.turn);
             if running.is_none() {
                 return Err(Rejection::StaleTurn(message.id));
             }
@@ -341,14 +393,21 @@ pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outco
             );
             writes.put(message_key(*conversation, message.id), message);
             if matches!(cmd, ShardCommand::FinishTurn { .. }) {
-                assert_ne!(message.status, MessageStatus::InProgress, "a finished turn is not in progress");
+                assert_ne!(
+                    message.status,
+                    MessageStatus::InProgress,
+                    "a finished turn is not in progress"
+                );
                 rec.running_turn = None;
                 rec.message_count = message.id.0 + 1;
                 writes.put(conversation_key(*conversation), &rec);
             }
             Outcome::Done
         }
-        ShardCommand::SetAgentSession { conversation, session_id } => {
+        ShardCommand::SetAgentSession {
+            conversation,
+            session_id,
+        } => {
             let mut rec = record(view, *conversation)?;
             rec.agent_session = session_id.clone();
             writes.put(conversation_key(*conversation), &rec);
@@ -403,6 +462,13 @@ mod tests {
         }
     }
 
+    fn started(outcome: Result<Outcome, Rejection>) -> TurnStartedOutcome {
+        match outcome {
+            Ok(Outcome::TurnStarted(started)) => *started,
+            other => panic!("expected a started turn, got {other:?}"),
+        }
+    }
+
     fn send(mem: &mut Mem, request: u128) -> Result<Outcome, Rejection> {
         mem.run(&ShardCommand::AppendUserMessage {
             conversation: conv(),
@@ -439,16 +505,17 @@ mod tests {
     fn turn_lifecycle_and_duplicates() {
         let mut mem = Mem::default();
         create(&mut mem);
-        let Outcome::TurnStarted { turn, duplicate: false, .. } = send(&mut mem, 1).unwrap() else {
-            panic!("first send starts a turn")
-        };
-        assert_eq!((turn.turn, turn.user_message, turn.assistant_message), (TurnId(1), MessageId(0), MessageId(1)));
+        let first = started(send(&mut mem, 1));
+        assert!(!first.duplicate);
+        let turn = first.turn;
+        assert_eq!(
+            (turn.turn, turn.user_message, turn.assistant_message),
+            (TurnId(1), MessageId(0), MessageId(1))
+        );
         // A retry of the same request while running: same turn, nothing written.
-        let Outcome::TurnStarted { turn: again, duplicate: true, finished: None, .. } = send(&mut mem, 1).unwrap()
-        else {
-            panic!("retry is a duplicate")
-        };
-        assert_eq!(again, turn);
+        let again = started(send(&mut mem, 1));
+        assert!(again.duplicate && again.finished.is_none());
+        assert_eq!(again.turn, turn);
         // A different request while running is busy.
         assert_eq!(send(&mut mem, 2), Err(Rejection::Busy(TurnId(1))));
         mem.run(&ShardCommand::Checkpoint {
@@ -470,12 +537,15 @@ mod tests {
             Err(Rejection::StaleTurn(_))
         ));
         // The retry after the end reports the final message.
-        let Outcome::TurnStarted { finished: Some(done), .. } = send(&mut mem, 1).unwrap() else {
-            panic!("retry after end")
-        };
+        let done = started(send(&mut mem, 1))
+            .finished
+            .expect("retry after end reports the message");
         assert_eq!(done.content, "full");
-        let Outcome::TurnStarted { turn: second, .. } = send(&mut mem, 2).unwrap() else { panic!() };
-        assert_eq!((second.turn, second.user_message), (TurnId(2), MessageId(2)));
+        let second = started(send(&mut mem, 2)).turn;
+        assert_eq!(
+            (second.turn, second.user_message),
+            (TurnId(2), MessageId(2))
+        );
     }
 
     #[test]
@@ -483,13 +553,23 @@ mod tests {
         let mut mem = Mem::default();
         create(&mut mem);
         for expected in 1..=3 {
-            let Outcome::Activated(rec) = mem.run(&ShardCommand::Activate { conversation: conv() }).unwrap() else {
+            let Outcome::Activated(rec) = mem
+                .run(&ShardCommand::Activate {
+                    conversation: conv(),
+                })
+                .unwrap()
+            else {
                 panic!()
             };
             assert_eq!(rec.activation, expected);
         }
         let other = ConversationId::new(ShardId(3), 1);
-        assert_eq!(mem.run(&ShardCommand::Activate { conversation: other }), Err(Rejection::NotFound(other)));
+        assert_eq!(
+            mem.run(&ShardCommand::Activate {
+                conversation: other
+            }),
+            Err(Rejection::NotFound(other))
+        );
     }
 
     #[test]
@@ -497,9 +577,12 @@ mod tests {
     fn content_mismatch_is_a_broken_invariant() {
         let mut mem = Mem::default();
         create(&mut mem);
-        let Outcome::TurnStarted { turn, .. } = send(&mut mem, 1).unwrap() else { panic!() };
+        let turn = started(send(&mut mem, 1)).turn;
         let mut message = assistant(&turn, "a", MessageStatus::Complete);
         message.content = "b".into();
-        let _ = mem.run(&ShardCommand::FinishTurn { conversation: conv(), message });
+        let _ = mem.run(&ShardCommand::FinishTurn {
+            conversation: conv(),
+            message,
+        });
     }
 }

@@ -7,8 +7,8 @@
 //! `flush_async()`, which deadlocks in sled 0.34 (STACK.md).
 
 use super::state_machine::{
-    self, ConversationRecord, Outcome, Rejection, ShardCommand, ShardRead, conversation_key, decode,
-    message_key, user_prefix,
+    self, ConversationRecord, Outcome, Rejection, ShardCommand, ShardRead, conversation_key,
+    decode, message_key, user_prefix,
 };
 use shoal_protocol::transcript::Message;
 use shoal_protocol::{ConversationId, MessageId, ShardId, UserId};
@@ -27,7 +27,9 @@ type FlushRequest = (sled::Db, oneshot::Sender<Result<(), String>>);
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The sled database could not be opened.
-    #[error("cannot open the store at {path}: {message}; check the data dir (a damaged store can be moved aside)")]
+    #[error(
+        "cannot open the store at {path}: {message}; check the data dir (a damaged store can be moved aside)"
+    )]
     Open {
         /// The directory.
         path: PathBuf,
@@ -57,7 +59,10 @@ struct TreeView<'a>(&'a sled::Tree);
 
 impl ShardRead for TreeView<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Rejection> {
-        self.0.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| Rejection::Io(e.to_string()))
+        self.0
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| Rejection::Io(e.to_string()))
     }
 }
 
@@ -71,7 +76,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("shards", &self.trees.len()).finish()
+        f.debug_struct("Store")
+            .field("shards", &self.trees.len())
+            .finish()
     }
 }
 
@@ -79,8 +86,15 @@ impl Store {
     /// Opens (or creates) the store under `dir` with `shard_count` shards and starts the
     /// flusher task. Must be called inside a tokio runtime.
     pub fn open(dir: &Path, shard_count: u16) -> Result<Arc<Store>, StoreError> {
-        let open_err = |e: sled::Error| StoreError::Open { path: dir.to_owned(), message: e.to_string() };
-        let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open().map_err(open_err)?;
+        let open_err = |e: sled::Error| StoreError::Open {
+            path: dir.to_owned(),
+            message: e.to_string(),
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(open_err)?;
         let trees = (0..shard_count)
             .map(|s| db.open_tree(format!("shard-{s}")))
             .collect::<Result<Vec<_>, _>>()
@@ -88,7 +102,12 @@ impl Store {
         let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE_DEPTH);
         tokio::spawn(run_flusher(flush_rx));
         let apply_locks = (0..shard_count).map(|_| Mutex::new(())).collect();
-        Ok(Arc::new(Store { db, trees, apply_locks, flush_tx }))
+        Ok(Arc::new(Store {
+            db,
+            trees,
+            apply_locks,
+            flush_tx,
+        }))
     }
 
     /// Number of shards.
@@ -98,23 +117,33 @@ impl Store {
     }
 
     fn tree(&self, shard: ShardId) -> Result<&sled::Tree, StoreError> {
-        self.trees
-            .get(usize::from(shard.0))
-            .ok_or_else(|| StoreError::Io(format!("shard {shard} does not exist (shard count {})", self.trees.len())))
+        self.trees.get(usize::from(shard.0)).ok_or_else(|| {
+            StoreError::Io(format!(
+                "shard {shard} does not exist (shard count {})",
+                self.trees.len()
+            ))
+        })
     }
 
     /// Applies `cmd` to `shard` and returns once it is durable.
-    pub async fn propose(&self, shard: ShardId, cmd: ShardCommand) -> Result<Outcome, ProposeError> {
+    pub async fn propose(
+        &self,
+        shard: ShardId,
+        cmd: ShardCommand,
+    ) -> Result<Outcome, ProposeError> {
         let tree = self.tree(shard)?;
         let outcome = {
-            let _guard = self.apply_locks[usize::from(shard.0)].lock().unwrap_or_else(|p| p.into_inner());
+            let _guard = self.apply_locks[usize::from(shard.0)]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let (writes, outcome) = state_machine::apply(&TreeView(tree), &cmd)?;
             if !writes.puts.is_empty() {
                 let mut batch = sled::Batch::default();
                 for (k, v) in writes.puts {
                     batch.insert(k, v);
                 }
-                tree.apply_batch(batch).map_err(|e| StoreError::Io(e.to_string()))?;
+                tree.apply_batch(batch)
+                    .map_err(|e| StoreError::Io(e.to_string()))?;
             }
             outcome
         };
@@ -125,22 +154,37 @@ impl Store {
     /// Waits until everything written so far is on disk (coalesced with other callers).
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.flush_tx.send((self.db.clone(), tx)).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?.map_err(StoreError::Io)
+        self.flush_tx
+            .send((self.db.clone(), tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(StoreError::Io)
     }
 
     /// A conversation's record.
-    pub fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRecord>, StoreError> {
+    pub fn conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
         let key = conversation_key(id);
         let tree = self.tree(id.shard)?;
         match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
             None => Ok(None),
-            Some(bytes) => decode(&key, &bytes).map(Some).map_err(|e| StoreError::Io(e.to_string())),
+            Some(bytes) => decode(&key, &bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Io(e.to_string())),
         }
     }
 
     /// Messages `from..to` of a conversation (missing indices are skipped).
-    pub fn messages(&self, id: ConversationId, from: u64, to: u64) -> Result<Vec<Message>, StoreError> {
+    pub fn messages(
+        &self,
+        id: ConversationId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Message>, StoreError> {
         let tree = self.tree(id.shard)?;
         let range = message_key(id, MessageId(from))..message_key(id, MessageId(to));
         let mut out = Vec::new();
@@ -152,12 +196,20 @@ impl Store {
     }
 
     /// One message.
-    pub fn message(&self, id: ConversationId, index: MessageId) -> Result<Option<Message>, StoreError> {
+    pub fn message(
+        &self,
+        id: ConversationId,
+        index: MessageId,
+    ) -> Result<Option<Message>, StoreError> {
         Ok(self.messages(id, index.0, index.0 + 1)?.pop())
     }
 
     /// The conversations `user` owns in `shard`.
-    pub fn user_conversations(&self, shard: ShardId, user: &UserId) -> Result<Vec<ConversationRecord>, StoreError> {
+    pub fn user_conversations(
+        &self,
+        shard: ShardId,
+        user: &UserId,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
         let tree = self.tree(shard)?;
         let prefix = user_prefix(user);
         let mut out = Vec::new();
@@ -222,10 +274,14 @@ mod tests {
         let store = Store::open(dir.path(), 4).unwrap();
         let rec = store.conversation(id).unwrap().unwrap();
         assert_eq!(rec.title.as_deref(), Some("t"));
-        let listed = store.user_conversations(ShardId(1), &UserId::parse("bob").unwrap()).unwrap();
+        let listed = store
+            .user_conversations(ShardId(1), &UserId::parse("bob").unwrap())
+            .unwrap();
         assert_eq!(listed.len(), 1);
         assert!(matches!(
-            store.propose(ShardId(9), ShardCommand::Activate { conversation: id }).await,
+            store
+                .propose(ShardId(9), ShardCommand::Activate { conversation: id })
+                .await,
             Err(ProposeError::Store(_))
         ));
     }

@@ -16,7 +16,8 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub fn dev_config(dir: &Path) -> NodeConfig {
     let exe = env!("CARGO_BIN_EXE_shoal-node").into();
     let listen = "127.0.0.1:0".parse().ok();
-    let config = dev::dev_config(dir, listen, exe, vec!["demo-agent".into()], Vec::new()).expect("dev config");
+    let config = dev::dev_config(dir, listen, exe, vec!["demo-agent".into()], Vec::new())
+        .expect("dev config");
     dev::prepare(&config).expect("dev files");
     config
 }
@@ -34,18 +35,28 @@ impl TestNode {
 
     pub async fn start_with(config: NodeConfig) -> TestNode {
         let node = Node::start(config.clone()).await.expect("node starts");
-        let path = dev::write_profile(&config, node.addr(), node.context().now_secs()).expect("profile");
+        let path =
+            dev::write_profile(&config, node.addr(), node.context().now_secs()).expect("profile");
         let profile = Profile::load(&path).expect("profile loads");
-        TestNode { node: Some(node), profile, config }
+        TestNode {
+            node: Some(node),
+            profile,
+            config,
+        }
     }
 
     pub async fn client(&self) -> Client {
-        tokio::time::timeout(WAIT, Client::connect(&self.profile)).await.expect("connect in time").expect("connect")
+        tokio::time::timeout(WAIT, Client::connect(&self.profile))
+            .await
+            .expect("connect in time")
+            .expect("connect")
     }
 
     pub async fn stop(&mut self) {
         if let Some(node) = self.node.take() {
-            tokio::time::timeout(WAIT, node.shutdown()).await.expect("shutdown in time");
+            tokio::time::timeout(WAIT, node.shutdown())
+                .await
+                .expect("shutdown in time");
         }
     }
 }
@@ -64,7 +75,12 @@ pub async fn collect_turn(mut turn: TurnStream) -> Vec<EventFrame> {
         }
     })
     .await;
-    assert!(result.is_ok(), "turn did not finish in {WAIT:?}; got {} events: {:?}", frames.len(), frames.last());
+    assert!(
+        result.is_ok(),
+        "turn did not finish in {WAIT:?}; got {} events: {:?}",
+        frames.len(),
+        frames.last()
+    );
     frames
 }
 
@@ -85,7 +101,10 @@ pub async fn follow_until_done(follow: &mut FollowStream, dones: usize) -> Vec<E
         }
     })
     .await;
-    assert!(result.is_ok(), "follower did not see {dones} done events in {WAIT:?}; got {frames:?}");
+    assert!(
+        result.is_ok(),
+        "follower did not see {dones} done events in {WAIT:?}; got {frames:?}"
+    );
     frames
 }
 
@@ -106,6 +125,12 @@ pub fn assert_gap_free(frames: &[EventFrame]) {
         if matches!(pair[1].event, Event::Reset { .. }) {
             continue;
         }
-        assert_eq!(pair[1].seq.0, pair[0].seq.0 + 1, "gap or duplicate between {:?} and {:?}", pair[0], pair[1]);
+        assert_eq!(
+            pair[1].seq.0,
+            pair[0].seq.0 + 1,
+            "gap or duplicate between {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
     }
 }
