@@ -23,12 +23,7 @@ proptest! {
         let mut dec = FrameDecoder::new(256);
         for chunk in chunks {
             dec.push(&chunk);
-            loop {
-                match dec.next_frame::<RequestEnvelope<ClientRequest>>() {
-                    Ok(Some(_)) => continue,
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            while let Ok(Some(_)) = dec.next_frame::<RequestEnvelope<ClientRequest>>() {}
         }
     }
 
