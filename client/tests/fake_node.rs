@@ -353,6 +353,7 @@ async fn admin_requests_use_the_admin_token() -> Result<()> {
             followers: 0,
             turns_running: 0,
             connections: 1,
+            follower_resyncs: 0,
         };
         request
             .frame(&Ok::<_, WireError>(AdminReply::Status(status.clone())))

@@ -81,6 +81,7 @@ async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<(
                     format!("turns running:        {}", status.turns_running),
                     format!("followers:            {}", status.followers),
                     format!("connections:          {}", status.connections),
+                    format!("follower resyncs:     {}", status.follower_resyncs),
                 ]);
             }
         }

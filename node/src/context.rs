@@ -25,6 +25,8 @@ pub struct Metrics {
     pub turns_running: AtomicU64,
     /// Client and admin connections open.
     pub connections: AtomicU64,
+    /// Followers cut over to resync because they fell behind (monotonic).
+    pub follower_resyncs: AtomicU64,
 }
 
 impl Metrics {

@@ -224,3 +224,51 @@ async fn a_lost_agent_session_is_replaced_by_a_new_one() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn idle_conversations_passivate_and_reactivate_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.conversation.checkpoint_interval_ms = 100.try_into().unwrap();
+    config.conversation.idle_passivate_ms = 300.try_into().unwrap();
+    let mut node = TestNode::start_with(config).await;
+    let client = node.client().await;
+    let admin = shoal_client::AdminClient::connect(&node.profile)
+        .await
+        .unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    collect_turn(client.send(conv.id, "one").await.unwrap()).await;
+    let status = admin.status().await.unwrap();
+    assert_eq!(
+        (status.conversations_active, status.agent_processes),
+        (1, 1),
+        "{status:?}"
+    );
+    // Await passivation: the actor stops and its agent process is shut down.
+    let passivated = tokio::time::timeout(WAIT, async {
+        loop {
+            let status = admin.status().await.unwrap();
+            if status.conversations_active == 0 && status.agent_processes == 0 {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        passivated.is_ok(),
+        "the idle conversation was not passivated"
+    );
+    let frames = collect_turn(client.send(conv.id, "two").await.unwrap()).await;
+    assert_eq!(done_content(&frames), "echo: two");
+    assert_eq!(
+        client
+            .get_conversation(conv.id)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        4
+    );
+    node.stop().await;
+}

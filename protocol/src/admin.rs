@@ -53,6 +53,8 @@ pub struct NodeStatus {
     pub turns_running: u64,
     /// Client connections open.
     pub connections: u64,
+    /// Followers cut over to resync because they fell behind, since start.
+    pub follower_resyncs: u64,
 }
 
 /// One running actor.

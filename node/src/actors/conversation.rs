@@ -468,8 +468,14 @@ fn emit(state: &mut ConversationState, event: Event) {
                         f.last_seq = frame.seq;
                         true
                     }
-                    Delivery::Gone | Delivery::CutOver => {
+                    Delivery::Gone => {
                         Metrics::dec(&metrics.followers);
+                        false
+                    }
+                    Delivery::CutOver => {
+                        tracing::debug!(follower = f.id, user = %f.user, "follower fell behind; cut over to resync");
+                        Metrics::dec(&metrics.followers);
+                        Metrics::inc(&metrics.follower_resyncs);
                         false
                     }
                 }

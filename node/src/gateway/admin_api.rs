@@ -106,6 +106,7 @@ async fn handle(
                 followers: Metrics::get(&m.followers),
                 turns_running: Metrics::get(&m.turns_running),
                 connections: Metrics::get(&m.connections),
+                follower_resyncs: Metrics::get(&m.follower_resyncs),
             }))
         }
         AdminRequest::ListActors => Ok(AdminReply::Actors(describe_all(host).await?.0)),
