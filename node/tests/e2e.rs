@@ -79,17 +79,7 @@ async fn late_joiner_gets_the_in_flight_turn_then_the_rest() {
     let conv = client.create_conversation(None, None).await.unwrap();
     let mut turn = client.send(conv.id, "/slow 40").await.unwrap();
     // Wait until a few chunks streamed.
-    let mut chunks = 0;
-    while chunks < 5 {
-        let frame = tokio::time::timeout(WAIT, turn.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if matches!(frame.event, Event::TextChunk { .. }) {
-            chunks += 1;
-        }
-    }
+    wait_for_chunks(&mut turn, 5).await;
     let mut late = client.follow(conv.id, None);
     let first = tokio::time::timeout(WAIT, late.next())
         .await

@@ -92,16 +92,7 @@ async fn cancel_stops_a_running_turn() {
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
-    loop {
-        let frame = tokio::time::timeout(WAIT, turn.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if matches!(frame.event, Event::TextChunk { .. }) {
-            break;
-        }
-    }
+    wait_for_chunks(&mut turn, 1).await;
     assert!(client.cancel(conv.id).await.unwrap());
     let mut rest = Vec::new();
     while let Some(frame) = tokio::time::timeout(WAIT, turn.next()).await.unwrap() {
@@ -129,16 +120,7 @@ async fn initiator_disconnect_cancels_the_turn() {
         .unwrap();
     assert!(matches!(first.event, Event::Reset { .. }));
     let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
-    loop {
-        let frame = tokio::time::timeout(WAIT, turn.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if matches!(frame.event, Event::TextChunk { .. }) {
-            break;
-        }
-    }
+    wait_for_chunks(&mut turn, 1).await;
     drop(turn);
     drop(client);
     let frames = follow_until_done(&mut follower, 1).await;
@@ -168,17 +150,7 @@ async fn graceful_stop_mid_turn_saves_the_turn_as_interrupted() {
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
-    let mut chunks = 0;
-    while chunks < 3 {
-        let frame = tokio::time::timeout(WAIT, turn.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if matches!(frame.event, Event::TextChunk { .. }) {
-            chunks += 1;
-        }
-    }
+    wait_for_chunks(&mut turn, 3).await;
     node.stop().await;
     drop(turn);
     let mut node = TestNode::start(dir.path()).await;

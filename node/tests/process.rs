@@ -1,5 +1,8 @@
 //! The real `shoal-node dev` process: ready line, profile, kill -9 mid-turn, restart.
 
+mod common;
+
+use common::wait_for_chunks;
 use futures::StreamExt;
 use shoal_client::{Client, Profile};
 use shoal_protocol::transcript::{Event, MessageStatus, content_from_parts};
@@ -48,17 +51,7 @@ async fn kill_9_mid_turn_keeps_the_last_checkpoint_and_restart_serves_again() {
     let conv = client.create_conversation(None, None).await.unwrap();
     let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
     // 20 chunks at 50 ms apart span several 250 ms checkpoint intervals.
-    let mut chunks = 0;
-    while chunks < 20 {
-        let frame = tokio::time::timeout(WAIT, turn.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if matches!(frame.event, Event::TextChunk { .. }) {
-            chunks += 1;
-        }
-    }
+    wait_for_chunks(&mut turn, 20).await;
     node.start_kill().unwrap();
     node.wait().await.unwrap();
     drop(turn);

@@ -610,19 +610,7 @@ async fn start_turn(
             });
         }
         Err(message) => {
-            emit(
-                state,
-                Event::Error {
-                    message: message.clone(),
-                },
-            );
-            finish_turn(
-                state,
-                MessageStatus::Interrupted,
-                StopReason::Failed,
-                Some(message),
-            )
-            .await;
+            fail_turn(state, message).await;
         }
     }
     Ok(running.turn)
@@ -865,20 +853,8 @@ async fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, event: A
                         "the turn's output exceeded {limit} bytes (limits.turn_buffer_bytes_max); the turn was stopped"
                     );
                     let _ = text;
-                    emit(
-                        state,
-                        Event::Error {
-                            message: message.clone(),
-                        },
-                    );
                     request_cancel(state);
-                    finish_turn(
-                        state,
-                        MessageStatus::Interrupted,
-                        StopReason::Failed,
-                        Some(message),
-                    )
-                    .await;
+                    fail_turn(state, message).await;
                     return;
                 }
                 AgentUpdate::Text(text) => {
@@ -1053,6 +1029,23 @@ async fn finish_turn(
     state.last_activity = Instant::now();
 }
 
+/// Ends the running turn as interrupted, telling everyone why.
+async fn fail_turn(state: &mut ConversationState, message: String) {
+    emit(
+        state,
+        Event::Error {
+            message: message.clone(),
+        },
+    );
+    finish_turn(
+        state,
+        MessageStatus::Interrupted,
+        StopReason::Failed,
+        Some(message),
+    )
+    .await;
+}
+
 async fn on_tick(myself: &ActorRef<ConversationMsg>, state: &mut ConversationState) {
     checkpoint(state).await;
     let conversation = &state.ctx.config.conversation;
@@ -1110,19 +1103,7 @@ async fn on_tick(myself: &ActorRef<ConversationMsg>, state: &mut ConversationSta
                 )
                 .await;
             } else {
-                emit(
-                    state,
-                    Event::Error {
-                        message: message.clone(),
-                    },
-                );
-                finish_turn(
-                    state,
-                    MessageStatus::Interrupted,
-                    StopReason::Failed,
-                    Some(message),
-                )
-                .await;
+                fail_turn(state, message).await;
             }
         }
         return;

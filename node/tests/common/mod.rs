@@ -134,3 +134,18 @@ pub fn assert_gap_free(frames: &[EventFrame]) {
         );
     }
 }
+
+/// Reads a turn's events until `n` text chunks have streamed.
+pub async fn wait_for_chunks(turn: &mut TurnStream, n: usize) {
+    let mut chunks = 0;
+    while chunks < n {
+        let frame = tokio::time::timeout(WAIT, turn.next())
+            .await
+            .expect("a text chunk in time")
+            .expect("the turn is still streaming")
+            .expect("turn event");
+        if matches!(frame.event, Event::TextChunk { .. }) {
+            chunks += 1;
+        }
+    }
+}
