@@ -41,6 +41,8 @@ pub mod close_code {
     pub const BUSY: u32 = 3;
     /// The node is shutting down.
     pub const SHUTDOWN: u32 = 4;
+    /// The node does not serve this API yet.
+    pub const UNSUPPORTED: u32 = 5;
 }
 
 /// Who is on the other end of a connection.
@@ -89,6 +91,9 @@ async fn handle_connection(
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|d| d.protocol)
         .unwrap_or_default();
+    if alpn == shoal_protocol::ALPN_PEER {
+        return refuse_peer(&conn);
+    }
     let scope = if alpn == shoal_protocol::ALPN_ADMIN {
         Scope::Admin
     } else if alpn == shoal_protocol::ALPN_CLIENT {
@@ -137,6 +142,37 @@ async fn handle_connection(
             }
         });
     }
+}
+
+/// The peer ALPN: only nodes holding a certificate of the cluster CA get this far
+/// (rustls verified the chain during the TLS handshake); a connection without a client
+/// certificate is refused here, before any message is read.
+///
+/// Peer services (Raft, forwarding, gossip) arrive with cluster mode; until then an
+/// authenticated peer is told so and disconnected.
+fn refuse_peer(conn: &quinn::Connection) -> Result<(), String> {
+    let remote = conn.remote_address();
+    let has_cert = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .is_some_and(|chain| !chain.is_empty());
+    if !has_cert {
+        tracing::warn!(%remote, "refusing peer connection: no client certificate from the cluster CA");
+        conn.close(
+            close_code::REJECTED.into(),
+            b"the peer API requires a certificate issued by the cluster CA",
+        );
+        return Err("peer without a client certificate".into());
+    }
+    tracing::info!(%remote, "peer authenticated by its cluster certificate; peer services are not enabled yet");
+    conn.close(
+        close_code::UNSUPPORTED.into(),
+        b"peer services are not enabled on this node (single-node mode)",
+    );
+    Ok(())
 }
 
 async fn handshake(

@@ -38,9 +38,28 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Certificate tools for a cluster.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Run the built-in demo ACP agent on stdin/stdout (used by dev mode).
     #[command(hide = true)]
     DemoAgent,
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a cluster CA, one certificate per node, an admin client certificate and the
+    /// client CA bundle.
+    Init {
+        /// Output directory (must not hold a CA already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma-separated node ids, e.g. n1,n2,n3.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,6 +87,35 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Certs {
+            command: CertsCommand::Init { out, nodes },
+        } => {
+            for node in &nodes {
+                if let Err(e) = shoal_cluster_config::NodeId::new(node.as_str()) {
+                    eprintln!("error: --nodes: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            match shoal_node::security::tls::init_cluster_certs(&out, &nodes) {
+                Ok(certs) => {
+                    println!("cluster CA:      {}", certs.ca_cert.display());
+                    for (node, cert, key) in &certs.nodes {
+                        println!("node {node}: {} {}", cert.display(), key.display());
+                    }
+                    println!(
+                        "admin client:    {} {}",
+                        certs.admin.0.display(),
+                        certs.admin.1.display()
+                    );
+                    println!("client CA:       {}", certs.client_ca_bundle.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Dev { data_dir, listen } => run(|| async move {
             let exe = std::env::current_exe()
                 .context("cannot find the shoal-node executable for the demo agent")?;

@@ -1,7 +1,10 @@
 //! TLS material: generating a dev CA + node certificate, loading PEM files, and building
 //! the QUIC server configuration with Shoal's ALPNs.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
@@ -83,6 +86,90 @@ pub fn ensure_dev_certs(paths: &TlsPaths) -> Result<bool, TlsError> {
     Ok(true)
 }
 
+/// What `certs init` wrote.
+#[derive(Debug, Clone)]
+pub struct ClusterCerts {
+    /// The cluster CA certificate (`ca.pem`; its key is `ca.key`).
+    pub ca_cert: PathBuf,
+    /// Per node: `(node id, certificate, key)` under `nodes/`.
+    pub nodes: Vec<(String, PathBuf, PathBuf)>,
+    /// The admin client certificate and key.
+    pub admin: (PathBuf, PathBuf),
+    /// The bundle clients trust to verify nodes (`client-ca.pem`).
+    pub client_ca_bundle: PathBuf,
+}
+
+/// Creates a cluster CA, one certificate per node (server and client auth, for the node
+/// id, `localhost`, `127.0.0.1` and `::1`), an admin client certificate and the client CA
+/// bundle under `out`. Refuses to overwrite an existing CA, so a cluster's trust root is
+/// never replaced by accident.
+pub fn init_cluster_certs(out: &Path, nodes: &[String]) -> Result<ClusterCerts, TlsError> {
+    let ca_cert_path = out.join("ca.pem");
+    if ca_cert_path.exists() {
+        return Err(TlsError::Config(format!(
+            "{} already exists; pick an empty --out directory (an existing cluster CA is never overwritten)",
+            ca_cert_path.display()
+        )));
+    }
+    if nodes.is_empty() {
+        return Err(TlsError::Config(
+            "no node ids given; pass --nodes n1,n2,n3".to_owned(),
+        ));
+    }
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Shoal cluster CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, &ca_key);
+    write_private(&out.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
+    write_file(&ca_cert_path, ca_cert.pem().as_bytes())?;
+    write_file(&out.join("client-ca.pem"), ca_cert.pem().as_bytes())?;
+    let mut written = Vec::new();
+    for node in nodes {
+        let key = KeyPair::generate()?;
+        let names = vec![
+            node.clone(),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        let mut params = CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, node.as_str());
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &issuer)?;
+        let cert_path = out.join("nodes").join(format!("{node}.pem"));
+        let key_path = out.join("nodes").join(format!("{node}.key"));
+        write_file(&cert_path, cert.pem().as_bytes())?;
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        written.push((node.clone(), cert_path, key_path));
+    }
+    let admin_key = KeyPair::generate()?;
+    let mut admin_params = CertificateParams::new(Vec::<String>::new())?;
+    admin_params
+        .distinguished_name
+        .push(DnType::CommonName, "shoal-admin");
+    admin_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let admin_cert = admin_params.signed_by(&admin_key, &issuer)?;
+    let admin = (out.join("admin.pem"), out.join("admin.key"));
+    write_file(&admin.0, admin_cert.pem().as_bytes())?;
+    write_private(&admin.1, admin_key.serialize_pem().as_bytes())?;
+    Ok(ClusterCerts {
+        ca_cert: ca_cert_path,
+        nodes: written,
+        admin,
+        client_ca_bundle: out.join("client-ca.pem"),
+    })
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| TlsError::Write {
@@ -150,19 +237,34 @@ pub const QUIC_IDLE_TIMEOUT_MS: u32 = 30_000;
 /// Keep-alive interval of QUIC connections, in milliseconds (well under the idle timeout).
 pub const QUIC_KEEP_ALIVE_MS: u64 = 5_000;
 
-/// The quinn server config for the client and admin ALPNs.
+/// The quinn server config for the client, admin and peer ALPNs.
 pub fn server_config(paths: &TlsPaths, max_streams: u32) -> Result<quinn::ServerConfig, TlsError> {
     let certs = load_certs(&paths.cert, "the node certificate")?;
     let key = load_key(&paths.key)?;
+    // Client certificates are optional on the client and admin ALPNs (they use bearer
+    // tokens) and required on the peer ALPN: when one is presented it must chain to the
+    // cluster CA, or the TLS handshake fails before any Shoal byte is read.
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in load_certs(&paths.ca_cert, "the cluster CA certificate")? {
+        roots
+            .add(ca)
+            .map_err(|e| TlsError::Config(format!("cluster CA: {e}")))?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     tls.alpn_protocols = vec![
         shoal_protocol::ALPN_CLIENT.to_vec(),
         shoal_protocol::ALPN_ADMIN.to_vec(),
+        shoal_protocol::ALPN_PEER.to_vec(),
     ];
     tls.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
