@@ -51,17 +51,9 @@ async fn two_followers_see_identical_gap_free_sequences() {
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let other = node.client().await;
-    let mut a = other.follow(conv.id, None);
-    let mut b = client.follow(conv.id, None);
     // Each follower starts with a reset frame before anything else.
-    for f in [&mut a, &mut b] {
-        let first = tokio::time::timeout(WAIT, f.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(matches!(first.event, Event::Reset { .. }), "{first:?}");
-    }
+    let (mut a, _) = follow_attached(&other, conv.id).await;
+    let (mut b, _) = follow_attached(&client, conv.id).await;
     let turn = collect_turn(client.send(conv.id, "/slow 20").await.unwrap()).await;
     let fa = follow_until_done(&mut a, 1).await;
     let fb = follow_until_done(&mut b, 1).await;
@@ -263,14 +255,8 @@ async fn owner_only_events_never_reach_followers() {
     let mut node = TestNode::start(dir.path()).await;
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
-    let mut follower = node.client().await.follow(conv.id, None);
-    // Follow streams connect lazily: wait for the reset so the follower is attached.
-    let first = tokio::time::timeout(WAIT, follower.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(matches!(first.event, Event::Reset { .. }));
+    let follower_client = node.client().await;
+    let (mut follower, _) = follow_attached(&follower_client, conv.id).await;
     // /usage sends owner-only usage; /permission an owner-only permission request.
     let usage_turn = collect_turn(client.send(conv.id, "/usage").await.unwrap()).await;
     assert!(
@@ -407,13 +393,8 @@ async fn a_follower_cut_over_for_lagging_resumes_consistently() {
     let mut node = TestNode::start_with(config).await;
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
-    let mut follower = node.client().await.follow(conv.id, None);
-    let first = tokio::time::timeout(WAIT, follower.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(matches!(first.event, Event::Reset { .. }));
+    let follower_client = node.client().await;
+    let (mut follower, first) = follow_attached(&follower_client, conv.id).await;
     let _turn = client.send(conv.id, "/slow 30").await.unwrap();
     let frames = follow_until_done(&mut follower, 1).await;
     // Whatever mix of replays and resets the follower went through, its view is consistent.

@@ -112,13 +112,8 @@ async fn initiator_disconnect_cancels_the_turn() {
     let mut node = TestNode::start(dir.path()).await;
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
-    let mut follower = node.client().await.follow(conv.id, None);
-    let first = tokio::time::timeout(WAIT, follower.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(matches!(first.event, Event::Reset { .. }));
+    let follower_client = node.client().await;
+    let (mut follower, _) = follow_attached(&follower_client, conv.id).await;
     let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
     wait_for_chunks(&mut turn, 1).await;
     drop(turn);

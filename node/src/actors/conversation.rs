@@ -998,34 +998,33 @@ async fn finish_turn(
     reason: StopReason,
     error: Option<String>,
 ) {
-    let Some(mut turn) = state.turn.take() else {
+    let Some(turn) = state.turn.as_ref() else {
         return;
     };
-    Metrics::dec(&state.ctx.metrics.turns_running);
     let mut message = turn.message.clone();
     message.status = status;
     message.stop_reason = Some(reason);
     message.error = error;
     message.content = content_from_parts(&message.parts);
+    let usage = turn.usage.clone();
     let cmd = ShardCommand::FinishTurn {
         conversation: state.record.id,
         message: message.clone(),
     };
     if let Err(e) = state.ctx.store.propose(state.record.id.shard, cmd).await {
         let err = internal("commit the end of a turn", e);
-        if let Some(sink) = &turn.initiator {
+        if let Some(sink) = state.turn.as_ref().and_then(|t| t.initiator.as_ref()) {
             sink.deliver(ServerFrame::Error(err));
         }
     }
     state.record.running_turn = None;
     state.record.message_count = message.id.0 + 1;
     push_message(&mut state.messages, message.clone());
-    let usage = turn.usage.take();
-    // Done goes to followers through emit; the initiator gets it with usage.
-    let initiator = turn.initiator.take();
-    state.turn = Some(Turn { initiator, ..turn });
+    // Emitted while the turn is still set, so the initiator gets Done with usage and
+    // followers get it without.
     emit(state, Event::Done { message, usage });
     state.turn = None;
+    Metrics::dec(&state.ctx.metrics.turns_running);
     state.last_activity = Instant::now();
 }
 

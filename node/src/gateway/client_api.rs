@@ -15,6 +15,7 @@ use shoal_protocol::{ConversationId, ErrorCode, TurnId, WireError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// How long a request waits for its conversation actor to answer.
 const ACTOR_CALL_TIMEOUT_MS: u64 = 30_000;
@@ -44,9 +45,20 @@ pub async fn handle_stream(
         user = %peer.user,
         traceparent = envelope.trace.as_ref().map(|t| t.traceparent.as_str()).unwrap_or(""),
     );
-    let _entered = span.enter();
-    drop(_entered);
-    let frame = match envelope.body {
+    dispatch(send, envelope.body, ctx, host, peer)
+        .instrument(span)
+        .await
+}
+
+/// Runs one request and writes its answer.
+async fn dispatch(
+    mut send: quinn::SendStream,
+    request: ClientRequest,
+    ctx: &Arc<NodeContext>,
+    host: &ActorRef<ShardHostMsg>,
+    peer: &Peer,
+) -> Result<(), FrameIoError> {
+    let frame = match request {
         ClientRequest::SendMessage {
             conversation,
             text,

@@ -149,3 +149,22 @@ pub async fn wait_for_chunks(turn: &mut TurnStream, n: usize) {
         }
     }
 }
+
+/// Follows `conversation` and waits for the opening reset, so the follower is attached
+/// before the caller starts a turn (follow streams connect lazily).
+pub async fn follow_attached(
+    client: &Client,
+    conversation: shoal_protocol::ConversationId,
+) -> (FollowStream, EventFrame) {
+    let mut follow = client.follow(conversation, None);
+    let first = tokio::time::timeout(WAIT, follow.next())
+        .await
+        .expect("the opening frame in time")
+        .expect("the follow stream is open")
+        .expect("follow event");
+    assert!(
+        matches!(first.event, Event::Reset { .. }),
+        "a follow starts with a reset: {first:?}"
+    );
+    (follow, first)
+}
