@@ -2,7 +2,9 @@
 
 use crate::connection::{Link, REQUEST_TIMEOUT_MS, Target, open_request, quic_config};
 use crate::{ClientError, Profile};
-use shoal_protocol::admin::{ActorInfo, AdminReply, AdminRequest, FollowerInfo, NodeStatus};
+use shoal_protocol::admin::{
+    ActorInfo, AdminReply, AdminRequest, FollowerInfo, MemberInfo, NodeStatus, ShardInfo,
+};
 use shoal_protocol::{ALPN_ADMIN, ConversationId, UserId, WireError};
 use std::time::Duration;
 
@@ -91,6 +93,40 @@ impl AdminClient {
         }
     }
 
+    /// The cluster members as the node's gossip sees them.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, ClientError> {
+        match self.call(AdminRequest::Members, true).await? {
+            AdminReply::Members(members) => Ok(members),
+            other => Err(unexpected("Members", &other)),
+        }
+    }
+
+    /// Every shard with its leader, replicas, learners, term and applied index, as the node
+    /// sees them.
+    pub async fn shards(&self) -> Result<Vec<ShardInfo>, ClientError> {
+        match self.call(AdminRequest::Shards, true).await? {
+            AdminReply::Shards(shards) => Ok(shards),
+            other => Err(unexpected("Shards", &other)),
+        }
+    }
+
+    /// Starts draining `node`: its shard leaderships move to other nodes over the next
+    /// seconds and it leaves placement. Returns once the node accepted the drain, not when
+    /// the leaderships have moved (watch [`AdminClient::members`] for that).
+    pub async fn drain(&self, node: &str) -> Result<(), ClientError> {
+        // Retried: draining a node that is already draining changes nothing.
+        let request = AdminRequest::Drain {
+            node: node.to_owned(),
+        };
+        match self.call(request, true).await? {
+            AdminReply::Draining { node: draining } if draining == node => Ok(()),
+            AdminReply::Draining { node: draining } => Err(ClientError::Protocol(format!(
+                "asked to drain `{node}`, the node answered that it drains `{draining}`"
+            ))),
+            other => Err(unexpected("Draining", &other)),
+        }
+    }
+
     /// Closes the connection, giving the node a moment to hear about it.
     pub async fn close(&self) {
         self.link.close().await;
@@ -139,6 +175,9 @@ fn unexpected(expected: &str, got: &AdminReply) -> ClientError {
         AdminReply::Followers(_) => "Followers",
         AdminReply::Evicted { .. } => "Evicted",
         AdminReply::Token(_) => "Token",
+        AdminReply::Members(_) => "Members",
+        AdminReply::Shards(_) => "Shards",
+        AdminReply::Draining { .. } => "Draining",
     };
     ClientError::Protocol(format!("expected a `{expected}` admin reply, got `{got}`"))
 }

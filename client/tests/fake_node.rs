@@ -375,3 +375,113 @@ async fn admin_requests_use_the_admin_token() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn cluster_admin_calls_return_members_shards_and_drain() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let admin = within(
+            "admin connect",
+            AdminClient::connect(&profile(&dir, &pki, node.addr)?),
+        )
+        .await??;
+        let mut shards = shards();
+        shards[5].leader = None;
+        shards[5].learners = vec!["n4".to_owned()];
+        shards[5].applied_index = None;
+
+        let call = tokio::spawn({
+            let shards = shards.clone();
+            async move {
+                let members = admin.members().await?;
+                let got_shards = admin.shards().await?;
+                admin.drain("n2").await?;
+                let unknown = admin.drain("n9").await;
+                admin.close().await;
+                Ok::<_, ClientError>((members, got_shards == shards, unknown))
+            }
+        });
+
+        let request = node.next("Members").await?;
+        assert!(matches!(request.admin()?, AdminRequest::Members));
+        request
+            .admin_reply(Ok(AdminReply::Members(members())))
+            .await?;
+        let request = node.next("Shards").await?;
+        assert!(matches!(request.admin()?, AdminRequest::Shards));
+        request.admin_reply(Ok(AdminReply::Shards(shards))).await?;
+        let request = node.next("Drain n2").await?;
+        assert!(matches!(request.admin()?, AdminRequest::Drain { node } if node == "n2"));
+        request
+            .admin_reply(Ok(AdminReply::Draining { node: "n2".into() }))
+            .await?;
+        let request = node.next("Drain n9").await?;
+        request
+            .admin_reply(Err(WireError::not_found("node n9 is not a cluster member")))
+            .await?;
+
+        let (members, shards_equal, unknown) = within("the cluster calls", call).await???;
+        assert_eq!(members, fake_node::members());
+        assert!(shards_equal, "the shards arrived changed");
+        let err = match unknown {
+            Ok(()) => bail!("draining an unknown node succeeded"),
+            Err(err) => err,
+        };
+        assert_eq!(err.code(), Some(ErrorCode::NotFound));
+        assert!(err.to_string().contains("node n9"), "{err}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn unexpected_cluster_replies_are_protocol_errors() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let admin = within(
+            "admin connect",
+            AdminClient::connect(&profile(&dir, &pki, node.addr)?),
+        )
+        .await??;
+        let call = tokio::spawn(async move {
+            let members = admin.members().await;
+            let shards = admin.shards().await;
+            let drain = admin.drain("n2").await;
+            admin.close().await;
+            (members, shards, drain)
+        });
+        node.next("Members")
+            .await?
+            .admin_reply(Ok(AdminReply::Shards(Vec::new())))
+            .await?;
+        node.next("Shards")
+            .await?
+            .admin_reply(Ok(AdminReply::Token("t".into())))
+            .await?;
+        node.next("Drain")
+            .await?
+            .admin_reply(Ok(AdminReply::Draining { node: "n3".into() }))
+            .await?;
+        let (members, shards, drain) = within("the cluster calls", call).await??;
+        let message = |result: Result<(), ClientError>| match result {
+            Err(ClientError::Protocol(message)) => Ok(message),
+            other => Err(anyhow!("expected a protocol error, got {other:?}")),
+        };
+        assert_eq!(
+            message(members.map(drop))?,
+            "expected a `Members` admin reply, got `Shards`"
+        );
+        assert_eq!(
+            message(shards.map(drop))?,
+            "expected a `Shards` admin reply, got `Token`"
+        );
+        let drain = message(drain)?;
+        assert!(drain.contains("`n2`") && drain.contains("`n3`"), "{drain}");
+        Ok(())
+    })
+    .await
+}

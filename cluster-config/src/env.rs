@@ -5,6 +5,9 @@
 //! overridden value goes through exactly the checks a file value does; [`Origins`]
 //! remembers which keys came from which variable so errors name the variable.
 //!
+//! A list of addresses (`cluster.seeds`) is written comma-separated
+//! (`SHOAL_CLUSTER__SEEDS=10.0.0.1:7443,10.0.0.2:7443`); an empty value means none.
+//!
 //! `[agents.*]` cannot be overridden (a variable name cannot carry an agent's args or
 //! env table). A `SHOAL_*` variable without a double underscore (`SHOAL_LOG`,
 //! `SHOAL_PROFILE`) is ignored; one of the `SHOAL_<X>__<Y>` shape that names no key is an
@@ -44,6 +47,21 @@ impl Origins {
                 fix: problem.fix,
             },
             None => problem.at(key),
+        }
+    }
+
+    /// The error for `problem` at element `index` of list key `key`
+    /// (`cluster.seeds[2]`), naming the variable if the list came from one.
+    pub(crate) fn invalid_item(&self, key: &str, index: usize, problem: Problem) -> ConfigError {
+        let item = format!("{key}[{index}]");
+        match self.by_key.get(key) {
+            Some(var) => ConfigError::EnvValue {
+                key: item,
+                var: var.clone(),
+                problem: problem.problem,
+                fix: problem.fix,
+            },
+            None => problem.at(item),
         }
     }
 }
@@ -144,9 +162,13 @@ pub(crate) fn apply(
             Some(Target::Key { section, key }) => {
                 // Integer keys take the value as an integer when it is one; anything
                 // else stays a string so the type check reports it, naming the variable.
-                let value = match (schema::int_rule(section, key), value.trim().parse::<i64>()) {
-                    (Some(_), Ok(int)) => toml::Value::Integer(int),
-                    _ => toml::Value::String(value),
+                let value = if schema::is_addr_list(section, key) {
+                    addr_list(&value)
+                } else {
+                    match (schema::int_rule(section, key), value.trim().parse::<i64>()) {
+                        (Some(_), Ok(int)) => toml::Value::Integer(int),
+                        _ => toml::Value::String(value),
+                    }
                 };
                 let table = root
                     .entry(section)
@@ -160,6 +182,21 @@ pub(crate) fn apply(
         }
     }
     Ok(origins)
+}
+
+/// A comma-separated list as a TOML array of strings: `""` (or only spaces) is the
+/// empty list; elements are trimmed, and an empty element (`a,,b`, a trailing comma)
+/// is kept so the parser reports it.
+fn addr_list(value: &str) -> toml::Value {
+    if value.trim().is_empty() {
+        return toml::Value::Array(Vec::new());
+    }
+    toml::Value::Array(
+        value
+            .split(',')
+            .map(|item| toml::Value::String(item.trim().to_owned()))
+            .collect(),
+    )
 }
 
 /// The process's `SHOAL_*` variables. Unlike `std::env::vars()` this does not panic on
@@ -286,6 +323,35 @@ mod tests {
         );
         assert!(origins.contains("cluster.replicas"));
         assert!(!origins.contains("node.listen_addr"));
+    }
+
+    #[test]
+    fn address_lists_split_on_commas() {
+        let strings = |items: &[&str]| {
+            toml::Value::Array(
+                items
+                    .iter()
+                    .map(|s| toml::Value::String((*s).to_owned()))
+                    .collect(),
+            )
+        };
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            ("  ", &[]),
+            ("10.0.0.1:7443", &["10.0.0.1:7443"]),
+            (
+                " 10.0.0.1:7443 , [::1]:7443",
+                &["10.0.0.1:7443", "[::1]:7443"],
+            ),
+            ("a:1,", &["a:1", ""]),
+        ];
+        for (value, expected) in cases {
+            let mut root = toml::Table::new();
+            let origins =
+                apply(&mut root, env(&[("SHOAL_CLUSTER__SEEDS", value)])).expect("applies");
+            assert_eq!(root["cluster"]["seeds"], strings(expected), "{value:?}");
+            assert!(origins.contains("cluster.seeds"));
+        }
     }
 
     #[cfg(unix)]

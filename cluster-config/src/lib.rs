@@ -47,7 +47,8 @@
 //! Durations are integers with the unit in the key and field name
 //! (`checkpoint_interval_ms: NonZeroU64`); each has a helper returning a
 //! [`std::time::Duration`] (`checkpoint_interval()`). Every integer is non-zero and
-//! bounded. The key reference, with defaults and sizing advice, is the crate README.
+//! bounded (except `cluster.placement_grace_ms`, where zero means no grace, a plain
+//! `u64`). The key reference, with defaults and sizing advice, is the crate README.
 #![warn(missing_docs)]
 
 mod env;
@@ -62,8 +63,9 @@ mod write;
 pub use error::ConfigError;
 pub use names::{AGENT_NAME_CHARS_MAX, AgentName, NODE_ID_CHARS_MAX, NameError, NodeId};
 pub use sections::{
-    AgentSpec, AuthSection, ClusterSection, ConversationSection, LISTEN_ADDR_DEFAULT,
-    LOG_FILTER_DEFAULT, Limits, NodeSection, TelemetrySection, TlsSection,
+    AgentSpec, AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection,
+    LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SEEDS_MAX, TelemetrySection,
+    TlsSection,
 };
 
 use std::collections::BTreeMap;
@@ -85,8 +87,10 @@ pub struct NodeConfig {
     pub tls: TlsSection,
     /// `[auth]`: token signing key and token lifetime.
     pub auth: AuthSection,
-    /// `[cluster]`: shard count and replication factor.
+    /// `[cluster]`: shard count, replication factor, seeds and Raft timings.
     pub cluster: ClusterSection,
+    /// `[gossip]`: SWIM membership timings.
+    pub gossip: GossipSection,
     /// `[limits]`: bounds on connections, followers, buffers and processes.
     pub limits: Limits,
     /// `[conversation]`: turn, checkpoint and passivation timing.
@@ -146,7 +150,8 @@ impl NodeConfig {
     /// advertise) `127.0.0.1:7443`, TLS and auth files under `data_dir`
     /// (`tls/ca.pem`, `tls/node.pem`, `tls/node.key`, `auth/signing.key`), one agent
     /// `demo` running `demo_agent_command` with `demo_agent_args`, `default_agent`
-    /// `demo`, 64 shards, 1 replica, every other key at its default.
+    /// `demo`, 64 shards, 1 replica, no seeds, every other key (Raft timings, gossip)
+    /// at its default.
     pub fn dev(
         data_dir: PathBuf,
         demo_agent_command: PathBuf,
@@ -180,6 +185,7 @@ impl NodeConfig {
                 replicas: NonZeroU8::MIN,
                 ..ClusterSection::default()
             },
+            gossip: GossipSection::default(),
             limits: Limits::default(),
             conversation: ConversationSection::default(),
             agents: BTreeMap::from([(demo.clone(), agent)]),
@@ -188,17 +194,22 @@ impl NodeConfig {
         }
     }
 
-    /// Checks the cross-field rules (`checkpoint_interval_ms < turn_idle_timeout_ms <=
-    /// turn_timeout_ms`, `permission_timeout_ms <= turn_timeout_ms`,
-    /// `follower_queue_frames <= replay_buffer_events`, `default_agent` is configured, at
-    /// least one agent) and, for configs built in code, every single-value rule
-    /// (bounds, non-empty paths). Returns the first problem.
+    /// Checks the cross-field rules (`heartbeat_ms < lease_ms < election_timeout_min_ms <
+    /// election_timeout_max_ms`, `3 * heartbeat_ms <= election_timeout_min_ms`, no seed
+    /// equal to `node.advertise_addr`, `probe_period_ms < suspect_to_down_ms` when both
+    /// are set, `checkpoint_interval_ms < turn_idle_timeout_ms <= turn_timeout_ms`,
+    /// `permission_timeout_ms <= turn_timeout_ms`, `follower_queue_frames <=
+    /// replay_buffer_events`, `default_agent` is configured, at least one agent) and, for
+    /// configs built in code, every single-value rule (bounds, at most [`SEEDS_MAX`]
+    /// seeds, non-empty paths). Returns the first problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::validate(self)
     }
 
     /// Serializes every key (defaults included) back to TOML that
-    /// [`Self::from_toml_str`] reads to an equal config.
+    /// [`Self::from_toml_str`] reads to an equal config. Optional keys that are unset
+    /// (`telemetry.otlp_endpoint`, `gossip.probe_period_ms`, `gossip.suspect_to_down_ms`)
+    /// are left out, since absent is their meaning.
     pub fn to_toml_string(&self) -> String {
         write::to_toml_string(self)
     }

@@ -8,8 +8,8 @@ use crate::error::{ConfigError, Problem, describe, echo};
 use crate::names::{AgentName, NodeId};
 use crate::schema::{self, AGENT_KEYS, AGENTS_KEY, DEFAULT_AGENT_KEY, IntRule};
 use crate::sections::{
-    AgentSpec, AuthSection, ClusterSection, ConversationSection, LISTEN_ADDR_DEFAULT,
-    LOG_FILTER_DEFAULT, Limits, NodeSection, TelemetrySection, TlsSection,
+    AgentSpec, AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection,
+    LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, TelemetrySection, TlsSection,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,6 +59,25 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
     let cluster = ClusterSection {
         shard_count: s.int(&schema::SHARD_COUNT)?,
         replicas: s.int(&schema::REPLICAS)?,
+        seeds: s.seeds("seeds")?,
+        heartbeat_ms: s.int(&schema::HEARTBEAT_MS)?,
+        election_timeout_min_ms: s.int(&schema::ELECTION_TIMEOUT_MIN_MS)?,
+        election_timeout_max_ms: s.int(&schema::ELECTION_TIMEOUT_MAX_MS)?,
+        lease_ms: s.int(&schema::LEASE_MS)?,
+        placement_grace_ms: s.int_u64(&schema::PLACEMENT_GRACE_MS)?,
+        snapshot_every_entries: s.int(&schema::SNAPSHOT_EVERY_ENTRIES)?,
+    };
+
+    let mut s = Section::take(&mut root, "gossip", origins)?;
+    let preset = match s.string("preset")? {
+        None => GossipPreset::default(),
+        Some(name) => s.check("preset", schema::parse_gossip_preset(&name))?,
+    };
+    let gossip = GossipSection {
+        preset,
+        probe_period_ms: s.opt_int(&schema::PROBE_PERIOD_MS)?,
+        suspect_to_down_ms: s.opt_int(&schema::SUSPECT_TO_DOWN_MS)?,
+        packet_bytes_max: s.int(&schema::PACKET_BYTES_MAX)?,
     };
 
     let mut s = Section::take(&mut root, "limits", origins)?;
@@ -105,6 +124,7 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         tls,
         auth,
         cluster,
+        gossip,
         limits,
         conversation,
         agents,
@@ -247,30 +267,88 @@ impl<'a> Section<'a> {
         let Some(text) = self.string(key)? else {
             return Ok(None);
         };
-        let addr = text.trim().parse::<SocketAddr>().map_err(|_| {
-            Problem::new(
-                format!("\"{}\" is not an ip:port socket address", echo(&text)),
-                "use e.g. \"127.0.0.1:7443\" or \"[::1]:7443\" (host names are not resolved)",
-            )
-        });
-        self.check(key, addr).map(Some)
+        self.check(key, schema::parse_socket_addr(&text)).map(Some)
     }
 
-    /// An integer key, checked against `rule`, its default when absent.
-    fn int<T: TryFrom<NonZeroU64>>(&mut self, rule: &IntRule) -> Result<T, ConfigError> {
-        let value = match self.table.remove(rule.key) {
-            None => rule.default,
-            Some(Value::Integer(int)) => self.check(rule.key, rule.check(i128::from(int)))?,
+    /// A list of at most [`crate::SEEDS_MAX`] `ip:port` strings, empty when absent.
+    fn seeds(&mut self, key: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+        let items = match self.table.remove(key) {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(self.wrong_type(
+                    key,
+                    "an array of \"ip:port\" strings",
+                    &other,
+                    "write it as [\"10.0.0.12:7443\", \"10.0.0.13:7443\"]",
+                ));
+            }
+        };
+        let path = self.key_path(key);
+        self.check(key, schema::check_seed_count(items.len()))?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let addr = match item {
+                Value::String(text) => schema::parse_socket_addr(&text),
+                other => Err(Problem::new(
+                    format!("expected a string, found {}", describe(&other)),
+                    "quote every address, e.g. \"10.0.0.12:7443\"",
+                )),
+            };
+            out.push(addr.map_err(|p| self.origins.invalid_item(&path, i, p))?);
+        }
+        Ok(out)
+    }
+
+    /// Integer key `rule.key` checked against `rule`; `None` when absent.
+    fn int_value(&mut self, rule: &IntRule) -> Result<Option<u64>, ConfigError> {
+        match self.table.remove(rule.key) {
+            None => Ok(None),
+            Some(Value::Integer(int)) => {
+                self.check(rule.key, rule.check(i128::from(int))).map(Some)
+            }
             Some(other) => {
                 let expected = format!("an integer from {} to {}", rule.min, rule.max);
-                return Err(self.wrong_type(
+                Err(self.wrong_type(
                     rule.key,
                     &expected,
                     &other,
                     "write a whole number without quotes",
-                ));
+                ))
             }
-        };
+        }
+    }
+
+    /// Integer key `rule.key`, its default when absent (required if it has none).
+    fn int_u64(&mut self, rule: &IntRule) -> Result<u64, ConfigError> {
+        match self.int_value(rule)?.or(rule.default) {
+            Some(value) => Ok(value),
+            None => Err(self.missing(rule.key, &rule.min.to_string())),
+        }
+    }
+
+    /// A non-zero integer key, checked against `rule`, its default when absent.
+    fn int<T: TryFrom<NonZeroU64>>(&mut self, rule: &IntRule) -> Result<T, ConfigError> {
+        let value = self.int_u64(rule)?;
+        self.non_zero(rule, value)
+    }
+
+    /// An optional non-zero integer key: `None` when absent.
+    fn opt_int<T: TryFrom<NonZeroU64>>(
+        &mut self,
+        rule: &IntRule,
+    ) -> Result<Option<T>, ConfigError> {
+        self.int_value(rule)?
+            .map(|value| self.non_zero(rule, value))
+            .transpose()
+    }
+
+    /// `value` (already within `rule`'s bounds) as the field's non-zero type.
+    fn non_zero<T: TryFrom<NonZeroU64>>(
+        &self,
+        rule: &IntRule,
+        value: u64,
+    ) -> Result<T, ConfigError> {
         // Every rule's bounds fit its field's type (tested), so this only guards the invariant.
         NonZeroU64::new(value)
             .and_then(|v| T::try_from(v).ok())

@@ -2,6 +2,8 @@
 //! bounds, and the single-value checks shared by parsing and [`crate::NodeConfig::validate`].
 
 use crate::error::{Problem, echo};
+use crate::sections::{GossipPreset, SEEDS_MAX};
+use std::net::SocketAddr;
 use std::path::Path;
 
 /// Name of the top-level key that picks the default agent.
@@ -36,7 +38,26 @@ pub(crate) const SECTIONS: &[SectionSchema] = &[
     },
     SectionSchema {
         name: "cluster",
-        keys: &["shard_count", "replicas"],
+        keys: &[
+            "shard_count",
+            "replicas",
+            "seeds",
+            "heartbeat_ms",
+            "election_timeout_min_ms",
+            "election_timeout_max_ms",
+            "lease_ms",
+            "placement_grace_ms",
+            "snapshot_every_entries",
+        ],
+    },
+    SectionSchema {
+        name: "gossip",
+        keys: &[
+            "preset",
+            "probe_period_ms",
+            "suspect_to_down_ms",
+            "packet_bytes_max",
+        ],
     },
     SectionSchema {
         name: "limits",
@@ -81,6 +102,15 @@ pub(crate) fn top_level_keys() -> impl Iterator<Item = &'static str> + Clone {
         .chain([AGENTS_KEY, DEFAULT_AGENT_KEY])
 }
 
+/// Keys whose value is a list of `ip:port` strings; from the environment they are
+/// written comma-separated.
+pub(crate) const ADDR_LIST_KEYS: &[(&str, &str)] = &[("cluster", "seeds")];
+
+/// Whether `section.key` is a list of `ip:port` strings.
+pub(crate) fn is_addr_list(section: &str, key: &str) -> bool {
+    ADDR_LIST_KEYS.contains(&(section, key))
+}
+
 /// Default and inclusive bounds of one integer key.
 #[derive(Debug)]
 pub(crate) struct IntRule {
@@ -88,9 +118,11 @@ pub(crate) struct IntRule {
     pub(crate) section: &'static str,
     /// The key within its section.
     pub(crate) key: &'static str,
-    /// Value used when the key is absent.
-    pub(crate) default: u64,
-    /// Smallest accepted value (at least 1: every integer key is non-zero).
+    /// Value used when the key is absent; `None` for optional keys, whose absence
+    /// means "let the node pick" (e.g. the gossip preset's value).
+    pub(crate) default: Option<u64>,
+    /// Smallest accepted value. At least 1, except for the few keys stored as a plain
+    /// integer because zero is meaningful (`cluster.placement_grace_ms`).
     pub(crate) min: u64,
     /// Largest accepted value.
     pub(crate) max: u64,
@@ -106,13 +138,22 @@ impl IntRule {
     pub(crate) fn check(&self, value: i128) -> Result<u64, Problem> {
         match u64::try_from(value) {
             Ok(v) if (self.min..=self.max).contains(&v) => Ok(v),
-            _ => Err(Problem::new(
-                format!("{value} is outside {}..={}", self.min, self.max),
-                format!(
-                    "set {} to a value from {} to {} (default {})",
-                    self.key, self.min, self.max, self.default
-                ),
-            )),
+            _ => {
+                let fix = match self.default {
+                    Some(default) => format!(
+                        "set {} to a value from {} to {} (default {default})",
+                        self.key, self.min, self.max
+                    ),
+                    None => format!(
+                        "set {} to a value from {} to {}, or remove it",
+                        self.key, self.min, self.max
+                    ),
+                };
+                Err(Problem::new(
+                    format!("{value} is outside {}..={}", self.min, self.max),
+                    fix,
+                ))
+            }
         }
     }
 }
@@ -135,23 +176,32 @@ macro_rules! int_rules {
 }
 
 int_rules! {
-    TOKEN_TTL_SECS: "auth"."token_ttl_secs" = 30 * SECS_PER_DAY, 60, 10 * 365 * SECS_PER_DAY;
-    SHARD_COUNT: "cluster"."shard_count" = 64, 1, 1024;
-    REPLICAS: "cluster"."replicas" = 3, 1, 7;
-    MAX_CONNECTIONS: "limits"."max_connections" = 1024, 1, 100_000;
-    MAX_STREAMS_PER_CONNECTION: "limits"."max_streams_per_connection" = 64, 1, 4096;
-    FOLLOWERS_PER_CONVERSATION_MAX: "limits"."followers_per_conversation_max" = 256, 1, 65_536;
-    FOLLOWER_QUEUE_FRAMES: "limits"."follower_queue_frames" = 1024, 1, 1 << 20;
-    REPLAY_BUFFER_EVENTS: "limits"."replay_buffer_events" = 4096, 1, 1 << 20;
-    TURN_BUFFER_BYTES_MAX: "limits"."turn_buffer_bytes_max" = 8 * MIB_BYTES, 1, 1024 * MIB_BYTES;
-    ACTIVE_CONVERSATIONS_MAX: "limits"."active_conversations_max" = 10_000, 1, 10_000_000;
-    AGENT_PROCESSES_MAX: "limits"."agent_processes_max" = 64, 1, 10_000;
-    IDLE_PASSIVATE_MS: "conversation"."idle_passivate_ms" = 300_000, 1, 7 * MS_PER_DAY;
-    CHECKPOINT_INTERVAL_MS: "conversation"."checkpoint_interval_ms" = 250, 1, 60_000;
-    TURN_TIMEOUT_MS: "conversation"."turn_timeout_ms" = 1_800_000, 1, MS_PER_DAY;
-    TURN_IDLE_TIMEOUT_MS: "conversation"."turn_idle_timeout_ms" = 300_000, 1, MS_PER_DAY;
-    AGENT_START_TIMEOUT_MS: "conversation"."agent_start_timeout_ms" = 60_000, 1, 600_000;
-    PERMISSION_TIMEOUT_MS: "conversation"."permission_timeout_ms" = 300_000, 1, MS_PER_DAY;
+    TOKEN_TTL_SECS: "auth"."token_ttl_secs" = Some(30 * SECS_PER_DAY), 60, 10 * 365 * SECS_PER_DAY;
+    SHARD_COUNT: "cluster"."shard_count" = Some(64), 1, 1024;
+    REPLICAS: "cluster"."replicas" = Some(3), 1, 7;
+    HEARTBEAT_MS: "cluster"."heartbeat_ms" = Some(100), 10, 10_000;
+    ELECTION_TIMEOUT_MIN_MS: "cluster"."election_timeout_min_ms" = Some(400), 20, 60_000;
+    ELECTION_TIMEOUT_MAX_MS: "cluster"."election_timeout_max_ms" = Some(800), 20, 60_000;
+    LEASE_MS: "cluster"."lease_ms" = Some(300), 10, 60_000;
+    PLACEMENT_GRACE_MS: "cluster"."placement_grace_ms" = Some(10_000), 0, MS_PER_DAY;
+    SNAPSHOT_EVERY_ENTRIES: "cluster"."snapshot_every_entries" = Some(1024), 16, 10_000_000;
+    PROBE_PERIOD_MS: "gossip"."probe_period_ms" = None, 100, 60_000;
+    SUSPECT_TO_DOWN_MS: "gossip"."suspect_to_down_ms" = None, 100, 600_000;
+    PACKET_BYTES_MAX: "gossip"."packet_bytes_max" = Some(1100), 512, 1200;
+    MAX_CONNECTIONS: "limits"."max_connections" = Some(1024), 1, 100_000;
+    MAX_STREAMS_PER_CONNECTION: "limits"."max_streams_per_connection" = Some(64), 1, 4096;
+    FOLLOWERS_PER_CONVERSATION_MAX: "limits"."followers_per_conversation_max" = Some(256), 1, 65_536;
+    FOLLOWER_QUEUE_FRAMES: "limits"."follower_queue_frames" = Some(1024), 1, 1 << 20;
+    REPLAY_BUFFER_EVENTS: "limits"."replay_buffer_events" = Some(4096), 1, 1 << 20;
+    TURN_BUFFER_BYTES_MAX: "limits"."turn_buffer_bytes_max" = Some(8 * MIB_BYTES), 1, 1024 * MIB_BYTES;
+    ACTIVE_CONVERSATIONS_MAX: "limits"."active_conversations_max" = Some(10_000), 1, 10_000_000;
+    AGENT_PROCESSES_MAX: "limits"."agent_processes_max" = Some(64), 1, 10_000;
+    IDLE_PASSIVATE_MS: "conversation"."idle_passivate_ms" = Some(300_000), 1, 7 * MS_PER_DAY;
+    CHECKPOINT_INTERVAL_MS: "conversation"."checkpoint_interval_ms" = Some(250), 1, 60_000;
+    TURN_TIMEOUT_MS: "conversation"."turn_timeout_ms" = Some(1_800_000), 1, MS_PER_DAY;
+    TURN_IDLE_TIMEOUT_MS: "conversation"."turn_idle_timeout_ms" = Some(300_000), 1, MS_PER_DAY;
+    AGENT_START_TIMEOUT_MS: "conversation"."agent_start_timeout_ms" = Some(60_000), 1, 600_000;
+    PERMISSION_TIMEOUT_MS: "conversation"."permission_timeout_ms" = Some(300_000), 1, MS_PER_DAY;
 }
 
 /// The rule of integer key `section.key`, if it is one.
@@ -160,6 +210,50 @@ pub(crate) fn int_rule(section: &str, key: &str) -> Option<&'static IntRule> {
         .iter()
         .copied()
         .find(|r| r.section == section && r.key == key)
+}
+
+/// An `ip:port` socket address; host names are not resolved.
+pub(crate) fn parse_socket_addr(text: &str) -> Result<SocketAddr, Problem> {
+    text.trim().parse::<SocketAddr>().map_err(|_| {
+        Problem::new(
+            format!("\"{}\" is not an ip:port socket address", echo(text)),
+            "use e.g. \"127.0.0.1:7443\" or \"[::1]:7443\" (host names are not resolved)",
+        )
+    })
+}
+
+/// `cluster.seeds` holds at most [`SEEDS_MAX`] addresses.
+pub(crate) fn check_seed_count(count: usize) -> Result<(), Problem> {
+    if count > SEEDS_MAX {
+        Err(Problem::new(
+            format!("{count} seeds is more than {SEEDS_MAX}"),
+            format!(
+                "list at most {SEEDS_MAX} other nodes; a few reachable ones are enough to join"
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `gossip.preset`: one of the [`GossipPreset`] names.
+pub(crate) fn parse_gossip_preset(name: &str) -> Result<GossipPreset, Problem> {
+    GossipPreset::ALL
+        .into_iter()
+        .find(|p| p.as_str() == name)
+        .ok_or_else(|| {
+            let allowed: Vec<String> = GossipPreset::ALL
+                .iter()
+                .map(|p| format!("\"{p}\" (up to {} nodes)", p.cluster_size_hint()))
+                .collect();
+            Problem::new(
+                format!("\"{}\" is not a gossip preset", echo(name)),
+                format!(
+                    "use one of {}: the smallest at least your node count",
+                    allowed.join(", ")
+                ),
+            )
+        })
 }
 
 /// A path must not be empty (relative paths are fine).
@@ -303,12 +397,20 @@ mod tests {
                 "{} listed in its section",
                 rule.path()
             );
-            assert!(rule.min >= 1, "{} is non-zero", rule.path());
+            // Zero is allowed only where it means something (no grace period); such a
+            // key is a plain integer, every other is a `NonZero*`.
             assert!(
-                (rule.min..=rule.max).contains(&rule.default),
-                "{} default in range",
+                rule.min >= 1 || rule.path() == "cluster.placement_grace_ms",
+                "{} is non-zero",
                 rule.path()
             );
+            if let Some(default) = rule.default {
+                assert!(
+                    (rule.min..=rule.max).contains(&default),
+                    "{} default in range",
+                    rule.path()
+                );
+            }
             assert!(
                 i64::try_from(rule.max).is_ok(),
                 "{} fits a TOML integer",
@@ -325,6 +427,45 @@ mod tests {
             let problem = SHARD_COUNT.check(bad).expect_err("out of range");
             assert!(problem.problem.contains("outside 1..=1024"), "{problem:?}");
         }
+    }
+
+    #[test]
+    fn int_rule_check_fix_names_the_default_or_removal() {
+        let problem = HEARTBEAT_MS.check(5).expect_err("below minimum");
+        assert_eq!(
+            problem.fix,
+            "set heartbeat_ms to a value from 10 to 10000 (default 100)"
+        );
+        let problem = PROBE_PERIOD_MS.check(99).expect_err("below minimum");
+        assert_eq!(
+            problem.fix,
+            "set probe_period_ms to a value from 100 to 60000, or remove it"
+        );
+        assert_eq!(PLACEMENT_GRACE_MS.check(0), Ok(0));
+    }
+
+    #[test]
+    fn gossip_presets_parse_by_name() {
+        for preset in GossipPreset::ALL {
+            assert_eq!(parse_gossip_preset(preset.as_str()), Ok(preset));
+        }
+        let problem = parse_gossip_preset("lan-huge").expect_err("unknown preset");
+        assert_eq!(problem.problem, "\"lan-huge\" is not a gossip preset");
+        assert!(
+            problem.fix.contains(
+                "\"lan-small\" (up to 8 nodes), \"lan-medium\" (up to 32 nodes), \
+                 \"lan-large\" (up to 128 nodes)"
+            ),
+            "{problem:?}"
+        );
+        assert!(parse_gossip_preset("LAN-SMALL").is_err(), "names are exact");
+    }
+
+    #[test]
+    fn seed_count() {
+        assert!(check_seed_count(SEEDS_MAX).is_ok());
+        let problem = check_seed_count(SEEDS_MAX + 1).expect_err("too many");
+        assert_eq!(problem.problem, "65 seeds is more than 64");
     }
 
     #[test]

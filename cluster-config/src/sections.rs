@@ -3,10 +3,12 @@
 //! Durations keep their unit in the field name and are stored as integers
 //! (`checkpoint_interval_ms: NonZeroU64`); each has a helper returning a
 //! [`Duration`] (`checkpoint_interval()`). Integer bounds are checked when parsing
-//! and again by [`crate::NodeConfig::validate`].
+//! and again by [`crate::NodeConfig::validate`]. Integers are `NonZero*` except
+//! `cluster.placement_grace_ms`, where zero means "no grace".
 
 use crate::schema::{self, IntRule};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::{NonZeroU8, NonZeroU16, NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
@@ -14,34 +16,45 @@ use std::time::Duration;
 
 /// Default `node.listen_addr`: loopback only, port 7443.
 pub const LISTEN_ADDR_DEFAULT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7443);
+/// Most addresses `cluster.seeds` may list.
+pub const SEEDS_MAX: usize = 64;
 /// Default `telemetry.log_filter`.
 pub const LOG_FILTER_DEFAULT: &str = "info";
 
-// Defaults as typed values. Evaluated at compile time, so a zero or oversized default
-// fails the build rather than a node start.
+// Defaults as typed values. Evaluated at compile time, so a missing, zero or oversized
+// default fails the build rather than a node start.
+const fn default_of(rule: &IntRule) -> u64 {
+    match rule.default {
+        Some(v) => v,
+        None => panic!("the key has a default"),
+    }
+}
 const fn nz64(rule: &IntRule) -> NonZeroU64 {
-    match NonZeroU64::new(rule.default) {
+    match NonZeroU64::new(default_of(rule)) {
         Some(v) => v,
         None => panic!("integer defaults are non-zero"),
     }
 }
 const fn nz32(rule: &IntRule) -> NonZeroU32 {
-    assert!(rule.default <= u32::MAX as u64, "default fits u32");
-    match NonZeroU32::new(rule.default as u32) {
+    let default = default_of(rule);
+    assert!(default <= u32::MAX as u64, "default fits u32");
+    match NonZeroU32::new(default as u32) {
         Some(v) => v,
         None => panic!("integer defaults are non-zero"),
     }
 }
 const fn nz16(rule: &IntRule) -> NonZeroU16 {
-    assert!(rule.default <= u16::MAX as u64, "default fits u16");
-    match NonZeroU16::new(rule.default as u16) {
+    let default = default_of(rule);
+    assert!(default <= u16::MAX as u64, "default fits u16");
+    match NonZeroU16::new(default as u16) {
         Some(v) => v,
         None => panic!("integer defaults are non-zero"),
     }
 }
 const fn nz8(rule: &IntRule) -> NonZeroU8 {
-    assert!(rule.default <= u8::MAX as u64, "default fits u8");
-    match NonZeroU8::new(rule.default as u8) {
+    let default = default_of(rule);
+    assert!(default <= u8::MAX as u64, "default fits u8");
+    match NonZeroU8::new(default as u8) {
         Some(v) => v,
         None => panic!("integer defaults are non-zero"),
     }
@@ -101,8 +114,12 @@ impl AuthSection {
     }
 }
 
-/// `[cluster]`: shape of the replicated state. Fixed at cluster creation: every node
-/// must use the same values.
+/// `[cluster]`: shape of the replicated state, how to join, and the Raft timings.
+///
+/// `shard_count` and `replicas` are fixed at cluster creation: every node must use the
+/// same values. The timings should match on every node too. `seeds` is per node.
+/// Rules: `heartbeat_ms < lease_ms < election_timeout_min_ms < election_timeout_max_ms`
+/// and `3 * heartbeat_ms <= election_timeout_min_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSection {
     /// `shard_count` (default 64, 1..=1024): number of Raft groups the workspaces are
@@ -112,6 +129,54 @@ pub struct ClusterSection {
     /// `replicas` (default 3, 1..=7): copies of each shard. 3 survives one node loss,
     /// 5 survives two; 1 (dev) survives none. Use an odd number no larger than the node count.
     pub replicas: NonZeroU8,
+    /// `seeds` (default `[]`, at most [`SEEDS_MAX`]): other nodes' `advertise_addr`s
+    /// to join the cluster through. Empty for the first node of a new cluster. Must not
+    /// contain this node's own `advertise_addr`.
+    pub seeds: Vec<SocketAddr>,
+    /// `heartbeat_ms` (default 100, 10..=10_000): Raft leader heartbeat interval.
+    /// Lower detects a dead leader sooner at the cost of more peer traffic per shard.
+    pub heartbeat_ms: NonZeroU64,
+    /// `election_timeout_min_ms` (default 400, 20..=60_000): lower end of the random
+    /// time a follower waits without hearing a leader before starting an election.
+    pub election_timeout_min_ms: NonZeroU64,
+    /// `election_timeout_max_ms` (default 800, 20..=60_000): upper end of that random
+    /// time. A wider range makes split votes rarer; a higher maximum slows failover.
+    pub election_timeout_max_ms: NonZeroU64,
+    /// `lease_ms` (default 300, 10..=60_000): the leader lease. A node runs a shard's
+    /// agent processes only while a quorum acknowledged its heartbeats within this
+    /// time; a new leader waits this long before starting them.
+    pub lease_ms: NonZeroU64,
+    /// `placement_grace_ms` (default 10_000, 0..=86_400_000 = 24 h): how long a member
+    /// must be down before its shard replicas are moved to other nodes. Zero moves them
+    /// at once; higher avoids copying shards around a node that is only restarting.
+    pub placement_grace_ms: u64,
+    /// `snapshot_every_entries` (default 1024, 16..=10_000_000): Raft log entries
+    /// between snapshots; older entries are purged, and a lagging or new replica is
+    /// then seeded by snapshot. Lower keeps the log small; higher snapshots less often.
+    pub snapshot_every_entries: NonZeroU64,
+}
+
+impl ClusterSection {
+    /// [`Self::heartbeat_ms`] as a [`Duration`].
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.get())
+    }
+    /// [`Self::election_timeout_min_ms`] as a [`Duration`].
+    pub fn election_timeout_min(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_min_ms.get())
+    }
+    /// [`Self::election_timeout_max_ms`] as a [`Duration`].
+    pub fn election_timeout_max(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_max_ms.get())
+    }
+    /// [`Self::lease_ms`] as a [`Duration`].
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.get())
+    }
+    /// [`Self::placement_grace_ms`] as a [`Duration`].
+    pub fn placement_grace(&self) -> Duration {
+        Duration::from_millis(self.placement_grace_ms)
+    }
 }
 
 impl Default for ClusterSection {
@@ -119,6 +184,103 @@ impl Default for ClusterSection {
         Self {
             shard_count: const { nz16(&schema::SHARD_COUNT) },
             replicas: const { nz8(&schema::REPLICAS) },
+            seeds: Vec::new(),
+            heartbeat_ms: const { nz64(&schema::HEARTBEAT_MS) },
+            election_timeout_min_ms: const { nz64(&schema::ELECTION_TIMEOUT_MIN_MS) },
+            election_timeout_max_ms: const { nz64(&schema::ELECTION_TIMEOUT_MAX_MS) },
+            lease_ms: const { nz64(&schema::LEASE_MS) },
+            placement_grace_ms: const { default_of(&schema::PLACEMENT_GRACE_MS) },
+            snapshot_every_entries: const { nz64(&schema::SNAPSHOT_EVERY_ENTRIES) },
+        }
+    }
+}
+
+/// `gossip.preset`: SWIM membership timings sized for a cluster of up to
+/// [`Self::cluster_size_hint`] nodes. The node passes the hint to foca's
+/// `Config::new_lan`: bigger clusters get longer suspicion timeouts (growing with the
+/// log of the size) so more members can confirm a suspicion before a member is
+/// declared down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum GossipPreset {
+    /// `"lan-small"`: up to 8 nodes on one LAN.
+    #[default]
+    LanSmall,
+    /// `"lan-medium"`: up to 32 nodes on one LAN.
+    LanMedium,
+    /// `"lan-large"`: up to 128 nodes on one LAN.
+    LanLarge,
+}
+
+impl GossipPreset {
+    /// Every preset, smallest first.
+    pub const ALL: [Self; 3] = [Self::LanSmall, Self::LanMedium, Self::LanLarge];
+
+    /// The largest cluster, in nodes, the preset is sized for: 8, 32 or 128.
+    pub fn cluster_size_hint(self) -> u32 {
+        match self {
+            Self::LanSmall => 8,
+            Self::LanMedium => 32,
+            Self::LanLarge => 128,
+        }
+    }
+
+    /// The name used in the config file: `"lan-small"`, `"lan-medium"` or `"lan-large"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LanSmall => "lan-small",
+            Self::LanMedium => "lan-medium",
+            Self::LanLarge => "lan-large",
+        }
+    }
+}
+
+impl fmt::Display for GossipPreset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[gossip]`: SWIM membership timings. Rule: when both are set, `probe_period_ms <
+/// suspect_to_down_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipSection {
+    /// `preset` (default `"lan-small"`): the timing preset, sized by cluster size.
+    /// Pick the smallest preset at least your node count.
+    pub preset: GossipPreset,
+    /// `probe_period_ms` (default: none = the preset's value, 100..=60_000): how often
+    /// each node probes one random member. Lower detects failures faster at the cost of
+    /// more packets (about one probe per period per node, plus indirect probes).
+    pub probe_period_ms: Option<NonZeroU64>,
+    /// `suspect_to_down_ms` (default: none = the preset's value, 100..=600_000): how
+    /// long a suspected member has to refute the suspicion before it is declared down.
+    /// Lower declares dead nodes sooner; too low declares slow but live nodes down.
+    pub suspect_to_down_ms: Option<NonZeroU64>,
+    /// `packet_bytes_max` (default 1100, 512..=1200): the largest gossip datagram.
+    /// QUIC datagrams fit about 1.1 KB at the initial path MTU; smaller packets carry
+    /// fewer membership updates each.
+    pub packet_bytes_max: NonZeroU16,
+}
+
+impl GossipSection {
+    /// [`Self::probe_period_ms`] as a [`Duration`]; `None` means the preset's value.
+    pub fn probe_period(&self) -> Option<Duration> {
+        self.probe_period_ms
+            .map(|ms| Duration::from_millis(ms.get()))
+    }
+    /// [`Self::suspect_to_down_ms`] as a [`Duration`]; `None` means the preset's value.
+    pub fn suspect_to_down(&self) -> Option<Duration> {
+        self.suspect_to_down_ms
+            .map(|ms| Duration::from_millis(ms.get()))
+    }
+}
+
+impl Default for GossipSection {
+    fn default() -> Self {
+        Self {
+            preset: GossipPreset::default(),
+            probe_period_ms: None,
+            suspect_to_down_ms: None,
+            packet_bytes_max: const { nz16(&schema::PACKET_BYTES_MAX) },
         }
     }
 }

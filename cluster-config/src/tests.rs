@@ -3,7 +3,9 @@
 
 use super::*;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+mod cluster;
 mod files;
 
 const MINIMAL: &str = r#"
@@ -127,6 +129,17 @@ fn explicit_values_are_read() {
         ("node.advertise_addr", "\"[::1]:9001\""),
         ("cluster.shard_count", "1024"),
         ("cluster.replicas", "7"),
+        ("cluster.seeds", "[\"10.0.0.12:7443\", \" [::1]:7444 \"]"),
+        ("cluster.heartbeat_ms", "50"),
+        ("cluster.election_timeout_min_ms", "150"),
+        ("cluster.election_timeout_max_ms", "151"),
+        ("cluster.lease_ms", "149"),
+        ("cluster.placement_grace_ms", "0"),
+        ("cluster.snapshot_every_entries", "16"),
+        ("gossip.preset", "\"lan-large\""),
+        ("gossip.probe_period_ms", "500"),
+        ("gossip.suspect_to_down_ms", "501"),
+        ("gossip.packet_bytes_max", "512"),
         (
             "telemetry.otlp_endpoint",
             "\"https://otel.example.com:4317\"",
@@ -141,6 +154,25 @@ fn explicit_values_are_read() {
     assert_eq!(config.node.advertise_addr.to_string(), "[::1]:9001");
     assert_eq!(config.cluster.shard_count.get(), 1024);
     assert_eq!(config.cluster.replicas.get(), 7);
+    let seeds: Vec<String> = config.cluster.seeds.iter().map(|a| a.to_string()).collect();
+    assert_eq!(seeds, ["10.0.0.12:7443", "[::1]:7444"]);
+    assert_eq!(config.cluster.heartbeat_ms.get(), 50);
+    assert_eq!(config.cluster.election_timeout_min_ms.get(), 150);
+    assert_eq!(config.cluster.election_timeout_max_ms.get(), 151);
+    assert_eq!(config.cluster.lease_ms.get(), 149);
+    assert_eq!(config.cluster.placement_grace(), Duration::ZERO);
+    assert_eq!(config.cluster.snapshot_every_entries.get(), 16);
+    assert_eq!(config.gossip.preset, GossipPreset::LanLarge);
+    assert_eq!(config.gossip.preset.cluster_size_hint(), 128);
+    assert_eq!(
+        config.gossip.probe_period(),
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(
+        config.gossip.suspect_to_down(),
+        Some(Duration::from_millis(501))
+    );
+    assert_eq!(config.gossip.packet_bytes_max.get(), 512);
     assert_eq!(
         config.telemetry.otlp_endpoint.as_deref(),
         Some("https://otel.example.com:4317")
@@ -155,16 +187,24 @@ fn explicit_values_are_read() {
 
 #[test]
 fn every_integer_at_its_maximum_fits_its_type() {
-    let edits: Vec<(String, String)> = schema::INT_RULES
+    let mut edits: Vec<(String, String)> = schema::INT_RULES
         .iter()
         .map(|rule| (rule.path(), rule.max.to_string()))
         .collect();
+    // At their maxima, checkpoint (60 s) < turn idle (24 h) <= turn (24 h) still holds
+    // and follower_queue_frames == replay_buffer_events. The Raft timings share one
+    // maximum but must be strictly ordered, so lease and election minimum sit just below.
+    edits.extend(
+        [
+            ("cluster.lease_ms", "59998"),
+            ("cluster.election_timeout_min_ms", "59999"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     let edits: Vec<(&str, &str)> = edits
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    // At their maxima, checkpoint (60 s) < turn idle (24 h) <= turn (24 h) still holds
-    // and follower_queue_frames == replay_buffer_events.
     let config = NodeConfig::from_toml_str(&with(&edits), no_env()).expect("maxima are valid");
     assert_eq!(
         u64::from(config.limits.max_connections.get()),
@@ -390,6 +430,12 @@ fn rules_fire_naming_the_key() {
             "\"ghost\" names no configured agent (configured: demo); set default_agent to one of them or add an [agents.ghost] table",
         ),
     ];
+    assert_rules_fire(cases);
+}
+
+/// Each case's edits to `MINIMAL` are rejected at the expected key, with the expected
+/// text in the one-line message.
+fn assert_rules_fire(cases: &[(Edits, &str, &str)]) {
     for (edits, key, expected) in cases {
         let err = parse_err(&with(edits), &[]);
         let shown = err.to_string();
@@ -414,6 +460,13 @@ fn boundaries_of_cross_field_rules_are_accepted() {
         ("conversation.turn_timeout_ms", "3000"),
         ("conversation.permission_timeout_ms", "3000"),
         ("limits.follower_queue_frames", "4096"),
+        // heartbeat < lease < election min < election max, each by 1; 3 * heartbeat == min.
+        ("cluster.heartbeat_ms", "100"),
+        ("cluster.lease_ms", "299"),
+        ("cluster.election_timeout_min_ms", "300"),
+        ("cluster.election_timeout_max_ms", "301"),
+        ("gossip.probe_period_ms", "999"),
+        ("gossip.suspect_to_down_ms", "1000"),
     ]);
     NodeConfig::from_toml_str(&text, no_env()).expect("equal values where <= is allowed");
 }
@@ -533,6 +586,12 @@ fn bad_env_values_name_the_variable() {
         ),
         ("SHOAL_DEFAULT_AGENT", "Bad", "default_agent"),
     ];
+    assert_bad_env_values(cases);
+}
+
+/// Each (variable, value, key) case is rejected as a bad value of `key` that names the
+/// variable.
+fn assert_bad_env_values(cases: &[(&str, &str, &str)]) {
     for (var, value, key) in cases {
         let err = parse_err(MINIMAL, &[(var, value)]);
         let shown = err.to_string();
@@ -565,6 +624,14 @@ fn unknown_env_overrides_are_errors() {
             "[agents.*] cannot be overridden from the environment",
         ),
         ("SHOAL_X__Y", "names no config key"),
+        (
+            "SHOAL_CLUSTER__SEED",
+            "did you mean `SHOAL_CLUSTER__SEEDS`?",
+        ),
+        (
+            "SHOAL_GOSIP__PRESET",
+            "did you mean `SHOAL_GOSSIP__PRESET`?",
+        ),
     ];
     for (var, expected) in cases {
         let err = parse_err(MINIMAL, &[(var, "1")]);
@@ -602,6 +669,15 @@ fn dev_preset_validates() {
     );
     assert_eq!(config.cluster.shard_count.get(), 64);
     assert_eq!(config.cluster.replicas.get(), 1);
+    assert_eq!(
+        config.cluster,
+        ClusterSection {
+            replicas: std::num::NonZeroU8::MIN,
+            ..ClusterSection::default()
+        },
+        "no seeds, default Raft timings"
+    );
+    assert_eq!(config.gossip, GossipSection::default());
     assert_eq!(config.default_agent.as_str(), "demo");
     assert_eq!(
         config.agents["demo"].args,
@@ -611,8 +687,6 @@ fn dev_preset_validates() {
 
 #[test]
 fn validate_catches_configs_edited_in_code() {
-    let base = || NodeConfig::dev(PathBuf::from("/d"), PathBuf::from("agent"), Vec::new());
-    type Edit = fn(&mut NodeConfig);
     let cases: &[(Edit, &str)] = &[
         (|c| c.node.data_dir = PathBuf::new(), "node.data_dir"),
         (
@@ -650,6 +724,15 @@ fn validate_catches_configs_edited_in_code() {
         ),
         (|c| c.telemetry.log_filter.clear(), "telemetry.log_filter"),
     ];
+    assert_edits_rejected(cases);
+}
+
+/// An edit to a valid config built in code.
+type Edit = fn(&mut NodeConfig);
+
+/// Each edit of the dev preset makes `validate` fail at the expected key.
+fn assert_edits_rejected(cases: &[(Edit, &str)]) {
+    let base = || NodeConfig::dev(PathBuf::from("/d"), PathBuf::from("agent"), Vec::new());
     for (edit, key) in cases {
         let mut config = base();
         edit(&mut config);
@@ -678,10 +761,23 @@ fn to_toml_string_round_trips() {
         ("default_agent", "\"other\""),
         ("conversation.checkpoint_interval_ms", "100"),
         ("limits.turn_buffer_bytes_max", "1073741824"),
+        ("cluster.seeds", "[\"10.0.0.12:7443\", \"[fd00::13]:7443\"]"),
+        ("cluster.heartbeat_ms", "200"),
+        ("cluster.lease_ms", "900"),
+        ("cluster.election_timeout_min_ms", "1000"),
+        ("cluster.election_timeout_max_ms", "3000"),
+        ("cluster.placement_grace_ms", "0"),
+        ("cluster.snapshot_every_entries", "100000"),
+        ("gossip.preset", "\"lan-medium\""),
+        ("gossip.probe_period_ms", "700"),
+        ("gossip.suspect_to_down_ms", "7000"),
+        ("gossip.packet_bytes_max", "1200"),
     ]);
+    let only_probe = with(&[("gossip.probe_period_ms", "300")]);
     let configs = [
         NodeConfig::from_toml_str(MINIMAL, no_env()).expect("minimal"),
         NodeConfig::from_toml_str(&full, no_env()).expect("full"),
+        NodeConfig::from_toml_str(&only_probe, no_env()).expect("only probe period"),
         NodeConfig::dev(
             PathBuf::from("rel/dir"),
             PathBuf::from("demo"),

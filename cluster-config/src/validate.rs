@@ -4,7 +4,12 @@
 use crate::NodeConfig;
 use crate::error::{ConfigError, Problem};
 use crate::schema::{self, AGENTS_KEY, DEFAULT_AGENT_KEY, IntRule};
-use crate::sections::AgentSpec;
+use crate::sections::{AgentSpec, ClusterSection};
+
+/// Fewest leader heartbeats a follower must be able to hear within the shortest
+/// election timeout: `HEARTBEATS_PER_ELECTION_TIMEOUT_MIN * heartbeat_ms <=
+/// election_timeout_min_ms`, so one or two lost heartbeats do not start an election.
+const HEARTBEATS_PER_ELECTION_TIMEOUT_MIN: u64 = 3;
 
 /// Checks `config`, returning the first problem.
 pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
@@ -37,13 +42,31 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
 
     let limits = &config.limits;
     let conv = &config.conversation;
-    let ints: [(&IntRule, u64); 17] = [
+    let cluster = &config.cluster;
+    let gossip = &config.gossip;
+    let ints: [(&IntRule, u64); 24] = [
         (&schema::TOKEN_TTL_SECS, config.auth.token_ttl_secs.get()),
+        (&schema::SHARD_COUNT, cluster.shard_count.get().into()),
+        (&schema::REPLICAS, cluster.replicas.get().into()),
+        (&schema::HEARTBEAT_MS, cluster.heartbeat_ms.get()),
         (
-            &schema::SHARD_COUNT,
-            config.cluster.shard_count.get().into(),
+            &schema::ELECTION_TIMEOUT_MIN_MS,
+            cluster.election_timeout_min_ms.get(),
         ),
-        (&schema::REPLICAS, config.cluster.replicas.get().into()),
+        (
+            &schema::ELECTION_TIMEOUT_MAX_MS,
+            cluster.election_timeout_max_ms.get(),
+        ),
+        (&schema::LEASE_MS, cluster.lease_ms.get()),
+        (&schema::PLACEMENT_GRACE_MS, cluster.placement_grace_ms),
+        (
+            &schema::SNAPSHOT_EVERY_ENTRIES,
+            cluster.snapshot_every_entries.get(),
+        ),
+        (
+            &schema::PACKET_BYTES_MAX,
+            gossip.packet_bytes_max.get().into(),
+        ),
         (
             &schema::MAX_CONNECTIONS,
             limits.max_connections.get().into(),
@@ -95,9 +118,36 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
             conv.permission_timeout_ms.get(),
         ),
     ];
-    for (rule, value) in ints {
+    let optional_ints = [
+        (&schema::PROBE_PERIOD_MS, gossip.probe_period_ms),
+        (&schema::SUSPECT_TO_DOWN_MS, gossip.suspect_to_down_ms),
+    ];
+    let present_optional_ints = optional_ints
+        .into_iter()
+        .filter_map(|(rule, value)| Some((rule, value?.get())));
+    for (rule, value) in ints.into_iter().chain(present_optional_ints) {
         rule.check(i128::from(value))
             .map_err(|p| p.at(rule.path()))?;
+    }
+
+    check_seeds(config)?;
+    check_raft_timings(cluster)?;
+    if let (Some(probe), Some(suspect)) = (gossip.probe_period_ms, gossip.suspect_to_down_ms) {
+        let (probe, suspect) = (probe.get(), suspect.get());
+        if probe >= suspect {
+            return Err(ConfigError::Invalid {
+                key: "gossip.probe_period_ms".to_owned(),
+                problem: format!(
+                    "{probe} is not below `gossip.suspect_to_down_ms` ({suspect}): a suspected \
+                     member must get at least one probe period to refute"
+                ),
+                fix: format!(
+                    "lower probe_period_ms below {suspect} or raise suspect_to_down_ms above \
+                     {probe} (several probe periods, e.g. {})",
+                    probe.saturating_mul(4)
+                ),
+            });
+        }
     }
 
     let checkpoint = conv.checkpoint_interval_ms.get();
@@ -167,6 +217,95 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     schema::check_log_filter(&telemetry.log_filter).map_err(|p| p.at("telemetry.log_filter"))?;
     if let Some(endpoint) = &telemetry.otlp_endpoint {
         schema::check_otlp_endpoint(endpoint).map_err(|p| p.at("telemetry.otlp_endpoint"))?;
+    }
+    Ok(())
+}
+
+/// At most [`crate::SEEDS_MAX`] seeds, none of them this node's own `advertise_addr`.
+fn check_seeds(config: &NodeConfig) -> Result<(), ConfigError> {
+    let seeds = &config.cluster.seeds;
+    schema::check_seed_count(seeds.len()).map_err(|p| p.at("cluster.seeds"))?;
+    let own = config.node.advertise_addr;
+    if let Some(i) = seeds.iter().position(|seed| *seed == own) {
+        return Err(ConfigError::Invalid {
+            key: "cluster.seeds".to_owned(),
+            problem: format!(
+                "seeds[{i}] ({own}) is this node's own `node.advertise_addr`; a node cannot \
+                 join through itself"
+            ),
+            fix: format!(
+                "remove this node's own address {own} from cluster.seeds and list only other \
+                 nodes (none for the first node of a new cluster)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `heartbeat_ms < lease_ms < election_timeout_min_ms < election_timeout_max_ms` and
+/// `3 * heartbeat_ms <= election_timeout_min_ms`.
+fn check_raft_timings(cluster: &ClusterSection) -> Result<(), ConfigError> {
+    let heartbeat = cluster.heartbeat_ms.get();
+    let lease = cluster.lease_ms.get();
+    let election_min = cluster.election_timeout_min_ms.get();
+    let election_max = cluster.election_timeout_max_ms.get();
+    if heartbeat >= lease {
+        return Err(ConfigError::Invalid {
+            key: "cluster.heartbeat_ms".to_owned(),
+            problem: format!(
+                "{heartbeat} is not below `cluster.lease_ms` ({lease}): a lease shorter than a \
+                 heartbeat interval expires between heartbeats"
+            ),
+            fix: format!(
+                "lower heartbeat_ms below {lease} or raise lease_ms above {heartbeat} (defaults: \
+                 heartbeat 100, lease 300)"
+            ),
+        });
+    }
+    if lease >= election_min {
+        return Err(ConfigError::Invalid {
+            key: "cluster.lease_ms".to_owned(),
+            problem: format!(
+                "{lease} is not below `cluster.election_timeout_min_ms` ({election_min}): the \
+                 lease must be shorter than the election timeout, or a new leader could be \
+                 elected while the old one still believes its lease"
+            ),
+            fix: format!(
+                "lower lease_ms below {election_min} or raise election_timeout_min_ms above \
+                 {lease} (defaults: lease 300, election timeout 400..800)"
+            ),
+        });
+    }
+    if election_min >= election_max {
+        return Err(ConfigError::Invalid {
+            key: "cluster.election_timeout_min_ms".to_owned(),
+            problem: format!(
+                "{election_min} is not below `cluster.election_timeout_max_ms` \
+                 ({election_max}): followers need a range to pick random timeouts from, or \
+                 they start elections together and split the vote"
+            ),
+            fix: format!(
+                "lower election_timeout_min_ms below {election_max} or raise \
+                 election_timeout_max_ms above {election_min} (e.g. twice the minimum; \
+                 defaults 400 and 800)"
+            ),
+        });
+    }
+    let factor = HEARTBEATS_PER_ELECTION_TIMEOUT_MIN;
+    let needed = heartbeat.saturating_mul(factor);
+    if needed > election_min {
+        return Err(ConfigError::Invalid {
+            key: "cluster.heartbeat_ms".to_owned(),
+            problem: format!(
+                "{factor} x {heartbeat} = {needed} is above `cluster.election_timeout_min_ms` \
+                 ({election_min}): followers must hear several heartbeats per election timeout"
+            ),
+            fix: format!(
+                "lower heartbeat_ms to at most {} or raise election_timeout_min_ms to at least \
+                 {needed}",
+                election_min / factor
+            ),
+        });
     }
     Ok(())
 }

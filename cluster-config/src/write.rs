@@ -1,6 +1,6 @@
-//! [`NodeConfig::to_toml_string`]: every key written explicitly, sections in
-//! documentation order, in a form [`NodeConfig::from_toml_str`] reads back to an equal
-//! config.
+//! [`NodeConfig::to_toml_string`]: every key written explicitly (unset optional keys
+//! left out), sections in documentation order, in a form [`NodeConfig::from_toml_str`]
+//! reads back to an equal config.
 
 use crate::NodeConfig;
 use std::path::Path;
@@ -52,16 +52,53 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
         config.auth.token_ttl_secs.get().to_toml_value(),
     );
 
+    let c = &config.cluster;
     section(&mut out, "cluster");
+    kv(&mut out, "shard_count", c.shard_count.get().to_toml_value());
+    kv(&mut out, "replicas", c.replicas.get().to_toml_value());
+    let seeds: Vec<String> = c.seeds.iter().map(ToString::to_string).collect();
+    kv(&mut out, "seeds", seeds.to_toml_value());
     kv(
         &mut out,
-        "shard_count",
-        config.cluster.shard_count.get().to_toml_value(),
+        "heartbeat_ms",
+        c.heartbeat_ms.get().to_toml_value(),
     );
     kv(
         &mut out,
-        "replicas",
-        config.cluster.replicas.get().to_toml_value(),
+        "election_timeout_min_ms",
+        c.election_timeout_min_ms.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "election_timeout_max_ms",
+        c.election_timeout_max_ms.get().to_toml_value(),
+    );
+    kv(&mut out, "lease_ms", c.lease_ms.get().to_toml_value());
+    kv(
+        &mut out,
+        "placement_grace_ms",
+        c.placement_grace_ms.to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "snapshot_every_entries",
+        c.snapshot_every_entries.get().to_toml_value(),
+    );
+
+    let g = &config.gossip;
+    section(&mut out, "gossip");
+    kv(&mut out, "preset", g.preset.as_str().to_toml_value());
+    // Absent optional keys mean "the preset's value", so they are left out.
+    if let Some(ms) = g.probe_period_ms {
+        kv(&mut out, "probe_period_ms", ms.get().to_toml_value());
+    }
+    if let Some(ms) = g.suspect_to_down_ms {
+        kv(&mut out, "suspect_to_down_ms", ms.get().to_toml_value());
+    }
+    kv(
+        &mut out,
+        "packet_bytes_max",
+        g.packet_bytes_max.get().to_toml_value(),
     );
 
     let l = &config.limits;

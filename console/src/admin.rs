@@ -1,8 +1,12 @@
-//! `shoalctl admin …`: the admin API (needs the profile's admin token).
+//! `shoalctl admin …` and the cluster commands `shoalctl members | shards | drain`: the
+//! admin API (needs the profile's admin token).
 
-use crate::json::{actor_json, follower_json, status_json};
+use crate::json::{actor_json, draining_json, follower_json, member_json, shard_json, status_json};
+use crate::render::{members_table, shards_summary, shards_table};
 use anyhow::Context;
 use clap::Subcommand;
+use clap::builder::NonEmptyStringValueParser;
+use serde_json::Value;
 use shoal_client::{AdminClient, Profile};
 use shoal_protocol::{ConversationId, UserId};
 use std::io::{self, Write};
@@ -51,6 +55,45 @@ pub(crate) enum AdminCommand {
     },
 }
 
+/// `shoalctl members | shards | drain`: top-level commands, as the cluster issue names them.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Cluster members as the node's gossip sees them (needs the admin token).
+    ///
+    /// Prints a table NODE ADDR STATE LEADERS VERSION, by node id, with `draining` after a
+    /// node being drained.
+    Members {
+        /// Print one JSON array of members (node_id, addr, state, version, leaders,
+        /// draining).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every shard's leader, replicas, term and applied index (needs the admin token).
+    ///
+    /// Prints a table SHARD LEADER REPLICAS TERM APPLIED, by shard, with learners as
+    /// `+name` after the replicas and `-` for an unknown leader or applied index, then a
+    /// line such as `64 shards, 64 with a leader; leaders per node: n1=22 n2=21 n3=21`.
+    Shards {
+        /// Print one JSON array of shards (shard, leader, replicas, learners, term,
+        /// applied_index; leader and applied_index are null when unknown).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every shard leadership off a node (needs the admin token).
+    ///
+    /// The node's shard leaderships move to other nodes over the next seconds and it leaves
+    /// placement. The command returns once the drain is accepted; watch `shoalctl members`
+    /// until the node leads no shards.
+    Drain {
+        /// The node id, as `shoalctl members` lists it.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        node: String,
+        /// Print `{"draining": NODE}`.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn parse_user(s: &str) -> Result<UserId, String> {
     UserId::parse(s).map_err(|e| e.to_string())
 }
@@ -60,10 +103,62 @@ pub(crate) async fn run(profile: &Profile, command: AdminCommand) -> anyhow::Res
     let admin = AdminClient::connect(profile).await?;
     let result = execute(&admin, command).await;
     admin.close().await;
-    result.map(|()| ExitCode::SUCCESS)
+    print_lines(result?)?;
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<()> {
+/// Runs one cluster command (`members`, `shards`, `drain`).
+pub(crate) async fn run_cluster(
+    profile: &Profile,
+    command: ClusterCommand,
+) -> anyhow::Result<ExitCode> {
+    let admin = AdminClient::connect(profile).await?;
+    let result = execute_cluster(&admin, command).await;
+    admin.close().await;
+    print_lines(result?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn execute_cluster(
+    admin: &AdminClient,
+    command: ClusterCommand,
+) -> anyhow::Result<Vec<String>> {
+    let lines = match command {
+        ClusterCommand::Members { json } => {
+            let mut members = admin.members().await?;
+            members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+            if json {
+                vec![Value::Array(members.iter().map(member_json).collect()).to_string()]
+            } else {
+                members_table(&members)
+            }
+        }
+        ClusterCommand::Shards { json } => {
+            let mut shards = admin.shards().await?;
+            shards.sort_by_key(|shard| shard.shard);
+            if json {
+                vec![Value::Array(shards.iter().map(shard_json).collect()).to_string()]
+            } else {
+                let mut lines = shards_table(&shards);
+                lines.push(shards_summary(&shards));
+                lines
+            }
+        }
+        ClusterCommand::Drain { node, json } => {
+            admin.drain(&node).await?;
+            vec![if json {
+                draining_json(&node).to_string()
+            } else {
+                format!(
+                    "draining {node}: its shard leaderships move to other nodes over the next seconds"
+                )
+            }]
+        }
+    };
+    Ok(lines)
+}
+
+async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
     match command {
         AdminCommand::Status { json } => {
@@ -122,6 +217,11 @@ async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<(
             lines.push(admin.issue_token(user, ttl_secs).await?);
         }
     }
+    Ok(lines)
+}
+
+/// Prints the lines of a finished command on stdout.
+fn print_lines(lines: Vec<String>) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     for line in lines {
         writeln!(out, "{line}").context(STDOUT_ERROR)?;

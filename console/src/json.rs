@@ -4,10 +4,12 @@
 //! fields in snake_case, e.g. `{"seq":5,"type":"text","message_id":1,"text":"echo: "}`.
 //! Ids print as their text form (`c-3-…`), enums as snake_case strings, messages with
 //! their `status`, `content` and `parts`. The mapping is written out by hand so the output
-//! stays stable when the wire types' serde encoding changes.
+//! stays stable when the wire types' serde encoding changes. Cluster members and shards
+//! print with the wire types' field names (`node_id`, `applied_index`, …); an unknown
+//! leader or applied index is `null`.
 
 use serde_json::{Map, Value, json};
-use shoal_protocol::admin::{ActorInfo, FollowerInfo, NodeStatus};
+use shoal_protocol::admin::{ActorInfo, FollowerInfo, MemberInfo, NodeStatus, ShardInfo};
 use shoal_protocol::client::{ConversationDetail, ConversationSummary};
 use shoal_protocol::transcript::{
     Event, EventFrame, Message, MessageStatus, Part, PermissionOption, PlanEntry, Role, Snapshot,
@@ -184,6 +186,35 @@ pub(crate) fn follower_json(follower: &FollowerInfo) -> Value {
         "last_seq": follower.last_seq.map(|s| s.0),
         "queued": follower.queued,
     })
+}
+
+/// One cluster member.
+pub(crate) fn member_json(member: &MemberInfo) -> Value {
+    json!({
+        "node_id": member.node_id,
+        "addr": member.addr,
+        "state": member.state,
+        "version": member.version,
+        "leaders": member.leaders,
+        "draining": member.draining,
+    })
+}
+
+/// One shard; `leader` and `applied_index` are `null` when unknown.
+pub(crate) fn shard_json(shard: &ShardInfo) -> Value {
+    json!({
+        "shard": shard.shard,
+        "leader": shard.leader,
+        "replicas": shard.replicas,
+        "learners": shard.learners,
+        "term": shard.term,
+        "applied_index": shard.applied_index,
+    })
+}
+
+/// The answer to `drain`: `{"draining": "n2"}`.
+pub(crate) fn draining_json(node: &str) -> Value {
+    json!({ "draining": node })
 }
 
 /// `user` / `assistant`.
@@ -399,6 +430,49 @@ mod tests {
             assert_eq!(value["type"], name);
             assert!(value.as_object().is_some_and(|o| o.len() > 2), "{value}");
         }
+    }
+
+    #[test]
+    fn cluster_shapes_have_stable_snake_case_keys() {
+        let member = MemberInfo {
+            node_id: "n1".into(),
+            addr: "127.0.0.1:7001".into(),
+            state: "alive".into(),
+            version: "0.1.0".into(),
+            leaders: 22,
+            draining: false,
+        };
+        assert_eq!(
+            member_json(&member),
+            json!({
+                "node_id": "n1",
+                "addr": "127.0.0.1:7001",
+                "state": "alive",
+                "version": "0.1.0",
+                "leaders": 22,
+                "draining": false,
+            })
+        );
+        let shard = ShardInfo {
+            shard: 7,
+            leader: None,
+            replicas: vec!["n1".into(), "n2".into()],
+            learners: vec!["n3".into()],
+            term: 4,
+            applied_index: None,
+        };
+        assert_eq!(
+            shard_json(&shard),
+            json!({
+                "shard": 7,
+                "leader": null,
+                "replicas": ["n1", "n2"],
+                "learners": ["n3"],
+                "term": 4,
+                "applied_index": null,
+            })
+        );
+        assert_eq!(draining_json("n2"), json!({"draining": "n2"}));
     }
 
     #[test]

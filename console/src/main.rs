@@ -3,9 +3,11 @@
 //! # Layout
 //! * `main.rs` (this file): the command tree, profile loading, the error line and exit codes.
 //! * `conv`: `shoalctl conv …`, built on the client SDK.
-//! * `admin`: `shoalctl admin …`, built on the admin client.
-//! * `json`: the JSON shapes of `--json` output (events, messages, conversations, status).
-//! * `render`: human-readable output.
+//! * `admin`: `shoalctl admin …` and the cluster commands `shoalctl members | shards |
+//!   drain`, built on the admin client.
+//! * `json`: the JSON shapes of `--json` output (events, messages, conversations, status,
+//!   members, shards).
+//! * `render`: human-readable output (transcripts, member and shard tables).
 //!
 //! Every failure prints exactly one line `error: <what happened>; <what to do>` on stderr
 //! and exits with status 1.
@@ -51,6 +53,8 @@ enum Command {
     /// Node status, actors, followers, eviction and tokens (needs the admin token).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    #[command(flatten)]
+    Cluster(admin::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Conv(command) => conv::run(&profile, command).await,
         Command::Admin(command) => admin::run(&profile, command).await,
+        Command::Cluster(command) => admin::run_cluster(&profile, command).await,
     }
 }
 
@@ -168,5 +173,30 @@ mod tests {
         .unwrap();
         assert_eq!(cli.profile, PathBuf::from("/tmp/p.toml"));
         assert!(matches!(cli.command, Command::Conv(_)));
+    }
+
+    #[test]
+    fn cluster_commands_are_top_level() {
+        let cli = Cli::try_parse_from(["shoalctl", "drain", "n2", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(admin::ClusterCommand::Drain { ref node, json: true }) if node == "n2"
+        ));
+        let cli = Cli::try_parse_from(["shoalctl", "members"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(admin::ClusterCommand::Members { json: false })
+        ));
+        let cli = Cli::try_parse_from(["shoalctl", "shards", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(admin::ClusterCommand::Shards { json: true })
+        ));
+        assert!(Cli::try_parse_from(["shoalctl", "drain", ""]).is_err());
+        assert!(Cli::try_parse_from(["shoalctl", "drain"]).is_err());
+        let help = Cli::command().render_help().to_string();
+        for name in ["members", "shards", "drain", "admin", "conv"] {
+            assert!(help.contains(name), "`{name}` missing from --help:\n{help}");
+        }
     }
 }

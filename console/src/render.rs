@@ -1,12 +1,16 @@
-//! Human-readable output: transcripts, event lines, conversation lists.
+//! Human-readable output: transcripts, event lines, conversation lists, cluster tables.
 
 use crate::json::{role_str, status_str, tool_status_str};
+use shoal_protocol::admin::{MemberInfo, ShardInfo};
 use shoal_protocol::client::{ConversationDetail, ConversationSummary};
 use shoal_protocol::transcript::{Event, Message, MessageStatus, Part, Role, Snapshot};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 /// Longest side line (tool calls, status, reasoning), in characters.
 const SIDE_LINE_CHARS_MAX: usize = 120;
+/// Longest single value (node id, address, version, state) in a table, in characters.
+const CELL_CHARS_MAX: usize = 64;
 
 /// `text` on one line (whitespace collapsed), cut to `max_chars` with an ellipsis.
 pub(crate) fn one_line(text: &str, max_chars: usize) -> String {
@@ -216,9 +220,152 @@ pub(crate) fn detail(out: &mut impl Write, detail: &ConversationDetail) -> io::R
     out.flush()
 }
 
+/// How a table column lines up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// A value from the network made safe for one table cell: one line, no control characters
+/// (they could drive the terminal), at most [`CELL_CHARS_MAX`] characters.
+fn cell(text: &str) -> String {
+    one_line(text, CELL_CHARS_MAX)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// A header line and one line per row, columns two spaces apart, no trailing whitespace.
+fn table(header: &[(&str, Align)], rows: &[Vec<String>]) -> Vec<String> {
+    let mut widths: Vec<usize> = header
+        .iter()
+        .map(|(label, _)| label.chars().count())
+        .collect();
+    for row in rows {
+        for (width, value) in widths.iter_mut().zip(row) {
+            *width = (*width).max(value.chars().count());
+        }
+    }
+    let line = |values: &mut dyn Iterator<Item = &str>| {
+        let mut line = String::new();
+        for ((value, (_, align)), width) in values.zip(header).zip(&widths) {
+            if !line.is_empty() {
+                line.push_str("  ");
+            }
+            let padded = match align {
+                Align::Left => format!("{value:<width$}"),
+                Align::Right => format!("{value:>width$}"),
+            };
+            line.push_str(&padded);
+        }
+        line.trim_end().to_owned()
+    };
+    let mut lines = vec![line(&mut header.iter().map(|(label, _)| *label))];
+    lines.extend(
+        rows.iter()
+            .map(|row| line(&mut row.iter().map(String::as_str))),
+    );
+    lines
+}
+
+/// `NODE ADDR STATE LEADERS VERSION`, one row per member in the given order, with a
+/// `draining` marker after the version of a draining member.
+pub(crate) fn members_table(members: &[MemberInfo]) -> Vec<String> {
+    let header = [
+        ("NODE", Align::Left),
+        ("ADDR", Align::Left),
+        ("STATE", Align::Left),
+        ("LEADERS", Align::Right),
+        ("VERSION", Align::Left),
+        ("", Align::Left),
+    ];
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|member| {
+            vec![
+                cell(&member.node_id),
+                cell(&member.addr),
+                cell(&member.state),
+                member.leaders.to_string(),
+                cell(&member.version),
+                if member.draining { "draining" } else { "" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+/// `SHARD LEADER REPLICAS TERM APPLIED`, one row per shard in the given order. Replicas are
+/// comma-joined with learners after them as `+name`; an unknown leader or applied index
+/// is `-`.
+pub(crate) fn shards_table(shards: &[ShardInfo]) -> Vec<String> {
+    let header = [
+        ("SHARD", Align::Right),
+        ("LEADER", Align::Left),
+        ("REPLICAS", Align::Left),
+        ("TERM", Align::Right),
+        ("APPLIED", Align::Right),
+    ];
+    let rows: Vec<Vec<String>> = shards
+        .iter()
+        .map(|shard| {
+            let members: Vec<String> = shard
+                .replicas
+                .iter()
+                .map(|replica| cell(replica))
+                .chain(
+                    shard
+                        .learners
+                        .iter()
+                        .map(|learner| format!("+{}", cell(learner))),
+                )
+                .collect();
+            vec![
+                shard.shard.to_string(),
+                shard.leader.as_deref().map_or_else(|| "-".to_owned(), cell),
+                if members.is_empty() {
+                    "-".to_owned()
+                } else {
+                    members.join(",")
+                },
+                shard.term.to_string(),
+                shard
+                    .applied_index
+                    .map_or_else(|| "-".to_owned(), |index| index.to_string()),
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+/// `64 shards, 64 with a leader; leaders per node: n1=22 n2=21 n3=21` (nodes by name).
+pub(crate) fn shards_summary(shards: &[ShardInfo]) -> String {
+    let mut leaders_per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for leader in shards.iter().filter_map(|shard| shard.leader.as_deref()) {
+        *leaders_per_node.entry(leader).or_default() += 1;
+    }
+    let led: usize = leaders_per_node.values().sum();
+    let per_node = if leaders_per_node.is_empty() {
+        "none".to_owned()
+    } else {
+        leaders_per_node
+            .iter()
+            .map(|(node, count)| format!("{}={count}", cell(node)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let noun = if shards.len() == 1 { "shard" } else { "shards" };
+    format!(
+        "{} {noun}, {led} with a leader; leaders per node: {per_node}",
+        shards.len()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_protocol::admin::{MemberInfo, ShardInfo};
     use shoal_protocol::transcript::StopReason;
     use shoal_protocol::{MessageId, TurnId};
 
@@ -291,5 +438,77 @@ mod tests {
         );
         let user = message(Role::User, MessageStatus::Complete, "x");
         assert_eq!(message_label(&user), "user:");
+    }
+
+    fn shard(shard: u16, leader: Option<&str>) -> ShardInfo {
+        ShardInfo {
+            shard,
+            leader: leader.map(str::to_owned),
+            replicas: vec!["n1".into(), "n2".into(), "n3".into()],
+            learners: Vec::new(),
+            term: 3,
+            applied_index: Some(1200),
+        }
+    }
+
+    #[test]
+    fn members_table_lines_up_and_marks_draining() {
+        let member = |id: &str, state: &str, leaders: u32, draining: bool| MemberInfo {
+            node_id: id.into(),
+            addr: format!("10.0.0.{}:7000", leaders),
+            state: state.into(),
+            version: "0.1.0".into(),
+            leaders,
+            draining,
+        };
+        let lines = members_table(&[
+            member("n1", "alive", 22, false),
+            member("node-2", "suspect", 9, true),
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "NODE    ADDR            STATE    LEADERS  VERSION",
+                "n1      10.0.0.22:7000  alive         22  0.1.0",
+                "node-2  10.0.0.9:7000   suspect        9  0.1.0    draining",
+            ]
+        );
+    }
+
+    #[test]
+    fn shards_table_shows_learners_and_unknowns() {
+        let mut learning = shard(12, None);
+        learning.learners = vec!["n4".into()];
+        learning.applied_index = None;
+        let lines = shards_table(&[shard(0, Some("n1")), learning]);
+        assert_eq!(
+            lines,
+            [
+                "SHARD  LEADER  REPLICAS      TERM  APPLIED",
+                "    0  n1      n1,n2,n3         3     1200",
+                "   12  -       n1,n2,n3,+n4     3        -",
+            ]
+        );
+    }
+
+    #[test]
+    fn shards_summary_counts_leaders_per_node() {
+        let shards: Vec<ShardInfo> = (0..64u16)
+            .map(|i| shard(i, Some(["n1", "n2", "n3"][usize::from(i % 3)])))
+            .collect();
+        assert_eq!(
+            shards_summary(&shards),
+            "64 shards, 64 with a leader; leaders per node: n1=22 n2=21 n3=21"
+        );
+        assert_eq!(
+            shards_summary(&[shard(0, None)]),
+            "1 shard, 0 with a leader; leaders per node: none"
+        );
+    }
+
+    #[test]
+    fn cells_cannot_drive_the_terminal() {
+        assert_eq!(cell("n1\u{1b}[2J"), "n1?[2J");
+        assert_eq!(cell("two\nlines"), "two lines");
     }
 }

@@ -6,10 +6,11 @@ mod fake_node;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use fake_node::*;
-use serde_json::Value;
+use serde_json::{Value, json};
+use shoal_protocol::admin::{AdminReply, AdminRequest};
 use shoal_protocol::client::{ClientReply, ClientRequest, ServerFrame};
 use shoal_protocol::transcript::{Event, EventFrame, MessageStatus, PermissionOption, ToolStatus};
-use shoal_protocol::{MessageId, Seq, TurnId, WireError};
+use shoal_protocol::{ErrorCode, MessageId, Seq, TurnId, WireError};
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -312,4 +313,255 @@ async fn server_errors_are_one_line() -> Result<()> {
         "{stderr:?}"
     );
     Ok(())
+}
+
+/// Runs `shoalctl ARGS…` against `node`, answers its one admin request with `reply` after
+/// checking it is `expected`, and returns the output.
+async fn admin_command(
+    node: &mut FakeNode,
+    profile: &Path,
+    args: &[&str],
+    expected: AdminRequest,
+    reply: Result<AdminReply, WireError>,
+) -> Result<Output> {
+    let child = spawn(profile, args)?;
+    let request = node
+        .next(&format!("the request of `{}`", args.join(" ")))
+        .await?;
+    ensure!(
+        *request.admin()? == expected,
+        "`{}` sent {:?}, expected {expected:?}",
+        args.join(" "),
+        request.body
+    );
+    request.admin_reply(reply).await?;
+    finish(child).await
+}
+
+/// Checks success and an empty stderr; returns stdout.
+fn succeeded(output: &Output, what: &str) -> Result<String> {
+    let stderr = text(&output.stderr);
+    ensure!(
+        output.status.success() && stderr.is_empty(),
+        "`{what}` failed ({}): {stderr}",
+        output.status
+    );
+    Ok(text(&output.stdout))
+}
+
+#[tokio::test]
+async fn members_prints_a_table_or_a_json_array() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let profile = write_profile(&dir, &pki, node.addr)?;
+        // Out of order on the wire; printed by node id.
+        let mut members = members();
+        members.reverse();
+
+        let output = admin_command(
+            &mut node,
+            &profile,
+            &["members"],
+            AdminRequest::Members,
+            Ok(AdminReply::Members(members.clone())),
+        )
+        .await?;
+        let stdout = succeeded(&output, "members")?;
+        let expected = [
+            "NODE  ADDR            STATE    LEADERS  VERSION",
+            "n1    127.0.0.1:7001  alive         22  0.1.0",
+            "n2    127.0.0.1:7002  alive         21  0.1.0    draining",
+            "n3    127.0.0.1:7003  suspect       21  0.1.0",
+        ];
+        ensure!(stdout.lines().eq(expected), "{stdout}");
+
+        let output = admin_command(
+            &mut node,
+            &profile,
+            &["members", "--json"],
+            AdminRequest::Members,
+            Ok(AdminReply::Members(members)),
+        )
+        .await?;
+        let stdout = succeeded(&output, "members --json")?;
+        ensure!(stdout.lines().count() == 1, "one line expected: {stdout}");
+        let value: Value = serde_json::from_str(&stdout)?;
+        let first = json!({
+            "node_id": "n1",
+            "addr": "127.0.0.1:7001",
+            "state": "alive",
+            "version": "0.1.0",
+            "leaders": 22,
+            "draining": false,
+        });
+        ensure!(value[0] == first, "{value}");
+        let ids: Vec<&str> = value
+            .as_array()
+            .context("not an array")?
+            .iter()
+            .filter_map(|m| m["node_id"].as_str())
+            .collect();
+        ensure!(ids == ["n1", "n2", "n3"], "{value}");
+        ensure!(value[1]["draining"] == true && value[2]["state"] == "suspect");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn shards_prints_a_table_with_a_summary_or_a_json_array() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let profile = write_profile(&dir, &pki, node.addr)?;
+        let mut shards = shards();
+        shards[63].learners = vec!["n4".to_owned()];
+        shards[63].term = 3;
+        let mut leaderless = shards.clone();
+        leaderless[1].leader = None;
+        leaderless[1].applied_index = None;
+
+        let output = admin_command(
+            &mut node,
+            &profile,
+            &["shards"],
+            AdminRequest::Shards,
+            Ok(AdminReply::Shards(shards)),
+        )
+        .await?;
+        let stdout = succeeded(&output, "shards")?;
+        let lines: Vec<&str> = stdout.lines().collect();
+        ensure!(lines.len() == 66, "header, 64 rows, summary: {stdout}");
+        ensure!(
+            lines[0] == "SHARD  LEADER  REPLICAS      TERM  APPLIED",
+            "{stdout}"
+        );
+        ensure!(
+            lines[1] == "    0  n1      n1,n2,n3         2      100",
+            "{stdout}"
+        );
+        ensure!(
+            lines[64] == "   63  n1      n1,n2,n3,+n4     3      163",
+            "{stdout}"
+        );
+        ensure!(
+            lines[65] == "64 shards, 64 with a leader; leaders per node: n1=22 n2=21 n3=21",
+            "{stdout}"
+        );
+
+        let output = admin_command(
+            &mut node,
+            &profile,
+            &["shards", "--json"],
+            AdminRequest::Shards,
+            Ok(AdminReply::Shards(leaderless)),
+        )
+        .await?;
+        let stdout = succeeded(&output, "shards --json")?;
+        ensure!(stdout.lines().count() == 1, "one line expected: {stdout}");
+        let value: Value = serde_json::from_str(&stdout)?;
+        ensure!(
+            value.as_array().map(Vec::len) == Some(64),
+            "64 shards expected: {value}"
+        );
+        let leaderless = json!({
+            "shard": 1,
+            "leader": null,
+            "replicas": ["n1", "n2", "n3"],
+            "learners": [],
+            "term": 2,
+            "applied_index": null,
+        });
+        ensure!(value[1] == leaderless, "{}", value[1]);
+        ensure!(value[63]["learners"] == json!(["n4"]), "{}", value[63]);
+        ensure!(value[0]["leader"] == "n1" && value[0]["applied_index"] == 100);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn drain_says_what_happens_and_failures_are_one_line() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let profile = write_profile(&dir, &pki, node.addr)?;
+        let drain_n2 = || AdminRequest::Drain {
+            node: "n2".to_owned(),
+        };
+        let draining = || Ok(AdminReply::Draining {
+            node: "n2".to_owned(),
+        });
+
+        let output = admin_command(&mut node, &profile, &["drain", "n2"], drain_n2(), draining())
+            .await?;
+        let stdout = succeeded(&output, "drain n2")?;
+        ensure!(
+            stdout == "draining n2: its shard leaderships move to other nodes over the next seconds\n",
+            "{stdout:?}"
+        );
+
+        let output = admin_command(
+            &mut node,
+            &profile,
+            &["drain", "n2", "--json"],
+            drain_n2(),
+            draining(),
+        )
+        .await?;
+        let stdout = succeeded(&output, "drain n2 --json")?;
+        ensure!(
+            serde_json::from_str::<Value>(&stdout)? == json!({"draining": "n2"}),
+            "{stdout}"
+        );
+        ensure!(stdout.lines().count() == 1, "{stdout}");
+
+        // The node's refusal is the one error line.
+        let output = admin_command(
+            &mut node,
+            &profile,
+            &["drain", "n9"],
+            AdminRequest::Drain {
+                node: "n9".to_owned(),
+            },
+            Err(WireError::new(
+                ErrorCode::NotFound,
+                "node n9 is not a cluster member; list them with `shoalctl members`",
+            )),
+        )
+        .await?;
+        ensure!(output.status.code() == Some(1), "exit {}", output.status);
+        ensure!(output.stdout.is_empty(), "{}", text(&output.stdout));
+        let stderr = text(&output.stderr);
+        ensure!(
+            stderr
+                == "error: not found: node n9 is not a cluster member; list them with `shoalctl members`\n",
+            "{stderr:?}"
+        );
+
+        // A profile without the admin token fails before connecting.
+        let text_without_admin: String = std::fs::read_to_string(&profile)?
+            .lines()
+            .filter(|line| !line.starts_with("admin_token"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        std::fs::write(&profile, text_without_admin)?;
+        for args in [&["members"][..], &["shards", "--json"], &["drain", "n2"]] {
+            let output = finish(spawn(&profile, args)?).await?;
+            ensure!(output.status.code() == Some(1), "exit {}", output.status);
+            let stderr = text(&output.stderr);
+            ensure!(
+                stderr.lines().count() == 1
+                    && stderr.starts_with("error: the profile has no admin_token"),
+                "`{}`: {stderr:?}",
+                args.join(" ")
+            );
+        }
+        Ok(())
+    })
+    .await
 }

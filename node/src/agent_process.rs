@@ -475,6 +475,12 @@ impl AgentProcess {
         &self.session_id
     }
 
+    /// SIGKILLs the agent's process group now, without any grace (fencing: this node
+    /// lost the shard's lease). The exit is reaped by the exit watcher.
+    pub fn kill_now(&self) {
+        self.child.signal_group(rustix::process::Signal::KILL);
+    }
+
     /// The agent's OS process id (also its process group id).
     pub fn pid(&self) -> Option<u32> {
         self.child.pid()

@@ -49,8 +49,14 @@ impl Metrics {
 pub struct NodeContext {
     /// The checked config.
     pub config: NodeConfig,
-    /// The node's store (the write path is `Store::propose`).
+    /// The node's store, for reads (the write path is [`crate::cluster::Cluster::propose`]).
     pub store: Arc<Store>,
+    /// Raft groups, lease and routing.
+    pub cluster: Arc<crate::cluster::Cluster>,
+    /// Per-shard fences over agent processes.
+    pub fence: crate::fence::AgentFence,
+    /// SWIM membership (gossip over QUIC datagrams).
+    pub membership: crate::cluster::membership::Membership,
     /// Token signer.
     pub signer: TokenSigner,
     /// Counters.
@@ -59,6 +65,8 @@ pub struct NodeContext {
     pub started: Instant,
     /// The client address actually bound.
     pub listen_addr: std::net::SocketAddr,
+    /// The address other nodes and redirected clients dial to reach this node.
+    pub advertise_addr: std::net::SocketAddr,
 }
 
 impl NodeContext {

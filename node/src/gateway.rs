@@ -3,6 +3,7 @@
 //! * [`frames`]: reading and writing frames on QUIC streams with limits and timeouts.
 //! * [`client_api`]: `shoal-client/1` requests.
 //! * [`admin_api`]: `shoal-admin/1` requests.
+//! * [`peer_api`]: `shoal-peer/1`: Raft RPCs, forwarded requests, gossip datagrams.
 //!
 //! A connection's first bidirectional stream carries the handshake (magic, version,
 //! token). Every later stream carries one request. A malformed or oversized frame gets an
@@ -11,6 +12,7 @@
 pub mod admin_api;
 pub mod client_api;
 pub mod frames;
+pub mod peer_api;
 
 use crate::actors::shard_host::ShardHostMsg;
 use crate::context::{Metrics, NodeContext};
@@ -41,7 +43,7 @@ pub mod close_code {
     pub const BUSY: u32 = 3;
     /// The node is shutting down.
     pub const SHUTDOWN: u32 = 4;
-    /// The node does not serve this API yet.
+    /// Reserved: an API this node does not serve.
     pub const UNSUPPORTED: u32 = 5;
 }
 
@@ -92,7 +94,9 @@ async fn handle_connection(
         .and_then(|d| d.protocol)
         .unwrap_or_default();
     if alpn == shoal_protocol::ALPN_PEER {
-        return refuse_peer(&conn);
+        check_peer_cert(&conn)?;
+        peer_api::serve(conn, ctx.clone(), host).await;
+        return Ok(());
     }
     let scope = if alpn == shoal_protocol::ALPN_ADMIN {
         Scope::Admin
@@ -147,10 +151,7 @@ async fn handle_connection(
 /// The peer ALPN: only nodes holding a certificate of the cluster CA get this far
 /// (rustls verified the chain during the TLS handshake); a connection without a client
 /// certificate is refused here, before any message is read.
-///
-/// Peer services (Raft, forwarding, gossip) arrive with cluster mode; until then an
-/// authenticated peer is told so and disconnected.
-fn refuse_peer(conn: &quinn::Connection) -> Result<(), String> {
+fn check_peer_cert(conn: &quinn::Connection) -> Result<(), String> {
     let remote = conn.remote_address();
     let has_cert = conn
         .peer_identity()
@@ -167,11 +168,7 @@ fn refuse_peer(conn: &quinn::Connection) -> Result<(), String> {
         );
         return Err("peer without a client certificate".into());
     }
-    tracing::info!(%remote, "peer authenticated by its cluster certificate; peer services are not enabled yet");
-    conn.close(
-        close_code::UNSUPPORTED.into(),
-        b"peer services are not enabled on this node (single-node mode)",
-    );
+    tracing::debug!(%remote, "peer authenticated by its cluster certificate");
     Ok(())
 }
 

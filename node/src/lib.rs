@@ -9,13 +9,21 @@
 //! * [`shard`]: the deterministic shard state machine and the sled store under it.
 //! * [`agent_process`]: one ACP agent child process and its session.
 //! * [`security`]: TLS material and bearer tokens.
+//! * [`cluster`]: Raft groups per shard, the leader lease, routing, membership, placement.
+//! * [`raft`]: openraft storage (sled) and network (peer ALPN).
+//! * [`peer`]: the peer protocol and pooled peer connections.
+//! * [`fence`]: per-shard fences that kill agent processes when the lease is lost.
 
 pub mod actors;
 pub mod agent_process;
+pub mod cluster;
 pub mod context;
 pub mod dev;
+pub mod fence;
 pub mod gateway;
 pub mod node;
+pub mod peer;
+pub mod raft;
 pub mod security;
 pub mod shard;
 

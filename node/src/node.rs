@@ -4,6 +4,7 @@
 //! (or takes one already bound: the I/O seam), starts the actor tree and the accept loop.
 
 use crate::actors::shard_host::{ShardHost, ShardHostMsg};
+use crate::cluster::Cluster;
 use crate::context::{Metrics, NodeContext};
 use crate::security::tls::{self, TlsPaths};
 use crate::security::tokens::TokenSigner;
@@ -39,6 +40,9 @@ pub enum NodeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The Raft groups could not start.
+    #[error("cannot start the shard groups: {0}")]
+    Cluster(String),
     /// The actor system could not start.
     #[error("cannot start the actor tree: {0}")]
     Actors(String),
@@ -51,6 +55,7 @@ pub struct NodeHandle {
     endpoint: quinn::Endpoint,
     host: ActorRef<ShardHostMsg>,
     accept: tokio::task::JoinHandle<()>,
+    background: crate::cluster::reconciler::Background,
 }
 
 /// Entry points.
@@ -86,14 +91,7 @@ impl Node {
         };
         let max_streams = config.limits.max_streams_per_connection.get();
         let server_config = tls::server_config(&paths, max_streams)?;
-        let ctx = Arc::new(NodeContext {
-            config,
-            store,
-            signer,
-            metrics: Metrics::default(),
-            started: Instant::now(),
-            listen_addr,
-        });
+        let peer_config = crate::peer::client_config(&paths)?;
         let runtime = Arc::new(quinn::TokioRuntime);
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
@@ -105,6 +103,50 @@ impl Node {
             addr: listen_addr,
             source,
         })?;
+        // An advertise address left at the listen address (port 0 in tests, or an
+        // unspecified IP) means "the address actually bound".
+        let advertise = if config.node.advertise_addr == config.node.listen_addr {
+            listen_addr
+        } else {
+            config.node.advertise_addr
+        };
+        let peers = crate::peer::PeerClient::new(endpoint.clone(), peer_config);
+        let peers_for_gossip = peers.clone();
+        let cluster = Cluster::start(&config, &store, peers, advertise)
+            .await
+            .map_err(|e| NodeError::Cluster(e.to_string()))?;
+        let fence = crate::fence::AgentFence::new(config.cluster.shard_count.get());
+        let membership = crate::cluster::membership::Membership::spawn(
+            crate::cluster::membership::NodeMeta {
+                name: cluster.me_node.name.clone(),
+                raft_id: cluster.me,
+                addr: advertise,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                leaders: 0,
+                initialized: cluster.initialized().await,
+                draining: false,
+            },
+            config.cluster.seeds.clone(),
+            crate::cluster::membership::GossipTimings {
+                cluster_size_hint: config.gossip.preset.cluster_size_hint(),
+                probe_period: config.gossip.probe_period(),
+                suspect_to_down: config.gossip.suspect_to_down(),
+                packet_bytes_max: usize::from(config.gossip.packet_bytes_max.get()),
+            },
+            Arc::new(crate::cluster::PeerGossip(peers_for_gossip)),
+        );
+        let ctx = Arc::new(NodeContext {
+            config,
+            store,
+            cluster,
+            fence,
+            membership,
+            signer,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            listen_addr,
+            advertise_addr: advertise,
+        });
         let (host, _) = Actor::spawn(None, ShardHost, ctx.clone())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
@@ -113,14 +155,45 @@ impl Node {
             ctx.clone(),
             host.clone(),
         ));
+        let background = crate::cluster::reconciler::spawn(ctx.clone());
+        if ctx.config.cluster.seeds.is_empty() && ctx.cluster.replicas() == 1 {
+            // A single node forms its own cluster: be ready before returning, so the
+            // first request does not meet an election.
+            wait_hosting_all(&ctx).await?;
+        }
         tracing::info!(node = ctx.node_id(), %listen_addr, "node started");
         Ok(NodeHandle {
             ctx,
             endpoint,
             host,
             accept,
+            background,
         })
     }
+}
+
+/// How long a single node may take to elect itself for every shard.
+const SINGLE_NODE_READY_TIMEOUT_MS: u64 = 30_000;
+
+async fn wait_hosting_all(ctx: &NodeContext) -> Result<(), NodeError> {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(SINGLE_NODE_READY_TIMEOUT_MS);
+    for group in ctx.cluster.groups() {
+        let Some(mut hosting) = ctx.cluster.watch_hosting(group.shard) else {
+            continue;
+        };
+        let ready = hosting.wait_for(|h| matches!(h, crate::cluster::Hosting::Active { .. }));
+        match tokio::time::timeout_at(deadline, ready).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                return Err(NodeError::Cluster(format!(
+                    "shard {} did not elect this node within {SINGLE_NODE_READY_TIMEOUT_MS} ms",
+                    group.shard
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl NodeHandle {
@@ -137,6 +210,8 @@ impl NodeHandle {
     /// Stops accepting, closes connections, stops every actor (and agent process) and
     /// flushes the store.
     pub async fn shutdown(self) {
+        // Leave gossip first so peers mark us down at once rather than by suspicion.
+        self.background.leave().await;
         self.endpoint.close(
             crate::gateway::close_code::SHUTDOWN.into(),
             b"node shutting down",
@@ -150,6 +225,8 @@ impl NodeHandle {
         {
             tracing::warn!(error = %e, "actors did not stop in time");
         }
+        self.background.stop();
+        self.ctx.cluster.shutdown().await;
         if let Err(e) = self.ctx.store.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }

@@ -110,7 +110,7 @@ async fn peer_alpn_admits_only_cluster_certificates() {
     let client = Client::connect(&node.profile).await.unwrap();
     assert!(client.list_conversations(1).await.unwrap().is_empty());
 
-    // A peer with n2's certificate passes the TLS gate (and is told peer services are off).
+    // A peer with n2's certificate passes the TLS gate and is served peer requests.
     let conn = peer_connect(
         addr,
         &certs.join("ca.pem"),
@@ -118,12 +118,23 @@ async fn peer_alpn_admits_only_cluster_certificates() {
     )
     .await
     .expect("a cluster certificate is accepted");
-    let (code, reason) = close_reason(tokio::time::timeout(WAIT, conn.closed()).await.unwrap());
-    assert_eq!(
-        code,
-        u64::from(shoal_node::gateway::close_code::UNSUPPORTED),
-        "{reason}"
-    );
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let request = shoal_node::peer::PeerRequest::Campaign { shard: 60_000 };
+    let frame = shoal_protocol::frame::encode_frame(&request).unwrap();
+    send.write_all(&frame).await.unwrap();
+    send.finish().unwrap();
+    let reply: shoal_node::peer::ControlReply = tokio::time::timeout(
+        WAIT,
+        shoal_node::gateway::frames::read_frame(&mut recv, 1 << 20),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    match reply {
+        shoal_node::peer::ControlReply::Refused(why) => assert!(why.contains("no shard"), "{why}"),
+        other => panic!("a campaign for a missing shard must be refused, got {other:?}"),
+    }
 
     // No certificate: refused before any message.
     let conn = peer_connect(addr, &certs.join("ca.pem"), None)

@@ -30,6 +30,49 @@ pub enum AdminRequest {
         /// Lifetime in seconds.
         ttl_secs: u64,
     },
+    /// Cluster members as this node's gossip sees them.
+    Members,
+    /// Every shard: leader, replicas, term, applied index (as this node sees them).
+    Shards,
+    /// Move every shard leadership off `node` and remove it from placement.
+    Drain {
+        /// The node id (name).
+        node: String,
+    },
+}
+
+/// One cluster member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Node id.
+    pub node_id: String,
+    /// Its address (client, admin and peer).
+    pub addr: String,
+    /// `alive`, `suspect` or `down`.
+    pub state: String,
+    /// Software version.
+    pub version: String,
+    /// Shards it leads.
+    pub leaders: u32,
+    /// Being drained.
+    pub draining: bool,
+}
+
+/// One shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Shard id.
+    pub shard: u16,
+    /// Leader node id, if known.
+    pub leader: Option<String>,
+    /// Voter node ids.
+    pub replicas: Vec<String>,
+    /// Learner node ids (catching up).
+    pub learners: Vec<String>,
+    /// Raft term.
+    pub term: u64,
+    /// Last applied log index on the answering node.
+    pub applied_index: Option<u64>,
 }
 
 /// A node's status.
@@ -97,4 +140,13 @@ pub enum AdminReply {
     },
     /// `IssueToken`: the token.
     Token(String),
+    /// `Members`.
+    Members(Vec<MemberInfo>),
+    /// `Shards`.
+    Shards(Vec<ShardInfo>),
+    /// `Drain`: accepted; leaderships move off the node over the next seconds.
+    Draining {
+        /// The node.
+        node: String,
+    },
 }

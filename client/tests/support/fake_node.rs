@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use anyhow::{Context, Result, anyhow, bail};
-use shoal_protocol::admin::AdminRequest;
+use shoal_protocol::admin::{AdminReply, AdminRequest, MemberInfo, ShardInfo};
 use shoal_protocol::client::{ClientRequest, ConversationSummary, RequestEnvelope, ServerFrame};
 use shoal_protocol::frame::encode_frame;
 use shoal_protocol::handshake::{Hello, HelloReply};
@@ -81,6 +81,20 @@ impl Request {
             Body::Client(body) => Ok(body),
             Body::Admin(body) => bail!("expected a client request, got {body:?}"),
         }
+    }
+
+    pub(crate) fn admin(&self) -> Result<&AdminRequest> {
+        match &self.body {
+            Body::Admin(body) => Ok(body),
+            Body::Client(body) => bail!("expected an admin request, got {body:?}"),
+        }
+    }
+
+    /// Answers an admin request with `reply` and ends the stream.
+    pub(crate) async fn admin_reply(mut self, reply: Result<AdminReply, WireError>) -> Result<()> {
+        self.frame(&reply).await?;
+        self.finish();
+        Ok(())
     }
 
     /// Writes one frame; errors are returned (the client may have gone away on purpose).
@@ -303,6 +317,37 @@ pub(crate) fn done(seq: u64, text: &str) -> EventFrame {
             usage: None,
         },
     }
+}
+
+/// Three members; `n2` is draining and `n3` is suspect.
+pub(crate) fn members() -> Vec<MemberInfo> {
+    let member = |id: &str, port: u16, state: &str, leaders: u32, draining: bool| MemberInfo {
+        node_id: id.to_owned(),
+        addr: format!("127.0.0.1:{port}"),
+        state: state.to_owned(),
+        version: "0.1.0".to_owned(),
+        leaders,
+        draining,
+    };
+    vec![
+        member("n1", 7001, "alive", 22, false),
+        member("n2", 7002, "alive", 21, true),
+        member("n3", 7003, "suspect", 21, false),
+    ]
+}
+
+/// 64 shards led round-robin by `n1`, `n2`, `n3` (22, 21, 21), all three voters each.
+pub(crate) fn shards() -> Vec<ShardInfo> {
+    (0..64u16)
+        .map(|shard| ShardInfo {
+            shard,
+            leader: Some(format!("n{}", shard % 3 + 1)),
+            replicas: vec!["n1".to_owned(), "n2".to_owned(), "n3".to_owned()],
+            learners: Vec::new(),
+            term: 2,
+            applied_index: Some(100 + u64::from(shard)),
+        })
+        .collect()
 }
 
 pub(crate) async fn bounded(test: impl Future<Output = Result<()>>) -> Result<()> {

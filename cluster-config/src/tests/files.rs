@@ -85,9 +85,13 @@ fn readme_documents_every_key_and_its_example_is_valid() {
             .lines()
             .find(|l| l.starts_with(&format!("| `{}` |", rule.key)))
             .expect("row exists");
+        let default = match rule.default {
+            Some(default) => format!("`{default}`"),
+            None => "none".to_owned(),
+        };
         assert!(
-            row.contains(&format!("`{}`", rule.default)),
-            "README default of {}",
+            row.contains(&default),
+            "README default of {}: {default}",
             rule.key
         );
         assert!(
@@ -112,6 +116,7 @@ fn readme_error_examples_match() {
             ]),
             &[],
         ),
+        parse_err(&with(&[("cluster.lease_ms", "400")]), &[]),
     ];
     for err in errors {
         assert!(readme.contains(&format!("{err}\n")), "README quotes: {err}");

@@ -79,6 +79,8 @@ pub struct AgentSessionArgs {
     pub home: PathBuf,
     /// The agent session to resume, if one was recorded.
     pub resume_session: Option<String>,
+    /// The shard whose lease gates this agent (see [`crate::fence`]).
+    pub shard: shoal_protocol::ShardId,
 }
 
 enum Control {
@@ -239,23 +241,50 @@ async fn ensure_process(
         start_timeout: Duration::from_millis(ctx.config.conversation.agent_start_timeout_ms.get()),
         extra_env,
     };
-    let process = match AgentProcess::start(&args.command, opts.clone(), state.updates_tx.clone()).await {
-        Ok(process) => Ok(process),
-        // The agent lost (or never had) the recorded session: start a fresh one rather
-        // than failing every later turn.
-        Err(AgentError::Rpc { code, message }) if opts.resume_session.is_some() => {
-            tracing::warn!(agent = %args.agent_name, code, %message, "cannot resume the agent session; starting a new one");
-            let _ = args.conversation.cast(ConversationMsg::Agent {
-                turn,
-                event: AgentEvent::Status("the agent could not resume its session; started a new one".to_owned()),
-            });
-            let opts = StartOptions { resume_session: None, ..opts };
-            AgentProcess::start(&args.command, opts, state.updates_tx.clone()).await
-        }
-        Err(e) => Err(e),
+    if ctx.fence.is_fenced(args.shard) {
+        return Err(format!(
+            "this node does not host shard {} now (no leader lease); retry",
+            args.shard
+        ));
     }
-    .map_err(|e| format!("agent `{}` failed to start: {e}", args.agent_name))?;
+    let start = async {
+        match AgentProcess::start(&args.command, opts.clone(), state.updates_tx.clone()).await {
+            Ok(process) => Ok(process),
+            // The agent lost (or never had) the recorded session: start a fresh one rather
+            // than failing every later turn.
+            Err(AgentError::Rpc { code, message }) if opts.resume_session.is_some() => {
+                tracing::warn!(agent = %args.agent_name, code, %message, "cannot resume the agent session; starting a new one");
+                let _ = args.conversation.cast(ConversationMsg::Agent {
+                    turn,
+                    event: AgentEvent::Status(
+                        "the agent could not resume its session; started a new one".to_owned(),
+                    ),
+                });
+                let opts = StartOptions {
+                    resume_session: None,
+                    ..opts.clone()
+                };
+                AgentProcess::start(&args.command, opts, state.updates_tx.clone()).await
+            }
+            Err(e) => Err(e),
+        }
+    };
+    // Losing the lease while the agent starts drops the start, which SIGKILLs the
+    // half-started process group.
+    let process = tokio::select! {
+        result = start => result
+            .map_err(|e| format!("agent `{}` failed to start: {e}", args.agent_name))?,
+        () = ctx.fence.fenced(args.shard) => {
+            return Err(format!("shard {} moved to another node while the agent started; retry", args.shard));
+        }
+    };
     let process = Arc::new(process);
+    if !ctx.fence.register(args.shard, &process) {
+        return Err(format!(
+            "shard {} moved to another node while the agent started; retry",
+            args.shard
+        ));
+    }
     Metrics::inc(&ctx.metrics.agent_processes);
     state.generation += 1;
     state.args.resume_session = Some(process.session_id().to_owned());

@@ -3,7 +3,7 @@
 //! It owns the conversation's live state: committed messages (the newest
 //! `SNAPSHOT_MESSAGES_MAX`), the running turn, the sequence counter and replay buffer,
 //! the followers, and its agent-session child. Durable changes go through
-//! `Store::propose` as `ShardCommand`s.
+//! `Cluster::propose` as `ShardCommand`s.
 //!
 //! A turn: `Send` commits the user message (idempotent by request id) → `UserMessage`
 //! and `TurnStarted` events → the agent session runs the prompt → its updates become
@@ -17,11 +17,11 @@
 use super::agent_session::{AgentSessionActor, AgentSessionArgs, AgentSessionMsg};
 use super::follow::{Delivery, Follower, Sequencer, Sink, Start};
 use crate::agent_process::{AgentCommand, AgentUpdate, PromptOutcome, ToolStatusRaw};
+use crate::cluster::ProposeError;
 use crate::context::{Metrics, NodeContext};
 use crate::shard::state_machine::{
     ConversationRecord, Outcome, Rejection, RunningTurn, ShardCommand, TurnStartedOutcome,
 };
-use crate::shard::store::ProposeError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use shoal_protocol::admin::{ActorInfo, FollowerInfo};
 use shoal_protocol::client::{
@@ -182,6 +182,12 @@ fn propose_error(context: &str, err: ProposeError) -> WireError {
                 "turn {turn} is still running in this conversation; wait for it to finish or cancel it"
             ),
         ),
+        ProposeError::NotLeader { shard, .. } | ProposeError::Unavailable { shard, .. } => {
+            WireError::new(
+                ErrorCode::Unavailable,
+                format!("shard {shard} is moving to another node ({context}); retry"),
+            )
+        }
         other => internal(context, other),
     }
 }
@@ -198,7 +204,7 @@ impl Actor for ConversationActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let ConversationArgs { ctx, id } = args;
         let record = match ctx
-            .store
+            .cluster
             .propose(id.shard, ShardCommand::Activate { conversation: id })
             .await?
         {
@@ -233,7 +239,7 @@ impl Actor for ConversationActor {
             message.error =
                 Some("the turn was interrupted: its node stopped before the turn ended".to_owned());
             message.content = content_from_parts(&message.parts);
-            ctx.store
+            ctx.cluster
                 .propose(
                     id.shard,
                     ShardCommand::FinishTurn {
@@ -261,7 +267,13 @@ impl Actor for ConversationActor {
         if let Some(ticker) = state.ticker.take() {
             ticker.abort();
         }
-        if state.turn.is_some() {
+        // After a move (lease lost) the new host saves the turn as interrupted from the
+        // last checkpoint; a commit from here could not succeed.
+        let hosted = matches!(
+            state.ctx.cluster.hosting(state.record.id.shard),
+            crate::cluster::Hosting::Active { .. }
+        );
+        if state.turn.is_some() && hosted {
             finish_turn(
                 state,
                 MessageStatus::Interrupted,
@@ -532,7 +544,7 @@ async fn start_turn(
         at_ms: ctx.now_ms(),
     };
     let outcome = ctx
-        .store
+        .cluster
         .propose(id.shard, cmd)
         .await
         .map_err(|e| propose_error("append user message", e))?;
@@ -649,6 +661,7 @@ async fn ensure_agent(
         cwd: ctx.workspace_dir(state.record.workspace),
         home: ctx.agent_home(state.record.workspace, state.record.id),
         resume_session: state.record.agent_session.clone(),
+        shard: state.record.id.shard,
     };
     let (agent, _) = Actor::spawn_linked(None, AgentSessionActor, args, myself.get_cell())
         .await
@@ -779,7 +792,7 @@ async fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, event: A
                 conversation: state.record.id,
                 session_id: Some(session_id.clone()),
             };
-            if let Err(e) = state.ctx.store.propose(state.record.id.shard, cmd).await {
+            if let Err(e) = state.ctx.cluster.propose(state.record.id.shard, cmd).await {
                 tracing::warn!(conversation = %state.record.id, error = %e, "cannot record the agent session id");
             }
         }
@@ -984,7 +997,7 @@ async fn checkpoint(state: &mut ConversationState) {
         conversation: state.record.id,
         message,
     };
-    if let Err(e) = state.ctx.store.propose(state.record.id.shard, cmd).await {
+    if let Err(e) = state.ctx.cluster.propose(state.record.id.shard, cmd).await {
         tracing::warn!(conversation = %state.record.id, error = %e, "checkpoint failed; will retry");
         if let Some(turn) = state.turn.as_mut() {
             turn.dirty = true;
@@ -1011,7 +1024,7 @@ async fn finish_turn(
         conversation: state.record.id,
         message: message.clone(),
     };
-    if let Err(e) = state.ctx.store.propose(state.record.id.shard, cmd).await {
+    if let Err(e) = state.ctx.cluster.propose(state.record.id.shard, cmd).await {
         let err = internal("commit the end of a turn", e);
         if let Some(sink) = state.turn.as_ref().and_then(|t| t.initiator.as_ref()) {
             sink.deliver(ServerFrame::Error(err));

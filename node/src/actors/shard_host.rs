@@ -6,9 +6,10 @@
 //! crash as interrupted.
 
 use super::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
+use crate::cluster::Hosting;
 use crate::context::NodeContext;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use shoal_protocol::{ConversationId, ErrorCode, WireError};
+use shoal_protocol::{ConversationId, ErrorCode, ShardId, WireError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -29,6 +30,12 @@ pub enum ShardHostMsg {
     Active {
         /// Reply.
         reply: RpcReplyPort<Vec<(ConversationId, ActorRef<ConversationMsg>)>>,
+    },
+    /// This node stopped hosting `shard` (lease lost or leadership moved): stop its
+    /// conversation actors. Their agent processes were already killed by the fence.
+    Release {
+        /// The shard.
+        shard: ShardId,
     },
     /// Stop a conversation's actor (and its agent process) now.
     Evict {
@@ -57,9 +64,12 @@ impl Actor for ShardHost {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         ctx: Arc<NodeContext>,
     ) -> Result<Self::State, ActorProcessingErr> {
+        for group in ctx.cluster.groups() {
+            tokio::spawn(follow_hosting(ctx.clone(), group.shard, myself.clone()));
+        }
         Ok(ShardHostState {
             ctx,
             active: BTreeMap::new(),
@@ -123,6 +133,23 @@ impl Actor for ShardHost {
                         .collect(),
                 );
             }
+            ShardHostMsg::Release { shard } => {
+                let ids: Vec<ConversationId> = state
+                    .active
+                    .keys()
+                    .filter(|id| id.shard == shard)
+                    .copied()
+                    .collect();
+                if !ids.is_empty() {
+                    tracing::info!(%shard, conversations = ids.len(), "shard released: stopping its conversations");
+                }
+                for id in ids {
+                    if let Some(actor) = state.active.remove(&id) {
+                        state.by_actor.remove(&actor.get_id());
+                        actor.stop(Some("the shard moved to another node".into()));
+                    }
+                }
+            }
             ShardHostMsg::Evict { id, reply } => {
                 let actor = state.active.remove(&id);
                 if let Some(actor) = &actor {
@@ -147,6 +174,12 @@ async fn activate(
     let not_found = || WireError::not_found(format!("conversation {id} does not exist"));
     if !state.ctx.shard_exists(id.shard) {
         return Err(not_found());
+    }
+    if !matches!(state.ctx.cluster.hosting(id.shard), Hosting::Active { .. }) {
+        return Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!("this node does not host shard {} now; retry", id.shard),
+        ));
     }
     match state.ctx.store.conversation(id) {
         Ok(Some(_)) => {}
@@ -178,4 +211,31 @@ async fn activate(
     state.by_actor.insert(actor.get_id(), id);
     state.active.insert(id, actor.clone());
     Ok(actor)
+}
+
+/// Follows one shard's hosting state: unfences its agents when this node starts hosting
+/// it; fences them (SIGKILL, at once) and releases its actors when it stops.
+async fn follow_hosting(ctx: Arc<NodeContext>, shard: ShardId, host: ActorRef<ShardHostMsg>) {
+    let Some(mut hosting) = ctx.cluster.watch_hosting(shard) else {
+        return;
+    };
+    loop {
+        let state = *hosting.borrow_and_update();
+        match state {
+            Hosting::Active { .. } => ctx.fence.unfence(shard),
+            Hosting::Inactive => {
+                let killed = ctx.fence.fence(shard);
+                if killed > 0 {
+                    tracing::warn!(%shard, killed, "lost the shard lease: agent processes killed");
+                }
+                if host.cast(ShardHostMsg::Release { shard }).is_err() {
+                    return;
+                }
+            }
+        }
+        if hosting.changed().await.is_err() {
+            ctx.fence.fence(shard);
+            return;
+        }
+    }
 }

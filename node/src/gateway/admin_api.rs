@@ -4,7 +4,9 @@ use super::REQUEST_BYTES_MAX;
 use super::frames::{FrameIoError, read_frame, write_final_frame, write_frame};
 use crate::actors::conversation::ConversationMsg;
 use crate::actors::shard_host::ShardHostMsg;
+use crate::cluster::membership::Liveness;
 use crate::context::{Metrics, NodeContext};
+use crate::peer::{ControlReply, PeerRequest};
 use crate::security::tokens::Scope;
 use ractor::{ActorRef, rpc::CallResult};
 use shoal_protocol::admin::{AdminReply, AdminRequest, NodeStatus};
@@ -151,5 +153,83 @@ async fn handle(
                 ttl_secs,
             )))
         }
+        AdminRequest::Members => Ok(AdminReply::Members(members(ctx))),
+        AdminRequest::Shards => Ok(AdminReply::Shards(shards(ctx))),
+        AdminRequest::Drain { node } => drain(ctx, node).await,
+    }
+}
+
+fn members(ctx: &NodeContext) -> Vec<shoal_protocol::admin::MemberInfo> {
+    let view = ctx.membership.watch().borrow().clone();
+    view.members
+        .iter()
+        .filter(|m| !m.meta.name.is_empty())
+        .map(|m| shoal_protocol::admin::MemberInfo {
+            node_id: m.meta.name.clone(),
+            addr: m.meta.addr.to_string(),
+            state: match m.liveness {
+                Liveness::Alive => "alive",
+                Liveness::Suspect => "suspect",
+                Liveness::Down => "down",
+            }
+            .to_owned(),
+            version: m.meta.version.clone(),
+            leaders: m.meta.leaders,
+            draining: m.meta.draining,
+        })
+        .collect()
+}
+
+fn shards(ctx: &NodeContext) -> Vec<shoal_protocol::admin::ShardInfo> {
+    ctx.cluster
+        .shard_status()
+        .into_iter()
+        .map(|s| {
+            let name = |id: &u64| {
+                s.nodes
+                    .get(id)
+                    .map(|n| n.name.clone())
+                    .unwrap_or_else(|| format!("{id:016x}"))
+            };
+            shoal_protocol::admin::ShardInfo {
+                shard: s.shard,
+                leader: s.leader.map(|l| name(&l)),
+                replicas: s.voters.iter().map(name).collect(),
+                learners: s.learners.iter().map(name).collect(),
+                term: s.term,
+                applied_index: s.applied,
+            }
+        })
+        .collect()
+}
+
+async fn drain(ctx: &NodeContext, node: String) -> Result<AdminReply, WireError> {
+    if node == ctx.node_id() {
+        ctx.membership.update_meta(|m| m.draining = true);
+        tracing::warn!("drain requested: moving every leadership off this node");
+        return Ok(AdminReply::Draining { node });
+    }
+    let view = ctx.membership.watch().borrow().clone();
+    let Some(member) = view.get(&node) else {
+        let known: Vec<&str> = view.members.iter().map(|m| m.meta.name.as_str()).collect();
+        return Err(WireError::not_found(format!(
+            "no member named `{}`; members: {}",
+            node.chars().take(64).collect::<String>(),
+            known.join(", ")
+        )));
+    };
+    let timeout = std::time::Duration::from_millis(crate::cluster::CONTROL_TIMEOUT_MS);
+    match ctx
+        .cluster
+        .peers
+        .call::<ControlReply>(member.meta.addr, &PeerRequest::Drain, timeout)
+        .await
+    {
+        Ok(ControlReply::Ok) => Ok(AdminReply::Draining { node }),
+        Ok(ControlReply::Refused(e)) => Err(WireError::new(ErrorCode::Unavailable, e)),
+        Err(e) => Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!("cannot reach {node}: {e}; retry"),
+        )),
     }
 }

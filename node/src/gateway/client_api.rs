@@ -5,13 +5,14 @@ use super::{Peer, REQUEST_BYTES_MAX};
 use crate::actors::conversation::{ConversationMsg, summary};
 use crate::actors::follow::Sink;
 use crate::actors::shard_host::ShardHostMsg;
+use crate::cluster::Route;
 use crate::context::NodeContext;
 use crate::shard::state_machine::{Outcome, ShardCommand};
 use ractor::{ActorRef, RpcReplyPort, rpc::CallResult};
 use shoal_protocol::client::{
     ClientReply, ClientRequest, LIST_LIMIT_MAX, RequestEnvelope, ServerFrame, TITLE_BYTES_MAX,
 };
-use shoal_protocol::{ConversationId, ErrorCode, TurnId, WireError};
+use shoal_protocol::{ConversationId, ErrorCode, ShardId, TurnId, WireError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -45,19 +46,165 @@ pub async fn handle_stream(
         user = %peer.user,
         traceparent = envelope.trace.as_ref().map(|t| t.traceparent.as_str()).unwrap_or(""),
     );
-    dispatch(send, envelope.body, ctx, host, peer)
+    let trace = envelope.trace.clone();
+    route(send, envelope.body, trace, ctx, host, peer)
         .instrument(span)
         .await
 }
 
-/// Runs one request and writes its answer.
-async fn dispatch(
+/// Whether a request came from a client or was forwarded by another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// Straight from a client: may be forwarded once.
+    Client,
+    /// Forwarded by another node: served here or refused, never forwarded again.
+    Forwarded,
+}
+
+/// The shard a request belongs to.
+fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId {
+    match request {
+        ClientRequest::SendMessage { conversation, .. }
+        | ClientRequest::Follow { conversation, .. }
+        | ClientRequest::GetConversation { conversation }
+        | ClientRequest::CancelTurn { conversation }
+        | ClientRequest::RespondPermission { conversation, .. } => conversation.shard,
+        ClientRequest::CreateConversation { .. } | ClientRequest::ListConversations { .. } => {
+            ctx.default_workspace(&peer.user).shard
+        }
+    }
+}
+
+/// Serves a request here if this node hosts its shard; otherwise forwards it to the
+/// leader (or, for `Follow`, tells the client where to go).
+async fn route(
+    mut send: quinn::SendStream,
+    request: ClientRequest,
+    trace: Option<shoal_protocol::TraceContext>,
+    ctx: &Arc<NodeContext>,
+    host: &ActorRef<ShardHostMsg>,
+    peer: &Peer,
+) -> Result<(), FrameIoError> {
+    let shard = shard_of(ctx, peer, &request);
+    if !ctx.shard_exists(shard) {
+        return dispatch(send, request, ctx, host, peer, Hop::Client).await;
+    }
+    match ctx.cluster.route(shard) {
+        Route::Local => dispatch(send, request, ctx, host, peer, Hop::Client).await,
+        Route::Remote(leader) => {
+            if matches!(request, ClientRequest::Follow { .. }) {
+                let moved = ServerFrame::Moved { to: leader.addr };
+                write_frame(&mut send, &moved).await?;
+                let _ = send.finish();
+                return Ok(());
+            }
+            forward(send, request, trace, ctx, peer, shard, &leader).await
+        }
+        Route::Unavailable => {
+            let e = WireError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "shard {shard} has no leader with a lease right now (election or move in progress); retry shortly"
+                ),
+            );
+            write_frame(&mut send, &ServerFrame::Error(e)).await?;
+            let _ = send.finish();
+            Ok(())
+        }
+    }
+}
+
+/// Relays a request to the shard's leader and its answer frames back, byte for byte.
+/// The client going away resets the forwarded stream, which the leader treats like
+/// its own client going away (a running turn is cancelled).
+async fn forward(
+    mut send: quinn::SendStream,
+    request: ClientRequest,
+    trace: Option<shoal_protocol::TraceContext>,
+    ctx: &Arc<NodeContext>,
+    peer: &Peer,
+    shard: ShardId,
+    leader: &crate::raft::PeerNode,
+) -> Result<(), FrameIoError> {
+    let unavailable = |message: String| {
+        WireError::new(
+            ErrorCode::Unavailable,
+            format!("cannot reach the leader of shard {shard} ({leader}): {message}; retry"),
+        )
+    };
+    let addr: std::net::SocketAddr = match leader.addr.parse() {
+        Ok(addr) => addr,
+        Err(e) => {
+            write_frame(&mut send, &ServerFrame::Error(unavailable(e.to_string()))).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+    };
+    let forwarded = crate::peer::PeerRequest::Forward {
+        user: peer.user.clone(),
+        trace,
+        request,
+    };
+    let (mut peer_send, mut peer_recv) = match ctx.cluster.peers.open(addr, &forwarded).await {
+        Ok(streams) => streams,
+        Err(e) => {
+            write_frame(&mut send, &ServerFrame::Error(unavailable(e.to_string()))).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+    };
+    let _ = peer_send.finish();
+    let stopped = send.stopped();
+    tokio::pin!(stopped);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            read = peer_recv.read(&mut buf) => match read {
+                Ok(Some(n)) => {
+                    if send.write_all(&buf[..n]).await.is_err() {
+                        let _ = peer_recv.stop(0u32.into());
+                        return Ok(());
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // The leader went away mid-answer: the client retries (idempotently).
+                    let _ = send.reset(0u32.into());
+                    return Err(FrameIoError::Stream(format!("forwarded stream to {leader} failed: {e}")));
+                }
+            },
+            _ = &mut stopped => {
+                let _ = peer_recv.stop(0u32.into());
+                let _ = peer_send.reset(0u32.into());
+                return Ok(());
+            }
+        }
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+/// Runs one request here and writes its answer.
+pub async fn dispatch(
     mut send: quinn::SendStream,
     request: ClientRequest,
     ctx: &Arc<NodeContext>,
     host: &ActorRef<ShardHostMsg>,
     peer: &Peer,
+    hop: Hop,
 ) -> Result<(), FrameIoError> {
+    if hop == Hop::Forwarded {
+        let shard = shard_of(ctx, peer, &request);
+        if ctx.cluster.route(shard) != Route::Local {
+            let e = WireError::new(
+                ErrorCode::Unavailable,
+                format!("shard {shard} moved while the request was forwarded; retry"),
+            );
+            write_frame(&mut send, &ServerFrame::Error(e)).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+    }
     let frame = match request {
         ClientRequest::SendMessage {
             conversation,
@@ -218,7 +365,7 @@ async fn create(
         at_ms: ctx.now_ms(),
         request_id,
     };
-    match ctx.store.propose(workspace.shard, cmd).await {
+    match ctx.cluster.propose(workspace.shard, cmd).await {
         Ok(Outcome::Conversation(record)) => Ok(summary(&record)),
         Ok(other) => Err(internal(format!("unexpected outcome {other:?}"))),
         Err(e) => Err(internal(e.to_string())),

@@ -117,7 +117,7 @@ pub struct ConversationRecord {
 }
 
 /// What a command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// `CreateConversation`: the record (the existing one for a retried request).
     Conversation(Box<ConversationRecord>),
@@ -130,7 +130,7 @@ pub enum Outcome {
 }
 
 /// What `AppendUserMessage` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TurnStartedOutcome {
     /// The turn.
     pub turn: RunningTurn,
@@ -143,7 +143,7 @@ pub struct TurnStartedOutcome {
 }
 
 /// Why a command was rejected. Nothing was written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Rejection {
     /// The conversation does not exist.
     #[error("conversation {0} does not exist")]

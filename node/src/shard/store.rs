@@ -1,19 +1,17 @@
 //! The node's sled store: one `Db`, one tree per shard, group-committed flushes.
 //!
-//! [`Store::propose`] is the single write path. It applies a command's writes as one
-//! atomic sled batch under the shard's apply lock, then waits for a flush that covers
-//! them before acknowledging. Flushes are coalesced across all shards by one flusher
-//! task (group commit): concurrent proposals share one `Db::flush()`. Never
-//! `flush_async()`, which deadlocks in sled 0.34 (STACK.md).
+//! Reads of the shard state live here; writes go through Raft
+//! ([`crate::cluster::Cluster::propose`] → [`crate::raft::storage`]). [`Store::flush`]
+//! is the group commit: one flusher task coalesces `Db::flush()` across all callers and
+//! shards. Never `flush_async()`, which deadlocks in sled 0.34 (STACK.md).
 
 use super::state_machine::{
-    self, ConversationRecord, Outcome, Rejection, ShardCommand, ShardRead, conversation_key,
-    decode, message_key, user_prefix,
+    ConversationRecord, conversation_key, decode, message_key, user_prefix,
 };
 use shoal_protocol::transcript::Message;
 use shoal_protocol::{ConversationId, MessageId, ShardId, UserId};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Flush requests that may wait for the flusher; senders wait when it is full.
@@ -44,33 +42,10 @@ pub enum StoreError {
     Closed,
 }
 
-/// Why a proposal failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ProposeError {
-    /// The state machine rejected the command; nothing was written.
-    #[error(transparent)]
-    Rejected(#[from] Rejection),
-    /// Storage failed; the command may or may not be durable.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-struct TreeView<'a>(&'a sled::Tree);
-
-impl ShardRead for TreeView<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Rejection> {
-        self.0
-            .get(key)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| Rejection::Io(e.to_string()))
-    }
-}
-
 /// The node's durable store.
 pub struct Store {
     db: sled::Db,
     trees: Vec<sled::Tree>,
-    apply_locks: Vec<Mutex<()>>,
     flush_tx: mpsc::Sender<FlushRequest>,
 }
 
@@ -101,11 +76,9 @@ impl Store {
             .map_err(open_err)?;
         let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE_DEPTH);
         tokio::spawn(run_flusher(flush_rx));
-        let apply_locks = (0..shard_count).map(|_| Mutex::new(())).collect();
         Ok(Arc::new(Store {
             db,
             trees,
-            apply_locks,
             flush_tx,
         }))
     }
@@ -116,6 +89,18 @@ impl Store {
         self.trees.len() as u16
     }
 
+    /// The sled database (Raft trees live beside the shard trees).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// The state-machine tree of `shard`.
+    pub fn shard_tree(&self, shard: ShardId) -> Result<&sled::Tree, sled::Error> {
+        self.trees
+            .get(usize::from(shard.0))
+            .ok_or_else(|| sled::Error::Unsupported(format!("shard {shard} does not exist")))
+    }
+
     fn tree(&self, shard: ShardId) -> Result<&sled::Tree, StoreError> {
         self.trees.get(usize::from(shard.0)).ok_or_else(|| {
             StoreError::Io(format!(
@@ -123,32 +108,6 @@ impl Store {
                 self.trees.len()
             ))
         })
-    }
-
-    /// Applies `cmd` to `shard` and returns once it is durable.
-    pub async fn propose(
-        &self,
-        shard: ShardId,
-        cmd: ShardCommand,
-    ) -> Result<Outcome, ProposeError> {
-        let tree = self.tree(shard)?;
-        let outcome = {
-            let _guard = self.apply_locks[usize::from(shard.0)]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let (writes, outcome) = state_machine::apply(&TreeView(tree), &cmd)?;
-            if !writes.puts.is_empty() {
-                let mut batch = sled::Batch::default();
-                for (k, v) in writes.puts {
-                    batch.insert(k, v);
-                }
-                tree.apply_batch(batch)
-                    .map_err(|e| StoreError::Io(e.to_string()))?;
-            }
-            outcome
-        };
-        self.flush().await?;
-        Ok(outcome)
     }
 
     /// Waits until everything written so far is on disk (coalesced with other callers).
@@ -246,43 +205,5 @@ async fn run_flusher(mut rx: mpsc::Receiver<FlushRequest>) {
         for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_protocol::{RequestId, WorkspaceId};
-
-    #[tokio::test]
-    async fn propose_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = ConversationId::new(ShardId(1), 5);
-        {
-            let store = Store::open(dir.path(), 4).unwrap();
-            let cmd = ShardCommand::CreateConversation {
-                id,
-                workspace: WorkspaceId::new(ShardId(1), 1),
-                owner: UserId::parse("bob").unwrap(),
-                title: Some("t".into()),
-                agent: "demo".into(),
-                at_ms: 1,
-                request_id: RequestId(1),
-            };
-            store.propose(ShardId(1), cmd).await.unwrap();
-        }
-        let store = Store::open(dir.path(), 4).unwrap();
-        let rec = store.conversation(id).unwrap().unwrap();
-        assert_eq!(rec.title.as_deref(), Some("t"));
-        let listed = store
-            .user_conversations(ShardId(1), &UserId::parse("bob").unwrap())
-            .unwrap();
-        assert_eq!(listed.len(), 1);
-        assert!(matches!(
-            store
-                .propose(ShardId(9), ShardCommand::Activate { conversation: id })
-                .await,
-            Err(ProposeError::Store(_))
-        ));
     }
 }

@@ -1,0 +1,594 @@
+//! The node as a cluster member: one Raft group per shard, the leader lease that gates
+//! side effects, proposals, and routing.
+//!
+//! * Every node runs a Raft instance for every shard (idle when not a member).
+//! * [`Cluster::propose`] is the single write path: commands are queued per shard and
+//!   sent as batches of up to [`crate::raft::BATCH_COMMANDS_MAX`] per log entry.
+//! * [`Hosting`]: a shard is *hosted* (its actors and agent processes may run here)
+//!   only while this node leads it **and** holds the lease: a quorum acknowledged its
+//!   heartbeats within `cluster.lease_ms`, and — after a new election — `lease_ms` plus
+//!   one heartbeat have passed, so the previous leader's lease has run out.
+
+pub mod membership;
+pub mod placement;
+pub mod reconciler;
+
+use crate::peer::{ControlReply, PeerClient, PeerRequest};
+use crate::raft::network::ShardNetworkFactory;
+use crate::raft::{BATCH_COMMANDS_MAX, PeerNode, ShardBatch, ShardRaft, TypeConfig, storage};
+use crate::shard::state_machine::{Outcome, Rejection, ShardCommand};
+use crate::shard::store::{Store, StoreError};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{RaftMetrics, ServerState};
+use shoal_cluster_config::NodeConfig;
+use shoal_protocol::ShardId;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+/// Proposals that may wait for one shard's batcher.
+pub const PROPOSALS_QUEUED_MAX: usize = 1024;
+/// How long a proposal may wait for its commit before the caller gets `Unavailable`.
+pub const PROPOSE_TIMEOUT_MS: u64 = 10_000;
+/// Timeout of control calls to peers (initialize, campaign).
+pub const CONTROL_TIMEOUT_MS: u64 = 5_000;
+
+/// Gossip packets ride on QUIC datagrams of the pooled peer connections.
+#[derive(Debug)]
+pub struct PeerGossip(pub Arc<PeerClient>);
+
+impl membership::GossipTransport for PeerGossip {
+    fn send(&self, to: SocketAddr, packet: bytes::Bytes) {
+        self.0.send_datagram(to, packet);
+    }
+}
+
+/// Why a proposal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// The state machine rejected the command; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// This node does not lead the shard (any more).
+    #[error("shard {shard} is led by another node ({leader})")]
+    NotLeader {
+        /// The shard.
+        shard: ShardId,
+        /// The leader if known, else "unknown".
+        leader: String,
+    },
+    /// No commit within the timeout (no quorum, or overloaded): the command may or may
+    /// not be applied; retry with the same request id.
+    #[error(
+        "shard {shard} could not commit within {timeout_ms} ms; retry with the same request id"
+    )]
+    Unavailable {
+        /// The shard.
+        shard: ShardId,
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// Raft or storage failed.
+    #[error("shard {shard} failed: {message}")]
+    Failed {
+        /// The shard.
+        shard: ShardId,
+        /// Why.
+        message: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether this node may run a shard's actors now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hosting {
+    /// Leader with a valid lease, in this term.
+    Active {
+        /// The Raft term.
+        term: u64,
+    },
+    /// Not hosting.
+    Inactive,
+}
+
+/// Where a shard's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node hosts it.
+    Local,
+    /// Another node leads it.
+    Remote(PeerNode),
+    /// No leader known, or this node leads but has no lease yet: retry shortly.
+    Unavailable,
+}
+
+type Reply = oneshot::Sender<Result<Outcome, ProposeError>>;
+
+struct Proposal {
+    command: ShardCommand,
+    reply: Reply,
+}
+
+/// One shard's group on this node.
+pub struct ShardGroup {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its Raft instance.
+    pub raft: ShardRaft,
+    hosting: watch::Receiver<Hosting>,
+    proposals: mpsc::Sender<Proposal>,
+}
+
+/// What this node knows about a shard, for status output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardStatus {
+    /// The shard.
+    pub shard: u16,
+    /// The leader's raft id.
+    pub leader: Option<u64>,
+    /// Voters.
+    pub voters: BTreeSet<u64>,
+    /// Learners.
+    pub learners: BTreeSet<u64>,
+    /// Term.
+    pub term: u64,
+    /// Last applied log index.
+    pub applied: Option<u64>,
+    /// Whether this node hosts it now.
+    pub hosted_here: bool,
+    /// A membership change is in flight.
+    pub changing: bool,
+    /// Nodes named in the membership.
+    pub nodes: BTreeMap<u64, PeerNode>,
+}
+
+/// The node's cluster membership: Raft groups, lease, routing.
+pub struct Cluster {
+    /// This node's raft id.
+    pub me: u64,
+    /// This node's name and address.
+    pub me_node: PeerNode,
+    /// Peer connections.
+    pub peers: Arc<PeerClient>,
+    groups: Vec<ShardGroup>,
+    replicas: usize,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("me", &self.me_node)
+            .field("shards", &self.groups.len())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Starts one Raft instance per shard over `store`.
+    pub async fn start(
+        config: &NodeConfig,
+        store: &Arc<Store>,
+        peers: Arc<PeerClient>,
+        advertise: SocketAddr,
+    ) -> Result<Arc<Cluster>, ProposeError> {
+        let name = config.node.id.as_str().to_owned();
+        let me = placement::raft_id(&name);
+        let me_node = PeerNode {
+            name,
+            addr: advertise.to_string(),
+        };
+        let raft_config =
+            Arc::new(
+                crate::raft::raft_config(config).map_err(|e| ProposeError::Failed {
+                    shard: ShardId(0),
+                    message: format!("invalid Raft timings in [cluster]: {e}"),
+                })?,
+            );
+        let lease = config.cluster.lease();
+        let settle = lease + config.cluster.heartbeat();
+        let mut groups = Vec::new();
+        for s in 0..store.shard_count() {
+            let shard = ShardId(s);
+            let failed = |message: String| ProposeError::Failed { shard, message };
+            let (log, sm) = storage::open(store, shard).map_err(|e| failed(e.to_string()))?;
+            let network = ShardNetworkFactory {
+                shard: s,
+                peers: peers.clone(),
+            };
+            let raft = openraft::Raft::<TypeConfig>::new(me, raft_config.clone(), network, log, sm)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let (hosting_tx, hosting) = watch::channel(Hosting::Inactive);
+            tokio::spawn(run_lease(
+                shard,
+                raft.clone(),
+                me,
+                lease,
+                settle,
+                hosting_tx,
+            ));
+            let (proposals, rx) = mpsc::channel(PROPOSALS_QUEUED_MAX);
+            tokio::spawn(run_batcher(shard, raft.clone(), rx));
+            groups.push(ShardGroup {
+                shard,
+                raft,
+                hosting,
+                proposals,
+            });
+        }
+        Ok(Arc::new(Cluster {
+            me,
+            me_node,
+            peers,
+            groups,
+            replicas: usize::from(config.cluster.replicas.get()),
+        }))
+    }
+
+    /// The configured replica count.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> u16 {
+        self.groups.len() as u16
+    }
+
+    /// A shard's group.
+    pub fn group(&self, shard: ShardId) -> Option<&ShardGroup> {
+        self.groups.get(usize::from(shard.0))
+    }
+
+    /// Every group.
+    pub fn groups(&self) -> &[ShardGroup] {
+        &self.groups
+    }
+
+    /// Proposes `command` to `shard` and waits until it is committed and applied.
+    pub async fn propose(
+        &self,
+        shard: ShardId,
+        command: ShardCommand,
+    ) -> Result<Outcome, ProposeError> {
+        let group = self.group(shard).ok_or_else(|| ProposeError::Failed {
+            shard,
+            message: format!("no such shard (shard count {})", self.groups.len()),
+        })?;
+        let (reply, rx) = oneshot::channel();
+        let timeout = Duration::from_millis(PROPOSE_TIMEOUT_MS);
+        let unavailable = ProposeError::Unavailable {
+            shard,
+            timeout_ms: PROPOSE_TIMEOUT_MS,
+        };
+        tokio::time::timeout(timeout, async {
+            group
+                .proposals
+                .send(Proposal { command, reply })
+                .await
+                .map_err(|_| ProposeError::Failed {
+                    shard,
+                    message: "the node is shutting down".into(),
+                })?;
+            rx.await.map_err(|_| ProposeError::Failed {
+                shard,
+                message: "the proposal was dropped (shutting down)".into(),
+            })?
+        })
+        .await
+        .map_err(|_| unavailable)?
+    }
+
+    /// Whether this node hosts `shard` now.
+    pub fn hosting(&self, shard: ShardId) -> Hosting {
+        self.group(shard)
+            .map(|g| *g.hosting.borrow())
+            .unwrap_or(Hosting::Inactive)
+    }
+
+    /// Watches `shard`'s hosting state.
+    pub fn watch_hosting(&self, shard: ShardId) -> Option<watch::Receiver<Hosting>> {
+        self.group(shard).map(|g| g.hosting.clone())
+    }
+
+    /// Where requests for `shard` go.
+    pub fn route(&self, shard: ShardId) -> Route {
+        let Some(group) = self.group(shard) else {
+            return Route::Unavailable;
+        };
+        if matches!(*group.hosting.borrow(), Hosting::Active { .. }) {
+            return Route::Local;
+        }
+        let metrics = group.raft.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(leader) if leader != self.me => metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .cloned()
+                .map(Route::Remote)
+                .unwrap_or(Route::Unavailable),
+            _ => Route::Unavailable,
+        }
+    }
+
+    /// Status of every shard as this node sees it.
+    pub fn shard_status(&self) -> Vec<ShardStatus> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let m = g.raft.metrics().borrow().clone();
+                status_of(
+                    g.shard,
+                    &m,
+                    matches!(*g.hosting.borrow(), Hosting::Active { .. }),
+                )
+            })
+            .collect()
+    }
+
+    /// How many shards this node leads.
+    pub fn leader_count(&self) -> u32 {
+        self.groups
+            .iter()
+            .filter(|g| g.raft.metrics().borrow().state == ServerState::Leader)
+            .count() as u32
+    }
+
+    /// Whether any shard has Raft state on this node (it has been part of a cluster).
+    pub async fn initialized(&self) -> bool {
+        for g in &self.groups {
+            if g.raft.is_initialized().await.unwrap_or(false) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Initializes `shard` with `voters` (cluster bootstrap). A shard that already has
+    /// state is left alone.
+    pub async fn initialize(
+        &self,
+        shard: ShardId,
+        voters: BTreeMap<u64, PeerNode>,
+    ) -> ControlReply {
+        let Some(group) = self.group(shard) else {
+            return ControlReply::Refused(format!("no shard {shard}"));
+        };
+        match group.raft.is_initialized().await {
+            Ok(true) => return ControlReply::Ok,
+            Ok(false) => {}
+            Err(e) => return ControlReply::Refused(e.to_string()),
+        }
+        match group.raft.initialize(voters).await {
+            Ok(()) => ControlReply::Ok,
+            Err(RaftError::APIError(e)) => {
+                // NotAllowed: something was initialized meanwhile.
+                tracing::debug!(%shard, error = %e, "initialize refused");
+                ControlReply::Ok
+            }
+            Err(e) => ControlReply::Refused(e.to_string()),
+        }
+    }
+
+    /// Asks this node to campaign for `shard` (leadership transfer target).
+    pub async fn campaign(&self, shard: ShardId) -> ControlReply {
+        let Some(group) = self.group(shard) else {
+            return ControlReply::Refused(format!("no shard {shard}"));
+        };
+        match group.raft.trigger().elect().await {
+            Ok(()) => ControlReply::Ok,
+            Err(e) => ControlReply::Refused(e.to_string()),
+        }
+    }
+
+    /// Sends `Initialize` for `shard` to the node `to` (which may be this node).
+    pub async fn initialize_on(
+        &self,
+        to: &PeerNode,
+        shard: ShardId,
+        voters: BTreeMap<u64, PeerNode>,
+    ) -> Result<(), String> {
+        if to.name == self.me_node.name {
+            return match self.initialize(shard, voters).await {
+                ControlReply::Ok => Ok(()),
+                ControlReply::Refused(e) => Err(e),
+            };
+        }
+        let addr: SocketAddr = to
+            .addr
+            .parse()
+            .map_err(|e| format!("bad address {}: {e}", to.addr))?;
+        let request = PeerRequest::Initialize {
+            shard: shard.0,
+            voters: voters.into_iter().collect(),
+        };
+        match self
+            .peers
+            .call::<ControlReply>(addr, &request, Duration::from_millis(CONTROL_TIMEOUT_MS))
+            .await
+        {
+            Ok(ControlReply::Ok) => Ok(()),
+            Ok(ControlReply::Refused(e)) => Err(e),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Stops every Raft instance (bounded by the caller).
+    pub async fn shutdown(&self) {
+        for g in &self.groups {
+            let _ = g.raft.shutdown().await;
+        }
+    }
+}
+
+fn status_of(shard: ShardId, m: &RaftMetrics<u64, PeerNode>, hosted_here: bool) -> ShardStatus {
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let learners: BTreeSet<u64> = membership.learner_ids().collect();
+    ShardStatus {
+        shard: shard.0,
+        leader: m.current_leader,
+        voters,
+        learners,
+        term: m.current_term,
+        applied: m.last_applied.map(|l| l.index),
+        hosted_here,
+        changing: membership.get_joint_config().len() > 1,
+        nodes: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+    }
+}
+
+/// Sends queued proposals as batches, one log entry at a time.
+async fn run_batcher(shard: ShardId, raft: ShardRaft, mut rx: mpsc::Receiver<Proposal>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_COMMANDS_MAX {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (commands, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let count = commands.len();
+        let write = raft.client_write(ShardBatch { commands });
+        let result =
+            match tokio::time::timeout(Duration::from_millis(PROPOSE_TIMEOUT_MS), write).await {
+                Ok(result) => result,
+                Err(_) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(ProposeError::Unavailable {
+                            shard,
+                            timeout_ms: PROPOSE_TIMEOUT_MS,
+                        }));
+                    }
+                    continue;
+                }
+            };
+        match result {
+            Ok(response) => {
+                let mut results = response.data.results.into_iter();
+                for reply in replies {
+                    let r = match results.next() {
+                        Some(Ok(outcome)) => Ok(outcome),
+                        Some(Err(rejection)) => Err(ProposeError::Rejected(rejection)),
+                        None => Err(ProposeError::Failed {
+                            shard,
+                            message: format!(
+                                "the state machine answered fewer than {count} commands"
+                            ),
+                        }),
+                    };
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let make = || match &e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                        ProposeError::NotLeader {
+                            shard,
+                            leader: f
+                                .leader_node
+                                .as_ref()
+                                .map(|n| n.to_string())
+                                .unwrap_or_else(|| "unknown".into()),
+                        }
+                    }
+                    other => ProposeError::Failed {
+                        shard,
+                        message: other.to_string(),
+                    },
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(make()));
+                }
+            }
+        }
+    }
+}
+
+/// Computes [`Hosting`] from the Raft metrics: leader, a quorum ack younger than
+/// `lease`, and `settle` (lease + a heartbeat) since this node became leader.
+async fn run_lease(
+    shard: ShardId,
+    raft: ShardRaft,
+    me: u64,
+    lease: Duration,
+    settle: Duration,
+    hosting: watch::Sender<Hosting>,
+) {
+    let mut metrics = raft.metrics();
+    let mut leader_since: Option<(u64, Instant)> = None;
+    loop {
+        let now = Instant::now();
+        let m = metrics.borrow_and_update().clone();
+        let leading = m.state == ServerState::Leader && m.current_leader == Some(me);
+        let sole_voter = {
+            let mut voters = m.membership_config.membership().voter_ids();
+            voters.next() == Some(me) && voters.next().is_none()
+        };
+        if leading {
+            if leader_since.map(|(t, _)| t) != Some(m.current_term) {
+                leader_since = Some((m.current_term, now));
+            }
+        } else {
+            leader_since = None;
+        }
+        // The metrics are as of when they were sent (a little earlier than now), so
+        // this errs on the side of an older ack: safe.
+        let ack_at = match (leading, m.millis_since_quorum_ack) {
+            (true, Some(ms)) => now.checked_sub(Duration::from_millis(ms)),
+            _ => None,
+        };
+        // Next instant the state could change without a metrics update.
+        let mut wake: Option<Instant> = None;
+        let state = match (leading, leader_since) {
+            // A single voter cannot be outvoted: no lease to wait for.
+            (true, Some((term, _))) if sole_voter => Hosting::Active { term },
+            (true, Some((term, since))) => {
+                let settled = now >= since + settle;
+                let fresh = ack_at.is_some_and(|a| now < a + lease);
+                if !settled {
+                    wake = Some(since + settle);
+                    Hosting::Inactive
+                } else if fresh {
+                    wake = ack_at.map(|a| a + lease);
+                    Hosting::Active { term }
+                } else {
+                    Hosting::Inactive
+                }
+            }
+            _ => Hosting::Inactive,
+        };
+        hosting.send_if_modified(|h| {
+            if *h != state {
+                tracing::info!(%shard, ?state, "shard hosting changed");
+                *h = state;
+                true
+            } else {
+                false
+            }
+        });
+        let changed = metrics.changed();
+        match wake {
+            Some(at) => {
+                tokio::select! {
+                    r = changed => if r.is_err() { break },
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => {
+                if changed.await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    hosting.send_replace(Hosting::Inactive);
+}

@@ -1,0 +1,340 @@
+//! The cluster's background loops: gossip metadata, bootstrap, and the placement
+//! reconciler that changes Raft memberships to match [`super::placement`].
+//!
+//! * **Metadata**: every [`TICK_MS`] this node publishes how many shards it leads and
+//!   whether it has ever joined Raft groups.
+//! * **Bootstrap**: a brand-new cluster (no alive member has Raft state) is formed by
+//!   the alive member with the lowest raft id once `cluster.replicas` members are alive:
+//!   it sends `Initialize` for every shard to the shard's first rendezvous replica, with
+//!   the rendezvous replica set as voters. A member that has state never bootstraps, so a
+//!   wiped node rejoins as an empty replica instead of forming a second cluster.
+//! * **Reconciler**: for the shards this node leads, it runs [`super::placement::plan`]
+//!   and carries out at most one change per shard at a time.
+
+use super::membership::{Liveness, MembersView, Membership};
+use super::placement::{self, Action, MemberState, ShardState};
+use crate::context::NodeContext;
+use crate::peer::{ControlReply, PeerRequest};
+use crate::raft::PeerNode;
+use openraft::ChangeMembers;
+use shoal_protocol::ShardId;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Period of the metadata, bootstrap and reconcile loops.
+pub const TICK_MS: u64 = 500;
+
+/// The running background loops.
+#[derive(Debug)]
+pub struct Background {
+    membership: Membership,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Leaves gossip (others mark this node down at once). Bounded.
+    pub async fn leave(&self) {
+        self.membership.leave().await;
+    }
+
+    /// Stops the loops.
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the loops.
+pub fn spawn(ctx: Arc<NodeContext>) -> Background {
+    let inflight: Arc<Mutex<BTreeSet<u16>>> = Arc::default();
+    let tasks = vec![
+        tokio::spawn(run_meta(ctx.clone())),
+        tokio::spawn(run_bootstrap(ctx.clone())),
+        tokio::spawn(run_reconciler(ctx.clone(), inflight)),
+    ];
+    Background {
+        membership: ctx.membership.clone(),
+        tasks,
+    }
+}
+
+async fn run_meta(ctx: Arc<NodeContext>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+    let mut published = None;
+    loop {
+        tick.tick().await;
+        let now = (ctx.cluster.leader_count(), ctx.cluster.initialized().await);
+        if published != Some(now) {
+            ctx.membership.update_meta(|m| {
+                m.leaders = now.0;
+                m.initialized = now.1;
+            });
+            published = Some(now);
+        }
+    }
+}
+
+fn peer_node(meta: &super::membership::NodeMeta) -> PeerNode {
+    PeerNode {
+        name: meta.name.clone(),
+        addr: meta.addr.to_string(),
+    }
+}
+
+async fn run_bootstrap(ctx: Arc<NodeContext>) {
+    let replicas = ctx.cluster.replicas();
+    let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+    let mut waiting_logged = false;
+    loop {
+        tick.tick().await;
+        if ctx.cluster.initialized().await {
+            return;
+        }
+        let view = ctx.membership.watch().borrow().clone();
+        let alive: Vec<_> = view
+            .members
+            .iter()
+            .filter(|m| m.liveness == Liveness::Alive && !m.meta.name.is_empty())
+            .collect();
+        if alive.iter().any(|m| m.meta.initialized) {
+            // A cluster exists: the reconciler of each shard's leader adds us.
+            tracing::info!(
+                "joining an existing cluster; waiting for shard leaders to add this node"
+            );
+            return;
+        }
+        if alive.len() < replicas {
+            if !waiting_logged {
+                tracing::info!(
+                    alive = alive.len(),
+                    replicas,
+                    "waiting for cluster.replicas members before forming the cluster"
+                );
+                waiting_logged = true;
+            }
+            continue;
+        }
+        let lowest = alive.iter().map(|m| m.meta.raft_id).min();
+        if lowest != Some(ctx.cluster.me) {
+            continue;
+        }
+        let nodes: BTreeMap<u64, PeerNode> = alive
+            .iter()
+            .map(|m| (m.meta.raft_id, peer_node(&m.meta)))
+            .collect();
+        tracing::info!(
+            members = nodes.len(),
+            shards = ctx.cluster.shard_count(),
+            "forming a new cluster"
+        );
+        let mut failed = 0;
+        for s in 0..ctx.cluster.shard_count() {
+            let ids = placement::rendezvous(s, nodes.keys().copied(), replicas);
+            let voters: BTreeMap<u64, PeerNode> = ids
+                .iter()
+                .filter_map(|id| nodes.get(id).map(|n| (*id, n.clone())))
+                .collect();
+            let Some(first) = ids.first().and_then(|id| nodes.get(id)) else {
+                continue;
+            };
+            if let Err(e) = ctx.cluster.initialize_on(first, ShardId(s), voters).await {
+                tracing::warn!(shard = s, node = %first, error = %e, "cannot initialize shard; retrying");
+                failed += 1;
+            }
+        }
+        if failed == 0 {
+            tracing::info!("cluster formed");
+            return;
+        }
+    }
+}
+
+/// When each member was first seen not alive (reconciler clock).
+struct DownClock {
+    start: Instant,
+    since: HashMap<String, u64>,
+}
+
+impl DownClock {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn members(&mut self, view: &MembersView, me: u64) -> Vec<MemberState> {
+        let now = self.now_ms();
+        let mut out = Vec::new();
+        for m in &view.members {
+            if m.meta.name.is_empty() {
+                continue;
+            }
+            let alive = m.meta.raft_id == me || m.liveness != Liveness::Down;
+            let down_since_ms = if alive {
+                self.since.remove(&m.meta.name);
+                None
+            } else {
+                Some(*self.since.entry(m.meta.name.clone()).or_insert(now))
+            };
+            out.push(MemberState {
+                id: m.meta.raft_id,
+                alive,
+                down_since_ms,
+                draining: m.meta.draining,
+            });
+        }
+        out
+    }
+}
+
+async fn run_reconciler(ctx: Arc<NodeContext>, inflight: Arc<Mutex<BTreeSet<u16>>>) {
+    let grace_ms = ctx.config.cluster.placement_grace_ms;
+    let mut clock = DownClock {
+        start: Instant::now(),
+        since: HashMap::new(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+    loop {
+        tick.tick().await;
+        let view = ctx.membership.watch().borrow().clone();
+        let members = clock.members(&view, ctx.cluster.me);
+        let addresses: HashMap<u64, PeerNode> = view
+            .members
+            .iter()
+            .map(|m| (m.meta.raft_id, peer_node(&m.meta)))
+            .collect();
+        let statuses = ctx.cluster.shard_status();
+        let leaders: BTreeMap<u16, u64> = statuses
+            .iter()
+            .filter_map(|s| s.leader.map(|l| (s.shard, l)))
+            .collect();
+        let busy = inflight.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let shards: Vec<ShardState> = statuses
+            .iter()
+            .filter(|s| s.leader == Some(ctx.cluster.me))
+            .map(|s| ShardState {
+                shard: s.shard,
+                voters: s.voters.clone(),
+                learners: s.learners.clone(),
+                leader: s.leader,
+                changing: s.changing || busy.contains(&s.shard),
+            })
+            .collect();
+        if shards.is_empty() {
+            continue;
+        }
+        let actions = placement::plan(&placement::PlanInput {
+            me: ctx.cluster.me,
+            now_ms: clock.now_ms(),
+            replicas: ctx.cluster.replicas(),
+            grace_ms,
+            members: &members,
+            shards: &shards,
+            leaders: &leaders,
+        });
+        for action in actions {
+            execute(&ctx, &inflight, &addresses, action);
+        }
+    }
+}
+
+fn shard_of(action: &Action) -> u16 {
+    match action {
+        Action::AddLearner { shard, .. }
+        | Action::SetVoters { shard, .. }
+        | Action::TransferLeader { shard, .. } => *shard,
+    }
+}
+
+/// Carries out one action in the background; the shard counts as changing until done.
+fn execute(
+    ctx: &Arc<NodeContext>,
+    inflight: &Arc<Mutex<BTreeSet<u16>>>,
+    addresses: &HashMap<u64, PeerNode>,
+    action: Action,
+) {
+    let shard = shard_of(&action);
+    if !inflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(shard)
+    {
+        return;
+    }
+    let ctx = ctx.clone();
+    let inflight = inflight.clone();
+    let addresses = addresses.clone();
+    tokio::spawn(async move {
+        let result = run_action(&ctx, &addresses, &action).await;
+        match result {
+            Ok(()) => tracing::info!(?action, "placement change done"),
+            Err(e) => {
+                tracing::warn!(?action, error = %e, "placement change failed; retried next round")
+            }
+        }
+        inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&shard);
+    });
+}
+
+async fn run_action(
+    ctx: &NodeContext,
+    addresses: &HashMap<u64, PeerNode>,
+    action: &Action,
+) -> Result<(), String> {
+    let group = ctx
+        .cluster
+        .group(ShardId(shard_of(action)))
+        .ok_or("no such shard")?;
+    match action {
+        Action::AddLearner { node, .. } => {
+            let peer = addresses
+                .get(node)
+                .ok_or("the new replica's address is not known yet")?;
+            // Blocks until the learner caught up (log or snapshot), bounded.
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                group.raft.add_learner(*node, peer.clone(), true),
+            )
+            .await
+            .map_err(|_| "the learner did not catch up within 60 s".to_owned())?
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }
+        Action::SetVoters { voters, .. } => tokio::time::timeout(
+            Duration::from_secs(30),
+            group
+                .raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false),
+        )
+        .await
+        .map_err(|_| "the membership change did not commit within 30 s".to_owned())?
+        .map(|_| ())
+        .map_err(|e| e.to_string()),
+        Action::TransferLeader { shard, to } => {
+            let peer = addresses
+                .get(to)
+                .ok_or("the target's address is not known")?;
+            let addr: SocketAddr = peer.addr.parse().map_err(|e| format!("{e}"))?;
+            match ctx
+                .cluster
+                .peers
+                .call::<ControlReply>(
+                    addr,
+                    &PeerRequest::Campaign { shard: *shard },
+                    Duration::from_millis(super::CONTROL_TIMEOUT_MS),
+                )
+                .await
+            {
+                Ok(ControlReply::Ok) => Ok(()),
+                Ok(ControlReply::Refused(e)) => Err(e),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `shoal-peer/1`, server side: Raft RPCs, forwarded client requests, control calls, and
+//! gossip datagrams. Only connections with a cluster-CA client certificate get here.
+
+use super::frames::{FrameIoError, read_frame, write_final_frame, write_frame};
+use super::{Peer, client_api, close_code};
+use crate::actors::shard_host::ShardHostMsg;
+use crate::context::NodeContext;
+use crate::peer::{ControlReply, PEER_FRAME_BYTES_MAX, PeerRequest, RaftReply, RaftRpc};
+use ractor::ActorRef;
+use shoal_protocol::ShardId;
+use std::sync::Arc;
+
+/// Serves one authenticated peer connection until it closes.
+pub async fn serve(conn: quinn::Connection, ctx: Arc<NodeContext>, host: ActorRef<ShardHostMsg>) {
+    let remote = conn.remote_address();
+    let datagrams = {
+        let conn = conn.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            while let Ok(packet) = conn.read_datagram().await {
+                ctx.membership.deliver(remote, packet);
+            }
+        })
+    };
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(streams) => streams,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "peer connection closed");
+                break;
+            }
+        };
+        let ctx = ctx.clone();
+        let host = host.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            if let Err(FrameIoError::Invalid(e)) =
+                handle_stream(send, recv, &ctx, &host, remote).await
+            {
+                tracing::warn!(%remote, error = %e, "closing peer connection after a bad frame");
+                conn.close(close_code::PROTOCOL.into(), e.message.as_bytes());
+            }
+        });
+    }
+    datagrams.abort();
+}
+
+async fn handle_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ctx: &Arc<NodeContext>,
+    host: &ActorRef<ShardHostMsg>,
+    remote: std::net::SocketAddr,
+) -> Result<(), FrameIoError> {
+    let request: PeerRequest = match read_frame(&mut recv, PEER_FRAME_BYTES_MAX).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return Ok(()),
+        Err(FrameIoError::Invalid(e)) => {
+            write_final_frame(&mut send, &RaftReply::Refused(e.message.clone())).await;
+            return Err(FrameIoError::Invalid(e));
+        }
+        Err(e) => return Err(e),
+    };
+    match request {
+        PeerRequest::Raft { shard, rpc } => {
+            let reply = raft_rpc(ctx, ShardId(shard), rpc).await;
+            write_frame(&mut send, &reply).await?;
+            let _ = send.finish();
+        }
+        PeerRequest::Forward {
+            user,
+            trace,
+            request,
+        } => {
+            let span = tracing::info_span!(
+                "forwarded_request",
+                %user,
+                from = %remote,
+                traceparent = trace.as_ref().map(|t| t.traceparent.as_str()).unwrap_or(""),
+            );
+            let peer = Peer { user, remote };
+            let _ = tracing::Instrument::instrument(
+                client_api::dispatch(send, request, ctx, host, &peer, client_api::Hop::Forwarded),
+                span,
+            )
+            .await;
+        }
+        PeerRequest::Campaign { shard } => {
+            let reply = ctx.cluster.campaign(ShardId(shard)).await;
+            write_frame(&mut send, &reply).await?;
+            let _ = send.finish();
+        }
+        PeerRequest::Initialize { shard, voters } => {
+            let reply = ctx
+                .cluster
+                .initialize(ShardId(shard), voters.into_iter().collect())
+                .await;
+            write_frame(&mut send, &reply).await?;
+            let _ = send.finish();
+        }
+        PeerRequest::Drain => {
+            ctx.membership.update_meta(|m| m.draining = true);
+            tracing::warn!(from = %remote, "drain requested: moving every leadership off this node");
+            write_frame(&mut send, &ControlReply::Ok).await?;
+            let _ = send.finish();
+        }
+    }
+    Ok(())
+}
+
+async fn raft_rpc(ctx: &NodeContext, shard: ShardId, rpc: RaftRpc) -> RaftReply {
+    let Some(group) = ctx.cluster.group(shard) else {
+        return RaftReply::Refused(format!(
+            "shard {shard} does not exist here (shard count {}); check cluster.shard_count is equal on every node",
+            ctx.cluster.shard_count()
+        ));
+    };
+    match rpc {
+        RaftRpc::AppendEntries(req) => {
+            RaftReply::AppendEntries(group.raft.append_entries(req).await)
+        }
+        RaftRpc::Vote(req) => RaftReply::Vote(group.raft.vote(req).await),
+        RaftRpc::InstallSnapshot(req) => {
+            RaftReply::InstallSnapshot(group.raft.install_snapshot(req).await)
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! `shoal-peer/1`: node-to-node traffic over mTLS (cluster CA on both sides).
+//!
+//! * one bidirectional stream per request: a [`PeerRequest`] frame, then reply frames;
+//! * QUIC datagrams carry SWIM gossip packets.
+//!
+//! [`PeerClient`] keeps one pooled connection per peer address, made from the node's own
+//! endpoint (so a peer sees our listen address as the source and gossip replies reach
+//! us). Peer messages carry openraft types, so they live here rather than in
+//! `shoal-protocol` (which has no openraft dependency); they use the same framing.
+
+use crate::gateway::frames::{FrameIoError, read_frame, write_frame};
+use crate::raft::TypeConfig;
+use crate::security::tls::{self, TlsError, TlsPaths};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use shoal_protocol::client::ClientRequest;
+use shoal_protocol::{TraceContext, UserId};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Largest peer frame, in bytes (the protocol's frame limit).
+pub const PEER_FRAME_BYTES_MAX: usize = shoal_protocol::frame::FRAME_BYTES_MAX;
+/// How long connecting to a peer may take.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// TLS server name used when dialing a peer: any certificate of the cluster CA is a
+/// valid peer (the name is not checked, see [`PeerServerVerifier`]).
+const PEER_SERVER_NAME: &str = "shoal-peer";
+
+/// A request from another node.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// A Raft RPC for one shard's group.
+    Raft {
+        /// The shard.
+        shard: u16,
+        /// The RPC.
+        rpc: RaftRpc,
+    },
+    /// A client request accepted by another node, for a shard this node leads. The
+    /// reply frames are [`shoal_protocol::client::ServerFrame`]s, as to a client.
+    Forward {
+        /// The user the forwarding node authenticated.
+        user: UserId,
+        /// The caller's trace context.
+        trace: Option<TraceContext>,
+        /// The request.
+        request: ClientRequest,
+    },
+    /// Ask this node to campaign for a shard's leadership (leadership transfer).
+    Campaign {
+        /// The shard.
+        shard: u16,
+    },
+    /// Stop leading shards and leave placement (`shoalctl drain`).
+    Drain,
+    /// Initialize a shard's group with these voters (cluster bootstrap).
+    Initialize {
+        /// The shard.
+        shard: u16,
+        /// Voters: raft id → node.
+        voters: Vec<(u64, crate::raft::PeerNode)>,
+    },
+}
+
+/// The Raft RPCs.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// Append entries / heartbeat.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Request vote.
+    Vote(VoteRequest<u64>),
+    /// One snapshot chunk.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// Replies to [`RaftRpc`]s.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    /// To `AppendEntries`.
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// To `Vote`.
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// To `InstallSnapshot`.
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// The shard does not exist here or the request could not be served.
+    Refused(String),
+}
+
+/// Reply to `Campaign`, `Initialize` and `Drain`.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ControlReply {
+    /// Done.
+    Ok,
+    /// Not done, and why.
+    Refused(String),
+}
+
+/// Why a peer call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// No connection could be made.
+    #[error("cannot reach peer {addr}: {message}")]
+    Unreachable {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why.
+        message: String,
+    },
+    /// The request was sent but the exchange failed.
+    #[error("peer {addr} call failed: {message}")]
+    Call {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why.
+        message: String,
+    },
+    /// The call did not finish in time.
+    #[error("peer {addr} did not answer within {timeout_ms} ms")]
+    Timeout {
+        /// The peer.
+        addr: SocketAddr,
+        /// The timeout.
+        timeout_ms: u64,
+    },
+}
+
+/// Verifies a peer's server certificate against the cluster CA and ignores the name:
+/// membership in the cluster is what the CA certifies (nodes are dialed by address).
+#[derive(Debug)]
+struct PeerServerVerifier(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for PeerServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            // The chain was verified before the name: a cluster certificate.
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The quinn client config for dialing peers: our node certificate as the client
+/// certificate, the cluster CA as the only root, the peer ALPN.
+pub fn client_config(paths: &TlsPaths) -> Result<quinn::ClientConfig, TlsError> {
+    let certs = tls::load_certs(&paths.cert, "the node certificate")?;
+    let key = tls::load_key(&paths.key)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in tls::load_certs(&paths.ca_cert, "the cluster CA certificate")? {
+        roots
+            .add(ca)
+            .map_err(|e| TlsError::Config(format!("cluster CA: {e}")))?;
+    }
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        tls::provider(),
+    )
+    .build()
+    .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PeerServerVerifier(webpki)))
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![shoal_protocol::ALPN_PEER.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(Duration::from_millis(tls::QUIC_KEEP_ALIVE_MS)))
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            tls::QUIC_IDLE_TIMEOUT_MS,
+        ))));
+    client.transport_config(Arc::new(transport));
+    Ok(client)
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
+/// Pooled connections to peers.
+pub struct PeerClient {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    slots: Mutex<HashMap<SocketAddr, Slot>>,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClient").finish_non_exhaustive()
+    }
+}
+
+impl PeerClient {
+    /// A pool dialing from `endpoint` with `config`.
+    pub fn new(endpoint: quinn::Endpoint, config: quinn::ClientConfig) -> Arc<Self> {
+        Arc::new(Self {
+            endpoint,
+            config,
+            slots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn slot(&self, addr: SocketAddr) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(addr).or_default().clone()
+    }
+
+    /// The pooled connection to `addr`, dialing it if there is none (one dial at a time
+    /// per address).
+    pub async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, PeerError> {
+        let slot = self.slot(addr);
+        let mut guard = slot.lock().await;
+        if let Some(conn) = guard.as_ref()
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn.clone());
+        }
+        let unreachable = |message: String| PeerError::Unreachable { addr, message };
+        let connecting = self
+            .endpoint
+            .connect_with(self.config.clone(), addr, PEER_SERVER_NAME)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let conn = tokio::time::timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS), connecting)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {PEER_CONNECT_TIMEOUT_MS} ms")))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// The pooled connection to `addr` if one is open (never dials).
+    pub fn cached(&self, addr: SocketAddr) -> Option<quinn::Connection> {
+        let slot = self.slot(addr);
+        let guard = slot.try_lock().ok()?;
+        guard
+            .as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    /// Sends `request` and reads one reply frame, within `timeout`.
+    pub async fn call<R: serde::de::DeserializeOwned>(
+        &self,
+        addr: SocketAddr,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<R, PeerError> {
+        let exchange = async {
+            let conn = self.connection(addr).await?;
+            let failed = |message: String| PeerError::Call { addr, message };
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(e.to_string()))?;
+            write_frame(&mut send, request)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let _ = send.finish();
+            match read_frame::<R>(&mut recv, PEER_FRAME_BYTES_MAX).await {
+                Ok(Some(reply)) => Ok(reply),
+                Ok(None) => Err(failed("the peer closed the stream without a reply".into())),
+                Err(FrameIoError::Invalid(e)) => Err(failed(e.to_string())),
+                Err(e) => Err(failed(e.to_string())),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| PeerError::Timeout {
+                addr,
+                timeout_ms: timeout.as_millis() as u64,
+            })?
+    }
+
+    /// Opens a stream to `addr` and sends `request`; the caller reads the replies.
+    pub async fn open(
+        &self,
+        addr: SocketAddr,
+        request: &PeerRequest,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), PeerError> {
+        let conn = self.connection(addr).await?;
+        let failed = |message: String| PeerError::Call { addr, message };
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| failed(e.to_string()))?;
+        write_frame(&mut send, request)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok((send, recv))
+    }
+
+    /// Sends one datagram to `addr`, best effort: dials in the background when there is
+    /// no connection yet (the packet is then dropped, like UDP).
+    pub fn send_datagram(self: &Arc<Self>, addr: SocketAddr, packet: bytes::Bytes) {
+        if let Some(conn) = self.cached(addr) {
+            if let Err(e) = conn.send_datagram(packet) {
+                tracing::debug!(%addr, error = %e, "gossip datagram not sent");
+            }
+            return;
+        }
+        if self.slot(addr).try_lock().is_err() {
+            // A dial is in progress: drop the packet rather than queue tasks.
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.connection(addr).await {
+                Ok(conn) => {
+                    let _ = conn.send_datagram(packet);
+                }
+                Err(e) => tracing::debug!(%addr, error = %e, "gossip peer unreachable"),
+            }
+        });
+    }
+}

@@ -1,0 +1,95 @@
+//! Shard replication with openraft: one Raft group per shard, log and state machine in
+//! the node's one sled `Db`.
+//!
+//! * [`storage`]: the log store (`raft-log-N`, `raft-meta-N` trees) and the state
+//!   machine, which applies [`ShardBatch`]es of [`ShardCommand`]s to the shard's tree
+//!   with the same sans-I/O [`crate::shard::state_machine::apply`] as before.
+//! * [`network`]: Raft RPCs to other nodes over the peer ALPN.
+//!
+//! Commands are batched: one log entry carries up to [`BATCH_COMMANDS_MAX`] commands,
+//! so one flush commits many writes (STACK.md: one flush per command caps a shard at a
+//! few thousand writes/s).
+
+pub mod network;
+pub mod storage;
+
+use crate::shard::state_machine::{Outcome, Rejection, ShardCommand};
+use serde::{Deserialize, Serialize};
+use shoal_cluster_config::NodeConfig;
+use std::io::Cursor;
+
+/// Commands carried by one log entry at most.
+pub const BATCH_COMMANDS_MAX: usize = 64;
+/// Largest snapshot chunk sent in one install-snapshot RPC.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 1024 * 1024;
+/// Log entries sent in one append-entries RPC at most.
+pub const APPEND_ENTRIES_MAX: u64 = 256;
+
+/// A node's address book entry inside a Raft membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNode {
+    /// The node's configured id (name).
+    pub name: String,
+    /// Its advertised QUIC address (`host:port`).
+    pub addr: String,
+}
+
+impl std::fmt::Display for PeerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.addr)
+    }
+}
+
+/// The payload of one log entry: commands applied in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardBatch {
+    /// The commands.
+    pub commands: Vec<ShardCommand>,
+}
+
+impl std::fmt::Display for ShardBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "batch of {}", self.commands.len())
+    }
+}
+
+/// The result of applying one [`ShardBatch`]: one entry per command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    /// Outcomes in command order.
+    pub results: Vec<Result<Outcome, Rejection>>,
+}
+
+openraft::declare_raft_types!(
+    /// The Raft types of a shard group.
+    pub TypeConfig:
+        D = ShardBatch,
+        R = BatchResult,
+        NodeId = u64,
+        Node = PeerNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A shard's Raft handle.
+pub type ShardRaft = openraft::Raft<TypeConfig>;
+
+/// The openraft config for this node's groups, from `[cluster]`.
+pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, String> {
+    let c = &config.cluster;
+    let raft = openraft::Config {
+        cluster_name: "shoal".to_owned(),
+        heartbeat_interval: c.heartbeat_ms.get(),
+        election_timeout_min: c.election_timeout_min_ms.get(),
+        election_timeout_max: c.election_timeout_max_ms.get(),
+        max_payload_entries: APPEND_ENTRIES_MAX,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every_entries.get()),
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES_MAX,
+        // Keep a little log after a snapshot so a briefly lagging replica catches up
+        // from the log; anything further behind is seeded by snapshot.
+        max_in_snapshot_log_to_keep: (c.snapshot_every_entries.get() / 4).max(8),
+        ..Default::default()
+    };
+    raft.validate().map_err(|e| e.to_string())
+}

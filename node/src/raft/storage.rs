@@ -1,0 +1,447 @@
+//! The Raft log and state machine of one shard, in the node's sled `Db`.
+//!
+//! Trees per shard `N`:
+//! * `raft-log-N`: log index (u64 BE) → entry;
+//! * `raft-meta-N`: `vote`, `committed`, `purged` and the current `snapshot`;
+//! * `shard-N`: the state machine's keys (see [`crate::shard::state_machine`]) plus two
+//!   reserved keys under `0xff` (last applied log id, last membership), written in the
+//!   same atomic batch as the commands' writes, so state and "applied up to" never
+//!   disagree after a crash.
+//!
+//! Durability: `append`, `save_vote` and `install_snapshot` wait for a (group-committed)
+//! flush before they return; `purge` flushes first so the state machine covering the
+//! purged entries is on disk before they are gone. State machine writes are not flushed
+//! per apply: after a crash the unflushed tail is re-applied from the log.
+
+// openraft's traits fix the error type (`StorageError`, ~224 bytes); our helpers
+// return the same type rather than converting at every call.
+#![allow(clippy::result_large_err)]
+
+use super::{BatchResult, PeerNode, ShardBatch, TypeConfig};
+use crate::shard::state_machine::{self, Rejection, ShardRead};
+use crate::shard::store::Store;
+use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    Entry, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+    Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_protocol::ShardId;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
+
+type SErr = StorageError<u64>;
+/// The last applied log id and membership.
+type AppliedState = (Option<LogId<u64>>, StoredMembership<u64, PeerNode>);
+
+/// Reserved state-machine key: the last applied log id.
+const APPLIED_KEY: &[u8] = b"\xffraft/applied";
+/// Reserved state-machine key: the last applied membership.
+const MEMBERSHIP_KEY: &[u8] = b"\xffraft/membership";
+/// First byte of reserved state-machine keys (never produced by the shard state machine).
+const RESERVED_PREFIX: u8 = 0xff;
+
+const VOTE_KEY: &[u8] = b"vote";
+const COMMITTED_KEY: &[u8] = b"committed";
+const PURGED_KEY: &[u8] = b"purged";
+const SNAPSHOT_KEY: &[u8] = b"snapshot";
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(v, _)| v)
+}
+
+fn io_read(e: impl std::fmt::Display) -> SErr {
+    StorageIOError::read(openraft::AnyError::error(e)).into()
+}
+
+fn io_write(e: impl std::fmt::Display) -> SErr {
+    StorageIOError::write(openraft::AnyError::error(e)).into()
+}
+
+fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, SErr> {
+    match tree.get(key).map_err(io_read)? {
+        None => Ok(None),
+        Some(bytes) => decode(&bytes).map(Some).map_err(io_read),
+    }
+}
+
+fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), SErr> {
+    tree.insert(key, encode(value).map_err(io_write)?)
+        .map_err(io_write)?;
+    Ok(())
+}
+
+/// The trees of one shard's Raft state.
+#[derive(Clone)]
+struct Trees {
+    log: sled::Tree,
+    meta: sled::Tree,
+    state: sled::Tree,
+    /// Serializes state-machine writes with snapshot copies.
+    state_lock: Arc<Mutex<()>>,
+}
+
+impl Trees {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.state_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open(store: &Store, shard: ShardId) -> Result<Self, sled::Error> {
+        Ok(Self {
+            state_lock: Arc::new(Mutex::new(())),
+            log: store.db().open_tree(format!("raft-log-{}", shard.0))?,
+            meta: store.db().open_tree(format!("raft-meta-{}", shard.0))?,
+            state: store.shard_tree(shard)?.clone(),
+        })
+    }
+}
+
+/// Opens the log store and state machine of `shard`.
+pub fn open(
+    store: &Arc<Store>,
+    shard: ShardId,
+) -> Result<(LogStore, StateMachineStore), sled::Error> {
+    let trees = Trees::open(store, shard)?;
+    Ok((
+        LogStore {
+            store: store.clone(),
+            trees: trees.clone(),
+        },
+        StateMachineStore {
+            store: store.clone(),
+            trees,
+        },
+    ))
+}
+
+/// Whether this shard's Raft state holds anything (a vote or a log).
+pub fn has_state(store: &Store, shard: ShardId) -> Result<bool, sled::Error> {
+    let trees = Trees::open(store, shard)?;
+    Ok(trees.meta.get(VOTE_KEY)?.is_some() || !trees.log.is_empty())
+}
+
+/// The Raft log of one shard.
+#[derive(Clone)]
+pub struct LogStore {
+    store: Arc<Store>,
+    trees: Trees,
+}
+
+impl LogStore {
+    fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, SErr> {
+        match self.trees.log.last().map_err(io_read)? {
+            None => Ok(None),
+            Some((_, bytes)) => decode(&bytes).map(Some).map_err(io_read),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), SErr> {
+        self.store.flush().await.map_err(io_write)
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let iter = match range.end_bound() {
+            Bound::Included(i) => self.trees.log.range(index_key(start)..=index_key(*i)),
+            Bound::Excluded(i) => self.trees.log.range(index_key(start)..index_key(*i)),
+            Bound::Unbounded => self.trees.log.range(index_key(start)..),
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            let (_, bytes) = item.map_err(io_read)?;
+            out.push(decode(&bytes).map_err(io_read)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
+        let purged: Option<LogId<u64>> = get(&self.trees.meta, PURGED_KEY)?;
+        let last = self.last_entry()?.map(|e| e.log_id).or(purged);
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), SErr> {
+        put(&self.trees.meta, VOTE_KEY, vote)?;
+        self.flush().await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, SErr> {
+        get(&self.trees.meta, VOTE_KEY)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), SErr> {
+        // Not flushed: a stale value after a crash only delays re-applying.
+        put(&self.trees.meta, COMMITTED_KEY, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, SErr> {
+        Ok(get::<Option<LogId<u64>>>(&self.trees.meta, COMMITTED_KEY)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(
+                &index_key(entry.log_id.index),
+                encode(&entry).map_err(io_write)?,
+            );
+        }
+        self.trees.log.apply_batch(batch).map_err(io_write)?;
+        // Group commit: this flush is shared with every other shard's pending writes.
+        let result = self.flush().await;
+        callback.log_io_completed(
+            result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        );
+        result
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
+        let mut batch = sled::Batch::default();
+        for item in self.trees.log.range(index_key(log_id.index)..) {
+            let (key, _) = item.map_err(io_write)?;
+            batch.remove(key);
+        }
+        self.trees.log.apply_batch(batch).map_err(io_write)?;
+        self.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
+        // The state machine that covers these entries must be on disk before they go.
+        self.flush().await?;
+        put(&self.trees.meta, PURGED_KEY, &log_id)?;
+        let mut batch = sled::Batch::default();
+        for item in self.trees.log.range(..=index_key(log_id.index)) {
+            let (key, _) = item.map_err(io_write)?;
+            batch.remove(key);
+        }
+        self.trees.log.apply_batch(batch).map_err(io_write)?;
+        Ok(())
+    }
+}
+
+/// Reads through the writes of the entries applied so far in this `apply` call.
+struct Overlay<'a> {
+    tree: &'a sled::Tree,
+    pending: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl ShardRead for Overlay<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Rejection> {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(Some(v.clone()));
+        }
+        self.tree
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| Rejection::Io(e.to_string()))
+    }
+}
+
+/// The state machine of one shard.
+pub struct StateMachineStore {
+    store: Arc<Store>,
+    trees: Trees,
+}
+
+/// The serialized form of a snapshot's data: every state-machine key and value.
+type SnapshotPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+impl StateMachineStore {
+    fn applied(&self) -> Result<AppliedState, SErr> {
+        let applied = get(&self.trees.state, APPLIED_KEY)?;
+        let membership = get(&self.trees.state, MEMBERSHIP_KEY)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        // The state and its applied id must come from one point: sled iterators are
+        // not snapshots and openraft may build while it applies, so hold the apply
+        // path out while copying.
+        let (applied, membership, pairs) = {
+            let _guard = self.trees.lock();
+            let (applied, membership) = self.applied()?;
+            let mut pairs: SnapshotPairs = Vec::new();
+            for item in self.trees.state.iter() {
+                let (k, v) = item.map_err(io_read)?;
+                if k.first() == Some(&RESERVED_PREFIX) {
+                    continue;
+                }
+                pairs.push((k.to_vec(), v.to_vec()));
+            }
+            (applied, membership, pairs)
+        };
+        let data = encode(&pairs).map_err(io_read)?;
+        let snapshot_id = match applied {
+            Some(id) => format!(
+                "{}-{}-{:08x}",
+                id.leader_id.term,
+                id.index,
+                rand::random::<u32>()
+            ),
+            None => format!("empty-{:08x}", rand::random::<u32>()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        put(&self.trees.meta, SNAPSHOT_KEY, &(&meta, &data))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<AppliedState, SErr> {
+        self.applied()
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut pending: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut replies = Vec::new();
+        let mut last = None;
+        let mut membership = None;
+        for entry in entries {
+            last = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => replies.push(BatchResult::default()),
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    replies.push(BatchResult::default());
+                }
+                EntryPayload::Normal(ShardBatch { commands }) => {
+                    let mut results = Vec::with_capacity(commands.len());
+                    for cmd in &commands {
+                        let view = Overlay {
+                            tree: &self.trees.state,
+                            pending: &pending,
+                        };
+                        match state_machine::apply(&view, cmd) {
+                            Ok((writes, outcome)) => {
+                                pending.extend(writes.puts);
+                                results.push(Ok(outcome));
+                            }
+                            Err(rejection) => results.push(Err(rejection)),
+                        }
+                    }
+                    replies.push(BatchResult { results });
+                }
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in pending {
+            batch.insert(k, v);
+        }
+        if let Some(last) = last {
+            batch.insert(APPLIED_KEY, encode(&last).map_err(io_write)?);
+        }
+        if let Some(m) = membership {
+            batch.insert(MEMBERSHIP_KEY, encode(&m).map_err(io_write)?);
+        }
+        let _guard = self.trees.lock();
+        self.trees.state.apply_batch(batch).map_err(io_write)?;
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        StateMachineStore {
+            store: self.store.clone(),
+            trees: self.trees.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, PeerNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), SErr> {
+        let data = snapshot.into_inner();
+        let pairs: SnapshotPairs = decode(&data).map_err(io_read)?;
+        let mut batch = sled::Batch::default();
+        for item in self.trees.state.iter() {
+            let (k, _) = item.map_err(io_read)?;
+            batch.remove(k);
+        }
+        for (k, v) in pairs {
+            batch.insert(k, v);
+        }
+        match &meta.last_log_id {
+            Some(id) => batch.insert(APPLIED_KEY, encode(id).map_err(io_write)?),
+            None => batch.remove(APPLIED_KEY),
+        }
+        batch.insert(
+            MEMBERSHIP_KEY,
+            encode(&meta.last_membership).map_err(io_write)?,
+        );
+        {
+            let _guard = self.trees.lock();
+            self.trees.state.apply_batch(batch).map_err(io_write)?;
+        }
+        put(&self.trees.meta, SNAPSHOT_KEY, &(meta, &data))?;
+        self.store.flush().await.map_err(io_write)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        let stored: Option<(SnapshotMeta<u64, PeerNode>, Vec<u8>)> =
+            get(&self.trees.meta, SNAPSHOT_KEY)?;
+        Ok(stored.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
