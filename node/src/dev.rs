@@ -94,6 +94,19 @@ pub fn write_profile(
     addr: SocketAddr,
     now_secs: u64,
 ) -> Result<PathBuf, DevError> {
+    let path = config.node.data_dir.join("profile.toml");
+    write_profile_at(config, &path, &[addr], now_secs)?;
+    Ok(path)
+}
+
+/// Writes a profile naming `addrs` (the first is dialed first, the rest are fallbacks)
+/// with a user and an admin token signed by `config`'s key.
+pub fn write_profile_at(
+    config: &NodeConfig,
+    path: &Path,
+    addrs: &[SocketAddr],
+    now_secs: u64,
+) -> Result<(), DevError> {
     let signer = TokenSigner::load_or_create(&config.auth.signing_key_path)?;
     let ttl = config.auth.token_ttl_secs.get();
     let user = UserId(DEV_USER.to_owned());
@@ -101,7 +114,13 @@ pub fn write_profile(
     let token = signer.issue(&user, &[Scope::User], now_secs, ttl);
     let admin_token = signer.issue(&admin, &[Scope::Admin], now_secs, ttl);
     let mut table = toml::Table::new();
-    table.insert("address".into(), addr.to_string().into());
+    if let Some(first) = addrs.first() {
+        table.insert("address".into(), first.to_string().into());
+    }
+    if addrs.len() > 1 {
+        let rest: Vec<toml::Value> = addrs[1..].iter().map(|a| a.to_string().into()).collect();
+        table.insert("addresses".into(), toml::Value::Array(rest));
+    }
     table.insert("server_name".into(), "localhost".into());
     table.insert(
         "ca_cert".into(),
@@ -110,17 +129,122 @@ pub fn write_profile(
     table.insert("token".into(), token.into());
     table.insert("admin_token".into(), admin_token.into());
     let text = format!(
-        "# Written by `shoal-node dev` at each start: connection settings for the SDK and shoalctl.\n{}",
+        "# Written by `shoal-node` at each start: connection settings for the SDK and shoalctl.\n{}",
         toml::to_string(&table).unwrap_or_default()
     );
-    let path = config.node.data_dir.join("profile.toml");
-    std::fs::write(&path, text).map_err(|source| DevError::Profile {
-        path: path.clone(),
+    std::fs::write(path, text).map_err(|source| DevError::Profile {
+        path: path.to_owned(),
         source,
     })?;
-    crate::security::tls::set_owner_only(&path).map_err(|source| DevError::Profile {
-        path: path.clone(),
+    crate::security::tls::set_owner_only(path).map_err(|source| DevError::Profile {
+        path: path.to_owned(),
         source,
     })?;
-    Ok(path)
+    Ok(())
+}
+
+/// One node of a local cluster made by [`prepare_cluster`].
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    /// Node id (`n1`, `n2`, …).
+    pub name: String,
+    /// Its config file.
+    pub config_path: PathBuf,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+}
+
+/// Lays out a local cluster of `nodes` nodes on loopback under `dir` (reusing what
+/// exists): a cluster CA and one certificate per node (`dir/certs`), one shared signing
+/// key, and per node `dir/nN/shoal.toml` listening on `127.0.0.1:first_port + N - 1`
+/// with every other node as a seed. `edit` may adjust each config before it is written
+/// (tests shorten timings). Writes `dir/profile.toml` listing every node's address.
+pub fn prepare_cluster(
+    dir: &Path,
+    nodes: u16,
+    first_port: u16,
+    agent_program: PathBuf,
+    agent_args: Vec<String>,
+    edit: impl Fn(&mut NodeConfig),
+) -> Result<Vec<LocalNode>, DevError> {
+    let mkdir = |path: &Path| {
+        std::fs::create_dir_all(path).map_err(|source| DevError::DataDir {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    mkdir(dir)?;
+    let dir = dir.canonicalize().map_err(|source| DevError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let names: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
+    let certs = dir.join("certs");
+    if !certs.join("ca.pem").exists() {
+        crate::security::tls::init_cluster_certs(&certs, &names)?;
+    }
+    let signing_key = dir.join("auth").join("signing.key");
+    TokenSigner::load_or_create(&signing_key)?;
+    let addrs: Vec<SocketAddr> = (0..nodes)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], first_port.saturating_add(i))))
+        .collect();
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let data_dir = dir.join(name);
+        mkdir(&data_dir)?;
+        let mut config =
+            NodeConfig::dev(data_dir.clone(), agent_program.clone(), agent_args.clone());
+        config.node.id =
+            shoal_cluster_config::NodeId::new(name.as_str()).map_err(|e| DevError::DataDir {
+                path: data_dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        config.node.listen_addr = addrs[i];
+        config.node.advertise_addr = addrs[i];
+        config.tls.ca_cert_path = certs.join("ca.pem");
+        config.tls.cert_path = certs.join("nodes").join(format!("{name}.pem"));
+        config.tls.key_path = certs.join("nodes").join(format!("{name}.key"));
+        config.auth.signing_key_path = signing_key.clone();
+        config.cluster.replicas =
+            std::num::NonZeroU8::new(nodes.min(3) as u8).unwrap_or(std::num::NonZeroU8::MIN);
+        config.cluster.seeds = addrs.iter().filter(|a| **a != addrs[i]).copied().collect();
+        edit(&mut config);
+        // Check it like a file the operator wrote.
+        let text = config.to_toml_string();
+        NodeConfig::from_toml_str(&text, std::iter::empty())?;
+        let config_path = data_dir.join("shoal.toml");
+        std::fs::write(
+            &config_path,
+            format!("# Written by `shoal-node up`: node {name} of a local cluster.\n{text}"),
+        )
+        .map_err(|source| DevError::Profile {
+            path: config_path.clone(),
+            source,
+        })?;
+        out.push(LocalNode {
+            name: name.clone(),
+            config_path,
+            addr: addrs[i],
+            data_dir,
+        });
+    }
+    let first = NodeConfig::from_toml_str(
+        &std::fs::read_to_string(&out[0].config_path).map_err(|source| DevError::Profile {
+            path: out[0].config_path.clone(),
+            source,
+        })?,
+        std::iter::empty(),
+    )?;
+    write_profile_at(
+        &first,
+        &dir.join("profile.toml"),
+        &addrs,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )?;
+    Ok(out)
 }

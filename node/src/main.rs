@@ -27,6 +27,19 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Start a local cluster on loopback for trying things: certificates, configs and a
+    /// profile are generated under the data dir; Ctrl-C stops every node.
+    Up {
+        /// Number of nodes (1..=9).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+        nodes: u16,
+        /// Where each node's data, the certificates and profile.toml live.
+        #[arg(long, default_value = ".shoal-cluster")]
+        data_dir: PathBuf,
+        /// UDP port of n1; the others use the next ports.
+        #[arg(long, default_value_t = 7443)]
+        first_port: u16,
+    },
     /// Run a node from a config file.
     Start {
         /// The node's TOML config (see cluster-config/README.md).
@@ -130,6 +143,11 @@ fn main() -> ExitCode {
             dev::prepare(&config)?;
             serve(config, true).await
         }),
+        Command::Up {
+            nodes,
+            data_dir,
+            first_port,
+        } => run(|| async move { up(nodes, &data_dir, first_port).await }),
         Command::Start { config } => run(|| async move {
             let config = NodeConfig::load(&config)?;
             init_logging(&config);
@@ -191,6 +209,98 @@ async fn serve(config: NodeConfig, dev_mode: bool) -> anyhow::Result<()> {
     wait_for_signal().await;
     eprintln!("shutting down");
     node.shutdown().await;
+    Ok(())
+}
+
+/// How long `up` waits for every node's ready line.
+const UP_READY_TIMEOUT_MS: u64 = 60_000;
+
+async fn up(nodes: u16, data_dir: &std::path::Path, first_port: u16) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().context("cannot find the shoal-node executable")?;
+    let layout = dev::prepare_cluster(
+        data_dir,
+        nodes,
+        first_port,
+        exe.clone(),
+        vec!["demo-agent".into()],
+        |_| {},
+    )?;
+    let mut children = Vec::new();
+    for node in &layout {
+        let log_path = node.data_dir.join("node.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let mut child = tokio::process::Command::new(&exe)
+            .arg("start")
+            .arg("--config")
+            .arg(&node.config_path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start node {}", node.name))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        children.push((node.clone(), child, stdout, log_path));
+    }
+    let deadline = std::time::Duration::from_millis(UP_READY_TIMEOUT_MS);
+    for (node, _, stdout, log_path) in &mut children {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("shoal-node ready") {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(deadline, ready).await {
+            Ok(true) => println!("  {}  {}  log {}", node.name, node.addr, log_path.display()),
+            _ => anyhow::bail!(
+                "node {} did not start; see {}",
+                node.name,
+                log_path.display()
+            ),
+        }
+    }
+    let profile = data_dir.join("profile.toml");
+    println!(
+        "shoal cluster up: {nodes} nodes; profile {}",
+        profile.display()
+    );
+    println!("try: shoalctl --profile {} members", profile.display());
+    println!("     shoalctl --profile {} conv new", profile.display());
+    println!(
+        "kill any node with kill -9 and restart it with: shoal-node start --config DIR/nN/shoal.toml"
+    );
+    println!("Ctrl-C stops every node.");
+    let mut waits = Vec::new();
+    let mut pids = Vec::new();
+    for (node, mut child, _, _) in children {
+        pids.push(child.id());
+        waits.push(tokio::spawn(async move {
+            if let Ok(status) = child.wait().await {
+                eprintln!("node {} exited ({status})", node.name);
+            }
+        }));
+    }
+    wait_for_signal().await;
+    eprintln!("stopping every node");
+    for pid in pids.into_iter().flatten() {
+        // SIGTERM: each node shuts down gracefully (leaves gossip, stops agents).
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).context("bad pid")?,
+            rustix::process::Signal::TERM,
+        );
+    }
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures::future::join_all(waits),
+    )
+    .await;
     Ok(())
 }
 

@@ -28,6 +28,10 @@ use std::time::Duration;
 pub const PEER_FRAME_BYTES_MAX: usize = shoal_protocol::frame::FRAME_BYTES_MAX;
 /// How long connecting to a peer may take.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// Idle timeout of peer connections: a dead peer's connection is dropped this soon.
+pub const PEER_IDLE_TIMEOUT_MS: u32 = 5_000;
+/// Keep-alive interval of peer connections.
+pub const PEER_KEEP_ALIVE_MS: u64 = 1_000;
 /// TLS server name used when dialing a peer: any certificate of the cluster CA is a
 /// valid peer (the name is not checked, see [`PeerServerVerifier`]).
 const PEER_SERVER_NAME: &str = "shoal-peer";
@@ -210,9 +214,9 @@ pub fn client_config(paths: &TlsPaths) -> Result<quinn::ClientConfig, TlsError> 
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport
-        .keep_alive_interval(Some(Duration::from_millis(tls::QUIC_KEEP_ALIVE_MS)))
+        .keep_alive_interval(Some(Duration::from_millis(PEER_KEEP_ALIVE_MS)))
         .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-            tls::QUIC_IDLE_TIMEOUT_MS,
+            PEER_IDLE_TIMEOUT_MS,
         ))));
     client.transport_config(Arc::new(transport));
     Ok(client)
@@ -271,6 +275,17 @@ impl PeerClient {
         Ok(conn)
     }
 
+    /// Drops the pooled connection to `addr` (after a timeout: the peer may be dead while
+    /// the connection still looks open), so the next call dials afresh.
+    pub fn invalidate(&self, addr: SocketAddr) {
+        let slot = self.slot(addr);
+        if let Ok(mut guard) = slot.try_lock()
+            && let Some(conn) = guard.take()
+        {
+            conn.close(0u32.into(), b"peer did not answer");
+        }
+    }
+
     /// The pooled connection to `addr` if one is open (never dials).
     pub fn cached(&self, addr: SocketAddr) -> Option<quinn::Connection> {
         let slot = self.slot(addr);
@@ -303,12 +318,17 @@ impl PeerClient {
                 Err(e) => Err(failed(e.to_string())),
             }
         };
-        tokio::time::timeout(timeout, exchange)
+        let result = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| PeerError::Timeout {
                 addr,
                 timeout_ms: timeout.as_millis() as u64,
-            })?
+            })
+            .and_then(|r| r);
+        if matches!(result, Err(PeerError::Timeout { .. })) {
+            self.invalidate(addr);
+        }
+        result
     }
 
     /// Opens a stream to `addr` and sends `request`; the caller reads the replies.

@@ -172,7 +172,8 @@ impl DownClock {
             if m.meta.name.is_empty() {
                 continue;
             }
-            let alive = m.meta.raft_id == me || m.liveness != Liveness::Down;
+            // A suspect is not a transfer target; it only counts as gone after the grace.
+            let alive = m.meta.raft_id == me || m.liveness == Liveness::Alive;
             let down_since_ms = if alive {
                 self.since.remove(&m.meta.name);
                 None

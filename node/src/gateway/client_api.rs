@@ -20,6 +20,8 @@ use tracing::Instrument;
 
 /// How long a request waits for its conversation actor to answer.
 const ACTOR_CALL_TIMEOUT_MS: u64 = 30_000;
+/// How long the leader may take to start answering a forwarded request.
+const FORWARD_FIRST_BYTE_TIMEOUT_MS: u64 = 5_000;
 /// Attempts to reach a conversation actor that stopped between lookup and call.
 const ACTOR_CALL_ATTEMPTS: usize = 3;
 
@@ -157,6 +159,39 @@ async fn forward(
     let stopped = send.stopped();
     tokio::pin!(stopped);
     let mut buf = vec![0u8; 64 * 1024];
+    // A leader that died keeps its pooled connection open until the idle timeout: an
+    // answer must start promptly, or the client is told to retry.
+    let first = tokio::time::timeout(
+        Duration::from_millis(FORWARD_FIRST_BYTE_TIMEOUT_MS),
+        peer_recv.read(&mut buf),
+    )
+    .await;
+    match first {
+        Ok(Ok(Some(n))) => {
+            if send.write_all(&buf[..n]).await.is_err() {
+                let _ = peer_recv.stop(0u32.into());
+                return Ok(());
+            }
+        }
+        Ok(Ok(None)) => {
+            let _ = send.finish();
+            return Ok(());
+        }
+        Ok(Err(e)) => {
+            ctx.cluster.peers.invalidate(addr);
+            write_frame(&mut send, &ServerFrame::Error(unavailable(e.to_string()))).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+        Err(_) => {
+            ctx.cluster.peers.invalidate(addr);
+            let _ = peer_send.reset(0u32.into());
+            let message = format!("no answer within {FORWARD_FIRST_BYTE_TIMEOUT_MS} ms");
+            write_frame(&mut send, &ServerFrame::Error(unavailable(message))).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+    }
     loop {
         tokio::select! {
             read = peer_recv.read(&mut buf) => match read {

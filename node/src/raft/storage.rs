@@ -337,9 +337,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<AppliedState, SErr> {
+    async fn applied_state(&mut self) -> Result<AppliedState, SErr> {
         self.applied()
     }
 
