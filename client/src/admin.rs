@@ -8,7 +8,8 @@ use shoal_protocol::admin::{
 use shoal_protocol::{ALPN_ADMIN, ConversationId, UserId, WireError};
 use std::time::Duration;
 
-/// A connection to one node's admin API. Reconnects lazily when the connection closed.
+/// A connection to one node's admin API (the profile's `address`; the other `addresses`
+/// are not used). Reconnects lazily when the connection closed.
 pub struct AdminClient {
     link: Link,
     node_id: String,
@@ -22,12 +23,15 @@ impl AdminClient {
             .admin_token
             .clone()
             .ok_or(ClientError::MissingAdminToken)?;
-        let target = Target {
-            address: profile.address.clone(),
-            server_name: profile.server_name.clone(),
-            quic: quic_config(&profile.address, &profile.ca_cert, ALPN_ADMIN)?,
+        // Only `address`, not the profile's other `addresses`: admin answers describe the
+        // node that serves them, so a silent switch to another node would mislead.
+        let target = Target::new(
+            &profile.address,
+            &[],
+            profile.server_name.clone(),
+            quic_config(&profile.address, &profile.ca_cert, ALPN_ADMIN)?,
             token,
-        };
+        );
         let (link, welcome) = Link::connect(target).await?;
         Ok(AdminClient {
             link,

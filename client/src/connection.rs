@@ -1,8 +1,10 @@
 //! QUIC connections, the handshake and frame I/O.
 //!
-//! A [`Link`] owns at most one live connection to one address and replaces it lazily when
-//! it has closed. Every request opens its own bidirectional stream on that connection
-//! ([`open_request`]) and reads the answer through a [`FrameReader`].
+//! A [`Link`] owns at most one live connection to one of its target's addresses and
+//! replaces it lazily when it has closed, starting from the address that last worked and
+//! then trying the others in order ([`dial_order`]). Every request opens its own
+//! bidirectional stream on that connection ([`open_request`]) and reads the answer through
+//! a [`FrameReader`].
 
 use crate::ClientError;
 use serde::Serialize;
@@ -13,16 +15,23 @@ use shoal_protocol::{FRAME_BYTES_MAX, FrameDecoder, UserId};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Longest wait for a connection (resolve, QUIC + TLS handshake, Shoal handshake), in ms.
+/// Longest wait for a connection to one address (resolve, QUIC + TLS handshake, Shoal
+/// handshake), in ms.
 pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Longest wait for one address to complete resolve + QUIC + TLS handshake while other
+/// addresses remain to be tried, in ms: what a dead node costs before the next one is
+/// dialled. The last address tried gets [`CONNECT_TIMEOUT_MS`].
+pub const DIAL_TIMEOUT_MS: u64 = 2_000;
 /// Longest wait for the answer to a unary request (or for `Accepted` of a send), in ms.
 pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Interval of QUIC keep-alive packets, in ms.
-pub const KEEP_ALIVE_INTERVAL_MS: u64 = 5_000;
-/// A connection with no packet from the node for this long is dead, in ms.
-pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+pub const KEEP_ALIVE_INTERVAL_MS: u64 = 1_000;
+/// A connection with no packet from the node for this long is dead, in ms: a killed
+/// node is noticed this soon, and requests fail over to another address.
+pub const IDLE_TIMEOUT_MS: u64 = 5_000;
 /// Longest wait for a closed connection to tell the node before giving up, in ms.
 pub const CLOSE_WAIT_MS: u64 = 1_000;
 /// Largest CA certificate file accepted, in bytes.
@@ -33,8 +42,9 @@ const READ_CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// Where to connect and how to authenticate: everything needed to (re)connect.
 #[derive(Clone)]
 pub(crate) struct Target {
-    /// `host:port` of the node.
-    pub(crate) address: String,
+    /// `host:port` of nodes that can serve the requests, in the order to try them; never
+    /// empty, no duplicates.
+    addresses: Vec<String>,
     /// TLS server name.
     pub(crate) server_name: String,
     /// QUIC + TLS configuration (CA roots, ALPN, transport limits).
@@ -44,13 +54,55 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// The same node credentials, another address (after `Moved`).
-    pub(crate) fn with_address(&self, address: String) -> Target {
+    /// A target dialling `primary` first, then `others` in order (duplicates dropped).
+    pub(crate) fn new(
+        primary: &str,
+        others: &[String],
+        server_name: String,
+        quic: quinn::ClientConfig,
+        token: String,
+    ) -> Target {
         Target {
-            address,
+            addresses: dial_list(primary, others),
+            server_name,
+            quic,
+            token,
+        }
+    }
+
+    /// The same credentials, dialling `address` first and then this target's addresses
+    /// (after `Moved { to: address }`: if that node dies, any other may answer).
+    pub(crate) fn moved_to(&self, address: &str) -> Target {
+        Target {
+            addresses: dial_list(address, &self.addresses),
             ..self.clone()
         }
     }
+
+    /// The addresses, primary first.
+    pub(crate) fn addresses(&self) -> &[String] {
+        &self.addresses
+    }
+}
+
+/// `primary` followed by `others`, without duplicates, order kept.
+fn dial_list(primary: &str, others: &[String]) -> Vec<String> {
+    let mut list = vec![primary.to_owned()];
+    for address in others {
+        if !list.contains(address) {
+            list.push(address.clone());
+        }
+    }
+    list
+}
+
+/// The order in which to try `len` addresses when `preferred` last worked: it first, then
+/// the others in list order.
+pub(crate) fn dial_order(len: usize, preferred: usize) -> impl Iterator<Item = usize> {
+    let preferred = if preferred < len { preferred } else { 0 };
+    std::iter::once(preferred)
+        .filter(move |_| len > 0)
+        .chain((0..len).filter(move |&i| i != preferred))
 }
 
 /// What the node said when it accepted the handshake.
@@ -129,10 +181,13 @@ struct Session {
     connection: quinn::Connection,
 }
 
-/// A lazily (re)connecting connection to one node.
+/// A lazily (re)connecting connection to one node of a target's addresses.
 pub(crate) struct Link {
     target: Target,
     current: tokio::sync::Mutex<Option<Session>>,
+    /// Index into the target's addresses of the one that last worked: reconnects start
+    /// there. Written under `current`'s lock; read without it as a hint.
+    preferred: AtomicUsize,
 }
 
 impl Link {
@@ -141,15 +196,17 @@ impl Link {
         Link {
             target,
             current: tokio::sync::Mutex::new(None),
+            preferred: AtomicUsize::new(0),
         }
     }
 
     /// A link connected now; fails like the first request would.
     pub(crate) async fn connect(target: Target) -> Result<(Link, Welcome), ClientError> {
-        let (session, welcome) = open_session(&target).await?;
+        let (session, welcome, index) = open_any(&target, 0).await?;
         let link = Link {
             target,
             current: tokio::sync::Mutex::new(Some(session)),
+            preferred: AtomicUsize::new(index),
         };
         Ok((link, welcome))
     }
@@ -157,6 +214,16 @@ impl Link {
     /// The target this link dials.
     pub(crate) fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// The address this link is connected to, or dials first on its next reconnect.
+    pub(crate) fn preferred_address(&self) -> &str {
+        let index = self.preferred.load(Ordering::Relaxed);
+        let addresses = self.target.addresses();
+        addresses
+            .get(index)
+            .or_else(|| addresses.first())
+            .map_or("", String::as_str)
     }
 
     /// The live connection, reconnecting first if the previous one has closed.
@@ -171,8 +238,14 @@ impl Link {
             // The connection is already closed; release the endpoint's socket.
             old.endpoint.close(quinn::VarInt::from_u32(0), b"");
         }
-        let (session, welcome) = open_session(&self.target).await?;
-        tracing::debug!(address = %self.target.address, node = %welcome.node_id, "reconnected");
+        let preferred = self.preferred.load(Ordering::Relaxed);
+        let (session, welcome, index) = open_any(&self.target, preferred).await?;
+        self.preferred.store(index, Ordering::Relaxed);
+        tracing::debug!(
+            address = %self.target.addresses[index],
+            node = %welcome.node_id,
+            "reconnected"
+        );
         let connection = session.connection.clone();
         *current = Some(session);
         Ok(connection)
@@ -195,22 +268,94 @@ impl Link {
     }
 }
 
-/// Resolves, connects and performs the Shoal handshake, within [`CONNECT_TIMEOUT_MS`].
-async fn open_session(target: &Target) -> Result<(Session, Welcome), ClientError> {
-    let attempt = async {
-        let connect_error = |message: String| ClientError::Connect {
-            address: target.address.clone(),
-            message,
+/// Connects to the first of the target's addresses that accepts, trying them in
+/// [`dial_order`] from `preferred`. Returns the session, the welcome and the index of the
+/// address that worked; when none does, the error of the only address or a
+/// [`ClientError::Connect`] listing every address's failure.
+async fn open_any(
+    target: &Target,
+    preferred: usize,
+) -> Result<(Session, Welcome, usize), ClientError> {
+    let addresses = target.addresses();
+    let mut failures: Vec<(&str, ClientError)> = Vec::new();
+    for index in dial_order(addresses.len(), preferred) {
+        let address = addresses[index].as_str();
+        let last = failures.len() + 1 == addresses.len();
+        let dial_timeout_ms = if last {
+            CONNECT_TIMEOUT_MS
+        } else {
+            DIAL_TIMEOUT_MS
         };
-        let addr = resolve(&target.address).await.map_err(connect_error)?;
-        let endpoint = quinn::Endpoint::client(bind_addr_for(addr))
-            .map_err(|e| connect_error(format!("cannot open a UDP socket: {e}")))?;
-        let connecting = endpoint
-            .connect_with(target.quic.clone(), addr, &target.server_name)
-            .map_err(|e| connect_error(e.to_string()))?;
-        let connection = connecting
-            .await
-            .map_err(|e| connect_error(connection_error_text(&e)))?;
+        match open_session(target, address, dial_timeout_ms).await {
+            Ok((session, welcome)) => return Ok((session, welcome, index)),
+            Err(err) if !worth_another_address(&err) => return Err(err),
+            Err(err) => {
+                if !last {
+                    tracing::debug!(%address, error = %err, "cannot connect; trying the next address");
+                }
+                failures.push((address, err));
+            }
+        }
+    }
+    Err(all_failed(failures))
+}
+
+/// Whether another node may accept where this one failed: anything but a handshake the
+/// node refused for a reason every node shares (a bad token).
+fn worth_another_address(err: &ClientError) -> bool {
+    !matches!(err, ClientError::Rejected(_)) || err.is_retryable()
+}
+
+/// One error for a connect that failed on every address.
+fn all_failed(mut failures: Vec<(&str, ClientError)>) -> ClientError {
+    if failures.len() == 1
+        && let Some((_, err)) = failures.pop()
+    {
+        return err;
+    }
+    let addresses: Vec<&str> = failures.iter().map(|(address, _)| *address).collect();
+    let reasons: Vec<String> = failures
+        .iter()
+        .map(|(address, err)| match err {
+            ClientError::Connect { message, .. } => format!("{address}: {message}"),
+            other => format!("{address}: {other}"),
+        })
+        .collect();
+    ClientError::Connect {
+        address: addresses.join(", "),
+        message: format!("every address failed ({})", reasons.join("; ")),
+    }
+}
+
+/// Resolves and connects to `address` within `dial_timeout_ms`, then performs the Shoal
+/// handshake, all within [`CONNECT_TIMEOUT_MS`].
+async fn open_session(
+    target: &Target,
+    address: &str,
+    dial_timeout_ms: u64,
+) -> Result<(Session, Welcome), ClientError> {
+    let connect_error = |message: String| ClientError::Connect {
+        address: address.to_owned(),
+        message,
+    };
+    let no_answer = |after_ms: u64| connect_error(format!("no answer within {after_ms} ms"));
+    let attempt = async {
+        let dial = async {
+            let addr = resolve(address).await.map_err(connect_error)?;
+            let endpoint = quinn::Endpoint::client(bind_addr_for(addr))
+                .map_err(|e| connect_error(format!("cannot open a UDP socket: {e}")))?;
+            let connecting = endpoint
+                .connect_with(target.quic.clone(), addr, &target.server_name)
+                .map_err(|e| connect_error(e.to_string()))?;
+            let connection = connecting
+                .await
+                .map_err(|e| connect_error(connection_error_text(&e)))?;
+            Ok::<_, ClientError>((endpoint, connection))
+        };
+        let (endpoint, connection) =
+            tokio::time::timeout(Duration::from_millis(dial_timeout_ms), dial)
+                .await
+                .unwrap_or_else(|_| Err(no_answer(dial_timeout_ms)))?;
         let welcome = handshake(&connection, &target.token).await?;
         Ok((
             Session {
@@ -220,13 +365,9 @@ async fn open_session(target: &Target) -> Result<(Session, Welcome), ClientError
             welcome,
         ))
     };
-    match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(ClientError::Connect {
-            address: target.address.clone(),
-            message: format!("no answer within {CONNECT_TIMEOUT_MS} ms"),
-        }),
-    }
+    tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), attempt)
+        .await
+        .unwrap_or_else(|_| Err(no_answer(CONNECT_TIMEOUT_MS)))
 }
 
 /// The first address `address` (`host:port`) resolves to.
@@ -395,6 +536,65 @@ mod tests {
         assert_eq!(bind_addr_for(remote).to_string(), "0.0.0.0:0");
         let v6: SocketAddr = "[::1]:7443".parse().unwrap();
         assert_eq!(bind_addr_for(v6).to_string(), "[::]:0");
+    }
+
+    #[test]
+    fn dial_order_starts_from_the_preferred_address() {
+        let order = |len, preferred| dial_order(len, preferred).collect::<Vec<_>>();
+        assert_eq!(order(3, 0), vec![0, 1, 2]);
+        assert_eq!(order(3, 1), vec![1, 0, 2]);
+        assert_eq!(order(3, 2), vec![2, 0, 1]);
+        assert_eq!(order(1, 0), vec![0]);
+        // A stale index falls back to the list order.
+        assert_eq!(order(2, 7), vec![0, 1]);
+        assert_eq!(order(0, 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn dial_lists_keep_order_and_drop_duplicates() {
+        let others = vec![
+            "b:1".to_owned(),
+            "a:1".to_owned(),
+            "c:1".to_owned(),
+            "b:1".to_owned(),
+        ];
+        assert_eq!(dial_list("a:1", &others), vec!["a:1", "b:1", "c:1"]);
+        assert_eq!(dial_list("c:1", &[]), vec!["c:1"]);
+    }
+
+    #[test]
+    fn a_connect_failing_everywhere_names_every_address() {
+        let refused = |address: &str| ClientError::Connect {
+            address: address.to_owned(),
+            message: "no answer within 2000 ms".to_owned(),
+        };
+        let err = all_failed(vec![("a:1", refused("a:1")), ("b:2", refused("b:2"))]);
+        let text = err.to_string();
+        assert!(matches!(err, ClientError::Connect { .. }), "{text}");
+        assert!(text.contains("cannot connect to a:1, b:2: every address failed (a:1: no answer within 2000 ms; b:2: no answer"), "{text}");
+        let only = all_failed(vec![(
+            "a:1",
+            ClientError::Rejected(shoal_protocol::WireError::unauthorized("bad")),
+        )]);
+        assert!(matches!(only, ClientError::Rejected(_)), "{only}");
+    }
+
+    #[test]
+    fn only_a_refused_token_stops_the_walk() {
+        use shoal_protocol::{ErrorCode, WireError};
+        assert!(!worth_another_address(&ClientError::Rejected(
+            WireError::unauthorized("bad")
+        )));
+        assert!(worth_another_address(&ClientError::Rejected(
+            WireError::new(ErrorCode::Unavailable, "starting")
+        )));
+        assert!(worth_another_address(&ClientError::Protocol(
+            "garbage".into()
+        )));
+        assert!(worth_another_address(&ClientError::Connect {
+            address: "a:1".into(),
+            message: "x".into()
+        }));
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! [`SeqTracker`] is the sans-I/O core: it decides, per received event, whether to deliver
 //! it, drop it as a duplicate, or re-follow because of a gap. [`FollowStream`] wraps it
 //! with the I/O: it opens `Follow` requests, obeys `Resync` and `Moved`, and reconnects
-//! with exponential backoff.
+//! with exponential backoff, walking the profile's addresses, until a [`Streak`] of
+//! failures spends [`RETRY_BUDGET_MS`].
 
 use crate::ClientError;
 use crate::connection::{FrameReader, Link, REQUEST_TIMEOUT_MS, open_request};
+use crate::retry::RETRY_BUDGET_MS;
 use futures::Stream;
 use futures::stream::BoxStream;
 use shoal_protocol::client::{ClientRequest, ServerFrame};
@@ -16,8 +18,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::Instant;
 
-/// Consecutive reconnects or re-follows without a delivered event before a follow gives up.
+/// Consecutive reconnects or re-follows without a delivered event before a follow gives up
+/// (it also gives up once such a streak has lasted [`RETRY_BUDGET_MS`]).
 pub const FOLLOW_RECONNECT_ATTEMPTS_MAX: u32 = 20;
 /// First reconnect backoff, in ms (doubles per consecutive failure).
 pub const FOLLOW_BACKOFF_MIN_MS: u64 = 100;
@@ -79,11 +83,62 @@ pub(crate) fn backoff_ms(failures: u32) -> u64 {
     (FOLLOW_BACKOFF_MIN_MS << doublings).min(FOLLOW_BACKOFF_MAX_MS)
 }
 
+/// Consecutive follow attempts that delivered no event, bounded by
+/// [`FOLLOW_RECONNECT_ATTEMPTS_MAX`] and by [`RETRY_BUDGET_MS`] since the first of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Streak {
+    failures: u32,
+    started: Option<Instant>,
+}
+
+impl Streak {
+    /// No failure yet.
+    pub(crate) fn new() -> Self {
+        Streak {
+            failures: 0,
+            started: None,
+        }
+    }
+
+    /// An event was delivered: the next failure starts a new streak.
+    pub(crate) fn progress(&mut self) {
+        *self = Streak::new();
+    }
+
+    /// Failures in this streak.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Records a failure at `now`. Returns the wait before the next attempt, in ms, or
+    /// `None` to give up (too many attempts, or the next would start past the budget).
+    /// With `first_is_immediate` (the server asked to follow again), the first failure of
+    /// a streak waits nothing.
+    pub(crate) fn next_wait_ms(&mut self, now: Instant, first_is_immediate: bool) -> Option<u64> {
+        let started = *self.started.get_or_insert(now);
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= FOLLOW_RECONNECT_ATTEMPTS_MAX {
+            return None;
+        }
+        let wait_ms = match (first_is_immediate, self.failures) {
+            (true, 1) => 0,
+            (true, failures) => backoff_ms(failures - 1),
+            (false, failures) => backoff_ms(failures),
+        };
+        let elapsed_ms =
+            u64::try_from(now.saturating_duration_since(started).as_millis()).unwrap_or(u64::MAX);
+        (elapsed_ms.saturating_add(wait_ms) <= RETRY_BUDGET_MS).then_some(wait_ms)
+    }
+}
+
 /// The events of a followed conversation (follower view), across reconnects and moves.
 ///
-/// Never yields a duplicate or an out-of-order sequence number. Yields `Err` only on a
-/// non-retryable error (not found, forbidden, unauthorized…) or after
-/// [`FOLLOW_RECONNECT_ATTEMPTS_MAX`] consecutive failures, and ends right after it.
+/// Never yields a duplicate or an out-of-order sequence number. Reconnects walk the
+/// profile's addresses (starting from the one that last worked), so a follower whose node
+/// died resumes on another node, which serves it or answers `Moved` to the host; either way
+/// it resumes from the last delivered seq. Yields `Err` only on a non-retryable error (not
+/// found, forbidden, unauthorized…) or when consecutive failures reach
+/// [`FOLLOW_RECONNECT_ATTEMPTS_MAX`] or last [`RETRY_BUDGET_MS`], and ends right after it.
 /// Dropping the stream stops following.
 pub struct FollowStream {
     inner: BoxStream<'static, Result<EventFrame, ClientError>>,
@@ -98,7 +153,7 @@ impl FollowStream {
             conversation,
             tracker: SeqTracker::new(since),
             reader: None,
-            failures: 0,
+            streak: Streak::new(),
             finished: false,
         };
         let inner = futures::stream::unfold(state, |mut state| async move {
@@ -133,14 +188,15 @@ impl Stream for FollowStream {
 struct Follower {
     /// The client's own connection.
     home: Arc<Link>,
-    /// A connection to the node the conversation moved to, if it moved.
+    /// A connection to the node the conversation moved to, if it moved; it falls back to
+    /// the home addresses if that node dies.
     moved: Option<Arc<Link>>,
     conversation: ConversationId,
     tracker: SeqTracker,
     /// The open follow stream, if any.
     reader: Option<FrameReader>,
     /// Consecutive reconnects or re-follows without a delivered event.
-    failures: u32,
+    streak: Streak,
     /// An error was yielded; the stream is over.
     finished: bool,
 }
@@ -166,7 +222,7 @@ impl Follower {
             let outcome = match frame {
                 Ok(Some(ServerFrame::Event(frame))) => match self.tracker.observe(&frame) {
                     Verdict::Deliver => {
-                        self.failures = 0;
+                        self.streak.progress();
                         return Some(Ok(frame));
                     }
                     Verdict::Duplicate => continue,
@@ -224,12 +280,13 @@ impl Follower {
         }))
     }
 
-    /// Points later follows at `to` (same CA, server name and token).
+    /// Points later follows at `to` (same CA, server name and token), then, should that
+    /// node die, at the home addresses.
     fn move_to(&mut self, to: String) {
-        if to == self.home.target().address {
+        if to == self.home.preferred_address() {
             self.moved = None;
         } else {
-            let target = self.home.target().with_address(to);
+            let target = self.home.target().moved_to(&to);
             self.moved = Some(Arc::new(Link::lazy(target)));
         }
     }
@@ -238,16 +295,16 @@ impl Follower {
     /// Returns the error to yield when giving up.
     async fn refollow(&mut self, reason: String) -> Option<ClientError> {
         tracing::debug!(conversation = %self.conversation, %reason, "re-following");
-        self.failures += 1;
-        if self.failures >= FOLLOW_RECONNECT_ATTEMPTS_MAX {
+        let Some(wait_ms) = self.streak.next_wait_ms(Instant::now(), true) else {
             self.finished = true;
             return Some(ClientError::ConnectionLost(format!(
                 "following {} made no progress after {} attempts (last: {reason})",
-                self.conversation, self.failures
+                self.conversation,
+                self.streak.failures()
             )));
-        }
-        if self.failures > 1 {
-            tokio::time::sleep(Duration::from_millis(backoff_ms(self.failures - 1))).await;
+        };
+        if wait_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         }
         None
     }
@@ -267,13 +324,13 @@ impl Follower {
             self.finished = true;
             return Some(err);
         }
-        self.failures += 1;
-        if self.failures >= FOLLOW_RECONNECT_ATTEMPTS_MAX {
+        let Some(wait_ms) = self.streak.next_wait_ms(Instant::now(), false) else {
+            tracing::debug!(conversation = %self.conversation, error = %err, failures = self.streak.failures(), "follow keeps failing; giving up");
             self.finished = true;
             return Some(err);
-        }
-        tracing::debug!(conversation = %self.conversation, error = %err, failures = self.failures, "follow failed; reconnecting");
-        tokio::time::sleep(Duration::from_millis(backoff_ms(self.failures))).await;
+        };
+        tracing::debug!(conversation = %self.conversation, error = %err, failures = self.streak.failures(), wait_ms, "follow failed; reconnecting");
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         None
     }
 }
@@ -357,6 +414,34 @@ mod tests {
         assert_eq!(tracker.observe(&text(19)), Verdict::Duplicate);
         assert_eq!(tracker.observe(&text(20)), Verdict::Duplicate);
         assert_eq!(tracker.observe(&text(21)), Verdict::Deliver);
+    }
+
+    #[test]
+    fn a_streak_gives_up_after_the_attempt_cap() {
+        let now = Instant::now();
+        let mut streak = Streak::new();
+        let waits: Vec<Option<u64>> = (0..FOLLOW_RECONNECT_ATTEMPTS_MAX)
+            .map(|_| streak.next_wait_ms(now, true))
+            .collect();
+        assert_eq!(&waits[..4], &[Some(0), Some(100), Some(200), Some(400)]);
+        assert!(waits[..waits.len() - 1].iter().all(Option::is_some));
+        assert_eq!(waits.last(), Some(&None));
+    }
+
+    #[test]
+    fn a_streak_gives_up_when_the_next_attempt_would_pass_the_budget() {
+        let start = Instant::now();
+        let mut streak = Streak::new();
+        assert_eq!(streak.next_wait_ms(start, false), Some(100));
+        let late = start + Duration::from_millis(RETRY_BUDGET_MS - 150);
+        assert_eq!(streak.next_wait_ms(late, false), None);
+
+        // Progress starts a new streak, with a new budget.
+        streak.progress();
+        assert_eq!(streak.failures(), 0);
+        let later = late + Duration::from_millis(RETRY_BUDGET_MS);
+        assert_eq!(streak.next_wait_ms(later, false), Some(100));
+        assert_eq!(streak.next_wait_ms(later, false), Some(200));
     }
 
     #[test]

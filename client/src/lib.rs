@@ -23,17 +23,32 @@
 //!
 //! # Layout
 //! * [`Client`] and [`TurnStream`] (this file): client API requests and turn streaming.
-//! * `profile`: [`Profile`], the file naming the node, its CA and the tokens.
-//! * `connection`: QUIC + TLS setup, the handshake, lazy reconnects and frame I/O.
+//! * `profile`: [`Profile`], the file naming the nodes, their CA and the tokens.
+//! * `connection`: QUIC + TLS setup, the handshake, lazy reconnects walking the profile's
+//!   addresses, and frame I/O.
+//! * `retry`: the bounded backoff of idempotent requests across failover.
 //! * `follow`: [`FollowStream`] and its sans-I/O sequence bookkeeping.
 //! * `admin`: [`AdminClient`] for the admin API.
 //! * `error`: [`ClientError`].
 //!
+//! # Failover
+//! A profile may name several nodes ([`Profile::addresses`]); any node serves any request.
+//! A (re)connect tries the address that last worked, then the others in order, giving each
+//! but the last [`DIAL_TIMEOUT_MS`]. Create, list, get, cancel and send (until the node
+//! accepted the message) are retried with the same request, and the same request id, after
+//! a lost connection, a failed connect or an `Unavailable` answer (an election or a
+//! leadership move under way), with backoff from [`RETRY_BACKOFF_MIN_MS`] to
+//! [`RETRY_BACKOFF_MAX_MS`], until [`RETRY_BUDGET_MS`] is spent. Permission answers are
+//! never retried, nor is a turn stream that broke after `Accepted`.
+//!
 //! # Limits
-//! Connecting is bounded by [`CONNECT_TIMEOUT_MS`], unary requests by
-//! [`REQUEST_TIMEOUT_MS`], every frame by [`shoal_protocol::FRAME_BYTES_MAX`]. Connections
-//! send keep-alives every [`KEEP_ALIVE_INTERVAL_MS`] and die after [`IDLE_TIMEOUT_MS`]
-//! of silence, which also bounds how long a turn or follow stream waits on a dead node.
+//! Connecting to one address is bounded by [`CONNECT_TIMEOUT_MS`] ([`DIAL_TIMEOUT_MS`]
+//! for its QUIC handshake while other addresses remain), unary requests by
+//! [`REQUEST_TIMEOUT_MS`], retries by [`RETRY_BUDGET_MS`], every frame by
+//! [`shoal_protocol::FRAME_BYTES_MAX`], the address list by [`PROFILE_ADDRESSES_MAX`].
+//! Connections send keep-alives every [`KEEP_ALIVE_INTERVAL_MS`] and die after
+//! [`IDLE_TIMEOUT_MS`] of silence, which also bounds how long a turn or follow stream waits
+//! on a dead node.
 #![warn(missing_docs)]
 
 mod admin;
@@ -41,21 +56,24 @@ mod connection;
 mod error;
 mod follow;
 mod profile;
+mod retry;
 
 pub use admin::AdminClient;
 pub use connection::{
-    CA_CERT_BYTES_MAX, CLOSE_WAIT_MS, CONNECT_TIMEOUT_MS, IDLE_TIMEOUT_MS, KEEP_ALIVE_INTERVAL_MS,
-    REQUEST_TIMEOUT_MS,
+    CA_CERT_BYTES_MAX, CLOSE_WAIT_MS, CONNECT_TIMEOUT_MS, DIAL_TIMEOUT_MS, IDLE_TIMEOUT_MS,
+    KEEP_ALIVE_INTERVAL_MS, REQUEST_TIMEOUT_MS,
 };
 pub use error::ClientError;
 pub use follow::{
     FOLLOW_BACKOFF_MAX_MS, FOLLOW_BACKOFF_MIN_MS, FOLLOW_RECONNECT_ATTEMPTS_MAX, FollowStream,
 };
-pub use profile::{PROFILE_BYTES_MAX, Profile};
+pub use profile::{PROFILE_ADDRESSES_MAX, PROFILE_BYTES_MAX, Profile};
+pub use retry::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS, RETRY_BUDGET_MS};
 
 use connection::{FrameReader, Link, Target, open_request, quic_config};
 use futures::Stream;
 use futures::stream::BoxStream;
+use retry::with_retries;
 use shoal_protocol::client::{
     ClientReply, ClientRequest, ConversationDetail, ConversationSummary, ServerFrame,
 };
@@ -80,14 +98,17 @@ struct ClientInner {
 }
 
 impl Client {
-    /// Connects to the profile's node and authenticates with its `token`.
+    /// Connects to the profile's `address`, or else to the first of its other `addresses`
+    /// that accepts, and authenticates with its `token`. Not retried beyond one walk of the
+    /// address list.
     pub async fn connect(profile: &Profile) -> Result<Client, ClientError> {
-        let target = Target {
-            address: profile.address.clone(),
-            server_name: profile.server_name.clone(),
-            quic: quic_config(&profile.address, &profile.ca_cert, ALPN_CLIENT)?,
-            token: profile.token.clone(),
-        };
+        let target = Target::new(
+            &profile.address,
+            &profile.addresses,
+            profile.server_name.clone(),
+            quic_config(&profile.address, &profile.ca_cert, ALPN_CLIENT)?,
+            profile.token.clone(),
+        );
         let (link, welcome) = Link::connect(target).await?;
         Ok(Client {
             inner: Arc::new(ClientInner {
@@ -103,54 +124,54 @@ impl Client {
         &self.inner.user
     }
 
-    /// The id of the node that accepted the first handshake.
+    /// The id of the node that accepted the first handshake (later reconnects may reach
+    /// another node of the profile).
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
     }
 
     /// Creates a conversation in the caller's default workspace. `agent` names an agent of
-    /// the node's config (`None`: the default agent).
+    /// the node's config (`None`: the default agent). Retried across failover (see the
+    /// crate docs) with one request id, so at most one conversation is created.
     pub async fn create_conversation(
         &self,
         title: Option<String>,
         agent: Option<String>,
     ) -> Result<ConversationSummary, ClientError> {
-        // Retrying with the same request id returns the conversation created first.
+        // Built once: every retry sends this request, so the same request id, and the node
+        // answers a retry with the conversation created first.
         let request = ClientRequest::CreateConversation {
             title,
             agent,
             request_id: RequestId(rand::random()),
         };
-        match self.unary(request, true).await? {
+        match self.unary("create_conversation", request, true).await? {
             ClientReply::Created(summary) => Ok(summary),
             other => Err(unexpected("Created", &other)),
         }
     }
 
     /// The caller's conversations, newest first, at most `limit` (capped by the node at
-    /// [`shoal_protocol::client::LIST_LIMIT_MAX`]).
+    /// [`shoal_protocol::client::LIST_LIMIT_MAX`]). Retried across failover.
     pub async fn list_conversations(
         &self,
         limit: u32,
     ) -> Result<Vec<ConversationSummary>, ClientError> {
-        match self
-            .unary(ClientRequest::ListConversations { limit }, true)
-            .await?
-        {
+        let request = ClientRequest::ListConversations { limit };
+        match self.unary("list_conversations", request, true).await? {
             ClientReply::Conversations(list) => Ok(list),
             other => Err(unexpected("Conversations", &other)),
         }
     }
 
-    /// One conversation with its committed messages and in-flight turn.
+    /// One conversation with its committed messages and in-flight turn. Retried across
+    /// failover.
     pub async fn get_conversation(
         &self,
         id: ConversationId,
     ) -> Result<ConversationDetail, ClientError> {
-        match self
-            .unary(ClientRequest::GetConversation { conversation: id }, true)
-            .await?
-        {
+        let request = ClientRequest::GetConversation { conversation: id };
+        match self.unary("get_conversation", request, true).await? {
             ClientReply::Conversation(detail) => Ok(*detail),
             other => Err(unexpected("Conversation", &other)),
         }
@@ -159,35 +180,29 @@ impl Client {
     /// Appends a user message and starts a turn; the returned stream carries the turn's
     /// events (owner view) through its `Done`.
     ///
-    /// If the connection breaks before the node accepted the message, the request is sent
-    /// once more on a new connection with the same request id, which the node deduplicates
-    /// ([`TurnStream::duplicate`] then tells). Dropping the stream before `Done` disconnects
-    /// the initiator, and the node cancels the turn.
+    /// Until the node accepted the message, the request is retried across failover (a lost
+    /// connection, a failed connect, an `Unavailable` answer; see the crate docs), always
+    /// with the same request id, which the node deduplicates ([`TurnStream::duplicate`]
+    /// then tells). Once accepted, nothing is resent: a stream that breaks yields the error.
+    /// Dropping the stream before `Done` disconnects the initiator, and the node cancels
+    /// the turn.
     pub async fn send(
         &self,
         id: ConversationId,
         text: impl Into<String>,
     ) -> Result<TurnStream, ClientError> {
         let text = text.into();
+        // One id for every attempt: the node applies the message at most once.
         let request_id = RequestId(rand::random());
-        let mut retried = false;
-        loop {
-            match self.start_turn(id, text.clone(), request_id).await {
-                Err(ClientError::ConnectionLost(reason)) if !retried => {
-                    retried = true;
-                    tracing::debug!(%reason, %request_id, "send lost its connection; retrying");
-                }
-                other => return other,
-            }
-        }
+        tracing::debug!(conversation = %id, %request_id, "sending a message");
+        with_retries("send", || self.start_turn(id, text.clone(), request_id)).await
     }
 
-    /// Cancels the running turn; `true` when a turn was running.
+    /// Cancels the running turn; `true` when a turn was running. Retried across failover
+    /// (cancelling twice cancels once).
     pub async fn cancel(&self, id: ConversationId) -> Result<bool, ClientError> {
-        match self
-            .unary(ClientRequest::CancelTurn { conversation: id }, true)
-            .await?
-        {
+        let request = ClientRequest::CancelTurn { conversation: id };
+        match self.unary("cancel", request, true).await? {
             ClientReply::Cancelled { was_running } => Ok(was_running),
             other => Err(unexpected("Cancelled", &other)),
         }
@@ -206,8 +221,8 @@ impl Client {
             request,
             option_id,
         };
-        // Not retried: the answer is delivered to the agent at most once.
-        match self.unary(request, false).await? {
+        // Never retried: the answer is delivered to the agent at most once.
+        match self.unary("respond_permission", request, false).await? {
             ClientReply::PermissionAnswered => Ok(()),
             other => Err(unexpected("PermissionAnswered", &other)),
         }
@@ -226,18 +241,18 @@ impl Client {
         self.inner.link.close().await;
     }
 
-    /// Sends a unary request; retries once on a new connection when `retry` and the
-    /// connection broke.
-    async fn unary(&self, request: ClientRequest, retry: bool) -> Result<ClientReply, ClientError> {
-        let mut retries_left = u32::from(retry);
-        loop {
-            match self.unary_once(request.clone()).await {
-                Err(ClientError::ConnectionLost(reason)) if retries_left > 0 => {
-                    retries_left -= 1;
-                    tracing::debug!(%reason, "request lost its connection; retrying");
-                }
-                other => return other,
-            }
+    /// Sends a unary request (`what` names it in logs); when `retry`, sends the same
+    /// request again across failover within [`RETRY_BUDGET_MS`].
+    async fn unary(
+        &self,
+        what: &'static str,
+        request: ClientRequest,
+        retry: bool,
+    ) -> Result<ClientReply, ClientError> {
+        if retry {
+            with_retries(what, || self.unary_once(request.clone())).await
+        } else {
+            self.unary_once(request).await
         }
     }
 

@@ -1,4 +1,4 @@
-//! The profile file: where a node is and how to authenticate to it.
+//! The profile file: where the nodes are and how to authenticate to them.
 //!
 //! `shoal-node dev` writes one to `DATA_DIR/profile.toml`:
 //! ```toml
@@ -8,6 +8,14 @@
 //! token = "<user token>"
 //! admin_token = "<admin token>"    # optional
 //! ```
+//!
+//! For a cluster, add the other nodes (optional; all nodes' certificates must carry
+//! `server_name` and be signed by `ca_cert`):
+//! ```toml
+//! addresses = ["127.0.0.1:7444", "127.0.0.1:7445"]
+//! ```
+//! The client connects to `address` first and tries `addresses` in order when a connect
+//! fails; after a lost connection it starts again from the address that last worked.
 
 use crate::ClientError;
 use serde::Deserialize;
@@ -16,12 +24,19 @@ use std::path::{Path, PathBuf};
 
 /// The largest profile file accepted, in bytes (a profile is a handful of short lines).
 pub const PROFILE_BYTES_MAX: u64 = 64 * 1024;
+/// Most entries in a profile's `addresses` list (each dead one can cost a
+/// [`crate::DIAL_TIMEOUT_MS`] per reconnect).
+pub const PROFILE_ADDRESSES_MAX: usize = 16;
 
-/// Where a node is and how to authenticate to it.
+/// Where the nodes are and how to authenticate to them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Profile {
-    /// `host:port` of a node's client endpoint.
+    /// `host:port` of a node's client endpoint: the first one dialled.
     pub address: String,
+    /// `host:port` of other nodes of the same cluster (key `addresses`, optional, at most
+    /// [`PROFILE_ADDRESSES_MAX`]), tried in order when connecting to `address` fails. Same
+    /// `server_name`, CA and token. The admin client does not use them.
+    pub addresses: Vec<String>,
     /// The name the node's TLS certificate is issued for.
     pub server_name: String,
     /// The CA certificate (PEM) that signs the node's certificate; absolute after loading.
@@ -37,6 +52,7 @@ impl fmt::Debug for Profile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Profile")
             .field("address", &self.address)
+            .field("addresses", &self.addresses)
             .field("server_name", &self.server_name)
             .field("ca_cert", &self.ca_cert)
             .field("token", &"<redacted>")
@@ -52,10 +68,25 @@ impl fmt::Debug for Profile {
 #[derive(Deserialize)]
 struct RawProfile {
     address: String,
+    #[serde(default)]
+    addresses: Vec<String>,
     server_name: String,
     ca_cert: PathBuf,
     token: String,
     admin_token: Option<String>,
+}
+
+/// Checks that `value` (the profile key `key`) is a non-empty `host:port`.
+fn check_address(key: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("`{key}` is empty"));
+    }
+    if !value.contains(':') {
+        return Err(format!(
+            "`{key}` = {value:?} has no port; write it as host:port"
+        ));
+    }
+    Ok(())
 }
 
 impl Profile {
@@ -91,17 +122,20 @@ impl Profile {
                 Ok(())
             }
         };
-        require("address", &raw.address)?;
+        check_address("address", &raw.address)?;
         require("server_name", &raw.server_name)?;
         require("token", &raw.token)?;
         if raw.ca_cert.as_os_str().is_empty() {
             return Err("`ca_cert` is empty".to_owned());
         }
-        if !raw.address.contains(':') {
+        if raw.addresses.len() > PROFILE_ADDRESSES_MAX {
             return Err(format!(
-                "`address` = {:?} has no port; write it as host:port",
-                raw.address
+                "`addresses` lists {} nodes, more than the {PROFILE_ADDRESSES_MAX} a profile may list; keep a few per cluster",
+                raw.addresses.len()
             ));
+        }
+        for (i, address) in raw.addresses.iter().enumerate() {
+            check_address(&format!("addresses[{i}]"), address)?;
         }
         let ca_cert = if raw.ca_cert.is_absolute() {
             raw.ca_cert
@@ -110,6 +144,7 @@ impl Profile {
         };
         Ok(Profile {
             address: raw.address,
+            addresses: raw.addresses,
             server_name: raw.server_name,
             ca_cert,
             token: raw.token,
@@ -151,6 +186,41 @@ token = "t"
         let profile = Profile::parse(text, Path::new("/data/dev")).unwrap();
         assert_eq!(profile.ca_cert, PathBuf::from("/etc/shoal/ca.pem"));
         assert_eq!(profile.admin_token, None);
+        assert!(profile.addresses.is_empty());
+    }
+
+    #[test]
+    fn addresses_list_the_other_nodes_in_order() {
+        let text = format!("{FULL}addresses = [\"127.0.0.1:7444\", \"node-c:7443\"]\n");
+        let profile = Profile::parse(&text, Path::new("/")).unwrap();
+        assert_eq!(profile.address, "127.0.0.1:7443");
+        assert_eq!(profile.addresses, vec!["127.0.0.1:7444", "node-c:7443"]);
+        assert!(format!("{profile:?}").contains("node-c:7443"));
+    }
+
+    #[test]
+    fn bad_addresses_name_the_entry() {
+        let no_port = format!("{FULL}addresses = [\"a:1\", \"node-c\"]\n");
+        let err = Profile::parse(&no_port, Path::new("/")).unwrap_err();
+        assert!(
+            err.contains("`addresses[1]`") && err.contains("host:port"),
+            "{err}"
+        );
+
+        let empty = format!("{FULL}addresses = [\" \"]\n");
+        let err = Profile::parse(&empty, Path::new("/")).unwrap_err();
+        assert_eq!(err, "`addresses[0]` is empty");
+
+        let many: Vec<String> = (0..=PROFILE_ADDRESSES_MAX)
+            .map(|i| format!("\"n{i}:1\""))
+            .collect();
+        let too_many = format!("{FULL}addresses = [{}]\n", many.join(", "));
+        let err = Profile::parse(&too_many, Path::new("/")).unwrap_err();
+        assert!(err.contains("`addresses`"), "{err}");
+
+        let not_a_list = format!("{FULL}addresses = \"a:1\"\n");
+        let err = Profile::parse(&not_a_list, Path::new("/")).unwrap_err();
+        assert!(err.contains("addresses"), "{err}");
     }
 
     #[test]

@@ -108,7 +108,7 @@ async fn unary_requests_get_replies_and_server_errors() -> Result<()> {
 }
 
 #[tokio::test]
-async fn send_retries_once_with_the_same_request_id_after_a_connection_loss() -> Result<()> {
+async fn send_retries_with_the_same_request_id_after_a_connection_loss() -> Result<()> {
     bounded(async {
         let pki = pki()?;
         let mut node = FakeNode::start(&pki)?;

@@ -79,10 +79,7 @@ impl Node {
             addr: config.node.listen_addr,
             source,
         })?;
-        let store = Store::open(
-            &config.node.data_dir.join("store"),
-            config.cluster.shard_count.get(),
-        )?;
+        let store = open_store(&config)?;
         let signer = TokenSigner::load_or_create(&config.auth.signing_key_path)?;
         let paths = TlsPaths {
             ca_cert: config.tls.ca_cert_path.clone(),
@@ -169,6 +166,31 @@ impl Node {
             accept,
             background,
         })
+    }
+}
+
+/// Opens the store. In a replicated cluster, a store that cannot be opened (damaged,
+/// e.g. after a crash mid-write) is moved aside and the node starts empty: its peers
+/// re-seed it by snapshot. With one replica there is no other copy, so it is an error.
+fn open_store(config: &NodeConfig) -> Result<Arc<Store>, NodeError> {
+    let dir = config.node.data_dir.join("store");
+    let shards = config.cluster.shard_count.get();
+    match Store::open(&dir, shards) {
+        Ok(store) => Ok(store),
+        Err(e) if config.cluster.replicas.get() > 1 && dir.exists() => {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let aside = config.node.data_dir.join(format!("store.damaged-{stamp}"));
+            tracing::error!(error = %e, moved_to = %aside.display(), "the store cannot be opened; moving it aside and rejoining as an empty replica (peers re-seed it)");
+            std::fs::rename(&dir, &aside).map_err(|io| crate::shard::store::StoreError::Open {
+                path: dir.clone(),
+                message: format!("{e}; and moving it aside failed: {io}"),
+            })?;
+            Ok(Store::open(&dir, shards)?)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,0 +1,428 @@
+//! A real 3-node cluster on loopback: three `shoal-node start` processes with cluster
+//! certificates, Raft per shard, gossip over QUIC datagrams. Faults are real: kill -9,
+//! SIGSTOP (a leader cut off from its peers), a deleted store.
+
+mod common;
+
+use common::{assert_gap_free, collect_turn, done_content};
+use futures::StreamExt;
+use shoal_client::{AdminClient, Client, Profile};
+use shoal_node::dev::LocalNode;
+use shoal_protocol::ConversationId;
+use shoal_protocol::transcript::{Event, Role};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Bound of every wait in this file (a loaded 2-core machine is slow).
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Consecutive free UDP ports on loopback.
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (rand::random::<u16>() % 30_000);
+        let ok = (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free port range on loopback");
+}
+
+struct Proc {
+    child: Option<tokio::process::Child>,
+    node: LocalNode,
+}
+
+struct TestCluster {
+    _dir: tempfile::TempDir,
+    procs: Vec<Proc>,
+    profile: Profile,
+    agent_log: PathBuf,
+}
+
+impl TestCluster {
+    async fn start(n: u16) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_log = dir.path().join("agents.log");
+        let log = agent_log.clone();
+        let nodes = shoal_node::dev::prepare_cluster(
+            dir.path(),
+            n,
+            free_ports(n),
+            env!("CARGO_BIN_EXE_shoal-node").into(),
+            vec!["demo-agent".into()],
+            move |config| {
+                config.cluster.placement_grace_ms = 2_000;
+                config.cluster.snapshot_every_entries = std::num::NonZeroU64::new(16).unwrap();
+                config.gossip.probe_period_ms = std::num::NonZeroU64::new(200);
+                config.gossip.suspect_to_down_ms = std::num::NonZeroU64::new(1_000);
+                for agent in config.agents.values_mut() {
+                    agent
+                        .env
+                        .insert("SHOAL_DEMO_AGENT_LOG".into(), log.display().to_string());
+                }
+            },
+        )
+        .unwrap();
+        let profile = Profile::load(&dir.path().join("profile.toml")).unwrap();
+        let mut cluster = TestCluster {
+            _dir: dir,
+            procs: nodes
+                .into_iter()
+                .map(|node| Proc { child: None, node })
+                .collect(),
+            profile,
+            agent_log,
+        };
+        for i in 0..cluster.procs.len() {
+            cluster.spawn(i).await;
+        }
+        cluster.wait_all_led().await;
+        cluster
+    }
+
+    async fn spawn(&mut self, i: usize) {
+        let node = &self.procs[i].node;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.data_dir.join("node.log"))
+            .unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-node"))
+            .arg("start")
+            .arg("--config")
+            .arg(&node.config_path)
+            .env("SHOAL_LOG", "info,openraft=error")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn shoal-node start");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.starts_with("shoal-node ready") {
+                    return;
+                }
+            }
+            panic!("{} exited before its ready line", node.name);
+        })
+        .await
+        .expect("ready line in time");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.procs[i].child = Some(child);
+    }
+
+    fn pid(&self, i: usize) -> i32 {
+        self.procs[i].child.as_ref().unwrap().id().unwrap() as i32
+    }
+
+    fn signal(&self, i: usize, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid(i)).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    async fn kill9(&mut self, i: usize) {
+        self.signal(i, rustix::process::Signal::KILL);
+        let _ = self.procs[i].child.take().unwrap().wait().await;
+    }
+
+    fn index_of(&self, name: &str) -> usize {
+        self.procs
+            .iter()
+            .position(|p| p.node.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// A profile that dials node `i` first.
+    fn profile_for(&self, i: usize) -> Profile {
+        let mut p = self.profile.clone();
+        p.address = self.procs[i].node.addr.to_string();
+        p
+    }
+
+    async fn admin(&self, i: usize) -> AdminClient {
+        AdminClient::connect(&self.profile_for(i)).await.unwrap()
+    }
+
+    /// Waits until node `via` sees a leader for every shard.
+    async fn wait_all_led(&self) {
+        let admin = self.admin(0).await;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Ok(shards) = admin.shards().await
+                    && shards.iter().all(|s| s.leader.is_some())
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .expect("every shard elects a leader");
+    }
+
+    /// The leader of `shard` as seen by a node other than `not`, once one is known and
+    /// it is not `not`.
+    async fn leader_of(&self, shard: u16, not: Option<&str>) -> String {
+        let via = (0..self.procs.len())
+            .find(|i| {
+                self.procs[*i].child.is_some() && Some(self.procs[*i].node.name.as_str()) != not
+            })
+            .unwrap();
+        let admin = self.admin(via).await;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Ok(shards) = admin.shards().await
+                    && let Some(leader) = shards[usize::from(shard)].leader.clone()
+                    && Some(leader.as_str()) != not
+                {
+                    return leader;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("a leader is elected")
+    }
+
+    /// Pids of demo agents started so far (from their lifecycle log).
+    fn agent_pids(&self) -> Vec<i32> {
+        let text = std::fs::read_to_string(&self.agent_log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "start")
+            .filter_map(|v| v["pid"].as_i64())
+            .map(|p| p as i32)
+            .collect()
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Signal 0 checks existence; a zombie counts as gone (reaped soon by its parent).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !status.is_empty() && !status.contains(") Z ")
+}
+
+async fn send_ok(client: &Client, id: ConversationId, text: &str) -> String {
+    let turn = client.send(id, text).await.expect("send is accepted");
+    done_content(&collect_turn(turn).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_kill_of_the_leader() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client
+        .create_conversation(Some("ha".into()), None)
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let text = format!("before {i}");
+        assert_eq!(
+            send_ok(&client, conv.id, &text).await,
+            format!("echo: {text}")
+        );
+        acked.push(text);
+    }
+    let leader = cluster.leader_of(conv.id.shard.0, None).await;
+    let victim = cluster.index_of(&leader);
+    cluster.kill9(victim).await;
+    // The SDK retries (same request ids) through the election; nothing acknowledged is lost.
+    let survivor = (victim + 1) % 3;
+    let client = Client::connect(&cluster.profile_for(survivor))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let text = format!("after {i}");
+        assert_eq!(
+            send_ok(&client, conv.id, &text).await,
+            format!("echo: {text}")
+        );
+        acked.push(text);
+    }
+    let new_leader = cluster.leader_of(conv.id.shard.0, Some(&leader)).await;
+    assert_ne!(new_leader, leader);
+    let detail = client.get_conversation(conv.id).await.unwrap();
+    let users: Vec<&str> = detail
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(users, acked.iter().map(String::as_str).collect::<Vec<_>>());
+    // The killed node comes back and catches up.
+    cluster.spawn(victim).await;
+    cluster.wait_all_led().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_resumes_across_a_leadership_move_without_gaps() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    send_ok(&client, conv.id, "first").await;
+    let leader = cluster.leader_of(conv.id.shard.0, None).await;
+    let victim = cluster.index_of(&leader);
+    // Follow from a node that is not the leader: it answers Moved, the SDK goes there.
+    let follower_node = (victim + 1) % 3;
+    let watcher = Client::connect(&cluster.profile_for(follower_node))
+        .await
+        .unwrap();
+    let mut follow = watcher.follow(conv.id, None);
+    let mut frames = Vec::new();
+    // The snapshot (reset + first turn) arrives.
+    tokio::time::timeout(WAIT, async {
+        while let Some(item) = follow.next().await {
+            let frame = item.expect("follow frame");
+            let is_reset = matches!(frame.event, Event::Reset { .. });
+            frames.push(frame);
+            if is_reset {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("snapshot");
+    cluster.kill9(victim).await;
+    // A new turn on the new leader reaches the follower after it resumes there: live,
+    // or inside the snapshot it gets on the new leader (a new activation).
+    let client = Client::connect(&cluster.profile_for(follower_node))
+        .await
+        .unwrap();
+    send_ok(&client, conv.id, "second").await;
+    tokio::time::timeout(WAIT, async {
+        while let Some(item) = follow.next().await {
+            let frame = item.expect("follow frame");
+            let complete = matches!(&frame.event, Event::Done { .. } | Event::Reset { .. });
+            frames.push(frame);
+            if complete
+                && frames
+                    .iter()
+                    .any(|f| format!("{:?}", f.event).contains("echo: second"))
+            {
+                return;
+            }
+        }
+        panic!("the follow ended");
+    })
+    .await
+    .expect("the follower sees the turn on the new leader");
+    assert_gap_free(&frames);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_peers_stops_its_agents() {
+    let cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let leader = cluster.leader_of(conv.id.shard.0, None).await;
+    let li = cluster.index_of(&leader);
+    // Start a long turn: its agent process runs on the leader.
+    let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
+    let mut turn = client_l.send(conv.id, "/slow 400").await.unwrap();
+    common::wait_for_chunks(&mut turn, 2).await;
+    let pids = cluster.agent_pids();
+    assert_eq!(pids.len(), 1, "one agent process: {pids:?}");
+    assert!(alive(pids[0]));
+    // Cut the leader off: its two peers stop answering (SIGSTOP), so no quorum acks.
+    let others: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+    for i in &others {
+        cluster.signal(*i, rustix::process::Signal::STOP);
+    }
+    // Without quorum acks the lease runs out and the leader kills its agent by itself.
+    let killed = tokio::time::timeout(WAIT, async {
+        while alive(pids[0]) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // And it cannot commit: a new conversation on the isolated leader's shard fails.
+    let cannot_commit = tokio::time::timeout(
+        Duration::from_secs(15),
+        client_l.send(conv.id, "while cut off"),
+    )
+    .await;
+    for i in &others {
+        cluster.signal(*i, rustix::process::Signal::CONT);
+    }
+    killed.expect("the cut-off leader kills its agent process");
+    match cannot_commit {
+        Err(_) => {}
+        Ok(Err(_)) => {}
+        Ok(Ok(_)) => panic!("a leader without quorum accepted a message"),
+    }
+    // Healed: the cluster serves the conversation again.
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(turn) = client.send(conv.id, "healed").await {
+                assert_eq!(done_content(&collect_turn(turn).await), "echo: healed");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the healed cluster serves the conversation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_wiped_store_is_reseeded_by_snapshot() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    // Enough writes that the shard snapshots (every 16 entries) and purges its log.
+    for i in 0..12 {
+        send_ok(&client, conv.id, &format!("m{i}")).await;
+    }
+    let leader = cluster.leader_of(conv.id.shard.0, None).await;
+    let wiped = (cluster.index_of(&leader) + 1) % 3;
+    cluster.kill9(wiped).await;
+    let store: &Path = &cluster.procs[wiped].node.data_dir.join("store");
+    std::fs::remove_dir_all(store).unwrap();
+    cluster.spawn(wiped).await;
+    // Wait until the wiped node has applied the shard again.
+    let admin = cluster.admin(wiped).await;
+    let target = cluster.admin((wiped + 1) % 3).await.shards().await.unwrap()
+        [usize::from(conv.id.shard.0)]
+    .applied_index
+    .unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(shards) = admin.shards().await
+                && shards[usize::from(conv.id.shard.0)].applied_index >= Some(target)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the wiped node catches up");
+    // Now the wiped node's copy is needed: kill the third node (not the wiped one).
+    let third = (0..3)
+        .find(|i| *i != wiped && cluster.procs[*i].node.name != leader)
+        .unwrap();
+    cluster.kill9(third).await;
+    let client = Client::connect(&cluster.profile_for(wiped)).await.unwrap();
+    let detail = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(detail) = client.get_conversation(conv.id).await {
+                return detail;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("served by the leader and the reseeded node");
+    let users = detail
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .count();
+    assert_eq!(users, 12, "nothing lost");
+}
