@@ -426,3 +426,100 @@ async fn a_node_with_a_wiped_store_is_reseeded_by_snapshot() {
         .count();
     assert_eq!(users, 12, "nothing lost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_every_leadership_off_a_node() {
+    let cluster = TestCluster::start(3).await;
+    let admin = cluster.admin(1).await;
+    admin.drain("n1").await.expect("drain accepted");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(shards) = admin.shards().await
+                && shards
+                    .iter()
+                    .all(|s| s.leader.is_some() && s.leader.as_deref() != Some("n1"))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("every leadership leaves the drained node");
+    let members = admin.members().await.unwrap();
+    assert!(members.iter().any(|m| m.node_id == "n1" && m.draining));
+    // The cluster keeps serving (requests through the drained node are forwarded).
+    let client = Client::connect(&cluster.profile_for(0)).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    assert_eq!(
+        send_ok(&client, conv.id, "still here").await,
+        "echo: still here"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_starts_a_local_cluster_and_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("c");
+    let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-node"))
+        .args(["up", "--nodes", "3", "--first-port"])
+        .arg(free_ports(3).to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("shoal cluster up: 3 nodes") {
+                return;
+            }
+        }
+        panic!("up exited before the cluster was ready");
+    })
+    .await
+    .expect("cluster up in time");
+    let profile = Profile::load(&data.join("profile.toml")).unwrap();
+    let client = Client::connect(&profile).await.unwrap();
+    // Shards get leaders shortly after the nodes are up; the SDK retries meanwhile.
+    let conv = client.create_conversation(None, None).await.unwrap();
+    assert_eq!(send_ok(&client, conv.id, "hi").await, "echo: hi");
+    let pid = rustix::process::Pid::from_raw(up.id().unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = tokio::time::timeout(WAIT, up.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    for n in ["n1", "n2", "n3"] {
+        let config = data.join(n).join("shoal.toml");
+        let still = std::process::Command::new("pgrep")
+            .arg("-f")
+            .arg(config.display().to_string())
+            .output()
+            .unwrap();
+        assert!(still.stdout.is_empty(), "{n} still runs after up stopped");
+    }
+}
+
+#[test]
+fn config_check_rejects_a_lease_not_shorter_than_the_election_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        shoal_cluster_config::NodeConfig::dev(dir.path().to_owned(), "demo".into(), Vec::new());
+    config.cluster.lease_ms = std::num::NonZeroU64::new(500).unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config.to_toml_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-node"))
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cluster.lease_ms"), "{stderr}");
+    assert!(stderr.contains("election"), "{stderr}");
+}
