@@ -66,9 +66,12 @@ pub fn spawn(ctx: Arc<NodeContext>) -> Background {
 async fn run_meta(ctx: Arc<NodeContext>) {
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     let mut published = None;
+    let mut initialized = false;
     loop {
         tick.tick().await;
-        let now = (ctx.cluster.leader_count(), ctx.cluster.initialized().await);
+        // Once initialized, always initialized: stop asking the 64 Raft instances.
+        initialized = initialized || ctx.cluster.initialized().await;
+        let now = (ctx.cluster.leader_count(), initialized);
         if published != Some(now) {
             ctx.membership.update_meta(|m| {
                 m.leaders = now.0;
@@ -318,24 +321,53 @@ async fn run_action(
         .map(|_| ())
         .map_err(|e| e.to_string()),
         Action::TransferLeader { shard, to } => {
-            let peer = addresses
-                .get(to)
-                .ok_or("the target's address is not known")?;
-            let addr: SocketAddr = peer.addr.parse().map_err(|e| format!("{e}"))?;
-            match ctx
-                .cluster
-                .peers
-                .call::<ControlReply>(
-                    addr,
-                    &PeerRequest::Campaign { shard: *shard },
-                    Duration::from_millis(super::CONTROL_TIMEOUT_MS),
-                )
-                .await
-            {
-                Ok(ControlReply::Ok) => Ok(()),
-                Ok(ControlReply::Refused(e)) => Err(e),
-                Err(e) => Err(e.to_string()),
-            }
+            transfer_leadership(ctx, group, addresses, *shard, *to).await
         }
     }
+}
+
+/// Hands a shard's leadership to `to`. openraft 0.9 has no transfer call, and a
+/// follower refuses votes while the leader's lease holds, so a `Campaign` alone often
+/// loses. The leader goes quiet instead (no heartbeats, no campaigning of its own):
+/// its lease runs out — which also fences its agents here — and then `to` is asked to
+/// campaign, with the other followers' election timers as the fallback.
+async fn transfer_leadership(
+    ctx: &NodeContext,
+    group: &super::ShardGroup,
+    addresses: &HashMap<u64, PeerNode>,
+    shard: u16,
+    to: u64,
+) -> Result<(), String> {
+    let peer = addresses
+        .get(&to)
+        .ok_or("the target's address is not known")?;
+    let addr: SocketAddr = peer.addr.parse().map_err(|e| format!("{e}"))?;
+    let quiet = Duration::from_millis(ctx.config.cluster.election_timeout_min_ms.get());
+    let bound = Duration::from_millis(ctx.config.cluster.election_timeout_max_ms.get() * 10);
+    let config = group.raft.runtime_config();
+    config.heartbeat(false);
+    config.elect(false);
+    let me = ctx.cluster.me;
+    let mut metrics = group.raft.metrics();
+    let stepped_down = async {
+        tokio::time::sleep(quiet).await;
+        let request = PeerRequest::Campaign { shard };
+        let timeout = Duration::from_millis(super::CONTROL_TIMEOUT_MS);
+        let campaign = ctx
+            .cluster
+            .peers
+            .call::<ControlReply>(addr, &request, timeout);
+        if let Ok(ControlReply::Refused(e)) | Err(e) = campaign.await.map_err(|e| e.to_string()) {
+            tracing::debug!(shard, error = %e, "transfer target did not campaign; another follower will");
+        }
+        metrics
+            .wait_for(|m| m.current_leader.is_some() && m.current_leader != Some(me))
+            .await
+            .map(|_| ())
+            .map_err(|_| "the shard's Raft stopped".to_owned())
+    };
+    let result = tokio::time::timeout(bound, stepped_down).await;
+    config.heartbeat(true);
+    config.elect(true);
+    result.map_err(|_| format!("no other leader within {} ms", bound.as_millis()))?
 }
