@@ -191,6 +191,7 @@ pub fn prepare_cluster(
         .map(|i| SocketAddr::from(([127, 0, 0, 1], first_port.saturating_add(i))))
         .collect();
     let mut out = Vec::new();
+    let mut first = None;
     for (i, name) in names.iter().enumerate() {
         let data_dir = dir.join(name);
         mkdir(&data_dir)?;
@@ -213,7 +214,8 @@ pub fn prepare_cluster(
         edit(&mut config);
         // Check it like a file the operator wrote.
         let text = config.to_toml_string();
-        NodeConfig::from_toml_str(&text, std::iter::empty())?;
+        let checked = NodeConfig::from_toml_str(&text, std::iter::empty())?;
+        first.get_or_insert(checked);
         let config_path = data_dir.join("shoal.toml");
         std::fs::write(
             &config_path,
@@ -230,13 +232,9 @@ pub fn prepare_cluster(
             data_dir,
         });
     }
-    let first = NodeConfig::from_toml_str(
-        &std::fs::read_to_string(&out[0].config_path).map_err(|source| DevError::Profile {
-            path: out[0].config_path.clone(),
-            source,
-        })?,
-        std::iter::empty(),
-    )?;
+    let Some(first) = first else {
+        return Ok(out);
+    };
     write_profile_at(
         &first,
         &dir.join("profile.toml"),
@@ -247,4 +245,18 @@ pub fn prepare_cluster(
             .unwrap_or(0),
     )?;
     Ok(out)
+}
+
+/// Attempts at finding [`free_port_range`].
+const PORT_RANGE_ATTEMPTS: usize = 200;
+
+/// The first of `n` consecutive UDP ports free on loopback right now (for `up`-style
+/// local clusters in tests and benchmarks; another process may still take one later).
+pub fn free_port_range(n: u16) -> Option<u16> {
+    (0..PORT_RANGE_ATTEMPTS).find_map(|_| {
+        let base = 20_000 + (rand::random::<u16>() % 30_000);
+        (0..n)
+            .all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok())
+            .then_some(base)
+    })
 }

@@ -18,16 +18,35 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 /// Bound of every wait in this file (a loaded 2-core machine is slow).
 const WAIT: Duration = Duration::from_secs(90);
 
+/// How often [`eventually`] asks the nodes again.
+const POLL: Duration = Duration::from_millis(100);
+
 /// Consecutive free UDP ports on loopback.
 fn free_ports(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = 20_000 + (rand::random::<u16>() % 30_000);
-        let ok = (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
-        if ok {
-            return base;
+    shoal_node::dev::free_port_range(n).expect("a free port range on loopback")
+}
+
+/// Asks `probe` until it yields a value, within [`WAIT`]. The state waited for (who
+/// leads a shard, how far a replica applied) lives in other processes and the admin API
+/// has no push, so this is the one place this file polls; it fails naming `what`.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let mut tick = tokio::time::interval(POLL);
+    let wait = async {
+        loop {
+            tick.tick().await;
+            if let Some(value) = probe().await {
+                return value;
+            }
         }
+    };
+    match tokio::time::timeout(WAIT, wait).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: not within {WAIT:?}"),
     }
-    panic!("no free port range on loopback");
 }
 
 struct Proc {
@@ -147,21 +166,14 @@ impl TestCluster {
         AdminClient::connect(&self.profile_for(i)).await.unwrap()
     }
 
-    /// Waits until node `via` sees a leader for every shard.
+    /// Waits until node n1 sees a leader for every shard.
     async fn wait_all_led(&self) {
         let admin = self.admin(0).await;
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Ok(shards) = admin.shards().await
-                    && shards.iter().all(|s| s.leader.is_some())
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        eventually("every shard elects a leader", || async {
+            let shards = admin.shards().await.ok()?;
+            shards.iter().all(|s| s.leader.is_some()).then_some(())
         })
         .await
-        .expect("every shard elects a leader");
     }
 
     /// The leader of `shard` as seen by a node other than `not`, once one is known and
@@ -173,19 +185,13 @@ impl TestCluster {
             })
             .unwrap();
         let admin = self.admin(via).await;
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Ok(shards) = admin.shards().await
-                    && let Some(leader) = shards[usize::from(shard)].leader.clone()
-                    && Some(leader.as_str()) != not
-                {
-                    return leader;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        eventually("a leader is elected", || async {
+            let leader = admin.shards().await.ok()?[usize::from(shard)]
+                .leader
+                .clone()?;
+            (Some(leader.as_str()) != not).then_some(leader)
         })
         .await
-        .expect("a leader is elected")
     }
 
     /// Pids of demo agents started so far (from their lifecycle log).
@@ -201,9 +207,31 @@ impl TestCluster {
 }
 
 fn alive(pid: i32) -> bool {
-    // Signal 0 checks existence; a zombie counts as gone (reaped soon by its parent).
+    // A zombie counts as gone (its parent reaps it soon).
     let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     !status.is_empty() && !status.contains(") Z ")
+}
+
+/// Resolves when process `pid` has exited: its pidfd becomes readable (an event, not a
+/// poll loop: one blocking `poll(2)` on a blocking-pool thread).
+async fn exited(pid: i32) {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return;
+    };
+    // ESRCH: already gone.
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
+        return;
+    };
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        // Without a timeout: the test's own timeout abandons this thread, and the pidfd
+        // turns readable at the latest when the test's processes are killed on drop.
+        let _ = rustix::event::poll(&mut fds, None);
+    })
+    .await;
 }
 
 async fn send_ok(client: &Client, id: ConversationId, text: &str) -> String {
@@ -334,12 +362,7 @@ async fn a_leader_cut_off_from_its_peers_stops_its_agents() {
         cluster.signal(*i, rustix::process::Signal::STOP);
     }
     // Without quorum acks the lease runs out and the leader kills its agent by itself.
-    let killed = tokio::time::timeout(WAIT, async {
-        while alive(pids[0]) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let killed = tokio::time::timeout(WAIT, exited(pids[0])).await;
     // And it cannot commit: a new conversation on the isolated leader's shard fails.
     let cannot_commit = tokio::time::timeout(
         Duration::from_secs(15),
@@ -355,19 +378,10 @@ async fn a_leader_cut_off_from_its_peers_stops_its_agents() {
         Ok(Err(_)) => {}
         Ok(Ok(_)) => panic!("a leader without quorum accepted a message"),
     }
-    // Healed: the cluster serves the conversation again.
+    // Healed: the cluster serves the conversation again (the SDK retries through the
+    // election that follows).
     let client = Client::connect(&cluster.profile).await.unwrap();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(turn) = client.send(conv.id, "healed").await {
-                assert_eq!(done_content(&collect_turn(turn).await), "echo: healed");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("the healed cluster serves the conversation");
+    assert_eq!(send_ok(&client, conv.id, "healed").await, "echo: healed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,34 +405,22 @@ async fn a_node_with_a_wiped_store_is_reseeded_by_snapshot() {
         [usize::from(conv.id.shard.0)]
     .applied_index
     .unwrap();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(shards) = admin.shards().await
-                && shards[usize::from(conv.id.shard.0)].applied_index >= Some(target)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    eventually("the wiped node catches up", || async {
+        let shards = admin.shards().await.ok()?;
+        (shards[usize::from(conv.id.shard.0)].applied_index >= Some(target)).then_some(())
     })
-    .await
-    .expect("the wiped node catches up");
+    .await;
     // Now the wiped node's copy is needed: kill the third node (not the wiped one).
     let third = (0..3)
         .find(|i| *i != wiped && cluster.procs[*i].node.name != leader)
         .unwrap();
     cluster.kill9(third).await;
     let client = Client::connect(&cluster.profile_for(wiped)).await.unwrap();
-    let detail = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(detail) = client.get_conversation(conv.id).await {
-                return detail;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("served by the leader and the reseeded node");
+    // The SDK retries through the election this kill may cause.
+    let detail = client
+        .get_conversation(conv.id)
+        .await
+        .expect("served by the leader and the reseeded node");
     let users = detail
         .messages
         .iter()
@@ -432,20 +434,14 @@ async fn drain_moves_every_leadership_off_a_node() {
     let cluster = TestCluster::start(3).await;
     let admin = cluster.admin(1).await;
     admin.drain("n1").await.expect("drain accepted");
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(shards) = admin.shards().await
-                && shards
-                    .iter()
-                    .all(|s| s.leader.is_some() && s.leader.as_deref() != Some("n1"))
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    eventually("every leadership leaves the drained node", || async {
+        let shards = admin.shards().await.ok()?;
+        shards
+            .iter()
+            .all(|s| s.leader.is_some() && s.leader.as_deref() != Some("n1"))
+            .then_some(())
     })
-    .await
-    .expect("every leadership leaves the drained node");
+    .await;
     let members = admin.members().await.unwrap();
     assert!(members.iter().any(|m| m.node_id == "n1" && m.draining));
     // The cluster keeps serving (requests through the drained node are forwarded).

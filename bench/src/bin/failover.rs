@@ -43,14 +43,31 @@ fn node_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn free_base(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = 20_000 + (rand::random::<u16>() % 30_000);
-        if (0..n).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
+/// How often the bench asks the nodes again while waiting for a state it measures.
+const POLL: Duration = Duration::from_millis(20);
+
+fn free_base(n: u16) -> anyhow::Result<u16> {
+    shoal_node::dev::free_port_range(n).context("no free port range on loopback")
+}
+
+/// Asks `probe` every [`POLL`] until it yields a value, within [`STEP_TIMEOUT`]. The
+/// states measured live in other processes and the admin API has no push.
+async fn poll_until<T, F, Fut>(what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let mut tick = tokio::time::interval(POLL);
+    tokio::time::timeout(STEP_TIMEOUT, async {
+        loop {
+            tick.tick().await;
+            if let Some(value) = probe().await {
+                return value;
+            }
         }
-    }
-    7443
+    })
+    .await
+    .with_context(|| format!("{what}: not within {STEP_TIMEOUT:?}"))
 }
 
 async fn spawn(bin: &Path, node: &LocalNode) -> anyhow::Result<tokio::process::Child> {
@@ -85,20 +102,20 @@ fn profile_for(base: &Profile, node: &LocalNode) -> Profile {
     p
 }
 
-async fn wait_all_led(profile: &Profile) -> anyhow::Result<()> {
+/// Waits until every shard has a leader and leaderships are spread over `nodes` nodes
+/// (none leads more than its share, rounded up), so a trial starts from a settled cluster.
+async fn wait_balanced(profile: &Profile, nodes: usize) -> anyhow::Result<()> {
     let admin = AdminClient::connect(profile).await?;
-    tokio::time::timeout(STEP_TIMEOUT, async {
-        loop {
-            if let Ok(shards) = admin.shards().await
-                && shards.iter().all(|s| s.leader.is_some())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    poll_until("every shard led, leaderships balanced", || async {
+        let shards = admin.shards().await.ok()?;
+        let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+        for s in &shards {
+            *per_node.entry(s.leader.clone()?).or_default() += 1;
         }
+        let share = shards.len().div_ceil(nodes);
+        (per_node.len() == nodes && per_node.values().all(|n| *n <= share)).then_some(())
     })
     .await
-    .context("not every shard has a leader")
 }
 
 /// CPU time (user + system) of a process, in clock ticks.
@@ -142,20 +159,20 @@ async fn run(trials: usize) -> anyhow::Result<()> {
     let single = prepare_cluster(
         &dir.path().join("single"),
         1,
-        free_base(1),
+        free_base(1)?,
         bin.clone(),
         vec!["demo-agent".into()],
         |_| {},
     )?;
+    // A single node is ready (every shard hosted) when it prints its ready line.
     let mut baseline = spawn(&bin, &single[0]).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let base_cpu = idle_cpu(&[baseline.id().unwrap_or(0)]).await;
     let _ = baseline.kill().await;
 
     let layout = prepare_cluster(
         &dir.path().join("cluster"),
         3,
-        free_base(3),
+        free_base(3)?,
         bin.clone(),
         vec!["demo-agent".into()],
         |_| {},
@@ -172,8 +189,7 @@ async fn run(trials: usize) -> anyhow::Result<()> {
             child: Some(spawn(&bin, node).await?),
         });
     }
-    wait_all_led(&base_profile).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_balanced(&base_profile, procs.len()).await?;
     let pids: Vec<u32> = procs
         .iter()
         .filter_map(|p| p.child.as_ref()?.id())
@@ -215,35 +231,26 @@ async fn run(trials: usize) -> anyhow::Result<()> {
             let leader = leader.clone();
             tokio::spawn(async move {
                 for w in &watchers {
-                    loop {
-                        if let Ok(members) = w.members().await
-                            && members
-                                .iter()
-                                .any(|m| m.node_id == leader && m.state == "down")
-                        {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                    poll_until("the killed node marked down", || async {
+                        let members = w.members().await.ok()?;
+                        members
+                            .iter()
+                            .any(|m| m.node_id == leader && m.state == "down")
+                            .then_some(())
+                    })
+                    .await?;
                 }
-                killed_at.elapsed()
+                anyhow::Ok(killed_at.elapsed())
             })
         };
         // Failover: first acknowledged write after the kill (SDK retries underneath).
-        let write = async {
-            loop {
-                match writer.send(conv.id, format!("trial {trial}")).await {
-                    Ok(_) => return killed_at.elapsed(),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
-            }
-        };
-        let failover = tokio::time::timeout(STEP_TIMEOUT, write)
-            .await
-            .context("no write after failover")?;
-        let detection = tokio::time::timeout(STEP_TIMEOUT, detect)
-            .await
-            .context("never marked down")??;
+        let text = format!("trial {trial}");
+        let failover = poll_until("a write after failover", || async {
+            writer.send(conv.id, text.as_str()).await.ok()?;
+            Some(killed_at.elapsed())
+        })
+        .await?;
+        let detection = detect.await??;
         failovers_ms.push(failover.as_secs_f64() * 1000.0);
         detections_ms.push(detection.as_secs_f64() * 1000.0);
         eprintln!(
@@ -253,9 +260,8 @@ async fn run(trials: usize) -> anyhow::Result<()> {
             detection.as_secs_f64() * 1000.0
         );
         procs[victim].child = Some(spawn(&bin, &procs[victim].node).await?);
-        wait_all_led(&base_profile).await?;
-        // Let leadership settle back before the next trial.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The restarted node takes its share of leaderships back before the next trial.
+        wait_balanced(&base_profile, procs.len()).await?;
     }
     for p in &mut procs {
         if let Some(mut c) = p.child.take() {
