@@ -144,16 +144,14 @@ impl Actor for ShardHost {
                     tracing::info!(%shard, conversations = ids.len(), "shard released: stopping its conversations");
                 }
                 for id in ids {
-                    if let Some(actor) = state.active.remove(&id) {
-                        state.by_actor.remove(&actor.get_id());
+                    if let Some(actor) = detach(state, id) {
                         actor.stop(Some("the shard moved to another node".into()));
                     }
                 }
             }
             ShardHostMsg::Evict { id, reply } => {
-                let actor = state.active.remove(&id);
+                let actor = detach(state, id);
                 if let Some(actor) = &actor {
-                    state.by_actor.remove(&actor.get_id());
                     actor.stop(Some("evicted by an admin".into()));
                 }
                 let _ = reply.send(actor.is_some());
@@ -161,6 +159,13 @@ impl Actor for ShardHost {
         }
         Ok(())
     }
+}
+
+/// Removes a conversation's actor from the registry (the caller stops it).
+fn detach(state: &mut ShardHostState, id: ConversationId) -> Option<ActorRef<ConversationMsg>> {
+    let actor = state.active.remove(&id)?;
+    state.by_actor.remove(&actor.get_id());
+    Some(actor)
 }
 
 async fn activate(

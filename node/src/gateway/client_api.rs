@@ -54,6 +54,13 @@ pub async fn handle_stream(
         .await
 }
 
+/// Answers a request with an error frame and ends the stream.
+async fn answer_error(send: &mut quinn::SendStream, e: WireError) -> Result<(), FrameIoError> {
+    write_frame(send, &ServerFrame::Error(e)).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
 /// Whether a request came from a client or was forwarded by another node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hop {
@@ -109,9 +116,7 @@ async fn route(
                     "shard {shard} has no leader with a lease right now (election or move in progress); retry shortly"
                 ),
             );
-            write_frame(&mut send, &ServerFrame::Error(e)).await?;
-            let _ = send.finish();
-            Ok(())
+            answer_error(&mut send, e).await
         }
     }
 }
@@ -137,9 +142,7 @@ async fn forward(
     let addr: std::net::SocketAddr = match leader.addr.parse() {
         Ok(addr) => addr,
         Err(e) => {
-            write_frame(&mut send, &ServerFrame::Error(unavailable(e.to_string()))).await?;
-            let _ = send.finish();
-            return Ok(());
+            return answer_error(&mut send, unavailable(e.to_string())).await;
         }
     };
     let forwarded = crate::peer::PeerRequest::Forward {
@@ -150,9 +153,7 @@ async fn forward(
     let (mut peer_send, mut peer_recv) = match ctx.cluster.peers.open(addr, &forwarded).await {
         Ok(streams) => streams,
         Err(e) => {
-            write_frame(&mut send, &ServerFrame::Error(unavailable(e.to_string()))).await?;
-            let _ = send.finish();
-            return Ok(());
+            return answer_error(&mut send, unavailable(e.to_string())).await;
         }
     };
     let _ = peer_send.finish();
@@ -179,17 +180,13 @@ async fn forward(
         }
         Ok(Err(e)) => {
             ctx.cluster.peers.invalidate(addr);
-            write_frame(&mut send, &ServerFrame::Error(unavailable(e.to_string()))).await?;
-            let _ = send.finish();
-            return Ok(());
+            return answer_error(&mut send, unavailable(e.to_string())).await;
         }
         Err(_) => {
             ctx.cluster.peers.invalidate(addr);
             let _ = peer_send.reset(0u32.into());
             let message = format!("no answer within {FORWARD_FIRST_BYTE_TIMEOUT_MS} ms");
-            write_frame(&mut send, &ServerFrame::Error(unavailable(message))).await?;
-            let _ = send.finish();
-            return Ok(());
+            return answer_error(&mut send, unavailable(message)).await;
         }
     }
     loop {
@@ -235,9 +232,7 @@ pub async fn dispatch(
                 ErrorCode::Unavailable,
                 format!("shard {shard} moved while the request was forwarded; retry"),
             );
-            write_frame(&mut send, &ServerFrame::Error(e)).await?;
-            let _ = send.finish();
-            return Ok(());
+            return answer_error(&mut send, e).await;
         }
     }
     let frame = match request {
@@ -474,9 +469,7 @@ async fn send_message(
     let turn = match (result, rx_slot) {
         (Ok(turn), Some(rx)) => (turn, rx),
         (Err(e), _) => {
-            write_frame(&mut send, &ServerFrame::Error(e)).await?;
-            let _ = send.finish();
-            return Ok(());
+            return answer_error(&mut send, e).await;
         }
         (Ok(_), None) => unreachable!("the sink is created before the call"),
     };
