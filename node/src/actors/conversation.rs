@@ -159,6 +159,10 @@ pub struct ConversationState {
     agent: Option<ActorRef<AgentSessionMsg>>,
     last_activity: Instant,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    /// Set when a commit failed and the in-memory state may no longer match the store
+    /// (the command may or may not have been applied): the actor stops after the
+    /// message it is handling, and the next activation reads the truth from the store.
+    defunct: Option<String>,
 }
 
 /// The actor. See the module doc.
@@ -228,6 +232,7 @@ impl Actor for ConversationActor {
             agent: None,
             last_activity: Instant::now(),
             ticker: None,
+            defunct: None,
         };
         // A previous activation stopped in the middle of a turn: save it as interrupted
         // from its last checkpoint.
@@ -396,6 +401,9 @@ impl Actor for ConversationActor {
             ConversationMsg::Describe { reply } => {
                 let _ = reply.send(describe(state));
             }
+        }
+        if let Some(reason) = state.defunct.take() {
+            myself.stop(Some(reason));
         }
         Ok(())
     }
@@ -1025,10 +1033,24 @@ async fn finish_turn(
         message: message.clone(),
     };
     if let Err(e) = state.ctx.cluster.propose(state.record.id.shard, cmd).await {
+        // Whether the end was applied is unknown (a lost lease, a timeout): announcing a
+        // `Done` could show followers a message the store never gets. End this activation
+        // instead; the next one finds the turn either finished or still running, and
+        // then saves it as interrupted from its last checkpoint.
         let err = internal("commit the end of a turn", e);
         if let Some(sink) = state.turn.as_ref().and_then(|t| t.initiator.as_ref()) {
             sink.deliver(ServerFrame::Error(err));
         }
+        for follower in state.followers.drain(..) {
+            Metrics::dec(&state.ctx.metrics.followers);
+            follower.sink.close_with(ServerFrame::Resync {
+                reason: "the end of the turn could not be committed here; follow again".into(),
+            });
+        }
+        state.turn = None;
+        Metrics::dec(&state.ctx.metrics.turns_running);
+        state.defunct = Some("the end of a turn could not be committed".into());
+        return;
     }
     state.record.running_turn = None;
     state.record.message_count = message.id.0 + 1;
