@@ -481,6 +481,12 @@ impl AgentProcess {
         self.child.signal_group(rustix::process::Signal::KILL);
     }
 
+    /// A receiver that turns `Some` (the exit status) once the process has exited and
+    /// been reaped. Holding it does not keep the process alive.
+    pub fn exit_watch(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.child.exit_watch()
+    }
+
     /// The agent's OS process id (also its process group id).
     pub fn pid(&self) -> Option<u32> {
         self.child.pid()

@@ -1,9 +1,10 @@
-//! `shoal-node`: run a Shoal node.
+//! The `shoal-node` command line (the binary is a thin wrapper, so other binaries, such as
+//! the chaos tests' node, can be the same program).
 
+use crate::{Node, dev};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shoal_cluster_config::NodeConfig;
-use shoal_node::{Node, dev};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,9 @@ enum Command {
     /// Run the built-in demo ACP agent on stdin/stdout (used by dev mode).
     #[command(hide = true)]
     DemoAgent,
+    /// Run the agent watchdog on stdin (started by a node of a replicated cluster).
+    #[command(hide = true)]
+    AgentWatchdog,
 }
 
 #[derive(Subcommand)]
@@ -84,10 +88,15 @@ enum ConfigCommand {
     },
 }
 
-fn main() -> ExitCode {
+/// The `shoal-node` command line: parses the process arguments and runs the command.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Ok(exe) = std::env::current_exe() {
+        crate::watchdog::set_program(exe);
+    }
     match cli.command {
         Command::DemoAgent => shoal_demo_agent::run_blocking(),
+        Command::AgentWatchdog => crate::watchdog::run_blocking(),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match NodeConfig::load(&file) {
@@ -109,7 +118,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            match shoal_node::security::tls::init_cluster_certs(&out, &nodes) {
+            match crate::security::tls::init_cluster_certs(&out, &nodes) {
                 Ok(certs) => {
                     println!("cluster CA:      {}", certs.ca_cert.display());
                     for (node, cert, key) in &certs.nodes {

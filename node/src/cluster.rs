@@ -18,6 +18,7 @@ use crate::raft::network::ShardNetworkFactory;
 use crate::raft::{BATCH_COMMANDS_MAX, PeerNode, ShardBatch, ShardRaft, TypeConfig, storage};
 use crate::shard::state_machine::{Outcome, Rejection, ShardCommand};
 use crate::shard::store::{Store, StoreError};
+use crate::watchdog::Deadline;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ServerState};
 use shoal_cluster_config::NodeConfig;
@@ -175,6 +176,7 @@ impl Cluster {
         store: &Arc<Store>,
         peers: Arc<PeerClient>,
         advertise: SocketAddr,
+        watchdog: crate::watchdog::Watchdog,
     ) -> Result<Arc<Cluster>, ProposeError> {
         let name = config.node.id.as_str().to_owned();
         let me = placement::raft_id(&name);
@@ -211,6 +213,7 @@ impl Cluster {
                 lease,
                 settle,
                 hosting_tx,
+                watchdog.clone(),
             ));
             let (proposals, rx) = mpsc::channel(PROPOSALS_QUEUED_MAX);
             tokio::spawn(run_batcher(shard, raft.clone(), rx));
@@ -522,6 +525,7 @@ async fn run_lease(
     lease: Duration,
     settle: Duration,
     hosting: watch::Sender<Hosting>,
+    watchdog: crate::watchdog::Watchdog,
 ) {
     let mut metrics = raft.metrics();
     let mut leader_since: Option<(u64, Instant)> = None;
@@ -548,9 +552,15 @@ async fn run_lease(
         };
         // Next instant the state could change without a metrics update.
         let mut wake: Option<Instant> = None;
+        // How long agents may run: told to the watchdog, which enforces it if this
+        // node stops running (paused) before it can fence them itself.
+        let mut deadline = Deadline::None;
         let state = match (leading, leader_since) {
             // A single voter cannot be outvoted: no lease to wait for.
-            (true, Some((term, _))) if sole_voter => Hosting::Active { term },
+            (true, Some((term, _))) if sole_voter => {
+                deadline = Deadline::Forever;
+                Hosting::Active { term }
+            }
             (true, Some((term, since))) => {
                 let settled = now >= since + settle;
                 let fresh = ack_at.is_some_and(|a| now < a + lease);
@@ -559,6 +569,9 @@ async fn run_lease(
                     Hosting::Inactive
                 } else if fresh {
                     wake = ack_at.map(|a| a + lease);
+                    if let Some(until) = wake {
+                        deadline = Deadline::at(until);
+                    }
                     Hosting::Active { term }
                 } else {
                     Hosting::Inactive
@@ -566,6 +579,9 @@ async fn run_lease(
             }
             _ => Hosting::Inactive,
         };
+        // Before the hosting change: the watchdog must know a lease before the agents
+        // it guards are registered with it.
+        watchdog.lease(shard.0, deadline);
         hosting.send_if_modified(|h| {
             if *h != state {
                 tracing::info!(%shard, ?state, "shard hosting changed");

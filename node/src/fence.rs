@@ -5,8 +5,13 @@
 //! commit that cannot happen under a partition), so losing the lease kills the shard's
 //! agent processes directly from here (SIGKILL to their process groups), and an agent
 //! start racing with the fence is cancelled.
+//!
+//! Every registered process group is also given to the [`Watchdog`] process, which
+//! enforces the lease deadline when this node cannot (paused), and forgotten there once
+//! the process has been reaped.
 
 use crate::agent_process::AgentProcess;
+use crate::watchdog::Watchdog;
 use shoal_protocol::ShardId;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::watch;
@@ -19,6 +24,7 @@ struct ShardFence {
 /// Per-shard fences over agent processes. Every shard starts fenced.
 pub struct AgentFence {
     shards: Vec<ShardFence>,
+    watchdog: Watchdog,
 }
 
 impl std::fmt::Debug for AgentFence {
@@ -30,9 +36,10 @@ impl std::fmt::Debug for AgentFence {
 }
 
 impl AgentFence {
-    /// Fences for `shard_count` shards, all fenced.
-    pub fn new(shard_count: u16) -> Self {
+    /// Fences for `shard_count` shards, all fenced, backed by `watchdog`.
+    pub fn new(shard_count: u16, watchdog: Watchdog) -> Self {
         Self {
+            watchdog,
             shards: (0..shard_count)
                 .map(|_| ShardFence {
                     fenced: watch::channel(true).0,
@@ -72,6 +79,18 @@ impl AgentFence {
         }
         processes.retain(|w| w.strong_count() > 0);
         processes.push(Arc::downgrade(process));
+        if let Some(pid) = process.pid()
+            && self.watchdog.is_enabled()
+        {
+            self.watchdog.add(shard.0, pid);
+            let watchdog = self.watchdog.clone();
+            let mut exit = process.exit_watch();
+            tokio::spawn(async move {
+                // Err: the exit watcher is gone, so is the process.
+                let _ = exit.wait_for(Option::is_some).await;
+                watchdog.forget(pid);
+            });
+        }
         true
     }
 

@@ -1,6 +1,7 @@
 //! The Shoal node: actors, storage, transport, agents.
 //!
 //! # Layout
+//! * [`cli`]: the `shoal-node` command line.
 //! * [`node`]: starting and stopping a node ([`Node::start`], [`NodeHandle`]).
 //! * [`dev`]: `shoal-node dev`: embedded defaults, dev certificates, the profile file.
 //! * [`context`]: what every part shares (config, store, signer, counters, clock).
@@ -13,9 +14,12 @@
 //! * [`raft`]: openraft storage (sled) and network (peer ALPN).
 //! * [`peer`]: the peer protocol and pooled peer connections.
 //! * [`fence`]: per-shard fences that kill agent processes when the lease is lost.
+//! * [`watchdog`]: the separate process that enforces the lease on agents while the
+//!   node cannot (paused).
 
 pub mod actors;
 pub mod agent_process;
+pub mod cli;
 pub mod cluster;
 pub mod context;
 pub mod dev;
@@ -26,5 +30,6 @@ pub mod peer;
 pub mod raft;
 pub mod security;
 pub mod shard;
+pub mod watchdog;
 
 pub use node::{Node, NodeError, NodeHandle};

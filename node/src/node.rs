@@ -109,10 +109,12 @@ impl Node {
         };
         let peers = crate::peer::PeerClient::new(endpoint.clone(), peer_config);
         let peers_for_gossip = peers.clone();
-        let cluster = Cluster::start(&config, &store, peers, advertise)
+        // A single voter is never superseded: its agents need no watchdog.
+        let watchdog = crate::watchdog::Watchdog::start(config.cluster.replicas.get() > 1);
+        let cluster = Cluster::start(&config, &store, peers, advertise, watchdog.clone())
             .await
             .map_err(|e| NodeError::Cluster(e.to_string()))?;
-        let fence = crate::fence::AgentFence::new(config.cluster.shard_count.get());
+        let fence = crate::fence::AgentFence::new(config.cluster.shard_count.get(), watchdog);
         let membership = crate::cluster::membership::Membership::spawn(
             crate::cluster::membership::NodeMeta {
                 name: cluster.me_node.name.clone(),

@@ -385,6 +385,30 @@ async fn a_leader_cut_off_from_its_peers_stops_its_agents() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leaders_agents_are_killed_by_its_watchdog() {
+    let cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let leader = cluster.leader_of(conv.id.shard.0, None).await;
+    let li = cluster.index_of(&leader);
+    let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
+    let mut turn = client_l.send(conv.id, "/slow 400").await.unwrap();
+    common::wait_for_chunks(&mut turn, 2).await;
+    let pids = cluster.agent_pids();
+    assert_eq!(pids.len(), 1, "one agent process: {pids:?}");
+    // The leader itself stops running: it cannot fence anything. Its watchdog, a
+    // separate process, sees the lease run out without a renewal and kills the agent,
+    // before another node could take the shard over.
+    cluster.signal(li, rustix::process::Signal::STOP);
+    let killed = tokio::time::timeout(WAIT, exited(pids[0])).await;
+    cluster.signal(li, rustix::process::Signal::CONT);
+    killed.expect("the paused leader's watchdog kills its agent");
+    drop(turn);
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    assert_eq!(send_ok(&client, conv.id, "resumed").await, "echo: resumed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_wiped_store_is_reseeded_by_snapshot() {
     let mut cluster = TestCluster::start(3).await;
     let client = Client::connect(&cluster.profile).await.unwrap();

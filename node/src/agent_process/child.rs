@@ -149,6 +149,11 @@ impl ChildProcess {
         self.exit.borrow().clone()
     }
 
+    /// A receiver that turns `Some` once the process has exited and been reaped.
+    pub(crate) fn exit_watch(&self) -> watch::Receiver<Option<String>> {
+        self.exit.clone()
+    }
+
     /// Resolves with the exit status description once the process has exited.
     pub(crate) async fn wait_exit(&self) -> String {
         let mut exit = self.exit.clone();
