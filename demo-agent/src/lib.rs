@@ -44,6 +44,10 @@ use tokio::sync::mpsc;
 pub const LIFECYCLE_LOG_ENV: &str = "SHOAL_DEMO_AGENT_LOG";
 /// Environment variable naming the node, written in lifecycle lines.
 pub const NODE_ID_ENV: &str = "SHOAL_NODE_ID";
+/// Environment variable naming a Unix socket that witnesses this process's life (chaos
+/// tests): the agent connects at start, says who it is, and holds the connection open
+/// until the process ends.
+pub const WITNESS_SOCKET_ENV: &str = "SHOAL_DEMO_AGENT_WITNESS";
 
 /// Where the agent keeps its state and reports its lifecycle; read once per run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +77,17 @@ impl Options {
 ///
 /// Exits 0 at end of input and 1 if stdin or stdout fails.
 pub fn run_blocking() -> ExitCode {
+    // Held until the process exits: its closing is the witness's record of our death.
+    let _witness = std::env::var_os(WITNESS_SOCKET_ENV)
+        .filter(|path| !path.is_empty())
+        .and_then(|path| {
+            let options = Options::from_env();
+            lifecycle::witness(
+                std::path::Path::new(&path),
+                options.node_id.as_deref(),
+                options.home.as_deref(),
+            )
+        });
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -51,3 +51,43 @@ pub(crate) fn record(log: &Path, node: Option<&str>, event: Event, session: Opti
         );
     }
 }
+
+/// Connects to the witness socket at `path` and announces this process: one JSON line
+/// with the pid, node, home and a `CLOCK_MONOTONIC` start time in nanoseconds (the same
+/// clock for every process on the machine).
+///
+/// The caller keeps the returned stream open for the life of the process: the kernel
+/// closes it when the process exits, however it exits (SIGKILL included), so the witness
+/// learns the end of the process's life without the process's help. A failure is
+/// reported on stderr only.
+pub(crate) fn witness(
+    path: &Path,
+    node: Option<&str>,
+    home: Option<&Path>,
+) -> Option<std::os::unix::net::UnixStream> {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let start_ns = u64::try_from(now.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0));
+    let line = json!({
+        "pid": std::process::id(),
+        "node": node,
+        "home": home.map(|h| h.display().to_string()),
+        "start_ns": start_ns,
+    });
+    let mut bytes = line.to_string().into_bytes();
+    bytes.push(b'\n');
+    let connected = std::os::unix::net::UnixStream::connect(path)
+        .and_then(|mut stream| stream.write_all(&bytes).map(|()| stream));
+    match connected {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            eprintln!(
+                "shoal-demo-agent: cannot reach the witness at {}: {e}",
+                path.display()
+            );
+            None
+        }
+    }
+}
