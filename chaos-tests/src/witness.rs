@@ -6,6 +6,14 @@
 //! the process dies, however it dies, so the end of each life is known without the
 //! process's help, even after `kill -9`. The witness runs on its own thread and runtime so
 //! a busy harness does not delay the end-of-life timestamps.
+//!
+//! An end noticed late (the witness thread was not scheduled at once) could look like an
+//! overlap with the next agent of the conversation. The kernel settles it: each agent
+//! takes an exclusive `flock` on a per-conversation lock file without waiting, and says
+//! whether it got it. If a later agent *acquired* the lock, every earlier agent that had
+//! acquired it was dead by then (the kernel drops a lock as its holder exits), so their
+//! ends are clamped to the later start. A `contended` lock proves a real overlap; lives
+//! that did not hold the lock are never clamped.
 
 use crate::history::AgentLife;
 use std::path::{Path, PathBuf};
@@ -37,6 +45,8 @@ pub enum WitnessError {
 #[derive(Debug, Default)]
 struct Records {
     lives: Vec<AgentLife>,
+    /// Per life (same index): whether it acquired its conversation's lock.
+    acquired: Vec<bool>,
     /// Lines that were not a valid announcement.
     malformed: u64,
     /// Lives dropped because `WITNESS_LIVES_MAX` was reached.
@@ -113,9 +123,16 @@ impl Witness {
         &self.path
     }
 
-    /// Every life seen so far (`end_ns: None` for processes still running).
+    /// Every life seen so far (`end_ns: None` for processes still running), with ends
+    /// proven earlier by the lock clamped (see the module docs).
     pub fn lives(&self) -> Vec<AgentLife> {
-        lock(&self.records).lives.clone()
+        let records = lock(&self.records);
+        clamp_by_lock(&records.lives, &records.acquired)
+    }
+
+    /// How many agents found their conversation's lock held by another live agent.
+    pub fn contended(&self) -> usize {
+        lock(&self.records).acquired.iter().filter(|a| !**a).count()
     }
 
     /// Announcements that could not be read.
@@ -167,6 +184,34 @@ struct Announcement {
     node: Option<String>,
     home: Option<String>,
     start_ns: u64,
+    #[serde(default)]
+    lock: Option<String>,
+}
+
+/// Clamps the end of each life that held its conversation's lock to the start of the
+/// next life of that conversation that acquired the lock after it.
+fn clamp_by_lock(lives: &[AgentLife], acquired: &[bool]) -> Vec<AgentLife> {
+    let mut out = lives.to_vec();
+    for (i, life) in out.iter_mut().enumerate() {
+        if !acquired.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let next_acquire = lives
+            .iter()
+            .enumerate()
+            .filter(|(j, l)| {
+                *j != i
+                    && acquired.get(*j).copied().unwrap_or(false)
+                    && l.conversation == life.conversation
+                    && l.start_ns > life.start_ns
+            })
+            .map(|(_, l)| l.start_ns)
+            .min();
+        if let Some(next) = next_acquire {
+            life.end_ns = Some(life.end_ns.map_or(next, |end| end.min(next)));
+        }
+    }
+    out
 }
 
 /// Reads one announcement, records the start, then waits for the connection to close
@@ -195,6 +240,9 @@ async fn watch_one(stream: tokio::net::UnixStream, records: Arc<Mutex<Records>>)
             records.dropped += 1;
             return;
         }
+        records
+            .acquired
+            .push(announced.lock.as_deref() == Some("acquired"));
         records.lives.push(AgentLife {
             node: announced.node.unwrap_or_default(),
             conversation,
@@ -213,4 +261,49 @@ async fn watch_one(stream: tokio::net::UnixStream, records: Arc<Mutex<Records>>)
         }
     }
     lock(&records).lives[index].end_ns = Some(monotonic_ns());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn life(pid: u32, conversation: &str, start_ns: u64, end_ns: Option<u64>) -> AgentLife {
+        AgentLife {
+            node: "n1".into(),
+            conversation: conversation.into(),
+            pid,
+            start_ns,
+            end_ns,
+        }
+    }
+
+    #[test]
+    fn a_later_acquire_proves_the_earlier_holder_dead() {
+        let lives = vec![
+            life(1, "a", 100, Some(250)),
+            life(2, "a", 200, None),
+            life(3, "b", 150, Some(400)),
+        ];
+        let clamped = clamp_by_lock(&lives, &[true, true, true]);
+        assert_eq!(clamped[0].end_ns, Some(200));
+        assert_eq!(clamped[1].end_ns, None);
+        assert_eq!(clamped[2].end_ns, Some(400));
+    }
+
+    #[test]
+    fn contended_or_lockless_lives_are_never_clamped() {
+        let lives = vec![
+            life(1, "a", 100, Some(250)),
+            life(2, "a", 200, None),
+            life(3, "a", 300, None),
+        ];
+        // 2 was contended: 1 is not proven dead at 200; 3 acquired, so 1 is dead by 300.
+        let clamped = clamp_by_lock(&lives, &[true, false, true]);
+        assert_eq!(clamped[0].end_ns, Some(250));
+        assert_eq!(clamped[1].end_ns, None);
+        // 1 did not hold the lock: nothing is proven about it.
+        let clamped = clamp_by_lock(&lives, &[false, true, true]);
+        assert_eq!(clamped[0].end_ns, Some(250));
+        assert_eq!(clamped[1].end_ns, Some(300));
+    }
 }

@@ -52,19 +52,31 @@ pub(crate) fn record(log: &Path, node: Option<&str>, event: Event, session: Opti
     }
 }
 
+/// What the agent keeps open for the witness until it exits.
+#[derive(Debug)]
+pub(crate) struct Witnessed {
+    _stream: std::os::unix::net::UnixStream,
+    _lock: Option<std::fs::File>,
+}
+
 /// Connects to the witness socket at `path` and announces this process: one JSON line
-/// with the pid, node, home and a `CLOCK_MONOTONIC` start time in nanoseconds (the same
-/// clock for every process on the machine).
+/// with the pid, node, home, a `CLOCK_MONOTONIC` start time in nanoseconds (the same
+/// clock for every process on the machine) and the state of the conversation's lock.
 ///
-/// The caller keeps the returned stream open for the life of the process: the kernel
-/// closes it when the process exits, however it exits (SIGKILL included), so the witness
-/// learns the end of the process's life without the process's help. A failure is
+/// The lock is an exclusive `flock` on `<socket dir>/locks/<home's last component>.lock`,
+/// taken without waiting: `acquired` proves no other live process of this conversation
+/// holds it (the kernel drops a dead process's lock as it exits), `contended` that one
+/// does. The agent runs either way; only the witness judges.
+///
+/// The caller keeps the returned value for the life of the process: the kernel closes
+/// the connection when the process exits, however it exits (SIGKILL included), so the
+/// witness learns the end of the process's life without the process's help. A failure is
 /// reported on stderr only.
-pub(crate) fn witness(
-    path: &Path,
-    node: Option<&str>,
-    home: Option<&Path>,
-) -> Option<std::os::unix::net::UnixStream> {
+pub(crate) fn witness(path: &Path, node: Option<&str>, home: Option<&Path>) -> Option<Witnessed> {
+    let (lock, lock_state) = match home.and_then(Path::file_name) {
+        Some(name) => take_lock(path, name),
+        None => (None, "unavailable"),
+    };
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let start_ns = u64::try_from(now.tv_sec)
         .unwrap_or(0)
@@ -75,13 +87,17 @@ pub(crate) fn witness(
         "node": node,
         "home": home.map(|h| h.display().to_string()),
         "start_ns": start_ns,
+        "lock": lock_state,
     });
     let mut bytes = line.to_string().into_bytes();
     bytes.push(b'\n');
     let connected = std::os::unix::net::UnixStream::connect(path)
         .and_then(|mut stream| stream.write_all(&bytes).map(|()| stream));
     match connected {
-        Ok(stream) => Some(stream),
+        Ok(stream) => Some(Witnessed {
+            _stream: stream,
+            _lock: lock,
+        }),
         Err(e) => {
             eprintln!(
                 "shoal-demo-agent: cannot reach the witness at {}: {e}",
@@ -89,5 +105,28 @@ pub(crate) fn witness(
             );
             None
         }
+    }
+}
+
+fn take_lock(socket: &Path, name: &std::ffi::OsStr) -> (Option<std::fs::File>, &'static str) {
+    let Some(dir) = socket.parent().map(|d| d.join("locks")) else {
+        return (None, "unavailable");
+    };
+    let mut file_name = name.to_owned();
+    file_name.push(".lock");
+    let opened = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(file_name))
+    });
+    let Ok(file) = opened else {
+        return (None, "unavailable");
+    };
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => (Some(file), "acquired"),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => (Some(file), "contended"),
+        Err(_) => (None, "unavailable"),
     }
 }

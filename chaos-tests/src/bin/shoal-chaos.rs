@@ -202,23 +202,28 @@ async fn run(cli: Cli, exe: PathBuf, faults: Vec<FaultKind>) -> ExitCode {
 
 fn save(dir: &std::path::Path, outcome: &shoal_chaos_tests::real::RealOutcome) {
     let _ = std::fs::create_dir_all(dir);
-    let path = dir.join(format!("seed-{}.json", outcome.seed));
-    let body = serde_json::json!({
-        "seed": outcome.seed,
-        "violations": outcome.violations.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "trace": outcome.trace,
-        "history": outcome.history,
-    });
-    match std::fs::write(&path, body.to_string()) {
+    let history = dir.join(format!("seed-{}.history.json", outcome.seed));
+    let trace = dir.join(format!("seed-{}.trace", outcome.seed));
+    let mut text = outcome.trace.join("\n");
+    for v in &outcome.violations {
+        text.push_str(&format!("\n{v}"));
+    }
+    let written = outcome
+        .history
+        .save(&history)
+        .map_err(|e| e.to_string())
+        .and_then(|()| std::fs::write(&trace, text).map_err(|e| e.to_string()));
+    match written {
         Ok(()) => eprintln!(
-            "seed {}: history and trace written to {}",
+            "seed {}: history in {}, trace in {}",
             outcome.seed,
-            path.display()
+            history.display(),
+            trace.display()
         ),
         Err(e) => eprintln!(
-            "seed {}: cannot write {}: {e}",
+            "seed {}: cannot write to {}: {e}",
             outcome.seed,
-            path.display()
+            dir.display()
         ),
     }
 }
