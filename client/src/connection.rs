@@ -51,7 +51,15 @@ pub(crate) struct Target {
     pub(crate) quic: quinn::ClientConfig,
     /// Bearer token sent in the `Hello`.
     pub(crate) token: String,
+    /// Makes the QUIC endpoint of each connection; `None`: a UDP socket of the OS.
+    pub(crate) endpoints: Option<EndpointFactory>,
 }
+
+/// Makes a client QUIC endpoint for reaching the given node address (simulation: an
+/// endpoint over a simulated socket with a seeded RNG). See
+/// [`crate::ConnectOptions::endpoints`].
+pub type EndpointFactory =
+    Arc<dyn Fn(SocketAddr) -> std::io::Result<quinn::Endpoint> + Send + Sync>;
 
 impl Target {
     /// A target dialling `primary` first, then `others` in order (duplicates dropped).
@@ -67,6 +75,7 @@ impl Target {
             server_name,
             quic,
             token,
+            endpoints: None,
         }
     }
 
@@ -342,8 +351,11 @@ async fn open_session(
     let attempt = async {
         let dial = async {
             let addr = resolve(address).await.map_err(connect_error)?;
-            let endpoint = quinn::Endpoint::client(bind_addr_for(addr))
-                .map_err(|e| connect_error(format!("cannot open a UDP socket: {e}")))?;
+            let endpoint = match &target.endpoints {
+                Some(make) => make(addr),
+                None => quinn::Endpoint::client(bind_addr_for(addr)),
+            }
+            .map_err(|e| connect_error(format!("cannot open a UDP socket: {e}")))?;
             let connecting = endpoint
                 .connect_with(target.quic.clone(), addr, &target.server_name)
                 .map_err(|e| connect_error(e.to_string()))?;

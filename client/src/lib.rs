@@ -70,6 +70,7 @@ pub use follow::{
 pub use profile::{PROFILE_ADDRESSES_MAX, PROFILE_BYTES_MAX, Profile};
 pub use retry::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS, RETRY_BUDGET_MS};
 
+pub use connection::EndpointFactory;
 use connection::{FrameReader, Link, Target, open_request, quic_config};
 use futures::Stream;
 use futures::stream::BoxStream;
@@ -95,6 +96,27 @@ struct ClientInner {
     link: Arc<Link>,
     user: UserId,
     node_id: String,
+    /// Request ids: seeded by [`ConnectOptions::rng_seed`], else from the OS.
+    ids: std::sync::Mutex<rand::rngs::StdRng>,
+}
+
+/// How [`Client::connect_with`] reaches nodes; the default is [`Client::connect`]'s.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// Makes the QUIC endpoint of each connection (simulation: a simulated socket).
+    /// `None`: an OS UDP socket per connection.
+    pub endpoints: Option<EndpointFactory>,
+    /// Seed of the request-id generator (simulation: reproducible runs). `None`: the OS.
+    pub rng_seed: Option<u64>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("endpoints", &self.endpoints.is_some())
+            .field("rng_seed", &self.rng_seed)
+            .finish()
+    }
 }
 
 impl Client {
@@ -102,21 +124,47 @@ impl Client {
     /// that accepts, and authenticates with its `token`. Not retried beyond one walk of the
     /// address list.
     pub async fn connect(profile: &Profile) -> Result<Client, ClientError> {
-        let target = Target::new(
+        Self::connect_with(profile, ConnectOptions::default()).await
+    }
+
+    /// [`Self::connect`] with explicit [`ConnectOptions`] (a simulated network).
+    pub async fn connect_with(
+        profile: &Profile,
+        options: ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        use rand::SeedableRng;
+        let mut target = Target::new(
             &profile.address,
             &profile.addresses,
             profile.server_name.clone(),
             quic_config(&profile.address, &profile.ca_cert, ALPN_CLIENT)?,
             profile.token.clone(),
         );
+        target.endpoints = options.endpoints;
+        let ids = match options.rng_seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_os_rng(),
+        };
         let (link, welcome) = Link::connect(target).await?;
         Ok(Client {
             inner: Arc::new(ClientInner {
                 link: Arc::new(link),
                 user: welcome.user,
                 node_id: welcome.node_id,
+                ids: std::sync::Mutex::new(ids),
             }),
         })
+    }
+
+    fn request_id(&self) -> RequestId {
+        use rand::Rng;
+        RequestId(
+            self.inner
+                .ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .random(),
+        )
     }
 
     /// The user the token names, as the node authenticated it.
@@ -143,7 +191,7 @@ impl Client {
         let request = ClientRequest::CreateConversation {
             title,
             agent,
-            request_id: RequestId(rand::random()),
+            request_id: self.request_id(),
         };
         match self.unary("create_conversation", request, true).await? {
             ClientReply::Created(summary) => Ok(summary),
@@ -193,7 +241,7 @@ impl Client {
     ) -> Result<TurnStream, ClientError> {
         let text = text.into();
         // One id for every attempt: the node applies the message at most once.
-        let request_id = RequestId(rand::random());
+        let request_id = self.request_id();
         tracing::debug!(conversation = %id, %request_id, "sending a message");
         with_retries("send", || self.start_turn(id, text.clone(), request_id)).await
     }

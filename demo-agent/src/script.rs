@@ -217,16 +217,16 @@ async fn echo(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled> {
 }
 
 async fn slow(turn: &mut Turn, args: &str) -> Result<Outcome, Cancelled> {
-    let count = if args.is_empty() {
-        SLOW_CHUNKS_DEFAULT
-    } else {
-        match args.parse::<u64>() {
+    // Only the first word counts: `/slow 3 c1-op7` is a unique prompt that streams 3 chunks.
+    let count = match args.split_whitespace().next() {
+        None => SLOW_CHUNKS_DEFAULT,
+        Some(args) => match args.parse::<u64>() {
             Ok(count) => count.min(SLOW_CHUNKS_MAX),
             Err(_) => {
                 turn.text("usage: /slow N (N a whole number)").await?;
                 return Ok(Outcome::Stop("end_turn"));
             }
-        }
+        },
     };
     for index in 1..=count {
         if index > 1 {

@@ -333,6 +333,17 @@ impl AgentProcess {
         opts: StartOptions,
         updates: mpsc::Sender<AgentUpdate>,
     ) -> Result<AgentProcess, AgentError> {
+        Self::start_with(cmd, opts, updates, None).await
+    }
+
+    /// [`Self::start`], through `launcher` when given (simulation: an in-process agent
+    /// instead of a child process, see [`crate::seam`]).
+    pub async fn start_with(
+        cmd: &AgentCommand,
+        opts: StartOptions,
+        updates: mpsc::Sender<AgentUpdate>,
+        launcher: Option<&Arc<dyn crate::seam::AgentLauncher>>,
+    ) -> Result<AgentProcess, AgentError> {
         let cwd_text = child::prepare_directories(&opts)?;
         let workspace = fs::Workspace::new(&opts.cwd).map_err(|source| AgentError::Setup {
             what: "workspace directory",
@@ -343,13 +354,17 @@ impl AgentProcess {
         let deadline = tokio::time::Instant::now() + opts.start_timeout;
         let timeout_ms = u64::try_from(opts.start_timeout.as_millis()).unwrap_or(u64::MAX);
 
-        let (child, outgoing, incoming) = child::spawn(&child::SpawnSpec {
+        let spec = child::SpawnSpec {
             program: &cmd.program,
             args: &cmd.args,
             env: &env,
             cwd: &opts.cwd,
-        })
-        .map_err(|source| AgentError::Spawn {
+        };
+        let spawned = match launcher {
+            Some(launcher) => child::spawn_in_process(launcher.as_ref(), &spec),
+            None => child::spawn(&spec),
+        };
+        let (child, outgoing, incoming) = spawned.map_err(|source| AgentError::Spawn {
             program: cmd.program.display().to_string(),
             source,
         })?;

@@ -67,6 +67,11 @@ pub struct NodeContext {
     pub listen_addr: std::net::SocketAddr,
     /// The address other nodes and redirected clients dial to reach this node.
     pub advertise_addr: std::net::SocketAddr,
+    /// Simulation hooks (all off in production): see [`crate::seam`].
+    pub seams: crate::seam::Seams,
+    /// The node's id generator: seeded from [`crate::seam::Seams::rng_seed`], else from
+    /// the OS.
+    pub rng: std::sync::Mutex<rand::rngs::StdRng>,
 }
 
 impl NodeContext {
@@ -75,8 +80,12 @@ impl NodeContext {
         self.config.node.id.as_str()
     }
 
-    /// Wall-clock milliseconds since the Unix epoch.
+    /// Wall-clock milliseconds since the Unix epoch ([`crate::seam::Seams::wall_clock`] in
+    /// simulation).
     pub fn now_ms(&self) -> u64 {
+        if let Some(clock) = &self.seams.wall_clock {
+            return clock();
+        }
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -90,7 +99,20 @@ impl NodeContext {
 
     /// A fresh random 128-bit id.
     pub fn random_u128(&self) -> u128 {
-        rand::random()
+        use rand::Rng;
+        self.rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .random()
+    }
+
+    /// A fresh random 64-bit id (error ids).
+    pub fn random_u64(&self) -> u64 {
+        use rand::Rng;
+        self.rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .random()
     }
 
     /// The shard count.

@@ -16,6 +16,8 @@
 //! * [`fence`]: per-shard fences that kill agent processes when the lease is lost.
 //! * [`watchdog`]: the separate process that enforces the lease on agents while the
 //!   node cannot (paused).
+//! * [`seam`]: simulation hooks (seeded RNG, clock, inline flush, in-process agents); off
+//!   by default.
 
 pub mod actors;
 pub mod agent_process;
@@ -28,6 +30,7 @@ pub mod gateway;
 pub mod node;
 pub mod peer;
 pub mod raft;
+pub mod seam;
 pub mod security;
 pub mod shard;
 pub mod watchdog;

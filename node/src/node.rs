@@ -6,10 +6,13 @@
 use crate::actors::shard_host::{ShardHost, ShardHostMsg};
 use crate::cluster::Cluster;
 use crate::context::{Metrics, NodeContext};
+use crate::seam::Seams;
 use crate::security::tls::{self, TlsPaths};
 use crate::security::tokens::TokenSigner;
 use crate::shard::store::Store;
 use ractor::{Actor, ActorRef};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use shoal_cluster_config::NodeConfig;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -75,11 +78,30 @@ impl Node {
         config: NodeConfig,
         socket: UdpSocket,
     ) -> Result<NodeHandle, NodeError> {
+        let addr = config.node.listen_addr;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let socket = quinn::Runtime::wrap_udp_socket(runtime.as_ref(), socket)
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        Self::start_with_seams(config, socket, Seams::default()).await
+    }
+
+    /// Starts a node on an abstract UDP socket with simulation hooks (see
+    /// [`crate::seam`]): a simulated network hands its socket here. With
+    /// `Seams::default()` this is [`Self::start_with_socket`].
+    pub async fn start_with_seams(
+        config: NodeConfig,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        seams: Seams,
+    ) -> Result<NodeHandle, NodeError> {
         let listen_addr = socket.local_addr().map_err(|source| NodeError::Bind {
             addr: config.node.listen_addr,
             source,
         })?;
-        let store = open_store(&config)?;
+        let mut rng = match seams.rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        let store = open_store(&config, seams.inline_flush)?;
         let signer = TokenSigner::load_or_create(&config.auth.signing_key_path)?;
         let paths = TlsPaths {
             ca_cert: config.tls.ca_cert_path.clone(),
@@ -89,12 +111,17 @@ impl Node {
         let max_streams = config.limits.max_streams_per_connection.get();
         let server_config = tls::server_config(&paths, max_streams)?;
         let peer_config = crate::peer::client_config(&paths)?;
-        let runtime = Arc::new(quinn::TokioRuntime);
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        if seams.rng_seed.is_some() {
+            let mut quic_seed = [0_u8; 32];
+            rng.fill_bytes(&mut quic_seed);
+            endpoint_config.rng_seed(Some(quic_seed));
+        }
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
             Some(server_config),
             socket,
-            runtime,
+            Arc::new(quinn::TokioRuntime),
         )
         .map_err(|source| NodeError::Bind {
             addr: listen_addr,
@@ -109,13 +136,23 @@ impl Node {
         };
         let peers = crate::peer::PeerClient::new(endpoint.clone(), peer_config);
         let peers_for_gossip = peers.clone();
-        // A single voter is never superseded: its agents need no watchdog.
-        let watchdog = crate::watchdog::Watchdog::start(config.cluster.replicas.get() > 1);
+        // A single voter is never superseded: its agents need no watchdog; nor do
+        // in-process agents (simulation), which stop with the node.
+        let watchdog = crate::watchdog::Watchdog::start(
+            config.cluster.replicas.get() > 1 && seams.agent_launcher.is_none(),
+        );
         let cluster = Cluster::start(&config, &store, peers, advertise, watchdog.clone())
             .await
             .map_err(|e| NodeError::Cluster(e.to_string()))?;
         let fence = crate::fence::AgentFence::new(config.cluster.shard_count.get(), watchdog);
-        let membership = crate::cluster::membership::Membership::spawn(
+        let gossip_seed = match (seams.rng_seed, &seams.wall_clock) {
+            (Some(_), Some(clock)) => Some(crate::cluster::membership::GossipSeed {
+                bump: clock(),
+                rng_seed: rng.next_u64(),
+            }),
+            _ => None,
+        };
+        let membership = crate::cluster::membership::Membership::spawn_seeded(
             crate::cluster::membership::NodeMeta {
                 name: cluster.me_node.name.clone(),
                 raft_id: cluster.me,
@@ -133,6 +170,7 @@ impl Node {
                 packet_bytes_max: usize::from(config.gossip.packet_bytes_max.get()),
             },
             Arc::new(crate::cluster::PeerGossip(peers_for_gossip)),
+            gossip_seed,
         );
         let ctx = Arc::new(NodeContext {
             config,
@@ -145,6 +183,8 @@ impl Node {
             started: Instant::now(),
             listen_addr,
             advertise_addr: advertise,
+            seams,
+            rng: std::sync::Mutex::new(rng),
         });
         let (host, _) = Actor::spawn(None, ShardHost, ctx.clone())
             .await
@@ -174,10 +214,10 @@ impl Node {
 /// Opens the store. In a replicated cluster, a store that cannot be opened (damaged,
 /// e.g. after a crash mid-write) is moved aside and the node starts empty: its peers
 /// re-seed it by snapshot. With one replica there is no other copy, so it is an error.
-fn open_store(config: &NodeConfig) -> Result<Arc<Store>, NodeError> {
+fn open_store(config: &NodeConfig, inline_flush: bool) -> Result<Arc<Store>, NodeError> {
     let dir = config.node.data_dir.join("store");
     let shards = config.cluster.shard_count.get();
-    match Store::open(&dir, shards) {
+    match Store::open_with(&dir, shards, inline_flush) {
         Ok(store) => Ok(store),
         Err(e) if config.cluster.replicas.get() > 1 && dir.exists() => {
             let stamp = std::time::SystemTime::now()
@@ -190,7 +230,7 @@ fn open_store(config: &NodeConfig) -> Result<Arc<Store>, NodeError> {
                 path: dir.clone(),
                 message: format!("{e}; and moving it aside failed: {io}"),
             })?;
-            Ok(Store::open(&dir, shards)?)
+            Ok(Store::open_with(&dir, shards, inline_flush)?)
         }
         Err(e) => Err(e.into()),
     }

@@ -1,9 +1,13 @@
-//! `shoal-chaos`: the long chaos profile. Runs many seeded scenarios and prints a summary
+//! `shoal-chaos`: the long chaos profile. Runs many seeded scenarios, in the deterministic
+//! simulation (every fault scenario per seed) and on real processes, and prints a summary
 //! table (scenarios, operations, faults injected, violations). A failing seed is printed
 //! with the command that replays it.
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use shoal_chaos_tests::check::check_all;
+use shoal_chaos_tests::history::WriteOutcome;
 use shoal_chaos_tests::real::{FaultKind, RealOptions};
+use shoal_chaos_tests::sim::{Scenario, SimOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +16,11 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "shoal-chaos", version)]
 struct Cli {
-    /// Number of seeded scenarios to run (seeds `--first-seed`, `--first-seed + 1`, …).
+    /// Which level to run per seed: the deterministic simulation (all eight fault
+    /// scenarios), real processes (one scenario drawing from every fault kind), or both.
+    #[arg(long, value_enum, default_value_t = Level::Both)]
+    level: Level,
+    /// Number of seeds to run (seeds `--first-seed`, `--first-seed + 1`, …).
     #[arg(long, default_value_t = 5)]
     seeds: u64,
     /// The first seed.
@@ -44,6 +52,13 @@ struct Cli {
     /// Write each failing scenario's history and trace as JSON into this directory.
     #[arg(long)]
     out_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Level {
+    Sim,
+    Real,
+    Both,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -127,6 +142,69 @@ async fn run(cli: Cli, exe: PathBuf, faults: Vec<FaultKind>) -> ExitCode {
         if done {
             break;
         }
+        if cli.level != Level::Real {
+            for scenario in Scenario::ALL {
+                let start = std::time::Instant::now();
+                // The simulation builds its own runtimes: run it off this one.
+                let ran = tokio::task::spawn_blocking(move || {
+                    shoal_chaos_tests::sim::run(seed, scenario, &SimOptions::default())
+                })
+                .await;
+                totals.0 += 1;
+                let line = match ran {
+                    Ok(Ok(outcome)) => {
+                        let mut violations: Vec<String> = check_all(&outcome.history)
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect();
+                        if let Some(error) = &outcome.error {
+                            violations.push(format!("the simulation stopped: {error}"));
+                        }
+                        let h = &outcome.history;
+                        let acked = h
+                            .writes
+                            .iter()
+                            .filter(|w| matches!(w.outcome, WriteOutcome::Acked { .. }))
+                            .count() as u64;
+                        let followed: usize = h.followers.iter().map(|f| f.events.len()).sum();
+                        totals.1 += acked;
+                        totals.2 += u64::from(scenario != Scenario::Calm);
+                        totals.4 += violations.len() as u64;
+                        for v in &violations {
+                            eprintln!("sim seed {seed} {}: {v}", scenario.name());
+                        }
+                        if !violations.is_empty() {
+                            failing.push(outcome.replay_command());
+                        }
+                        format!(
+                            "{seed:>6} {:>8} {:>8} {:>7} {:>9} {:>8} {:>7.1} {:>10}  sim {} ({:.1} s simulated)",
+                            acked,
+                            h.writes.len() as u64 - acked,
+                            h.agents.len(),
+                            followed,
+                            "-",
+                            start.elapsed().as_secs_f64(),
+                            violations.len(),
+                            scenario.name(),
+                            outcome.sim_ms as f64 / 1000.0
+                        )
+                    }
+                    Ok(Err(e)) => {
+                        failing.push(shoal_chaos_tests::sim::replay_command(seed, scenario));
+                        format!("{seed:>6} sim {}: could not run: {e}", scenario.name())
+                    }
+                    Err(e) => {
+                        failing.push(shoal_chaos_tests::sim::replay_command(seed, scenario));
+                        format!("{seed:>6} sim {}: panicked: {e}", scenario.name())
+                    }
+                };
+                println!("{line}");
+            }
+        }
+        if cli.level == Level::Sim {
+            seed += 1;
+            continue;
+        }
         let options = RealOptions {
             exe: exe.clone(),
             seed,
@@ -165,13 +243,13 @@ async fn run(cli: Cli, exe: PathBuf, faults: Vec<FaultKind>) -> ExitCode {
                     if let Some(dir) = &cli.out_dir {
                         save(dir, &outcome);
                     }
-                    failing.push(seed);
+                    failing.push(replay(&cli, seed));
                 }
                 line
             }
             Err(e) => {
                 totals.0 += 1;
-                failing.push(seed);
+                failing.push(replay(&cli, seed));
                 format!("{seed:>6} the scenario could not run: {e:#}")
             }
         };
@@ -179,7 +257,7 @@ async fn run(cli: Cli, exe: PathBuf, faults: Vec<FaultKind>) -> ExitCode {
         seed += 1;
     }
     println!(
-        "\n{} scenarios, {} acknowledged writes, {} faults injected over {:.1} fault-minutes, {} violations, {:.1} min wall",
+        "\n{} scenarios, {} acknowledged writes, {} faults injected ({:.1} fault-minutes on real processes), {} violations, {:.1} min wall",
         totals.0,
         totals.1,
         totals.2,
@@ -190,14 +268,18 @@ async fn run(cli: Cli, exe: PathBuf, faults: Vec<FaultKind>) -> ExitCode {
     if failing.is_empty() {
         ExitCode::SUCCESS
     } else {
-        for seed in &failing {
-            println!(
-                "replay: shoal-chaos --first-seed {seed} --seeds 1 --scenario-secs {} --clients {} --followers {} --trace",
-                cli.scenario_secs, cli.clients, cli.followers
-            );
+        for command in &failing {
+            println!("replay: {command}");
         }
         ExitCode::FAILURE
     }
+}
+
+fn replay(cli: &Cli, seed: u64) -> String {
+    format!(
+        "shoal-chaos --level real --first-seed {seed} --seeds 1 --scenario-secs {} --clients {} --followers {} --trace",
+        cli.scenario_secs, cli.clients, cli.followers
+    )
 }
 
 fn save(dir: &std::path::Path, outcome: &shoal_chaos_tests::real::RealOutcome) {

@@ -248,7 +248,14 @@ async fn ensure_process(
         ));
     }
     let start = async {
-        match AgentProcess::start(&args.command, opts.clone(), state.updates_tx.clone()).await {
+        match AgentProcess::start_with(
+            &args.command,
+            opts.clone(),
+            state.updates_tx.clone(),
+            ctx.seams.agent_launcher.as_ref(),
+        )
+        .await
+        {
             Ok(process) => Ok(process),
             // The agent lost (or never had) the recorded session: start a fresh one rather
             // than failing every later turn.
@@ -264,7 +271,13 @@ async fn ensure_process(
                     resume_session: None,
                     ..opts.clone()
                 };
-                AgentProcess::start(&args.command, opts, state.updates_tx.clone()).await
+                AgentProcess::start_with(
+                    &args.command,
+                    opts,
+                    state.updates_tx.clone(),
+                    ctx.seams.agent_launcher.as_ref(),
+                )
+                .await
             }
             Err(e) => Err(e),
         }

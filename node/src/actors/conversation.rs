@@ -34,7 +34,9 @@ use shoal_protocol::transcript::{
 use shoal_protocol::{ConversationId, ErrorCode, RequestId, Seq, TurnId, UserId, WireError};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock: the same as std in production, the simulated one under a simulator.
+use tokio::time::Instant;
 
 /// How long a cancelled turn may take to stop before it is ended without the agent.
 const CANCEL_GRACE_MS: u64 = 10_000;
@@ -169,13 +171,13 @@ pub struct ConversationState {
 #[derive(Debug, Default)]
 pub struct ConversationActor;
 
-fn internal(context: &str, err: impl std::fmt::Display) -> WireError {
-    let id = format!("{:016x}", rand::random::<u64>());
+fn internal(ctx: &NodeContext, context: &str, err: impl std::fmt::Display) -> WireError {
+    let id = format!("{:016x}", ctx.random_u64());
     tracing::error!(error_id = %id, "{context}: {err}");
     WireError::internal(id)
 }
 
-fn propose_error(context: &str, err: ProposeError) -> WireError {
+fn propose_error(ctx: &NodeContext, context: &str, err: ProposeError) -> WireError {
     match err {
         ProposeError::Rejected(Rejection::NotFound(id)) => {
             WireError::not_found(format!("conversation {id} does not exist"))
@@ -192,7 +194,7 @@ fn propose_error(context: &str, err: ProposeError) -> WireError {
                 format!("shard {shard} is moving to another node ({context}); retry"),
             )
         }
-        other => internal(context, other),
+        other => internal(ctx, context, other),
     }
 }
 
@@ -555,9 +557,9 @@ async fn start_turn(
         .cluster
         .propose(id.shard, cmd)
         .await
-        .map_err(|e| propose_error("append user message", e))?;
+        .map_err(|e| propose_error(&ctx, "append user message", e))?;
     let Outcome::TurnStarted(started) = outcome else {
-        return Err(internal("append user message", "unexpected outcome"));
+        return Err(internal(&ctx, "append user message", "unexpected outcome"));
     };
     let TurnStartedOutcome {
         turn: running,
@@ -1037,7 +1039,7 @@ async fn finish_turn(
         // `Done` could show followers a message the store never gets. End this activation
         // instead; the next one finds the turn either finished or still running, and
         // then saves it as interrupted from its last checkpoint.
-        let err = internal("commit the end of a turn", e);
+        let err = propose_error(&state.ctx, "commit the end of a turn", e);
         if let Some(sink) = state.turn.as_ref().and_then(|t| t.initiator.as_ref()) {
             sink.deliver(ServerFrame::Error(err));
         }

@@ -190,7 +190,7 @@ async fn activate(
         Ok(Some(_)) => {}
         Ok(None) => return Err(not_found()),
         Err(e) => {
-            let error_id = format!("{:016x}", rand::random::<u64>());
+            let error_id = format!("{:016x}", state.ctx.random_u64());
             tracing::error!(%error_id, conversation = %id, error = %e, "cannot read conversation");
             return Err(WireError::internal(error_id));
         }
@@ -209,7 +209,7 @@ async fn activate(
         id,
     };
     let (actor, _) = Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await.map_err(|e| {
-        let error_id = format!("{:016x}", rand::random::<u64>());
+        let error_id = format!("{:016x}", state.ctx.random_u64());
         tracing::error!(%error_id, conversation = %id, error = %e, "cannot activate conversation");
         WireError::internal(error_id)
     })?;

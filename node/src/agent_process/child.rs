@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStderr, ChildStdin};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
+use tokio::process::{Child, ChildStderr};
 use tokio::sync::{oneshot, watch};
 
 /// The most stderr kept for error messages, in bytes (the newest bytes win).
@@ -60,6 +62,9 @@ pub(crate) struct ChildProcess {
     /// `true` once the process has been reaped: its pid may then be reused, so no
     /// more signals are sent.
     reaped: Arc<Mutex<bool>>,
+    /// An in-process agent (simulation, [`crate::seam::AgentLauncher`]): every signal
+    /// aborts its task instead.
+    in_process: Option<tokio::task::AbortHandle>,
 }
 
 /// Spawns the agent with piped stdio in a new process group. Returns the handle
@@ -69,7 +74,7 @@ pub(crate) fn spawn(
 ) -> io::Result<(
     ChildProcess,
     OutgoingLines,
-    impl Stream<Item = io::Result<String>> + Send + 'static,
+    futures::stream::BoxStream<'static, io::Result<String>>,
 )> {
     let mut command = tokio::process::Command::new(spec.program);
     command
@@ -113,20 +118,7 @@ pub(crate) fn spawn(
     let to_io: fn(futures_mpsc::SendError) -> io::Error =
         |_| io::Error::new(io::ErrorKind::BrokenPipe, "the agent's stdin is closed");
     let outgoing = line_tx.sink_map_err(to_io);
-    let incoming = futures::stream::unfold(
-        Some(BufReader::new(stdout)),
-        move |reader| async move {
-            let mut reader = reader?;
-            match read_line(&mut reader, AGENT_LINE_BYTES_MAX).await {
-                Ok(Some(line)) => {
-                    tracing::trace!(?pid, line = %super::wire::truncate_for_log(&line), "agent stdout");
-                    Some((Ok(line), Some(reader)))
-                }
-                Ok(None) => None,
-                Err(error) => Some((Err(error), None)),
-            }
-        },
-    );
+    let incoming = line_stream(BufReader::new(stdout), pid);
 
     let process = ChildProcess {
         pid,
@@ -134,8 +126,83 @@ pub(crate) fn spawn(
         close_stdin: close_tx,
         stderr: tail,
         reaped,
+        in_process: None,
     };
     Ok((process, outgoing, incoming.boxed()))
+}
+
+/// Starts an agent through `launcher` (simulation): the same line transport over the
+/// in-process agent's stdio; signals abort its task; its end is the exit.
+pub(crate) fn spawn_in_process(
+    launcher: &dyn crate::seam::AgentLauncher,
+    spec: &SpawnSpec<'_>,
+) -> io::Result<(
+    ChildProcess,
+    OutgoingLines,
+    futures::stream::BoxStream<'static, io::Result<String>>,
+)> {
+    let launched = launcher.launch(&crate::seam::LaunchSpec {
+        program: spec.program.to_owned(),
+        args: spec.args.to_vec(),
+        cwd: spec.cwd.to_owned(),
+        env: spec.env.clone(),
+    })?;
+    let pid = Some(launched.pid);
+    let abort = launched.task.abort_handle();
+
+    let (close_tx, close_rx) = watch::channel(false);
+    let (line_tx, line_rx) = futures_mpsc::channel(OUTGOING_LINES_MAX);
+    tokio::spawn(write_lines(launched.stdin, line_rx, close_rx, pid));
+
+    let reaped = Arc::new(Mutex::new(false));
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let reaped_by_watcher = Arc::clone(&reaped);
+    let task = launched.task;
+    tokio::spawn(async move {
+        let status = match task.await {
+            Ok(Ok(())) => String::from("exit status: 0"),
+            Ok(Err(error)) => format!("exit status: 1 ({error})"),
+            Err(error) if error.is_cancelled() => String::from("signal: 9 (SIGKILL)"),
+            Err(error) => format!("panicked: {error}"),
+        };
+        *reaped_by_watcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
+        tracing::debug!(?pid, %status, "in-process agent exited");
+        exit_tx.send_replace(Some(status));
+    });
+
+    let to_io: fn(futures_mpsc::SendError) -> io::Error =
+        |_| io::Error::new(io::ErrorKind::BrokenPipe, "the agent's stdin is closed");
+    let outgoing = line_tx.sink_map_err(to_io);
+    let incoming = line_stream(BufReader::new(launched.stdout), pid);
+    let process = ChildProcess {
+        pid,
+        exit: exit_rx,
+        close_stdin: close_tx,
+        stderr: StderrTail::default(),
+        reaped,
+        in_process: Some(abort),
+    };
+    Ok((process, outgoing, incoming.boxed()))
+}
+
+/// The agent's stdout as a stream of lines (see [`read_line`]).
+fn line_stream<R: AsyncBufRead + Unpin + Send + 'static>(
+    reader: R,
+    pid: Option<u32>,
+) -> impl Stream<Item = io::Result<String>> + Send + 'static {
+    futures::stream::unfold(Some(reader), move |reader| async move {
+        let mut reader = reader?;
+        match read_line(&mut reader, AGENT_LINE_BYTES_MAX).await {
+            Ok(Some(line)) => {
+                tracing::trace!(?pid, line = %super::wire::truncate_for_log(&line), "agent stdout");
+                Some((Ok(line), Some(reader)))
+            }
+            Ok(None) => None,
+            Err(error) => Some((Err(error), None)),
+        }
+    })
 }
 
 impl ChildProcess {
@@ -180,6 +247,10 @@ impl ChildProcess {
 
     /// Sends `signal` to the process group, unless the process was reaped.
     pub(crate) fn signal_group(&self, signal: Signal) {
+        if let Some(task) = &self.in_process {
+            task.abort();
+            return;
+        }
         let reaped = self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
         if !*reaped {
             signal_group(self.pid, signal);
@@ -242,8 +313,8 @@ async fn watch_exit(
 /// Copies lines from the connection to the agent's stdin until the connection
 /// ends, a write fails, or [`ChildProcess::close_stdin`] is called; then drops
 /// stdin so the agent sees EOF.
-async fn write_lines(
-    mut stdin: ChildStdin,
+async fn write_lines<W: AsyncWrite + Unpin>(
+    mut stdin: W,
     mut lines: futures_mpsc::Receiver<String>,
     mut close: watch::Receiver<bool>,
     pid: Option<u32>,

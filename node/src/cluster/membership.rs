@@ -1230,6 +1230,16 @@ pub struct Membership {
     inner: Arc<Inner>,
 }
 
+/// A fixed identity bump and RNG seed for [`Membership::spawn_seeded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GossipSeed {
+    /// The identity's incarnation bump (normally the wall clock in ms: a restarted node
+    /// must pick a higher one than before).
+    pub bump: u64,
+    /// Seed of foca's RNG.
+    pub rng_seed: u64,
+}
+
 impl std::fmt::Debug for Membership {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
@@ -1254,11 +1264,28 @@ impl Membership {
         timings: GossipTimings,
         transport: Arc<dyn GossipTransport>,
     ) -> Membership {
+        Self::spawn_seeded(me, seeds, timings, transport, None)
+    }
+
+    /// [`Self::spawn`] with the identity bump and the RNG seed given (simulation: see
+    /// [`crate::seam`]); `None` takes them from the wall clock and the OS.
+    pub fn spawn_seeded(
+        me: NodeMeta,
+        seeds: Vec<SocketAddr>,
+        timings: GossipTimings,
+        transport: Arc<dyn GossipTransport>,
+        seeded: Option<GossipSeed>,
+    ) -> Membership {
         if let Err(error) = timings.validate() {
             tracing::warn!(node = %me.name, %error, "using the nearest valid value");
         }
-        let bump = wall_clock_ms();
-        let rng_seed = random_seed(bump ^ me.raft_id);
+        let (bump, rng_seed) = match seeded {
+            Some(seed) => (seed.bump, seed.rng_seed),
+            None => {
+                let bump = wall_clock_ms();
+                (bump, random_seed(bump ^ me.raft_id))
+            }
+        };
         let core = MembershipCore::new(me.clone(), seeds, &timings, bump, rng_seed);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_PACKETS_MAX);
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_MAX);

@@ -397,13 +397,13 @@ async fn create(
     };
     match ctx.cluster.propose(workspace.shard, cmd).await {
         Ok(Outcome::Conversation(record)) => Ok(summary(&record)),
-        Ok(other) => Err(internal(format!("unexpected outcome {other:?}"))),
-        Err(e) => Err(internal(e.to_string())),
+        Ok(other) => Err(internal(ctx, format!("unexpected outcome {other:?}"))),
+        Err(e) => Err(internal(ctx, e.to_string())),
     }
 }
 
-fn internal(message: String) -> WireError {
-    let id = format!("{:016x}", rand::random::<u64>());
+fn internal(ctx: &NodeContext, message: String) -> WireError {
+    let id = format!("{:016x}", ctx.random_u64());
     tracing::error!(error_id = %id, "{message}");
     WireError::internal(id)
 }
@@ -418,7 +418,7 @@ fn list(
     let mut records = ctx
         .store
         .user_conversations(shard, &peer.user)
-        .map_err(|e| internal(e.to_string()))?;
+        .map_err(|e| internal(ctx, e.to_string()))?;
     records.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
     Ok(records.iter().take(limit).map(summary).collect())
 }

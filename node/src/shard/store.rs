@@ -47,6 +47,8 @@ pub struct Store {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     flush_tx: mpsc::Sender<FlushRequest>,
+    /// Flush on the calling task (simulation, [`crate::seam::Seams::inline_flush`]).
+    inline_flush: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -61,6 +63,17 @@ impl Store {
     /// Opens (or creates) the store under `dir` with `shard_count` shards and starts the
     /// flusher task. Must be called inside a tokio runtime.
     pub fn open(dir: &Path, shard_count: u16) -> Result<Arc<Store>, StoreError> {
+        Self::open_with(dir, shard_count, false)
+    }
+
+    /// [`Self::open`]; with `inline_flush`, [`Self::flush`] runs `Db::flush()` on the
+    /// calling task, blocking it (simulation: a blocking thread finishes at real time,
+    /// see [`crate::seam`]).
+    pub fn open_with(
+        dir: &Path,
+        shard_count: u16,
+        inline_flush: bool,
+    ) -> Result<Arc<Store>, StoreError> {
         let open_err = |e: sled::Error| StoreError::Open {
             path: dir.to_owned(),
             message: e.to_string(),
@@ -80,6 +93,7 @@ impl Store {
             db,
             trees,
             flush_tx,
+            inline_flush,
         }))
     }
 
@@ -112,6 +126,13 @@ impl Store {
 
     /// Waits until everything written so far is on disk (coalesced with other callers).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        if self.inline_flush {
+            return self
+                .db
+                .flush()
+                .map(|_| ())
+                .map_err(|e| StoreError::Io(e.to_string()));
+        }
         let (tx, rx) = oneshot::channel();
         self.flush_tx
             .send((self.db.clone(), tx))
