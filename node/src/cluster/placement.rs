@@ -148,6 +148,10 @@ pub struct PlanInput<'a> {
     pub shards: &'a [ShardState],
     /// Every shard's current leader as far as this node knows (for leadership balance), incl. other leaders.
     pub leaders: &'a BTreeMap<u16, RaftId>,
+    /// Whether a leadership balance transfer may be planned this round (the reconciler
+    /// holds balance back for a while after any transfer, so several leaders acting on
+    /// each other's stale counts do not bounce leaderships around).
+    pub balance: bool,
 }
 
 /// The reconciler's decisions for one round (deterministic for equal input).
@@ -179,7 +183,9 @@ pub fn plan(input: &PlanInput<'_>) -> Vec<Action> {
             actions.push(action);
         }
     }
-    if let Some(action) = view.balance(&mine, &acted, input.leaders) {
+    if input.balance
+        && let Some(action) = view.balance(&mine, &acted, input.leaders)
+    {
         actions.push(action);
     }
     actions

@@ -201,6 +201,9 @@ async fn run_reconciler(ctx: Arc<NodeContext>, inflight: Arc<Mutex<BTreeSet<u16>
         since: HashMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+    // No balance transfer until then: set after any leadership transfer of this node.
+    let mut balance_after = Instant::now();
+    let balance_cooldown = balance_cooldown(&ctx.config);
     loop {
         tick.tick().await;
         let view = ctx.membership.watch().borrow().clone();
@@ -238,12 +241,36 @@ async fn run_reconciler(ctx: Arc<NodeContext>, inflight: Arc<Mutex<BTreeSet<u16>
             members: &members,
             shards: &shards,
             leaders: &leaders,
+            // Balance only when settled: every member alive, every shard led, and no
+            // transfer of ours in the last cooldown (others' counts then lag behind).
+            balance: Instant::now() >= balance_after
+                && members.iter().all(|m| m.alive)
+                && leaders.len() == statuses.len(),
         });
         for action in actions {
+            if matches!(action, Action::TransferLeader { .. }) {
+                balance_after = Instant::now() + balance_cooldown;
+            }
             execute(&ctx, &inflight, &addresses, action);
         }
     }
 }
+
+/// How long a node holds back leadership balance after one of its transfers: long enough
+/// for the transfer to finish (one election timeout of quiet, then a campaign) and for
+/// every node's view of the leaders to catch up.
+fn balance_cooldown(config: &shoal_cluster_config::NodeConfig) -> Duration {
+    Duration::from_millis(
+        config
+            .cluster
+            .election_timeout_max_ms
+            .get()
+            .saturating_mul(BALANCE_COOLDOWN_ELECTIONS),
+    )
+}
+
+/// Election timeouts (max) per balance cooldown.
+const BALANCE_COOLDOWN_ELECTIONS: u64 = 4;
 
 fn shard_of(action: &Action) -> u16 {
     match action {

@@ -62,6 +62,7 @@ fn run(me: RaftId, members: &[MemberState], shards: &[ShardState]) -> Vec<Action
         members,
         shards,
         leaders: &leaders,
+        balance: true,
     })
 }
 
@@ -436,6 +437,7 @@ impl Sim {
                 members: &self.members,
                 shards: &mine,
                 leaders: &leaders,
+                balance: true,
             }));
         }
         for action in &actions {
@@ -656,6 +658,7 @@ proptest! {
             members: &s.members,
             shards: &s.shards,
             leaders: &s.leaders,
+            balance: true,
         };
         let actions = plan(&input);
         prop_assert_eq!(&actions, &plan(&input), "plan is not deterministic");
