@@ -289,119 +289,71 @@ impl RealCluster {
 
     /// Waits until a serving node sees a leader for every shard.
     pub async fn wait_all_led(&self) -> anyhow::Result<()> {
-        self.wait_until("every shard has a leader", |shards| {
-            shards.iter().all(|s| s.leader.is_some())
+        poll_until("every shard has a leader", || async {
+            let admin = self.admin().await.ok()?;
+            let shards = admin.shards().await;
+            admin.close().await;
+            shards
+                .ok()?
+                .iter()
+                .all(|s| s.leader.is_some())
+                .then_some(())
         })
         .await
     }
 
-    async fn wait_until(
-        &self,
-        what: &str,
-        done: impl Fn(&[shoal_protocol::admin::ShardInfo]) -> bool,
-    ) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(CLUSTER_WAIT_TIMEOUT_MS);
-        loop {
-            if let Ok(admin) = self.admin().await {
-                let shards = admin.shards().await;
-                admin.close().await;
-                if let Ok(shards) = shards
-                    && done(&shards)
-                {
-                    return Ok(());
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("timed out after {CLUSTER_WAIT_TIMEOUT_MS} ms waiting until {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(ADMIN_POLL_MS)).await;
-        }
+    /// Node `i`'s applied index per shard, read over its admin API (real address).
+    async fn applied(&self, i: usize) -> Option<Vec<u64>> {
+        let mut profile = self.profile.clone();
+        profile.address = self.nodes[i].real_addr.to_string();
+        profile.addresses.clear();
+        let admin = AdminClient::connect(&profile).await.ok()?;
+        let shards = admin.shards().await.ok();
+        admin.close().await;
+        Some(
+            shards?
+                .into_iter()
+                .map(|s| s.applied_index.unwrap_or(0))
+                .collect(),
+        )
     }
 
     /// Waits until node `i` has applied, for every shard, at least what a serving peer
     /// had applied when this was called: a restarted or wiped node has caught up, so a
     /// majority holds every acknowledged write again before the next fault.
     pub async fn wait_caught_up(&self, i: usize) -> anyhow::Result<()> {
-        let applied = |node: &NodeProc| {
-            let mut profile = self.profile.clone();
-            profile.address = node.real_addr.to_string();
-            profile.addresses.clear();
-            async move {
-                let admin = AdminClient::connect(&profile).await.ok()?;
-                let shards = admin.shards().await.ok();
-                admin.close().await;
-                Some(
-                    shards?
-                        .into_iter()
-                        .map(|s| s.applied_index.unwrap_or(0))
-                        .collect::<Vec<_>>(),
-                )
-            }
-        };
-        let peer = self
-            .nodes
-            .iter()
-            .enumerate()
-            .find(|(j, n)| *j != i && n.is_serving())
-            .map(|(_, n)| n)
+        let peer = (0..self.nodes.len())
+            .find(|j| *j != i && self.nodes[*j].is_serving())
             .context("no serving peer")?;
-        let target = applied(peer)
+        let target = self
+            .applied(peer)
             .await
             .context("cannot read a peer's applied indexes")?;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(CLUSTER_WAIT_TIMEOUT_MS);
-        loop {
-            if let Some(have) = applied(&self.nodes[i]).await
-                && have.len() == target.len()
-                && have.iter().zip(&target).all(|(h, t)| h >= t)
-            {
-                self.trace.event(&self.nodes[i].name, "caught up");
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
-                    "{} did not catch up within {CLUSTER_WAIT_TIMEOUT_MS} ms",
-                    self.nodes[i].name
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(ADMIN_POLL_MS)).await;
-        }
+        let what = format!("{} catches up", self.nodes[i].name);
+        poll_until(&what, || async {
+            let have = self.applied(i).await?;
+            (have.len() == target.len() && have.iter().zip(&target).all(|(h, t)| h >= t))
+                .then_some(())
+        })
+        .await?;
+        self.trace.event(&self.nodes[i].name, "caught up");
+        Ok(())
     }
 
     /// Waits until every running node has applied the same index for every shard (after
     /// healing, every replica has every committed entry).
     pub async fn wait_converged(&self) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(CLUSTER_WAIT_TIMEOUT_MS);
-        loop {
-            let mut per_node = Vec::new();
-            for node in self.nodes.iter().filter(|n| n.is_serving()) {
-                let mut profile = self.profile.clone();
-                profile.address = node.real_addr.to_string();
-                profile.addresses.clear();
-                let shards = match AdminClient::connect(&profile).await {
-                    Ok(admin) => {
-                        let shards = admin.shards().await.ok();
-                        admin.close().await;
-                        shards
-                    }
-                    Err(_) => None,
-                };
-                per_node.push(shards.map(|s| {
-                    s.into_iter()
-                        .map(|shard| shard.applied_index)
-                        .collect::<Vec<_>>()
-                }));
+        poll_until("the replicas converge", || async {
+            let mut first = None;
+            for i in (0..self.nodes.len()).filter(|i| self.nodes[*i].is_serving()) {
+                let applied = self.applied(i).await?;
+                if *first.get_or_insert_with(|| applied.clone()) != applied {
+                    return None;
+                }
             }
-            let first = per_node.first().cloned().flatten();
-            if first.is_some() && per_node.iter().all(|p| *p == first) {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
-                    "replicas did not converge within {CLUSTER_WAIT_TIMEOUT_MS} ms: applied indexes per node {per_node:?}"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(ADMIN_POLL_MS)).await;
-        }
+            first.map(|_| ())
+        })
+        .await
     }
 
     /// Resumes paused nodes and starts stopped ones.
@@ -463,6 +415,25 @@ impl RealCluster {
             }
         }
         Ok(copies)
+    }
+}
+
+/// Polls `check` until it yields, at most [`CLUSTER_WAIT_TIMEOUT_MS`]. The admin API has
+/// no push, so waiting on another process's state is this one poll.
+async fn poll_until<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(CLUSTER_WAIT_TIMEOUT_MS);
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {CLUSTER_WAIT_TIMEOUT_MS} ms waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(ADMIN_POLL_MS)).await;
     }
 }
 

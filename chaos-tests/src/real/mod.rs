@@ -218,11 +218,11 @@ pub async fn run(options: &RealOptions) -> anyhow::Result<RealOutcome> {
         let kind = options.faults[rng.random_range(0..options.faults.len())];
         let hold = Duration::from_millis(rng.random_range(1_500..4_000));
         let conversation = conversations[rng.random_range(0..conversations.len())];
-        inject(&mut cluster, &mut rng, kind, hold, conversation, &trace)
+        let held = inject(&mut cluster, &mut rng, kind, hold, conversation, &trace)
             .await
             .with_context(|| format!("injecting {}", kind.name()))?;
         *stats.faults.entry(kind.name()).or_default() += 1;
-        stats.fault_ms += u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+        stats.fault_ms += u64::try_from(held.as_millis()).unwrap_or(u64::MAX);
         if let Err(e) = cluster.wait_all_led().await {
             trace.event("net", format!("after {}: {e}", kind.name()));
         }
@@ -246,18 +246,11 @@ pub async fn run(options: &RealOptions) -> anyhow::Result<RealOutcome> {
     trace.event("net", "replicas converged");
     // Followers stop once they have seen every acknowledged message (or after a bound:
     // the checkers then judge what they saw).
-    let caught_up =
-        tokio::time::timeout(Duration::from_millis(FOLLOWER_CATCH_UP_TIMEOUT_MS), async {
-            for id in &conversations {
-                let Some(last) = recorder.last_acked(*id) else {
-                    continue;
-                };
-                while recorder.followed_up_to(*id) < Some(last) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        })
-        .await;
+    let caught_up = tokio::time::timeout(
+        Duration::from_millis(FOLLOWER_CATCH_UP_TIMEOUT_MS),
+        recorder.wait_followed(&conversations),
+    )
+    .await;
     if caught_up.is_err() {
         trace.event(
             "net",
@@ -319,7 +312,14 @@ fn rotated(cluster: &RealCluster, k: usize) -> shoal_client::Profile {
     profile
 }
 
-/// Injects one fault, holds it, reverts it.
+/// How a held fault is undone.
+enum Undo {
+    Restart(usize),
+    Resume(usize),
+    Heal,
+}
+
+/// Injects one fault, holds it, reverts it; returns how long it was held.
 async fn inject(
     cluster: &mut RealCluster,
     rng: &mut StdRng,
@@ -327,7 +327,7 @@ async fn inject(
     hold: Duration,
     conversation: ConversationId,
     trace: &Trace,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Duration> {
     let n = cluster.nodes.len();
     let leader = cluster
         .leader_of(conversation.shard.0)
@@ -338,17 +338,15 @@ async fn inject(
     // invariants are at stake.
     let target = leader.unwrap_or(random);
     let name = |i: usize| cluster.nodes[i].name.clone();
-    match kind {
+    // Apply the fault; what undoes it after the hold.
+    let undo = match kind {
         FaultKind::Kill => {
             cluster.kill9(target).await;
-            tokio::time::sleep(hold).await;
-            cluster.spawn(target).await?;
-            cluster.wait_caught_up(target).await?;
+            Undo::Restart(target)
         }
         FaultKind::Pause => {
             cluster.pause(target);
-            tokio::time::sleep(hold).await;
-            cluster.resume(target);
+            Undo::Resume(target)
         }
         FaultKind::Partition => {
             let victim = name(random);
@@ -356,9 +354,7 @@ async fn inject(
             let others: Vec<&str> = others.iter().map(String::as_str).collect();
             cluster.net.partition(&[&[victim.as_str()], &others])?;
             trace.event("net", format!("partition {{{victim}}} | {others:?}"));
-            tokio::time::sleep(hold).await;
-            cluster.net.heal();
-            trace.event("net", "healed");
+            Undo::Heal
         }
         FaultKind::OneWay => {
             let other = (target + 1 + rng.random_range(0..n - 1)) % n;
@@ -369,40 +365,47 @@ async fn inject(
             };
             cluster.net.block(&from, &to)?;
             trace.event("net", format!("block {from} -> {to} (one way)"));
-            tokio::time::sleep(hold).await;
-            cluster.net.heal();
-            trace.event("net", "healed");
+            Undo::Heal
         }
         FaultKind::IsolateLeader => {
             let victim = name(target);
             cluster.net.isolate(&victim)?;
             trace.event("net", format!("isolate {victim} from its peers"));
-            tokio::time::sleep(hold).await;
-            cluster.net.heal();
-            trace.event("net", "healed");
+            Undo::Heal
         }
         FaultKind::Loss => {
             cluster.net.set_loss(20)?;
             trace.event("net", "20 % loss between nodes");
-            tokio::time::sleep(hold).await;
-            cluster.net.heal();
-            trace.event("net", "healed");
+            Undo::Heal
         }
         FaultKind::Delay => {
             cluster.net.set_delay(100, 200)?;
             trace.event("net", "latency spike: 100–300 ms per packet between nodes");
-            tokio::time::sleep(hold).await;
-            cluster.net.heal();
-            trace.event("net", "healed");
+            Undo::Heal
         }
         FaultKind::Wipe => {
+            // Instant: the node restarts empty at once and is re-seeded.
             let victim = (0..n)
                 .filter(|i| Some(*i) != leader)
                 .nth(rng.random_range(0..n - 1))
                 .unwrap_or(random);
             cluster.wipe(victim).await?;
             cluster.wait_caught_up(victim).await?;
+            return Ok(Duration::ZERO);
+        }
+    };
+    // Holding the fault for a while is the point of the scenario, not a synchronisation.
+    tokio::time::sleep(hold).await;
+    match undo {
+        Undo::Restart(i) => {
+            cluster.spawn(i).await?;
+            cluster.wait_caught_up(i).await?;
+        }
+        Undo::Resume(i) => cluster.resume(i),
+        Undo::Heal => {
+            cluster.net.heal();
+            trace.event("net", "healed");
         }
     }
-    Ok(())
+    Ok(hold)
 }

@@ -35,17 +35,45 @@ pub struct Recorded {
     pub followed_up_to: std::collections::BTreeMap<ConversationId, u64>,
 }
 
-/// Shared recording state.
-#[derive(Debug, Clone, Default)]
-pub struct Recorder(Arc<Mutex<Recorded>>);
+/// Shared recording state, with a signal each time a follower sees a new committed
+/// message.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    recorded: Arc<Mutex<Recorded>>,
+    followed: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            recorded: Arc::default(),
+            followed: Arc::new(watch::channel(0).0),
+        }
+    }
+}
 
 impl Recorder {
     fn with<T>(&self, f: impl FnOnce(&mut Recorded) -> T) -> T {
         let mut guard = self
-            .0
+            .recorded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut guard)
+    }
+
+    /// Resolves once, for every conversation, a follower has seen its last acknowledged
+    /// message (the caller bounds the wait).
+    pub async fn wait_followed(&self, conversations: &[ConversationId]) {
+        let mut changes = self.followed.subscribe();
+        loop {
+            let done = conversations.iter().all(|id| {
+                self.last_acked(*id)
+                    .is_none_or(|last| self.followed_up_to(*id) >= Some(last))
+            });
+            if done || changes.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Takes everything recorded.
@@ -291,6 +319,7 @@ pub async fn run_follower(
                             let seen = r.followed_up_to.entry(conversation).or_default();
                             *seen = (*seen).max(id);
                         });
+                        recorder.followed.send_modify(|n| *n += 1);
                     }
                     events.push(frame);
                     if events.len() >= FOLLOWER_EVENTS_MAX {
