@@ -246,7 +246,8 @@ impl Actor for ConversationActor {
             message.error =
                 Some("the turn was interrupted: its node stopped before the turn ended".to_owned());
             message.content = content_from_parts(&message.parts);
-            ctx.cluster
+            let finished = ctx
+                .cluster
                 .propose(
                     id.shard,
                     ShardCommand::FinishTurn {
@@ -254,10 +255,21 @@ impl Actor for ConversationActor {
                         message: message.clone(),
                     },
                 )
-                .await?;
+                .await;
             state.record.running_turn = None;
             state.record.message_count = message.id.0 + 1;
-            push_message(&mut state.messages, message);
+            match finished {
+                Ok(_) => push_message(&mut state.messages, message),
+                // The previous activation, still stopping, ended the turn itself after
+                // our Activate: keep what it committed (applied here before our command
+                // was rejected, so the local store has it).
+                Err(ProposeError::Rejected(Rejection::StaleTurn(_))) => {
+                    if let Some(committed) = ctx.store.message(id, message.id)? {
+                        push_message(&mut state.messages, committed);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         state.ticker =
             Some(myself.send_interval(ctx.checkpoint_interval(), || ConversationMsg::Tick));
