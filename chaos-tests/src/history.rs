@@ -275,6 +275,17 @@ impl History {
     }
 }
 
+/// The highest committed message id an event shows a follower, if it shows one: the last
+/// message of a `Reset` snapshot, a committed user message, or a turn's `Done`.
+pub fn committed_up_to(event: &shoal_protocol::transcript::Event) -> Option<u64> {
+    use shoal_protocol::transcript::Event;
+    match event {
+        Event::Reset { snapshot } => snapshot.messages.last().map(|m| m.id.0),
+        Event::UserMessage { message } | Event::Done { message, .. } => Some(message.id.0),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,7 +78,8 @@ const TURN_TIMEOUT_MS: u64 = 20_000;
 const OP_GAP_MS: u64 = 200;
 /// When the fault starts at the earliest, in simulated ms after the clients start.
 const FAULT_START_MIN_MS: u64 = 1_500;
-/// How long a follower keeps reading after its client's last turn, in simulated ms.
+/// The longest a follower keeps reading after its client's last turn while it has not
+/// seen the last acknowledged message, in simulated ms.
 const FOLLOW_TAIL_MS: u64 = 1_000;
 /// Quiet time after the clients finish, so replicas converge before they are read, in ms.
 const SETTLE_MS: u64 = 4_000;

@@ -431,69 +431,74 @@ async fn run_writer(program: PathBuf, inner: Arc<Inner>) {
             // Its own group: a Ctrl-C meant for the node does not take it down first.
             .process_group(0)
             .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
+        match spawned {
+            Ok(mut child) => {
+                tracing::info!(pid = ?child.id(), "agent watchdog started");
+                if let Some(stdin) = child.stdin.take() {
+                    feed(stdin, &inner, brief).await;
+                }
+                tracing::error!("the agent watchdog is gone; restarting it");
+                let _ = child.kill().await;
+            }
             Err(e) => {
                 tracing::error!(program = %program.display(), error = %e, "cannot start the agent watchdog; retrying");
-                tokio::time::sleep(Duration::from_millis(WATCHDOG_RESPAWN_PAUSE_MS)).await;
-                continue;
             }
-        };
-        let Some(mut stdin) = child.stdin.take() else {
-            continue;
-        };
-        tracing::info!(pid = ?child.id(), "agent watchdog started");
-        loop {
-            let text = {
-                let mut pending = inner
-                    .pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let mut text = String::new();
-                if brief {
-                    // A fresh process: leases first, so the adds find them live.
-                    for (shard, deadline) in &pending.mirror_leases {
-                        text.push_str(&encode(&Command::Lease(*shard, *deadline)));
-                    }
-                    for (pgid, shard) in &pending.mirror_groups {
-                        text.push_str(&encode(&Command::Add(*shard, *pgid)));
-                    }
-                    pending.leases.clear();
-                    pending.ops.clear();
-                    brief = false;
-                } else {
-                    for (shard, deadline) in std::mem::take(&mut pending.leases) {
-                        text.push_str(&encode(&Command::Lease(shard, deadline)));
-                    }
-                    for op in pending.ops.drain(..) {
-                        text.push_str(&encode(&op));
-                    }
-                }
-                if pending.dropped > 0 {
-                    tracing::error!(
-                        dropped = pending.dropped,
-                        "agent watchdog commands dropped: the queue was full"
-                    );
-                    pending.dropped = 0;
-                }
-                text
-            };
-            if !text.is_empty() {
-                let written = async {
-                    stdin.write_all(text.as_bytes()).await?;
-                    stdin.flush().await
-                }
-                .await;
-                if let Err(e) = written {
-                    tracing::error!(error = %e, "the agent watchdog is gone; restarting it");
-                    break;
-                }
-            }
-            inner.wake.notified().await;
         }
-        let _ = child.kill().await;
+        // Whatever the last process knew, the next one is briefed with all of it.
         brief = true;
         tokio::time::sleep(Duration::from_millis(WATCHDOG_RESPAWN_PAUSE_MS)).await;
+    }
+}
+
+/// Writes pending commands to one watchdog process until a write fails (it died).
+async fn feed(mut stdin: tokio::process::ChildStdin, inner: &Inner, mut brief: bool) {
+    loop {
+        let text = {
+            let mut pending = inner
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut text = String::new();
+            if brief {
+                // A fresh process: leases first, so the adds find them live.
+                for (shard, deadline) in &pending.mirror_leases {
+                    text.push_str(&encode(&Command::Lease(*shard, *deadline)));
+                }
+                for (pgid, shard) in &pending.mirror_groups {
+                    text.push_str(&encode(&Command::Add(*shard, *pgid)));
+                }
+                pending.leases.clear();
+                pending.ops.clear();
+                brief = false;
+            } else {
+                for (shard, deadline) in std::mem::take(&mut pending.leases) {
+                    text.push_str(&encode(&Command::Lease(shard, deadline)));
+                }
+                for op in pending.ops.drain(..) {
+                    text.push_str(&encode(&op));
+                }
+            }
+            if pending.dropped > 0 {
+                tracing::error!(
+                    dropped = pending.dropped,
+                    "agent watchdog commands dropped: the queue was full"
+                );
+                pending.dropped = 0;
+            }
+            text
+        };
+        if !text.is_empty() {
+            let written = async {
+                stdin.write_all(text.as_bytes()).await?;
+                stdin.flush().await
+            }
+            .await;
+            if let Err(e) = written {
+                tracing::debug!(error = %e, "writing to the agent watchdog failed");
+                return;
+            }
+        }
+        inner.wake.notified().await;
     }
 }
 

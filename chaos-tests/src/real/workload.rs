@@ -1,6 +1,7 @@
 //! The workload of a real-process run: clients that send turns and followers that follow,
 //! both through the SDK, recording what they were told into the history.
 
+use crate::history::committed_up_to;
 use crate::history::{FollowerLog, Write, WriteOutcome};
 use crate::trace::Trace;
 use futures::StreamExt;
@@ -346,14 +347,5 @@ pub async fn run_follower(
             });
         });
         client.close().await;
-    }
-}
-
-/// The highest committed message id an event shows, if it shows one.
-fn committed_up_to(event: &Event) -> Option<u64> {
-    match event {
-        Event::Reset { snapshot } => snapshot.messages.last().map(|m| m.id.0),
-        Event::UserMessage { message } | Event::Done { message, .. } => Some(message.id.0),
-        _ => None,
     }
 }

@@ -5,6 +5,7 @@ use super::{
     FOLLOW_TAIL_MS, FollowerLog, OP_GAP_MS, SEND_TIMEOUT_MS, Shared, TURN_TIMEOUT_MS, Write,
     WriteOutcome, mix, sim_now_ms, udp,
 };
+use crate::history::committed_up_to;
 use futures::StreamExt;
 use shoal_client::{Client, ConnectOptions};
 use shoal_protocol::ConversationId;
@@ -77,7 +78,9 @@ pub(super) async fn run_client(shared: &Arc<Shared>, name: &str, k: usize, ops: 
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(name.to_owned(), conversation);
-    let (stop_follow, follower) = spawn_follower(shared, name, &client, conversation);
+    let (follow_target, stop_follow, mut follower) =
+        spawn_follower(shared, name, &client, conversation);
+    let mut last_acked = None;
     for op in 0..ops {
         let text = if op % 3 == 2 {
             format!("/slow 3 {name}-op{op}")
@@ -117,6 +120,7 @@ pub(super) async fn run_client(shared: &Arc<Shared>, name: &str, k: usize, ops: 
                     .await
                     .unwrap_or_else(|_| format!("no done within {TURN_TIMEOUT_MS} ms"));
                 trace.log(name, format!("turn {text:?}: {finished}"));
+                last_acked = Some(message_id.0);
                 WriteOutcome::Acked {
                     message_id,
                     acked_ms,
@@ -151,10 +155,22 @@ pub(super) async fn run_client(shared: &Arc<Shared>, name: &str, k: usize, ops: 
             });
         tokio::time::sleep(Duration::from_millis(OP_GAP_MS)).await;
     }
-    // Let the follower see the last turn's events, then stop it (a bound, not a sync).
-    tokio::time::sleep(Duration::from_millis(FOLLOW_TAIL_MS)).await;
-    let _ = stop_follow.send(());
-    match follower.await {
+    // The follower stops once it has seen the last acknowledged message committed, or
+    // is stopped after FOLLOW_TAIL_MS (the checkers then judge what it saw).
+    let _ = follow_target.send(Some(last_acked.unwrap_or(0)));
+    let finished =
+        match tokio::time::timeout(Duration::from_millis(FOLLOW_TAIL_MS), &mut follower).await {
+            Ok(finished) => finished,
+            Err(_) => {
+                trace.log(
+                    name,
+                    "follower did not see the last message in time; stopping it",
+                );
+                let _ = stop_follow.send(());
+                follower.await
+            }
+        };
+    match finished {
         Ok(log) => shared
             .followers
             .lock()
@@ -165,30 +181,40 @@ pub(super) async fn run_client(shared: &Arc<Shared>, name: &str, k: usize, ops: 
     trace.log(name, "done");
 }
 
-/// Follows `conversation` (owner view through the follower stream) until told to stop,
-/// logging every event.
+/// Follows `conversation` (owner view through the follower stream), logging every event,
+/// until told to stop or until it has seen a committed message with an id at least the
+/// target sent on the returned watch.
 fn spawn_follower(
     shared: &Arc<Shared>,
     name: &str,
     client: &Client,
     conversation: ConversationId,
 ) -> (
+    tokio::sync::watch::Sender<Option<u64>>,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<FollowerLog>,
 ) {
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (target_tx, mut target_rx) = tokio::sync::watch::channel::<Option<u64>>(None);
     let follower = format!("{name}-f");
     let trace = shared.trace.clone();
     let mut stream = client.follow(conversation, None);
     let task = tokio::spawn(async move {
         let mut events = Vec::new();
+        let mut seen: Option<u64> = None;
         loop {
+            let target = *target_rx.borrow_and_update();
+            if target.is_some() && seen >= target {
+                break;
+            }
             tokio::select! {
                 biased;
                 _ = &mut stop_rx => break,
+                _ = target_rx.changed() => {}
                 next = stream.next() => match next {
                     Some(Ok(frame)) => {
                         trace.log(&follower, format!("seq {:?} {}", frame.seq, frame.event.type_name()));
+                        seen = seen.max(committed_up_to(&frame.event));
                         events.push(frame);
                     }
                     Some(Err(e)) => {
@@ -210,5 +236,5 @@ fn spawn_follower(
             events,
         }
     });
-    (stop_tx, task)
+    (target_tx, stop_tx, task)
 }
