@@ -519,6 +519,7 @@ async fn run_node(shared: Arc<Shared>, i: usize) -> turmoil::Result {
             Arc::clone(&shared.lives),
             shared.trace.clone(),
         ))),
+        fault_injection: false,
     };
     shared
         .trace

@@ -65,7 +65,12 @@ async fn process_faults_keep_the_invariants() {
     let outcome = run_clean(options(
         11,
         25,
-        &[FaultKind::Kill, FaultKind::Pause, FaultKind::Wipe],
+        &[
+            FaultKind::Kill,
+            FaultKind::Pause,
+            FaultKind::Wipe,
+            FaultKind::StallStorage,
+        ],
     ))
     .await;
     assert!(outcome.stats.faults.values().sum::<u64>() > 0);

@@ -3,7 +3,7 @@
 use crate::connection::{Link, REQUEST_TIMEOUT_MS, Target, open_request, quic_config};
 use crate::{ClientError, Profile};
 use shoal_protocol::admin::{
-    ActorInfo, AdminReply, AdminRequest, FollowerInfo, MemberInfo, NodeStatus, ShardInfo,
+    ActorInfo, AdminReply, AdminRequest, Fault, FollowerInfo, MemberInfo, NodeStatus, ShardInfo,
 };
 use shoal_protocol::{ALPN_ADMIN, ConversationId, UserId, WireError};
 use std::time::Duration;
@@ -131,6 +131,18 @@ impl AdminClient {
         }
     }
 
+    /// Injects `fault` into the node (chaos tests; the node must run with
+    /// `SHOAL_FAULT_INJECTION=1`). Not retried.
+    pub async fn inject_fault(&self, fault: Fault) -> Result<(), ClientError> {
+        match self
+            .call(AdminRequest::InjectFault { fault }, false)
+            .await?
+        {
+            AdminReply::FaultInjected => Ok(()),
+            other => Err(unexpected("FaultInjected", &other)),
+        }
+    }
+
     /// Closes the connection, giving the node a moment to hear about it.
     pub async fn close(&self) {
         self.link.close().await;
@@ -182,6 +194,7 @@ fn unexpected(expected: &str, got: &AdminReply) -> ClientError {
         AdminReply::Members(_) => "Members",
         AdminReply::Shards(_) => "Shards",
         AdminReply::Draining { .. } => "Draining",
+        AdminReply::FaultInjected => "FaultInjected",
     };
     ClientError::Protocol(format!("expected a `{expected}` admin reply, got `{got}`"))
 }

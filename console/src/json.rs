@@ -209,6 +209,7 @@ pub(crate) fn shard_json(shard: &ShardInfo) -> Value {
         "learners": shard.learners,
         "term": shard.term,
         "applied_index": shard.applied_index,
+        "hosted_here": shard.hosted_here,
     })
 }
 
@@ -460,6 +461,7 @@ mod tests {
             learners: vec!["n3".into()],
             term: 4,
             applied_index: None,
+            hosted_here: false,
         };
         assert_eq!(
             shard_json(&shard),
@@ -470,6 +472,7 @@ mod tests {
                 "learners": ["n3"],
                 "term": 4,
                 "applied_index": null,
+                "hosted_here": false,
             })
         );
         assert_eq!(draining_json("n2"), json!({"draining": "n2"}));

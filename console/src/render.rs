@@ -448,6 +448,7 @@ mod tests {
             learners: Vec::new(),
             term: 3,
             applied_index: Some(1200),
+            hosted_here: false,
         }
     }
 

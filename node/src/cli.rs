@@ -215,7 +215,14 @@ async fn serve(config: NodeConfig, dev_mode: bool) -> anyhow::Result<()> {
             config.node.id.as_str()
         );
     }
-    wait_for_signal().await;
+    tokio::select! {
+        () = wait_for_signal() => {}
+        reason = node.failed() => {
+            // Fail-stop: no graceful shutdown, which would keep writing. The agent
+            // watchdog kills every agent when this process is gone.
+            anyhow::bail!("the node stopped itself (fail-stop): {reason}");
+        }
+    }
     eprintln!("shutting down");
     node.shutdown().await;
     Ok(())

@@ -9,6 +9,7 @@
 //!   heartbeats within `cluster.lease_ms`, and — after a new election — `lease_ms` plus
 //!   one heartbeat have passed, so the previous leader's lease has run out.
 
+pub mod lease;
 pub mod membership;
 pub mod placement;
 pub mod reconciler;
@@ -18,7 +19,6 @@ use crate::raft::network::ShardNetworkFactory;
 use crate::raft::{BATCH_COMMANDS_MAX, PeerNode, ShardBatch, ShardRaft, TypeConfig, storage};
 use crate::shard::state_machine::{Outcome, Rejection, ShardCommand};
 use crate::shard::store::{Store, StoreError};
-use crate::watchdog::Deadline;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ServerState};
 use shoal_cluster_config::NodeConfig;
@@ -259,6 +259,9 @@ impl Cluster {
         shard: ShardId,
         command: ShardCommand,
     ) -> Result<Outcome, ProposeError> {
+        // A malformed command never reaches the log (apply would reject it alike on
+        // every replica, but it has no business there).
+        command.validate()?;
         let group = self.group(shard).ok_or_else(|| ProposeError::Failed {
             shard,
             message: format!("no such shard (shard count {})", self.groups.len()),
@@ -516,8 +519,8 @@ async fn run_batcher(shard: ShardId, raft: ShardRaft, mut rx: mpsc::Receiver<Pro
     }
 }
 
-/// Computes [`Hosting`] from the Raft metrics: leader, a quorum ack younger than
-/// `lease`, and `settle` (lease + a heartbeat) since this node became leader.
+/// Drives one shard's [`lease::Lease`] from its Raft metrics: each value is observed
+/// once, stamped with the instant it arrived; between values only the clock moves.
 async fn run_lease(
     shard: ShardId,
     raft: ShardRaft,
@@ -528,83 +531,54 @@ async fn run_lease(
     watchdog: crate::watchdog::Watchdog,
 ) {
     let mut metrics = raft.metrics();
-    let mut leader_since: Option<(u64, Instant)> = None;
+    let mut core = lease::Lease::new(lease, settle);
+    let mut fresh = true;
     loop {
-        let now = Instant::now();
-        let m = metrics.borrow_and_update().clone();
-        let leading = m.state == ServerState::Leader && m.current_leader == Some(me);
-        let sole_voter = {
-            let mut voters = m.membership_config.membership().voter_ids();
-            voters.next() == Some(me) && voters.next().is_none()
-        };
-        if leading {
-            if leader_since.map(|(t, _)| t) != Some(m.current_term) {
-                leader_since = Some((m.current_term, now));
-            }
-        } else {
-            leader_since = None;
-        }
-        // The metrics are as of when they were sent (a little earlier than now), so
-        // this errs on the side of an older ack: safe.
-        let ack_at = match (leading, m.millis_since_quorum_ack) {
-            (true, Some(ms)) => now.checked_sub(Duration::from_millis(ms)),
-            _ => None,
-        };
-        // Next instant the state could change without a metrics update.
-        let mut wake: Option<Instant> = None;
-        // How long agents may run: told to the watchdog, which enforces it if this
-        // node stops running (paused) before it can fence them itself.
-        let mut deadline = Deadline::None;
-        let state = match (leading, leader_since) {
-            // A single voter cannot be outvoted: no lease to wait for.
-            (true, Some((term, _))) if sole_voter => {
-                deadline = Deadline::Forever;
-                Hosting::Active { term }
-            }
-            (true, Some((term, since))) => {
-                let settled = now >= since + settle;
-                let fresh = ack_at.is_some_and(|a| now < a + lease);
-                if !settled {
-                    wake = Some(since + settle);
-                    Hosting::Inactive
-                } else if fresh {
-                    wake = ack_at.map(|a| a + lease);
-                    if let Some(until) = wake {
-                        deadline = Deadline::at(until);
-                    }
-                    Hosting::Active { term }
-                } else {
-                    Hosting::Inactive
+        if fresh {
+            let received_at = Instant::now();
+            // Read the few fields needed without cloning the whole value (this runs on
+            // every metrics publish of every shard).
+            let observation = {
+                let m = metrics.borrow_and_update();
+                let mut voters = m.membership_config.membership().voter_ids();
+                lease::Observation {
+                    received_at,
+                    leading: m.state == ServerState::Leader && m.current_leader == Some(me),
+                    term: m.current_term,
+                    sole_voter: voters.next() == Some(me) && voters.next().is_none(),
+                    millis_since_quorum_ack: m.millis_since_quorum_ack,
                 }
-            }
-            _ => Hosting::Inactive,
-        };
+            };
+            core.observe(observation);
+        }
+        let state = core.state(Instant::now());
         // Before the hosting change: the watchdog must know a lease before the agents
         // it guards are registered with it.
-        watchdog.lease(shard.0, deadline);
+        watchdog.lease(shard.0, state.deadline);
         hosting.send_if_modified(|h| {
-            if *h != state {
-                tracing::info!(%shard, ?state, "shard hosting changed");
-                *h = state;
+            if *h != state.hosting {
+                tracing::info!(%shard, state = ?state.hosting, "shard hosting changed");
+                *h = state.hosting;
                 true
             } else {
                 false
             }
         });
         let changed = metrics.changed();
-        match wake {
+        fresh = match state.wake {
             Some(at) => {
                 tokio::select! {
-                    r = changed => if r.is_err() { break },
-                    _ = tokio::time::sleep_until(at) => {}
+                    r = changed => if r.is_err() { break } else { true },
+                    _ = tokio::time::sleep_until(at) => false,
                 }
             }
             None => {
                 if changed.await.is_err() {
                     break;
                 }
+                true
             }
-        }
+        };
     }
     hosting.send_replace(Hosting::Inactive);
 }

@@ -82,7 +82,11 @@ impl Node {
         let runtime = Arc::new(quinn::TokioRuntime);
         let socket = quinn::Runtime::wrap_udp_socket(runtime.as_ref(), socket)
             .map_err(|source| NodeError::Bind { addr, source })?;
-        Self::start_with_seams(config, socket, Seams::default()).await
+        let seams = Seams {
+            fault_injection: crate::seam::fault_injection_from_env(),
+            ..Seams::default()
+        };
+        Self::start_with_seams(config, socket, seams).await
     }
 
     /// Starts a node on an abstract UDP socket with simulation hooks (see
@@ -264,6 +268,12 @@ impl NodeHandle {
     /// The client address actually bound.
     pub fn addr(&self) -> SocketAddr {
         self.ctx.listen_addr
+    }
+
+    /// Resolves with the reason when the node hit a fault that stops it (fail-stop, see
+    /// [`crate::shard::store::Store::fail_stop`]): the caller should exit.
+    pub async fn failed(&self) -> String {
+        self.ctx.store.failed().await
     }
 
     /// The node's shared context (counters, config, signer).

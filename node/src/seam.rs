@@ -39,6 +39,17 @@ pub struct Seams {
     pub inline_flush: bool,
     /// Starts agents instead of spawning child processes. `None`: child processes.
     pub agent_launcher: Option<Arc<dyn AgentLauncher>>,
+    /// Accept `InjectFault` admin requests (chaos tests). [`crate::Node::start`] turns it
+    /// on when the environment has `SHOAL_FAULT_INJECTION=1`.
+    pub fault_injection: bool,
+}
+
+/// The environment variable that lets a node accept injected faults.
+pub const FAULT_INJECTION_ENV: &str = "SHOAL_FAULT_INJECTION";
+
+/// Whether the environment asks for fault injection ([`FAULT_INJECTION_ENV`] = `1`).
+pub fn fault_injection_from_env() -> bool {
+    std::env::var(FAULT_INJECTION_ENV).is_ok_and(|v| v == "1")
 }
 
 impl fmt::Debug for Seams {
@@ -48,6 +59,7 @@ impl fmt::Debug for Seams {
             .field("wall_clock", &self.wall_clock.is_some())
             .field("inline_flush", &self.inline_flush)
             .field("agent_launcher", &self.agent_launcher)
+            .field("fault_injection", &self.fault_injection)
             .finish()
     }
 }

@@ -114,6 +114,7 @@ impl TestCluster {
             .arg("--config")
             .arg(&node.config_path)
             .env("SHOAL_LOG", "info,openraft=error")
+            .env(shoal_node::seam::FAULT_INJECTION_ENV, "1")
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true)
@@ -406,6 +407,62 @@ async fn a_paused_leaders_agents_are_killed_by_its_watchdog() {
     drop(turn);
     let client = Client::connect(&cluster.profile).await.unwrap();
     assert_eq!(send_ok(&client, conv.id, "resumed").await, "echo: resumed");
+}
+
+/// The leader's disk stalls: every flush waits, so openraft's core blocks inside an
+/// append and stops publishing metrics, while the rest of the node runs on. The lease
+/// must lapse from the last evidence (not be re-derived from stale metrics), so the
+/// leader kills its agent before a new leader can start one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_storage_stalls_stops_its_agents_before_a_new_leader_starts_one() {
+    let cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let leader = cluster.leader_of(conv.id.shard.0, None).await;
+    let li = cluster.index_of(&leader);
+    let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
+    let mut turn = client_l.send(conv.id, "/slow 400").await.unwrap();
+    common::wait_for_chunks(&mut turn, 2).await;
+    let pids = cluster.agent_pids();
+    assert_eq!(pids.len(), 1, "one agent process: {pids:?}");
+    let first = pids[0];
+    cluster
+        .admin(li)
+        .await
+        .inject_fault(shoal_protocol::admin::Fault::StallStorage { ms: 20_000 })
+        .await
+        .expect("the stall is injected");
+    // Another node takes the shard over. Once it hosts, the stalled node must not: its
+    // lease lapsed with the last evidence, however often it looked at stale metrics.
+    let shard = usize::from(conv.id.shard.0);
+    let new_leader = cluster.leader_of(conv.id.shard.0, Some(&leader)).await;
+    let ni = cluster.index_of(&new_leader);
+    let admin_n = cluster.admin(ni).await;
+    eventually("the new leader hosts the shard", || async {
+        admin_n.shards().await.ok()?[shard]
+            .hosted_here
+            .then_some(())
+    })
+    .await;
+    let stalled_view = cluster.admin(li).await.shards().await.unwrap();
+    assert!(
+        !stalled_view[shard].hosted_here,
+        "invariant 2: {leader} (storage stalled) still hosts shard {shard} while {new_leader} does"
+    );
+    let client_n = Client::connect(&cluster.profile_for(ni)).await.unwrap();
+    assert_eq!(
+        send_ok(&client_n, conv.id, "after the stall").await,
+        "echo: after the stall"
+    );
+    let pids = cluster.agent_pids();
+    let log = std::fs::read_to_string(&cluster.agent_log).unwrap_or_default();
+    assert!(pids.len() >= 2, "a second agent on the new leader: {log}");
+    // Later agents run (or ran) on the new leader now; the first must already be gone.
+    assert!(
+        !alive(first),
+        "invariant 2: the stalled leader's agent {first} still runs while {new_leader} runs its own: {log}"
+    );
+    drop(turn);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

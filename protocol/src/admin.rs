@@ -39,7 +39,27 @@ pub enum AdminRequest {
         /// The node id (name).
         node: String,
     },
+    /// Inject a fault into this node (chaos tests). Refused unless the node was started
+    /// with `SHOAL_FAULT_INJECTION=1` in its environment.
+    InjectFault {
+        /// The fault.
+        fault: Fault,
+    },
 }
+
+/// A fault a node injects into itself on request ([`AdminRequest::InjectFault`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    /// Every store flush (the Raft log's durability point, shared by all shards) waits
+    /// until `ms` milliseconds from now: a stalled disk. Raft's core blocks on it.
+    StallStorage {
+        /// How long, at most [`FAULT_STALL_MS_MAX`].
+        ms: u64,
+    },
+}
+
+/// The longest storage stall [`Fault::StallStorage`] may ask for.
+pub const FAULT_STALL_MS_MAX: u64 = 60_000;
 
 /// One cluster member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +93,9 @@ pub struct ShardInfo {
     pub term: u64,
     /// Last applied log index on the answering node.
     pub applied_index: Option<u64>,
+    /// The answering node hosts the shard now (leads it and holds the lease: its actors
+    /// and agents may run there).
+    pub hosted_here: bool,
 }
 
 /// A node's status.
@@ -149,4 +172,6 @@ pub enum AdminReply {
         /// The node.
         node: String,
     },
+    /// `InjectFault`: the fault is in effect.
+    FaultInjected,
 }

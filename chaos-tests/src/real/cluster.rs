@@ -182,6 +182,7 @@ impl RealCluster {
             .arg("--config")
             .arg(&node.config_path)
             .env("SHOAL_LOG", "info,openraft=error")
+            .env(shoal_node::seam::FAULT_INJECTION_ENV, "1")
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true)
@@ -277,6 +278,20 @@ impl RealCluster {
             Some(e) => Err(e.into()),
             None => bail!("no node is serving"),
         }
+    }
+
+    /// Holds back every store flush of node `i` for `ms` (through its own admin API, on its
+    /// real address).
+    pub async fn stall_storage(&self, i: usize, ms: u64) -> anyhow::Result<()> {
+        let mut profile = self.profile.clone();
+        profile.address = self.nodes[i].real_addr.to_string();
+        profile.addresses.clear();
+        let admin = AdminClient::connect(&profile).await?;
+        let result = admin
+            .inject_fault(shoal_protocol::admin::Fault::StallStorage { ms })
+            .await;
+        admin.close().await;
+        result.with_context(|| format!("stalling {}'s store", self.nodes[i].name))
     }
 
     /// The leader of `shard` as seen by a serving node, if one is known.

@@ -54,11 +54,14 @@ pub enum FaultKind {
     Delay,
     /// A non-leader killed, its store deleted, restarted empty.
     Wipe,
+    /// Every store flush of the conversation's leader held back for the hold (a stalled
+    /// disk: openraft's core blocks in an append while the rest of the node runs).
+    StallStorage,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -67,10 +70,11 @@ impl FaultKind {
         FaultKind::Loss,
         FaultKind::Delay,
         FaultKind::Wipe,
+        FaultKind::StallStorage,
     ];
 
     /// Parses a kind from its lowercase name (`kill`, `pause`, `partition`, `one-way`,
-    /// `isolate-leader`, `loss`, `delay`, `wipe`).
+    /// `isolate-leader`, `loss`, `delay`, `wipe`, `stall-storage`).
     pub fn parse(name: &str) -> Option<FaultKind> {
         FaultKind::ALL.into_iter().find(|k| k.name() == name)
     }
@@ -86,6 +90,7 @@ impl FaultKind {
             FaultKind::Loss => "loss",
             FaultKind::Delay => "delay",
             FaultKind::Wipe => "wipe",
+            FaultKind::StallStorage => "stall-storage",
         }
     }
 }
@@ -317,6 +322,8 @@ enum Undo {
     Restart(usize),
     Resume(usize),
     Heal,
+    /// The fault ends by itself when its time is up.
+    Expires,
 }
 
 /// Injects one fault, holds it, reverts it; returns how long it was held.
@@ -383,6 +390,12 @@ async fn inject(
             trace.event("net", "latency spike: 100–300 ms per packet between nodes");
             Undo::Heal
         }
+        FaultKind::StallStorage => {
+            let ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+            cluster.stall_storage(target, ms).await?;
+            trace.event(&name(target), format!("store flushes stalled for {ms} ms"));
+            Undo::Expires
+        }
         FaultKind::Wipe => {
             // Instant: the node restarts empty at once and is re-seeded.
             let victim = (0..n)
@@ -406,6 +419,7 @@ async fn inject(
             cluster.net.heal();
             trace.event("net", "healed");
         }
+        Undo::Expires => {}
     }
     Ok(hold)
 }

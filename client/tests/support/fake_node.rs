@@ -346,6 +346,7 @@ pub(crate) fn shards() -> Vec<ShardInfo> {
             learners: Vec::new(),
             term: 2,
             applied_index: Some(100 + u64::from(shard)),
+            hosted_here: false,
         })
         .collect()
 }

@@ -156,7 +156,36 @@ async fn handle(
         AdminRequest::Members => Ok(AdminReply::Members(members(ctx))),
         AdminRequest::Shards => Ok(AdminReply::Shards(shards(ctx))),
         AdminRequest::Drain { node } => drain(ctx, node).await,
+        AdminRequest::InjectFault { fault } => inject_fault(ctx, fault),
     }
+}
+
+fn inject_fault(
+    ctx: &NodeContext,
+    fault: shoal_protocol::admin::Fault,
+) -> Result<AdminReply, WireError> {
+    use shoal_protocol::admin::{FAULT_STALL_MS_MAX, Fault};
+    if !ctx.seams.fault_injection {
+        return Err(WireError::invalid(
+            "fault",
+            format!(
+                "fault injection is off on this node; start it with {}=1 (chaos tests only)",
+                crate::seam::FAULT_INJECTION_ENV
+            ),
+        ));
+    }
+    match fault {
+        Fault::StallStorage { ms } => {
+            if ms == 0 || ms > FAULT_STALL_MS_MAX {
+                return Err(WireError::invalid(
+                    "ms",
+                    format!("must be 1..={FAULT_STALL_MS_MAX} milliseconds"),
+                ));
+            }
+            ctx.store.stall_flushes(Duration::from_millis(ms));
+        }
+    }
+    Ok(AdminReply::FaultInjected)
 }
 
 fn members(ctx: &NodeContext) -> Vec<shoal_protocol::admin::MemberInfo> {
@@ -198,6 +227,7 @@ fn shards(ctx: &NodeContext) -> Vec<shoal_protocol::admin::ShardInfo> {
                 learners: s.learners.iter().map(name).collect(),
                 term: s.term,
                 applied_index: s.applied,
+                hosted_here: s.hosted_here,
             }
         })
         .collect()

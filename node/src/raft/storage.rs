@@ -18,7 +18,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::{BatchResult, PeerNode, ShardBatch, TypeConfig};
-use crate::shard::state_machine::{self, Rejection, ShardRead};
+use crate::shard::state_machine::{self, ReadError, ShardRead};
 use crate::shard::store::Store;
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
@@ -87,6 +87,7 @@ struct Trees {
     state: sled::Tree,
     /// Serializes state-machine writes with snapshot copies.
     state_lock: Arc<Mutex<()>>,
+    shard: ShardId,
 }
 
 impl Trees {
@@ -96,6 +97,7 @@ impl Trees {
 
     fn open(store: &Store, shard: ShardId) -> Result<Self, sled::Error> {
         Ok(Self {
+            shard,
             state_lock: Arc::new(Mutex::new(())),
             log: store.db().open_tree(format!("raft-log-{}", shard.0))?,
             meta: store.db().open_tree(format!("raft-meta-{}", shard.0))?,
@@ -258,22 +260,79 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+/// A shard's state-machine tree, read by the state machine.
+struct TreeRead<'a>(&'a sled::Tree);
+
+impl ShardRead for TreeRead<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        self.0
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| ReadError::Io(e.to_string()))
+    }
+}
+
 /// Reads through the writes of the entries applied so far in this `apply` call.
-struct Overlay<'a> {
-    tree: &'a sled::Tree,
+struct Overlay<'a, R> {
+    base: &'a R,
     pending: &'a BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
-impl ShardRead for Overlay<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Rejection> {
+impl<R: ShardRead> ShardRead for Overlay<'_, R> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
         if let Some(v) = self.pending.get(key) {
             return Ok(Some(v.clone()));
         }
-        self.tree
-            .get(key)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| Rejection::Io(e.to_string()))
+        self.base.get(key)
     }
+}
+
+/// What applying a run of entries produced: the writes (to commit in one batch), one
+/// result per entry, and the last log id and membership seen.
+#[derive(Default)]
+struct AppliedEntries {
+    pending: BTreeMap<Vec<u8>, Vec<u8>>,
+    replies: Vec<BatchResult>,
+    last: Option<LogId<u64>>,
+    membership: Option<StoredMembership<u64, PeerNode>>,
+}
+
+/// Runs the state machine over `entries` on top of `base`. A [`ReadError`] is this
+/// replica's own fault: it aborts the whole call (nothing is written) instead of
+/// becoming a result that other replicas would not have.
+fn apply_entries(
+    base: &impl ShardRead,
+    entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+) -> Result<AppliedEntries, ReadError> {
+    let mut out = AppliedEntries::default();
+    for entry in entries {
+        out.last = Some(entry.log_id);
+        match entry.payload {
+            EntryPayload::Blank => out.replies.push(BatchResult::default()),
+            EntryPayload::Membership(m) => {
+                out.membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                out.replies.push(BatchResult::default());
+            }
+            EntryPayload::Normal(ShardBatch { commands }) => {
+                let mut results = Vec::with_capacity(commands.len());
+                for cmd in &commands {
+                    let view = Overlay {
+                        base,
+                        pending: &out.pending,
+                    };
+                    match state_machine::apply(&view, cmd)? {
+                        Ok((writes, outcome)) => {
+                            out.pending.extend(writes.puts);
+                            results.push(Ok(outcome));
+                        }
+                        Err(rejection) => results.push(Err(rejection)),
+                    }
+                }
+                out.replies.push(BatchResult { results });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The state machine of one shard.
@@ -346,37 +405,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut pending: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let mut replies = Vec::new();
-        let mut last = None;
-        let mut membership = None;
-        for entry in entries {
-            last = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => replies.push(BatchResult::default()),
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    replies.push(BatchResult::default());
-                }
-                EntryPayload::Normal(ShardBatch { commands }) => {
-                    let mut results = Vec::with_capacity(commands.len());
-                    for cmd in &commands {
-                        let view = Overlay {
-                            tree: &self.trees.state,
-                            pending: &pending,
-                        };
-                        match state_machine::apply(&view, cmd) {
-                            Ok((writes, outcome)) => {
-                                pending.extend(writes.puts);
-                                results.push(Ok(outcome));
-                            }
-                            Err(rejection) => results.push(Err(rejection)),
-                        }
-                    }
-                    replies.push(BatchResult { results });
-                }
+        let AppliedEntries {
+            pending,
+            replies,
+            last,
+            membership,
+        } = match apply_entries(&TreeRead(&self.trees.state), entries) {
+            Ok(applied) => applied,
+            Err(e) => {
+                // Fail-stop: a divergent result would be worse than a missing replica.
+                self.store.fail_stop(format!(
+                    "shard {} cannot read its own state while applying committed entries: {e}",
+                    self.trees.shard
+                ));
+                return Err(io_read(e));
             }
-        }
+        };
         let mut batch = sled::Batch::default();
         for (k, v) in pending {
             batch.insert(k, v);
@@ -441,5 +485,41 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::state_machine::ShardCommand;
+    use openraft::CommittedLeaderId;
+    use shoal_protocol::ConversationId;
+
+    struct Failing;
+
+    impl ShardRead for Failing {
+        fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+            Err(ReadError::Io("injected: input/output error".into()))
+        }
+    }
+
+    /// A replica whose disk fails mid-apply must not answer `Rejection::Io` (a result
+    /// the other replicas would not have): the whole apply fails, nothing is written.
+    #[test]
+    fn a_read_error_while_applying_fails_the_apply_instead_of_diverging() {
+        let entry = Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 5),
+            payload: EntryPayload::Normal(ShardBatch {
+                commands: vec![ShardCommand::Activate {
+                    conversation: ConversationId::new(ShardId(0), 1),
+                }],
+            }),
+        };
+        let result = apply_entries(&Failing, [entry]);
+        assert!(
+            matches!(&result, Err(ReadError::Io(m)) if m.contains("injected")),
+            "{:?}",
+            result.map(|a| a.replies)
+        );
     }
 }

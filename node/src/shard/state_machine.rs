@@ -5,6 +5,17 @@
 //! same state always yields the same writes, which is what lets Raft replicate it later.
 //! A rejected command (`Err`) writes nothing.
 //!
+//! Determinism is what replication rests on, so [`apply`] separates two kinds of
+//! failure:
+//! * a [`Rejection`] depends only on the command and the replicated state: every replica
+//!   rejects it alike, so it is a result (`Ok(Err(_))`). That includes a malformed
+//!   command ([`Rejection::Invalid`], from [`ShardCommand::validate`]): proposers validate
+//!   before proposing, and an invalid command that reaches the log anyway is rejected on
+//!   every replica instead of crashing every replica on replay;
+//! * a [`ReadError`] (the disk failed, or a stored value is damaged) is this replica's
+//!   own fault: it is never turned into a result, which would make this replica diverge.
+//!   The caller stops (fail-stop) and the other replicas carry on.
+//!
 //! Key layout inside a shard's tree:
 //! * `c/<conversation uid>` → [`ConversationRecord`]
 //! * `m/<conversation uid>/<message index, u64 BE>` → [`Message`]
@@ -154,7 +165,15 @@ pub enum Rejection {
     /// The message does not belong to the running turn.
     #[error("no running turn matches message {0}")]
     StaleTurn(MessageId),
-    /// The store could not be read (disk error). Nothing was written.
+    /// The command itself is malformed ([`ShardCommand::validate`]).
+    #[error("invalid command: {0}")]
+    Invalid(String),
+}
+
+/// This replica cannot read its own state: a local fault, never a replicated result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The store could not be read (disk error).
     #[error("cannot read the shard store: {0}")]
     Io(String),
     /// The stored bytes could not be decoded: the store is damaged.
@@ -169,8 +188,57 @@ pub enum Rejection {
 
 /// Read access to a shard's keys.
 pub trait ShardRead {
-    /// The value at `key`; `Err(Rejection::Io)` when the store cannot be read.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Rejection>;
+    /// The value at `key`; `Err` when this replica's store cannot be read.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError>;
+}
+
+/// What [`apply`] yields when the state could be read: the writes and outcome, or a
+/// rejection every replica makes alike.
+pub type Applied = Result<(Writes, Outcome), Rejection>;
+
+impl ShardCommand {
+    /// Checks what can be checked without the state. [`apply`] runs the same checks, so
+    /// a command that fails them is rejected alike on every replica; proposers call this
+    /// first so such a command never reaches the log.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        match self {
+            ShardCommand::CreateConversation { id, workspace, .. } => {
+                if id.shard != workspace.shard {
+                    return Err(Rejection::Invalid(format!(
+                        "conversation {id} must live in its workspace's shard {}",
+                        workspace.shard
+                    )));
+                }
+            }
+            ShardCommand::Checkpoint {
+                conversation,
+                message,
+            }
+            | ShardCommand::FinishTurn {
+                conversation,
+                message,
+            } => {
+                // Invariant 4, checked where a message enters the log.
+                if message.content != content_from_parts(&message.parts) {
+                    return Err(Rejection::Invalid(format!(
+                        "message {} of {conversation}: content must equal content_from_parts(parts) (invariant 4)",
+                        message.id
+                    )));
+                }
+                let finishing = matches!(self, ShardCommand::FinishTurn { .. });
+                if finishing && message.status == MessageStatus::InProgress {
+                    return Err(Rejection::Invalid(format!(
+                        "message {} of {conversation}: a finished turn is not in progress",
+                        message.id
+                    )));
+                }
+            }
+            ShardCommand::Activate { .. }
+            | ShardCommand::AppendUserMessage { .. }
+            | ShardCommand::SetAgentSession { .. } => {}
+        }
+        Ok(())
+    }
 }
 
 /// The writes a command makes, applied atomically in order.
@@ -235,8 +303,8 @@ fn send_request_key(id: ConversationId, request_id: RequestId) -> Vec<u8> {
 }
 
 /// Decodes a stored value.
-pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, Rejection> {
-    BincodeCodec.decode(bytes).map_err(|e| Rejection::Corrupt {
+pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ReadError> {
+    BincodeCodec.decode(bytes).map_err(|e| ReadError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         message: e.to_string(),
     })
@@ -245,16 +313,47 @@ pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Resul
 fn read<T: serde::de::DeserializeOwned>(
     view: &impl ShardRead,
     key: &[u8],
-) -> Result<Option<T>, Rejection> {
+) -> Result<Option<T>, ReadError> {
     view.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
 }
 
-fn record(view: &impl ShardRead, id: ConversationId) -> Result<ConversationRecord, Rejection> {
-    read(view, &conversation_key(id))?.ok_or(Rejection::NotFound(id))
+/// Why [`apply_inner`] stopped: a replicated rejection or a local read failure.
+enum Failure {
+    Rejected(Rejection),
+    Read(ReadError),
 }
 
-/// Applies `cmd` to the state seen through `view`.
-pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outcome), Rejection> {
+impl From<Rejection> for Failure {
+    fn from(r: Rejection) -> Self {
+        Failure::Rejected(r)
+    }
+}
+
+impl From<ReadError> for Failure {
+    fn from(e: ReadError) -> Self {
+        Failure::Read(e)
+    }
+}
+
+fn record(view: &impl ShardRead, id: ConversationId) -> Result<ConversationRecord, Failure> {
+    Ok(read(view, &conversation_key(id))?.ok_or(Rejection::NotFound(id))?)
+}
+
+/// Applies `cmd` to the state seen through `view`. `Err` only when this replica cannot
+/// read its state (stop: see the module doc); `Ok(Err(_))` is a rejection every replica
+/// makes alike.
+pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<Applied, ReadError> {
+    if let Err(rejection) = cmd.validate() {
+        return Ok(Err(rejection));
+    }
+    match apply_inner(view, cmd) {
+        Ok(applied) => Ok(Ok(applied)),
+        Err(Failure::Rejected(rejection)) => Ok(Err(rejection)),
+        Err(Failure::Read(e)) => Err(e),
+    }
+}
+
+fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outcome), Failure> {
     let mut writes = Writes::default();
     let outcome = match cmd {
         ShardCommand::CreateConversation {
@@ -273,10 +372,6 @@ pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outco
                     Outcome::Conversation(Box::new(record(view, existing)?)),
                 ));
             }
-            assert_eq!(
-                id.shard, workspace.shard,
-                "a conversation lives in its workspace's shard"
-            );
             let rec = ConversationRecord {
                 id: *id,
                 workspace: *workspace,
@@ -299,10 +394,11 @@ pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outco
         }
         ShardCommand::Activate { conversation } => {
             let mut rec = record(view, *conversation)?;
-            rec.activation = rec
-                .activation
-                .checked_add(1)
-                .expect("activation counter overflow");
+            rec.activation = rec.activation.checked_add(1).ok_or_else(|| {
+                Rejection::Invalid(format!(
+                    "conversation {conversation} has used every activation number"
+                ))
+            })?;
             writes.put(conversation_key(*conversation), &rec);
             Outcome::Activated(Box::new(rec))
         }
@@ -336,7 +432,7 @@ pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outco
                 return Ok((writes, Outcome::TurnStarted(Box::new(outcome))));
             }
             if let Some(running) = &rec.running_turn {
-                return Err(Rejection::Busy(running.turn));
+                return Err(Rejection::Busy(running.turn).into());
             }
             let turn = RunningTurn {
                 turn: TurnId(rec.turns + 1),
@@ -383,21 +479,10 @@ pub fn apply(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Outco
                 .as_ref()
                 .filter(|r| r.assistant_message == message.id && r.turn == message.turn);
             if running.is_none() {
-                return Err(Rejection::StaleTurn(message.id));
+                return Err(Rejection::StaleTurn(message.id).into());
             }
-            assert_eq!(
-                message.content,
-                content_from_parts(&message.parts),
-                "invariant 4: content must equal content_from_parts(parts) for {conversation} {}",
-                message.id
-            );
             writes.put(message_key(*conversation, message.id), message);
             if matches!(cmd, ShardCommand::FinishTurn { .. }) {
-                assert_ne!(
-                    message.status,
-                    MessageStatus::InProgress,
-                    "a finished turn is not in progress"
-                );
                 rec.running_turn = None;
                 rec.message_count = message.id.0 + 1;
                 writes.put(conversation_key(*conversation), &rec);
@@ -427,14 +512,14 @@ mod tests {
     struct Mem(BTreeMap<Vec<u8>, Vec<u8>>);
 
     impl ShardRead for Mem {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Rejection> {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
             Ok(self.0.get(key).cloned())
         }
     }
 
     impl Mem {
         fn run(&mut self, cmd: &ShardCommand) -> Result<Outcome, Rejection> {
-            let (writes, outcome) = apply(self, cmd)?;
+            let (writes, outcome) = apply(self, cmd).expect("memory reads never fail")?;
             for (k, v) in writes.puts {
                 self.0.insert(k, v);
             }
@@ -572,17 +657,71 @@ mod tests {
         );
     }
 
+    /// Commands that used to trip an `assert!` inside `apply` (which crashed every replica
+    /// on replay of the log) are rejected alike on every replica and write nothing.
     #[test]
-    #[should_panic(expected = "invariant 4")]
-    fn content_mismatch_is_a_broken_invariant() {
+    fn malformed_commands_are_rejected_deterministically_not_panics() {
         let mut mem = Mem::default();
         create(&mut mem);
         let turn = started(send(&mut mem, 1)).turn;
-        let mut message = assistant(&turn, "a", MessageStatus::Complete);
-        message.content = "b".into();
-        let _ = mem.run(&ShardCommand::FinishTurn {
+        let before = mem.0.clone();
+        let mut mismatch = assistant(&turn, "a", MessageStatus::Complete);
+        mismatch.content = "b".into();
+        let in_progress = assistant(&turn, "a", MessageStatus::InProgress);
+        let cross_shard = ShardCommand::CreateConversation {
+            id: ConversationId::new(ShardId(4), 1),
+            workspace: WorkspaceId::new(ShardId(3), 7),
+            owner: UserId::parse("alice").unwrap(),
+            title: None,
+            agent: "demo".into(),
+            at_ms: 1,
+            request_id: RequestId(10),
+        };
+        let bad = [
+            ShardCommand::FinishTurn {
+                conversation: conv(),
+                message: mismatch.clone(),
+            },
+            ShardCommand::Checkpoint {
+                conversation: conv(),
+                message: mismatch,
+            },
+            ShardCommand::FinishTurn {
+                conversation: conv(),
+                message: in_progress,
+            },
+            cross_shard,
+        ];
+        for cmd in &bad {
+            assert!(
+                cmd.validate().is_err(),
+                "{cmd:?} is refused before proposing"
+            );
+            assert!(
+                matches!(mem.run(cmd), Err(Rejection::Invalid(_))),
+                "{cmd:?} is rejected on apply"
+            );
+        }
+        assert_eq!(mem.0, before, "nothing was written");
+    }
+
+    struct Failing;
+
+    impl ShardRead for Failing {
+        fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+            Err(ReadError::Io("injected read error".into()))
+        }
+    }
+
+    /// A read error is this replica's own: never a result other replicas would not have.
+    #[test]
+    fn a_read_error_is_not_a_replicated_result() {
+        let cmd = ShardCommand::Activate {
             conversation: conv(),
-            message,
-        });
+        };
+        assert_eq!(
+            apply(&Failing, &cmd).map(|_| ()),
+            Err(ReadError::Io("injected read error".into()))
+        );
     }
 }

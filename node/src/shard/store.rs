@@ -49,7 +49,14 @@ pub struct Store {
     flush_tx: mpsc::Sender<FlushRequest>,
     /// Flush on the calling task (simulation, [`crate::seam::Seams::inline_flush`]).
     inline_flush: bool,
+    /// Flushes wait until then (fault injection: a stalled disk).
+    stall: FlushStall,
+    /// Set once when the store found a fault that must stop the node ([`Self::fail_stop`]).
+    fatal: tokio::sync::watch::Sender<Option<String>>,
 }
+
+/// Until when flushes are held back ([`Store::stall_flushes`]).
+type FlushStall = Arc<std::sync::Mutex<Option<tokio::time::Instant>>>;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,12 +95,15 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()
             .map_err(open_err)?;
         let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE_DEPTH);
-        tokio::spawn(run_flusher(flush_rx));
+        let stall = FlushStall::default();
+        tokio::spawn(run_flusher(flush_rx, stall.clone()));
         Ok(Arc::new(Store {
             db,
             trees,
             flush_tx,
             inline_flush,
+            stall,
+            fatal: tokio::sync::watch::Sender::new(None),
         }))
     }
 
@@ -141,6 +151,43 @@ impl Store {
         rx.await
             .map_err(|_| StoreError::Closed)?
             .map_err(StoreError::Io)
+    }
+
+    /// Stops this node's use of the store for good: a local fault (a failed read of
+    /// committed state) that must not turn into a result other replicas would not have.
+    /// Logs `reason` and tells [`Self::failed`]'s waiters; the node process exits
+    /// (`shoal-node` returns a failure status) and the other replicas carry on.
+    pub fn fail_stop(&self, reason: String) {
+        tracing::error!(%reason, "FAIL-STOP: this node stops; its replicas take over. Check the disk, then restart the node (a store that cannot be opened is moved aside and re-seeded)");
+        self.fatal.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Resolves with the reason once [`Self::fail_stop`] was called.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.fatal.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The sender lives in `self`: it cannot be dropped while borrowed.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Holds every flush back for `duration` from now (fault injection: a stalled disk).
+    /// Callers of [`Self::flush`] wait; writes keep reaching sled's page cache.
+    pub fn stall_flushes(&self, duration: std::time::Duration) {
+        let until = tokio::time::Instant::now() + duration;
+        *self.stall.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        tracing::warn!(
+            ms = duration.as_millis() as u64,
+            "fault injected: store flushes stalled"
+        );
     }
 
     /// A conversation's record.
@@ -212,8 +259,12 @@ impl Store {
     }
 }
 
-async fn run_flusher(mut rx: mpsc::Receiver<FlushRequest>) {
+async fn run_flusher(mut rx: mpsc::Receiver<FlushRequest>, stall: FlushStall) {
     while let Some((db, first)) = rx.recv().await {
+        let stalled = *stall.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(until) = stalled {
+            tokio::time::sleep_until(until).await;
+        }
         let mut waiters = vec![first];
         while let Ok((_, more)) = rx.try_recv() {
             waiters.push(more);
