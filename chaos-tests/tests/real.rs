@@ -70,6 +70,7 @@ async fn process_faults_keep_the_invariants() {
             FaultKind::Pause,
             FaultKind::Wipe,
             FaultKind::StallStorage,
+            FaultKind::WipeLagging,
         ],
     ))
     .await;

@@ -179,7 +179,13 @@ impl Cluster {
         watchdog: crate::watchdog::Watchdog,
     ) -> Result<Arc<Cluster>, ProposeError> {
         let name = config.node.id.as_str().to_owned();
-        let me = placement::raft_id(&name);
+        let me = placement::raft_id_of(&name, store.generation());
+        tracing::info!(
+            node = %name,
+            raft_id = format_args!("{me:016x}"),
+            generation = format_args!("{:016x}", store.generation()),
+            "raft identity"
+        );
         let me_node = PeerNode {
             name,
             addr: advertise.to_string(),

@@ -105,7 +105,7 @@ impl Node {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        let store = open_store(&config, seams.inline_flush)?;
+        let store = open_store(&config, seams.inline_flush, rng.next_u64())?;
         let signer = TokenSigner::load_or_create(&config.auth.signing_key_path)?;
         let paths = TlsPaths {
             ca_cert: config.tls.ca_cert_path.clone(),
@@ -218,10 +218,17 @@ impl Node {
 /// Opens the store. In a replicated cluster, a store that cannot be opened (damaged,
 /// e.g. after a crash mid-write) is moved aside and the node starts empty: its peers
 /// re-seed it by snapshot. With one replica there is no other copy, so it is an error.
-fn open_store(config: &NodeConfig, inline_flush: bool) -> Result<Arc<Store>, NodeError> {
+///
+/// A store created here gets `new_generation`: a new Raft identity for this node (see
+/// [`Store::generation`]).
+fn open_store(
+    config: &NodeConfig,
+    inline_flush: bool,
+    new_generation: u64,
+) -> Result<Arc<Store>, NodeError> {
     let dir = config.node.data_dir.join("store");
     let shards = config.cluster.shard_count.get();
-    match Store::open_with(&dir, shards, inline_flush) {
+    match Store::open_with(&dir, shards, inline_flush, new_generation) {
         Ok(store) => Ok(store),
         Err(e) if config.cluster.replicas.get() > 1 && dir.exists() => {
             let stamp = std::time::SystemTime::now()
@@ -234,7 +241,12 @@ fn open_store(config: &NodeConfig, inline_flush: bool) -> Result<Arc<Store>, Nod
                 path: dir.clone(),
                 message: format!("{e}; and moving it aside failed: {io}"),
             })?;
-            Ok(Store::open_with(&dir, shards, inline_flush)?)
+            Ok(Store::open_with(
+                &dir,
+                shards,
+                inline_flush,
+                new_generation,
+            )?)
         }
         Err(e) => Err(e.into()),
     }

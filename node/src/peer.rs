@@ -43,6 +43,9 @@ pub enum PeerRequest {
     Raft {
         /// The shard.
         shard: u16,
+        /// The Raft member addressed. A node refuses RPCs for any other id: after losing
+        /// its store it is a new member, and must not answer for the old one.
+        target: u64,
         /// The RPC.
         rpc: RaftRpc,
     },

@@ -167,14 +167,9 @@ impl TestCluster {
         AdminClient::connect(&self.profile_for(i)).await.unwrap()
     }
 
-    /// Waits until node n1 sees a leader for every shard.
+    /// Waits until node n1 sees a leader for every shard and leaderships are balanced.
     async fn wait_all_led(&self) {
-        let admin = self.admin(0).await;
-        eventually("every shard elects a leader", || async {
-            let shards = admin.shards().await.ok()?;
-            shards.iter().all(|s| s.leader.is_some()).then_some(())
-        })
-        .await
+        wait_balanced(&self.admin(0).await, self.procs.len()).await
     }
 
     /// The leader of `shard` as seen by a node other than `not`, once one is known and
@@ -195,6 +190,24 @@ impl TestCluster {
         .await
     }
 
+    /// Waits until the leader of `shard` lists every node as a voter in its current
+    /// identity: no learner left, no replica of a lost store (`name@old-store`).
+    async fn wait_voters_replaced(&self, shard: u16) {
+        let names: Vec<String> = self.procs.iter().map(|p| p.node.name.clone()).collect();
+        let leader = self.leader_of(shard, None).await;
+        let admin = self.admin(self.index_of(&leader)).await;
+        eventually(
+            "the old voter is replaced by the new store's member",
+            || async {
+                let info = admin.shards().await.ok()?.remove(usize::from(shard));
+                let mut replicas = info.replicas.clone();
+                replicas.sort();
+                (info.learners.is_empty() && replicas == names).then_some(())
+            },
+        )
+        .await
+    }
+
     /// Pids of demo agents started so far (from their lifecycle log).
     fn agent_pids(&self) -> Vec<i32> {
         let text = std::fs::read_to_string(&self.agent_log).unwrap_or_default();
@@ -205,6 +218,35 @@ impl TestCluster {
             .map(|p| p as i32)
             .collect()
     }
+}
+
+/// Kills every process whose command line names this directory when dropped.
+struct KillOnDrop(PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .arg("-9")
+            .arg("-f")
+            .arg(self.0.display().to_string())
+            .status();
+    }
+}
+
+/// Waits until every shard has a leader and none of `nodes` nodes leads more than its
+/// share (rounded up): the balancing transfers after a cluster forms are over, so a turn
+/// started now is not cut by one.
+async fn wait_balanced(admin: &AdminClient, nodes: usize) {
+    eventually("every shard led, leaderships balanced", || async {
+        let shards = admin.shards().await.ok()?;
+        let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+        for s in &shards {
+            *per_node.entry(s.leader.clone()?).or_default() += 1;
+        }
+        let share = shards.len().div_ceil(nodes);
+        (per_node.len() == nodes && per_node.values().all(|n| *n <= share)).then_some(())
+    })
+    .await
 }
 
 fn alive(pid: i32) -> bool {
@@ -491,6 +533,9 @@ async fn a_node_with_a_wiped_store_is_reseeded_by_snapshot() {
         (shards[usize::from(conv.id.shard.0)].applied_index >= Some(target)).then_some(())
     })
     .await;
+    // It came back as a new Raft member (a new store generation) and replaces its old
+    // self as a voter by a membership change.
+    cluster.wait_voters_replaced(conv.id.shard.0).await;
     // Now the wiped node's copy is needed: kill the third node (not the wiped one).
     let third = (0..3)
         .find(|i| *i != wiped && cluster.procs[*i].node.name != leader)
@@ -508,6 +553,74 @@ async fn a_node_with_a_wiped_store_is_reseeded_by_snapshot() {
         .filter(|m| m.role == Role::User)
         .count();
     assert_eq!(users, 12, "nothing lost");
+}
+
+/// The combination that lost acknowledged writes: one replica lags (down while writes
+/// commit), another loses its store, the leader dies. An empty voter granting votes let
+/// the lagging replica become leader without the committed writes. A node whose store
+/// was lost is a new Raft member, so the lagging one cannot win: the shard waits for the
+/// replica that has the writes, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_replica_and_a_lagging_one_cannot_elect_a_leader_without_committed_writes() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let shard = conv.id.shard.0;
+    send_ok(&client, conv.id, "before").await;
+    let leader = cluster.leader_of(shard, None).await;
+    let li = cluster.index_of(&leader);
+    let lagging = (li + 1) % 3;
+    let wiped = (li + 2) % 3;
+    // The lagging replica misses these (the leader and `wiped` acknowledge them).
+    cluster.kill9(lagging).await;
+    let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
+    for i in 0..5 {
+        send_ok(&client_l, conv.id, &format!("acked {i}")).await;
+    }
+    // `wiped` loses its store and comes back empty; then the leader dies.
+    cluster.kill9(wiped).await;
+    std::fs::remove_dir_all(cluster.procs[wiped].node.data_dir.join("store")).unwrap();
+    cluster.spawn(wiped).await;
+    cluster.kill9(li).await;
+    cluster.spawn(lagging).await;
+    // Only the lagging replica and the empty one run. Whatever they answer, it must not
+    // be a transcript without the acknowledged writes.
+    let client_a = Client::connect(&cluster.profile_for(lagging))
+        .await
+        .unwrap();
+    let served =
+        tokio::time::timeout(Duration::from_secs(15), client_a.get_conversation(conv.id)).await;
+    if let Ok(Ok(detail)) = served {
+        let users = detail
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::User)
+            .count();
+        assert_eq!(
+            users,
+            6,
+            "invariant 1: a leader without the committed writes was elected: {:?}",
+            detail
+                .messages
+                .iter()
+                .map(|m| &m.content)
+                .collect::<Vec<_>>()
+        );
+    }
+    // The replica with the writes returns: all of them are there, and the new store's
+    // member replaces the old voter.
+    cluster.spawn(li).await;
+    let detail = client_a
+        .get_conversation(conv.id)
+        .await
+        .expect("served once a replica with the log is back");
+    let users = detail
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .count();
+    assert_eq!(users, 6, "nothing acknowledged is lost");
+    cluster.wait_voters_replaced(shard).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,6 +651,8 @@ async fn drain_moves_every_leadership_off_a_node() {
 async fn up_starts_a_local_cluster_and_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("c");
+    // `up` is killed on drop if the test fails; its nodes would outlive it.
+    let _nodes = KillOnDrop(data.clone());
     let mut up = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal-node"))
         .args(["up", "--nodes", "3", "--first-port"])
         .arg(free_ports(3).to_string())
@@ -560,8 +675,8 @@ async fn up_starts_a_local_cluster_and_stops_it() {
     .await
     .expect("cluster up in time");
     let profile = Profile::load(&data.join("profile.toml")).unwrap();
+    wait_balanced(&AdminClient::connect(&profile).await.unwrap(), 3).await;
     let client = Client::connect(&profile).await.unwrap();
-    // Shards get leaders shortly after the nodes are up; the SDK retries meanwhile.
     let conv = client.create_conversation(None, None).await.unwrap();
     assert_eq!(send_ok(&client, conv.id, "hi").await, "echo: hi");
     let pid = rustix::process::Pid::from_raw(up.id().unwrap() as i32).unwrap();

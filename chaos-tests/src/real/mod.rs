@@ -57,11 +57,16 @@ pub enum FaultKind {
     /// Every store flush of the conversation's leader held back for the hold (a stalled
     /// disk: openraft's core blocks in an append while the rest of the node runs).
     StallStorage,
+    /// A wipe combined with a lagging replica: one non-leader killed (it misses the writes
+    /// of the hold), the other killed, wiped and restarted empty, then the leader killed
+    /// and the lagging one restarted; the leader comes back after another hold. An empty
+    /// voter that granted votes let the lagging one win without the committed writes.
+    WipeLagging,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -71,10 +76,11 @@ impl FaultKind {
         FaultKind::Delay,
         FaultKind::Wipe,
         FaultKind::StallStorage,
+        FaultKind::WipeLagging,
     ];
 
     /// Parses a kind from its lowercase name (`kill`, `pause`, `partition`, `one-way`,
-    /// `isolate-leader`, `loss`, `delay`, `wipe`, `stall-storage`).
+    /// `isolate-leader`, `loss`, `delay`, `wipe`, `stall-storage`, `wipe-lagging`).
     pub fn parse(name: &str) -> Option<FaultKind> {
         FaultKind::ALL.into_iter().find(|k| k.name() == name)
     }
@@ -91,6 +97,7 @@ impl FaultKind {
             FaultKind::Delay => "delay",
             FaultKind::Wipe => "wipe",
             FaultKind::StallStorage => "stall-storage",
+            FaultKind::WipeLagging => "wipe-lagging",
         }
     }
 }
@@ -395,6 +402,29 @@ async fn inject(
             cluster.stall_storage(target, ms).await?;
             trace.event(&name(target), format!("store flushes stalled for {ms} ms"));
             Undo::Expires
+        }
+        FaultKind::WipeLagging => {
+            // Targets need the leader: with none known there is nothing to lag behind.
+            let Some(leader) = leader else {
+                trace.event("net", "wipe-lagging skipped: no leader known");
+                return Ok(Duration::ZERO);
+            };
+            let lagging = (leader + 1 + rng.random_range(0..n - 1)) % n;
+            let wiped = (0..n)
+                .find(|i| *i != leader && *i != lagging)
+                .context("wipe-lagging needs three nodes")?;
+            cluster.kill9(lagging).await;
+            tokio::time::sleep(hold).await;
+            cluster.wipe(wiped).await?;
+            cluster.kill9(leader).await;
+            cluster.spawn(lagging).await?;
+            // The lagging and the empty replica alone: they must not elect a leader.
+            tokio::time::sleep(hold).await;
+            cluster.spawn(leader).await?;
+            for i in [lagging, wiped, leader] {
+                cluster.wait_caught_up(i).await?;
+            }
+            return Ok(hold * 2);
         }
         FaultKind::Wipe => {
             // Instant: the node restarts empty at once and is re-seeded.

@@ -25,16 +25,35 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ring::digest::{Context, SHA256};
 
-/// A node's id in every shard's Raft group; derived from the node's name by [`raft_id`].
+/// A node's id in every shard's Raft group; derived from the node's name and its store's
+/// generation by [`raft_id_of`].
 pub type RaftId = u64;
 
 /// Domain prefix hashed before a node name, so node ids cannot collide with other hashed ids.
 const RAFT_ID_DOMAIN: &[u8] = b"shoal-node:";
 
-/// Stable 64-bit id of a node name (first 8 bytes of SHA-256("shoal-node:" + name), big endian).
+/// Stable 64-bit id of a node name (first 8 bytes of SHA-256("shoal-node:" + name), big endian):
+/// the id of a store of [`crate::shard::store::GENERATION_LEGACY`].
 #[must_use]
 pub fn raft_id(name: &str) -> RaftId {
     sha256_prefix_u64(&[RAFT_ID_DOMAIN, name.as_bytes()])
+}
+
+/// The Raft id of node `name` on a store of `generation`: a new store (lost, deleted or
+/// moved aside) is a new Raft member, never the old voter with an empty log.
+/// `SHA-256("shoal-node:" + name + "/" + generation BE)`; the legacy generation keeps
+/// [`raft_id`].
+#[must_use]
+pub fn raft_id_of(name: &str, generation: u64) -> RaftId {
+    if generation == crate::shard::store::GENERATION_LEGACY {
+        return raft_id(name);
+    }
+    sha256_prefix_u64(&[
+        RAFT_ID_DOMAIN,
+        name.as_bytes(),
+        b"/",
+        &generation.to_be_bytes(),
+    ])
 }
 
 /// What membership (gossip) says about one member.

@@ -157,10 +157,10 @@ async fn run_bootstrap(ctx: Arc<NodeContext>) {
     }
 }
 
-/// When each member was first seen not alive (reconciler clock).
+/// When each member (by Raft id) was first seen not alive (reconciler clock).
 struct DownClock {
     start: Instant,
-    since: HashMap<String, u64>,
+    since: HashMap<u64, u64>,
 }
 
 impl DownClock {
@@ -170,6 +170,14 @@ impl DownClock {
 
     fn members(&mut self, view: &MembersView, me: u64) -> Vec<MemberState> {
         let now = self.now_ms();
+        // The identity each name runs as now. An older identity of the same name is a
+        // store that node lost: gone for good, so no grace period applies to it.
+        let current: HashMap<&str, u64> = view
+            .members
+            .iter()
+            .filter(|m| m.liveness == Liveness::Alive || m.meta.raft_id == me)
+            .map(|m| (m.meta.name.as_str(), m.meta.raft_id))
+            .collect();
         let mut out = Vec::new();
         for m in &view.members {
             if m.meta.name.is_empty() {
@@ -177,11 +185,17 @@ impl DownClock {
             }
             // A suspect is not a transfer target; it only counts as gone after the grace.
             let alive = m.meta.raft_id == me || m.liveness == Liveness::Alive;
+            let superseded = current
+                .get(m.meta.name.as_str())
+                .is_some_and(|id| *id != m.meta.raft_id);
             let down_since_ms = if alive {
-                self.since.remove(&m.meta.name);
+                self.since.remove(&m.meta.raft_id);
+                None
+            } else if superseded {
+                // "Down since forever".
                 None
             } else {
-                Some(*self.since.entry(m.meta.name.clone()).or_insert(now))
+                Some(*self.since.entry(m.meta.raft_id).or_insert(now))
             };
             out.push(MemberState {
                 id: m.meta.raft_id,

@@ -188,6 +188,9 @@ fn inject_fault(
     Ok(AdminReply::FaultInjected)
 }
 
+/// Appended to a replica's name in `Shards` when it is a store that node lost.
+pub const OLD_STORE_SUFFIX: &str = "@old-store";
+
 fn members(ctx: &NodeContext) -> Vec<shoal_protocol::admin::MemberInfo> {
     let view = ctx.membership.watch().borrow().clone();
     view.members
@@ -210,15 +213,25 @@ fn members(ctx: &NodeContext) -> Vec<shoal_protocol::admin::MemberInfo> {
 }
 
 fn shards(ctx: &NodeContext) -> Vec<shoal_protocol::admin::ShardInfo> {
+    // The Raft id each node name runs as now: a member of an older id is a store that
+    // node lost, shown as `name@old-store` until the leader replaces it.
+    let view = ctx.membership.watch().borrow().clone();
+    let current: std::collections::HashMap<&str, u64> = view
+        .members
+        .iter()
+        .filter(|m| m.liveness == Liveness::Alive || m.meta.raft_id == ctx.cluster.me)
+        .map(|m| (m.meta.name.as_str(), m.meta.raft_id))
+        .collect();
     ctx.cluster
         .shard_status()
         .into_iter()
         .map(|s| {
-            let name = |id: &u64| {
-                s.nodes
-                    .get(id)
-                    .map(|n| n.name.clone())
-                    .unwrap_or_else(|| format!("{id:016x}"))
+            let name = |id: &u64| match s.nodes.get(id) {
+                Some(n) if current.get(n.name.as_str()).is_some_and(|c| c != id) => {
+                    format!("{}{OLD_STORE_SUFFIX}", n.name)
+                }
+                Some(n) => n.name.clone(),
+                None => format!("{id:016x}"),
             };
             shoal_protocol::admin::ShardInfo {
                 shard: s.shard,

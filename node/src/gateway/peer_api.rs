@@ -62,8 +62,8 @@ async fn handle_stream(
         Err(e) => return Err(e),
     };
     match request {
-        PeerRequest::Raft { shard, rpc } => {
-            let reply = raft_rpc(ctx, ShardId(shard), rpc).await;
+        PeerRequest::Raft { shard, target, rpc } => {
+            let reply = raft_rpc(ctx, ShardId(shard), target, rpc).await;
             write_frame(&mut send, &reply).await?;
             let _ = send.finish();
         }
@@ -108,7 +108,16 @@ async fn handle_stream(
     Ok(())
 }
 
-async fn raft_rpc(ctx: &NodeContext, shard: ShardId, rpc: RaftRpc) -> RaftReply {
+async fn raft_rpc(ctx: &NodeContext, shard: ShardId, target: u64, rpc: RaftRpc) -> RaftReply {
+    if target != ctx.cluster.me {
+        // The sender addresses a Raft member this node is not (any more): most often the
+        // member of a store this node lost. Answering as it — an empty log granting votes
+        // — could elect a leader without committed entries.
+        return RaftReply::Refused(format!(
+            "this node is Raft member {:016x}, not {target:016x} (that member's store is gone); the shard's leader replaces it",
+            ctx.cluster.me
+        ));
+    }
     let Some(group) = ctx.cluster.group(shard) else {
         return RaftReply::Refused(format!(
             "shard {shard} does not exist here (shard count {}); check cluster.shard_count is equal on every node",

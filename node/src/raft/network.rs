@@ -69,6 +69,7 @@ impl ShardNetwork {
         };
         let request = PeerRequest::Raft {
             shard: self.shard,
+            target: self.target,
             rpc,
         };
         self.peers

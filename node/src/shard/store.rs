@@ -14,6 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+/// The tree of node-level keys (not replicated).
+const NODE_META_TREE: &str = "node-meta";
+/// Key of the store generation in [`NODE_META_TREE`].
+const GENERATION_KEY: &[u8] = b"generation";
+/// The generation of a store created before generations existed (its Raft id is the
+/// name's alone, as it was then).
+pub const GENERATION_LEGACY: u64 = 0;
+
 /// Flush requests that may wait for the flusher; senders wait when it is full.
 const FLUSH_QUEUE_DEPTH: usize = 4096;
 
@@ -53,6 +61,8 @@ pub struct Store {
     stall: FlushStall,
     /// Set once when the store found a fault that must stop the node ([`Self::fail_stop`]).
     fatal: tokio::sync::watch::Sender<Option<String>>,
+    /// See [`Self::generation`].
+    generation: u64,
 }
 
 /// Until when flushes are held back ([`Store::stall_flushes`]).
@@ -70,16 +80,18 @@ impl Store {
     /// Opens (or creates) the store under `dir` with `shard_count` shards and starts the
     /// flusher task. Must be called inside a tokio runtime.
     pub fn open(dir: &Path, shard_count: u16) -> Result<Arc<Store>, StoreError> {
-        Self::open_with(dir, shard_count, false)
+        Self::open_with(dir, shard_count, false, rand::random())
     }
 
     /// [`Self::open`]; with `inline_flush`, [`Self::flush`] runs `Db::flush()` on the
     /// calling task, blocking it (simulation: a blocking thread finishes at real time,
-    /// see [`crate::seam`]).
+    /// see [`crate::seam`]). A store created now takes `new_generation` (made non-zero)
+    /// as its generation.
     pub fn open_with(
         dir: &Path,
         shard_count: u16,
         inline_flush: bool,
+        new_generation: u64,
     ) -> Result<Arc<Store>, StoreError> {
         let open_err = |e: sled::Error| StoreError::Open {
             path: dir.to_owned(),
@@ -94,6 +106,7 @@ impl Store {
             .map(|s| db.open_tree(format!("shard-{s}")))
             .collect::<Result<Vec<_>, _>>()
             .map_err(open_err)?;
+        let generation = generation(&db, shard_count, new_generation).map_err(open_err)?;
         let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE_DEPTH);
         let stall = FlushStall::default();
         tokio::spawn(run_flusher(flush_rx, stall.clone()));
@@ -104,7 +117,17 @@ impl Store {
             inline_flush,
             stall,
             fatal: tokio::sync::watch::Sender::new(None),
+            generation,
         }))
+    }
+
+    /// The store's generation: chosen at random when the store is created and kept for
+    /// its life. It is part of the node's Raft identity
+    /// ([`crate::cluster::placement::raft_id_of`]), so a node whose store was lost or
+    /// replaced comes back as a *new* Raft member and can never vote as its old self
+    /// with an empty log (ARCHITECTURE.md, "Store loss").
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Number of shards.
@@ -257,6 +280,37 @@ impl Store {
     pub fn size_on_disk_bytes(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+}
+
+/// Reads the store's generation, or records `candidate` (made non-zero) for a new store.
+/// A store that already holds Raft state but no generation predates generations: it
+/// keeps [`GENERATION_LEGACY`], so its Raft id does not change.
+fn generation(db: &sled::Db, shard_count: u16, candidate: u64) -> Result<u64, sled::Error> {
+    let meta = db.open_tree(NODE_META_TREE)?;
+    if let Some(bytes) = meta.get(GENERATION_KEY)? {
+        let raw: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
+            sled::Error::Unsupported(format!(
+                "`{NODE_META_TREE}/generation` holds {} bytes, not 8: the store is damaged",
+                bytes.len()
+            ))
+        })?;
+        return Ok(u64::from_be_bytes(raw));
+    }
+    let mut legacy = false;
+    for s in 0..shard_count {
+        if !db.open_tree(format!("raft-meta-{s}"))?.is_empty() {
+            legacy = true;
+            break;
+        }
+    }
+    let generation = if legacy {
+        GENERATION_LEGACY
+    } else {
+        candidate | 1
+    };
+    meta.insert(GENERATION_KEY, &generation.to_be_bytes())?;
+    db.flush()?;
+    Ok(generation)
 }
 
 async fn run_flusher(mut rx: mpsc::Receiver<FlushRequest>, stall: FlushStall) {
