@@ -76,6 +76,10 @@ use std::path::{Path, PathBuf};
 /// Largest config file [`NodeConfig::load`] reads, in bytes.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 
+/// The largest `limits.turn_buffer_bytes_max` accepted (3 MiB): a turn's message is
+/// committed as one Raft log entry, which must fit one peer frame.
+pub const TURN_BUFFER_BYTES_LIMIT: u64 = schema::TURN_BUFFER_BYTES_MAX.max;
+
 /// A node's whole configuration, checked. Build it with [`NodeConfig::load`],
 /// [`NodeConfig::from_toml_str`] or the [`NodeConfig::dev`] preset; a config built or
 /// edited in code should pass [`NodeConfig::validate`] before use.

@@ -193,7 +193,9 @@ int_rules! {
     FOLLOWERS_PER_CONVERSATION_MAX: "limits"."followers_per_conversation_max" = Some(256), 1, 65_536;
     FOLLOWER_QUEUE_FRAMES: "limits"."follower_queue_frames" = Some(1024), 1, 1 << 20;
     REPLAY_BUFFER_EVENTS: "limits"."replay_buffer_events" = Some(4096), 1, 1 << 20;
-    TURN_BUFFER_BYTES_MAX: "limits"."turn_buffer_bytes_max" = Some(8 * MIB_BYTES), 1, 1024 * MIB_BYTES;
+    // At most 3 MiB: a turn's assistant message is committed as one Raft log entry, which
+    // must fit one 8 MiB peer frame with its text stored twice (`content` and `parts`).
+    TURN_BUFFER_BYTES_MAX: "limits"."turn_buffer_bytes_max" = Some(2 * MIB_BYTES), 1, 3 * MIB_BYTES;
     ACTIVE_CONVERSATIONS_MAX: "limits"."active_conversations_max" = Some(10_000), 1, 10_000_000;
     AGENT_PROCESSES_MAX: "limits"."agent_processes_max" = Some(64), 1, 10_000;
     IDLE_PASSIVATE_MS: "conversation"."idle_passivate_ms" = Some(300_000), 1, 7 * MS_PER_DAY;

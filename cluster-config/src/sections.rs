@@ -306,9 +306,11 @@ pub struct Limits {
     /// active conversation so a reconnecting follower resumes by sequence number instead
     /// of taking a snapshot. Size to the events of a few seconds of fast streaming.
     pub replay_buffer_events: NonZeroU32,
-    /// `turn_buffer_bytes_max` (default 8_388_608 = 8 MiB, 1..=1_073_741_824 = 1 GiB):
-    /// memory for one in-flight turn's buffered parts. Size above your largest turn
-    /// output; the worst case is this times the number of concurrently running turns.
+    /// `turn_buffer_bytes_max` (default 2_097_152 = 2 MiB, 1..=3_145_728 = 3 MiB): the
+    /// largest output of one turn — text, reasoning and tool-call input and output — held
+    /// in memory and committed as one Raft log entry (so it must fit a peer frame); a turn
+    /// that goes past it is stopped with an error. The worst case memory is this times
+    /// the number of concurrently running turns.
     pub turn_buffer_bytes_max: NonZeroU64,
     /// `active_conversations_max` (default 10_000, 1..=10_000_000): conversation actors
     /// resident on this node; idle ones are passivated first. Bounds memory.

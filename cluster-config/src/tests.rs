@@ -100,7 +100,7 @@ fn defaults_fill_in() {
     assert_eq!(config.limits.followers_per_conversation_max.get(), 256);
     assert_eq!(config.limits.follower_queue_frames.get(), 1024);
     assert_eq!(config.limits.replay_buffer_events.get(), 4096);
-    assert_eq!(config.limits.turn_buffer_bytes_max.get(), 8 * 1024 * 1024);
+    assert_eq!(config.limits.turn_buffer_bytes_max.get(), 2 * 1024 * 1024);
     assert_eq!(config.limits.active_conversations_max.get(), 10_000);
     assert_eq!(config.limits.agent_processes_max.get(), 64);
     let conv = &config.conversation;
@@ -760,7 +760,7 @@ fn to_toml_string_round_trips() {
         ("agents.other.command", "\"/opt/other agent/bin\""),
         ("default_agent", "\"other\""),
         ("conversation.checkpoint_interval_ms", "100"),
-        ("limits.turn_buffer_bytes_max", "1073741824"),
+        ("limits.turn_buffer_bytes_max", "3145728"),
         ("cluster.seeds", "[\"10.0.0.12:7443\", \"[fd00::13]:7443\"]"),
         ("cluster.heartbeat_ms", "200"),
         ("cluster.lease_ms", "900"),

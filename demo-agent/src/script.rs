@@ -168,6 +168,7 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
         "/slow" => slow(turn, args).await,
         "/think" => think(turn).await,
         "/tool" => tool(turn).await,
+        "/bigtool" => big_tool(turn, args).await,
         "/permission" => permission(turn).await,
         "/write" => write(turn, args).await,
         "/plan" => plan(turn).await,
@@ -267,6 +268,48 @@ async fn tool(turn: &mut Turn) -> Result<Outcome, Cancelled> {
         "content": [{"type": "content", "content": {"type": "text", "text": "file contents"}}],
     }))
     .await?;
+    turn.text("done").await?;
+    Ok(Outcome::Stop("end_turn"))
+}
+
+/// Largest output of one `/bigtool` call, in KiB.
+const BIG_TOOL_KIB_MAX: u64 = 16 * 1024;
+/// Most calls of one `/bigtool`.
+const BIG_TOOL_CALLS_MAX: u64 = 64;
+
+/// `/bigtool KIB [CALLS]`: CALLS tool calls (default 1), each completing with KIB KiB of
+/// output, then text `done`.
+async fn big_tool(turn: &mut Turn, args: &str) -> Result<Outcome, Cancelled> {
+    let mut words = args.split_whitespace().map(str::parse::<u64>);
+    let (kib, calls) = match (words.next(), words.next()) {
+        (Some(Ok(kib)), None) => (kib, 1),
+        (Some(Ok(kib)), Some(Ok(calls))) => (kib, calls),
+        _ => {
+            turn.text("usage: /bigtool KIB [CALLS] (whole numbers)")
+                .await?;
+            return Ok(Outcome::Stop("end_turn"));
+        }
+    };
+    let chunk = "x".repeat(1024);
+    let output = chunk.repeat(usize::try_from(kib.min(BIG_TOOL_KIB_MAX)).unwrap_or(0));
+    for call in 1..=calls.min(BIG_TOOL_CALLS_MAX) {
+        let id = format!("big-{call}");
+        turn.update(json!({
+            "sessionUpdate": "tool_call",
+            "toolCallId": id,
+            "title": "Read a big file",
+            "kind": "read",
+            "status": "pending",
+        }))
+        .await?;
+        turn.update(json!({
+            "sessionUpdate": "tool_call_update",
+            "toolCallId": id,
+            "status": "completed",
+            "content": [{"type": "content", "content": {"type": "text", "text": output}}],
+        }))
+        .await?;
+    }
     turn.text("done").await?;
     Ok(Outcome::Stop("end_turn"))
 }

@@ -16,7 +16,9 @@ pub mod reconciler;
 
 use crate::peer::{ControlReply, PeerClient, PeerRequest};
 use crate::raft::network::ShardNetworkFactory;
-use crate::raft::{BATCH_COMMANDS_MAX, PeerNode, ShardBatch, ShardRaft, TypeConfig, storage};
+use crate::raft::{
+    BATCH_COMMANDS_MAX, ENTRY_BYTES_MAX, PeerNode, ShardBatch, ShardRaft, TypeConfig, storage,
+};
 use crate::shard::state_machine::{Outcome, Rejection, ShardCommand};
 use crate::shard::store::{Store, StoreError};
 use openraft::error::{ClientWriteError, RaftError};
@@ -83,6 +85,18 @@ pub enum ProposeError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The command is larger than one log entry may be; nothing was proposed.
+    #[error(
+        "shard {shard}: a {bytes}-byte command does not fit one Raft log entry (at most {max_bytes} bytes); nothing was written"
+    )]
+    TooLarge {
+        /// The shard.
+        shard: ShardId,
+        /// The command's encoded size.
+        bytes: usize,
+        /// [`crate::raft::ENTRY_BYTES_MAX`].
+        max_bytes: usize,
+    },
 }
 
 /// Whether this node may run a shard's actors now.
@@ -112,6 +126,8 @@ type Reply = oneshot::Sender<Result<Outcome, ProposeError>>;
 
 struct Proposal {
     command: ShardCommand,
+    /// Its encoded size ([`crate::raft::command_bytes`]).
+    bytes: usize,
     reply: Reply,
 }
 
@@ -268,6 +284,15 @@ impl Cluster {
         // A malformed command never reaches the log (apply would reject it alike on
         // every replica, but it has no business there).
         command.validate()?;
+        // One command must fit one log entry: a larger entry could never be replicated.
+        let bytes = crate::raft::command_bytes(&command);
+        if bytes > ENTRY_BYTES_MAX {
+            return Err(ProposeError::TooLarge {
+                shard,
+                bytes,
+                max_bytes: ENTRY_BYTES_MAX,
+            });
+        }
         let group = self.group(shard).ok_or_else(|| ProposeError::Failed {
             shard,
             message: format!("no such shard (shard count {})", self.groups.len()),
@@ -281,7 +306,11 @@ impl Cluster {
         tokio::time::timeout(timeout, async {
             group
                 .proposals
-                .send(Proposal { command, reply })
+                .send(Proposal {
+                    command,
+                    bytes,
+                    reply,
+                })
                 .await
                 .map_err(|_| ProposeError::Failed {
                     shard,
@@ -456,16 +485,41 @@ fn status_of(shard: ShardId, m: &RaftMetrics<u64, PeerNode>, hosted_here: bool) 
     }
 }
 
-/// Sends queued proposals as batches, one log entry at a time.
-async fn run_batcher(shard: ShardId, raft: ShardRaft, mut rx: mpsc::Receiver<Proposal>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < BATCH_COMMANDS_MAX {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
+/// Takes the next batch: `first`, then queued proposals while the batch stays within
+/// [`BATCH_COMMANDS_MAX`] commands and [`ENTRY_BYTES_MAX`] bytes. A proposal that would
+/// overflow it is handed back as `carry`, to lead the next batch.
+fn next_batch(
+    first: Proposal,
+    rx: &mut mpsc::Receiver<Proposal>,
+    carry: &mut Option<Proposal>,
+) -> Vec<Proposal> {
+    let mut bytes = first.bytes;
+    let mut batch = vec![first];
+    while batch.len() < BATCH_COMMANDS_MAX {
+        let Ok(p) = rx.try_recv() else { break };
+        if bytes + p.bytes > ENTRY_BYTES_MAX {
+            *carry = Some(p);
+            break;
         }
+        bytes += p.bytes;
+        batch.push(p);
+    }
+    batch
+}
+
+/// Sends queued proposals as batches, one log entry at a time, each bounded in commands
+/// and bytes.
+async fn run_batcher(shard: ShardId, raft: ShardRaft, mut rx: mpsc::Receiver<Proposal>) {
+    let mut carry: Option<Proposal> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        let batch = next_batch(first, &mut rx, &mut carry);
         let (commands, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let count = commands.len();
@@ -587,4 +641,56 @@ async fn run_lease(
         };
     }
     hosting.send_replace(Hosting::Inactive);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::ConversationId;
+
+    fn proposal(bytes: usize) -> (Proposal, oneshot::Receiver<Result<Outcome, ProposeError>>) {
+        let (reply, rx) = oneshot::channel();
+        let command = ShardCommand::Activate {
+            conversation: ConversationId::new(ShardId(0), bytes as u128),
+        };
+        (
+            Proposal {
+                command,
+                bytes,
+                reply,
+            },
+            rx,
+        )
+    }
+
+    /// A batch never exceeds one entry's bytes: the proposal that would overflow it
+    /// leads the next batch (before, only the count was bounded, and an oversized
+    /// entry could never be replicated).
+    #[tokio::test]
+    async fn batches_are_bounded_by_bytes_and_carry_the_overflow() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let third = ENTRY_BYTES_MAX / 3;
+        let mut replies = Vec::new();
+        for _ in 0..4 {
+            let (p, r) = proposal(third);
+            replies.push(r);
+            tx.send(p).await.unwrap();
+        }
+        let (small, r) = proposal(10);
+        replies.push(r);
+        tx.send(small).await.unwrap();
+        let mut carry = None;
+        let first = rx.recv().await.unwrap();
+        let batch = next_batch(first, &mut rx, &mut carry);
+        assert_eq!(batch.len(), 3, "three thirds fit");
+        assert!(batch.iter().map(|p| p.bytes).sum::<usize>() <= ENTRY_BYTES_MAX);
+        let carried = carry.take().expect("the fourth is carried over");
+        assert_eq!(carried.bytes, third);
+        let batch = next_batch(carried, &mut rx, &mut carry);
+        assert_eq!(
+            batch.iter().map(|p| p.bytes).collect::<Vec<_>>(),
+            vec![third, 10]
+        );
+        assert!(carry.is_none());
+    }
 }

@@ -105,7 +105,16 @@ impl Node {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        let store = open_store(&config, seams.inline_flush, rng.next_u64())?;
+        let random_generation = rng.next_u64();
+        // Simulation keeps one Raft id per node name across runs (as before store
+        // generations): some simulated schedules still depend on the id values (see
+        // chaos-tests/README.md), and the simulation never loses a store.
+        let new_generation = if seams.rng_seed.is_some() {
+            SIM_STORE_GENERATION
+        } else {
+            random_generation
+        };
+        let store = open_store(&config, seams.inline_flush, new_generation)?;
         let signer = TokenSigner::load_or_create(&config.auth.signing_key_path)?;
         let paths = TlsPaths {
             ca_cert: config.tls.ca_cert_path.clone(),
@@ -251,6 +260,9 @@ fn open_store(
         Err(e) => Err(e.into()),
     }
 }
+
+/// The generation of every store a simulated node creates.
+const SIM_STORE_GENERATION: u64 = 1;
 
 /// How long a single node may take to elect itself for every shard.
 const SINGLE_NODE_READY_TIMEOUT_MS: u64 = 30_000;

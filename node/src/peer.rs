@@ -3,9 +3,10 @@
 //! * one bidirectional stream per request: a [`PeerRequest`] frame, then reply frames;
 //! * QUIC datagrams carry SWIM gossip packets.
 //!
-//! [`PeerClient`] keeps one pooled connection per peer address, made from the node's own
+//! [`PeerClient`] keeps pooled connections per peer address, made from the node's own
 //! endpoint (so a peer sees our listen address as the source and gossip replies reach
-//! us). Peer messages carry openraft types, so they live here rather than in
+//! us): one per [`PeerLane`], so forwarded client turns never share a stream budget or a
+//! fate with Raft heartbeats and gossip. Peer messages carry openraft types, so they live here rather than in
 //! `shoal-protocol` (which has no openraft dependency); they use the same framing.
 
 use crate::gateway::frames::{FrameIoError, read_frame, write_frame};
@@ -227,11 +228,23 @@ pub fn client_config(paths: &TlsPaths) -> Result<quinn::ClientConfig, TlsError> 
 
 type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 
+/// Which pooled connection to a peer a request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerLane {
+    /// Raft RPCs, control calls and gossip datagrams. A slow reply never closes it (a
+    /// big append may be ahead of a heartbeat); a dead peer's connection is closed by
+    /// QUIC's idle timeout ([`PEER_IDLE_TIMEOUT_MS`], keep-alive [`PEER_KEEP_ALIVE_MS`])
+    /// or the restarted peer's stateless reset.
+    Raft,
+    /// Forwarded client requests (long-lived turn streams).
+    Forward,
+}
+
 /// Pooled connections to peers.
 pub struct PeerClient {
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
-    slots: Mutex<HashMap<SocketAddr, Slot>>,
+    slots: Mutex<HashMap<(SocketAddr, PeerLane), Slot>>,
 }
 
 impl std::fmt::Debug for PeerClient {
@@ -250,15 +263,19 @@ impl PeerClient {
         })
     }
 
-    fn slot(&self, addr: SocketAddr) -> Slot {
+    fn slot(&self, addr: SocketAddr, lane: PeerLane) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.entry(addr).or_default().clone()
+        slots.entry((addr, lane)).or_default().clone()
     }
 
-    /// The pooled connection to `addr`, dialing it if there is none (one dial at a time
-    /// per address).
-    pub async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, PeerError> {
-        let slot = self.slot(addr);
+    /// The pooled connection of `lane` to `addr`, dialing it if there is none (one dial
+    /// at a time per address and lane).
+    pub async fn connection(
+        &self,
+        addr: SocketAddr,
+        lane: PeerLane,
+    ) -> Result<quinn::Connection, PeerError> {
+        let slot = self.slot(addr, lane);
         let mut guard = slot.lock().await;
         if let Some(conn) = guard.as_ref()
             && conn.close_reason().is_none()
@@ -278,10 +295,11 @@ impl PeerClient {
         Ok(conn)
     }
 
-    /// Drops the pooled connection to `addr` (after a timeout: the peer may be dead while
-    /// the connection still looks open), so the next call dials afresh.
-    pub fn invalidate(&self, addr: SocketAddr) {
-        let slot = self.slot(addr);
+    /// Drops the pooled [`PeerLane::Forward`] connection to `addr` (a forward got no
+    /// answer: the peer may be dead while the connection still looks open), so the next
+    /// forward dials afresh. The Raft lane is left alone.
+    pub fn invalidate_forwards(&self, addr: SocketAddr) {
+        let slot = self.slot(addr, PeerLane::Forward);
         if let Ok(mut guard) = slot.try_lock()
             && let Some(conn) = guard.take()
         {
@@ -289,9 +307,9 @@ impl PeerClient {
         }
     }
 
-    /// The pooled connection to `addr` if one is open (never dials).
+    /// The pooled Raft-lane connection to `addr` if one is open (never dials).
     pub fn cached(&self, addr: SocketAddr) -> Option<quinn::Connection> {
-        let slot = self.slot(addr);
+        let slot = self.slot(addr, PeerLane::Raft);
         let guard = slot.try_lock().ok()?;
         guard
             .as_ref()
@@ -299,7 +317,8 @@ impl PeerClient {
             .cloned()
     }
 
-    /// Sends `request` and reads one reply frame, within `timeout`.
+    /// Sends `request` on the Raft lane and reads one reply frame, within `timeout`. A
+    /// timeout fails this call only: other calls on the connection go on.
     pub async fn call<R: serde::de::DeserializeOwned>(
         &self,
         addr: SocketAddr,
@@ -307,7 +326,7 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<R, PeerError> {
         let exchange = async {
-            let conn = self.connection(addr).await?;
+            let conn = self.connection(addr, PeerLane::Raft).await?;
             let failed = |message: String| PeerError::Call { addr, message };
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(e.to_string()))?;
             write_frame(&mut send, request)
@@ -321,26 +340,23 @@ impl PeerClient {
                 Err(e) => Err(failed(e.to_string())),
             }
         };
-        let result = tokio::time::timeout(timeout, exchange)
+        tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| PeerError::Timeout {
                 addr,
                 timeout_ms: timeout.as_millis() as u64,
             })
-            .and_then(|r| r);
-        if matches!(result, Err(PeerError::Timeout { .. })) {
-            self.invalidate(addr);
-        }
-        result
+            .and_then(|r| r)
     }
 
-    /// Opens a stream to `addr` and sends `request`; the caller reads the replies.
+    /// Opens a stream on the Forward lane to `addr` and sends `request`; the caller reads
+    /// the replies.
     pub async fn open(
         &self,
         addr: SocketAddr,
         request: &PeerRequest,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), PeerError> {
-        let conn = self.connection(addr).await?;
+        let conn = self.connection(addr, PeerLane::Forward).await?;
         let failed = |message: String| PeerError::Call { addr, message };
         let (mut send, recv) = conn.open_bi().await.map_err(|e| failed(e.to_string()))?;
         write_frame(&mut send, request)
@@ -358,13 +374,13 @@ impl PeerClient {
             }
             return;
         }
-        if self.slot(addr).try_lock().is_err() {
+        if self.slot(addr, PeerLane::Raft).try_lock().is_err() {
             // A dial is in progress: drop the packet rather than queue tasks.
             return;
         }
         let this = self.clone();
         tokio::spawn(async move {
-            match this.connection(addr).await {
+            match this.connection(addr, PeerLane::Raft).await {
                 Ok(conn) => {
                     let _ = conn.send_datagram(packet);
                 }

@@ -20,6 +20,14 @@ use std::io::Cursor;
 
 /// Commands carried by one log entry at most.
 pub const BATCH_COMMANDS_MAX: usize = 64;
+/// Room left in a peer frame around one log entry (the AppendEntries envelope: vote,
+/// log ids, the entry's own header).
+pub const ENTRY_ENVELOPE_BYTES: usize = 64 * 1024;
+/// The largest encoded log entry, and so the largest batch of commands: one entry must
+/// always fit one peer frame, or it could never be replicated (it would fail to encode
+/// on every retry and wedge the shard). A single command larger than this is refused
+/// when proposed.
+pub const ENTRY_BYTES_MAX: usize = crate::peer::PEER_FRAME_BYTES_MAX - ENTRY_ENVELOPE_BYTES;
 /// Largest snapshot chunk sent in one install-snapshot RPC.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 1024 * 1024;
 /// Log entries sent in one append-entries RPC at most.
@@ -75,6 +83,13 @@ openraft::declare_raft_types!(
 /// A shard's Raft handle.
 pub type ShardRaft = openraft::Raft<TypeConfig>;
 
+/// The encoded size of a command inside a log entry.
+pub fn command_bytes(command: &ShardCommand) -> usize {
+    bincode::serde::encode_to_vec(command, bincode::config::standard())
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+}
+
 /// The openraft config for this node's groups, from `[cluster]`.
 pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, String> {
     let c = &config.cluster;
@@ -92,4 +107,20 @@ pub fn raft_config(config: &NodeConfig) -> Result<openraft::Config, String> {
         ..Default::default()
     };
     raft.validate().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The largest turn the config allows must commit as one entry: its text is stored
+    /// twice (`content` and `parts`), tool output once.
+    #[test]
+    fn the_largest_turn_buffer_fits_one_log_entry() {
+        let max = shoal_cluster_config::TURN_BUFFER_BYTES_LIMIT as usize;
+        assert!(
+            2 * max + ENTRY_ENVELOPE_BYTES <= ENTRY_BYTES_MAX,
+            "limits.turn_buffer_bytes_max may reach {max} bytes, more than half of a log entry ({ENTRY_BYTES_MAX})"
+        );
+    }
 }

@@ -623,6 +623,58 @@ async fn a_wiped_replica_and_a_lagging_one_cannot_elect_a_leader_without_committ
     cluster.wait_voters_replaced(shard).await;
 }
 
+/// A turn whose tool output grows past any log entry: it is stopped at
+/// `limits.turn_buffer_bytes_max` with a clear error, and the shard keeps replicating.
+/// (Tool output was not counted, and a checkpoint larger than a peer frame could never
+/// be replicated: the shard stopped committing anything.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_with_huge_tool_output_fails_cleanly_and_the_shard_goes_on() {
+    let cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    // Nine tool calls of 1 MiB each: more than a peer frame (8 MiB).
+    let mut turn = client.send(conv.id, "/bigtool 1024 9").await.unwrap();
+    let mut errors = Vec::new();
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(frame) = turn.next().await {
+            match frame {
+                Ok(frame) => match frame.event {
+                    Event::Error { message } => errors.push(message),
+                    Event::Done { message, .. } => return Some(message),
+                    _ => {}
+                },
+                Err(e) => panic!("the turn's stream broke: {e}"),
+            }
+        }
+        None
+    })
+    .await
+    .expect("the big turn ends in time")
+    .expect("the big turn ends with done");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("limits.turn_buffer_bytes_max")),
+        "the error names the limit: {errors:?}; ended {:?} {:?} with {} parts",
+        ended.status,
+        ended.error,
+        ended.parts.len()
+    );
+    assert_ne!(
+        ended.status,
+        shoal_protocol::transcript::MessageStatus::Complete
+    );
+    // The shard still commits: the next turn of the same conversation works.
+    let next = client.send(conv.id, "after the big turn").await.unwrap();
+    let frames = collect_turn(next).await;
+    assert_eq!(
+        done_content(&frames),
+        "echo: after the big turn",
+        "{:?}",
+        frames.iter().map(|f| &f.event).collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_moves_every_leadership_off_a_node() {
     let cluster = TestCluster::start(3).await;

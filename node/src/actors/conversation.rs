@@ -177,6 +177,27 @@ fn internal(ctx: &NodeContext, context: &str, err: impl std::fmt::Display) -> Wi
     WireError::internal(id)
 }
 
+/// The bytes a tool-call part adds to a turn's message (its strings).
+fn part_bytes(part: &Part) -> usize {
+    match part {
+        Part::ToolCall {
+            tool_call_id,
+            title,
+            kind,
+            input,
+            output,
+            ..
+        } => {
+            tool_call_id.len()
+                + title.len()
+                + kind.as_ref().map_or(0, String::len)
+                + input.as_ref().map_or(0, String::len)
+                + output.as_ref().map_or(0, String::len)
+        }
+        Part::Text { text } | Part::Reasoning { text } => text.len(),
+    }
+}
+
 fn propose_error(ctx: &NodeContext, context: &str, err: ProposeError) -> WireError {
     match err {
         ProposeError::Rejected(Rejection::NotFound(id)) => {
@@ -193,6 +214,12 @@ fn propose_error(ctx: &NodeContext, context: &str, err: ProposeError) -> WireErr
                 ErrorCode::Unavailable,
                 format!("shard {shard} is moving to another node ({context}); retry"),
             )
+        }
+        e @ ProposeError::TooLarge { .. } => {
+            WireError::new(ErrorCode::InvalidArgument, format!("{context}: {e}"))
+        }
+        ProposeError::Rejected(e @ Rejection::Invalid(_)) => {
+            WireError::new(ErrorCode::InvalidArgument, format!("{context}: {e}"))
         }
         other => internal(ctx, context, other),
     }
@@ -888,8 +915,7 @@ async fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, event: A
                         "the turn's output exceeded {limit} bytes (limits.turn_buffer_bytes_max); the turn was stopped"
                     );
                     let _ = text;
-                    request_cancel(state);
-                    fail_turn(state, message).await;
+                    stop_over_limit(state, message).await;
                     return;
                 }
                 AgentUpdate::Text(text) => {
@@ -914,59 +940,52 @@ async fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, event: A
                     output,
                     ..
                 } => {
-                    let existing = turn.message.parts.iter_mut().find(
+                    let index = turn.message.parts.iter().position(
                         |p| matches!(p, Part::ToolCall { tool_call_id, .. } if *tool_call_id == id),
                     );
-                    let part = match existing {
+                    let part = match index.map(|i| turn.message.parts[i].clone()) {
                         Some(Part::ToolCall {
+                            tool_call_id,
                             title: t,
                             kind: k,
                             status: s,
                             input: i,
                             output: o,
-                            ..
-                        }) => {
-                            if let Some(title) = title {
-                                *t = title;
-                            }
-                            if kind.is_some() {
-                                *k = kind;
-                            }
-                            if let Some(status) = status {
-                                *s = tool_status(status);
-                            }
-                            if input.is_some() {
-                                *i = input;
-                            }
-                            if output.is_some() {
-                                *o = output;
-                            }
-                            None
-                        }
-                        _ => Some(Part::ToolCall {
+                        }) => Part::ToolCall {
+                            tool_call_id,
+                            title: title.unwrap_or(t),
+                            kind: kind.or(k),
+                            status: status.map(tool_status).unwrap_or(s),
+                            input: input.or(i),
+                            output: output.or(o),
+                        },
+                        _ => Part::ToolCall {
                             tool_call_id: id.clone(),
                             title: title.unwrap_or_else(|| "tool call".to_owned()),
                             kind,
                             status: status.map(tool_status).unwrap_or(ToolStatus::Pending),
                             input,
                             output,
-                        }),
+                        },
                     };
-                    if let Some(part) = part {
-                        turn.message.parts.push(part);
+                    // Tool input and output count toward the turn's bytes like text: the
+                    // message is committed as one log entry.
+                    let before = index.map_or(0, |i| part_bytes(&turn.message.parts[i]));
+                    let bytes = turn.bytes - before + part_bytes(&part);
+                    if bytes > limit {
+                        let message = format!(
+                            "the turn's output exceeded {limit} bytes (limits.turn_buffer_bytes_max) with tool call `{id}`; the turn was stopped"
+                        );
+                        stop_over_limit(state, message).await;
+                        return;
+                    }
+                    turn.bytes = bytes;
+                    match index {
+                        Some(i) => turn.message.parts[i] = part.clone(),
+                        None => turn.message.parts.push(part.clone()),
                     }
                     turn.dirty = true;
-                    let current = turn
-                    .message
-                    .parts
-                    .iter()
-                    .find(|p| matches!(p, Part::ToolCall { tool_call_id, .. } if *tool_call_id == id))
-                    .cloned()
-                    .expect("the tool call part was just inserted or updated");
-                    Event::ToolCall {
-                        message_id,
-                        part: current,
-                    }
+                    Event::ToolCall { message_id, part }
                 }
                 AgentUpdate::Plan(entries) => Event::Plan { entries },
                 AgentUpdate::Usage(usage) => {
@@ -1078,6 +1097,17 @@ async fn finish_turn(
 }
 
 /// Ends the running turn as interrupted, telling everyone why.
+/// Ends a turn whose output went past `limits.turn_buffer_bytes_max`. The agent process
+/// is stopped, not just cancelled: ACP updates carry no prompt id, so output it still
+/// sends for this prompt would be taken for the next turn's. The next turn starts a new
+/// process (resuming the session with `session/load`).
+async fn stop_over_limit(state: &mut ConversationState, message: String) {
+    if let Some(agent) = &state.agent {
+        let _ = agent.cast(AgentSessionMsg::Restart);
+    }
+    fail_turn(state, message).await;
+}
+
 async fn fail_turn(state: &mut ConversationState, message: String) {
     emit(
         state,

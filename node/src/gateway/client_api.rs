@@ -179,11 +179,11 @@ async fn forward(
             return Ok(());
         }
         Ok(Err(e)) => {
-            ctx.cluster.peers.invalidate(addr);
+            ctx.cluster.peers.invalidate_forwards(addr);
             return answer_error(&mut send, unavailable(e.to_string())).await;
         }
         Err(_) => {
-            ctx.cluster.peers.invalidate(addr);
+            ctx.cluster.peers.invalidate_forwards(addr);
             let _ = peer_send.reset(0u32.into());
             let message = format!("no answer within {FORWARD_FIRST_BYTE_TIMEOUT_MS} ms");
             return answer_error(&mut send, unavailable(message)).await;
