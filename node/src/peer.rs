@@ -231,10 +231,10 @@ type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 /// Which pooled connection to a peer a request uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PeerLane {
-    /// Raft RPCs, control calls and gossip datagrams. A slow reply never closes it (a
-    /// big append may be ahead of a heartbeat); a dead peer's connection is closed by
-    /// QUIC's idle timeout ([`PEER_IDLE_TIMEOUT_MS`], keep-alive [`PEER_KEEP_ALIVE_MS`])
-    /// or the restarted peer's stateless reset.
+    /// Raft RPCs, control calls and gossip datagrams. A slow reply does not close it (a
+    /// big append may be ahead of a heartbeat): only a call that timed out while nothing
+    /// at all came back from the peer (not even an ACK) drops it, so the next call dials
+    /// a restarted peer afresh instead of waiting for QUIC's idle timeout.
     Raft,
     /// Forwarded client requests (long-lived turn streams).
     Forward,
@@ -325,8 +325,16 @@ impl PeerClient {
         request: &PeerRequest,
         timeout: Duration,
     ) -> Result<R, PeerError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || PeerError::Timeout {
+            addr,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        let conn = tokio::time::timeout_at(deadline, self.connection(addr, PeerLane::Raft))
+            .await
+            .map_err(|_| timed_out())??;
+        let received_before = conn.stats().udp_rx.datagrams;
         let exchange = async {
-            let conn = self.connection(addr, PeerLane::Raft).await?;
             let failed = |message: String| PeerError::Call { addr, message };
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(e.to_string()))?;
             write_frame(&mut send, request)
@@ -340,13 +348,30 @@ impl PeerClient {
                 Err(e) => Err(failed(e.to_string())),
             }
         };
-        tokio::time::timeout(timeout, exchange)
+        let result = tokio::time::timeout_at(deadline, exchange)
             .await
-            .map_err(|_| PeerError::Timeout {
-                addr,
-                timeout_ms: timeout.as_millis() as u64,
-            })
-            .and_then(|r| r)
+            .map_err(|_| timed_out())
+            .and_then(|r| r);
+        if matches!(result, Err(PeerError::Timeout { .. }))
+            && conn.stats().udp_rx.datagrams == received_before
+        {
+            // Silence, not slowness: the peer is gone (or restarted on the same address).
+            self.drop_connection(addr, PeerLane::Raft, &conn);
+        }
+        result
+    }
+
+    /// Closes `conn` and forgets it if it is still the pooled one of `lane`.
+    fn drop_connection(&self, addr: SocketAddr, lane: PeerLane, conn: &quinn::Connection) {
+        let slot = self.slot(addr, lane);
+        if let Ok(mut guard) = slot.try_lock()
+            && guard
+                .as_ref()
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            guard.take();
+        }
+        conn.close(0u32.into(), b"peer did not answer");
     }
 
     /// Opens a stream on the Forward lane to `addr` and sends `request`; the caller reads
