@@ -115,6 +115,18 @@ impl NodeContext {
             .random()
     }
 
+    /// An internal error for the client: the details (`context: err`) go to the log under
+    /// a fresh error id, and only the id goes on the wire (the one helper for this).
+    pub fn internal_error(
+        &self,
+        context: &str,
+        err: impl std::fmt::Display,
+    ) -> shoal_protocol::WireError {
+        let id = format!("{:016x}", self.random_u64());
+        tracing::error!(error_id = %id, "{context}: {err}");
+        shoal_protocol::WireError::internal(id)
+    }
+
     /// The shard count.
     pub fn shard_count(&self) -> u16 {
         self.config.cluster.shard_count.get()

@@ -63,6 +63,14 @@ struct TestCluster {
 
 impl TestCluster {
     async fn start(n: u16) -> TestCluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// [`Self::start`] with `edit` applied to every node's config.
+    async fn start_with(
+        n: u16,
+        edit: impl Fn(&mut shoal_cluster_config::NodeConfig) + 'static,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let agent_log = dir.path().join("agents.log");
         let log = agent_log.clone();
@@ -82,6 +90,7 @@ impl TestCluster {
                         .env
                         .insert("SHOAL_DEMO_AGENT_LOG".into(), log.display().to_string());
                 }
+                edit(config);
             },
         )
         .unwrap();
@@ -624,12 +633,16 @@ async fn a_wiped_replica_and_a_lagging_one_cannot_elect_a_leader_without_committ
 }
 
 /// A turn whose tool output grows past any log entry: it is stopped at
-/// `limits.turn_buffer_bytes_max` with a clear error, and the shard keeps replicating.
-/// (Tool output was not counted, and a checkpoint larger than a peer frame could never
-/// be replicated: the shard stopped committing anything.)
+/// `limits.turn_buffer_bytes_max` (256 KiB here, so the first 1 MiB output is refused
+/// and no big entry loads a busy test machine) with a clear error, and the shard keeps
+/// replicating. (Tool output was not counted, and a checkpoint larger than a peer frame
+/// could never be replicated: the shard stopped committing anything.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_with_huge_tool_output_fails_cleanly_and_the_shard_goes_on() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = TestCluster::start_with(3, |config| {
+        config.limits.turn_buffer_bytes_max = std::num::NonZeroU64::new(256 * 1024).unwrap();
+    })
+    .await;
     let client = Client::connect(&cluster.profile).await.unwrap();
     let conv = client.create_conversation(None, None).await.unwrap();
     // Nine tool calls of 1 MiB each: more than a peer frame (8 MiB).

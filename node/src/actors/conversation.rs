@@ -172,9 +172,7 @@ pub struct ConversationState {
 pub struct ConversationActor;
 
 fn internal(ctx: &NodeContext, context: &str, err: impl std::fmt::Display) -> WireError {
-    let id = format!("{:016x}", ctx.random_u64());
-    tracing::error!(error_id = %id, "{context}: {err}");
-    WireError::internal(id)
+    ctx.internal_error(context, err)
 }
 
 /// The bytes a tool-call part adds to a turn's message (its strings).

@@ -190,9 +190,9 @@ async fn activate(
         Ok(Some(_)) => {}
         Ok(None) => return Err(not_found()),
         Err(e) => {
-            let error_id = format!("{:016x}", state.ctx.random_u64());
-            tracing::error!(%error_id, conversation = %id, error = %e, "cannot read conversation");
-            return Err(WireError::internal(error_id));
+            return Err(state
+                .ctx
+                .internal_error(&format!("cannot read conversation {id}"), e));
         }
     }
     let max = state.ctx.config.limits.active_conversations_max.get() as usize;
@@ -208,11 +208,13 @@ async fn activate(
         ctx: state.ctx.clone(),
         id,
     };
-    let (actor, _) = Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await.map_err(|e| {
-        let error_id = format!("{:016x}", state.ctx.random_u64());
-        tracing::error!(%error_id, conversation = %id, error = %e, "cannot activate conversation");
-        WireError::internal(error_id)
-    })?;
+    let (actor, _) = Actor::spawn_linked(None, ConversationActor, args, myself.get_cell())
+        .await
+        .map_err(|e| {
+            state
+                .ctx
+                .internal_error(&format!("cannot activate conversation {id}"), e)
+        })?;
     state.by_actor.insert(actor.get_id(), id);
     state.active.insert(id, actor.clone());
     Ok(actor)

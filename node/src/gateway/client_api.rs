@@ -403,9 +403,7 @@ async fn create(
 }
 
 fn internal(ctx: &NodeContext, message: String) -> WireError {
-    let id = format!("{:016x}", ctx.random_u64());
-    tracing::error!(error_id = %id, "{message}");
-    WireError::internal(id)
+    ctx.internal_error("client request", message)
 }
 
 fn list(
