@@ -217,6 +217,28 @@ impl TestCluster {
         .await
     }
 
+    /// A new conversation with a long turn (`/slow 400`) running on its shard's leader,
+    /// once its one agent process streams.
+    async fn long_turn_on_leader(&self) -> LongTurn {
+        let client = Client::connect(&self.profile).await.unwrap();
+        let conv = client.create_conversation(None, None).await.unwrap();
+        let leader = self.leader_of(conv.id.shard.0, None).await;
+        let li = self.index_of(&leader);
+        let client_l = Client::connect(&self.profile_for(li)).await.unwrap();
+        let mut turn = client_l.send(conv.id, "/slow 400").await.unwrap();
+        common::wait_for_chunks(&mut turn, 2).await;
+        let pids = self.agent_pids();
+        assert_eq!(pids.len(), 1, "one agent process: {pids:?}");
+        LongTurn {
+            conv,
+            leader,
+            li,
+            client_l,
+            turn,
+            pid: pids[0],
+        }
+    }
+
     /// Pids of demo agents started so far (from their lifecycle log).
     fn agent_pids(&self) -> Vec<i32> {
         let text = std::fs::read_to_string(&self.agent_log).unwrap_or_default();
@@ -256,6 +278,16 @@ async fn wait_balanced(admin: &AdminClient, nodes: usize) {
         (per_node.len() == nodes && per_node.values().all(|n| *n <= share)).then_some(())
     })
     .await
+}
+
+/// What [`TestCluster::long_turn_on_leader`] set up.
+struct LongTurn {
+    conv: shoal_protocol::client::ConversationSummary,
+    leader: String,
+    li: usize,
+    client_l: Client,
+    turn: shoal_client::TurnStream,
+    pid: i32,
 }
 
 fn alive(pid: i32) -> bool {
@@ -397,24 +429,23 @@ async fn follower_resumes_across_a_leadership_move_without_gaps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_its_peers_stops_its_agents() {
     let cluster = TestCluster::start(3).await;
-    let client = Client::connect(&cluster.profile).await.unwrap();
-    let conv = client.create_conversation(None, None).await.unwrap();
-    let leader = cluster.leader_of(conv.id.shard.0, None).await;
-    let li = cluster.index_of(&leader);
-    // Start a long turn: its agent process runs on the leader.
-    let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
-    let mut turn = client_l.send(conv.id, "/slow 400").await.unwrap();
-    common::wait_for_chunks(&mut turn, 2).await;
-    let pids = cluster.agent_pids();
-    assert_eq!(pids.len(), 1, "one agent process: {pids:?}");
-    assert!(alive(pids[0]));
+    let LongTurn {
+        conv,
+        li,
+        client_l,
+        // Kept to the end: dropping the stream would cancel the turn.
+        turn: _turn,
+        pid,
+        ..
+    } = cluster.long_turn_on_leader().await;
+    assert!(alive(pid));
     // Cut the leader off: its two peers stop answering (SIGSTOP), so no quorum acks.
     let others: Vec<usize> = (0..3).filter(|i| *i != li).collect();
     for i in &others {
         cluster.signal(*i, rustix::process::Signal::STOP);
     }
     // Without quorum acks the lease runs out and the leader kills its agent by itself.
-    let killed = tokio::time::timeout(WAIT, exited(pids[0])).await;
+    let killed = tokio::time::timeout(WAIT, exited(pid)).await;
     // And it cannot commit: a new conversation on the isolated leader's shard fails.
     let cannot_commit = tokio::time::timeout(
         Duration::from_secs(15),
@@ -439,20 +470,18 @@ async fn a_leader_cut_off_from_its_peers_stops_its_agents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leaders_agents_are_killed_by_its_watchdog() {
     let cluster = TestCluster::start(3).await;
-    let client = Client::connect(&cluster.profile).await.unwrap();
-    let conv = client.create_conversation(None, None).await.unwrap();
-    let leader = cluster.leader_of(conv.id.shard.0, None).await;
-    let li = cluster.index_of(&leader);
-    let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
-    let mut turn = client_l.send(conv.id, "/slow 400").await.unwrap();
-    common::wait_for_chunks(&mut turn, 2).await;
-    let pids = cluster.agent_pids();
-    assert_eq!(pids.len(), 1, "one agent process: {pids:?}");
+    let LongTurn {
+        conv,
+        li,
+        turn,
+        pid,
+        ..
+    } = cluster.long_turn_on_leader().await;
     // The leader itself stops running: it cannot fence anything. Its watchdog, a
     // separate process, sees the lease run out without a renewal and kills the agent,
     // before another node could take the shard over.
     cluster.signal(li, rustix::process::Signal::STOP);
-    let killed = tokio::time::timeout(WAIT, exited(pids[0])).await;
+    let killed = tokio::time::timeout(WAIT, exited(pid)).await;
     cluster.signal(li, rustix::process::Signal::CONT);
     killed.expect("the paused leader's watchdog kills its agent");
     drop(turn);
@@ -467,16 +496,15 @@ async fn a_paused_leaders_agents_are_killed_by_its_watchdog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_storage_stalls_stops_its_agents_before_a_new_leader_starts_one() {
     let cluster = TestCluster::start(3).await;
-    let client = Client::connect(&cluster.profile).await.unwrap();
-    let conv = client.create_conversation(None, None).await.unwrap();
-    let leader = cluster.leader_of(conv.id.shard.0, None).await;
-    let li = cluster.index_of(&leader);
-    let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
-    let mut turn = client_l.send(conv.id, "/slow 400").await.unwrap();
-    common::wait_for_chunks(&mut turn, 2).await;
-    let pids = cluster.agent_pids();
-    assert_eq!(pids.len(), 1, "one agent process: {pids:?}");
-    let first = pids[0];
+    let LongTurn {
+        conv,
+        leader,
+        li,
+        turn,
+        pid,
+        ..
+    } = cluster.long_turn_on_leader().await;
+    let first = pid;
     cluster
         .admin(li)
         .await
