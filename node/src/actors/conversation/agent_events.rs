@@ -1,0 +1,287 @@
+//! Agent events into the running turn: display events out, the assistant message's
+//! parts built up, and the turn's byte budget (`limits.turn_buffer_bytes_max`) kept.
+
+use super::*;
+
+/// The bytes a tool-call part adds to a turn's message (its strings).
+fn part_bytes(part: &Part) -> usize {
+    match part {
+        Part::ToolCall {
+            tool_call_id,
+            title,
+            kind,
+            input,
+            output,
+            ..
+        } => {
+            tool_call_id.len()
+                + title.len()
+                + kind.as_ref().map_or(0, String::len)
+                + input.as_ref().map_or(0, String::len)
+                + output.as_ref().map_or(0, String::len)
+        }
+        Part::Text { text } | Part::Reasoning { text } => text.len(),
+    }
+}
+
+fn tool_status(raw: ToolStatusRaw) -> ToolStatus {
+    match raw {
+        ToolStatusRaw::Pending => ToolStatus::Pending,
+        ToolStatusRaw::InProgress => ToolStatus::InProgress,
+        ToolStatusRaw::Completed => ToolStatus::Completed,
+        ToolStatusRaw::Failed => ToolStatus::Failed,
+    }
+}
+
+/// Appends streamed text to the last part of the same kind, or starts a new part.
+fn append_text(parts: &mut Vec<Part>, reasoning: bool, chunk: &str) {
+    match (parts.last_mut(), reasoning) {
+        (Some(Part::Text { text }), false) | (Some(Part::Reasoning { text }), true) => {
+            text.push_str(chunk)
+        }
+        _ if reasoning => parts.push(Part::Reasoning {
+            text: chunk.to_owned(),
+        }),
+        _ => parts.push(Part::Text {
+            text: chunk.to_owned(),
+        }),
+    }
+}
+
+pub(super) async fn on_agent_event(
+    state: &mut ConversationState,
+    turn_id: TurnId,
+    event: AgentEvent,
+) {
+    if let AgentEvent::SessionStarted(session_id) = &event {
+        if state.record.agent_session.as_deref() != Some(session_id) {
+            state.record.agent_session = Some(session_id.clone());
+            let cmd = ShardCommand::SetAgentSession {
+                conversation: state.record.id,
+                session_id: Some(session_id.clone()),
+            };
+            if let Err(e) = state.ctx.cluster.propose(state.record.id.shard, cmd).await {
+                tracing::warn!(conversation = %state.record.id, error = %e, "cannot record the agent session id");
+            }
+        }
+        return;
+    }
+    let Some(turn) = state.turn.as_mut().filter(|t| t.running.turn == turn_id) else {
+        if let AgentEvent::Update(AgentUpdate::PermissionRequest { request, .. }) = event {
+            // Nobody can answer it: refuse so the agent does not wait.
+            if let Some(agent) = &state.agent {
+                let _ = agent.cast(AgentSessionMsg::RespondPermission {
+                    request,
+                    option_id: None,
+                });
+            }
+        }
+        return;
+    };
+    turn.last_activity = Instant::now();
+    let message_id = turn.message.id;
+    let limit = state.ctx.config.limits.turn_buffer_bytes_max.get() as usize;
+    let event = match event {
+        AgentEvent::SessionStarted(_) => return,
+        AgentEvent::Status(text) => Event::Status { text },
+        AgentEvent::Ended(result) => {
+            let (status, reason, error) = match result {
+                Ok(PromptOutcome::Cancelled) => {
+                    (MessageStatus::Cancelled, StopReason::Cancelled, None)
+                }
+                Ok(outcome) if turn.cancel_requested.is_some() => {
+                    tracing::debug!(?outcome, "turn ended after a cancel request");
+                    (MessageStatus::Cancelled, StopReason::Cancelled, None)
+                }
+                Ok(PromptOutcome::EndTurn) => (MessageStatus::Complete, StopReason::EndTurn, None),
+                Ok(PromptOutcome::MaxTokens) => {
+                    (MessageStatus::Complete, StopReason::MaxTokens, None)
+                }
+                Ok(PromptOutcome::MaxTurnRequests) => {
+                    (MessageStatus::Complete, StopReason::MaxTurnRequests, None)
+                }
+                Ok(PromptOutcome::Refusal) => (MessageStatus::Complete, StopReason::Refusal, None),
+                Ok(PromptOutcome::Other(other)) => (
+                    MessageStatus::Interrupted,
+                    StopReason::Other(other.clone()),
+                    Some(format!(
+                        "the agent ended the turn with stop reason `{other}`"
+                    )),
+                ),
+                Err(message) => (
+                    MessageStatus::Interrupted,
+                    StopReason::Failed,
+                    Some(message),
+                ),
+            };
+            if let Some(message) = &error {
+                emit(
+                    state,
+                    Event::Error {
+                        message: message.clone(),
+                    },
+                );
+            }
+            finish_turn(state, status, reason, error).await;
+            return;
+        }
+        AgentEvent::Update(update) => {
+            match update {
+                AgentUpdate::Text(text) | AgentUpdate::Reasoning(text)
+                    if turn.bytes + text.len() > limit =>
+                {
+                    let message = format!(
+                        "the turn's output exceeded {limit} bytes (limits.turn_buffer_bytes_max); the turn was stopped"
+                    );
+                    let _ = text;
+                    stop_over_limit(state, message).await;
+                    return;
+                }
+                AgentUpdate::Text(text) => {
+                    turn.bytes += text.len();
+                    append_text(&mut turn.message.parts, false, &text);
+                    turn.message.content.push_str(&text);
+                    turn.dirty = true;
+                    Event::TextChunk { message_id, text }
+                }
+                AgentUpdate::Reasoning(text) => {
+                    turn.bytes += text.len();
+                    append_text(&mut turn.message.parts, true, &text);
+                    turn.dirty = true;
+                    Event::ReasoningChunk { message_id, text }
+                }
+                AgentUpdate::ToolCall {
+                    id,
+                    title,
+                    kind,
+                    status,
+                    input,
+                    output,
+                    ..
+                } => {
+                    let index = turn.message.parts.iter().position(
+                        |p| matches!(p, Part::ToolCall { tool_call_id, .. } if *tool_call_id == id),
+                    );
+                    let part = match index.map(|i| turn.message.parts[i].clone()) {
+                        Some(Part::ToolCall {
+                            tool_call_id,
+                            title: t,
+                            kind: k,
+                            status: s,
+                            input: i,
+                            output: o,
+                        }) => Part::ToolCall {
+                            tool_call_id,
+                            title: title.unwrap_or(t),
+                            kind: kind.or(k),
+                            status: status.map(tool_status).unwrap_or(s),
+                            input: input.or(i),
+                            output: output.or(o),
+                        },
+                        _ => Part::ToolCall {
+                            tool_call_id: id.clone(),
+                            title: title.unwrap_or_else(|| "tool call".to_owned()),
+                            kind,
+                            status: status.map(tool_status).unwrap_or(ToolStatus::Pending),
+                            input,
+                            output,
+                        },
+                    };
+                    // Tool input and output count toward the turn's bytes like text: the
+                    // message is committed as one log entry.
+                    let before = index.map_or(0, |i| part_bytes(&turn.message.parts[i]));
+                    let bytes = turn.bytes - before + part_bytes(&part);
+                    if bytes > limit {
+                        let message = format!(
+                            "the turn's output exceeded {limit} bytes (limits.turn_buffer_bytes_max) with tool call `{id}`; the turn was stopped"
+                        );
+                        stop_over_limit(state, message).await;
+                        return;
+                    }
+                    turn.bytes = bytes;
+                    match index {
+                        Some(i) => turn.message.parts[i] = part.clone(),
+                        None => turn.message.parts.push(part.clone()),
+                    }
+                    turn.dirty = true;
+                    Event::ToolCall { message_id, part }
+                }
+                AgentUpdate::Plan(entries) => Event::Plan { entries },
+                AgentUpdate::Usage(usage) => {
+                    turn.usage = Some(usage.clone());
+                    Event::UsageUpdate { usage }
+                }
+                AgentUpdate::PermissionRequest {
+                    request,
+                    title,
+                    options,
+                } => {
+                    if turn.initiator.is_none() {
+                        // Only the initiator may answer; without one, refuse at once.
+                        if let Some(agent) = &state.agent {
+                            let _ = agent.cast(AgentSessionMsg::RespondPermission {
+                                request,
+                                option_id: None,
+                            });
+                        }
+                        Event::AgentWarning {
+                            message: format!("permission request `{title}` refused: nobody to ask"),
+                        }
+                    } else {
+                        turn.permissions.insert(request, Instant::now());
+                        Event::PermissionRequest {
+                            request,
+                            title,
+                            options,
+                        }
+                    }
+                }
+                AgentUpdate::UserText(_) => return,
+                AgentUpdate::Other(kind) => {
+                    tracing::debug!(conversation = %state.record.id, %kind, "agent update not shown");
+                    return;
+                }
+            }
+        }
+    };
+    emit(state, event);
+}
+
+/// Ends a turn whose output went past `limits.turn_buffer_bytes_max`. The agent process
+/// is stopped, not just cancelled: ACP updates carry no prompt id, so output it still
+/// sends for this prompt would be taken for the next turn's. The next turn starts a new
+/// process (resuming the session with `session/load`).
+async fn stop_over_limit(state: &mut ConversationState, message: String) {
+    if let Some(agent) = &state.agent {
+        let _ = agent.cast(AgentSessionMsg::Restart);
+    }
+    fail_turn(state, message).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_text_merges_into_parts_in_order() {
+        let mut parts = Vec::new();
+        append_text(&mut parts, true, "think ");
+        append_text(&mut parts, true, "more");
+        append_text(&mut parts, false, "a");
+        append_text(&mut parts, false, "b");
+        append_text(&mut parts, true, "again");
+        assert_eq!(
+            parts,
+            vec![
+                Part::Reasoning {
+                    text: "think more".into()
+                },
+                Part::Text { text: "ab".into() },
+                Part::Reasoning {
+                    text: "again".into()
+                },
+            ]
+        );
+        assert_eq!(content_from_parts(&parts), "ab");
+    }
+}
