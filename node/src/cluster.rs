@@ -85,6 +85,14 @@ pub enum ProposeError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The shard's proposal queue is full; nothing was queued. Retry shortly.
+    #[error("shard {shard} has {queued_max} proposals queued (overloaded); retry shortly")]
+    Overloaded {
+        /// The shard.
+        shard: ShardId,
+        /// [`PROPOSALS_QUEUED_MAX`].
+        queued_max: usize,
+    },
     /// The command is larger than one log entry may be; nothing was proposed.
     #[error(
         "shard {shard}: a {bytes}-byte command does not fit one Raft log entry (at most {max_bytes} bytes); nothing was written"
@@ -129,6 +137,45 @@ struct Proposal {
     /// Its encoded size ([`crate::raft::command_bytes`]).
     bytes: usize,
     reply: Reply,
+}
+
+/// A queued proposal's result, to await (see [`Cluster::submit`]).
+#[derive(Debug)]
+pub struct PendingProposal {
+    shard: ShardId,
+    rx: oneshot::Receiver<Result<Outcome, ProposeError>>,
+    deadline: tokio::time::Instant,
+}
+
+impl PendingProposal {
+    /// Waits until the command is committed and applied, or [`PROPOSE_TIMEOUT_MS`] after
+    /// it was queued ([`ProposeError::Unavailable`]: it may still be applied).
+    pub async fn outcome(self) -> Result<Outcome, ProposeError> {
+        let unavailable = self.unavailable();
+        let shard = self.shard;
+        match tokio::time::timeout_at(self.deadline, self.rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeError::Failed {
+                shard,
+                message: "the proposal was dropped (shutting down)".into(),
+            }),
+            Err(_) => Err(unavailable),
+        }
+    }
+
+    fn unavailable(&self) -> ProposeError {
+        ProposeError::Unavailable {
+            shard: self.shard,
+            timeout_ms: PROPOSE_TIMEOUT_MS,
+        }
+    }
+}
+
+fn shutting_down(shard: ShardId) -> ProposeError {
+    ProposeError::Failed {
+        shard,
+        message: "the node is shutting down".into(),
+    }
 }
 
 /// One shard's group on this node.
@@ -281,6 +328,42 @@ impl Cluster {
         shard: ShardId,
         command: ShardCommand,
     ) -> Result<Outcome, ProposeError> {
+        let (group, proposal, pending) = self.prepare(shard, command)?;
+        let deadline = pending.deadline;
+        tokio::time::timeout_at(deadline, group.proposals.send(proposal))
+            .await
+            .map_err(|_| pending.unavailable())?
+            .map_err(|_| shutting_down(shard))?;
+        pending.outcome().await
+    }
+
+    /// Queues `command` for `shard` without waiting: its place in the log follows every
+    /// command submitted to that shard before it (so one actor's commands apply in the
+    /// order it submits them), and the result is awaited with
+    /// [`PendingProposal::outcome`]. For actors, which must not wait on consensus inside
+    /// a handler. A full queue is [`ProposeError::Overloaded`] (nothing was queued).
+    pub fn submit(
+        &self,
+        shard: ShardId,
+        command: ShardCommand,
+    ) -> Result<PendingProposal, ProposeError> {
+        let (group, proposal, pending) = self.prepare(shard, command)?;
+        group.proposals.try_send(proposal).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded {
+                shard,
+                queued_max: PROPOSALS_QUEUED_MAX,
+            },
+            mpsc::error::TrySendError::Closed(_) => shutting_down(shard),
+        })?;
+        Ok(pending)
+    }
+
+    /// Checks `command` and makes its proposal and the handle to await its result.
+    fn prepare(
+        &self,
+        shard: ShardId,
+        command: ShardCommand,
+    ) -> Result<(&ShardGroup, Proposal, PendingProposal), ProposeError> {
         // A malformed command never reaches the log (apply would reject it alike on
         // every replica, but it has no business there).
         command.validate()?;
@@ -298,31 +381,17 @@ impl Cluster {
             message: format!("no such shard (shard count {})", self.groups.len()),
         })?;
         let (reply, rx) = oneshot::channel();
-        let timeout = Duration::from_millis(PROPOSE_TIMEOUT_MS);
-        let unavailable = ProposeError::Unavailable {
+        let pending = PendingProposal {
             shard,
-            timeout_ms: PROPOSE_TIMEOUT_MS,
+            rx,
+            deadline: tokio::time::Instant::now() + Duration::from_millis(PROPOSE_TIMEOUT_MS),
         };
-        tokio::time::timeout(timeout, async {
-            group
-                .proposals
-                .send(Proposal {
-                    command,
-                    bytes,
-                    reply,
-                })
-                .await
-                .map_err(|_| ProposeError::Failed {
-                    shard,
-                    message: "the node is shutting down".into(),
-                })?;
-            rx.await.map_err(|_| ProposeError::Failed {
-                shard,
-                message: "the proposal was dropped (shutting down)".into(),
-            })?
-        })
-        .await
-        .map_err(|_| unavailable)?
+        let proposal = Proposal {
+            command,
+            bytes,
+            reply,
+        };
+        Ok((group, proposal, pending))
     }
 
     /// Whether this node hosts `shard` now.

@@ -69,6 +69,9 @@ pub struct AgentSessionArgs {
     pub ctx: Arc<NodeContext>,
     /// The conversation actor to report to.
     pub conversation: ActorRef<ConversationMsg>,
+    /// Room in the conversation's agent-event queue: the forwarder takes one permit per
+    /// event it sends and waits when there is none (backpressure down to the agent).
+    pub credits: Arc<tokio::sync::Semaphore>,
     /// Agent name (for messages).
     pub agent_name: String,
     /// How to start the agent.
@@ -119,7 +122,12 @@ impl Actor for AgentSessionActor {
         let (updates_tx, updates_rx) = mpsc::channel(AGENT_UPDATES_QUEUE_DEPTH);
         // Unbounded is safe: at most two control messages per prompt, and one prompt runs at a time.
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let forwarder = tokio::spawn(forward(args.conversation.clone(), updates_rx, control_rx));
+        let forwarder = tokio::spawn(forward(
+            args.conversation.clone(),
+            args.credits.clone(),
+            updates_rx,
+            control_rx,
+        ));
         Ok(AgentSessionState {
             args,
             process: None,
@@ -227,6 +235,7 @@ async fn ensure_process(
     let _ = args.conversation.cast(ConversationMsg::Agent {
         turn,
         event: AgentEvent::Status(format!("starting agent `{}`", args.agent_name)),
+        credit: None,
     });
     for dir in [&args.cwd, &args.home] {
         std::fs::create_dir_all(dir)
@@ -266,6 +275,7 @@ async fn ensure_process(
                     event: AgentEvent::Status(
                         "the agent could not resume its session; started a new one".to_owned(),
                     ),
+                    credit: None,
                 });
                 let opts = StartOptions {
                     resume_session: None,
@@ -304,6 +314,7 @@ async fn ensure_process(
     let _ = state.args.conversation.cast(ConversationMsg::Agent {
         turn,
         event: AgentEvent::SessionStarted(process.session_id().to_owned()),
+        credit: None,
     });
     let watcher = process.clone();
     let generation = state.generation;
@@ -317,16 +328,28 @@ async fn ensure_process(
 }
 
 /// Forwards updates tagged with the current turn, and each turn's end after its updates.
+/// Each event waits for a credit first, so at most [`super::conversation::AGENT_EVENTS_QUEUED_MAX`]
+/// sit in the conversation's mailbox; while it waits, the bounded update queue fills and
+/// the agent process's own writes block.
 async fn forward(
     conversation: ActorRef<ConversationMsg>,
+    credits: Arc<tokio::sync::Semaphore>,
     mut updates: mpsc::Receiver<AgentUpdate>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     // Turn 0 never exists: updates tagged with it are dropped by the conversation.
     let mut current = TurnId(0);
-    let send = |turn: TurnId, event: AgentEvent| {
+    let send = async |turn: TurnId, event: AgentEvent| {
+        // Closed only when the conversation stops.
+        let Ok(credit) = credits.clone().acquire_owned().await else {
+            return false;
+        };
         conversation
-            .cast(ConversationMsg::Agent { turn, event })
+            .cast(ConversationMsg::Agent {
+                turn,
+                event,
+                credit: Some(credit),
+            })
             .is_ok()
     };
     loop {
@@ -338,7 +361,7 @@ async fn forward(
                 None => return,
                 Some(Control::Start(turn, ack)) => {
                     while let Ok(update) = updates.try_recv() {
-                        if !send(TurnId(0), AgentEvent::Update(update)) { return; }
+                        if !send(TurnId(0), AgentEvent::Update(update)).await { return; }
                     }
                     current = turn;
                     let _ = ack.send(());
@@ -350,18 +373,18 @@ async fn forward(
                         tokio::select! {
                             biased;
                             Some(update) = updates.recv() => {
-                                if !send(current, AgentEvent::Update(update)) { return; }
+                                if !send(current, AgentEvent::Update(update)).await { return; }
                                 if tokio::time::Instant::now() >= window { break; }
                             }
                             () = quiet => break,
                         }
                     }
-                    if !send(turn, AgentEvent::Ended(result)) { return; }
+                    if !send(turn, AgentEvent::Ended(result)).await { return; }
                 }
             },
             update = updates.recv() => match update {
                 None => return,
-                Some(update) => if !send(current, AgentEvent::Update(update)) { return; },
+                Some(update) => if !send(current, AgentEvent::Update(update)).await { return; },
             },
         }
     }

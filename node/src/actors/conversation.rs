@@ -3,26 +3,45 @@
 //! It owns the conversation's live state: committed messages (the newest
 //! `SNAPSHOT_MESSAGES_MAX`), the running turn, the sequence counter and replay buffer,
 //! the followers, and its agent-session child. Durable changes go through
-//! `Cluster::propose` as `ShardCommand`s.
+//! `Cluster::submit` as `ShardCommand`s.
 //!
 //! A turn: `Send` commits the user message (idempotent by request id) → `UserMessage`
 //! and `TurnStarted` events → the agent session runs the prompt → its updates become
-//! display events and accumulate into the assistant message's parts → a checkpoint is
-//! committed every `checkpoint_interval_ms` while the message changes → at the end the
-//! message is committed with its final status and `Done` is broadcast.
+//! display events and accumulate into the assistant message's parts → every
+//! `checkpoint_interval_ms` while the message changes, the parts added since the last
+//! checkpoint are committed (a delta, so a turn costs O(n) in the log) → at the end the
+//! last delta is committed with the final status and `Done` is broadcast.
+//!
+//! The actor never waits on consensus inside a handler: commands are submitted and their
+//! results come back as messages ([`commits`]), so reads, follows and cancels are
+//! answered while a commit waits. Agent output arrives through a bounded credit
+//! ([`AGENT_EVENTS_QUEUED_MAX`]): when the actor falls behind, the agent's forwarder
+//! waits, the agent's pipe fills and the agent itself is held back.
 //!
 //! Timers (one `Tick` per checkpoint interval): checkpoints, the turn timeouts, the
 //! cancel grace period, permission timeouts and idle passivation.
+//!
+//! # Layout
+//! * `conversation.rs`: messages, state, the actor, followers and snapshots.
+//! * [`turn`]: a turn's lifecycle (start, checkpoints, end, timers).
+//! * [`commits`]: pipelined commits and their results.
+//! * [`agent_events`]: agent output into the running turn.
 
 mod agent_events;
+mod commits;
+mod turn;
+
+pub use commits::Commit;
 
 use super::agent_session::{AgentSessionActor, AgentSessionArgs, AgentSessionMsg};
 use super::follow::{Delivery, Follower, Sequencer, Sink, Start};
 use crate::agent_process::{AgentCommand, AgentUpdate, PromptOutcome, ToolStatusRaw};
 use crate::cluster::ProposeError;
 use crate::context::{Metrics, NodeContext};
+use crate::shard::parts_delta::{PartsDelta, PartsMark};
 use crate::shard::state_machine::{
-    ConversationRecord, Outcome, Rejection, RunningTurn, ShardCommand, TurnStartedOutcome,
+    ConversationRecord, MessageHeader, Outcome, Rejection, RunningTurn, ShardCommand,
+    TurnStartedOutcome,
 };
 use agent_events::on_agent_event;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -43,6 +62,11 @@ use tokio::time::Instant;
 
 /// How long a cancelled turn may take to stop before it is ended without the agent.
 const CANCEL_GRACE_MS: u64 = 10_000;
+/// User messages of one conversation waiting to be committed; more are refused as busy.
+pub const SENDS_PENDING_MAX: usize = 8;
+/// Agent events queued in the actor's mailbox at most; the agent's forwarder waits for
+/// room beyond that (ractor mailboxes are unbounded).
+pub const AGENT_EVENTS_QUEUED_MAX: usize = 256;
 
 /// Events from the agent-session actor.
 #[derive(Debug)]
@@ -120,6 +144,16 @@ pub enum ConversationMsg {
         turn: TurnId,
         /// The event.
         event: AgentEvent,
+        /// Room in the bounded agent-event queue, given back once handled (`None` for
+        /// the few events of a process start, which need none).
+        credit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
+    /// A submitted command's result, in submission order (see [`commits`]).
+    Committed {
+        /// What it was for.
+        commit: Commit,
+        /// Its outcome.
+        result: Result<Outcome, ProposeError>,
     },
     /// Timer: checkpoints, timeouts, passivation.
     Tick,
@@ -145,11 +179,28 @@ struct Turn {
     initiator: Option<Sink>,
     started: Instant,
     last_activity: Instant,
-    dirty: bool,
     bytes: usize,
     usage: Option<Usage>,
     cancel_requested: Option<Instant>,
     permissions: BTreeMap<u64, Instant>,
+    /// The store holds the message's parts exactly up to here (confirmed checkpoints).
+    confirmed: PartsMark,
+    /// The checkpoint in flight brings the store up to here.
+    checkpointing: Option<PartsMark>,
+    /// The parts changed since the last checkpoint was submitted.
+    dirty: bool,
+    /// The end was submitted: agent output and timers no longer touch the turn.
+    ending: bool,
+}
+
+impl Turn {
+    /// Part `index` was rewritten in place (a tool call update): marks past its start no
+    /// longer describe what is stored.
+    fn rewound_to(&mut self, index: usize) {
+        let start = PartsMark::at_part(index);
+        self.confirmed = self.confirmed.min(start);
+        self.checkpointing = self.checkpointing.map(|m| m.min(start));
+    }
 }
 
 /// State of [`ConversationActor`].
@@ -164,6 +215,18 @@ pub struct ConversationState {
     agent: Option<ActorRef<AgentSessionMsg>>,
     last_activity: Instant,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    myself: ActorRef<ConversationMsg>,
+    /// Submitted commands go here ([`commits`]).
+    commits: commits::CommitQueue,
+    commit_watcher: tokio::task::JoinHandle<()>,
+    /// Commands submitted whose results have not been handled.
+    commits_in_flight: usize,
+    /// `Send`s whose user message is not committed yet.
+    sends_pending: usize,
+    /// A cancel came while a `Send` was pending: cancel the turn it starts.
+    cancel_before_start: bool,
+    /// Room for agent events ([`AGENT_EVENTS_QUEUED_MAX`]); closed when the actor stops.
+    agent_credits: Arc<tokio::sync::Semaphore>,
     /// Set when a commit failed and the in-memory state may no longer match the store
     /// (the command may or may not have been applied): the actor stops after the
     /// message it is handling, and the next activation reads the truth from the store.
@@ -230,6 +293,7 @@ impl Actor for ConversationActor {
         let messages: VecDeque<Message> =
             ctx.store.messages(id, from, record.message_count)?.into();
         let capacity = ctx.config.limits.replay_buffer_events.get() as usize;
+        let (commits, commit_watcher) = commits::start_watcher(myself.clone());
         let mut state = ConversationState {
             seq: Sequencer::new(record.activation, capacity),
             ctx: ctx.clone(),
@@ -241,37 +305,43 @@ impl Actor for ConversationActor {
             agent: None,
             last_activity: Instant::now(),
             ticker: None,
+            myself: myself.clone(),
+            commits,
+            commit_watcher,
+            commits_in_flight: 0,
+            sends_pending: 0,
+            cancel_before_start: false,
+            agent_credits: Arc::new(tokio::sync::Semaphore::new(AGENT_EVENTS_QUEUED_MAX)),
             defunct: None,
         };
         // A previous activation stopped in the middle of a turn: save it as interrupted
-        // from its last checkpoint.
+        // with what its checkpoints stored.
         if let Some(running) = state.record.running_turn.clone() {
-            let checkpoint = ctx.store.message(id, running.assistant_message)?;
-            let mut message = checkpoint.unwrap_or_else(|| empty_assistant(&running, ctx.now_ms()));
-            message.status = MessageStatus::Interrupted;
-            message.stop_reason = Some(StopReason::Failed);
-            message.error =
-                Some("the turn was interrupted: its node stopped before the turn ended".to_owned());
-            message.content = content_from_parts(&message.parts);
-            let finished = ctx
-                .cluster
-                .propose(
-                    id.shard,
-                    ShardCommand::FinishTurn {
-                        conversation: id,
-                        message: message.clone(),
-                    },
-                )
-                .await;
+            let end = ShardCommand::EndTurn {
+                conversation: id,
+                message: MessageHeader {
+                    id: running.assistant_message,
+                    turn: running.turn,
+                    created_at_ms: ctx.now_ms(),
+                },
+                delta: None,
+                status: MessageStatus::Interrupted,
+                stop_reason: Some(StopReason::Failed),
+                error: Some(
+                    "the turn was interrupted: its node stopped before the turn ended".to_owned(),
+                ),
+            };
+            let ended = ctx.cluster.propose(id.shard, end).await;
             state.record.running_turn = None;
-            state.record.message_count = message.id.0 + 1;
-            match finished {
-                Ok(_) => push_message(&mut state.messages, message),
+            state.record.message_count = running.assistant_message.0 + 1;
+            match ended {
+                Ok(Outcome::TurnEnded(message)) => push_message(&mut state.messages, *message),
+                Ok(other) => return Err(format!("unexpected outcome of EndTurn: {other:?}").into()),
                 // The previous activation, still stopping, ended the turn itself after
                 // our Activate: keep what it committed (applied here before our command
                 // was rejected, so the local store has it).
                 Err(ProposeError::Rejected(Rejection::StaleTurn(_))) => {
-                    if let Some(committed) = ctx.store.message(id, message.id)? {
+                    if let Some(committed) = ctx.store.message(id, running.assistant_message)? {
                         push_message(&mut state.messages, committed);
                     }
                 }
@@ -293,20 +363,33 @@ impl Actor for ConversationActor {
         if let Some(ticker) = state.ticker.take() {
             ticker.abort();
         }
+        state.commit_watcher.abort();
+        // The agent's forwarder may wait for room: let it go.
+        state.agent_credits.close();
         // After a move (lease lost) the new host saves the turn as interrupted from the
         // last checkpoint; a commit from here could not succeed.
         let hosted = matches!(
             state.ctx.cluster.hosting(state.record.id.shard),
             crate::cluster::Hosting::Active { .. }
         );
-        if state.turn.is_some() && hosted {
-            finish_turn(
-                state,
-                MessageStatus::Interrupted,
-                StopReason::Failed,
-                Some("the conversation actor stopped during the turn".into()),
-            )
-            .await;
+        if let Some(turn) = state.turn.as_ref().filter(|t| !t.ending)
+            && hosted
+        {
+            let end = ShardCommand::EndTurn {
+                conversation: state.record.id,
+                message: turn::header(turn),
+                delta: Some(PartsDelta::since(&turn.message.parts, turn.confirmed)),
+                status: MessageStatus::Interrupted,
+                stop_reason: Some(StopReason::Failed),
+                error: Some("the conversation actor stopped during the turn".into()),
+            };
+            let usage = turn.usage.clone();
+            match state.ctx.cluster.propose(state.record.id.shard, end).await {
+                Ok(Outcome::TurnEnded(message)) => turn::turn_ended(state, *message, usage),
+                other => {
+                    tracing::warn!(conversation = %state.record.id, outcome = ?other, "could not save the running turn while stopping; the next activation saves it from its last checkpoint");
+                }
+            }
         }
         for follower in state.followers.drain(..) {
             Metrics::dec(&state.ctx.metrics.followers);
@@ -348,13 +431,12 @@ impl Actor for ConversationActor {
             state.agent = None;
             if state.turn.is_some() {
                 let error = format!("the agent session failed: {reason}");
-                finish_turn(
+                turn::finish_turn(
                     state,
                     MessageStatus::Interrupted,
                     StopReason::Failed,
                     Some(error),
-                )
-                .await;
+                );
             }
         }
         Ok(())
@@ -375,8 +457,7 @@ impl Actor for ConversationActor {
                 reply,
             } => {
                 state.last_activity = Instant::now();
-                let result = start_turn(&myself, state, user, text, request_id, sink).await;
-                let _ = reply.send(result);
+                turn::request_turn(state, user, text, request_id, sink, reply);
             }
             ConversationMsg::Follow {
                 user,
@@ -394,7 +475,7 @@ impl Actor for ConversationActor {
             ConversationMsg::Cancel { user, reply } => {
                 let result = match authorize(state, &user) {
                     Err(e) => Err(e),
-                    Ok(()) => Ok(request_cancel(state)),
+                    Ok(()) => Ok(turn::request_cancel(state)),
                 };
                 let _ = reply.send(result);
             }
@@ -405,7 +486,7 @@ impl Actor for ConversationActor {
                 reply,
             } => {
                 let result = authorize(state, &user)
-                    .and_then(|()| respond_permission(state, request, option_id));
+                    .and_then(|()| turn::respond_permission(state, request, option_id));
                 let _ = reply.send(result);
             }
             ConversationMsg::InitiatorGone { turn } => {
@@ -414,11 +495,21 @@ impl Actor for ConversationActor {
                     if let Some(t) = state.turn.as_mut() {
                         t.initiator = None;
                     }
-                    request_cancel(state);
+                    turn::request_cancel(state);
                 }
             }
-            ConversationMsg::Agent { turn, event } => on_agent_event(state, turn, event).await,
-            ConversationMsg::Tick => on_tick(&myself, state).await,
+            ConversationMsg::Agent {
+                turn,
+                event,
+                credit,
+            } => {
+                on_agent_event(state, turn, event);
+                drop(credit);
+            }
+            ConversationMsg::Committed { commit, result } => {
+                commits::on_committed(state, commit, result).await;
+            }
+            ConversationMsg::Tick => turn::on_tick(&myself, state),
             ConversationMsg::Describe { reply } => {
                 let _ = reply.send(describe(state));
             }
@@ -540,202 +631,6 @@ fn emit(state: &mut ConversationState, event: Event) {
     }
 }
 
-async fn start_turn(
-    myself: &ActorRef<ConversationMsg>,
-    state: &mut ConversationState,
-    user: UserId,
-    text: String,
-    request_id: RequestId,
-    sink: Sink,
-) -> Result<TurnId, WireError> {
-    authorize(state, &user)?;
-    if text.trim().is_empty() {
-        return Err(WireError::invalid(
-            "text",
-            "the message is empty; send some text",
-        ));
-    }
-    if text.len() > MESSAGE_TEXT_BYTES_MAX {
-        return Err(WireError::invalid(
-            "text",
-            format!(
-                "the message is {} bytes, the limit is {MESSAGE_TEXT_BYTES_MAX}; shorten it",
-                text.len()
-            ),
-        ));
-    }
-    let ctx = state.ctx.clone();
-    let id = state.record.id;
-    let cmd = ShardCommand::AppendUserMessage {
-        conversation: id,
-        text: text.clone(),
-        request_id,
-        at_ms: ctx.now_ms(),
-    };
-    let outcome = ctx
-        .cluster
-        .propose(id.shard, cmd)
-        .await
-        .map_err(|e| propose_error(&ctx, "append user message", e))?;
-    let Outcome::TurnStarted(started) = outcome else {
-        return Err(internal(&ctx, "append user message", "unexpected outcome"));
-    };
-    let TurnStartedOutcome {
-        turn: running,
-        user_message,
-        duplicate,
-        finished,
-    } = *started;
-    let accepted = ServerFrame::Accepted {
-        turn: running.turn,
-        user_message: user_message.id,
-        duplicate,
-    };
-    if duplicate {
-        // A retry: report the first outcome instead of applying it again.
-        sink.deliver(accepted);
-        if let Some(message) = finished {
-            sink.deliver(ServerFrame::Event(EventFrame {
-                seq: state.seq.last(),
-                event: Event::Done {
-                    message,
-                    usage: None,
-                },
-            }));
-        } else if let Some(turn) = state
-            .turn
-            .as_mut()
-            .filter(|t| t.running.turn == running.turn)
-        {
-            turn.initiator = Some(sink);
-        }
-        return Ok(running.turn);
-    }
-    sink.deliver(accepted);
-    state.record.turns = running.turn.0;
-    state.record.message_count = user_message.id.0 + 1;
-    state.record.running_turn = Some(running.clone());
-    push_message(&mut state.messages, user_message.clone());
-    let now = Instant::now();
-    state.turn = Some(Turn {
-        message: empty_assistant(&running, ctx.now_ms()),
-        running: running.clone(),
-        initiator: Some(sink),
-        started: now,
-        last_activity: now,
-        dirty: false,
-        bytes: 0,
-        usage: None,
-        cancel_requested: None,
-        permissions: BTreeMap::new(),
-    });
-    Metrics::inc(&ctx.metrics.turns_running);
-    emit(
-        state,
-        Event::UserMessage {
-            message: user_message,
-        },
-    );
-    emit(
-        state,
-        Event::TurnStarted {
-            turn: running.turn,
-            message_id: running.assistant_message,
-        },
-    );
-    match ensure_agent(myself, state).await {
-        Ok(agent) => {
-            let _ = agent.cast(AgentSessionMsg::Prompt {
-                turn: running.turn,
-                text,
-            });
-        }
-        Err(message) => {
-            fail_turn(state, message).await;
-        }
-    }
-    Ok(running.turn)
-}
-
-async fn ensure_agent(
-    myself: &ActorRef<ConversationMsg>,
-    state: &mut ConversationState,
-) -> Result<ActorRef<AgentSessionMsg>, String> {
-    if let Some(agent) = &state.agent {
-        return Ok(agent.clone());
-    }
-    let ctx = &state.ctx;
-    let name = state.record.agent.clone();
-    let spec = ctx
-        .config
-        .agents
-        .iter()
-        .find(|(n, _)| n.as_str() == name)
-        .map(|(_, spec)| spec)
-        .ok_or_else(|| {
-            format!(
-                "agent `{name}` is not configured on this node; add `[agents.{name}]` to its config"
-            )
-        })?;
-    let command = AgentCommand {
-        program: spec.command.clone(),
-        args: spec.args.clone(),
-        env: spec.env.clone(),
-    };
-    let args = AgentSessionArgs {
-        ctx: ctx.clone(),
-        conversation: myself.clone(),
-        agent_name: name,
-        command,
-        cwd: ctx.workspace_dir(state.record.workspace),
-        home: ctx.agent_home(state.record.workspace, state.record.id),
-        resume_session: state.record.agent_session.clone(),
-        shard: state.record.id.shard,
-    };
-    let (agent, _) = Actor::spawn_linked(None, AgentSessionActor, args, myself.get_cell())
-        .await
-        .map_err(|e| format!("cannot start the agent session: {e}"))?;
-    state.agent = Some(agent.clone());
-    Ok(agent)
-}
-
-fn request_cancel(state: &mut ConversationState) -> bool {
-    let Some(turn) = state.turn.as_mut() else {
-        return false;
-    };
-    if turn.cancel_requested.is_none() {
-        turn.cancel_requested = Some(Instant::now());
-        let turn_id = turn.running.turn;
-        if let Some(agent) = &state.agent {
-            let _ = agent.cast(AgentSessionMsg::Cancel { turn: turn_id });
-        }
-    }
-    true
-}
-
-fn respond_permission(
-    state: &mut ConversationState,
-    request: u64,
-    option_id: Option<String>,
-) -> Result<(), WireError> {
-    let Some(turn) = state.turn.as_mut() else {
-        return Err(WireError::invalid(
-            "request",
-            "no turn is running, so there is no permission request to answer",
-        ));
-    };
-    if turn.permissions.remove(&request).is_none() {
-        return Err(WireError::invalid(
-            "request",
-            format!("permission request {request} is not pending (answered, timed out or unknown)"),
-        ));
-    }
-    if let Some(agent) = &state.agent {
-        let _ = agent.cast(AgentSessionMsg::RespondPermission { request, option_id });
-    }
-    Ok(())
-}
-
 fn attach_follower(
     state: &mut ConversationState,
     user: UserId,
@@ -787,165 +682,6 @@ fn attach_follower(
     });
     Metrics::inc(&state.ctx.metrics.followers);
     Ok(())
-}
-
-async fn checkpoint(state: &mut ConversationState) {
-    let Some(turn) = state.turn.as_mut().filter(|t| t.dirty) else {
-        return;
-    };
-    turn.dirty = false;
-    let message = turn.message.clone();
-    let cmd = ShardCommand::Checkpoint {
-        conversation: state.record.id,
-        message,
-    };
-    if let Err(e) = state.ctx.cluster.propose(state.record.id.shard, cmd).await {
-        tracing::warn!(conversation = %state.record.id, error = %e, "checkpoint failed; will retry");
-        if let Some(turn) = state.turn.as_mut() {
-            turn.dirty = true;
-        }
-    }
-}
-
-async fn finish_turn(
-    state: &mut ConversationState,
-    status: MessageStatus,
-    reason: StopReason,
-    error: Option<String>,
-) {
-    let Some(turn) = state.turn.as_ref() else {
-        return;
-    };
-    let mut message = turn.message.clone();
-    message.status = status;
-    message.stop_reason = Some(reason);
-    message.error = error;
-    message.content = content_from_parts(&message.parts);
-    let usage = turn.usage.clone();
-    let cmd = ShardCommand::FinishTurn {
-        conversation: state.record.id,
-        message: message.clone(),
-    };
-    if let Err(e) = state.ctx.cluster.propose(state.record.id.shard, cmd).await {
-        // Whether the end was applied is unknown (a lost lease, a timeout): announcing a
-        // `Done` could show followers a message the store never gets. End this activation
-        // instead; the next one finds the turn either finished or still running, and
-        // then saves it as interrupted from its last checkpoint.
-        let err = propose_error(&state.ctx, "commit the end of a turn", e);
-        if let Some(sink) = state.turn.as_ref().and_then(|t| t.initiator.as_ref()) {
-            sink.deliver(ServerFrame::Error(err));
-        }
-        for follower in state.followers.drain(..) {
-            Metrics::dec(&state.ctx.metrics.followers);
-            follower.sink.close_with(ServerFrame::Resync {
-                reason: "the end of the turn could not be committed here; follow again".into(),
-            });
-        }
-        state.turn = None;
-        Metrics::dec(&state.ctx.metrics.turns_running);
-        state.defunct = Some("the end of a turn could not be committed".into());
-        return;
-    }
-    state.record.running_turn = None;
-    state.record.message_count = message.id.0 + 1;
-    push_message(&mut state.messages, message.clone());
-    // Emitted while the turn is still set, so the initiator gets Done with usage and
-    // followers get it without.
-    emit(state, Event::Done { message, usage });
-    state.turn = None;
-    Metrics::dec(&state.ctx.metrics.turns_running);
-    state.last_activity = Instant::now();
-}
-
-/// Ends the running turn as interrupted, telling everyone why.
-async fn fail_turn(state: &mut ConversationState, message: String) {
-    emit(
-        state,
-        Event::Error {
-            message: message.clone(),
-        },
-    );
-    finish_turn(
-        state,
-        MessageStatus::Interrupted,
-        StopReason::Failed,
-        Some(message),
-    )
-    .await;
-}
-
-async fn on_tick(myself: &ActorRef<ConversationMsg>, state: &mut ConversationState) {
-    checkpoint(state).await;
-    let conversation = &state.ctx.config.conversation;
-    let turn_timeout = Duration::from_millis(conversation.turn_timeout_ms.get());
-    let idle_timeout = Duration::from_millis(conversation.turn_idle_timeout_ms.get());
-    let permission_timeout = Duration::from_millis(conversation.permission_timeout_ms.get());
-    let passivate_after = Duration::from_millis(conversation.idle_passivate_ms.get());
-    if let Some(turn) = state.turn.as_mut() {
-        let expired: Vec<u64> = turn
-            .permissions
-            .iter()
-            .filter(|(_, at)| at.elapsed() >= permission_timeout)
-            .map(|(r, _)| *r)
-            .collect();
-        for request in expired {
-            turn.permissions.remove(&request);
-            if let Some(agent) = &state.agent {
-                let _ = agent.cast(AgentSessionMsg::RespondPermission {
-                    request,
-                    option_id: None,
-                });
-            }
-        }
-        let failure = if turn.started.elapsed() >= turn_timeout {
-            Some(format!(
-                "the turn ran longer than {} ms (conversation.turn_timeout_ms) and was stopped",
-                turn_timeout.as_millis()
-            ))
-        } else if turn.permissions.is_empty() && turn.last_activity.elapsed() >= idle_timeout {
-            Some(format!(
-                "the agent sent nothing for {} ms (conversation.turn_idle_timeout_ms); it was restarted",
-                idle_timeout.as_millis()
-            ))
-        } else if turn
-            .cancel_requested
-            .is_some_and(|at| at.elapsed() >= Duration::from_millis(CANCEL_GRACE_MS))
-        {
-            Some(format!(
-                "the agent did not stop within {CANCEL_GRACE_MS} ms of the cancel; it was restarted"
-            ))
-        } else {
-            None
-        };
-        if let Some(message) = failure {
-            let cancelled = turn.cancel_requested.is_some();
-            if let Some(agent) = &state.agent {
-                let _ = agent.cast(AgentSessionMsg::Restart);
-            }
-            if cancelled {
-                finish_turn(
-                    state,
-                    MessageStatus::Cancelled,
-                    StopReason::Cancelled,
-                    Some(message),
-                )
-                .await;
-            } else {
-                fail_turn(state, message).await;
-            }
-        }
-        return;
-    }
-    state.followers.retain(|f| {
-        !f.sink.is_closed() || {
-            Metrics::dec(&state.ctx.metrics.followers);
-            false
-        }
-    });
-    if state.followers.is_empty() && state.last_activity.elapsed() >= passivate_after {
-        tracing::debug!(conversation = %state.record.id, "passivating idle conversation");
-        myself.stop(Some("idle".into()));
-    }
 }
 
 fn describe(state: &ConversationState) -> (Vec<ActorInfo>, Vec<FollowerInfo>) {

@@ -4,9 +4,17 @@
 //! (idle passivation, eviction, crash) is removed from the registry; the next request
 //! for it activates it again from the store, which also saves a turn interrupted by a
 //! crash as interrupted.
+//!
+//! The host never waits on an activation (which commits an `Activate` and may wait on
+//! consensus): it starts the actor in a task and answers the requests that wait for it
+//! when the task reports back ([`ShardHostMsg::Activated`]), so one shard without quorum
+//! holds up nobody else. Each conversation is in one [`Slot`]: activating, active or
+//! stopping. A request for a stopping conversation waits until its actor, and so its
+//! agent process, is gone before a new activation starts: two agent processes of one
+//! session never run side by side on this node either.
 
 use super::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
-use crate::cluster::Hosting;
+use crate::cluster::{Hosting, ProposeError};
 use crate::context::NodeContext;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use shoal_protocol::{ConversationId, ErrorCode, ShardId, WireError};
@@ -15,6 +23,10 @@ use std::sync::Arc;
 
 /// How long stopping one conversation actor may take (its agent process gets ~3 s).
 const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Requests waiting for one conversation's activation at most; more are refused as busy.
+pub const ACTIVATION_WAITERS_MAX: usize = 256;
+
+type ActorReply = RpcReplyPort<Result<ActorRef<ConversationMsg>, WireError>>;
 
 /// Messages of [`ShardHost`].
 #[derive(Debug)]
@@ -23,8 +35,8 @@ pub enum ShardHostMsg {
     Conversation {
         /// The conversation.
         id: ConversationId,
-        /// Reply: the actor, or not found / busy.
-        reply: RpcReplyPort<Result<ActorRef<ConversationMsg>, WireError>>,
+        /// Reply: the actor, or not found / busy / unavailable.
+        reply: ActorReply,
     },
     /// Every active conversation actor.
     Active {
@@ -41,15 +53,36 @@ pub enum ShardHostMsg {
     Evict {
         /// The conversation.
         id: ConversationId,
-        /// Whether it was active.
+        /// Whether it was active (or activating).
         reply: RpcReplyPort<bool>,
     },
+    /// An activation task finished (sent by the host to itself).
+    Activated {
+        /// The conversation.
+        id: ConversationId,
+        /// The new actor, or why it could not start.
+        result: Result<ActorRef<ConversationMsg>, WireError>,
+    },
+}
+
+/// Where one conversation's actor is in its life.
+enum Slot {
+    /// Its activation task runs; these requests wait for it. `stop` is set when the
+    /// shard was released or the conversation evicted meanwhile.
+    Activating {
+        waiters: Vec<ActorReply>,
+        stop: Option<&'static str>,
+    },
+    /// Running.
+    Active(ActorRef<ConversationMsg>),
+    /// Stopping; these requests are served by a new activation once it is gone.
+    Stopping { waiters: Vec<ActorReply> },
 }
 
 /// State of [`ShardHost`].
 pub struct ShardHostState {
     ctx: Arc<NodeContext>,
-    active: BTreeMap<ConversationId, ActorRef<ConversationMsg>>,
+    slots: BTreeMap<ConversationId, Slot>,
     by_actor: BTreeMap<ActorId, ConversationId>,
 }
 
@@ -72,7 +105,7 @@ impl Actor for ShardHost {
         }
         Ok(ShardHostState {
             ctx,
-            active: BTreeMap::new(),
+            slots: BTreeMap::new(),
             by_actor: BTreeMap::new(),
         })
     }
@@ -83,19 +116,28 @@ impl Actor for ShardHost {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Stop children gracefully (ractor would only kill them): their post_stop saves a
-        // running turn as interrupted and shuts their agent processes down.
-        let stops = state.active.values().map(|actor| {
+        // running turn as interrupted and shuts their agent processes down. Those whose
+        // activation still runs are stopped when they report back to a host that is gone.
+        let actors: Vec<ActorRef<ConversationMsg>> = state
+            .slots
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Active(actor) => Some(actor.clone()),
+                _ => None,
+            })
+            .collect();
+        let stops = actors.iter().map(|actor| {
             actor.stop_and_wait(Some("node shutting down".into()), Some(STOP_TIMEOUT))
         });
         futures::future::join_all(stops).await;
-        state.active.clear();
+        state.slots.clear();
         state.by_actor.clear();
         Ok(())
     }
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -104,11 +146,23 @@ impl Actor for ShardHost {
             SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
             _ => return Ok(()),
         };
-        if let Some(id) = state.by_actor.remove(&cell.get_id()) {
-            state.active.remove(&id);
-            if let Some(err) = failure {
-                // Restart policy: on demand. The next request reactivates it from the store.
-                tracing::error!(conversation = %id, error = %err, "conversation actor failed; it restarts on the next request");
+        let Some(id) = state.by_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        if let Some(err) = failure {
+            // Restart policy: on demand. The next request reactivates it from the store.
+            tracing::error!(conversation = %id, error = %err, "conversation actor failed; it restarts on the next request");
+        }
+        match state.slots.remove(&id) {
+            // Requests came while it stopped: serve them from a new activation.
+            Some(Slot::Stopping { waiters }) if !waiters.is_empty() => {
+                start_activation(&myself, state, id, waiters);
+            }
+            Some(Slot::Stopping { .. }) | None => {}
+            Some(Slot::Active(actor)) if actor.get_id() == cell.get_id() => {}
+            // Not this actor's slot: keep it.
+            Some(slot) => {
+                state.slots.insert(id, slot);
             }
         }
         Ok(())
@@ -121,21 +175,22 @@ impl Actor for ShardHost {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ShardHostMsg::Conversation { id, reply } => {
-                let _ = reply.send(activate(&myself, state, id).await);
-            }
+            ShardHostMsg::Conversation { id, reply } => request(&myself, state, id, reply),
+            ShardHostMsg::Activated { id, result } => activated(state, id, result),
             ShardHostMsg::Active { reply } => {
-                let _ = reply.send(
-                    state
-                        .active
-                        .iter()
-                        .map(|(id, a)| (*id, a.clone()))
-                        .collect(),
-                );
+                let active = state
+                    .slots
+                    .iter()
+                    .filter_map(|(id, slot)| match slot {
+                        Slot::Active(actor) => Some((*id, actor.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                let _ = reply.send(active);
             }
             ShardHostMsg::Release { shard } => {
                 let ids: Vec<ConversationId> = state
-                    .active
+                    .slots
                     .keys()
                     .filter(|id| id.shard == shard)
                     .copied()
@@ -144,38 +199,120 @@ impl Actor for ShardHost {
                     tracing::info!(%shard, conversations = ids.len(), "shard released: stopping its conversations");
                 }
                 for id in ids {
-                    if let Some(actor) = detach(state, id) {
-                        actor.stop(Some("the shard moved to another node".into()));
-                    }
+                    stop(state, id, "the shard moved to another node");
                 }
             }
             ShardHostMsg::Evict { id, reply } => {
-                let actor = detach(state, id);
-                if let Some(actor) = &actor {
-                    actor.stop(Some("evicted by an admin".into()));
-                }
-                let _ = reply.send(actor.is_some());
+                let _ = reply.send(stop(state, id, "evicted by an admin"));
             }
         }
         Ok(())
     }
 }
 
-/// Removes a conversation's actor from the registry (the caller stops it).
-fn detach(state: &mut ShardHostState, id: ConversationId) -> Option<ActorRef<ConversationMsg>> {
-    let actor = state.active.remove(&id)?;
-    state.by_actor.remove(&actor.get_id());
-    Some(actor)
+/// Stops a conversation's actor (or the one being activated, once it is up). `true` if
+/// it was active or activating.
+fn stop(state: &mut ShardHostState, id: ConversationId, reason: &'static str) -> bool {
+    match state.slots.get_mut(&id) {
+        Some(Slot::Active(actor)) => {
+            actor.stop(Some(reason.into()));
+            state.slots.insert(
+                id,
+                Slot::Stopping {
+                    waiters: Vec::new(),
+                },
+            );
+            true
+        }
+        Some(Slot::Activating { stop, .. }) => {
+            *stop = Some(reason);
+            true
+        }
+        Some(Slot::Stopping { .. }) | None => false,
+    }
 }
 
-async fn activate(
+fn unavailable(id: ConversationId, why: &str) -> WireError {
+    WireError::new(
+        ErrorCode::Unavailable,
+        format!("conversation {id}: {why}; retry"),
+    )
+}
+
+/// A request for a conversation's actor: answered now, or when its activation (or its
+/// predecessor's stop) finishes.
+fn request(
     myself: &ActorRef<ShardHostMsg>,
     state: &mut ShardHostState,
     id: ConversationId,
-) -> Result<ActorRef<ConversationMsg>, WireError> {
-    if let Some(actor) = state.active.get(&id) {
-        return Ok(actor.clone());
+    reply: ActorReply,
+) {
+    let waiters = match state.slots.get_mut(&id) {
+        Some(Slot::Active(actor)) => {
+            let _ = reply.send(Ok(actor.clone()));
+            return;
+        }
+        Some(Slot::Activating { waiters, .. } | Slot::Stopping { waiters }) => waiters,
+        None => {
+            start_activation(myself, state, id, vec![reply]);
+            return;
+        }
+    };
+    if waiters.len() >= ACTIVATION_WAITERS_MAX {
+        let _ = reply.send(Err(WireError::new(
+            ErrorCode::Busy,
+            format!(
+                "{ACTIVATION_WAITERS_MAX} requests already wait for conversation {id} to start; retry shortly"
+            ),
+        )));
+        return;
     }
+    waiters.push(reply);
+}
+
+/// Checks that `id` can be activated here and starts its activation in a task.
+fn start_activation(
+    myself: &ActorRef<ShardHostMsg>,
+    state: &mut ShardHostState,
+    id: ConversationId,
+    waiters: Vec<ActorReply>,
+) {
+    if let Err(e) = check_activation(state, id) {
+        for reply in waiters {
+            let _ = reply.send(Err(e.clone()));
+        }
+        return;
+    }
+    state.slots.insert(
+        id,
+        Slot::Activating {
+            waiters,
+            stop: None,
+        },
+    );
+    let args = ConversationArgs {
+        ctx: state.ctx.clone(),
+        id,
+    };
+    let host = myself.clone();
+    let ctx = state.ctx.clone();
+    tokio::spawn(async move {
+        let result = Actor::spawn_linked(None, ConversationActor, args, host.get_cell())
+            .await
+            .map(|(actor, _)| actor)
+            .map_err(|e| activation_error(&ctx, id, e));
+        if let Err(ractor::MessagingErr::SendErr(ShardHostMsg::Activated {
+            result: Ok(actor),
+            ..
+        })) = host.cast(ShardHostMsg::Activated { id, result })
+        {
+            // The host is gone (shutting down): nobody else will stop it.
+            actor.stop(Some("node shutting down".into()));
+        }
+    });
+}
+
+fn check_activation(state: &ShardHostState, id: ConversationId) -> Result<(), WireError> {
     let not_found = || WireError::not_found(format!("conversation {id} does not exist"));
     if !state.ctx.shard_exists(id.shard) {
         return Err(not_found());
@@ -196,7 +333,7 @@ async fn activate(
         }
     }
     let max = state.ctx.config.limits.active_conversations_max.get() as usize;
-    if state.active.len() >= max {
+    if state.slots.len() >= max {
         return Err(WireError::new(
             ErrorCode::Busy,
             format!(
@@ -204,20 +341,74 @@ async fn activate(
             ),
         ));
     }
-    let args = ConversationArgs {
-        ctx: state.ctx.clone(),
-        id,
+    Ok(())
+}
+
+/// Why an activation failed, for the requests that waited on it. An activation that
+/// could not commit (no quorum, leadership moving, overloaded) is worth a retry.
+fn activation_error(ctx: &NodeContext, id: ConversationId, err: ractor::SpawnErr) -> WireError {
+    let text = err.to_string();
+    tracing::warn!(conversation = %id, error = %text, "activation failed");
+    let retryable = match &err {
+        ractor::SpawnErr::StartupFailed(inner) => {
+            inner.downcast_ref::<ProposeError>().is_some_and(|e| {
+                matches!(
+                    e,
+                    ProposeError::Unavailable { .. }
+                        | ProposeError::NotLeader { .. }
+                        | ProposeError::Overloaded { .. }
+                )
+            })
+        }
+        _ => false,
     };
-    let (actor, _) = Actor::spawn_linked(None, ConversationActor, args, myself.get_cell())
-        .await
-        .map_err(|e| {
-            state
-                .ctx
-                .internal_error(&format!("cannot activate conversation {id}"), e)
-        })?;
-    state.by_actor.insert(actor.get_id(), id);
-    state.active.insert(id, actor.clone());
-    Ok(actor)
+    if retryable {
+        unavailable(id, "its shard cannot commit the activation now")
+    } else {
+        ctx.internal_error(&format!("cannot activate conversation {id}"), text)
+    }
+}
+
+/// An activation task reported back: answer the requests that waited for it.
+fn activated(
+    state: &mut ShardHostState,
+    id: ConversationId,
+    result: Result<ActorRef<ConversationMsg>, WireError>,
+) {
+    let Some(Slot::Activating { waiters, stop }) = state.slots.remove(&id) else {
+        // Not expected: the slot of an activation in flight is never replaced.
+        if let Ok(actor) = result {
+            actor.stop(Some("activation no longer wanted".into()));
+        }
+        return;
+    };
+    match result {
+        Ok(actor) => {
+            state.by_actor.insert(actor.get_id(), id);
+            if let Some(reason) = stop {
+                actor.stop(Some(reason.into()));
+                for reply in waiters {
+                    let _ = reply.send(Err(unavailable(id, reason)));
+                }
+                state.slots.insert(
+                    id,
+                    Slot::Stopping {
+                        waiters: Vec::new(),
+                    },
+                );
+                return;
+            }
+            for reply in waiters {
+                let _ = reply.send(Ok(actor.clone()));
+            }
+            state.slots.insert(id, Slot::Active(actor));
+        }
+        Err(e) => {
+            for reply in waiters {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
 }
 
 /// Follows one shard's hosting state: unfences its agents when this node starts hosting

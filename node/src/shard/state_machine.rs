@@ -23,9 +23,12 @@
 //! * `rs/<conversation uid>/<request id>` → the turn a `AppendUserMessage` request started
 //! * `u/<user>/<conversation uid>` → empty: the user's conversations
 
+use super::parts_delta::PartsDelta;
 use serde::{Deserialize, Serialize};
 use shoal_protocol::frame::{BincodeCodec, Codec};
-use shoal_protocol::transcript::{Message, MessageStatus, Part, Role, content_from_parts};
+use shoal_protocol::transcript::{
+    Message, MessageStatus, Part, Role, StopReason, content_from_parts,
+};
 use shoal_protocol::{ConversationId, MessageId, RequestId, TurnId, UserId, WorkspaceId};
 
 /// A durable change to a shard. Encoded by declaration index: append only.
@@ -64,14 +67,16 @@ pub enum ShardCommand {
         /// Time of the message.
         at_ms: u64,
     },
-    /// Save the running turn's assistant message as streamed so far.
+    /// Save the running turn's assistant message as streamed so far. No longer proposed
+    /// (see [`ShardCommand::AppendParts`]); applied when an older log replays.
     Checkpoint {
         /// The conversation.
         conversation: ConversationId,
         /// The assistant message (status `InProgress`).
         message: Message,
     },
-    /// End the running turn with its final assistant message.
+    /// End the running turn with its final assistant message. Proposed only by tests now
+    /// (see [`ShardCommand::EndTurn`]); applied when an older log replays.
     FinishTurn {
         /// The conversation.
         conversation: ConversationId,
@@ -85,6 +90,45 @@ pub enum ShardCommand {
         /// The agent's session id.
         session_id: Option<String>,
     },
+    /// Save what the running turn streamed since the proposer's last confirmed
+    /// checkpoint (replaces [`ShardCommand::Checkpoint`], which re-sent the whole message).
+    AppendParts {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The running turn's assistant message.
+        message: MessageHeader,
+        /// Its parts from the proposer's confirmed mark on.
+        delta: PartsDelta,
+    },
+    /// End the running turn (replaces [`ShardCommand::FinishTurn`]): apply the last
+    /// delta, if any, to the stored message and give it its final status.
+    EndTurn {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The running turn's assistant message.
+        message: MessageHeader,
+        /// The parts not yet confirmed stored; `None` ends the turn with what is stored
+        /// (a new activation saving a turn its predecessor left running).
+        delta: Option<PartsDelta>,
+        /// Complete, cancelled or interrupted.
+        status: MessageStatus,
+        /// Why it ended.
+        stop_reason: Option<StopReason>,
+        /// What went wrong, if anything.
+        error: Option<String>,
+    },
+}
+
+/// What identifies a running turn's assistant message in [`ShardCommand::AppendParts`]
+/// and [`ShardCommand::EndTurn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageHeader {
+    /// The message.
+    pub id: MessageId,
+    /// Its turn.
+    pub turn: TurnId,
+    /// When the turn started (the message's `created_at_ms` if nothing is stored yet).
+    pub created_at_ms: u64,
 }
 
 /// The running turn of a conversation, as committed.
@@ -138,6 +182,8 @@ pub enum Outcome {
     TurnStarted(Box<TurnStartedOutcome>),
     /// Any other command applied.
     Done,
+    /// `EndTurn`: the final assistant message as stored.
+    TurnEnded(Box<Message>),
 }
 
 /// What `AppendUserMessage` did.
@@ -233,9 +279,23 @@ impl ShardCommand {
                     )));
                 }
             }
+            ShardCommand::EndTurn {
+                conversation,
+                message,
+                status,
+                ..
+            } => {
+                if *status == MessageStatus::InProgress {
+                    return Err(Rejection::Invalid(format!(
+                        "message {} of {conversation}: a finished turn is not in progress",
+                        message.id
+                    )));
+                }
+            }
             ShardCommand::Activate { .. }
             | ShardCommand::AppendUserMessage { .. }
-            | ShardCommand::SetAgentSession { .. } => {}
+            | ShardCommand::SetAgentSession { .. }
+            | ShardCommand::AppendParts { .. } => {}
         }
         Ok(())
     }
@@ -498,8 +558,77 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             writes.put(conversation_key(*conversation), &rec);
             Outcome::Done
         }
+        ShardCommand::AppendParts {
+            conversation,
+            message,
+            delta,
+        } => {
+            let rec = record(view, *conversation)?;
+            let mut stored = running_message(view, &rec, message)?;
+            delta.apply(&mut stored.parts).map_err(|e| {
+                Rejection::Invalid(format!("message {} of {conversation}: {e}", message.id))
+            })?;
+            stored.content = content_from_parts(&stored.parts);
+            writes.put(message_key(*conversation, message.id), &stored);
+            Outcome::Done
+        }
+        ShardCommand::EndTurn {
+            conversation,
+            message,
+            delta,
+            status,
+            stop_reason,
+            error,
+        } => {
+            let mut rec = record(view, *conversation)?;
+            let mut stored = running_message(view, &rec, message)?;
+            if let Some(delta) = delta {
+                delta.apply(&mut stored.parts).map_err(|e| {
+                    Rejection::Invalid(format!("message {} of {conversation}: {e}", message.id))
+                })?;
+            }
+            stored.content = content_from_parts(&stored.parts);
+            stored.status = *status;
+            stored.stop_reason = stop_reason.clone();
+            stored.error = error.clone();
+            rec.running_turn = None;
+            rec.message_count = message.id.0 + 1;
+            writes.put(message_key(*conversation, message.id), &stored);
+            writes.put(conversation_key(*conversation), &rec);
+            Outcome::TurnEnded(Box::new(stored))
+        }
     };
     Ok((writes, outcome))
+}
+
+/// The running turn's assistant message as stored (empty before its first checkpoint);
+/// [`Rejection::StaleTurn`] when `header` is not the running turn's message.
+fn running_message(
+    view: &impl ShardRead,
+    rec: &ConversationRecord,
+    header: &MessageHeader,
+) -> Result<Message, Failure> {
+    let conversation = rec.id;
+    let running = rec
+        .running_turn
+        .as_ref()
+        .filter(|r| r.assistant_message == header.id && r.turn == header.turn);
+    if running.is_none() {
+        return Err(Rejection::StaleTurn(header.id).into());
+    }
+    Ok(
+        read::<Message>(view, &message_key(conversation, header.id))?.unwrap_or_else(|| Message {
+            id: header.id,
+            turn: header.turn,
+            role: Role::Assistant,
+            status: MessageStatus::InProgress,
+            parts: Vec::new(),
+            content: String::new(),
+            created_at_ms: header.created_at_ms,
+            stop_reason: None,
+            error: None,
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -723,5 +852,108 @@ mod tests {
             apply(&Failing, &cmd).map(|_| ()),
             Err(ReadError::Io("injected read error".into()))
         );
+    }
+
+    fn header(turn: &RunningTurn) -> MessageHeader {
+        MessageHeader {
+            id: turn.assistant_message,
+            turn: turn.turn,
+            created_at_ms: 3,
+        }
+    }
+
+    fn stored_message(mem: &Mem, id: MessageId) -> Message {
+        let key = message_key(conv(), id);
+        decode(&key, &mem.0[&key]).unwrap()
+    }
+
+    /// A turn committed as deltas: each entry carries only what is new, a repeated or
+    /// overlapping delta is harmless, a bad one writes nothing, and the end gives the
+    /// stored message its status with `content == content_from_parts(parts)`.
+    #[test]
+    fn a_turn_is_committed_as_deltas_then_ended() {
+        use super::super::parts_delta::{PartsDelta, PartsMark};
+        let mut mem = Mem::default();
+        create(&mut mem);
+        let turn = started(send(&mut mem, 1)).turn;
+        let mut parts = vec![Part::Text {
+            text: "hello".into(),
+        }];
+        let first = PartsDelta::since(&parts, PartsMark::default());
+        let append = |delta: PartsDelta| ShardCommand::AppendParts {
+            conversation: conv(),
+            message: header(&turn),
+            delta,
+        };
+        mem.run(&append(first.clone())).unwrap();
+        mem.run(&append(first)).unwrap();
+        let mark = PartsMark::end_of(&parts);
+        if let Part::Text { text } = &mut parts[0] {
+            text.push_str(" world");
+        }
+        let second = PartsDelta::since(&parts, mark);
+        assert_eq!(
+            second.tail,
+            vec![Part::Text {
+                text: " world".into()
+            }]
+        );
+        mem.run(&append(second)).unwrap();
+        let stored = stored_message(&mem, turn.assistant_message);
+        assert_eq!(stored.parts, parts);
+        assert_eq!(stored.content, "hello world");
+        assert_eq!(stored.status, MessageStatus::InProgress);
+
+        let before = mem.0.clone();
+        let bad = PartsDelta {
+            from: PartsMark { part: 5, byte: 0 },
+            tail: Vec::new(),
+        };
+        assert!(matches!(mem.run(&append(bad)), Err(Rejection::Invalid(_))));
+        assert_eq!(mem.0, before, "a bad delta writes nothing");
+
+        let end = |delta: Option<PartsDelta>| ShardCommand::EndTurn {
+            conversation: conv(),
+            message: header(&turn),
+            delta,
+            status: MessageStatus::Complete,
+            stop_reason: Some(StopReason::EndTurn),
+            error: None,
+        };
+        parts.push(Part::Reasoning { text: "hm".into() });
+        let last = PartsDelta::since(&parts, PartsMark { part: 0, byte: 5 });
+        let Outcome::TurnEnded(ended) = mem.run(&end(Some(last))).unwrap() else {
+            panic!("EndTurn answers with the final message")
+        };
+        assert_eq!(ended.parts, parts);
+        assert_eq!(ended.content, content_from_parts(&ended.parts));
+        assert_eq!(*ended, stored_message(&mem, turn.assistant_message));
+        assert!(matches!(mem.run(&end(None)), Err(Rejection::StaleTurn(_))));
+        let done = started(send(&mut mem, 1)).finished.unwrap();
+        assert_eq!(done.status, MessageStatus::Complete);
+    }
+
+    /// A new activation ends a turn its predecessor left running with what is stored.
+    #[test]
+    fn an_end_without_a_delta_keeps_what_is_stored() {
+        let mut mem = Mem::default();
+        create(&mut mem);
+        let turn = started(send(&mut mem, 1)).turn;
+        let Outcome::TurnEnded(ended) = mem
+            .run(&ShardCommand::EndTurn {
+                conversation: conv(),
+                message: header(&turn),
+                delta: None,
+                status: MessageStatus::Interrupted,
+                stop_reason: Some(StopReason::Failed),
+                error: Some("node stopped".into()),
+            })
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(ended.parts.is_empty());
+        assert_eq!(ended.status, MessageStatus::Interrupted);
+        assert_eq!(ended.created_at_ms, 3);
     }
 }

@@ -65,8 +65,9 @@ pub struct Store {
     generation: u64,
 }
 
-/// Until when flushes are held back ([`Store::stall_flushes`]).
-type FlushStall = Arc<std::sync::Mutex<Option<tokio::time::Instant>>>;
+/// Until when flushes are held back ([`Store::stall_flushes`]); a new value replaces the
+/// old one at once, so a stall can also be cut short.
+type FlushStall = tokio::sync::watch::Sender<Option<tokio::time::Instant>>;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,8 +109,8 @@ impl Store {
             .map_err(open_err)?;
         let generation = generation(&db, shard_count, new_generation).map_err(open_err)?;
         let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE_DEPTH);
-        let stall = FlushStall::default();
-        tokio::spawn(run_flusher(flush_rx, stall.clone()));
+        let stall = FlushStall::new(None);
+        tokio::spawn(run_flusher(flush_rx, stall.subscribe()));
         Ok(Arc::new(Store {
             db,
             trees,
@@ -202,15 +203,20 @@ impl Store {
         }
     }
 
-    /// Holds every flush back for `duration` from now (fault injection: a stalled disk).
-    /// Callers of [`Self::flush`] wait; writes keep reaching sled's page cache.
+    /// Holds every flush back for `duration` from now (fault injection: a stalled disk),
+    /// replacing any earlier stall (`Duration::ZERO` ends one). Callers of
+    /// [`Self::flush`] wait; writes keep reaching sled's page cache.
     pub fn stall_flushes(&self, duration: std::time::Duration) {
         let until = tokio::time::Instant::now() + duration;
-        *self.stall.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
-        tracing::warn!(
-            ms = duration.as_millis() as u64,
-            "fault injected: store flushes stalled"
-        );
+        self.stall.send_replace(Some(until));
+        if duration.is_zero() {
+            tracing::warn!("fault ended: store flushes resume");
+        } else {
+            tracing::warn!(
+                ms = duration.as_millis() as u64,
+                "fault injected: store flushes stalled"
+            );
+        }
     }
 
     /// A conversation's record.
@@ -313,11 +319,23 @@ fn generation(db: &sled::Db, shard_count: u16, candidate: u64) -> Result<u64, sl
     Ok(generation)
 }
 
-async fn run_flusher(mut rx: mpsc::Receiver<FlushRequest>, stall: FlushStall) {
+async fn run_flusher(
+    mut rx: mpsc::Receiver<FlushRequest>,
+    mut stall: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+) {
     while let Some((db, first)) = rx.recv().await {
-        let stalled = *stall.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(until) = stalled {
-            tokio::time::sleep_until(until).await;
+        // Wait out the stall in force, re-reading it when it is replaced.
+        loop {
+            let until = *stall.borrow_and_update();
+            match until {
+                Some(until) if tokio::time::Instant::now() < until => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        changed = stall.changed() => if changed.is_err() { break },
+                    }
+                }
+                _ => break,
+            }
         }
         let mut waiters = vec![first];
         while let Ok((_, more)) = rx.try_recv() {

@@ -1,6 +1,8 @@
 //! Agent events into the running turn: display events out, the assistant message's
 //! parts built up, and the turn's byte budget (`limits.turn_buffer_bytes_max`) kept.
 
+use super::commits::{Commit, submit};
+use super::turn::{fail_turn, finish_turn};
 use super::*;
 
 /// The bytes a tool-call part adds to a turn's message (its strings).
@@ -48,11 +50,7 @@ fn append_text(parts: &mut Vec<Part>, reasoning: bool, chunk: &str) {
     }
 }
 
-pub(super) async fn on_agent_event(
-    state: &mut ConversationState,
-    turn_id: TurnId,
-    event: AgentEvent,
-) {
+pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, event: AgentEvent) {
     if let AgentEvent::SessionStarted(session_id) = &event {
         if state.record.agent_session.as_deref() != Some(session_id) {
             state.record.agent_session = Some(session_id.clone());
@@ -60,13 +58,15 @@ pub(super) async fn on_agent_event(
                 conversation: state.record.id,
                 session_id: Some(session_id.clone()),
             };
-            if let Err(e) = state.ctx.cluster.propose(state.record.id.shard, cmd).await {
-                tracing::warn!(conversation = %state.record.id, error = %e, "cannot record the agent session id");
-            }
+            submit(state, cmd, Commit::AgentSession);
         }
         return;
     }
-    let Some(turn) = state.turn.as_mut().filter(|t| t.running.turn == turn_id) else {
+    let running = state
+        .turn
+        .as_mut()
+        .filter(|t| t.running.turn == turn_id && !t.ending);
+    let Some(turn) = running else {
         if let AgentEvent::Update(AgentUpdate::PermissionRequest { request, .. }) = event {
             // Nobody can answer it: refuse so the agent does not wait.
             if let Some(agent) = &state.agent {
@@ -122,7 +122,7 @@ pub(super) async fn on_agent_event(
                     },
                 );
             }
-            finish_turn(state, status, reason, error).await;
+            finish_turn(state, status, reason, error);
             return;
         }
         AgentEvent::Update(update) => {
@@ -134,7 +134,7 @@ pub(super) async fn on_agent_event(
                         "the turn's output exceeded {limit} bytes (limits.turn_buffer_bytes_max); the turn was stopped"
                     );
                     let _ = text;
-                    stop_over_limit(state, message).await;
+                    stop_over_limit(state, message);
                     return;
                 }
                 AgentUpdate::Text(text) => {
@@ -195,12 +195,15 @@ pub(super) async fn on_agent_event(
                         let message = format!(
                             "the turn's output exceeded {limit} bytes (limits.turn_buffer_bytes_max) with tool call `{id}`; the turn was stopped"
                         );
-                        stop_over_limit(state, message).await;
+                        stop_over_limit(state, message);
                         return;
                     }
                     turn.bytes = bytes;
                     match index {
-                        Some(i) => turn.message.parts[i] = part.clone(),
+                        Some(i) => {
+                            turn.message.parts[i] = part.clone();
+                            turn.rewound_to(i);
+                        }
                         None => turn.message.parts.push(part.clone()),
                     }
                     turn.dirty = true;
@@ -251,11 +254,11 @@ pub(super) async fn on_agent_event(
 /// is stopped, not just cancelled: ACP updates carry no prompt id, so output it still
 /// sends for this prompt would be taken for the next turn's. The next turn starts a new
 /// process (resuming the session with `session/load`).
-async fn stop_over_limit(state: &mut ConversationState, message: String) {
+fn stop_over_limit(state: &mut ConversationState, message: String) {
     if let Some(agent) = &state.agent {
         let _ = agent.cast(AgentSessionMsg::Restart);
     }
-    fail_turn(state, message).await;
+    fail_turn(state, message);
 }
 
 #[cfg(test)]

@@ -1,0 +1,110 @@
+//! Pipelined commits: the actor never waits on consensus inside a handler.
+//!
+//! A handler submits its command ([`crate::cluster::Cluster::submit`], which fixes its
+//! place in the shard's log at once) and goes on; one watcher task per activation awaits
+//! the results in submission order and hands each back as [`ConversationMsg::Committed`]
+//! with what the handler needs to carry on ([`Commit`]). So results arrive in the order
+//! the commands apply, and reads, follows and cancels are answered while commits wait.
+//!
+//! In flight per conversation, at most: [`SENDS_PENDING_MAX`] user messages, one
+//! checkpoint, one turn end and one agent-session record (so the watcher's queue is
+//! bounded, though its channel type is not).
+
+use super::turn;
+use super::*;
+use crate::cluster::PendingProposal;
+use tokio::sync::mpsc;
+
+/// What a submitted command was for; handed back with its result.
+#[derive(Debug)]
+pub enum Commit {
+    /// A `Send`'s user message: reply, then start the turn.
+    Send {
+        /// The prompt for the agent.
+        text: String,
+        /// The initiator's stream.
+        sink: Sink,
+        /// The `Send`'s reply.
+        reply: RpcReplyPort<Result<TurnId, WireError>>,
+    },
+    /// A checkpoint of `turn`.
+    Checkpoint {
+        /// The turn.
+        turn: TurnId,
+    },
+    /// The end of `turn`.
+    End {
+        /// The turn.
+        turn: TurnId,
+        /// The final message as streamed.
+        message: Message,
+        /// Usage for the initiator's `Done`.
+        usage: Option<Usage>,
+    },
+    /// The agent's session id was recorded.
+    AgentSession,
+}
+
+type Submitted = (Commit, Result<PendingProposal, ProposeError>);
+
+/// Where submitted commands go to be awaited.
+pub(super) type CommitQueue = mpsc::UnboundedSender<Submitted>;
+
+/// Starts the watcher that awaits submitted commands in order and reports each to
+/// `myself`.
+pub(super) fn start_watcher(
+    myself: ActorRef<ConversationMsg>,
+) -> (CommitQueue, tokio::task::JoinHandle<()>) {
+    // Unbounded is safe: what goes in is bounded per conversation (see the module doc).
+    let (tx, mut rx) = mpsc::unbounded_channel::<Submitted>();
+    let task = tokio::spawn(async move {
+        while let Some((commit, pending)) = rx.recv().await {
+            let result = match pending {
+                Ok(pending) => pending.outcome().await,
+                Err(e) => Err(e),
+            };
+            if myself
+                .cast(ConversationMsg::Committed { commit, result })
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// Submits `cmd`; its result comes back as [`ConversationMsg::Committed`] with `commit`.
+pub(super) fn submit(state: &mut ConversationState, cmd: ShardCommand, commit: Commit) {
+    let pending = state.ctx.cluster.submit(state.record.id.shard, cmd);
+    if state.commits.send((commit, pending)).is_ok() {
+        state.commits_in_flight += 1;
+    }
+    // Otherwise the watcher is gone, which happens only while the actor stops: the
+    // commit's reply port is dropped and its caller sees the actor stop.
+}
+
+/// A submitted command's result.
+pub(super) async fn on_committed(
+    state: &mut ConversationState,
+    commit: Commit,
+    result: Result<Outcome, ProposeError>,
+) {
+    state.commits_in_flight -= 1;
+    match commit {
+        Commit::Send { text, sink, reply } => {
+            turn::on_send_committed(state, text, sink, reply, result).await;
+        }
+        Commit::Checkpoint { turn } => turn::on_checkpoint_committed(state, turn, result),
+        Commit::End {
+            turn,
+            message,
+            usage,
+        } => turn::on_end_committed(state, turn, message, usage, result),
+        Commit::AgentSession => {
+            if let Err(e) = result {
+                tracing::warn!(conversation = %state.record.id, error = %e, "cannot record the agent session id");
+            }
+        }
+    }
+}

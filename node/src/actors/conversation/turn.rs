@@ -1,0 +1,503 @@
+//! A turn's lifecycle, with every commit pipelined (see [`super::commits`]): `Send`
+//! submits the user message and the turn starts when it is committed; checkpoints submit
+//! deltas, one at a time; the end submits the last delta with the final status, and
+//! `Done` goes out when that is committed.
+
+use super::commits::{Commit, submit};
+use super::*;
+
+/// `Send`: checks the request and submits the user message. The reply (and the turn)
+/// follow when it is committed ([`on_send_committed`]).
+pub(super) fn request_turn(
+    state: &mut ConversationState,
+    user: UserId,
+    text: String,
+    request_id: RequestId,
+    sink: Sink,
+    reply: RpcReplyPort<Result<TurnId, WireError>>,
+) {
+    let checked = authorize(state, &user).and_then(|()| check_text(&text));
+    if let Err(e) = checked {
+        let _ = reply.send(Err(e));
+        return;
+    }
+    if state.sends_pending >= SENDS_PENDING_MAX {
+        let _ = reply.send(Err(WireError::new(
+            ErrorCode::Busy,
+            format!(
+                "conversation {} already has {SENDS_PENDING_MAX} messages waiting to be committed; retry shortly",
+                state.record.id
+            ),
+        )));
+        return;
+    }
+    state.sends_pending += 1;
+    let cmd = ShardCommand::AppendUserMessage {
+        conversation: state.record.id,
+        text: text.clone(),
+        request_id,
+        at_ms: state.ctx.now_ms(),
+    };
+    submit(state, cmd, Commit::Send { text, sink, reply });
+}
+
+fn check_text(text: &str) -> Result<(), WireError> {
+    if text.trim().is_empty() {
+        return Err(WireError::invalid(
+            "text",
+            "the message is empty; send some text",
+        ));
+    }
+    if text.len() > MESSAGE_TEXT_BYTES_MAX {
+        return Err(WireError::invalid(
+            "text",
+            format!(
+                "the message is {} bytes, the limit is {MESSAGE_TEXT_BYTES_MAX}; shorten it",
+                text.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The user message of a `Send` was committed (or not): answer, and start the turn.
+pub(super) async fn on_send_committed(
+    state: &mut ConversationState,
+    text: String,
+    sink: Sink,
+    reply: RpcReplyPort<Result<TurnId, WireError>>,
+    result: Result<Outcome, ProposeError>,
+) {
+    state.sends_pending -= 1;
+    if state.sends_pending == 0 && !matches!(result, Ok(Outcome::TurnStarted(_))) {
+        // The cancel was for a message that did not start a turn.
+        state.cancel_before_start = false;
+    }
+    let started = match result {
+        Ok(Outcome::TurnStarted(started)) => *started,
+        Ok(other) => {
+            let err = internal(&state.ctx, "append user message", format!("{other:?}"));
+            let _ = reply.send(Err(err));
+            return;
+        }
+        Err(e) => {
+            let _ = reply.send(Err(propose_error(&state.ctx, "append user message", e)));
+            return;
+        }
+    };
+    let TurnStartedOutcome {
+        turn: running,
+        user_message,
+        duplicate,
+        finished,
+    } = started;
+    let accepted = ServerFrame::Accepted {
+        turn: running.turn,
+        user_message: user_message.id,
+        duplicate,
+    };
+    if duplicate {
+        // A retry: report the first outcome instead of applying it again.
+        sink.deliver(accepted);
+        if let Some(message) = finished {
+            sink.deliver(ServerFrame::Event(EventFrame {
+                seq: state.seq.last(),
+                event: Event::Done {
+                    message,
+                    usage: None,
+                },
+            }));
+        } else if let Some(turn) = state
+            .turn
+            .as_mut()
+            .filter(|t| t.running.turn == running.turn)
+        {
+            turn.initiator = Some(sink);
+        }
+        let _ = reply.send(Ok(running.turn));
+        return;
+    }
+    sink.deliver(accepted);
+    let _ = reply.send(Ok(running.turn));
+    let cancel_early = std::mem::take(&mut state.cancel_before_start);
+    state.record.turns = running.turn.0;
+    state.record.message_count = user_message.id.0 + 1;
+    state.record.running_turn = Some(running.clone());
+    push_message(&mut state.messages, user_message.clone());
+    let now = Instant::now();
+    state.turn = Some(Turn {
+        message: empty_assistant(&running, state.ctx.now_ms()),
+        running: running.clone(),
+        initiator: Some(sink),
+        started: now,
+        last_activity: now,
+        bytes: 0,
+        usage: None,
+        cancel_requested: None,
+        permissions: BTreeMap::new(),
+        confirmed: PartsMark::default(),
+        checkpointing: None,
+        dirty: false,
+        ending: false,
+    });
+    Metrics::inc(&state.ctx.metrics.turns_running);
+    emit(
+        state,
+        Event::UserMessage {
+            message: user_message,
+        },
+    );
+    emit(
+        state,
+        Event::TurnStarted {
+            turn: running.turn,
+            message_id: running.assistant_message,
+        },
+    );
+    match ensure_agent(state).await {
+        Ok(agent) => {
+            let _ = agent.cast(AgentSessionMsg::Prompt {
+                turn: running.turn,
+                text,
+            });
+            if cancel_early {
+                request_cancel(state);
+            }
+        }
+        Err(message) => fail_turn(state, message),
+    }
+}
+
+async fn ensure_agent(state: &mut ConversationState) -> Result<ActorRef<AgentSessionMsg>, String> {
+    if let Some(agent) = &state.agent {
+        return Ok(agent.clone());
+    }
+    let ctx = &state.ctx;
+    let name = state.record.agent.clone();
+    let spec = ctx
+        .config
+        .agents
+        .iter()
+        .find(|(n, _)| n.as_str() == name)
+        .map(|(_, spec)| spec)
+        .ok_or_else(|| {
+            format!(
+                "agent `{name}` is not configured on this node; add `[agents.{name}]` to its config"
+            )
+        })?;
+    let command = AgentCommand {
+        program: spec.command.clone(),
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+    };
+    let args = AgentSessionArgs {
+        ctx: ctx.clone(),
+        conversation: state.myself.clone(),
+        credits: state.agent_credits.clone(),
+        agent_name: name,
+        command,
+        cwd: ctx.workspace_dir(state.record.workspace),
+        home: ctx.agent_home(state.record.workspace, state.record.id),
+        resume_session: state.record.agent_session.clone(),
+        shard: state.record.id.shard,
+    };
+    let (agent, _) = Actor::spawn_linked(None, AgentSessionActor, args, state.myself.get_cell())
+        .await
+        .map_err(|e| format!("cannot start the agent session: {e}"))?;
+    state.agent = Some(agent.clone());
+    Ok(agent)
+}
+
+/// Asks the agent to stop the running turn. `true` when a turn is running or about to
+/// start (a `Send` not yet committed: it is cancelled as soon as it starts).
+pub(super) fn request_cancel(state: &mut ConversationState) -> bool {
+    let Some(turn) = state.turn.as_mut() else {
+        if state.sends_pending > 0 {
+            state.cancel_before_start = true;
+            return true;
+        }
+        return false;
+    };
+    if turn.cancel_requested.is_none() && !turn.ending {
+        turn.cancel_requested = Some(Instant::now());
+        let turn_id = turn.running.turn;
+        if let Some(agent) = &state.agent {
+            let _ = agent.cast(AgentSessionMsg::Cancel { turn: turn_id });
+        }
+    }
+    true
+}
+
+pub(super) fn respond_permission(
+    state: &mut ConversationState,
+    request: u64,
+    option_id: Option<String>,
+) -> Result<(), WireError> {
+    let Some(turn) = state.turn.as_mut() else {
+        return Err(WireError::invalid(
+            "request",
+            "no turn is running, so there is no permission request to answer",
+        ));
+    };
+    if turn.permissions.remove(&request).is_none() {
+        return Err(WireError::invalid(
+            "request",
+            format!("permission request {request} is not pending (answered, timed out or unknown)"),
+        ));
+    }
+    if let Some(agent) = &state.agent {
+        let _ = agent.cast(AgentSessionMsg::RespondPermission { request, option_id });
+    }
+    Ok(())
+}
+
+pub(super) fn header(turn: &Turn) -> MessageHeader {
+    MessageHeader {
+        id: turn.message.id,
+        turn: turn.running.turn,
+        created_at_ms: turn.message.created_at_ms,
+    }
+}
+
+/// Submits what streamed since the last confirmed checkpoint, unless one is in flight
+/// (at most one at a time: the next one starts from what that one confirms).
+pub(super) fn checkpoint(state: &mut ConversationState) {
+    let Some(turn) = state
+        .turn
+        .as_mut()
+        .filter(|t| t.dirty && !t.ending && t.checkpointing.is_none())
+    else {
+        return;
+    };
+    let delta = PartsDelta::since(&turn.message.parts, turn.confirmed);
+    turn.checkpointing = Some(PartsMark::end_of(&turn.message.parts));
+    turn.dirty = false;
+    let cmd = ShardCommand::AppendParts {
+        conversation: state.record.id,
+        message: header(turn),
+        delta,
+    };
+    let commit = Commit::Checkpoint {
+        turn: turn.running.turn,
+    };
+    submit(state, cmd, commit);
+}
+
+pub(super) fn on_checkpoint_committed(
+    state: &mut ConversationState,
+    turn_id: TurnId,
+    result: Result<Outcome, ProposeError>,
+) {
+    let id = state.record.id;
+    let Some(turn) = state.turn.as_mut().filter(|t| t.running.turn == turn_id) else {
+        return;
+    };
+    let mark = turn.checkpointing.take();
+    match result {
+        Ok(_) => {
+            if let Some(mark) = mark {
+                turn.confirmed = mark;
+            }
+        }
+        Err(e) => {
+            // Whether it applied is unknown: the next delta starts from the last mark
+            // known stored, which is right either way.
+            tracing::warn!(conversation = %id, error = %e, "checkpoint failed; will retry");
+            turn.dirty = true;
+        }
+    }
+}
+
+/// Ends the running turn: submits the parts not yet confirmed stored with the final
+/// status. Agent output and timers no longer touch the turn; `Done` goes out when the
+/// end is committed ([`on_end_committed`]).
+pub(super) fn finish_turn(
+    state: &mut ConversationState,
+    status: MessageStatus,
+    reason: StopReason,
+    error: Option<String>,
+) {
+    let Some(turn) = state.turn.as_mut().filter(|t| !t.ending) else {
+        return;
+    };
+    turn.ending = true;
+    let mut message = turn.message.clone();
+    message.status = status;
+    message.stop_reason = Some(reason.clone());
+    message.error = error.clone();
+    message.content = content_from_parts(&message.parts);
+    let cmd = ShardCommand::EndTurn {
+        conversation: state.record.id,
+        message: header(turn),
+        delta: Some(PartsDelta::since(&turn.message.parts, turn.confirmed)),
+        status,
+        stop_reason: Some(reason),
+        error,
+    };
+    let commit = Commit::End {
+        turn: turn.running.turn,
+        message,
+        usage: turn.usage.clone(),
+    };
+    submit(state, cmd, commit);
+}
+
+pub(super) fn on_end_committed(
+    state: &mut ConversationState,
+    turn_id: TurnId,
+    message: Message,
+    usage: Option<Usage>,
+    result: Result<Outcome, ProposeError>,
+) {
+    if state
+        .turn
+        .as_ref()
+        .is_none_or(|t| t.running.turn != turn_id)
+    {
+        return;
+    }
+    match result {
+        Ok(Outcome::TurnEnded(stored)) => {
+            if *stored != message {
+                tracing::warn!(conversation = %state.record.id, turn = %turn_id, "the stored end of the turn differs from the streamed one; showing the stored one");
+            }
+            turn_ended(state, *stored, usage);
+        }
+        Ok(other) => {
+            let err = format!("unexpected outcome {other:?}");
+            end_uncertain(state, internal(&state.ctx, "end a turn", err));
+        }
+        Err(e) => {
+            let err = propose_error(&state.ctx, "commit the end of a turn", e);
+            end_uncertain(state, err);
+        }
+    }
+}
+
+/// The end of the turn is committed as `message`: everyone gets `Done`.
+pub(super) fn turn_ended(state: &mut ConversationState, message: Message, usage: Option<Usage>) {
+    state.record.running_turn = None;
+    state.record.message_count = message.id.0 + 1;
+    push_message(&mut state.messages, message.clone());
+    // Emitted while the turn is still set, so the initiator gets Done with usage and
+    // followers get it without.
+    emit(state, Event::Done { message, usage });
+    state.turn = None;
+    Metrics::dec(&state.ctx.metrics.turns_running);
+    state.last_activity = Instant::now();
+}
+
+/// Whether the end was applied is unknown (a lost lease, a timeout): announcing a `Done`
+/// could show followers a message the store never gets. End this activation instead; the
+/// next one finds the turn either finished or still running, and then saves it as
+/// interrupted from its last checkpoint.
+fn end_uncertain(state: &mut ConversationState, err: WireError) {
+    if let Some(sink) = state.turn.as_ref().and_then(|t| t.initiator.as_ref()) {
+        sink.deliver(ServerFrame::Error(err));
+    }
+    for follower in state.followers.drain(..) {
+        Metrics::dec(&state.ctx.metrics.followers);
+        follower.sink.close_with(ServerFrame::Resync {
+            reason: "the end of the turn could not be committed here; follow again".into(),
+        });
+    }
+    state.turn = None;
+    Metrics::dec(&state.ctx.metrics.turns_running);
+    state.defunct = Some("the end of a turn could not be committed".into());
+}
+
+/// Ends the running turn as interrupted, telling everyone why.
+pub(super) fn fail_turn(state: &mut ConversationState, message: String) {
+    if state.turn.as_ref().is_none_or(|t| t.ending) {
+        return;
+    }
+    emit(
+        state,
+        Event::Error {
+            message: message.clone(),
+        },
+    );
+    finish_turn(
+        state,
+        MessageStatus::Interrupted,
+        StopReason::Failed,
+        Some(message),
+    );
+}
+
+pub(super) fn on_tick(myself: &ActorRef<ConversationMsg>, state: &mut ConversationState) {
+    checkpoint(state);
+    let conversation = &state.ctx.config.conversation;
+    let turn_timeout = Duration::from_millis(conversation.turn_timeout_ms.get());
+    let idle_timeout = Duration::from_millis(conversation.turn_idle_timeout_ms.get());
+    let permission_timeout = Duration::from_millis(conversation.permission_timeout_ms.get());
+    let passivate_after = Duration::from_millis(conversation.idle_passivate_ms.get());
+    if let Some(turn) = state.turn.as_mut() {
+        if turn.ending {
+            return;
+        }
+        let expired: Vec<u64> = turn
+            .permissions
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= permission_timeout)
+            .map(|(r, _)| *r)
+            .collect();
+        for request in expired {
+            turn.permissions.remove(&request);
+            if let Some(agent) = &state.agent {
+                let _ = agent.cast(AgentSessionMsg::RespondPermission {
+                    request,
+                    option_id: None,
+                });
+            }
+        }
+        let failure = if turn.started.elapsed() >= turn_timeout {
+            Some(format!(
+                "the turn ran longer than {} ms (conversation.turn_timeout_ms) and was stopped",
+                turn_timeout.as_millis()
+            ))
+        } else if turn.permissions.is_empty() && turn.last_activity.elapsed() >= idle_timeout {
+            Some(format!(
+                "the agent sent nothing for {} ms (conversation.turn_idle_timeout_ms); it was restarted",
+                idle_timeout.as_millis()
+            ))
+        } else if turn
+            .cancel_requested
+            .is_some_and(|at| at.elapsed() >= Duration::from_millis(CANCEL_GRACE_MS))
+        {
+            Some(format!(
+                "the agent did not stop within {CANCEL_GRACE_MS} ms of the cancel; it was restarted"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = failure {
+            let cancelled = turn.cancel_requested.is_some();
+            if let Some(agent) = &state.agent {
+                let _ = agent.cast(AgentSessionMsg::Restart);
+            }
+            if cancelled {
+                finish_turn(
+                    state,
+                    MessageStatus::Cancelled,
+                    StopReason::Cancelled,
+                    Some(message),
+                );
+            } else {
+                fail_turn(state, message);
+            }
+        }
+        return;
+    }
+    state.followers.retain(|f| {
+        !f.sink.is_closed() || {
+            Metrics::dec(&state.ctx.metrics.followers);
+            false
+        }
+    });
+    let idle = state.sends_pending == 0 && state.commits_in_flight == 0;
+    if idle && state.followers.is_empty() && state.last_activity.elapsed() >= passivate_after {
+        tracing::debug!(conversation = %state.record.id, "passivating idle conversation");
+        myself.stop(Some("idle".into()));
+    }
+}

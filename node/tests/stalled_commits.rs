@@ -1,0 +1,141 @@
+//! Actors never wait on consensus inside a handler (issue 9, item 6): while a shard
+//! cannot commit (its store's flushes are stalled), a conversation still answers reads,
+//! cancels and follows at once, and an activation that waits on its commit does not hold
+//! up requests for other conversations.
+//!
+//! The stall is the store's fault hook ([`shoal_node::shard::store::Store::stall_flushes`]),
+//! which holds every flush back; a dev node is a sole voter, so it keeps hosting.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use shoal_protocol::transcript::{Event, MessageStatus};
+use std::time::{Duration, Instant};
+
+/// Longer than any test below needs: the stall is ended explicitly.
+const STALL: Duration = Duration::from_secs(120);
+
+/// Generous for requests that need no commit. A handler that awaited a commit would take
+/// at least `PROPOSE_TIMEOUT_MS` (10 s) for the first of them and as long again for each
+/// checkpoint tick queued before the next.
+const ANSWER_BOUND: Duration = Duration::from_secs(8);
+
+#[tokio::test]
+async fn a_conversation_answers_at_once_while_its_commits_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.conversation.checkpoint_interval_ms = 100.try_into().unwrap();
+    let mut node = TestNode::start_with(config).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
+    wait_for_chunks(&mut turn, 1).await;
+    let store = node.node.as_ref().unwrap().context().store.clone();
+    store.stall_flushes(STALL);
+    // More output, so a checkpoint is due (and stuck) while the requests below arrive.
+    wait_for_chunks(&mut turn, 2).await;
+
+    let started = Instant::now();
+    for _ in 0..3 {
+        let detail = tokio::time::timeout(WAIT, client.get_conversation(conv.id))
+            .await
+            .expect("get answered")
+            .expect("get");
+        let in_flight = detail.in_flight.expect("the running turn is shown");
+        assert!(in_flight.content.contains("chunk 1"), "{in_flight:?}");
+    }
+    let follower_client = node.client().await;
+    let (_follow, _) = follow_attached(&follower_client, conv.id).await;
+    assert!(
+        tokio::time::timeout(WAIT, client.cancel(conv.id))
+            .await
+            .expect("cancel answered")
+            .expect("cancel"),
+        "a turn was running"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < ANSWER_BOUND,
+        "three gets, a follow and a cancel took {elapsed:?} while commits stalled: \
+         the conversation actor is waiting on consensus inside its handlers"
+    );
+
+    // The store recovers: the cancelled turn is committed and the next one works.
+    store.stall_flushes(Duration::ZERO);
+    let mut rest = Vec::new();
+    while let Some(frame) = tokio::time::timeout(WAIT, turn.next()).await.unwrap() {
+        rest.push(frame.unwrap());
+    }
+    let done = rest
+        .iter()
+        .find_map(|f| match &f.event {
+            Event::Done { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .expect("the cancelled turn ends with done");
+    assert_eq!(done.status, MessageStatus::Cancelled);
+    let frames = collect_turn(client.send(conv.id, "after the stall").await.unwrap()).await;
+    assert_eq!(done_content(&frames), "echo: after the stall");
+    let stored = client.get_conversation(conv.id).await.unwrap();
+    assert_eq!(stored.messages.len(), 4, "{:?}", stored.messages);
+    assert_eq!(stored.messages[1].content, done.content);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn an_activation_waiting_on_consensus_does_not_hold_up_other_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let admin = shoal_client::AdminClient::connect(&node.profile)
+        .await
+        .unwrap();
+    let waiting = client.create_conversation(None, None).await.unwrap();
+    let active = client.create_conversation(None, None).await.unwrap();
+    collect_turn(client.send(waiting.id, "one").await.unwrap()).await;
+    collect_turn(client.send(active.id, "two").await.unwrap()).await;
+    assert!(admin.evict(waiting.id).await.unwrap(), "it was active");
+
+    let store = node.node.as_ref().unwrap().context().store.clone();
+    store.stall_flushes(STALL);
+    // Reactivating `waiting` commits an activation, which cannot finish now.
+    let blocked_client = node.client().await;
+    let mut blocked = Box::pin(blocked_client.get_conversation(waiting.id));
+    // Let that request reach the node first. (If it were late, the test would pass
+    // without exercising anything; it can never fail because of this pause.)
+    tokio::select! {
+        result = &mut blocked => panic!("the activation could not commit, yet got {result:?}"),
+        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+    }
+    let started = Instant::now();
+    tokio::select! {
+        biased;
+        result = &mut blocked => panic!(
+            "the activation finished ({result:?}) before a request for an already active \
+             conversation was answered: activations hold up the shard host"
+        ),
+        result = tokio::time::timeout(WAIT, client.get_conversation(active.id)) => {
+            let detail = result.expect("answered").expect("get");
+            assert_eq!(detail.messages.len(), 2);
+        }
+    }
+    assert!(started.elapsed() < ANSWER_BOUND, "{:?}", started.elapsed());
+
+    store.stall_flushes(Duration::ZERO);
+    // Once commits flow again the waiting conversation activates (the SDK retries an
+    // activation that timed out).
+    let detail = tokio::time::timeout(WAIT, async {
+        loop {
+            match client.get_conversation(waiting.id).await {
+                Ok(detail) => return detail,
+                Err(e) => tracing::debug!(error = %e, "not yet"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the waiting conversation activates after the stall");
+    assert_eq!(detail.messages.len(), 2);
+    node.stop().await;
+}
