@@ -354,6 +354,8 @@ async fn admin_requests_use_the_admin_token() -> Result<()> {
             turns_running: 0,
             connections: 1,
             follower_resyncs: 0,
+            checkpoints: 0,
+            checkpoint_bytes: 0,
         };
         request
             .frame(&Ok::<_, WireError>(AdminReply::Status(status.clone())))

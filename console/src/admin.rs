@@ -178,6 +178,10 @@ async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<V
                     format!("followers:            {}", status.followers),
                     format!("connections:          {}", status.connections),
                     format!("follower resyncs:     {}", status.follower_resyncs),
+                    format!(
+                        "checkpoints:          {} ({} bytes)",
+                        status.checkpoints, status.checkpoint_bytes
+                    ),
                 ]);
             }
         }

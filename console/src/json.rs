@@ -170,6 +170,9 @@ pub(crate) fn status_json(status: &NodeStatus) -> Value {
         "followers": status.followers,
         "turns_running": status.turns_running,
         "connections": status.connections,
+        "follower_resyncs": status.follower_resyncs,
+        "checkpoints": status.checkpoints,
+        "checkpoint_bytes": status.checkpoint_bytes,
     })
 }
 

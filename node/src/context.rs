@@ -27,6 +27,11 @@ pub struct Metrics {
     pub connections: AtomicU64,
     /// Followers cut over to resync because they fell behind (monotonic).
     pub follower_resyncs: AtomicU64,
+    /// Checkpoints of running turns submitted (monotonic).
+    pub checkpoints: AtomicU64,
+    /// Encoded bytes of those checkpoints (monotonic): each carries only what streamed
+    /// since the last one, so this grows with the output, not with its square.
+    pub checkpoint_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -37,6 +42,10 @@ impl Metrics {
 
     pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn dec(counter: &AtomicU64) {

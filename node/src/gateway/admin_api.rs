@@ -109,6 +109,8 @@ async fn handle(
                 turns_running: Metrics::get(&m.turns_running),
                 connections: Metrics::get(&m.connections),
                 follower_resyncs: Metrics::get(&m.follower_resyncs),
+                checkpoints: Metrics::get(&m.checkpoints),
+                checkpoint_bytes: Metrics::get(&m.checkpoint_bytes),
             }))
         }
         AdminRequest::ListActors => Ok(AdminReply::Actors(describe_all(host).await?.0)),
