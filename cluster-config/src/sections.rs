@@ -316,7 +316,9 @@ pub struct Limits {
     /// resident on this node; idle ones are passivated first. Bounds memory.
     pub active_conversations_max: NonZeroU32,
     /// `agent_processes_max` (default 64, 1..=10_000): agent child processes running on
-    /// this node at once. Size to CPU and memory: each agent is a full process.
+    /// this node at once. Size to CPU and memory: each agent is a full process. At the
+    /// cap the least recently used idle (warm, between turns) agent is stopped to make
+    /// room; a turn is refused only when every agent is in a turn.
     pub agent_processes_max: NonZeroU32,
 }
 

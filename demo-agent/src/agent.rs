@@ -51,6 +51,8 @@ pub(crate) struct Agent {
     pending: Mutex<BTreeMap<u64, oneshot::Sender<Reply>>>,
     client_can_write_files: AtomicBool,
     last_session: Mutex<Option<String>>,
+    /// How long to keep running after the input ends (`/linger`).
+    linger_ms: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,7 +76,18 @@ impl Agent {
             pending: Mutex::new(BTreeMap::new()),
             client_can_write_files: AtomicBool::new(false),
             last_session: Mutex::new(None),
+            linger_ms: AtomicU64::new(0),
         }
+    }
+
+    /// How long to keep running after the input ends, as set by `/linger`.
+    pub(crate) fn linger_ms(&self) -> u64 {
+        self.linger_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Self::linger_ms`].
+    pub(crate) fn set_linger_ms(&self, ms: u64) {
+        self.linger_ms.store(ms, Ordering::Relaxed);
     }
 
     /// The session most recently created or loaded, for the lifecycle log.

@@ -151,6 +151,11 @@ pub async fn run_with_options<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin
         read = agent::serve(Arc::clone(&agent), input) => read,
     };
     let last_session = agent.last_session();
+    let linger = std::time::Duration::from_millis(agent.linger_ms());
+    if !linger.is_zero() {
+        // A slow shutdown (`/linger`): the process stays alive after its input ended.
+        tokio::time::sleep(linger).await;
+    }
     // Dropping the last sender lets the writer drain the queue and finish.
     drop(agent);
     writer.await?;

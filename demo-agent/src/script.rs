@@ -20,6 +20,8 @@ use crate::session::Role;
 const ECHO_CHUNK_INTERVAL_MS: u64 = 5;
 /// Pause between the chunks of `/slow`.
 const SLOW_CHUNK_INTERVAL_MS: u64 = 50;
+/// Longest `/linger`.
+const LINGER_MS_MAX: u64 = 60_000;
 /// Most chunks `/slow` streams.
 const SLOW_CHUNKS_MAX: u64 = 100_000;
 /// Chunks `/slow` streams when no count is given.
@@ -173,6 +175,7 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
         "/write" => write(turn, args).await,
         "/plan" => plan(turn).await,
         "/usage" => usage(turn).await,
+        "/linger" => linger(turn, args).await,
         "/error" => {
             turn.text("something went wrong").await?;
             Ok(Outcome::Stop("error"))
@@ -311,6 +314,21 @@ async fn big_tool(turn: &mut Turn, args: &str) -> Result<Outcome, Cancelled> {
         .await?;
     }
     turn.text("done").await?;
+    Ok(Outcome::Stop("end_turn"))
+}
+
+async fn linger(turn: &mut Turn, args: &str) -> Result<Outcome, Cancelled> {
+    match args.split_whitespace().next().map(str::parse::<u64>) {
+        Some(Ok(ms)) => {
+            let ms = ms.min(LINGER_MS_MAX);
+            turn.agent.set_linger_ms(ms);
+            turn.text(&format!("will linger {ms} ms after input ends"))
+                .await?;
+        }
+        _ => {
+            turn.text("usage: /linger MS (a whole number)").await?;
+        }
+    }
     Ok(Outcome::Stop("end_turn"))
 }
 

@@ -64,6 +64,8 @@ pub struct NodeContext {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// Per-shard fences over agent processes.
     pub fence: crate::fence::AgentFence,
+    /// The agent-process cap (`limits.agent_processes_max`).
+    pub agent_slots: Arc<crate::agent_slots::AgentSlots>,
     /// SWIM membership (gossip over QUIC datagrams).
     pub membership: crate::cluster::membership::Membership,
     /// Token signer.

@@ -13,6 +13,8 @@
 //! * [`cluster`]: Raft groups per shard, the leader lease, routing, membership, placement.
 //! * [`raft`]: openraft storage (sled) and network (peer ALPN).
 //! * [`peer`]: the peer protocol and pooled peer connections.
+//! * [`agent_slots`]: the node's agent-process cap, kept atomically, LRU eviction of
+//!   idle agents.
 //! * [`fence`]: per-shard fences that kill agent processes when the lease is lost.
 //! * [`watchdog`]: the separate process that enforces the lease on agents while the
 //!   node cannot (paused).
@@ -21,6 +23,7 @@
 
 pub mod actors;
 pub mod agent_process;
+pub mod agent_slots;
 pub mod cli;
 pub mod cluster;
 pub mod context;

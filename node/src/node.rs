@@ -185,11 +185,14 @@ impl Node {
             Arc::new(crate::cluster::PeerGossip(peers_for_gossip)),
             gossip_seed,
         );
+        let agent_slots =
+            crate::agent_slots::AgentSlots::new(config.limits.agent_processes_max.get() as usize);
         let ctx = Arc::new(NodeContext {
             config,
             store,
             cluster,
             fence,
+            agent_slots,
             membership,
             signer,
             metrics: Metrics::default(),

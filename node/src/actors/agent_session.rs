@@ -8,6 +8,10 @@
 //!
 //! If the process exits, the running prompt ends with an error and the next prompt
 //! starts a new process that resumes the agent's session (`session/load`) when it can.
+//!
+//! A process holds one of the node's agent slots ([`crate::agent_slots`]) from before it
+//! starts until it is gone; between turns it is idle, and at the node's cap the least
+//! recently used idle one is asked to stop ([`AgentSessionMsg::StopIdle`]).
 
 use super::conversation::{AgentEvent, ConversationMsg};
 use crate::agent_process::{
@@ -53,6 +57,13 @@ pub enum AgentSessionMsg {
     },
     /// Stop the process now (it hung); the next prompt starts a new one.
     Restart,
+    /// The node's agent cap was reached: stop the process if it is still idle.
+    StopIdle,
+    /// The prompt of process `generation` answered (sent by the prompt task).
+    PromptDone {
+        /// Process generation that ran it.
+        generation: u64,
+    },
     /// The process exited (sent by the exit watcher).
     Exited {
         /// Process generation that exited.
@@ -103,6 +114,18 @@ pub struct AgentSessionState {
     control_tx: mpsc::UnboundedSender<Control>,
     forwarder: tokio::task::JoinHandle<()>,
     prompt_task: Option<tokio::task::JoinHandle<()>>,
+    /// The node slot the process holds; `Some` exactly while `process` is.
+    slot: Option<crate::agent_slots::SlotGuard>,
+}
+
+/// Asks an agent-session actor to stop its idle process ([`crate::agent_slots::Evictor`]).
+#[derive(Debug)]
+struct StopIdle(ActorRef<AgentSessionMsg>);
+
+impl crate::agent_slots::Evictor for StopIdle {
+    fn stop_idle(&self) {
+        let _ = self.0.cast(AgentSessionMsg::StopIdle);
+    }
 }
 
 /// The actor. See the module doc.
@@ -136,6 +159,7 @@ impl Actor for AgentSessionActor {
             control_tx,
             forwarder,
             prompt_task: None,
+            slot: None,
         })
     }
 
@@ -171,10 +195,16 @@ impl Actor for AgentSessionActor {
                         return Ok(());
                     }
                 };
+                if let Some(slot) = &state.slot {
+                    slot.begin_turn();
+                }
                 let control = state.control_tx.clone();
+                let me = myself.clone();
+                let generation = state.generation;
                 state.prompt_task = Some(tokio::spawn(async move {
                     let result = process.prompt(text).await.map_err(|e| e.to_string());
                     let _ = control.send(Control::End(turn, result));
+                    let _ = me.cast(AgentSessionMsg::PromptDone { generation });
                 }));
             }
             AgentSessionMsg::Cancel { turn } => {
@@ -196,10 +226,24 @@ impl Actor for AgentSessionActor {
                 }
                 stop_process(state).await;
             }
+            AgentSessionMsg::StopIdle => {
+                if state.slot.as_ref().is_some_and(|s| s.confirm_stop()) {
+                    tracing::info!(agent = %state.args.agent_name, "stopping the idle agent process to make room (limits.agent_processes_max)");
+                    stop_process(state).await;
+                }
+            }
+            AgentSessionMsg::PromptDone { generation } => {
+                if generation == state.generation
+                    && let Some(slot) = &state.slot
+                {
+                    slot.end_turn();
+                }
+            }
             AgentSessionMsg::Exited { generation, status } => {
                 if generation == state.generation && state.process.is_some() {
                     tracing::warn!(agent = %state.args.agent_name, %status, "agent process exited");
                     state.process = None;
+                    state.slot = None;
                     Metrics::dec(&state.args.ctx.metrics.agent_processes);
                 }
             }
@@ -213,6 +257,8 @@ async fn stop_process(state: &mut AgentSessionState) {
         process.shutdown().await;
         Metrics::dec(&state.args.ctx.metrics.agent_processes);
     }
+    // The slot frees only once the process is gone.
+    state.slot = None;
 }
 
 async fn ensure_process(
@@ -225,13 +271,18 @@ async fn ensure_process(
     }
     let args = &state.args;
     let ctx = &args.ctx;
-    let running = Metrics::get(&ctx.metrics.agent_processes);
-    let max = ctx.config.limits.agent_processes_max.get() as u64;
-    if running >= max {
-        return Err(format!(
-            "this node already runs {running} agent processes (limits.agent_processes_max = {max}); retry when a conversation goes idle"
-        ));
-    }
+    let start_timeout = Duration::from_millis(ctx.config.conversation.agent_start_timeout_ms.get());
+    // Taken before the process starts and held until it is gone: the cap holds however
+    // many start at once. Dropped below if the start fails.
+    let slot = ctx
+        .agent_slots
+        .acquire(
+            &args.agent_name,
+            Arc::new(StopIdle(myself.clone())),
+            tokio::time::Instant::now() + start_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = args.conversation.cast(ConversationMsg::Agent {
         turn,
         event: AgentEvent::Status(format!("starting agent `{}`", args.agent_name)),
@@ -247,7 +298,7 @@ async fn ensure_process(
         cwd: args.cwd.clone(),
         home: args.home.clone(),
         resume_session: args.resume_session.clone(),
-        start_timeout: Duration::from_millis(ctx.config.conversation.agent_start_timeout_ms.get()),
+        start_timeout,
         extra_env,
     };
     if ctx.fence.is_fenced(args.shard) {
@@ -309,6 +360,7 @@ async fn ensure_process(
         ));
     }
     Metrics::inc(&ctx.metrics.agent_processes);
+    state.slot = Some(slot);
     state.generation += 1;
     state.args.resume_session = Some(process.session_id().to_owned());
     let _ = state.args.conversation.cast(ConversationMsg::Agent {
