@@ -66,6 +66,9 @@ pub struct NodeContext {
     pub fence: crate::fence::AgentFence,
     /// The agent-process cap (`limits.agent_processes_max`).
     pub agent_slots: Arc<crate::agent_slots::AgentSlots>,
+    /// The shard host, once started: the reconciler hands shards over through it before
+    /// it moves their leadership.
+    pub shard_host: std::sync::OnceLock<ractor::ActorRef<crate::actors::shard_host::ShardHostMsg>>,
     /// SWIM membership (gossip over QUIC datagrams).
     pub membership: crate::cluster::membership::Membership,
     /// Token signer.

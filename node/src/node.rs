@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// How long shutdown waits for actors (and their agent processes) to stop.
 const SHUTDOWN_TIMEOUT_MS: u64 = 15_000;
+/// Election timeouts (max) that handing leaderships over may take at shutdown.
+const HANDOFF_ELECTIONS: u64 = 4;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -201,10 +203,12 @@ impl Node {
             advertise_addr: advertise,
             seams,
             rng: std::sync::Mutex::new(rng),
+            shard_host: std::sync::OnceLock::new(),
         });
         let (host, _) = Actor::spawn(None, ShardHost, ctx.clone())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let _ = ctx.shard_host.set(host.clone());
         let accept = tokio::spawn(crate::gateway::serve(
             endpoint.clone(),
             ctx.clone(),
@@ -308,11 +312,55 @@ impl NodeHandle {
         &self.ctx
     }
 
-    /// Stops accepting, closes connections, stops every actor (and agent process) and
-    /// flushes the store.
+    /// Stops the node gracefully, in the order that keeps work:
+    /// 1. every shard is handed over ([`crate::actors::shard_host::hand_over`]): running
+    ///    turns end now as interrupted with what they streamed committed, agent processes
+    ///    stop cleanly, no conversation activates again here;
+    /// 2. leaderships go to other replicas (a replicated cluster), so requests move on
+    ///    without waiting out an election timeout;
+    /// 3. the node leaves gossip, then closes its endpoint, stops Raft and flushes.
+    ///
+    /// The endpoint stays open until then: the commits of steps 1–2 need the peers.
     pub async fn shutdown(self) {
-        // Leave gossip first so peers mark us down at once rather than by suspicion.
+        let started = Instant::now();
+        // Others stop planning moves onto this node; its own reconciler stops planning.
+        self.ctx.membership.update_meta(|m| m.draining = true);
+        self.background.stop();
+        let now = tokio::time::Instant::now();
+        let handovers = self.ctx.cluster.groups().iter().map(|group| {
+            crate::actors::shard_host::hand_over(
+                &self.host,
+                group.shard,
+                crate::actors::shard_host::Handover::Until(now),
+                "the node is shutting down",
+            )
+        });
+        let handed = tokio::time::timeout(
+            Duration::from_millis(SHUTDOWN_TIMEOUT_MS),
+            futures::future::join_all(handovers),
+        )
+        .await;
+        if handed.is_err() {
+            tracing::warn!("conversations did not all stop in time; stopping the rest");
+        }
+        if self.ctx.cluster.replicas() > 1 {
+            let bound = Duration::from_millis(
+                self.ctx
+                    .config
+                    .cluster
+                    .election_timeout_max_ms
+                    .get()
+                    .saturating_mul(HANDOFF_ELECTIONS),
+            );
+            crate::cluster::reconciler::hand_off_leaderships(&self.ctx, bound).await;
+        }
+        // Leave gossip so peers mark us down at once rather than by suspicion.
         self.background.leave().await;
+        tracing::info!(
+            node = self.ctx.node_id(),
+            ms = started.elapsed().as_millis() as u64,
+            "work handed over; closing"
+        );
         self.endpoint.close(
             crate::gateway::close_code::SHUTDOWN.into(),
             b"node shutting down",
@@ -326,7 +374,6 @@ impl NodeHandle {
         {
             tracing::warn!(error = %e, "actors did not stop in time");
         }
-        self.background.stop();
         self.ctx.cluster.shutdown().await;
         if let Err(e) = self.ctx.store.flush().await {
             tracing::error!(error = %e, "final flush failed");

@@ -808,3 +808,125 @@ fn config_check_rejects_a_lease_not_shorter_than_the_election_timeout() {
     assert!(stderr.contains("cluster.lease_ms"), "{stderr}");
     assert!(stderr.contains("election"), "{stderr}");
 }
+
+/// Reads a turn's stream until its `Done` (`None` if it ended or failed without one).
+async fn turn_done(
+    turn: &mut shoal_client::TurnStream,
+) -> Option<shoal_protocol::transcript::Message> {
+    tokio::time::timeout(WAIT, async {
+        while let Some(frame) = turn.next().await {
+            match frame {
+                Ok(frame) => {
+                    if let Event::Done { message, .. } = frame.event {
+                        return Some(message);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the turn ended in time")
+}
+
+/// Whether the demo agent `pid` logged a clean stop (it saw its input end), rather than
+/// being killed.
+fn stopped_cleanly(cluster: &TestCluster, pid: i32) -> bool {
+    let text = std::fs::read_to_string(&cluster.agent_log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| v["event"] == "stop" && v["pid"].as_i64() == Some(i64::from(pid)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_a_shard_between_turns_instead_of_killing_the_running_one() {
+    let cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let leader = cluster.leader_of(conv.id.shard.0, None).await;
+    let li = cluster.index_of(&leader);
+    let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
+    let mut turn = client_l.send(conv.id, "/slow 60").await.unwrap();
+    common::wait_for_chunks(&mut turn, 2).await;
+    let pids = cluster.agent_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    cluster
+        .admin((li + 1) % 3)
+        .await
+        .drain(&leader)
+        .await
+        .expect("drain accepted");
+    let done = turn_done(&mut turn)
+        .await
+        .expect("the running turn ends with done on the draining node");
+    assert_eq!(
+        done.status,
+        shoal_protocol::transcript::MessageStatus::Complete,
+        "the drain cut the running turn: {done:?}"
+    );
+    assert!(done.content.ends_with("chunk 60 "), "{}", done.content);
+    eventually("the agent process stops cleanly", || async {
+        stopped_cleanly(&cluster, pids[0]).then_some(())
+    })
+    .await;
+    let admin = cluster.admin((li + 1) % 3).await;
+    eventually("the shard's leadership leaves the drained node", || async {
+        let shard = admin
+            .shards()
+            .await
+            .ok()?
+            .remove(usize::from(conv.id.shard.0));
+        (shard.leader.is_some() && shard.leader.as_deref() != Some(leader.as_str())).then_some(())
+    })
+    .await;
+    // The conversation goes on on its new leader.
+    let client = Client::connect(&cluster.profile_for((li + 1) % 3))
+        .await
+        .unwrap();
+    assert_eq!(send_ok(&client, conv.id, "moved").await, "echo: moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_running_turn_with_what_it_streamed_before_closing() {
+    let mut cluster = TestCluster::start(3).await;
+    let LongTurn {
+        conv,
+        li,
+        mut turn,
+        pid,
+        ..
+    } = cluster.long_turn_on_leader().await;
+    cluster.signal(li, rustix::process::Signal::TERM);
+    let done = turn_done(&mut turn)
+        .await
+        .expect("the initiator gets done before the node closes its endpoint");
+    assert_eq!(
+        done.status,
+        shoal_protocol::transcript::MessageStatus::Interrupted
+    );
+    let error = done.error.clone().unwrap_or_default();
+    assert!(error.contains("shutting down"), "{done:?}");
+    assert!(done.content.starts_with("chunk 1 chunk 2 "), "{done:?}");
+    let exit = tokio::time::timeout(WAIT, cluster.procs[li].child.take().unwrap().wait())
+        .await
+        .expect("the node exits in time")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        stopped_cleanly(&cluster, pid),
+        "the agent was killed, not stopped"
+    );
+    // The survivors serve the turn as the stopping node committed it.
+    let client = Client::connect(&cluster.profile_for((li + 1) % 3))
+        .await
+        .unwrap();
+    let stored = eventually("the conversation is served again", || async {
+        client.get_conversation(conv.id).await.ok()
+    })
+    .await;
+    let last = stored.messages.last().unwrap();
+    assert_eq!(last.role, Role::Assistant);
+    assert_eq!(last.content, done.content);
+    assert_eq!(last.error, done.error);
+}

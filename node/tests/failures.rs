@@ -146,12 +146,32 @@ async fn graceful_stop_mid_turn_saves_the_turn_as_interrupted() {
     let conv = client.create_conversation(None, None).await.unwrap();
     let mut turn = client.send(conv.id, "/slow 1000").await.unwrap();
     wait_for_chunks(&mut turn, 3).await;
+    // The initiator is told before the node closes its endpoint.
+    let told = tokio::spawn(async move {
+        while let Some(Ok(frame)) = turn.next().await {
+            if let Event::Done { message, .. } = frame.event {
+                return Some(message);
+            }
+        }
+        None
+    });
     node.stop().await;
-    drop(turn);
+    let done = told
+        .await
+        .unwrap()
+        .expect("the initiator got done before the node closed");
+    assert!(
+        done.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("shutting down"),
+        "{done:?}"
+    );
     let mut node = TestNode::start(dir.path()).await;
     let client = node.client().await;
     let detail = client.get_conversation(conv.id).await.unwrap();
     let last = detail.messages.last().unwrap();
+    assert_eq!(last, &done, "the stored end is the one the initiator saw");
     assert_eq!(last.status, MessageStatus::Interrupted);
     assert!(last.content.starts_with("chunk 1 "), "{last:?}");
     assert_eq!(

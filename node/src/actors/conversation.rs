@@ -162,6 +162,37 @@ pub enum ConversationMsg {
         /// Reply.
         reply: RpcReplyPort<(Vec<ActorInfo>, Vec<FollowerInfo>)>,
     },
+    /// The conversation's shard is about to move off this node (a leadership handover
+    /// or shutdown): take no new turn, let the running one end, then stop — so the move
+    /// happens between turns and the agent process stops cleanly.
+    Quiesce {
+        /// `Some(deadline)`: a running turn still going then is ended as interrupted
+        /// (what it streamed is kept). `None`: only if idle — with a turn running or a
+        /// message pending, refuse and carry on.
+        until: Option<Instant>,
+        /// Why, for the interrupted turn's error (`the node is shutting down`).
+        why: &'static str,
+        /// `true`: it stops (now or when its turn ends); `false`: refused (busy).
+        reply: RpcReplyPort<bool>,
+    },
+    /// After an only-if-idle [`ConversationMsg::Quiesce`]: `go` — every conversation of
+    /// the shard was idle, stop now; otherwise the handover is off, carry on.
+    Release {
+        /// Stop (`true`) or carry on (`false`).
+        go: bool,
+    },
+}
+
+/// What a conversation whose shard moves off this node waits for.
+#[derive(Debug, Clone, Copy)]
+struct Moving {
+    /// When a running turn is ended regardless.
+    until: Instant,
+    /// Why, for messages.
+    why: &'static str,
+    /// Quiet but not stopping yet: an only-if-idle handover waits for the other
+    /// conversations' answers ([`ConversationMsg::Release`]).
+    held: bool,
 }
 
 /// Startup arguments.
@@ -227,6 +258,8 @@ pub struct ConversationState {
     cancel_before_start: bool,
     /// Room for agent events ([`AGENT_EVENTS_QUEUED_MAX`]); closed when the actor stops.
     agent_credits: Arc<tokio::sync::Semaphore>,
+    /// Set by [`ConversationMsg::Quiesce`]: the shard moves off this node.
+    moving: Option<Moving>,
     /// Set when a commit failed and the in-memory state may no longer match the store
     /// (the command may or may not have been applied): the actor stops after the
     /// message it is handling, and the next activation reads the truth from the store.
@@ -312,6 +345,7 @@ impl Actor for ConversationActor {
             sends_pending: 0,
             cancel_before_start: false,
             agent_credits: Arc::new(tokio::sync::Semaphore::new(AGENT_EVENTS_QUEUED_MAX)),
+            moving: None,
             defunct: None,
         };
         // A previous activation stopped in the middle of a turn: save it as interrupted
@@ -513,9 +547,45 @@ impl Actor for ConversationActor {
             ConversationMsg::Describe { reply } => {
                 let _ = reply.send(describe(state));
             }
+            ConversationMsg::Quiesce { until, why, reply } => {
+                let busy = state.turn.is_some() || state.sends_pending > 0;
+                let accepted = match until {
+                    None if busy => false,
+                    None => {
+                        state.moving = Some(Moving {
+                            until: Instant::now(),
+                            why,
+                            held: true,
+                        });
+                        true
+                    }
+                    Some(until) => {
+                        state.moving = Some(Moving {
+                            until,
+                            why,
+                            held: false,
+                        });
+                        turn::end_if_moved(state);
+                        true
+                    }
+                };
+                let _ = reply.send(accepted);
+            }
+            ConversationMsg::Release { go } => match state.moving.as_mut() {
+                Some(moving) if go => moving.held = false,
+                _ => state.moving = None,
+            },
         }
         if let Some(reason) = state.defunct.take() {
             myself.stop(Some(reason));
+        } else if let Some(moving) = state.moving
+            && !moving.held
+            && state.turn.is_none()
+            && state.sends_pending == 0
+            && state.commits_in_flight == 0
+        {
+            tracing::debug!(conversation = %state.record.id, why = moving.why, "handing over between turns: stopping");
+            myself.stop(Some(moving.why.into()));
         }
         Ok(())
     }

@@ -12,13 +12,19 @@
 //! stopping. A request for a stopping conversation waits until its actor, and so its
 //! agent process, is gone before a new activation starts: two agent processes of one
 //! session never run side by side on this node either.
+//!
+//! **Handover.** Before this node gives a shard's leadership away (drain, placement,
+//! balance, shutdown) it hands the shard over between turns ([`hand_over`]): no new
+//! activation, each conversation takes no new turn and stops once its running turn has
+//! ended (or is ended at a deadline, keeping what it streamed), so agents stop cleanly
+//! instead of being killed when the lease lapses.
 
 use super::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
 use crate::cluster::{Hosting, ProposeError};
 use crate::context::NodeContext;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use shoal_protocol::{ConversationId, ErrorCode, ShardId, WireError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// How long stopping one conversation actor may take (its agent process gets ~3 s).
@@ -56,6 +62,27 @@ pub enum ShardHostMsg {
         /// Whether it was active (or activating).
         reply: RpcReplyPort<bool>,
     },
+    /// Start handing `shard` over: no new activations; replies with its active actors
+    /// (each is then asked to quiesce).
+    BeginHandover {
+        /// The shard.
+        shard: ShardId,
+        /// Its active conversation actors.
+        reply: RpcReplyPort<Vec<ActorRef<ConversationMsg>>>,
+    },
+    /// Reply once no conversation of `shard` runs here.
+    AwaitEmpty {
+        /// The shard.
+        shard: ShardId,
+        /// Replied when empty.
+        reply: RpcReplyPort<()>,
+    },
+    /// The handover of `shard` is over (moved, or the move failed): activate on demand
+    /// again if this node still hosts it.
+    EndHandover {
+        /// The shard.
+        shard: ShardId,
+    },
     /// An activation task finished (sent by the host to itself).
     Activated {
         /// The conversation.
@@ -84,6 +111,10 @@ pub struct ShardHostState {
     ctx: Arc<NodeContext>,
     slots: BTreeMap<ConversationId, Slot>,
     by_actor: BTreeMap<ActorId, ConversationId>,
+    /// Shards being handed over: no activations.
+    moving: BTreeSet<ShardId>,
+    /// Waiting for a shard to have no conversation here.
+    empty_waiters: Vec<(ShardId, RpcReplyPort<()>)>,
 }
 
 /// The actor. See the module doc.
@@ -107,6 +138,8 @@ impl Actor for ShardHost {
             ctx,
             slots: BTreeMap::new(),
             by_actor: BTreeMap::new(),
+            moving: BTreeSet::new(),
+            empty_waiters: Vec::new(),
         })
     }
 
@@ -165,6 +198,7 @@ impl Actor for ShardHost {
                 state.slots.insert(id, slot);
             }
         }
+        reply_if_empty(state);
         Ok(())
     }
 
@@ -205,8 +239,42 @@ impl Actor for ShardHost {
             ShardHostMsg::Evict { id, reply } => {
                 let _ = reply.send(stop(state, id, "evicted by an admin"));
             }
+            ShardHostMsg::BeginHandover { shard, reply } => {
+                state.moving.insert(shard);
+                let mut actors = Vec::new();
+                for (id, slot) in state.slots.iter_mut().filter(|(id, _)| id.shard == shard) {
+                    match slot {
+                        Slot::Active(actor) => actors.push(actor.clone()),
+                        Slot::Activating { stop, .. } => *stop = Some("the shard is moving"),
+                        Slot::Stopping { waiters } => {
+                            for reply in waiters.drain(..) {
+                                let _ = reply.send(Err(unavailable(*id, "its shard is moving")));
+                            }
+                        }
+                    }
+                }
+                let _ = reply.send(actors);
+            }
+            ShardHostMsg::AwaitEmpty { shard, reply } => {
+                state.empty_waiters.push((shard, reply));
+                reply_if_empty(state);
+            }
+            ShardHostMsg::EndHandover { shard } => {
+                state.moving.remove(&shard);
+            }
         }
         Ok(())
+    }
+}
+
+/// Answers the handovers waiting for a shard that has no conversation here any more.
+fn reply_if_empty(state: &mut ShardHostState) {
+    for (shard, reply) in std::mem::take(&mut state.empty_waiters) {
+        if state.slots.keys().any(|id| id.shard == shard) {
+            state.empty_waiters.push((shard, reply));
+        } else {
+            let _ = reply.send(());
+        }
     }
 }
 
@@ -317,6 +385,15 @@ fn check_activation(state: &ShardHostState, id: ConversationId) -> Result<(), Wi
     if !state.ctx.shard_exists(id.shard) {
         return Err(not_found());
     }
+    if state.moving.contains(&id.shard) {
+        return Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "shard {} is moving to another node; retry in a moment",
+                id.shard
+            ),
+        ));
+    }
     if !matches!(state.ctx.cluster.hosting(id.shard), Hosting::Active { .. }) {
         return Err(WireError::new(
             ErrorCode::Unavailable,
@@ -410,6 +487,103 @@ fn activated(
         }
     }
 }
+
+/// How a shard is handed over.
+#[derive(Debug, Clone, Copy)]
+pub enum Handover {
+    /// Only if no turn runs in it (a balance move): otherwise nothing changes.
+    IfIdle,
+    /// Running turns may go on until the deadline, then are ended as interrupted
+    /// (keeping what they streamed).
+    Until(tokio::time::Instant),
+}
+
+/// Why a handover did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandoverError {
+    /// [`Handover::IfIdle`] and a turn runs.
+    #[error("a turn is running in shard {0}")]
+    Busy(ShardId),
+    /// The conversations did not stop in time.
+    #[error("the conversations of shard {0} did not stop in time")]
+    Timeout(ShardId),
+    /// The shard host is gone (shutting down).
+    #[error("the shard host is gone")]
+    Gone,
+}
+
+/// Hands `shard` over between turns: when this returns `Ok`, no conversation of the
+/// shard runs here and none will be activated until [`ShardHostMsg::EndHandover`], which
+/// the caller sends once the leadership moved (or the move failed). On `Err` the
+/// handover is already ended.
+pub async fn hand_over(
+    host: &ActorRef<ShardHostMsg>,
+    shard: ShardId,
+    how: Handover,
+    why: &'static str,
+) -> Result<(), HandoverError> {
+    use ractor::rpc::CallResult;
+    let call_timeout = Some(std::time::Duration::from_secs(5));
+    let end = |e: HandoverError| {
+        let _ = host.cast(ShardHostMsg::EndHandover { shard });
+        e
+    };
+    let actors = match host
+        .call(
+            |reply| ShardHostMsg::BeginHandover { shard, reply },
+            call_timeout,
+        )
+        .await
+    {
+        Ok(CallResult::Success(actors)) => actors,
+        _ => return Err(end(HandoverError::Gone)),
+    };
+    let until = match how {
+        Handover::IfIdle => None,
+        Handover::Until(deadline) => Some(deadline),
+    };
+    let asks = actors.iter().map(|actor| {
+        actor.call(
+            |reply| ConversationMsg::Quiesce { until, why, reply },
+            call_timeout,
+        )
+    });
+    let answers = futures::future::join_all(asks).await;
+    // An actor that stopped meanwhile (no answer) is fine: it is gone.
+    let refused = answers
+        .iter()
+        .any(|a| matches!(a, Ok(CallResult::Success(false))));
+    if matches!(how, Handover::IfIdle) {
+        for actor in &actors {
+            let _ = actor.cast(ConversationMsg::Release { go: !refused });
+        }
+    }
+    if refused {
+        return Err(end(HandoverError::Busy(shard)));
+    }
+    // Turns get until the deadline, then a moment to commit their end and stop agents.
+    let wait = match how {
+        Handover::IfIdle => std::time::Duration::ZERO,
+        Handover::Until(deadline) => {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        }
+    } + std::time::Duration::from_millis(HANDOVER_STOP_GRACE_MS);
+    match host
+        .call(
+            |reply| ShardHostMsg::AwaitEmpty { shard, reply },
+            Some(wait),
+        )
+        .await
+    {
+        Ok(CallResult::Success(())) => Ok(()),
+        Ok(CallResult::Timeout) => Err(end(HandoverError::Timeout(shard))),
+        _ => Err(end(HandoverError::Gone)),
+    }
+}
+
+/// After a handover's deadline: time for turns to commit their end and for agent
+/// processes to stop (an agent gets up to ~3 s after stdin closes, then SIGTERM/SIGKILL).
+pub const HANDOVER_STOP_GRACE_MS: u64 = 15_000;
 
 /// Follows one shard's hosting state: unfences its agents when this node starts hosting
 /// it; fences them (SIGKILL, at once) and releases its actors when it stops.

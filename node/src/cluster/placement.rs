@@ -144,7 +144,21 @@ pub enum Action {
         shard: u16,
         /// The voter that should become leader.
         to: RaftId,
+        /// Why: a needed move waits for running turns (bounded), a balance move only
+        /// happens between turns.
+        why: TransferWhy,
     },
+}
+
+/// Why a leadership transfer is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferWhy {
+    /// This node is draining.
+    Drain,
+    /// This node is no longer a desired replica of the shard.
+    Placement,
+    /// Leaderships are evened out across nodes.
+    Balance,
 }
 
 /// Everything one reconciler round looks at.
@@ -341,6 +355,7 @@ impl View {
             return Some(Action::TransferLeader {
                 shard: state.shard,
                 to,
+                why: TransferWhy::Drain,
             });
         }
         self.add_learner(state, desired)
@@ -441,6 +456,7 @@ impl View {
                 .map(|to| Action::TransferLeader {
                     shard: state.shard,
                     to,
+                    why: TransferWhy::Placement,
                 });
         }
         None
@@ -519,6 +535,7 @@ impl View {
                     .map(|to| Action::TransferLeader {
                         shard: state.shard,
                         to,
+                        why: TransferWhy::Balance,
                     })
             })
     }

@@ -12,7 +12,8 @@
 //!   and carries out at most one change per shard at a time.
 
 use super::membership::{Liveness, MembersView, Membership};
-use super::placement::{self, Action, MemberState, ShardState};
+use super::placement::{self, Action, MemberState, ShardState, TransferWhy};
+use crate::actors::shard_host::{Handover, HandoverError, ShardHostMsg, hand_over};
 use crate::context::NodeContext;
 use crate::peer::{ControlReply, PeerRequest};
 use crate::raft::PeerNode;
@@ -27,6 +28,9 @@ use tokio::time::Instant;
 
 /// Period of the metadata, bootstrap and reconcile loops.
 pub const TICK_MS: u64 = 500;
+/// How long a needed leadership move (drain, placement) lets running turns go on before
+/// it ends them as interrupted (keeping what they streamed).
+pub const HANDOVER_TURN_WAIT_MS: u64 = 30_000;
 
 /// The running background loops.
 #[derive(Debug)]
@@ -361,9 +365,82 @@ async fn run_action(
         .map_err(|_| "the membership change did not commit within 30 s".to_owned())?
         .map(|_| ())
         .map_err(|e| e.to_string()),
-        Action::TransferLeader { shard, to } => {
-            transfer_leadership(ctx, group, addresses, *shard, *to).await
+        Action::TransferLeader { shard, to, why } => {
+            let Some(host) = ctx.shard_host.get() else {
+                return Err("the shard host is not running".into());
+            };
+            let id = ShardId(*shard);
+            let how = match why {
+                TransferWhy::Balance => Handover::IfIdle,
+                TransferWhy::Drain | TransferWhy::Placement => {
+                    Handover::Until(Instant::now() + Duration::from_millis(HANDOVER_TURN_WAIT_MS))
+                }
+            };
+            match hand_over(host, id, how, "its shard is moving to another node").await {
+                Ok(()) => {}
+                // A balance move waits for a moment between turns: next round.
+                Err(e @ HandoverError::Busy(_)) => return Err(e.to_string()),
+                // Whatever still runs is fenced when the lease lapses.
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "handing the shard over did not finish; moving it anyway")
+                }
+            }
+            let result = transfer_leadership(ctx, group, addresses, *shard, *to).await;
+            let _ = host.cast(ShardHostMsg::EndHandover { shard: id });
+            result
         }
+    }
+}
+
+/// Gives every leadership of this node to another voter, all shards at once, within
+/// `bound` (shutdown: the followers need not wait out an election timeout). The best
+/// target is the voter that has replicated the most of the log. A shard without another
+/// voter (one replica) keeps its leader.
+pub async fn hand_off_leaderships(ctx: &NodeContext, bound: Duration) {
+    let me = ctx.cluster.me;
+    let moves = ctx.cluster.groups().iter().filter_map(|group| {
+        let m = group.raft.metrics().borrow().clone();
+        if m.current_leader != Some(me) {
+            return None;
+        }
+        let membership = m.membership_config.membership();
+        let matched = |id: &u64| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .map(|log| log.index)
+        };
+        let to = membership
+            .voter_ids()
+            .filter(|id| *id != me)
+            .max_by_key(|id| (matched(id), *id))?;
+        let addresses: HashMap<u64, PeerNode> = membership
+            .nodes()
+            .map(|(id, node)| (*id, node.clone()))
+            .collect();
+        Some(async move {
+            let shard = group.shard.0;
+            if let Err(e) = transfer_leadership(ctx, group, &addresses, shard, to).await {
+                tracing::warn!(shard, error = %e, "could not hand the leadership over; the followers elect one");
+            }
+        })
+    });
+    let moves: Vec<_> = moves.collect();
+    if moves.is_empty() {
+        return;
+    }
+    tracing::info!(
+        shards = moves.len(),
+        "handing leaderships to other replicas"
+    );
+    if tokio::time::timeout(bound, futures::future::join_all(moves))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            bound_ms = bound.as_millis() as u64,
+            "not every leadership was handed over in time; the followers elect the rest"
+        );
     }
 }
 

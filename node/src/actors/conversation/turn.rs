@@ -16,7 +16,9 @@ pub(super) fn request_turn(
     sink: Sink,
     reply: RpcReplyPort<Result<TurnId, WireError>>,
 ) {
-    let checked = authorize(state, &user).and_then(|()| check_text(&text));
+    let checked = authorize(state, &user)
+        .and_then(|()| check_text(&text))
+        .and_then(|()| not_moving(state));
     if let Err(e) = checked {
         let _ = reply.send(Err(e));
         return;
@@ -39,6 +41,46 @@ pub(super) fn request_turn(
         at_ms: state.ctx.now_ms(),
     };
     submit(state, cmd, Commit::Send { text, sink, reply });
+}
+
+fn not_moving(state: &ConversationState) -> Result<(), WireError> {
+    match state.moving {
+        Some(moving) => Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "conversation {} is moving ({}); retry in a moment",
+                state.record.id, moving.why
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Ends the running turn if its conversation is moving and the handover's deadline has
+/// come: what streamed is committed, the agent is asked to stop the prompt.
+pub(super) fn end_if_moved(state: &mut ConversationState) {
+    let Some(moving) = state.moving else {
+        return;
+    };
+    let due = state
+        .turn
+        .as_ref()
+        .is_some_and(|t| !t.ending && Instant::now() >= moving.until);
+    if !due {
+        return;
+    }
+    if let (Some(agent), Some(turn)) = (&state.agent, &state.turn) {
+        let _ = agent.cast(AgentSessionMsg::Cancel {
+            turn: turn.running.turn,
+        });
+    }
+    fail_turn(
+        state,
+        format!(
+            "the turn was stopped because {}; what it streamed is kept — send again to continue",
+            moving.why
+        ),
+    );
 }
 
 fn check_text(text: &str) -> Result<(), WireError> {
@@ -432,6 +474,7 @@ pub(super) fn fail_turn(state: &mut ConversationState, message: String) {
 }
 
 pub(super) fn on_tick(myself: &ActorRef<ConversationMsg>, state: &mut ConversationState) {
+    end_if_moved(state);
     checkpoint(state);
     let conversation = &state.ctx.config.conversation;
     let turn_timeout = Duration::from_millis(conversation.turn_timeout_ms.get());

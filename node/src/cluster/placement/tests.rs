@@ -259,6 +259,7 @@ fn plan_table() {
             expected: vec![Action::TransferLeader {
                 shard: 0,
                 to: best_of_n2_n3,
+                why: TransferWhy::Drain,
             }],
         },
         Case {
@@ -369,7 +370,8 @@ fn leader_outside_desired_transfers_before_removal() {
         actions,
         vec![Action::TransferLeader {
             shard: id,
-            to: desired[0]
+            to: desired[0],
+            why: TransferWhy::Placement,
         }]
     );
 }
