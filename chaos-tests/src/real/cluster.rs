@@ -229,6 +229,34 @@ impl RealCluster {
         self.trace.event(&self.nodes[i].name, "killed (SIGKILL)");
     }
 
+    /// Stops node `i` gracefully (SIGTERM: it hands its work over first) and waits for
+    /// it to exit; SIGKILL after [`NODE_STOP_TIMEOUT_MS`].
+    pub async fn terminate(&mut self, i: usize) {
+        self.signal(i, rustix::process::Signal::TERM);
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let waited =
+                tokio::time::timeout(Duration::from_millis(NODE_STOP_TIMEOUT_MS), child.wait())
+                    .await;
+            if waited.is_err() {
+                self.trace
+                    .event(&self.nodes[i].name, "did not stop after SIGTERM; SIGKILL");
+                let _ = child.kill().await;
+            }
+        }
+        self.nodes[i].paused = false;
+        self.trace.event(&self.nodes[i].name, "stopped (SIGTERM)");
+    }
+
+    /// Asks node `i` to drain (move every leadership away), through another node.
+    pub async fn drain(&self, i: usize) -> anyhow::Result<()> {
+        let admin = self.admin().await?;
+        let result = admin.drain(&self.nodes[i].name).await;
+        admin.close().await;
+        result.with_context(|| format!("draining {}", self.nodes[i].name))?;
+        self.trace.event(&self.nodes[i].name, "draining");
+        Ok(())
+    }
+
     /// Pauses node `i` (SIGSTOP): it keeps its sockets and state but runs nothing.
     pub fn pause(&mut self, i: usize) {
         self.signal(i, rustix::process::Signal::STOP);

@@ -62,11 +62,17 @@ pub enum FaultKind {
     /// and the lagging one restarted; the leader comes back after another hold. An empty
     /// voter that granted votes let the lagging one win without the committed writes.
     WipeLagging,
+    /// The conversation's leader stopped gracefully (SIGTERM: running turns end with
+    /// what they streamed, leaderships are handed over), restarted after the hold.
+    Stop,
+    /// The conversation's leader drained (its shards move between turns), then stopped
+    /// gracefully and restarted after the hold (a restart clears the drain).
+    Drain,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -77,10 +83,13 @@ impl FaultKind {
         FaultKind::Wipe,
         FaultKind::StallStorage,
         FaultKind::WipeLagging,
+        FaultKind::Stop,
+        FaultKind::Drain,
     ];
 
     /// Parses a kind from its lowercase name (`kill`, `pause`, `partition`, `one-way`,
-    /// `isolate-leader`, `loss`, `delay`, `wipe`, `stall-storage`, `wipe-lagging`).
+    /// `isolate-leader`, `loss`, `delay`, `wipe`, `stall-storage`, `wipe-lagging`,
+    /// `stop`, `drain`).
     pub fn parse(name: &str) -> Option<FaultKind> {
         FaultKind::ALL.into_iter().find(|k| k.name() == name)
     }
@@ -98,6 +107,8 @@ impl FaultKind {
             FaultKind::Wipe => "wipe",
             FaultKind::StallStorage => "stall-storage",
             FaultKind::WipeLagging => "wipe-lagging",
+            FaultKind::Stop => "stop",
+            FaultKind::Drain => "drain",
         }
     }
 }
@@ -361,6 +372,19 @@ async fn inject(
         FaultKind::Pause => {
             cluster.pause(target);
             Undo::Resume(target)
+        }
+        FaultKind::Stop => {
+            cluster.terminate(target).await;
+            Undo::Restart(target)
+        }
+        FaultKind::Drain => {
+            cluster.drain(target).await?;
+            // Moves wait for running turns (bounded): hold, then a graceful restart.
+            tokio::time::sleep(hold).await;
+            cluster.terminate(target).await;
+            cluster.spawn(target).await?;
+            cluster.wait_caught_up(target).await?;
+            return Ok(hold);
         }
         FaultKind::Partition => {
             let victim = name(random);
