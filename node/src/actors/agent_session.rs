@@ -441,3 +441,100 @@ async fn forward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::ActorProcessingErr;
+    use tokio::sync::OwnedSemaphorePermit;
+
+    /// Stands in for a conversation that does not keep up: it hands every agent event's
+    /// credit to the test instead of giving it back.
+    struct Stalled;
+
+    impl Actor for Stalled {
+        type Msg = ConversationMsg;
+        type State = mpsc::UnboundedSender<Option<OwnedSemaphorePermit>>;
+        type Arguments = mpsc::UnboundedSender<Option<OwnedSemaphorePermit>>;
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            out: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(out)
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            msg: Self::Msg,
+            out: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let ConversationMsg::Agent { credit, .. } = msg {
+                let _ = out.send(credit);
+            }
+            Ok(())
+        }
+    }
+
+    /// Agent output waits for room in the conversation instead of piling up in its
+    /// (unbounded) mailbox: the forwarder stops taking updates when the credits run out,
+    /// so the bounded update queue fills and the agent's own writes block.
+    #[tokio::test]
+    async fn the_forwarder_holds_agent_output_back_while_the_conversation_is_behind() {
+        const CREDITS: usize = 3;
+        const QUEUE: usize = 16;
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        let (conversation, handle) = Actor::spawn(None, Stalled, out_tx).await.unwrap();
+        let credits = Arc::new(tokio::sync::Semaphore::new(CREDITS));
+        let (updates_tx, updates_rx) = mpsc::channel(QUEUE);
+        let (_control_tx, control_rx) = mpsc::unbounded_channel();
+        let forwarder = tokio::spawn(forward(
+            conversation.clone(),
+            credits.clone(),
+            updates_rx,
+            control_rx,
+        ));
+        for i in 0..10 {
+            updates_tx
+                .send(AgentUpdate::Text(format!("chunk {i}")))
+                .await
+                .unwrap();
+        }
+        let wait = Duration::from_secs(10);
+        let mut held = Vec::new();
+        for _ in 0..CREDITS {
+            let credit = tokio::time::timeout(wait, out_rx.recv())
+                .await
+                .expect("an event within the credits")
+                .unwrap();
+            held.push(credit.expect("the forwarder sends a credit with each event"));
+        }
+        // Give a forwarder that ignored the credits time to send more (not a sync point:
+        // a correct one sends nothing more however long this is).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            out_rx.try_recv().is_err(),
+            "an event beyond the credits was sent"
+        );
+        // It took at most one more update than it could send; the rest wait in the queue.
+        let queued = QUEUE - updates_tx.capacity();
+        assert!(
+            10 - queued <= CREDITS + 1,
+            "only {queued} of 10 updates still queued"
+        );
+        // The conversation catches up: the rest flows.
+        drop(held);
+        for _ in CREDITS..10 {
+            let credit = tokio::time::timeout(wait, out_rx.recv())
+                .await
+                .expect("the rest once credits come back")
+                .unwrap();
+            drop(credit);
+        }
+        forwarder.abort();
+        conversation.stop(None);
+        let _ = handle.await;
+    }
+}
