@@ -235,6 +235,28 @@ mod tests {
         Instant::now() + Duration::from_secs(5)
     }
 
+    /// Starts `c` acquiring a slot in the background; returns once `asked` was asked to
+    /// stop for it.
+    async fn start_c_until_asked(
+        slots: &Arc<AgentSlots>,
+        asked: &Asked,
+    ) -> tokio::task::JoinHandle<Result<SlotGuard, SlotError>> {
+        let waiting = {
+            let slots = slots.clone();
+            tokio::spawn(
+                async move { slots.acquire("c", Arc::new(Asked::default()), soon()).await },
+            )
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while asked.0.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the idle holder was asked to stop");
+        waiting
+    }
+
     #[tokio::test]
     async fn concurrent_starts_never_exceed_the_cap() {
         let slots = AgentSlots::new(1);
@@ -260,19 +282,7 @@ mod tests {
         // `a` idles longer.
         b.begin_turn();
         b.end_turn();
-        let waiting = {
-            let slots = slots.clone();
-            tokio::spawn(
-                async move { slots.acquire("c", Arc::new(Asked::default()), soon()).await },
-            )
-        };
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while a_asked.0.load(Ordering::SeqCst) == 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("a was asked to stop");
+        let waiting = start_c_until_asked(&slots, &a_asked).await;
         assert_eq!(b_asked.0.load(Ordering::SeqCst), 0);
         assert!(a.confirm_stop());
         drop(a);
@@ -287,19 +297,7 @@ mod tests {
         let a_asked = Arc::new(Asked::default());
         let a = slots.acquire("a", a_asked.clone(), soon()).await.unwrap();
         a.end_turn();
-        let waiting = {
-            let slots = slots.clone();
-            tokio::spawn(
-                async move { slots.acquire("c", Arc::new(Asked::default()), soon()).await },
-            )
-        };
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while a_asked.0.load(Ordering::SeqCst) == 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("a was asked to stop");
+        let waiting = start_c_until_asked(&slots, &a_asked).await;
         // A prompt reaches `a` before the stop request does.
         a.begin_turn();
         assert!(!a.confirm_stop(), "a busy holder keeps its process");

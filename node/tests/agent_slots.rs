@@ -88,9 +88,7 @@ async fn an_evicted_conversation_starts_no_agent_until_its_old_one_is_gone() {
     let (socket, witness) = Witness::listen(dir.path());
     let mut node = TestNode::start_with(witnessed_config(dir.path(), &socket)).await;
     let client = node.client().await;
-    let admin = shoal_client::AdminClient::connect(&node.profile)
-        .await
-        .unwrap();
+    let admin = node.admin().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     // The agent will take 2 s to exit once told to stop.
     let frames = collect_turn(client.send(conv.id, "/linger 2000").await.unwrap()).await;
@@ -112,9 +110,7 @@ async fn at_the_agent_cap_the_least_recently_used_idle_agent_makes_room() {
     config.limits.agent_processes_max = 2.try_into().unwrap();
     let mut node = TestNode::start_with(config).await;
     let client = node.client().await;
-    let admin = shoal_client::AdminClient::connect(&node.profile)
-        .await
-        .unwrap();
+    let admin = node.admin().await;
     let mut convs = Vec::new();
     for _ in 0..3 {
         convs.push(client.create_conversation(None, None).await.unwrap().id);

@@ -17,9 +17,7 @@ async fn a_long_turn_costs_the_log_its_output_not_its_square() {
     config.conversation.checkpoint_interval_ms = 10.try_into().unwrap();
     let mut node = TestNode::start_with(config).await;
     let client = node.client().await;
-    let admin = shoal_client::AdminClient::connect(&node.profile)
-        .await
-        .unwrap();
+    let admin = node.admin().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let frames = collect_turn(client.send(conv.id, "/slow 120").await.unwrap()).await;
     let content = done_content(&frames);

@@ -210,9 +210,7 @@ async fn unknown_and_foreign_conversations_are_not_found() {
     );
     // Another user cannot see or drive dev's conversation.
     let conv = client.create_conversation(None, None).await.unwrap();
-    let admin = shoal_client::AdminClient::connect(&node.profile)
-        .await
-        .unwrap();
+    let admin = node.admin().await;
     let token = admin
         .issue_token(shoal_protocol::UserId::parse("mallory").unwrap(), 60)
         .await
@@ -404,9 +402,7 @@ async fn a_follower_cut_over_for_lagging_resumes_consistently() {
     let detail = client.get_conversation(conv.id).await.unwrap();
     assert_eq!(done_content(&all), detail.messages[1].content);
     assert!(detail.messages[1].content.starts_with("chunk 1 chunk 2 "));
-    let admin = shoal_client::AdminClient::connect(&node.profile)
-        .await
-        .unwrap();
+    let admin = node.admin().await;
     let status = admin.status().await.unwrap();
     assert!(
         status.follower_resyncs > 0,

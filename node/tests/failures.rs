@@ -220,9 +220,7 @@ async fn idle_conversations_passivate_and_reactivate_on_demand() {
     config.conversation.idle_passivate_ms = 300.try_into().unwrap();
     let mut node = TestNode::start_with(config).await;
     let client = node.client().await;
-    let admin = shoal_client::AdminClient::connect(&node.profile)
-        .await
-        .unwrap();
+    let admin = node.admin().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     collect_turn(client.send(conv.id, "one").await.unwrap()).await;
     let status = admin.status().await.unwrap();

@@ -88,9 +88,7 @@ async fn an_activation_waiting_on_consensus_does_not_hold_up_other_conversations
     let dir = tempfile::tempdir().unwrap();
     let mut node = TestNode::start(dir.path()).await;
     let client = node.client().await;
-    let admin = shoal_client::AdminClient::connect(&node.profile)
-        .await
-        .unwrap();
+    let admin = node.admin().await;
     let waiting = client.create_conversation(None, None).await.unwrap();
     let active = client.create_conversation(None, None).await.unwrap();
     collect_turn(client.send(waiting.id, "one").await.unwrap()).await;

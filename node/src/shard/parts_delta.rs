@@ -207,31 +207,18 @@ mod tests {
     #[test]
     fn bad_marks_are_refused_and_change_nothing() {
         let before = vec![text("héllo"), tool("a", ToolStatus::Pending)];
+        let delta = |part, byte, tail| PartsDelta {
+            from: PartsMark { part, byte },
+            tail,
+        };
         let cases = [
-            PartsDelta {
-                from: PartsMark { part: 3, byte: 0 },
-                tail: vec![],
-            },
-            PartsDelta {
-                from: PartsMark { part: 2, byte: 1 },
-                tail: vec![text("x")],
-            },
-            PartsDelta {
-                from: PartsMark { part: 0, byte: 2 },
-                tail: vec![text("x")],
-            },
-            PartsDelta {
-                from: PartsMark { part: 0, byte: 1 },
-                tail: vec![reasoning("x")],
-            },
-            PartsDelta {
-                from: PartsMark { part: 1, byte: 1 },
-                tail: vec![text("x")],
-            },
-            PartsDelta {
-                from: PartsMark { part: 0, byte: 1 },
-                tail: vec![],
-            },
+            delta(3, 0, vec![]),
+            delta(2, 1, vec![text("x")]),
+            // Inside the two bytes of `é`.
+            delta(0, 2, vec![text("x")]),
+            delta(0, 1, vec![reasoning("x")]),
+            delta(1, 1, vec![text("x")]),
+            delta(0, 1, vec![]),
         ];
         for delta in cases {
             let mut stored = before.clone();

@@ -52,6 +52,13 @@ impl TestNode {
             .expect("connect")
     }
 
+    pub async fn admin(&self) -> shoal_client::AdminClient {
+        tokio::time::timeout(WAIT, shoal_client::AdminClient::connect(&self.profile))
+            .await
+            .expect("admin connect in time")
+            .expect("admin connect")
+    }
+
     pub async fn stop(&mut self) {
         if let Some(node) = self.node.take() {
             tokio::time::timeout(WAIT, node.shutdown())
