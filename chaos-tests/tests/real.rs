@@ -71,6 +71,8 @@ async fn process_faults_keep_the_invariants() {
             FaultKind::Wipe,
             FaultKind::StallStorage,
             FaultKind::WipeLagging,
+            FaultKind::Stop,
+            FaultKind::Drain,
         ],
     ))
     .await;
