@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use shoal_protocol::frame::{FrameError, encode_frame};
 use shoal_protocol::{ErrorCode, FrameDecoder, WireError};
 
-/// Bytes read from a stream per call.
+/// Most bytes taken from a stream per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Why a frame could not be read or written.
@@ -36,17 +36,18 @@ pub async fn read_frame<T: DeserializeOwned>(
     max_bytes: usize,
 ) -> Result<Option<T>, FrameIoError> {
     let mut decoder = FrameDecoder::new(max_bytes);
-    let mut buf = vec![0u8; READ_CHUNK_BYTES];
     loop {
         if let Some(frame) = decoder.next_frame::<T>()? {
             return Ok(Some(frame));
         }
+        // Chunks as quinn holds them: no zeroed buffer per frame (every Raft heartbeat
+        // is a frame each way).
         match recv
-            .read(&mut buf)
+            .read_chunk(READ_CHUNK_BYTES, true)
             .await
             .map_err(|e| FrameIoError::Stream(e.to_string()))?
         {
-            Some(n) => decoder.push(&buf[..n]),
+            Some(chunk) => decoder.push(&chunk.bytes),
             None if decoder.buffered_bytes() == 0 => return Ok(None),
             None => {
                 return Err(FrameIoError::Invalid(WireError::new(
