@@ -427,6 +427,26 @@ impl Cluster {
         }
     }
 
+    /// Resolves once `route(shard)` no longer gives `now` (the leader changed, or this
+    /// node started or stopped hosting it). A request forwarded to a leader that died
+    /// is abandoned then, instead of waiting out the dial or first-byte timeout.
+    pub async fn route_changed(&self, shard: ShardId, now: &Route) {
+        let Some(group) = self.group(shard) else {
+            return;
+        };
+        let mut metrics = group.raft.metrics();
+        let mut hosting = group.hosting.clone();
+        loop {
+            if self.route(shard) != *now {
+                return;
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                changed = hosting.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
     /// Status of every shard as this node sees it.
     pub fn shard_status(&self) -> Vec<ShardStatus> {
         self.groups

@@ -6,6 +6,7 @@ use crate::actors::conversation::{ConversationMsg, summary};
 use crate::actors::follow::Sink;
 use crate::actors::shard_host::ShardHostMsg;
 use crate::cluster::Route;
+use crate::cluster::membership::Liveness;
 use crate::context::NodeContext;
 use crate::shard::state_machine::{Outcome, ShardCommand};
 use ractor::{ActorRef, RpcReplyPort, rpc::CallResult};
@@ -86,6 +87,12 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
 
 /// Serves a request here if this node hosts its shard; otherwise forwards it to the
 /// leader (or, for `Follow`, tells the client where to go).
+///
+/// During a failover the route is retried inside the node: while the shard has no
+/// leader with a lease, or its leader is suspected by gossip, or a forward is abandoned
+/// because the leader changed, the request waits for the route to change (up to
+/// [`route_wait`]) and goes where it points then — so the client's request completes as
+/// soon as a new leader hosts the shard, without client-side backoff.
 async fn route(
     mut send: quinn::SendStream,
     request: ClientRequest,
@@ -98,27 +105,81 @@ async fn route(
     if !ctx.shard_exists(shard) {
         return dispatch(send, request, ctx, host, peer, Hop::Client).await;
     }
-    match ctx.cluster.route(shard) {
-        Route::Local => dispatch(send, request, ctx, host, peer, Hop::Client).await,
-        Route::Remote(leader) => {
-            if matches!(request, ClientRequest::Follow { .. }) {
-                let moved = ServerFrame::Moved { to: leader.addr };
+    let deadline = tokio::time::Instant::now() + route_wait(ctx);
+    loop {
+        let now = ctx.cluster.route(shard);
+        let why = match &now {
+            Route::Local => return dispatch(send, request, ctx, host, peer, Hop::Client).await,
+            Route::Remote(leader) if matches!(request, ClientRequest::Follow { .. }) => {
+                let moved = ServerFrame::Moved {
+                    to: leader.addr.clone(),
+                };
                 write_frame(&mut send, &moved).await?;
                 let _ = send.finish();
                 return Ok(());
             }
-            forward(send, request, trace, ctx, peer, shard, &leader).await
-        }
-        Route::Unavailable => {
+            Route::Remote(leader) if suspected(ctx, leader) => {
+                format!("its leader {leader} is not answering gossip")
+            }
+            Route::Remote(leader) => {
+                match forward(
+                    send,
+                    request.clone(),
+                    trace.clone(),
+                    ctx,
+                    peer,
+                    shard,
+                    leader,
+                )
+                .await?
+                {
+                    Forwarded::Done => return Ok(()),
+                    Forwarded::RouteChanged(back) => {
+                        send = back;
+                        continue;
+                    }
+                }
+            }
+            Route::Unavailable => {
+                "it has no leader with a lease right now (election or move in progress)".to_owned()
+            }
+        };
+        let settled = tokio::time::timeout_at(deadline, ctx.cluster.route_changed(shard, &now));
+        if settled.await.is_err() {
             let e = WireError::new(
                 ErrorCode::Unavailable,
-                format!(
-                    "shard {shard} has no leader with a lease right now (election or move in progress); retry shortly"
-                ),
+                format!("shard {shard} is not available: {why}; retry shortly"),
             );
-            answer_error(&mut send, e).await
+            return answer_error(&mut send, e).await;
         }
     }
+}
+
+/// How long a request waits inside the node for a shard's route to settle: about one
+/// failover (an election timeout, the new leader's lease wait, a heartbeat), twice.
+fn route_wait(ctx: &NodeContext) -> Duration {
+    let c = &ctx.config.cluster;
+    Duration::from_millis(
+        2 * (c.election_timeout_max_ms.get() + c.lease_ms.get() + c.heartbeat_ms.get()),
+    )
+}
+
+/// Whether gossip suspects `leader` (it is most likely dead: don't wait on it).
+fn suspected(ctx: &NodeContext, leader: &crate::raft::PeerNode) -> bool {
+    ctx.membership
+        .watch()
+        .borrow()
+        .get(&leader.name)
+        .is_some_and(|m| m.liveness != Liveness::Alive)
+}
+
+/// How a forward ended.
+enum Forwarded {
+    /// Answered (by the leader, or with an error frame).
+    Done,
+    /// Abandoned before any answer because the shard's route changed: the stream comes
+    /// back to route the request again.
+    RouteChanged(quinn::SendStream),
 }
 
 /// Relays a request to the shard's leader and its answer frames back, byte for byte.
@@ -132,17 +193,18 @@ async fn forward(
     peer: &Peer,
     shard: ShardId,
     leader: &crate::raft::PeerNode,
-) -> Result<(), FrameIoError> {
+) -> Result<Forwarded, FrameIoError> {
     let unavailable = |message: String| {
         WireError::new(
             ErrorCode::Unavailable,
             format!("cannot reach the leader of shard {shard} ({leader}): {message}; retry"),
         )
     };
+    let done = |r: Result<(), FrameIoError>| r.map(|()| Forwarded::Done);
     let addr: std::net::SocketAddr = match leader.addr.parse() {
         Ok(addr) => addr,
         Err(e) => {
-            return answer_error(&mut send, unavailable(e.to_string())).await;
+            return done(answer_error(&mut send, unavailable(e.to_string())).await);
         }
     };
     let forwarded = crate::peer::PeerRequest::Forward {
@@ -150,10 +212,20 @@ async fn forward(
         trace,
         request,
     };
-    let (mut peer_send, mut peer_recv) = match ctx.cluster.peers.open(addr, &forwarded).await {
+    // Until its first byte, the forward is dropped as soon as the shard's route changes
+    // (a new leader was elected: the old one is likely dead), so the client retries at
+    // once rather than after the dial or first-byte timeout.
+    let route_now = Route::Remote(leader.clone());
+    let moved = ctx.cluster.route_changed(shard, &route_now);
+    tokio::pin!(moved);
+    let opened = tokio::select! {
+        opened = ctx.cluster.peers.open(addr, &forwarded) => opened,
+        () = &mut moved => return Ok(Forwarded::RouteChanged(send)),
+    };
+    let (mut peer_send, mut peer_recv) = match opened {
         Ok(streams) => streams,
         Err(e) => {
-            return answer_error(&mut send, unavailable(e.to_string())).await;
+            return done(answer_error(&mut send, unavailable(e.to_string())).await);
         }
     };
     let _ = peer_send.finish();
@@ -162,31 +234,37 @@ async fn forward(
     let mut buf = vec![0u8; 64 * 1024];
     // A leader that died keeps its pooled connection open until the idle timeout: an
     // answer must start promptly, or the client is told to retry.
-    let first = tokio::time::timeout(
-        Duration::from_millis(FORWARD_FIRST_BYTE_TIMEOUT_MS),
-        peer_recv.read(&mut buf),
-    )
-    .await;
+    let first = tokio::select! {
+        first = tokio::time::timeout(
+            Duration::from_millis(FORWARD_FIRST_BYTE_TIMEOUT_MS),
+            peer_recv.read(&mut buf),
+        ) => first,
+        () = &mut moved => {
+            ctx.cluster.peers.invalidate_forwards(addr);
+            let _ = peer_send.reset(0u32.into());
+            return Ok(Forwarded::RouteChanged(send));
+        }
+    };
     match first {
         Ok(Ok(Some(n))) => {
             if send.write_all(&buf[..n]).await.is_err() {
                 let _ = peer_recv.stop(0u32.into());
-                return Ok(());
+                return Ok(Forwarded::Done);
             }
         }
         Ok(Ok(None)) => {
             let _ = send.finish();
-            return Ok(());
+            return Ok(Forwarded::Done);
         }
         Ok(Err(e)) => {
             ctx.cluster.peers.invalidate_forwards(addr);
-            return answer_error(&mut send, unavailable(e.to_string())).await;
+            return done(answer_error(&mut send, unavailable(e.to_string())).await);
         }
         Err(_) => {
             ctx.cluster.peers.invalidate_forwards(addr);
             let _ = peer_send.reset(0u32.into());
             let message = format!("no answer within {FORWARD_FIRST_BYTE_TIMEOUT_MS} ms");
-            return answer_error(&mut send, unavailable(message)).await;
+            return done(answer_error(&mut send, unavailable(message)).await);
         }
     }
     loop {
@@ -195,7 +273,7 @@ async fn forward(
                 Ok(Some(n)) => {
                     if send.write_all(&buf[..n]).await.is_err() {
                         let _ = peer_recv.stop(0u32.into());
-                        return Ok(());
+                        return Ok(Forwarded::Done);
                     }
                 }
                 Ok(None) => break,
@@ -208,12 +286,12 @@ async fn forward(
             _ = &mut stopped => {
                 let _ = peer_recv.stop(0u32.into());
                 let _ = peer_send.reset(0u32.into());
-                return Ok(());
+                return Ok(Forwarded::Done);
             }
         }
     }
     let _ = send.finish();
-    Ok(())
+    Ok(Forwarded::Done)
 }
 
 /// Runs one request here and writes its answer.
