@@ -534,13 +534,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             message,
         } => {
             let mut rec = record(view, *conversation)?;
-            let running = rec
-                .running_turn
-                .as_ref()
-                .filter(|r| r.assistant_message == message.id && r.turn == message.turn);
-            if running.is_none() {
-                return Err(Rejection::StaleTurn(message.id).into());
-            }
+            check_running(&rec, message.id, message.turn)?;
             writes.put(message_key(*conversation, message.id), message);
             if matches!(cmd, ShardCommand::FinishTurn { .. }) {
                 rec.running_turn = None;
@@ -601,6 +595,23 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
     Ok((writes, outcome))
 }
 
+/// [`Rejection::StaleTurn`] unless `message` of `turn` is the running turn's message.
+fn check_running(
+    rec: &ConversationRecord,
+    message: MessageId,
+    turn: TurnId,
+) -> Result<(), Rejection> {
+    let running = rec
+        .running_turn
+        .as_ref()
+        .is_some_and(|r| r.assistant_message == message && r.turn == turn);
+    if running {
+        Ok(())
+    } else {
+        Err(Rejection::StaleTurn(message))
+    }
+}
+
 /// The running turn's assistant message as stored (empty before its first checkpoint);
 /// [`Rejection::StaleTurn`] when `header` is not the running turn's message.
 fn running_message(
@@ -609,13 +620,7 @@ fn running_message(
     header: &MessageHeader,
 ) -> Result<Message, Failure> {
     let conversation = rec.id;
-    let running = rec
-        .running_turn
-        .as_ref()
-        .filter(|r| r.assistant_message == header.id && r.turn == header.turn);
-    if running.is_none() {
-        return Err(Rejection::StaleTurn(header.id).into());
-    }
+    check_running(rec, header.id, header.turn)?;
     Ok(
         read::<Message>(view, &message_key(conversation, header.id))?.unwrap_or_else(|| Message {
             id: header.id,
