@@ -274,10 +274,19 @@ async fn ensure_process(
     let start_timeout = Duration::from_millis(ctx.config.conversation.agent_start_timeout_ms.get());
     // Taken before the process starts and held until it is gone: the cap holds however
     // many start at once. Dropped below if the start fails.
+    // Named for logs: the agent and its conversation's home (`c-<shard>-<id>`).
+    let owner = format!(
+        "{} ({})",
+        args.agent_name,
+        args.home
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    );
     let slot = ctx
         .agent_slots
         .acquire(
-            &args.agent_name,
+            &owner,
             Arc::new(StopIdle(myself.clone())),
             tokio::time::Instant::now() + start_timeout,
         )
