@@ -11,13 +11,12 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
 
 /// What agents reported to the witness: one JSON object per agent process started.
-#[derive(Clone, Default)]
 struct Witness {
-    starts: Arc<Mutex<Vec<serde_json::Value>>>,
+    starts: watch::Receiver<Vec<serde_json::Value>>,
 }
 
 impl Witness {
@@ -25,8 +24,9 @@ impl Witness {
     fn listen(dir: &Path) -> (PathBuf, Witness) {
         let path = dir.join("witness.sock");
         let listener = tokio::net::UnixListener::bind(&path).expect("bind the witness socket");
-        let witness = Witness::default();
-        let starts = witness.starts.clone();
+        let (starts, witness) = watch::channel(Vec::new());
+        let witness = Witness { starts: witness };
+        let starts = std::sync::Arc::new(starts);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let starts = starts.clone();
@@ -34,7 +34,7 @@ impl Witness {
                     let mut lines = tokio::io::BufReader::new(stream).lines();
                     if let Ok(Some(line)) = lines.next_line().await {
                         let value = serde_json::from_str(&line).expect("a witness line");
-                        starts.lock().unwrap().push(value);
+                        starts.send_modify(|s| s.push(value));
                     }
                     // Held open until the agent exits.
                     while let Ok(Some(_)) = lines.next_line().await {}
@@ -45,7 +45,7 @@ impl Witness {
     }
 
     fn starts(&self) -> Vec<serde_json::Value> {
-        self.starts.lock().unwrap().clone()
+        self.starts.borrow().clone()
     }
 
     fn assert_never_contended(&self) {
@@ -57,14 +57,10 @@ impl Witness {
     }
 
     async fn await_starts(&self, n: usize) {
-        let waited = tokio::time::timeout(WAIT, async {
-            while self.starts().len() < n {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        let mut starts = self.starts.clone();
+        let waited = tokio::time::timeout(WAIT, starts.wait_for(|s| s.len() >= n)).await;
         assert!(
-            waited.is_ok(),
+            matches!(waited, Ok(Ok(_))),
             "expected {n} agent starts, saw {:?}",
             self.starts()
         );
@@ -130,6 +126,7 @@ async fn at_the_agent_cap_the_least_recently_used_idle_agent_makes_room() {
     // conv 1's agent stayed warm (no new start for it); conv 0's was the one stopped.
     let frames = collect_turn(client.send(convs[1], "still warm").await.unwrap()).await;
     assert_eq!(done_content(&frames), "echo: still warm");
+    witness.await_starts(3).await;
     assert_eq!(witness.starts().len(), 3, "{:?}", witness.starts());
 
     node.stop().await;

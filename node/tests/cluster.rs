@@ -18,9 +18,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 /// Bound of every wait in this file (a loaded 2-core machine is slow).
 const WAIT: Duration = Duration::from_secs(90);
 
-/// How often [`eventually`] asks the nodes again.
-const POLL: Duration = Duration::from_millis(100);
-
 /// Consecutive free UDP ports on loopback.
 fn free_ports(n: u16) -> u16 {
     shoal_node::dev::free_port_range(n).expect("a free port range on loopback")
@@ -29,24 +26,12 @@ fn free_ports(n: u16) -> u16 {
 /// Asks `probe` until it yields a value, within [`WAIT`]. The state waited for (who
 /// leads a shard, how far a replica applied) lives in other processes and the admin API
 /// has no push, so this is the one place this file polls; it fails naming `what`.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let mut tick = tokio::time::interval(POLL);
-    let wait = async {
-        loop {
-            tick.tick().await;
-            if let Some(value) = probe().await {
-                return value;
-            }
-        }
-    };
-    match tokio::time::timeout(WAIT, wait).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what}: not within {WAIT:?}"),
-    }
+    common::eventually_within(WAIT, what, probe).await
 }
 
 struct Proc {

@@ -230,20 +230,11 @@ async fn idle_conversations_passivate_and_reactivate_on_demand() {
         "{status:?}"
     );
     // Await passivation: the actor stops and its agent process is shut down.
-    let passivated = tokio::time::timeout(WAIT, async {
-        loop {
-            let status = admin.status().await.unwrap();
-            if status.conversations_active == 0 && status.agent_processes == 0 {
-                return status;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+    eventually("the idle conversation is passivated", || async {
+        let status = admin.status().await.ok()?;
+        (status.conversations_active == 0 && status.agent_processes == 0).then_some(())
     })
     .await;
-    assert!(
-        passivated.is_ok(),
-        "the idle conversation was not passivated"
-    );
     let frames = collect_turn(client.send(conv.id, "two").await.unwrap()).await;
     assert_eq!(done_content(&frames), "echo: two");
     assert_eq!(

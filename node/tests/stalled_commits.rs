@@ -100,11 +100,18 @@ async fn an_activation_waiting_on_consensus_does_not_hold_up_other_conversations
     // Reactivating `waiting` commits an activation, which cannot finish now.
     let blocked_client = node.client().await;
     let mut blocked = Box::pin(blocked_client.get_conversation(waiting.id));
-    // Let that request reach the node first. (If it were late, the test would pass
-    // without exercising anything; it can never fail because of this pause.)
+    // That request reaches the node first: the admin API shows the activation waiting.
+    let key = waiting.id.to_string();
+    let activating = eventually("the activation waits on its commit", || async {
+        let actors = admin.actors().await.ok()?;
+        actors
+            .iter()
+            .any(|a| a.key == key && a.state == "activating")
+            .then_some(())
+    });
     tokio::select! {
         result = &mut blocked => panic!("the activation could not commit, yet got {result:?}"),
-        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        () = activating => {}
     }
     let started = Instant::now();
     tokio::select! {
@@ -121,19 +128,12 @@ async fn an_activation_waiting_on_consensus_does_not_hold_up_other_conversations
     assert!(started.elapsed() < ANSWER_BOUND, "{:?}", started.elapsed());
 
     store.stall_flushes(Duration::ZERO);
-    // Once commits flow again the waiting conversation activates (the SDK retries an
-    // activation that timed out).
-    let detail = tokio::time::timeout(WAIT, async {
-        loop {
-            match client.get_conversation(waiting.id).await {
-                Ok(detail) => return detail,
-                Err(e) => tracing::debug!(error = %e, "not yet"),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("the waiting conversation activates after the stall");
+    // Once commits flow again the waiting request is answered by the activation it
+    // waited for.
+    let detail = tokio::time::timeout(WAIT, blocked)
+        .await
+        .expect("the waiting conversation activates after the stall")
+        .expect("get");
     assert_eq!(detail.messages.len(), 2);
     node.stop().await;
 }

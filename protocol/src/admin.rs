@@ -134,7 +134,8 @@ pub struct ActorInfo {
     pub kind: String,
     /// The key (a conversation id).
     pub key: String,
-    /// Short state (`idle`, `turn`, `starting`).
+    /// Short state (`idle`, `turn`, `live`; a conversation between actors: `activating`,
+    /// `stopping`).
     pub state: String,
 }
 

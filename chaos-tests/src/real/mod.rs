@@ -379,7 +379,8 @@ async fn inject(
         }
         FaultKind::Drain => {
             cluster.drain(target).await?;
-            // Moves wait for running turns (bounded): hold, then a graceful restart.
+            // Moves wait for running turns (bounded). Holding the drain for a while is
+            // the point of the fault, not a synchronisation; then a graceful restart.
             tokio::time::sleep(hold).await;
             cluster.terminate(target).await;
             cluster.spawn(target).await?;

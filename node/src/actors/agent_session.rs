@@ -520,9 +520,13 @@ mod tests {
                 .unwrap();
             held.push(credit.expect("the forwarder sends a credit with each event"));
         }
-        // Give a forwarder that ignored the credits time to send more (not a sync point:
-        // a correct one sends nothing more however long this is).
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every credit is out, held here: the forwarder can only wait.
+        assert_eq!(credits.available_permits(), 0);
+        // This test runs on one thread: each yield lets every ready task (the forwarder,
+        // the actor) run until it waits, so one that sent without a credit would have.
+        for _ in 0..CREDITS * 4 {
+            tokio::task::yield_now().await;
+        }
         assert!(
             out_rx.try_recv().is_err(),
             "an event beyond the credits was sent"

@@ -49,6 +49,12 @@ pub enum ShardHostMsg {
         /// Reply.
         reply: RpcReplyPort<Vec<(ConversationId, ActorRef<ConversationMsg>)>>,
     },
+    /// Conversations whose actor is not running yet or any more: `activating` (its
+    /// activation waits on its commit) or `stopping` (for `shoalctl admin actors`).
+    Transitions {
+        /// Reply.
+        reply: RpcReplyPort<Vec<(ConversationId, &'static str)>>,
+    },
     /// This node stopped hosting `shard` (lease lost or leadership moved): stop its
     /// conversation actors. Their agent processes were already killed by the fence.
     Release {
@@ -221,6 +227,18 @@ impl Actor for ShardHost {
                     })
                     .collect();
                 let _ = reply.send(active);
+            }
+            ShardHostMsg::Transitions { reply } => {
+                let transitions = state
+                    .slots
+                    .iter()
+                    .filter_map(|(id, slot)| match slot {
+                        Slot::Activating { .. } => Some((*id, "activating")),
+                        Slot::Stopping { .. } => Some((*id, "stopping")),
+                        Slot::Active(_) => None,
+                    })
+                    .collect();
+                let _ = reply.send(transitions);
             }
             ShardHostMsg::Release { shard } => {
                 let ids: Vec<ConversationId> = state

@@ -87,6 +87,19 @@ async fn describe_all(
             followers.extend(f);
         }
     }
+    // Conversations between actors: an activation waiting on its commit, or a stop.
+    if let Ok(CallResult::Success(transitions)) = host
+        .call(|reply| ShardHostMsg::Transitions { reply }, timeout)
+        .await
+    {
+        actors.extend(transitions.into_iter().map(|(id, state)| {
+            shoal_protocol::admin::ActorInfo {
+                kind: "conversation".into(),
+                key: id.to_string(),
+                state: state.into(),
+            }
+        }));
+    }
     Ok((actors, followers))
 }
 

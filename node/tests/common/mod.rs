@@ -13,6 +13,40 @@ use std::time::Duration;
 /// Upper bound for any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// How often [`eventually`] asks again.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Resolves with `probe`'s first `Some`, asking every [`POLL`]. For state only the admin
+/// API shows (it has no push); fails naming `what` after [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(WAIT, what, probe).await
+}
+
+/// [`eventually`] with its own bound.
+pub async fn eventually_within<T, F, Fut>(wait: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let mut tick = tokio::time::interval(POLL);
+    let polled = async {
+        loop {
+            tick.tick().await;
+            if let Some(value) = probe().await {
+                return value;
+            }
+        }
+    };
+    match tokio::time::timeout(wait, polled).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: not within {wait:?}"),
+    }
+}
+
 pub fn dev_config(dir: &Path) -> NodeConfig {
     let exe = env!("CARGO_BIN_EXE_shoal-node").into();
     let listen = "127.0.0.1:0".parse().ok();
