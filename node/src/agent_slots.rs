@@ -96,7 +96,8 @@ impl AgentSlots {
     }
 
     /// Slots held now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         lock(&self.inner).entries.len()
     }
 

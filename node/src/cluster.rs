@@ -143,11 +143,18 @@ struct Proposal {
 #[derive(Debug)]
 pub struct PendingProposal {
     shard: ShardId,
+    /// The command's encoded size.
+    bytes: usize,
     rx: oneshot::Receiver<Result<Outcome, ProposeError>>,
     deadline: tokio::time::Instant,
 }
 
 impl PendingProposal {
+    /// The command's encoded size (what it adds to the log).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Waits until the command is committed and applied, or [`PROPOSE_TIMEOUT_MS`] after
     /// it was queued ([`ProposeError::Unavailable`]: it may still be applied).
     pub async fn outcome(self) -> Result<Outcome, ProposeError> {
@@ -383,6 +390,7 @@ impl Cluster {
         let (reply, rx) = oneshot::channel();
         let pending = PendingProposal {
             shard,
+            bytes,
             rx,
             deadline: tokio::time::Instant::now() + Duration::from_millis(PROPOSE_TIMEOUT_MS),
         };
@@ -414,7 +422,10 @@ impl Cluster {
         if matches!(*group.hosting.borrow(), Hosting::Active { .. }) {
             return Route::Local;
         }
-        let metrics = group.raft.metrics().borrow().clone();
+        // Read in place: every request and every wake of `route_changed` asks, and the
+        // metrics value (membership included) is not small.
+        let metrics = group.raft.metrics();
+        let metrics = metrics.borrow();
         match metrics.current_leader {
             Some(leader) if leader != self.me => metrics
                 .membership_config

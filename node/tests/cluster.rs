@@ -205,12 +205,18 @@ impl TestCluster {
     /// A new conversation with a long turn (`/slow 400`) running on its shard's leader,
     /// once its one agent process streams.
     async fn long_turn_on_leader(&self) -> LongTurn {
+        self.turn_on_leader("/slow 400").await
+    }
+
+    /// A new conversation with `prompt` running on its shard's leader, once its one
+    /// agent process streams.
+    async fn turn_on_leader(&self, prompt: &str) -> LongTurn {
         let client = Client::connect(&self.profile).await.unwrap();
         let conv = client.create_conversation(None, None).await.unwrap();
         let leader = self.leader_of(conv.id.shard.0, None).await;
         let li = self.index_of(&leader);
         let client_l = Client::connect(&self.profile_for(li)).await.unwrap();
-        let mut turn = client_l.send(conv.id, "/slow 400").await.unwrap();
+        let mut turn = client_l.send(conv.id, prompt).await.unwrap();
         common::wait_for_chunks(&mut turn, 2).await;
         let pids = self.agent_pids();
         assert_eq!(pids.len(), 1, "one agent process: {pids:?}");
@@ -827,15 +833,14 @@ fn stopped_cleanly(cluster: &TestCluster, pid: i32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_moves_a_shard_between_turns_instead_of_killing_the_running_one() {
     let cluster = TestCluster::start(3).await;
-    let client = Client::connect(&cluster.profile).await.unwrap();
-    let conv = client.create_conversation(None, None).await.unwrap();
-    let leader = cluster.leader_of(conv.id.shard.0, None).await;
-    let li = cluster.index_of(&leader);
-    let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
-    let mut turn = client_l.send(conv.id, "/slow 60").await.unwrap();
-    common::wait_for_chunks(&mut turn, 2).await;
-    let pids = cluster.agent_pids();
-    assert_eq!(pids.len(), 1, "{pids:?}");
+    let LongTurn {
+        conv,
+        leader,
+        li,
+        mut turn,
+        pid,
+        ..
+    } = cluster.turn_on_leader("/slow 60").await;
     cluster
         .admin((li + 1) % 3)
         .await
@@ -852,7 +857,7 @@ async fn drain_moves_a_shard_between_turns_instead_of_killing_the_running_one() 
     );
     assert!(done.content.ends_with("chunk 60 "), "{}", done.content);
     eventually("the agent process stops cleanly", || async {
-        stopped_cleanly(&cluster, pids[0]).then_some(())
+        stopped_cleanly(&cluster, pid).then_some(())
     })
     .await;
     let admin = cluster.admin((li + 1) % 3).await;

@@ -121,7 +121,7 @@ pub struct NodeStatus {
     pub connections: u64,
     /// Followers cut over to resync because they fell behind, since start.
     pub follower_resyncs: u64,
-    /// Checkpoints of running turns committed or tried, since start.
+    /// Checkpoints of running turns queued for commit, since start.
     pub checkpoints: u64,
     /// Their encoded bytes (only what streamed since the previous one), since start.
     pub checkpoint_bytes: u64,

@@ -79,19 +79,6 @@ impl PartsDelta {
         PartsDelta { from, tail }
     }
 
-    /// The bytes of text this delta carries (for logs and limits).
-    pub fn text_bytes(&self) -> usize {
-        self.tail
-            .iter()
-            .map(|p| match p {
-                Part::Text { text } | Part::Reasoning { text } => text.len(),
-                Part::ToolCall { input, output, .. } => {
-                    input.as_ref().map_or(0, String::len) + output.as_ref().map_or(0, String::len)
-                }
-            })
-            .sum()
-    }
-
     /// Applies the delta to `parts`. `Err` (nothing changed) when `from` does not lie
     /// within `parts` or the tail does not continue the part it starts in. Depends only
     /// on its inputs, so every replica decides alike.

@@ -75,13 +75,20 @@ pub(super) fn start_watcher(
 }
 
 /// Submits `cmd`; its result comes back as [`ConversationMsg::Committed`] with `commit`.
-pub(super) fn submit(state: &mut ConversationState, cmd: ShardCommand, commit: Commit) {
+/// Returns the command's encoded size if it was queued.
+pub(super) fn submit(
+    state: &mut ConversationState,
+    cmd: ShardCommand,
+    commit: Commit,
+) -> Option<usize> {
     let pending = state.ctx.cluster.submit(state.record.id.shard, cmd);
+    let bytes = pending.as_ref().ok().map(PendingProposal::bytes);
     if state.commits.send((commit, pending)).is_ok() {
         state.commits_in_flight += 1;
     }
     // Otherwise the watcher is gone, which happens only while the actor stops: the
     // commit's reply port is dropped and its caller sees the actor stop.
+    bytes
 }
 
 /// A submitted command's result.

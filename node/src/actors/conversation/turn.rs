@@ -322,13 +322,11 @@ pub(super) fn checkpoint(state: &mut ConversationState) {
     let commit = Commit::Checkpoint {
         turn: turn.running.turn,
     };
-    let metrics = &state.ctx.metrics;
-    Metrics::inc(&metrics.checkpoints);
-    Metrics::add(
-        &metrics.checkpoint_bytes,
-        crate::raft::command_bytes(&cmd) as u64,
-    );
-    submit(state, cmd, commit);
+    if let Some(bytes) = submit(state, cmd, commit) {
+        let metrics = &state.ctx.metrics;
+        Metrics::inc(&metrics.checkpoints);
+        Metrics::add(&metrics.checkpoint_bytes, bytes as u64);
+    }
 }
 
 pub(super) fn on_checkpoint_committed(
