@@ -230,11 +230,18 @@ impl TestCluster {
         }
     }
 
-    /// Pids of demo agents started so far (from their lifecycle log).
-    fn agent_pids(&self) -> Vec<i32> {
+    /// The demo agents' lifecycle log so far: one JSON object per start and clean stop.
+    fn agent_events(&self) -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(&self.agent_log).unwrap_or_default();
         text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Pids of demo agents started so far (from their lifecycle log).
+    fn agent_pids(&self) -> Vec<i32> {
+        self.agent_events()
+            .into_iter()
             .filter(|v| v["event"] == "start")
             .filter_map(|v| v["pid"].as_i64())
             .map(|p| p as i32)
@@ -824,9 +831,9 @@ async fn turn_done(
 /// Whether the demo agent `pid` logged a clean stop (it saw its input end), rather than
 /// being killed.
 fn stopped_cleanly(cluster: &TestCluster, pid: i32) -> bool {
-    let text = std::fs::read_to_string(&cluster.agent_log).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    cluster
+        .agent_events()
+        .iter()
         .any(|v| v["event"] == "stop" && v["pid"].as_i64() == Some(i64::from(pid)))
 }
 
