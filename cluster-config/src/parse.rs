@@ -87,6 +87,7 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         followers_per_conversation_max: s.int(&schema::FOLLOWERS_PER_CONVERSATION_MAX)?,
         follower_queue_frames: s.int(&schema::FOLLOWER_QUEUE_FRAMES)?,
         replay_buffer_events: s.int(&schema::REPLAY_BUFFER_EVENTS)?,
+        replay_buffer_bytes: s.int(&schema::REPLAY_BUFFER_BYTES)?,
         turn_buffer_bytes_max: s.int(&schema::TURN_BUFFER_BYTES_MAX)?,
         active_conversations_max: s.int(&schema::ACTIVE_CONVERSATIONS_MAX)?,
         agent_processes_max: s.int(&schema::AGENT_PROCESSES_MAX)?,

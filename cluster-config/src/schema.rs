@@ -67,6 +67,7 @@ pub(crate) const SECTIONS: &[SectionSchema] = &[
             "followers_per_conversation_max",
             "follower_queue_frames",
             "replay_buffer_events",
+            "replay_buffer_bytes",
             "turn_buffer_bytes_max",
             "active_conversations_max",
             "agent_processes_max",
@@ -193,6 +194,7 @@ int_rules! {
     FOLLOWERS_PER_CONVERSATION_MAX: "limits"."followers_per_conversation_max" = Some(256), 1, 65_536;
     FOLLOWER_QUEUE_FRAMES: "limits"."follower_queue_frames" = Some(1024), 1, 1 << 20;
     REPLAY_BUFFER_EVENTS: "limits"."replay_buffer_events" = Some(4096), 1, 1 << 20;
+    REPLAY_BUFFER_BYTES: "limits"."replay_buffer_bytes" = Some(4 * MIB_BYTES), 1024, 1024 * MIB_BYTES;
     // At most 3 MiB: a turn's assistant message is committed as one Raft log entry, which
     // must fit one 8 MiB peer frame with its text stored twice (`content` and `parts`).
     TURN_BUFFER_BYTES_MAX: "limits"."turn_buffer_bytes_max" = Some(2 * MIB_BYTES), 1, 3 * MIB_BYTES;

@@ -296,16 +296,23 @@ pub struct Limits {
     /// connection (each request and each follow is one stream).
     pub max_streams_per_connection: NonZeroU32,
     /// `followers_per_conversation_max` (default 256, 1..=65_536): followers attached
-    /// to one conversation's broadcast. Each costs one queue of `follower_queue_frames`.
+    /// to one conversation's broadcast. Followers share the conversation's replay ring,
+    /// so each costs its stream's buffers, not a queue of its own.
     pub followers_per_conversation_max: NonZeroU32,
     /// `follower_queue_frames` (default 1024, 1..=1_048_576, at most
-    /// `replay_buffer_events`): frames queued for one follower before it is cut over to
-    /// resync. Larger tolerates slower viewers at the cost of memory per follower.
+    /// `replay_buffer_events`): how many events a follower may be behind the live end
+    /// before it is cut over to resync. Larger tolerates slower viewers; it costs no
+    /// memory per follower.
     pub follower_queue_frames: NonZeroU32,
     /// `replay_buffer_events` (default 4096, 1..=1_048_576): recent events kept per
     /// active conversation so a reconnecting follower resumes by sequence number instead
     /// of taking a snapshot. Size to the events of a few seconds of fast streaming.
     pub replay_buffer_events: NonZeroU32,
+    /// `replay_buffer_bytes` (default 4_194_304 = 4 MiB, 1_024..=1_073_741_824): the
+    /// most encoded bytes the replay ring of one active conversation holds; the oldest
+    /// events leave first (the newest is always kept). Bounds memory per active
+    /// conversation together with `replay_buffer_events`.
+    pub replay_buffer_bytes: NonZeroU64,
     /// `turn_buffer_bytes_max` (default 2_097_152 = 2 MiB, 1..=3_145_728 = 3 MiB): the
     /// largest output of one turn — text, reasoning and tool-call input and output — held
     /// in memory and committed as one Raft log entry (so it must fit a peer frame); a turn
@@ -330,6 +337,7 @@ impl Default for Limits {
             followers_per_conversation_max: const { nz32(&schema::FOLLOWERS_PER_CONVERSATION_MAX) },
             follower_queue_frames: const { nz32(&schema::FOLLOWER_QUEUE_FRAMES) },
             replay_buffer_events: const { nz32(&schema::REPLAY_BUFFER_EVENTS) },
+            replay_buffer_bytes: const { nz64(&schema::REPLAY_BUFFER_BYTES) },
             turn_buffer_bytes_max: const { nz64(&schema::TURN_BUFFER_BYTES_MAX) },
             active_conversations_max: const { nz32(&schema::ACTIVE_CONVERSATIONS_MAX) },
             agent_processes_max: const { nz32(&schema::AGENT_PROCESSES_MAX) },

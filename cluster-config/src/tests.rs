@@ -100,6 +100,7 @@ fn defaults_fill_in() {
     assert_eq!(config.limits.followers_per_conversation_max.get(), 256);
     assert_eq!(config.limits.follower_queue_frames.get(), 1024);
     assert_eq!(config.limits.replay_buffer_events.get(), 4096);
+    assert_eq!(config.limits.replay_buffer_bytes.get(), 4 * 1024 * 1024);
     assert_eq!(config.limits.turn_buffer_bytes_max.get(), 2 * 1024 * 1024);
     assert_eq!(config.limits.active_conversations_max.get(), 10_000);
     assert_eq!(config.limits.agent_processes_max.get(), 64);

@@ -44,7 +44,7 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     let conv = &config.conversation;
     let cluster = &config.cluster;
     let gossip = &config.gossip;
-    let ints: [(&IntRule, u64); 24] = [
+    let ints: [(&IntRule, u64); 25] = [
         (&schema::TOKEN_TTL_SECS, config.auth.token_ttl_secs.get()),
         (&schema::SHARD_COUNT, cluster.shard_count.get().into()),
         (&schema::REPLICAS, cluster.replicas.get().into()),
@@ -86,6 +86,10 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
         (
             &schema::REPLAY_BUFFER_EVENTS,
             limits.replay_buffer_events.get().into(),
+        ),
+        (
+            &schema::REPLAY_BUFFER_BYTES,
+            limits.replay_buffer_bytes.get(),
         ),
         (
             &schema::TURN_BUFFER_BYTES_MAX,

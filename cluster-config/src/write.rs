@@ -130,6 +130,11 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
     );
     kv(
         &mut out,
+        "replay_buffer_bytes",
+        l.replay_buffer_bytes.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
         "turn_buffer_bytes_max",
         l.turn_buffer_bytes_max.get().to_toml_value(),
     );

@@ -4,6 +4,7 @@
 //! * [`client_api`]: `shoal-client/1` requests.
 //! * [`admin_api`]: `shoal-admin/1` requests.
 //! * [`peer_api`]: `shoal-peer/1`: Raft RPCs, forwarded requests, gossip datagrams.
+//! * [`tail`]: one follower's stream, read from its conversation's replay ring.
 //!
 //! A connection's first bidirectional stream carries the handshake (magic, version,
 //! token). Every later stream carries one request. A malformed or oversized frame gets an
@@ -13,6 +14,7 @@ pub mod admin_api;
 pub mod client_api;
 pub mod frames;
 pub mod peer_api;
+pub mod tail;
 
 use crate::actors::shard_host::ShardHostMsg;
 use crate::context::{Metrics, NodeContext};

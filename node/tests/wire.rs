@@ -3,13 +3,22 @@
 mod common;
 
 use common::*;
-use shoal_protocol::client::ServerFrame;
+use futures::StreamExt;
+use shoal_protocol::client::{ClientRequest, RequestEnvelope, ServerFrame};
 use shoal_protocol::frame::{decode_payload, encode_frame};
 use shoal_protocol::handshake::{Hello, HelloReply};
+use shoal_protocol::transcript::Event;
 use shoal_protocol::{ALPN_CLIENT, ErrorCode, FrameDecoder};
 use std::sync::Arc;
 
 async fn raw_connection(node: &TestNode) -> quinn::Connection {
+    raw_connection_with(node, quinn::TransportConfig::default()).await
+}
+
+async fn raw_connection_with(
+    node: &TestNode,
+    transport: quinn::TransportConfig,
+) -> quinn::Connection {
     let mut roots = rustls::RootCertStore::empty();
     for cert in shoal_node::security::tls::load_certs(&node.profile.ca_cert, "ca").unwrap() {
         roots.add(cert).unwrap();
@@ -23,7 +32,9 @@ async fn raw_connection(node: &TestNode) -> quinn::Connection {
     tls.alpn_protocols = vec![ALPN_CLIENT.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
     let addr = node.profile.address.parse().unwrap();
     endpoint.connect(addr, "localhost").unwrap().await.unwrap()
 }
@@ -37,7 +48,14 @@ async fn read_one<T: serde::de::DeserializeOwned>(recv: &mut quinn::RecvStream) 
 }
 
 async fn authenticated(node: &TestNode) -> quinn::Connection {
-    let conn = raw_connection(node).await;
+    authenticated_with(node, quinn::TransportConfig::default()).await
+}
+
+async fn authenticated_with(
+    node: &TestNode,
+    transport: quinn::TransportConfig,
+) -> quinn::Connection {
+    let conn = raw_connection_with(node, transport).await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(&encode_frame(&Hello::new(node.profile.token.clone(), "raw-test")).unwrap())
         .await
@@ -105,5 +123,99 @@ async fn oversized_and_malformed_frames_close_only_that_connection() {
     let detail = client.get_conversation(conv.id).await.unwrap();
     assert!(detail.messages.is_empty());
     assert_eq!(client.list_conversations(10).await.unwrap().len(), 1);
+    node.stop().await;
+}
+
+/// A follower whose reader stops reading blocks only its own stream: once the ring leaves
+/// it behind, the node resets that stream (so it holds no more than the stream's window)
+/// and the follower resumes, gap-free, from the last event it read.
+#[tokio::test]
+async fn a_follower_that_stops_reading_is_reset_and_resumes_gap_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.limits.follower_queue_frames = 4.try_into().unwrap();
+    let mut node = TestNode::start_with(config).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+
+    // A raw follower with a tiny stream window that reads nothing for now.
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(256u32.into());
+    let conn = authenticated_with(&node, transport).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let request = RequestEnvelope {
+        trace: None,
+        body: ClientRequest::Follow {
+            conversation: conv.id,
+            since: None,
+        },
+    };
+    send.write_all(&encode_frame(&request).unwrap())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let admin = node.admin().await;
+    eventually("the raw follower is attached", || async {
+        (admin.status().await.unwrap().followers == 1).then_some(())
+    })
+    .await;
+
+    let frames = collect_turn(client.send(conv.id, "/slow 40").await.unwrap()).await;
+    let reply = done_content(&frames);
+    eventually("the stuck follower is cut off", || async {
+        let status = admin.status().await.unwrap();
+        (status.follower_resyncs >= 1 && status.followers == 0).then_some(())
+    })
+    .await;
+
+    // What the stream still holds is gap-free, then the reset.
+    let mut decoder = FrameDecoder::default();
+    let code = loop {
+        match tokio::time::timeout(WAIT, recv.read_chunk(64 * 1024, true))
+            .await
+            .expect("the stream ends in time")
+        {
+            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+            Ok(None) => panic!("the stream was finished, not reset"),
+            Err(quinn::ReadError::Reset(code)) => break code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(
+        code,
+        shoal_node::gateway::tail::FOLLOWER_BEHIND_RESET_CODE.into()
+    );
+    let mut read = Vec::new();
+    while let Some(payload) = decoder.next_payload().unwrap() {
+        match decode_payload::<ServerFrame>(&payload).unwrap() {
+            ServerFrame::Event(frame) => read.push(frame),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_gap_free(&read);
+
+    // It resumes from its last event: the rest replays, through the reply.
+    let last = read.last().map(|f| f.seq);
+    let mut follow = client.follow(conv.id, last);
+    match last {
+        Some(last) => {
+            let rest = follow_until_done(&mut follow, 1).await;
+            assert_eq!(rest[0].seq, last.next(), "{rest:?}");
+            assert_gap_free(&rest);
+            assert_eq!(done_content(&rest), reply);
+        }
+        None => {
+            // Nothing was readable before the reset: it starts over from a snapshot.
+            let first = tokio::time::timeout(WAIT, follow.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let Event::Reset { snapshot } = first.event else {
+                panic!("{first:?}")
+            };
+            assert_eq!(snapshot.messages.last().unwrap().content, reply);
+        }
+    }
     node.stop().await;
 }

@@ -146,9 +146,9 @@ pub struct FollowerInfo {
     pub conversation: ConversationId,
     /// The follower's user.
     pub user: UserId,
-    /// Last sequence number queued to it.
+    /// Last sequence number written to its stream.
     pub last_seq: Option<Seq>,
-    /// Frames queued and not yet written.
+    /// Events it is behind the conversation's latest.
     pub queued: u64,
 }
 

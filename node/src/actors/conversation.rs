@@ -34,7 +34,7 @@ mod turn;
 pub use commits::Commit;
 
 use super::agent_session::{AgentSessionActor, AgentSessionArgs, AgentSessionMsg};
-use super::follow::{Delivery, Follower, Sequencer, Sink, Start};
+use super::follow::{Delivery, FollowerShared, Ring, Sink, Start};
 use crate::agent_process::{AgentCommand, AgentUpdate, PromptOutcome, ToolStatusRaw};
 use crate::cluster::ProposeError;
 use crate::context::{Metrics, NodeContext};
@@ -103,10 +103,8 @@ pub enum ConversationMsg {
         user: UserId,
         /// Last sequence number the follower has.
         since: Option<Seq>,
-        /// Where events go.
-        sink: Sink,
-        /// Ok once attached.
-        reply: RpcReplyPort<Result<(), WireError>>,
+        /// Where to read events from, once attached.
+        reply: RpcReplyPort<Result<Attached, WireError>>,
     },
     /// The conversation with its transcript.
     Get {
@@ -239,8 +237,9 @@ pub struct ConversationState {
     ctx: Arc<NodeContext>,
     record: ConversationRecord,
     messages: VecDeque<Message>,
-    seq: Sequencer,
-    followers: Vec<Follower>,
+    /// Sequence numbers and the encoded replay ring followers read.
+    ring: Arc<Ring>,
+    followers: Vec<Arc<FollowerShared>>,
     next_follower_id: u64,
     turn: Option<Turn>,
     agent: Option<ActorRef<AgentSessionMsg>>,
@@ -325,10 +324,15 @@ impl Actor for ConversationActor {
             .saturating_sub(SNAPSHOT_MESSAGES_MAX as u64);
         let messages: VecDeque<Message> =
             ctx.store.messages(id, from, record.message_count)?.into();
-        let capacity = ctx.config.limits.replay_buffer_events.get() as usize;
+        let limits = &ctx.config.limits;
+        let ring = Ring::new(
+            record.activation,
+            limits.replay_buffer_events.get() as usize,
+            limits.replay_buffer_bytes.get() as usize,
+        );
         let (commits, commit_watcher) = commits::start_watcher(myself.clone());
         let mut state = ConversationState {
-            seq: Sequencer::new(record.activation, capacity),
+            ring,
             ctx: ctx.clone(),
             record,
             messages,
@@ -425,12 +429,10 @@ impl Actor for ConversationActor {
                 }
             }
         }
-        for follower in state.followers.drain(..) {
-            Metrics::dec(&state.ctx.metrics.followers);
-            follower.sink.close_with(ServerFrame::Resync {
-                reason: "the conversation was passivated or moved; follow again".into(),
-            });
-        }
+        state.followers.clear();
+        state.ring.close(&ServerFrame::Resync {
+            reason: "the conversation was passivated or moved; follow again".into(),
+        });
         if let Some(agent) = state.agent.take() {
             // Waits for the agent process to be shut down.
             let _ = agent
@@ -493,14 +495,9 @@ impl Actor for ConversationActor {
                 state.last_activity = Instant::now();
                 turn::request_turn(state, user, text, request_id, sink, reply);
             }
-            ConversationMsg::Follow {
-                user,
-                since,
-                sink,
-                reply,
-            } => {
+            ConversationMsg::Follow { user, since, reply } => {
                 state.last_activity = Instant::now();
-                let _ = reply.send(attach_follower(state, user, since, sink));
+                let _ = reply.send(attach_follower(state, user, since));
             }
             ConversationMsg::Get { user, reply } => {
                 let result = authorize(state, &user).map(|()| detail(state));
@@ -658,65 +655,45 @@ fn snapshot(state: &ConversationState) -> Snapshot {
     }
 }
 
-/// Broadcasts one event: followers get the allowlisted view, the initiator everything.
+/// Broadcasts one event: followers get the allowlisted view (encoded once into the ring
+/// they read), the initiator everything.
 fn emit(state: &mut ConversationState, event: Event) {
-    let initiator_frame = match event.for_follower() {
-        Some(visible) => {
-            let frame = state.seq.push(visible);
-            let metrics = &state.ctx.metrics;
-            state.followers.retain_mut(|f| {
-                match f.sink.deliver(ServerFrame::Event(frame.clone())) {
-                    Delivery::Queued => {
-                        f.last_seq = frame.seq;
-                        true
-                    }
-                    Delivery::Gone => {
-                        Metrics::dec(&metrics.followers);
-                        false
-                    }
-                    Delivery::CutOver => {
-                        tracing::debug!(follower = f.id, user = %f.user, "follower fell behind; cut over to resync");
-                        Metrics::dec(&metrics.followers);
-                        Metrics::inc(&metrics.follower_resyncs);
-                        false
-                    }
-                }
-            });
-            EventFrame {
-                seq: frame.seq,
-                event,
-            }
-        }
-        None => EventFrame {
-            seq: state.seq.last(),
-            event,
-        },
+    let seq = match event.for_follower() {
+        Some(visible) => state.ring.push(visible),
+        None => state.ring.last(),
     };
     if let Some(turn) = state.turn.as_mut()
         && let Some(sink) = &turn.initiator
-        && sink.deliver(ServerFrame::Event(initiator_frame)) != Delivery::Queued
+        && sink.deliver(ServerFrame::Event(EventFrame { seq, event })) != Delivery::Queued
     {
         // A slow or vanished initiator stops receiving; the turn goes on.
         turn.initiator = None;
     }
 }
 
+/// A follower attached to a conversation: its stream task reads `ring` from `cursor`
+/// after writing `prelude` (a reset with a snapshot, when it could not resume).
+#[derive(Debug)]
+pub struct Attached {
+    /// The activation's ring.
+    pub ring: Arc<Ring>,
+    /// Everything through this number is delivered (or in `prelude`).
+    pub cursor: Seq,
+    /// An encoded frame to write first.
+    pub prelude: Option<bytes::Bytes>,
+    /// The follower as the actor counts it.
+    pub follower: Arc<FollowerShared>,
+}
+
 fn attach_follower(
     state: &mut ConversationState,
     user: UserId,
     since: Option<Seq>,
-    sink: Sink,
-) -> Result<(), WireError> {
+) -> Result<Attached, WireError> {
     authorize(state, &user)?;
-    let metrics = &state.ctx.metrics;
-    state.followers.retain(|f| {
-        let keep = !f.sink.is_closed();
-        if !keep {
-            Metrics::dec(&metrics.followers);
-        }
-        keep
-    });
-    let max = state.ctx.config.limits.followers_per_conversation_max.get() as usize;
+    state.followers.retain(|f| !f.is_gone());
+    let limits = &state.ctx.config.limits;
+    let max = limits.followers_per_conversation_max.get() as usize;
     if state.followers.len() >= max {
         return Err(WireError::new(
             ErrorCode::Busy,
@@ -726,32 +703,30 @@ fn attach_follower(
             ),
         ));
     }
-    let last = state.seq.last();
-    match state.seq.start(since, sink.room()) {
-        Start::Replay(frames) => {
-            for frame in frames {
-                sink.deliver(ServerFrame::Event(frame));
-            }
-        }
+    let lag_max = u64::from(limits.follower_queue_frames.get());
+    let (cursor, prelude) = match state.ring.start(since, lag_max) {
+        Start::From(cursor) => (cursor, None),
         Start::Reset => {
-            sink.deliver(ServerFrame::Event(EventFrame {
+            let last = state.ring.last();
+            let reset = super::follow::encode_event(EventFrame {
                 seq: last,
                 event: Event::Reset {
                     snapshot: snapshot(state),
                 },
-            }));
+            });
+            (last, Some(reset))
         }
-    }
+    };
     let id = state.next_follower_id;
     state.next_follower_id += 1;
-    state.followers.push(Follower {
-        id,
-        user,
-        sink,
-        last_seq: last,
-    });
-    Metrics::inc(&state.ctx.metrics.followers);
-    Ok(())
+    let follower = FollowerShared::new(state.ctx.clone(), id, user, cursor);
+    state.followers.push(follower.clone());
+    Ok(Attached {
+        ring: state.ring.clone(),
+        cursor,
+        prelude,
+        follower,
+    })
 }
 
 fn describe(state: &ConversationState) -> (Vec<ActorInfo>, Vec<FollowerInfo>) {
@@ -771,14 +746,19 @@ fn describe(state: &ConversationState) -> (Vec<ActorInfo>, Vec<FollowerInfo>) {
             state: "live".into(),
         });
     }
+    let last = state.ring.last();
     let followers = state
         .followers
         .iter()
-        .map(|f| FollowerInfo {
-            conversation: state.record.id,
-            user: f.user.clone(),
-            last_seq: Some(f.last_seq),
-            queued: f.sink.queued(),
+        .filter(|f| !f.is_gone())
+        .map(|f| {
+            let cursor = f.cursor();
+            FollowerInfo {
+                conversation: state.record.id,
+                user: f.user.clone(),
+                last_seq: Some(cursor),
+                queued: last.0.saturating_sub(cursor.0),
+            }
         })
         .collect();
     (actors, followers)

@@ -1,6 +1,7 @@
 //! `shoal-client/1`: one request per stream, answered by frames.
 
 use super::frames::{FrameIoError, read_frame, write_final_frame, write_frame};
+use super::tail::{TailEnd, tail};
 use super::{Peer, REQUEST_BYTES_MAX};
 use crate::actors::conversation::{ConversationMsg, summary};
 use crate::actors::follow::Sink;
@@ -569,30 +570,23 @@ async fn follow(
     conversation: ConversationId,
     since: Option<shoal_protocol::Seq>,
 ) -> Result<(), FrameIoError> {
-    let capacity = ctx.config.limits.follower_queue_frames.get() as usize;
-    let mut rx_slot = None;
-    let result = call(host, conversation, |reply| {
-        let (tx, rx) = mpsc::channel(capacity);
-        rx_slot = Some(rx);
-        ConversationMsg::Follow {
-            user: peer.user.clone(),
-            since,
-            sink: Sink::new(tx),
-            reply,
-        }
+    let result = call(host, conversation, |reply| ConversationMsg::Follow {
+        user: peer.user.clone(),
+        since,
+        reply,
     })
     .await;
-    match (result, rx_slot) {
-        (Ok(()), Some(mut rx)) => {
-            if pump(&mut send, &mut rx).await {
+    match result {
+        Ok(attached) => match tail(&mut send, ctx, attached).await? {
+            TailEnd::Closed | TailEnd::CutOver => {
                 let _ = send.finish();
             }
-        }
-        (Err(e), _) => {
+            TailEnd::Gone => {}
+        },
+        Err(e) => {
             write_frame(&mut send, &ServerFrame::Error(e)).await?;
             let _ = send.finish();
         }
-        (Ok(()), None) => unreachable!("the sink is created before the call"),
     }
     Ok(())
 }

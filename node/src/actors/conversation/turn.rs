@@ -143,7 +143,7 @@ pub(super) async fn on_send_committed(
         sink.deliver(accepted);
         if let Some(message) = finished {
             sink.deliver(ServerFrame::Event(EventFrame {
-                seq: state.seq.last(),
+                seq: state.ring.last(),
                 event: Event::Done {
                     message,
                     usage: None,
@@ -441,12 +441,9 @@ fn end_uncertain(state: &mut ConversationState, err: WireError) {
     if let Some(sink) = state.turn.as_ref().and_then(|t| t.initiator.as_ref()) {
         sink.deliver(ServerFrame::Error(err));
     }
-    for follower in state.followers.drain(..) {
-        Metrics::dec(&state.ctx.metrics.followers);
-        follower.sink.close_with(ServerFrame::Resync {
-            reason: "the end of the turn could not be committed here; follow again".into(),
-        });
-    }
+    state.ring.close(&ServerFrame::Resync {
+        reason: "the end of the turn could not be committed here; follow again".into(),
+    });
     state.turn = None;
     Metrics::dec(&state.ctx.metrics.turns_running);
     state.defunct = Some("the end of a turn could not be committed".into());
@@ -536,12 +533,7 @@ pub(super) fn on_tick(myself: &ActorRef<ConversationMsg>, state: &mut Conversati
         }
         return;
     }
-    state.followers.retain(|f| {
-        !f.sink.is_closed() || {
-            Metrics::dec(&state.ctx.metrics.followers);
-            false
-        }
-    });
+    state.followers.retain(|f| !f.is_gone());
     let idle = state.sends_pending == 0 && state.commits_in_flight == 0;
     if idle && state.followers.is_empty() && state.last_activity.elapsed() >= passivate_after {
         tracing::debug!(conversation = %state.record.id, "passivating idle conversation");
