@@ -72,16 +72,21 @@ pub(crate) struct Witnessed {
 /// the connection when the process exits, however it exits (SIGKILL included), so the
 /// witness learns the end of the process's life without the process's help. A failure is
 /// reported on stderr only.
+/// CLOCK_MONOTONIC in nanoseconds: comparable between processes of one machine.
+pub(crate) fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(now.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0))
+}
+
 pub(crate) fn witness(path: &Path, node: Option<&str>, home: Option<&Path>) -> Option<Witnessed> {
     let (lock, lock_state) = match home.and_then(Path::file_name) {
         Some(name) => take_lock(path, name),
         None => (None, "unavailable"),
     };
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    let start_ns = u64::try_from(now.tv_sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0));
+    let start_ns = monotonic_ns();
     let line = json!({
         "pid": std::process::id(),
         "node": node,

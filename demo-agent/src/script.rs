@@ -26,6 +26,10 @@ const LINGER_MS_MAX: u64 = 60_000;
 const SLOW_CHUNKS_MAX: u64 = 100_000;
 /// Chunks `/slow` streams when no count is given.
 const SLOW_CHUNKS_DEFAULT: u64 = 10;
+/// Chunks per second `/stream` sends when no rate is given.
+const STREAM_RATE_DEFAULT: u64 = 200;
+/// Highest `/stream` rate, chunks per second.
+const STREAM_RATE_MAX: u64 = 10_000;
 /// Exit code of `/crash`.
 const CRASH_EXIT_CODE: i32 = 3;
 
@@ -111,6 +115,13 @@ impl Turn {
         }
     }
 
+    async fn pause_until(&mut self, deadline: tokio::time::Instant) -> Result<(), Cancelled> {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => Ok(()),
+            () = cancelled(&mut self.cancel) => Err(Cancelled),
+        }
+    }
+
     /// Sends an agent→client request and waits for its answer; cancel abandons it.
     async fn request(&mut self, method: &str, params: Value) -> Result<Reply, Cancelled> {
         self.check()?;
@@ -168,6 +179,7 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
     };
     match command {
         "/slow" => slow(turn, args).await,
+        "/stream" => stream(turn, args).await,
         "/think" => think(turn).await,
         "/tool" => tool(turn).await,
         "/bigtool" => big_tool(turn, args).await,
@@ -237,6 +249,31 @@ async fn slow(turn: &mut Turn, args: &str) -> Result<Outcome, Cancelled> {
             turn.pause(SLOW_CHUNK_INTERVAL_MS).await?;
         }
         turn.text(&format!("chunk {index} ")).await?;
+    }
+    Ok(Outcome::Stop("end_turn"))
+}
+
+/// `/stream N [RATE]`: N chunks `#<i>@<ns>;` at RATE per second, each stamped with
+/// CLOCK_MONOTONIC right before it is written, so a reader on the same machine measures
+/// the latency from the agent's write to itself.
+async fn stream(turn: &mut Turn, args: &str) -> Result<Outcome, Cancelled> {
+    let mut words = args.split_whitespace().map(str::parse::<u64>);
+    let (count, rate) = match (words.next(), words.next()) {
+        (Some(Ok(count)), None) => (count, STREAM_RATE_DEFAULT),
+        (Some(Ok(count)), Some(Ok(rate))) if rate > 0 => (count, rate),
+        _ => {
+            turn.text("usage: /stream N [PER_SECOND]").await?;
+            return Ok(Outcome::Stop("end_turn"));
+        }
+    };
+    let count = count.min(SLOW_CHUNKS_MAX);
+    let interval = Duration::from_nanos(1_000_000_000 / rate.min(STREAM_RATE_MAX));
+    let start = tokio::time::Instant::now();
+    for index in 1..=count {
+        turn.pause_until(start + interval * (index - 1) as u32)
+            .await?;
+        let stamp = crate::lifecycle::monotonic_ns();
+        turn.text(&format!("#{index}@{stamp};")).await?;
     }
     Ok(Outcome::Stop("end_turn"))
 }

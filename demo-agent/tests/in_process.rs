@@ -611,3 +611,27 @@ fn run_futures_are_send() {
     let future = run_with_options(Options::default(), a, b);
     assert_send(&future);
 }
+
+#[tokio::test]
+async fn stream_stamps_each_chunk_with_an_increasing_monotonic_time() {
+    let mut client = Client::start(Options::default());
+    let session = client.new_session("/tmp").await;
+    let (notes, response) = client.prompt(json!(1), &session, "/stream 5 1000").await;
+    assert_eq!(stop_reason(&response), "end_turn");
+    let chunks = chunk_texts(&notes, "agent_message_chunk");
+    let mut stamps = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let (index, stamp) = chunk
+            .strip_prefix('#')
+            .and_then(|c| c.strip_suffix(';'))
+            .and_then(|c| c.split_once('@'))
+            .unwrap_or_else(|| panic!("not a stamped chunk: {chunk:?}"));
+        assert_eq!(index, (i + 1).to_string());
+        stamps.push(stamp.parse::<u64>().expect("nanoseconds"));
+    }
+    assert_eq!(stamps.len(), 5);
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+    let (_, bad) = client.prompt(json!(2), &session, "/stream lots").await;
+    assert_eq!(stop_reason(&bad), "end_turn");
+    client.finish().await.expect("clean stop");
+}
