@@ -7,93 +7,20 @@
 //! * idle CPU of the 3-node cluster with 64 shards, against one idle single-replica
 //!   node with the same 64 shards measured in the same run.
 //!
-//! Run: `cargo build --release -p shoal-node -p shoal-bench && target/release/failover`
-//! (it finds `shoal-node` next to itself; `--trials N`, default 20). Every node it starts
-//! is killed when it ends, and the whole run is bounded by `RUN_TIMEOUT_SECS`.
+//! Every node it starts is killed when it ends.
 
-use anyhow::{Context, bail};
+use crate::common::{CpuMeter, free_base, node_binary, percentile, poll_until, spawn};
+use anyhow::Context;
 use shoal_client::{AdminClient, Client, Profile};
 use shoal_node::dev::{LocalNode, prepare_cluster};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Upper bound of the whole benchmark.
-const RUN_TIMEOUT_SECS: u64 = 1_800;
-/// Bound of one wait (election, catch-up, detection).
-const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long idle CPU is sampled.
 const IDLE_SAMPLE: Duration = Duration::from_secs(10);
 
 struct Proc {
     node: LocalNode,
     child: Option<tokio::process::Child>,
-}
-
-fn node_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("shoal-node");
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p shoal-node -p shoal-bench`",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-/// How often the bench asks the nodes again while waiting for a state it measures.
-const POLL: Duration = Duration::from_millis(20);
-
-fn free_base(n: u16) -> anyhow::Result<u16> {
-    shoal_node::dev::free_port_range(n).context("no free port range on loopback")
-}
-
-/// Asks `probe` every [`POLL`] until it yields a value, within [`STEP_TIMEOUT`]. The
-/// states measured live in other processes and the admin API has no push.
-async fn poll_until<T, F, Fut>(what: &str, mut probe: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let mut tick = tokio::time::interval(POLL);
-    tokio::time::timeout(STEP_TIMEOUT, async {
-        loop {
-            tick.tick().await;
-            if let Some(value) = probe().await {
-                return value;
-            }
-        }
-    })
-    .await
-    .with_context(|| format!("{what}: not within {STEP_TIMEOUT:?}"))
-}
-
-async fn spawn(bin: &Path, node: &LocalNode) -> anyhow::Result<tokio::process::Child> {
-    let log = std::fs::File::create(node.data_dir.join("node.log"))?;
-    let mut child = tokio::process::Command::new(bin)
-        .arg("start")
-        .arg("--config")
-        .arg(&node.config_path)
-        .env("SHOAL_LOG", "warn,openraft=error")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    tokio::time::timeout(STEP_TIMEOUT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("shoal-node ready") {
-                return Ok(());
-            }
-        }
-        bail!("{} exited before it was ready", node.name)
-    })
-    .await
-    .context("node start timed out")??;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(child)
 }
 
 fn profile_for(base: &Profile, node: &LocalNode) -> Profile {
@@ -118,40 +45,15 @@ async fn wait_balanced(profile: &Profile, nodes: usize) -> anyhow::Result<()> {
     .await
 }
 
-/// CPU time (user + system) of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(") ").next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the command: state is index 0; utime is 11, stime 12.
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(11) + get(12)
-}
-
-/// Share of one core used by `pids` together over `IDLE_SAMPLE`.
+/// Share of one core used by `pids` together over [`IDLE_SAMPLE`].
 async fn idle_cpu(pids: &[u32]) -> f64 {
-    let ticks_per_sec = rustix::param::clock_ticks_per_second() as f64;
-    let before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
-    let start = Instant::now();
+    let meter = CpuMeter::start(pids);
     tokio::time::sleep(IDLE_SAMPLE).await;
-    let after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
-    (after.saturating_sub(before)) as f64 / ticks_per_sec / start.elapsed().as_secs_f64()
+    meter.cores()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-async fn run(trials: usize) -> anyhow::Result<()> {
+/// Runs `trials` failovers and prints the figures.
+pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()> {
     let bin = node_binary()?;
     let dir = tempfile::tempdir()?;
 
@@ -270,8 +172,8 @@ async fn run(trials: usize) -> anyhow::Result<()> {
     }
     failovers_ms.sort_by(f64::total_cmp);
     detections_ms.sort_by(f64::total_cmp);
-    let p50 = percentile(&failovers_ms, 50.0);
-    let p99 = percentile(&failovers_ms, 99.0);
+    let p50 = percentile(&failovers_ms, 50.0).unwrap_or(f64::NAN);
+    let p99 = percentile(&failovers_ms, 99.0).unwrap_or(f64::NAN);
     println!(
         "failover (kill -9 leader -> first acknowledged write), {} trials:",
         failovers_ms.len()
@@ -283,8 +185,8 @@ async fn run(trials: usize) -> anyhow::Result<()> {
     );
     println!(
         "node marked down on every survivor: p50 {:.0} ms, p99 {:.0} ms",
-        percentile(&detections_ms, 50.0),
-        percentile(&detections_ms, 99.0)
+        percentile(&detections_ms, 50.0).unwrap_or(f64::NAN),
+        percentile(&detections_ms, 99.0).unwrap_or(f64::NAN)
     );
     println!(
         "idle CPU, 3 nodes x 64 shards: {:.1}% of one core in total ({:.2}x one idle single-replica node: {:.1}%)",
@@ -292,17 +194,20 @@ async fn run(trials: usize) -> anyhow::Result<()> {
         cluster_cpu / base_cpu.max(1e-9),
         base_cpu * 100.0
     );
+    let path = crate::common::append_result(
+        results,
+        "failover",
+        serde_json::json!({
+            "trials": failovers_ms.len(),
+            "election_timeout_max_ms": election_max_ms,
+            "failover_ms": {"p50": p50, "p99": p99},
+            "detection_ms": {
+                "p50": percentile(&detections_ms, 50.0),
+                "p99": percentile(&detections_ms, 99.0),
+            },
+            "idle_cpu_cores": {"cluster_3x64": cluster_cpu, "single_64": base_cpu},
+        }),
+    )?;
+    println!("results appended to {}", path.display());
     Ok(())
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let trials = std::env::args()
-        .skip_while(|a| a != "--trials")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    tokio::time::timeout(Duration::from_secs(RUN_TIMEOUT_SECS), run(trials))
-        .await
-        .context("the benchmark exceeded its time bound")?
 }

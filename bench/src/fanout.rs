@@ -1,0 +1,556 @@
+//! fanout: one conversation streaming at `rate` events/s to F followers, each on its own
+//! QUIC connection through the SDK, against the seeds' Redis Streams design in the same
+//! run (one `XADD MAXLEN` per event, one blocking `XREAD` per follower on its own
+//! connection).
+//!
+//! Latency is end to end: the demo agent stamps each chunk with CLOCK_MONOTONIC right
+//! before it writes it (`/stream N RATE`), and the follower reads the same clock when the
+//! event reaches it, so the agent's pipe, the conversation actor and the fan-out all
+//! count. The Redis arm's producer stamps right before its `XADD` (it has no agent hop).
+//! Every follower checks that it got every chunk exactly once, in order.
+
+use crate::common::{
+    CpuMeter, Latency, STEP_TIMEOUT, append_result, free_base, monotonic_ns, node_binary,
+    raise_nofile_limit, rss_bytes, spawn,
+};
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use shoal_client::{Client, FollowStream, Profile};
+use shoal_protocol::transcript::Event;
+use std::path::Path;
+use std::time::Duration;
+
+/// Connections opened at once while attaching followers.
+const CONNECT_CONCURRENCY: usize = 32;
+/// Extra time a run may take beyond its streaming time before it is abandoned.
+const DRAIN_GRACE: Duration = Duration::from_secs(60);
+/// Entries the Redis stream keeps (`XADD MAXLEN ~`), like the seeds' deployment.
+const REDIS_MAXLEN: u64 = 10_000;
+/// Most entries one `XREAD` returns.
+const REDIS_READ_COUNT: u64 = 1_000;
+/// How long one `XREAD` blocks before it asks again, in ms.
+const REDIS_BLOCK_MS: u64 = 1_000;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Follower counts, one row each.
+    pub followers: Vec<usize>,
+    /// Events per second.
+    pub rate: u64,
+    /// Seconds of streaming per row.
+    pub secs: u64,
+}
+
+/// What one arm measured for one follower count.
+#[derive(Debug, Clone, Serialize)]
+pub struct Arm {
+    /// Followers attached.
+    pub followers: usize,
+    /// End-to-end latency of every delivered event.
+    pub latency: Latency,
+    /// Events every follower should get.
+    pub expected: u64,
+    /// Events delivered (all followers).
+    pub delivered: u64,
+    /// Events missed.
+    pub gaps: u64,
+    /// Events delivered twice.
+    pub duplicates: u64,
+    /// Times a follower was cut over to a snapshot.
+    pub resets: u64,
+    /// Share of one core the server used while streaming.
+    pub server_cores: f64,
+    /// Share of one core the followers (this process) used while streaming.
+    pub client_cores: f64,
+    /// Server memory added per attached follower, bytes.
+    pub server_bytes_per_follower: f64,
+}
+
+/// A follower's tally.
+#[derive(Debug, Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    next: u64,
+    delivered: u64,
+    gaps: u64,
+    duplicates: u64,
+    resets: u64,
+    error: Option<String>,
+}
+
+impl Tally {
+    fn new(expected: u64) -> Self {
+        Tally {
+            latencies_us: Vec::with_capacity(expected as usize),
+            next: 1,
+            ..Tally::default()
+        }
+    }
+
+    /// Records every `#<i>@<ns>;` stamp in `text`; with `timed`, their latency too.
+    fn observe(&mut self, text: &str, timed: bool) {
+        let now = monotonic_ns();
+        for stamp in text.split(';').filter(|s| !s.is_empty()) {
+            let Some((index, ns)) = stamp
+                .strip_prefix('#')
+                .and_then(|s| s.split_once('@'))
+                .and_then(|(i, ns)| Some((i.parse::<u64>().ok()?, ns.parse::<u64>().ok()?)))
+            else {
+                continue;
+            };
+            if index < self.next {
+                self.duplicates += 1;
+                continue;
+            }
+            self.gaps += index - self.next;
+            self.next = index + 1;
+            if timed {
+                self.delivered += 1;
+                let us = now.saturating_sub(ns) / 1_000;
+                self.latencies_us
+                    .push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+        }
+    }
+
+    /// A follower that failed or never finished: everything counts as missed.
+    fn failed(error: String, expected: u64) -> Self {
+        let mut tally = Tally::new(0);
+        tally.error = Some(error);
+        tally.finish(expected);
+        tally
+    }
+
+    /// The stream ended after `expected` events: whatever did not come is a gap.
+    fn finish(&mut self, expected: u64) {
+        self.gaps += (expected + 1).saturating_sub(self.next);
+    }
+}
+
+/// Waits (at most [`DRAIN_GRACE`]) for every follower's tally; one still waiting then
+/// is aborted and counted as having missed everything.
+async fn collect(
+    mut readers: tokio::task::JoinSet<Tally>,
+    expected: u64,
+) -> anyhow::Result<Vec<Tally>> {
+    let mut tallies = Vec::with_capacity(readers.len());
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    while let Ok(Some(tally)) = tokio::time::timeout_at(deadline, readers.join_next()).await {
+        tallies.push(tally?);
+    }
+    for _ in 0..readers.len() {
+        tallies.push(Tally::failed(
+            format!("no end of the stream within {DRAIN_GRACE:?}"),
+            expected,
+        ));
+    }
+    readers.abort_all();
+    Ok(tallies)
+}
+
+fn combine(followers: usize, expected: u64, tallies: Vec<Tally>) -> Arm {
+    let mut latencies = Vec::with_capacity(tallies.iter().map(|t| t.latencies_us.len()).sum());
+    let mut arm = Arm {
+        followers,
+        latency: Latency::from_micros(&mut []),
+        expected,
+        delivered: 0,
+        gaps: 0,
+        duplicates: 0,
+        resets: 0,
+        server_cores: 0.0,
+        client_cores: 0.0,
+        server_bytes_per_follower: 0.0,
+    };
+    let mut errors = std::collections::BTreeMap::<String, usize>::new();
+    for t in tallies {
+        if let Some(e) = &t.error {
+            *errors.entry(e.clone()).or_default() += 1;
+        }
+        latencies.extend_from_slice(&t.latencies_us);
+        arm.delivered += t.delivered;
+        arm.gaps += t.gaps;
+        arm.duplicates += t.duplicates;
+        arm.resets += t.resets;
+    }
+    arm.latency = Latency::from_micros(&mut latencies);
+    for (error, count) in errors {
+        eprintln!("{count} followers ended with: {error}");
+    }
+    arm
+}
+
+/// Runs every follower count on both arms and prints the table.
+pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
+    let most = options.followers.iter().copied().max().unwrap_or(1);
+    let nofile = raise_nofile_limit();
+    // Each follower holds a UDP socket (Shoal) and a TCP socket (Redis) in this process.
+    if (nofile as usize) < most + 256 {
+        bail!(
+            "{most} followers need about {} open files, and this process may open {nofile}: raise `ulimit -n`",
+            most + 256
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let bin = node_binary()?;
+    let layout = shoal_node::dev::prepare_cluster(
+        &dir.path().join("shoal"),
+        1,
+        free_base(1)?,
+        bin.clone(),
+        vec!["demo-agent".into()],
+        |config| {
+            let room = u32::try_from(most + 64).unwrap_or(u32::MAX);
+            config.limits.max_connections = room.try_into().expect("non-zero");
+            config.limits.followers_per_conversation_max =
+                room.min(65_536).try_into().expect("non-zero");
+        },
+    )?;
+    let mut node = spawn(&bin, &layout[0]).await?;
+    let node_pid = node.id().context("node pid")?;
+    let profile_path = dir.path().join("shoal").join("profile.toml");
+    eprintln!("shoal node: profile {}", profile_path.display());
+    let profile = Profile::load(&profile_path)?;
+    let redis = match RedisServer::start(dir.path()).await {
+        Ok(server) => Some(server),
+        Err(e) => {
+            println!("redis arm skipped: {e:#}");
+            None
+        }
+    };
+
+    println!(
+        "fanout: one conversation, {} events/s for {} s, every follower on its own connection",
+        options.rate, options.secs
+    );
+    println!(
+        "{:>9} {:>6} {:>8} {:>8} {:>9} {:>8} {:>10} {:>5} {:>5} {:>6} {:>8} {:>8} {:>10}",
+        "followers",
+        "arm",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "delivered",
+        "gaps",
+        "dups",
+        "resets",
+        "srv cpu",
+        "cli cpu",
+        "B/follower"
+    );
+    let mut rows = Vec::new();
+    for &followers in &options.followers {
+        let bound = Duration::from_secs(options.secs) + DRAIN_GRACE * 4;
+        // An arm that fails (a connection lost under overload, say) is reported as such;
+        // the other arm and the other rows still run.
+        let shoal = bounded(bound, shoal_arm(&profile, node_pid, followers, options)).await;
+        report_arm(followers, "shoal", &shoal);
+        let baseline = match &redis {
+            Some(server) => {
+                let arm = bounded(bound, redis_arm(server, followers, options)).await;
+                report_arm(followers, "redis", &arm);
+                Some(arm)
+            }
+            None => None,
+        };
+        let ratio = match (&shoal, &baseline) {
+            (Ok(shoal), Some(Ok(redis))) => {
+                println!(
+                    "{:>9} shoal/redis p99 {:.2}x, p50 {:.2}x",
+                    "",
+                    shoal.latency.p99_ms / redis.latency.p99_ms,
+                    shoal.latency.p50_ms / redis.latency.p50_ms
+                );
+                Some(shoal.latency.p99_ms / redis.latency.p99_ms)
+            }
+            _ => None,
+        };
+        let json = |arm: &anyhow::Result<Arm>| match arm {
+            Ok(arm) => serde_json::json!(arm),
+            Err(e) => serde_json::json!({"error": format!("{e:#}")}),
+        };
+        rows.push(serde_json::json!({
+            "followers": followers,
+            "shoal": json(&shoal),
+            "redis": baseline.as_ref().map(json),
+            "p99_ratio": ratio,
+        }));
+    }
+    let _ = node.kill().await;
+    let path = append_result(
+        results,
+        "fanout",
+        serde_json::json!({
+            "rate": options.rate,
+            "secs": options.secs,
+            "rows": rows,
+        }),
+    )?;
+    println!("results appended to {}", path.display());
+    Ok(())
+}
+
+async fn bounded(
+    bound: Duration,
+    arm: impl std::future::Future<Output = anyhow::Result<Arm>>,
+) -> anyhow::Result<Arm> {
+    tokio::time::timeout(bound, arm)
+        .await
+        .with_context(|| format!("the arm did not finish within {bound:?}"))?
+}
+
+fn report_arm(followers: usize, name: &str, arm: &anyhow::Result<Arm>) {
+    match arm {
+        Ok(arm) => print_row(name, arm),
+        Err(e) => println!("{followers:>9} {name:>6} failed: {e:#}"),
+    }
+}
+
+fn print_row(name: &str, arm: &Arm) {
+    println!(
+        "{:>9} {:>6} {:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>10} {:>5} {:>5} {:>6} {:>7.0}% {:>7.0}% {:>10.0}",
+        arm.followers,
+        name,
+        arm.latency.p50_ms,
+        arm.latency.p99_ms,
+        arm.latency.p999_ms,
+        arm.latency.max_ms,
+        arm.delivered,
+        arm.gaps,
+        arm.duplicates,
+        arm.resets,
+        arm.server_cores * 100.0,
+        arm.client_cores * 100.0,
+        arm.server_bytes_per_follower,
+    );
+}
+
+async fn shoal_arm(
+    profile: &Profile,
+    node_pid: u32,
+    followers: usize,
+    options: &Options,
+) -> anyhow::Result<Arm> {
+    let owner = Client::connect(profile).await?;
+    let conv = owner
+        .create_conversation(Some("fanout".into()), None)
+        .await?;
+    // Start the agent process before measuring.
+    drain(owner.send(conv.id, "/stream 1").await?).await?;
+    let rss_before = rss_bytes(node_pid);
+    eprintln!("shoal: connecting {followers} followers");
+    let clients: Vec<Client> = futures::stream::iter(0..followers)
+        .map(|_| Client::connect(profile))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    eprintln!("shoal: attaching {followers} followers");
+    // Attach: each follow starts with a reset (a snapshot).
+    let follows: Vec<FollowStream> = futures::stream::iter(&clients)
+        .map(|client| async move {
+            let mut follow = client.follow(conv.id, None);
+            match tokio::time::timeout(STEP_TIMEOUT, follow.next()).await {
+                Ok(Some(Ok(_reset))) => Ok(follow),
+                Ok(Some(Err(e))) => Err(anyhow::anyhow!("follow failed: {e}")),
+                Ok(None) => bail!("a follow ended before its first event"),
+                Err(_) => bail!("a follow did not start within {STEP_TIMEOUT:?}"),
+            }
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let rss_after = rss_bytes(node_pid);
+    let expected = options.rate * options.secs;
+    eprintln!("shoal: streaming {expected} events");
+    let mut readers = tokio::task::JoinSet::new();
+    for follow in follows {
+        readers.spawn(read_shoal(follow, expected));
+    }
+    let server_cpu = CpuMeter::start(&[node_pid]);
+    let client_cpu = CpuMeter::start(&[std::process::id()]);
+    drain(
+        owner
+            .send(conv.id, format!("/stream {expected} {}", options.rate))
+            .await?,
+    )
+    .await?;
+    eprintln!("shoal: the turn is done; waiting for the followers");
+    let tallies = collect(readers, expected).await?;
+    let mut arm = combine(followers, expected, tallies);
+    arm.server_cores = server_cpu.cores();
+    arm.client_cores = client_cpu.cores();
+    arm.server_bytes_per_follower =
+        rss_after.saturating_sub(rss_before) as f64 / followers.max(1) as f64;
+    for client in &clients {
+        client.close().await;
+    }
+    Ok(arm)
+}
+
+/// Reads a turn's stream to its end.
+async fn drain(mut turn: shoal_client::TurnStream) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(3_600), async {
+        while let Some(frame) = turn.next().await {
+            if matches!(frame?.event, Event::Done { .. }) {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    })
+    .await?
+}
+
+async fn read_shoal(mut follow: FollowStream, expected: u64) -> Tally {
+    let mut tally = Tally::new(expected);
+    while let Some(frame) = follow.next().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                tally.error = Some(e.to_string());
+                break;
+            }
+        };
+        match frame.event {
+            Event::TextChunk { text, .. } => tally.observe(&text, true),
+            Event::Reset { snapshot } => {
+                // Cut over: what the snapshot holds counts as received, untimed.
+                tally.resets += 1;
+                let text = snapshot
+                    .in_flight
+                    .map(|m| m.content)
+                    .or_else(|| snapshot.messages.last().map(|m| m.content.clone()))
+                    .unwrap_or_default();
+                tally.observe(&text, false);
+            }
+            Event::Done { .. } => break,
+            _ => {}
+        }
+    }
+    tally.finish(expected);
+    tally
+}
+
+/// A `redis-server` this bench started on loopback; killed when dropped.
+struct RedisServer {
+    url: String,
+    _child: tokio::process::Child,
+}
+
+impl RedisServer {
+    async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let port = free_base(1)?;
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--maxclients", "60000"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("redis-server not found (install it with `apt-get install redis-server`)")?;
+        let url = format!("redis://127.0.0.1:{port}/");
+        let client = redis::Client::open(url.as_str())?;
+        crate::common::poll_until("redis-server accepts connections", || async {
+            client.get_multiplexed_async_connection().await.ok()
+        })
+        .await?;
+        Ok(RedisServer { url, _child: child })
+    }
+
+    fn pid(&self) -> u32 {
+        self._child.id().unwrap_or(0)
+    }
+}
+
+async fn redis_connection(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(url)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Duration::from_millis(REDIS_BLOCK_MS) + STEP_TIMEOUT);
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+async fn redis_arm(
+    server: &RedisServer,
+    followers: usize,
+    options: &Options,
+) -> anyhow::Result<Arm> {
+    let key = format!("fanout:{followers}:{}", monotonic_ns());
+    eprintln!("redis: connecting {followers} followers");
+    let expected = options.rate * options.secs;
+    let connections: Vec<_> = futures::stream::iter(0..followers)
+        .map(|_| redis_connection(&server.url))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut readers = tokio::task::JoinSet::new();
+    for connection in connections {
+        let key = key.clone();
+        readers.spawn(async move {
+            read_redis(connection, key, expected)
+                .await
+                .unwrap_or_else(|e| Tally::failed(format!("{e:#}"), expected))
+        });
+    }
+    let server_cpu = CpuMeter::start(&[server.pid()]);
+    let client_cpu = CpuMeter::start(&[std::process::id()]);
+    let mut producer = redis_connection(&server.url).await?;
+    let interval = Duration::from_nanos(1_000_000_000 / options.rate.max(1));
+    let start = tokio::time::Instant::now();
+    for index in 1..=expected {
+        tokio::time::sleep_until(start + interval * (index - 1) as u32).await;
+        let stamp = format!("#{index}@{};", monotonic_ns());
+        redis::cmd("XADD")
+            .arg(&key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(REDIS_MAXLEN)
+            .arg("*")
+            .arg("d")
+            .arg(stamp)
+            .query_async::<String>(&mut producer)
+            .await?;
+    }
+    let tallies = collect(readers, expected).await?;
+    let mut arm = combine(followers, expected, tallies);
+    arm.server_cores = server_cpu.cores();
+    arm.client_cores = client_cpu.cores();
+    Ok(arm)
+}
+
+async fn read_redis(
+    mut connection: redis::aio::MultiplexedConnection,
+    key: String,
+    expected: u64,
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally::new(expected);
+    let mut last_id = "0-0".to_owned();
+    while tally.next <= expected {
+        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(REDIS_READ_COUNT)
+            .arg("BLOCK")
+            .arg(REDIS_BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&last_id)
+            .query_async(&mut connection)
+            .await?;
+        let Some(reply) = reply else { continue };
+        for stream in reply.keys {
+            for entry in stream.ids {
+                if let Some(text) = entry.get::<String>("d") {
+                    tally.observe(&text, true);
+                }
+                last_id = entry.id;
+            }
+        }
+    }
+    tally.finish(expected);
+    Ok(tally)
+}
