@@ -491,7 +491,7 @@ impl FrameReader {
                 Err(e) => return Err(ClientError::Protocol(e.to_string())),
             }
             match self.recv.read_chunk(READ_CHUNK_BYTES_MAX, true).await {
-                Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
+                Ok(Some(chunk)) => self.decoder.push_bytes(chunk.bytes),
                 Ok(None) if self.decoder.buffered_bytes() == 0 => return Ok(None),
                 Ok(None) => {
                     return Err(ClientError::Protocol(format!(

@@ -106,8 +106,15 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
 }
 
 /// Incremental frame splitter: push bytes in, take payloads out.
+///
+/// Chunks given as [`Bytes`] ([`FrameDecoder::push_bytes`]) are not copied while they
+/// hold whole frames: payloads are slices of them. Only a frame split across chunks is
+/// assembled in a buffer of its own.
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// A received chunk not copied yet; when non-empty, `buf` is empty.
+    chunk: Bytes,
+    /// Bytes assembled across chunks.
     buf: BytesMut,
     max_bytes: usize,
 }
@@ -122,40 +129,75 @@ impl FrameDecoder {
     /// A decoder that rejects payloads above `max_bytes` (capped at [`FRAME_BYTES_MAX`]).
     pub fn new(max_bytes: usize) -> Self {
         Self {
+            chunk: Bytes::new(),
             buf: BytesMut::new(),
             max_bytes: max_bytes.min(FRAME_BYTES_MAX),
         }
     }
 
-    /// Appends received bytes.
+    /// Appends received bytes (copied).
     pub fn push(&mut self, bytes: &[u8]) {
+        self.assemble();
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Appends a received chunk, without copying it while it holds whole frames.
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if self.chunk.is_empty() && self.buf.is_empty() {
+            self.chunk = bytes;
+        } else {
+            self.push(&bytes);
+        }
+    }
+
+    /// Moves the uncopied chunk into the assembly buffer.
+    fn assemble(&mut self) {
+        if !self.chunk.is_empty() {
+            self.buf.extend_from_slice(&self.chunk);
+            self.chunk = Bytes::new();
+        }
     }
 
     /// Bytes buffered but not yet returned as a frame.
     pub fn buffered_bytes(&self) -> usize {
-        self.buf.len()
+        self.chunk.len() + self.buf.len()
     }
 
     /// The next complete payload: `Ok(None)` when more bytes are needed, `Err` when the
     /// stream is invalid (the caller should close it).
     pub fn next_payload(&mut self) -> Result<Option<Bytes>, FrameError> {
-        if self.buf.len() < FRAME_HEADER_BYTES {
+        if !self.chunk.is_empty() {
+            match self.complete_frame_len(&self.chunk)? {
+                Some(len_bytes) => {
+                    self.chunk.advance(FRAME_HEADER_BYTES);
+                    return Ok(Some(self.chunk.split_to(len_bytes)));
+                }
+                // A frame continues in the next chunk: assemble it.
+                None => self.assemble(),
+            }
+        }
+        match self.complete_frame_len(&self.buf)? {
+            Some(len_bytes) => {
+                self.buf.advance(FRAME_HEADER_BYTES);
+                Ok(Some(self.buf.split_to(len_bytes).freeze()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The payload length of the frame at the start of `bytes` if all of it is there.
+    fn complete_frame_len(&self, bytes: &[u8]) -> Result<Option<usize>, FrameError> {
+        if bytes.len() < FRAME_HEADER_BYTES {
             return Ok(None);
         }
-        let len_bytes =
-            u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        let len_bytes = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
         if len_bytes > self.max_bytes {
             return Err(FrameError::TooLarge {
                 len_bytes,
                 max_bytes: self.max_bytes,
             });
         }
-        if self.buf.len() < FRAME_HEADER_BYTES + len_bytes {
-            return Ok(None);
-        }
-        self.buf.advance(FRAME_HEADER_BYTES);
-        Ok(Some(self.buf.split_to(len_bytes).freeze()))
+        Ok((bytes.len() >= FRAME_HEADER_BYTES + len_bytes).then_some(len_bytes))
     }
 
     /// The next complete frame decoded as `T` (see [`FrameDecoder::next_payload`]).
@@ -183,6 +225,35 @@ mod tests {
             Some(("hello".to_owned(), 7))
         );
         assert_eq!(dec.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn whole_frames_in_a_chunk_are_sliced_and_split_frames_assembled() {
+        let mut stream = BytesMut::new();
+        for n in 0..5u64 {
+            stream.extend_from_slice(&encode_frame(&("frame".to_owned(), n)).unwrap());
+        }
+        let stream = stream.freeze();
+        let one = stream.len() / 5;
+        // Every way of cutting the stream into two chunks yields the same five frames.
+        for cut in 0..=stream.len() {
+            let mut dec = FrameDecoder::default();
+            let mut got = Vec::new();
+            for chunk in [stream.slice(..cut), stream.slice(cut..)] {
+                dec.push_bytes(chunk);
+                while let Some((_, n)) = dec.next_frame::<(String, u64)>().unwrap() {
+                    got.push(n);
+                }
+            }
+            assert_eq!(got, vec![0, 1, 2, 3, 4], "cut at {cut}");
+            assert_eq!(dec.buffered_bytes(), 0);
+        }
+        // A chunk of whole frames is not copied: the payload points into it.
+        let mut dec = FrameDecoder::default();
+        dec.push_bytes(stream.clone());
+        let payload = dec.next_payload().unwrap().unwrap();
+        assert_eq!(payload.as_ptr(), stream[FRAME_HEADER_BYTES..].as_ptr());
+        assert_eq!(dec.buffered_bytes(), stream.len() - one);
     }
 
     #[test]

@@ -21,9 +21,12 @@ proptest! {
     #[test]
     fn arbitrary_streams_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16)) {
         let mut dec = FrameDecoder::new(256);
+        let mut shared = FrameDecoder::new(256);
         for chunk in chunks {
             dec.push(&chunk);
+            shared.push_bytes(chunk.into());
             while let Ok(Some(_)) = dec.next_frame::<RequestEnvelope<ClientRequest>>() {}
+            while let Ok(Some(_)) = shared.next_frame::<RequestEnvelope<ClientRequest>>() {}
         }
     }
 

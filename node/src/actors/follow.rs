@@ -252,7 +252,8 @@ impl Ring {
     }
 
     /// Events and bytes held now.
-    pub fn held(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
         let inner = self.read_inner();
         (inner.frames.len(), inner.bytes)
     }

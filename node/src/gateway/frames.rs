@@ -47,7 +47,7 @@ pub async fn read_frame<T: DeserializeOwned>(
             .await
             .map_err(|e| FrameIoError::Stream(e.to_string()))?
         {
-            Some(chunk) => decoder.push(&chunk.bytes),
+            Some(chunk) => decoder.push_bytes(chunk.bytes),
             None if decoder.buffered_bytes() == 0 => return Ok(None),
             None => {
                 return Err(FrameIoError::Invalid(WireError::new(
