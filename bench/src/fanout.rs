@@ -129,14 +129,15 @@ impl Tally {
     }
 }
 
-/// Waits (at most [`DRAIN_GRACE`]) for every follower's tally; one still waiting then
+/// Waits (at most twice [`DRAIN_GRACE`]; readers stop at their own deadline before) for
+/// every follower's tally; one still waiting then
 /// is aborted and counted as having missed everything.
 async fn collect(
     mut readers: tokio::task::JoinSet<Tally>,
     expected: u64,
 ) -> anyhow::Result<Vec<Tally>> {
     let mut tallies = Vec::with_capacity(readers.len());
-    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE * 2;
     while let Ok(Some(tally)) = tokio::time::timeout_at(deadline, readers.join_next()).await {
         tallies.push(tally?);
     }
@@ -365,9 +366,11 @@ async fn shoal_arm(
     let rss_after = rss_bytes(node_pid);
     let expected = options.rate * options.secs;
     eprintln!("shoal: streaming {expected} events");
+    // A follower still short of the end at this deadline stops and reports how far it got.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(options.secs) + DRAIN_GRACE;
     let mut readers = tokio::task::JoinSet::new();
     for follow in follows {
-        readers.spawn(read_shoal(follow, expected));
+        readers.spawn(read_shoal(follow, expected, deadline));
     }
     let server_cpu = CpuMeter::start(&[node_pid]);
     let client_cpu = CpuMeter::start(&[std::process::id()]);
@@ -384,9 +387,9 @@ async fn shoal_arm(
     arm.client_cores = client_cpu.cores();
     arm.server_bytes_per_follower =
         rss_after.saturating_sub(rss_before) as f64 / followers.max(1) as f64;
-    for client in &clients {
-        client.close().await;
-    }
+    futures::stream::iter(&clients)
+        .for_each_concurrent(CONNECT_CONCURRENCY, |client| client.close())
+        .await;
     Ok(arm)
 }
 
@@ -403,9 +406,20 @@ async fn drain(mut turn: shoal_client::TurnStream) -> anyhow::Result<()> {
     .await?
 }
 
-async fn read_shoal(mut follow: FollowStream, expected: u64) -> Tally {
+async fn read_shoal(
+    mut follow: FollowStream,
+    expected: u64,
+    deadline: tokio::time::Instant,
+) -> Tally {
     let mut tally = Tally::new(expected);
-    while let Some(frame) = follow.next().await {
+    loop {
+        let Ok(frame) = tokio::time::timeout_at(deadline, follow.next()).await else {
+            tally.error = Some(format!(
+                "still behind {DRAIN_GRACE:?} after the stream's end"
+            ));
+            break;
+        };
+        let Some(frame) = frame else { break };
         let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
@@ -488,11 +502,12 @@ async fn redis_arm(
         .buffer_unordered(CONNECT_CONCURRENCY)
         .try_collect()
         .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(options.secs) + DRAIN_GRACE;
     let mut readers = tokio::task::JoinSet::new();
     for connection in connections {
         let key = key.clone();
         readers.spawn(async move {
-            read_redis(connection, key, expected)
+            read_redis(connection, key, expected, deadline)
                 .await
                 .unwrap_or_else(|e| Tally::failed(format!("{e:#}"), expected))
         });
@@ -527,10 +542,17 @@ async fn read_redis(
     mut connection: redis::aio::MultiplexedConnection,
     key: String,
     expected: u64,
+    deadline: tokio::time::Instant,
 ) -> anyhow::Result<Tally> {
     let mut tally = Tally::new(expected);
     let mut last_id = "0-0".to_owned();
     while tally.next <= expected {
+        if tokio::time::Instant::now() >= deadline {
+            tally.error = Some(format!(
+                "still behind {DRAIN_GRACE:?} after the stream's end"
+            ));
+            break;
+        }
         let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(REDIS_READ_COUNT)
