@@ -173,13 +173,7 @@ impl Latency {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock the demo agent stamps `/stream` chunks with.
-pub fn monotonic_ns() -> u64 {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    u64::try_from(now.tv_sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0))
-}
+pub use shoal_node::watchdog::monotonic_ns;
 
 /// Raises this process's open-file limit to its hard limit (thousands of connections).
 pub fn raise_nofile_limit() -> u64 {
