@@ -93,7 +93,9 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
 /// leader with a lease, or its leader is suspected by gossip, or a forward is abandoned
 /// because the leader changed, the request waits for the route to change (up to
 /// [`route_wait`]) and goes where it points then — so the client's request completes as
-/// soon as a new leader hosts the shard, without client-side backoff.
+/// soon as a new leader hosts the shard, without client-side backoff. A leader gossip
+/// still suspects when that wait ends is tried anyway: after a partition heals, Raft
+/// elects a node before gossip takes it back.
 async fn route(
     mut send: quinn::SendStream,
     request: ClientRequest,
@@ -119,7 +121,11 @@ async fn route(
                 let _ = send.finish();
                 return Ok(());
             }
-            Route::Remote(leader) if suspected(ctx, leader) => {
+            // Gossip suspects the leader: wait for a new one rather than on a dead node,
+            // but only until the deadline (see below).
+            Route::Remote(leader)
+                if suspected(ctx, leader) && tokio::time::Instant::now() < deadline =>
+            {
                 format!("its leader {leader} is not answering gossip")
             }
             Route::Remote(leader) => {
@@ -147,6 +153,11 @@ async fn route(
         };
         let settled = tokio::time::timeout_at(deadline, ctx.cluster.route_changed(shard, &now));
         if settled.await.is_err() {
+            if matches!(now, Route::Remote(_)) {
+                // Raft still names that leader: gossip can lag behind a healed partition
+                // (a node declared down rejoins later than Raft elects it), so try it.
+                continue;
+            }
             let e = WireError::new(
                 ErrorCode::Unavailable,
                 format!("shard {shard} is not available: {why}; retry shortly"),
