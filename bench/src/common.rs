@@ -33,6 +33,24 @@ pub fn free_base(n: u16) -> anyhow::Result<u16> {
     shoal_node::dev::free_port_range(n).context("no free port range on loopback")
 }
 
+/// Lays out `nodes` local nodes under `dir` on free loopback ports, running the demo
+/// agent, with `edit` applied to every node's config.
+pub fn local_cluster(
+    dir: &Path,
+    nodes: u16,
+    bin: &Path,
+    edit: impl Fn(&mut shoal_cluster_config::NodeConfig),
+) -> anyhow::Result<Vec<LocalNode>> {
+    Ok(shoal_node::dev::prepare_cluster(
+        dir,
+        nodes,
+        free_base(nodes)?,
+        bin.to_owned(),
+        vec!["demo-agent".into()],
+        edit,
+    )?)
+}
+
 /// Asks `probe` every [`POLL`] until it yields a value, within [`STEP_TIMEOUT`]. The
 /// states measured live in other processes and the admin API has no push.
 pub async fn poll_until<T, F, Fut>(what: &str, mut probe: F) -> anyhow::Result<T>

@@ -9,10 +9,10 @@
 //!
 //! Every node it starts is killed when it ends.
 
-use crate::common::{CpuMeter, free_base, node_binary, percentile, poll_until, spawn};
+use crate::common::{CpuMeter, local_cluster, node_binary, percentile, poll_until, spawn};
 use anyhow::Context;
 use shoal_client::{AdminClient, Client, Profile};
-use shoal_node::dev::{LocalNode, prepare_cluster};
+use shoal_node::dev::LocalNode;
 use std::time::{Duration, Instant};
 
 /// How long idle CPU is sampled.
@@ -58,27 +58,13 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
     let dir = tempfile::tempdir()?;
 
     // Baseline: one idle single-replica node with the same 64 shards.
-    let single = prepare_cluster(
-        &dir.path().join("single"),
-        1,
-        free_base(1)?,
-        bin.clone(),
-        vec!["demo-agent".into()],
-        |_| {},
-    )?;
+    let single = local_cluster(&dir.path().join("single"), 1, &bin, |_| {})?;
     // A single node is ready (every shard hosted) when it prints its ready line.
     let mut baseline = spawn(&bin, &single[0]).await?;
     let base_cpu = idle_cpu(&[baseline.id().unwrap_or(0)]).await;
     let _ = baseline.kill().await;
 
-    let layout = prepare_cluster(
-        &dir.path().join("cluster"),
-        3,
-        free_base(3)?,
-        bin.clone(),
-        vec!["demo-agent".into()],
-        |_| {},
-    )?;
+    let layout = local_cluster(&dir.path().join("cluster"), 3, &bin, |_| {})?;
     let election_max_ms = shoal_cluster_config::NodeConfig::load(&layout[0].config_path)?
         .cluster
         .election_timeout_max_ms

@@ -10,8 +10,8 @@
 //! Every follower checks that it got every chunk exactly once, in order.
 
 use crate::common::{
-    CpuMeter, Latency, STEP_TIMEOUT, append_result, free_base, monotonic_ns, node_binary,
-    raise_nofile_limit, rss_bytes, spawn,
+    CpuMeter, Latency, STEP_TIMEOUT, append_result, free_base, local_cluster, monotonic_ns,
+    node_binary, raise_nofile_limit, rss_bytes, spawn,
 };
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
@@ -196,19 +196,12 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let bin = node_binary()?;
-    let layout = shoal_node::dev::prepare_cluster(
-        &dir.path().join("shoal"),
-        1,
-        free_base(1)?,
-        bin.clone(),
-        vec!["demo-agent".into()],
-        |config| {
-            let room = u32::try_from(most + 64).unwrap_or(u32::MAX);
-            config.limits.max_connections = room.try_into().expect("non-zero");
-            config.limits.followers_per_conversation_max =
-                room.min(65_536).try_into().expect("non-zero");
-        },
-    )?;
+    let layout = local_cluster(&dir.path().join("shoal"), 1, &bin, |config| {
+        let room = u32::try_from(most + 64).unwrap_or(u32::MAX);
+        config.limits.max_connections = room.try_into().expect("non-zero");
+        config.limits.followers_per_conversation_max =
+            room.min(65_536).try_into().expect("non-zero");
+    })?;
     let mut node = spawn(&bin, &layout[0]).await?;
     let node_pid = node.id().context("node pid")?;
     let profile_path = dir.path().join("shoal").join("profile.toml");

@@ -207,7 +207,7 @@ impl Ring {
         if since < self.base || since > inner.last {
             return Start::Reset;
         }
-        if inner.last.0 - since.0 > lag_max || !holds_after(&inner, since) {
+        if !serves(&inner, since, lag_max) {
             return Start::Reset;
         }
         Start::From(since)
@@ -226,7 +226,7 @@ impl Ring {
                 None => Read::Wait,
             };
         }
-        if inner.last.0 - cursor.0 > lag_max || !holds_after(&inner, cursor) {
+        if !serves(&inner, cursor, lag_max) {
             return Read::Behind;
         }
         let first = inner.last.0 + 1 - inner.frames.len() as u64;
@@ -248,7 +248,7 @@ impl Ring {
     /// `lag_max` behind or its next event has left the ring.
     pub fn is_behind(&self, cursor: Seq, lag_max: u64) -> bool {
         let inner = self.read_inner();
-        cursor < inner.last && (inner.last.0 - cursor.0 > lag_max || !holds_after(&inner, cursor))
+        cursor < inner.last && !serves(&inner, cursor, lag_max)
     }
 
     /// Events and bytes held now.
@@ -259,10 +259,11 @@ impl Ring {
     }
 }
 
-/// Whether the event right after `cursor` (< last) is still in the ring.
-fn holds_after(inner: &RingInner, cursor: Seq) -> bool {
+/// Whether a reader at `cursor` (base..=last) can still be served: at most `lag_max`
+/// behind, and the event right after its cursor still in the ring.
+fn serves(inner: &RingInner, cursor: Seq, lag_max: u64) -> bool {
     let first = inner.last.0 + 1 - inner.frames.len() as u64;
-    cursor.0 + 1 >= first
+    inner.last.0 - cursor.0 <= lag_max && cursor.0 + 1 >= first
 }
 
 /// Encodes one event as a complete `ServerFrame::Event` frame. An event too large for a

@@ -55,12 +55,9 @@ pub async fn tail(
     let mut pending: Vec<Bytes> = prelude.into_iter().collect();
     loop {
         if !pending.is_empty() {
-            let write = send.write_all_chunks(&mut pending);
             tokio::select! {
                 biased;
-                written = write => {
-                    written.map_err(|e| FrameIoError::Stream(e.to_string()))?;
-                }
+                written = write_chunks(send, &mut pending) => written?,
                 () = left_behind(&ring, &mut changed, cursor, lag_max) => {
                     tracing::debug!(follower = follower.id, user = %follower.user, "follower stopped reading; resetting its stream");
                     Metrics::inc(&ctx.metrics.follower_resyncs);
@@ -97,19 +94,24 @@ pub async fn tail(
                         .into(),
                 })
                 .map_err(|e| FrameIoError::Stream(e.to_string()))?;
-                send.write_all_chunks(&mut [resync])
-                    .await
-                    .map_err(|e| FrameIoError::Stream(e.to_string()))?;
+                write_chunks(send, &mut [resync]).await?;
                 return Ok(TailEnd::CutOver);
             }
             Read::Closed(last) => {
-                send.write_all_chunks(&mut [last])
-                    .await
-                    .map_err(|e| FrameIoError::Stream(e.to_string()))?;
+                write_chunks(send, &mut [last]).await?;
                 return Ok(TailEnd::Closed);
             }
         }
     }
+}
+
+async fn write_chunks(
+    send: &mut quinn::SendStream,
+    chunks: &mut [Bytes],
+) -> Result<(), FrameIoError> {
+    send.write_all_chunks(chunks)
+        .await
+        .map_err(|e| FrameIoError::Stream(e.to_string()))
 }
 
 /// Resolves once a reader whose writes are through `cursor` can no longer be served
