@@ -65,7 +65,7 @@ pub use names::{AGENT_NAME_CHARS_MAX, AgentName, NODE_ID_CHARS_MAX, NameError, N
 pub use sections::{
     AgentSpec, AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection,
     LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SEEDS_MAX, TelemetrySection,
-    TlsSection,
+    TlsSection, WorkspaceSection,
 };
 
 use std::collections::BTreeMap;
@@ -99,6 +99,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// `[conversation]`: turn, checkpoint and passivation timing.
     pub conversation: ConversationSection,
+    /// `[workspace]`: workspace snapshot size, entry count and time bounds.
+    pub workspace: WorkspaceSection,
     /// `[agents.<name>]`: the agents this node can run; at least one.
     pub agents: BTreeMap<AgentName, AgentSpec>,
     /// Top-level `default_agent`: the agent used when a conversation names none. Must
@@ -192,6 +194,7 @@ impl NodeConfig {
             gossip: GossipSection::default(),
             limits: Limits::default(),
             conversation: ConversationSection::default(),
+            workspace: WorkspaceSection::default(),
             agents: BTreeMap::from([(demo.clone(), agent)]),
             default_agent: demo,
             telemetry: TelemetrySection::default(),

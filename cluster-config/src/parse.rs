@@ -10,6 +10,7 @@ use crate::schema::{self, AGENT_KEYS, AGENTS_KEY, DEFAULT_AGENT_KEY, IntRule};
 use crate::sections::{
     AgentSpec, AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection,
     LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, TelemetrySection, TlsSection,
+    WorkspaceSection,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -103,6 +104,13 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         permission_timeout_ms: s.int(&schema::PERMISSION_TIMEOUT_MS)?,
     };
 
+    let mut s = Section::take(&mut root, "workspace", origins)?;
+    let workspace = WorkspaceSection {
+        snapshot_bytes_max: s.int(&schema::SNAPSHOT_BYTES_MAX)?,
+        snapshot_files_max: s.int(&schema::SNAPSHOT_FILES_MAX)?,
+        snapshot_timeout_ms: s.int(&schema::SNAPSHOT_TIMEOUT_MS)?,
+    };
+
     let mut s = Section::take(&mut root, "telemetry", origins)?;
     let log_filter = s
         .string("log_filter")?
@@ -128,6 +136,7 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         gossip,
         limits,
         conversation,
+        workspace,
         agents,
         default_agent,
         telemetry,

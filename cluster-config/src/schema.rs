@@ -85,6 +85,14 @@ pub(crate) const SECTIONS: &[SectionSchema] = &[
         ],
     },
     SectionSchema {
+        name: "workspace",
+        keys: &[
+            "snapshot_bytes_max",
+            "snapshot_files_max",
+            "snapshot_timeout_ms",
+        ],
+    },
+    SectionSchema {
         name: "telemetry",
         keys: &["log_filter", "otlp_endpoint"],
     },
@@ -163,6 +171,7 @@ const SECS_PER_DAY: u64 = 86_400;
 const MS_PER_SEC: u64 = 1_000;
 const MS_PER_DAY: u64 = SECS_PER_DAY * MS_PER_SEC;
 const MIB_BYTES: u64 = 1024 * 1024;
+const TIB_BYTES: u64 = 1024 * 1024 * MIB_BYTES;
 
 macro_rules! int_rules {
     ($($name:ident: $section:literal . $key:literal = $default:expr, $min:expr, $max:expr;)*) => {
@@ -206,6 +215,9 @@ int_rules! {
     TURN_IDLE_TIMEOUT_MS: "conversation"."turn_idle_timeout_ms" = Some(300_000), 1, MS_PER_DAY;
     AGENT_START_TIMEOUT_MS: "conversation"."agent_start_timeout_ms" = Some(60_000), 1, 600_000;
     PERMISSION_TIMEOUT_MS: "conversation"."permission_timeout_ms" = Some(300_000), 1, MS_PER_DAY;
+    SNAPSHOT_BYTES_MAX: "workspace"."snapshot_bytes_max" = Some(256 * MIB_BYTES), 1, TIB_BYTES;
+    SNAPSHOT_FILES_MAX: "workspace"."snapshot_files_max" = Some(100_000), 1, 1_000_000;
+    SNAPSHOT_TIMEOUT_MS: "workspace"."snapshot_timeout_ms" = Some(120_000), 1, 3_600_000;
 }
 
 /// The rule of integer key `section.key`, if it is one.

@@ -413,6 +413,43 @@ impl Default for ConversationSection {
     }
 }
 
+/// `[workspace]`: bounds on workspace snapshots, the copies of a workspace's files kept
+/// on its shard's replicas. A snapshot that would go past a bound is not taken: the
+/// previous snapshot stays and the owner is warned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceSection {
+    /// `snapshot_bytes_max` (default 268_435_456 = 256 MiB, 1..=1_099_511_627_776 =
+    /// 1 TiB): most bytes of regular files a workspace snapshot may hold; a workspace
+    /// over it keeps its previous snapshot and the owner gets a warning naming this key.
+    pub snapshot_bytes_max: NonZeroU64,
+    /// `snapshot_files_max` (default 100_000, 1..=1_000_000): most entries (files,
+    /// directories, symlinks) a workspace snapshot may hold; a workspace over it keeps
+    /// its previous snapshot and the owner gets a warning naming this key.
+    pub snapshot_files_max: NonZeroU32,
+    /// `snapshot_timeout_ms` (default 120_000 = 2 min, 1..=3_600_000 = 1 h): time one
+    /// workspace snapshot (walk, hash, push chunks to the shard's replicas, commit the
+    /// manifest) or restore may take; past it the snapshot is abandoned (the previous
+    /// one stays) and the owner is warned.
+    pub snapshot_timeout_ms: NonZeroU64,
+}
+
+impl WorkspaceSection {
+    /// [`Self::snapshot_timeout_ms`] as a [`Duration`].
+    pub fn snapshot_timeout(&self) -> Duration {
+        Duration::from_millis(self.snapshot_timeout_ms.get())
+    }
+}
+
+impl Default for WorkspaceSection {
+    fn default() -> Self {
+        Self {
+            snapshot_bytes_max: const { nz64(&schema::SNAPSHOT_BYTES_MAX) },
+            snapshot_files_max: const { nz32(&schema::SNAPSHOT_FILES_MAX) },
+            snapshot_timeout_ms: const { nz64(&schema::SNAPSHOT_TIMEOUT_MS) },
+        }
+    }
+}
+
 /// `[agents.<name>]`: how to start one ACP agent. Not overridable from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSpec {

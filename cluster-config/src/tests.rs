@@ -7,6 +7,7 @@ use std::time::Duration;
 
 mod cluster;
 mod files;
+mod workspace;
 
 const MINIMAL: &str = r#"
 [node]
@@ -115,6 +116,7 @@ fn defaults_fill_in() {
     assert_eq!(conv.turn_idle_timeout_ms.get(), 300_000);
     assert_eq!(conv.agent_start_timeout_ms.get(), 60_000);
     assert_eq!(conv.permission_timeout_ms.get(), 300_000);
+    assert_eq!(config.workspace, WorkspaceSection::default());
     assert_eq!(config.telemetry.log_filter, "info");
     assert_eq!(config.telemetry.otlp_endpoint, None);
     assert_eq!(config.default_agent.as_str(), "demo");
@@ -773,6 +775,9 @@ fn to_toml_string_round_trips() {
         ("gossip.probe_period_ms", "700"),
         ("gossip.suspect_to_down_ms", "7000"),
         ("gossip.packet_bytes_max", "1200"),
+        ("workspace.snapshot_bytes_max", "1073741824"),
+        ("workspace.snapshot_files_max", "250000"),
+        ("workspace.snapshot_timeout_ms", "600000"),
     ]);
     let only_probe = with(&[("gossip.probe_period_ms", "300")]);
     let configs = [

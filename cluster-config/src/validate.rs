@@ -44,7 +44,8 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     let conv = &config.conversation;
     let cluster = &config.cluster;
     let gossip = &config.gossip;
-    let ints: [(&IntRule, u64); 25] = [
+    let workspace = &config.workspace;
+    let ints: [(&IntRule, u64); 28] = [
         (&schema::TOKEN_TTL_SECS, config.auth.token_ttl_secs.get()),
         (&schema::SHARD_COUNT, cluster.shard_count.get().into()),
         (&schema::REPLICAS, cluster.replicas.get().into()),
@@ -120,6 +121,18 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
         (
             &schema::PERMISSION_TIMEOUT_MS,
             conv.permission_timeout_ms.get(),
+        ),
+        (
+            &schema::SNAPSHOT_BYTES_MAX,
+            workspace.snapshot_bytes_max.get(),
+        ),
+        (
+            &schema::SNAPSHOT_FILES_MAX,
+            workspace.snapshot_files_max.get().into(),
+        ),
+        (
+            &schema::SNAPSHOT_TIMEOUT_MS,
+            workspace.snapshot_timeout_ms.get(),
         ),
     ];
     let optional_ints = [

@@ -182,6 +182,24 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
         c.permission_timeout_ms.get().to_toml_value(),
     );
 
+    let w = &config.workspace;
+    section(&mut out, "workspace");
+    kv(
+        &mut out,
+        "snapshot_bytes_max",
+        w.snapshot_bytes_max.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "snapshot_files_max",
+        w.snapshot_files_max.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "snapshot_timeout_ms",
+        w.snapshot_timeout_ms.get().to_toml_value(),
+    );
+
     let t = &config.telemetry;
     section(&mut out, "telemetry");
     kv(&mut out, "log_filter", t.log_filter.to_toml_value());
