@@ -153,6 +153,14 @@ impl Agent {
         }
     }
 
+    /// A session's history as remembered now (empty for an unknown session).
+    pub(crate) fn history(&self, session_id: &str) -> Vec<HistoryEntry> {
+        lock(&self.sessions)
+            .get(session_id)
+            .map(|s| s.history.clone())
+            .unwrap_or_default()
+    }
+
     /// Marks the prompt of `session_id` finished so the next one may start.
     pub(crate) fn finish_prompt(&self, session_id: &str) {
         if let Some(session) = lock(&self.sessions).get_mut(session_id) {

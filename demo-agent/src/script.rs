@@ -201,6 +201,24 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
             Ok(Outcome::Hang)
         }
         "/unknown-method" => unknown_method(turn).await,
+        "/history" => {
+            // What this session remembers before this prompt (which is recorded first).
+            let user: Vec<String> = turn
+                .agent
+                .history(&turn.session_id)
+                .into_iter()
+                .filter(|e| e.role == Role::User)
+                .map(|e| e.text)
+                .collect();
+            let earlier = &user[..user.len().saturating_sub(1)];
+            turn.text(&format!(
+                "history: {} earlier prompts: {}",
+                earlier.len(),
+                earlier.join(" | ")
+            ))
+            .await?;
+            Ok(Outcome::Stop("end_turn"))
+        }
         "/echo-env" => {
             // Names the platform cannot look up count as unset rather than reaching libc.
             let lookup = !args.is_empty() && !args.contains(['=', '\0']);

@@ -475,9 +475,14 @@ async fn session_load_replays_history_after_a_restart() {
     assert_eq!(response["error"]["code"], -32002);
     // New sessions after a restart do not reuse stored ids.
     assert_eq!(second.new_session("/tmp").await, "demo-2");
-    // The loaded session takes prompts again.
+    // The loaded session takes prompts again, and remembers the earlier ones.
     let (_, response) = second.prompt(json!(5), &session, "more").await;
     assert_eq!(stop_reason(&response), "end_turn");
+    let (notes, _) = second.prompt(json!(6), &session, "/history").await;
+    assert_eq!(
+        chunk_texts(&notes, "agent_message_chunk"),
+        ["history: 3 earlier prompts: hi there | /think | more"]
+    );
     second.finish().await.expect("clean stop");
 }
 

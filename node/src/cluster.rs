@@ -473,6 +473,24 @@ impl Cluster {
             .collect()
     }
 
+    /// A shard's other replicas (voters and learners but this node) with their
+    /// addresses, voters first, and how many voters the shard has.
+    pub fn replicas_of(&self, shard: ShardId) -> (Vec<(u64, PeerNode)>, usize) {
+        let Some(group) = self.group(shard) else {
+            return (Vec::new(), 0);
+        };
+        let m = group.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let mut others: Vec<(u64, PeerNode)> = membership
+            .nodes()
+            .filter(|(id, _)| **id != self.me)
+            .map(|(id, node)| (*id, node.clone()))
+            .collect();
+        others.sort_by_key(|(id, _)| !voters.contains(id));
+        (others, voters.len())
+    }
+
     /// How many shards this node leads.
     pub fn leader_count(&self) -> u32 {
         self.groups

@@ -83,6 +83,10 @@ pub struct NodeContext {
     pub advertise_addr: std::net::SocketAddr,
     /// Simulation hooks (all off in production): see [`crate::seam`].
     pub seams: crate::seam::Seams,
+    /// Workspace chunks held for the shards' replicas.
+    pub blobs: Arc<crate::workspace::blobs::BlobStore>,
+    /// Sandbox actors of the workspaces this node hosts.
+    pub sandboxes: crate::workspace::Sandboxes,
     /// The node's id generator: seeded from [`crate::seam::Seams::rng_seed`], else from
     /// the OS.
     pub rng: std::sync::Mutex<rand::rngs::StdRng>,
@@ -166,23 +170,24 @@ impl NodeContext {
 
     /// The directory of a workspace's files (the agent's cwd).
     pub fn workspace_dir(&self, workspace: WorkspaceId) -> PathBuf {
-        self.config
-            .node
-            .data_dir
-            .join("workspaces")
-            .join(workspace.to_string())
-            .join("work")
+        self.workspace_root(workspace).join("work")
     }
 
     /// The private home of one conversation's agent process.
     pub fn agent_home(&self, workspace: WorkspaceId, conversation: ConversationId) -> PathBuf {
+        self.workspace_root(workspace)
+            .join("homes")
+            .join(conversation.to_string())
+    }
+
+    /// Where this node keeps a workspace's tree: the working tree (`work/`) and the agent
+    /// homes (`homes/`) are both in it, and both move with the workspace.
+    pub fn workspace_root(&self, workspace: WorkspaceId) -> PathBuf {
         self.config
             .node
             .data_dir
             .join("workspaces")
             .join(workspace.to_string())
-            .join("homes")
-            .join(conversation.to_string())
     }
 
     /// Interval between turn checkpoints.

@@ -18,6 +18,8 @@
 //! * [`fence`]: per-shard fences that kill agent processes when the lease is lost.
 //! * [`watchdog`]: the separate process that enforces the lease on agents while the
 //!   node cannot (paused).
+//! * [`workspace`]: workspace sandboxes: the tree on disk, its snapshots (chunks in the
+//!   blob store, manifests through Raft) and their restore on a new host.
 //! * [`seam`]: simulation hooks (seeded RNG, clock, inline flush, in-process agents); off
 //!   by default.
 
@@ -37,5 +39,6 @@ pub mod seam;
 pub mod security;
 pub mod shard;
 pub mod watchdog;
+pub mod workspace;
 
 pub use node::{Node, NodeError, NodeHandle};

@@ -189,7 +189,12 @@ impl Node {
         );
         let agent_slots =
             crate::agent_slots::AgentSlots::new(config.limits.agent_processes_max.get() as usize);
+        let blobs = Arc::new(crate::workspace::blobs::BlobStore::new(
+            config.node.data_dir.join("blobs"),
+        ));
         let ctx = Arc::new(NodeContext {
+            blobs,
+            sandboxes: crate::workspace::Sandboxes::default(),
             config,
             store,
             cluster,

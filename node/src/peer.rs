@@ -12,6 +12,7 @@
 use crate::gateway::frames::{FrameIoError, read_frame, write_frame};
 use crate::raft::TypeConfig;
 use crate::security::tls::{self, TlsError, TlsPaths};
+use crate::workspace::blobs::ChunkHash;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -74,6 +75,44 @@ pub enum PeerRequest {
         /// Voters: raft id → node.
         voters: Vec<(u64, crate::raft::PeerNode)>,
     },
+    /// Which of these workspace chunks this node lacks (at most
+    /// [`BLOB_QUERY_HASHES_MAX`]); the ones it holds are kept from garbage collection
+    /// for a while. Reply: [`BlobReply::Missing`].
+    BlobsMissing {
+        /// The chunks.
+        hashes: Vec<ChunkHash>,
+    },
+    /// Store one workspace chunk (at most [`crate::workspace::blobs::CHUNK_BYTES_MAX`] bytes, hashing to `hash`).
+    /// Reply: [`BlobReply::Stored`].
+    BlobPut {
+        /// Its hash.
+        hash: ChunkHash,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// Send one workspace chunk. Reply: [`BlobReply::Blob`] or [`BlobReply::NotFound`].
+    BlobGet {
+        /// Its hash.
+        hash: ChunkHash,
+    },
+}
+
+/// Most hashes one [`PeerRequest::BlobsMissing`] may carry.
+pub const BLOB_QUERY_HASHES_MAX: usize = 16 * 1024;
+
+/// Replies to the blob requests.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum BlobReply {
+    /// The chunks asked about that this node lacks.
+    Missing(Vec<ChunkHash>),
+    /// The chunk is stored (durably).
+    Stored,
+    /// The chunk's bytes.
+    Blob(Vec<u8>),
+    /// This node does not hold the chunk.
+    NotFound,
+    /// The request was refused, and why.
+    Refused(String),
 }
 
 /// The Raft RPCs.
@@ -238,6 +277,8 @@ pub enum PeerLane {
     Raft,
     /// Forwarded client requests (long-lived turn streams).
     Forward,
+    /// Workspace chunks: megabytes that must not queue ahead of Raft heartbeats.
+    Blob,
 }
 
 /// Pooled connections to peers.
@@ -325,12 +366,23 @@ impl PeerClient {
         request: &PeerRequest,
         timeout: Duration,
     ) -> Result<R, PeerError> {
+        self.call_on(PeerLane::Raft, addr, request, timeout).await
+    }
+
+    /// [`Self::call`] on `lane`.
+    pub async fn call_on<R: serde::de::DeserializeOwned>(
+        &self,
+        lane: PeerLane,
+        addr: SocketAddr,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<R, PeerError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || PeerError::Timeout {
             addr,
             timeout_ms: timeout.as_millis() as u64,
         };
-        let conn = tokio::time::timeout_at(deadline, self.connection(addr, PeerLane::Raft))
+        let conn = tokio::time::timeout_at(deadline, self.connection(addr, lane))
             .await
             .map_err(|_| timed_out())??;
         let received_before = conn.stats().udp_rx.datagrams;
@@ -356,7 +408,7 @@ impl PeerClient {
             && conn.stats().udp_rx.datagrams == received_before
         {
             // Silence, not slowness: the peer is gone (or restarted on the same address).
-            self.drop_connection(addr, PeerLane::Raft, &conn);
+            self.drop_connection(addr, lane, &conn);
         }
         result
     }

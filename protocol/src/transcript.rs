@@ -248,7 +248,8 @@ pub enum Event {
         /// The usage.
         usage: Usage,
     },
-    /// Owner-only: an error from the agent's tooling (MCP servers, file access).
+    /// Owner-only: an error from the agent's tooling (MCP servers, file access) or its
+    /// workspace (a snapshot that was not taken, entries left out of one).
     AgentWarning {
         /// What happened.
         message: String,

@@ -93,8 +93,10 @@ pub struct AgentSessionArgs {
     pub home: PathBuf,
     /// The agent session to resume, if one was recorded.
     pub resume_session: Option<String>,
-    /// The shard whose lease gates this agent (see [`crate::fence`]).
-    pub shard: shoal_protocol::ShardId,
+    /// The workspace the agent works in: its shard's lease gates the agent (see
+    /// [`crate::fence`]), and its tree is restored from its last snapshot before the
+    /// agent starts ([`crate::workspace::prepare`]).
+    pub workspace: shoal_protocol::WorkspaceId,
 }
 
 enum Control {
@@ -297,6 +299,20 @@ async fn ensure_process(
         event: AgentEvent::Status(format!("starting agent `{}`", args.agent_name)),
         credit: None,
     });
+    match crate::workspace::prepare(ctx, args.workspace).await {
+        Ok(crate::workspace::Prepared::Restored { seq, restored, .. }) => {
+            let _ = args.conversation.cast(ConversationMsg::Agent {
+                turn,
+                event: AgentEvent::Status(format!(
+                    "workspace restored from snapshot {seq} ({} files written, {} removed)",
+                    restored.written, restored.removed
+                )),
+                credit: None,
+            });
+        }
+        Ok(_) => {}
+        Err(e) => return Err(e.to_string()),
+    }
     for dir in [&args.cwd, &args.home] {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -310,10 +326,10 @@ async fn ensure_process(
         start_timeout,
         extra_env,
     };
-    if ctx.fence.is_fenced(args.shard) {
+    if ctx.fence.is_fenced(args.workspace.shard) {
         return Err(format!(
             "this node does not host shard {} now (no leader lease); retry",
-            args.shard
+            args.workspace.shard
         ));
     }
     let start = async {
@@ -357,15 +373,15 @@ async fn ensure_process(
     let process = tokio::select! {
         result = start => result
             .map_err(|e| format!("agent `{}` failed to start: {e}", args.agent_name))?,
-        () = ctx.fence.fenced(args.shard) => {
-            return Err(format!("shard {} moved to another node while the agent started; retry", args.shard));
+        () = ctx.fence.fenced(args.workspace.shard) => {
+            return Err(format!("shard {} moved to another node while the agent started; retry", args.workspace.shard));
         }
     };
     let process = Arc::new(process);
-    if !ctx.fence.register(args.shard, &process) {
+    if !ctx.fence.register(args.workspace.shard, &process) {
         return Err(format!(
             "shard {} moved to another node while the agent started; retry",
-            args.shard
+            args.workspace.shard
         ));
     }
     Metrics::inc(&ctx.metrics.agent_processes);

@@ -153,6 +153,16 @@ pub enum ConversationMsg {
         /// Its outcome.
         result: Result<Outcome, ProposeError>,
     },
+    /// The workspace snapshot taken at the end of `turn` is done (or failed): the
+    /// turn's end is committed now.
+    WorkspaceSaved {
+        /// The turn.
+        turn: TurnId,
+        /// The snapshot's outcome.
+        saved: Result<crate::workspace::Saved, crate::workspace::WorkspaceError>,
+        /// The end of the turn to commit.
+        end: Box<(ShardCommand, Commit)>,
+    },
     /// Timer: checkpoints, timeouts, passivation.
     Tick,
     /// Admin: describe actors and followers.
@@ -539,6 +549,10 @@ impl Actor for ConversationActor {
             }
             ConversationMsg::Committed { commit, result } => {
                 commits::on_committed(state, commit, result).await;
+            }
+            ConversationMsg::WorkspaceSaved { turn, saved, end } => {
+                let (cmd, commit) = *end;
+                turn::on_workspace_saved(state, turn, saved, cmd, commit);
             }
             ConversationMsg::Tick => turn::on_tick(&myself, state),
             ConversationMsg::Describe { reply } => {

@@ -5,7 +5,11 @@ use super::frames::{FrameIoError, read_frame, write_final_frame, write_frame};
 use super::{Peer, client_api, close_code};
 use crate::actors::shard_host::ShardHostMsg;
 use crate::context::NodeContext;
-use crate::peer::{ControlReply, PEER_FRAME_BYTES_MAX, PeerRequest, RaftReply, RaftRpc};
+use crate::peer::{
+    BLOB_QUERY_HASHES_MAX, BlobReply, ControlReply, PEER_FRAME_BYTES_MAX, PeerRequest, RaftReply,
+    RaftRpc,
+};
+use crate::workspace::blobs::CHUNK_BYTES_MAX;
 use ractor::ActorRef;
 use shoal_protocol::ShardId;
 use std::sync::Arc;
@@ -98,6 +102,13 @@ async fn handle_stream(
             write_frame(&mut send, &reply).await?;
             let _ = send.finish();
         }
+        PeerRequest::BlobsMissing { .. }
+        | PeerRequest::BlobPut { .. }
+        | PeerRequest::BlobGet { .. } => {
+            let reply = blob_request(ctx, request).await;
+            write_frame(&mut send, &reply).await?;
+            let _ = send.finish();
+        }
         PeerRequest::Drain => {
             ctx.membership.update_meta(|m| m.draining = true);
             tracing::warn!(from = %remote, "drain requested: moving every leadership off this node");
@@ -106,6 +117,39 @@ async fn handle_stream(
         }
     }
     Ok(())
+}
+
+/// Serves a blob request from the node's blob store (on a blocking thread: it reads,
+/// writes and syncs files).
+async fn blob_request(ctx: &Arc<NodeContext>, request: PeerRequest) -> BlobReply {
+    let blobs = ctx.blobs.clone();
+    let served = tokio::task::spawn_blocking(move || match request {
+        PeerRequest::BlobsMissing { hashes } if hashes.len() > BLOB_QUERY_HASHES_MAX => {
+            BlobReply::Refused(format!(
+                "{} hashes in one query; at most {BLOB_QUERY_HASHES_MAX}",
+                hashes.len()
+            ))
+        }
+        PeerRequest::BlobsMissing { hashes } => BlobReply::Missing(blobs.missing(&hashes)),
+        PeerRequest::BlobPut { bytes, .. } if bytes.len() > CHUNK_BYTES_MAX => {
+            BlobReply::Refused(format!(
+                "a chunk of {} bytes; at most {CHUNK_BYTES_MAX}",
+                bytes.len()
+            ))
+        }
+        PeerRequest::BlobPut { hash, bytes } => match blobs.put_expected(&hash, &bytes) {
+            Ok(_) => BlobReply::Stored,
+            Err(e) => BlobReply::Refused(format!("chunk {hash} not stored: {e}")),
+        },
+        PeerRequest::BlobGet { hash } => match blobs.get(&hash) {
+            Ok(Some(bytes)) => BlobReply::Blob(bytes),
+            Ok(None) => BlobReply::NotFound,
+            Err(e) => BlobReply::Refused(format!("chunk {hash} unreadable here: {e}")),
+        },
+        _ => BlobReply::Refused("not a blob request".into()),
+    })
+    .await;
+    served.unwrap_or_else(|e| BlobReply::Refused(format!("the blob store task failed: {e}")))
 }
 
 async fn raft_rpc(ctx: &NodeContext, shard: ShardId, target: u64, rpc: RaftRpc) -> RaftReply {

@@ -22,6 +22,7 @@
 //! * `rc/<user>/<request id>` → the conversation a `CreateConversation` request made
 //! * `rs/<conversation uid>/<request id>` → the turn a `AppendUserMessage` request started
 //! * `u/<user>/<conversation uid>` → empty: the user's conversations
+//! * `w/<workspace uid>` → [`WorkspaceSnapshot`]: the workspace's last committed snapshot
 
 use super::parts_delta::PartsDelta;
 use serde::{Deserialize, Serialize};
@@ -117,6 +118,35 @@ pub enum ShardCommand {
         /// What went wrong, if anything.
         error: Option<String>,
     },
+    /// Record a workspace snapshot whose chunks are already on a majority of the shard's
+    /// replicas. Applies only on top of the snapshot it was taken from (`base`), so a
+    /// node holding a stale tree can never replace a newer snapshot.
+    SetWorkspaceSnapshot {
+        /// The workspace (this shard's).
+        workspace: WorkspaceId,
+        /// The sequence number of the snapshot it was taken from (0: none).
+        base: u64,
+        /// The new snapshot; its `seq` is `base + 1`.
+        snapshot: WorkspaceSnapshot,
+    },
+}
+
+/// A workspace's committed snapshot: where to find its manifest, not the files (the
+/// Raft log never carries file contents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSnapshot {
+    /// 1, 2, …: one more than the snapshot it replaced.
+    pub seq: u64,
+    /// The encoded manifest's chunks, in order.
+    pub manifest: Vec<crate::workspace::blobs::ChunkHash>,
+    /// Entries in the tree.
+    pub entries: u64,
+    /// Bytes of regular files.
+    pub bytes: u64,
+    /// When it was taken.
+    pub at_ms: u64,
+    /// The node that took it.
+    pub node: String,
 }
 
 /// What identifies a running turn's assistant message in [`ShardCommand::AppendParts`]
@@ -214,6 +244,14 @@ pub enum Rejection {
     /// The command itself is malformed ([`ShardCommand::validate`]).
     #[error("invalid command: {0}")]
     Invalid(String),
+    /// A workspace snapshot was taken from a snapshot that is no longer the last one.
+    #[error(
+        "workspace snapshot {current} was committed since this one's base; restore it before taking another"
+    )]
+    StaleSnapshot {
+        /// The workspace's last committed snapshot.
+        current: u64,
+    },
 }
 
 /// This replica cannot read its own state: a local fault, never a replicated result.
@@ -292,6 +330,24 @@ impl ShardCommand {
                     )));
                 }
             }
+            ShardCommand::SetWorkspaceSnapshot {
+                workspace,
+                base,
+                snapshot,
+            } => {
+                if Some(snapshot.seq) != base.checked_add(1) {
+                    return Err(Rejection::Invalid(format!(
+                        "snapshot {} of workspace {workspace} must follow its base {base}",
+                        snapshot.seq
+                    )));
+                }
+                if snapshot.manifest.is_empty() {
+                    return Err(Rejection::Invalid(format!(
+                        "snapshot {} of workspace {workspace} has no manifest",
+                        snapshot.seq
+                    )));
+                }
+            }
             ShardCommand::Activate { .. }
             | ShardCommand::AppendUserMessage { .. }
             | ShardCommand::SetAgentSession { .. }
@@ -322,6 +378,16 @@ pub fn conversation_key(id: ConversationId) -> Vec<u8> {
     key.extend_from_slice(&id.uid.to_be_bytes());
     key
 }
+
+/// Key of a workspace's last committed snapshot.
+pub fn workspace_snapshot_key(workspace: WorkspaceId) -> Vec<u8> {
+    let mut key = b"w/".to_vec();
+    key.extend_from_slice(&workspace.uid.to_be_bytes());
+    key
+}
+
+/// Prefix of every workspace snapshot key (garbage collection reads them all).
+pub const WORKSPACE_SNAPSHOT_PREFIX: &[u8] = b"w/";
 
 /// Prefix of a conversation's messages.
 pub fn message_prefix(id: ConversationId) -> Vec<u8> {
@@ -590,6 +656,19 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             writes.put(message_key(*conversation, message.id), &stored);
             writes.put(conversation_key(*conversation), &rec);
             Outcome::TurnEnded(Box::new(stored))
+        }
+        ShardCommand::SetWorkspaceSnapshot {
+            workspace,
+            base,
+            snapshot,
+        } => {
+            let key = workspace_snapshot_key(*workspace);
+            let current = read::<WorkspaceSnapshot>(view, &key)?.map_or(0, |s| s.seq);
+            if current != *base {
+                return Err(Rejection::StaleSnapshot { current }.into());
+            }
+            writes.put(key, snapshot);
+            Outcome::Done
         }
     };
     Ok((writes, outcome))

@@ -6,10 +6,11 @@
 //! shards. Never `flush_async()`, which deadlocks in sled 0.34 (STACK.md).
 
 use super::state_machine::{
-    ConversationRecord, conversation_key, decode, message_key, user_prefix,
+    ConversationRecord, WORKSPACE_SNAPSHOT_PREFIX, WorkspaceSnapshot, conversation_key, decode,
+    message_key, user_prefix, workspace_snapshot_key,
 };
 use shoal_protocol::transcript::Message;
-use shoal_protocol::{ConversationId, MessageId, ShardId, UserId};
+use shoal_protocol::{ConversationId, MessageId, ShardId, UserId, WorkspaceId};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -232,6 +233,34 @@ impl Store {
                 .map(Some)
                 .map_err(|e| StoreError::Io(e.to_string())),
         }
+    }
+
+    /// A workspace's last committed snapshot.
+    pub fn workspace_snapshot(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<Option<WorkspaceSnapshot>, StoreError> {
+        let key = workspace_snapshot_key(workspace);
+        let tree = self.tree(workspace.shard)?;
+        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
+            None => Ok(None),
+            Some(bytes) => decode(&key, &bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Io(e.to_string())),
+        }
+    }
+
+    /// Every workspace snapshot committed in any shard this node holds (what blob
+    /// garbage collection must keep).
+    pub fn workspace_snapshots(&self) -> Result<Vec<WorkspaceSnapshot>, StoreError> {
+        let mut out = Vec::new();
+        for tree in &self.trees {
+            for item in tree.scan_prefix(WORKSPACE_SNAPSHOT_PREFIX) {
+                let (key, bytes) = item.map_err(|e| StoreError::Io(e.to_string()))?;
+                out.push(decode(&key, &bytes).map_err(|e| StoreError::Io(e.to_string()))?);
+            }
+        }
+        Ok(out)
     }
 
     /// Messages `from..to` of a conversation (missing indices are skipped).

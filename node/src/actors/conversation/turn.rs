@@ -5,6 +5,7 @@
 
 use super::commits::{Commit, submit};
 use super::*;
+use crate::workspace::{Saved, WorkspaceError};
 
 /// `Send`: checks the request and submits the user message. The reply (and the turn)
 /// follow when it is committed ([`on_send_committed`]).
@@ -241,7 +242,7 @@ async fn ensure_agent(state: &mut ConversationState) -> Result<ActorRef<AgentSes
         cwd: ctx.workspace_dir(state.record.workspace),
         home: ctx.agent_home(state.record.workspace, state.record.id),
         resume_session: state.record.agent_session.clone(),
-        shard: state.record.id.shard,
+        workspace: state.record.workspace,
     };
     let (agent, _) = Actor::spawn_linked(None, AgentSessionActor, args, state.myself.get_cell())
         .await
@@ -380,11 +381,70 @@ pub(super) fn finish_turn(
         stop_reason: Some(reason),
         error,
     };
+    let turn_id = turn.running.turn;
     let commit = Commit::End {
-        turn: turn.running.turn,
+        turn: turn_id,
         message,
         usage: turn.usage.clone(),
     };
+    if state.agent.is_none() {
+        // No agent ran in this activation: the tree did not change through us.
+        submit(state, cmd, commit);
+        return;
+    }
+    // Snapshot the workspace before the end is committed, so `Done` means the turn's
+    // files are on the shard's replicas: a failover after it loses none of them.
+    let ctx = state.ctx.clone();
+    let me = state.myself.clone();
+    let workspace = state.record.workspace;
+    tokio::spawn(async move {
+        let saved = crate::workspace::snapshot(&ctx, workspace).await;
+        let _ = me.cast(ConversationMsg::WorkspaceSaved {
+            turn: turn_id,
+            saved,
+            end: Box::new((cmd, commit)),
+        });
+    });
+}
+
+/// The workspace snapshot at the end of `turn_id` is done: the owner hears of a
+/// snapshot that was not taken (the previous one stays), then the end is committed.
+pub(super) fn on_workspace_saved(
+    state: &mut ConversationState,
+    turn_id: TurnId,
+    saved: Result<Saved, WorkspaceError>,
+    cmd: ShardCommand,
+    commit: Commit,
+) {
+    if state
+        .turn
+        .as_ref()
+        .is_none_or(|t| t.running.turn != turn_id)
+    {
+        return;
+    }
+    let warning = match saved {
+        Ok(Saved::Committed { skipped, .. }) if !skipped.is_empty() => Some(format!(
+            "the workspace snapshot left out {} entries: {}",
+            skipped.len(),
+            skipped
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        Ok(_) => None,
+        // The end's commit fails the same way and says so.
+        Err(WorkspaceError::NotHosted(_)) => None,
+        Err(e) => {
+            tracing::warn!(conversation = %state.record.id, error = %e, "workspace snapshot failed");
+            Some(e.to_string())
+        }
+    };
+    if let Some(message) = warning {
+        emit(state, Event::AgentWarning { message });
+    }
     submit(state, cmd, commit);
 }
 

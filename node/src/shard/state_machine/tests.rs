@@ -323,3 +323,50 @@ fn an_end_without_a_delta_keeps_what_is_stored() {
     assert_eq!(ended.status, MessageStatus::Interrupted);
     assert_eq!(ended.created_at_ms, 3);
 }
+
+#[test]
+fn a_workspace_snapshot_applies_only_on_top_of_its_base() {
+    let mut mem = Mem::default();
+    let workspace = WorkspaceId::new(ShardId(3), 7);
+    let snapshot = |seq: u64| WorkspaceSnapshot {
+        seq,
+        manifest: vec![crate::workspace::blobs::ChunkHash::of(&seq.to_be_bytes())],
+        entries: 1,
+        bytes: 0,
+        at_ms: 5,
+        node: "n1".into(),
+    };
+    let set = |base: u64, snapshot: WorkspaceSnapshot| ShardCommand::SetWorkspaceSnapshot {
+        workspace,
+        base,
+        snapshot,
+    };
+    assert_eq!(mem.run(&set(0, snapshot(1))), Ok(Outcome::Done));
+    assert_eq!(mem.run(&set(1, snapshot(2))), Ok(Outcome::Done));
+    // A node whose tree is from snapshot 1 cannot replace snapshot 2.
+    let before = mem.0.clone();
+    assert_eq!(
+        mem.run(&set(1, snapshot(2))),
+        Err(Rejection::StaleSnapshot { current: 2 })
+    );
+    // Malformed: a seq that does not follow its base, or no manifest.
+    assert!(matches!(
+        mem.run(&set(2, snapshot(5))),
+        Err(Rejection::Invalid(_))
+    ));
+    let empty = WorkspaceSnapshot {
+        manifest: Vec::new(),
+        ..snapshot(3)
+    };
+    assert!(matches!(
+        mem.run(&set(2, empty)),
+        Err(Rejection::Invalid(_))
+    ));
+    assert_eq!(mem.0, before, "a rejected snapshot changes nothing");
+    let stored: WorkspaceSnapshot = decode(
+        &workspace_snapshot_key(workspace),
+        &mem.0[&workspace_snapshot_key(workspace)],
+    )
+    .expect("stored record decodes");
+    assert_eq!(stored.seq, 2);
+}

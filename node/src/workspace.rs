@@ -1,0 +1,719 @@
+//! Workspace sandboxes: a workspace's tree on the hosting node, and the snapshots that
+//! let it move with its conversations.
+//!
+//! A workspace's tree (`<data_dir>/workspaces/<id>/`: the working tree `work/` and the
+//! agent homes `homes/`, where agents keep their own session stores) is owned by one
+//! **sandbox actor** on the node hosting the workspace's shard. It does two things, one
+//! at a time:
+//!
+//! * **Snapshot** (at each turn end): walk the tree, read only files changed since the
+//!   last snapshot, store their chunks (BLAKE3-addressed, [`blobs`]) locally, push the new
+//!   chunks to the shard's other replicas over the peer API until a majority of voters
+//!   hold them, and only then commit a small record through the shard's Raft group
+//!   ([`ShardCommand::SetWorkspaceSnapshot`]: the manifest's chunk hashes, never file
+//!   contents). The record applies only on top of the snapshot it was taken from, so a
+//!   node holding a stale tree cannot replace a newer snapshot.
+//! * **Prepare** (before any agent starts): when the last committed snapshot is not the
+//!   one this node's tree was last saved as or restored from (a failover, a move, a
+//!   restart after another node worked on it), restore the tree from it, fetching missing
+//!   chunks from any replica.
+//!
+//! What a failover loses is at most the work since the last snapshot, which is the last
+//! turn end. A local marker file (`<id>.snapshot`, beside the tree) records which
+//! snapshot the tree corresponds to.
+
+pub mod blobs;
+pub mod manifest;
+
+use crate::context::NodeContext;
+use crate::peer::{BLOB_QUERY_HASHES_MAX, BlobReply, PeerLane, PeerRequest};
+use crate::shard::state_machine::{Outcome, ShardCommand, WorkspaceSnapshot};
+use blobs::{ChunkHash, Collected};
+use futures::StreamExt;
+use manifest::{Manifest, Restored, ScanLimits, Totals};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use shoal_protocol::{ShardId, WorkspaceId};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long one peer blob call may take.
+const BLOB_CALL_TIMEOUT_MS: u64 = 10_000;
+/// Chunks fetched from replicas at once during a restore.
+const FETCH_CONCURRENCY: usize = 8;
+/// A sandbox actor with no work for this long stops (the next request starts another).
+const SANDBOX_IDLE_STOP_MS: u64 = 600_000;
+/// Unreferenced chunks younger than this are kept: a snapshot in progress may be about
+/// to commit a manifest that refers to them.
+pub const BLOB_GC_GRACE_MS: u64 = 3_600_000;
+/// Least time between two garbage collections of the blob store.
+const BLOB_GC_INTERVAL_MS: u64 = 600_000;
+
+/// Why a snapshot or restore did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WorkspaceError {
+    /// This node does not host the workspace's shard.
+    #[error("this node does not host shard {0} now")]
+    NotHosted(ShardId),
+    /// The tree is over a snapshot limit (the message names the key).
+    #[error("workspace snapshot not taken, the previous one stays: {0}")]
+    TooBig(String),
+    /// The tree on disk is not the last committed snapshot.
+    #[error(
+        "the workspace tree here is from snapshot {local}, but snapshot {committed} is the last committed one; it is restored before the next agent starts"
+    )]
+    Stale {
+        /// What the tree here was saved as or restored from.
+        local: u64,
+        /// The last committed snapshot.
+        committed: u64,
+    },
+    /// Chunks did not reach a majority of the shard's replicas.
+    #[error("workspace snapshot not committed: {0}")]
+    Replicate(String),
+    /// A chunk of the snapshot to restore is on no reachable replica.
+    #[error(
+        "cannot restore the workspace: chunk {0} is on no reachable replica; retry when the shard's other nodes are up"
+    )]
+    ChunkMissing(ChunkHash),
+    /// The snapshot record could not be committed.
+    #[error("workspace snapshot not committed: {0}")]
+    Commit(String),
+    /// Disk or store I/O failed.
+    #[error("workspace I/O failed: {0}")]
+    Io(String),
+    /// It took longer than `workspace.snapshot_timeout_ms`.
+    #[error(
+        "the workspace snapshot or restore took longer than {0} ms (workspace.snapshot_timeout_ms)"
+    )]
+    Timeout(u64),
+    /// The sandbox actor is gone (the node is stopping).
+    #[error("the workspace sandbox stopped")]
+    Gone,
+}
+
+/// What [`prepare`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// No snapshot was ever committed: the tree is used as it is.
+    NoSnapshot,
+    /// The tree here is the last committed snapshot (plus work since).
+    UpToDate {
+        /// The snapshot.
+        seq: u64,
+    },
+    /// The tree was restored from the last committed snapshot.
+    Restored {
+        /// The snapshot.
+        seq: u64,
+        /// What changed on disk.
+        restored: Restored,
+        /// Chunks fetched from replicas.
+        fetched: u64,
+    },
+}
+
+/// What [`snapshot`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Saved {
+    /// Nothing changed since the last snapshot: nothing was committed.
+    Unchanged {
+        /// The last snapshot (0: none, and the tree is empty).
+        seq: u64,
+    },
+    /// A new snapshot is committed.
+    Committed {
+        /// Its number.
+        seq: u64,
+        /// Its size.
+        totals: Totals,
+        /// Files read (changed since the last snapshot).
+        files_read: u64,
+        /// Bytes read.
+        bytes_read: u64,
+        /// Entries left out (special files), with why.
+        skipped: Vec<String>,
+    },
+}
+
+/// The sandbox actors of the workspaces this node works on.
+#[derive(Debug, Default)]
+pub struct Sandboxes {
+    actors: Mutex<HashMap<WorkspaceId, ActorRef<SandboxMsg>>>,
+    /// Milliseconds (node clock) of the last blob garbage collection.
+    last_gc_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Sandboxes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkspaceId, ActorRef<SandboxMsg>>> {
+        self.actors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many sandbox actors run.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none runs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Messages of a sandbox actor.
+pub enum SandboxMsg {
+    /// Restore the tree if it is not the last committed snapshot.
+    Prepare(RpcReplyPort<Result<Prepared, WorkspaceError>>),
+    /// Take a snapshot.
+    Snapshot(RpcReplyPort<Result<Saved, WorkspaceError>>),
+    /// Stop when idle long enough.
+    Tick,
+}
+
+/// Makes `workspace`'s tree here the last committed snapshot before an agent starts
+/// in it (see the module doc).
+pub async fn prepare(
+    ctx: &Arc<NodeContext>,
+    workspace: WorkspaceId,
+) -> Result<Prepared, WorkspaceError> {
+    ask(ctx, workspace, SandboxMsg::Prepare).await
+}
+
+/// Takes a snapshot of `workspace`'s tree and commits it (see the module doc).
+pub async fn snapshot(
+    ctx: &Arc<NodeContext>,
+    workspace: WorkspaceId,
+) -> Result<Saved, WorkspaceError> {
+    ask(ctx, workspace, SandboxMsg::Snapshot).await
+}
+
+async fn ask<T: Send + 'static>(
+    ctx: &Arc<NodeContext>,
+    workspace: WorkspaceId,
+    msg: fn(RpcReplyPort<Result<T, WorkspaceError>>) -> SandboxMsg,
+) -> Result<T, WorkspaceError> {
+    let timeout = ctx.config.workspace.snapshot_timeout();
+    // A sandbox that stopped as it was handed out is replaced once.
+    for _ in 0..2 {
+        let sandbox = sandbox(ctx, workspace).await?;
+        match sandbox.call(msg, Some(timeout)).await {
+            Ok(CallResult::Success(result)) => return result,
+            Ok(CallResult::Timeout) => {
+                return Err(WorkspaceError::Timeout(timeout.as_millis() as u64));
+            }
+            Ok(CallResult::SenderError) | Err(_) => {
+                let mut actors = ctx.sandboxes.lock();
+                if actors
+                    .get(&workspace)
+                    .is_some_and(|a| a.get_id() == sandbox.get_id())
+                {
+                    actors.remove(&workspace);
+                }
+            }
+        }
+    }
+    Err(WorkspaceError::Gone)
+}
+
+async fn sandbox(
+    ctx: &Arc<NodeContext>,
+    workspace: WorkspaceId,
+) -> Result<ActorRef<SandboxMsg>, WorkspaceError> {
+    if let Some(actor) = ctx.sandboxes.lock().get(&workspace) {
+        return Ok(actor.clone());
+    }
+    let (actor, _) = Actor::spawn(None, SandboxActor, (ctx.clone(), workspace))
+        .await
+        .map_err(|_| WorkspaceError::Gone)?;
+    let mut actors = ctx.sandboxes.lock();
+    match actors.get(&workspace) {
+        // Another caller spawned one first: use it, stop ours.
+        Some(first) => {
+            actor.stop(None);
+            Ok(first.clone())
+        }
+        None => {
+            actors.insert(workspace, actor.clone());
+            Ok(actor)
+        }
+    }
+}
+
+struct SandboxActor;
+
+/// A sandbox actor's state.
+pub struct SandboxState {
+    ctx: Arc<NodeContext>,
+    workspace: WorkspaceId,
+    last_used: tokio::time::Instant,
+}
+
+impl Actor for SandboxActor {
+    type Msg = SandboxMsg;
+    type State = SandboxState;
+    type Arguments = (Arc<NodeContext>, WorkspaceId);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (ctx, workspace): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(Duration::from_millis(SANDBOX_IDLE_STOP_MS / 4), || {
+            SandboxMsg::Tick
+        });
+        Ok(SandboxState {
+            ctx,
+            workspace,
+            last_used: tokio::time::Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SandboxMsg::Prepare(reply) => {
+                state.last_used = tokio::time::Instant::now();
+                let _ = reply.send(restore_if_behind(&state.ctx, state.workspace).await);
+            }
+            SandboxMsg::Snapshot(reply) => {
+                state.last_used = tokio::time::Instant::now();
+                let saved = take_snapshot(&state.ctx, state.workspace).await;
+                let _ = reply.send(saved);
+                maybe_collect_garbage(&state.ctx);
+            }
+            SandboxMsg::Tick => {
+                if state.last_used.elapsed() >= Duration::from_millis(SANDBOX_IDLE_STOP_MS) {
+                    let mut actors = state.ctx.sandboxes.lock();
+                    if actors
+                        .get(&state.workspace)
+                        .is_some_and(|a| a.get_id() == myself.get_id())
+                    {
+                        actors.remove(&state.workspace);
+                    }
+                    drop(actors);
+                    myself.stop(Some("idle".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> WorkspaceError {
+    WorkspaceError::Io(e.to_string())
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, WorkspaceError> + Send + 'static,
+) -> Result<T, WorkspaceError> {
+    tokio::task::spawn_blocking(f).await.map_err(io)?
+}
+
+fn marker_path(ctx: &NodeContext, workspace: WorkspaceId) -> PathBuf {
+    ctx.workspace_root(workspace).with_extension("snapshot")
+}
+
+/// The snapshot the tree here was last saved as or restored from.
+fn read_marker(path: &std::path::Path) -> Result<Option<u64>, WorkspaceError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn write_marker(path: &std::path::Path, seq: Option<u64>) -> Result<(), WorkspaceError> {
+    let Some(seq) = seq else {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        };
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let tmp = path.with_extension("snapshot.tmp");
+    std::fs::write(&tmp, format!("{seq}\n")).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn check_hosted(ctx: &NodeContext, shard: ShardId) -> Result<(), WorkspaceError> {
+    let hosted = matches!(
+        ctx.cluster.hosting(shard),
+        crate::cluster::Hosting::Active { .. }
+    );
+    if !hosted || ctx.fence.is_fenced(shard) {
+        return Err(WorkspaceError::NotHosted(shard));
+    }
+    Ok(())
+}
+
+async fn restore_if_behind(
+    ctx: &Arc<NodeContext>,
+    workspace: WorkspaceId,
+) -> Result<Prepared, WorkspaceError> {
+    check_hosted(ctx, workspace.shard)?;
+    let marker = marker_path(ctx, workspace);
+    let local = read_marker(&marker)?;
+    let root = ctx.workspace_root(workspace);
+    let Some(record) = ctx.store.workspace_snapshot(workspace).map_err(io)? else {
+        if local.is_some() {
+            write_marker(&marker, None)?;
+        }
+        return Ok(Prepared::NoSnapshot);
+    };
+    // A tree removed from disk (by hand, or damaged) is restored, not left half-empty.
+    if local == Some(record.seq) && root.is_dir() {
+        return Ok(Prepared::UpToDate { seq: record.seq });
+    }
+    let manifest = load_manifest(ctx, workspace.shard, &record).await?;
+    let missing = {
+        let blobs = ctx.blobs.clone();
+        let manifest = manifest.clone();
+        blocking(move || Ok(manifest::missing_chunks(&manifest, &blobs))).await?
+    };
+    let fetched = missing.len() as u64;
+    fetch(ctx, workspace.shard, missing).await?;
+    // Still ours? A restore that raced a move must not write a tree another node owns.
+    check_hosted(ctx, workspace.shard)?;
+    let blobs = ctx.blobs.clone();
+    let seq = record.seq;
+    let restored = blocking(move || {
+        let restored = manifest::restore(&root, &manifest, &blobs).map_err(io)?;
+        write_marker(&marker, Some(seq))?;
+        Ok(restored)
+    })
+    .await?;
+    tracing::info!(%workspace, seq, written = restored.written, removed = restored.removed, fetched, "workspace restored from its snapshot");
+    Ok(Prepared::Restored {
+        seq,
+        restored,
+        fetched,
+    })
+}
+
+/// The manifest of `record`, fetching its chunks from replicas when this node lacks them.
+async fn load_manifest(
+    ctx: &Arc<NodeContext>,
+    shard: ShardId,
+    record: &WorkspaceSnapshot,
+) -> Result<Manifest, WorkspaceError> {
+    let missing = ctx.blobs.missing(&record.manifest);
+    fetch(ctx, shard, missing).await?;
+    let blobs = ctx.blobs.clone();
+    let chunks = record.manifest.clone();
+    let seq = record.seq;
+    blocking(move || {
+        let bytes = manifest::load_chunked(&blobs, &chunks)
+            .map_err(io)?
+            .ok_or_else(|| {
+                io(format!(
+                    "a chunk of manifest {seq} vanished while it was read"
+                ))
+            })?;
+        Manifest::decode(&bytes).map_err(|e| io(format!("manifest {seq} is damaged: {e}")))
+    })
+    .await
+}
+
+async fn take_snapshot(
+    ctx: &Arc<NodeContext>,
+    workspace: WorkspaceId,
+) -> Result<Saved, WorkspaceError> {
+    check_hosted(ctx, workspace.shard)?;
+    let marker = marker_path(ctx, workspace);
+    let record = ctx.store.workspace_snapshot(workspace).map_err(io)?;
+    let committed = record.as_ref().map_or(0, |r| r.seq);
+    let local = read_marker(&marker)?.unwrap_or(0);
+    if local != committed {
+        return Err(WorkspaceError::Stale { local, committed });
+    }
+    let base = match &record {
+        Some(record) => Some(load_manifest(ctx, workspace.shard, record).await?),
+        None => None,
+    };
+    let limits = ScanLimits {
+        entries_max: u64::from(ctx.config.workspace.snapshot_files_max.get()),
+        bytes_max: ctx.config.workspace.snapshot_bytes_max.get(),
+    };
+    let root = ctx.workspace_root(workspace);
+    let blobs = ctx.blobs.clone();
+    let (scanned, base, manifest_chunks) = blocking(move || {
+        let scanned =
+            manifest::scan(&root, base.as_ref(), &blobs, limits).map_err(|e| match e {
+                e @ manifest::ScanError::TooBig { .. } => WorkspaceError::TooBig(e.to_string()),
+                e => io(e),
+            })?;
+        let unchanged = match &base {
+            Some(base) => *base == scanned.manifest,
+            None => scanned.manifest.entries.is_empty(),
+        };
+        let chunks = if unchanged {
+            Vec::new()
+        } else {
+            manifest::store_chunked(&blobs, &scanned.manifest.encode()).map_err(io)?
+        };
+        Ok((scanned, base, chunks))
+    })
+    .await?;
+    if manifest_chunks.is_empty() {
+        return Ok(Saved::Unchanged { seq: committed });
+    }
+    // Only chunks the last snapshot did not have are new to the replicas.
+    let known: HashSet<&ChunkHash> = base.iter().flat_map(|m| m.chunks()).collect();
+    let mut new: Vec<ChunkHash> = scanned
+        .manifest
+        .chunks()
+        .filter(|h| !known.contains(h))
+        .copied()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    new.extend(&manifest_chunks);
+    replicate(ctx, workspace.shard, new).await?;
+    check_hosted(ctx, workspace.shard)?;
+    let totals = scanned.manifest.totals();
+    let seq = committed + 1;
+    let cmd = ShardCommand::SetWorkspaceSnapshot {
+        workspace,
+        base: committed,
+        snapshot: WorkspaceSnapshot {
+            seq,
+            manifest: manifest_chunks,
+            entries: totals.entries,
+            bytes: totals.bytes,
+            at_ms: ctx.now_ms(),
+            node: ctx.node_id().to_owned(),
+        },
+    };
+    match ctx.cluster.propose(workspace.shard, cmd).await {
+        Ok(Outcome::Done) => {}
+        Ok(other) => {
+            return Err(WorkspaceError::Commit(format!(
+                "unexpected outcome {other:?}"
+            )));
+        }
+        Err(e) => return Err(WorkspaceError::Commit(e.to_string())),
+    }
+    blocking(move || write_marker(&marker, Some(seq))).await?;
+    tracing::debug!(%workspace, seq, files_read = scanned.files_read, bytes_read = scanned.bytes_read, "workspace snapshot committed");
+    Ok(Saved::Committed {
+        seq,
+        totals,
+        files_read: scanned.files_read,
+        bytes_read: scanned.bytes_read,
+        skipped: scanned.skipped,
+    })
+}
+
+/// Pushes `hashes` to the shard's other replicas; returns once a majority of its voters
+/// (this node included) hold them. Pushes to the rest go on in the background.
+async fn replicate(
+    ctx: &Arc<NodeContext>,
+    shard: ShardId,
+    hashes: Vec<ChunkHash>,
+) -> Result<(), WorkspaceError> {
+    let (others, voters) = ctx.cluster.replicas_of(shard);
+    // This node holds them already: it counts as one.
+    let needed = (voters / 2 + 1).saturating_sub(1);
+    let hashes = Arc::new(hashes);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(others.len().max(1));
+    for (_, node) in others {
+        let ctx = ctx.clone();
+        let hashes = hashes.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = push_to(&ctx, &node.addr, &hashes).await;
+            if let Err(e) = &result {
+                tracing::warn!(peer = %node, error = %e, "workspace chunks not pushed to a replica");
+            }
+            let _ = tx.send(result.map_err(|e| format!("{node}: {e}"))).await;
+        });
+    }
+    drop(tx);
+    let mut held = 0;
+    let mut errors = Vec::new();
+    while held < needed {
+        match rx.recv().await {
+            Some(Ok(())) => held += 1,
+            Some(Err(e)) => errors.push(e),
+            None => {
+                return Err(WorkspaceError::Replicate(format!(
+                    "its chunks reached {held} of the {needed} other replicas a majority needs ({})",
+                    errors.join("; ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn push_to(ctx: &NodeContext, addr: &str, hashes: &[ChunkHash]) -> Result<(), String> {
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("bad address: {e}"))?;
+    let timeout = Duration::from_millis(BLOB_CALL_TIMEOUT_MS);
+    for batch in hashes.chunks(BLOB_QUERY_HASHES_MAX) {
+        let request = PeerRequest::BlobsMissing {
+            hashes: batch.to_vec(),
+        };
+        let missing = match ctx
+            .cluster
+            .peers
+            .call_on::<BlobReply>(PeerLane::Blob, addr, &request, timeout)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            BlobReply::Missing(missing) => missing,
+            other => return Err(format!("unexpected reply {other:?}")),
+        };
+        for hash in missing {
+            let blobs = ctx.blobs.clone();
+            let bytes = tokio::task::spawn_blocking(move || blobs.get(&hash))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("chunk {hash} vanished from this node's blob store"))?;
+            let request = PeerRequest::BlobPut { hash, bytes };
+            match ctx
+                .cluster
+                .peers
+                .call_on::<BlobReply>(PeerLane::Blob, addr, &request, timeout)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                BlobReply::Stored => {}
+                BlobReply::Refused(why) => return Err(why),
+                other => return Err(format!("unexpected reply {other:?}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fetches `hashes` from the shard's other replicas into the local blob store.
+async fn fetch(
+    ctx: &Arc<NodeContext>,
+    shard: ShardId,
+    hashes: Vec<ChunkHash>,
+) -> Result<(), WorkspaceError> {
+    if hashes.is_empty() {
+        return Ok(());
+    }
+    let (others, _) = ctx.cluster.replicas_of(shard);
+    let addrs: Arc<Vec<std::net::SocketAddr>> = Arc::new(
+        others
+            .iter()
+            .filter_map(|(_, n)| n.addr.parse().ok())
+            .collect(),
+    );
+    let mut fetches = futures::stream::iter(hashes.into_iter().map(|hash| {
+        let addrs = addrs.clone();
+        async move {
+            for addr in addrs.iter() {
+                if fetch_one(ctx, *addr, hash).await {
+                    return Ok(());
+                }
+            }
+            Err(WorkspaceError::ChunkMissing(hash))
+        }
+    }))
+    .buffer_unordered(FETCH_CONCURRENCY);
+    while let Some(result) = fetches.next().await {
+        result?;
+    }
+    Ok(())
+}
+
+async fn fetch_one(ctx: &NodeContext, addr: std::net::SocketAddr, hash: ChunkHash) -> bool {
+    let timeout = Duration::from_millis(BLOB_CALL_TIMEOUT_MS);
+    let request = PeerRequest::BlobGet { hash };
+    match ctx
+        .cluster
+        .peers
+        .call_on::<BlobReply>(PeerLane::Blob, addr, &request, timeout)
+        .await
+    {
+        Ok(BlobReply::Blob(bytes)) => {
+            let blobs = ctx.blobs.clone();
+            let stored =
+                tokio::task::spawn_blocking(move || blobs.put_expected(&hash, &bytes)).await;
+            match stored {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(%addr, chunk = %hash, error = %e, "a replica sent a bad chunk");
+                    false
+                }
+                Err(_) => false,
+            }
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::debug!(%addr, chunk = %hash, error = %e, "chunk not fetched");
+            false
+        }
+    }
+}
+
+fn maybe_collect_garbage(ctx: &Arc<NodeContext>) {
+    use std::sync::atomic::Ordering;
+    let now = ctx.now_ms();
+    let last = ctx.sandboxes.last_gc_ms.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < BLOB_GC_INTERVAL_MS
+        || ctx
+            .sandboxes
+            .last_gc_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        match collect_garbage(&ctx, Duration::from_millis(BLOB_GC_GRACE_MS)).await {
+            Ok(done) => {
+                tracing::debug!(
+                    kept = done.kept,
+                    removed = done.removed,
+                    removed_bytes = done.removed_bytes,
+                    "blob store collected"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "blob store not collected"),
+        }
+    });
+}
+
+/// Removes every chunk no committed workspace snapshot on this node refers to and that
+/// is older than `grace`. Refuses (removing nothing) when a manifest cannot be read
+/// here, since its chunks could not be told apart from garbage.
+pub async fn collect_garbage(
+    ctx: &Arc<NodeContext>,
+    grace: Duration,
+) -> Result<Collected, WorkspaceError> {
+    let records = ctx.store.workspace_snapshots().map_err(io)?;
+    let blobs = ctx.blobs.clone();
+    blocking(move || {
+        let mut referenced: HashSet<ChunkHash> = HashSet::new();
+        for record in &records {
+            let bytes = manifest::load_chunked(&blobs, &record.manifest)
+                .map_err(io)?
+                .ok_or_else(|| {
+                    io(format!(
+                        "manifest {} is not held here; nothing is collected until it is",
+                        record.seq
+                    ))
+                })?;
+            let manifest = Manifest::decode(&bytes).map_err(io)?;
+            referenced.extend(record.manifest.iter().copied());
+            referenced.extend(manifest.chunks().copied());
+        }
+        blobs.collect(&referenced, grace).map_err(io)
+    })
+    .await
+}

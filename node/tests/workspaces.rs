@@ -1,0 +1,181 @@
+//! Workspace snapshots on one real node: taken at turn ends, bounded, collected, and
+//! restored before an agent starts when the tree on disk is not the last snapshot.
+
+mod common;
+
+use common::*;
+use shoal_client::Client;
+use shoal_node::context::NodeContext;
+use shoal_node::workspace::blobs::ChunkHash;
+use shoal_protocol::transcript::Event;
+use shoal_protocol::{ConversationId, WorkspaceId};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn turn(
+    client: &Client,
+    id: ConversationId,
+    text: &str,
+) -> Vec<shoal_protocol::transcript::EventFrame> {
+    collect_turn(client.send(id, text).await.expect("send is accepted")).await
+}
+
+fn snapshot_seq(ctx: &NodeContext, workspace: WorkspaceId) -> u64 {
+    ctx.store
+        .workspace_snapshot(workspace)
+        .expect("store reads")
+        .map_or(0, |s| s.seq)
+}
+
+fn warnings(frames: &[shoal_protocol::transcript::EventFrame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.event {
+            Event::AgentWarning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn statuses(frames: &[shoal_protocol::transcript::EventFrame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.event {
+            Event::Status { text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_turn_end_commits_a_snapshot_and_collection_keeps_only_what_it_refers_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let ctx: Arc<NodeContext> = node.node.as_ref().unwrap().context().clone();
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+
+    let frames = turn(&client, conv.id, "/write notes.txt first version").await;
+    assert_eq!(done_content(&frames), "wrote notes.txt");
+    assert!(warnings(&frames).is_empty(), "{:?}", warnings(&frames));
+    assert_eq!(
+        snapshot_seq(&ctx, conv.workspace),
+        1,
+        "Done comes after the snapshot"
+    );
+    let first = ChunkHash::of(b"first version");
+    assert!(ctx.blobs.contains(&first));
+
+    turn(&client, conv.id, "/write notes.txt second version").await;
+    assert_eq!(snapshot_seq(&ctx, conv.workspace), 2);
+    let second = ChunkHash::of(b"second version");
+    assert!(ctx.blobs.contains(&second));
+
+    // The first version's chunk is referenced by no committed snapshot any more.
+    let collected = shoal_node::workspace::collect_garbage(&ctx, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(collected.removed >= 1, "{collected:?}");
+    assert!(!ctx.blobs.contains(&first));
+    assert!(ctx.blobs.contains(&second));
+    // What the last snapshot refers to survives, so it still restores.
+    let restored = tempfile::tempdir().unwrap();
+    let record = ctx
+        .store
+        .workspace_snapshot(conv.workspace)
+        .unwrap()
+        .unwrap();
+    let bytes = shoal_node::workspace::manifest::load_chunked(&ctx.blobs, &record.manifest)
+        .unwrap()
+        .expect("the manifest is kept");
+    let manifest = shoal_node::workspace::manifest::Manifest::decode(&bytes).unwrap();
+    shoal_node::workspace::manifest::restore(restored.path(), &manifest, &ctx.blobs).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(restored.path().join("work/notes.txt")).unwrap(),
+        "second version"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_over_the_limit_keeps_the_previous_one_and_warns_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.workspace.snapshot_bytes_max = std::num::NonZeroU64::new(4096).unwrap();
+    let node = TestNode::start_with(config).await;
+    let ctx = node.node.as_ref().unwrap().context().clone();
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+
+    turn(&client, conv.id, "/write small.txt fits").await;
+    assert_eq!(snapshot_seq(&ctx, conv.workspace), 1);
+
+    let big = "x".repeat(8192);
+    let frames = turn(&client, conv.id, &format!("/write big.txt {big}")).await;
+    assert_eq!(
+        done_content(&frames),
+        "wrote big.txt",
+        "the turn itself succeeds"
+    );
+    let warned = warnings(&frames);
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("workspace.snapshot_bytes_max") && w.contains("previous one stays")),
+        "{warned:?}"
+    );
+    assert_eq!(
+        snapshot_seq(&ctx, conv.workspace),
+        1,
+        "the previous snapshot stays"
+    );
+
+    // Followers never see the warning: it is owner-only.
+    let follower = frames
+        .iter()
+        .filter(|f| f.event.for_follower().is_some())
+        .count();
+    assert_eq!(follower + warned.len(), frames.len());
+}
+
+#[tokio::test]
+async fn a_tree_removed_from_disk_is_restored_before_the_next_agent_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let ctx = node.node.as_ref().unwrap().context().clone();
+    let client = node.client().await;
+    let admin = node.admin().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    turn(&client, conv.id, "remember the tide").await;
+    turn(&client, conv.id, "/write notes.txt kept").await;
+
+    // Stop the conversation (and its agent), then lose the tree.
+    assert!(admin.evict(conv.id).await.unwrap());
+    let root = ctx.workspace_root(conv.workspace);
+    eventually("the agent stops", || async {
+        (shoal_node::context::Metrics::get(&ctx.metrics.agent_processes) == 0).then_some(())
+    })
+    .await;
+    std::fs::remove_dir_all(&root).unwrap();
+
+    let frames = turn(&client, conv.id, "/history").await;
+    let statuses = statuses(&frames);
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.starts_with("workspace restored from snapshot 2")),
+        "{statuses:?}"
+    );
+    assert!(
+        !statuses.iter().any(|s| s.contains("could not resume")),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        done_content(&frames),
+        "history: 2 earlier prompts: remember the tide | /write notes.txt kept",
+        "session/load found the agent's own session store"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ctx.workspace_dir(conv.workspace).join("notes.txt")).unwrap(),
+        "kept"
+    );
+}
