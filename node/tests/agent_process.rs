@@ -498,7 +498,7 @@ async fn loading_an_unknown_session_fails_and_stops_the_agent() {
 }
 
 #[tokio::test]
-async fn the_agent_sees_its_private_home_and_extra_env() {
+async fn the_agent_sees_its_private_home_extra_env_and_no_other_node_variable() {
     bounded(async {
         let dirs = Dirs::new();
         let (agent, mut updates) = start(dirs.options()).await;
@@ -515,6 +515,15 @@ async fn the_agent_sees_its_private_home_and_extra_env() {
             assert_eq!(text_of(&turn), value.display().to_string(), "{name}");
         }
         assert!(dirs.home().join(".local/state").is_dir());
+        // The node's own environment stays with the node, but for an allowlist.
+        assert!(
+            std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+            "cargo sets it for the test process"
+        );
+        let (_, turn) = run_prompt(&agent, &mut updates, "/echo-env CARGO_MANIFEST_DIR").await;
+        assert_eq!(text_of(&turn), "<unset>");
+        let (_, turn) = run_prompt(&agent, &mut updates, "/echo-env PATH").await;
+        assert_eq!(Some(text_of(&turn)), std::env::var("PATH").ok());
         agent.shutdown().await;
     })
     .await;

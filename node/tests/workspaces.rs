@@ -179,3 +179,49 @@ async fn a_tree_removed_from_disk_is_restored_before_the_next_agent_starts() {
         "kept"
     );
 }
+
+#[tokio::test]
+async fn an_agent_that_cannot_load_its_session_is_given_the_conversation_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let ctx = node.node.as_ref().unwrap().context().clone();
+    let client = node.client().await;
+    let admin = node.admin().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    turn(&client, conv.id, "remember the tide").await;
+
+    // The agent's own session store is lost, the tree otherwise intact: no restore
+    // happens, and `session/load` fails.
+    assert!(admin.evict(conv.id).await.unwrap());
+    eventually("the agent stops", || async {
+        (shoal_node::context::Metrics::get(&ctx.metrics.agent_processes) == 0).then_some(())
+    })
+    .await;
+    let home = ctx.agent_home(conv.workspace, conv.id);
+    std::fs::remove_dir_all(home.join(".shoal-demo-agent")).unwrap();
+
+    let frames = turn(&client, conv.id, "what did I say?").await;
+    let statuses = statuses(&frames);
+    assert!(
+        statuses.iter().any(|s| s.contains("could not resume")),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.contains("given the conversation so far")),
+        "{statuses:?}"
+    );
+    // The demo agent echoes its prompt: the preamble came first.
+    let echoed = done_content(&frames);
+    assert!(
+        echoed.contains("user: remember the tide")
+            && echoed.contains("assistant: echo: remember the tide"),
+        "{echoed}"
+    );
+    assert!(echoed.ends_with("what did I say?"), "{echoed}");
+
+    // Only the first prompt of the new session carries it.
+    let frames = turn(&client, conv.id, "and now?").await;
+    assert_eq!(done_content(&frames), "echo: and now?");
+}

@@ -42,6 +42,9 @@ pub enum AgentSessionMsg {
         turn: TurnId,
         /// The prompt text.
         text: String,
+        /// The conversation so far, for an agent that starts a new session instead of
+        /// loading its old one (`None`: the conversation has no earlier messages).
+        preamble: Option<String>,
     },
     /// Ask the agent to cancel `turn` (`session/cancel`).
     Cancel {
@@ -118,6 +121,9 @@ pub struct AgentSessionState {
     prompt_task: Option<tokio::task::JoinHandle<()>>,
     /// The node slot the process holds; `Some` exactly while `process` is.
     slot: Option<crate::agent_slots::SlotGuard>,
+    /// The process runs a new session that has not had a prompt yet: its first prompt
+    /// carries the conversation so far.
+    fresh_session: bool,
 }
 
 /// Asks an agent-session actor to stop its idle process ([`crate::agent_slots::Evictor`]).
@@ -162,6 +168,7 @@ impl Actor for AgentSessionActor {
             forwarder,
             prompt_task: None,
             slot: None,
+            fresh_session: false,
         })
     }
 
@@ -185,8 +192,29 @@ impl Actor for AgentSessionActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentSessionMsg::Prompt { turn, text } => {
+            AgentSessionMsg::Prompt {
+                turn,
+                text,
+                preamble,
+            } => {
                 let process = ensure_process(&myself, state, turn).await;
+                let text = match preamble {
+                    Some(preamble) if std::mem::take(&mut state.fresh_session) => {
+                        let _ = state.args.conversation.cast(ConversationMsg::Agent {
+                            turn,
+                            event: AgentEvent::Status(
+                                "the agent started a new session; it was given the conversation so far"
+                                    .to_owned(),
+                            ),
+                            credit: None,
+                        });
+                        format!("{preamble}{text}")
+                    }
+                    _ => {
+                        state.fresh_session = false;
+                        text
+                    }
+                };
                 let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
                 let _ = state.control_tx.send(Control::Start(turn, ack_tx));
                 let _ = ack_rx.await;
@@ -332,6 +360,8 @@ async fn ensure_process(
             args.workspace.shard
         ));
     }
+    // Whether the process runs the recorded session (`session/load` succeeded).
+    let mut resumed = opts.resume_session.is_some();
     let start = async {
         match AgentProcess::start_with(
             &args.command,
@@ -345,6 +375,7 @@ async fn ensure_process(
             // The agent lost (or never had) the recorded session: start a fresh one rather
             // than failing every later turn.
             Err(AgentError::Rpc { code, message }) if opts.resume_session.is_some() => {
+                resumed = false;
                 tracing::warn!(agent = %args.agent_name, code, %message, "cannot resume the agent session; starting a new one");
                 let _ = args.conversation.cast(ConversationMsg::Agent {
                     turn,
@@ -387,6 +418,7 @@ async fn ensure_process(
     Metrics::inc(&ctx.metrics.agent_processes);
     state.slot = Some(slot);
     state.generation += 1;
+    state.fresh_session = !resumed;
     state.args.resume_session = Some(process.session_id().to_owned());
     let _ = state.args.conversation.cast(ConversationMsg::Agent {
         turn,

@@ -40,7 +40,7 @@ const STDERR_DRAIN_AFTER_EXIT_MS: u64 = 500;
 pub(crate) struct SpawnSpec<'a> {
     pub(crate) program: &'a Path,
     pub(crate) args: &'a [String],
-    /// Added to (and overriding) the node's own environment.
+    /// The whole environment ([`child_env`]): nothing else of the node's reaches it.
     pub(crate) env: &'a BTreeMap<String, String>,
     pub(crate) cwd: &'a Path,
 }
@@ -79,6 +79,7 @@ pub(crate) fn spawn(
     let mut command = tokio::process::Command::new(spec.program);
     command
         .args(spec.args)
+        .env_clear()
         .envs(spec.env)
         .current_dir(spec.cwd)
         .stdin(Stdio::piped())
@@ -513,9 +514,28 @@ fn xdg_dirs(home: &Path) -> impl Iterator<Item = (&'static str, PathBuf)> + '_ {
     .map(move |(name, relative)| (name, home.join(relative)))
 }
 
-/// The child's environment on top of the node's: the command's own variables,
-/// then the private home (so a configured `HOME` cannot share state between
-/// sessions, ACP pitfall 4), then `extra_env`.
+/// Variables of the node's own environment an agent inherits; every other one (tokens,
+/// cloud credentials, `SHOAL_*`) stays with the node.
+pub(crate) const INHERITED_ENV: [&str; 7] = [
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "COLORTERM",
+    "TZ",
+    "TMPDIR",
+];
+
+/// Whether a variable of the node's environment passes to agents: [`INHERITED_ENV`]
+/// and the locale's `LC_*`.
+pub(crate) fn inherited(name: &str) -> bool {
+    INHERITED_ENV.contains(&name) || name.starts_with("LC_")
+}
+
+/// The child's whole environment (it starts from an empty one): the node's
+/// [inherited](inherited) variables, the command's own, then the private home (so a
+/// configured `HOME` cannot share state between sessions, ACP pitfall 4), then
+/// `extra_env`.
 pub(crate) fn child_env(
     cmd: &AgentCommand,
     opts: &StartOptions,
@@ -532,7 +552,11 @@ pub(crate) fn child_env(
                 ),
             })
     };
-    let mut env = cmd.env.clone();
+    let mut env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| inherited(k))
+        .collect();
+    env.extend(cmd.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.insert(String::from("HOME"), text(&opts.home)?);
     for (name, dir) in xdg_dirs(&opts.home) {
         env.insert(name.to_owned(), text(&dir)?);

@@ -202,6 +202,7 @@ pub(super) async fn on_send_committed(
             let _ = agent.cast(AgentSessionMsg::Prompt {
                 turn: running.turn,
                 text,
+                preamble: preamble(&state.messages, running.user_message),
             });
             if cancel_early {
                 request_cancel(state);
@@ -209,6 +210,47 @@ pub(super) async fn on_send_committed(
         }
         Err(message) => fail_turn(state, message),
     }
+}
+
+/// Most bytes of transcript a new agent session is given.
+pub(super) const PREAMBLE_BYTES_MAX: usize = 32 * 1024;
+
+/// The conversation before `current` (the turn's user message) as a preamble for an
+/// agent session that starts new (no snapshot had its session store, or the agent
+/// cannot load sessions): the newest messages that fit [`PREAMBLE_BYTES_MAX`]. `None`
+/// when there is nothing before it.
+fn preamble(messages: &VecDeque<Message>, current: shoal_protocol::MessageId) -> Option<String> {
+    let mut kept = Vec::new();
+    let mut bytes = 0;
+    let earlier: Vec<&Message> = messages.iter().filter(|m| m.id < current).collect();
+    for message in earlier.iter().rev() {
+        let who = match message.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        };
+        let line = format!("{who}: {}\n", message.content);
+        if bytes + line.len() > PREAMBLE_BYTES_MAX {
+            break;
+        }
+        bytes += line.len();
+        kept.push(line);
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    // Messages 0..current came before; those not kept (too old for the cache or the
+    // bound) are left out.
+    let left_out = current.0.saturating_sub(kept.len() as u64);
+    kept.reverse();
+    let note = if left_out > 0 {
+        format!(" ({left_out} older messages left out)")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "[This is a new session of an ongoing conversation; the conversation so far{note}:]\n<conversation>\n{}</conversation>\n\n",
+        kept.concat()
+    ))
 }
 
 async fn ensure_agent(state: &mut ConversationState) -> Result<ActorRef<AgentSessionMsg>, String> {
