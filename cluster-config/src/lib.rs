@@ -89,7 +89,7 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// `[tls]`: certificate and key files.
     pub tls: TlsSection,
-    /// `[auth]`: token signing key and token lifetime.
+    /// `[auth]`: token signing key, token lifetime and the credentials master key.
     pub auth: AuthSection,
     /// `[cluster]`: shard count, replication factor, seeds and Raft timings.
     pub cluster: ClusterSection,
@@ -126,9 +126,10 @@ impl NodeConfig {
     /// Reads `path` (at most [`CONFIG_FILE_BYTES_MAX`]) and applies overrides from the
     /// process environment.
     ///
-    /// Relative `node.data_dir`, `tls.*` and `auth.signing_key_path` values written in
-    /// the file resolve against the file's directory; values from environment variables
-    /// are kept as given (relative to the working directory).
+    /// Relative `node.data_dir`, `tls.*`, `auth.signing_key_path` and
+    /// `auth.credentials_key_path` values written in the file resolve against the
+    /// file's directory; values from environment variables are kept as given (relative
+    /// to the working directory).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = read_config_file(path)?;
         let env = env::process_env()?;
@@ -154,10 +155,10 @@ impl NodeConfig {
 
     /// Preset for `shoal-node dev`: node id `dev`, `data_dir` as given, listen (and
     /// advertise) `127.0.0.1:7443`, TLS and auth files under `data_dir`
-    /// (`tls/ca.pem`, `tls/node.pem`, `tls/node.key`, `auth/signing.key`), one agent
-    /// `demo` running `demo_agent_command` with `demo_agent_args`, `default_agent`
-    /// `demo`, 64 shards, 1 replica, no seeds, every other key (Raft timings, gossip)
-    /// at its default.
+    /// (`tls/ca.pem`, `tls/node.pem`, `tls/node.key`, `auth/signing.key`,
+    /// `auth/credentials.key`), one agent `demo` running `demo_agent_command` with
+    /// `demo_agent_args`, `default_agent` `demo`, 64 shards, 1 replica, no seeds, every
+    /// other key (Raft timings, gossip) at its default.
     pub fn dev(
         data_dir: PathBuf,
         demo_agent_command: PathBuf,
@@ -185,6 +186,7 @@ impl NodeConfig {
             },
             auth: AuthSection {
                 signing_key_path: data_dir.join("auth").join("signing.key"),
+                credentials_key_path: Some(data_dir.join("auth").join("credentials.key")),
                 token_ttl_secs: sections::TOKEN_TTL_SECS_DEFAULT,
             },
             cluster: ClusterSection {
@@ -215,8 +217,8 @@ impl NodeConfig {
 
     /// Serializes every key (defaults included) back to TOML that
     /// [`Self::from_toml_str`] reads to an equal config. Optional keys that are unset
-    /// (`telemetry.otlp_endpoint`, `gossip.probe_period_ms`, `gossip.suspect_to_down_ms`)
-    /// are left out, since absent is their meaning.
+    /// (`auth.credentials_key_path`, `telemetry.otlp_endpoint`, `gossip.probe_period_ms`,
+    /// `gossip.suspect_to_down_ms`) are left out, since absent is their meaning.
     pub fn to_toml_string(&self) -> String {
         write::to_toml_string(self)
     }

@@ -53,6 +53,7 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
             "token signing key",
             "\"auth/signing.key\"",
         )?,
+        credentials_key_path: s.opt_path("credentials_key_path", "workspace credentials key")?,
         token_ttl_secs: s.int(&schema::TOKEN_TTL_SECS)?,
     };
 
@@ -146,13 +147,17 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
 /// Makes relative file paths written in the config file relative to `base` (the file's
 /// directory). Paths set from the environment are left as given (relative to the cwd).
 pub(crate) fn resolve_relative_paths(config: &mut NodeConfig, base: &Path, origins: &Origins) {
-    let paths = [
+    let mut paths = vec![
         ("node.data_dir", &mut config.node.data_dir),
         ("tls.ca_cert_path", &mut config.tls.ca_cert_path),
         ("tls.cert_path", &mut config.tls.cert_path),
         ("tls.key_path", &mut config.tls.key_path),
         ("auth.signing_key_path", &mut config.auth.signing_key_path),
     ];
+    // Optional paths, when set.
+    if let Some(path) = &mut config.auth.credentials_key_path {
+        paths.push(("auth.credentials_key_path", path));
+    }
     for (key, path) in paths {
         if !origins.contains(key) && path.is_relative() && !path.as_os_str().is_empty() {
             *path = base.join(&*path);
@@ -265,6 +270,16 @@ impl<'a> Section<'a> {
         let path = PathBuf::from(self.required_string(key, example)?);
         self.check(key, schema::check_path(&path, what))?;
         Ok(path)
+    }
+
+    /// An optional path: `None` when absent, non-empty when set.
+    fn opt_path(&mut self, key: &str, what: &str) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(text) = self.string(key)? else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(text);
+        self.check(key, schema::check_path(&path, what))?;
+        Ok(Some(path))
     }
 
     fn node_id(&mut self, key: &str) -> Result<NodeId, ConfigError> {

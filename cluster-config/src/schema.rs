@@ -34,7 +34,7 @@ pub(crate) const SECTIONS: &[SectionSchema] = &[
     },
     SectionSchema {
         name: "auth",
-        keys: &["signing_key_path", "token_ttl_secs"],
+        keys: &["signing_key_path", "credentials_key_path", "token_ttl_secs"],
     },
     SectionSchema {
         name: "cluster",

@@ -95,12 +95,18 @@ pub struct TlsSection {
     pub key_path: PathBuf,
 }
 
-/// `[auth]`: client token signing.
+/// `[auth]`: client token signing and the workspace credentials master key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSection {
     /// `signing_key_path` (required): the cluster's token signing key; the same key on
     /// every node, so a token issued by one is accepted by all.
     pub signing_key_path: PathBuf,
+    /// `credentials_key_path` (optional): the 32-byte AES-256-GCM master key that
+    /// encrypts workspace credentials at rest; the same file on every node of a
+    /// cluster, like the signing key (a node that holds another key cannot decrypt
+    /// them). Unset: credentials are disabled and requests for them are refused naming
+    /// this key. `shoal-node dev` and `shoal-node up` generate it.
+    pub credentials_key_path: Option<PathBuf>,
     /// `token_ttl_secs` (default 2_592_000 = 30 days, 60..=315_360_000 = 10 years):
     /// lifetime of issued client tokens. Shorter limits the damage of a leaked token;
     /// longer means fewer re-logins.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 mod cluster;
+mod credentials;
 mod files;
 mod workspace;
 
@@ -93,6 +94,10 @@ fn defaults_fill_in() {
     );
     assert_eq!(config.node.advertise_addr, config.node.listen_addr);
     assert_eq!(config.auth.token_ttl_secs.get(), 30 * 24 * 3600);
+    assert_eq!(
+        config.auth.credentials_key_path, None,
+        "credentials disabled"
+    );
     assert_eq!(config.cluster.shard_count.get(), 64);
     assert_eq!(config.cluster.replicas.get(), 3);
     assert_eq!(config.limits, Limits::default());
@@ -670,6 +675,10 @@ fn dev_preset_validates() {
         config.auth.signing_key_path,
         PathBuf::from("/tmp/shoal-dev/auth/signing.key")
     );
+    assert_eq!(
+        config.auth.credentials_key_path,
+        Some(PathBuf::from("/tmp/shoal-dev/auth/credentials.key"))
+    );
     assert_eq!(config.cluster.shard_count.get(), 64);
     assert_eq!(config.cluster.replicas.get(), 1);
     assert_eq!(
@@ -750,6 +759,10 @@ fn to_toml_string_round_trips() {
     let full = with(&[
         ("node.listen_addr", "\"0.0.0.0:9000\""),
         ("node.advertise_addr", "\"10.0.0.5:9000\""),
+        (
+            "auth.credentials_key_path",
+            "\"/etc/shoal/credentials.key\"",
+        ),
         ("telemetry.otlp_endpoint", "\"http://127.0.0.1:4317\""),
         ("telemetry.log_filter", "\"info,shoal_node=debug\""),
         (

@@ -39,6 +39,10 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     for (key, path, what) in paths {
         schema::check_path(path, what).map_err(|p| p.at(key))?;
     }
+    if let Some(path) = &config.auth.credentials_key_path {
+        schema::check_path(path, "workspace credentials key")
+            .map_err(|p| p.at("auth.credentials_key_path"))?;
+    }
 
     let limits = &config.limits;
     let conv = &config.conversation;

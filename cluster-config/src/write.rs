@@ -46,6 +46,10 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
         "signing_key_path",
         path(&config.auth.signing_key_path),
     );
+    // Absent means "credentials disabled", so an unset key is left out.
+    if let Some(key_path) = &config.auth.credentials_key_path {
+        kv(&mut out, "credentials_key_path", path(key_path));
+    }
     kv(
         &mut out,
         "token_ttl_secs",
