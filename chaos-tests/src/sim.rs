@@ -512,7 +512,7 @@ async fn run_node(shared: Arc<Shared>, i: usize) -> turmoil::Result {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                 .unwrap_or(EPOCH_SECS * 1000)
         })),
-        inline_flush: true,
+        inline_blocking: true,
         agent_launcher: Some(Arc::new(agents::InProcessAgents::new(
             name.clone(),
             incarnation,

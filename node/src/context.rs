@@ -190,6 +190,20 @@ impl NodeContext {
             .join(workspace.to_string())
     }
 
+    /// Runs blocking work (file I/O) on a blocking thread, or on the calling task with
+    /// [`crate::seam::Seams::inline_blocking`] (simulation). `Err` when it panicked.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        if self.seams.inline_blocking {
+            return Ok(f());
+        }
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| std::io::Error::other(format!("blocking task failed: {e}")))
+    }
+
     /// Interval between turn checkpoints.
     pub fn checkpoint_interval(&self) -> Duration {
         Duration::from_millis(self.config.conversation.checkpoint_interval_ms.get())

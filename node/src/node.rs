@@ -116,7 +116,7 @@ impl Node {
         } else {
             random_generation
         };
-        let store = open_store(&config, seams.inline_flush, new_generation)?;
+        let store = open_store(&config, seams.inline_blocking, new_generation)?;
         let signer = TokenSigner::load_or_create(&config.auth.signing_key_path)?;
         let paths = TlsPaths {
             ca_cert: config.tls.ca_cert_path.clone(),
@@ -244,12 +244,12 @@ impl Node {
 /// [`Store::generation`]).
 fn open_store(
     config: &NodeConfig,
-    inline_flush: bool,
+    inline_blocking: bool,
     new_generation: u64,
 ) -> Result<Arc<Store>, NodeError> {
     let dir = config.node.data_dir.join("store");
     let shards = config.cluster.shard_count.get();
-    match Store::open_with(&dir, shards, inline_flush, new_generation) {
+    match Store::open_with(&dir, shards, inline_blocking, new_generation) {
         Ok(store) => Ok(store),
         Err(e) if config.cluster.replicas.get() > 1 && dir.exists() => {
             let stamp = std::time::SystemTime::now()
@@ -265,7 +265,7 @@ fn open_store(
             Ok(Store::open_with(
                 &dir,
                 shards,
-                inline_flush,
+                inline_blocking,
                 new_generation,
             )?)
         }

@@ -12,8 +12,9 @@
 //!   RNG and incarnation, and the ids the node makes (conversation ids pick a shard,
 //!   hence a leader).
 //! * [`Seams::wall_clock`]: message timestamps and token expiry checks.
-//! * [`Seams::inline_flush`]: `Db::flush()` on a blocking thread completes at real
-//!   time, so its order against simulated events would vary.
+//! * [`Seams::inline_blocking`]: `Db::flush()` and workspace file work (snapshots,
+//!   restores, blob reads and writes) on a blocking thread complete at real time, so
+//!   their order against simulated events would vary.
 //! * [`Seams::agent_launcher`]: a child process runs at real time; an in-process agent
 //!   runs on the node's (simulated) runtime.
 
@@ -34,9 +35,10 @@ pub struct Seams {
     pub rng_seed: Option<u64>,
     /// The wall clock. `None`: `SystemTime::now()`.
     pub wall_clock: Option<WallClock>,
-    /// Flush the store on the calling task instead of a blocking thread (blocks the
-    /// runtime for the flush: only for simulation).
-    pub inline_flush: bool,
+    /// Flush the store and do workspace file work on the calling task instead of a
+    /// blocking thread (blocks the runtime meanwhile: only for simulation). See
+    /// [`crate::context::NodeContext::blocking`].
+    pub inline_blocking: bool,
     /// Starts agents instead of spawning child processes. `None`: child processes.
     pub agent_launcher: Option<Arc<dyn AgentLauncher>>,
     /// Accept `InjectFault` admin requests (chaos tests). [`crate::Node::start`] turns it
@@ -57,7 +59,7 @@ impl fmt::Debug for Seams {
         f.debug_struct("Seams")
             .field("rng_seed", &self.rng_seed)
             .field("wall_clock", &self.wall_clock.is_some())
-            .field("inline_flush", &self.inline_flush)
+            .field("inline_blocking", &self.inline_blocking)
             .field("agent_launcher", &self.agent_launcher)
             .field("fault_injection", &self.fault_injection)
             .finish()

@@ -309,11 +309,12 @@ fn io(e: impl std::fmt::Display) -> WorkspaceError {
     WorkspaceError::Io(e.to_string())
 }
 
-/// Runs blocking file work off the async threads.
+/// Runs blocking file work off the async threads ([`NodeContext::blocking`]).
 async fn blocking<T: Send + 'static>(
+    ctx: &NodeContext,
     f: impl FnOnce() -> Result<T, WorkspaceError> + Send + 'static,
 ) -> Result<T, WorkspaceError> {
-    tokio::task::spawn_blocking(f).await.map_err(io)?
+    ctx.blocking(f).await.map_err(io)?
 }
 
 fn marker_path(ctx: &NodeContext, workspace: WorkspaceId) -> PathBuf {
@@ -377,7 +378,7 @@ async fn restore_if_behind(
     let missing = {
         let blobs = ctx.blobs.clone();
         let manifest = manifest.clone();
-        blocking(move || Ok(manifest::missing_chunks(&manifest, &blobs))).await?
+        blocking(ctx, move || Ok(manifest::missing_chunks(&manifest, &blobs))).await?
     };
     let fetched = missing.len() as u64;
     fetch(ctx, workspace.shard, missing).await?;
@@ -385,7 +386,7 @@ async fn restore_if_behind(
     check_hosted(ctx, workspace.shard)?;
     let blobs = ctx.blobs.clone();
     let seq = record.seq;
-    let restored = blocking(move || {
+    let restored = blocking(ctx, move || {
         let restored = manifest::restore(&root, &manifest, &blobs).map_err(io)?;
         write_marker(&marker, Some(seq))?;
         Ok(restored)
@@ -410,7 +411,7 @@ async fn load_manifest(
     let blobs = ctx.blobs.clone();
     let chunks = record.manifest.clone();
     let seq = record.seq;
-    blocking(move || {
+    blocking(ctx, move || {
         let bytes = manifest::load_chunked(&blobs, &chunks)
             .map_err(io)?
             .ok_or_else(|| {
@@ -445,7 +446,7 @@ async fn take_snapshot(
     };
     let root = ctx.workspace_root(workspace);
     let blobs = ctx.blobs.clone();
-    let (scanned, base, manifest_chunks) = blocking(move || {
+    let (scanned, base, manifest_chunks) = blocking(ctx, move || {
         let scanned =
             manifest::scan(&root, base.as_ref(), &blobs, limits).map_err(|e| match e {
                 e @ manifest::ScanError::TooBig { .. } => WorkspaceError::TooBig(e.to_string()),
@@ -502,7 +503,7 @@ async fn take_snapshot(
         }
         Err(e) => return Err(WorkspaceError::Commit(e.to_string())),
     }
-    blocking(move || write_marker(&marker, Some(seq))).await?;
+    blocking(ctx, move || write_marker(&marker, Some(seq))).await?;
     tracing::debug!(%workspace, seq, files_read = scanned.files_read, bytes_read = scanned.bytes_read, "workspace snapshot committed");
     Ok(Saved::Committed {
         seq,
@@ -574,7 +575,8 @@ async fn push_to(ctx: &NodeContext, addr: &str, hashes: &[ChunkHash]) -> Result<
         };
         for hash in missing {
             let blobs = ctx.blobs.clone();
-            let bytes = tokio::task::spawn_blocking(move || blobs.get(&hash))
+            let bytes = ctx
+                .blocking(move || blobs.get(&hash))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?
@@ -641,8 +643,9 @@ async fn fetch_one(ctx: &NodeContext, addr: std::net::SocketAddr, hash: ChunkHas
     {
         Ok(BlobReply::Blob(bytes)) => {
             let blobs = ctx.blobs.clone();
-            let stored =
-                tokio::task::spawn_blocking(move || blobs.put_expected(&hash, &bytes)).await;
+            let stored = ctx
+                .blocking(move || blobs.put_expected(&hash, &bytes))
+                .await;
             match stored {
                 Ok(Ok(_)) => true,
                 Ok(Err(e)) => {
@@ -698,7 +701,7 @@ pub async fn collect_garbage(
 ) -> Result<Collected, WorkspaceError> {
     let records = ctx.store.workspace_snapshots().map_err(io)?;
     let blobs = ctx.blobs.clone();
-    blocking(move || {
+    blocking(ctx, move || {
         let mut referenced: HashSet<ChunkHash> = HashSet::new();
         for record in &records {
             let bytes = manifest::load_chunked(&blobs, &record.manifest)

@@ -123,32 +123,33 @@ async fn handle_stream(
 /// writes and syncs files).
 async fn blob_request(ctx: &Arc<NodeContext>, request: PeerRequest) -> BlobReply {
     let blobs = ctx.blobs.clone();
-    let served = tokio::task::spawn_blocking(move || match request {
-        PeerRequest::BlobsMissing { hashes } if hashes.len() > BLOB_QUERY_HASHES_MAX => {
-            BlobReply::Refused(format!(
-                "{} hashes in one query; at most {BLOB_QUERY_HASHES_MAX}",
-                hashes.len()
-            ))
-        }
-        PeerRequest::BlobsMissing { hashes } => BlobReply::Missing(blobs.missing(&hashes)),
-        PeerRequest::BlobPut { bytes, .. } if bytes.len() > CHUNK_BYTES_MAX => {
-            BlobReply::Refused(format!(
-                "a chunk of {} bytes; at most {CHUNK_BYTES_MAX}",
-                bytes.len()
-            ))
-        }
-        PeerRequest::BlobPut { hash, bytes } => match blobs.put_expected(&hash, &bytes) {
-            Ok(_) => BlobReply::Stored,
-            Err(e) => BlobReply::Refused(format!("chunk {hash} not stored: {e}")),
-        },
-        PeerRequest::BlobGet { hash } => match blobs.get(&hash) {
-            Ok(Some(bytes)) => BlobReply::Blob(bytes),
-            Ok(None) => BlobReply::NotFound,
-            Err(e) => BlobReply::Refused(format!("chunk {hash} unreadable here: {e}")),
-        },
-        _ => BlobReply::Refused("not a blob request".into()),
-    })
-    .await;
+    let served = ctx
+        .blocking(move || match request {
+            PeerRequest::BlobsMissing { hashes } if hashes.len() > BLOB_QUERY_HASHES_MAX => {
+                BlobReply::Refused(format!(
+                    "{} hashes in one query; at most {BLOB_QUERY_HASHES_MAX}",
+                    hashes.len()
+                ))
+            }
+            PeerRequest::BlobsMissing { hashes } => BlobReply::Missing(blobs.missing(&hashes)),
+            PeerRequest::BlobPut { bytes, .. } if bytes.len() > CHUNK_BYTES_MAX => {
+                BlobReply::Refused(format!(
+                    "a chunk of {} bytes; at most {CHUNK_BYTES_MAX}",
+                    bytes.len()
+                ))
+            }
+            PeerRequest::BlobPut { hash, bytes } => match blobs.put_expected(&hash, &bytes) {
+                Ok(_) => BlobReply::Stored,
+                Err(e) => BlobReply::Refused(format!("chunk {hash} not stored: {e}")),
+            },
+            PeerRequest::BlobGet { hash } => match blobs.get(&hash) {
+                Ok(Some(bytes)) => BlobReply::Blob(bytes),
+                Ok(None) => BlobReply::NotFound,
+                Err(e) => BlobReply::Refused(format!("chunk {hash} unreadable here: {e}")),
+            },
+            _ => BlobReply::Refused("not a blob request".into()),
+        })
+        .await;
     served.unwrap_or_else(|e| BlobReply::Refused(format!("the blob store task failed: {e}")))
 }
 

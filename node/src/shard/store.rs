@@ -56,8 +56,8 @@ pub struct Store {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     flush_tx: mpsc::Sender<FlushRequest>,
-    /// Flush on the calling task (simulation, [`crate::seam::Seams::inline_flush`]).
-    inline_flush: bool,
+    /// Flush on the calling task (simulation, [`crate::seam::Seams::inline_blocking`]).
+    inline_blocking: bool,
     /// Flushes wait until then (fault injection: a stalled disk).
     stall: FlushStall,
     /// Set once when the store found a fault that must stop the node ([`Self::fail_stop`]).
@@ -85,14 +85,14 @@ impl Store {
         Self::open_with(dir, shard_count, false, rand::random())
     }
 
-    /// [`Self::open`]; with `inline_flush`, [`Self::flush`] runs `Db::flush()` on the
+    /// [`Self::open`]; with `inline_blocking`, [`Self::flush`] runs `Db::flush()` on the
     /// calling task, blocking it (simulation: a blocking thread finishes at real time,
     /// see [`crate::seam`]). A store created now takes `new_generation` (made non-zero)
     /// as its generation.
     pub fn open_with(
         dir: &Path,
         shard_count: u16,
-        inline_flush: bool,
+        inline_blocking: bool,
         new_generation: u64,
     ) -> Result<Arc<Store>, StoreError> {
         let open_err = |e: sled::Error| StoreError::Open {
@@ -116,7 +116,7 @@ impl Store {
             db,
             trees,
             flush_tx,
-            inline_flush,
+            inline_blocking,
             stall,
             fatal: tokio::sync::watch::Sender::new(None),
             generation,
@@ -161,7 +161,7 @@ impl Store {
 
     /// Waits until everything written so far is on disk (coalesced with other callers).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        if self.inline_flush {
+        if self.inline_blocking {
             return self
                 .db
                 .flush()
