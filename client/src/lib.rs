@@ -76,10 +76,13 @@ use futures::Stream;
 use futures::stream::BoxStream;
 use retry::with_retries;
 use shoal_protocol::client::{
-    ClientReply, ClientRequest, ConversationDetail, ConversationSummary, ServerFrame,
+    ClientReply, ClientRequest, ConversationDetail, ConversationSummary, CredentialInfo, Secret,
+    ServerFrame,
 };
 use shoal_protocol::transcript::{Event, EventFrame};
-use shoal_protocol::{ALPN_CLIENT, ConversationId, MessageId, RequestId, Seq, TurnId, UserId};
+use shoal_protocol::{
+    ALPN_CLIENT, ConversationId, MessageId, RequestId, Seq, TurnId, UserId, WorkspaceId,
+};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -276,6 +279,57 @@ impl Client {
         }
     }
 
+    /// Sets (or replaces) credential `name` of `workspace` (`None`: the caller's default
+    /// workspace): an environment variable for the workspace's agents, sealed at rest and
+    /// never returned by any request. Reserved names (`PATH`, proxies, TLS trust, …) are
+    /// refused. Retried across failover (setting twice sets once).
+    pub async fn set_credential(
+        &self,
+        workspace: Option<WorkspaceId>,
+        name: &str,
+        value: &str,
+    ) -> Result<(), ClientError> {
+        let request = ClientRequest::SetCredential {
+            workspace,
+            name: name.to_owned(),
+            value: Secret(value.to_owned()),
+        };
+        match self.unary("set_credential", request, true).await? {
+            ClientReply::CredentialSet => Ok(()),
+            other => Err(unexpected("CredentialSet", &other)),
+        }
+    }
+
+    /// The credentials of `workspace` (`None`: the caller's default workspace): names
+    /// and times, never values.
+    pub async fn list_credentials(
+        &self,
+        workspace: Option<WorkspaceId>,
+    ) -> Result<Vec<CredentialInfo>, ClientError> {
+        let request = ClientRequest::ListCredentials { workspace };
+        match self.unary("list_credentials", request, true).await? {
+            ClientReply::Credentials(list) => Ok(list),
+            other => Err(unexpected("Credentials", &other)),
+        }
+    }
+
+    /// Removes credential `name` of `workspace`; `true` when it existed. Agents started
+    /// from then on do not get it (a running agent keeps the environment it started with).
+    pub async fn delete_credential(
+        &self,
+        workspace: Option<WorkspaceId>,
+        name: &str,
+    ) -> Result<bool, ClientError> {
+        let request = ClientRequest::DeleteCredential {
+            workspace,
+            name: name.to_owned(),
+        };
+        match self.unary("delete_credential", request, true).await? {
+            ClientReply::CredentialDeleted { existed } => Ok(existed),
+            other => Err(unexpected("CredentialDeleted", &other)),
+        }
+    }
+
     /// Follows a conversation's events (follower view) from `since` (exclusive), or from a
     /// snapshot led by a `Reset` when `None`. Connects lazily on first poll; see
     /// [`FollowStream`] for the resume guarantees.
@@ -451,6 +505,9 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::Conversation(_) => "Conversation",
         ClientReply::Cancelled { .. } => "Cancelled",
         ClientReply::PermissionAnswered => "PermissionAnswered",
+        ClientReply::CredentialSet => "CredentialSet",
+        ClientReply::Credentials(_) => "Credentials",
+        ClientReply::CredentialDeleted { .. } => "CredentialDeleted",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

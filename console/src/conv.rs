@@ -137,7 +137,7 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
 
 const STDOUT_ERROR: &str = "cannot write to stdout; check where the output goes";
 
-fn print_line(line: &str) -> anyhow::Result<()> {
+pub(crate) fn print_line(line: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "{line}").context(STDOUT_ERROR)?;
     out.flush().context(STDOUT_ERROR)

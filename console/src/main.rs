@@ -3,6 +3,7 @@
 //! # Layout
 //! * `main.rs` (this file): the command tree, profile loading, the error line and exit codes.
 //! * `conv`: `shoalctl conv …`, built on the client SDK.
+//! * `creds`: `shoalctl creds …`: workspace credentials (values from stdin only).
 //! * `admin`: `shoalctl admin …` and the cluster commands `shoalctl members | shards |
 //!   drain`, built on the admin client.
 //! * `json`: the JSON shapes of `--json` output (events, messages, conversations, status,
@@ -14,6 +15,7 @@
 
 mod admin;
 mod conv;
+mod creds;
 mod json;
 mod render;
 
@@ -50,6 +52,9 @@ enum Command {
     /// Create, message, follow and inspect conversations.
     #[command(subcommand)]
     Conv(conv::ConvCommand),
+    /// Workspace credentials: environment variables for your agents (write-only).
+    #[command(subcommand)]
+    Creds(creds::CredsCommand),
     /// Node status, actors, followers, eviction and tokens (needs the admin token).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -93,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let profile = load_profile(&cli.profile)?;
     match cli.command {
         Command::Conv(command) => conv::run(&profile, command).await,
+        Command::Creds(command) => creds::run(&profile, command).await,
         Command::Admin(command) => admin::run(&profile, command).await,
         Command::Cluster(command) => admin::run_cluster(&profile, command).await,
     }

@@ -161,6 +161,123 @@ async fn shoalctl(profile: &Path, args: &[&str]) -> Result<Output> {
         .context("cannot run shoalctl")
 }
 
+/// Runs `shoalctl --profile PROFILE ARGS…` with `input` on its stdin.
+async fn shoalctl_with_stdin(profile: &Path, args: &[&str], input: &str) -> Result<Output> {
+    use tokio::io::AsyncWriteExt;
+    let mut command = Command::new(SHOALCTL);
+    command
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env_remove("SHOAL_PROFILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().context("cannot run shoalctl")?;
+    let mut stdin = child.stdin.take().context("no stdin pipe")?;
+    stdin.write_all(input.as_bytes()).await?;
+    drop(stdin);
+    tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "`shoalctl {}` took over {COMMAND_TIMEOUT:?}",
+                args.join(" ")
+            )
+        })?
+        .context("cannot run shoalctl")
+}
+
+#[tokio::test]
+async fn credentials_are_set_from_stdin_listed_without_values_and_removed() -> Result<()> {
+    let node = Node::start().await?;
+    let result = credentials_scenario(&node).await;
+    let logs = node.logs();
+    node.stop().await?;
+    result.map_err(|e| anyhow!("{e:#}\n{logs}"))
+}
+
+async fn credentials_scenario(node: &Node) -> Result<()> {
+    let profile = node.profile();
+    let secret = "ghp_from_stdin_7f3a";
+    let stdout = succeeded(
+        &shoalctl_with_stdin(
+            &profile,
+            &["creds", "set", "GITHUB_TOKEN"],
+            &format!("{secret}\n"),
+        )
+        .await?,
+        "creds set",
+    )?;
+    ensure!(
+        stdout == "set GITHUB_TOKEN\n",
+        "creds set printed {stdout:?}"
+    );
+
+    let stdout = succeeded(
+        &shoalctl(&profile, &["creds", "list", "--json"]).await?,
+        "creds list",
+    )?;
+    let list: Value = serde_json::from_str(&stdout)?;
+    ensure!(
+        list.as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["name"] == "GITHUB_TOKEN"),
+        "creds list --json printed {stdout}"
+    );
+    ensure!(
+        !stdout.contains(secret),
+        "the list shows the value: {stdout}"
+    );
+    let table = succeeded(&shoalctl(&profile, &["creds", "list"]).await?, "creds list")?;
+    ensure!(
+        table.starts_with("NAME") && table.contains("GITHUB_TOKEN") && !table.contains(secret),
+        "{table}"
+    );
+
+    // The agent got it (only its hash goes into the transcript).
+    let id = succeeded(&shoalctl(&profile, &["conv", "new"]).await?, "conv new")?;
+    let stdout = succeeded(
+        &shoalctl(
+            &profile,
+            &["conv", "send", id.trim(), "/env-digest GITHUB_TOKEN"],
+        )
+        .await?,
+        "conv send",
+    )?;
+    let digest = format!("blake3:{}", blake3::hash(secret.as_bytes()).to_hex());
+    ensure!(
+        stdout.contains(&digest),
+        "the agent saw another value: {stdout}"
+    );
+
+    // Refusals are one line and change nothing.
+    let line = failed_with_one_line(
+        &shoalctl_with_stdin(&profile, &["creds", "set", "HTTP_PROXY"], "http://evil\n").await?,
+        "creds set HTTP_PROXY",
+    )?;
+    ensure!(line.contains("reserved"), "{line}");
+    let line = failed_with_one_line(
+        &shoalctl_with_stdin(&profile, &["creds", "set", "EMPTY"], "").await?,
+        "creds set EMPTY",
+    )?;
+    ensure!(line.contains("empty"), "{line}");
+
+    let stdout = succeeded(
+        &shoalctl(&profile, &["creds", "rm", "GITHUB_TOKEN"]).await?,
+        "creds rm",
+    )?;
+    ensure!(stdout == "removed GITHUB_TOKEN\n", "{stdout}");
+    let line = failed_with_one_line(
+        &shoalctl(&profile, &["creds", "rm", "GITHUB_TOKEN"]).await?,
+        "creds rm again",
+    )?;
+    ensure!(line.contains("no credential named GITHUB_TOKEN"), "{line}");
+    let stdout = succeeded(&shoalctl(&profile, &["creds", "list"]).await?, "creds list")?;
+    ensure!(stdout == "no credentials\n", "{stdout}");
+    Ok(())
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -219,6 +219,17 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
             .await?;
             Ok(Outcome::Stop("end_turn"))
         }
+        "/env-digest" => {
+            // Like /echo-env, but only the value's BLAKE3 hash goes into the transcript.
+            let lookup = !args.is_empty() && !args.contains(['=', '\0']);
+            let text = lookup
+                .then(|| std::env::var(args).ok())
+                .flatten()
+                .map(|v| format!("blake3:{}", blake3::hash(v.as_bytes()).to_hex()))
+                .unwrap_or_else(|| "<unset>".to_owned());
+            turn.text(&text).await?;
+            Ok(Outcome::Stop("end_turn"))
+        }
         "/echo-env" => {
             // Names the platform cannot look up count as unset rather than reaching libc.
             let lookup = !args.is_empty() && !args.contains(['=', '\0']);

@@ -86,8 +86,9 @@ pub struct AgentCommand {
     pub env: BTreeMap<String, String>,
 }
 
-/// Where and how to start one agent session.
-#[derive(Debug, Clone)]
+/// Where and how to start one agent session. `Debug` shows the names of
+/// [`Self::extra_env`], never their values (they may be credentials).
+#[derive(Clone)]
 pub struct StartOptions {
     /// Absolute workspace directory (must exist): the child's working directory,
     /// the `cwd` of `session/new`/`session/load`, and the only place the agent
@@ -102,8 +103,20 @@ pub struct StartOptions {
     pub resume_session: Option<String>,
     /// Bound on spawn + `initialize` + `session/new`|`session/load`.
     pub start_timeout: Duration,
-    /// Environment variables set last (e.g. `SHOAL_NODE_ID`).
+    /// Environment variables set last (`SHOAL_NODE_ID`, the workspace's credentials).
     pub extra_env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("cwd", &self.cwd)
+            .field("home", &self.home)
+            .field("resume_session", &self.resume_session)
+            .field("start_timeout", &self.start_timeout)
+            .field("extra_env", &self.extra_env.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// Something the agent reported, sent on the updates channel in arrival order.

@@ -83,6 +83,8 @@ pub struct NodeContext {
     pub advertise_addr: std::net::SocketAddr,
     /// Simulation hooks (all off in production): see [`crate::seam`].
     pub seams: crate::seam::Seams,
+    /// The credentials key (`auth.credentials_key_path`); `None`: credentials are off.
+    pub credentials_key: Option<crate::security::credentials::CredentialsKey>,
     /// Workspace chunks held for the shards' replicas.
     pub blobs: Arc<crate::workspace::blobs::BlobStore>,
     /// Sandbox actors of the workspaces this node hosts.

@@ -39,6 +39,9 @@ pub enum DevError {
     /// The signing key could not be created.
     #[error(transparent)]
     Key(#[from] crate::security::tokens::KeyError),
+    /// The credentials key could not be made.
+    #[error(transparent)]
+    CredentialsKey(#[from] crate::security::credentials::CredentialsKeyError),
     /// The profile could not be written.
     #[error("cannot write the profile {path}: {source}")]
     Profile {
@@ -85,6 +88,9 @@ pub fn prepare(config: &NodeConfig) -> Result<(), DevError> {
         key: config.tls.key_path.clone(),
     })?;
     TokenSigner::load_or_create(&config.auth.signing_key_path)?;
+    if let Some(path) = &config.auth.credentials_key_path {
+        crate::security::credentials::CredentialsKey::load_or_create(path)?;
+    }
     Ok(())
 }
 
@@ -187,6 +193,9 @@ pub fn prepare_cluster(
     }
     let signing_key = dir.join("auth").join("signing.key");
     TokenSigner::load_or_create(&signing_key)?;
+    // One credentials key for every node, like the signing key.
+    let credentials_key = dir.join("auth").join("credentials.key");
+    crate::security::credentials::CredentialsKey::load_or_create(&credentials_key)?;
     let addrs: Vec<SocketAddr> = (0..nodes)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], first_port.saturating_add(i))))
         .collect();
@@ -208,6 +217,7 @@ pub fn prepare_cluster(
         config.tls.cert_path = certs.join("nodes").join(format!("{name}.pem"));
         config.tls.key_path = certs.join("nodes").join(format!("{name}.key"));
         config.auth.signing_key_path = signing_key.clone();
+        config.auth.credentials_key_path = Some(credentials_key.clone());
         config.cluster.replicas =
             std::num::NonZeroU8::new(nodes.min(3) as u8).unwrap_or(std::num::NonZeroU8::MIN);
         config.cluster.seeds = addrs.iter().filter(|a| **a != addrs[i]).copied().collect();

@@ -12,6 +12,7 @@
 
 pub mod admin_api;
 pub mod client_api;
+mod credentials;
 pub mod frames;
 pub mod peer_api;
 pub mod tail;

@@ -35,6 +35,9 @@ pub enum NodeError {
     /// The signing key could not be loaded.
     #[error(transparent)]
     Key(#[from] crate::security::tokens::KeyError),
+    /// The credentials key could not be loaded.
+    #[error(transparent)]
+    CredentialsKey(#[from] crate::security::credentials::CredentialsKeyError),
     /// The listen address could not be bound.
     #[error(
         "cannot listen on {addr}: {source}; pick a free address with `node.listen_addr` (or --listen)"
@@ -192,8 +195,13 @@ impl Node {
         let blobs = Arc::new(crate::workspace::blobs::BlobStore::new(
             config.node.data_dir.join("blobs"),
         ));
+        let credentials_key = match &config.auth.credentials_key_path {
+            Some(path) => Some(crate::security::credentials::CredentialsKey::load_or_create(path)?),
+            None => None,
+        };
         let ctx = Arc::new(NodeContext {
             blobs,
+            credentials_key,
             sandboxes: crate::workspace::Sandboxes::default(),
             config,
             store,

@@ -80,6 +80,51 @@ pub enum ClientRequest {
         /// The chosen option id; `None` cancels (denies) the tool call.
         option_id: Option<String>,
     },
+    /// Set (or replace) a credential of a workspace the caller owns: an environment
+    /// variable for the workspace's agents. Write-only: no request returns the value.
+    SetCredential {
+        /// The workspace; `None`: the caller's default workspace.
+        workspace: Option<WorkspaceId>,
+        /// The variable name (`[A-Z_][A-Z0-9_]*`, not a reserved name).
+        name: String,
+        /// The value (at most 32 KiB).
+        value: Secret,
+    },
+    /// The credentials of a workspace the caller owns: names and times only.
+    ListCredentials {
+        /// The workspace; `None`: the caller's default workspace.
+        workspace: Option<WorkspaceId>,
+    },
+    /// Remove a credential of a workspace the caller owns.
+    DeleteCredential {
+        /// The workspace; `None`: the caller's default workspace.
+        workspace: Option<WorkspaceId>,
+        /// The variable name.
+        name: String,
+    },
+}
+
+/// A secret value on the wire (a credential): shown as `<redacted>` by `Debug`, so a
+/// logged request never holds it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A workspace credential as listed: its name and times, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialInfo {
+    /// The environment variable it sets.
+    pub name: String,
+    /// When it was first set, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When it was last set.
+    pub updated_at_ms: u64,
 }
 
 /// A conversation's metadata.
@@ -130,6 +175,15 @@ pub enum ClientReply {
     },
     /// `RespondPermission` was delivered to the agent.
     PermissionAnswered,
+    /// `SetCredential` is committed.
+    CredentialSet,
+    /// `ListCredentials`: names and times, sorted by name.
+    Credentials(Vec<CredentialInfo>),
+    /// `DeleteCredential` is committed.
+    CredentialDeleted {
+        /// It existed.
+        existed: bool,
+    },
 }
 
 /// What the server writes on a request stream. Encoded by declaration index: append only.

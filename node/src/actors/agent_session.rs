@@ -20,7 +20,6 @@ use crate::agent_process::{
 use crate::context::{Metrics, NodeContext};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shoal_protocol::TurnId;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -345,7 +344,15 @@ async fn ensure_process(
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let mut extra_env = BTreeMap::new();
+    let (mut extra_env, left_out) = crate::security::credentials::agent_env(ctx, args.workspace);
+    for warning in left_out {
+        let _ = args.conversation.cast(ConversationMsg::Agent {
+            turn,
+            event: AgentEvent::Warning(warning),
+            credit: None,
+        });
+    }
+    // After the credentials: reserved names are never injected, and this one is Shoal's.
     extra_env.insert("SHOAL_NODE_ID".to_owned(), ctx.node_id().to_owned());
     let opts = StartOptions {
         cwd: args.cwd.clone(),

@@ -73,6 +73,8 @@ pub const AGENT_EVENTS_QUEUED_MAX: usize = 256;
 pub enum AgentEvent {
     /// A status line for the turn.
     Status(String),
+    /// An owner-only warning for the turn (a credential left out).
+    Warning(String),
     /// The agent process started with this session id.
     SessionStarted(String),
     /// A session update.
@@ -283,7 +285,7 @@ fn internal(ctx: &NodeContext, context: &str, err: impl std::fmt::Display) -> Wi
     ctx.internal_error(context, err)
 }
 
-fn propose_error(ctx: &NodeContext, context: &str, err: ProposeError) -> WireError {
+pub(crate) fn propose_error(ctx: &NodeContext, context: &str, err: ProposeError) -> WireError {
     match err {
         ProposeError::Rejected(Rejection::NotFound(id)) => {
             WireError::not_found(format!("conversation {id} does not exist"))

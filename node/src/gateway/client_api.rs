@@ -83,6 +83,14 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         ClientRequest::CreateConversation { .. } | ClientRequest::ListConversations { .. } => {
             ctx.default_workspace(&peer.user).shard
         }
+        // A workspace that is not the caller's is refused where the request is served.
+        ClientRequest::SetCredential { workspace, .. }
+        | ClientRequest::ListCredentials { workspace }
+        | ClientRequest::DeleteCredential { workspace, .. } => {
+            workspace
+                .unwrap_or_else(|| ctx.default_workspace(&peer.user))
+                .shard
+        }
     }
 }
 
@@ -348,6 +356,21 @@ pub async fn dispatch(
             .map(ClientReply::Created),
         ClientRequest::ListConversations { limit } => {
             list(ctx, peer, limit).map(ClientReply::Conversations)
+        }
+        ClientRequest::SetCredential {
+            workspace,
+            name,
+            value,
+        } => super::credentials::set(ctx, peer, workspace, name, value)
+            .await
+            .map(|()| ClientReply::CredentialSet),
+        ClientRequest::ListCredentials { workspace } => {
+            super::credentials::list(ctx, peer, workspace).map(ClientReply::Credentials)
+        }
+        ClientRequest::DeleteCredential { workspace, name } => {
+            super::credentials::delete(ctx, peer, workspace, name)
+                .await
+                .map(|existed| ClientReply::CredentialDeleted { existed })
         }
         ClientRequest::GetConversation { conversation } => {
             call(host, conversation, |reply| ConversationMsg::Get {

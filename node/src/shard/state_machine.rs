@@ -23,8 +23,12 @@
 //! * `rs/<conversation uid>/<request id>` → the turn a `AppendUserMessage` request started
 //! * `u/<user>/<conversation uid>` → empty: the user's conversations
 //! * `w/<workspace uid>` → [`WorkspaceSnapshot`]: the workspace's last committed snapshot
+//! * `k/<workspace uid>` → [`WorkspaceCredentials`]: the workspace's sealed credentials
 
 use super::parts_delta::PartsDelta;
+use crate::security::credentials::{
+    CREDENTIAL_VALUE_BYTES_MAX, CREDENTIALS_PER_WORKSPACE_MAX, Sealed, check_shape,
+};
 use serde::{Deserialize, Serialize};
 use shoal_protocol::frame::{BincodeCodec, Codec};
 use shoal_protocol::transcript::{
@@ -129,6 +133,42 @@ pub enum ShardCommand {
         /// The new snapshot; its `seq` is `base + 1`.
         snapshot: WorkspaceSnapshot,
     },
+    /// Set or replace a workspace credential. Only the sealed value enters the log.
+    SetCredential {
+        /// The workspace (this shard's).
+        workspace: WorkspaceId,
+        /// The variable name.
+        name: String,
+        /// The value, sealed by the proposer.
+        sealed: Sealed,
+        /// When.
+        at_ms: u64,
+    },
+    /// Remove a workspace credential.
+    DeleteCredential {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// The variable name.
+        name: String,
+    },
+}
+
+/// A workspace's credentials, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceCredentials {
+    /// The credentials.
+    pub entries: std::collections::BTreeMap<String, StoredCredential>,
+}
+
+/// One stored credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCredential {
+    /// The sealed value.
+    pub sealed: Sealed,
+    /// When it was first set.
+    pub created_at_ms: u64,
+    /// When it was last set.
+    pub updated_at_ms: u64,
 }
 
 /// A workspace's committed snapshot: where to find its manifest, not the files (the
@@ -214,6 +254,11 @@ pub enum Outcome {
     Done,
     /// `EndTurn`: the final assistant message as stored.
     TurnEnded(Box<Message>),
+    /// `DeleteCredential`: whether it existed.
+    Removed {
+        /// It existed (and is gone now).
+        existed: bool,
+    },
 }
 
 /// What `AppendUserMessage` did.
@@ -348,6 +393,23 @@ impl ShardCommand {
                     )));
                 }
             }
+            ShardCommand::SetCredential {
+                workspace,
+                name,
+                sealed,
+                ..
+            } => {
+                check_shape(name).map_err(Rejection::Invalid)?;
+                let bound = CREDENTIAL_VALUE_BYTES_MAX + 16;
+                if sealed.ciphertext.len() > bound || sealed.key_id.len() > 64 {
+                    return Err(Rejection::Invalid(format!(
+                        "credential `{name}` of workspace {workspace} is larger than a credential can be"
+                    )));
+                }
+            }
+            ShardCommand::DeleteCredential { name, .. } => {
+                check_shape(name).map_err(Rejection::Invalid)?;
+            }
             ShardCommand::Activate { .. }
             | ShardCommand::AppendUserMessage { .. }
             | ShardCommand::SetAgentSession { .. }
@@ -382,6 +444,13 @@ pub fn conversation_key(id: ConversationId) -> Vec<u8> {
 /// Key of a workspace's last committed snapshot.
 pub fn workspace_snapshot_key(workspace: WorkspaceId) -> Vec<u8> {
     let mut key = b"w/".to_vec();
+    key.extend_from_slice(&workspace.uid.to_be_bytes());
+    key
+}
+
+/// Key of a workspace's credentials.
+pub fn workspace_credentials_key(workspace: WorkspaceId) -> Vec<u8> {
+    let mut key = b"k/".to_vec();
     key.extend_from_slice(&workspace.uid.to_be_bytes());
     key
 }
@@ -669,6 +738,44 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             }
             writes.put(key, snapshot);
             Outcome::Done
+        }
+        ShardCommand::SetCredential {
+            workspace,
+            name,
+            sealed,
+            at_ms,
+        } => {
+            let key = workspace_credentials_key(*workspace);
+            let mut all = read::<WorkspaceCredentials>(view, &key)?.unwrap_or_default();
+            let created_at_ms = match all.entries.get(name) {
+                Some(existing) => existing.created_at_ms,
+                None if all.entries.len() >= CREDENTIALS_PER_WORKSPACE_MAX => {
+                    return Err(Rejection::Invalid(format!(
+                        "workspace {workspace} already holds {CREDENTIALS_PER_WORKSPACE_MAX} credentials; remove one first"
+                    ))
+                    .into());
+                }
+                None => *at_ms,
+            };
+            all.entries.insert(
+                name.clone(),
+                StoredCredential {
+                    sealed: sealed.clone(),
+                    created_at_ms,
+                    updated_at_ms: *at_ms,
+                },
+            );
+            writes.put(key, &all);
+            Outcome::Done
+        }
+        ShardCommand::DeleteCredential { workspace, name } => {
+            let key = workspace_credentials_key(*workspace);
+            let mut all = read::<WorkspaceCredentials>(view, &key)?.unwrap_or_default();
+            let existed = all.entries.remove(name).is_some();
+            if existed {
+                writes.put(key, &all);
+            }
+            Outcome::Removed { existed }
         }
     };
     Ok((writes, outcome))

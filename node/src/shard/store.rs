@@ -6,8 +6,9 @@
 //! shards. Never `flush_async()`, which deadlocks in sled 0.34 (STACK.md).
 
 use super::state_machine::{
-    ConversationRecord, WORKSPACE_SNAPSHOT_PREFIX, WorkspaceSnapshot, conversation_key, decode,
-    message_key, user_prefix, workspace_snapshot_key,
+    ConversationRecord, WORKSPACE_SNAPSHOT_PREFIX, WorkspaceCredentials, WorkspaceSnapshot,
+    conversation_key, decode, message_key, user_prefix, workspace_credentials_key,
+    workspace_snapshot_key,
 };
 use shoal_protocol::transcript::Message;
 use shoal_protocol::{ConversationId, MessageId, ShardId, UserId, WorkspaceId};
@@ -247,6 +248,19 @@ impl Store {
             Some(bytes) => decode(&key, &bytes)
                 .map(Some)
                 .map_err(|e| StoreError::Io(e.to_string())),
+        }
+    }
+
+    /// A workspace's sealed credentials (empty when none is set).
+    pub fn workspace_credentials(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<WorkspaceCredentials, StoreError> {
+        let key = workspace_credentials_key(workspace);
+        let tree = self.tree(workspace.shard)?;
+        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
+            None => Ok(WorkspaceCredentials::default()),
+            Some(bytes) => decode(&key, &bytes).map_err(|e| StoreError::Io(e.to_string())),
         }
     }
 

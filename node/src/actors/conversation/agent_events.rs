@@ -84,6 +84,7 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
     let event = match event {
         AgentEvent::SessionStarted(_) => return,
         AgentEvent::Status(text) => Event::Status { text },
+        AgentEvent::Warning(message) => Event::AgentWarning { message },
         AgentEvent::Ended(result) => {
             let (status, reason, error) = match result {
                 Ok(PromptOutcome::Cancelled) => {

@@ -222,7 +222,10 @@ pub(super) const PREAMBLE_BYTES_MAX: usize = 32 * 1024;
 fn preamble(messages: &VecDeque<Message>, current: shoal_protocol::MessageId) -> Option<String> {
     let mut kept = Vec::new();
     let mut bytes = 0;
-    let earlier: Vec<&Message> = messages.iter().filter(|m| m.id < current).collect();
+    let earlier: Vec<&Message> = messages
+        .iter()
+        .filter(|m| m.id < current && !m.content.is_empty())
+        .collect();
     for message in earlier.iter().rev() {
         let who = match message.role {
             Role::User => "user",
