@@ -46,9 +46,12 @@
 //! # Conventions
 //! Durations are integers with the unit in the key and field name
 //! (`checkpoint_interval_ms: NonZeroU64`); each has a helper returning a
-//! [`std::time::Duration`] (`checkpoint_interval()`). Every integer is non-zero and
-//! bounded (except `cluster.placement_grace_ms`, where zero means no grace, a plain
-//! `u64`). The key reference, with defaults and sizing advice, is the crate README.
+//! [`std::time::Duration`] (`checkpoint_interval()`). Every integer is bounded and
+//! non-zero, except a few plain `u64`s where zero means something:
+//! `cluster.placement_grace_ms` (no grace), and `workspace.idle_stop_ms` and
+//! `workspace.archive_after_ms` (disabled; their helpers return
+//! `Option<Duration>`, `None` for 0). The key reference, with defaults and sizing
+//! advice, is the crate README.
 #![warn(missing_docs)]
 
 mod env;
@@ -99,7 +102,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// `[conversation]`: turn, checkpoint and passivation timing.
     pub conversation: ConversationSection,
-    /// `[workspace]`: workspace snapshot size, entry count and time bounds.
+    /// `[workspace]`: workspace snapshot size, entry count and time bounds; when idle
+    /// agents are stopped and idle workspaces archived.
     pub workspace: WorkspaceSection,
     /// `[agents.<name>]`: the agents this node can run; at least one.
     pub agents: BTreeMap<AgentName, AgentSpec>,

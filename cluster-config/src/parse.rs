@@ -110,6 +110,8 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         snapshot_bytes_max: s.int(&schema::SNAPSHOT_BYTES_MAX)?,
         snapshot_files_max: s.int(&schema::SNAPSHOT_FILES_MAX)?,
         snapshot_timeout_ms: s.int(&schema::SNAPSHOT_TIMEOUT_MS)?,
+        idle_stop_ms: s.int_u64(&schema::IDLE_STOP_MS)?,
+        archive_after_ms: s.int_u64(&schema::ARCHIVE_AFTER_MS)?,
     };
 
     let mut s = Section::take(&mut root, "telemetry", origins)?;
@@ -333,7 +335,7 @@ impl<'a> Section<'a> {
                 self.check(rule.key, rule.check(i128::from(int))).map(Some)
             }
             Some(other) => {
-                let expected = format!("an integer from {} to {}", rule.min, rule.max);
+                let expected = rule.expected();
                 Err(self.wrong_type(
                     rule.key,
                     &expected,
@@ -344,7 +346,8 @@ impl<'a> Section<'a> {
         }
     }
 
-    /// Integer key `rule.key`, its default when absent (required if it has none).
+    /// Integer key `rule.key` as a plain `u64` (so zero passes where `rule.min` is 0),
+    /// its default when absent (required if it has none).
     fn int_u64(&mut self, rule: &IntRule) -> Result<u64, ConfigError> {
         match self.int_value(rule)?.or(rule.default) {
             Some(value) => Ok(value),

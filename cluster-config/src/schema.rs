@@ -90,6 +90,8 @@ pub(crate) const SECTIONS: &[SectionSchema] = &[
             "snapshot_bytes_max",
             "snapshot_files_max",
             "snapshot_timeout_ms",
+            "idle_stop_ms",
+            "archive_after_ms",
         ],
     },
     SectionSchema {
@@ -131,10 +133,14 @@ pub(crate) struct IntRule {
     /// means "let the node pick" (e.g. the gossip preset's value).
     pub(crate) default: Option<u64>,
     /// Smallest accepted value. At least 1, except for the few keys stored as a plain
-    /// integer because zero is meaningful (`cluster.placement_grace_ms`).
+    /// `u64` because zero is meaningful: "none" (`cluster.placement_grace_ms`) or "off"
+    /// (see [`Self::zero_disables`]).
     pub(crate) min: u64,
     /// Largest accepted value.
     pub(crate) max: u64,
+    /// Zero turns the feature off (`workspace.idle_stop_ms`); `min` is then 0, and an
+    /// out-of-range value's fix says to use 0 to disable, since a negative one does not.
+    pub(crate) zero_disables: bool,
 }
 
 impl IntRule {
@@ -147,22 +153,38 @@ impl IntRule {
     pub(crate) fn check(&self, value: i128) -> Result<u64, Problem> {
         match u64::try_from(value) {
             Ok(v) if (self.min..=self.max).contains(&v) => Ok(v),
-            _ => {
-                let fix = match self.default {
-                    Some(default) => format!(
-                        "set {} to a value from {} to {} (default {default})",
-                        self.key, self.min, self.max
-                    ),
-                    None => format!(
-                        "set {} to a value from {} to {}, or remove it",
-                        self.key, self.min, self.max
-                    ),
-                };
-                Err(Problem::new(
-                    format!("{value} is outside {}..={}", self.min, self.max),
-                    fix,
-                ))
+            _ => Err(Problem::new(
+                format!("{value} is outside {}..={}", self.min, self.max),
+                self.fix(value < 0),
+            )),
+        }
+    }
+
+    /// What to do about an out-of-range value; `negative` when it was below zero.
+    fn fix(&self, negative: bool) -> String {
+        let (key, min, max) = (self.key, self.min, self.max);
+        match self.default {
+            Some(default) if self.zero_disables && negative => format!(
+                "use 0 to disable {key} (a negative value does not), or a value from 1 to {max} \
+                 (default {default})"
+            ),
+            Some(default) if self.zero_disables => format!(
+                "set {key} to a value from 1 to {max} (default {default}), or 0 to disable it"
+            ),
+            Some(default) => {
+                format!("set {key} to a value from {min} to {max} (default {default})")
             }
+            None => format!("set {key} to a value from {min} to {max}, or remove it"),
+        }
+    }
+
+    /// What a value of the wrong type should have been, e.g. `an integer from 1 to 60000`.
+    pub(crate) fn expected(&self) -> String {
+        let range = format!("an integer from {} to {}", self.min, self.max);
+        if self.zero_disables {
+            format!("{range} (0 disables)")
+        } else {
+            range
         }
     }
 }
@@ -173,12 +195,23 @@ const MS_PER_DAY: u64 = SECS_PER_DAY * MS_PER_SEC;
 const MIB_BYTES: u64 = 1024 * 1024;
 const TIB_BYTES: u64 = 1024 * 1024 * MIB_BYTES;
 
+/// `NAME: "section"."key" = default, min, max;`, with a trailing `, zero_disables` for
+/// keys where 0 turns the feature off.
 macro_rules! int_rules {
-    ($($name:ident: $section:literal . $key:literal = $default:expr, $min:expr, $max:expr;)*) => {
+    (@zero_disables) => { false };
+    (@zero_disables zero_disables) => { true };
+    ($($name:ident: $section:literal . $key:literal = $default:expr, $min:expr, $max:expr
+        $(, $zero:ident)?;)*) => {
         $(
             #[doc = concat!("Rule of `", $section, ".", $key, "`.")]
-            pub(crate) const $name: IntRule =
-                IntRule { section: $section, key: $key, default: $default, min: $min, max: $max };
+            pub(crate) const $name: IntRule = IntRule {
+                section: $section,
+                key: $key,
+                default: $default,
+                min: $min,
+                max: $max,
+                zero_disables: int_rules!(@zero_disables $($zero)?),
+            };
         )*
         /// Every integer key's rule.
         pub(crate) const INT_RULES: &[&IntRule] = &[$(&$name),*];
@@ -218,6 +251,8 @@ int_rules! {
     SNAPSHOT_BYTES_MAX: "workspace"."snapshot_bytes_max" = Some(256 * MIB_BYTES), 1, TIB_BYTES;
     SNAPSHOT_FILES_MAX: "workspace"."snapshot_files_max" = Some(100_000), 1, 1_000_000;
     SNAPSHOT_TIMEOUT_MS: "workspace"."snapshot_timeout_ms" = Some(120_000), 1, 3_600_000;
+    IDLE_STOP_MS: "workspace"."idle_stop_ms" = Some(900_000), 0, 7 * MS_PER_DAY, zero_disables;
+    ARCHIVE_AFTER_MS: "workspace"."archive_after_ms" = Some(MS_PER_DAY), 0, 365 * MS_PER_DAY, zero_disables;
 }
 
 /// The rule of integer key `section.key`, if it is one.
@@ -413,11 +448,16 @@ mod tests {
                 "{} listed in its section",
                 rule.path()
             );
-            // Zero is allowed only where it means something (no grace period); such a
-            // key is a plain integer, every other is a `NonZero*`.
+            // Zero is allowed only where it means something (no grace period, or "off");
+            // such a key is a plain integer, every other is a `NonZero*`.
             assert!(
-                rule.min >= 1 || rule.path() == "cluster.placement_grace_ms",
+                rule.min >= 1 || rule.zero_disables || rule.path() == "cluster.placement_grace_ms",
                 "{} is non-zero",
+                rule.path()
+            );
+            assert!(
+                !rule.zero_disables || rule.min == 0,
+                "{}: zero must be accepted where it disables",
                 rule.path()
             );
             if let Some(default) = rule.default {
@@ -458,6 +498,35 @@ mod tests {
             "set probe_period_ms to a value from 100 to 60000, or remove it"
         );
         assert_eq!(PLACEMENT_GRACE_MS.check(0), Ok(0));
+    }
+
+    #[test]
+    fn int_rule_check_where_zero_disables() {
+        assert_eq!(IDLE_STOP_MS.check(0), Ok(0));
+        assert_eq!(IDLE_STOP_MS.check(604_800_000), Ok(604_800_000));
+        let problem = IDLE_STOP_MS.check(-1).expect_err("negative");
+        assert_eq!(problem.problem, "-1 is outside 0..=604800000");
+        assert_eq!(
+            problem.fix,
+            "use 0 to disable idle_stop_ms (a negative value does not), or a value from 1 to \
+             604800000 (default 900000)"
+        );
+        let problem = IDLE_STOP_MS.check(604_800_001).expect_err("above maximum");
+        assert_eq!(
+            problem.fix,
+            "set idle_stop_ms to a value from 1 to 604800000 (default 900000), or 0 to disable it"
+        );
+        assert_eq!(
+            IDLE_STOP_MS.expected(),
+            "an integer from 0 to 604800000 (0 disables)"
+        );
+        assert_eq!(SHARD_COUNT.expected(), "an integer from 1 to 1024");
+        // Zero meaning "none" is not "off": the usual fix.
+        let problem = PLACEMENT_GRACE_MS.check(-1).expect_err("negative");
+        assert_eq!(
+            problem.fix,
+            "set placement_grace_ms to a value from 0 to 86400000 (default 10000)"
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! (`checkpoint_interval_ms: NonZeroU64`); each has a helper returning a
 //! [`Duration`] (`checkpoint_interval()`). Integer bounds are checked when parsing
 //! and again by [`crate::NodeConfig::validate`]. Integers are `NonZero*` except
-//! `cluster.placement_grace_ms`, where zero means "no grace".
+//! `cluster.placement_grace_ms`, where zero means "no grace", and the keys where zero
+//! means "disabled" (`workspace.idle_stop_ms`, `workspace.archive_after_ms`), whose
+//! helpers return `None` for zero.
 
 use crate::schema::{self, IntRule};
 use std::collections::BTreeMap;
@@ -420,8 +422,9 @@ impl Default for ConversationSection {
 }
 
 /// `[workspace]`: bounds on workspace snapshots, the copies of a workspace's files kept
-/// on its shard's replicas. A snapshot that would go past a bound is not taken: the
-/// previous snapshot stays and the owner is warned.
+/// on its shard's replicas, and how long idle agents and live workspace directories
+/// stay on a node. A snapshot that would go past a bound is not taken: the previous
+/// snapshot stays and the owner is warned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkspaceSection {
     /// `snapshot_bytes_max` (default 268_435_456 = 256 MiB, 1..=1_099_511_627_776 =
@@ -437,6 +440,19 @@ pub struct WorkspaceSection {
     /// manifest) or restore may take; past it the snapshot is abandoned (the previous
     /// one stays) and the owner is warned.
     pub snapshot_timeout_ms: NonZeroU64,
+    /// `idle_stop_ms` (default 900_000 = 15 min, 0..=604_800_000 = 7 days; 0
+    /// disables): an agent process that has had no prompt for this long is stopped (its
+    /// workspace is snapshotted first; the next turn starts it again and resumes its
+    /// session with `session/load`). 0: agents stay until their conversation is
+    /// passivated (`conversation.idle_passivate_ms`).
+    pub idle_stop_ms: u64,
+    /// `archive_after_ms` (default 86_400_000 = 1 day, 0..=31_536_000_000 = 365 days;
+    /// 0 disables): a workspace with no agent running and no snapshot or restore for
+    /// this long is archived: its live directory is removed from the node's disk after a
+    /// last snapshot; the replicated snapshot stays and the next turn restores it. A
+    /// node that no longer hosts a workspace removes its stale copy after this long too.
+    /// 0: live directories stay on disk.
+    pub archive_after_ms: u64,
 }
 
 impl WorkspaceSection {
@@ -444,6 +460,21 @@ impl WorkspaceSection {
     pub fn snapshot_timeout(&self) -> Duration {
         Duration::from_millis(self.snapshot_timeout_ms.get())
     }
+    /// [`Self::idle_stop_ms`] as a [`Duration`]; `None` when 0 (idle agents are not
+    /// stopped).
+    pub fn idle_stop(&self) -> Option<Duration> {
+        unless_disabled(self.idle_stop_ms)
+    }
+    /// [`Self::archive_after_ms`] as a [`Duration`]; `None` when 0 (workspaces are not
+    /// archived).
+    pub fn archive_after(&self) -> Option<Duration> {
+        unless_disabled(self.archive_after_ms)
+    }
+}
+
+/// Milliseconds as a [`Duration`], `None` for 0 (the key's "disabled").
+fn unless_disabled(ms: u64) -> Option<Duration> {
+    (ms != 0).then(|| Duration::from_millis(ms))
 }
 
 impl Default for WorkspaceSection {
@@ -452,6 +483,8 @@ impl Default for WorkspaceSection {
             snapshot_bytes_max: const { nz64(&schema::SNAPSHOT_BYTES_MAX) },
             snapshot_files_max: const { nz32(&schema::SNAPSHOT_FILES_MAX) },
             snapshot_timeout_ms: const { nz64(&schema::SNAPSHOT_TIMEOUT_MS) },
+            idle_stop_ms: const { default_of(&schema::IDLE_STOP_MS) },
+            archive_after_ms: const { default_of(&schema::ARCHIVE_AFTER_MS) },
         }
     }
 }

@@ -221,6 +221,19 @@ fn every_integer_at_its_maximum_fits_its_type() {
 }
 
 #[test]
+fn every_key_where_zero_disables_accepts_zero() {
+    let edits: Vec<(String, &str)> = schema::INT_RULES
+        .iter()
+        .filter(|rule| rule.zero_disables)
+        .map(|rule| (rule.path(), "0"))
+        .collect();
+    assert!(!edits.is_empty());
+    let edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let config = NodeConfig::from_toml_str(&with(&edits), no_env()).expect("0 is valid");
+    config.validate().expect("validates");
+}
+
+#[test]
 fn rules_fire_naming_the_key() {
     // (edits, expected key, text the message must contain)
     let cases: &[(Edits, &str, &str)] = &[
@@ -791,6 +804,8 @@ fn to_toml_string_round_trips() {
         ("workspace.snapshot_bytes_max", "1073741824"),
         ("workspace.snapshot_files_max", "250000"),
         ("workspace.snapshot_timeout_ms", "600000"),
+        ("workspace.idle_stop_ms", "0"),
+        ("workspace.archive_after_ms", "604800000"),
     ]);
     let only_probe = with(&[("gossip.probe_period_ms", "300")]);
     let configs = [

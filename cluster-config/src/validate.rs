@@ -49,7 +49,7 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     let cluster = &config.cluster;
     let gossip = &config.gossip;
     let workspace = &config.workspace;
-    let ints: [(&IntRule, u64); 28] = [
+    let ints: [(&IntRule, u64); 30] = [
         (&schema::TOKEN_TTL_SECS, config.auth.token_ttl_secs.get()),
         (&schema::SHARD_COUNT, cluster.shard_count.get().into()),
         (&schema::REPLICAS, cluster.replicas.get().into()),
@@ -138,6 +138,8 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
             &schema::SNAPSHOT_TIMEOUT_MS,
             workspace.snapshot_timeout_ms.get(),
         ),
+        (&schema::IDLE_STOP_MS, workspace.idle_stop_ms),
+        (&schema::ARCHIVE_AFTER_MS, workspace.archive_after_ms),
     ];
     let optional_ints = [
         (&schema::PROBE_PERIOD_MS, gossip.probe_period_ms),

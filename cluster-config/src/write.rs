@@ -203,6 +203,12 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
         "snapshot_timeout_ms",
         w.snapshot_timeout_ms.get().to_toml_value(),
     );
+    kv(&mut out, "idle_stop_ms", w.idle_stop_ms.to_toml_value());
+    kv(
+        &mut out,
+        "archive_after_ms",
+        w.archive_after_ms.to_toml_value(),
+    );
 
     let t = &config.telemetry;
     section(&mut out, "telemetry");

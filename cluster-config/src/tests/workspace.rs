@@ -1,4 +1,5 @@
-//! The `[workspace]` section: defaults, bounds, env overrides and unknown keys.
+//! The `[workspace]` section: defaults, bounds, env overrides and unknown keys, and the
+//! keys where 0 disables (`idle_stop_ms`, `archive_after_ms`).
 
 use super::*;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -12,6 +13,53 @@ fn workspace_defaults() {
     assert_eq!(workspace.snapshot_files_max.get(), 100_000);
     assert_eq!(workspace.snapshot_timeout_ms.get(), 120_000);
     assert_eq!(workspace.snapshot_timeout(), Duration::from_secs(120));
+    assert_eq!(workspace.idle_stop_ms, 900_000);
+    assert_eq!(workspace.idle_stop(), Some(Duration::from_secs(15 * 60)));
+    assert_eq!(workspace.archive_after_ms, 86_400_000);
+    assert_eq!(
+        workspace.archive_after(),
+        Some(Duration::from_secs(24 * 3600))
+    );
+}
+
+#[test]
+fn workspace_zero_disables_idle_stop_and_archive() {
+    let text = with(&[
+        ("workspace.idle_stop_ms", "0"),
+        ("workspace.archive_after_ms", "0"),
+    ]);
+    let config = NodeConfig::from_toml_str(&text, no_env()).expect("0 is valid");
+    let workspace = &config.workspace;
+    assert_eq!(workspace.idle_stop_ms, 0);
+    assert_eq!(workspace.idle_stop(), None, "0 disables idle stop");
+    assert_eq!(workspace.archive_after_ms, 0);
+    assert_eq!(workspace.archive_after(), None, "0 disables archiving");
+
+    let text = with(&[
+        ("workspace.idle_stop_ms", "1"),
+        ("workspace.archive_after_ms", "1"),
+    ]);
+    let config = NodeConfig::from_toml_str(&text, no_env()).expect("1 is valid");
+    assert_eq!(config.workspace.idle_stop(), Some(Duration::from_millis(1)));
+    assert_eq!(
+        config.workspace.archive_after(),
+        Some(Duration::from_millis(1))
+    );
+}
+
+#[test]
+fn workspace_idle_stop_and_archive_maxima_are_accepted() {
+    let text = with(&[
+        ("workspace.idle_stop_ms", "604800000"),
+        ("workspace.archive_after_ms", "31536000000"),
+    ]);
+    let config = NodeConfig::from_toml_str(&text, no_env()).expect("maxima are valid");
+    let workspace = &config.workspace;
+    assert_eq!(workspace.idle_stop(), Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!(
+        workspace.archive_after(),
+        Some(Duration::from_secs(365 * 86_400))
+    );
 }
 
 #[test]
@@ -68,6 +116,35 @@ fn workspace_rules_fire_naming_the_key() {
             &[("workspace", "3")],
             "workspace",
             "expected a table, found integer 3",
+        ),
+        (
+            &[("workspace.idle_stop_ms", "604800001")],
+            "workspace.idle_stop_ms",
+            "604800001 is outside 0..=604800000; set idle_stop_ms to a value from 1 to \
+             604800000 (default 900000), or 0 to disable it",
+        ),
+        (
+            &[("workspace.idle_stop_ms", "-1")],
+            "workspace.idle_stop_ms",
+            "-1 is outside 0..=604800000; use 0 to disable idle_stop_ms (a negative value \
+             does not), or a value from 1 to 604800000 (default 900000)",
+        ),
+        (
+            &[("workspace.archive_after_ms", "31536000001")],
+            "workspace.archive_after_ms",
+            "31536000001 is outside 0..=31536000000; set archive_after_ms to a value from 1 \
+             to 31536000000 (default 86400000), or 0 to disable it",
+        ),
+        (
+            &[("workspace.archive_after_ms", "-1")],
+            "workspace.archive_after_ms",
+            "-1 is outside 0..=31536000000; use 0 to disable archive_after_ms (a negative \
+             value does not), or a value from 1 to 31536000000 (default 86400000)",
+        ),
+        (
+            &[("workspace.archive_after_ms", "false")],
+            "workspace.archive_after_ms",
+            "expected an integer from 0 to 31536000000 (0 disables), found boolean false",
         ),
     ];
     assert_rules_fire(cases);
@@ -126,6 +203,21 @@ fn workspace_env_overrides_apply() {
         "env wins over the file"
     );
     assert_eq!(config.workspace.snapshot_timeout(), Duration::from_secs(30));
+
+    let config = NodeConfig::from_toml_str(
+        &with(&[("workspace.archive_after_ms", "3600000")]),
+        env(&[
+            ("SHOAL_WORKSPACE__ARCHIVE_AFTER_MS", "0"),
+            ("SHOAL_WORKSPACE__IDLE_STOP_MS", "60000"),
+        ]),
+    )
+    .expect("0 from the environment is valid");
+    assert_eq!(
+        config.workspace.archive_after_ms, 0,
+        "env wins over the file"
+    );
+    assert_eq!(config.workspace.archive_after(), None);
+    assert_eq!(config.workspace.idle_stop(), Some(Duration::from_secs(60)));
 }
 
 #[test]
@@ -146,8 +238,25 @@ fn bad_workspace_env_values_name_the_variable() {
             "3600001",
             "workspace.snapshot_timeout_ms",
         ),
+        (
+            "SHOAL_WORKSPACE__IDLE_STOP_MS",
+            "-1",
+            "workspace.idle_stop_ms",
+        ),
+        (
+            "SHOAL_WORKSPACE__ARCHIVE_AFTER_MS",
+            "off",
+            "workspace.archive_after_ms",
+        ),
     ];
     assert_bad_env_values(cases);
+
+    let err = parse_err(MINIMAL, &[("SHOAL_WORKSPACE__ARCHIVE_AFTER_MS", "-1")]);
+    assert!(
+        err.to_string()
+            .contains("use 0 to disable archive_after_ms (a negative value does not)"),
+        "{err}"
+    );
 
     let err = parse_err(MINIMAL, &[("SHOAL_WORKSPACE__SNAPSHOT_TIMOUT_MS", "1")]);
     assert_eq!(err.key(), "SHOAL_WORKSPACE__SNAPSHOT_TIMOUT_MS", "{err}");
@@ -173,6 +282,40 @@ fn validate_catches_workspace_edited_in_code() {
             |c| c.workspace.snapshot_timeout_ms = NonZeroU64::MAX,
             "workspace.snapshot_timeout_ms",
         ),
+        (
+            |c| c.workspace.idle_stop_ms = 604_800_001,
+            "workspace.idle_stop_ms",
+        ),
+        (
+            |c| c.workspace.archive_after_ms = u64::MAX,
+            "workspace.archive_after_ms",
+        ),
     ];
     assert_edits_rejected(cases);
+}
+
+#[test]
+fn workspace_idle_stop_and_archive_round_trip() {
+    for (idle_stop, archive_after) in [("0", "0"), ("60000", "31536000000"), ("1", "3600000")] {
+        let text = with(&[
+            ("workspace.idle_stop_ms", idle_stop),
+            ("workspace.archive_after_ms", archive_after),
+        ]);
+        let config = NodeConfig::from_toml_str(&text, no_env()).expect("valid");
+        let written = config.to_toml_string();
+        assert!(
+            written.contains(&format!("\nidle_stop_ms = {idle_stop}\n")),
+            "{written}"
+        );
+        assert!(
+            written.contains(&format!("\narchive_after_ms = {archive_after}\n")),
+            "{written}"
+        );
+        let back = NodeConfig::from_toml_str(&written, no_env())
+            .unwrap_or_else(|e| panic!("written config reads back: {e}\n{written}"));
+        assert_eq!(back.workspace, config.workspace, "{written}");
+        assert_eq!(back.workspace.idle_stop_ms.to_string(), idle_stop);
+        assert_eq!(back.workspace.archive_after_ms.to_string(), archive_after);
+        assert_eq!(back, config, "{written}");
+    }
 }
