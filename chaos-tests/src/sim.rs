@@ -650,7 +650,9 @@ fn start_fault(
         Scenario::CrashRestart => {
             // Logged first: the crash drops the node's runtime, ending its agents.
             log(format!("fault: crash {victim}"));
+            shared.lives.hold_ends();
             sim.crash(victim.as_str());
+            shared.lives.release_ends(&shared.trace);
         }
         Scenario::PacketLoss => {
             sim.set_fail_rate(0.2);

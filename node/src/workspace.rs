@@ -142,6 +142,9 @@ pub enum Saved {
 #[derive(Debug, Default)]
 pub struct Sandboxes {
     actors: Mutex<HashMap<WorkspaceId, ActorRef<SandboxMsg>>>,
+    /// Agent processes running in each workspace ([`AgentInWorkspace`]): a workspace
+    /// with one is never archived.
+    agents: Arc<Mutex<HashMap<WorkspaceId, usize>>>,
     /// Milliseconds (node clock) of the last blob garbage collection.
     last_gc_ms: std::sync::atomic::AtomicU64,
 }
@@ -160,6 +163,44 @@ impl Sandboxes {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Counts an agent process running in `workspace` until the guard drops.
+    pub fn agent_running(&self, workspace: WorkspaceId) -> AgentInWorkspace {
+        *lock(&self.agents).entry(workspace).or_default() += 1;
+        AgentInWorkspace {
+            agents: self.agents.clone(),
+            workspace,
+        }
+    }
+
+    /// Agent processes running in `workspace`.
+    pub fn agents_in(&self, workspace: WorkspaceId) -> usize {
+        lock(&self.agents).get(&workspace).copied().unwrap_or(0)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An agent process running in a workspace ([`Sandboxes::agent_running`]); held by the
+/// agent session exactly while its process runs.
+#[derive(Debug)]
+pub struct AgentInWorkspace {
+    agents: Arc<Mutex<HashMap<WorkspaceId, usize>>>,
+    workspace: WorkspaceId,
+}
+
+impl Drop for AgentInWorkspace {
+    fn drop(&mut self) {
+        let mut agents = lock(&self.agents);
+        if let Some(n) = agents.get_mut(&self.workspace) {
+            *n -= 1;
+            if *n == 0 {
+                agents.remove(&self.workspace);
+            }
+        }
+    }
 }
 
 /// Messages of a sandbox actor.
@@ -168,6 +209,8 @@ pub enum SandboxMsg {
     Prepare(RpcReplyPort<Result<Prepared, WorkspaceError>>),
     /// Take a snapshot.
     Snapshot(RpcReplyPort<Result<Saved, WorkspaceError>>),
+    /// Remove the live tree if the workspace is still idle ([`run_archiver`]).
+    Archive(RpcReplyPort<Result<Archived, WorkspaceError>>),
     /// Stop when idle long enough.
     Tick,
 }
@@ -287,6 +330,9 @@ impl Actor for SandboxActor {
                 let _ = reply.send(saved);
                 maybe_collect_garbage(&state.ctx);
             }
+            SandboxMsg::Archive(reply) => {
+                let _ = reply.send(archive(&state.ctx, state.workspace).await);
+            }
             SandboxMsg::Tick => {
                 if state.last_used.elapsed() >= Duration::from_millis(SANDBOX_IDLE_STOP_MS) {
                     let mut actors = state.ctx.sandboxes.lock();
@@ -327,6 +373,13 @@ fn read_marker(path: &std::path::Path) -> Result<Option<u64>, WorkspaceError> {
         Ok(text) => Ok(text.trim().parse().ok()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(e)),
+    }
+}
+
+/// Marks the tree as used now (the archiver goes by the marker's age).
+fn touch(marker: &std::path::Path) {
+    if let Ok(file) = std::fs::File::options().append(true).open(marker) {
+        let _ = file.set_modified(std::time::SystemTime::now());
     }
 }
 
@@ -372,6 +425,7 @@ async fn restore_if_behind(
     };
     // A tree removed from disk (by hand, or damaged) is restored, not left half-empty.
     if local == Some(record.seq) && root.is_dir() {
+        touch(&marker);
         return Ok(Prepared::UpToDate { seq: record.seq });
     }
     let manifest = load_manifest(ctx, workspace.shard, &record).await?;
@@ -465,6 +519,7 @@ async fn take_snapshot(
     })
     .await?;
     if manifest_chunks.is_empty() {
+        touch(&marker);
         return Ok(Saved::Unchanged { seq: committed });
     }
     // Only chunks the last snapshot did not have are new to the replicas.
@@ -719,4 +774,128 @@ pub async fn collect_garbage(
         blobs.collect(&referenced, grace).map_err(io)
     })
     .await
+}
+
+/// What [`archive`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Archived {
+    /// The live tree is gone; the snapshot (`seq`, 0: an empty tree) stays.
+    Removed {
+        /// The snapshot the next turn restores.
+        seq: u64,
+    },
+    /// This node no longer hosts the workspace: its stale copy is gone.
+    RemovedStale,
+    /// An agent started meanwhile, or the tree was used again: kept.
+    InUse,
+}
+
+/// Removes the live tree of an idle workspace. Where this node hosts it, a last
+/// snapshot comes first and the tree stays when it fails (over a limit, no majority):
+/// nothing is archived that the snapshot does not hold. Where it does not, the copy is
+/// stale (the host restored its own from the snapshot) and goes.
+async fn archive(
+    ctx: &Arc<NodeContext>,
+    workspace: WorkspaceId,
+) -> Result<Archived, WorkspaceError> {
+    if ctx.sandboxes.agents_in(workspace) > 0 {
+        return Ok(Archived::InUse);
+    }
+    let root = ctx.workspace_root(workspace);
+    let marker = marker_path(ctx, workspace);
+    match check_hosted(ctx, workspace.shard) {
+        Ok(()) => {
+            let seq = match take_snapshot(ctx, workspace).await {
+                Ok(Saved::Unchanged { seq } | Saved::Committed { seq, .. }) => seq,
+                // Older than the last snapshot: nothing here is worth keeping.
+                Err(WorkspaceError::Stale { .. }) => {
+                    blocking(ctx, move || {
+                        remove_tree(&root)?;
+                        write_marker(&marker, None)
+                    })
+                    .await?;
+                    return Ok(Archived::RemovedStale);
+                }
+                Err(e) => return Err(e),
+            };
+            if ctx.sandboxes.agents_in(workspace) > 0 {
+                return Ok(Archived::InUse);
+            }
+            blocking(ctx, move || remove_tree(&root)).await?;
+            tracing::info!(%workspace, seq, "idle workspace archived: its live directory is removed, its snapshot stays");
+            Ok(Archived::Removed { seq })
+        }
+        Err(_) => {
+            blocking(ctx, move || {
+                remove_tree(&root)?;
+                write_marker(&marker, None)
+            })
+            .await?;
+            tracing::info!(%workspace, "stale copy of a workspace hosted elsewhere removed");
+            Ok(Archived::RemovedStale)
+        }
+    }
+}
+
+fn remove_tree(root: &std::path::Path) -> Result<(), WorkspaceError> {
+    match std::fs::remove_dir_all(root) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Archives idle workspace trees on this node (`workspace.archive_after_ms`): every
+/// tree under `<data_dir>/workspaces/` with no agent running whose marker (touched by
+/// every snapshot and restore; the tree itself when it has none) is older than the
+/// limit. Off when the key is 0.
+pub async fn run_archiver(ctx: Arc<NodeContext>) {
+    let Some(after) = ctx.config.workspace.archive_after() else {
+        return;
+    };
+    let period = (after / 8).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let dir = ctx.config.node.data_dir.join("workspaces");
+        let idle = ctx
+            .blocking(move || idle_trees(&dir, after))
+            .await
+            .unwrap_or_default();
+        for workspace in idle {
+            if ctx.sandboxes.agents_in(workspace) > 0 {
+                continue;
+            }
+            match ask(&ctx, workspace, SandboxMsg::Archive).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%workspace, error = %e, "idle workspace not archived; it is retried later")
+                }
+            }
+        }
+    }
+}
+
+/// The workspaces under `dir` unused for at least `after`.
+fn idle_trees(dir: &std::path::Path, after: Duration) -> Vec<WorkspaceId> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now();
+    let age = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let workspace: WorkspaceId = e.file_name().to_str()?.parse().ok()?;
+            let path = e.path();
+            let used = age(&path.with_extension("snapshot")).or_else(|| age(&path))?;
+            (used >= after).then_some(workspace)
+        })
+        .collect()
 }

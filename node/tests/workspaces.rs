@@ -225,3 +225,46 @@ async fn an_agent_that_cannot_load_its_session_is_given_the_conversation_so_far(
     let frames = turn(&client, conv.id, "and now?").await;
     assert_eq!(done_content(&frames), "echo: and now?");
 }
+
+#[tokio::test]
+async fn an_idle_agent_is_stopped_and_an_idle_tree_archived_then_restored_on_the_next_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.workspace.idle_stop_ms = 300;
+    config.workspace.archive_after_ms = 1_500;
+    let node = TestNode::start_with(config).await;
+    let ctx = node.node.as_ref().unwrap().context().clone();
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    turn(&client, conv.id, "remember the tide").await;
+    turn(&client, conv.id, "/write notes.txt kept").await;
+
+    eventually("the idle agent is stopped", || async {
+        (shoal_node::context::Metrics::get(&ctx.metrics.agent_processes) == 0).then_some(())
+    })
+    .await;
+    let root = ctx.workspace_root(conv.workspace);
+    eventually("the idle tree is archived", || async {
+        (!root.exists()).then_some(())
+    })
+    .await;
+    let seq = snapshot_seq(&ctx, conv.workspace);
+    assert!(seq >= 2, "the snapshot stays: {seq}");
+
+    let frames = turn(&client, conv.id, "/history").await;
+    let statuses = statuses(&frames);
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.starts_with("workspace restored from snapshot")),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        done_content(&frames),
+        "history: 2 earlier prompts: remember the tide | /write notes.txt kept"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ctx.workspace_dir(conv.workspace).join("notes.txt")).unwrap(),
+        "kept"
+    );
+}

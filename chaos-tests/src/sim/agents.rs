@@ -19,9 +19,35 @@ const PIPE_BYTES_MAX: usize = 256 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct Lives {
     lives: Mutex<Vec<AgentLife>>,
+    /// While a crash drops a runtime: the ends it causes, logged afterwards in pid order
+    /// ([`Lives::hold_ends`]), since the order a runtime drops its tasks in is not
+    /// deterministic.
+    held_ends: Mutex<Option<Vec<(String, u32)>>>,
 }
 
 impl Lives {
+    /// From now on, ends are held instead of logged, until [`Self::release_ends`].
+    pub(crate) fn hold_ends(&self) {
+        *self
+            .held_ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Vec::new());
+    }
+
+    /// Logs the held ends in (node, pid) order and logs ends at once again.
+    pub(crate) fn release_ends(&self, trace: &Trace) {
+        let held = self
+            .held_ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut held = held.unwrap_or_default();
+        held.sort();
+        for (node, pid) in held {
+            trace.log(&node, format!("agent pid {pid} ended"));
+        }
+    }
+
     fn start(&self, life: AgentLife) -> usize {
         let mut lives = self.lives.lock().unwrap_or_else(PoisonError::into_inner);
         lives.push(life);
@@ -80,6 +106,16 @@ impl Drop for LifeGuard {
     fn drop(&mut self) {
         let end_ns = super::sim_now_ns();
         self.lives.end(self.index, end_ns);
+        if let Some(held) = self
+            .lives
+            .held_ends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            held.push((self.node.clone(), self.pid));
+            return;
+        }
         self.trace.log_at(
             end_ns / 1_000_000,
             &self.node,

@@ -59,6 +59,8 @@ pub enum AgentSessionMsg {
     },
     /// Stop the process now (it hung); the next prompt starts a new one.
     Restart,
+    /// Timer: stop the process after `workspace.idle_stop_ms` without a prompt.
+    IdleTick,
     /// The node's agent cap was reached: stop the process if it is still idle.
     StopIdle,
     /// The prompt of process `generation` answered (sent by the prompt task).
@@ -123,6 +125,11 @@ pub struct AgentSessionState {
     /// The process runs a new session that has not had a prompt yet: its first prompt
     /// carries the conversation so far.
     fresh_session: bool,
+    /// Counts the process in its workspace's running agents; `Some` exactly while
+    /// `process` is.
+    in_workspace: Option<crate::workspace::AgentInWorkspace>,
+    /// Since when the process has had no prompt running (`None`: one runs).
+    idle_since: Option<tokio::time::Instant>,
 }
 
 /// Asks an agent-session actor to stop its idle process ([`crate::agent_slots::Evictor`]).
@@ -146,9 +153,13 @@ impl Actor for AgentSessionActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: AgentSessionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        if let Some(idle_stop) = args.ctx.config.workspace.idle_stop() {
+            let period = (idle_stop / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            myself.send_interval(period, || AgentSessionMsg::IdleTick);
+        }
         let (updates_tx, updates_rx) = mpsc::channel(AGENT_UPDATES_QUEUE_DEPTH);
         // Unbounded is safe: at most two control messages per prompt, and one prompt runs at a time.
         let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -168,6 +179,8 @@ impl Actor for AgentSessionActor {
             prompt_task: None,
             slot: None,
             fresh_session: false,
+            in_workspace: None,
+            idle_since: None,
         })
     }
 
@@ -227,6 +240,7 @@ impl Actor for AgentSessionActor {
                 if let Some(slot) = &state.slot {
                     slot.begin_turn();
                 }
+                state.idle_since = None;
                 let control = state.control_tx.clone();
                 let me = myself.clone();
                 let generation = state.generation;
@@ -255,6 +269,22 @@ impl Actor for AgentSessionActor {
                 }
                 stop_process(state).await;
             }
+            AgentSessionMsg::IdleTick => {
+                let ctx = state.args.ctx.clone();
+                let idle = ctx.config.workspace.idle_stop().is_some_and(|limit| {
+                    state
+                        .idle_since
+                        .is_some_and(|since| since.elapsed() >= limit)
+                });
+                if idle && state.slot.as_ref().is_some_and(|s| s.confirm_stop()) {
+                    // Files the agent changed after its turn ended go into the snapshot.
+                    if let Err(e) = crate::workspace::snapshot(&ctx, state.args.workspace).await {
+                        tracing::warn!(agent = %state.args.agent_name, error = %e, "workspace not snapshotted before the idle stop");
+                    }
+                    tracing::info!(agent = %state.args.agent_name, "stopping the agent process: no prompt for workspace.idle_stop_ms");
+                    stop_process(state).await;
+                }
+            }
             AgentSessionMsg::StopIdle => {
                 if state.slot.as_ref().is_some_and(|s| s.confirm_stop()) {
                     tracing::info!(agent = %state.args.agent_name, "stopping the idle agent process to make room (limits.agent_processes_max)");
@@ -266,6 +296,7 @@ impl Actor for AgentSessionActor {
                     && let Some(slot) = &state.slot
                 {
                     slot.end_turn();
+                    state.idle_since = Some(tokio::time::Instant::now());
                 }
             }
             AgentSessionMsg::Exited { generation, status } => {
@@ -273,6 +304,7 @@ impl Actor for AgentSessionActor {
                     tracing::warn!(agent = %state.args.agent_name, %status, "agent process exited");
                     state.process = None;
                     state.slot = None;
+                    state.in_workspace = None;
                     Metrics::dec(&state.args.ctx.metrics.agent_processes);
                 }
             }
@@ -288,6 +320,7 @@ async fn stop_process(state: &mut AgentSessionState) {
     }
     // The slot frees only once the process is gone.
     state.slot = None;
+    state.in_workspace = None;
 }
 
 async fn ensure_process(
@@ -424,6 +457,8 @@ async fn ensure_process(
     }
     Metrics::inc(&ctx.metrics.agent_processes);
     state.slot = Some(slot);
+    state.in_workspace = Some(ctx.sandboxes.agent_running(args.workspace));
+    state.idle_since = Some(tokio::time::Instant::now());
     state.generation += 1;
     state.fresh_session = !resumed;
     state.args.resume_session = Some(process.session_id().to_owned());

@@ -60,6 +60,7 @@ pub fn spawn(ctx: Arc<NodeContext>) -> Background {
         tokio::spawn(run_meta(ctx.clone())),
         tokio::spawn(run_bootstrap(ctx.clone())),
         tokio::spawn(run_reconciler(ctx.clone(), inflight)),
+        tokio::spawn(crate::workspace::run_archiver(ctx.clone())),
     ];
     Background {
         membership: ctx.membership.clone(),
