@@ -67,8 +67,8 @@ pub use error::ConfigError;
 pub use names::{AGENT_NAME_CHARS_MAX, AgentName, NODE_ID_CHARS_MAX, NameError, NodeId};
 pub use sections::{
     AgentSpec, AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection,
-    LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SEEDS_MAX, TelemetrySection,
-    TlsSection, WorkspaceSection,
+    Isolation, LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SEEDS_MAX,
+    SandboxSection, TelemetrySection, TlsSection, WorkspaceSection,
 };
 
 use std::collections::BTreeMap;
@@ -105,6 +105,9 @@ pub struct NodeConfig {
     /// `[workspace]`: workspace snapshot size, entry count and time bounds; when idle
     /// agents are stopped and idle workspaces archived.
     pub workspace: WorkspaceSection,
+    /// `[sandbox]`: how agent processes are confined (`isolation`: `"none"` or
+    /// `"bwrap"`).
+    pub sandbox: SandboxSection,
     /// `[agents.<name>]`: the agents this node can run; at least one.
     pub agents: BTreeMap<AgentName, AgentSpec>,
     /// Top-level `default_agent`: the agent used when a conversation names none. Must
@@ -201,6 +204,7 @@ impl NodeConfig {
             limits: Limits::default(),
             conversation: ConversationSection::default(),
             workspace: WorkspaceSection::default(),
+            sandbox: SandboxSection::default(),
             agents: BTreeMap::from([(demo.clone(), agent)]),
             default_agent: demo,
             telemetry: TelemetrySection::default(),

@@ -9,8 +9,8 @@ use crate::names::{AgentName, NodeId};
 use crate::schema::{self, AGENT_KEYS, AGENTS_KEY, DEFAULT_AGENT_KEY, IntRule};
 use crate::sections::{
     AgentSpec, AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection,
-    LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, TelemetrySection, TlsSection,
-    WorkspaceSection,
+    Isolation, LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SandboxSection,
+    TelemetrySection, TlsSection, WorkspaceSection,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -114,6 +114,13 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         archive_after_ms: s.int_u64(&schema::ARCHIVE_AFTER_MS)?,
     };
 
+    let mut s = Section::take(&mut root, "sandbox", origins)?;
+    let isolation = match s.string("isolation")? {
+        None => Isolation::default(),
+        Some(name) => s.check("isolation", schema::parse_isolation(&name))?,
+    };
+    let sandbox = SandboxSection { isolation };
+
     let mut s = Section::take(&mut root, "telemetry", origins)?;
     let log_filter = s
         .string("log_filter")?
@@ -140,6 +147,7 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         limits,
         conversation,
         workspace,
+        sandbox,
         agents,
         default_agent,
         telemetry,

@@ -2,7 +2,7 @@
 //! bounds, and the single-value checks shared by parsing and [`crate::NodeConfig::validate`].
 
 use crate::error::{Problem, echo};
-use crate::sections::{GossipPreset, SEEDS_MAX};
+use crate::sections::{GossipPreset, Isolation, SEEDS_MAX};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -93,6 +93,10 @@ pub(crate) const SECTIONS: &[SectionSchema] = &[
             "idle_stop_ms",
             "archive_after_ms",
         ],
+    },
+    SectionSchema {
+        name: "sandbox",
+        keys: &["isolation"],
     },
     SectionSchema {
         name: "telemetry",
@@ -303,6 +307,29 @@ pub(crate) fn parse_gossip_preset(name: &str) -> Result<GossipPreset, Problem> {
                     "use one of {}: the smallest at least your node count",
                     allowed.join(", ")
                 ),
+            )
+        })
+}
+
+/// `sandbox.isolation`: one of the [`Isolation`] names.
+pub(crate) fn parse_isolation(name: &str) -> Result<Isolation, Problem> {
+    Isolation::ALL
+        .into_iter()
+        .find(|i| i.as_str() == name)
+        .ok_or_else(|| {
+            let allowed: Vec<String> = Isolation::ALL
+                .iter()
+                .map(|i| {
+                    let what = match i {
+                        Isolation::None => "a plain child process, the default",
+                        Isolation::Bwrap => "each agent under bubblewrap; needs `bwrap` installed",
+                    };
+                    format!("\"{i}\" ({what})")
+                })
+                .collect();
+            Problem::new(
+                format!("\"{}\" is not an isolation mode", echo(name)),
+                format!("use one of {}", allowed.join(", ")),
             )
         })
 }
@@ -544,6 +571,22 @@ mod tests {
             "{problem:?}"
         );
         assert!(parse_gossip_preset("LAN-SMALL").is_err(), "names are exact");
+    }
+
+    #[test]
+    fn isolation_modes_parse_by_name() {
+        for isolation in Isolation::ALL {
+            assert_eq!(parse_isolation(isolation.as_str()), Ok(isolation));
+        }
+        let problem = parse_isolation("docker").expect_err("unknown mode");
+        assert_eq!(problem.problem, "\"docker\" is not an isolation mode");
+        assert_eq!(
+            problem.fix,
+            "use one of \"none\" (a plain child process, the default), \"bwrap\" (each agent \
+             under bubblewrap; needs `bwrap` installed)"
+        );
+        assert!(parse_isolation("BWRAP").is_err(), "names are exact");
+        assert!(parse_isolation("").is_err());
     }
 
     #[test]

@@ -489,6 +489,50 @@ impl Default for WorkspaceSection {
     }
 }
 
+/// `sandbox.isolation`: how agent processes are confined on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Isolation {
+    /// `"none"`: a child process in its workspace directory with a cleared environment.
+    #[default]
+    None,
+    /// `"bwrap"`: each agent runs under bubblewrap (`bwrap`): its workspace read-write,
+    /// system directories and the directories on `PATH` read-only, its own `/tmp`,
+    /// `/proc` and `/dev`, and nothing else of the node's disk.
+    Bwrap,
+}
+
+impl Isolation {
+    /// Every isolation mode, the default first.
+    pub const ALL: [Self; 2] = [Self::None, Self::Bwrap];
+
+    /// The name used in the config file: `"none"` or `"bwrap"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Bwrap => "bwrap",
+        }
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[sandbox]`: how agent processes are confined on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SandboxSection {
+    /// `isolation` (default `"none"`): how agent processes are confined. `"none"`: a
+    /// child process in its workspace directory with a cleared environment. `"bwrap"`:
+    /// each agent runs under bubblewrap (Debian's `bubblewrap` package): its workspace
+    /// read-write, system directories (`/usr`, `/etc`, …) and the directories on `PATH`
+    /// read-only, its own `/tmp`, `/proc` and `/dev`, and nothing else of the node's
+    /// disk (no other workspace, no keys). A node configured with `"bwrap"` where
+    /// `bwrap` is not installed refuses to start.
+    pub isolation: Isolation,
+}
+
 /// `[agents.<name>]`: how to start one ACP agent. Not overridable from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSpec {

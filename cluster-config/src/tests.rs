@@ -8,6 +8,7 @@ use std::time::Duration;
 mod cluster;
 mod credentials;
 mod files;
+mod sandbox;
 mod workspace;
 
 const MINIMAL: &str = r#"
@@ -122,6 +123,7 @@ fn defaults_fill_in() {
     assert_eq!(conv.agent_start_timeout_ms.get(), 60_000);
     assert_eq!(conv.permission_timeout_ms.get(), 300_000);
     assert_eq!(config.workspace, WorkspaceSection::default());
+    assert_eq!(config.sandbox.isolation, Isolation::None);
     assert_eq!(config.telemetry.log_filter, "info");
     assert_eq!(config.telemetry.otlp_endpoint, None);
     assert_eq!(config.default_agent.as_str(), "demo");
@@ -806,6 +808,7 @@ fn to_toml_string_round_trips() {
         ("workspace.snapshot_timeout_ms", "600000"),
         ("workspace.idle_stop_ms", "0"),
         ("workspace.archive_after_ms", "604800000"),
+        ("sandbox.isolation", "\"bwrap\""),
     ]);
     let only_probe = with(&[("gossip.probe_period_ms", "300")]);
     let configs = [

@@ -210,6 +210,13 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
         w.archive_after_ms.to_toml_value(),
     );
 
+    section(&mut out, "sandbox");
+    kv(
+        &mut out,
+        "isolation",
+        config.sandbox.isolation.as_str().to_toml_value(),
+    );
+
     let t = &config.telemetry;
     section(&mut out, "telemetry");
     kv(&mut out, "log_filter", t.log_filter.to_toml_value());
