@@ -219,6 +219,19 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
             .await?;
             Ok(Outcome::Stop("end_turn"))
         }
+        "/cat" => {
+            // Reads a file straight from disk (not through the client), so tests can
+            // see what the agent's own process can reach.
+            let text = match std::fs::read(args) {
+                Ok(bytes) => {
+                    let shown = &bytes[..bytes.len().min(256)];
+                    format!("cat: {}", String::from_utf8_lossy(shown))
+                }
+                Err(e) => format!("cat failed: {:?}", e.kind()),
+            };
+            turn.text(&text).await?;
+            Ok(Outcome::Stop("end_turn"))
+        }
         "/env-digest" => {
             // Like /echo-env, but only the value's BLAKE3 hash goes into the transcript.
             let lookup = !args.is_empty() && !args.contains(['=', '\0']);

@@ -30,6 +30,7 @@
 //! connection stalls (the prompt's answer is processed after the updates before it).
 
 mod child;
+pub use child::check_bwrap;
 mod fs;
 mod handler;
 mod wire;
@@ -105,6 +106,11 @@ pub struct StartOptions {
     pub start_timeout: Duration,
     /// Environment variables set last (`SHOAL_NODE_ID`, the workspace's credentials).
     pub extra_env: BTreeMap<String, String>,
+    /// Run the agent under bubblewrap with this directory (its workspace's whole tree,
+    /// holding `cwd` and `home`) read-write and nothing else of the node's disk but
+    /// system directories read-only (`sandbox.isolation = "bwrap"`). `None`: a plain
+    /// child process.
+    pub confine_to: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for StartOptions {
@@ -115,6 +121,7 @@ impl std::fmt::Debug for StartOptions {
             .field("resume_session", &self.resume_session)
             .field("start_timeout", &self.start_timeout)
             .field("extra_env", &self.extra_env.keys().collect::<Vec<_>>())
+            .field("confine_to", &self.confine_to)
             .finish()
     }
 }
@@ -372,6 +379,7 @@ impl AgentProcess {
             args: &cmd.args,
             env: &env,
             cwd: &opts.cwd,
+            confine_to: opts.confine_to.as_deref(),
         };
         let spawned = match launcher {
             Some(launcher) => child::spawn_in_process(launcher.as_ref(), &spec),

@@ -35,6 +35,9 @@ pub enum NodeError {
     /// The signing key could not be loaded.
     #[error(transparent)]
     Key(#[from] crate::security::tokens::KeyError),
+    /// `sandbox.isolation` asks for something this machine cannot do.
+    #[error("{0}")]
+    Sandbox(String),
     /// The credentials key could not be loaded.
     #[error(transparent)]
     CredentialsKey(#[from] crate::security::credentials::CredentialsKeyError),
@@ -195,6 +198,9 @@ impl Node {
         let blobs = Arc::new(crate::workspace::blobs::BlobStore::new(
             config.node.data_dir.join("blobs"),
         ));
+        if config.sandbox.isolation == shoal_cluster_config::Isolation::Bwrap {
+            crate::agent_process::check_bwrap().map_err(NodeError::Sandbox)?;
+        }
         let credentials_key = match &config.auth.credentials_key_path {
             Some(path) => Some(crate::security::credentials::CredentialsKey::load_or_create(path)?),
             None => None,
@@ -387,6 +393,10 @@ impl NodeHandle {
         {
             tracing::warn!(error = %e, "actors did not stop in time");
         }
+        self.ctx
+            .sandboxes
+            .stop_all(Duration::from_millis(SHUTDOWN_TIMEOUT_MS))
+            .await;
         self.ctx.cluster.shutdown().await;
         if let Err(e) = self.ctx.store.flush().await {
             tracing::error!(error = %e, "final flush failed");

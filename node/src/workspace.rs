@@ -147,6 +147,8 @@ pub struct Sandboxes {
     agents: Arc<Mutex<HashMap<WorkspaceId, usize>>>,
     /// Milliseconds (node clock) of the last blob garbage collection.
     last_gc_ms: std::sync::atomic::AtomicU64,
+    /// Set by [`Sandboxes::stop_all`]: no sandbox starts any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Sandboxes {
@@ -162,6 +164,17 @@ impl Sandboxes {
     /// Whether none runs.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Stops every sandbox actor (the node is shutting down; they hold the node's
+    /// store) and starts no other.
+    pub async fn stop_all(&self, timeout: Duration) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let actors: Vec<ActorRef<SandboxMsg>> = self.lock().drain().map(|(_, a)| a).collect();
+        let stops = actors
+            .iter()
+            .map(|a| a.stop_and_wait(Some("node shutting down".into()), Some(timeout)));
+        futures::future::join_all(stops).await;
     }
 
     /// Counts an agent process running in `workspace` until the guard drops.
@@ -264,6 +277,13 @@ async fn sandbox(
     ctx: &Arc<NodeContext>,
     workspace: WorkspaceId,
 ) -> Result<ActorRef<SandboxMsg>, WorkspaceError> {
+    if ctx
+        .sandboxes
+        .closed
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(WorkspaceError::Gone);
+    }
     if let Some(actor) = ctx.sandboxes.lock().get(&workspace) {
         return Ok(actor.clone());
     }

@@ -268,3 +268,63 @@ async fn an_idle_agent_is_stopped_and_an_idle_tree_archived_then_restored_on_the
         "kept"
     );
 }
+
+/// Whether bubblewrap can confine a process on this machine.
+fn bwrap_works() -> bool {
+    shoal_node::agent_process::check_bwrap()
+        .inspect_err(|e| eprintln!("bubblewrap is not usable here, its mode is not tested: {e}"))
+        .is_ok()
+}
+
+/// What the agent's own process can read in each isolation mode: its workspace always;
+/// the node's keys and another workspace only without bubblewrap.
+#[tokio::test]
+async fn under_bubblewrap_an_agent_reaches_its_workspace_and_nothing_else_of_the_node() {
+    for isolation in [
+        shoal_cluster_config::Isolation::None,
+        shoal_cluster_config::Isolation::Bwrap,
+    ] {
+        if isolation == shoal_cluster_config::Isolation::Bwrap && !bwrap_works() {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = dev_config(dir.path());
+        config.sandbox.isolation = isolation;
+        let node = TestNode::start_with(config).await;
+        let ctx = node.node.as_ref().unwrap().context().clone();
+        let client = node.client().await;
+        let conv = client.create_conversation(None, None).await.unwrap();
+        turn(&client, conv.id, "/write notes.txt mine").await;
+        let own = ctx.workspace_dir(conv.workspace).join("notes.txt");
+        let frames = turn(&client, conv.id, &format!("/cat {}", own.display())).await;
+        assert_eq!(done_content(&frames), "cat: mine", "{isolation:?}");
+
+        // Another workspace's file and the node's signing key.
+        let other = ctx
+            .config
+            .node
+            .data_dir
+            .join("workspaces/other/work/secret.txt");
+        std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+        std::fs::write(&other, "not yours").unwrap();
+        for path in [other, ctx.config.auth.signing_key_path.clone()] {
+            let frames = turn(&client, conv.id, &format!("/cat {}", path.display())).await;
+            let seen = done_content(&frames);
+            match isolation {
+                shoal_cluster_config::Isolation::Bwrap => {
+                    assert_eq!(seen, "cat failed: NotFound", "{}", path.display());
+                }
+                shoal_cluster_config::Isolation::None => {
+                    assert!(seen.starts_with("cat: "), "{}: {seen}", path.display());
+                }
+            }
+        }
+        // The agent still works as usual: its environment, its session store.
+        let frames = turn(&client, conv.id, "/history").await;
+        assert!(
+            done_content(&frames).starts_with("history: 4 earlier prompts"),
+            "{isolation:?}: {}",
+            done_content(&frames)
+        );
+    }
+}

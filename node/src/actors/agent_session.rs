@@ -393,6 +393,8 @@ async fn ensure_process(
         resume_session: args.resume_session.clone(),
         start_timeout,
         extra_env,
+        confine_to: (ctx.config.sandbox.isolation == shoal_cluster_config::Isolation::Bwrap)
+            .then(|| ctx.workspace_root(args.workspace)),
     };
     if ctx.fence.is_fenced(args.workspace.shard) {
         return Err(format!(

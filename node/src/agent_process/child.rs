@@ -43,6 +43,107 @@ pub(crate) struct SpawnSpec<'a> {
     /// The whole environment ([`child_env`]): nothing else of the node's reaches it.
     pub(crate) env: &'a BTreeMap<String, String>,
     pub(crate) cwd: &'a Path,
+    /// Run under bubblewrap with this directory (the workspace's tree) read-write.
+    pub(crate) confine_to: Option<&'a Path>,
+}
+
+/// The bubblewrap program (`sandbox.isolation = "bwrap"`), looked up on `PATH`.
+pub(crate) const BWRAP: &str = "bwrap";
+
+/// System directories an agent under bubblewrap sees read-only (those that exist).
+const BWRAP_SYSTEM_DIRS: [&str; 7] = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/opt"];
+
+/// The `bwrap` arguments that run `program args` confined to `root` (read-write) with
+/// the system directories, the directories on the child's `PATH` and the program's own
+/// directory read-only, private `/tmp`, `/proc` and `/dev`, and nothing else of the
+/// node's disk. The network stays shared (agents call their model APIs).
+pub(crate) fn bwrap_args(
+    program: &Path,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: &Path,
+    root: &Path,
+) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    let mut push = |items: &[&std::ffi::OsStr]| out.extend(items.iter().map(|i| i.to_os_string()));
+    push(&[
+        "--die-with-parent".as_ref(),
+        "--unshare-pid".as_ref(),
+        "--unshare-ipc".as_ref(),
+        "--unshare-uts".as_ref(),
+    ]);
+    for dir in BWRAP_SYSTEM_DIRS {
+        push(&["--ro-bind-try".as_ref(), dir.as_ref(), dir.as_ref()]);
+    }
+    push(&[
+        "--proc".as_ref(),
+        "/proc".as_ref(),
+        "--dev".as_ref(),
+        "/dev".as_ref(),
+        "--tmpfs".as_ref(),
+        "/tmp".as_ref(),
+    ]);
+    // Where the program and what it runs live, read-only: PATH's directories and the
+    // program's own (resolved through symlinks, as npm installs them).
+    let path_var = env.get("PATH").map(String::as_str).unwrap_or("");
+    let mut readable: Vec<PathBuf> = std::env::split_paths(path_var)
+        .filter(|d| d.is_absolute() && d.is_dir())
+        .collect();
+    let resolved = if program.components().count() > 1 {
+        Some(cwd.join(program))
+    } else {
+        readable
+            .iter()
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    };
+    if let Some(dir) = resolved
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        readable.push(dir);
+    }
+    for dir in readable {
+        if BWRAP_SYSTEM_DIRS.iter().any(|s| dir.starts_with(s)) {
+            continue;
+        }
+        push(&["--ro-bind-try".as_ref(), dir.as_os_str(), dir.as_os_str()]);
+    }
+    push(&[
+        "--bind".as_ref(),
+        root.as_os_str(),
+        root.as_os_str(),
+        "--chdir".as_ref(),
+        cwd.as_os_str(),
+        "--".as_ref(),
+        program.as_os_str(),
+    ]);
+    out.extend(args.iter().map(std::ffi::OsString::from));
+    out
+}
+
+/// Checks that bubblewrap is installed and can start a confined process here (user
+/// namespaces allowed); the error says how to fix it.
+pub fn check_bwrap() -> Result<(), String> {
+    let output = std::process::Command::new(BWRAP)
+        .args(["--ro-bind", "/", "/", "--unshare-pid", "--", "true"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output();
+    match output {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "sandbox.isolation = \"bwrap\" but bubblewrap cannot start a sandbox here ({}): {}; allow unprivileged user namespaces or set sandbox.isolation = \"none\"",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(
+            "sandbox.isolation = \"bwrap\" but `bwrap` is not installed: install Debian's bubblewrap (`apt-get install bubblewrap`) or set sandbox.isolation = \"none\"".to_owned(),
+        ),
+        Err(e) => Err(format!(
+            "sandbox.isolation = \"bwrap\" but `bwrap` cannot be run: {e}; check it is on the node's PATH or set sandbox.isolation = \"none\""
+        )),
+    }
 }
 
 /// The stdin side handed to the ACP connection.
@@ -76,9 +177,25 @@ pub(crate) fn spawn(
     OutgoingLines,
     futures::stream::BoxStream<'static, io::Result<String>>,
 )> {
-    let mut command = tokio::process::Command::new(spec.program);
+    let mut command = match spec.confine_to {
+        Some(root) => {
+            let mut command = tokio::process::Command::new(BWRAP);
+            command.args(bwrap_args(
+                spec.program,
+                spec.args,
+                spec.env,
+                spec.cwd,
+                root,
+            ));
+            command
+        }
+        None => {
+            let mut command = tokio::process::Command::new(spec.program);
+            command.args(spec.args);
+            command
+        }
+    };
     command
-        .args(spec.args)
         .env_clear()
         .envs(spec.env)
         .current_dir(spec.cwd)
