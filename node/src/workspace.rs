@@ -306,11 +306,16 @@ async fn sandbox(
 
 struct SandboxActor;
 
+/// The last snapshot's manifest as this sandbox knows it (its number and manifest), so
+/// a turn end does not read and decode it again.
+type ManifestCache = Option<(u64, Arc<Manifest>)>;
+
 /// A sandbox actor's state.
 pub struct SandboxState {
     ctx: Arc<NodeContext>,
     workspace: WorkspaceId,
     last_used: tokio::time::Instant,
+    manifest: ManifestCache,
 }
 
 impl Actor for SandboxActor {
@@ -330,6 +335,7 @@ impl Actor for SandboxActor {
             ctx,
             workspace,
             last_used: tokio::time::Instant::now(),
+            manifest: None,
         })
     }
 
@@ -342,16 +348,19 @@ impl Actor for SandboxActor {
         match msg {
             SandboxMsg::Prepare(reply) => {
                 state.last_used = tokio::time::Instant::now();
-                let _ = reply.send(restore_if_behind(&state.ctx, state.workspace).await);
+                let prepared =
+                    restore_if_behind(&state.ctx, state.workspace, &mut state.manifest).await;
+                let _ = reply.send(prepared);
             }
             SandboxMsg::Snapshot(reply) => {
                 state.last_used = tokio::time::Instant::now();
-                let saved = take_snapshot(&state.ctx, state.workspace).await;
+                let saved = take_snapshot(&state.ctx, state.workspace, &mut state.manifest).await;
                 let _ = reply.send(saved);
                 maybe_collect_garbage(&state.ctx);
             }
             SandboxMsg::Archive(reply) => {
-                let _ = reply.send(archive(&state.ctx, state.workspace).await);
+                let archived = archive(&state.ctx, state.workspace, &mut state.manifest).await;
+                let _ = reply.send(archived);
             }
             SandboxMsg::Tick => {
                 if state.last_used.elapsed() >= Duration::from_millis(SANDBOX_IDLE_STOP_MS) {
@@ -384,7 +393,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn marker_path(ctx: &NodeContext, workspace: WorkspaceId) -> PathBuf {
-    ctx.workspace_root(workspace).with_extension("snapshot")
+    marker_of(&ctx.workspace_root(workspace))
+}
+
+/// The marker beside a workspace's tree: `<id>.snapshot`.
+fn marker_of(root: &std::path::Path) -> PathBuf {
+    root.with_extension("snapshot")
 }
 
 /// The snapshot the tree here was last saved as or restored from.
@@ -393,13 +407,6 @@ fn read_marker(path: &std::path::Path) -> Result<Option<u64>, WorkspaceError> {
         Ok(text) => Ok(text.trim().parse().ok()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(e)),
-    }
-}
-
-/// Marks the tree as used now (the archiver goes by the marker's age).
-fn touch(marker: &std::path::Path) {
-    if let Ok(file) = std::fs::File::options().append(true).open(marker) {
-        let _ = file.set_modified(std::time::SystemTime::now());
     }
 }
 
@@ -432,6 +439,7 @@ fn check_hosted(ctx: &NodeContext, shard: ShardId) -> Result<(), WorkspaceError>
 async fn restore_if_behind(
     ctx: &Arc<NodeContext>,
     workspace: WorkspaceId,
+    cache: &mut ManifestCache,
 ) -> Result<Prepared, WorkspaceError> {
     check_hosted(ctx, workspace.shard)?;
     let marker = marker_path(ctx, workspace);
@@ -445,10 +453,11 @@ async fn restore_if_behind(
     };
     // A tree removed from disk (by hand, or damaged) is restored, not left half-empty.
     if local == Some(record.seq) && root.is_dir() {
-        touch(&marker);
+        // The archiver goes by the marker's age.
+        blobs::touch(&marker);
         return Ok(Prepared::UpToDate { seq: record.seq });
     }
-    let manifest = load_manifest(ctx, workspace.shard, &record).await?;
+    let manifest = load_manifest(ctx, workspace.shard, &record, cache).await?;
     let missing = {
         let blobs = ctx.blobs.clone();
         let manifest = manifest.clone();
@@ -474,18 +483,25 @@ async fn restore_if_behind(
     })
 }
 
-/// The manifest of `record`, fetching its chunks from replicas when this node lacks them.
+/// The manifest of `record`: from `cache` when it holds that snapshot's, else read
+/// (fetching its chunks from replicas when this node lacks them) and cached.
 async fn load_manifest(
     ctx: &Arc<NodeContext>,
     shard: ShardId,
     record: &WorkspaceSnapshot,
-) -> Result<Manifest, WorkspaceError> {
+    cache: &mut ManifestCache,
+) -> Result<Arc<Manifest>, WorkspaceError> {
+    if let Some((seq, manifest)) = cache.as_ref()
+        && *seq == record.seq
+    {
+        return Ok(manifest.clone());
+    }
     let missing = ctx.blobs.missing(&record.manifest);
     fetch(ctx, shard, missing).await?;
     let blobs = ctx.blobs.clone();
     let chunks = record.manifest.clone();
     let seq = record.seq;
-    blocking(ctx, move || {
+    let manifest = blocking(ctx, move || {
         let bytes = manifest::load_chunked(&blobs, &chunks)
             .map_err(io)?
             .ok_or_else(|| {
@@ -496,11 +512,15 @@ async fn load_manifest(
         Manifest::decode(&bytes).map_err(|e| io(format!("manifest {seq} is damaged: {e}")))
     })
     .await
+    .map(Arc::new)?;
+    *cache = Some((record.seq, manifest.clone()));
+    Ok(manifest)
 }
 
 async fn take_snapshot(
     ctx: &Arc<NodeContext>,
     workspace: WorkspaceId,
+    cache: &mut ManifestCache,
 ) -> Result<Saved, WorkspaceError> {
     check_hosted(ctx, workspace.shard)?;
     let marker = marker_path(ctx, workspace);
@@ -511,7 +531,7 @@ async fn take_snapshot(
         return Err(WorkspaceError::Stale { local, committed });
     }
     let base = match &record {
-        Some(record) => Some(load_manifest(ctx, workspace.shard, record).await?),
+        Some(record) => Some(load_manifest(ctx, workspace.shard, record, cache).await?),
         None => None,
     };
     let limits = ScanLimits {
@@ -522,12 +542,12 @@ async fn take_snapshot(
     let blobs = ctx.blobs.clone();
     let (scanned, base, manifest_chunks) = blocking(ctx, move || {
         let scanned =
-            manifest::scan(&root, base.as_ref(), &blobs, limits).map_err(|e| match e {
+            manifest::scan(&root, base.as_deref(), &blobs, limits).map_err(|e| match e {
                 e @ manifest::ScanError::TooBig { .. } => WorkspaceError::TooBig(e.to_string()),
                 e => io(e),
             })?;
         let unchanged = match &base {
-            Some(base) => *base == scanned.manifest,
+            Some(base) => **base == scanned.manifest,
             None => scanned.manifest.entries.is_empty(),
         };
         let chunks = if unchanged {
@@ -539,7 +559,7 @@ async fn take_snapshot(
     })
     .await?;
     if manifest_chunks.is_empty() {
-        touch(&marker);
+        blobs::touch(&marker);
         return Ok(Saved::Unchanged { seq: committed });
     }
     // Only chunks the last snapshot did not have are new to the replicas.
@@ -580,12 +600,19 @@ async fn take_snapshot(
     }
     blocking(ctx, move || write_marker(&marker, Some(seq))).await?;
     tracing::debug!(%workspace, seq, files_read = scanned.files_read, bytes_read = scanned.bytes_read, "workspace snapshot committed");
+    let manifest::Scanned {
+        manifest,
+        files_read,
+        bytes_read,
+        skipped,
+    } = scanned;
+    *cache = Some((seq, Arc::new(manifest)));
     Ok(Saved::Committed {
         seq,
         totals,
-        files_read: scanned.files_read,
-        bytes_read: scanned.bytes_read,
-        skipped: scanned.skipped,
+        files_read,
+        bytes_read,
+        skipped,
     })
 }
 
@@ -817,6 +844,7 @@ pub enum Archived {
 async fn archive(
     ctx: &Arc<NodeContext>,
     workspace: WorkspaceId,
+    cache: &mut ManifestCache,
 ) -> Result<Archived, WorkspaceError> {
     if ctx.sandboxes.agents_in(workspace) > 0 {
         return Ok(Archived::InUse);
@@ -825,7 +853,7 @@ async fn archive(
     let marker = marker_path(ctx, workspace);
     match check_hosted(ctx, workspace.shard) {
         Ok(()) => {
-            let seq = match take_snapshot(ctx, workspace).await {
+            let seq = match take_snapshot(ctx, workspace, cache).await {
                 Ok(Saved::Unchanged { seq } | Saved::Committed { seq, .. }) => seq,
                 // Older than the last snapshot: nothing here is worth keeping.
                 Err(WorkspaceError::Stale { .. }) => {
@@ -914,7 +942,7 @@ fn idle_trees(dir: &std::path::Path, after: Duration) -> Vec<WorkspaceId> {
         .filter_map(|e| {
             let workspace: WorkspaceId = e.file_name().to_str()?.parse().ok()?;
             let path = e.path();
-            let used = age(&path.with_extension("snapshot")).or_else(|| age(&path))?;
+            let used = age(&marker_of(&path)).or_else(|| age(&path))?;
             (used >= after).then_some(workspace)
         })
         .collect()

@@ -217,7 +217,7 @@ fn remove_if_older(path: &Path, now: SystemTime, grace: Duration, done: &mut Col
 }
 
 /// Sets a file's modification time to now (best effort).
-fn touch(path: &Path) {
+pub(crate) fn touch(path: &Path) {
     if let Ok(file) = std::fs::File::options().append(true).open(path) {
         let _ = file.set_modified(SystemTime::now());
     }
