@@ -5,3 +5,4 @@
 pub mod common;
 pub mod failover;
 pub mod fanout;
+pub mod snapshot;

@@ -553,7 +553,11 @@ async fn take_snapshot(
         let chunks = if unchanged {
             Vec::new()
         } else {
-            manifest::store_chunked(&blobs, &scanned.manifest.encode()).map_err(io)?
+            let chunks = manifest::store_chunked(&blobs, &scanned.manifest.encode()).map_err(io)?;
+            // Every chunk this snapshot wrote is durable before a replica or the log
+            // refers to it.
+            blobs.sync().map_err(io)?;
+            chunks
         };
         Ok((scanned, base, chunks))
     })
@@ -746,7 +750,8 @@ async fn fetch_one(ctx: &NodeContext, addr: std::net::SocketAddr, hash: ChunkHas
         Ok(BlobReply::Blob(bytes)) => {
             let blobs = ctx.blobs.clone();
             let stored = ctx
-                .blocking(move || blobs.put_expected(&hash, &bytes))
+                // A fetched copy can be fetched again: no sync per chunk.
+                .blocking(move || blobs.put_expected(&hash, &bytes, blobs::Durability::Later))
                 .await;
             match stored {
                 Ok(Ok(_)) => true,

@@ -471,8 +471,15 @@ async fn a_leader_cut_off_from_its_peers_stops_its_agents() {
         Ok(Ok(_)) => panic!("a leader without quorum accepted a message"),
     }
     // Healed: the cluster serves the conversation again (the SDK retries through the
-    // election that follows).
+    // election that follows). The message sent while cut off was never acknowledged,
+    // but the leader kept it in its log and may commit it once its peers answer again:
+    // then its turn runs first, and the next send waits for it.
     let client = Client::connect(&cluster.profile).await.unwrap();
+    eventually("no turn runs in the healed conversation", || async {
+        let detail = client.get_conversation(conv.id).await.ok()?;
+        (!detail.summary.turn_running).then_some(())
+    })
+    .await;
     assert_echo(&send_ok(&client, conv.id, "healed").await, "healed");
 }
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 /// Upper bound of one whole invocation.
 const RUN_TIMEOUT: Duration = Duration::from_secs(3_600);
 
-const USAGE: &str = "usage: shoal-bench <fanout|failover|all> [--quick] [--results DIR]
+const USAGE: &str = "usage: shoal-bench <fanout|failover|snapshot|all> [--quick] [--results DIR]
   fanout   [--followers 1,100,1000,5000] [--rate 200] [--secs 10]
   failover [--trials 20]
+  snapshot [--files 10000] [--file-bytes 4096]
   all      every scenario (with --quick: fewer followers, trials and seconds)";
 
 struct Args {
@@ -20,6 +21,8 @@ struct Args {
     rate: u64,
     secs: Option<u64>,
     trials: Option<usize>,
+    files: Option<usize>,
+    file_bytes: usize,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -33,6 +36,8 @@ fn parse() -> anyhow::Result<Args> {
         rate: 200,
         secs: None,
         trials: None,
+        files: None,
+        file_bytes: 4096,
     };
     while let Some(flag) = raw.next() {
         let mut value = || {
@@ -54,6 +59,10 @@ fn parse() -> anyhow::Result<Args> {
             "--rate" => args.rate = value()?.parse().context("--rate takes events per second")?,
             "--secs" => args.secs = Some(value()?.parse().context("--secs takes seconds")?),
             "--trials" => args.trials = Some(value()?.parse().context("--trials takes a number")?),
+            "--files" => args.files = Some(value()?.parse().context("--files takes a number")?),
+            "--file-bytes" => {
+                args.file_bytes = value()?.parse().context("--file-bytes takes a number")?
+            }
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
@@ -76,12 +85,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         secs: args.secs.unwrap_or(if args.quick { 5 } else { 10 }),
     };
     let trials = args.trials.unwrap_or(if args.quick { 5 } else { 20 });
+    let snapshot = shoal_bench::snapshot::Options {
+        files: args
+            .files
+            .unwrap_or(if args.quick { 2_000 } else { 10_000 }),
+        file_bytes: args.file_bytes,
+    };
     match args.scenario.as_str() {
         "fanout" => shoal_bench::fanout::run(&fanout, &args.results).await,
         "failover" => shoal_bench::failover::run(trials, &args.results).await,
+        "snapshot" => shoal_bench::snapshot::run(&snapshot, &args.results),
         "all" => {
             shoal_bench::fanout::run(&fanout, &args.results).await?;
-            shoal_bench::failover::run(trials, &args.results).await
+            shoal_bench::failover::run(trials, &args.results).await?;
+            shoal_bench::snapshot::run(&snapshot, &args.results)
         }
         other => bail!("unknown scenario {other}\n{USAGE}"),
     }

@@ -9,7 +9,7 @@ use crate::peer::{
     BLOB_QUERY_HASHES_MAX, BlobReply, ControlReply, PEER_FRAME_BYTES_MAX, PeerRequest, RaftReply,
     RaftRpc,
 };
-use crate::workspace::blobs::CHUNK_BYTES_MAX;
+use crate::workspace::blobs::{CHUNK_BYTES_MAX, Durability};
 use ractor::ActorRef;
 use shoal_protocol::ShardId;
 use std::sync::Arc;
@@ -138,10 +138,12 @@ async fn blob_request(ctx: &Arc<NodeContext>, request: PeerRequest) -> BlobReply
                     bytes.len()
                 ))
             }
-            PeerRequest::BlobPut { hash, bytes } => match blobs.put_expected(&hash, &bytes) {
-                Ok(_) => BlobReply::Stored,
-                Err(e) => BlobReply::Refused(format!("chunk {hash} not stored: {e}")),
-            },
+            PeerRequest::BlobPut { hash, bytes } => {
+                match blobs.put_expected(&hash, &bytes, Durability::Now) {
+                    Ok(_) => BlobReply::Stored,
+                    Err(e) => BlobReply::Refused(format!("chunk {hash} not stored: {e}")),
+                }
+            }
             PeerRequest::BlobGet { hash } => match blobs.get(&hash) {
                 Ok(Some(bytes)) => BlobReply::Blob(bytes),
                 Ok(None) => BlobReply::NotFound,

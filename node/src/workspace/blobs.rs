@@ -1,9 +1,12 @@
 //! The node's blob store: content-addressed chunks of workspace snapshots, one file per
 //! chunk under `<data_dir>/blobs/<first two hex digits>/<BLAKE3 hex>`.
 //!
-//! A chunk is written to a temporary file, synced, and renamed into place, so a reader
-//! never sees half a chunk; every read checks the hash, so a damaged file is reported
-//! as missing (and fetched again from a replica) rather than restored. Chunks are shared
+//! A chunk is written to a temporary file and renamed into place, so a reader never sees
+//! half a chunk; every read checks the hash, so a damaged file (a crash before the data
+//! reached the disk) is reported as missing and fetched again rather than restored.
+//! Durability comes in bulk: a snapshot stores all its chunks, then [`BlobStore::sync`]s
+//! once before anything refers to them; a chunk pushed by a peer is synced before it is
+//! acknowledged ([`Durability::Now`]). Chunks are shared
 //! by every snapshot that holds the same bytes: a chunk is stored once per node.
 //!
 //! Garbage collection ([`BlobStore::collect`]) removes chunks no committed manifest on
@@ -55,6 +58,15 @@ impl std::fmt::Display for ChunkHash {
     }
 }
 
+/// When a stored chunk must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the call returns (a chunk a peer waits to be acknowledged).
+    Now,
+    /// At the next [`BlobStore::sync`] (a batch, or a copy that can be fetched again).
+    Later,
+}
+
 /// What one garbage collection did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Collected {
@@ -88,21 +100,21 @@ impl BlobStore {
         self.path(hash).is_file()
     }
 
-    /// Stores `bytes` under their hash; `Ok(false)` when they were stored already.
-    /// Blocking: call from a blocking task.
+    /// Stores `bytes` under their hash (durable at the next [`Self::sync`]);
+    /// `Ok(false)` when they were stored already. Blocking: call from a blocking task.
     pub fn put(&self, bytes: &[u8]) -> io::Result<(ChunkHash, bool)> {
         let hash = ChunkHash::of(bytes);
-        let path = self.path(&hash);
-        if path.is_file() {
-            touch(&path);
-            return Ok((hash, false));
-        }
-        self.write(&path, bytes)?;
-        Ok((hash, true))
+        let new = self.store(&hash, bytes, Durability::Later)?;
+        Ok((hash, new))
     }
 
     /// Stores `bytes` received as `hash`: refused when they do not hash to it.
-    pub fn put_expected(&self, hash: &ChunkHash, bytes: &[u8]) -> io::Result<bool> {
+    pub fn put_expected(
+        &self,
+        hash: &ChunkHash,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> io::Result<bool> {
         let actual = ChunkHash::of(bytes);
         if actual != *hash {
             return Err(io::Error::new(
@@ -110,18 +122,40 @@ impl BlobStore {
                 format!("chunk bytes hash to {actual}, not {hash}"),
             ));
         }
-        self.put(bytes).map(|(_, new)| new)
+        self.store(hash, bytes, durability)
     }
 
-    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    fn store(&self, hash: &ChunkHash, bytes: &[u8], durability: Durability) -> io::Result<bool> {
+        let path = self.path(hash);
+        if path.is_file() {
+            touch(&path);
+            if durability == Durability::Now {
+                // It may have been written unsynced: make sure before acknowledging.
+                std::fs::File::open(&path)?.sync_all()?;
+            }
+            return Ok(false);
+        }
         let parent = path.parent().unwrap_or(&self.dir);
         std::fs::create_dir_all(parent)?;
         let mut tmp = tempfile_in(parent)?;
         tmp.1.write_all(bytes)?;
-        tmp.1.sync_all()?;
-        std::fs::rename(&tmp.0, path)?;
-        // The rename is durable once the directory is.
-        std::fs::File::open(parent)?.sync_all()
+        if durability == Durability::Now {
+            tmp.1.sync_all()?;
+        }
+        std::fs::rename(&tmp.0, &path)?;
+        if durability == Durability::Now {
+            // The rename is durable once the directory is.
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(true)
+    }
+
+    /// Makes every chunk written so far durable: one `syncfs` of the store's file
+    /// system instead of a sync per chunk.
+    pub fn sync(&self) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let dir = std::fs::File::open(&self.dir)?;
+        rustix::fs::syncfs(&dir).map_err(io::Error::from)
     }
 
     /// The bytes of `hash`; `Ok(None)` when it is not stored or its file is damaged (it
@@ -261,7 +295,13 @@ mod tests {
         );
 
         // Bytes that do not hash to the name are refused.
-        assert!(store.put_expected(&a, b"not alpha").is_err());
+        assert!(
+            store
+                .put_expected(&a, b"not alpha", Durability::Now)
+                .is_err()
+        );
+        assert!(store.put_expected(&a, b"alpha", Durability::Now).is_ok());
+        store.sync()?;
 
         // A damaged file reads as missing and is removed.
         std::fs::write(store.path(&b), b"bit rot")?;
