@@ -31,7 +31,7 @@ fn profile_for(base: &Profile, node: &LocalNode) -> Profile {
 
 /// Waits until every shard has a leader and leaderships are spread over `nodes` nodes
 /// (none leads more than its share, rounded up), so a trial starts from a settled cluster.
-async fn wait_balanced(profile: &Profile, nodes: usize) -> anyhow::Result<()> {
+pub(crate) async fn wait_balanced(profile: &Profile, nodes: usize) -> anyhow::Result<()> {
     let admin = AdminClient::connect(profile).await?;
     poll_until("every shard led, leaderships balanced", || async {
         let shards = admin.shards().await.ok()?;

@@ -157,3 +157,96 @@ pub fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
     println!("results appended to {}", path.display());
     Ok(())
 }
+
+/// The cluster half: the latency of a turn (send → `Done`) in a local 3-node cluster when
+/// the agent's workspace gained `files` new files of 4 KiB since the last turn, against
+/// turns that changed nothing but the agent's own session file (the baseline). The
+/// difference is the turn-end snapshot: walk, hash, push to the replicas, commit.
+pub async fn run_cluster(files: usize, results: &Path) -> anyhow::Result<()> {
+    use crate::common::{local_cluster, node_binary, spawn};
+    use futures::StreamExt;
+    use shoal_client::{AdminClient, Client, Profile};
+    use shoal_protocol::transcript::Event;
+
+    let bin = node_binary()?;
+    let dir = tempfile::tempdir()?;
+    let layout = local_cluster(&dir.path().join("cluster"), 3, &bin, |_| {})?;
+    let profile = Profile::load(&dir.path().join("cluster").join("profile.toml"))?;
+    let mut children = Vec::new();
+    for node in &layout {
+        children.push(spawn(&bin, node).await?);
+    }
+    crate::failover::wait_balanced(&profile, layout.len()).await?;
+    let client = Client::connect(&profile).await?;
+    let conv = client.create_conversation(None, None).await?;
+    let turn = |text: &'static str| {
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let mut stream = client.send(conv.id, text).await?;
+            while let Some(frame) = stream.next().await {
+                if matches!(frame?.event, Event::Done { .. }) {
+                    return Ok::<Duration, anyhow::Error>(started.elapsed());
+                }
+            }
+            anyhow::bail!("the turn ended without done")
+        }
+    };
+    turn("warm up").await?;
+    let mut baseline = Vec::new();
+    for _ in 0..5 {
+        baseline.push(turn("unchanged").await?);
+    }
+    baseline.sort();
+    let base = baseline[baseline.len() / 2];
+    // Files appear in the leader's copy of the workspace, as if the agent wrote them.
+    let admin = AdminClient::connect(&profile).await?;
+    let leader = admin.shards().await?[usize::from(conv.id.shard.0)]
+        .leader
+        .clone()
+        .context("the shard has no leader")?;
+    let host = layout
+        .iter()
+        .find(|n| n.name == leader)
+        .context("the leader is not in the layout")?;
+    let bulk = host
+        .data_dir
+        .join("workspaces")
+        .join(conv.workspace.to_string())
+        .join("work/bulk");
+    make_tree(
+        &bulk,
+        &Options {
+            files,
+            file_bytes: 4096,
+        },
+    )?;
+    let with_files = turn("after the files").await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("snapshot in a 3-node cluster: a turn after {files} new files of 4 KiB");
+    println!("| turn | ms | vs unchanged |");
+    println!("|---|---:|---:|");
+    println!(
+        "| unchanged (median of 5, baseline) | {:.1} | 1.00× |",
+        ms(base)
+    );
+    println!(
+        "| after {files} new files | {:.1} | {:.1}× |",
+        ms(with_files),
+        with_files.as_secs_f64() / base.as_secs_f64().max(1e-9)
+    );
+    let path = append_result(
+        results,
+        "snapshot",
+        json!({
+            "cluster_nodes": 3,
+            "files": files,
+            "file_bytes": 4096,
+            "turn_unchanged_ms": ms(base),
+            "turn_after_files_ms": ms(with_files),
+        }),
+    )?;
+    println!("results appended to {}", path.display());
+    drop(children);
+    Ok(())
+}

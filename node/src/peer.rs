@@ -82,13 +82,12 @@ pub enum PeerRequest {
         /// The chunks.
         hashes: Vec<ChunkHash>,
     },
-    /// Store one workspace chunk (at most [`crate::workspace::blobs::CHUNK_BYTES_MAX`] bytes, hashing to `hash`).
-    /// Reply: [`BlobReply::Stored`].
+    /// Store workspace chunks (each at most [`crate::workspace::blobs::CHUNK_BYTES_MAX`]
+    /// bytes and hashing to its name; at most [`BLOB_PUT_BYTES_MAX`] in all), durably,
+    /// with one sync for the batch. Reply: [`BlobReply::Stored`].
     BlobPut {
-        /// Its hash.
-        hash: ChunkHash,
-        /// Its bytes.
-        bytes: Vec<u8>,
+        /// The chunks: hash and bytes.
+        chunks: Vec<(ChunkHash, Vec<u8>)>,
     },
     /// Send one workspace chunk. Reply: [`BlobReply::Blob`] or [`BlobReply::NotFound`].
     BlobGet {
@@ -96,6 +95,9 @@ pub enum PeerRequest {
         hash: ChunkHash,
     },
 }
+
+/// Most chunk bytes one [`PeerRequest::BlobPut`] may carry (well inside a frame).
+pub const BLOB_PUT_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Most hashes one [`PeerRequest::BlobsMissing`] may carry.
 pub const BLOB_QUERY_HASHES_MAX: usize = 16 * 1024;

@@ -26,7 +26,7 @@ pub mod blobs;
 pub mod manifest;
 
 use crate::context::NodeContext;
-use crate::peer::{BLOB_QUERY_HASHES_MAX, BlobReply, PeerLane, PeerRequest};
+use crate::peer::{BLOB_PUT_BYTES_MAX, BLOB_QUERY_HASHES_MAX, BlobReply, PeerLane, PeerRequest};
 use crate::shard::state_machine::{Outcome, ShardCommand, WorkspaceSnapshot};
 use blobs::{ChunkHash, Collected};
 use futures::StreamExt;
@@ -679,15 +679,40 @@ async fn push_to(ctx: &NodeContext, addr: &str, hashes: &[ChunkHash]) -> Result<
             BlobReply::Missing(missing) => missing,
             other => return Err(format!("unexpected reply {other:?}")),
         };
-        for hash in missing {
+        // In batches of up to BLOB_PUT_BYTES_MAX: one round trip and one sync each.
+        let missing = Arc::new(missing);
+        let mut next = 0;
+        while next < missing.len() {
             let blobs = ctx.blobs.clone();
-            let bytes = ctx
-                .blocking(move || blobs.get(&hash))
+            let list = missing.clone();
+            let from = next;
+            let (chunks, end) = ctx
+                .blocking(move || {
+                    let mut chunks = Vec::new();
+                    let mut bytes = 0;
+                    let mut i = from;
+                    while i < list.len() && chunks.len() < BLOB_QUERY_HASHES_MAX {
+                        let hash = list[i];
+                        let data =
+                            blobs
+                                .get(&hash)
+                                .map_err(|e| e.to_string())?
+                                .ok_or_else(|| {
+                                    format!("chunk {hash} vanished from this node's blob store")
+                                })?;
+                        if !chunks.is_empty() && bytes + data.len() > BLOB_PUT_BYTES_MAX {
+                            break;
+                        }
+                        bytes += data.len();
+                        chunks.push((hash, data));
+                        i += 1;
+                    }
+                    Ok::<_, String>((chunks, i))
+                })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("chunk {hash} vanished from this node's blob store"))?;
-            let request = PeerRequest::BlobPut { hash, bytes };
+                .map_err(|e| e.to_string())??;
+            next = end;
+            let request = PeerRequest::BlobPut { chunks };
             match ctx
                 .cluster
                 .peers

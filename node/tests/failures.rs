@@ -202,7 +202,11 @@ async fn a_lost_agent_session_is_replaced_by_a_new_one() {
     let mut node = TestNode::start(dir.path()).await;
     let client = node.client().await;
     let frames = collect_turn(client.send(conv.id, "second").await.unwrap()).await;
-    assert_eq!(done_content(&frames), "echo: second");
+    // The new session is given the conversation so far with its first prompt.
+    assert_eq!(
+        done_content(&frames),
+        "echo: [This is a new session of an ongoing conversation; the conversation so far:] <conversation> user: first assistant: echo: first </conversation> second"
+    );
     assert!(
         frames.iter().any(
             |f| matches!(&f.event, Event::Status { text } if text.contains("could not resume"))

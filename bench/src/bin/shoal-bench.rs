@@ -94,11 +94,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     match args.scenario.as_str() {
         "fanout" => shoal_bench::fanout::run(&fanout, &args.results).await,
         "failover" => shoal_bench::failover::run(trials, &args.results).await,
-        "snapshot" => shoal_bench::snapshot::run(&snapshot, &args.results),
+        "snapshot" => {
+            shoal_bench::snapshot::run(&snapshot, &args.results)?;
+            shoal_bench::snapshot::run_cluster(snapshot.files, &args.results).await
+        }
         "all" => {
             shoal_bench::fanout::run(&fanout, &args.results).await?;
             shoal_bench::failover::run(trials, &args.results).await?;
-            shoal_bench::snapshot::run(&snapshot, &args.results)
+            shoal_bench::snapshot::run(&snapshot, &args.results)?;
+            shoal_bench::snapshot::run_cluster(snapshot.files, &args.results).await
         }
         other => bail!("unknown scenario {other}\n{USAGE}"),
     }

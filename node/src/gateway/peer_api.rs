@@ -6,8 +6,8 @@ use super::{Peer, client_api, close_code};
 use crate::actors::shard_host::ShardHostMsg;
 use crate::context::NodeContext;
 use crate::peer::{
-    BLOB_QUERY_HASHES_MAX, BlobReply, ControlReply, PEER_FRAME_BYTES_MAX, PeerRequest, RaftReply,
-    RaftRpc,
+    BLOB_PUT_BYTES_MAX, BLOB_QUERY_HASHES_MAX, BlobReply, ControlReply, PEER_FRAME_BYTES_MAX,
+    PeerRequest, RaftReply, RaftRpc,
 };
 use crate::workspace::blobs::{CHUNK_BYTES_MAX, Durability};
 use ractor::ActorRef;
@@ -132,18 +132,7 @@ async fn blob_request(ctx: &Arc<NodeContext>, request: PeerRequest) -> BlobReply
                 ))
             }
             PeerRequest::BlobsMissing { hashes } => BlobReply::Missing(blobs.missing(&hashes)),
-            PeerRequest::BlobPut { bytes, .. } if bytes.len() > CHUNK_BYTES_MAX => {
-                BlobReply::Refused(format!(
-                    "a chunk of {} bytes; at most {CHUNK_BYTES_MAX}",
-                    bytes.len()
-                ))
-            }
-            PeerRequest::BlobPut { hash, bytes } => {
-                match blobs.put_expected(&hash, &bytes, Durability::Now) {
-                    Ok(_) => BlobReply::Stored,
-                    Err(e) => BlobReply::Refused(format!("chunk {hash} not stored: {e}")),
-                }
-            }
+            PeerRequest::BlobPut { chunks } => put_chunks(&blobs, &chunks),
             PeerRequest::BlobGet { hash } => match blobs.get(&hash) {
                 Ok(Some(bytes)) => BlobReply::Blob(bytes),
                 Ok(None) => BlobReply::NotFound,
@@ -153,6 +142,36 @@ async fn blob_request(ctx: &Arc<NodeContext>, request: PeerRequest) -> BlobReply
         })
         .await;
     served.unwrap_or_else(|e| BlobReply::Refused(format!("the blob store task failed: {e}")))
+}
+
+/// Stores a [`PeerRequest::BlobPut`] batch: every chunk checked first (nothing is stored
+/// from a bad batch), then written, then one sync before the acknowledgement.
+fn put_chunks(
+    blobs: &crate::workspace::blobs::BlobStore,
+    chunks: &[(crate::workspace::blobs::ChunkHash, Vec<u8>)],
+) -> BlobReply {
+    let total: usize = chunks.iter().map(|(_, b)| b.len()).sum();
+    if total > BLOB_PUT_BYTES_MAX || chunks.len() > BLOB_QUERY_HASHES_MAX {
+        return BlobReply::Refused(format!(
+            "{} chunks of {total} bytes in one put; at most {BLOB_QUERY_HASHES_MAX} chunks and {BLOB_PUT_BYTES_MAX} bytes",
+            chunks.len()
+        ));
+    }
+    if let Some((hash, bytes)) = chunks.iter().find(|(_, b)| b.len() > CHUNK_BYTES_MAX) {
+        return BlobReply::Refused(format!(
+            "chunk {hash} has {} bytes; at most {CHUNK_BYTES_MAX}",
+            bytes.len()
+        ));
+    }
+    for (hash, bytes) in chunks {
+        if let Err(e) = blobs.put_expected(hash, bytes, Durability::Later) {
+            return BlobReply::Refused(format!("chunk {hash} not stored: {e}"));
+        }
+    }
+    match blobs.sync() {
+        Ok(()) => BlobReply::Stored,
+        Err(e) => BlobReply::Refused(format!("chunks not synced: {e}")),
+    }
 }
 
 async fn raft_rpc(ctx: &NodeContext, shard: ShardId, target: u64, rpc: RaftRpc) -> RaftReply {
