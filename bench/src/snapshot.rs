@@ -93,14 +93,15 @@ pub fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&copy_dir)?;
     let ((), copy) = timed(|| copy_tree(&tree, &copy_dir))?;
     let (first, first_time) = timed(|| Ok(manifest::scan(&tree, None, &blobs, limits)?))?;
-    let (unchanged, unchanged_time) = timed(|| {
+    let rescan = || {
         Ok(manifest::scan(
             &tree,
             Some(&first.manifest),
             &blobs,
             limits,
         )?)
-    })?;
+    };
+    let (unchanged, unchanged_time) = timed(rescan)?;
     anyhow::ensure!(
         unchanged.files_read == 0,
         "an unchanged tree was read again"
@@ -112,14 +113,7 @@ pub fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         .append(true)
         .open(&changed)?
         .set_modified(later)?;
-    let (one, one_time) = timed(|| {
-        Ok(manifest::scan(
-            &tree,
-            Some(&first.manifest),
-            &blobs,
-            limits,
-        )?)
-    })?;
+    let (one, one_time) = timed(rescan)?;
     anyhow::ensure!(
         one.files_read == 1,
         "{} files read for one change",

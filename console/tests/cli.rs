@@ -140,25 +140,9 @@ async fn drain(
     }
 }
 
-/// Runs `shoalctl --profile PROFILE ARGS…` to completion.
+/// Runs `shoalctl --profile PROFILE ARGS…` to completion with an empty stdin.
 async fn shoalctl(profile: &Path, args: &[&str]) -> Result<Output> {
-    let mut command = Command::new(SHOALCTL);
-    command
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env_remove("SHOAL_PROFILE")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    tokio::time::timeout(COMMAND_TIMEOUT, command.output())
-        .await
-        .map_err(|_| {
-            anyhow!(
-                "`shoalctl {}` took over {COMMAND_TIMEOUT:?}",
-                args.join(" ")
-            )
-        })?
-        .context("cannot run shoalctl")
+    shoalctl_with_stdin(profile, args, "").await
 }
 
 /// Runs `shoalctl --profile PROFILE ARGS…` with `input` on its stdin.

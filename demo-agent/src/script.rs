@@ -171,6 +171,13 @@ pub(crate) async fn run_prompt(mut turn: Turn, prompt: String) {
         .await;
 }
 
+/// The value of environment variable `name`; names the platform cannot look up count
+/// as unset rather than reaching libc.
+fn env_value(name: &str) -> Option<String> {
+    let lookup = !name.is_empty() && !name.contains(['=', '\0']);
+    lookup.then(|| std::env::var(name).ok()).flatten()
+}
+
 async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled> {
     let trimmed = prompt.trim();
     let (command, args) = match trimmed.split_once(char::is_whitespace) {
@@ -234,22 +241,14 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
         }
         "/env-digest" => {
             // Like /echo-env, but only the value's BLAKE3 hash goes into the transcript.
-            let lookup = !args.is_empty() && !args.contains(['=', '\0']);
-            let text = lookup
-                .then(|| std::env::var(args).ok())
-                .flatten()
+            let text = env_value(args)
                 .map(|v| format!("blake3:{}", blake3::hash(v.as_bytes()).to_hex()))
                 .unwrap_or_else(|| "<unset>".to_owned());
             turn.text(&text).await?;
             Ok(Outcome::Stop("end_turn"))
         }
         "/echo-env" => {
-            // Names the platform cannot look up count as unset rather than reaching libc.
-            let lookup = !args.is_empty() && !args.contains(['=', '\0']);
-            let value = lookup
-                .then(|| std::env::var(args).ok())
-                .flatten()
-                .unwrap_or_else(|| "<unset>".to_owned());
+            let value = env_value(args).unwrap_or_else(|| "<unset>".to_owned());
             turn.text(&value).await?;
             Ok(Outcome::Stop("end_turn"))
         }

@@ -976,13 +976,7 @@ async fn the_workspace_and_the_agents_memory_follow_a_kill_of_the_leader() {
         .unwrap();
     let turn = client.send(conv.id, "/history").await.unwrap();
     let frames = collect_turn(turn).await;
-    let statuses: Vec<&str> = frames
-        .iter()
-        .filter_map(|f| match &f.event {
-            Event::Status { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect();
+    let statuses = common::statuses(&frames);
     assert!(
         statuses
             .iter()

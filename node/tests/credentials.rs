@@ -8,7 +8,6 @@ use common::*;
 use shoal_client::ClientError;
 use shoal_node::shard::state_machine::ShardCommand;
 use shoal_protocol::ErrorCode;
-use shoal_protocol::transcript::{Event, EventFrame};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -56,16 +55,6 @@ fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathB
         }
     }
     found
-}
-
-fn warnings(frames: &[EventFrame]) -> Vec<String> {
-    frames
-        .iter()
-        .filter_map(|f| match &f.event {
-            Event::AgentWarning { message } => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -7,7 +7,6 @@ use common::*;
 use shoal_client::Client;
 use shoal_node::context::NodeContext;
 use shoal_node::workspace::blobs::ChunkHash;
-use shoal_protocol::transcript::Event;
 use shoal_protocol::{ConversationId, WorkspaceId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,26 +24,6 @@ fn snapshot_seq(ctx: &NodeContext, workspace: WorkspaceId) -> u64 {
         .workspace_snapshot(workspace)
         .expect("store reads")
         .map_or(0, |s| s.seq)
-}
-
-fn warnings(frames: &[shoal_protocol::transcript::EventFrame]) -> Vec<String> {
-    frames
-        .iter()
-        .filter_map(|f| match &f.event {
-            Event::AgentWarning { message } => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn statuses(frames: &[shoal_protocol::transcript::EventFrame]) -> Vec<String> {
-    frames
-        .iter()
-        .filter_map(|f| match &f.event {
-            Event::Status { text } => Some(text.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -151,10 +130,7 @@ async fn a_tree_removed_from_disk_is_restored_before_the_next_agent_starts() {
     // Stop the conversation (and its agent), then lose the tree.
     assert!(admin.evict(conv.id).await.unwrap());
     let root = ctx.workspace_root(conv.workspace);
-    eventually("the agent stops", || async {
-        (shoal_node::context::Metrics::get(&ctx.metrics.agent_processes) == 0).then_some(())
-    })
-    .await;
+    no_agent_runs(&ctx).await;
     std::fs::remove_dir_all(&root).unwrap();
 
     let frames = turn(&client, conv.id, "/history").await;
@@ -193,10 +169,7 @@ async fn an_agent_that_cannot_load_its_session_is_given_the_conversation_so_far(
     // The agent's own session store is lost, the tree otherwise intact: no restore
     // happens, and `session/load` fails.
     assert!(admin.evict(conv.id).await.unwrap());
-    eventually("the agent stops", || async {
-        (shoal_node::context::Metrics::get(&ctx.metrics.agent_processes) == 0).then_some(())
-    })
-    .await;
+    no_agent_runs(&ctx).await;
     let home = ctx.agent_home(conv.workspace, conv.id);
     std::fs::remove_dir_all(home.join(".shoal-demo-agent")).unwrap();
 
@@ -239,10 +212,8 @@ async fn an_idle_agent_is_stopped_and_an_idle_tree_archived_then_restored_on_the
     turn(&client, conv.id, "remember the tide").await;
     turn(&client, conv.id, "/write notes.txt kept").await;
 
-    eventually("the idle agent is stopped", || async {
-        (shoal_node::context::Metrics::get(&ctx.metrics.agent_processes) == 0).then_some(())
-    })
-    .await;
+    // Stopped by workspace.idle_stop_ms: nothing else stops it here.
+    no_agent_runs(&ctx).await;
     let root = ctx.workspace_root(conv.workspace);
     eventually("the idle tree is archived", || async {
         (!root.exists()).then_some(())

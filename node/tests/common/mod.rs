@@ -209,3 +209,33 @@ pub async fn follow_attached(
     );
     (follow, first)
 }
+
+/// The owner-only agent warnings among a turn's frames.
+pub fn warnings(frames: &[EventFrame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.event {
+            Event::AgentWarning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The status lines among a turn's frames.
+pub fn statuses(frames: &[EventFrame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.event {
+            Event::Status { text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until `ctx`'s node runs no agent process.
+pub async fn no_agent_runs(ctx: &shoal_node::context::NodeContext) {
+    eventually("no agent process runs", || async {
+        (shoal_node::context::Metrics::get(&ctx.metrics.agent_processes) == 0).then_some(())
+    })
+    .await;
+}
