@@ -239,3 +239,20 @@ pub async fn no_agent_runs(ctx: &shoal_node::context::NodeContext) {
     })
     .await;
 }
+
+/// Asserts that a turn found its workspace restored from a snapshot and its agent's own
+/// session loaded (not replaced): its `Done` is `done` (the demo agent's `/history`).
+pub fn assert_restored_and_remembered(frames: &[EventFrame], done: &str) {
+    let statuses = statuses(frames);
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.starts_with("workspace restored from snapshot")),
+        "{statuses:?}"
+    );
+    assert!(
+        !statuses.iter().any(|s| s.contains("could not resume")),
+        "the agent did not load its session: {statuses:?}"
+    );
+    assert_eq!(done_content(frames), done);
+}

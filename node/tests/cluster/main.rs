@@ -1,0 +1,17 @@
+//! A real 3-node cluster on loopback: three `shoal-node start` processes with cluster
+//! certificates, Raft per shard, gossip over QUIC datagrams. Faults are real: kill -9,
+//! SIGSTOP (a leader cut off from its peers), a deleted store.
+//!
+//! * `harness`: the cluster and the waits the tests share;
+//! * `faults`: kill -9, partitions, pauses, stalled disks, lost stores, oversized turns;
+//! * `moves`: leadership moves, drain, SIGTERM;
+//! * `operate`: `shoal-node up` and `config check`;
+//! * `workspace`: the workspace and the agent's memory follow a failover.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod faults;
+mod harness;
+mod moves;
+mod operate;
+mod workspace;

@@ -1,0 +1,178 @@
+//! Planned moves: followers across a leadership move, drain, SIGTERM — between turns,
+//! with nothing cut off.
+
+use super::common::assert_gap_free;
+use super::harness::*;
+use futures::StreamExt;
+use shoal_client::Client;
+use shoal_protocol::transcript::{Event, Role};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_resumes_across_a_leadership_move_without_gaps() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    send_ok(&client, conv.id, "first").await;
+    let leader = cluster.leader_of(conv.id.shard.0, None).await;
+    let victim = cluster.index_of(&leader);
+    // Follow from a node that is not the leader: it answers Moved, the SDK goes there.
+    let follower_node = (victim + 1) % 3;
+    let watcher = Client::connect(&cluster.profile_for(follower_node))
+        .await
+        .unwrap();
+    let mut follow = watcher.follow(conv.id, None);
+    let mut frames = Vec::new();
+    // The snapshot (reset + first turn) arrives.
+    tokio::time::timeout(WAIT, async {
+        while let Some(item) = follow.next().await {
+            let frame = item.expect("follow frame");
+            let is_reset = matches!(frame.event, Event::Reset { .. });
+            frames.push(frame);
+            if is_reset {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("snapshot");
+    cluster.kill9(victim).await;
+    // A new turn on the new leader reaches the follower after it resumes there: live,
+    // or inside the snapshot it gets on the new leader (a new activation).
+    let client = Client::connect(&cluster.profile_for(follower_node))
+        .await
+        .unwrap();
+    send_ok(&client, conv.id, "second").await;
+    tokio::time::timeout(WAIT, async {
+        while let Some(item) = follow.next().await {
+            let frame = item.expect("follow frame");
+            let complete = matches!(&frame.event, Event::Done { .. } | Event::Reset { .. });
+            frames.push(frame);
+            if complete
+                && frames
+                    .iter()
+                    .any(|f| format!("{:?}", f.event).contains("echo: second"))
+            {
+                return;
+            }
+        }
+        panic!("the follow ended");
+    })
+    .await
+    .expect("the follower sees the turn on the new leader");
+    assert_gap_free(&frames);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_every_leadership_off_a_node() {
+    let cluster = TestCluster::start(3).await;
+    let admin = cluster.admin(1).await;
+    admin.drain("n1").await.expect("drain accepted");
+    eventually("every leadership leaves the drained node", || async {
+        let shards = admin.shards().await.ok()?;
+        shards
+            .iter()
+            .all(|s| s.leader.is_some() && s.leader.as_deref() != Some("n1"))
+            .then_some(())
+    })
+    .await;
+    let members = admin.members().await.unwrap();
+    assert!(members.iter().any(|m| m.node_id == "n1" && m.draining));
+    // The cluster keeps serving (requests through the drained node are forwarded).
+    let client = Client::connect(&cluster.profile_for(0)).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    assert_eq!(
+        send_ok(&client, conv.id, "still here").await,
+        "echo: still here"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_a_shard_between_turns_instead_of_killing_the_running_one() {
+    let cluster = TestCluster::start(3).await;
+    let LongTurn {
+        conv,
+        leader,
+        li,
+        mut turn,
+        pid,
+        ..
+    } = cluster.turn_on_leader("/slow 60").await;
+    cluster
+        .admin((li + 1) % 3)
+        .await
+        .drain(&leader)
+        .await
+        .expect("drain accepted");
+    let done = turn_done(&mut turn)
+        .await
+        .expect("the running turn ends with done on the draining node");
+    assert_eq!(
+        done.status,
+        shoal_protocol::transcript::MessageStatus::Complete,
+        "the drain cut the running turn: {done:?}"
+    );
+    assert!(done.content.ends_with("chunk 60 "), "{}", done.content);
+    eventually("the agent process stops cleanly", || async {
+        stopped_cleanly(&cluster, pid).then_some(())
+    })
+    .await;
+    let admin = cluster.admin((li + 1) % 3).await;
+    eventually("the shard's leadership leaves the drained node", || async {
+        let shard = admin
+            .shards()
+            .await
+            .ok()?
+            .remove(usize::from(conv.id.shard.0));
+        (shard.leader.is_some() && shard.leader.as_deref() != Some(leader.as_str())).then_some(())
+    })
+    .await;
+    // The conversation goes on on its new leader.
+    let client = Client::connect(&cluster.profile_for((li + 1) % 3))
+        .await
+        .unwrap();
+    assert_eq!(send_ok(&client, conv.id, "moved").await, "echo: moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_running_turn_with_what_it_streamed_before_closing() {
+    let mut cluster = TestCluster::start(3).await;
+    let LongTurn {
+        conv,
+        li,
+        mut turn,
+        pid,
+        ..
+    } = cluster.long_turn_on_leader().await;
+    cluster.signal(li, rustix::process::Signal::TERM);
+    let done = turn_done(&mut turn)
+        .await
+        .expect("the initiator gets done before the node closes its endpoint");
+    assert_eq!(
+        done.status,
+        shoal_protocol::transcript::MessageStatus::Interrupted
+    );
+    let error = done.error.clone().unwrap_or_default();
+    assert!(error.contains("shutting down"), "{done:?}");
+    assert!(done.content.starts_with("chunk 1 chunk 2 "), "{done:?}");
+    let exit = tokio::time::timeout(WAIT, cluster.procs[li].child.take().unwrap().wait())
+        .await
+        .expect("the node exits in time")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        stopped_cleanly(&cluster, pid),
+        "the agent was killed, not stopped"
+    );
+    // The survivors serve the turn as the stopping node committed it.
+    let client = Client::connect(&cluster.profile_for((li + 1) % 3))
+        .await
+        .unwrap();
+    let stored = eventually("the conversation is served again", || async {
+        client.get_conversation(conv.id).await.ok()
+    })
+    .await;
+    let last = stored.messages.last().unwrap();
+    assert_eq!(last.role, Role::Assistant);
+    assert_eq!(last.content, done.content);
+    assert_eq!(last.error, done.error);
+}
