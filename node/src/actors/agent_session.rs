@@ -32,6 +32,9 @@ const LATE_UPDATE_QUIET_MS: u64 = 50;
 /// Upper bound on the late-update window.
 const LATE_UPDATE_WINDOW_MAX_MS: u64 = 500;
 
+/// How long a new session's first prompt waits for the conversation's preamble.
+const PREAMBLE_CALL_TIMEOUT_MS: u64 = 5_000;
+
 /// Messages of [`AgentSessionActor`].
 #[derive(Debug)]
 pub enum AgentSessionMsg {
@@ -41,9 +44,6 @@ pub enum AgentSessionMsg {
         turn: TurnId,
         /// The prompt text.
         text: String,
-        /// The conversation so far, for an agent that starts a new session instead of
-        /// loading its old one (`None`: the conversation has no earlier messages).
-        preamble: Option<String>,
     },
     /// Ask the agent to cancel `turn` (`session/cancel`).
     Cancel {
@@ -204,14 +204,24 @@ impl Actor for AgentSessionActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentSessionMsg::Prompt {
-                turn,
-                text,
-                preamble,
-            } => {
+            AgentSessionMsg::Prompt { turn, text } => {
                 let process = ensure_process(&myself, state, turn).await;
+                // Only a new session's first prompt carries the conversation so far; it
+                // is asked for then, not built for every turn.
+                let preamble = if std::mem::take(&mut state.fresh_session) {
+                    let ask = state.args.conversation.call(
+                        |reply| ConversationMsg::Preamble { turn, reply },
+                        Some(Duration::from_millis(PREAMBLE_CALL_TIMEOUT_MS)),
+                    );
+                    match ask.await {
+                        Ok(ractor::rpc::CallResult::Success(preamble)) => preamble,
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
                 let text = match preamble {
-                    Some(preamble) if std::mem::take(&mut state.fresh_session) => {
+                    Some(preamble) => {
                         let _ = state.args.conversation.cast(ConversationMsg::Agent {
                             turn,
                             event: AgentEvent::Status(
@@ -222,10 +232,7 @@ impl Actor for AgentSessionActor {
                         });
                         format!("{preamble}{text}")
                     }
-                    _ => {
-                        state.fresh_session = false;
-                        text
-                    }
+                    None => text,
                 };
                 let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
                 let _ = state.control_tx.send(Control::Start(turn, ack_tx));

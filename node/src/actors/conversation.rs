@@ -165,6 +165,14 @@ pub enum ConversationMsg {
         /// The end of the turn to commit.
         end: Box<(ShardCommand, Commit)>,
     },
+    /// The agent of `turn` started a new session: the conversation before the turn's
+    /// user message, to give it first (`None`: nothing before it, or another turn runs).
+    Preamble {
+        /// The turn.
+        turn: TurnId,
+        /// Reply.
+        reply: RpcReplyPort<Option<String>>,
+    },
     /// Timer: checkpoints, timeouts, passivation.
     Tick,
     /// Admin: describe actors and followers.
@@ -555,6 +563,14 @@ impl Actor for ConversationActor {
             ConversationMsg::WorkspaceSaved { turn, saved, end } => {
                 let (cmd, commit) = *end;
                 turn::on_workspace_saved(state, turn, saved, cmd, commit);
+            }
+            ConversationMsg::Preamble { turn, reply } => {
+                let preamble = state
+                    .turn
+                    .as_ref()
+                    .filter(|t| t.running.turn == turn)
+                    .and_then(|t| turn::preamble(&state.messages, t.running.user_message));
+                let _ = reply.send(preamble);
             }
             ConversationMsg::Tick => turn::on_tick(&myself, state),
             ConversationMsg::Describe { reply } => {

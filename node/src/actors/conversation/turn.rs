@@ -202,7 +202,6 @@ pub(super) async fn on_send_committed(
             let _ = agent.cast(AgentSessionMsg::Prompt {
                 turn: running.turn,
                 text,
-                preamble: preamble(&state.messages, running.user_message),
             });
             if cancel_early {
                 request_cancel(state);
@@ -219,7 +218,10 @@ pub(super) const PREAMBLE_BYTES_MAX: usize = 32 * 1024;
 /// agent session that starts new (no snapshot had its session store, or the agent
 /// cannot load sessions): the newest messages that fit [`PREAMBLE_BYTES_MAX`]. `None`
 /// when there is nothing before it.
-fn preamble(messages: &VecDeque<Message>, current: shoal_protocol::MessageId) -> Option<String> {
+pub(super) fn preamble(
+    messages: &VecDeque<Message>,
+    current: shoal_protocol::MessageId,
+) -> Option<String> {
     let mut kept = Vec::new();
     let mut bytes = 0;
     let earlier: Vec<&Message> = messages
