@@ -172,23 +172,11 @@ impl CredentialsKey {
             path: path.to_owned(),
             message,
         };
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = vec![0u8; CREDENTIALS_KEY_BYTES];
-                SystemRandom::new()
-                    .fill(&mut bytes)
-                    .map_err(|_| err("no randomness".into()))?;
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
-                }
-                std::fs::write(path, &bytes).map_err(|e| err(e.to_string()))?;
-                super::tls::set_owner_only(path).map_err(|e| err(e.to_string()))?;
-                tracing::warn!(path = %path.display(), "created a new credentials key: every node of the cluster needs this same file");
-                bytes
-            }
-            Err(e) => return Err(err(e.to_string())),
-        };
+        let (bytes, created) =
+            super::load_or_create_key_file(path, CREDENTIALS_KEY_BYTES).map_err(err)?;
+        if created {
+            tracing::warn!(path = %path.display(), "created a new credentials key: every node of the cluster needs this same file");
+        }
         Self::from_bytes(&bytes).map_err(err)
     }
 

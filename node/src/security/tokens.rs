@@ -7,7 +7,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use shoal_protocol::UserId;
 use std::path::{Path, PathBuf};
@@ -97,26 +96,14 @@ impl TokenSigner {
             path: path.to_owned(),
             message,
         };
-        match std::fs::read(path) {
-            Ok(bytes) if bytes.len() >= SIGNING_KEY_BYTES => Ok(Self::from_bytes(&bytes)),
-            Ok(bytes) => Err(err(format!(
+        let (bytes, _) = super::load_or_create_key_file(path, SIGNING_KEY_BYTES).map_err(err)?;
+        if bytes.len() < SIGNING_KEY_BYTES {
+            return Err(err(format!(
                 "holds {} bytes, at least {SIGNING_KEY_BYTES} are needed",
                 bytes.len()
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; SIGNING_KEY_BYTES];
-                SystemRandom::new()
-                    .fill(&mut bytes)
-                    .map_err(|_| err("no randomness".into()))?;
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
-                }
-                std::fs::write(path, bytes).map_err(|e| err(e.to_string()))?;
-                super::tls::set_owner_only(path).map_err(|e| err(e.to_string()))?;
-                Ok(Self::from_bytes(&bytes))
-            }
-            Err(e) => Err(err(e.to_string())),
+            )));
         }
+        Ok(Self::from_bytes(&bytes))
     }
 
     /// Issues a token for `user` with `scopes`, valid for `ttl_secs` from `now_secs`.
