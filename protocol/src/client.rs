@@ -8,8 +8,11 @@
 
 use crate::TraceContext;
 use crate::error::WireError;
-use crate::ids::{ConversationId, MessageId, RequestId, Seq, TurnId, UserId, WorkspaceId};
+use crate::ids::{
+    ConversationId, MessageId, RequestId, Seq, SkillPackId, TurnId, UserId, WorkspaceId,
+};
 use crate::transcript::{EventFrame, Message};
+use crate::workspaces::{SkillPackInfo, SkillPackSpec, WorkspaceInfo};
 use serde::{Deserialize, Serialize};
 
 /// Longest accepted user message text, in bytes.
@@ -102,6 +105,95 @@ pub enum ClientRequest {
         /// The variable name.
         name: String,
     },
+    /// Create a workspace (idempotent per request id). Reply: `Workspace`.
+    CreateWorkspace {
+        /// Its name (unique per user; [`crate::workspaces::check_name`]).
+        name: String,
+        /// Idempotency key: a retry returns the workspace created first.
+        request_id: RequestId,
+    },
+    /// The caller's workspaces in their order, the default one included.
+    /// Reply: `Workspaces`.
+    ListWorkspaces,
+    /// Rename one of the caller's workspaces. Reply: `Workspace`.
+    RenameWorkspace {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// The new name.
+        name: String,
+    },
+    /// Move one of the caller's workspaces to `position` (0-based; past the end: last).
+    /// Reply: `Workspaces`.
+    MoveWorkspace {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its new position in the list.
+        position: u32,
+    },
+    /// Delete a workspace with its conversations, snapshot and credentials. The default
+    /// workspace cannot be deleted; none of its conversations may be running a turn.
+    /// Reply: `WorkspaceDeleted`.
+    DeleteWorkspace {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// The workspace's current name, repeated: the explicit confirmation.
+        confirm_name: String,
+    },
+    /// Create a conversation in one of the caller's workspaces (`CreateConversation` is
+    /// this with the default workspace). Reply: `Created`.
+    CreateConversationIn {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Optional title.
+        title: Option<String>,
+        /// Agent name from the node's config; `None` for the default agent.
+        agent: Option<String>,
+        /// Idempotency key: a retry returns the conversation created first.
+        request_id: RequestId,
+    },
+    /// Create a skill pack (idempotent per request id). Reply: `SkillPack`.
+    CreateSkillPack {
+        /// Its content.
+        spec: SkillPackSpec,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
+    /// Replace a skill pack's content (attached workspaces get the new files at their
+    /// next agent start). Reply: `SkillPack`.
+    UpdateSkillPack {
+        /// The pack.
+        pack: SkillPackId,
+        /// Its new content.
+        spec: SkillPackSpec,
+    },
+    /// The caller's skill packs, by name. Reply: `SkillPacks`.
+    ListSkillPacks,
+    /// One skill pack with its content. Reply: `SkillPackContent`.
+    GetSkillPack {
+        /// The pack.
+        pack: SkillPackId,
+    },
+    /// Delete a skill pack, detaching it from every workspace. Reply: `SkillPackDeleted`.
+    DeleteSkillPack {
+        /// The pack.
+        pack: SkillPackId,
+    },
+    /// Attach a skill pack to a workspace: its files are written into the workspace and
+    /// its agents' homes. Reply: `Workspace`.
+    AttachSkillPack {
+        /// The workspace; `None`: the caller's default workspace.
+        workspace: Option<WorkspaceId>,
+        /// The pack (the caller's, in the workspace's shard).
+        pack: SkillPackId,
+    },
+    /// Detach a skill pack: the files Shoal wrote for it are removed (files a user or
+    /// agent changed are kept). Reply: `Workspace`.
+    DetachSkillPack {
+        /// The workspace; `None`: the caller's default workspace.
+        workspace: Option<WorkspaceId>,
+        /// The pack.
+        pack: SkillPackId,
+    },
 }
 
 /// A secret value on the wire (a credential): shown as `<redacted>` by `Debug`, so a
@@ -183,6 +275,32 @@ pub enum ClientReply {
     CredentialDeleted {
         /// It existed.
         existed: bool,
+    },
+    /// A workspace after `CreateWorkspace`, `RenameWorkspace`, `AttachSkillPack` or
+    /// `DetachSkillPack`.
+    Workspace(WorkspaceInfo),
+    /// `ListWorkspaces` or `MoveWorkspace`: the caller's workspaces in order.
+    Workspaces(Vec<WorkspaceInfo>),
+    /// `DeleteWorkspace` is committed.
+    WorkspaceDeleted {
+        /// Conversations deleted with it.
+        conversations: u64,
+    },
+    /// A skill pack after `CreateSkillPack` or `UpdateSkillPack`.
+    SkillPack(SkillPackInfo),
+    /// `ListSkillPacks`.
+    SkillPacks(Vec<SkillPackInfo>),
+    /// `GetSkillPack`.
+    SkillPackContent {
+        /// The pack.
+        info: SkillPackInfo,
+        /// Its content.
+        spec: SkillPackSpec,
+    },
+    /// `DeleteSkillPack` is committed.
+    SkillPackDeleted {
+        /// Workspaces it was detached from.
+        detached: u64,
     },
 }
 

@@ -82,6 +82,12 @@ sharded_id!(
     "workspace"
 );
 sharded_id!(
+    /// A skill pack; it lives in its owner's shard.
+    SkillPackId,
+    "p",
+    "skill pack"
+);
+sharded_id!(
     /// A conversation; its shard is its workspace's shard.
     ConversationId,
     "c",

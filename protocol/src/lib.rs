@@ -6,6 +6,8 @@
 //! * [`ids`]: typed identifiers (workspaces, conversations, messages, sequence numbers).
 //! * [`transcript`]: messages, parts, display events and the follower allowlist.
 //! * [`client`]: requests and server frames of the `shoal-client/1` ALPN.
+//! * [`workspaces`]: workspaces and skill packs as the client API sees them, with the
+//!   checks both sides run on names and pack files.
 //! * [`admin`]: requests and replies of the `shoal-admin/1` ALPN.
 //! * [`error`]: the wire error and its [`ErrorCode`].
 //!
@@ -27,10 +29,13 @@ pub mod frame;
 pub mod handshake;
 pub mod ids;
 pub mod transcript;
+pub mod workspaces;
 
 pub use error::{ErrorCode, WireError};
 pub use frame::{BincodeCodec, Codec, CodecError, FRAME_BYTES_MAX, FrameDecoder, FrameError};
-pub use ids::{ConversationId, MessageId, RequestId, Seq, ShardId, TurnId, UserId, WorkspaceId};
+pub use ids::{
+    ConversationId, MessageId, RequestId, Seq, ShardId, SkillPackId, TurnId, UserId, WorkspaceId,
+};
 
 /// ALPN of the client API.
 pub const ALPN_CLIENT: &[u8] = b"shoal-client/1";
