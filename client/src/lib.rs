@@ -57,6 +57,7 @@ mod error;
 mod follow;
 mod profile;
 mod retry;
+mod workspaces;
 
 pub use admin::AdminClient;
 pub use connection::{
@@ -508,6 +509,13 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::CredentialSet => "CredentialSet",
         ClientReply::Credentials(_) => "Credentials",
         ClientReply::CredentialDeleted { .. } => "CredentialDeleted",
+        ClientReply::Workspace(_) => "Workspace",
+        ClientReply::Workspaces(_) => "Workspaces",
+        ClientReply::WorkspaceDeleted { .. } => "WorkspaceDeleted",
+        ClientReply::SkillPack(_) => "SkillPack",
+        ClientReply::SkillPacks(_) => "SkillPacks",
+        ClientReply::SkillPackContent { .. } => "SkillPackContent",
+        ClientReply::SkillPackDeleted { .. } => "SkillPackDeleted",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

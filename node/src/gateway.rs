@@ -16,6 +16,7 @@ mod credentials;
 pub mod frames;
 pub mod peer_api;
 pub mod tail;
+mod workspaces;
 
 use crate::actors::shard_host::ShardHostMsg;
 use crate::context::{Metrics, NodeContext};

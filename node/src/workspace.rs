@@ -22,8 +22,13 @@
 //! turn end. A local marker file (`<id>.snapshot`, beside the tree) records which
 //! snapshot the tree corresponds to.
 
+mod attached;
 pub mod blobs;
+mod lifetime;
 pub mod manifest;
+pub mod packs;
+
+pub use lifetime::{Archived, run_archiver};
 
 use crate::context::NodeContext;
 use crate::peer::{BLOB_PUT_BYTES_MAX, BLOB_QUERY_HASHES_MAX, BlobReply, PeerLane, PeerRequest};
@@ -224,6 +229,11 @@ pub enum SandboxMsg {
     Snapshot(RpcReplyPort<Result<Saved, WorkspaceError>>),
     /// Remove the live tree if the workspace is still idle ([`run_archiver`]).
     Archive(RpcReplyPort<Result<Archived, WorkspaceError>>),
+    /// Make the skill-pack files in the tree match the attached packs; with `true`,
+    /// only when the tree is here (a request, not an agent start).
+    SyncPacks(bool, RpcReplyPort<Result<packs::Synced, WorkspaceError>>),
+    /// The workspace was deleted: remove its tree and marker here, then stop.
+    Remove(RpcReplyPort<Result<(), WorkspaceError>>),
     /// Stop when idle long enough.
     Tick,
 }
@@ -237,6 +247,28 @@ pub async fn prepare(
     ask(ctx, workspace, SandboxMsg::Prepare).await
 }
 
+/// Writes the files of `workspace`'s attached skill packs into its tree here (and
+/// prunes those of detached ones), when the tree is here; see [`packs`].
+pub async fn sync_packs(
+    ctx: &Arc<NodeContext>,
+    workspace: WorkspaceId,
+) -> Result<packs::Synced, WorkspaceError> {
+    ask(ctx, workspace, |reply| SandboxMsg::SyncPacks(true, reply)).await
+}
+
+/// Before an agent starts: like [`sync_packs`], creating the tree if needed.
+pub async fn sync_packs_for_agent(
+    ctx: &Arc<NodeContext>,
+    workspace: WorkspaceId,
+) -> Result<packs::Synced, WorkspaceError> {
+    ask(ctx, workspace, |reply| SandboxMsg::SyncPacks(false, reply)).await
+}
+
+/// Removes a deleted workspace's tree here and stops its sandbox.
+pub async fn remove(ctx: &Arc<NodeContext>, workspace: WorkspaceId) -> Result<(), WorkspaceError> {
+    ask(ctx, workspace, SandboxMsg::Remove).await
+}
+
 /// Takes a snapshot of `workspace`'s tree and commits it (see the module doc).
 pub async fn snapshot(
     ctx: &Arc<NodeContext>,
@@ -248,13 +280,13 @@ pub async fn snapshot(
 async fn ask<T: Send + 'static>(
     ctx: &Arc<NodeContext>,
     workspace: WorkspaceId,
-    msg: fn(RpcReplyPort<Result<T, WorkspaceError>>) -> SandboxMsg,
+    msg: impl Fn(RpcReplyPort<Result<T, WorkspaceError>>) -> SandboxMsg,
 ) -> Result<T, WorkspaceError> {
     let timeout = ctx.config.workspace.snapshot_timeout();
     // A sandbox that stopped as it was handed out is replaced once.
     for _ in 0..2 {
         let sandbox = sandbox(ctx, workspace).await?;
-        match sandbox.call(msg, Some(timeout)).await {
+        match sandbox.call(&msg, Some(timeout)).await {
             Ok(CallResult::Success(result)) => return result,
             Ok(CallResult::Timeout) => {
                 return Err(WorkspaceError::Timeout(timeout.as_millis() as u64));
@@ -359,8 +391,27 @@ impl Actor for SandboxActor {
                 maybe_collect_garbage(&state.ctx);
             }
             SandboxMsg::Archive(reply) => {
-                let archived = archive(&state.ctx, state.workspace, &mut state.manifest).await;
+                let archived =
+                    lifetime::archive(&state.ctx, state.workspace, &mut state.manifest).await;
                 let _ = reply.send(archived);
+            }
+            SandboxMsg::SyncPacks(only_if_present, reply) => {
+                state.last_used = tokio::time::Instant::now();
+                let synced = attached::sync(&state.ctx, state.workspace, only_if_present).await;
+                let _ = reply.send(synced);
+            }
+            SandboxMsg::Remove(reply) => {
+                let removed = lifetime::remove(&state.ctx, state.workspace).await;
+                let _ = reply.send(removed);
+                let mut actors = state.ctx.sandboxes.lock();
+                if actors
+                    .get(&state.workspace)
+                    .is_some_and(|a| a.get_id() == myself.get_id())
+                {
+                    actors.remove(&state.workspace);
+                }
+                drop(actors);
+                myself.stop(Some("workspace deleted".into()));
             }
             SandboxMsg::Tick => {
                 if state.last_used.elapsed() >= Duration::from_millis(SANDBOX_IDLE_STOP_MS) {
@@ -851,129 +902,4 @@ pub async fn collect_garbage(
         blobs.collect(&referenced, grace).map_err(io)
     })
     .await
-}
-
-/// What [`archive`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Archived {
-    /// The live tree is gone; the snapshot (`seq`, 0: an empty tree) stays.
-    Removed {
-        /// The snapshot the next turn restores.
-        seq: u64,
-    },
-    /// This node no longer hosts the workspace: its stale copy is gone.
-    RemovedStale,
-    /// An agent started meanwhile, or the tree was used again: kept.
-    InUse,
-}
-
-/// Removes the live tree of an idle workspace. Where this node hosts it, a last
-/// snapshot comes first and the tree stays when it fails (over a limit, no majority):
-/// nothing is archived that the snapshot does not hold. Where it does not, the copy is
-/// stale (the host restored its own from the snapshot) and goes.
-async fn archive(
-    ctx: &Arc<NodeContext>,
-    workspace: WorkspaceId,
-    cache: &mut ManifestCache,
-) -> Result<Archived, WorkspaceError> {
-    if ctx.sandboxes.agents_in(workspace) > 0 {
-        return Ok(Archived::InUse);
-    }
-    let root = ctx.workspace_root(workspace);
-    let marker = marker_path(ctx, workspace);
-    match check_hosted(ctx, workspace.shard) {
-        Ok(()) => {
-            let seq = match take_snapshot(ctx, workspace, cache).await {
-                Ok(Saved::Unchanged { seq } | Saved::Committed { seq, .. }) => seq,
-                // Older than the last snapshot: nothing here is worth keeping.
-                Err(WorkspaceError::Stale { .. }) => {
-                    blocking(ctx, move || {
-                        remove_tree(&root)?;
-                        write_marker(&marker, None)
-                    })
-                    .await?;
-                    return Ok(Archived::RemovedStale);
-                }
-                Err(e) => return Err(e),
-            };
-            if ctx.sandboxes.agents_in(workspace) > 0 {
-                return Ok(Archived::InUse);
-            }
-            blocking(ctx, move || remove_tree(&root)).await?;
-            tracing::info!(%workspace, seq, "idle workspace archived: its live directory is removed, its snapshot stays");
-            Ok(Archived::Removed { seq })
-        }
-        Err(_) => {
-            blocking(ctx, move || {
-                remove_tree(&root)?;
-                write_marker(&marker, None)
-            })
-            .await?;
-            tracing::info!(%workspace, "stale copy of a workspace hosted elsewhere removed");
-            Ok(Archived::RemovedStale)
-        }
-    }
-}
-
-fn remove_tree(root: &std::path::Path) -> Result<(), WorkspaceError> {
-    match std::fs::remove_dir_all(root) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
-        _ => Ok(()),
-    }
-}
-
-/// Archives idle workspace trees on this node (`workspace.archive_after_ms`): every
-/// tree under `<data_dir>/workspaces/` with no agent running whose marker (touched by
-/// every snapshot and restore; the tree itself when it has none) is older than the
-/// limit. Off when the key is 0.
-pub async fn run_archiver(ctx: Arc<NodeContext>) {
-    let Some(after) = ctx.config.workspace.archive_after() else {
-        return;
-    };
-    let period = (after / 8).clamp(Duration::from_secs(1), Duration::from_secs(600));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let dir = ctx.config.node.data_dir.join("workspaces");
-        let idle = ctx
-            .blocking(move || idle_trees(&dir, after))
-            .await
-            .unwrap_or_default();
-        for workspace in idle {
-            if ctx.sandboxes.agents_in(workspace) > 0 {
-                continue;
-            }
-            match ask(&ctx, workspace, SandboxMsg::Archive).await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(%workspace, error = %e, "idle workspace not archived; it is retried later")
-                }
-            }
-        }
-    }
-}
-
-/// The workspaces under `dir` unused for at least `after`.
-fn idle_trees(dir: &std::path::Path, after: Duration) -> Vec<WorkspaceId> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let now = std::time::SystemTime::now();
-    let age = |path: &std::path::Path| {
-        std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| now.duration_since(t).ok())
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| {
-            let workspace: WorkspaceId = e.file_name().to_str()?.parse().ok()?;
-            let path = e.path();
-            let used = age(&marker_of(&path)).or_else(|| age(&path))?;
-            (used >= after).then_some(workspace)
-        })
-        .collect()
 }

@@ -384,6 +384,18 @@ async fn ensure_process(
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    // The attached skill packs' files, in the tree and this agent's home.
+    let warnings = match crate::workspace::sync_packs_for_agent(ctx, args.workspace).await {
+        Ok(synced) => synced.warnings,
+        Err(e) => vec![format!("skill pack files not written: {e}")],
+    };
+    for warning in warnings {
+        let _ = args.conversation.cast(ConversationMsg::Agent {
+            turn,
+            event: AgentEvent::Warning(warning),
+            credit: None,
+        });
+    }
     let (mut extra_env, left_out) = crate::security::credentials::agent_env(ctx, args.workspace);
     for warning in left_out {
         let _ = args.conversation.cast(ConversationMsg::Agent {

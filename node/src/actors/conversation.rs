@@ -316,6 +316,15 @@ pub(crate) fn propose_error(ctx: &NodeContext, context: &str, err: ProposeError)
         ProposeError::Rejected(e @ Rejection::Invalid(_)) => {
             WireError::new(ErrorCode::InvalidArgument, format!("{context}: {e}"))
         }
+        ProposeError::Rejected(
+            e @ (Rejection::WorkspaceNotFound(_) | Rejection::SkillPackNotFound(_)),
+        ) => WireError::not_found(e.to_string()),
+        ProposeError::Rejected(e @ Rejection::NameTaken(_)) => {
+            WireError::invalid("name", e.to_string())
+        }
+        ProposeError::Rejected(e @ (Rejection::TooMany(_) | Rejection::WorkspaceBusy { .. })) => {
+            WireError::new(ErrorCode::Busy, e.to_string())
+        }
         other => internal(ctx, context, other),
     }
 }

@@ -80,8 +80,25 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         | ClientRequest::GetConversation { conversation }
         | ClientRequest::CancelTurn { conversation }
         | ClientRequest::RespondPermission { conversation, .. } => conversation.shard,
-        ClientRequest::CreateConversation { .. } | ClientRequest::ListConversations { .. } => {
-            ctx.default_workspace(&peer.user).shard
+        // A user's workspaces and skill packs live in the user's shard.
+        ClientRequest::CreateConversation { .. }
+        | ClientRequest::ListConversations { .. }
+        | ClientRequest::CreateWorkspace { .. }
+        | ClientRequest::ListWorkspaces
+        | ClientRequest::CreateSkillPack { .. }
+        | ClientRequest::ListSkillPacks => ctx.default_workspace(&peer.user).shard,
+        ClientRequest::RenameWorkspace { workspace, .. }
+        | ClientRequest::MoveWorkspace { workspace, .. }
+        | ClientRequest::DeleteWorkspace { workspace, .. }
+        | ClientRequest::CreateConversationIn { workspace, .. } => workspace.shard,
+        ClientRequest::UpdateSkillPack { pack, .. }
+        | ClientRequest::GetSkillPack { pack }
+        | ClientRequest::DeleteSkillPack { pack } => pack.shard,
+        ClientRequest::AttachSkillPack { workspace, .. }
+        | ClientRequest::DetachSkillPack { workspace, .. } => {
+            workspace
+                .unwrap_or_else(|| ctx.default_workspace(&peer.user))
+                .shard
         }
         // A workspace that is not the caller's is refused where the request is served.
         ClientRequest::SetCredential { workspace, .. }
@@ -351,9 +368,70 @@ pub async fn dispatch(
             title,
             agent,
             request_id,
-        } => create(ctx, peer, title, agent, request_id)
+        } => create(ctx, peer, None, title, agent, request_id)
             .await
             .map(ClientReply::Created),
+        ClientRequest::CreateConversationIn {
+            workspace,
+            title,
+            agent,
+            request_id,
+        } => create(ctx, peer, Some(workspace), title, agent, request_id)
+            .await
+            .map(ClientReply::Created),
+        ClientRequest::CreateWorkspace { name, request_id } => {
+            super::workspaces::create(ctx, peer, name, request_id)
+                .await
+                .map(ClientReply::Workspace)
+        }
+        ClientRequest::ListWorkspaces => {
+            super::workspaces::list(ctx, peer).map(ClientReply::Workspaces)
+        }
+        ClientRequest::RenameWorkspace { workspace, name } => {
+            super::workspaces::rename(ctx, peer, workspace, name)
+                .await
+                .map(ClientReply::Workspace)
+        }
+        ClientRequest::MoveWorkspace {
+            workspace,
+            position,
+        } => super::workspaces::reorder(ctx, peer, workspace, position)
+            .await
+            .map(ClientReply::Workspaces),
+        ClientRequest::DeleteWorkspace {
+            workspace,
+            confirm_name,
+        } => super::workspaces::delete(ctx, host, peer, workspace, confirm_name)
+            .await
+            .map(|conversations| ClientReply::WorkspaceDeleted { conversations }),
+        ClientRequest::CreateSkillPack { spec, request_id } => {
+            super::workspaces::create_pack(ctx, peer, spec, request_id)
+                .await
+                .map(ClientReply::SkillPack)
+        }
+        ClientRequest::UpdateSkillPack { pack, spec } => {
+            super::workspaces::update_pack(ctx, peer, pack, spec)
+                .await
+                .map(ClientReply::SkillPack)
+        }
+        ClientRequest::ListSkillPacks => {
+            super::workspaces::list_packs(ctx, peer).map(ClientReply::SkillPacks)
+        }
+        ClientRequest::GetSkillPack { pack } => super::workspaces::get_pack(ctx, peer, pack)
+            .map(|(info, spec)| ClientReply::SkillPackContent { info, spec }),
+        ClientRequest::DeleteSkillPack { pack } => super::workspaces::delete_pack(ctx, peer, pack)
+            .await
+            .map(|detached| ClientReply::SkillPackDeleted { detached }),
+        ClientRequest::AttachSkillPack { workspace, pack } => {
+            super::workspaces::attach(ctx, peer, workspace, pack, true)
+                .await
+                .map(ClientReply::Workspace)
+        }
+        ClientRequest::DetachSkillPack { workspace, pack } => {
+            super::workspaces::attach(ctx, peer, workspace, pack, false)
+                .await
+                .map(ClientReply::Workspace)
+        }
         ClientRequest::ListConversations { limit } => {
             list(ctx, peer, limit).map(ClientReply::Conversations)
         }
@@ -467,6 +545,7 @@ async fn call<T: Send + 'static>(
 async fn create(
     ctx: &NodeContext,
     peer: &Peer,
+    workspace: Option<shoal_protocol::WorkspaceId>,
     title: Option<String>,
     agent: Option<String>,
     request_id: shoal_protocol::RequestId,
@@ -497,7 +576,7 @@ async fn create(
             name
         }
     };
-    let workspace = ctx.default_workspace(&peer.user);
+    let workspace = super::workspaces::owned(ctx, peer, workspace)?.id;
     let id = ConversationId::new(workspace.shard, ctx.random_u128());
     let cmd = ShardCommand::CreateConversation {
         id,
@@ -511,7 +590,11 @@ async fn create(
     match ctx.cluster.propose(workspace.shard, cmd).await {
         Ok(Outcome::Conversation(record)) => Ok(summary(&record)),
         Ok(other) => Err(internal(ctx, format!("unexpected outcome {other:?}"))),
-        Err(e) => Err(internal(ctx, e.to_string())),
+        Err(e) => Err(crate::actors::conversation::propose_error(
+            ctx,
+            "create a conversation",
+            e,
+        )),
     }
 }
 

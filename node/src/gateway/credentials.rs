@@ -10,21 +10,13 @@ use crate::shard::state_machine::{Outcome, ShardCommand};
 use shoal_protocol::client::{CredentialInfo, Secret};
 use shoal_protocol::{ErrorCode, WireError, WorkspaceId};
 
-/// The workspace a credential request addresses: `None` is the caller's default; any
-/// other workspace is refused (today every user has exactly their default workspace).
-pub(super) fn workspace_of(
+/// The caller's workspace a credential request addresses (`None`: the default one).
+fn workspace_of(
     ctx: &NodeContext,
     peer: &Peer,
     workspace: Option<WorkspaceId>,
 ) -> Result<WorkspaceId, WireError> {
-    let own = ctx.default_workspace(&peer.user);
-    match workspace {
-        None => Ok(own),
-        Some(ws) if ws == own => Ok(own),
-        Some(ws) => Err(WireError::not_found(format!(
-            "workspace {ws} is not one of yours"
-        ))),
-    }
+    super::workspaces::owned(ctx, peer, workspace).map(|w| w.id)
 }
 
 fn key(ctx: &NodeContext) -> Result<&CredentialsKey, WireError> {

@@ -18,7 +18,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::{BatchResult, PeerNode, ShardBatch, TypeConfig};
-use crate::shard::state_machine::{self, ReadError, ShardRead};
+use crate::shard::state_machine::{self, Pairs, ReadError, ShardRead};
 use crate::shard::store::Store;
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
@@ -260,30 +260,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// A shard's state-machine tree, read by the state machine.
-struct TreeRead<'a>(&'a sled::Tree);
-
-impl ShardRead for TreeRead<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
-        self.0
-            .get(key)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| ReadError::Io(e.to_string()))
-    }
-}
+/// The writes of the entries applied so far in one `apply` call: a value, or `None`
+/// for a key removed.
+type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Reads through the writes of the entries applied so far in this `apply` call.
 struct Overlay<'a, R> {
     base: &'a R,
-    pending: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+    pending: &'a Pending,
 }
 
 impl<R: ShardRead> ShardRead for Overlay<'_, R> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
         if let Some(v) = self.pending.get(key) {
-            return Ok(Some(v.clone()));
+            return Ok(v.clone());
         }
         self.base.get(key)
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, ReadError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.base.scan_prefix(prefix)?.into_iter().collect();
+        for (k, v) in self
+            .pending
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().collect())
     }
 }
 
@@ -291,7 +299,7 @@ impl<R: ShardRead> ShardRead for Overlay<'_, R> {
 /// result per entry, and the last log id and membership seen.
 #[derive(Default)]
 struct AppliedEntries {
-    pending: BTreeMap<Vec<u8>, Vec<u8>>,
+    pending: Pending,
     replies: Vec<BatchResult>,
     last: Option<LogId<u64>>,
     membership: Option<StoredMembership<u64, PeerNode>>,
@@ -322,7 +330,12 @@ fn apply_entries(
                     };
                     match state_machine::apply(&view, cmd)? {
                         Ok((writes, outcome)) => {
-                            out.pending.extend(writes.puts);
+                            for key in writes.deletes {
+                                out.pending.insert(key, None);
+                            }
+                            for (k, v) in writes.puts {
+                                out.pending.insert(k, Some(v));
+                            }
                             results.push(Ok(outcome));
                         }
                         Err(rejection) => results.push(Err(rejection)),
@@ -410,7 +423,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             replies,
             last,
             membership,
-        } = match apply_entries(&TreeRead(&self.trees.state), entries) {
+        } = match apply_entries(&self.trees.state, entries) {
             Ok(applied) => applied,
             Err(e) => {
                 // Fail-stop: a divergent result would be worse than a missing replica.
@@ -423,7 +436,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let mut batch = sled::Batch::default();
         for (k, v) in pending {
-            batch.insert(k, v);
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
         }
         if let Some(last) = last {
             batch.insert(APPLIED_KEY, encode(&last).map_err(io_write)?);
@@ -501,6 +517,10 @@ mod tests {
         fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
             Err(ReadError::Io("injected: input/output error".into()))
         }
+
+        fn scan_prefix(&self, _prefix: &[u8]) -> Result<Pairs, ReadError> {
+            Err(ReadError::Io("injected: input/output error".into()))
+        }
     }
 
     /// A replica whose disk fails mid-apply must not answer `Rejection::Io` (a result
@@ -521,5 +541,58 @@ mod tests {
             "{:?}",
             result.map(|a| a.replies)
         );
+    }
+
+    /// Entries applied in one call read each other's writes, deletes included: a
+    /// workspace deleted in the entry after the one that created a conversation in it
+    /// takes that conversation with it.
+    #[test]
+    fn a_delete_sees_the_writes_of_earlier_commands_in_the_same_apply() {
+        use shoal_protocol::{RequestId, UserId, WorkspaceId};
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let owner = UserId::parse("alice").unwrap();
+        let default = WorkspaceId::new(ShardId(0), 1);
+        let workspace = WorkspaceId::new(ShardId(0), 10);
+        let conversation = ConversationId::new(ShardId(0), 20);
+        let commands = vec![
+            ShardCommand::CreateWorkspace {
+                id: workspace,
+                owner: owner.clone(),
+                default,
+                name: "w".into(),
+                at_ms: 1,
+                request_id: RequestId(1),
+            },
+            ShardCommand::CreateConversation {
+                id: conversation,
+                workspace,
+                owner: owner.clone(),
+                title: None,
+                agent: "demo".into(),
+                at_ms: 2,
+                request_id: RequestId(2),
+            },
+            ShardCommand::DeleteWorkspace {
+                workspace,
+                owner,
+                default,
+            },
+        ];
+        let entry = Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 5),
+            payload: EntryPayload::Normal(ShardBatch { commands }),
+        };
+        let applied = apply_entries(&tree, [entry]).unwrap();
+        let results = &applied.replies[0].results;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            results[2],
+            Ok(state_machine::Outcome::WorkspaceDeleted {
+                conversations: vec![conversation]
+            })
+        );
+        let key = state_machine::conversation_key(conversation);
+        assert_eq!(applied.pending.get(&key), Some(&None));
     }
 }

@@ -24,134 +24,20 @@
 //! * `u/<user>/<conversation uid>` → empty: the user's conversations
 //! * `w/<workspace uid>` → [`WorkspaceSnapshot`]: the workspace's last committed snapshot
 //! * `k/<workspace uid>` → [`WorkspaceCredentials`]: the workspace's sealed credentials
+//! * workspaces and skill packs: see [`workspaces`]
 
-use super::parts_delta::PartsDelta;
-use crate::security::credentials::{
-    CREDENTIAL_VALUE_BYTES_MAX, CREDENTIALS_PER_WORKSPACE_MAX, Sealed, check_shape,
-};
+use crate::security::credentials::{CREDENTIALS_PER_WORKSPACE_MAX, Sealed};
 use serde::{Deserialize, Serialize};
 use shoal_protocol::frame::{BincodeCodec, Codec};
-use shoal_protocol::transcript::{
-    Message, MessageStatus, Part, Role, StopReason, content_from_parts,
+use shoal_protocol::transcript::{Message, MessageStatus, Part, Role, content_from_parts};
+use shoal_protocol::{
+    ConversationId, MessageId, RequestId, SkillPackId, TurnId, UserId, WorkspaceId,
 };
-use shoal_protocol::{ConversationId, MessageId, RequestId, TurnId, UserId, WorkspaceId};
 
-/// A durable change to a shard. Encoded by declaration index: append only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ShardCommand {
-    /// Create a conversation (idempotent per `(owner, request_id)`).
-    CreateConversation {
-        /// The new id (chosen by the proposer).
-        id: ConversationId,
-        /// Its workspace (same shard).
-        workspace: WorkspaceId,
-        /// Owner.
-        owner: UserId,
-        /// Optional title.
-        title: Option<String>,
-        /// Agent name.
-        agent: String,
-        /// Creation time.
-        at_ms: u64,
-        /// Idempotency key.
-        request_id: RequestId,
-    },
-    /// A conversation actor starts: bump the activation number (new sequence range).
-    Activate {
-        /// The conversation.
-        conversation: ConversationId,
-    },
-    /// Append a user message and start a turn (idempotent per request id).
-    AppendUserMessage {
-        /// The conversation.
-        conversation: ConversationId,
-        /// Message text.
-        text: String,
-        /// Idempotency key.
-        request_id: RequestId,
-        /// Time of the message.
-        at_ms: u64,
-    },
-    /// Save the running turn's assistant message as streamed so far. No longer proposed
-    /// (see [`ShardCommand::AppendParts`]); applied when an older log replays.
-    Checkpoint {
-        /// The conversation.
-        conversation: ConversationId,
-        /// The assistant message (status `InProgress`).
-        message: Message,
-    },
-    /// End the running turn with its final assistant message. Proposed only by tests now
-    /// (see [`ShardCommand::EndTurn`]); applied when an older log replays.
-    FinishTurn {
-        /// The conversation.
-        conversation: ConversationId,
-        /// The final assistant message (status complete, cancelled or interrupted).
-        message: Message,
-    },
-    /// Remember (or forget) the agent's session id, for `session/load` on reactivation.
-    SetAgentSession {
-        /// The conversation.
-        conversation: ConversationId,
-        /// The agent's session id.
-        session_id: Option<String>,
-    },
-    /// Save what the running turn streamed since the proposer's last confirmed
-    /// checkpoint (replaces [`ShardCommand::Checkpoint`], which re-sent the whole message).
-    AppendParts {
-        /// The conversation.
-        conversation: ConversationId,
-        /// The running turn's assistant message.
-        message: MessageHeader,
-        /// Its parts from the proposer's confirmed mark on.
-        delta: PartsDelta,
-    },
-    /// End the running turn (replaces [`ShardCommand::FinishTurn`]): apply the last
-    /// delta, if any, to the stored message and give it its final status.
-    EndTurn {
-        /// The conversation.
-        conversation: ConversationId,
-        /// The running turn's assistant message.
-        message: MessageHeader,
-        /// The parts not yet confirmed stored; `None` ends the turn with what is stored
-        /// (a new activation saving a turn its predecessor left running).
-        delta: Option<PartsDelta>,
-        /// Complete, cancelled or interrupted.
-        status: MessageStatus,
-        /// Why it ended.
-        stop_reason: Option<StopReason>,
-        /// What went wrong, if anything.
-        error: Option<String>,
-    },
-    /// Record a workspace snapshot whose chunks are already on a majority of the shard's
-    /// replicas. Applies only on top of the snapshot it was taken from (`base`), so a
-    /// node holding a stale tree can never replace a newer snapshot.
-    SetWorkspaceSnapshot {
-        /// The workspace (this shard's).
-        workspace: WorkspaceId,
-        /// The sequence number of the snapshot it was taken from (0: none).
-        base: u64,
-        /// The new snapshot; its `seq` is `base + 1`.
-        snapshot: WorkspaceSnapshot,
-    },
-    /// Set or replace a workspace credential. Only the sealed value enters the log.
-    SetCredential {
-        /// The workspace (this shard's).
-        workspace: WorkspaceId,
-        /// The variable name.
-        name: String,
-        /// The value, sealed by the proposer.
-        sealed: Sealed,
-        /// When.
-        at_ms: u64,
-    },
-    /// Remove a workspace credential.
-    DeleteCredential {
-        /// The workspace.
-        workspace: WorkspaceId,
-        /// The variable name.
-        name: String,
-    },
-}
+mod command;
+pub mod workspaces;
+
+pub use command::ShardCommand;
 
 /// A workspace's credentials, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +145,23 @@ pub enum Outcome {
         /// It existed (and is gone now).
         existed: bool,
     },
+    /// `CreateWorkspace`, `RenameWorkspace`, `AttachSkillPack`, `DetachSkillPack`: the
+    /// workspace after it.
+    Workspace(Box<workspaces::WorkspaceRecord>),
+    /// `MoveWorkspace`: the owner's workspaces in their new order.
+    Workspaces(Vec<workspaces::WorkspaceRecord>),
+    /// `DeleteWorkspace`: the conversations deleted with it.
+    WorkspaceDeleted {
+        /// Their ids (their actors are stopped by the proposer).
+        conversations: Vec<ConversationId>,
+    },
+    /// `CreateSkillPack`, `UpdateSkillPack`: the pack after it.
+    SkillPack(Box<workspaces::StoredSkillPack>),
+    /// `DeleteSkillPack`: the workspaces it was detached from.
+    SkillPackDeleted {
+        /// The workspaces.
+        detached: Vec<WorkspaceId>,
+    },
 }
 
 /// What `AppendUserMessage` did.
@@ -297,6 +200,29 @@ pub enum Rejection {
         /// The workspace's last committed snapshot.
         current: u64,
     },
+    /// The workspace is not the caller's, was deleted, or does not exist.
+    #[error("workspace {0} does not exist (or is not yours)")]
+    WorkspaceNotFound(WorkspaceId),
+    /// The skill pack is not the caller's or does not exist (or, for a detach, is not
+    /// attached).
+    #[error("skill pack {0} does not exist here (or is not yours)")]
+    SkillPackNotFound(SkillPackId),
+    /// The name is used by another of the caller's workspaces or packs.
+    #[error("{0} already exists; choose another name")]
+    NameTaken(String),
+    /// A count limit is reached (the message names it).
+    #[error("{0}")]
+    TooMany(String),
+    /// A conversation of the workspace runs a turn.
+    #[error(
+        "conversation {conversation} of this workspace is running turn {turn}; cancel it or wait, then retry"
+    )]
+    WorkspaceBusy {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its running turn.
+        turn: TurnId,
+    },
 }
 
 /// This replica cannot read its own state: a local fault, never a replicated result.
@@ -319,114 +245,31 @@ pub enum ReadError {
 pub trait ShardRead {
     /// The value at `key`; `Err` when this replica's store cannot be read.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError>;
+    /// Every key starting with `prefix` and its value, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, ReadError>;
 }
+
+/// Keys and values, in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// What [`apply`] yields when the state could be read: the writes and outcome, or a
 /// rejection every replica makes alike.
 pub type Applied = Result<(Writes, Outcome), Rejection>;
 
-impl ShardCommand {
-    /// Checks what can be checked without the state. [`apply`] runs the same checks, so
-    /// a command that fails them is rejected alike on every replica; proposers call this
-    /// first so such a command never reaches the log.
-    pub fn validate(&self) -> Result<(), Rejection> {
-        match self {
-            ShardCommand::CreateConversation { id, workspace, .. } => {
-                if id.shard != workspace.shard {
-                    return Err(Rejection::Invalid(format!(
-                        "conversation {id} must live in its workspace's shard {}",
-                        workspace.shard
-                    )));
-                }
-            }
-            ShardCommand::Checkpoint {
-                conversation,
-                message,
-            }
-            | ShardCommand::FinishTurn {
-                conversation,
-                message,
-            } => {
-                // Invariant 4, checked where a message enters the log.
-                if message.content != content_from_parts(&message.parts) {
-                    return Err(Rejection::Invalid(format!(
-                        "message {} of {conversation}: content must equal content_from_parts(parts) (invariant 4)",
-                        message.id
-                    )));
-                }
-                let finishing = matches!(self, ShardCommand::FinishTurn { .. });
-                if finishing && message.status == MessageStatus::InProgress {
-                    return Err(Rejection::Invalid(format!(
-                        "message {} of {conversation}: a finished turn is not in progress",
-                        message.id
-                    )));
-                }
-            }
-            ShardCommand::EndTurn {
-                conversation,
-                message,
-                status,
-                ..
-            } => {
-                if *status == MessageStatus::InProgress {
-                    return Err(Rejection::Invalid(format!(
-                        "message {} of {conversation}: a finished turn is not in progress",
-                        message.id
-                    )));
-                }
-            }
-            ShardCommand::SetWorkspaceSnapshot {
-                workspace,
-                base,
-                snapshot,
-            } => {
-                if Some(snapshot.seq) != base.checked_add(1) {
-                    return Err(Rejection::Invalid(format!(
-                        "snapshot {} of workspace {workspace} must follow its base {base}",
-                        snapshot.seq
-                    )));
-                }
-                if snapshot.manifest.is_empty() {
-                    return Err(Rejection::Invalid(format!(
-                        "snapshot {} of workspace {workspace} has no manifest",
-                        snapshot.seq
-                    )));
-                }
-            }
-            ShardCommand::SetCredential {
-                workspace,
-                name,
-                sealed,
-                ..
-            } => {
-                check_shape(name).map_err(Rejection::Invalid)?;
-                let bound = CREDENTIAL_VALUE_BYTES_MAX + 16;
-                if sealed.ciphertext.len() > bound || sealed.key_id.len() > 64 {
-                    return Err(Rejection::Invalid(format!(
-                        "credential `{name}` of workspace {workspace} is larger than a credential can be"
-                    )));
-                }
-            }
-            ShardCommand::DeleteCredential { name, .. } => {
-                check_shape(name).map_err(Rejection::Invalid)?;
-            }
-            ShardCommand::Activate { .. }
-            | ShardCommand::AppendUserMessage { .. }
-            | ShardCommand::SetAgentSession { .. }
-            | ShardCommand::AppendParts { .. } => {}
-        }
-        Ok(())
-    }
-}
-
-/// The writes a command makes, applied atomically in order.
+/// The writes a command makes, applied atomically: the deletes, then the puts in order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Writes {
     /// `(key, value)` puts.
     pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys removed.
+    pub deletes: Vec<Vec<u8>>,
 }
 
 impl Writes {
+    fn delete(&mut self, key: Vec<u8>) {
+        self.deletes.push(key);
+    }
+
     fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
         // Our own types always encode.
         let bytes = BincodeCodec.encode(value).expect("shard values encode");
@@ -489,10 +332,15 @@ fn create_request_key(user: &UserId, request_id: RequestId) -> Vec<u8> {
     key
 }
 
-fn send_request_key(id: ConversationId, request_id: RequestId) -> Vec<u8> {
+fn send_request_prefix(id: ConversationId) -> Vec<u8> {
     let mut key = b"rs/".to_vec();
     key.extend_from_slice(&id.uid.to_be_bytes());
     key.push(b'/');
+    key
+}
+
+fn send_request_key(id: ConversationId, request_id: RequestId) -> Vec<u8> {
+    let mut key = send_request_prefix(id);
     key.extend_from_slice(&request_id.0.to_be_bytes());
     key
 }
@@ -512,9 +360,13 @@ fn read<T: serde::de::DeserializeOwned>(
     view.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
 }
 
-/// Why [`apply_inner`] stopped: a replicated rejection or a local read failure.
-enum Failure {
+/// Why [`apply_inner`] (or a read it shares with the gateway) stopped: a replicated
+/// rejection or a local read failure.
+#[derive(Debug)]
+pub enum Failure {
+    /// Rejected alike on every replica.
     Rejected(Rejection),
+    /// This replica cannot read its state.
     Read(ReadError),
 }
 
@@ -567,6 +419,15 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
                     Outcome::Conversation(Box::new(record(view, existing)?)),
                 ));
             }
+            match read::<workspaces::WorkspaceRecord>(
+                view,
+                &workspaces::workspace_record_key(*workspace),
+            )? {
+                Some(ws) if ws.deleted || ws.owner != *owner => {
+                    return Err(Rejection::WorkspaceNotFound(*workspace).into());
+                }
+                _ => {}
+            }
             let rec = ConversationRecord {
                 id: *id,
                 workspace: *workspace,
@@ -585,6 +446,10 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             let mut index = user_prefix(owner);
             index.extend_from_slice(&id.uid.to_be_bytes());
             writes.puts.push((index, Vec::new()));
+            writes.puts.push((
+                workspaces::workspace_conversation_key(*workspace, *id),
+                Vec::new(),
+            ));
             Outcome::Conversation(Box::new(rec))
         }
         ShardCommand::Activate { conversation } => {
@@ -731,6 +596,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             base,
             snapshot,
         } => {
+            workspaces::check_not_deleted(view, *workspace)?;
             let key = workspace_snapshot_key(*workspace);
             let current = read::<WorkspaceSnapshot>(view, &key)?.map_or(0, |s| s.seq);
             if current != *base {
@@ -745,6 +611,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             sealed,
             at_ms,
         } => {
+            workspaces::check_not_deleted(view, *workspace)?;
             let key = workspace_credentials_key(*workspace);
             let mut all = read::<WorkspaceCredentials>(view, &key)?.unwrap_or_default();
             let created_at_ms = match all.entries.get(name) {
@@ -777,6 +644,10 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             }
             Outcome::Removed { existed }
         }
+        other => match workspaces::apply(view, other, &mut writes) {
+            Some(outcome) => outcome?,
+            None => unreachable!("every command is applied above or by workspaces::apply"),
+        },
     };
     Ok((writes, outcome))
 }

@@ -5,11 +5,15 @@
 //! is the group commit: one flusher task coalesces `Db::flush()` across all callers and
 //! shards. Never `flush_async()`, which deadlocks in sled 0.34 (STACK.md).
 
+use super::state_machine::workspaces::{
+    StoredSkillPack, WorkspaceRecord, skill_pack_key, workspace_record_key,
+};
 use super::state_machine::{
     ConversationRecord, WORKSPACE_SNAPSHOT_PREFIX, WorkspaceCredentials, WorkspaceSnapshot,
     conversation_key, decode, message_key, user_prefix, workspace_credentials_key,
     workspace_snapshot_key,
 };
+use super::state_machine::{Pairs, ReadError, ShardRead};
 use shoal_protocol::transcript::Message;
 use shoal_protocol::{ConversationId, MessageId, ShardId, UserId, WorkspaceId};
 use std::path::{Path, PathBuf};
@@ -158,6 +162,47 @@ impl Store {
                 self.trees.len()
             ))
         })
+    }
+
+    /// A read view of one shard's replicated state, for the reads the state machine
+    /// shares with the gateway ([`super::state_machine::workspaces`]).
+    pub fn view(&self, shard: ShardId) -> Result<&sled::Tree, StoreError> {
+        self.tree(shard)
+    }
+
+    /// Whether `workspace` was deleted (its record is a tombstone).
+    pub fn workspace_deleted(&self, workspace: WorkspaceId) -> Result<bool, StoreError> {
+        let key = workspace_record_key(workspace);
+        let tree = self.tree(workspace.shard)?;
+        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
+            None => Ok(false),
+            Some(bytes) => decode::<WorkspaceRecord>(&key, &bytes)
+                .map(|r| r.deleted)
+                .map_err(|e| StoreError::Io(e.to_string())),
+        }
+    }
+
+    /// The skill packs attached to `workspace`, in attach order (a pack deleted
+    /// meanwhile is left out).
+    pub fn workspace_packs(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<Vec<StoredSkillPack>, StoreError> {
+        let tree = self.tree(workspace.shard)?;
+        let io = |e: ReadError| StoreError::Io(e.to_string());
+        let key = workspace_record_key(workspace);
+        let Some(bytes) = ShardRead::get(tree, &key).map_err(io)? else {
+            return Ok(Vec::new());
+        };
+        let record: WorkspaceRecord = decode(&key, &bytes).map_err(io)?;
+        let mut out = Vec::new();
+        for pack in &record.packs {
+            let key = skill_pack_key(&record.owner, *pack);
+            if let Some(bytes) = ShardRead::get(tree, &key).map_err(io)? {
+                out.push(decode(&key, &bytes).map_err(io)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Waits until everything written so far is on disk (coalesced with other callers).
@@ -328,6 +373,23 @@ impl Store {
     /// Flushes and reports the on-disk size, for status output.
     pub fn size_on_disk_bytes(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl ShardRead for sled::Tree {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        sled::Tree::get(self, key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| ReadError::Io(e.to_string()))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, ReadError> {
+        sled::Tree::scan_prefix(self, prefix)
+            .map(|item| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| ReadError::Io(e.to_string()))
+            })
+            .collect()
     }
 }
 

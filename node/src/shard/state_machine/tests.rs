@@ -2,7 +2,10 @@
 
 use super::*;
 use shoal_protocol::ShardId;
+use shoal_protocol::transcript::StopReason;
 use std::collections::BTreeMap;
+
+mod workspaces;
 
 #[derive(Default)]
 struct Mem(BTreeMap<Vec<u8>, Vec<u8>>);
@@ -11,11 +14,23 @@ impl ShardRead for Mem {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
         Ok(self.0.get(key).cloned())
     }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, ReadError> {
+        Ok(self
+            .0
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }
 
 impl Mem {
     fn run(&mut self, cmd: &ShardCommand) -> Result<Outcome, Rejection> {
         let (writes, outcome) = apply(self, cmd).expect("memory reads never fail")?;
+        for k in writes.deletes {
+            self.0.remove(&k);
+        }
         for (k, v) in writes.puts {
             self.0.insert(k, v);
         }
@@ -205,6 +220,10 @@ struct Failing;
 
 impl ShardRead for Failing {
     fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        Err(ReadError::Io("injected read error".into()))
+    }
+
+    fn scan_prefix(&self, _prefix: &[u8]) -> Result<Pairs, ReadError> {
         Err(ReadError::Io("injected read error".into()))
     }
 }

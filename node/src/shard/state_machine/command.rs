@@ -1,0 +1,381 @@
+//! The commands of the shard state machine and the checks that need no state.
+
+use super::{MessageHeader, Rejection, WorkspaceSnapshot};
+use crate::security::credentials::{CREDENTIAL_VALUE_BYTES_MAX, Sealed, check_shape};
+use crate::shard::parts_delta::PartsDelta;
+use serde::{Deserialize, Serialize};
+use shoal_protocol::transcript::{Message, MessageStatus, StopReason, content_from_parts};
+use shoal_protocol::workspaces::{SkillPackSpec, check_name};
+use shoal_protocol::{ConversationId, RequestId, SkillPackId, UserId, WorkspaceId};
+
+/// A durable change to a shard. Encoded by declaration index: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardCommand {
+    /// Create a conversation (idempotent per `(owner, request_id)`).
+    CreateConversation {
+        /// The new id (chosen by the proposer).
+        id: ConversationId,
+        /// Its workspace (same shard).
+        workspace: WorkspaceId,
+        /// Owner.
+        owner: UserId,
+        /// Optional title.
+        title: Option<String>,
+        /// Agent name.
+        agent: String,
+        /// Creation time.
+        at_ms: u64,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
+    /// A conversation actor starts: bump the activation number (new sequence range).
+    Activate {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Append a user message and start a turn (idempotent per request id).
+    AppendUserMessage {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Message text.
+        text: String,
+        /// Idempotency key.
+        request_id: RequestId,
+        /// Time of the message.
+        at_ms: u64,
+    },
+    /// Save the running turn's assistant message as streamed so far. No longer proposed
+    /// (see [`ShardCommand::AppendParts`]); applied when an older log replays.
+    Checkpoint {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The assistant message (status `InProgress`).
+        message: Message,
+    },
+    /// End the running turn with its final assistant message. Proposed only by tests now
+    /// (see [`ShardCommand::EndTurn`]); applied when an older log replays.
+    FinishTurn {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The final assistant message (status complete, cancelled or interrupted).
+        message: Message,
+    },
+    /// Remember (or forget) the agent's session id, for `session/load` on reactivation.
+    SetAgentSession {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The agent's session id.
+        session_id: Option<String>,
+    },
+    /// Save what the running turn streamed since the proposer's last confirmed
+    /// checkpoint (replaces [`ShardCommand::Checkpoint`], which re-sent the whole message).
+    AppendParts {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The running turn's assistant message.
+        message: MessageHeader,
+        /// Its parts from the proposer's confirmed mark on.
+        delta: PartsDelta,
+    },
+    /// End the running turn (replaces [`ShardCommand::FinishTurn`]): apply the last
+    /// delta, if any, to the stored message and give it its final status.
+    EndTurn {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The running turn's assistant message.
+        message: MessageHeader,
+        /// The parts not yet confirmed stored; `None` ends the turn with what is stored
+        /// (a new activation saving a turn its predecessor left running).
+        delta: Option<PartsDelta>,
+        /// Complete, cancelled or interrupted.
+        status: MessageStatus,
+        /// Why it ended.
+        stop_reason: Option<StopReason>,
+        /// What went wrong, if anything.
+        error: Option<String>,
+    },
+    /// Record a workspace snapshot whose chunks are already on a majority of the shard's
+    /// replicas. Applies only on top of the snapshot it was taken from (`base`), so a
+    /// node holding a stale tree can never replace a newer snapshot.
+    SetWorkspaceSnapshot {
+        /// The workspace (this shard's).
+        workspace: WorkspaceId,
+        /// The sequence number of the snapshot it was taken from (0: none).
+        base: u64,
+        /// The new snapshot; its `seq` is `base + 1`.
+        snapshot: WorkspaceSnapshot,
+    },
+    /// Set or replace a workspace credential. Only the sealed value enters the log.
+    SetCredential {
+        /// The workspace (this shard's).
+        workspace: WorkspaceId,
+        /// The variable name.
+        name: String,
+        /// The value, sealed by the proposer.
+        sealed: Sealed,
+        /// When.
+        at_ms: u64,
+    },
+    /// Remove a workspace credential.
+    DeleteCredential {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// The variable name.
+        name: String,
+    },
+    /// Create a workspace of `owner` (idempotent per `(owner, request_id)`); in the
+    /// owner's shard, like every workspace command ([`workspaces`]).
+    CreateWorkspace {
+        /// The new id (chosen by the proposer, in the owner's shard).
+        id: WorkspaceId,
+        /// Owner.
+        owner: UserId,
+        /// The owner's default workspace.
+        default: WorkspaceId,
+        /// Its name (unique per owner, without regard to case).
+        name: String,
+        /// When.
+        at_ms: u64,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
+    /// Rename a workspace.
+    RenameWorkspace {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its owner.
+        owner: UserId,
+        /// The owner's default workspace.
+        default: WorkspaceId,
+        /// The new name.
+        name: String,
+    },
+    /// Move a workspace to `position` in its owner's list.
+    MoveWorkspace {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its owner.
+        owner: UserId,
+        /// The owner's default workspace.
+        default: WorkspaceId,
+        /// 0-based; past the end means last.
+        position: u32,
+    },
+    /// Delete a workspace with its conversations, snapshot record and credentials
+    /// (refused for the default workspace and while any of its turns runs).
+    DeleteWorkspace {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its owner.
+        owner: UserId,
+        /// The owner's default workspace.
+        default: WorkspaceId,
+    },
+    /// Create a skill pack (idempotent per `(owner, request_id)`).
+    CreateSkillPack {
+        /// The new id (in the owner's shard).
+        id: SkillPackId,
+        /// Owner.
+        owner: UserId,
+        /// Its content (checked by [`SkillPackSpec::check`]).
+        spec: SkillPackSpec,
+        /// When.
+        at_ms: u64,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
+    /// Replace a skill pack's content.
+    UpdateSkillPack {
+        /// The pack.
+        id: SkillPackId,
+        /// Its owner.
+        owner: UserId,
+        /// The new content.
+        spec: SkillPackSpec,
+        /// When.
+        at_ms: u64,
+    },
+    /// Delete a skill pack, detaching it from the owner's workspaces.
+    DeleteSkillPack {
+        /// The pack.
+        id: SkillPackId,
+        /// Its owner.
+        owner: UserId,
+        /// The owner's default workspace.
+        default: WorkspaceId,
+    },
+    /// Attach a skill pack to a workspace (both the owner's).
+    AttachSkillPack {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its owner.
+        owner: UserId,
+        /// The owner's default workspace.
+        default: WorkspaceId,
+        /// The pack.
+        pack: SkillPackId,
+    },
+    /// Detach a skill pack from a workspace.
+    DetachSkillPack {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its owner.
+        owner: UserId,
+        /// The owner's default workspace.
+        default: WorkspaceId,
+        /// The pack.
+        pack: SkillPackId,
+    },
+}
+
+impl ShardCommand {
+    /// Checks what can be checked without the state. [`apply`] runs the same checks, so
+    /// a command that fails them is rejected alike on every replica; proposers call this
+    /// first so such a command never reaches the log.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        match self {
+            ShardCommand::CreateConversation { id, workspace, .. } => {
+                if id.shard != workspace.shard {
+                    return Err(Rejection::Invalid(format!(
+                        "conversation {id} must live in its workspace's shard {}",
+                        workspace.shard
+                    )));
+                }
+            }
+            ShardCommand::Checkpoint {
+                conversation,
+                message,
+            }
+            | ShardCommand::FinishTurn {
+                conversation,
+                message,
+            } => {
+                // Invariant 4, checked where a message enters the log.
+                if message.content != content_from_parts(&message.parts) {
+                    return Err(Rejection::Invalid(format!(
+                        "message {} of {conversation}: content must equal content_from_parts(parts) (invariant 4)",
+                        message.id
+                    )));
+                }
+                let finishing = matches!(self, ShardCommand::FinishTurn { .. });
+                if finishing && message.status == MessageStatus::InProgress {
+                    return Err(Rejection::Invalid(format!(
+                        "message {} of {conversation}: a finished turn is not in progress",
+                        message.id
+                    )));
+                }
+            }
+            ShardCommand::EndTurn {
+                conversation,
+                message,
+                status,
+                ..
+            } => {
+                if *status == MessageStatus::InProgress {
+                    return Err(Rejection::Invalid(format!(
+                        "message {} of {conversation}: a finished turn is not in progress",
+                        message.id
+                    )));
+                }
+            }
+            ShardCommand::SetWorkspaceSnapshot {
+                workspace,
+                base,
+                snapshot,
+            } => {
+                if Some(snapshot.seq) != base.checked_add(1) {
+                    return Err(Rejection::Invalid(format!(
+                        "snapshot {} of workspace {workspace} must follow its base {base}",
+                        snapshot.seq
+                    )));
+                }
+                if snapshot.manifest.is_empty() {
+                    return Err(Rejection::Invalid(format!(
+                        "snapshot {} of workspace {workspace} has no manifest",
+                        snapshot.seq
+                    )));
+                }
+            }
+            ShardCommand::SetCredential {
+                workspace,
+                name,
+                sealed,
+                ..
+            } => {
+                check_shape(name).map_err(Rejection::Invalid)?;
+                let bound = CREDENTIAL_VALUE_BYTES_MAX + 16;
+                if sealed.ciphertext.len() > bound || sealed.key_id.len() > 64 {
+                    return Err(Rejection::Invalid(format!(
+                        "credential `{name}` of workspace {workspace} is larger than a credential can be"
+                    )));
+                }
+            }
+            ShardCommand::DeleteCredential { name, .. } => {
+                check_shape(name).map_err(Rejection::Invalid)?;
+            }
+            ShardCommand::CreateWorkspace {
+                id, default, name, ..
+            } => {
+                same_shard(id.shard, default.shard, "workspace")?;
+                check_name("workspace name", name).map_err(Rejection::Invalid)?;
+            }
+            ShardCommand::RenameWorkspace {
+                workspace,
+                default,
+                name,
+                ..
+            } => {
+                same_shard(workspace.shard, default.shard, "workspace")?;
+                check_name("workspace name", name).map_err(Rejection::Invalid)?;
+            }
+            ShardCommand::MoveWorkspace {
+                workspace, default, ..
+            }
+            | ShardCommand::DeleteWorkspace {
+                workspace, default, ..
+            } => same_shard(workspace.shard, default.shard, "workspace")?,
+            ShardCommand::CreateSkillPack { spec, .. }
+            | ShardCommand::UpdateSkillPack { spec, .. } => {
+                spec.check().map_err(Rejection::Invalid)?;
+            }
+            ShardCommand::DeleteSkillPack { id, default, .. } => {
+                same_shard(id.shard, default.shard, "skill pack")?;
+            }
+            ShardCommand::AttachSkillPack {
+                workspace,
+                default,
+                pack,
+                ..
+            }
+            | ShardCommand::DetachSkillPack {
+                workspace,
+                default,
+                pack,
+                ..
+            } => {
+                same_shard(workspace.shard, default.shard, "workspace")?;
+                same_shard(pack.shard, default.shard, "skill pack")?;
+            }
+            ShardCommand::Activate { .. }
+            | ShardCommand::AppendUserMessage { .. }
+            | ShardCommand::SetAgentSession { .. }
+            | ShardCommand::AppendParts { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// A user's workspaces and packs live in the user's shard (see [`workspaces`]).
+fn same_shard(
+    shard: shoal_protocol::ShardId,
+    user: shoal_protocol::ShardId,
+    what: &str,
+) -> Result<(), Rejection> {
+    if shard == user {
+        Ok(())
+    } else {
+        Err(Rejection::Invalid(format!(
+            "a {what} in shard {shard} cannot belong to a user whose shard is {user}"
+        )))
+    }
+}
