@@ -219,3 +219,59 @@ async fn a_follower_that_stops_reading_is_reset_and_resumes_gap_free() {
     }
     node.stop().await;
 }
+
+/// The SDK refuses a pack whose file paths leave their skill directory before sending
+/// it; a client that sends one anyway gets the node's own refusal, and nothing is stored.
+#[tokio::test]
+async fn a_skill_pack_whose_paths_leave_their_skill_is_refused_by_the_node() {
+    use shoal_protocol::workspaces::{SkillFile, SkillPackSpec, SkillSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let conn = authenticated(&node).await;
+    let bad = [
+        ("lint", "../../../.bashrc"),
+        ("lint", "/etc/passwd"),
+        ("lint", "a/../../x"),
+        ("..", "SKILL.md"),
+        ("a/b", "SKILL.md"),
+    ];
+    for (i, (slug, path)) in bad.into_iter().enumerate() {
+        let spec = SkillPackSpec {
+            name: format!("evil{i}"),
+            context: None,
+            skills: vec![SkillSpec {
+                slug: slug.into(),
+                files: vec![
+                    SkillFile {
+                        path: "SKILL.md".into(),
+                        content: b"x".to_vec(),
+                    },
+                    SkillFile {
+                        path: path.into(),
+                        content: b"pwned".to_vec(),
+                    },
+                ],
+            }],
+        };
+        let request = RequestEnvelope {
+            trace: None,
+            body: ClientRequest::CreateSkillPack {
+                spec,
+                request_id: shoal_protocol::RequestId(i as u128 + 1),
+            },
+        };
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&encode_frame(&request).unwrap())
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        match read_one::<ServerFrame>(&mut recv).await {
+            ServerFrame::Error(e) => {
+                assert_eq!(e.code, ErrorCode::InvalidArgument, "{slug}/{path}: {e:?}");
+            }
+            other => panic!("{slug}/{path}: expected an error, got {other:?}"),
+        }
+    }
+    let client = node.client().await;
+    assert!(client.list_skill_packs().await.unwrap().is_empty());
+}

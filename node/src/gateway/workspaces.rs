@@ -45,6 +45,18 @@ fn read<T>(
     read(view).map_err(|e| failure(ctx, context, e))
 }
 
+/// Not found unless `pack` is in the caller's shard (where the caller's packs are, and
+/// the shard whose leader serves this request).
+fn in_users_shard(ctx: &NodeContext, peer: &Peer, pack: SkillPackId) -> Result<(), WireError> {
+    if pack.shard == default_of(ctx, peer).shard {
+        Ok(())
+    } else {
+        Err(WireError::not_found(format!(
+            "skill pack {pack} does not exist (or is not yours)"
+        )))
+    }
+}
+
 /// The caller's workspace `workspace` (`None`: the default one), or not found: another
 /// user's workspace gets the same answer as one that does not exist.
 pub(super) fn owned(
@@ -285,12 +297,8 @@ pub(super) async fn update_pack(
     spec: SkillPackSpec,
 ) -> Result<SkillPackInfo, WireError> {
     check_spec(&spec)?;
+    in_users_shard(ctx, peer, pack)?;
     let default = default_of(ctx, peer);
-    if pack.shard != default.shard {
-        return Err(WireError::not_found(format!(
-            "skill pack {pack} does not exist (or is not yours)"
-        )));
-    }
     let cmd = ShardCommand::UpdateSkillPack {
         id: pack,
         owner: peer.user.clone(),
@@ -327,6 +335,7 @@ pub(super) fn get_pack(
     peer: &Peer,
     pack: SkillPackId,
 ) -> Result<(SkillPackInfo, SkillPackSpec), WireError> {
+    in_users_shard(ctx, peer, pack)?;
     let stored = read(ctx, peer, "read a skill pack", |v| {
         owned_skill_pack(v, &peer.user, pack)
     })?;
@@ -339,6 +348,7 @@ pub(super) async fn delete_pack(
     peer: &Peer,
     pack: SkillPackId,
 ) -> Result<u64, WireError> {
+    in_users_shard(ctx, peer, pack)?;
     let default = default_of(ctx, peer);
     read(ctx, peer, "read a skill pack", |v| {
         owned_skill_pack(v, &peer.user, pack)
@@ -366,6 +376,7 @@ pub(super) async fn attach(
     attach: bool,
 ) -> Result<WorkspaceInfo, WireError> {
     let rec = owned(ctx, peer, workspace)?;
+    in_users_shard(ctx, peer, pack)?;
     let default = default_of(ctx, peer);
     let (owner, workspace) = (peer.user.clone(), rec.id);
     let (cmd, context) = if attach {
