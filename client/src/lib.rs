@@ -516,6 +516,9 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::SkillPacks(_) => "SkillPacks",
         ClientReply::SkillPackContent { .. } => "SkillPackContent",
         ClientReply::SkillPackDeleted { .. } => "SkillPackDeleted",
+        ClientReply::Rewound(_) => "Rewound",
+        ClientReply::Renamed(_) => "Renamed",
+        ClientReply::ConversationDeleted => "ConversationDeleted",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

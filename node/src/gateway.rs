@@ -14,6 +14,7 @@ pub mod admin_api;
 pub mod client_api;
 mod credentials;
 pub mod frames;
+mod history;
 pub mod peer_api;
 pub mod tail;
 mod workspaces;

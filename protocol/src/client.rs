@@ -194,6 +194,48 @@ pub enum ClientRequest {
         /// The pack.
         pack: SkillPackId,
     },
+    /// Rewind in place: keep `message` (cut to its first `parts` parts when given: an
+    /// assistant message) and delete everything after it; the agent starts a new session
+    /// seeded with what is kept. Refused while a turn runs. Followers get a resync.
+    /// Reply: `Rewound`.
+    RewindConversation {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The last message kept (its index).
+        message: MessageId,
+        /// Keep only this many parts of it.
+        parts: Option<u32>,
+    },
+    /// Fork: a new conversation with the messages up to and including `message` (the
+    /// last cut to `parts` parts when given); the original is untouched. Idempotent per
+    /// request id. Reply: `Created`.
+    ForkConversation {
+        /// The conversation forked.
+        conversation: ConversationId,
+        /// The last message copied.
+        message: MessageId,
+        /// Keep only this many parts of it.
+        parts: Option<u32>,
+        /// The fork's workspace; `None`: the original's.
+        workspace: Option<WorkspaceId>,
+        /// The fork's title; `None`: "Fork of …".
+        title: Option<String>,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
+    /// Set or clear a conversation's title. Reply: `Renamed`.
+    RenameConversation {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The title (at most [`TITLE_BYTES_MAX`] bytes).
+        title: Option<String>,
+    },
+    /// Delete a conversation with its messages (refused while a turn runs).
+    /// Reply: `ConversationDeleted`.
+    DeleteConversation {
+        /// The conversation.
+        conversation: ConversationId,
+    },
 }
 
 /// A secret value on the wire (a credential): shown as `<redacted>` by `Debug`, so a
@@ -302,6 +344,12 @@ pub enum ClientReply {
         /// Workspaces it was detached from.
         detached: u64,
     },
+    /// `RewindConversation` is committed: the conversation after it.
+    Rewound(ConversationSummary),
+    /// `RenameConversation` is committed.
+    Renamed(ConversationSummary),
+    /// `DeleteConversation` is committed.
+    ConversationDeleted,
 }
 
 /// What the server writes on a request stream. Encoded by declaration index: append only.

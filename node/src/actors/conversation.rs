@@ -29,7 +29,10 @@
 
 mod agent_events;
 mod commits;
+mod history;
 mod turn;
+
+pub use history::Change;
 
 pub use commits::Commit;
 
@@ -198,6 +201,15 @@ pub enum ConversationMsg {
     Release {
         /// Stop (`true`) or carry on (`false`).
         go: bool,
+    },
+    /// Rewind, rename or delete the conversation ([`history`]).
+    Rewrite {
+        /// Caller.
+        user: UserId,
+        /// What to do.
+        change: history::Change,
+        /// The conversation after it (`None`: deleted).
+        reply: RpcReplyPort<Result<Option<ConversationSummary>, WireError>>,
     },
 }
 
@@ -609,6 +621,11 @@ impl Actor for ConversationActor {
                 };
                 let _ = reply.send(accepted);
             }
+            ConversationMsg::Rewrite {
+                user,
+                change,
+                reply,
+            } => history::on_rewrite(state, &user, change, reply),
             ConversationMsg::Release { go } => match state.moving.as_mut() {
                 Some(moving) if go => moving.held = false,
                 _ => state.moving = None,

@@ -3,7 +3,7 @@
 use super::frames::{FrameIoError, read_frame, write_final_frame, write_frame};
 use super::tail::{TailEnd, tail};
 use super::{Peer, REQUEST_BYTES_MAX};
-use crate::actors::conversation::{ConversationMsg, summary};
+use crate::actors::conversation::{Change, ConversationMsg, summary};
 use crate::actors::follow::Sink;
 use crate::actors::shard_host::ShardHostMsg;
 use crate::cluster::Route;
@@ -75,6 +75,10 @@ pub enum Hop {
 /// The shard a request belongs to.
 fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId {
     match request {
+        ClientRequest::RewindConversation { conversation, .. }
+        | ClientRequest::ForkConversation { conversation, .. }
+        | ClientRequest::RenameConversation { conversation, .. }
+        | ClientRequest::DeleteConversation { conversation } => conversation.shard,
         ClientRequest::SendMessage { conversation, .. }
         | ClientRequest::Follow { conversation, .. }
         | ClientRequest::GetConversation { conversation }
@@ -379,6 +383,51 @@ pub async fn dispatch(
         } => create(ctx, peer, Some(workspace), title, agent, request_id)
             .await
             .map(ClientReply::Created),
+        ClientRequest::ForkConversation {
+            conversation,
+            message,
+            parts,
+            workspace,
+            title,
+            request_id,
+        } => super::history::fork(
+            ctx,
+            peer,
+            conversation,
+            message,
+            parts,
+            workspace,
+            title,
+            request_id,
+        )
+        .await
+        .map(ClientReply::Created),
+        ClientRequest::RewindConversation {
+            conversation,
+            message,
+            parts,
+        } => rewrite(
+            host,
+            peer,
+            conversation,
+            Change::Rewind {
+                keep: message,
+                parts,
+            },
+        )
+        .await
+        .and_then(|after| after.map(ClientReply::Rewound).ok_or_else(|| lost(ctx))),
+        ClientRequest::RenameConversation {
+            conversation,
+            title,
+        } => rewrite(host, peer, conversation, Change::Rename { title })
+            .await
+            .and_then(|after| after.map(ClientReply::Renamed).ok_or_else(|| lost(ctx))),
+        ClientRequest::DeleteConversation { conversation } => {
+            rewrite(host, peer, conversation, Change::Delete)
+                .await
+                .map(|_| ClientReply::ConversationDeleted)
+        }
         ClientRequest::CreateWorkspace { name, request_id } => {
             super::workspaces::create(ctx, peer, name, request_id)
                 .await
@@ -540,6 +589,28 @@ async fn call<T: Send + 'static>(
         ErrorCode::Unavailable,
         format!("conversation {id} kept stopping; retry"),
     ))
+}
+
+/// Rewind, rename or delete through the conversation's actor.
+async fn rewrite(
+    host: &ActorRef<ShardHostMsg>,
+    peer: &Peer,
+    conversation: ConversationId,
+    change: Change,
+) -> Result<Option<shoal_protocol::client::ConversationSummary>, WireError> {
+    call(host, conversation, |reply| ConversationMsg::Rewrite {
+        user: peer.user.clone(),
+        change: change.clone(),
+        reply,
+    })
+    .await
+}
+
+fn lost(ctx: &NodeContext) -> WireError {
+    internal(
+        ctx,
+        "the conversation vanished while it was changed".to_owned(),
+    )
 }
 
 async fn create(

@@ -35,6 +35,7 @@ use shoal_protocol::{
 };
 
 mod command;
+pub mod history;
 pub mod workspaces;
 
 pub use command::ShardCommand;
@@ -324,7 +325,7 @@ pub fn user_prefix(user: &UserId) -> Vec<u8> {
     key
 }
 
-fn create_request_key(user: &UserId, request_id: RequestId) -> Vec<u8> {
+pub(super) fn create_request_key(user: &UserId, request_id: RequestId) -> Vec<u8> {
     let mut key = b"rc/".to_vec();
     key.extend_from_slice(user.0.as_bytes());
     key.push(b'/');
@@ -419,15 +420,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
                     Outcome::Conversation(Box::new(record(view, existing)?)),
                 ));
             }
-            match read::<workspaces::WorkspaceRecord>(
-                view,
-                &workspaces::workspace_record_key(*workspace),
-            )? {
-                Some(ws) if ws.deleted || ws.owner != *owner => {
-                    return Err(Rejection::WorkspaceNotFound(*workspace).into());
-                }
-                _ => {}
-            }
+            workspaces::owned_conversation_workspace(view, *workspace, owner)?;
             let rec = ConversationRecord {
                 id: *id,
                 workspace: *workspace,
@@ -512,6 +505,9 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
                 stop_reason: None,
                 error: None,
             };
+            if rec.title.is_none() && rec.message_count == 0 {
+                rec.title = history::derived_title(text);
+            }
             rec.turns += 1;
             rec.message_count += 1;
             rec.running_turn = Some(turn.clone());
@@ -644,9 +640,11 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             }
             Outcome::Removed { existed }
         }
-        other => match workspaces::apply(view, other, &mut writes) {
+        other => match workspaces::apply(view, other, &mut writes)
+            .or_else(|| history::apply(view, other, &mut writes))
+        {
             Some(outcome) => outcome?,
-            None => unreachable!("every command is applied above or by workspaces::apply"),
+            None => unreachable!("every command is applied above, by workspaces or by history"),
         },
     };
     Ok((writes, outcome))

@@ -43,6 +43,13 @@ pub enum Commit {
     },
     /// The agent's session id was recorded.
     AgentSession,
+    /// A rewind, rename or delete ([`super::history`]).
+    Rewrite {
+        /// What it was.
+        change: super::history::Change,
+        /// Its caller's reply.
+        reply: RpcReplyPort<Result<Option<ConversationSummary>, WireError>>,
+    },
 }
 
 type Submitted = (Commit, Result<PendingProposal, ProposeError>);
@@ -108,6 +115,9 @@ pub(super) async fn on_committed(
             message,
             usage,
         } => turn::on_end_committed(state, turn, message, usage, result),
+        Commit::Rewrite { change, reply } => {
+            super::history::on_committed(state, change, reply, result);
+        }
         Commit::AgentSession => {
             if let Err(e) = result {
                 tracing::warn!(conversation = %state.record.id, error = %e, "cannot record the agent session id");

@@ -4,9 +4,10 @@ use super::{MessageHeader, Rejection, WorkspaceSnapshot};
 use crate::security::credentials::{CREDENTIAL_VALUE_BYTES_MAX, Sealed, check_shape};
 use crate::shard::parts_delta::PartsDelta;
 use serde::{Deserialize, Serialize};
+use shoal_protocol::client::TITLE_BYTES_MAX;
 use shoal_protocol::transcript::{Message, MessageStatus, StopReason, content_from_parts};
 use shoal_protocol::workspaces::{SkillPackSpec, check_name};
-use shoal_protocol::{ConversationId, RequestId, SkillPackId, UserId, WorkspaceId};
+use shoal_protocol::{ConversationId, MessageId, RequestId, SkillPackId, UserId, WorkspaceId};
 
 /// A durable change to a shard. Encoded by declaration index: append only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +227,57 @@ pub enum ShardCommand {
         /// The pack.
         pack: SkillPackId,
     },
+    /// Rewind a conversation in place: keep message `keep` (cut to its first `parts`
+    /// parts when given: an assistant message) and drop everything after it; forget the
+    /// agent's session. Refused while a turn runs.
+    RewindConversation {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its owner.
+        owner: UserId,
+        /// The last message kept.
+        keep: MessageId,
+        /// Keep only this many parts of it.
+        parts: Option<u32>,
+    },
+    /// Fork: a new conversation with messages `0..=upto` of `source` (the last cut to
+    /// `parts` parts when given); the source is untouched. Idempotent per request id.
+    ForkConversation {
+        /// The new conversation (in the source's shard).
+        id: ConversationId,
+        /// The conversation forked.
+        source: ConversationId,
+        /// The owner of both.
+        owner: UserId,
+        /// The new conversation's workspace (the owner's, in the same shard).
+        workspace: WorkspaceId,
+        /// The last message copied.
+        upto: MessageId,
+        /// Keep only this many parts of it.
+        parts: Option<u32>,
+        /// The new title (`None`: "Fork of …").
+        title: Option<String>,
+        /// When.
+        at_ms: u64,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
+    /// Set (or clear) a conversation's title.
+    RenameConversation {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its owner.
+        owner: UserId,
+        /// The title.
+        title: Option<String>,
+    },
+    /// Delete a conversation and its messages (refused while a turn runs).
+    DeleteConversation {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its owner.
+        owner: UserId,
+    },
 }
 
 impl ShardCommand {
@@ -338,6 +390,23 @@ impl ShardCommand {
             | ShardCommand::UpdateSkillPack { spec, .. } => {
                 spec.check().map_err(Rejection::Invalid)?;
             }
+            ShardCommand::ForkConversation {
+                id,
+                source,
+                workspace,
+                title,
+                ..
+            } => {
+                if id.shard != source.shard || workspace.shard != source.shard {
+                    return Err(Rejection::Invalid(format!(
+                        "a fork of {source} must stay in its shard {}",
+                        source.shard
+                    )));
+                }
+                check_title(title.as_deref())?;
+            }
+            ShardCommand::RenameConversation { title, .. } => check_title(title.as_deref())?,
+            ShardCommand::RewindConversation { .. } | ShardCommand::DeleteConversation { .. } => {}
             ShardCommand::DeleteSkillPack { id, default, .. } => {
                 same_shard(id.shard, default.shard, "skill pack")?;
             }
@@ -362,6 +431,17 @@ impl ShardCommand {
             | ShardCommand::AppendParts { .. } => {}
         }
         Ok(())
+    }
+}
+
+/// A title is at most [`TITLE_BYTES_MAX`] bytes.
+fn check_title(title: Option<&str>) -> Result<(), Rejection> {
+    match title {
+        Some(t) if t.len() > TITLE_BYTES_MAX => Err(Rejection::Invalid(format!(
+            "the title is {} bytes, the limit is {TITLE_BYTES_MAX}",
+            t.len()
+        ))),
+        _ => Ok(()),
     }
 }
 

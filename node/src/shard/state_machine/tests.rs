@@ -5,6 +5,7 @@ use shoal_protocol::ShardId;
 use shoal_protocol::transcript::StopReason;
 use std::collections::BTreeMap;
 
+mod history;
 mod workspaces;
 
 #[derive(Default)]

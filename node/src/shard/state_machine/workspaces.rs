@@ -20,8 +20,7 @@
 
 use super::{
     ConversationRecord, Failure, Outcome, ReadError, Rejection, ShardCommand, ShardRead, Writes,
-    conversation_key, decode, message_prefix, read, send_request_prefix, user_prefix,
-    workspace_credentials_key, workspace_snapshot_key,
+    conversation_key, decode, read, workspace_credentials_key, workspace_snapshot_key,
 };
 use serde::{Deserialize, Serialize};
 use shoal_protocol::workspaces::{
@@ -162,6 +161,22 @@ pub fn owned_workspace(
         Some(rec) if rec.owner == *owner && !rec.deleted => Ok(rec),
         None if workspace == default => Ok(default_record(owner, default)),
         _ => Err(Rejection::WorkspaceNotFound(workspace).into()),
+    }
+}
+
+/// Checks that `owner` may put a conversation into `workspace`: its record, when it has
+/// one, is `owner`'s and not deleted; one without a record is a default workspace (the
+/// proposer checked it is `owner`'s).
+pub fn owned_conversation_workspace(
+    view: &impl ShardRead,
+    workspace: WorkspaceId,
+    owner: &UserId,
+) -> Result<(), Failure> {
+    match read::<WorkspaceRecord>(view, &workspace_record_key(workspace))? {
+        Some(ws) if ws.deleted || ws.owner != *owner => {
+            Err(Rejection::WorkspaceNotFound(workspace).into())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -485,15 +500,7 @@ fn delete_workspace(
         }
     }
     for c in &records {
-        for prefix in [message_prefix(c.id), send_request_prefix(c.id)] {
-            for (key, _) in view.scan_prefix(&prefix)? {
-                writes.delete(key);
-            }
-        }
-        let mut index = user_prefix(&c.owner);
-        index.extend_from_slice(&c.id.uid.to_be_bytes());
-        writes.delete(index);
-        writes.delete(conversation_key(c.id));
+        super::history::delete_keys(view, writes, c)?;
     }
     for id in &conversations {
         writes.delete(workspace_conversation_key(workspace, *id));
