@@ -1,11 +1,13 @@
 //! `shoalctl conv …`: conversations through the client SDK.
 
 use crate::json::{detail_json, event_json, status_str, summary_json};
+use crate::lookup;
 use crate::render::{self, TranscriptPrinter, side_line};
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
 use futures::StreamExt;
 use shoal_client::{Client, Profile};
+use shoal_protocol::client::LIST_LIMIT_MAX;
 use shoal_protocol::transcript::{Event, EventFrame, Message, MessageStatus, PermissionOption};
 use shoal_protocol::{ConversationId, Seq};
 use std::io::{self, Write};
@@ -25,6 +27,10 @@ pub(crate) enum ConvCommand {
         /// Agent name from the node's config (default: the node's default agent).
         #[arg(long)]
         agent: Option<String>,
+        /// The workspace to create it in, by id (`w-…`) or name (default: your default
+        /// workspace).
+        #[arg(long, value_name = "WS")]
+        workspace: Option<String>,
     },
     /// Send a message and stream the reply: text on stdout, everything else on stderr.
     ///
@@ -69,6 +75,10 @@ pub(crate) enum ConvCommand {
         /// At most this many.
         #[arg(long, default_value_t = LIST_LIMIT_DEFAULT)]
         limit: u32,
+        /// Only the conversations of this workspace, by id (`w-…`) or name (picked from
+        /// your newest 1000 conversations).
+        #[arg(long, value_name = "WS")]
+        workspace: Option<String>,
         /// Print a JSON array of conversations.
         #[arg(long)]
         json: bool,
@@ -84,8 +94,20 @@ pub(crate) enum ConvCommand {
 pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Result<ExitCode> {
     let client = Client::connect(profile).await?;
     let result = match command {
-        ConvCommand::New { title, agent } => {
-            let summary = client.create_conversation(title, agent).await?;
+        ConvCommand::New {
+            title,
+            agent,
+            workspace,
+        } => {
+            let summary = match workspace {
+                Some(workspace) => {
+                    let workspace = lookup::workspace_id(&client, &workspace).await?;
+                    client
+                        .create_conversation_in(workspace, title, agent)
+                        .await?
+                }
+                None => client.create_conversation(title, agent).await?,
+            };
             print_line(&summary.id.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -110,8 +132,23 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
             }
             Ok(ExitCode::SUCCESS)
         }
-        ConvCommand::List { limit, json } => {
-            let list = client.list_conversations(limit).await?;
+        ConvCommand::List {
+            limit,
+            json,
+            workspace,
+        } => {
+            let list = match workspace {
+                Some(workspace) => {
+                    let workspace = lookup::workspace_id(&client, &workspace).await?;
+                    // The node lists all of a user's conversations; the workspace's are
+                    // picked here from as many as it returns.
+                    let mut list = client.list_conversations(LIST_LIMIT_MAX).await?;
+                    list.retain(|summary| summary.workspace == workspace);
+                    list.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                    list
+                }
+                None => client.list_conversations(limit).await?,
+            };
             if json {
                 let values = list.iter().map(summary_json).collect::<Vec<_>>();
                 print_line(&serde_json::Value::Array(values).to_string())?;

@@ -4,6 +4,10 @@
 //! * `main.rs` (this file): the command tree, profile loading, the error line and exit codes.
 //! * `conv`: `shoalctl conv …`, built on the client SDK.
 //! * `creds`: `shoalctl creds …`: workspace credentials (values from stdin only).
+//! * `ws`: `shoalctl ws …`: workspaces (create, list, rename, reorder, delete).
+//! * `skills`: `shoalctl skills …`: skill packs (list, show, import, attach, detach,
+//!   delete); `skills_import` reads a pack from a local directory.
+//! * `lookup`: workspaces and skill packs named by id or by name.
 //! * `admin`: `shoalctl admin …` and the cluster commands `shoalctl members | shards |
 //!   drain`, built on the admin client.
 //! * `json`: the JSON shapes of `--json` output (events, messages, conversations, status,
@@ -17,7 +21,11 @@ mod admin;
 mod conv;
 mod creds;
 mod json;
+mod lookup;
 mod render;
+mod skills;
+mod skills_import;
+mod ws;
 
 use anyhow::anyhow;
 use clap::{Parser, Subcommand};
@@ -52,6 +60,12 @@ enum Command {
     /// Create, message, follow and inspect conversations.
     #[command(subcommand)]
     Conv(conv::ConvCommand),
+    /// Workspaces: create, list, rename, reorder and delete them.
+    #[command(subcommand)]
+    Ws(ws::WsCommand),
+    /// Skill packs: import them from a directory, attach them to workspaces.
+    #[command(subcommand)]
+    Skills(skills::SkillsCommand),
     /// Workspace credentials: environment variables for your agents (write-only).
     #[command(subcommand)]
     Creds(creds::CredsCommand),
@@ -98,6 +112,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let profile = load_profile(&cli.profile)?;
     match cli.command {
         Command::Conv(command) => conv::run(&profile, command).await,
+        Command::Ws(command) => ws::run(&profile, command).await,
+        Command::Skills(command) => skills::run(&profile, command).await,
         Command::Creds(command) => creds::run(&profile, command).await,
         Command::Admin(command) => admin::run(&profile, command).await,
         Command::Cluster(command) => admin::run_cluster(&profile, command).await,
@@ -201,8 +217,51 @@ mod tests {
         assert!(Cli::try_parse_from(["shoalctl", "drain", ""]).is_err());
         assert!(Cli::try_parse_from(["shoalctl", "drain"]).is_err());
         let help = Cli::command().render_help().to_string();
-        for name in ["members", "shards", "drain", "admin", "conv"] {
+        for name in [
+            "members", "shards", "drain", "admin", "conv", "ws", "skills",
+        ] {
             assert!(help.contains(name), "`{name}` missing from --help:\n{help}");
         }
+    }
+
+    #[test]
+    fn workspace_and_skill_commands_parse() {
+        let cli = Cli::try_parse_from(["shoalctl", "ws", "rm", "Project X", "--yes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Ws(ws::WsCommand::Rm { ref workspace, yes: true }) if workspace == "Project X"
+        ));
+        let cli = Cli::try_parse_from(["shoalctl", "ws", "reorder", "web", "1"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Ws(ws::WsCommand::Reorder { position: 1, .. })
+        ));
+        // Positions are 1-based.
+        assert!(Cli::try_parse_from(["shoalctl", "ws", "reorder", "web", "0"]).is_err());
+        let cli = Cli::try_parse_from([
+            "shoalctl", "skills", "import", "./pack", "--name", "tools", "--update", "tools",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Skills(skills::SkillsCommand::Import { ref name, ref update, .. })
+                if name.as_deref() == Some("tools") && update.as_deref() == Some("tools")
+        ));
+        let cli = Cli::try_parse_from([
+            "shoalctl",
+            "conv",
+            "list",
+            "--workspace",
+            "web",
+            "--limit",
+            "5",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Conv(conv::ConvCommand::List { ref workspace, limit: 5, .. })
+                if workspace.as_deref() == Some("web")
+        ));
+        assert!(Cli::try_parse_from(["shoalctl", "skills", "attach"]).is_err());
     }
 }

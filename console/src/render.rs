@@ -222,14 +222,14 @@ pub(crate) fn detail(out: &mut impl Write, detail: &ConversationDetail) -> io::R
 
 /// How a table column lines up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
 
 /// A value from the network made safe for one table cell: one line, no control characters
 /// (they could drive the terminal), at most [`CELL_CHARS_MAX`] characters.
-fn cell(text: &str) -> String {
+pub(crate) fn cell(text: &str) -> String {
     one_line(text, CELL_CHARS_MAX)
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
@@ -237,7 +237,7 @@ fn cell(text: &str) -> String {
 }
 
 /// A header line and one line per row, columns two spaces apart, no trailing whitespace.
-fn table(header: &[(&str, Align)], rows: &[Vec<String>]) -> Vec<String> {
+pub(crate) fn table(header: &[(&str, Align)], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = header
         .iter()
         .map(|(label, _)| label.chars().count())
@@ -267,6 +267,30 @@ fn table(header: &[(&str, Align)], rows: &[Vec<String>]) -> Vec<String> {
             .map(|row| line(&mut row.iter().map(String::as_str))),
     );
     lines
+}
+
+/// `2024-05-06 07:08 UTC` for milliseconds since the Unix epoch; `-` for 0 (never set).
+pub(crate) fn utc_time(ms: u64) -> String {
+    if ms == 0 {
+        return "-".to_owned();
+    }
+    let minutes = ms / 60_000;
+    let (days, minute_of_day) = (minutes / 1440, minutes % 1440);
+    // Days to a civil date (H. Hinnant's `civil_from_days`, for days after 1970).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        minute_of_day / 60,
+        minute_of_day % 60
+    )
 }
 
 /// `NODE ADDR STATE LEADERS VERSION`, one row per member in the given order, with a
@@ -505,6 +529,15 @@ mod tests {
             shards_summary(&[shard(0, None)]),
             "1 shard, 0 with a leader; leaders per node: none"
         );
+    }
+
+    #[test]
+    fn utc_times_are_civil_dates() {
+        assert_eq!(utc_time(0), "-");
+        assert_eq!(utc_time(1), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00 UTC");
+        assert_eq!(utc_time(1_700_000_000_000), "2023-11-14 22:13 UTC");
+        assert_eq!(utc_time(4_107_542_399_000), "2100-02-28 23:59 UTC");
     }
 
     #[test]

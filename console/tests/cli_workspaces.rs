@@ -1,0 +1,293 @@
+//! End to end: `shoalctl ws …`, `conv … --workspace` and `shoalctl skills …` against the
+//! real `shoal-node dev`.
+
+mod common;
+
+use anyhow::{Context, Result, anyhow, ensure};
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+/// Runs `scenario` against a fresh node and adds the node's output to a failure.
+async fn with_node<F, Fut>(scenario: F) -> Result<()>
+where
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let node = Node::start().await?;
+    let result = scenario(node.profile()).await;
+    let logs = node.logs();
+    node.stop().await?;
+    result.map_err(|e| anyhow!("{e:#}\n{logs}"))
+}
+
+/// Runs a command that must succeed and returns its stdout.
+async fn ok(profile: &Path, args: &[&str]) -> Result<String> {
+    succeeded(&shoalctl(profile, args).await?, &args.join(" "))
+}
+
+/// Runs a command that must succeed and parses its stdout as JSON.
+async fn ok_json(profile: &Path, args: &[&str]) -> Result<Value> {
+    let stdout = ok(profile, args).await?;
+    serde_json::from_str(&stdout).with_context(|| format!("`{}` printed {stdout}", args.join(" ")))
+}
+
+/// Runs a command that must fail with one error line and returns that line.
+async fn refused(profile: &Path, args: &[&str]) -> Result<String> {
+    failed_with_one_line(&shoalctl(profile, args).await?, &args.join(" "))
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .map(|a| a.iter().filter_map(|w| w["name"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn workspaces_are_created_renamed_reordered_and_deleted_with_their_conversations()
+-> Result<()> {
+    with_node(|profile| async move { workspaces_scenario(&profile).await }).await
+}
+
+async fn workspaces_scenario(profile: &Path) -> Result<()> {
+    let list = ok_json(profile, &["ws", "list", "--json"]).await?;
+    ensure!(
+        list.as_array().map(Vec::len) == Some(1)
+            && list[0]["default"] == true
+            && list[0]["position"] == 1,
+        "a new user has their default workspace only: {list}"
+    );
+    let default_name = list[0]["name"].as_str().context("no name")?.to_owned();
+
+    // ws new prints the id alone.
+    let stdout = ok(profile, &["ws", "new", "Project X"]).await?;
+    let project = stdout.trim().to_owned();
+    ensure!(
+        project.starts_with("w-") && stdout == format!("{project}\n"),
+        "ws new printed {stdout:?}"
+    );
+    ok(profile, &["ws", "new", "Scratch"]).await?;
+    let list = ok_json(profile, &["ws", "list", "--json"]).await?;
+    ensure!(
+        names(&list) == [default_name.as_str(), "Project X", "Scratch"],
+        "{list}"
+    );
+    ensure!(list[1]["id"] == project.as_str() && list[1]["default"] == false);
+    let table = ok(profile, &["ws", "list"]).await?;
+    ensure!(
+        table.starts_with("POS") && table.contains("default") && table.contains("Project X"),
+        "{table}"
+    );
+
+    // Names are matched without regard to case.
+    let stdout = ok(profile, &["ws", "rename", "project x", "Website"]).await?;
+    ensure!(
+        stdout == format!("renamed {project} to Website\n"),
+        "{stdout}"
+    );
+
+    // Reorder prints the new order.
+    let stdout = ok(profile, &["ws", "reorder", &project, "1"]).await?;
+    let rows: Vec<&str> = stdout.lines().collect();
+    ensure!(
+        rows.len() == 4 && rows[1].contains("Website") && rows[1].trim_start().starts_with('1'),
+        "ws reorder printed {stdout}"
+    );
+    let list = ok_json(profile, &["ws", "list", "--json"]).await?;
+    ensure!(
+        names(&list) == ["Website", default_name.as_str(), "Scratch"],
+        "{list}"
+    );
+
+    // Conversations in a workspace, named by its name.
+    let in_ws = ok(
+        profile,
+        &["conv", "new", "--workspace", "website", "--title", "in ws"],
+    )
+    .await?
+    .trim()
+    .to_owned();
+    let in_default = ok(profile, &["conv", "new"]).await?.trim().to_owned();
+    let listed = ok_json(
+        profile,
+        &["conv", "list", "--workspace", "Website", "--json"],
+    )
+    .await?;
+    ensure!(
+        listed.as_array().map(Vec::len) == Some(1)
+            && listed[0]["id"] == in_ws.as_str()
+            && listed[0]["workspace"] == project.as_str(),
+        "conv list --workspace: {listed}"
+    );
+    let listed = ok_json(
+        profile,
+        &["conv", "list", "--workspace", &project, "--json"],
+    )
+    .await?;
+    ensure!(listed.as_array().map(Vec::len) == Some(1), "{listed}");
+    // Without the flag: every conversation, as before.
+    let all = ok(profile, &["conv", "list"]).await?;
+    ensure!(all.contains(&in_ws) && all.contains(&in_default), "{all}");
+    let line = refused(profile, &["conv", "list", "--workspace", "nope"]).await?;
+    ensure!(
+        line.contains("no workspace named \"nope\"") && line.contains("\"Website\""),
+        "{line}"
+    );
+
+    // Deleting asks for the name; without a terminal it needs --yes.
+    let line = refused(profile, &["ws", "rm", "Website"]).await?;
+    ensure!(
+        line.contains("not a terminal") && line.contains("--yes"),
+        "{line}"
+    );
+    let stdout = ok(profile, &["ws", "rm", "Website", "--yes"]).await?;
+    ensure!(
+        stdout == format!("deleted workspace Website ({project}) and 1 conversation\n"),
+        "{stdout}"
+    );
+    let list = ok_json(profile, &["ws", "list", "--json"]).await?;
+    ensure!(names(&list) == [default_name.as_str(), "Scratch"], "{list}");
+    let all = ok(profile, &["conv", "list"]).await?;
+    ensure!(!all.contains(&in_ws) && all.contains(&in_default), "{all}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_default_workspace_cannot_be_deleted() -> Result<()> {
+    with_node(|profile| async move {
+        let list = ok_json(&profile, &["ws", "list", "--json"]).await?;
+        let id = list[0]["id"].as_str().context("no id")?.to_owned();
+        let line = refused(&profile, &["ws", "rm", &id, "--yes"]).await?;
+        ensure!(
+            line.contains("default workspace") && line.contains("cannot be deleted"),
+            "{line}"
+        );
+        let after = ok_json(&profile, &["ws", "list", "--json"]).await?;
+        ensure!(after == list, "the refusal changed the list: {after}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn skill_packs_are_imported_attached_detached_and_removed() -> Result<()> {
+    with_node(|profile| async move { skills_scenario(&profile).await }).await
+}
+
+async fn skills_scenario(profile: &Path) -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("review-kit");
+    std::fs::create_dir_all(dir.join("skills/review/bin"))?;
+    std::fs::write(dir.join("AGENTS.md"), "Review every change.")?;
+    std::fs::write(dir.join("skills/review/SKILL.md"), "# review\n")?;
+    std::fs::write(dir.join("skills/review/checklist.md"), "- tests\n")?;
+    std::fs::write(dir.join("skills/review/bin/tool"), [0xff, 0x00, 0x01])?;
+    let dir_arg = dir.to_str().context("temp path is not UTF-8")?;
+
+    let stdout = ok(profile, &["skills", "import", dir_arg]).await?;
+    ensure!(
+        stdout.starts_with("imported pack review-kit (p-")
+            && stdout.contains("): 1 skill, 3 files, "),
+        "skills import printed {stdout:?}"
+    );
+    let list = ok_json(profile, &["skills", "list", "--json"]).await?;
+    ensure!(
+        list.as_array().map(Vec::len) == Some(1)
+            && list[0]["name"] == "review-kit"
+            && list[0]["skills"] == serde_json::json!(["review"])
+            && list[0]["has_context"] == true
+            && list[0]["attached"] == serde_json::json!([]),
+        "{list}"
+    );
+    let pack = list[0]["id"].as_str().context("no id")?.to_owned();
+    let table = ok(profile, &["skills", "list"]).await?;
+    ensure!(
+        table.starts_with("ID") && table.contains("review-kit"),
+        "{table}"
+    );
+
+    let shown = ok_json(profile, &["skills", "show", "Review-Kit", "--json"]).await?;
+    ensure!(shown["context"] == "Review every change.", "{shown}");
+    let files = &shown["skills"][0]["files"];
+    ensure!(
+        files[0] == serde_json::json!({"path": "SKILL.md", "bytes": 9, "text": "# review\n"})
+            && files[1]["path"] == "bin/tool"
+            && files[1]["base64"] == "/wAB",
+        "{shown}"
+    );
+    let human = ok(profile, &["skills", "show", &pack]).await?;
+    ensure!(
+        human.contains("skill review/") && human.contains("checklist.md"),
+        "{human}"
+    );
+
+    // Attach to a named workspace and to the default one.
+    let web = ok(profile, &["ws", "new", "Web"]).await?.trim().to_owned();
+    let stdout = ok(
+        profile,
+        &["skills", "attach", "review-kit", "--workspace", "web"],
+    )
+    .await?;
+    ensure!(
+        stdout == format!("attached pack review-kit to workspace Web ({web}), which has 1 pack\n"),
+        "{stdout}"
+    );
+    ok(profile, &["skills", "attach", &pack]).await?;
+    let list = ok_json(profile, &["skills", "list", "--json"]).await?;
+    ensure!(
+        list[0]["attached"].as_array().map(Vec::len) == Some(2),
+        "{list}"
+    );
+    let workspaces = ok_json(profile, &["ws", "list", "--json"]).await?;
+    ensure!(
+        workspaces[1]["id"] == web.as_str() && workspaces[1]["packs"] == serde_json::json!([pack]),
+        "{workspaces}"
+    );
+
+    let stdout = ok(profile, &["skills", "detach", &pack, "--workspace", &web]).await?;
+    ensure!(
+        stdout.starts_with("detached pack review-kit from workspace Web"),
+        "{stdout}"
+    );
+    let workspaces = ok_json(profile, &["ws", "list", "--json"]).await?;
+    ensure!(
+        workspaces[1]["packs"] == serde_json::json!([]),
+        "{workspaces}"
+    );
+
+    // An update keeps the pack's name and id.
+    std::fs::write(dir.join("skills/review/checklist.md"), "- tests\n- docs\n")?;
+    let stdout = ok(
+        profile,
+        &["skills", "import", dir_arg, "--update", "review-kit"],
+    )
+    .await?;
+    ensure!(
+        stdout.starts_with(&format!(
+            "updated pack review-kit ({pack}): 1 skill, 3 files"
+        )),
+        "{stdout}"
+    );
+
+    // A directory that cannot be imported is one error line, before the node is asked.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/etc/hostname", dir.join("skills/review/leak"))?;
+        let line = refused(profile, &["skills", "import", dir_arg, "--name", "other"]).await?;
+        ensure!(line.contains("leak is a symbolic link"), "{line}");
+    }
+
+    let stdout = ok(profile, &["skills", "rm", "review-kit"]).await?;
+    ensure!(
+        stdout == format!("deleted pack review-kit ({pack}), detached from 1 workspace\n"),
+        "{stdout}"
+    );
+    let list = ok_json(profile, &["skills", "list", "--json"]).await?;
+    ensure!(list == serde_json::json!([]), "{list}");
+    let line = refused(profile, &["skills", "show", "review-kit"]).await?;
+    ensure!(
+        line.contains("no skill pack named \"review-kit\""),
+        "{line}"
+    );
+    Ok(())
+}
