@@ -55,6 +55,7 @@ mod admin;
 mod connection;
 mod error;
 mod follow;
+mod history;
 mod profile;
 mod retry;
 mod workspaces;

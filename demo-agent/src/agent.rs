@@ -380,11 +380,18 @@ fn start_prompt(
         .get("prompt")
         .and_then(Value::as_array)
         .ok_or_else(|| RpcError::invalid_params("`prompt` must be an array of content blocks"))?;
-    let text: String = blocks
+    let texts: Vec<&str> = blocks
         .iter()
         .filter(|block| block.get("type").and_then(Value::as_str) == Some("text"))
         .filter_map(|block| block.get("text").and_then(Value::as_str))
         .collect();
+    // A script command is the user's own block, the last one (earlier blocks carry
+    // context, such as a new session's conversation so far); anything else is the whole
+    // prompt, which the echo repeats.
+    let text: String = match texts.last() {
+        Some(last) if texts.len() > 1 && last.starts_with('/') => (*last).to_owned(),
+        _ => texts.concat(),
+    };
     let mut sessions = lock(&agent.sessions);
     let session = sessions
         .get_mut(&session_id)

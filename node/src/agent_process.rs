@@ -540,10 +540,20 @@ impl AgentProcess {
     /// (use [`Self::cancel`]). Resolves with [`AgentError::Exited`] as soon as the
     /// process dies mid-turn.
     pub async fn prompt(&self, text: String) -> Result<PromptOutcome, AgentError> {
+        self.prompt_with_context(None, text).await
+    }
+
+    /// Like [`Self::prompt`], with `context` (a new session's conversation so far) sent
+    /// as its own content block before the user's text.
+    pub async fn prompt_with_context(
+        &self,
+        context: Option<String>,
+        text: String,
+    ) -> Result<PromptOutcome, AgentError> {
         let answer = self
             .call(
                 "session/prompt",
-                wire::prompt_params(&self.session_id, &text),
+                wire::prompt_params(&self.session_id, context.as_deref(), &text),
             )
             .await?;
         Ok(wire::parse_prompt_outcome(&answer))

@@ -220,7 +220,7 @@ impl Actor for AgentSessionActor {
                 } else {
                     None
                 };
-                let text = match preamble {
+                let context = match preamble {
                     Some(preamble) => {
                         let _ = state.args.conversation.cast(ConversationMsg::Agent {
                             turn,
@@ -230,9 +230,9 @@ impl Actor for AgentSessionActor {
                             ),
                             credit: None,
                         });
-                        format!("{preamble}{text}")
+                        Some(preamble)
                     }
-                    None => text,
+                    None => None,
                 };
                 let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
                 let _ = state.control_tx.send(Control::Start(turn, ack_tx));
@@ -252,7 +252,10 @@ impl Actor for AgentSessionActor {
                 let me = myself.clone();
                 let generation = state.generation;
                 state.prompt_task = Some(tokio::spawn(async move {
-                    let result = process.prompt(text).await.map_err(|e| e.to_string());
+                    let result = process
+                        .prompt_with_context(context, text)
+                        .await
+                        .map_err(|e| e.to_string());
                     let _ = control.send(Control::End(turn, result));
                     let _ = me.cast(AgentSessionMsg::PromptDone { generation });
                 }));

@@ -81,8 +81,16 @@ pub(crate) fn parse_new_session(result: &Value) -> Result<String, String> {
 }
 
 /// `session/prompt` parameters: one text block.
-pub(crate) fn prompt_params(session_id: &str, text: &str) -> Value {
-    json!({ "sessionId": session_id, "prompt": [ { "type": "text", "text": text } ] })
+/// `session/prompt` parameters: the `context` (a new session's conversation so far) as
+/// its own text block before the user's, so the user's text stays whole (an agent that
+/// reads commands from the message still finds them).
+pub(crate) fn prompt_params(session_id: &str, context: Option<&str>, text: &str) -> Value {
+    let mut blocks = Vec::with_capacity(2);
+    if let Some(context) = context {
+        blocks.push(json!({ "type": "text", "text": context }));
+    }
+    blocks.push(json!({ "type": "text", "text": text }));
+    json!({ "sessionId": session_id, "prompt": blocks })
 }
 
 /// `session/cancel` parameters.

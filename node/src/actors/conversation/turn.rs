@@ -163,6 +163,11 @@ pub(super) async fn on_send_committed(
     sink.deliver(accepted);
     let _ = reply.send(Ok(running.turn));
     let cancel_early = std::mem::take(&mut state.cancel_before_start);
+    // As the state machine did: an untitled conversation is named by its first message.
+    if state.record.title.is_none() && user_message.id.0 == 0 {
+        state.record.title =
+            crate::shard::state_machine::history::derived_title(&user_message.content);
+    }
     state.record.turns = running.turn.0;
     state.record.message_count = user_message.id.0 + 1;
     state.record.running_turn = Some(running.clone());
@@ -243,9 +248,10 @@ pub(super) fn preamble(
     if kept.is_empty() {
         return None;
     }
-    // Messages 0..current came before; those not kept (too old for the cache or the
-    // bound) are left out.
-    let left_out = current.0.saturating_sub(kept.len() as u64);
+    // Left out: messages older than the cache holds, and those with content the bound
+    // left out (messages without content have nothing to give).
+    let not_cached = messages.front().map_or(0, |m| m.id.0.min(current.0));
+    let left_out = not_cached + (earlier.len() - kept.len()) as u64;
     kept.reverse();
     let note = if left_out > 0 {
         format!(" ({left_out} older messages left out)")

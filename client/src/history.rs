@@ -1,0 +1,90 @@
+//! Rewinding, forking, renaming and deleting conversations through the SDK. Message
+//! positions are message indices ([`MessageId`], as in [`ConversationDetail`]'s
+//! messages), never timestamps.
+//!
+//! [`ConversationDetail`]: shoal_protocol::client::ConversationDetail
+
+use crate::{Client, ClientError, unexpected};
+use shoal_protocol::client::{ClientReply, ClientRequest, ConversationSummary};
+use shoal_protocol::{ConversationId, MessageId, WorkspaceId};
+
+impl Client {
+    /// Rewinds a conversation in place: keeps `message` and deletes every message after
+    /// it. With `parts`, `message` must be an assistant message and only its first
+    /// `parts` parts are kept (its content recomputed from them). The agent's next turn
+    /// starts a new session given the kept transcript. Refused with `busy` while a turn
+    /// runs, and with `invalid_argument` for a cut that would drop nothing. Followers get
+    /// a resync and then the rewound transcript. Not retried (a retry of an applied rewind
+    /// would be refused as dropping nothing, or cut further).
+    pub async fn rewind(
+        &self,
+        conversation: ConversationId,
+        message: MessageId,
+        parts: Option<u32>,
+    ) -> Result<ConversationSummary, ClientError> {
+        let request = ClientRequest::RewindConversation {
+            conversation,
+            message,
+            parts,
+        };
+        match self.unary("rewind", request, false).await? {
+            ClientReply::Rewound(summary) => Ok(summary),
+            other => Err(unexpected("Rewound", &other)),
+        }
+    }
+
+    /// Forks a conversation: a new one (in `workspace`, default the original's) holding
+    /// its messages up to and including `message`, the last cut to its first `parts`
+    /// parts when given. The original is untouched. Retried with one request id, so at
+    /// most one fork is made.
+    pub async fn fork(
+        &self,
+        conversation: ConversationId,
+        message: MessageId,
+        parts: Option<u32>,
+        workspace: Option<WorkspaceId>,
+        title: Option<String>,
+    ) -> Result<ConversationSummary, ClientError> {
+        let request = ClientRequest::ForkConversation {
+            conversation,
+            message,
+            parts,
+            workspace,
+            title,
+            request_id: self.request_id(),
+        };
+        match self.unary("fork", request, true).await? {
+            ClientReply::Created(summary) => Ok(summary),
+            other => Err(unexpected("Created", &other)),
+        }
+    }
+
+    /// Sets (or, with `None`, clears) a conversation's title.
+    pub async fn rename_conversation(
+        &self,
+        conversation: ConversationId,
+        title: Option<String>,
+    ) -> Result<ConversationSummary, ClientError> {
+        let request = ClientRequest::RenameConversation {
+            conversation,
+            title,
+        };
+        match self.unary("rename_conversation", request, true).await? {
+            ClientReply::Renamed(summary) => Ok(summary),
+            other => Err(unexpected("Renamed", &other)),
+        }
+    }
+
+    /// Deletes a conversation with its messages; refused with `busy` while a turn runs.
+    /// Not retried.
+    pub async fn delete_conversation(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<(), ClientError> {
+        let request = ClientRequest::DeleteConversation { conversation };
+        match self.unary("delete_conversation", request, false).await? {
+            ClientReply::ConversationDeleted => Ok(()),
+            other => Err(unexpected("ConversationDeleted", &other)),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Rewind, fork, rename and delete through a real node, the SDK and the demo agent:
+//! what is kept and dropped, the agent reset (its history proves it), followers' view,
+//! and bad input refused with nothing changed.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use shoal_client::{Client, ClientError};
+use shoal_protocol::transcript::{Event, Role};
+use shoal_protocol::{ConversationId, ErrorCode, MessageId};
+
+async fn say(client: &Client, conversation: ConversationId, text: &str) -> String {
+    let turn = client.send(conversation, text).await.expect("send");
+    done_content(&collect_turn(turn).await)
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Option<ErrorCode> {
+    match result {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+fn contents(detail: &shoal_protocol::client::ConversationDetail) -> Vec<String> {
+    detail.messages.iter().map(|m| m.content.clone()).collect()
+}
+
+#[tokio::test]
+async fn a_rewind_drops_what_follows_resets_the_agent_and_resyncs_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    for text in ["one", "two", "three"] {
+        assert_eq!(say(&client, conv.id, text).await, format!("echo: {text}"));
+    }
+    assert_eq!(
+        say(&client, conv.id, "/history").await,
+        "history: 3 earlier prompts: one | two | three"
+    );
+    let detail = client.get_conversation(conv.id).await.unwrap();
+    assert_eq!(
+        detail.summary.title.as_deref(),
+        Some("one"),
+        "titled by its first message"
+    );
+    let mut follow = client.follow(conv.id, None);
+    let first = tokio::time::timeout(WAIT, follow.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(first.event, Event::Reset { .. }), "{first:?}");
+
+    // Keep "two" (m2): its reply and everything after go.
+    let rewound = client.rewind(conv.id, MessageId(2), None).await.unwrap();
+    assert_eq!(rewound.message_count, 3);
+    let detail = client.get_conversation(conv.id).await.unwrap();
+    assert_eq!(contents(&detail), ["one", "echo: one", "two"]);
+
+    // The follower is told to start over and sees the rewound transcript.
+    let reset = tokio::time::timeout(WAIT, async {
+        while let Some(frame) = follow.next().await {
+            if let Ok(frame) = frame
+                && let Event::Reset { snapshot } = frame.event
+            {
+                return snapshot;
+            }
+        }
+        panic!("the follow ended without a reset");
+    })
+    .await
+    .expect("a reset after the rewind");
+    let seen: Vec<&str> = reset.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(seen, ["one", "echo: one", "two"]);
+
+    // The agent starts a new session: it remembers none of the dropped prompts.
+    assert_eq!(
+        say(&client, conv.id, "/history").await,
+        "history: 0 earlier prompts: "
+    );
+    let detail = client.get_conversation(conv.id).await.unwrap();
+    assert_eq!(detail.messages.len(), 5);
+    assert_eq!(detail.messages[3].role, Role::User);
+}
+
+#[tokio::test]
+async fn a_part_cut_and_forks_keep_content_equal_to_parts_and_the_original_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client
+        .create_conversation(Some("deep".into()), None)
+        .await
+        .unwrap();
+    say(&client, conv.id, "/think").await;
+    say(&client, conv.id, "after").await;
+    let original = client.get_conversation(conv.id).await.unwrap();
+    let thought = &original.messages[1];
+    assert!(thought.parts.len() >= 2, "{:?}", thought.parts);
+
+    // Fork at the assistant message, cut to its first part (the reasoning).
+    let fork = client
+        .fork(conv.id, MessageId(1), Some(1), None, None)
+        .await
+        .unwrap();
+    assert_eq!(fork.title.as_deref(), Some("Fork of deep"));
+    assert_eq!(fork.workspace, conv.workspace);
+    let forked = client.get_conversation(fork.id).await.unwrap();
+    assert_eq!(forked.messages.len(), 2);
+    let cut = &forked.messages[1];
+    assert_eq!(cut.parts.len(), 1);
+    assert_eq!(
+        cut.content,
+        shoal_protocol::transcript::content_from_parts(&cut.parts)
+    );
+    assert_eq!(
+        client.get_conversation(conv.id).await.unwrap().messages,
+        original.messages
+    );
+    // The fork is a conversation of its own: it runs turns, in a new agent session given
+    // the fork's transcript (the cut reasoning has no content: nothing of it is sent).
+    let echo = say(&client, fork.id, "hello").await;
+    assert!(
+        echo.starts_with("echo: [This is a new session") && echo.ends_with("hello"),
+        "{echo}"
+    );
+    assert!(!echo.contains("left out"), "{echo}");
+
+    // A fork into another workspace of the owner's.
+    let ws = client.create_workspace("forks").await.unwrap();
+    let moved = client
+        .fork(
+            conv.id,
+            MessageId(0),
+            None,
+            Some(ws.id),
+            Some("mine".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (moved.workspace, moved.title.as_deref()),
+        (ws.id, Some("mine"))
+    );
+
+    // In place: keep the reasoning only; content follows the parts.
+    client.rewind(conv.id, MessageId(1), Some(1)).await.unwrap();
+    let after = client.get_conversation(conv.id).await.unwrap();
+    assert_eq!(after.messages.len(), 2);
+    assert_eq!(after.messages[1].parts, thought.parts[..1]);
+    assert_eq!(
+        after.messages[1].content,
+        shoal_protocol::transcript::content_from_parts(&after.messages[1].parts)
+    );
+}
+
+#[tokio::test]
+async fn bad_cuts_busy_conversations_and_other_users_are_refused_with_nothing_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    say(&client, conv.id, "one").await;
+    say(&client, conv.id, "two").await;
+    let before = client.get_conversation(conv.id).await.unwrap();
+    let invalid = Some(ErrorCode::InvalidArgument);
+    // Past the end (a message index of a longer conversation), the last message, a
+    // part cut of a user message, zero parts, more parts than there are.
+    assert_eq!(
+        code(client.rewind(conv.id, MessageId(9), None).await),
+        invalid
+    );
+    assert_eq!(
+        code(client.rewind(conv.id, MessageId(3), None).await),
+        invalid
+    );
+    assert_eq!(
+        code(client.rewind(conv.id, MessageId(0), Some(1)).await),
+        invalid
+    );
+    assert_eq!(
+        code(client.rewind(conv.id, MessageId(1), Some(0)).await),
+        invalid
+    );
+    assert_eq!(
+        code(client.rewind(conv.id, MessageId(1), Some(5)).await),
+        invalid
+    );
+    assert_eq!(
+        code(client.fork(conv.id, MessageId(9), None, None, None).await),
+        invalid
+    );
+    let long = "x".repeat(shoal_protocol::client::TITLE_BYTES_MAX + 1);
+    assert_eq!(
+        code(client.rename_conversation(conv.id, Some(long)).await),
+        invalid
+    );
+
+    // While a turn runs: busy, for a rewind and a delete.
+    let mut slow = client.send(conv.id, "/slow 3000").await.unwrap();
+    wait_for_chunks(&mut slow, 1).await;
+    let busy = Some(ErrorCode::Busy);
+    assert_eq!(code(client.rewind(conv.id, MessageId(0), None).await), busy);
+    assert_eq!(code(client.delete_conversation(conv.id).await), busy);
+    client.cancel(conv.id).await.unwrap();
+    collect_turn(slow).await;
+
+    // Another user: not found, whatever the request.
+    let token = node
+        .admin()
+        .await
+        .issue_token(shoal_protocol::UserId::parse("mallory").unwrap(), 600)
+        .await
+        .unwrap();
+    let mallory = Client::connect(&shoal_client::Profile {
+        token,
+        ..node.profile.clone()
+    })
+    .await
+    .unwrap();
+    let not_found = Some(ErrorCode::NotFound);
+    assert_eq!(
+        code(mallory.rewind(conv.id, MessageId(0), None).await),
+        not_found
+    );
+    assert_eq!(
+        code(mallory.fork(conv.id, MessageId(0), None, None, None).await),
+        not_found
+    );
+    assert_eq!(
+        code(mallory.rename_conversation(conv.id, Some("x".into())).await),
+        not_found
+    );
+    assert_eq!(code(mallory.delete_conversation(conv.id).await), not_found);
+
+    let after = client.get_conversation(conv.id).await.unwrap();
+    assert_eq!(after.messages[..4], before.messages[..]);
+    assert_eq!(after.summary.title, before.summary.title);
+}
+
+#[tokio::test]
+async fn rename_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    say(&client, conv.id, "hello there").await;
+    let renamed = client
+        .rename_conversation(conv.id, Some("Greetings".into()))
+        .await
+        .unwrap();
+    assert_eq!(renamed.title.as_deref(), Some("Greetings"));
+    assert_eq!(
+        client
+            .get_conversation(conv.id)
+            .await
+            .unwrap()
+            .summary
+            .title
+            .as_deref(),
+        Some("Greetings")
+    );
+    // The live actor took the new title: the next turn does not bring the old one back.
+    say(&client, conv.id, "again").await;
+    assert_eq!(
+        client.list_conversations(10).await.unwrap()[0]
+            .title
+            .as_deref(),
+        Some("Greetings")
+    );
+    client.delete_conversation(conv.id).await.unwrap();
+    assert_eq!(
+        code(client.get_conversation(conv.id).await),
+        Some(ErrorCode::NotFound)
+    );
+    assert!(client.list_conversations(10).await.unwrap().is_empty());
+    assert_eq!(
+        code(client.delete_conversation(conv.id).await),
+        Some(ErrorCode::NotFound)
+    );
+}
