@@ -1,5 +1,6 @@
 //! `shoalctl conv …`: conversations through the client SDK.
 
+use crate::conv_history;
 use crate::json::{detail_json, event_json, status_str, summary_json};
 use crate::lookup;
 use crate::render::{self, TranscriptPrinter, side_line};
@@ -9,7 +10,7 @@ use futures::StreamExt;
 use shoal_client::{Client, Profile};
 use shoal_protocol::client::LIST_LIMIT_MAX;
 use shoal_protocol::transcript::{Event, EventFrame, Message, MessageStatus, PermissionOption};
-use shoal_protocol::{ConversationId, Seq};
+use shoal_protocol::{ConversationId, MessageId, Seq};
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -88,6 +89,80 @@ pub(crate) enum ConvCommand {
         /// The conversation id (`c-…`).
         id: ConversationId,
     },
+    /// Rewind in place: keep MSG and delete every later message. The agent's next turn
+    /// starts a new session given what is kept. Refused while a turn runs.
+    Rewind {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// The last message kept, as `conv show` prints it (`m3`).
+        #[arg(value_parser = crate::conv_history::parse_message)]
+        message: MessageId,
+        /// Keep only the first N parts of MSG (an assistant message).
+        #[arg(long, value_name = "N")]
+        parts: Option<u32>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Print the conversation after it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut an assistant message to its first N parts and delete every later message.
+    Truncate {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// The assistant message, as `conv show` prints it (`m3`).
+        #[arg(value_parser = crate::conv_history::parse_message)]
+        message: MessageId,
+        /// How many of its parts to keep.
+        #[arg(long, value_name = "N")]
+        parts: u32,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Print the conversation after it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fork: a new conversation with the messages up to and including MSG; prints its id.
+    /// The original is untouched.
+    Fork {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// The last message copied, as `conv show` prints it (`m3`).
+        #[arg(value_parser = crate::conv_history::parse_message)]
+        message: MessageId,
+        /// Keep only the first N parts of MSG (an assistant message).
+        #[arg(long, value_name = "N")]
+        parts: Option<u32>,
+        /// The fork's workspace, by id or name (default: the original's).
+        #[arg(long, value_name = "WS")]
+        workspace: Option<String>,
+        /// The fork's title (default: "Fork of …").
+        #[arg(long)]
+        title: Option<String>,
+        /// Print the fork as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a conversation's title ("" clears it).
+    Rename {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// The new title.
+        title: String,
+        /// Print the conversation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a conversation and all its messages. Refused while a turn runs.
+    Rm {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Runs one `conv` command.
@@ -159,6 +234,40 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
             }
             Ok(ExitCode::SUCCESS)
         }
+        ConvCommand::Rewind {
+            id,
+            message,
+            parts,
+            yes,
+            json,
+        } => conv_history::rewind(&client, id, message, parts, yes, json)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        ConvCommand::Truncate {
+            id,
+            message,
+            parts,
+            yes,
+            json,
+        } => conv_history::rewind(&client, id, message, Some(parts), yes, json)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        ConvCommand::Fork {
+            id,
+            message,
+            parts,
+            workspace,
+            title,
+            json,
+        } => conv_history::fork(&client, id, message, parts, workspace, title, json)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        ConvCommand::Rename { id, title, json } => conv_history::rename(&client, id, title, json)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        ConvCommand::Rm { id, yes } => conv_history::remove(&client, id, yes)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         ConvCommand::Cancel { id } => {
             if client.cancel(id).await? {
                 print_line("cancelled the running turn")?;

@@ -19,6 +19,7 @@
 
 mod admin;
 mod conv;
+mod conv_history;
 mod creds;
 mod json;
 mod lookup;

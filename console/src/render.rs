@@ -212,6 +212,14 @@ pub(crate) fn detail(out: &mut impl Write, detail: &ConversationDetail) -> io::R
     )?;
     let mut printer = TranscriptPrinter::default();
     for message in &detail.messages {
+        // The position (for `conv rewind`, `fork`) and, for a reply of several parts, how
+        // many (for `--parts`).
+        match message.parts.len() {
+            n if message.role == Role::Assistant && n > 1 => {
+                write!(out, "{} [{n} parts] ", message.id)?
+            }
+            _ => write!(out, "{} ", message.id)?,
+        }
         printer.message(out, message)?;
     }
     if let Some(in_flight) = &detail.in_flight {

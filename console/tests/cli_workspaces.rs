@@ -1,5 +1,6 @@
-//! End to end: `shoalctl ws …`, `conv … --workspace` and `shoalctl skills …` against the
-//! real `shoal-node dev`.
+//! End to end: `shoalctl ws …`, `conv … --workspace`, `shoalctl skills …` and the history
+//! commands (`conv rewind | truncate | fork | rename | rm`) against the real
+//! `shoal-node dev`.
 
 mod common;
 
@@ -289,5 +290,65 @@ async fn skills_scenario(profile: &Path) -> Result<()> {
         line.contains("no skill pack named \"review-kit\""),
         "{line}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn history_commands_rewind_fork_rename_and_delete() -> Result<()> {
+    with_node(|profile| async move { history_scenario(&profile).await }).await
+}
+
+async fn history_scenario(profile: &Path) -> Result<()> {
+    let id = ok(profile, &["conv", "new"]).await?.trim().to_owned();
+    for text in ["one", "two", "/think"] {
+        ok(profile, &["conv", "send", &id, text]).await?;
+    }
+    let show = ok(profile, &["conv", "show", &id]).await?;
+    ensure!(
+        show.contains("m0 user: one") && show.contains("m5 [2 parts] assistant:"),
+        "conv show prints positions and part counts: {show}"
+    );
+    // A fork of the first turn, titled; the original keeps its six messages.
+    let fork = ok(
+        profile,
+        &["conv", "fork", &id, "m1", "--title", "first turn"],
+    )
+    .await?;
+    let fork = fork.trim();
+    let forked = ok_json(profile, &["conv", "show", fork, "--json"]).await?;
+    ensure!(
+        forked["messages"].as_array().map(Vec::len) == Some(2) && forked["title"] == "first turn",
+        "the fork holds m0..m1: {forked}"
+    );
+    // Destructive without a terminal: refused unless --yes.
+    let line = refused(profile, &["conv", "rewind", &id, "m2"]).await?;
+    ensure!(line.contains("--yes"), "{line}");
+    let line = refused(
+        profile,
+        &["conv", "truncate", &id, "m5", "--parts", "0", "--yes"],
+    )
+    .await?;
+    ensure!(line.contains("parts"), "{line}");
+    let out = ok(
+        profile,
+        &["conv", "truncate", &id, "m5", "--parts", "1", "--yes"],
+    )
+    .await?;
+    ensure!(out.contains("6 messages"), "{out}");
+    let out = ok(profile, &["conv", "rewind", &id, "m2", "--yes"]).await?;
+    ensure!(
+        out.starts_with("rewound") && out.contains("3 messages"),
+        "{out}"
+    );
+    let out = ok(profile, &["conv", "rename", &id, "renamed"]).await?;
+    ensure!(out.contains("\"renamed\""), "{out}");
+    ok(profile, &["conv", "rm", fork, "--yes"]).await?;
+    let line = refused(profile, &["conv", "show", fork]).await?;
+    ensure!(
+        line.contains("not found") || line.contains("does not exist"),
+        "{line}"
+    );
+    let line = refused(profile, &["conv", "rewind", &id, "mx", "--yes"]).await?;
+    ensure!(line.contains("message position"), "{line}");
     Ok(())
 }
