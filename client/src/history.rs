@@ -5,7 +5,10 @@
 //! [`ConversationDetail`]: shoal_protocol::client::ConversationDetail
 
 use crate::{Client, ClientError, unexpected};
-use shoal_protocol::client::{ClientReply, ClientRequest, ConversationSummary};
+use shoal_protocol::client::{
+    ClientReply, ClientRequest, ConversationListing, ConversationSummary,
+};
+use shoal_protocol::transcript::Message;
 use shoal_protocol::{ConversationId, MessageId, WorkspaceId};
 
 impl Client {
@@ -85,6 +88,52 @@ impl Client {
         match self.unary("delete_conversation", request, false).await? {
             ClientReply::ConversationDeleted => Ok(()),
             other => Err(unexpected("ConversationDeleted", &other)),
+        }
+    }
+}
+
+impl Client {
+    /// One page of the caller's conversations (of `workspace`, when given), most recently
+    /// active first: at most `limit` after `cursor` (the previous page's `next_cursor`).
+    /// Returns the page and the cursor of the next one (`None`: this was the last).
+    pub async fn list_conversations_page(
+        &self,
+        limit: u32,
+        cursor: Option<String>,
+        workspace: Option<WorkspaceId>,
+    ) -> Result<(Vec<ConversationListing>, Option<String>), ClientError> {
+        let request = ClientRequest::ListConversationsPage {
+            limit,
+            cursor,
+            workspace,
+        };
+        match self.unary("list_conversations_page", request, true).await? {
+            ClientReply::ConversationPage {
+                conversations,
+                next_cursor,
+            } => Ok((conversations, next_cursor)),
+            other => Err(unexpected("ConversationPage", &other)),
+        }
+    }
+
+    /// Committed messages of a conversation: the newest `limit` (at most
+    /// [`shoal_protocol::client::MESSAGES_PAGE_MAX`]) before `before` (`None`: the end),
+    /// oldest first, and whether older ones exist — to page back through a history
+    /// longer than [`Client::get_conversation`] returns.
+    pub async fn get_messages(
+        &self,
+        conversation: ConversationId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<(Vec<Message>, bool), ClientError> {
+        let request = ClientRequest::GetMessages {
+            conversation,
+            before,
+            limit,
+        };
+        match self.unary("get_messages", request, true).await? {
+            ClientReply::Messages { messages, more } => Ok((messages, more)),
+            other => Err(unexpected("Messages", &other)),
         }
     }
 }

@@ -520,6 +520,8 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::Rewound(_) => "Rewound",
         ClientReply::Renamed(_) => "Renamed",
         ClientReply::ConversationDeleted => "ConversationDeleted",
+        ClientReply::ConversationPage { .. } => "ConversationPage",
+        ClientReply::Messages { .. } => "Messages",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

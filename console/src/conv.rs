@@ -8,7 +8,6 @@ use anyhow::{Context, anyhow};
 use clap::Subcommand;
 use futures::StreamExt;
 use shoal_client::{Client, Profile};
-use shoal_protocol::client::LIST_LIMIT_MAX;
 use shoal_protocol::transcript::{Event, EventFrame, Message, MessageStatus, PermissionOption};
 use shoal_protocol::{ConversationId, MessageId, Seq};
 use std::io::{self, Write};
@@ -70,16 +69,24 @@ pub(crate) enum ConvCommand {
         /// Print the conversation as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Page back: only messages before this one (`m500`), from the node's store.
+        #[arg(long, value_name = "MSG", value_parser = crate::conv_history::parse_message)]
+        before: Option<MessageId>,
+        /// With --before: at most this many messages (at most 500).
+        #[arg(long, value_name = "N", requires = "before")]
+        limit: Option<u32>,
     },
-    /// List your conversations, newest first.
+    /// List your conversations, most recently active first, a page at a time.
     List {
         /// At most this many.
         #[arg(long, default_value_t = LIST_LIMIT_DEFAULT)]
         limit: u32,
-        /// Only the conversations of this workspace, by id (`w-…`) or name (picked from
-        /// your newest 1000 conversations).
+        /// Only the conversations of this workspace, by id (`w-…`) or name.
         #[arg(long, value_name = "WS")]
         workspace: Option<String>,
+        /// Continue after the previous page (the cursor it printed on stderr).
+        #[arg(long, value_name = "CURSOR")]
+        cursor: Option<String>,
         /// Print a JSON array of conversations.
         #[arg(long)]
         json: bool,
@@ -198,7 +205,16 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
             json,
             until_done,
         } => follow(&client, id, since.map(Seq), json, until_done).await,
-        ConvCommand::Show { id, json } => {
+        ConvCommand::Show {
+            id,
+            json,
+            before: Some(before),
+            limit,
+        } => {
+            conv_history::show_page(&client, id, before, limit, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ConvCommand::Show { id, json, .. } => {
             let detail = client.get_conversation(id).await?;
             if json {
                 print_line(&detail_json(&detail).to_string())?;
@@ -211,26 +227,32 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
             limit,
             json,
             workspace,
+            cursor,
         } => {
-            let list = match workspace {
-                Some(workspace) => {
-                    let workspace = lookup::workspace_id(&client, &workspace).await?;
-                    // The node lists all of a user's conversations; the workspace's are
-                    // picked here from as many as it returns.
-                    let mut list = client.list_conversations(LIST_LIMIT_MAX).await?;
-                    list.retain(|summary| summary.workspace == workspace);
-                    list.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-                    list
-                }
-                None => client.list_conversations(limit).await?,
+            let workspace = match workspace {
+                Some(workspace) => Some(lookup::workspace_id(&client, &workspace).await?),
+                None => None,
             };
+            let (page, next) = client
+                .list_conversations_page(limit, cursor, workspace)
+                .await?;
             if json {
-                let values = list.iter().map(summary_json).collect::<Vec<_>>();
+                let values = page
+                    .iter()
+                    .map(|listing| {
+                        let mut value = summary_json(&listing.summary);
+                        value["last_activity_ms"] = listing.last_activity_ms.into();
+                        value
+                    })
+                    .collect::<Vec<_>>();
                 print_line(&serde_json::Value::Array(values).to_string())?;
             } else {
-                for summary in &list {
-                    print_line(&render::summary_line(summary))?;
+                for listing in &page {
+                    print_line(&render::summary_line(&listing.summary))?;
                 }
+            }
+            if let Some(next) = next {
+                note(&format!("more: pass --cursor {next} for the next page"));
             }
             Ok(ExitCode::SUCCESS)
         }

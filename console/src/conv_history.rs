@@ -127,6 +127,43 @@ pub(crate) async fn remove(client: &Client, id: ConversationId, yes: bool) -> an
     print_line(&format!("deleted {id}"))
 }
 
+/// Messages shown by `conv show --before` unless `--limit` says otherwise.
+const PAGE_DEFAULT: u32 = 100;
+
+/// `conv show ID --before MSG [--limit N]`: a page of older messages.
+pub(crate) async fn show_page(
+    client: &Client,
+    id: ConversationId,
+    before: MessageId,
+    limit: Option<u32>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (messages, more) = client
+        .get_messages(id, Some(before), limit.unwrap_or(PAGE_DEFAULT))
+        .await?;
+    if json {
+        let values: Vec<_> = messages.iter().map(crate::json::message_json).collect();
+        print_line(&serde_json::json!({ "messages": values, "more": more }).to_string())?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        let mut printer = crate::render::TranscriptPrinter::default();
+        for message in &messages {
+            write!(out, "{} ", message.id).context("cannot write to stdout")?;
+            printer
+                .message(&mut out, message)
+                .context("cannot write to stdout")?;
+        }
+    }
+    if more && let Some(first) = messages.first() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "more: pass --before {} for older messages",
+            first.id
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -348,6 +348,22 @@ async fn history_scenario(profile: &Path) -> Result<()> {
         line.contains("not found") || line.contains("does not exist"),
         "{line}"
     );
+    let page = ok_json(
+        profile,
+        &[
+            "conv", "show", &id, "--before", "m2", "--limit", "1", "--json",
+        ],
+    )
+    .await?;
+    ensure!(
+        page["messages"].as_array().map(Vec::len) == Some(1) && page["more"] == true,
+        "one message before m2, more before it: {page}"
+    );
+    let listed = ok_json(profile, &["conv", "list", "--json"]).await?;
+    ensure!(
+        listed[0]["id"] == id.as_str() && listed[0]["last_activity_ms"].is_u64(),
+        "the most recently active first: {listed}"
+    );
     let line = refused(profile, &["conv", "rewind", &id, "mx", "--yes"]).await?;
     ensure!(line.contains("message position"), "{line}");
     Ok(())

@@ -281,3 +281,90 @@ async fn rename_and_delete() {
         Some(ErrorCode::NotFound)
     );
 }
+
+#[tokio::test]
+async fn conversations_list_by_last_activity_in_pages_and_messages_page_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(client.create_conversation(None, None).await.unwrap().id);
+        // Distinct activity times (milliseconds).
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    say(&client, ids[0], "first").await;
+    say(&client, ids[0], "second").await;
+    // ids[0] has the newest activity now, then ids[2], then ids[1].
+    let (page, next) = client.list_conversations_page(2, None, None).await.unwrap();
+    let listed: Vec<ConversationId> = page.iter().map(|l| l.summary.id).collect();
+    assert_eq!(listed, [ids[0], ids[2]]);
+    assert!(page[0].last_activity_ms >= page[1].last_activity_ms);
+    let (rest, last) = client
+        .list_conversations_page(2, next.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|l| l.summary.id).collect::<Vec<_>>(),
+        [ids[1]]
+    );
+    assert_eq!(last, None);
+    // One workspace's only.
+    let ws = client.create_workspace("paged").await.unwrap();
+    let there = client
+        .create_conversation_in(ws.id, None, None)
+        .await
+        .unwrap();
+    let (only, _) = client
+        .list_conversations_page(10, None, Some(ws.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        only.iter().map(|l| l.summary.id).collect::<Vec<_>>(),
+        [there.id]
+    );
+    assert_eq!(
+        code(
+            client
+                .list_conversations_page(2, Some("nonsense".into()), None)
+                .await
+        ),
+        Some(ErrorCode::InvalidArgument)
+    );
+
+    // Messages m0..m3: the newest three, then what is before m1.
+    let (newest, more) = client.get_messages(ids[0], None, 3).await.unwrap();
+    let positions: Vec<u64> = newest.iter().map(|m| m.id.0).collect();
+    assert_eq!((positions, more), (vec![1, 2, 3], true));
+    let (older, more) = client
+        .get_messages(ids[0], Some(MessageId(1)), 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        (older.len(), older[0].content.as_str(), more),
+        (1, "first", false)
+    );
+    let token = node
+        .admin()
+        .await
+        .issue_token(shoal_protocol::UserId::parse("eve").unwrap(), 600)
+        .await
+        .unwrap();
+    let eve = Client::connect(&shoal_client::Profile {
+        token,
+        ..node.profile.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        code(eve.get_messages(ids[0], None, 3).await),
+        Some(ErrorCode::NotFound)
+    );
+    assert!(
+        eve.list_conversations_page(10, None, None)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+}

@@ -236,6 +236,38 @@ pub enum ClientRequest {
         /// The conversation.
         conversation: ConversationId,
     },
+    /// One page of the caller's conversations, most recently active first.
+    /// Reply: `ConversationPage`.
+    ListConversationsPage {
+        /// At most this many (capped at [`LIST_LIMIT_MAX`]).
+        limit: u32,
+        /// Where the previous page ended (its `next_cursor`); `None`: the first page.
+        cursor: Option<String>,
+        /// Only this workspace's conversations.
+        workspace: Option<WorkspaceId>,
+    },
+    /// Committed messages of a conversation, the newest `limit` before `before`: pages
+    /// back through a history longer than a snapshot holds. Reply: `Messages`.
+    GetMessages {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Only messages before this one; `None`: up to the newest.
+        before: Option<MessageId>,
+        /// At most this many (capped at [`MESSAGES_PAGE_MAX`]).
+        limit: u32,
+    },
+}
+
+/// Most messages one `GetMessages` returns.
+pub const MESSAGES_PAGE_MAX: u32 = 500;
+
+/// A conversation as listed by `ListConversationsPage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationListing {
+    /// Its metadata.
+    pub summary: ConversationSummary,
+    /// Its last activity (creation, a user message, a fork), ms since the Unix epoch.
+    pub last_activity_ms: u64,
 }
 
 /// A secret value on the wire (a credential): shown as `<redacted>` by `Debug`, so a
@@ -350,6 +382,20 @@ pub enum ClientReply {
     Renamed(ConversationSummary),
     /// `DeleteConversation` is committed.
     ConversationDeleted,
+    /// `ListConversationsPage`.
+    ConversationPage {
+        /// The page, most recently active first.
+        conversations: Vec<ConversationListing>,
+        /// Pass as `cursor` for the next page; `None`: this was the last.
+        next_cursor: Option<String>,
+    },
+    /// `GetMessages`, oldest first.
+    Messages {
+        /// The messages.
+        messages: Vec<Message>,
+        /// Whether older messages exist before the first one.
+        more: bool,
+    },
 }
 
 /// What the server writes on a request stream. Encoded by declaration index: append only.

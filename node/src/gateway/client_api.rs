@@ -90,7 +90,9 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         | ClientRequest::CreateWorkspace { .. }
         | ClientRequest::ListWorkspaces
         | ClientRequest::CreateSkillPack { .. }
-        | ClientRequest::ListSkillPacks => ctx.default_workspace(&peer.user).shard,
+        | ClientRequest::ListSkillPacks
+        | ClientRequest::ListConversationsPage { .. } => ctx.default_workspace(&peer.user).shard,
+        ClientRequest::GetMessages { conversation, .. } => conversation.shard,
         ClientRequest::RenameWorkspace { workspace, .. }
         | ClientRequest::MoveWorkspace { workspace, .. }
         | ClientRequest::DeleteWorkspace { workspace, .. }
@@ -428,6 +430,22 @@ pub async fn dispatch(
                 .await
                 .map(|_| ClientReply::ConversationDeleted)
         }
+        ClientRequest::ListConversationsPage {
+            limit,
+            cursor,
+            workspace,
+        } => super::history::list_page(ctx, peer, limit, cursor, workspace).map(
+            |(conversations, next_cursor)| ClientReply::ConversationPage {
+                conversations,
+                next_cursor,
+            },
+        ),
+        ClientRequest::GetMessages {
+            conversation,
+            before,
+            limit,
+        } => super::history::messages(ctx, peer, conversation, before, limit)
+            .map(|(messages, more)| ClientReply::Messages { messages, more }),
         ClientRequest::CreateWorkspace { name, request_id } => {
             super::workspaces::create(ctx, peer, name, request_id)
                 .await

@@ -24,6 +24,7 @@
 //! * `u/<user>/<conversation uid>` → empty: the user's conversations
 //! * `w/<workspace uid>` → [`WorkspaceSnapshot`]: the workspace's last committed snapshot
 //! * `k/<workspace uid>` → [`WorkspaceCredentials`]: the workspace's sealed credentials
+//! * `la/<conversation uid>` → u64: the conversation's last activity (ms)
 //! * workspaces and skill packs: see [`workspaces`]
 
 use crate::security::credentials::{CREDENTIALS_PER_WORKSPACE_MAX, Sealed};
@@ -302,6 +303,13 @@ pub fn workspace_credentials_key(workspace: WorkspaceId) -> Vec<u8> {
 /// Prefix of every workspace snapshot key (garbage collection reads them all).
 pub const WORKSPACE_SNAPSHOT_PREFIX: &[u8] = b"w/";
 
+/// Key of a conversation's last activity (ms): its creation, fork or last user message.
+pub fn activity_key(id: ConversationId) -> Vec<u8> {
+    let mut key = b"la/".to_vec();
+    key.extend_from_slice(&id.uid.to_be_bytes());
+    key
+}
+
 /// Prefix of a conversation's messages.
 pub fn message_prefix(id: ConversationId) -> Vec<u8> {
     let mut key = b"m/".to_vec();
@@ -436,6 +444,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             };
             writes.put(conversation_key(*id), &rec);
             writes.put(req_key, id);
+            writes.put(activity_key(*id), at_ms);
             let mut index = user_prefix(owner);
             index.extend_from_slice(&id.uid.to_be_bytes());
             writes.puts.push((index, Vec::new()));
@@ -513,6 +522,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             rec.running_turn = Some(turn.clone());
             writes.put(message_key(*conversation, user_message.id), &user_message);
             writes.put(req_key, &turn);
+            writes.put(activity_key(*conversation), at_ms);
             writes.put(conversation_key(*conversation), &rec);
             Outcome::TurnStarted(Box::new(TurnStartedOutcome {
                 turn,

@@ -10,7 +10,7 @@ use super::state_machine::workspaces::{
 };
 use super::state_machine::{
     ConversationRecord, WORKSPACE_SNAPSHOT_PREFIX, WorkspaceCredentials, WorkspaceSnapshot,
-    conversation_key, decode, message_key, user_prefix, workspace_credentials_key,
+    activity_key, conversation_key, decode, message_key, user_prefix, workspace_credentials_key,
     workspace_snapshot_key,
 };
 use super::state_machine::{Pairs, ReadError, ShardRead};
@@ -272,6 +272,19 @@ impl Store {
         id: ConversationId,
     ) -> Result<Option<ConversationRecord>, StoreError> {
         let key = conversation_key(id);
+        let tree = self.tree(id.shard)?;
+        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
+            None => Ok(None),
+            Some(bytes) => decode(&key, &bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Io(e.to_string())),
+        }
+    }
+
+    /// A conversation's last activity (ms), when recorded (conversations older than the
+    /// record have none: their creation time stands in).
+    pub fn last_activity(&self, id: ConversationId) -> Result<Option<u64>, StoreError> {
+        let key = activity_key(id);
         let tree = self.tree(id.shard)?;
         match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
             None => Ok(None),

@@ -6,7 +6,7 @@
 use super::workspaces::{owned_conversation_workspace, workspace_conversation_key};
 use super::{
     ConversationRecord, Failure, Outcome, Rejection, RunningTurn, ShardCommand, ShardRead, Writes,
-    conversation_key, create_request_key, message_key, message_prefix, read, record,
+    activity_key, conversation_key, create_request_key, message_key, message_prefix, read, record,
     send_request_prefix, user_prefix,
 };
 use shoal_protocol::client::TITLE_BYTES_MAX;
@@ -155,6 +155,7 @@ pub(super) fn apply(
             }
             writes.put(conversation_key(*id), &rec);
             writes.put(req_key, id);
+            writes.put(activity_key(*id), at_ms);
             let mut index = user_prefix(owner);
             index.extend_from_slice(&id.uid.to_be_bytes());
             writes.puts.push((index, Vec::new()));
@@ -253,5 +254,6 @@ pub(super) fn delete_keys(
     index.extend_from_slice(&rec.id.uid.to_be_bytes());
     writes.delete(index);
     writes.delete(conversation_key(rec.id));
+    writes.delete(activity_key(rec.id));
     Ok(())
 }
