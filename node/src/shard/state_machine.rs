@@ -25,6 +25,7 @@
 //! * `w/<workspace uid>` → [`WorkspaceSnapshot`]: the workspace's last committed snapshot
 //! * `k/<workspace uid>` → [`WorkspaceCredentials`]: the workspace's sealed credentials
 //! * `la/<conversation uid>` → u64: the conversation's last activity (ms)
+//! * `q/<conversation uid>` → [`queue::MessageQueue`]: messages waiting for the turn
 //! * workspaces and skill packs: see [`workspaces`]
 
 use crate::security::credentials::{CREDENTIALS_PER_WORKSPACE_MAX, Sealed};
@@ -37,6 +38,7 @@ use shoal_protocol::{
 
 mod command;
 pub mod history;
+pub mod queue;
 pub mod workspaces;
 
 pub use command::ShardCommand;
@@ -164,6 +166,15 @@ pub enum Outcome {
         /// The workspaces.
         detached: Vec<WorkspaceId>,
     },
+    /// `EnqueueMessage`: the message's item and the queue after it.
+    Enqueued {
+        /// The queued message's id.
+        item: u64,
+        /// The queue.
+        queue: Box<queue::MessageQueue>,
+    },
+    /// `RemoveQueued`, `MoveQueued`: the queue after it.
+    Queue(Box<queue::MessageQueue>),
 }
 
 /// What `AppendUserMessage` did.
@@ -348,7 +359,7 @@ fn send_request_prefix(id: ConversationId) -> Vec<u8> {
     key
 }
 
-fn send_request_key(id: ConversationId, request_id: RequestId) -> Vec<u8> {
+pub(super) fn send_request_key(id: ConversationId, request_id: RequestId) -> Vec<u8> {
     let mut key = send_request_prefix(id);
     key.extend_from_slice(&request_id.0.to_be_bytes());
     key
@@ -469,68 +480,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             text,
             request_id,
             at_ms,
-        } => {
-            let mut rec = record(view, *conversation)?;
-            let req_key = send_request_key(*conversation, *request_id);
-            if let Some(turn) = read::<RunningTurn>(view, &req_key)? {
-                let user_message =
-                    read::<Message>(view, &message_key(*conversation, turn.user_message))?
-                        .ok_or(Rejection::StaleTurn(turn.user_message))?;
-                let still_running = rec
-                    .running_turn
-                    .as_ref()
-                    .is_some_and(|r| r.turn == turn.turn);
-                let finished = if still_running {
-                    None
-                } else {
-                    read::<Message>(view, &message_key(*conversation, turn.assistant_message))?
-                };
-                let outcome = TurnStartedOutcome {
-                    turn,
-                    user_message,
-                    duplicate: true,
-                    finished,
-                };
-                return Ok((writes, Outcome::TurnStarted(Box::new(outcome))));
-            }
-            if let Some(running) = &rec.running_turn {
-                return Err(Rejection::Busy(running.turn).into());
-            }
-            let turn = RunningTurn {
-                turn: TurnId(rec.turns + 1),
-                request_id: *request_id,
-                user_message: MessageId(rec.message_count),
-                assistant_message: MessageId(rec.message_count + 1),
-            };
-            let parts = vec![Part::Text { text: text.clone() }];
-            let user_message = Message {
-                id: turn.user_message,
-                turn: turn.turn,
-                role: Role::User,
-                status: MessageStatus::Complete,
-                content: content_from_parts(&parts),
-                parts,
-                created_at_ms: *at_ms,
-                stop_reason: None,
-                error: None,
-            };
-            if rec.title.is_none() && rec.message_count == 0 {
-                rec.title = history::derived_title(text);
-            }
-            rec.turns += 1;
-            rec.message_count += 1;
-            rec.running_turn = Some(turn.clone());
-            writes.put(message_key(*conversation, user_message.id), &user_message);
-            writes.put(req_key, &turn);
-            writes.put(activity_key(*conversation), at_ms);
-            writes.put(conversation_key(*conversation), &rec);
-            Outcome::TurnStarted(Box::new(TurnStartedOutcome {
-                turn,
-                user_message,
-                duplicate: false,
-                finished: None,
-            }))
-        }
+        } => append_user_message(view, &mut writes, *conversation, text, *request_id, *at_ms)?,
         ShardCommand::Checkpoint {
             conversation,
             message,
@@ -652,12 +602,86 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
         }
         other => match workspaces::apply(view, other, &mut writes)
             .or_else(|| history::apply(view, other, &mut writes))
+            .or_else(|| queue::apply(view, other, &mut writes))
         {
             Some(outcome) => outcome?,
             None => unreachable!("every command is applied above, by workspaces or by history"),
         },
     };
     Ok((writes, outcome))
+}
+
+/// Appends a user message and starts its turn (idempotent per request id: a retry gets
+/// the turn its first attempt started). Shared by `AppendUserMessage` and the queue.
+pub(super) fn append_user_message(
+    view: &impl ShardRead,
+    writes: &mut Writes,
+    conversation: ConversationId,
+    text: &str,
+    request_id: RequestId,
+    at_ms: u64,
+) -> Result<Outcome, Failure> {
+    let mut rec = record(view, conversation)?;
+    let req_key = send_request_key(conversation, request_id);
+    if let Some(turn) = read::<RunningTurn>(view, &req_key)? {
+        let user_message = read::<Message>(view, &message_key(conversation, turn.user_message))?
+            .ok_or(Rejection::StaleTurn(turn.user_message))?;
+        let still_running = rec
+            .running_turn
+            .as_ref()
+            .is_some_and(|r| r.turn == turn.turn);
+        let finished = if still_running {
+            None
+        } else {
+            read::<Message>(view, &message_key(conversation, turn.assistant_message))?
+        };
+        let outcome = TurnStartedOutcome {
+            turn,
+            user_message,
+            duplicate: true,
+            finished,
+        };
+        return Ok(Outcome::TurnStarted(Box::new(outcome)));
+    }
+    if let Some(running) = &rec.running_turn {
+        return Err(Rejection::Busy(running.turn).into());
+    }
+    let turn = RunningTurn {
+        turn: TurnId(rec.turns + 1),
+        request_id,
+        user_message: MessageId(rec.message_count),
+        assistant_message: MessageId(rec.message_count + 1),
+    };
+    let parts = vec![Part::Text {
+        text: text.to_owned(),
+    }];
+    let user_message = Message {
+        id: turn.user_message,
+        turn: turn.turn,
+        role: Role::User,
+        status: MessageStatus::Complete,
+        content: content_from_parts(&parts),
+        parts,
+        created_at_ms: at_ms,
+        stop_reason: None,
+        error: None,
+    };
+    if rec.title.is_none() && rec.message_count == 0 {
+        rec.title = history::derived_title(text);
+    }
+    rec.turns += 1;
+    rec.message_count += 1;
+    rec.running_turn = Some(turn.clone());
+    writes.put(message_key(conversation, user_message.id), &user_message);
+    writes.put(req_key, &turn);
+    writes.put(activity_key(conversation), &at_ms);
+    writes.put(conversation_key(conversation), &rec);
+    Ok(Outcome::TurnStarted(Box::new(TurnStartedOutcome {
+        turn,
+        user_message,
+        duplicate: false,
+        finished: None,
+    })))
 }
 
 /// [`Rejection::StaleTurn`] unless `message` of `turn` is the running turn's message.

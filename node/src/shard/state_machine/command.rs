@@ -4,7 +4,7 @@ use super::{MessageHeader, Rejection, WorkspaceSnapshot};
 use crate::security::credentials::{CREDENTIAL_VALUE_BYTES_MAX, Sealed, check_shape};
 use crate::shard::parts_delta::PartsDelta;
 use serde::{Deserialize, Serialize};
-use shoal_protocol::client::TITLE_BYTES_MAX;
+use shoal_protocol::client::{MESSAGE_TEXT_BYTES_MAX, TITLE_BYTES_MAX};
 use shoal_protocol::transcript::{Message, MessageStatus, StopReason, content_from_parts};
 use shoal_protocol::workspaces::{SkillPackSpec, check_name};
 use shoal_protocol::{ConversationId, MessageId, RequestId, SkillPackId, UserId, WorkspaceId};
@@ -278,6 +278,45 @@ pub enum ShardCommand {
         /// Its owner.
         owner: UserId,
     },
+    /// Queue a message sent while a turn runs (at the front with `front`: "send now").
+    /// Idempotent per request id.
+    EnqueueMessage {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The text.
+        text: String,
+        /// The send's idempotency key.
+        request_id: RequestId,
+        /// When.
+        at_ms: u64,
+        /// Put it first.
+        front: bool,
+    },
+    /// Take queued message `item` off the queue and start its turn.
+    StartQueued {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The queued message.
+        item: u64,
+        /// When its turn starts.
+        at_ms: u64,
+    },
+    /// Remove a queued message.
+    RemoveQueued {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The queued message.
+        item: u64,
+    },
+    /// Move a queued message to `position` (0-based; past the end: last).
+    MoveQueued {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The queued message.
+        item: u64,
+        /// Its new position.
+        position: u32,
+    },
 }
 
 impl ShardCommand {
@@ -407,6 +446,17 @@ impl ShardCommand {
             }
             ShardCommand::RenameConversation { title, .. } => check_title(title.as_deref())?,
             ShardCommand::RewindConversation { .. } | ShardCommand::DeleteConversation { .. } => {}
+            ShardCommand::EnqueueMessage { text, .. } => {
+                if text.len() > MESSAGE_TEXT_BYTES_MAX {
+                    return Err(Rejection::Invalid(format!(
+                        "the message is {} bytes, the limit is {MESSAGE_TEXT_BYTES_MAX}",
+                        text.len()
+                    )));
+                }
+            }
+            ShardCommand::StartQueued { .. }
+            | ShardCommand::RemoveQueued { .. }
+            | ShardCommand::MoveQueued { .. } => {}
             ShardCommand::DeleteSkillPack { id, default, .. } => {
                 same_shard(id.shard, default.shard, "skill pack")?;
             }

@@ -255,5 +255,6 @@ pub(super) fn delete_keys(
     writes.delete(index);
     writes.delete(conversation_key(rec.id));
     writes.delete(activity_key(rec.id));
+    writes.delete(super::queue::queue_key(rec.id));
     Ok(())
 }
