@@ -48,9 +48,9 @@
 //! (`checkpoint_interval_ms: NonZeroU64`); each has a helper returning a
 //! [`std::time::Duration`] (`checkpoint_interval()`). Every integer is bounded and
 //! non-zero, except a few plain `u64`s where zero means something:
-//! `cluster.placement_grace_ms` (no grace), and `workspace.idle_stop_ms` and
-//! `workspace.archive_after_ms` (disabled; their helpers return
-//! `Option<Duration>`, `None` for 0). The key reference, with defaults and sizing
+//! `cluster.placement_grace_ms` (no grace), and `conversation.initiator_grace_ms`,
+//! `workspace.idle_stop_ms` and `workspace.archive_after_ms` (disabled; their helpers
+//! return `Option<Duration>`, `None` for 0). The key reference, with defaults and sizing
 //! advice, is the crate README.
 #![warn(missing_docs)]
 
@@ -215,10 +215,10 @@ impl NodeConfig {
     /// election_timeout_max_ms`, `3 * heartbeat_ms <= election_timeout_min_ms`, no seed
     /// equal to `node.advertise_addr`, `probe_period_ms < suspect_to_down_ms` when both
     /// are set, `checkpoint_interval_ms < turn_idle_timeout_ms <= turn_timeout_ms`,
-    /// `permission_timeout_ms <= turn_timeout_ms`, `follower_queue_frames <=
-    /// replay_buffer_events`, `default_agent` is configured, at least one agent) and, for
-    /// configs built in code, every single-value rule (bounds, at most [`SEEDS_MAX`]
-    /// seeds, non-empty paths). Returns the first problem.
+    /// `permission_timeout_ms <= turn_timeout_ms`, `initiator_grace_ms <= turn_timeout_ms`,
+    /// `follower_queue_frames <= replay_buffer_events`, `default_agent` is configured, at
+    /// least one agent) and, for configs built in code, every single-value rule (bounds,
+    /// at most [`SEEDS_MAX`] seeds, non-empty paths). Returns the first problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::validate(self)
     }

@@ -103,6 +103,7 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         turn_idle_timeout_ms: s.int(&schema::TURN_IDLE_TIMEOUT_MS)?,
         agent_start_timeout_ms: s.int(&schema::AGENT_START_TIMEOUT_MS)?,
         permission_timeout_ms: s.int(&schema::PERMISSION_TIMEOUT_MS)?,
+        initiator_grace_ms: s.int_u64(&schema::INITIATOR_GRACE_MS)?,
     };
 
     let mut s = Section::take(&mut root, "workspace", origins)?;

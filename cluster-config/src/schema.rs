@@ -82,6 +82,7 @@ pub(crate) const SECTIONS: &[SectionSchema] = &[
             "turn_idle_timeout_ms",
             "agent_start_timeout_ms",
             "permission_timeout_ms",
+            "initiator_grace_ms",
         ],
     },
     SectionSchema {
@@ -252,6 +253,7 @@ int_rules! {
     TURN_IDLE_TIMEOUT_MS: "conversation"."turn_idle_timeout_ms" = Some(300_000), 1, MS_PER_DAY;
     AGENT_START_TIMEOUT_MS: "conversation"."agent_start_timeout_ms" = Some(60_000), 1, 600_000;
     PERMISSION_TIMEOUT_MS: "conversation"."permission_timeout_ms" = Some(300_000), 1, MS_PER_DAY;
+    INITIATOR_GRACE_MS: "conversation"."initiator_grace_ms" = Some(30_000), 0, 3_600_000, zero_disables;
     SNAPSHOT_BYTES_MAX: "workspace"."snapshot_bytes_max" = Some(256 * MIB_BYTES), 1, TIB_BYTES;
     SNAPSHOT_FILES_MAX: "workspace"."snapshot_files_max" = Some(100_000), 1, 1_000_000;
     SNAPSHOT_TIMEOUT_MS: "workspace"."snapshot_timeout_ms" = Some(120_000), 1, 3_600_000;

@@ -5,8 +5,8 @@
 //! [`Duration`] (`checkpoint_interval()`). Integer bounds are checked when parsing
 //! and again by [`crate::NodeConfig::validate`]. Integers are `NonZero*` except
 //! `cluster.placement_grace_ms`, where zero means "no grace", and the keys where zero
-//! means "disabled" (`workspace.idle_stop_ms`, `workspace.archive_after_ms`), whose
-//! helpers return `None` for zero.
+//! means "disabled" (`conversation.initiator_grace_ms`, `workspace.idle_stop_ms`,
+//! `workspace.archive_after_ms`), whose helpers return `None` for zero.
 
 use crate::schema::{self, IntRule};
 use std::collections::BTreeMap;
@@ -355,7 +355,8 @@ impl Default for Limits {
 
 /// `[conversation]`: timing of conversation actors and turns. All values are
 /// milliseconds; the rules `checkpoint_interval_ms < turn_idle_timeout_ms <=
-/// turn_timeout_ms` and `permission_timeout_ms <= turn_timeout_ms` must hold.
+/// turn_timeout_ms`, `permission_timeout_ms <= turn_timeout_ms` and
+/// `initiator_grace_ms <= turn_timeout_ms` must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationSection {
     /// `idle_passivate_ms` (default 300_000 = 5 min, 1..=604_800_000 = 7 days): an
@@ -379,6 +380,13 @@ pub struct ConversationSection {
     /// `permission_timeout_ms` (default 300_000 = 5 min, 1..=86_400_000): how long a
     /// permission request waits for the owner before it is denied.
     pub permission_timeout_ms: NonZeroU64,
+    /// `initiator_grace_ms` (default 30_000 = 30 s, 0..=3_600_000 = 1 h, at most
+    /// `turn_timeout_ms`; 0 disables): how long a running turn survives its initiator's
+    /// disconnect, waiting for the owner to reattach (`shoalctl conv attach`); when it
+    /// passes with nobody attached, the turn is cancelled. 0: the turn is cancelled at
+    /// once on disconnect. Higher rides out longer network drops and client restarts;
+    /// lower stops an abandoned agent sooner.
+    pub initiator_grace_ms: u64,
 }
 
 impl ConversationSection {
@@ -406,6 +414,11 @@ impl ConversationSection {
     pub fn permission_timeout(&self) -> Duration {
         Duration::from_millis(self.permission_timeout_ms.get())
     }
+    /// [`Self::initiator_grace_ms`] as a [`Duration`]; `None` when 0 (a turn is
+    /// cancelled as soon as its initiator disconnects).
+    pub fn initiator_grace(&self) -> Option<Duration> {
+        unless_disabled(self.initiator_grace_ms)
+    }
 }
 
 impl Default for ConversationSection {
@@ -417,6 +430,7 @@ impl Default for ConversationSection {
             turn_idle_timeout_ms: const { nz64(&schema::TURN_IDLE_TIMEOUT_MS) },
             agent_start_timeout_ms: const { nz64(&schema::AGENT_START_TIMEOUT_MS) },
             permission_timeout_ms: const { nz64(&schema::PERMISSION_TIMEOUT_MS) },
+            initiator_grace_ms: const { default_of(&schema::INITIATOR_GRACE_MS) },
         }
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 mod cluster;
+mod conversation;
 mod credentials;
 mod files;
 mod sandbox;
@@ -122,6 +123,7 @@ fn defaults_fill_in() {
     assert_eq!(conv.turn_idle_timeout_ms.get(), 300_000);
     assert_eq!(conv.agent_start_timeout_ms.get(), 60_000);
     assert_eq!(conv.permission_timeout_ms.get(), 300_000);
+    assert_eq!(conv.initiator_grace_ms, 30_000);
     assert_eq!(config.workspace, WorkspaceSection::default());
     assert_eq!(config.sandbox.isolation, Isolation::None);
     assert_eq!(config.telemetry.log_filter, "info");
@@ -482,6 +484,7 @@ fn boundaries_of_cross_field_rules_are_accepted() {
         ("conversation.turn_idle_timeout_ms", "3000"),
         ("conversation.turn_timeout_ms", "3000"),
         ("conversation.permission_timeout_ms", "3000"),
+        ("conversation.initiator_grace_ms", "3000"),
         ("limits.follower_queue_frames", "4096"),
         // heartbeat < lease < election min < election max, each by 1; 3 * heartbeat == min.
         ("cluster.heartbeat_ms", "100"),
@@ -791,6 +794,7 @@ fn to_toml_string_round_trips() {
         ("agents.other.command", "\"/opt/other agent/bin\""),
         ("default_agent", "\"other\""),
         ("conversation.checkpoint_interval_ms", "100"),
+        ("conversation.initiator_grace_ms", "0"),
         ("limits.turn_buffer_bytes_max", "3145728"),
         ("cluster.seeds", "[\"10.0.0.12:7443\", \"[fd00::13]:7443\"]"),
         ("cluster.heartbeat_ms", "200"),

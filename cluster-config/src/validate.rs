@@ -49,7 +49,7 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     let cluster = &config.cluster;
     let gossip = &config.gossip;
     let workspace = &config.workspace;
-    let ints: [(&IntRule, u64); 30] = [
+    let ints: [(&IntRule, u64); 31] = [
         (&schema::TOKEN_TTL_SECS, config.auth.token_ttl_secs.get()),
         (&schema::SHARD_COUNT, cluster.shard_count.get().into()),
         (&schema::REPLICAS, cluster.replicas.get().into()),
@@ -126,6 +126,7 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
             &schema::PERMISSION_TIMEOUT_MS,
             conv.permission_timeout_ms.get(),
         ),
+        (&schema::INITIATOR_GRACE_MS, conv.initiator_grace_ms),
         (
             &schema::SNAPSHOT_BYTES_MAX,
             workspace.snapshot_bytes_max.get(),
@@ -177,6 +178,7 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     let turn_idle = conv.turn_idle_timeout_ms.get();
     let turn = conv.turn_timeout_ms.get();
     let permission = conv.permission_timeout_ms.get();
+    let initiator_grace = conv.initiator_grace_ms;
     if checkpoint >= turn_idle {
         return Err(ConfigError::Invalid {
             key: "conversation.checkpoint_interval_ms".to_owned(),
@@ -198,6 +200,13 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
             key: "conversation.permission_timeout_ms".to_owned(),
             problem: format!("{permission} is above `conversation.turn_timeout_ms` ({turn})"),
             fix: "lower permission_timeout_ms or raise turn_timeout_ms".to_owned(),
+        });
+    }
+    if initiator_grace > turn {
+        return Err(ConfigError::Invalid {
+            key: "conversation.initiator_grace_ms".to_owned(),
+            problem: format!("{initiator_grace} is above `conversation.turn_timeout_ms` ({turn})"),
+            fix: "lower initiator_grace_ms or raise turn_timeout_ms".to_owned(),
         });
     }
 

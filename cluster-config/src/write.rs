@@ -185,6 +185,11 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
         "permission_timeout_ms",
         c.permission_timeout_ms.get().to_toml_value(),
     );
+    kv(
+        &mut out,
+        "initiator_grace_ms",
+        c.initiator_grace_ms.to_toml_value(),
+    );
 
     let w = &config.workspace;
     section(&mut out, "workspace");
