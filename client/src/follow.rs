@@ -240,11 +240,13 @@ impl Follower {
                     Refollow::Now(format!("moved to {to}"))
                 }
                 Ok(Some(ServerFrame::Error(err))) => Refollow::AfterError(ClientError::Server(err)),
-                Ok(Some(ServerFrame::Reply(_) | ServerFrame::Accepted { .. })) => {
-                    Refollow::AfterError(ClientError::Protocol(
-                        "the node answered a follow with a unary reply".to_owned(),
-                    ))
-                }
+                Ok(Some(
+                    ServerFrame::Reply(_)
+                    | ServerFrame::Accepted { .. }
+                    | ServerFrame::Queued { .. },
+                )) => Refollow::AfterError(ClientError::Protocol(
+                    "the node answered a follow with a unary reply".to_owned(),
+                )),
                 Ok(None) => Refollow::AfterError(ClientError::ConnectionLost(
                     "the node ended the follow stream".to_owned(),
                 )),

@@ -57,6 +57,7 @@ mod error;
 mod follow;
 mod history;
 mod profile;
+mod queue;
 mod retry;
 mod workspaces;
 
@@ -70,6 +71,7 @@ pub use follow::{
     FOLLOW_BACKOFF_MAX_MS, FOLLOW_BACKOFF_MIN_MS, FOLLOW_RECONNECT_ATTEMPTS_MAX, FollowStream,
 };
 pub use profile::{PROFILE_ADDRESSES_MAX, PROFILE_BYTES_MAX, Profile};
+pub use queue::{QueuedSend, Sent};
 pub use retry::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS, RETRY_BUDGET_MS};
 
 pub use connection::EndpointFactory;
@@ -248,7 +250,15 @@ impl Client {
         // One id for every attempt: the node applies the message at most once.
         let request_id = self.request_id();
         tracing::debug!(conversation = %id, %request_id, "sending a message");
-        with_retries("send", || self.start_turn(id, text.clone(), request_id)).await
+        let request = ClientRequest::SendMessage {
+            conversation: id,
+            text,
+            request_id,
+        };
+        match with_retries("send", || self.start_turn(request.clone())).await? {
+            Opened::Accepted(turn) => Ok(turn),
+            Opened::Queued(queued) => queued.started().await,
+        }
     }
 
     /// Cancels the running turn; `true` when a turn was running. Retried across failover
@@ -385,26 +395,26 @@ impl Client {
     }
 
     /// One attempt of [`Client::send`]: request, then wait for `Accepted`.
-    async fn start_turn(
-        &self,
-        conversation: ConversationId,
-        text: String,
-        request_id: RequestId,
-    ) -> Result<TurnStream, ClientError> {
+    /// Sends a turn-starting request (`SendMessage`, `SendNow`, `AttachTurn`) and reads
+    /// its first frame: `Accepted` (the turn's stream) or `Queued`.
+    async fn start_turn(&self, request: ClientRequest) -> Result<Opened, ClientError> {
         let connection = self.inner.link.connection().await?;
         let exchange = async {
-            let request = ClientRequest::SendMessage {
-                conversation,
-                text,
-                request_id,
-            };
             let mut reader = open_request(&connection, request).await?;
             match reader.next::<ServerFrame>().await? {
                 Some(ServerFrame::Accepted {
                     turn,
                     user_message,
                     duplicate,
-                }) => Ok(TurnStream::new(reader, turn, user_message, duplicate)),
+                }) => Ok(Opened::Accepted(TurnStream::new(
+                    reader,
+                    turn,
+                    user_message,
+                    duplicate,
+                ))),
+                Some(ServerFrame::Queued { item, position }) => Ok(Opened::Queued(
+                    queue::QueuedSend::new(reader, item, position),
+                )),
                 Some(ServerFrame::Error(err)) => Err(ClientError::Server(err)),
                 Some(other) => Err(ClientError::Protocol(format!(
                     "expected `Accepted`, got a `{}` frame",
@@ -424,6 +434,14 @@ impl Client {
     }
 }
 
+/// How a turn-starting request was answered.
+enum Opened {
+    /// The turn started.
+    Accepted(TurnStream),
+    /// The message was queued behind the running turn.
+    Queued(queue::QueuedSend),
+}
+
 /// The events of one turn started by [`Client::send`] (owner view), ending after its
 /// `Done` event.
 ///
@@ -437,7 +455,12 @@ pub struct TurnStream {
 }
 
 impl TurnStream {
-    fn new(reader: FrameReader, turn: TurnId, user_message: MessageId, duplicate: bool) -> Self {
+    pub(crate) fn new(
+        reader: FrameReader,
+        turn: TurnId,
+        user_message: MessageId,
+        duplicate: bool,
+    ) -> Self {
         let inner = futures::stream::unfold(Some(reader), |reader| async move {
             let mut reader = reader?;
             let item = match reader.next::<ServerFrame>().await {
@@ -497,6 +520,7 @@ fn frame_name(frame: &ServerFrame) -> &'static str {
         ServerFrame::Resync { .. } => "Resync",
         ServerFrame::Moved { .. } => "Moved",
         ServerFrame::Error(_) => "Error",
+        ServerFrame::Queued { .. } => "Queued",
     }
 }
 
@@ -522,6 +546,7 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::ConversationDeleted => "ConversationDeleted",
         ClientReply::ConversationPage { .. } => "ConversationPage",
         ClientReply::Messages { .. } => "Messages",
+        ClientReply::Queue(_) => "Queue",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

@@ -16,6 +16,7 @@ mod credentials;
 pub mod frames;
 mod history;
 pub mod peer_api;
+mod streams;
 pub mod tail;
 mod workspaces;
 

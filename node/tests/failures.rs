@@ -7,18 +7,6 @@ use futures::StreamExt;
 use shoal_protocol::ErrorCode;
 use shoal_protocol::transcript::{Event, MessageStatus};
 
-fn final_message(
-    frames: &[shoal_protocol::transcript::EventFrame],
-) -> shoal_protocol::transcript::Message {
-    frames
-        .iter()
-        .find_map(|f| match &f.event {
-            Event::Done { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .expect("done")
-}
-
 #[tokio::test]
 async fn crashing_agent_ends_the_turn_as_interrupted_and_the_next_turn_works() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,9 +95,11 @@ async fn cancel_stops_a_running_turn() {
 }
 
 #[tokio::test]
-async fn initiator_disconnect_cancels_the_turn() {
+async fn initiator_disconnect_cancels_the_turn_once_the_grace_period_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = TestNode::start(dir.path()).await;
+    let mut config = dev_config(dir.path());
+    config.conversation.initiator_grace_ms = 300;
+    let mut node = TestNode::start_with(config).await;
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let follower_client = node.client().await;
@@ -124,15 +114,19 @@ async fn initiator_disconnect_cancels_the_turn() {
 }
 
 #[tokio::test]
-async fn busy_conversation_refuses_a_second_turn() {
+async fn a_second_message_during_a_turn_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = TestNode::start(dir.path()).await;
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let turn = client.send(conv.id, "/slow 20").await.unwrap();
-    let err = client.send(conv.id, "second").await.err().expect("busy");
-    assert_eq!(err.code(), Some(ErrorCode::Busy), "{err}");
+    // Queued behind the running turn; `send` answers when its own turn starts.
+    let second = tokio::spawn({
+        let client = client.clone();
+        async move { done_content(&collect_turn(client.send(conv.id, "second").await.unwrap()).await) }
+    });
     collect_turn(turn).await;
+    assert_eq!(second.await.unwrap(), "echo: second");
     let err = client.send(conv.id, "   ").await.err().expect("empty");
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument));
     node.stop().await;

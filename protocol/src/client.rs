@@ -256,6 +256,56 @@ pub enum ClientRequest {
         /// At most this many (capped at [`MESSAGES_PAGE_MAX`]).
         limit: u32,
     },
+    /// Like `SendMessage`, but "now": a running turn is cancelled and this message runs
+    /// next, ahead of any queued ones. The stream is as for `SendMessage`.
+    SendNow {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message text.
+        text: String,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
+    /// The messages queued behind the running turn, in the order they will run.
+    /// Reply: `Queue`.
+    ListQueue {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// Remove a queued message (its send stream ends with an error). Reply: `Queue`.
+    RemoveQueued {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The queued message (`Queued.item`).
+        item: u64,
+    },
+    /// Move a queued message to `position` (0-based; past the end: last). Reply: `Queue`.
+    MoveQueued {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The queued message.
+        item: u64,
+        /// Its new position.
+        position: u32,
+    },
+    /// Reattach to the running turn as its initiator (after a disconnect, within
+    /// `conversation.initiator_grace_ms`): the stream is as for `SendMessage` from
+    /// `Accepted` (with `duplicate: true`) on, with the turn's events from now.
+    AttachTurn {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+}
+
+/// A queued message as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedInfo {
+    /// Its id in the queue.
+    pub item: u64,
+    /// Its text.
+    pub text: String,
+    /// When it was queued, ms since the Unix epoch.
+    pub queued_at_ms: u64,
 }
 
 /// Most messages one `GetMessages` returns.
@@ -396,6 +446,8 @@ pub enum ClientReply {
         /// Whether older messages exist before the first one.
         more: bool,
     },
+    /// `ListQueue`, `RemoveQueued`, `MoveQueued`: the queue, in the order it will run.
+    Queue(Vec<QueuedInfo>),
 }
 
 /// What the server writes on a request stream. Encoded by declaration index: append only.
@@ -426,4 +478,12 @@ pub enum ServerFrame {
     },
     /// The request failed; the stream ends after it.
     Error(WireError),
+    /// `SendMessage` while a turn runs: the message is queued (replicated) and runs after
+    /// the turn; `Accepted` and its turn's events follow on this stream when it starts.
+    Queued {
+        /// Its id in the queue (for `RemoveQueued`, `MoveQueued`).
+        item: u64,
+        /// Its 0-based position.
+        position: u32,
+    },
 }

@@ -30,9 +30,11 @@
 mod agent_events;
 mod commits;
 mod history;
+mod queue;
 mod turn;
 
 pub use history::Change;
+pub use queue::{QueueOp, SendTicket};
 
 pub use commits::Commit;
 
@@ -100,7 +102,9 @@ pub enum ConversationMsg {
         /// Where `Accepted` and the turn's events go.
         sink: Sink,
         /// Ok once `Accepted` is queued.
-        reply: RpcReplyPort<Result<TurnId, WireError>>,
+        reply: RpcReplyPort<Result<SendTicket, WireError>>,
+        /// "Send now": cancel the running turn and run this message next.
+        now: bool,
     },
     /// Attach a follower.
     Follow {
@@ -136,10 +140,29 @@ pub enum ConversationMsg {
         /// Reply.
         reply: RpcReplyPort<Result<(), WireError>>,
     },
-    /// The turn's initiator disconnected: cancel the turn.
-    InitiatorGone {
-        /// The turn.
-        turn: TurnId,
+    /// The stream of a `Send` went away: a queued message runs without it; a running
+    /// turn goes on for `conversation.initiator_grace_ms`, then is cancelled.
+    SendGone {
+        /// How the send was taken.
+        ticket: SendTicket,
+    },
+    /// List or edit the queue.
+    Queue {
+        /// Caller.
+        user: UserId,
+        /// What to do.
+        op: QueueOp,
+        /// The queue after it.
+        reply: RpcReplyPort<Result<Vec<shoal_protocol::client::QueuedInfo>, WireError>>,
+    },
+    /// Reattach to the running turn as its initiator.
+    Attach {
+        /// Caller.
+        user: UserId,
+        /// Where `Accepted` and the turn's events go.
+        sink: Sink,
+        /// The running turn.
+        reply: RpcReplyPort<Result<TurnId, WireError>>,
     },
     /// From the agent-session actor.
     Agent {
@@ -252,6 +275,10 @@ struct Turn {
     dirty: bool,
     /// The end was submitted: agent output and timers no longer touch the turn.
     ending: bool,
+    /// The queued message it was started from, if any.
+    from_item: Option<u64>,
+    /// Since when its initiator is gone, waiting for a reattach (the grace period).
+    orphaned: Option<Instant>,
 }
 
 impl Turn {
@@ -295,6 +322,10 @@ pub struct ConversationState {
     /// (the command may or may not have been applied): the actor stops after the
     /// message it is handling, and the next activation reads the truth from the store.
     defunct: Option<String>,
+    /// Messages waiting for the running turn, as committed ([`queue`]).
+    queue: crate::shard::state_machine::queue::MessageQueue,
+    /// The open streams of queued messages' senders, by item (at most the queue's bound).
+    queued_sinks: std::collections::HashMap<u64, Sink>,
 }
 
 /// The actor. See the module doc.
@@ -392,6 +423,8 @@ impl Actor for ConversationActor {
             agent_credits: Arc::new(tokio::sync::Semaphore::new(AGENT_EVENTS_QUEUED_MAX)),
             moving: None,
             defunct: None,
+            queue: ctx.store.message_queue(id)?,
+            queued_sinks: std::collections::HashMap::new(),
         };
         // A previous activation stopped in the middle of a turn: save it as interrupted
         // with what its checkpoints stored.
@@ -532,9 +565,10 @@ impl Actor for ConversationActor {
                 request_id,
                 sink,
                 reply,
+                now,
             } => {
                 state.last_activity = Instant::now();
-                turn::request_turn(state, user, text, request_id, sink, reply);
+                turn::request_turn(state, user, text, request_id, sink, reply, now);
             }
             ConversationMsg::Follow { user, since, reply } => {
                 state.last_activity = Instant::now();
@@ -561,14 +595,12 @@ impl Actor for ConversationActor {
                     .and_then(|()| turn::respond_permission(state, request, option_id));
                 let _ = reply.send(result);
             }
-            ConversationMsg::InitiatorGone { turn } => {
-                if state.turn.as_ref().is_some_and(|t| t.running.turn == turn) {
-                    tracing::info!(conversation = %state.record.id, %turn, "initiator disconnected; cancelling the turn");
-                    if let Some(t) = state.turn.as_mut() {
-                        t.initiator = None;
-                    }
-                    turn::request_cancel(state);
-                }
+            ConversationMsg::SendGone { ticket } => queue::on_send_gone(state, ticket),
+            ConversationMsg::Queue { user, op, reply } => {
+                queue::on_queue_op(state, &user, op, reply)
+            }
+            ConversationMsg::Attach { user, sink, reply } => {
+                queue::attach(state, &user, sink, reply)
             }
             ConversationMsg::Agent {
                 turn,

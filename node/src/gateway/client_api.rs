@@ -1,10 +1,8 @@
 //! `shoal-client/1`: one request per stream, answered by frames.
 
 use super::frames::{FrameIoError, read_frame, write_final_frame, write_frame};
-use super::tail::{TailEnd, tail};
 use super::{Peer, REQUEST_BYTES_MAX};
-use crate::actors::conversation::{Change, ConversationMsg, summary};
-use crate::actors::follow::Sink;
+use crate::actors::conversation::{Change, ConversationMsg, QueueOp, summary};
 use crate::actors::shard_host::ShardHostMsg;
 use crate::cluster::Route;
 use crate::cluster::membership::Liveness;
@@ -14,10 +12,9 @@ use ractor::{ActorRef, RpcReplyPort, rpc::CallResult};
 use shoal_protocol::client::{
     ClientReply, ClientRequest, LIST_LIMIT_MAX, RequestEnvelope, ServerFrame, TITLE_BYTES_MAX,
 };
-use shoal_protocol::{ConversationId, ErrorCode, ShardId, TurnId, WireError};
+use shoal_protocol::{ConversationId, ErrorCode, ShardId, WireError};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// How long a request waits for its conversation actor to answer.
@@ -57,7 +54,10 @@ pub async fn handle_stream(
 }
 
 /// Answers a request with an error frame and ends the stream.
-async fn answer_error(send: &mut quinn::SendStream, e: WireError) -> Result<(), FrameIoError> {
+pub(super) async fn answer_error(
+    send: &mut quinn::SendStream,
+    e: WireError,
+) -> Result<(), FrameIoError> {
     write_frame(send, &ServerFrame::Error(e)).await?;
     let _ = send.finish();
     Ok(())
@@ -79,6 +79,11 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         | ClientRequest::ForkConversation { conversation, .. }
         | ClientRequest::RenameConversation { conversation, .. }
         | ClientRequest::DeleteConversation { conversation } => conversation.shard,
+        ClientRequest::SendNow { conversation, .. }
+        | ClientRequest::AttachTurn { conversation }
+        | ClientRequest::ListQueue { conversation }
+        | ClientRequest::RemoveQueued { conversation, .. }
+        | ClientRequest::MoveQueued { conversation, .. } => conversation.shard,
         ClientRequest::SendMessage { conversation, .. }
         | ClientRequest::Follow { conversation, .. }
         | ClientRequest::GetConversation { conversation }
@@ -362,13 +367,43 @@ pub async fn dispatch(
             text,
             request_id,
         } => {
-            return send_message(send, ctx, host, peer, conversation, text, request_id).await;
+            return super::streams::send_message(
+                send,
+                ctx,
+                host,
+                peer,
+                conversation,
+                text,
+                request_id,
+                false,
+            )
+            .await;
+        }
+        ClientRequest::SendNow {
+            conversation,
+            text,
+            request_id,
+        } => {
+            return super::streams::send_message(
+                send,
+                ctx,
+                host,
+                peer,
+                conversation,
+                text,
+                request_id,
+                true,
+            )
+            .await;
+        }
+        ClientRequest::AttachTurn { conversation } => {
+            return super::streams::attach_turn(send, ctx, host, peer, conversation).await;
         }
         ClientRequest::Follow {
             conversation,
             since,
         } => {
-            return follow(send, ctx, host, peer, conversation, since).await;
+            return super::streams::follow(send, ctx, host, peer, conversation, since).await;
         }
         ClientRequest::CreateConversation {
             title,
@@ -430,6 +465,17 @@ pub async fn dispatch(
                 .await
                 .map(|_| ClientReply::ConversationDeleted)
         }
+        ClientRequest::ListQueue { conversation } => {
+            queue_op(host, peer, conversation, QueueOp::List).await
+        }
+        ClientRequest::RemoveQueued { conversation, item } => {
+            queue_op(host, peer, conversation, QueueOp::Remove(item)).await
+        }
+        ClientRequest::MoveQueued {
+            conversation,
+            item,
+            position,
+        } => queue_op(host, peer, conversation, QueueOp::Move(item, position)).await,
         ClientRequest::ListConversationsPage {
             limit,
             cursor,
@@ -558,7 +604,7 @@ pub async fn dispatch(
 }
 
 /// Looks up (activating) the conversation actor.
-async fn lookup(
+pub(super) async fn lookup(
     host: &ActorRef<ShardHostMsg>,
     id: ConversationId,
 ) -> Result<ActorRef<ConversationMsg>, WireError> {
@@ -583,7 +629,7 @@ async fn lookup(
 }
 
 /// Calls the conversation actor, retrying when it stopped between lookup and call.
-async fn call<T: Send + 'static>(
+pub(super) async fn call<T: Send + 'static>(
     host: &ActorRef<ShardHostMsg>,
     id: ConversationId,
     mut build: impl FnMut(RpcReplyPort<Result<T, WireError>>) -> ConversationMsg,
@@ -622,6 +668,22 @@ async fn rewrite(
         reply,
     })
     .await
+}
+
+/// Lists or edits a conversation's queue through its actor.
+async fn queue_op(
+    host: &ActorRef<ShardHostMsg>,
+    peer: &Peer,
+    conversation: ConversationId,
+    op: QueueOp,
+) -> Result<ClientReply, WireError> {
+    call(host, conversation, |reply| ConversationMsg::Queue {
+        user: peer.user.clone(),
+        op,
+        reply,
+    })
+    .await
+    .map(ClientReply::Queue)
 }
 
 fn lost(ctx: &NodeContext) -> WireError {
@@ -704,95 +766,4 @@ fn list(
         .map_err(|e| internal(ctx, e.to_string()))?;
     records.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
     Ok(records.iter().take(limit).map(summary).collect())
-}
-
-/// Writes queued frames to the stream until the queue closes. Returns `false` if the
-/// client went away first.
-async fn pump(send: &mut quinn::SendStream, rx: &mut mpsc::Receiver<ServerFrame>) -> bool {
-    let stopped = send.stopped();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            frame = rx.recv() => match frame {
-                Some(frame) => {
-                    if write_frame(send, &frame).await.is_err() {
-                        return false;
-                    }
-                }
-                None => return true,
-            },
-            _ = &mut stopped => return false,
-        }
-    }
-}
-
-async fn send_message(
-    mut send: quinn::SendStream,
-    ctx: &Arc<NodeContext>,
-    host: &ActorRef<ShardHostMsg>,
-    peer: &Peer,
-    conversation: ConversationId,
-    text: String,
-    request_id: shoal_protocol::RequestId,
-) -> Result<(), FrameIoError> {
-    let capacity = ctx.config.limits.follower_queue_frames.get() as usize;
-    let mut rx_slot = None;
-    let result: Result<TurnId, WireError> = call(host, conversation, |reply| {
-        let (tx, rx) = mpsc::channel(capacity);
-        rx_slot = Some(rx);
-        ConversationMsg::Send {
-            user: peer.user.clone(),
-            text: text.clone(),
-            request_id,
-            sink: Sink::new(tx),
-            reply,
-        }
-    })
-    .await;
-    let turn = match (result, rx_slot) {
-        (Ok(turn), Some(rx)) => (turn, rx),
-        (Err(e), _) => {
-            return answer_error(&mut send, e).await;
-        }
-        (Ok(_), None) => unreachable!("the sink is created before the call"),
-    };
-    let (turn, mut rx) = turn;
-    if !pump(&mut send, &mut rx).await {
-        // The initiator disconnected mid-turn: cancel it.
-        if let Ok(actor) = lookup(host, conversation).await {
-            let _ = actor.cast(ConversationMsg::InitiatorGone { turn });
-        }
-        return Ok(());
-    }
-    let _ = send.finish();
-    Ok(())
-}
-
-async fn follow(
-    mut send: quinn::SendStream,
-    ctx: &Arc<NodeContext>,
-    host: &ActorRef<ShardHostMsg>,
-    peer: &Peer,
-    conversation: ConversationId,
-    since: Option<shoal_protocol::Seq>,
-) -> Result<(), FrameIoError> {
-    let result = call(host, conversation, |reply| ConversationMsg::Follow {
-        user: peer.user.clone(),
-        since,
-        reply,
-    })
-    .await;
-    match result {
-        Ok(attached) => match tail(&mut send, ctx, attached).await? {
-            TailEnd::Closed | TailEnd::CutOver => {
-                let _ = send.finish();
-            }
-            TailEnd::Gone => {}
-        },
-        Err(e) => {
-            write_frame(&mut send, &ServerFrame::Error(e)).await?;
-            let _ = send.finish();
-        }
-    }
-    Ok(())
 }

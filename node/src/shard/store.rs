@@ -294,6 +294,19 @@ impl Store {
         }
     }
 
+    /// A conversation's queued messages (empty when none).
+    pub fn message_queue(
+        &self,
+        id: ConversationId,
+    ) -> Result<crate::shard::state_machine::queue::MessageQueue, StoreError> {
+        let key = crate::shard::state_machine::queue::queue_key(id);
+        let tree = self.tree(id.shard)?;
+        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
+            None => Ok(Default::default()),
+            Some(bytes) => decode(&key, &bytes).map_err(|e| StoreError::Io(e.to_string())),
+        }
+    }
+
     /// A workspace's last committed snapshot.
     pub fn workspace_snapshot(
         &self,

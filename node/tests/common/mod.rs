@@ -150,6 +150,17 @@ pub async fn follow_until_done(follow: &mut FollowStream, dones: usize) -> Vec<E
 }
 
 /// The text of a turn's `Done` message.
+/// The message of the turn's `Done`.
+pub fn final_message(frames: &[EventFrame]) -> shoal_protocol::transcript::Message {
+    frames
+        .iter()
+        .find_map(|f| match &f.event {
+            Event::Done { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .expect("done")
+}
+
 pub fn done_content(frames: &[EventFrame]) -> String {
     frames
         .iter()

@@ -220,8 +220,9 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
                     title,
                     options,
                 } => {
-                    if turn.initiator.is_none() {
-                        // Only the initiator may answer; without one, refuse at once.
+                    if turn.initiator.is_none() && turn.orphaned.is_none() {
+                        // Only the initiator may answer; without one (and none expected
+                        // back within the grace period), refuse at once.
                         if let Some(agent) = &state.agent {
                             let _ = agent.cast(AgentSessionMsg::RespondPermission {
                                 request,

@@ -6,8 +6,8 @@
 //! with what the handler needs to carry on ([`Commit`]). So results arrive in the order
 //! the commands apply, and reads, follows and cancels are answered while commits wait.
 //!
-//! In flight per conversation, at most: [`SENDS_PENDING_MAX`] user messages, one
-//! checkpoint, one turn end and one agent-session record (so the watcher's queue is
+//! In flight per conversation, at most: [`SENDS_PENDING_MAX`] user messages (queued or
+//! not), one checkpoint, one turn end and one agent-session record (so the watcher's queue is
 //! bounded, though its channel type is not).
 
 use super::turn;
@@ -25,7 +25,30 @@ pub enum Commit {
         /// The initiator's stream.
         sink: Sink,
         /// The `Send`'s reply.
-        reply: RpcReplyPort<Result<TurnId, WireError>>,
+        reply: RpcReplyPort<Result<SendTicket, WireError>>,
+    },
+    /// A `Send` queued behind the running turn ([`super::queue`]).
+    Enqueue {
+        /// The prompt (for a retry whose turn already started).
+        text: String,
+        /// The sender's stream.
+        sink: Sink,
+        /// The `Send`'s reply.
+        reply: RpcReplyPort<Result<SendTicket, WireError>>,
+    },
+    /// The first queued message's turn start.
+    StartQueued {
+        /// The queued message.
+        item: u64,
+        /// Its text, the prompt.
+        text: String,
+    },
+    /// A queue edit.
+    QueueEdit {
+        /// The item removed, if it was a removal.
+        removed: Option<u64>,
+        /// The caller's reply.
+        reply: RpcReplyPort<Result<Vec<shoal_protocol::client::QueuedInfo>, WireError>>,
     },
     /// A checkpoint of `turn`.
     Checkpoint {
@@ -107,7 +130,16 @@ pub(super) async fn on_committed(
     state.commits_in_flight -= 1;
     match commit {
         Commit::Send { text, sink, reply } => {
-            turn::on_send_committed(state, text, sink, reply, result).await;
+            turn::on_send_committed(state, text, sink, Some(reply), None, result).await;
+        }
+        Commit::Enqueue { text, sink, reply } => {
+            super::queue::on_enqueued(state, text, sink, reply, result).await;
+        }
+        Commit::StartQueued { item, text } => {
+            super::queue::on_start_committed(state, item, text, result).await;
+        }
+        Commit::QueueEdit { removed, reply } => {
+            super::queue::on_queue_edited(state, removed, reply, result);
         }
         Commit::Checkpoint { turn } => turn::on_checkpoint_committed(state, turn, result),
         Commit::End {

@@ -4,6 +4,7 @@
 //! `Done` goes out when that is committed.
 
 use super::commits::{Commit, submit};
+use super::queue::{self, SendTicket};
 use super::*;
 use crate::workspace::{Saved, WorkspaceError};
 
@@ -15,7 +16,8 @@ pub(super) fn request_turn(
     text: String,
     request_id: RequestId,
     sink: Sink,
-    reply: RpcReplyPort<Result<TurnId, WireError>>,
+    reply: RpcReplyPort<Result<SendTicket, WireError>>,
+    now: bool,
 ) {
     let checked = authorize(state, &user)
         .and_then(|()| check_text(&text))
@@ -32,6 +34,13 @@ pub(super) fn request_turn(
                 state.record.id
             ),
         )));
+        return;
+    }
+    if queue::must_queue(state) {
+        if now {
+            request_cancel(state);
+        }
+        queue::enqueue(state, text, request_id, sink, reply, now);
         return;
     }
     state.sends_pending += 1;
@@ -108,9 +117,15 @@ pub(super) async fn on_send_committed(
     state: &mut ConversationState,
     text: String,
     sink: Sink,
-    reply: RpcReplyPort<Result<TurnId, WireError>>,
+    reply: Option<RpcReplyPort<Result<SendTicket, WireError>>>,
+    from_item: Option<u64>,
     result: Result<Outcome, ProposeError>,
 ) {
+    let reply = |answer: Result<TurnId, WireError>| {
+        if let Some(reply) = reply {
+            let _ = reply.send(answer.map(SendTicket::Started));
+        }
+    };
     state.sends_pending -= 1;
     if state.sends_pending == 0 && !matches!(result, Ok(Outcome::TurnStarted(_))) {
         // The cancel was for a message that did not start a turn.
@@ -120,11 +135,11 @@ pub(super) async fn on_send_committed(
         Ok(Outcome::TurnStarted(started)) => *started,
         Ok(other) => {
             let err = internal(&state.ctx, "append user message", format!("{other:?}"));
-            let _ = reply.send(Err(err));
+            reply(Err(err));
             return;
         }
         Err(e) => {
-            let _ = reply.send(Err(propose_error(&state.ctx, "append user message", e)));
+            reply(Err(propose_error(&state.ctx, "append user message", e)));
             return;
         }
     };
@@ -157,11 +172,11 @@ pub(super) async fn on_send_committed(
         {
             turn.initiator = Some(sink);
         }
-        let _ = reply.send(Ok(running.turn));
+        reply(Ok(running.turn));
         return;
     }
     sink.deliver(accepted);
-    let _ = reply.send(Ok(running.turn));
+    reply(Ok(running.turn));
     let cancel_early = std::mem::take(&mut state.cancel_before_start);
     // As the state machine did: an untitled conversation is named by its first message.
     if state.record.title.is_none() && user_message.id.0 == 0 {
@@ -187,6 +202,8 @@ pub(super) async fn on_send_committed(
         checkpointing: None,
         dirty: false,
         ending: false,
+        from_item,
+        orphaned: None,
     });
     Metrics::inc(&state.ctx.metrics.turns_running);
     emit(
@@ -544,6 +561,7 @@ pub(super) fn turn_ended(state: &mut ConversationState, message: Message, usage:
     state.turn = None;
     Metrics::dec(&state.ctx.metrics.turns_running);
     state.last_activity = Instant::now();
+    queue::maybe_start_next(state);
 }
 
 /// Whether the end was applied is unknown (a lost lease, a timeout): announcing a `Done`
@@ -584,6 +602,7 @@ pub(super) fn fail_turn(state: &mut ConversationState, message: String) {
 pub(super) fn on_tick(myself: &ActorRef<ConversationMsg>, state: &mut ConversationState) {
     end_if_moved(state);
     checkpoint(state);
+    queue::on_tick(state);
     let conversation = &state.ctx.config.conversation;
     let turn_timeout = Duration::from_millis(conversation.turn_timeout_ms.get());
     let idle_timeout = Duration::from_millis(conversation.turn_idle_timeout_ms.get());
