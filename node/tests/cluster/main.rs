@@ -6,6 +6,7 @@
 //! * `faults`: kill -9, partitions, pauses, stalled disks, lost stores, oversized turns;
 //! * `moves`: leadership moves, drain, SIGTERM;
 //! * `operate`: `shoal-node up` and `config check`;
+//! * `queue`: queued messages survive a failover;
 //! * `workspace`: the workspace and the agent's memory follow a failover.
 
 #[path = "../common/mod.rs"]
@@ -14,4 +15,5 @@ mod faults;
 mod harness;
 mod moves;
 mod operate;
+mod queue;
 mod workspace;
