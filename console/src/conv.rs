@@ -7,7 +7,7 @@ use crate::render::{self, TranscriptPrinter, side_line};
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
 use futures::StreamExt;
-use shoal_client::{Client, Profile};
+use shoal_client::{Client, Profile, Sent, TurnStream};
 use shoal_protocol::transcript::{Event, EventFrame, Message, MessageStatus, PermissionOption};
 use shoal_protocol::{ConversationId, MessageId, Seq};
 use std::io::{self, Write};
@@ -47,6 +47,39 @@ pub(crate) enum ConvCommand {
         /// Answer permission requests with their first allow option instead of denying.
         #[arg(long)]
         allow: bool,
+        /// Cancel the running turn (if any) and run this message next, ahead of the queue.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Reattach to the running turn after losing its stream (within the node's
+    /// `conversation.initiator_grace_ms`): streams it from now, like `send`.
+    Attach {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// Print one JSON object per event on stdout instead of the text.
+        #[arg(long)]
+        json: bool,
+        /// Answer permission requests with their first allow option instead of denying.
+        #[arg(long)]
+        allow: bool,
+    },
+    /// List the messages queued behind the running turn; `--rm ITEM` removes one,
+    /// `--move ITEM --to POS` reorders (positions from 1).
+    Queue {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// Remove this queued item.
+        #[arg(long, value_name = "ITEM", conflicts_with = "move_item")]
+        rm: Option<u64>,
+        /// Move this queued item (with --to).
+        #[arg(long = "move", value_name = "ITEM", requires = "to")]
+        move_item: Option<u64>,
+        /// The position to move it to, from 1.
+        #[arg(long, value_name = "POS", requires = "move_item")]
+        to: Option<u32>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
     },
     /// Follow a conversation's events live (resumes across reconnects).
     Follow {
@@ -198,7 +231,32 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
             text,
             json,
             allow,
-        } => send(&client, id, text, json, allow).await,
+            now,
+        } => send(&client, id, text, json, allow, now).await,
+        ConvCommand::Attach { id, json, allow } => {
+            let turn = client.attach_turn(id).await?;
+            stream_turn(&client, id, turn, json, allow).await
+        }
+        ConvCommand::Queue {
+            id,
+            rm,
+            move_item,
+            to,
+            json,
+        } => {
+            let queue = match (rm, move_item, to) {
+                (Some(item), _, _) => client.remove_queued(id, item).await?,
+                (None, Some(item), Some(to)) => {
+                    let position = to
+                        .checked_sub(1)
+                        .ok_or_else(|| anyhow!("--to counts from 1"))?;
+                    client.move_queued(id, item, position).await?
+                }
+                _ => client.list_queue(id).await?,
+            };
+            conv_history::print_queue(&queue, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         ConvCommand::Follow {
             id,
             since,
@@ -368,8 +426,36 @@ async fn send(
     text: String,
     json: bool,
     allow: bool,
+    now: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut turn = client.send(id, text).await?;
+    let sent = if now {
+        client.send_now(id, text).await?
+    } else {
+        client.send_or_queue(id, text).await?
+    };
+    let turn = match sent {
+        Sent::Started(turn) => turn,
+        Sent::Queued(queued) => {
+            note(&format!(
+                "[queued] as item {} at position {}; it runs after the running turn (conv queue {id} lists the queue)",
+                queued.item(),
+                queued.position() + 1
+            ));
+            queued.started().await?
+        }
+    };
+    stream_turn(client, id, turn, json, allow).await
+}
+
+/// Streams a turn's events (text on stdout, the rest on stderr) and answers its
+/// permission requests; the exit code says how it ended.
+async fn stream_turn(
+    client: &Client,
+    id: ConversationId,
+    mut turn: TurnStream,
+    json: bool,
+    allow: bool,
+) -> anyhow::Result<ExitCode> {
     if turn.duplicate() {
         note("[note] the node had already accepted this message; showing its turn");
     }

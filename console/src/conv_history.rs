@@ -164,6 +164,42 @@ pub(crate) async fn show_page(
     Ok(())
 }
 
+/// `conv queue`: the queue as a table (POS ITEM QUEUED TEXT) or a JSON array.
+pub(crate) fn print_queue(
+    queue: &[shoal_protocol::client::QueuedInfo],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let values: Vec<_> = queue
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                serde_json::json!({
+                    "position": i + 1,
+                    "item": q.item,
+                    "text": q.text,
+                    "queued_at_ms": q.queued_at_ms,
+                })
+            })
+            .collect();
+        return print_line(&serde_json::Value::Array(values).to_string());
+    }
+    if queue.is_empty() {
+        return print_line("the queue is empty");
+    }
+    print_line("POS  ITEM  QUEUED                TEXT")?;
+    for (i, q) in queue.iter().enumerate() {
+        print_line(&format!(
+            "{:>3}  {:>4}  {}  {}",
+            i + 1,
+            q.item,
+            crate::render::utc_time(q.queued_at_ms),
+            cell(&q.text)
+        ))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

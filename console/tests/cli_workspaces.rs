@@ -1,6 +1,6 @@
 //! End to end: `shoalctl ws …`, `conv … --workspace`, `shoalctl skills …` and the history
-//! commands (`conv rewind | truncate | fork | rename | rm`) against the real
-//! `shoal-node dev`.
+//! commands (`conv rewind | truncate | fork | rename | rm`) and the queue (`conv send` during
+//! a turn, `conv queue`) against the real `shoal-node dev`.
 
 mod common;
 
@@ -367,4 +367,69 @@ async fn history_scenario(profile: &Path) -> Result<()> {
     let line = refused(profile, &["conv", "rewind", &id, "mx", "--yes"]).await?;
     ensure!(line.contains("message position"), "{line}");
     Ok(())
+}
+
+#[tokio::test]
+async fn a_message_sent_during_a_turn_is_queued_listed_and_run() -> Result<()> {
+    with_node(|profile| async move { queue_scenario(&profile).await }).await
+}
+
+async fn queue_scenario(profile: &Path) -> Result<()> {
+    let id = ok(profile, &["conv", "new"]).await?.trim().to_owned();
+    let slow = tokio::spawn({
+        let (profile, id) = (profile.to_owned(), id.clone());
+        async move { shoalctl(&profile, &["conv", "send", &id, "/slow 100"]).await }
+    });
+    wait_until(
+        profile,
+        &id,
+        |c| c["turn_running"] == true,
+        "the slow turn runs",
+    )
+    .await?;
+    let queued = tokio::spawn({
+        let (profile, id) = (profile.to_owned(), id.clone());
+        async move { shoalctl(&profile, &["conv", "send", &id, "queued one"]).await }
+    });
+    let mut listed = Value::Null;
+    for _ in 0..200 {
+        listed = ok_json(profile, &["conv", "queue", &id, "--json"]).await?;
+        if listed.as_array().is_some_and(|a| a.len() == 1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ensure!(
+        listed[0]["text"] == "queued one" && listed[0]["position"] == 1,
+        "conv queue lists the waiting message: {listed}"
+    );
+    let first = slow.await??;
+    succeeded(&first, "conv send /slow")?;
+    let second = queued.await??;
+    let stdout = succeeded(&second, "conv send (queued)")?;
+    ensure!(stdout.contains("echo: queued one"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    ensure!(
+        stderr.contains("[queued]"),
+        "the sender is told it waits: {stderr}"
+    );
+    let empty = ok(profile, &["conv", "queue", &id]).await?;
+    ensure!(empty.contains("empty"), "{empty}");
+    Ok(())
+}
+
+/// Polls `conv show --json` until `check` holds (bounded).
+async fn wait_until(
+    profile: &Path,
+    id: &str,
+    check: impl Fn(&Value) -> bool,
+    what: &str,
+) -> Result<()> {
+    for _ in 0..400 {
+        if check(&ok_json(profile, &["conv", "show", id, "--json"]).await?) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(anyhow!("{what}: not within 20 s"))
 }
