@@ -43,6 +43,31 @@ pub(crate) struct TestCluster {
     pub(crate) agent_log: PathBuf,
 }
 
+/// Lines of each node's log printed when a test fails.
+const FAILURE_LOG_LINES: usize = 60;
+
+impl Drop for TestCluster {
+    /// A failing test shows what each node logged last (the logs go with the temporary
+    /// directory otherwise).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for proc in &self.procs {
+            let log =
+                std::fs::read_to_string(proc.node.data_dir.join("node.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(FAILURE_LOG_LINES)..];
+            eprintln!(
+                "---- {} (last {} log lines) ----\n{}",
+                proc.node.name,
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
 impl TestCluster {
     pub(crate) async fn start(n: u16) -> TestCluster {
         Self::start_with(n, |_| {}).await
