@@ -6,7 +6,8 @@
 
 use crate::{Client, ClientError, unexpected};
 use shoal_protocol::client::{
-    ClientReply, ClientRequest, ConversationListing, ConversationSummary,
+    ClientReply, ClientRequest, CompactionInfo, ConversationListing, ConversationSummary, UsageBy,
+    UsageRow,
 };
 use shoal_protocol::transcript::Message;
 use shoal_protocol::{ConversationId, MessageId, WorkspaceId};
@@ -134,6 +135,64 @@ impl Client {
         match self.unary("get_messages", request, true).await? {
             ClientReply::Messages { messages, more } => Ok((messages, more)),
             other => Err(unexpected("Messages", &other)),
+        }
+    }
+}
+
+impl Client {
+    /// What the caller's turns used (token counts and cost, as the agents reported them),
+    /// summed per conversation, agent or workspace, with their total; optionally only one
+    /// workspace's or agent's turns, or those that ended at or after `since_ms`.
+    pub async fn usage(
+        &self,
+        workspace: Option<WorkspaceId>,
+        agent: Option<String>,
+        since_ms: Option<u64>,
+        by: UsageBy,
+    ) -> Result<(Vec<UsageRow>, UsageRow), ClientError> {
+        let request = ClientRequest::GetUsage {
+            workspace,
+            agent,
+            since_ms,
+            by,
+        };
+        match self.unary("usage", request, true).await? {
+            ClientReply::Usage { rows, total } => Ok((rows, total)),
+            other => Err(unexpected("Usage", &other)),
+        }
+    }
+}
+
+impl Client {
+    /// The context compactions the conversation's agent reported, oldest first.
+    pub async fn list_compactions(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Vec<CompactionInfo>, ClientError> {
+        let request = ClientRequest::ListCompactions { conversation };
+        match self.unary("list_compactions", request, true).await? {
+            ClientReply::Compactions(list) => Ok(list),
+            other => Err(unexpected("Compactions", &other)),
+        }
+    }
+
+    /// A new conversation seeded with one message, the summary of compaction `seq` of
+    /// `conversation` (same workspace and agent). Retried with one request id.
+    pub async fn clone_from_compaction(
+        &self,
+        conversation: ConversationId,
+        seq: u64,
+        title: Option<String>,
+    ) -> Result<ConversationSummary, ClientError> {
+        let request = ClientRequest::CloneFromCompaction {
+            conversation,
+            compaction: seq,
+            title,
+            request_id: self.request_id(),
+        };
+        match self.unary("clone_from_compaction", request, true).await? {
+            ClientReply::Created(summary) => Ok(summary),
+            other => Err(unexpected("Created", &other)),
         }
     }
 }

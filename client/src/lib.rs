@@ -547,6 +547,8 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::ConversationPage { .. } => "ConversationPage",
         ClientReply::Messages { .. } => "Messages",
         ClientReply::Queue(_) => "Queue",
+        ClientReply::Usage { .. } => "Usage",
+        ClientReply::Compactions(_) => "Compactions",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

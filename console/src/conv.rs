@@ -195,6 +195,24 @@ pub(crate) enum ConvCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the context compactions the conversation's agent reported (their summaries).
+    Compactions {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new conversation seeded with one compaction's summary; prints its id.
+    CloneSummary {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// The compaction's number, as `conv compactions` lists it.
+        compaction: u64,
+        /// The new conversation's title (default: "Summary of …").
+        #[arg(long)]
+        title: Option<String>,
+    },
     /// Delete a conversation and all its messages. Refused while a turn runs.
     Rm {
         /// The conversation id (`c-…`).
@@ -345,6 +363,20 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
         ConvCommand::Rename { id, title, json } => conv_history::rename(&client, id, title, json)
             .await
             .map(|()| ExitCode::SUCCESS),
+        ConvCommand::Compactions { id, json } => {
+            let list = client.list_compactions(id).await?;
+            conv_history::print_compactions(&list, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ConvCommand::CloneSummary {
+            id,
+            compaction,
+            title,
+        } => {
+            let summary = client.clone_from_compaction(id, compaction, title).await?;
+            print_line(&summary.id.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
         ConvCommand::Rm { id, yes } => conv_history::remove(&client, id, yes)
             .await
             .map(|()| ExitCode::SUCCESS),

@@ -200,6 +200,51 @@ pub(crate) fn print_queue(
     Ok(())
 }
 
+/// `conv compactions`: each compaction's number, turn, time and summary.
+pub(crate) fn print_compactions(
+    list: &[shoal_protocol::client::CompactionInfo],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let values: Vec<_> = list
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "seq": c.seq,
+                    "turn": c.turn.0,
+                    "at_ms": c.at_ms,
+                    "summary": c.summary,
+                })
+            })
+            .collect();
+        return print_line(&serde_json::Value::Array(values).to_string());
+    }
+    if list.is_empty() {
+        return print_line("no compactions");
+    }
+    for c in list {
+        print_line(&format!(
+            "#{}  turn {}  {}",
+            c.seq,
+            c.turn.0,
+            crate::render::utc_time(c.at_ms)
+        ))?;
+        let summary: String = c
+            .summary
+            .chars()
+            .map(|ch| {
+                if ch.is_control() && ch != '\n' {
+                    '?'
+                } else {
+                    ch
+                }
+            })
+            .collect();
+        print_line(&format!("  {}", summary.replace('\n', "\n  ")))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

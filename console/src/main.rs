@@ -26,6 +26,7 @@ mod lookup;
 mod render;
 mod skills;
 mod skills_import;
+mod usage;
 mod ws;
 
 use anyhow::anyhow;
@@ -70,6 +71,8 @@ enum Command {
     /// Workspace credentials: environment variables for your agents (write-only).
     #[command(subcommand)]
     Creds(creds::CredsCommand),
+    /// What your turns used (tokens, cost), per conversation, agent or workspace.
+    Usage(usage::UsageArgs),
     /// Node status, actors, followers, eviction and tokens (needs the admin token).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -116,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ws(command) => ws::run(&profile, command).await,
         Command::Skills(command) => skills::run(&profile, command).await,
         Command::Creds(command) => creds::run(&profile, command).await,
+        Command::Usage(args) => usage::run(&profile, args).await,
         Command::Admin(command) => admin::run(&profile, command).await,
         Command::Cluster(command) => admin::run_cluster(&profile, command).await,
     }

@@ -364,6 +364,30 @@ async fn history_scenario(profile: &Path) -> Result<()> {
         listed[0]["id"] == id.as_str() && listed[0]["last_activity_ms"].is_u64(),
         "the most recently active first: {listed}"
     );
+    // Usage and compactions of a turn that reports them.
+    ok(profile, &["conv", "send", &id, "/usage"]).await?;
+    let usage = ok_json(profile, &["usage", "--by", "agent", "--json"]).await?;
+    ensure!(
+        usage["total"]["turns"] == 1
+            && usage["total"]["output_tokens"] == 20
+            && usage["total"]["cost"]["USD"] == 0.01,
+        "shoalctl usage sums the turn: {usage}"
+    );
+    let table = ok(profile, &["usage", "--since", "1h"]).await?;
+    ensure!(table.contains("0.010000 USD"), "{table}");
+    ok(profile, &["conv", "send", &id, "/compact"]).await?;
+    let compactions = ok_json(profile, &["conv", "compactions", &id, "--json"]).await?;
+    ensure!(
+        compactions[0]["seq"] == 1
+            && compactions[0]["summary"] == "Summary: the user asked things.",
+        "{compactions}"
+    );
+    let clone = ok(profile, &["conv", "clone-summary", &id, "1"]).await?;
+    let cloned = ok_json(profile, &["conv", "show", clone.trim(), "--json"]).await?;
+    ensure!(
+        cloned["messages"][0]["content"] == "Summary: the user asked things.",
+        "{cloned}"
+    );
     let line = refused(profile, &["conv", "rewind", &id, "mx", "--yes"]).await?;
     ensure!(line.contains("message position"), "{line}");
     Ok(())

@@ -37,6 +37,9 @@ struct Session {
     history: Vec<HistoryEntry>,
     /// Set while a prompt runs; sending `true` asks it to stop.
     running: Option<watch::Sender<bool>>,
+    /// The session's running cost total (`/usage`), in millionths of a dollar; kept in
+    /// memory only.
+    cost_micros: u64,
 }
 
 /// State shared by the read loop and the prompt tasks.
@@ -50,6 +53,7 @@ pub(crate) struct Agent {
     /// Our requests awaiting the client's answer; at most one per running prompt.
     pending: Mutex<BTreeMap<u64, oneshot::Sender<Reply>>>,
     client_can_write_files: AtomicBool,
+    client_takes_compactions: AtomicBool,
     last_session: Mutex<Option<String>>,
     /// How long to keep running after the input ends (`/linger`).
     linger_ms: AtomicU64,
@@ -75,6 +79,7 @@ impl Agent {
             next_request_id: AtomicU64::new(0),
             pending: Mutex::new(BTreeMap::new()),
             client_can_write_files: AtomicBool::new(false),
+            client_takes_compactions: AtomicBool::new(false),
             last_session: Mutex::new(None),
             linger_ms: AtomicU64::new(0),
         }
@@ -98,6 +103,11 @@ impl Agent {
     /// Whether the client advertised `fs.writeTextFile` in `initialize`.
     pub(crate) fn client_can_write_files(&self) -> bool {
         self.client_can_write_files.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client advertised `session.compaction` in `initialize`.
+    pub(crate) fn client_takes_compactions(&self) -> bool {
+        self.client_takes_compactions.load(Ordering::Relaxed)
     }
 
     /// Queues a message; if the writer is gone the run is ending, so it is dropped.
@@ -159,6 +169,16 @@ impl Agent {
             .get(session_id)
             .map(|s| s.history.clone())
             .unwrap_or_default()
+    }
+
+    /// Adds `micros` to the session's cost and returns its new total.
+    pub(crate) fn add_cost(&self, session_id: &str, micros: u64) -> u64 {
+        lock(&self.sessions)
+            .get_mut(session_id)
+            .map_or(micros, |session| {
+                session.cost_micros += micros;
+                session.cost_micros
+            })
     }
 
     /// Marks the prompt of `session_id` finished so the next one may start.
@@ -263,6 +283,12 @@ fn initialize(agent: &Agent, params: &Value) -> Value {
     agent
         .client_can_write_files
         .store(can_write, Ordering::Relaxed);
+    let compaction = params
+        .pointer("/clientCapabilities/session/compaction")
+        .is_some_and(Value::is_object);
+    agent
+        .client_takes_compactions
+        .store(compaction, Ordering::Relaxed);
     json!({
         "protocolVersion": PROTOCOL_VERSION,
         "agentCapabilities": {"loadSession": true, "promptCapabilities": {}},
@@ -320,6 +346,7 @@ async fn new_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> {
         cwd,
         history: Vec::new(),
         running: None,
+        cost_micros: 0,
     };
     lock(&agent.sessions).insert(id.clone(), session);
     *lock(&agent.last_session) = Some(id.clone());
@@ -346,10 +373,12 @@ async fn load_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> 
         if !sessions.contains_key(&id) && sessions.len() >= SESSIONS_MAX {
             return Err(too_many_sessions());
         }
+        let cost_micros = sessions.get(&id).map_or(0, |s| s.cost_micros);
         let session = Session {
             cwd,
             history: history.clone(),
             running: None,
+            cost_micros,
         };
         sessions.insert(id.clone(), session);
         history

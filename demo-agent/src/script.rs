@@ -55,6 +55,8 @@ pub(crate) struct Turn {
     cwd: PathBuf,
     cancel: watch::Receiver<bool>,
     agent_text: String,
+    /// The `usage` of the prompt's answer, when the script reports one.
+    tokens: Option<Value>,
 }
 
 impl Turn {
@@ -73,6 +75,7 @@ impl Turn {
             cwd,
             cancel,
             agent_text: String::new(),
+            tokens: None,
         }
     }
 
@@ -165,7 +168,10 @@ pub(crate) async fn run_prompt(mut turn: Turn, prompt: String) {
     }
     // Free the slot before answering: a client may send the next prompt at once.
     agent.finish_prompt(&turn.session_id);
-    let result = json!({"stopReason": stop_reason});
+    let mut result = json!({"stopReason": stop_reason});
+    if let Some(tokens) = turn.tokens.take() {
+        result["usage"] = tokens;
+    }
     agent
         .send(Outgoing::Message(rpc::response(turn.request_id, result)))
         .await;
@@ -194,6 +200,7 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
         "/write" => write(turn, args).await,
         "/plan" => plan(turn).await,
         "/usage" => usage(turn).await,
+        "/compact" => compact(turn).await,
         "/linger" => linger(turn, args).await,
         "/error" => {
             turn.text("something went wrong").await?;
@@ -487,13 +494,49 @@ async fn plan(turn: &mut Turn) -> Result<Outcome, Cancelled> {
 
 async fn usage(turn: &mut Turn) -> Result<Outcome, Cancelled> {
     turn.text("Reporting usage.").await?;
+    // Each `/usage` costs 0.01 USD: the session's running total goes up by that.
+    let total = turn.agent.add_cost(&turn.session_id, 10_000);
     turn.update(json!({
         "sessionUpdate": "usage_update",
         "used": 1234,
         "size": 200_000,
-        "cost": {"amount": 0.01, "currency": "USD"},
+        "cost": {"amount": total as f64 / 1e6, "currency": "USD"},
     }))
     .await?;
+    turn.tokens = Some(json!({
+        "totalTokens": 35,
+        "inputTokens": 10,
+        "outputTokens": 20,
+        "cachedReadTokens": 5,
+    }));
+    Ok(Outcome::Stop("end_turn"))
+}
+
+/// A context compaction, as ACP reports one (only to a client that takes them).
+async fn compact(turn: &mut Turn) -> Result<Outcome, Cancelled> {
+    if !turn.agent.client_takes_compactions() {
+        turn.text("compaction not reported: the client did not advertise session.compaction")
+            .await?;
+        return Ok(Outcome::Stop("end_turn"));
+    }
+    let id = "cmp-1";
+    turn.update(
+        json!({"sessionUpdate": "compaction_update", "compactionId": id, "status": "in_progress"}),
+    )
+    .await?;
+    for text in ["Summary: ", "the user asked things."] {
+        turn.update(json!({
+            "sessionUpdate": "compaction_summary_chunk",
+            "compactionId": id,
+            "content": {"type": "text", "text": text},
+        }))
+        .await?;
+    }
+    turn.update(
+        json!({"sessionUpdate": "compaction_update", "compactionId": id, "status": "completed"}),
+    )
+    .await?;
+    turn.text("Compacted.").await?;
     Ok(Outcome::Stop("end_turn"))
 }
 

@@ -167,6 +167,50 @@ pub enum AgentUpdate {
     },
     /// Any other update kind (`available_commands_update`, …), by name, for logs.
     Other(String),
+    /// The turn's token counts, from the `session/prompt` answer's `usage` (sent just
+    /// before the turn's end, when the agent reports them).
+    Tokens(TokenCounts),
+    /// A context compaction started or changed (`compaction_update`).
+    Compaction {
+        /// The agent's id for it, unique in its session.
+        id: String,
+        /// `in_progress`, `completed`, `failed`, `cancelled` or another.
+        status: String,
+        /// The whole summary, when this update replaces it.
+        summary: Option<String>,
+    },
+    /// Text appended to a compaction's summary (`compaction_summary_chunk`).
+    CompactionChunk {
+        /// The compaction.
+        id: String,
+        /// The text.
+        text: String,
+    },
+}
+
+/// A turn's token counts as an agent reports them (the `usage` of a `session/prompt`
+/// answer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenCounts {
+    /// Input tokens.
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+    /// Thought (reasoning) tokens.
+    pub thought: u64,
+    /// Input tokens read from a cache.
+    pub cached_read: u64,
+    /// Input tokens written to a cache.
+    pub cached_write: u64,
+}
+
+/// What a `session/prompt` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptAnswer {
+    /// Why the turn ended.
+    pub outcome: PromptOutcome,
+    /// The turn's token counts, when reported.
+    pub tokens: Option<TokenCounts>,
 }
 
 /// A tool call's status as the agent reported it.
@@ -540,7 +584,7 @@ impl AgentProcess {
     /// (use [`Self::cancel`]). Resolves with [`AgentError::Exited`] as soon as the
     /// process dies mid-turn.
     pub async fn prompt(&self, text: String) -> Result<PromptOutcome, AgentError> {
-        self.prompt_with_context(None, text).await
+        Ok(self.prompt_with_context(None, text).await?.outcome)
     }
 
     /// Like [`Self::prompt`], with `context` (a new session's conversation so far) sent
@@ -549,14 +593,17 @@ impl AgentProcess {
         &self,
         context: Option<String>,
         text: String,
-    ) -> Result<PromptOutcome, AgentError> {
+    ) -> Result<PromptAnswer, AgentError> {
         let answer = self
             .call(
                 "session/prompt",
                 wire::prompt_params(&self.session_id, context.as_deref(), &text),
             )
             .await?;
-        Ok(wire::parse_prompt_outcome(&answer))
+        Ok(PromptAnswer {
+            outcome: wire::parse_prompt_outcome(&answer),
+            tokens: wire::parse_prompt_tokens(&answer),
+        })
     }
 
     /// Sends the `session/cancel` notification and answers every waiting

@@ -18,6 +18,7 @@ mod history;
 pub mod peer_api;
 mod streams;
 pub mod tail;
+mod usage;
 mod workspaces;
 
 use crate::actors::shard_host::ShardHostMsg;

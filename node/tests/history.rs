@@ -368,3 +368,161 @@ async fn conversations_list_by_last_activity_in_pages_and_messages_page_back() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn usage_totals_are_the_sum_of_what_each_turn_used() {
+    use shoal_protocol::client::UsageBy;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let a = client.create_conversation(None, None).await.unwrap();
+    let ws = client.create_workspace("metered").await.unwrap();
+    let b = client
+        .create_conversation_in(ws.id, None, None)
+        .await
+        .unwrap();
+    // The demo agent's session total goes 0.01, 0.02: each turn adds 0.01.
+    say(&client, a.id, "/usage").await;
+    say(&client, a.id, "/usage").await;
+    say(&client, b.id, "/usage").await;
+    say(&client, b.id, "no usage reported").await;
+
+    let (rows, total) = client
+        .usage(None, None, None, UsageBy::Conversation)
+        .await
+        .unwrap();
+    let row = |id: ConversationId| {
+        rows.iter()
+            .find(|r| r.key == id.to_string())
+            .unwrap_or_else(|| panic!("a row for {id}: {rows:?}"))
+            .clone()
+    };
+    let (ra, rb) = (row(a.id), row(b.id));
+    assert_eq!((ra.turns, ra.input_tokens, ra.output_tokens), (2, 20, 40));
+    assert_eq!(ra.cached_read_tokens, 10);
+    assert_eq!(
+        ra.cost,
+        [("USD".to_owned(), 20_000)],
+        "deltas of the running total"
+    );
+    assert_eq!(
+        (rb.turns, rb.cost.clone()),
+        (1, vec![("USD".to_owned(), 10_000)])
+    );
+    assert_eq!(total.turns, ra.turns + rb.turns);
+    assert_eq!(total.output_tokens, ra.output_tokens + rb.output_tokens);
+    assert_eq!(total.cost, [("USD".to_owned(), 30_000)]);
+
+    let (by_ws, only_b) = client
+        .usage(Some(ws.id), None, None, UsageBy::Workspace)
+        .await
+        .unwrap();
+    assert_eq!((by_ws.len(), only_b.turns), (1, 1));
+    let (_, demo) = client
+        .usage(None, Some(a.agent.clone()), None, UsageBy::Agent)
+        .await
+        .unwrap();
+    assert_eq!(demo.turns, 3);
+    let (none, nothing) = client
+        .usage(None, Some("nope".into()), None, UsageBy::Agent)
+        .await
+        .unwrap();
+    assert!(none.is_empty() && nothing.turns == 0);
+    let future = u64::MAX / 2;
+    assert_eq!(
+        client
+            .usage(None, None, Some(future), UsageBy::Agent)
+            .await
+            .unwrap()
+            .1
+            .turns,
+        0
+    );
+    // What was used stays counted after the conversation is deleted.
+    client.delete_conversation(a.id).await.unwrap();
+    assert_eq!(
+        client
+            .usage(None, None, None, UsageBy::Agent)
+            .await
+            .unwrap()
+            .1
+            .turns,
+        3
+    );
+    // Another user sees none of it.
+    let token = node
+        .admin()
+        .await
+        .issue_token(shoal_protocol::UserId::parse("frank").unwrap(), 600)
+        .await
+        .unwrap();
+    let frank = Client::connect(&shoal_client::Profile {
+        token,
+        ..node.profile.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        frank
+            .usage(None, None, None, UsageBy::Agent)
+            .await
+            .unwrap()
+            .1
+            .turns,
+        0
+    );
+}
+
+#[tokio::test]
+async fn compactions_are_kept_apart_from_messages_and_seed_a_clone() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client
+        .create_conversation(Some("long".into()), None)
+        .await
+        .unwrap();
+    say(&client, conv.id, "hello").await;
+    assert_eq!(say(&client, conv.id, "/compact").await, "Compacted.");
+    let list = client.list_compactions(conv.id).await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].summary, "Summary: the user asked things.");
+    assert_eq!((list[0].seq, list[0].turn.0), (1, 2));
+    // Not a message part: the transcript holds the turn's text only.
+    let detail = client.get_conversation(conv.id).await.unwrap();
+    assert!(
+        detail
+            .messages
+            .iter()
+            .all(|m| !m.content.contains("Summary:"))
+    );
+    // A fork does not carry it.
+    let fork = client
+        .fork(conv.id, MessageId(3), None, None, None)
+        .await
+        .unwrap();
+    assert!(client.list_compactions(fork.id).await.unwrap().is_empty());
+    // Clone from the summary: one message, the summary, in a conversation that runs.
+    let clone = client
+        .clone_from_compaction(conv.id, 1, None)
+        .await
+        .unwrap();
+    assert_eq!(clone.title.as_deref(), Some("Summary of long"));
+    let seeded = client.get_conversation(clone.id).await.unwrap();
+    assert_eq!(contents(&seeded), ["Summary: the user asked things."]);
+    let echo = say(&client, clone.id, "go on").await;
+    assert!(
+        echo.contains("Summary: the user asked things.") && echo.ends_with("go on"),
+        "{echo}"
+    );
+    assert_eq!(
+        code(client.clone_from_compaction(conv.id, 9, None).await),
+        Some(ErrorCode::InvalidArgument)
+    );
+    // Deleted with its conversation.
+    client.delete_conversation(conv.id).await.unwrap();
+    assert_eq!(
+        code(client.list_compactions(conv.id).await),
+        Some(ErrorCode::NotFound)
+    );
+}

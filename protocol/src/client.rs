@@ -295,6 +295,80 @@ pub enum ClientRequest {
         /// The conversation.
         conversation: ConversationId,
     },
+    /// The context compactions the conversation's agent reported, oldest first.
+    /// Reply: `Compactions`.
+    ListCompactions {
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// A new conversation (same workspace and agent) seeded with one message: the
+    /// summary of compaction `compaction`. Idempotent per request id. Reply: `Created`.
+    CloneFromCompaction {
+        /// The conversation compacted.
+        conversation: ConversationId,
+        /// The compaction (`CompactionInfo::seq`).
+        compaction: u64,
+        /// The new title; `None`: "Summary of …".
+        title: Option<String>,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
+    /// What the caller's turns used, summed. Reply: `Usage`.
+    GetUsage {
+        /// Only this workspace's turns.
+        workspace: Option<WorkspaceId>,
+        /// Only this agent's turns.
+        agent: Option<String>,
+        /// Only turns that ended at or after this time (ms since the Unix epoch).
+        since_ms: Option<u64>,
+        /// One row per what.
+        by: UsageBy,
+    },
+}
+
+/// A context compaction as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionInfo {
+    /// 1, 2, … within the conversation.
+    pub seq: u64,
+    /// The turn it happened in.
+    pub turn: TurnId,
+    /// The agent's summary of what it compacted.
+    pub summary: String,
+    /// When it was recorded, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// How `GetUsage` groups its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UsageBy {
+    /// One row per conversation.
+    Conversation,
+    /// One row per agent.
+    Agent,
+    /// One row per workspace.
+    Workspace,
+}
+
+/// Usage summed over some turns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRow {
+    /// What the row sums (a conversation or workspace id, an agent name; `total`).
+    pub key: String,
+    /// Turns counted.
+    pub turns: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Thought tokens.
+    pub thought_tokens: u64,
+    /// Input tokens read from a cache.
+    pub cached_read_tokens: u64,
+    /// Input tokens written to a cache.
+    pub cached_write_tokens: u64,
+    /// Cost per currency, in millionths of it (`(currency, micros)`).
+    pub cost: Vec<(String, u64)>,
 }
 
 /// A queued message as listed.
@@ -448,6 +522,15 @@ pub enum ClientReply {
     },
     /// `ListQueue`, `RemoveQueued`, `MoveQueued`: the queue, in the order it will run.
     Queue(Vec<QueuedInfo>),
+    /// `ListCompactions`.
+    Compactions(Vec<CompactionInfo>),
+    /// `GetUsage`: one row per group (largest output first), and their total.
+    Usage {
+        /// The rows.
+        rows: Vec<UsageRow>,
+        /// All of them summed (`key` = `total`).
+        total: UsageRow,
+    },
 }
 
 /// What the server writes on a request stream. Encoded by declaration index: append only.

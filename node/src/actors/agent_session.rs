@@ -15,7 +15,7 @@
 
 use super::conversation::{AgentEvent, ConversationMsg};
 use crate::agent_process::{
-    AgentCommand, AgentError, AgentProcess, AgentUpdate, PromptOutcome, StartOptions,
+    AgentCommand, AgentError, AgentProcess, AgentUpdate, PromptAnswer, StartOptions,
 };
 use crate::context::{Metrics, NodeContext};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -108,7 +108,7 @@ enum Control {
     /// `session/load` history replay) belong to no turn. Acknowledged once applied, so
     /// the prompt is sent only after the forwarder has switched turns.
     Start(TurnId, tokio::sync::oneshot::Sender<()>),
-    End(TurnId, Result<PromptOutcome, String>),
+    End(TurnId, Result<PromptAnswer, String>),
 }
 
 /// State of [`AgentSessionActor`].
@@ -554,7 +554,12 @@ async fn forward(
                             () = quiet => break,
                         }
                     }
-                    if !send(turn, AgentEvent::Ended(result)).await { return; }
+                    if let Ok(PromptAnswer { tokens: Some(tokens), .. }) = &result
+                        && !send(turn, AgentEvent::Update(AgentUpdate::Tokens(*tokens))).await
+                    {
+                        return;
+                    }
+                    if !send(turn, AgentEvent::Ended(result.map(|a| a.outcome))).await { return; }
                 }
             },
             update = updates.recv() => match update {

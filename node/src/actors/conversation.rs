@@ -279,6 +279,10 @@ struct Turn {
     from_item: Option<u64>,
     /// Since when its initiator is gone, waiting for a reattach (the grace period).
     orphaned: Option<Instant>,
+    /// The agent's token counts for the turn, when it reported them.
+    tokens: Option<crate::agent_process::TokenCounts>,
+    /// Compactions the agent reports in this turn, by its id: their summary so far.
+    compactions: BTreeMap<String, String>,
 }
 
 impl Turn {
@@ -502,6 +506,29 @@ impl Actor for ConversationActor {
                     tracing::warn!(conversation = %state.record.id, outcome = ?other, "could not save the running turn while stopping; the next activation saves it from its last checkpoint");
                 }
             }
+        }
+        // A turn that could not be saved here (the shard moved, the lease lapsed) ends for
+        // its initiator with an error, not with a stream that just stops: the new host
+        // saves it as interrupted.
+        if let Some(turn) = state.turn.as_ref()
+            && let Some(sink) = &turn.initiator
+        {
+            sink.deliver(ServerFrame::Error(WireError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "conversation {} stopped on this node during turn {} (its shard moved or the node is stopping); the turn is saved as interrupted with what it streamed — follow the conversation, or send again",
+                    state.record.id, turn.running.turn
+                ),
+            )));
+        }
+        for sink in state.queued_sinks.values() {
+            sink.deliver(ServerFrame::Error(WireError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "conversation {} moved before this queued message ran; it stays queued and runs there — follow the conversation to see it",
+                    state.record.id
+                ),
+            )));
         }
         state.followers.clear();
         state.ring.close(&ServerFrame::Resync {

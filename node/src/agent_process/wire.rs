@@ -28,6 +28,7 @@ pub(crate) fn initialize_params() -> Value {
         "clientCapabilities": {
             "fs": { "readTextFile": true, "writeTextFile": true },
             "terminal": false,
+            "session": { "compaction": {} },
         },
         "clientInfo": { "name": "shoal-node", "version": env!("CARGO_PKG_VERSION") },
     })
@@ -114,6 +115,21 @@ pub(crate) fn parse_prompt_outcome(result: &Value) -> PromptOutcome {
     }
 }
 
+/// The turn's token counts from a `session/prompt` answer's `usage` (`inputTokens`,
+/// `outputTokens`, optional `thoughtTokens`, `cachedReadTokens`, `cachedWriteTokens`);
+/// `None` when absent or malformed (an agent's bad field never fails the turn).
+pub(crate) fn parse_prompt_tokens(result: &Value) -> Option<super::TokenCounts> {
+    let usage = result.get("usage")?.as_object()?;
+    let field = |name: &str| usage.get(name).and_then(Value::as_u64);
+    Some(super::TokenCounts {
+        input: field("inputTokens")?,
+        output: field("outputTokens")?,
+        thought: field("thoughtTokens").unwrap_or(0),
+        cached_read: field("cachedReadTokens").unwrap_or(0),
+        cached_write: field("cachedWriteTokens").unwrap_or(0),
+    })
+}
+
 /// The answer to a permission request: `Some(option)` selects it, `None` cancels.
 pub(crate) fn permission_outcome(option_id: Option<&str>) -> Value {
     match option_id {
@@ -193,6 +209,11 @@ pub(crate) fn parse_session_update(update: &Value) -> Option<AgentUpdate> {
         "tool_call_update" => tool_call(update, true),
         "plan" => Some(AgentUpdate::Plan(plan_entries(update))),
         "usage_update" => usage(update).map(AgentUpdate::Usage),
+        "compaction_update" => compaction(update),
+        "compaction_summary_chunk" => {
+            let id = update.get("compactionId")?.as_str()?.to_owned();
+            chunk_text(update).map(|text| AgentUpdate::CompactionChunk { id, text })
+        }
         _ => None,
     };
     Some(parsed.unwrap_or_else(|| AgentUpdate::Other(describe_other(kind, update))))
@@ -208,6 +229,27 @@ fn describe_other(kind: &str, update: &Value) -> String {
 }
 
 /// The text of a `*_chunk` update whose content is a text block.
+/// `compaction_update`: its id, status and, when sent, the whole summary (text blocks).
+fn compaction(update: &Value) -> Option<AgentUpdate> {
+    let id = update.get("compactionId")?.as_str()?.to_owned();
+    let status = update.get("status")?.as_str()?.to_owned();
+    let summary = update
+        .get("summary")
+        .and_then(Value::as_array)
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<String>()
+        });
+    Some(AgentUpdate::Compaction {
+        id,
+        status,
+        summary,
+    })
+}
+
 fn chunk_text(update: &Value) -> Option<String> {
     let content = update.get("content")?;
     match content.get("type").and_then(Value::as_str) {
@@ -462,6 +504,48 @@ mod tests {
             parse_session_update(&no_id),
             Some(AgentUpdate::Other("tool_call".into()))
         );
+    }
+
+    #[test]
+    fn compactions_and_turn_tokens_are_read_leniently() {
+        let update = json!({"sessionUpdate": "compaction_update", "compactionId": "c1",
+            "status": "completed", "summary": [{"type": "text", "text": "a"},
+            {"type": "image", "data": "x"}, {"type": "text", "text": "b"}]});
+        assert_eq!(
+            parse_session_update(&update),
+            Some(AgentUpdate::Compaction {
+                id: "c1".into(),
+                status: "completed".into(),
+                summary: Some("ab".into()),
+            })
+        );
+        let chunk = json!({"sessionUpdate": "compaction_summary_chunk", "compactionId": "c1",
+            "content": {"type": "text", "text": "more"}});
+        assert_eq!(
+            parse_session_update(&chunk),
+            Some(AgentUpdate::CompactionChunk {
+                id: "c1".into(),
+                text: "more".into(),
+            })
+        );
+        let answer = json!({"stopReason": "end_turn", "usage": {"totalTokens": 3,
+            "inputTokens": 1, "outputTokens": 2, "cachedWriteTokens": 7}});
+        assert_eq!(
+            parse_prompt_tokens(&answer),
+            Some(super::super::TokenCounts {
+                input: 1,
+                output: 2,
+                cached_write: 7,
+                ..Default::default()
+            })
+        );
+        for bad in [
+            json!({"stopReason": "end_turn"}),
+            json!({"usage": {"inputTokens": "1"}}),
+            json!({"usage": 5}),
+        ] {
+            assert_eq!(parse_prompt_tokens(&bad), None, "{bad}");
+        }
     }
 
     #[test]

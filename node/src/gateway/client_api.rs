@@ -83,7 +83,9 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         | ClientRequest::AttachTurn { conversation }
         | ClientRequest::ListQueue { conversation }
         | ClientRequest::RemoveQueued { conversation, .. }
-        | ClientRequest::MoveQueued { conversation, .. } => conversation.shard,
+        | ClientRequest::MoveQueued { conversation, .. }
+        | ClientRequest::ListCompactions { conversation }
+        | ClientRequest::CloneFromCompaction { conversation, .. } => conversation.shard,
         ClientRequest::SendMessage { conversation, .. }
         | ClientRequest::Follow { conversation, .. }
         | ClientRequest::GetConversation { conversation }
@@ -96,7 +98,8 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         | ClientRequest::ListWorkspaces
         | ClientRequest::CreateSkillPack { .. }
         | ClientRequest::ListSkillPacks
-        | ClientRequest::ListConversationsPage { .. } => ctx.default_workspace(&peer.user).shard,
+        | ClientRequest::ListConversationsPage { .. }
+        | ClientRequest::GetUsage { .. } => ctx.default_workspace(&peer.user).shard,
         ClientRequest::GetMessages { conversation, .. } => conversation.shard,
         ClientRequest::RenameWorkspace { workspace, .. }
         | ClientRequest::MoveWorkspace { workspace, .. }
@@ -465,6 +468,31 @@ pub async fn dispatch(
                 .await
                 .map(|_| ClientReply::ConversationDeleted)
         }
+        ClientRequest::ListCompactions { conversation } => {
+            super::history::compactions(ctx, peer, conversation).map(ClientReply::Compactions)
+        }
+        ClientRequest::CloneFromCompaction {
+            conversation,
+            compaction,
+            title,
+            request_id,
+        } => super::history::clone_from_compaction(
+            ctx,
+            peer,
+            conversation,
+            compaction,
+            title,
+            request_id,
+        )
+        .await
+        .map(ClientReply::Created),
+        ClientRequest::GetUsage {
+            workspace,
+            agent,
+            since_ms,
+            by,
+        } => super::usage::usage(ctx, peer, workspace, agent, since_ms, by)
+            .map(|(rows, total)| ClientReply::Usage { rows, total }),
         ClientRequest::ListQueue { conversation } => {
             queue_op(host, peer, conversation, QueueOp::List).await
         }

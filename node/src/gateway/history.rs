@@ -8,7 +8,8 @@ use crate::actors::conversation::{propose_error, summary};
 use crate::context::NodeContext;
 use crate::shard::state_machine::{Outcome, ShardCommand};
 use shoal_protocol::client::{
-    ConversationListing, ConversationSummary, LIST_LIMIT_MAX, MESSAGES_PAGE_MAX, TITLE_BYTES_MAX,
+    CompactionInfo, ConversationListing, ConversationSummary, LIST_LIMIT_MAX, MESSAGES_PAGE_MAX,
+    TITLE_BYTES_MAX,
 };
 use shoal_protocol::transcript::Message;
 use shoal_protocol::{ConversationId, MessageId, RequestId, WireError, WorkspaceId};
@@ -169,4 +170,72 @@ pub(super) fn messages(
         .messages(conversation, from, to)
         .map_err(|e| ctx.internal_error("read messages", e))?;
     Ok((messages, from > 0))
+}
+
+/// `ListCompactions`: the owner's conversation's compactions, oldest first.
+pub(super) fn compactions(
+    ctx: &NodeContext,
+    peer: &Peer,
+    conversation: ConversationId,
+) -> Result<Vec<CompactionInfo>, WireError> {
+    ctx.store
+        .conversation(conversation)
+        .map_err(|e| ctx.internal_error("read a conversation", e))?
+        .filter(|r| r.owner == peer.user)
+        .ok_or_else(|| {
+            WireError::not_found(format!("conversation {conversation} does not exist"))
+        })?;
+    let view = ctx
+        .store
+        .view(conversation.shard)
+        .map_err(|e| ctx.internal_error("read compactions", e))?;
+    let records = crate::shard::state_machine::compactions::compactions(view, conversation)
+        .map_err(|e| match e {
+            crate::shard::state_machine::Failure::Read(e) => {
+                ctx.internal_error("read compactions", e)
+            }
+            crate::shard::state_machine::Failure::Rejected(r) => {
+                ctx.internal_error("read compactions", r)
+            }
+        })?;
+    Ok(records
+        .into_iter()
+        .map(|c| CompactionInfo {
+            seq: c.seq,
+            turn: c.turn,
+            summary: c.summary,
+            at_ms: c.at_ms,
+        })
+        .collect())
+}
+
+/// `CloneFromCompaction`.
+pub(super) async fn clone_from_compaction(
+    ctx: &NodeContext,
+    peer: &Peer,
+    source: ConversationId,
+    seq: u64,
+    title: Option<String>,
+    request_id: RequestId,
+) -> Result<ConversationSummary, WireError> {
+    let cmd = ShardCommand::CloneFromCompaction {
+        id: ConversationId::new(source.shard, ctx.random_u128()),
+        source,
+        owner: peer.user.clone(),
+        seq,
+        title,
+        at_ms: ctx.now_ms(),
+        request_id,
+    };
+    if let Err(e) = cmd.validate() {
+        return Err(WireError::invalid("title", e.to_string()));
+    }
+    match ctx.cluster.propose(source.shard, cmd).await {
+        Ok(Outcome::Conversation(record)) => Ok(summary(&record)),
+        Ok(other) => Err(ctx.internal_error(
+            "clone from a compaction",
+            format!("unexpected outcome {other:?}"),
+        )),
+        Err(e) => Err(propose_error(ctx, "clone from the compaction", e)),
+    }
 }

@@ -26,6 +26,8 @@
 //! * `k/<workspace uid>` → [`WorkspaceCredentials`]: the workspace's sealed credentials
 //! * `la/<conversation uid>` → u64: the conversation's last activity (ms)
 //! * `q/<conversation uid>` → [`queue::MessageQueue`]: messages waiting for the turn
+//! * `us/…`, `uc/…`: what turns used ([`usage`])
+//! * `cp/<conversation uid>/<seq>`: context compactions ([`compactions`])
 //! * workspaces and skill packs: see [`workspaces`]
 
 use crate::security::credentials::{CREDENTIALS_PER_WORKSPACE_MAX, Sealed};
@@ -37,8 +39,10 @@ use shoal_protocol::{
 };
 
 mod command;
+pub mod compactions;
 pub mod history;
 pub mod queue;
+pub mod usage;
 pub mod workspaces;
 
 pub use command::ShardCommand;
@@ -603,6 +607,8 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
         other => match workspaces::apply(view, other, &mut writes)
             .or_else(|| history::apply(view, other, &mut writes))
             .or_else(|| queue::apply(view, other, &mut writes))
+            .or_else(|| usage::apply(view, other, &mut writes))
+            .or_else(|| compactions::apply(view, other, &mut writes))
         {
             Some(outcome) => outcome?,
             None => unreachable!("every command is applied above, by workspaces or by history"),

@@ -4,6 +4,7 @@
 use super::commits::{Commit, submit};
 use super::turn::{fail_turn, finish_turn};
 use super::*;
+use crate::shard::state_machine::compactions::COMPACTION_SUMMARY_BYTES_MAX;
 
 /// The bytes a tool-call part adds to a turn's message (its strings).
 fn part_bytes(part: &Part) -> usize {
@@ -215,6 +216,10 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
                     turn.usage = Some(usage.clone());
                     Event::UsageUpdate { usage }
                 }
+                AgentUpdate::Tokens(tokens) => {
+                    turn.tokens = Some(tokens);
+                    return;
+                }
                 AgentUpdate::PermissionRequest {
                     request,
                     title,
@@ -241,6 +246,25 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
                         }
                     }
                 }
+                AgentUpdate::Compaction {
+                    id,
+                    status,
+                    summary,
+                } => {
+                    let turn_id = turn.running.turn;
+                    let done = compaction_update(&mut turn.compactions, &id, &status, summary);
+                    if let Some(summary) = done {
+                        record_compaction(state, id, turn_id, summary);
+                    }
+                    return;
+                }
+                AgentUpdate::CompactionChunk { id, text } => {
+                    compaction_update(&mut turn.compactions, &id, "in_progress", None);
+                    if let Some(summary) = turn.compactions.get_mut(&id) {
+                        push_bounded(summary, &text);
+                    }
+                    return;
+                }
                 AgentUpdate::UserText(_) => return,
                 AgentUpdate::Other(kind) => {
                     tracing::debug!(conversation = %state.record.id, %kind, "agent update not shown");
@@ -250,6 +274,61 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
         }
     };
     emit(state, event);
+}
+
+/// Compactions followed at once in one turn (more are ignored).
+const COMPACTIONS_OPEN_MAX: usize = 8;
+
+/// Appends `text` to a summary, up to the bound (cut at a character boundary).
+fn push_bounded(summary: &mut String, text: &str) {
+    let room = COMPACTION_SUMMARY_BYTES_MAX.saturating_sub(summary.len());
+    let mut end = text.len().min(room);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    summary.push_str(&text[..end]);
+}
+
+/// Follows a compaction: `Some(summary)` once it completed (and is no longer open).
+fn compaction_update(
+    open: &mut BTreeMap<String, String>,
+    id: &str,
+    status: &str,
+    summary: Option<String>,
+) -> Option<String> {
+    if !open.contains_key(id) && open.len() >= COMPACTIONS_OPEN_MAX {
+        return None;
+    }
+    let current = open.entry(id.to_owned()).or_default();
+    if let Some(summary) = summary {
+        current.clear();
+        push_bounded(current, &summary);
+    }
+    match status {
+        "completed" => open.remove(id),
+        "failed" | "cancelled" => {
+            open.remove(id);
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Records a completed compaction ([`ShardCommand::RecordCompaction`]).
+fn record_compaction(
+    state: &mut ConversationState,
+    agent_id: String,
+    turn: TurnId,
+    summary: String,
+) {
+    let cmd = ShardCommand::RecordCompaction {
+        conversation: state.record.id,
+        agent_id,
+        turn,
+        summary,
+        at_ms: state.ctx.now_ms(),
+    };
+    submit(state, cmd, Commit::Compaction);
 }
 
 /// Ends a turn whose output went past `limits.turn_buffer_bytes_max`. The agent process

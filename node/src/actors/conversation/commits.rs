@@ -7,7 +7,8 @@
 //! the commands apply, and reads, follows and cancels are answered while commits wait.
 //!
 //! In flight per conversation, at most: [`SENDS_PENDING_MAX`] user messages (queued or
-//! not), one checkpoint, one turn end and one agent-session record (so the watcher's queue is
+//! not), one checkpoint, one turn end, one usage record, one agent-session record and a
+//! compaction record per compaction the agent reports (at most 8 open per turn) (so the watcher's queue is
 //! bounded, though its channel type is not).
 
 use super::turn;
@@ -66,6 +67,10 @@ pub enum Commit {
     },
     /// The agent's session id was recorded.
     AgentSession,
+    /// A turn's usage was recorded.
+    Usage,
+    /// A compaction was recorded.
+    Compaction,
     /// A rewind, rename or delete ([`super::history`]).
     Rewrite {
         /// What it was.
@@ -149,6 +154,11 @@ pub(super) async fn on_committed(
         } => turn::on_end_committed(state, turn, message, usage, result),
         Commit::Rewrite { change, reply } => {
             super::history::on_committed(state, change, reply, result);
+        }
+        Commit::Usage | Commit::Compaction => {
+            if let Err(e) = result {
+                tracing::warn!(conversation = %state.record.id, error = %e, "cannot record a turn's usage or a compaction");
+            }
         }
         Commit::AgentSession => {
             if let Err(e) = result {

@@ -204,6 +204,8 @@ pub(super) async fn on_send_committed(
         ending: false,
         from_item,
         orphaned: None,
+        tokens: None,
+        compactions: BTreeMap::new(),
     });
     Metrics::inc(&state.ctx.metrics.turns_running);
     emit(
@@ -552,6 +554,8 @@ pub(super) fn on_end_committed(
 
 /// The end of the turn is committed as `message`: everyone gets `Done`.
 pub(super) fn turn_ended(state: &mut ConversationState, message: Message, usage: Option<Usage>) {
+    let tokens = state.turn.as_ref().and_then(|t| t.tokens);
+    record_usage(state, message.turn, tokens, usage.as_ref());
     state.record.running_turn = None;
     state.record.message_count = message.id.0 + 1;
     push_message(&mut state.messages, message.clone());
@@ -562,6 +566,40 @@ pub(super) fn turn_ended(state: &mut ConversationState, message: Message, usage:
     Metrics::dec(&state.ctx.metrics.turns_running);
     state.last_activity = Instant::now();
     queue::maybe_start_next(state);
+}
+
+/// Records what the turn used ([`ShardCommand::RecordUsage`]) when the agent reported
+/// anything: its token counts, and its session's running cost (in millionths).
+fn record_usage(
+    state: &mut ConversationState,
+    turn: TurnId,
+    tokens: Option<crate::agent_process::TokenCounts>,
+    usage: Option<&Usage>,
+) {
+    // A NaN or negative cost counts as zero (the cast saturates).
+    let session_cost = usage.and_then(|u| {
+        u.cost.map(|c| {
+            (
+                (c * 1e6).round() as u64,
+                u.currency.clone().unwrap_or_default(),
+            )
+        })
+    });
+    if tokens.is_none() && session_cost.is_none() {
+        return;
+    }
+    let cmd = ShardCommand::RecordUsage {
+        conversation: state.record.id,
+        owner: state.record.owner.clone(),
+        turn,
+        workspace: state.record.workspace,
+        agent: state.record.agent.clone(),
+        at_ms: state.ctx.now_ms(),
+        tokens,
+        session: state.record.agent_session.clone(),
+        session_cost,
+    };
+    submit(state, cmd, Commit::Usage);
 }
 
 /// Whether the end was applied is unknown (a lost lease, a timeout): announcing a `Done`

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use shoal_protocol::client::{MESSAGE_TEXT_BYTES_MAX, TITLE_BYTES_MAX};
 use shoal_protocol::transcript::{Message, MessageStatus, StopReason, content_from_parts};
 use shoal_protocol::workspaces::{SkillPackSpec, check_name};
-use shoal_protocol::{ConversationId, MessageId, RequestId, SkillPackId, UserId, WorkspaceId};
+use shoal_protocol::{
+    ConversationId, MessageId, RequestId, SkillPackId, TurnId, UserId, WorkspaceId,
+};
 
 /// A durable change to a shard. Encoded by declaration index: append only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +319,59 @@ pub enum ShardCommand {
         /// Its new position.
         position: u32,
     },
+    /// Record what a turn used (once per turn; see [`super::usage`]).
+    RecordUsage {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its owner.
+        owner: UserId,
+        /// The turn.
+        turn: TurnId,
+        /// Its workspace.
+        workspace: WorkspaceId,
+        /// The agent that ran it.
+        agent: String,
+        /// When it ended.
+        at_ms: u64,
+        /// The agent's token counts for the turn, if reported.
+        tokens: Option<crate::agent_process::TokenCounts>,
+        /// The agent session the cost total belongs to.
+        session: Option<String>,
+        /// The session's running cost total after the turn, in millionths of its
+        /// currency (integers keep every replica's sums alike), and the currency.
+        session_cost: Option<(u64, String)>,
+    },
+    /// Record a context compaction the agent reported (once per agent id and turn).
+    RecordCompaction {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The agent's id for it.
+        agent_id: String,
+        /// The turn it happened in.
+        turn: TurnId,
+        /// Its summary (at most 64 KiB).
+        summary: String,
+        /// When.
+        at_ms: u64,
+    },
+    /// A new conversation (same workspace and agent) seeded with one message: the
+    /// summary of compaction `seq` of `source`. Idempotent per request id.
+    CloneFromCompaction {
+        /// The new conversation (in the source's shard).
+        id: ConversationId,
+        /// The conversation compacted.
+        source: ConversationId,
+        /// Its owner.
+        owner: UserId,
+        /// The compaction.
+        seq: u64,
+        /// The new title (`None`: "Summary of …").
+        title: Option<String>,
+        /// When.
+        at_ms: u64,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
 }
 
 impl ShardCommand {
@@ -457,6 +512,38 @@ impl ShardCommand {
             ShardCommand::StartQueued { .. }
             | ShardCommand::RemoveQueued { .. }
             | ShardCommand::MoveQueued { .. } => {}
+            ShardCommand::RecordCompaction {
+                agent_id, summary, ..
+            } => {
+                if summary.len() > super::compactions::COMPACTION_SUMMARY_BYTES_MAX
+                    || agent_id.len() > 256
+                {
+                    return Err(Rejection::Invalid(
+                        "a compaction summary is at most 64 KiB and its id 256 bytes".to_owned(),
+                    ));
+                }
+            }
+            ShardCommand::CloneFromCompaction {
+                id, source, title, ..
+            } => {
+                if id.shard != source.shard {
+                    return Err(Rejection::Invalid(format!(
+                        "a clone of {source} must stay in its shard {}",
+                        source.shard
+                    )));
+                }
+                check_title(title.as_deref())?;
+            }
+            ShardCommand::RecordUsage { session_cost, .. } => {
+                if let Some((_, currency)) = session_cost
+                    && currency.len() > 16
+                {
+                    return Err(Rejection::Invalid(format!(
+                        "currency code {:?} is longer than 16 bytes",
+                        currency.chars().take(20).collect::<String>()
+                    )));
+                }
+            }
             ShardCommand::DeleteSkillPack { id, default, .. } => {
                 same_shard(id.shard, default.shard, "skill pack")?;
             }

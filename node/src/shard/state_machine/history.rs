@@ -245,7 +245,11 @@ pub(super) fn delete_keys(
     writes: &mut Writes,
     rec: &ConversationRecord,
 ) -> Result<(), Failure> {
-    for prefix in [message_prefix(rec.id), send_request_prefix(rec.id)] {
+    for prefix in [
+        message_prefix(rec.id),
+        send_request_prefix(rec.id),
+        super::compactions::compactions_prefix(rec.id),
+    ] {
         for (key, _) in view.scan_prefix(&prefix)? {
             writes.delete(key);
         }

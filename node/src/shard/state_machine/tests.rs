@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 mod history;
 mod queue;
+mod usage;
 mod workspaces;
 
 #[derive(Default)]
