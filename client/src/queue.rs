@@ -1,5 +1,5 @@
 //! Sending while a turn runs: a message sent then is queued by the node (replicated, so it
-//! survives a failover) and runs after the turn; "send now" cancels the running turn and
+//! survives a failover) and runs after the turn; "send now" cuts the running turn short and
 //! runs first. Also the queue's listing and editing, and reattaching to a running turn.
 
 use crate::connection::FrameReader;
@@ -88,7 +88,7 @@ impl Client {
         self.open_turn("send", request).await
     }
 
-    /// Sends a message "now": a running turn is cancelled (saved as cancelled with what
+    /// Sends a message "now": a running turn is cut short (saved as interrupted with what
     /// it streamed) and this message runs next, ahead of queued ones.
     pub async fn send_now(
         &self,

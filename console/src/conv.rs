@@ -47,7 +47,8 @@ pub(crate) enum ConvCommand {
         /// Answer permission requests with their first allow option instead of denying.
         #[arg(long)]
         allow: bool,
-        /// Cancel the running turn (if any) and run this message next, ahead of the queue.
+        /// Cut the running turn short (saved as interrupted) and run this message next,
+        /// ahead of the queue.
         #[arg(long)]
         now: bool,
     },
@@ -212,6 +213,9 @@ pub(crate) enum ConvCommand {
         /// The new conversation's title (default: "Summary of …").
         #[arg(long)]
         title: Option<String>,
+        /// Print the new conversation as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a conversation and all its messages. Refused while a turn runs.
     Rm {
@@ -220,6 +224,9 @@ pub(crate) enum ConvCommand {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+        /// Print `{"deleted": ID}`.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -372,12 +379,17 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
             id,
             compaction,
             title,
+            json,
         } => {
             let summary = client.clone_from_compaction(id, compaction, title).await?;
-            print_line(&summary.id.to_string())?;
+            if json {
+                print_line(&summary_json(&summary).to_string())?;
+            } else {
+                print_line(&summary.id.to_string())?;
+            }
             Ok(ExitCode::SUCCESS)
         }
-        ConvCommand::Rm { id, yes } => conv_history::remove(&client, id, yes)
+        ConvCommand::Rm { id, yes, json } => conv_history::remove(&client, id, yes, json)
             .await
             .map(|()| ExitCode::SUCCESS),
         ConvCommand::Cancel { id } => {

@@ -119,12 +119,21 @@ pub(crate) async fn rename(
 }
 
 /// `conv rm`.
-pub(crate) async fn remove(client: &Client, id: ConversationId, yes: bool) -> anyhow::Result<()> {
+pub(crate) async fn remove(
+    client: &Client,
+    id: ConversationId,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     if !confirm(&format!("delete {id} and all its messages"), yes)? {
         return Err(anyhow!("not deleted: not confirmed"));
     }
     client.delete_conversation(id).await?;
-    print_line(&format!("deleted {id}"))
+    if json {
+        print_line(&serde_json::json!({ "deleted": id.to_string() }).to_string())
+    } else {
+        print_line(&format!("deleted {id}"))
+    }
 }
 
 /// Messages shown by `conv show --before` unless `--limit` says otherwise.

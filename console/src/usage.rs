@@ -22,7 +22,7 @@ pub(crate) struct UsageArgs {
     /// Only turns that ended in the last DURATION (`30m`, `24h`, `7d`).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     since: Option<u64>,
-    /// One row per what.
+    /// One row per what (`credential`: per workspace credential the agent ran with).
     #[arg(long, value_enum, default_value_t = By::Conversation)]
     by: By,
     /// Print `{rows, total}` as JSON.
@@ -35,6 +35,7 @@ enum By {
     Conversation,
     Agent,
     Workspace,
+    Credential,
 }
 
 /// Parses `30m`, `24h`, `7d`, `90s` into milliseconds.
@@ -129,6 +130,7 @@ async fn report(client: &Client, args: UsageArgs) -> anyhow::Result<()> {
         By::Conversation => UsageBy::Conversation,
         By::Agent => UsageBy::Agent,
         By::Workspace => UsageBy::Workspace,
+        By::Credential => UsageBy::Credential,
     };
     let (rows, total) = client.usage(workspace, args.agent, since_ms, by).await?;
     if args.json {

@@ -368,7 +368,7 @@ async fn history_scenario(profile: &Path) -> Result<()> {
     ok(profile, &["conv", "send", &id, "/usage"]).await?;
     let usage = ok_json(profile, &["usage", "--by", "agent", "--json"]).await?;
     ensure!(
-        usage["total"]["turns"] == 1
+        usage["total"]["turns"].as_u64().is_some_and(|t| t >= 1)
             && usage["total"]["output_tokens"] == 20
             && usage["total"]["cost"]["USD"] == 0.01,
         "shoalctl usage sums the turn: {usage}"

@@ -381,6 +381,10 @@ async fn usage_totals_are_the_sum_of_what_each_turn_used() {
         .create_conversation_in(ws.id, None, None)
         .await
         .unwrap();
+    client
+        .set_credential(Some(ws.id), "METERED_KEY", "k")
+        .await
+        .unwrap();
     // The demo agent's session total goes 0.01, 0.02: each turn adds 0.01.
     say(&client, a.id, "/usage").await;
     say(&client, a.id, "/usage").await;
@@ -405,24 +409,36 @@ async fn usage_totals_are_the_sum_of_what_each_turn_used() {
         [("USD".to_owned(), 20_000)],
         "deltas of the running total"
     );
+    // b's second turn reported nothing: it counts, with nothing used.
     assert_eq!(
-        (rb.turns, rb.cost.clone()),
-        (1, vec![("USD".to_owned(), 10_000)])
+        (rb.turns, rb.output_tokens, rb.cost.clone()),
+        (2, 20, vec![("USD".to_owned(), 10_000)])
     );
     assert_eq!(total.turns, ra.turns + rb.turns);
     assert_eq!(total.output_tokens, ra.output_tokens + rb.output_tokens);
     assert_eq!(total.cost, [("USD".to_owned(), 30_000)]);
 
+    // Per credential: b's agent ran with the workspace's key, a's with none.
+    let (by_key, _) = client
+        .usage(None, None, None, UsageBy::Credential)
+        .await
+        .unwrap();
+    let turns_of = |key: &str| by_key.iter().find(|r| r.key == key).map(|r| r.turns);
+    assert_eq!(
+        (turns_of("METERED_KEY"), turns_of("(none)")),
+        (Some(2), Some(2)),
+        "{by_key:?}"
+    );
     let (by_ws, only_b) = client
         .usage(Some(ws.id), None, None, UsageBy::Workspace)
         .await
         .unwrap();
-    assert_eq!((by_ws.len(), only_b.turns), (1, 1));
+    assert_eq!((by_ws.len(), only_b.turns), (1, 2));
     let (_, demo) = client
         .usage(None, Some(a.agent.clone()), None, UsageBy::Agent)
         .await
         .unwrap();
-    assert_eq!(demo.turns, 3);
+    assert_eq!(demo.turns, 4);
     let (none, nothing) = client
         .usage(None, Some("nope".into()), None, UsageBy::Agent)
         .await
@@ -447,7 +463,7 @@ async fn usage_totals_are_the_sum_of_what_each_turn_used() {
             .unwrap()
             .1
             .turns,
-        3
+        4
     );
     // Another user sees none of it.
     let token = node

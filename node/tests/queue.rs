@@ -120,8 +120,8 @@ async fn send_now_cancels_the_running_turn_and_goes_first() {
     let t = transcript(&client, conv.id).await;
     assert_eq!(
         t[1].2,
-        MessageStatus::Cancelled,
-        "the interrupted turn is saved: {t:?}"
+        MessageStatus::Interrupted,
+        "the cut turn is saved as interrupted: {t:?}"
     );
     assert_eq!((t[2].1.as_str(), t[4].1.as_str()), ("urgent", "later"));
     // On an idle conversation, send-now is a plain send.

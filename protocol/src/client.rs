@@ -256,8 +256,9 @@ pub enum ClientRequest {
         /// At most this many (capped at [`MESSAGES_PAGE_MAX`]).
         limit: u32,
     },
-    /// Like `SendMessage`, but "now": a running turn is cancelled and this message runs
-    /// next, ahead of any queued ones. The stream is as for `SendMessage`.
+    /// Like `SendMessage`, but "now": a running turn is cut short (saved as interrupted)
+    /// and this message runs next, ahead of any queued ones. The stream is as for
+    /// `SendMessage`.
     SendNow {
         /// The conversation.
         conversation: ConversationId,
@@ -348,6 +349,9 @@ pub enum UsageBy {
     Agent,
     /// One row per workspace.
     Workspace,
+    /// One row per workspace credential the agent ran with (a turn with several counts
+    /// in each; one with none in `(none)`).
+    Credential,
 }
 
 /// Usage summed over some turns.

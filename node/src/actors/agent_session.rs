@@ -407,6 +407,8 @@ async fn ensure_process(
             credit: None,
         });
     }
+    // For usage per credential: which of the workspace's credentials this process has.
+    let credentials: Vec<String> = extra_env.keys().cloned().collect();
     // After the credentials: reserved names are never injected, and this one is Shoal's.
     extra_env.insert("SHOAL_NODE_ID".to_owned(), ctx.node_id().to_owned());
     let opts = StartOptions {
@@ -488,7 +490,10 @@ async fn ensure_process(
     state.args.resume_session = Some(process.session_id().to_owned());
     let _ = state.args.conversation.cast(ConversationMsg::Agent {
         turn,
-        event: AgentEvent::SessionStarted(process.session_id().to_owned()),
+        event: AgentEvent::SessionStarted {
+            session: process.session_id().to_owned(),
+            credentials,
+        },
         credit: None,
     });
     let watcher = process.clone();

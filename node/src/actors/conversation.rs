@@ -80,8 +80,13 @@ pub enum AgentEvent {
     Status(String),
     /// An owner-only warning for the turn (a credential left out).
     Warning(String),
-    /// The agent process started with this session id.
-    SessionStarted(String),
+    /// The agent process started with this session id, and these credentials (names).
+    SessionStarted {
+        /// The agent's session id.
+        session: String,
+        /// The workspace credentials in its environment.
+        credentials: Vec<String>,
+    },
     /// A session update.
     Update(AgentUpdate),
     /// The prompt ended (`Err` carries what went wrong).
@@ -283,6 +288,8 @@ struct Turn {
     tokens: Option<crate::agent_process::TokenCounts>,
     /// Compactions the agent reports in this turn, by its id: their summary so far.
     compactions: BTreeMap<String, String>,
+    /// Cancelled for a message sent "now": saved as interrupted.
+    superseded: bool,
 }
 
 impl Turn {
@@ -330,6 +337,8 @@ pub struct ConversationState {
     queue: crate::shard::state_machine::queue::MessageQueue,
     /// The open streams of queued messages' senders, by item (at most the queue's bound).
     queued_sinks: std::collections::HashMap<u64, Sink>,
+    /// The credentials (names) in the current agent process's environment.
+    agent_credentials: Vec<String>,
 }
 
 /// The actor. See the module doc.
@@ -429,6 +438,7 @@ impl Actor for ConversationActor {
             defunct: None,
             queue: ctx.store.message_queue(id)?,
             queued_sinks: std::collections::HashMap::new(),
+            agent_credentials: Vec::new(),
         };
         // A previous activation stopped in the middle of a turn: save it as interrupted
         // with what its checkpoints stored.

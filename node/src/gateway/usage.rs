@@ -51,16 +51,20 @@ pub(super) fn usage(
             && agent.as_ref().is_none_or(|a| *a == t.agent)
             && since_ms.is_none_or(|since| t.at_ms >= since)
     }) {
-        let key = match by {
-            UsageBy::Conversation => turn.conversation.to_string(),
-            UsageBy::Agent => turn.agent.clone(),
-            UsageBy::Workspace => turn.workspace.to_string(),
+        let keys = match by {
+            UsageBy::Conversation => vec![turn.conversation.to_string()],
+            UsageBy::Agent => vec![turn.agent.clone()],
+            UsageBy::Workspace => vec![turn.workspace.to_string()],
+            UsageBy::Credential if turn.credentials.is_empty() => vec!["(none)".to_owned()],
+            UsageBy::Credential => turn.credentials.clone(),
         };
-        let row = rows.entry(key.clone()).or_insert_with(|| UsageRow {
-            key,
-            ..UsageRow::default()
-        });
-        add(row, turn);
+        for key in keys {
+            let row = rows.entry(key.clone()).or_insert_with(|| UsageRow {
+                key,
+                ..UsageRow::default()
+            });
+            add(row, turn);
+        }
         add(&mut total, turn);
     }
     let mut rows: Vec<UsageRow> = rows.into_values().collect();

@@ -52,7 +52,12 @@ fn append_text(parts: &mut Vec<Part>, reasoning: bool, chunk: &str) {
 }
 
 pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, event: AgentEvent) {
-    if let AgentEvent::SessionStarted(session_id) = &event {
+    if let AgentEvent::SessionStarted {
+        session: session_id,
+        credentials,
+    } = &event
+    {
+        state.agent_credentials = credentials.clone();
         if state.record.agent_session.as_deref() != Some(session_id) {
             state.record.agent_session = Some(session_id.clone());
             let cmd = ShardCommand::SetAgentSession {
@@ -83,11 +88,17 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
     let message_id = turn.message.id;
     let limit = state.ctx.config.limits.turn_buffer_bytes_max.get() as usize;
     let event = match event {
-        AgentEvent::SessionStarted(_) => return,
+        AgentEvent::SessionStarted { .. } => return,
         AgentEvent::Status(text) => Event::Status { text },
         AgentEvent::Warning(message) => Event::AgentWarning { message },
         AgentEvent::Ended(result) => {
             let (status, reason, error) = match result {
+                // Cut short by a message sent "now": interrupted, and saying by what.
+                Ok(_) if turn.superseded => (
+                    MessageStatus::Interrupted,
+                    StopReason::Cancelled,
+                    Some("interrupted by a message sent with \"send now\"".to_owned()),
+                ),
                 Ok(PromptOutcome::Cancelled) => {
                     (MessageStatus::Cancelled, StopReason::Cancelled, None)
                 }

@@ -38,6 +38,9 @@ pub(super) fn request_turn(
     }
     if queue::must_queue(state) {
         if now {
+            if let Some(turn) = state.turn.as_mut().filter(|t| !t.ending) {
+                turn.superseded = true;
+            }
             request_cancel(state);
         }
         queue::enqueue(state, text, request_id, sink, reply, now);
@@ -206,6 +209,7 @@ pub(super) async fn on_send_committed(
         orphaned: None,
         tokens: None,
         compactions: BTreeMap::new(),
+        superseded: false,
     });
     Metrics::inc(&state.ctx.metrics.turns_running);
     emit(
@@ -517,6 +521,12 @@ pub(super) fn on_workspace_saved(
     if let Some(message) = warning {
         emit(state, Event::AgentWarning { message });
     }
+    // Ahead of the end in the shard's log: when `Done` goes out, the usage is applied.
+    let (tokens, usage) = state
+        .turn
+        .as_ref()
+        .map_or((None, None), |t| (t.tokens, t.usage.clone()));
+    record_usage(state, turn_id, tokens, usage.as_ref());
     submit(state, cmd, commit);
 }
 
@@ -554,8 +564,6 @@ pub(super) fn on_end_committed(
 
 /// The end of the turn is committed as `message`: everyone gets `Done`.
 pub(super) fn turn_ended(state: &mut ConversationState, message: Message, usage: Option<Usage>) {
-    let tokens = state.turn.as_ref().and_then(|t| t.tokens);
-    record_usage(state, message.turn, tokens, usage.as_ref());
     state.record.running_turn = None;
     state.record.message_count = message.id.0 + 1;
     push_message(&mut state.messages, message.clone());
@@ -568,8 +576,9 @@ pub(super) fn turn_ended(state: &mut ConversationState, message: Message, usage:
     queue::maybe_start_next(state);
 }
 
-/// Records what the turn used ([`ShardCommand::RecordUsage`]) when the agent reported
-/// anything: its token counts, and its session's running cost (in millionths).
+/// Records what the turn used ([`ShardCommand::RecordUsage`]): the agent's token counts
+/// and its session's running cost (in millionths) when it reported them — every turn
+/// counts, a turn it reported nothing for with zero tokens and no cost.
 fn record_usage(
     state: &mut ConversationState,
     turn: TurnId,
@@ -585,9 +594,6 @@ fn record_usage(
             )
         })
     });
-    if tokens.is_none() && session_cost.is_none() {
-        return;
-    }
     let cmd = ShardCommand::RecordUsage {
         conversation: state.record.id,
         owner: state.record.owner.clone(),
@@ -598,6 +604,7 @@ fn record_usage(
         tokens,
         session: state.record.agent_session.clone(),
         session_cost,
+        credentials: state.agent_credentials.clone(),
     };
     submit(state, cmd, Commit::Usage);
 }

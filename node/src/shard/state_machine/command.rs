@@ -340,6 +340,8 @@ pub enum ShardCommand {
         /// The session's running cost total after the turn, in millionths of its
         /// currency (integers keep every replica's sums alike), and the currency.
         session_cost: Option<(u64, String)>,
+        /// The workspace credentials (names) the agent ran with.
+        credentials: Vec<String>,
     },
     /// Record a context compaction the agent reported (once per agent id and turn).
     RecordCompaction {
@@ -534,7 +536,17 @@ impl ShardCommand {
                 }
                 check_title(title.as_deref())?;
             }
-            ShardCommand::RecordUsage { session_cost, .. } => {
+            ShardCommand::RecordUsage {
+                session_cost,
+                credentials,
+                ..
+            } => {
+                if credentials.len() > crate::security::credentials::CREDENTIALS_PER_WORKSPACE_MAX {
+                    return Err(Rejection::Invalid(
+                        "a turn cannot have run with more credentials than a workspace holds"
+                            .to_owned(),
+                    ));
+                }
                 if let Some((_, currency)) = session_cost
                     && currency.len() > 16
                 {

@@ -31,6 +31,8 @@ pub struct TurnUsage {
     /// The cost it added in millionths of the currency, and the currency, when the agent
     /// reports cost.
     pub cost: Option<(u64, String)>,
+    /// The workspace credentials (names) the agent ran with.
+    pub credentials: Vec<String>,
 }
 
 /// The running cost total last recorded for a conversation's agent session.
@@ -92,6 +94,7 @@ pub(super) fn apply(
         tokens,
         session,
         session_cost,
+        credentials,
     } = cmd
     else {
         return None;
@@ -127,6 +130,7 @@ pub(super) fn apply(
             at_ms: *at_ms,
             tokens: tokens.unwrap_or_default(),
             cost,
+            credentials: credentials.clone(),
         };
         writes.put(key, &usage);
         Ok(Outcome::Done)

@@ -19,6 +19,7 @@ fn record(mem: &mut Mem, turn: u64, session: &str, total_micros: Option<u64>) {
         }),
         session: Some(session.to_owned()),
         session_cost: total_micros.map(|t| (t, "USD".to_owned())),
+        credentials: vec!["API_KEY".into()],
     })
     .unwrap();
 }
