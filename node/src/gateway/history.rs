@@ -15,6 +15,19 @@ use shoal_protocol::transcript::Message;
 use shoal_protocol::{ConversationId, MessageId, RequestId, WireError, WorkspaceId};
 use std::cmp::Reverse;
 
+/// The caller's conversation as committed, or not found (another user's reads the same).
+fn owned_conversation(
+    ctx: &NodeContext,
+    peer: &Peer,
+    id: ConversationId,
+) -> Result<crate::shard::state_machine::ConversationRecord, WireError> {
+    ctx.store
+        .conversation(id)
+        .map_err(|e| ctx.internal_error("read a conversation", e))?
+        .filter(|r| r.owner == peer.user)
+        .ok_or_else(|| WireError::not_found(format!("conversation {id} does not exist")))
+}
+
 /// `ForkConversation`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fork(
@@ -27,13 +40,7 @@ pub(super) async fn fork(
     title: Option<String>,
     request_id: RequestId,
 ) -> Result<ConversationSummary, WireError> {
-    let not_found = || WireError::not_found(format!("conversation {source} does not exist"));
-    let original = ctx
-        .store
-        .conversation(source)
-        .map_err(|e| ctx.internal_error("read a conversation", e))?
-        .filter(|r| r.owner == peer.user)
-        .ok_or_else(not_found)?;
+    let original = owned_conversation(ctx, peer, source)?;
     if let Some(title) = &title
         && title.len() > TITLE_BYTES_MAX
     {
@@ -154,14 +161,7 @@ pub(super) fn messages(
     before: Option<MessageId>,
     limit: u32,
 ) -> Result<(Vec<Message>, bool), WireError> {
-    let record = ctx
-        .store
-        .conversation(conversation)
-        .map_err(|e| ctx.internal_error("read a conversation", e))?
-        .filter(|r| r.owner == peer.user)
-        .ok_or_else(|| {
-            WireError::not_found(format!("conversation {conversation} does not exist"))
-        })?;
+    let record = owned_conversation(ctx, peer, conversation)?;
     let limit = u64::from(limit.clamp(1, MESSAGES_PAGE_MAX));
     let to = before.map_or(record.message_count, |b| b.0.min(record.message_count));
     let from = to.saturating_sub(limit);
@@ -178,26 +178,13 @@ pub(super) fn compactions(
     peer: &Peer,
     conversation: ConversationId,
 ) -> Result<Vec<CompactionInfo>, WireError> {
-    ctx.store
-        .conversation(conversation)
-        .map_err(|e| ctx.internal_error("read a conversation", e))?
-        .filter(|r| r.owner == peer.user)
-        .ok_or_else(|| {
-            WireError::not_found(format!("conversation {conversation} does not exist"))
-        })?;
+    owned_conversation(ctx, peer, conversation)?;
     let view = ctx
         .store
         .view(conversation.shard)
         .map_err(|e| ctx.internal_error("read compactions", e))?;
     let records = crate::shard::state_machine::compactions::compactions(view, conversation)
-        .map_err(|e| match e {
-            crate::shard::state_machine::Failure::Read(e) => {
-                ctx.internal_error("read compactions", e)
-            }
-            crate::shard::state_machine::Failure::Rejected(r) => {
-                ctx.internal_error("read compactions", r)
-            }
-        })?;
+        .map_err(|e| ctx.internal_error("read compactions", e))?;
     Ok(records
         .into_iter()
         .map(|c| CompactionInfo {

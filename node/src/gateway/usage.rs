@@ -37,10 +37,7 @@ pub(super) fn usage(
         .store
         .view(shard)
         .map_err(|e| ctx.internal_error("read usage", e))?;
-    let turns = user_usage(view, &peer.user).map_err(|e| match e {
-        crate::shard::state_machine::Failure::Read(e) => ctx.internal_error("read usage", e),
-        crate::shard::state_machine::Failure::Rejected(r) => ctx.internal_error("read usage", r),
-    })?;
+    let turns = user_usage(view, &peer.user).map_err(|e| ctx.internal_error("read usage", e))?;
     let mut rows: BTreeMap<String, UsageRow> = BTreeMap::new();
     let mut total = UsageRow {
         key: "total".to_owned(),

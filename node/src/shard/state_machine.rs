@@ -369,6 +369,43 @@ pub(super) fn send_request_key(id: ConversationId, request_id: RequestId) -> Vec
     key
 }
 
+/// The writes of a new conversation (created, forked or cloned): its record, the create
+/// request's key, its activity time and its entries in the owner's and the workspace's
+/// indexes.
+fn put_new_conversation(writes: &mut Writes, rec: &ConversationRecord, request_key: Vec<u8>) {
+    writes.put(conversation_key(rec.id), rec);
+    writes.put(request_key, &rec.id);
+    writes.put(activity_key(rec.id), &rec.created_at_ms);
+    let mut index = user_prefix(&rec.owner);
+    index.extend_from_slice(&rec.id.uid.to_be_bytes());
+    writes.puts.push((index, Vec::new()));
+    writes.puts.push((
+        workspaces::workspace_conversation_key(rec.workspace, rec.id),
+        Vec::new(),
+    ));
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn cut_to(mut text: String, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
+/// Every value under `prefix`, decoded, in key order.
+fn read_all<T: serde::de::DeserializeOwned>(
+    view: &impl ShardRead,
+    prefix: &[u8],
+) -> Result<Vec<T>, ReadError> {
+    view.scan_prefix(prefix)?
+        .into_iter()
+        .map(|(k, v)| decode(&k, &v))
+        .collect()
+}
+
 /// Decodes a stored value.
 pub fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, ReadError> {
     BincodeCodec.decode(bytes).map_err(|e| ReadError::Corrupt {
@@ -457,16 +494,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
                 running_turn: None,
                 agent_session: None,
             };
-            writes.put(conversation_key(*id), &rec);
-            writes.put(req_key, id);
-            writes.put(activity_key(*id), at_ms);
-            let mut index = user_prefix(owner);
-            index.extend_from_slice(&id.uid.to_be_bytes());
-            writes.puts.push((index, Vec::new()));
-            writes.puts.push((
-                workspaces::workspace_conversation_key(*workspace, *id),
-                Vec::new(),
-            ));
+            put_new_conversation(&mut writes, &rec, req_key);
             Outcome::Conversation(Box::new(rec))
         }
         ShardCommand::Activate { conversation } => {

@@ -164,6 +164,21 @@ impl Store {
         })
     }
 
+    /// The value at `key` of `shard`, decoded.
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        shard: ShardId,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        let tree = self.tree(shard)?;
+        match tree.get(key).map_err(|e| StoreError::Io(e.to_string()))? {
+            None => Ok(None),
+            Some(bytes) => decode(key, &bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Io(e.to_string())),
+        }
+    }
+
     /// A read view of one shard's replicated state, for the reads the state machine
     /// shares with the gateway ([`super::state_machine::workspaces`]).
     pub fn view(&self, shard: ShardId) -> Result<&sled::Tree, StoreError> {
@@ -172,14 +187,9 @@ impl Store {
 
     /// Whether `workspace` was deleted (its record is a tombstone).
     pub fn workspace_deleted(&self, workspace: WorkspaceId) -> Result<bool, StoreError> {
-        let key = workspace_record_key(workspace);
-        let tree = self.tree(workspace.shard)?;
-        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
-            None => Ok(false),
-            Some(bytes) => decode::<WorkspaceRecord>(&key, &bytes)
-                .map(|r| r.deleted)
-                .map_err(|e| StoreError::Io(e.to_string())),
-        }
+        let record: Option<WorkspaceRecord> =
+            self.get(workspace.shard, &workspace_record_key(workspace))?;
+        Ok(record.is_some_and(|r| r.deleted))
     }
 
     /// The skill packs attached to `workspace`, in attach order (a pack deleted
@@ -271,27 +281,13 @@ impl Store {
         &self,
         id: ConversationId,
     ) -> Result<Option<ConversationRecord>, StoreError> {
-        let key = conversation_key(id);
-        let tree = self.tree(id.shard)?;
-        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
-            None => Ok(None),
-            Some(bytes) => decode(&key, &bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Io(e.to_string())),
-        }
+        self.get(id.shard, &conversation_key(id))
     }
 
     /// A conversation's last activity (ms), when recorded (conversations older than the
     /// record have none: their creation time stands in).
     pub fn last_activity(&self, id: ConversationId) -> Result<Option<u64>, StoreError> {
-        let key = activity_key(id);
-        let tree = self.tree(id.shard)?;
-        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
-            None => Ok(None),
-            Some(bytes) => decode(&key, &bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Io(e.to_string())),
-        }
+        self.get(id.shard, &activity_key(id))
     }
 
     /// A conversation's queued messages (empty when none).
@@ -300,11 +296,7 @@ impl Store {
         id: ConversationId,
     ) -> Result<crate::shard::state_machine::queue::MessageQueue, StoreError> {
         let key = crate::shard::state_machine::queue::queue_key(id);
-        let tree = self.tree(id.shard)?;
-        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
-            None => Ok(Default::default()),
-            Some(bytes) => decode(&key, &bytes).map_err(|e| StoreError::Io(e.to_string())),
-        }
+        Ok(self.get(id.shard, &key)?.unwrap_or_default())
     }
 
     /// A workspace's last committed snapshot.
@@ -312,14 +304,7 @@ impl Store {
         &self,
         workspace: WorkspaceId,
     ) -> Result<Option<WorkspaceSnapshot>, StoreError> {
-        let key = workspace_snapshot_key(workspace);
-        let tree = self.tree(workspace.shard)?;
-        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
-            None => Ok(None),
-            Some(bytes) => decode(&key, &bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Io(e.to_string())),
-        }
+        self.get(workspace.shard, &workspace_snapshot_key(workspace))
     }
 
     /// A workspace's sealed credentials (empty when none is set).
@@ -328,11 +313,7 @@ impl Store {
         workspace: WorkspaceId,
     ) -> Result<WorkspaceCredentials, StoreError> {
         let key = workspace_credentials_key(workspace);
-        let tree = self.tree(workspace.shard)?;
-        match tree.get(&key).map_err(|e| StoreError::Io(e.to_string()))? {
-            None => Ok(WorkspaceCredentials::default()),
-            Some(bytes) => decode(&key, &bytes).map_err(|e| StoreError::Io(e.to_string())),
-        }
+        Ok(self.get(workspace.shard, &key)?.unwrap_or_default())
     }
 
     /// Every workspace snapshot committed in any shard this node holds (what blob

@@ -5,8 +5,8 @@
 //! Key: `cp/<conversation uid>/<seq BE>` → [`CompactionRecord`] (seq from 1).
 
 use super::{
-    ConversationRecord, Failure, Outcome, Rejection, ShardCommand, ShardRead, Writes, activity_key,
-    conversation_key, create_request_key, message_key, read, record, user_prefix,
+    ConversationRecord, Failure, Outcome, ReadError, Rejection, ShardCommand, ShardRead, Writes,
+    create_request_key, message_key, read, record,
 };
 use serde::{Deserialize, Serialize};
 use shoal_protocol::transcript::{Message, MessageStatus, Part, Role, content_from_parts};
@@ -44,12 +44,8 @@ pub fn compactions_prefix(conversation: ConversationId) -> Vec<u8> {
 pub fn compactions(
     view: &impl ShardRead,
     conversation: ConversationId,
-) -> Result<Vec<CompactionRecord>, Failure> {
-    Ok(view
-        .scan_prefix(&compactions_prefix(conversation))?
-        .into_iter()
-        .map(|(k, v)| super::decode(&k, &v))
-        .collect::<Result<_, _>>()?)
+) -> Result<Vec<CompactionRecord>, ReadError> {
+    super::read_all(view, &compactions_prefix(conversation))
 }
 
 /// Applies `RecordCompaction` and `CloneFromCompaction`; `None` for any other command.
@@ -165,16 +161,9 @@ fn clone(
         id,
         workspace: src.workspace,
         owner: owner.clone(),
-        title: title.clone().or_else(|| {
-            let base = src.title.clone().unwrap_or_else(|| source.to_string());
-            let mut t = format!("Summary of {base}");
-            let mut end = t.len().min(shoal_protocol::client::TITLE_BYTES_MAX);
-            while !t.is_char_boundary(end) {
-                end -= 1;
-            }
-            t.truncate(end);
-            Some(t)
-        }),
+        title: title
+            .clone()
+            .or_else(|| Some(super::history::titled("Summary of", &src))),
         agent: src.agent.clone(),
         created_at_ms: at_ms,
         message_count: 1,
@@ -184,15 +173,6 @@ fn clone(
         agent_session: None,
     };
     writes.put(message_key(id, MessageId(0)), &seeded);
-    writes.put(conversation_key(id), &rec);
-    writes.put(req_key, &id);
-    writes.put(activity_key(id), &at_ms);
-    let mut index = user_prefix(owner);
-    index.extend_from_slice(&id.uid.to_be_bytes());
-    writes.puts.push((index, Vec::new()));
-    writes.puts.push((
-        super::workspaces::workspace_conversation_key(src.workspace, id),
-        Vec::new(),
-    ));
+    super::put_new_conversation(writes, &rec, req_key);
     Ok(Outcome::Conversation(Box::new(rec)))
 }

@@ -20,11 +20,16 @@ pub const DERIVED_TITLE_BYTES_MAX: usize = 80;
 /// character boundary to [`DERIVED_TITLE_BYTES_MAX`] bytes.
 pub fn derived_title(text: &str) -> Option<String> {
     let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
-    let mut end = line.len().min(DERIVED_TITLE_BYTES_MAX);
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(line[..end].to_owned())
+    Some(super::cut_to(line.to_owned(), DERIVED_TITLE_BYTES_MAX))
+}
+
+/// "`prefix` <title of `source`>" (its id when untitled), within the title bound.
+pub(super) fn titled(prefix: &str, source: &ConversationRecord) -> String {
+    let base = source
+        .title
+        .clone()
+        .unwrap_or_else(|| source.id.to_string());
+    super::cut_to(format!("{prefix} {base}"), TITLE_BYTES_MAX)
 }
 
 /// `owner`'s conversation, or [`Rejection::NotFound`] (another user's reads the same).
@@ -127,16 +132,7 @@ pub(super) fn apply(
                 cut(last, *n, *source)?;
             }
             let turns = copied.iter().map(|m| m.turn.0).max().unwrap_or(0);
-            let title = title.clone().or_else(|| {
-                let base = src.title.clone().unwrap_or_else(|| src.id.to_string());
-                let mut t = format!("Fork of {base}");
-                let mut end = t.len().min(TITLE_BYTES_MAX);
-                while !t.is_char_boundary(end) {
-                    end -= 1;
-                }
-                t.truncate(end);
-                Some(t)
-            });
+            let title = title.clone().or_else(|| Some(titled("Fork of", &src)));
             let rec = ConversationRecord {
                 id: *id,
                 workspace: *workspace,
@@ -153,15 +149,7 @@ pub(super) fn apply(
             for message in &copied {
                 writes.put(message_key(*id, message.id), message);
             }
-            writes.put(conversation_key(*id), &rec);
-            writes.put(req_key, id);
-            writes.put(activity_key(*id), at_ms);
-            let mut index = user_prefix(owner);
-            index.extend_from_slice(&id.uid.to_be_bytes());
-            writes.puts.push((index, Vec::new()));
-            writes
-                .puts
-                .push((workspace_conversation_key(*workspace, *id), Vec::new()));
+            super::put_new_conversation(writes, &rec, req_key);
             Ok(Outcome::Conversation(Box::new(rec)))
         })(),
         ShardCommand::RenameConversation {

@@ -8,7 +8,7 @@
 //! Keys: `us/<user>/<conversation uid>/<turn BE>` → [`TurnUsage`];
 //! `uc/<conversation uid>` → [`SessionCost`].
 
-use super::{Failure, Outcome, ShardCommand, ShardRead, Writes, read};
+use super::{Failure, Outcome, ReadError, ShardCommand, ShardRead, Writes, read};
 use crate::agent_process::TokenCounts;
 use serde::{Deserialize, Serialize};
 use shoal_protocol::{ConversationId, TurnId, UserId, WorkspaceId};
@@ -70,12 +70,8 @@ pub fn session_cost_key(conversation: ConversationId) -> Vec<u8> {
 }
 
 /// Every usage record of `user`, oldest conversation key first.
-pub fn user_usage(view: &impl ShardRead, user: &UserId) -> Result<Vec<TurnUsage>, Failure> {
-    Ok(view
-        .scan_prefix(&usage_prefix(user))?
-        .into_iter()
-        .map(|(k, v)| super::decode(&k, &v))
-        .collect::<Result<_, _>>()?)
+pub fn user_usage(view: &impl ShardRead, user: &UserId) -> Result<Vec<TurnUsage>, ReadError> {
+    super::read_all(view, &usage_prefix(user))
 }
 
 /// Applies `RecordUsage`; `None` for any other command.

@@ -20,7 +20,7 @@
 
 use super::{
     ConversationRecord, Failure, Outcome, ReadError, Rejection, ShardCommand, ShardRead, Writes,
-    conversation_key, decode, read, workspace_credentials_key, workspace_snapshot_key,
+    conversation_key, read, workspace_credentials_key, workspace_snapshot_key,
 };
 use serde::{Deserialize, Serialize};
 use shoal_protocol::workspaces::{
@@ -199,10 +199,7 @@ pub fn user_skill_packs(
     view: &impl ShardRead,
     owner: &UserId,
 ) -> Result<Vec<StoredSkillPack>, ReadError> {
-    view.scan_prefix(&skill_packs_prefix(owner))?
-        .into_iter()
-        .map(|(k, v)| decode(&k, &v))
-        .collect()
+    super::read_all(view, &skill_packs_prefix(owner))
 }
 
 /// `owner`'s skill pack, or [`Rejection::SkillPackNotFound`].
