@@ -36,11 +36,20 @@ pub(crate) struct Proc {
     pub(crate) node: LocalNode,
 }
 
+/// One cluster at a time: the test harness runs tests two at a time on a 2-core machine,
+/// and two 3-node clusters (six nodes, their agents and Raft timers) on two cores starve
+/// each other's heartbeats into elections no test asked for. Each test still runs in its
+/// own cluster; they only take turns.
+static CLUSTER_SLOT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 pub(crate) struct TestCluster {
     pub(crate) _dir: tempfile::TempDir,
     pub(crate) procs: Vec<Proc>,
     pub(crate) profile: Profile,
     pub(crate) agent_log: PathBuf,
+    /// This test's turn to run a cluster: the last field, so it is released after the
+    /// nodes are gone.
+    _slot: tokio::sync::SemaphorePermit<'static>,
 }
 
 /// Lines of each node's log printed when a test fails.
@@ -78,6 +87,10 @@ impl TestCluster {
         n: u16,
         edit: impl Fn(&mut shoal_cluster_config::NodeConfig) + 'static,
     ) -> TestCluster {
+        let slot = CLUSTER_SLOT
+            .acquire()
+            .await
+            .expect("the slot is never closed");
         let dir = tempfile::tempdir().unwrap();
         let agent_log = dir.path().join("agents.log");
         let log = agent_log.clone();
@@ -110,6 +123,7 @@ impl TestCluster {
                 .collect(),
             profile,
             agent_log,
+            _slot: slot,
         };
         for i in 0..cluster.procs.len() {
             cluster.spawn(i).await;
