@@ -369,6 +369,14 @@ pub(super) fn send_request_key(id: ConversationId, request_id: RequestId) -> Vec
     key
 }
 
+/// A command handed to a module that does not apply it: [`apply_inner`] routes every
+/// command by kind, so this is a bug, rejected alike on every replica (never a panic in
+/// `apply`, which would stop every replica on replay).
+fn misrouted() -> Failure {
+    Rejection::Invalid("the command was routed to a module that does not apply it".to_owned())
+        .into()
+}
+
 /// The writes of a new conversation (created, forked or cloned): its record, the create
 /// request's key, its activity time and its entries in the owner's and the workspace's
 /// indexes.
@@ -632,15 +640,27 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             }
             Outcome::Removed { existed }
         }
-        other => match workspaces::apply(view, other, &mut writes)
-            .or_else(|| history::apply(view, other, &mut writes))
-            .or_else(|| queue::apply(view, other, &mut writes))
-            .or_else(|| usage::apply(view, other, &mut writes))
-            .or_else(|| compactions::apply(view, other, &mut writes))
-        {
-            Some(outcome) => outcome?,
-            None => unreachable!("every command is applied above, by workspaces or by history"),
-        },
+        ShardCommand::CreateWorkspace { .. }
+        | ShardCommand::RenameWorkspace { .. }
+        | ShardCommand::MoveWorkspace { .. }
+        | ShardCommand::DeleteWorkspace { .. }
+        | ShardCommand::CreateSkillPack { .. }
+        | ShardCommand::UpdateSkillPack { .. }
+        | ShardCommand::DeleteSkillPack { .. }
+        | ShardCommand::AttachSkillPack { .. }
+        | ShardCommand::DetachSkillPack { .. } => workspaces::apply(view, cmd, &mut writes)?,
+        ShardCommand::RewindConversation { .. }
+        | ShardCommand::ForkConversation { .. }
+        | ShardCommand::RenameConversation { .. }
+        | ShardCommand::DeleteConversation { .. } => history::apply(view, cmd, &mut writes)?,
+        ShardCommand::EnqueueMessage { .. }
+        | ShardCommand::StartQueued { .. }
+        | ShardCommand::RemoveQueued { .. }
+        | ShardCommand::MoveQueued { .. } => queue::apply(view, cmd, &mut writes)?,
+        ShardCommand::RecordUsage { .. } => usage::apply(view, cmd, &mut writes)?,
+        ShardCommand::RecordCompaction { .. } | ShardCommand::CloneFromCompaction { .. } => {
+            compactions::apply(view, cmd, &mut writes)?
+        }
     };
     Ok((writes, outcome))
 }

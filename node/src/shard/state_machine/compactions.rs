@@ -48,20 +48,20 @@ pub fn compactions(
     super::read_all(view, &compactions_prefix(conversation))
 }
 
-/// Applies `RecordCompaction` and `CloneFromCompaction`; `None` for any other command.
+/// Applies `RecordCompaction` and `CloneFromCompaction`.
 pub(super) fn apply(
     view: &impl ShardRead,
     cmd: &ShardCommand,
     writes: &mut Writes,
-) -> Option<Result<Outcome, Failure>> {
-    let outcome = match cmd {
+) -> Result<Outcome, Failure> {
+    match cmd {
         ShardCommand::RecordCompaction {
             conversation,
             agent_id,
             turn,
             summary,
             at_ms,
-        } => (|| {
+        } => {
             record(view, *conversation)?;
             let existing = compactions(view, *conversation)?;
             // Reported twice (a retry, a replayed update): recorded once.
@@ -91,7 +91,7 @@ pub(super) fn apply(
                 },
             );
             Ok(Outcome::Done)
-        })(),
+        }
         ShardCommand::CloneFromCompaction {
             id,
             source,
@@ -111,9 +111,8 @@ pub(super) fn apply(
             *at_ms,
             *request_id,
         ),
-        _ => return None,
-    };
-    Some(outcome)
+        _ => Err(super::misrouted()),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -94,13 +94,13 @@ fn cut(message: &mut Message, parts: u32, conversation: ConversationId) -> Resul
     Ok(())
 }
 
-/// Applies the history commands; `None` for any other command.
+/// Applies the history commands.
 pub(super) fn apply(
     view: &impl ShardRead,
     cmd: &ShardCommand,
     writes: &mut Writes,
-) -> Option<Result<Outcome, Failure>> {
-    let outcome = match cmd {
+) -> Result<Outcome, Failure> {
+    match cmd {
         ShardCommand::RewindConversation {
             conversation,
             owner,
@@ -117,7 +117,7 @@ pub(super) fn apply(
             title,
             at_ms,
             request_id,
-        } => (|| {
+        } => {
             let req_key = create_request_key(owner, *request_id);
             if let Some(existing) = read::<ConversationId>(view, &req_key)? {
                 return Ok(Outcome::Conversation(Box::new(record(view, existing)?)));
@@ -151,30 +151,29 @@ pub(super) fn apply(
             }
             super::put_new_conversation(writes, &rec, req_key);
             Ok(Outcome::Conversation(Box::new(rec)))
-        })(),
+        }
         ShardCommand::RenameConversation {
             conversation,
             owner,
             title,
-        } => (|| {
+        } => {
             let mut rec = owned(view, *conversation, owner)?;
             rec.title = title.clone();
             writes.put(conversation_key(*conversation), &rec);
             Ok(Outcome::Conversation(Box::new(rec)))
-        })(),
+        }
         ShardCommand::DeleteConversation {
             conversation,
             owner,
-        } => (|| {
+        } => {
             let rec = owned(view, *conversation, owner)?;
             refuse_running(&rec)?;
             delete_keys(view, writes, &rec)?;
             writes.delete(workspace_conversation_key(rec.workspace, rec.id));
             Ok(Outcome::Done)
-        })(),
-        _ => return None,
-    };
-    Some(outcome)
+        }
+        _ => Err(super::misrouted()),
+    }
 }
 
 fn rewind(

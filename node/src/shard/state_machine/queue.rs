@@ -69,20 +69,20 @@ fn item_of(
     })
 }
 
-/// Applies the queue commands; `None` for any other command.
+/// Applies the queue commands.
 pub(super) fn apply(
     view: &impl ShardRead,
     cmd: &ShardCommand,
     writes: &mut Writes,
-) -> Option<Result<Outcome, Failure>> {
-    let outcome = match cmd {
+) -> Result<Outcome, Failure> {
+    match cmd {
         ShardCommand::EnqueueMessage {
             conversation,
             text,
             request_id,
             at_ms,
             front,
-        } => (|| {
+        } => {
             let mut queue = load(view, *conversation)?;
             // A retried send: the item queued first, or the turn it already started.
             if let Some(q) = queue.items.iter().find(|q| q.request_id == *request_id) {
@@ -120,12 +120,12 @@ pub(super) fn apply(
                 item,
                 queue: Box::new(queue),
             })
-        })(),
+        }
         ShardCommand::StartQueued {
             conversation,
             item,
             at_ms,
-        } => (|| {
+        } => {
             let mut queue = load(view, *conversation)?;
             let at = item_of(&queue, *item, *conversation)?;
             let queued = queue.items.remove(at);
@@ -139,19 +139,19 @@ pub(super) fn apply(
             )?;
             writes.put(queue_key(*conversation), &queue);
             Ok(started)
-        })(),
-        ShardCommand::RemoveQueued { conversation, item } => (|| {
+        }
+        ShardCommand::RemoveQueued { conversation, item } => {
             let mut queue = load(view, *conversation)?;
             let at = item_of(&queue, *item, *conversation)?;
             queue.items.remove(at);
             writes.put(queue_key(*conversation), &queue);
             Ok(Outcome::Queue(Box::new(queue)))
-        })(),
+        }
         ShardCommand::MoveQueued {
             conversation,
             item,
             position,
-        } => (|| {
+        } => {
             let mut queue = load(view, *conversation)?;
             let at = item_of(&queue, *item, *conversation)?;
             let queued = queue.items.remove(at);
@@ -159,8 +159,7 @@ pub(super) fn apply(
             queue.items.insert(to, queued);
             writes.put(queue_key(*conversation), &queue);
             Ok(Outcome::Queue(Box::new(queue)))
-        })(),
-        _ => return None,
-    };
-    Some(outcome)
+        }
+        _ => Err(super::misrouted()),
+    }
 }

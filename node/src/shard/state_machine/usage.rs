@@ -74,12 +74,12 @@ pub fn user_usage(view: &impl ShardRead, user: &UserId) -> Result<Vec<TurnUsage>
     super::read_all(view, &usage_prefix(user))
 }
 
-/// Applies `RecordUsage`; `None` for any other command.
+/// Applies `RecordUsage`.
 pub(super) fn apply(
     view: &impl ShardRead,
     cmd: &ShardCommand,
     writes: &mut Writes,
-) -> Option<Result<Outcome, Failure>> {
+) -> Result<Outcome, Failure> {
     let ShardCommand::RecordUsage {
         conversation,
         owner,
@@ -93,9 +93,9 @@ pub(super) fn apply(
         credentials,
     } = cmd
     else {
-        return None;
+        return Err(super::misrouted());
     };
-    Some((|| {
+    {
         let key = usage_key(owner, *conversation, *turn);
         // Recorded once per turn: a retry changes nothing.
         if view.get(&key)?.is_some() {
@@ -130,5 +130,5 @@ pub(super) fn apply(
         };
         writes.put(key, &usage);
         Ok(Outcome::Done)
-    })())
+    }
 }

@@ -257,13 +257,13 @@ fn put_list(writes: &mut Writes, owner: &UserId, list: &[WorkspaceRecord]) {
     writes.put(user_workspaces_key(owner), &order);
 }
 
-/// Applies the workspace and skill-pack commands; `None` for any other command.
+/// Applies the workspace and skill-pack commands.
 pub(super) fn apply(
     view: &impl ShardRead,
     cmd: &ShardCommand,
     writes: &mut Writes,
-) -> Option<Result<Outcome, Failure>> {
-    let outcome = match cmd {
+) -> Result<Outcome, Failure> {
+    match cmd {
         ShardCommand::CreateWorkspace {
             id,
             owner,
@@ -286,19 +286,19 @@ pub(super) fn apply(
             owner,
             default,
             name,
-        } => (|| {
+        } => {
             let mut rec = owned_workspace(view, *workspace, owner, *default)?;
             name_taken(view, owner, *default, name, *workspace)?;
             rec.name = name.clone();
             writes.put(workspace_record_key(*workspace), &rec);
             Ok(Outcome::Workspace(Box::new(rec)))
-        })(),
+        }
         ShardCommand::MoveWorkspace {
             workspace,
             owner,
             default,
             position,
-        } => (|| {
+        } => {
             let mut list = user_workspaces(view, owner, *default)?;
             let from = list
                 .iter()
@@ -309,7 +309,7 @@ pub(super) fn apply(
             list.insert(to, rec);
             put_list(writes, owner, &list);
             Ok(Outcome::Workspaces(list))
-        })(),
+        }
         ShardCommand::DeleteWorkspace {
             workspace,
             owner,
@@ -321,7 +321,7 @@ pub(super) fn apply(
             spec,
             at_ms,
             request_id,
-        } => (|| {
+        } => {
             let req_key = request_key(b"rp/", owner, *request_id);
             if let Some(existing) = read::<SkillPackId>(view, &req_key)? {
                 return Ok(Outcome::SkillPack(Box::new(owned_skill_pack(
@@ -346,21 +346,21 @@ pub(super) fn apply(
             writes.put(skill_pack_key(owner, *id), &pack);
             writes.put(req_key, id);
             Ok(Outcome::SkillPack(Box::new(pack)))
-        })(),
+        }
         ShardCommand::UpdateSkillPack {
             id,
             owner,
             spec,
             at_ms,
-        } => (|| {
+        } => {
             let mut pack = owned_skill_pack(view, owner, *id)?;
             pack_name_free(&user_skill_packs(view, owner)?, &spec.name, *id)?;
             pack.spec = spec.clone();
             pack.updated_at_ms = *at_ms;
             writes.put(skill_pack_key(owner, *id), &pack);
             Ok(Outcome::SkillPack(Box::new(pack)))
-        })(),
-        ShardCommand::DeleteSkillPack { id, owner, default } => (|| {
+        }
+        ShardCommand::DeleteSkillPack { id, owner, default } => {
             owned_skill_pack(view, owner, *id)?;
             let mut detached = Vec::new();
             for mut rec in user_workspaces(view, owner, *default)? {
@@ -372,13 +372,13 @@ pub(super) fn apply(
             }
             writes.delete(skill_pack_key(owner, *id));
             Ok(Outcome::SkillPackDeleted { detached })
-        })(),
+        }
         ShardCommand::AttachSkillPack {
             workspace,
             owner,
             default,
             pack,
-        } => (|| {
+        } => {
             let mut rec = owned_workspace(view, *workspace, owner, *default)?;
             owned_skill_pack(view, owner, *pack)?;
             if !rec.packs.contains(pack) {
@@ -392,13 +392,13 @@ pub(super) fn apply(
                 writes.put(workspace_record_key(*workspace), &rec);
             }
             Ok(Outcome::Workspace(Box::new(rec)))
-        })(),
+        }
         ShardCommand::DetachSkillPack {
             workspace,
             owner,
             default,
             pack,
-        } => (|| {
+        } => {
             let mut rec = owned_workspace(view, *workspace, owner, *default)?;
             let Some(at) = rec.packs.iter().position(|p| p == pack) else {
                 return Err(Rejection::SkillPackNotFound(*pack).into());
@@ -406,10 +406,9 @@ pub(super) fn apply(
             rec.packs.remove(at);
             writes.put(workspace_record_key(*workspace), &rec);
             Ok(Outcome::Workspace(Box::new(rec)))
-        })(),
-        _ => return None,
-    };
-    Some(outcome)
+        }
+        _ => Err(super::misrouted()),
+    }
 }
 
 fn pack_name_free(
