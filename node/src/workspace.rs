@@ -157,6 +157,15 @@ pub struct Sandboxes {
 }
 
 impl Sandboxes {
+    /// Drops `workspace`'s entry if it is still the actor `id` (a stopping or stopped
+    /// sandbox; a newer one that replaced it stays).
+    fn forget(&self, workspace: WorkspaceId, id: ractor::ActorId) {
+        let mut actors = self.lock();
+        if actors.get(&workspace).is_some_and(|a| a.get_id() == id) {
+            actors.remove(&workspace);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkspaceId, ActorRef<SandboxMsg>>> {
         self.actors.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -292,13 +301,7 @@ async fn ask<T: Send + 'static>(
                 return Err(WorkspaceError::Timeout(timeout.as_millis() as u64));
             }
             Ok(CallResult::SenderError) | Err(_) => {
-                let mut actors = ctx.sandboxes.lock();
-                if actors
-                    .get(&workspace)
-                    .is_some_and(|a| a.get_id() == sandbox.get_id())
-                {
-                    actors.remove(&workspace);
-                }
+                ctx.sandboxes.forget(workspace, sandbox.get_id());
             }
         }
     }
@@ -403,26 +406,12 @@ impl Actor for SandboxActor {
             SandboxMsg::Remove(reply) => {
                 let removed = lifetime::remove(&state.ctx, state.workspace).await;
                 let _ = reply.send(removed);
-                let mut actors = state.ctx.sandboxes.lock();
-                if actors
-                    .get(&state.workspace)
-                    .is_some_and(|a| a.get_id() == myself.get_id())
-                {
-                    actors.remove(&state.workspace);
-                }
-                drop(actors);
+                state.ctx.sandboxes.forget(state.workspace, myself.get_id());
                 myself.stop(Some("workspace deleted".into()));
             }
             SandboxMsg::Tick => {
                 if state.last_used.elapsed() >= Duration::from_millis(SANDBOX_IDLE_STOP_MS) {
-                    let mut actors = state.ctx.sandboxes.lock();
-                    if actors
-                        .get(&state.workspace)
-                        .is_some_and(|a| a.get_id() == myself.get_id())
-                    {
-                        actors.remove(&state.workspace);
-                    }
-                    drop(actors);
+                    state.ctx.sandboxes.forget(state.workspace, myself.get_id());
                     myself.stop(Some("idle".into()));
                 }
             }
