@@ -364,25 +364,14 @@ pub async fn dispatch(
             return answer_error(&mut send, e).await;
         }
     }
+    let now = matches!(request, ClientRequest::SendNow { .. });
     let frame = match request {
         ClientRequest::SendMessage {
             conversation,
             text,
             request_id,
-        } => {
-            return super::streams::send_message(
-                send,
-                ctx,
-                host,
-                peer,
-                conversation,
-                text,
-                request_id,
-                false,
-            )
-            .await;
         }
-        ClientRequest::SendNow {
+        | ClientRequest::SendNow {
             conversation,
             text,
             request_id,
@@ -395,7 +384,7 @@ pub async fn dispatch(
                 conversation,
                 text,
                 request_id,
-                true,
+                now,
             )
             .await;
         }
