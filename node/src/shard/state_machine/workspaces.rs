@@ -234,6 +234,20 @@ pub fn workspace_conversations(
     Ok(out)
 }
 
+/// [`Rejection::NameTaken`] when `name` equals, without regard to case, one of `others`
+/// (the names of the owner's other workspaces or packs); `what` names the kind.
+fn name_free<'a>(
+    mut others: impl Iterator<Item = &'a str>,
+    name: &str,
+    what: &str,
+) -> Result<(), Failure> {
+    let wanted = name.to_lowercase();
+    if others.any(|other| other.to_lowercase() == wanted) {
+        return Err(Rejection::NameTaken(format!("a {what} named `{name}`")).into());
+    }
+    Ok(())
+}
+
 fn name_taken(
     view: &impl ShardRead,
     owner: &UserId,
@@ -241,13 +255,12 @@ fn name_taken(
     name: &str,
     except: WorkspaceId,
 ) -> Result<(), Failure> {
-    let taken = user_workspaces(view, owner, default)?
+    let list = user_workspaces(view, owner, default)?;
+    let others = list
         .iter()
-        .any(|w| w.id != except && w.name.to_lowercase() == name.to_lowercase());
-    if taken {
-        return Err(Rejection::NameTaken(format!("a workspace named `{name}`")).into());
-    }
-    Ok(())
+        .filter(|w| w.id != except)
+        .map(|w| w.name.as_str());
+    name_free(others, name, "workspace")
 }
 
 fn put_list(writes: &mut Writes, owner: &UserId, list: &[WorkspaceRecord]) {
@@ -416,13 +429,11 @@ fn pack_name_free(
     name: &str,
     except: SkillPackId,
 ) -> Result<(), Failure> {
-    let taken = packs
+    let others = packs
         .iter()
-        .any(|p| p.id != except && p.spec.name.to_lowercase() == name.to_lowercase());
-    if taken {
-        return Err(Rejection::NameTaken(format!("a skill pack named `{name}`")).into());
-    }
-    Ok(())
+        .filter(|p| p.id != except)
+        .map(|p| p.spec.name.as_str());
+    name_free(others, name, "skill pack")
 }
 
 #[allow(clippy::too_many_arguments)]
