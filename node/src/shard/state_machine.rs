@@ -393,14 +393,39 @@ fn put_new_conversation(writes: &mut Writes, rec: &ConversationRecord, request_k
     ));
 }
 
-/// `text` cut to at most `max` bytes at a character boundary.
-fn cut_to(mut text: String, max: usize) -> String {
+/// A complete message of one text part (`content` from its parts, invariant 4).
+fn text_message(id: MessageId, turn: TurnId, role: Role, text: &str, at_ms: u64) -> Message {
+    let parts = vec![Part::Text {
+        text: text.to_owned(),
+    }];
+    Message {
+        id,
+        turn,
+        role,
+        status: MessageStatus::Complete,
+        content: content_from_parts(&parts),
+        parts,
+        created_at_ms: at_ms,
+        stop_reason: None,
+        error: None,
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends at a character boundary.
+pub(crate) fn prefix_within(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text.truncate(end);
-    text
+    &text[..end]
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn cut_to(text: String, max: usize) -> String {
+    match prefix_within(&text, max).len() {
+        len if len == text.len() => text,
+        len => text[..len].to_owned(),
+    }
 }
 
 /// Every value under `prefix`, decoded, in key order.
@@ -706,20 +731,7 @@ pub(super) fn append_user_message(
         user_message: MessageId(rec.message_count),
         assistant_message: MessageId(rec.message_count + 1),
     };
-    let parts = vec![Part::Text {
-        text: text.to_owned(),
-    }];
-    let user_message = Message {
-        id: turn.user_message,
-        turn: turn.turn,
-        role: Role::User,
-        status: MessageStatus::Complete,
-        content: content_from_parts(&parts),
-        parts,
-        created_at_ms: at_ms,
-        stop_reason: None,
-        error: None,
-    };
+    let user_message = text_message(turn.user_message, turn.turn, Role::User, text, at_ms);
     if rec.title.is_none() && rec.message_count == 0 {
         rec.title = history::derived_title(text);
     }

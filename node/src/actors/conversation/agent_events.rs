@@ -293,11 +293,7 @@ const COMPACTIONS_OPEN_MAX: usize = 8;
 /// Appends `text` to a summary, up to the bound (cut at a character boundary).
 fn push_bounded(summary: &mut String, text: &str) {
     let room = COMPACTION_SUMMARY_BYTES_MAX.saturating_sub(summary.len());
-    let mut end = text.len().min(room);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    summary.push_str(&text[..end]);
+    summary.push_str(crate::shard::state_machine::prefix_within(text, room));
 }
 
 /// Follows a compaction: `Some(summary)` once it completed (and is no longer open).

@@ -9,7 +9,7 @@ use super::{
     create_request_key, message_key, read, record,
 };
 use serde::{Deserialize, Serialize};
-use shoal_protocol::transcript::{Message, MessageStatus, Part, Role, content_from_parts};
+use shoal_protocol::transcript::Role;
 use shoal_protocol::{ConversationId, MessageId, TurnId, UserId};
 
 /// Longest summary kept, in bytes (a longer one is cut at a character boundary).
@@ -142,20 +142,13 @@ fn clone(
             Rejection::Invalid(format!("conversation {source} has no compaction {seq}"))
         })?;
     super::workspaces::owned_conversation_workspace(view, src.workspace, owner)?;
-    let parts = vec![Part::Text {
-        text: compaction.summary.clone(),
-    }];
-    let seeded = Message {
-        id: MessageId(0),
-        turn: TurnId(0),
-        role: Role::Assistant,
-        status: MessageStatus::Complete,
-        content: content_from_parts(&parts),
-        parts,
-        created_at_ms: at_ms,
-        stop_reason: None,
-        error: None,
-    };
+    let seeded = super::text_message(
+        MessageId(0),
+        TurnId(0),
+        Role::Assistant,
+        &compaction.summary,
+        at_ms,
+    );
     let rec = ConversationRecord {
         id,
         workspace: src.workspace,
