@@ -290,16 +290,18 @@ async fn conversations_list_by_last_activity_in_pages_and_messages_page_back() {
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(client.create_conversation(None, None).await.unwrap().id);
-        // Distinct activity times (milliseconds).
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    // Activity is a user message's time; each comes after the whole previous turn (an
+    // agent process start and commits), so the times are strictly increasing.
+    say(&client, ids[1], "one").await;
+    say(&client, ids[2], "two").await;
     say(&client, ids[0], "first").await;
     say(&client, ids[0], "second").await;
     // ids[0] has the newest activity now, then ids[2], then ids[1].
     let (page, next) = client.list_conversations_page(2, None, None).await.unwrap();
     let listed: Vec<ConversationId> = page.iter().map(|l| l.summary.id).collect();
     assert_eq!(listed, [ids[0], ids[2]]);
-    assert!(page[0].last_activity_ms >= page[1].last_activity_ms);
+    assert!(page[0].last_activity_ms > page[1].last_activity_ms);
     let (rest, last) = client
         .list_conversations_page(2, next.clone(), None)
         .await
