@@ -659,6 +659,11 @@ fn unknown_env_overrides_are_errors() {
             "did you mean `SHOAL_GOSSIP__PRESET`?",
         ),
     ];
+    assert_unknown_env(cases);
+}
+
+/// Each `(variable, expected text)`: setting the variable is an error naming it.
+fn assert_unknown_env(cases: &[(&str, &str)]) {
     for (var, expected) in cases {
         let err = parse_err(MINIMAL, &[(var, "1")]);
         let shown = err.to_string();
