@@ -174,6 +174,17 @@ impl TestCluster {
         rustix::process::kill_process(pid, signal).unwrap();
     }
 
+    /// Kills -9 the leader of `shard` and connects to a survivor: the leader's name and
+    /// the client.
+    pub(crate) async fn kill_leader(&mut self, shard: u16) -> (String, Client) {
+        let leader = self.leader_of(shard, None).await;
+        let victim = self.index_of(&leader);
+        self.kill9(victim).await;
+        let survivor = (victim + 1) % self.procs.len();
+        let client = Client::connect(&self.profile_for(survivor)).await.unwrap();
+        (leader, client)
+    }
+
     pub(crate) async fn kill9(&mut self, i: usize) {
         self.signal(i, rustix::process::Signal::KILL);
         let _ = self.procs[i].child.take().unwrap().wait().await;

@@ -40,14 +40,7 @@ async fn the_workspace_and_the_agents_memory_follow_a_kill_of_the_leader() {
     let frames = collect_turn(turn).await;
     assert_eq!(done_content(&frames), "wrote notes.txt", "{frames:?}");
     // `Done` came after the turn's snapshot reached a majority: kill at once.
-    let leader = cluster.leader_of(conv.id.shard.0, None).await;
-    let victim = cluster.index_of(&leader);
-    cluster.kill9(victim).await;
-
-    let survivor = (victim + 1) % 3;
-    let client = Client::connect(&cluster.profile_for(survivor))
-        .await
-        .unwrap();
+    let (leader, client) = cluster.kill_leader(conv.id.shard.0).await;
     let turn = client.send(conv.id, "/history").await.unwrap();
     let frames = collect_turn(turn).await;
     // session/load on the new host found the agent's session store.
