@@ -146,9 +146,15 @@ pub struct FollowStream {
 }
 
 impl FollowStream {
-    pub(crate) fn new(home: Arc<Link>, conversation: ConversationId, since: Option<Seq>) -> Self {
+    pub(crate) fn new(
+        home: Arc<Link>,
+        conversation: ConversationId,
+        since: Option<Seq>,
+        share_token: Option<String>,
+    ) -> Self {
         let state = Follower {
             home,
+            share_token,
             moved: None,
             conversation,
             tracker: SeqTracker::new(since),
@@ -188,6 +194,8 @@ impl Stream for FollowStream {
 struct Follower {
     /// The client's own connection.
     home: Arc<Link>,
+    /// Follows with this share token (a viewer or editor).
+    share_token: Option<String>,
     /// A connection to the node the conversation moved to, if it moved; it falls back to
     /// the home addresses if that node dies.
     moved: Option<Arc<Link>>,
@@ -267,10 +275,13 @@ impl Follower {
     async fn open(&self) -> Result<FrameReader, ClientError> {
         let link = self.moved.as_ref().unwrap_or(&self.home);
         let connection = link.connection().await?;
-        let request = ClientRequest::Follow {
-            conversation: self.conversation,
-            since: self.tracker.last(),
-        };
+        let request = crate::shared(
+            self.share_token.as_deref(),
+            ClientRequest::Follow {
+                conversation: self.conversation,
+                since: self.tracker.last(),
+            },
+        );
         tokio::time::timeout(
             Duration::from_millis(REQUEST_TIMEOUT_MS),
             open_request(&connection, request),

@@ -28,6 +28,8 @@
 //!   addresses, and frame I/O.
 //! * `retry`: the bounded backoff of idempotent requests across failover.
 //! * `follow`: [`FollowStream`] and its sans-I/O sequence bookkeeping.
+//! * `sharing`: grants (viewer, editor, links, invitations), the lock, and what a
+//!   shared caller reads ([`Client::connect_shared`] acts with a share token).
 //! * `admin`: [`AdminClient`] for the admin API.
 //! * `error`: [`ClientError`].
 //!
@@ -59,6 +61,7 @@ mod history;
 mod profile;
 mod queue;
 mod retry;
+mod sharing;
 mod workspaces;
 
 pub use admin::AdminClient;
@@ -73,6 +76,7 @@ pub use follow::{
 pub use profile::{PROFILE_ADDRESSES_MAX, PROFILE_BYTES_MAX, Profile};
 pub use queue::{QueuedSend, Sent};
 pub use retry::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS, RETRY_BUDGET_MS};
+pub use sharing::{NewGrant, ShareWith};
 
 pub use connection::EndpointFactory;
 use connection::{FrameReader, Link, Target, open_request, quic_config};
@@ -102,6 +106,8 @@ pub struct Client {
 struct ClientInner {
     link: Arc<Link>,
     user: UserId,
+    /// Conversation requests are made with this share token ([`Client::connect_shared`]).
+    share_token: Option<String>,
     node_id: String,
     /// Request ids: seeded by [`ConnectOptions::rng_seed`], else from the OS.
     ids: std::sync::Mutex<rand::rngs::StdRng>,
@@ -157,10 +163,39 @@ impl Client {
             inner: Arc::new(ClientInner {
                 link: Arc::new(link),
                 user: welcome.user,
+                share_token: profile.share_token.clone(),
                 node_id: welcome.node_id,
                 ids: std::sync::Mutex::new(ids),
             }),
         })
+    }
+
+    /// [`Self::connect`], acting on conversations with `share_token` (a viewer's or
+    /// editor's `shoalshare1.…` token) instead of as their owner. The profile's user
+    /// token still authenticates the connection: forks go to that user's workspaces.
+    pub async fn connect_shared(
+        profile: &Profile,
+        share_token: impl Into<String>,
+    ) -> Result<Client, ClientError> {
+        let profile = Profile {
+            share_token: Some(share_token.into()),
+            ..profile.clone()
+        };
+        Self::connect(&profile).await
+    }
+
+    /// This client, acting on conversations with `share_token` (or, with `None`, as
+    /// itself); shares the connection.
+    pub fn with_share_token(&self, share_token: Option<String>) -> Client {
+        Client {
+            inner: Arc::new(ClientInner {
+                link: self.inner.link.clone(),
+                user: self.inner.user.clone(),
+                share_token,
+                node_id: self.inner.node_id.clone(),
+                ids: std::sync::Mutex::new(rand::SeedableRng::from_os_rng()),
+            }),
+        }
     }
 
     fn request_id(&self) -> RequestId {
@@ -346,7 +381,12 @@ impl Client {
     /// snapshot led by a `Reset` when `None`. Connects lazily on first poll; see
     /// [`FollowStream`] for the resume guarantees.
     pub fn follow(&self, id: ConversationId, since: Option<Seq>) -> FollowStream {
-        FollowStream::new(self.inner.link.clone(), id, since)
+        FollowStream::new(
+            self.inner.link.clone(),
+            id,
+            since,
+            self.inner.share_token.clone(),
+        )
     }
 
     /// Closes the connection, giving the node a moment to hear about it. Later requests
@@ -371,6 +411,7 @@ impl Client {
     }
 
     async fn unary_once(&self, request: ClientRequest) -> Result<ClientReply, ClientError> {
+        let request = shared(self.inner.share_token.as_deref(), request);
         let connection = self.inner.link.connection().await?;
         let exchange = async {
             let mut reader = open_request(&connection, request).await?;
@@ -398,6 +439,7 @@ impl Client {
     /// Sends a turn-starting request (`SendMessage`, `SendNow`, `AttachTurn`) and reads
     /// its first frame: `Accepted` (the turn's stream) or `Queued`.
     async fn start_turn(&self, request: ClientRequest) -> Result<Opened, ClientError> {
+        let request = shared(self.inner.share_token.as_deref(), request);
         let connection = self.inner.link.connection().await?;
         let exchange = async {
             let mut reader = open_request(&connection, request).await?;
@@ -524,6 +566,18 @@ fn frame_name(frame: &ServerFrame) -> &'static str {
     }
 }
 
+/// `request` made with `share_token` when there is one and the request acts on a
+/// conversation (the node refuses a share token on anything else).
+pub(crate) fn shared(share_token: Option<&str>, request: ClientRequest) -> ClientRequest {
+    match share_token {
+        Some(token) if request.conversation().is_some() => ClientRequest::Shared {
+            token: token.to_owned(),
+            request: Box::new(request),
+        },
+        _ => request,
+    }
+}
+
 fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
     let got = match got {
         ClientReply::Created(_) => "Created",
@@ -549,6 +603,12 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::Queue(_) => "Queue",
         ClientReply::Usage { .. } => "Usage",
         ClientReply::Compactions(_) => "Compactions",
+        ClientReply::Grant { .. } => "Grant",
+        ClientReply::Grants(_) => "Grants",
+        ClientReply::GrantRevoked { .. } => "GrantRevoked",
+        ClientReply::ShareLock { .. } => "ShareLock",
+        ClientReply::SharedWithMe(_) => "SharedWithMe",
+        ClientReply::SharedConversation(_) => "SharedConversation",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

@@ -7,6 +7,7 @@
 //! ca_cert = "tls/ca.pem"           # relative paths resolve against the profile's directory
 //! token = "<user token>"
 //! admin_token = "<admin token>"    # optional
+//! share_token = "shoalshare1.…"     # optional: act on conversations with a share token
 //! ```
 //!
 //! For a cluster, add the other nodes (optional; all nodes' certificates must carry
@@ -45,6 +46,9 @@ pub struct Profile {
     pub token: String,
     /// Bearer token for the admin API, if this profile may use it.
     pub admin_token: Option<String>,
+    /// A share token (`shoalshare1.…`, key `share_token`, optional): a client made from
+    /// this profile acts on conversations with it (see [`crate::Client::connect_shared`]).
+    pub share_token: Option<String>,
 }
 
 /// Tokens are secrets: never print them.
@@ -60,6 +64,10 @@ impl fmt::Debug for Profile {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "share_token",
+                &self.share_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -74,6 +82,7 @@ struct RawProfile {
     ca_cert: PathBuf,
     token: String,
     admin_token: Option<String>,
+    share_token: Option<String>,
 }
 
 /// Checks that `value` (the profile key `key`) is a non-empty `host:port`.
@@ -149,6 +158,7 @@ impl Profile {
             ca_cert,
             token: raw.token,
             admin_token: raw.admin_token.filter(|t| !t.trim().is_empty()),
+            share_token: raw.share_token.filter(|t| !t.trim().is_empty()),
         })
     }
 }

@@ -92,6 +92,8 @@ pub struct NodeContext {
     /// The node's id generator: seeded from [`crate::seam::Seams::rng_seed`], else from
     /// the OS.
     pub rng: std::sync::Mutex<rand::rngs::StdRng>,
+    /// Wrong share-token counts and the grants-changed signal ([`crate::sharing`]).
+    pub sharing: crate::sharing::Sharing,
 }
 
 impl NodeContext {

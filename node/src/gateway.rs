@@ -4,6 +4,7 @@
 //! * [`client_api`]: `shoal-client/1` requests.
 //! * [`admin_api`]: `shoal-admin/1` requests.
 //! * [`peer_api`]: `shoal-peer/1`: Raft RPCs, forwarded requests, gossip datagrams.
+//! * [`sharing`]: authorizing conversation requests; what viewers and editors may do.
 //! * [`tail`]: one follower's stream, read from its conversation's replay ring.
 //!
 //! A connection's first bidirectional stream carries the handshake (magic, version,
@@ -16,6 +17,7 @@ mod credentials;
 pub mod frames;
 mod history;
 pub mod peer_api;
+pub mod sharing;
 mod streams;
 pub mod tail;
 mod usage;

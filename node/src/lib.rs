@@ -10,6 +10,7 @@
 //! * [`shard`]: the deterministic shard state machine and the sled store under it.
 //! * [`agent_process`]: one ACP agent child process and its session.
 //! * [`security`]: TLS material and bearer tokens.
+//! * [`sharing`]: who may do what to a conversation (owner, viewer and editor grants).
 //! * [`cluster`]: Raft groups per shard, the leader lease, routing, membership, placement.
 //! * [`raft`]: openraft storage (sled) and network (peer ALPN).
 //! * [`peer`]: the peer protocol and pooled peer connections.
@@ -38,6 +39,7 @@ pub mod raft;
 pub mod seam;
 pub mod security;
 pub mod shard;
+pub mod sharing;
 pub mod watchdog;
 pub mod workspace;
 

@@ -223,6 +223,7 @@ impl Node {
             seams,
             rng: std::sync::Mutex::new(rng),
             shard_host: std::sync::OnceLock::new(),
+            sharing: crate::sharing::Sharing::default(),
         });
         let (host, _) = Actor::spawn(None, ShardHost, ctx.clone())
             .await

@@ -94,6 +94,16 @@ pub enum PeerRequest {
         /// Its hash.
         hash: ChunkHash,
     },
+    /// Propose a cross-shard command on a shard this node leads (a grantee's "shared
+    /// with me" entry, a shared conversation forked into the caller's workspace; see
+    /// [`crate::gateway::sharing::peer_may_propose`]). Reply:
+    /// [`crate::gateway::sharing::ProposeReply`].
+    Propose {
+        /// The shard.
+        shard: u16,
+        /// The command.
+        command: crate::shard::state_machine::ShardCommand,
+    },
 }
 
 /// Most chunk bytes one [`PeerRequest::BlobPut`] may carry (well inside a frame).

@@ -11,6 +11,7 @@ use crate::error::WireError;
 use crate::ids::{
     ConversationId, MessageId, RequestId, Seq, SkillPackId, TurnId, UserId, WorkspaceId,
 };
+use crate::sharing::{GrantId, GrantInfo, Role, SharedListing, SharedView};
 use crate::transcript::{EventFrame, Message};
 use crate::workspaces::{SkillPackInfo, SkillPackSpec, WorkspaceInfo};
 use serde::{Deserialize, Serialize};
@@ -325,6 +326,108 @@ pub enum ClientRequest {
         /// One row per what.
         by: UsageBy,
     },
+    /// `request` made with a share token (see [`crate::sharing`]): authorized by the
+    /// token's grant instead of ownership. Not nested.
+    Shared {
+        /// `shoalshare1.<grant id>.<secret>`.
+        token: String,
+        /// The request (on the grant's conversation).
+        request: Box<ClientRequest>,
+    },
+    /// Share a conversation (owner only). A link or invitation is answered with its
+    /// token, once.
+    CreateGrant {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The role it gives.
+        role: Role,
+        /// For this user (no token); `None` for a link.
+        user: Option<UserId>,
+        /// A link bound to the first user who presents it.
+        invite: bool,
+        /// It stops working this long from now (at most [`crate::sharing::GRANT_EXPIRY_MS_MAX`]).
+        expires_in_ms: Option<u64>,
+        /// Idempotency key: a retry returns the grant made first (without its token).
+        request_id: RequestId,
+    },
+    /// The grants of one of the caller's conversations, or of all of them ("shared by me").
+    ListGrants {
+        /// Only this conversation's.
+        conversation: Option<ConversationId>,
+    },
+    /// Revoke a grant: it stops working at once, open follows end with `forbidden`.
+    RevokeGrant {
+        /// The grant.
+        grant: GrantId,
+    },
+    /// Give a link grant a new token: the old one stops working at once.
+    RotateGrant {
+        /// The grant.
+        grant: GrantId,
+    },
+    /// Lock or unlock sharing: while locked, editors are read-only.
+    SetShareLock {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Locked or not.
+        locked: bool,
+    },
+    /// Conversations shared with the caller by user grant or a claimed invitation.
+    SharedWithMe,
+}
+
+impl ClientRequest {
+    /// The conversation the request acts on, when it acts on one (a share token
+    /// applies to these requests only).
+    pub fn conversation(&self) -> Option<ConversationId> {
+        match self {
+            ClientRequest::GetConversation { conversation }
+            | ClientRequest::SendMessage { conversation, .. }
+            | ClientRequest::SendNow { conversation, .. }
+            | ClientRequest::CancelTurn { conversation }
+            | ClientRequest::Follow { conversation, .. }
+            | ClientRequest::RespondPermission { conversation, .. }
+            | ClientRequest::AttachTurn { conversation }
+            | ClientRequest::GetMessages { conversation, .. }
+            | ClientRequest::ForkConversation { conversation, .. }
+            | ClientRequest::RewindConversation { conversation, .. }
+            | ClientRequest::RenameConversation { conversation, .. }
+            | ClientRequest::DeleteConversation { conversation }
+            | ClientRequest::ListQueue { conversation }
+            | ClientRequest::RemoveQueued { conversation, .. }
+            | ClientRequest::MoveQueued { conversation, .. }
+            | ClientRequest::ListCompactions { conversation }
+            | ClientRequest::CloneFromCompaction { conversation, .. }
+            | ClientRequest::CreateGrant { conversation, .. }
+            | ClientRequest::SetShareLock { conversation, .. } => Some(*conversation),
+            ClientRequest::ListGrants { conversation } => *conversation,
+            ClientRequest::RevokeGrant { grant } | ClientRequest::RotateGrant { grant } => {
+                Some(grant.conversation)
+            }
+            ClientRequest::Shared { request, .. } => request.conversation(),
+            ClientRequest::CreateConversation { .. }
+            | ClientRequest::ListConversations { .. }
+            | ClientRequest::SetCredential { .. }
+            | ClientRequest::ListCredentials { .. }
+            | ClientRequest::DeleteCredential { .. }
+            | ClientRequest::CreateWorkspace { .. }
+            | ClientRequest::ListWorkspaces
+            | ClientRequest::RenameWorkspace { .. }
+            | ClientRequest::MoveWorkspace { .. }
+            | ClientRequest::DeleteWorkspace { .. }
+            | ClientRequest::CreateConversationIn { .. }
+            | ClientRequest::CreateSkillPack { .. }
+            | ClientRequest::UpdateSkillPack { .. }
+            | ClientRequest::GetSkillPack { .. }
+            | ClientRequest::ListSkillPacks
+            | ClientRequest::DeleteSkillPack { .. }
+            | ClientRequest::AttachSkillPack { .. }
+            | ClientRequest::DetachSkillPack { .. }
+            | ClientRequest::ListConversationsPage { .. }
+            | ClientRequest::GetUsage { .. }
+            | ClientRequest::SharedWithMe => None,
+        }
+    }
 }
 
 /// A context compaction as listed.
@@ -535,6 +638,30 @@ pub enum ClientReply {
         /// All of them summed (`key` = `total`).
         total: UsageRow,
     },
+    /// `CreateGrant`, `RotateGrant`: the grant, and for a new or rotated link its token
+    /// (shown once; the node keeps only its hash).
+    Grant {
+        /// The grant.
+        grant: GrantInfo,
+        /// The link token.
+        token: Option<String>,
+    },
+    /// `ListGrants`.
+    Grants(Vec<GrantInfo>),
+    /// `RevokeGrant`: whether it existed.
+    GrantRevoked {
+        /// It existed (and works no more).
+        existed: bool,
+    },
+    /// `SetShareLock`: the lock now.
+    ShareLock {
+        /// Locked.
+        locked: bool,
+    },
+    /// `SharedWithMe`.
+    SharedWithMe(Vec<SharedListing>),
+    /// `GetConversation` by a viewer or editor: the redacted view.
+    SharedConversation(Box<SharedView>),
 }
 
 /// What the server writes on a request stream. Encoded by declaration index: append only.

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     Timeout,
     /// The node is shutting down or not ready yet. Retry on another node or later.
     Unavailable,
+    /// Too many failed attempts (for example wrong share tokens): wait, then retry.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::Malformed => "malformed",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }

@@ -8,6 +8,8 @@
 //! * [`client`]: requests and server frames of the `shoal-client/1` ALPN.
 //! * [`workspaces`]: workspaces and skill packs as the client API sees them, with the
 //!   checks both sides run on names and pack files.
+//! * [`sharing`]: grants, roles, share tokens and the redacted view of a shared
+//!   conversation.
 //! * [`admin`]: requests and replies of the `shoal-admin/1` ALPN.
 //! * [`error`]: the wire error and its [`ErrorCode`].
 //!
@@ -28,6 +30,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod ids;
+pub mod sharing;
 pub mod transcript;
 pub mod workspaces;
 

@@ -301,6 +301,29 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The event as an editor who started the turn sees it: the follower view plus the
+    /// permission requests they may answer (never the owner's usage, cost or warnings).
+    pub fn for_editor(&self) -> Option<Event> {
+        match self {
+            Event::PermissionRequest { .. } => Some(self.clone()),
+            other => other.for_follower(),
+        }
+    }
+}
+
+impl Message {
+    /// The message as a viewer or editor reads it: an agent's error text (which may
+    /// quote its output) becomes a generic line.
+    pub fn for_follower(&self) -> Message {
+        let mut message = self.clone();
+        if message.error.is_some() {
+            message.error = Some("the turn failed".to_owned());
+        }
+        message
+    }
+}
+
 /// An event with its per-conversation sequence number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventFrame {

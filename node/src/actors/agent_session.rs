@@ -101,6 +101,9 @@ pub struct AgentSessionArgs {
     /// [`crate::fence`]), and its tree is restored from its last snapshot before the
     /// agent starts ([`crate::workspace::prepare`]).
     pub workspace: shoal_protocol::WorkspaceId,
+    /// Inject the workspace's credentials into the agent's environment (not for an
+    /// editor's turn: a shared caller never runs with the owner's credentials).
+    pub credentials: bool,
 }
 
 enum Control {
@@ -399,7 +402,11 @@ async fn ensure_process(
             credit: None,
         });
     }
-    let (mut extra_env, left_out) = crate::security::credentials::agent_env(ctx, args.workspace);
+    let (mut extra_env, left_out) = if args.credentials {
+        crate::security::credentials::agent_env(ctx, args.workspace)
+    } else {
+        Default::default()
+    };
     for warning in left_out {
         let _ = args.conversation.cast(ConversationMsg::Agent {
             turn,

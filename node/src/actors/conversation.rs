@@ -48,6 +48,7 @@ use crate::shard::state_machine::{
     ConversationRecord, MessageHeader, Outcome, Rejection, RunningTurn, ShardCommand,
     TurnStartedOutcome,
 };
+use crate::sharing::Caller;
 use agent_events::on_agent_event;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use shoal_protocol::admin::{ActorInfo, FollowerInfo};
@@ -98,8 +99,8 @@ pub enum AgentEvent {
 pub enum ConversationMsg {
     /// Append a user message and run a turn; frames of the turn go to `sink`.
     Send {
-        /// Caller.
-        user: UserId,
+        /// Caller, authorized by [`crate::sharing::resolve`].
+        caller: Caller,
         /// Text.
         text: String,
         /// Idempotency key.
@@ -113,8 +114,8 @@ pub enum ConversationMsg {
     },
     /// Attach a follower.
     Follow {
-        /// Caller.
-        user: UserId,
+        /// Caller, authorized by [`crate::sharing::resolve`].
+        caller: Caller,
         /// Last sequence number the follower has.
         since: Option<Seq>,
         /// Where to read events from, once attached.
@@ -122,22 +123,22 @@ pub enum ConversationMsg {
     },
     /// The conversation with its transcript.
     Get {
-        /// Caller.
-        user: UserId,
+        /// Caller, authorized by [`crate::sharing::resolve`].
+        caller: Caller,
         /// Reply.
         reply: RpcReplyPort<Result<ConversationDetail, WireError>>,
     },
     /// Cancel the running turn.
     Cancel {
-        /// Caller.
-        user: UserId,
+        /// Caller, authorized by [`crate::sharing::resolve`].
+        caller: Caller,
         /// Whether a turn was running.
         reply: RpcReplyPort<Result<bool, WireError>>,
     },
     /// Answer a permission request of the running turn.
     RespondPermission {
-        /// Caller.
-        user: UserId,
+        /// Caller, authorized by [`crate::sharing::resolve`].
+        caller: Caller,
         /// The request id.
         request: u64,
         /// The chosen option; `None` cancels.
@@ -162,8 +163,8 @@ pub enum ConversationMsg {
     },
     /// Reattach to the running turn as its initiator.
     Attach {
-        /// Caller.
-        user: UserId,
+        /// Caller, authorized by [`crate::sharing::resolve`].
+        caller: Caller,
         /// Where `Accepted` and the turn's events go.
         sink: Sink,
         /// The running turn.
@@ -339,6 +340,9 @@ pub struct ConversationState {
     queued_sinks: std::collections::HashMap<u64, Sink>,
     /// The credentials (names) in the current agent process's environment.
     agent_credentials: Vec<String>,
+    /// The current agent process was started without the workspace's credentials (for
+    /// an editor's turn): the owner's next turn starts a new one with them.
+    agent_for_shared: bool,
 }
 
 /// The actor. See the module doc.
@@ -373,7 +377,9 @@ pub(crate) fn propose_error(ctx: &NodeContext, context: &str, err: ProposeError)
             WireError::new(ErrorCode::InvalidArgument, format!("{context}: {e}"))
         }
         ProposeError::Rejected(
-            e @ (Rejection::WorkspaceNotFound(_) | Rejection::SkillPackNotFound(_)),
+            e @ (Rejection::WorkspaceNotFound(_)
+            | Rejection::SkillPackNotFound(_)
+            | Rejection::GrantNotFound(_)),
         ) => WireError::not_found(e.to_string()),
         ProposeError::Rejected(e @ Rejection::NameTaken(_)) => {
             WireError::invalid("name", e.to_string())
@@ -439,6 +445,7 @@ impl Actor for ConversationActor {
             queue: ctx.store.message_queue(id)?,
             queued_sinks: std::collections::HashMap::new(),
             agent_credentials: Vec::new(),
+            agent_for_shared: false,
         };
         // A previous activation stopped in the middle of a turn: save it as interrupted
         // with what its checkpoints stored.
@@ -597,7 +604,7 @@ impl Actor for ConversationActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConversationMsg::Send {
-                user,
+                caller,
                 text,
                 request_id,
                 sink,
@@ -605,30 +612,34 @@ impl Actor for ConversationActor {
                 now,
             } => {
                 state.last_activity = Instant::now();
-                turn::request_turn(state, user, text, request_id, sink, reply, now);
+                turn::request_turn(state, caller, text, request_id, sink, reply, now);
             }
-            ConversationMsg::Follow { user, since, reply } => {
+            ConversationMsg::Follow {
+                caller,
+                since,
+                reply,
+            } => {
                 state.last_activity = Instant::now();
-                let _ = reply.send(attach_follower(state, user, since));
+                let _ = reply.send(attach_follower(state, &caller, since));
             }
-            ConversationMsg::Get { user, reply } => {
-                let result = authorize(state, &user).map(|()| detail(state));
+            ConversationMsg::Get { caller, reply } => {
+                let result = authorize_caller(state, &caller).map(|()| detail(state));
                 let _ = reply.send(result);
             }
-            ConversationMsg::Cancel { user, reply } => {
-                let result = match authorize(state, &user) {
+            ConversationMsg::Cancel { caller, reply } => {
+                let result = match authorize_caller(state, &caller) {
                     Err(e) => Err(e),
                     Ok(()) => Ok(turn::request_cancel(state)),
                 };
                 let _ = reply.send(result);
             }
             ConversationMsg::RespondPermission {
-                user,
+                caller,
                 request,
                 option_id,
                 reply,
             } => {
-                let result = authorize(state, &user)
+                let result = authorize_caller(state, &caller)
                     .and_then(|()| turn::respond_permission(state, request, option_id));
                 let _ = reply.send(result);
             }
@@ -636,9 +647,11 @@ impl Actor for ConversationActor {
             ConversationMsg::Queue { user, op, reply } => {
                 queue::on_queue_op(state, &user, op, reply)
             }
-            ConversationMsg::Attach { user, sink, reply } => {
-                queue::attach(state, &user, sink, reply)
-            }
+            ConversationMsg::Attach {
+                caller,
+                sink,
+                reply,
+            } => queue::attach(state, &caller, sink, reply),
             ConversationMsg::Agent {
                 turn,
                 event,
@@ -736,6 +749,16 @@ fn empty_assistant(running: &RunningTurn, now_ms: u64) -> Message {
     }
 }
 
+/// `Ok` for the owner, and for a shared caller (the gateway resolved their grant with
+/// [`crate::sharing::resolve`] from this shard's committed state, and checked the role).
+fn authorize_caller(state: &ConversationState, caller: &Caller) -> Result<(), WireError> {
+    match caller.access {
+        crate::sharing::Access::Owner => authorize(state, &caller.user),
+        crate::sharing::Access::Shared { .. } => Ok(()),
+    }
+}
+
+/// `Ok` for the owner only; anyone else reads it as a missing conversation.
 fn authorize(state: &ConversationState, user: &UserId) -> Result<(), WireError> {
     if &state.record.owner == user {
         Ok(())
@@ -814,10 +837,10 @@ pub struct Attached {
 
 fn attach_follower(
     state: &mut ConversationState,
-    user: UserId,
+    caller: &Caller,
     since: Option<Seq>,
 ) -> Result<Attached, WireError> {
-    authorize(state, &user)?;
+    authorize_caller(state, caller)?;
     state.followers.retain(|f| !f.is_gone());
     let limits = &state.ctx.config.limits;
     let max = limits.followers_per_conversation_max.get() as usize;
@@ -846,7 +869,7 @@ fn attach_follower(
     };
     let id = state.next_follower_id;
     state.next_follower_id += 1;
-    let follower = FollowerShared::new(state.ctx.clone(), id, user, cursor);
+    let follower = FollowerShared::new(state.ctx.clone(), id, caller.user.clone(), cursor);
     state.followers.push(follower.clone());
     Ok(Attached {
         ring: state.ring.clone(),

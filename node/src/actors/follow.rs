@@ -41,16 +41,38 @@ pub enum Delivery {
 #[derive(Debug)]
 pub struct Sink {
     tx: mpsc::Sender<ServerFrame>,
+    /// The stream is a viewer's or editor's: events pass through
+    /// [`shoal_protocol::transcript::Event::for_editor`].
+    shared: bool,
 }
 
 impl Sink {
-    /// Wraps a channel sender.
+    /// Wraps a channel sender (the owner's stream: every event).
     pub fn new(tx: mpsc::Sender<ServerFrame>) -> Self {
-        Self { tx }
+        Self { tx, shared: false }
+    }
+
+    /// Wraps a shared caller's channel sender: owner-only events are left out.
+    pub fn shared(tx: mpsc::Sender<ServerFrame>) -> Self {
+        Self { tx, shared: true }
+    }
+
+    /// Whether this is a shared caller's stream.
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// Queues `frame` without waiting.
     pub fn deliver(&self, frame: ServerFrame) -> Delivery {
+        let frame = match frame {
+            ServerFrame::Event(EventFrame { seq, event }) if self.shared => {
+                match event.for_editor() {
+                    Some(event) => ServerFrame::Event(EventFrame { seq, event }),
+                    None => return Delivery::Queued,
+                }
+            }
+            other => other,
+        };
         if self.tx.is_closed() {
             return Delivery::Gone;
         }

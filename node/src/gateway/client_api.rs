@@ -74,6 +74,9 @@ pub enum Hop {
 
 /// The shard a request belongs to.
 fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId {
+    if let Some(conversation) = request.conversation() {
+        return conversation.shard;
+    }
     match request {
         ClientRequest::RewindConversation { conversation, .. }
         | ClientRequest::ForkConversation { conversation, .. }
@@ -101,6 +104,16 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         | ClientRequest::ListConversationsPage { .. }
         | ClientRequest::GetUsage { .. } => ctx.default_workspace(&peer.user).shard,
         ClientRequest::GetMessages { conversation, .. } => conversation.shard,
+        ClientRequest::SharedWithMe | ClientRequest::ListGrants { conversation: None } => {
+            ctx.default_workspace(&peer.user).shard
+        }
+        // Conversation requests are routed above, by `conversation_of`.
+        ClientRequest::Shared { .. }
+        | ClientRequest::CreateGrant { .. }
+        | ClientRequest::ListGrants { .. }
+        | ClientRequest::RevokeGrant { .. }
+        | ClientRequest::RotateGrant { .. }
+        | ClientRequest::SetShareLock { .. } => ctx.default_workspace(&peer.user).shard,
         ClientRequest::RenameWorkspace { workspace, .. }
         | ClientRequest::MoveWorkspace { workspace, .. }
         | ClientRequest::DeleteWorkspace { workspace, .. }
@@ -364,6 +377,45 @@ pub async fn dispatch(
             return answer_error(&mut send, e).await;
         }
     }
+    let (request, token) = match request {
+        ClientRequest::Shared { token, request } => (*request, Some(token)),
+        other => (other, None),
+    };
+    if matches!(request, ClientRequest::Shared { .. }) {
+        let e = WireError::invalid("request", "a shared request cannot wrap another one");
+        return answer_error(&mut send, e).await;
+    }
+    // Every conversation request is authorized here, in one place.
+    let caller = match request.conversation() {
+        Some(conversation) => {
+            match super::sharing::authorize(ctx, peer, conversation, &request, token.as_deref())
+                .await
+            {
+                Ok(caller) => caller,
+                Err(e) => return answer_error(&mut send, e).await,
+            }
+        }
+        None if token.is_some() => {
+            let e = WireError::invalid(
+                "token",
+                "a share token applies to requests on its conversation only",
+            );
+            return answer_error(&mut send, e).await;
+        }
+        None => crate::sharing::Caller::owner(peer.user.clone()),
+    };
+    if !caller.is_owner() {
+        return super::sharing::dispatch_shared(send, request, caller, ctx, host, peer).await;
+    }
+    if let Some(reply) = super::sharing::owner_request(ctx, peer, &request).await {
+        let frame = match reply {
+            Ok(reply) => ServerFrame::Reply(reply),
+            Err(e) => ServerFrame::Error(e),
+        };
+        write_frame(&mut send, &frame).await?;
+        let _ = send.finish();
+        return Ok(());
+    }
     let now = matches!(request, ClientRequest::SendNow { .. });
     let frame = match request {
         ClientRequest::SendMessage {
@@ -380,7 +432,7 @@ pub async fn dispatch(
                 send,
                 ctx,
                 host,
-                peer,
+                caller,
                 conversation,
                 text,
                 request_id,
@@ -389,13 +441,13 @@ pub async fn dispatch(
             .await;
         }
         ClientRequest::AttachTurn { conversation } => {
-            return super::streams::attach_turn(send, ctx, host, peer, conversation).await;
+            return super::streams::attach_turn(send, ctx, host, caller, conversation).await;
         }
         ClientRequest::Follow {
             conversation,
             since,
         } => {
-            return super::streams::follow(send, ctx, host, peer, conversation, since).await;
+            return super::streams::follow(send, ctx, host, caller, conversation, since).await;
         }
         ClientRequest::CreateConversation {
             title,
@@ -582,7 +634,7 @@ pub async fn dispatch(
         }
         ClientRequest::GetConversation { conversation } => {
             call(host, conversation, |reply| ConversationMsg::Get {
-                user: peer.user.clone(),
+                caller: caller.clone(),
                 reply,
             })
             .await
@@ -590,7 +642,7 @@ pub async fn dispatch(
         }
         ClientRequest::CancelTurn { conversation } => {
             call(host, conversation, |reply| ConversationMsg::Cancel {
-                user: peer.user.clone(),
+                caller: caller.clone(),
                 reply,
             })
             .await
@@ -602,7 +654,7 @@ pub async fn dispatch(
             option_id,
         } => call(host, conversation, |reply| {
             ConversationMsg::RespondPermission {
-                user: peer.user.clone(),
+                caller: caller.clone(),
                 request,
                 option_id: option_id.clone(),
                 reply,
@@ -610,6 +662,17 @@ pub async fn dispatch(
         })
         .await
         .map(|()| ClientReply::PermissionAnswered),
+        // Unwrapped above, and served by `sharing::owner_request`.
+        ClientRequest::Shared { .. }
+        | ClientRequest::CreateGrant { .. }
+        | ClientRequest::ListGrants { .. }
+        | ClientRequest::RevokeGrant { .. }
+        | ClientRequest::RotateGrant { .. }
+        | ClientRequest::SetShareLock { .. }
+        | ClientRequest::SharedWithMe => Err(internal(
+            ctx,
+            "a sharing request reached the owner's dispatch".to_owned(),
+        )),
     };
     let frame = match frame {
         Ok(reply) => ServerFrame::Reply(reply),

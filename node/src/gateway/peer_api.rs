@@ -109,6 +109,11 @@ async fn handle_stream(
             write_frame(&mut send, &reply).await?;
             let _ = send.finish();
         }
+        PeerRequest::Propose { shard, command } => {
+            let reply = super::sharing::serve_propose(ctx, ShardId(shard), command).await;
+            write_frame(&mut send, &reply).await?;
+            let _ = send.finish();
+        }
         PeerRequest::Drain => {
             ctx.membership.update_meta(|m| m.draining = true);
             tracing::warn!(from = %remote, "drain requested: moving every leadership off this node");

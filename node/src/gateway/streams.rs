@@ -2,7 +2,6 @@
 //! initiator's stream: `Queued` while it waits, then `Accepted` and the turn's events),
 //! `AttachTurn` (an initiator coming back) and `Follow`.
 
-use super::Peer;
 use super::client_api::{answer_error, call, lookup};
 use super::frames::{FrameIoError, write_frame};
 use super::tail::{TailEnd, tail};
@@ -10,6 +9,7 @@ use crate::actors::conversation::{ConversationMsg, SendTicket};
 use crate::actors::follow::Sink;
 use crate::actors::shard_host::ShardHostMsg;
 use crate::context::NodeContext;
+use crate::sharing::Caller;
 use ractor::ActorRef;
 use shoal_protocol::client::ServerFrame;
 use shoal_protocol::{ConversationId, TurnId, WireError};
@@ -36,12 +36,21 @@ async fn pump(send: &mut quinn::SendStream, rx: &mut mpsc::Receiver<ServerFrame>
     }
 }
 
+/// The initiator's queue: a shared caller's leaves out owner-only events.
+fn sink_for(caller: &Caller, tx: mpsc::Sender<ServerFrame>) -> Sink {
+    if caller.is_owner() {
+        Sink::new(tx)
+    } else {
+        Sink::shared(tx)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send_message(
     mut send: quinn::SendStream,
     ctx: &Arc<NodeContext>,
     host: &ActorRef<ShardHostMsg>,
-    peer: &Peer,
+    caller: Caller,
     conversation: ConversationId,
     text: String,
     request_id: shoal_protocol::RequestId,
@@ -53,10 +62,10 @@ pub(super) async fn send_message(
         let (tx, rx) = mpsc::channel(capacity);
         rx_slot = Some(rx);
         ConversationMsg::Send {
-            user: peer.user.clone(),
+            caller: caller.clone(),
             text: text.clone(),
             request_id,
-            sink: Sink::new(tx),
+            sink: sink_for(&caller, tx),
             reply,
             now,
         }
@@ -87,7 +96,7 @@ pub(super) async fn attach_turn(
     mut send: quinn::SendStream,
     ctx: &Arc<NodeContext>,
     host: &ActorRef<ShardHostMsg>,
-    peer: &Peer,
+    caller: Caller,
     conversation: ConversationId,
 ) -> Result<(), FrameIoError> {
     let capacity = ctx.config.limits.follower_queue_frames.get() as usize;
@@ -96,8 +105,8 @@ pub(super) async fn attach_turn(
         let (tx, rx) = mpsc::channel(capacity);
         rx_slot = Some(rx);
         ConversationMsg::Attach {
-            user: peer.user.clone(),
-            sink: Sink::new(tx),
+            caller: caller.clone(),
+            sink: sink_for(&caller, tx),
             reply,
         }
     })
@@ -123,23 +132,35 @@ pub(super) async fn follow(
     mut send: quinn::SendStream,
     ctx: &Arc<NodeContext>,
     host: &ActorRef<ShardHostMsg>,
-    peer: &Peer,
+    caller: Caller,
     conversation: ConversationId,
     since: Option<shoal_protocol::Seq>,
 ) -> Result<(), FrameIoError> {
     let result = call(host, conversation, |reply| ConversationMsg::Follow {
-        user: peer.user.clone(),
+        caller: caller.clone(),
         since,
         reply,
     })
     .await;
     match result {
-        Ok(attached) => match tail(&mut send, ctx, attached).await? {
-            TailEnd::Closed | TailEnd::CutOver => {
-                let _ = send.finish();
+        Ok(attached) => {
+            // A shared follower's stream ends when its grant is revoked, rotated or
+            // expires.
+            let ended = tokio::select! {
+                end = tail(&mut send, ctx, attached) => Ok(end?),
+                lost = super::sharing::lost_access(ctx, conversation, &caller) => Err(lost),
+            };
+            match ended {
+                Ok(TailEnd::Closed | TailEnd::CutOver) => {
+                    let _ = send.finish();
+                }
+                Ok(TailEnd::Gone) => {}
+                Err(lost) => {
+                    write_frame(&mut send, &ServerFrame::Error(lost)).await?;
+                    let _ = send.finish();
+                }
             }
-            TailEnd::Gone => {}
-        },
+        }
         Err(e) => {
             write_frame(&mut send, &ServerFrame::Error(e)).await?;
             let _ = send.finish();

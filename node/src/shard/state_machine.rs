@@ -42,6 +42,7 @@ mod command;
 pub mod compactions;
 pub mod history;
 pub mod queue;
+pub mod sharing;
 pub mod usage;
 pub mod workspaces;
 
@@ -179,6 +180,9 @@ pub enum Outcome {
     },
     /// `RemoveQueued`, `MoveQueued`: the queue after it.
     Queue(Box<queue::MessageQueue>),
+    /// `CreateGrant` (the first grant of a retried request), `RotateGrant`, `BindInvite`:
+    /// the grant after it.
+    Grant(Box<sharing::StoredGrant>),
 }
 
 /// What `AppendUserMessage` did.
@@ -240,6 +244,9 @@ pub enum Rejection {
         /// Its running turn.
         turn: TurnId,
     },
+    /// The grant does not exist (or is not the caller's).
+    #[error("grant {0} does not exist")]
+    GrantNotFound(shoal_protocol::sharing::GrantId),
 }
 
 /// This replica cannot read its own state: a local fault, never a replicated result.
@@ -686,6 +693,14 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
         ShardCommand::RecordCompaction { .. } | ShardCommand::CloneFromCompaction { .. } => {
             compactions::apply(view, cmd, &mut writes)?
         }
+        ShardCommand::CreateGrant { .. }
+        | ShardCommand::RevokeGrant { .. }
+        | ShardCommand::RotateGrant { .. }
+        | ShardCommand::BindInvite { .. }
+        | ShardCommand::SetShareLock { .. }
+        | ShardCommand::IndexShared { .. }
+        | ShardCommand::UnindexShared { .. }
+        | ShardCommand::ImportConversation { .. } => sharing::apply(view, cmd, &mut writes)?,
     };
     Ok((writes, outcome))
 }

@@ -86,6 +86,24 @@ impl TestNode {
             .expect("connect")
     }
 
+    /// A client of another user, with a token the admin API issues.
+    pub async fn client_as(&self, user: &str) -> Client {
+        let token = self
+            .admin()
+            .await
+            .issue_token(shoal_protocol::UserId::parse(user).expect("user id"), 600)
+            .await
+            .expect("token");
+        let profile = Profile {
+            token,
+            ..self.profile.clone()
+        };
+        tokio::time::timeout(WAIT, Client::connect(&profile))
+            .await
+            .expect("connect in time")
+            .expect("connect")
+    }
+
     pub async fn admin(&self) -> shoal_client::AdminClient {
         tokio::time::timeout(WAIT, shoal_client::AdminClient::connect(&self.profile))
             .await

@@ -206,11 +206,11 @@ fn infos(queue: &MessageQueue) -> Vec<QueuedInfo> {
 /// `AttachTurn`: the caller's stream becomes the running turn's initiator.
 pub(super) fn attach(
     state: &mut ConversationState,
-    user: &UserId,
+    caller: &Caller,
     sink: Sink,
     reply: RpcReplyPort<Result<TurnId, WireError>>,
 ) {
-    if let Err(e) = authorize(state, user) {
+    if let Err(e) = authorize_caller(state, caller) {
         let _ = reply.send(Err(e));
         return;
     }

@@ -12,18 +12,30 @@ use crate::workspace::{Saved, WorkspaceError};
 /// follow when it is committed ([`on_send_committed`]).
 pub(super) fn request_turn(
     state: &mut ConversationState,
-    user: UserId,
+    caller: Caller,
     text: String,
     request_id: RequestId,
     sink: Sink,
     reply: RpcReplyPort<Result<SendTicket, WireError>>,
     now: bool,
 ) {
-    let checked = authorize(state, &user)
+    let checked = authorize_caller(state, &caller)
         .and_then(|()| check_text(&text))
         .and_then(|()| not_moving(state));
     if let Err(e) = checked {
         let _ = reply.send(Err(e));
+        return;
+    }
+    // The queue runs its messages as the owner's turns: a shared caller's message is
+    // never queued behind the running turn.
+    if !caller.is_owner() && queue::must_queue(state) {
+        let _ = reply.send(Err(WireError::new(
+            ErrorCode::Busy,
+            format!(
+                "a turn is running in {}; wait for it to end, then send again",
+                state.record.id
+            ),
+        )));
         return;
     }
     if state.sends_pending >= SENDS_PENDING_MAX {
@@ -191,6 +203,7 @@ pub(super) async fn on_send_committed(
     state.record.running_turn = Some(running.clone());
     push_message(&mut state.messages, user_message.clone());
     let now = Instant::now();
+    let for_shared = sink.is_shared();
     state.turn = Some(Turn {
         message: empty_assistant(&running, state.ctx.now_ms()),
         running: running.clone(),
@@ -225,7 +238,7 @@ pub(super) async fn on_send_committed(
             message_id: running.assistant_message,
         },
     );
-    match ensure_agent(state).await {
+    match ensure_agent(state, for_shared).await {
         Ok(agent) => {
             let _ = agent.cast(AgentSessionMsg::Prompt {
                 turn: running.turn,
@@ -287,9 +300,27 @@ pub(super) fn preamble(
     ))
 }
 
-async fn ensure_agent(state: &mut ConversationState) -> Result<ActorRef<AgentSessionMsg>, String> {
+/// The agent session for the next prompt, started if there is none. An editor's turn
+/// (`for_shared`) runs in an agent process started without the workspace's credentials;
+/// one that has them is stopped first (and the other way round for the owner's turn),
+/// and the new process resumes the session with `session/load` when it can.
+async fn ensure_agent(
+    state: &mut ConversationState,
+    for_shared: bool,
+) -> Result<ActorRef<AgentSessionMsg>, String> {
     if let Some(agent) = &state.agent {
-        return Ok(agent.clone());
+        if state.agent_for_shared == for_shared {
+            return Ok(agent.clone());
+        }
+        let agent = agent.clone();
+        state.agent = None;
+        state.agent_credentials.clear();
+        let _ = agent
+            .stop_and_wait(
+                Some("the next turn needs an agent with other credentials".into()),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
     }
     let ctx = &state.ctx;
     let name = state.record.agent.clone();
@@ -319,11 +350,13 @@ async fn ensure_agent(state: &mut ConversationState) -> Result<ActorRef<AgentSes
         home: ctx.agent_home(state.record.workspace, state.record.id),
         resume_session: state.record.agent_session.clone(),
         workspace: state.record.workspace,
+        credentials: !for_shared,
     };
     let (agent, _) = Actor::spawn_linked(None, AgentSessionActor, args, state.myself.get_cell())
         .await
         .map_err(|e| format!("cannot start the agent session: {e}"))?;
     state.agent = Some(agent.clone());
+    state.agent_for_shared = for_shared;
     Ok(agent)
 }
 

@@ -1,10 +1,12 @@
 //! The commands of the shard state machine and the checks that need no state.
 
+use super::sharing::StoredGrant;
 use super::{MessageHeader, Rejection, WorkspaceSnapshot};
 use crate::security::credentials::{CREDENTIAL_VALUE_BYTES_MAX, Sealed, check_shape};
 use crate::shard::parts_delta::PartsDelta;
 use serde::{Deserialize, Serialize};
 use shoal_protocol::client::{MESSAGE_TEXT_BYTES_MAX, TITLE_BYTES_MAX};
+use shoal_protocol::sharing::{GrantId, GrantTarget, SharedListing};
 use shoal_protocol::transcript::{Message, MessageStatus, StopReason, content_from_parts};
 use shoal_protocol::workspaces::{SkillPackSpec, check_name};
 use shoal_protocol::{
@@ -374,6 +376,69 @@ pub enum ShardCommand {
         /// Idempotency key.
         request_id: RequestId,
     },
+    /// Share a conversation (idempotent per the grant's request id).
+    CreateGrant {
+        /// The grant.
+        grant: StoredGrant,
+    },
+    /// Remove a grant.
+    RevokeGrant {
+        /// The grant.
+        grant: GrantId,
+        /// Its owner.
+        owner: UserId,
+    },
+    /// Replace a link grant's secret.
+    RotateGrant {
+        /// The grant.
+        grant: GrantId,
+        /// Its owner.
+        owner: UserId,
+        /// SHA-256 of the new secret.
+        secret_hash: [u8; 32],
+    },
+    /// Bind an unbound invitation to the first user who presents its token.
+    BindInvite {
+        /// The grant.
+        grant: GrantId,
+        /// The user.
+        user: UserId,
+    },
+    /// Lock or unlock a conversation's sharing.
+    SetShareLock {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its owner.
+        owner: UserId,
+        /// Locked or not.
+        locked: bool,
+    },
+    /// Add a conversation to `user`'s "shared with me" index (in `user`'s shard).
+    IndexShared {
+        /// The grantee.
+        user: UserId,
+        /// The entry.
+        listing: SharedListing,
+    },
+    /// Remove an entry of `user`'s "shared with me" index.
+    UnindexShared {
+        /// The grantee.
+        user: UserId,
+        /// The grant.
+        grant: GrantId,
+    },
+    /// A new conversation with these messages, copied from another shard (a shared
+    /// conversation forked by a viewer or editor). Idempotent per request id.
+    ImportConversation {
+        /// The new conversation's record.
+        record: Box<super::ConversationRecord>,
+        /// Its messages, `0..record.message_count`.
+        messages: Vec<Message>,
+        /// The owner's default workspace (the shard's key for them).
+        default: WorkspaceId,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
 }
 
 impl ShardCommand {
@@ -578,6 +643,55 @@ impl ShardCommand {
             | ShardCommand::AppendUserMessage { .. }
             | ShardCommand::SetAgentSession { .. }
             | ShardCommand::AppendParts { .. } => {}
+            ShardCommand::CreateGrant { grant } => {
+                let link = !matches!(grant.target, GrantTarget::User { .. });
+                if link != grant.secret_hash.is_some() {
+                    return Err(Rejection::Invalid(format!(
+                        "grant {}: a link or invitation has a secret hash, a user grant none",
+                        grant.id
+                    )));
+                }
+                if matches!(grant.target, GrantTarget::Invite { bound_to: Some(_) }) {
+                    return Err(Rejection::Invalid(format!(
+                        "grant {}: an invitation is bound on first use, not when made",
+                        grant.id
+                    )));
+                }
+            }
+            ShardCommand::RevokeGrant { .. }
+            | ShardCommand::RotateGrant { .. }
+            | ShardCommand::BindInvite { .. }
+            | ShardCommand::SetShareLock { .. }
+            | ShardCommand::UnindexShared { .. } => {}
+            ShardCommand::IndexShared { listing, .. } => check_title(listing.title.as_deref())?,
+            ShardCommand::ImportConversation {
+                record,
+                messages,
+                default,
+                ..
+            } => {
+                same_shard(record.id.shard, record.workspace.shard, "conversation")?;
+                same_shard(record.workspace.shard, default.shard, "workspace")?;
+                check_title(record.title.as_deref())?;
+                if record.message_count != messages.len() as u64 || record.running_turn.is_some() {
+                    return Err(Rejection::Invalid(format!(
+                        "import of {}: the record must count its messages and run no turn",
+                        record.id
+                    )));
+                }
+                for (index, message) in messages.iter().enumerate() {
+                    // Invariant 4, and every message finished, numbered from 0.
+                    if message.id.0 != index as u64
+                        || message.status == MessageStatus::InProgress
+                        || message.content != content_from_parts(&message.parts)
+                    {
+                        return Err(Rejection::Invalid(format!(
+                            "import of {}: message {index} is not a finished message numbered {index} whose content equals its parts",
+                            record.id
+                        )));
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ pub fn derived_title(text: &str) -> Option<String> {
 }
 
 /// "`prefix` <title of `source`>" (its id when untitled), within the title bound.
-pub(super) fn titled(prefix: &str, source: &ConversationRecord) -> String {
+pub(crate) fn titled(prefix: &str, source: &ConversationRecord) -> String {
     let base = source
         .title
         .clone()
@@ -247,5 +247,5 @@ pub(super) fn delete_keys(
     writes.delete(conversation_key(rec.id));
     writes.delete(activity_key(rec.id));
     writes.delete(super::queue::queue_key(rec.id));
-    Ok(())
+    super::sharing::delete_keys(view, writes, rec.id)
 }
