@@ -76,7 +76,7 @@ pub use follow::{
 pub use profile::{PROFILE_ADDRESSES_MAX, PROFILE_BYTES_MAX, Profile};
 pub use queue::{QueuedSend, Sent};
 pub use retry::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS, RETRY_BUDGET_MS};
-pub use sharing::{NewGrant, ShareWith};
+pub use sharing::{ConversationView, NewGrant, ShareWith};
 
 pub use connection::EndpointFactory;
 use connection::{FrameReader, Link, Target, open_request, quic_config};

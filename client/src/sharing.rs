@@ -6,7 +6,7 @@
 //! [`Client::with_share_token`]); a user grant needs no token.
 
 use crate::{Client, ClientError, unexpected};
-use shoal_protocol::client::{ClientReply, ClientRequest};
+use shoal_protocol::client::{ClientReply, ClientRequest, ConversationDetail};
 use shoal_protocol::sharing::{GrantId, GrantInfo, Role, SharedListing, SharedView};
 use shoal_protocol::{ConversationId, UserId};
 
@@ -18,6 +18,15 @@ pub struct NewGrant {
     pub grant: GrantInfo,
     /// `shoalshare1.…`, for links and invitations.
     pub token: Option<String>,
+}
+
+/// A conversation as [`Client::view_conversation`] returns it.
+#[derive(Debug, Clone)]
+pub enum ConversationView {
+    /// The caller owns it.
+    Owner(Box<ConversationDetail>),
+    /// Shared with the caller (redacted).
+    Shared(Box<SharedView>),
 }
 
 /// Who a new grant is for.
@@ -122,6 +131,20 @@ impl Client {
         {
             ClientReply::SharedWithMe(list) => Ok(list),
             other => Err(unexpected("SharedWithMe", &other)),
+        }
+    }
+
+    /// A conversation as the caller may read it: the owner's full view, or a viewer's or
+    /// editor's redacted one.
+    pub async fn view_conversation(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<ConversationView, ClientError> {
+        let request = ClientRequest::GetConversation { conversation };
+        match self.unary("view_conversation", request, true).await? {
+            ClientReply::Conversation(detail) => Ok(ConversationView::Owner(detail)),
+            ClientReply::SharedConversation(view) => Ok(ConversationView::Shared(view)),
+            other => Err(unexpected("Conversation", &other)),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::render::{self, TranscriptPrinter, side_line};
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
 use futures::StreamExt;
-use shoal_client::{Client, Profile, Sent, TurnStream};
+use shoal_client::{Client, ConversationView, Profile, Sent, TurnStream};
 use shoal_protocol::transcript::{Event, EventFrame, Message, MessageStatus, PermissionOption};
 use shoal_protocol::{ConversationId, MessageId, Seq};
 use std::io::{self, Write};
@@ -298,11 +298,14 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
             Ok(ExitCode::SUCCESS)
         }
         ConvCommand::Show { id, json, .. } => {
-            let detail = client.get_conversation(id).await?;
-            if json {
-                print_line(&detail_json(&detail).to_string())?;
-            } else {
-                render::detail(&mut io::stdout().lock(), &detail).context(STDOUT_ERROR)?;
+            match client.view_conversation(id).await? {
+                ConversationView::Owner(detail) if json => {
+                    print_line(&detail_json(&detail).to_string())?
+                }
+                ConversationView::Owner(detail) => {
+                    render::detail(&mut io::stdout().lock(), &detail).context(STDOUT_ERROR)?
+                }
+                ConversationView::Shared(view) => crate::share::show_shared(&view, json)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -405,7 +408,7 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
     result
 }
 
-const STDOUT_ERROR: &str = "cannot write to stdout; check where the output goes";
+pub(crate) const STDOUT_ERROR: &str = "cannot write to stdout; check where the output goes";
 
 pub(crate) fn print_line(line: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();

@@ -8,6 +8,8 @@
 //! * `skills`: `shoalctl skills …`: skill packs (list, show, import, attach, detach,
 //!   delete); `skills_import` reads a pack from a local directory.
 //! * `lookup`: workspaces and skill packs named by id or by name.
+//! * `share`: `shoalctl share …`: grants for viewers and editors, links, revocation, the
+//!   lock, "shared with me"; how a shared conversation is shown.
 //! * `admin`: `shoalctl admin …` and the cluster commands `shoalctl members | shards |
 //!   drain`, built on the admin client.
 //! * `json`: the JSON shapes of `--json` output (events, messages, conversations, status,
@@ -24,6 +26,7 @@ mod creds;
 mod json;
 mod lookup;
 mod render;
+mod share;
 mod skills;
 mod skills_import;
 mod usage;
@@ -53,6 +56,11 @@ struct Cli {
     )]
     profile: PathBuf,
 
+    /// Act on conversations with this share token (`shoalshare1.…`, from `share create`)
+    /// instead of as their owner: `conv show|follow|send|fork|cancel ID --token T`.
+    #[arg(long, global = true, env = "SHOAL_SHARE_TOKEN", value_name = "TOKEN")]
+    token: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -71,6 +79,9 @@ enum Command {
     /// Workspace credentials: environment variables for your agents (write-only).
     #[command(subcommand)]
     Creds(creds::CredsCommand),
+    /// Share conversations with viewers and editors; see what is shared with you.
+    #[command(subcommand)]
+    Share(share::ShareCommand),
     /// What your turns used (tokens, cost), per conversation, agent or workspace.
     Usage(usage::UsageArgs),
     /// Node status, actors, followers, eviction and tokens (needs the admin token).
@@ -113,12 +124,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let profile = load_profile(&cli.profile)?;
+    let mut profile = load_profile(&cli.profile)?;
+    if let Some(token) = cli.token {
+        profile.share_token = Some(token);
+    }
     match cli.command {
         Command::Conv(command) => conv::run(&profile, command).await,
         Command::Ws(command) => ws::run(&profile, command).await,
         Command::Skills(command) => skills::run(&profile, command).await,
         Command::Creds(command) => creds::run(&profile, command).await,
+        Command::Share(command) => share::run(&profile, command).await,
         Command::Usage(args) => usage::run(&profile, args).await,
         Command::Admin(command) => admin::run(&profile, command).await,
         Command::Cluster(command) => admin::run_cluster(&profile, command).await,

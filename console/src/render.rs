@@ -210,8 +210,17 @@ pub(crate) fn detail(out: &mut impl Write, detail: &ConversationDetail) -> io::R
             ""
         }
     )?;
+    transcript(out, &detail.messages, detail.in_flight.as_ref())
+}
+
+/// Numbered messages (positions for `conv rewind`, `fork`), then the in-flight one.
+pub(crate) fn transcript(
+    out: &mut impl Write,
+    messages: &[Message],
+    in_flight: Option<&Message>,
+) -> io::Result<()> {
     let mut printer = TranscriptPrinter::default();
-    for message in &detail.messages {
+    for message in messages {
         // The position (for `conv rewind`, `fork`) and, for a reply of several parts, how
         // many (for `--parts`).
         match message.parts.len() {
@@ -222,7 +231,7 @@ pub(crate) fn detail(out: &mut impl Write, detail: &ConversationDetail) -> io::R
         }
         printer.message(out, message)?;
     }
-    if let Some(in_flight) = &detail.in_flight {
+    if let Some(in_flight) = in_flight {
         printer.message(out, in_flight)?;
     }
     out.flush()

@@ -6,21 +6,17 @@ use anyhow::{Context, Result, anyhow, ensure};
 use common::*;
 use serde_json::Value;
 use shoal_protocol::ConversationId;
+use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 #[tokio::test]
 async fn credentials_are_set_from_stdin_listed_without_values_and_removed() -> Result<()> {
-    let node = Node::start().await?;
-    let result = credentials_scenario(&node).await;
-    let logs = node.logs();
-    node.stop().await?;
-    result.map_err(|e| anyhow!("{e:#}\n{logs}"))
+    with_node(|profile| async move { credentials_scenario(profile).await }).await
 }
 
-async fn credentials_scenario(node: &Node) -> Result<()> {
-    let profile = node.profile();
+async fn credentials_scenario(profile: PathBuf) -> Result<()> {
     let secret = "ghp_from_stdin_7f3a";
     let stdout = succeeded(
         &shoalctl_with_stdin(
@@ -36,11 +32,8 @@ async fn credentials_scenario(node: &Node) -> Result<()> {
         "creds set printed {stdout:?}"
     );
 
-    let stdout = succeeded(
-        &shoalctl(&profile, &["creds", "list", "--json"]).await?,
-        "creds list",
-    )?;
-    let list: Value = serde_json::from_str(&stdout)?;
+    let list: Value = ok_json(&profile, &["creds", "list", "--json"]).await?;
+    let stdout = list.to_string();
     ensure!(
         list.as_array()
             .is_some_and(|a| a.len() == 1 && a[0]["name"] == "GITHUB_TOKEN"),
@@ -50,22 +43,19 @@ async fn credentials_scenario(node: &Node) -> Result<()> {
         !stdout.contains(secret),
         "the list shows the value: {stdout}"
     );
-    let table = succeeded(&shoalctl(&profile, &["creds", "list"]).await?, "creds list")?;
+    let table = ok(&profile, &["creds", "list"]).await?;
     ensure!(
         table.starts_with("NAME") && table.contains("GITHUB_TOKEN") && !table.contains(secret),
         "{table}"
     );
 
     // The agent got it (only its hash goes into the transcript).
-    let id = succeeded(&shoalctl(&profile, &["conv", "new"]).await?, "conv new")?;
-    let stdout = succeeded(
-        &shoalctl(
-            &profile,
-            &["conv", "send", id.trim(), "/env-digest GITHUB_TOKEN"],
-        )
-        .await?,
-        "conv send",
-    )?;
+    let id = ok(&profile, &["conv", "new"]).await?;
+    let stdout = ok(
+        &profile,
+        &["conv", "send", id.trim(), "/env-digest GITHUB_TOKEN"],
+    )
+    .await?;
     let digest = format!("blake3:{}", blake3::hash(secret.as_bytes()).to_hex());
     ensure!(
         stdout.contains(&digest),
@@ -84,17 +74,11 @@ async fn credentials_scenario(node: &Node) -> Result<()> {
     )?;
     ensure!(line.contains("empty"), "{line}");
 
-    let stdout = succeeded(
-        &shoalctl(&profile, &["creds", "rm", "GITHUB_TOKEN"]).await?,
-        "creds rm",
-    )?;
+    let stdout = ok(&profile, &["creds", "rm", "GITHUB_TOKEN"]).await?;
     ensure!(stdout == "removed GITHUB_TOKEN\n", "{stdout}");
-    let line = failed_with_one_line(
-        &shoalctl(&profile, &["creds", "rm", "GITHUB_TOKEN"]).await?,
-        "creds rm again",
-    )?;
+    let line = refused(&profile, &["creds", "rm", "GITHUB_TOKEN"]).await?;
     ensure!(line.contains("no credential named GITHUB_TOKEN"), "{line}");
-    let stdout = succeeded(&shoalctl(&profile, &["creds", "list"]).await?, "creds list")?;
+    let stdout = ok(&profile, &["creds", "list"]).await?;
     ensure!(stdout == "no credentials\n", "{stdout}");
     Ok(())
 }

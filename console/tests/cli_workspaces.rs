@@ -9,35 +9,6 @@ use common::*;
 use serde_json::Value;
 use std::path::Path;
 
-/// Runs `scenario` against a fresh node and adds the node's output to a failure.
-async fn with_node<F, Fut>(scenario: F) -> Result<()>
-where
-    F: FnOnce(std::path::PathBuf) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let node = Node::start().await?;
-    let result = scenario(node.profile()).await;
-    let logs = node.logs();
-    node.stop().await?;
-    result.map_err(|e| anyhow!("{e:#}\n{logs}"))
-}
-
-/// Runs a command that must succeed and returns its stdout.
-async fn ok(profile: &Path, args: &[&str]) -> Result<String> {
-    succeeded(&shoalctl(profile, args).await?, &args.join(" "))
-}
-
-/// Runs a command that must succeed and parses its stdout as JSON.
-async fn ok_json(profile: &Path, args: &[&str]) -> Result<Value> {
-    let stdout = ok(profile, args).await?;
-    serde_json::from_str(&stdout).with_context(|| format!("`{}` printed {stdout}", args.join(" ")))
-}
-
-/// Runs a command that must fail with one error line and returns that line.
-async fn refused(profile: &Path, args: &[&str]) -> Result<String> {
-    failed_with_one_line(&shoalctl(profile, args).await?, &args.join(" "))
-}
-
 fn names(list: &Value) -> Vec<&str> {
     list.as_array()
         .map(|a| a.iter().filter_map(|w| w["name"].as_str()).collect())

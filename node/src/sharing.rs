@@ -232,6 +232,9 @@ pub fn resolve(
     token: Option<&str>,
 ) -> Result<Resolved, WireError> {
     let internal = |e: &dyn std::fmt::Display| ctx.internal_error("authorize a request", e);
+    if !ctx.shard_exists(conversation.shard) {
+        return Err(not_found(conversation));
+    }
     let record = ctx
         .store
         .conversation(conversation)

@@ -2,6 +2,7 @@
 //! real `shoalctl` run against it.
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -206,4 +207,33 @@ pub(crate) fn failed_with_one_line(output: &Output, what: &str) -> Result<String
         "`{what}` should print one `error:` line, got: {stderr:?}"
     );
     Ok(lines[0].to_owned())
+}
+
+/// Runs `scenario` against a fresh node and adds the node's output to a failure.
+pub(crate) async fn with_node<F, Fut>(scenario: F) -> Result<()>
+where
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let node = Node::start().await?;
+    let result = scenario(node.profile()).await;
+    let logs = node.logs();
+    node.stop().await?;
+    result.map_err(|e| anyhow!("{e:#}\n{logs}"))
+}
+
+/// Runs a command that must succeed and returns its stdout.
+pub(crate) async fn ok(profile: &Path, args: &[&str]) -> Result<String> {
+    succeeded(&shoalctl(profile, args).await?, &args.join(" "))
+}
+
+/// Runs a command that must succeed and parses its stdout as JSON.
+pub(crate) async fn ok_json(profile: &Path, args: &[&str]) -> Result<Value> {
+    let stdout = ok(profile, args).await?;
+    serde_json::from_str(&stdout).with_context(|| format!("`{}` printed {stdout}", args.join(" ")))
+}
+
+/// Runs a command that must fail with one error line and returns that line.
+pub(crate) async fn refused(profile: &Path, args: &[&str]) -> Result<String> {
+    failed_with_one_line(&shoalctl(profile, args).await?, &args.join(" "))
 }
