@@ -41,7 +41,8 @@
 //! 5. [`Invariant::OwnerOnlyHidden`] ([`check_owner_only_hidden`]): in viewer logs
 //!    (`owner == false`) every event passes the follower allowlist unchanged
 //!    (`Some(e.clone()) == e.for_follower()`): an owner-only event, or a `Done` carrying
-//!    usage, is a leak.
+//!    usage, is a leak. And a viewer token never mutates anything: no viewer write
+//!    ([`History::viewer_writes`]) was acknowledged, and none appears in any replica copy.
 //!
 //! A rewind legitimately drops messages; histories with rewinds are outside these rules.
 //! Each checker lists at most [`VIOLATIONS_LISTED_PER_SUBJECT_MAX`] violations per
@@ -831,6 +832,45 @@ pub fn check_owner_only_hidden(history: &History) -> Vec<Violation> {
             ));
         }
         cap_into(&mut out, found, &format!("viewer {}", log.follower));
+    }
+    // Second half: a viewer token never mutates anything.
+    for write in &history.viewer_writes {
+        let conversation = write.conversation.to_string();
+        let mut found = Vec::new();
+        if let WriteOutcome::Acked { message_id, .. } = &write.outcome {
+            found.push(violation(
+                Invariant::OwnerOnlyHidden,
+                Some(&conversation),
+                None,
+                format!(
+                    "viewer {} had {} acknowledged as message {}; a viewer token may not send",
+                    write.client,
+                    quote(&write.text),
+                    message_id.0
+                ),
+            ));
+        }
+        for copy in history
+            .replicas
+            .iter()
+            .filter(|c| c.conversation == write.conversation)
+        {
+            if let Some(m) = copy.messages.iter().find(|m| m.content == write.text) {
+                found.push(violation(
+                    Invariant::OwnerOnlyHidden,
+                    Some(&conversation),
+                    Some(&copy.node),
+                    format!(
+                        "viewer {}'s {} is stored as message {} on {}; a viewer token may not send",
+                        write.client,
+                        quote(&write.text),
+                        m.id.0,
+                        copy.node
+                    ),
+                ));
+            }
+        }
+        cap_into(&mut out, found, &format!("viewer {}", write.client));
     }
     out
 }

@@ -35,6 +35,10 @@ pub struct History {
     pub agents: Vec<AgentLife>,
     /// What each follower's SDK stream delivered.
     pub followers: Vec<FollowerLog>,
+    /// Messages viewers tried to send with their viewer token (each must be refused and
+    /// appear nowhere).
+    #[serde(default)]
+    pub viewer_writes: Vec<Write>,
 }
 
 /// One user message a client tried to send.
@@ -193,11 +197,13 @@ impl History {
             replicas,
             agents,
             followers,
+            viewer_writes,
         } = other;
         self.writes.extend(writes);
         self.replicas.extend(replicas);
         self.agents.extend(agents);
         self.followers.extend(followers);
+        self.viewer_writes.extend(viewer_writes);
     }
 
     /// Counts for a one-line summary.
@@ -373,6 +379,15 @@ mod tests {
                         },
                     },
                 ],
+            }],
+            viewer_writes: vec![Write {
+                conversation,
+                client: "f1.1#1".into(),
+                text: "viewer-f1.1#1".into(),
+                invoked_ms: 3,
+                outcome: WriteOutcome::Failed {
+                    error: "forbidden".into(),
+                },
             }],
         }
     }

@@ -746,5 +746,8 @@ fn collect_history(shared: &Shared) -> History {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone(),
+        // The simulation's followers are the owner's; viewer tokens are exercised by the
+        // real-process runs.
+        viewer_writes: Vec::new(),
     }
 }

@@ -77,6 +77,10 @@ async fn process_faults_keep_the_invariants() {
     ))
     .await;
     assert!(outcome.stats.faults.values().sum::<u64>() > 0);
+    assert!(
+        !outcome.history.viewer_writes.is_empty(),
+        "the viewers tried to send with their viewer token"
+    );
 
     // The same run's history, with violations planted, is caught by the checkers.
     let history = outcome.history;

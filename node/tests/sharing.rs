@@ -392,6 +392,11 @@ async fn user_grants_and_invitations_are_listed_for_their_holder_and_bind_once()
         code(uma.get_shared(conv.id).await),
         Some(ErrorCode::NotFound)
     );
+
+    // A deleted conversation leaves the lists of those it was shared with.
+    assert_eq!(ivan.shared_with_me().await.unwrap().len(), 1);
+    owner.delete_conversation(conv.id).await.unwrap();
+    assert!(ivan.shared_with_me().await.unwrap().is_empty());
 }
 
 #[tokio::test]

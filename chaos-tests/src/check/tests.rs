@@ -227,6 +227,7 @@ fn clean() -> History {
                 ],
             ),
         ],
+        viewer_writes: vec![failed("v1", "viewer-v1", 500)],
     }
 }
 
@@ -849,6 +850,31 @@ fn a_permission_request_to_a_viewer_is_caught_but_owners_are_not_judged() {
         &["viewer v1", "`permission_request`"],
     );
     assert_eq!(violations.len(), 1, "{}", list(&violations));
+}
+
+#[test]
+fn a_viewer_write_that_was_acknowledged_or_stored_is_caught() {
+    let mut history = clean();
+    assert_clean(&check_owner_only_hidden(&history));
+    history
+        .viewer_writes
+        .push(acked("v2", "viewer-v2", 600, 650, 4));
+    let mut stored = transcript()[0].clone();
+    stored.id = MessageId(4);
+    stored.content = "viewer-v1".into();
+    history.replicas[0].messages.push(stored);
+    let violations = check_owner_only_hidden(&history);
+    expect(
+        &violations,
+        Invariant::OwnerOnlyHidden,
+        &["viewer v2", "\"viewer-v2\"", "acknowledged"],
+    );
+    expect(
+        &violations,
+        Invariant::OwnerOnlyHidden,
+        &["viewer v1", "\"viewer-v1\"", "n1"],
+    );
+    assert_eq!(violations.len(), 2, "{}", list(&violations));
 }
 
 #[test]

@@ -28,6 +28,8 @@ use workload::Recorder;
 
 /// The longest the end of a run waits for clients to finish their last operation.
 pub const CLIENT_STOP_TIMEOUT_MS: u64 = 60_000;
+/// The user the followers are: viewers by each conversation's link.
+const VIEWER_USER: &str = "chaos-viewer";
 /// The longest the end of a run waits for followers to see the last committed turn.
 pub const FOLLOWER_CATCH_UP_TIMEOUT_MS: u64 = 30_000;
 /// The longest a client may take to create its conversation.
@@ -210,19 +212,33 @@ pub async fn run(options: &RealOptions) -> anyhow::Result<RealOutcome> {
         )));
     }
     let mut conversations: Vec<ConversationId> = Vec::new();
+    let mut links = Vec::new();
     for rx in created {
-        let id = tokio::time::timeout(Duration::from_millis(CREATE_TIMEOUT_MS), rx)
+        let (id, link) = tokio::time::timeout(Duration::from_millis(CREATE_TIMEOUT_MS), rx)
             .await
             .context("a client did not create its conversation in time")?
             .context("a client stopped before creating its conversation")?;
         conversations.push(id);
+        links.push(link);
     }
+    // Followers are another user, a viewer by the conversation's link.
+    let viewer_token = {
+        let admin = cluster.admin().await?;
+        let token = admin
+            .issue_token(shoal_protocol::UserId::parse(VIEWER_USER)?, 24 * 3600)
+            .await;
+        admin.close().await;
+        token?
+    };
     let mut followers = Vec::new();
     for (k, id) in conversations.iter().enumerate() {
         for f in 0..options.followers {
+            let mut profile = rotated(&cluster, k + f + 1);
+            profile.token = viewer_token.clone();
+            profile.share_token = Some(links[k].clone());
             followers.push(tokio::spawn(workload::run_follower(
                 format!("f{}.{}", k + 1, f + 1),
-                rotated(&cluster, k + f + 1),
+                profile,
                 *id,
                 recorder.clone(),
                 trace.clone(),
@@ -310,6 +326,7 @@ pub async fn run(options: &RealOptions) -> anyhow::Result<RealOutcome> {
         replicas,
         agents,
         followers: recorded.followers,
+        viewer_writes: recorded.viewer_writes,
     };
     let violations = check_all(&history);
     trace.event("net", format!("checked: {} violation(s)", violations.len()));

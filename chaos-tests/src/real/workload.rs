@@ -5,8 +5,9 @@ use crate::history::committed_up_to;
 use crate::history::{FollowerLog, Write, WriteOutcome};
 use crate::trace::Trace;
 use futures::StreamExt;
-use shoal_client::{Client, Profile};
+use shoal_client::{Client, Profile, ShareWith};
 use shoal_protocol::ConversationId;
+use shoal_protocol::sharing::Role;
 use shoal_protocol::transcript::{Event, EventFrame};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub struct Recorded {
     pub writes: Vec<Write>,
     /// Every follow, one log per follow started.
     pub followers: Vec<FollowerLog>,
+    /// Every message a viewer tried to send with its viewer token.
+    pub viewer_writes: Vec<Write>,
     /// Turns whose events ended with `Done`.
     pub turns_done: u64,
     /// Turns that failed after their message was accepted.
@@ -125,14 +128,14 @@ pub fn prompt(client: &str, op: u64) -> String {
     }
 }
 
-/// One client: creates a conversation, then sends turns one after another until `stop`.
-/// Returns the conversation, or `None` if it could not be created before `stop`.
+/// One client: creates a conversation and a viewer link to it (sent on `created`), then
+/// sends turns one after another until `stop`.
 pub async fn run_client(
     name: String,
     profile: Profile,
     recorder: Recorder,
     trace: Trace,
-    created: tokio::sync::oneshot::Sender<ConversationId>,
+    created: tokio::sync::oneshot::Sender<(ConversationId, String)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let client = loop {
@@ -158,7 +161,21 @@ pub async fn run_client(
         }
     };
     trace.event(&name, format!("created conversation {conversation}"));
-    let _ = created.send(conversation);
+    let link = loop {
+        match client
+            .share(conversation, Role::Viewer, ShareWith::Link, None)
+            .await
+        {
+            Ok(grant) => break grant.token.unwrap_or_default(),
+            Err(e) => {
+                trace.event(&name, format!("sharing failed: {e}"));
+                if pause_or_stop(&mut stop).await {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = created.send((conversation, link));
     let mut op = 0u64;
     while !*stop.borrow() {
         let text = prompt(&name, op);
@@ -278,9 +295,11 @@ async fn pause_or_stop(stop: &mut watch::Receiver<bool>) -> bool {
     stopped || *stop.borrow()
 }
 
-/// One follower of `conversation`: follows through the SDK (which resumes across
-/// reconnects and `Moved`) and records every delivered event. A follow that gives up is
-/// recorded as ended and a new one starts, until `stop`.
+/// One viewer of `conversation` (its profile carries a viewer share token of another
+/// user): follows through the SDK (which resumes across reconnects and `Moved`) and
+/// records every delivered event. A follow that gives up is recorded as ended and a new
+/// one starts, until `stop`. Each follow starts with an attempt to send with the viewer
+/// token, recorded for invariant 5 (it must be refused).
 pub async fn run_follower(
     name: String,
     profile: Profile,
@@ -303,6 +322,34 @@ pub async fn run_follower(
                 continue;
             }
         };
+        let text = format!("viewer-{label}");
+        let invoked_ms = trace.elapsed_ms();
+        let sent = tokio::time::timeout(
+            Duration::from_millis(SEND_TIMEOUT_MS),
+            client.send(conversation, text.clone()),
+        )
+        .await;
+        let outcome = match sent {
+            Ok(Ok(turn)) => WriteOutcome::Acked {
+                message_id: turn.user_message(),
+                acked_ms: trace.elapsed_ms(),
+            },
+            Ok(Err(e)) => WriteOutcome::Failed {
+                error: e.to_string(),
+            },
+            Err(_) => WriteOutcome::Failed {
+                error: format!("no answer within {SEND_TIMEOUT_MS} ms"),
+            },
+        };
+        recorder.with(|r| {
+            r.viewer_writes.push(Write {
+                conversation,
+                client: label.clone(),
+                text,
+                invoked_ms,
+                outcome,
+            });
+        });
         let mut follow = client.follow(conversation, None);
         let mut events: Vec<EventFrame> = Vec::new();
         let ended = loop {

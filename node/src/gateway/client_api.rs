@@ -505,9 +505,12 @@ pub async fn dispatch(
             .await
             .and_then(|after| after.map(ClientReply::Renamed).ok_or_else(|| lost(ctx))),
         ClientRequest::DeleteConversation { conversation } => {
-            rewrite(host, peer, conversation, Change::Delete)
-                .await
-                .map(|_| ClientReply::ConversationDeleted)
+            let listed = super::sharing::listed_grants(ctx, conversation.shard, &peer.user);
+            let deleted = rewrite(host, peer, conversation, Change::Delete).await;
+            if deleted.is_ok() {
+                super::sharing::unlist_deleted(ctx, listed, &[conversation]).await;
+            }
+            deleted.map(|_| ClientReply::ConversationDeleted)
         }
         ClientRequest::ListCompactions { conversation } => {
             super::history::compactions(ctx, peer, conversation).map(ClientReply::Compactions)

@@ -524,6 +524,38 @@ async fn index(ctx: &NodeContext, grant: &StoredGrant, user: &UserId) {
     }
 }
 
+/// The grants of `owner`'s conversations in `shard` that are listed in someone's
+/// "shared with me" (read before a delete, to unlist them after it).
+pub(super) fn listed_grants(ctx: &NodeContext, shard: ShardId, owner: &UserId) -> Vec<StoredGrant> {
+    let Ok(view) = ctx.store.view(shard) else {
+        return Vec::new();
+    };
+    records::owner_grants(view, owner)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|g| {
+            matches!(
+                g.target,
+                GrantTarget::User { .. } | GrantTarget::Invite { bound_to: Some(_) }
+            )
+        })
+        .collect()
+}
+
+/// After `conversations` were deleted: their grants leave their holders' lists.
+pub(super) async fn unlist_deleted(
+    ctx: &NodeContext,
+    listed: Vec<StoredGrant>,
+    conversations: &[ConversationId],
+) {
+    for grant in listed
+        .iter()
+        .filter(|g| conversations.contains(&g.id.conversation))
+    {
+        unindex(ctx, grant).await;
+    }
+}
+
 async fn unindex(ctx: &NodeContext, grant: &StoredGrant) {
     let user = match &grant.target {
         GrantTarget::User { user } => user,

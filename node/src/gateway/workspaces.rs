@@ -206,10 +206,12 @@ pub(super) async fn delete(
         owner: peer.user.clone(),
         default,
     };
+    let listed = super::sharing::listed_grants(ctx, default.shard, &peer.user);
     let conversations = match propose(ctx, "delete a workspace", cmd, default.shard).await? {
         Outcome::WorkspaceDeleted { conversations } => conversations,
         other => return Err(unexpected(ctx, "delete a workspace", other)),
     };
+    super::sharing::unlist_deleted(ctx, listed, &conversations).await;
     for id in &conversations {
         let _ = host
             .call(
