@@ -7,6 +7,7 @@
 //! * `moves`: leadership moves, drain, SIGTERM;
 //! * `operate`: `shoal-node up` and `config check`;
 //! * `queue`: queued messages survive a failover;
+//! * `sharing`: grants and forks that cross to another node's shard;
 //! * `workspace`: the workspace and the agent's memory follow a failover.
 
 #[path = "../common/mod.rs"]
@@ -16,4 +17,5 @@ mod harness;
 mod moves;
 mod operate;
 mod queue;
+mod sharing;
 mod workspace;

@@ -166,7 +166,10 @@ fn the_shared_with_me_index_and_imports() {
         listing: listing.clone(),
     })
     .unwrap();
-    assert_eq!(shared_with(&mem, &bob).unwrap(), std::slice::from_ref(&listing));
+    assert_eq!(
+        shared_with(&mem, &bob).unwrap(),
+        std::slice::from_ref(&listing)
+    );
     mem.run(&ShardCommand::UnindexShared {
         user: bob.clone(),
         grant: listing.grant,
