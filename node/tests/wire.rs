@@ -275,3 +275,71 @@ async fn a_skill_pack_whose_paths_leave_their_skill_is_refused_by_the_node() {
     let client = node.client().await;
     assert!(client.list_skill_packs().await.unwrap().is_empty());
 }
+
+/// One request on its own stream of an authenticated raw connection; its one answer.
+async fn ask(conn: &quinn::Connection, body: ClientRequest) -> ServerFrame {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let request = RequestEnvelope { trace: None, body };
+    send.write_all(&encode_frame(&request).unwrap())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    read_one(&mut recv).await
+}
+
+/// A share token rides only on requests about its conversation: wrapped around anything
+/// else (a user's credentials or usage), or around another wrapped request, it is refused
+/// and nothing is served.
+#[tokio::test]
+async fn a_share_token_on_a_request_that_is_not_about_its_conversation_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let token = client
+        .share(
+            conv.id,
+            shoal_protocol::sharing::Role::Editor,
+            shoal_client::ShareWith::Link,
+            None,
+        )
+        .await
+        .unwrap()
+        .token
+        .unwrap();
+    let conn = authenticated(&node).await;
+    let shared = |request: ClientRequest| ClientRequest::Shared {
+        token: token.clone(),
+        request: Box::new(request),
+    };
+    let refused = [
+        shared(ClientRequest::ListCredentials { workspace: None }),
+        shared(ClientRequest::GetUsage {
+            workspace: None,
+            agent: None,
+            since_ms: None,
+            by: shoal_protocol::client::UsageBy::Conversation,
+        }),
+        shared(ClientRequest::ListWorkspaces),
+        shared(shared(ClientRequest::GetConversation {
+            conversation: conv.id,
+        })),
+    ];
+    for request in refused {
+        match ask(&conn, request.clone()).await {
+            ServerFrame::Error(e) => {
+                assert_eq!(e.code, ErrorCode::InvalidArgument, "{request:?}: {e}")
+            }
+            other => panic!("{request:?} was answered: {other:?}"),
+        }
+    }
+    // The same token on its conversation works (the owner reads as the owner).
+    let answer = ask(
+        &conn,
+        shared(ClientRequest::GetConversation {
+            conversation: conv.id,
+        }),
+    )
+    .await;
+    assert!(matches!(answer, ServerFrame::Reply(_)), "{answer:?}");
+}
