@@ -68,7 +68,8 @@ pub use names::{AGENT_NAME_CHARS_MAX, AgentName, NODE_ID_CHARS_MAX, NameError, N
 pub use sections::{
     AgentSpec, AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection,
     Isolation, LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SEEDS_MAX,
-    SandboxSection, TelemetrySection, TlsSection, WorkspaceSection,
+    SERVICE_NAME_DEFAULT, SamplingRatio, SandboxSection, TelemetrySection, TlsSection,
+    WorkspaceSection,
 };
 
 use std::collections::BTreeMap;

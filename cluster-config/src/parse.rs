@@ -9,8 +9,8 @@ use crate::names::{AgentName, NodeId};
 use crate::schema::{self, AGENT_KEYS, AGENTS_KEY, DEFAULT_AGENT_KEY, IntRule};
 use crate::sections::{
     AgentSpec, AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection,
-    Isolation, LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SandboxSection,
-    TelemetrySection, TlsSection, WorkspaceSection,
+    Isolation, LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SERVICE_NAME_DEFAULT,
+    SamplingRatio, SandboxSection, TelemetrySection, TlsSection, WorkspaceSection,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -131,9 +131,31 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
     if let Some(endpoint) = &otlp_endpoint {
         s.check("otlp_endpoint", schema::check_otlp_endpoint(endpoint))?;
     }
+    let service_name = s
+        .string("service_name")?
+        .unwrap_or_else(|| SERVICE_NAME_DEFAULT.to_owned());
+    s.check(
+        "service_name",
+        schema::check_attribute(&service_name, "service name"),
+    )?;
+    let sampling_ratio = match s.number("sampling_ratio")? {
+        None => SamplingRatio::ALL,
+        Some(value) => s.check("sampling_ratio", schema::parse_sampling_ratio(value))?,
+    };
+    let resource_attributes = s.string_table("resource_attributes")?;
+    for (name, value) in &resource_attributes {
+        let key = format!("resource_attributes.{}", echo(name));
+        s.check(&key, schema::check_attribute(name, "attribute name"))?;
+        s.check(&key, schema::check_attribute(value, "attribute value"))?;
+    }
+    let prometheus_listen = s.socket_addr("prometheus_listen")?;
     let telemetry = TelemetrySection {
         log_filter,
         otlp_endpoint,
+        service_name,
+        sampling_ratio,
+        resource_attributes,
+        prometheus_listen,
     };
 
     let agents = agents(root.remove(AGENTS_KEY), origins)?;
@@ -396,6 +418,20 @@ impl<'a> Section<'a> {
                     Problem::new(format!("{value} does not fit"), fix),
                 )
             })
+    }
+
+    /// A number (an integer, a float, or a string holding one, as an environment
+    /// variable gives it).
+    fn number(&mut self, key: &str) -> Result<Option<f64>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(None),
+            Some(Value::Float(f)) => Ok(Some(f)),
+            Some(Value::Integer(i)) => Ok(Some(i as f64)),
+            Some(Value::String(text)) if text.trim().parse::<f64>().is_ok() => {
+                Ok(text.trim().parse::<f64>().ok())
+            }
+            Some(other) => Err(self.wrong_type(key, "a number", &other, "write it as e.g. 0.25")),
+        }
     }
 
     fn string_array(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {

@@ -101,7 +101,14 @@ pub(crate) const SECTIONS: &[SectionSchema] = &[
     },
     SectionSchema {
         name: "telemetry",
-        keys: &["log_filter", "otlp_endpoint"],
+        keys: &[
+            "log_filter",
+            "otlp_endpoint",
+            "service_name",
+            "sampling_ratio",
+            "resource_attributes",
+            "prometheus_listen",
+        ],
     },
 ];
 
@@ -371,6 +378,36 @@ pub(crate) fn check_otlp_endpoint(endpoint: &str) -> Result<(), Problem> {
             format!("\"{}\" is not an http:// or https:// URL", echo(endpoint)),
             "use e.g. \"http://127.0.0.1:4317\", or remove the key to disable export",
         )),
+    }
+}
+
+/// `telemetry.sampling_ratio`: a number from 0.0 to 1.0.
+pub(crate) fn parse_sampling_ratio(value: f64) -> Result<crate::SamplingRatio, Problem> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(crate::SamplingRatio {
+            ppm: (value * 1e6).round() as u32,
+        })
+    } else {
+        Err(Problem::new(
+            format!("{value} is not between 0.0 and 1.0"),
+            "use 1.0 to record every trace, 0.1 for one in ten, 0.0 for none",
+        ))
+    }
+}
+
+/// `telemetry.service_name` and resource attribute names and values: non-empty text of
+/// at most 256 bytes without control characters.
+pub(crate) fn check_attribute(text: &str, what: &str) -> Result<(), Problem> {
+    if text.trim().is_empty() || text.len() > 256 || text.chars().any(char::is_control) {
+        Err(Problem::new(
+            format!(
+                "the {what} \"{}\" is empty, longer than 256 bytes or has control characters",
+                echo(text)
+            ),
+            format!("use a short printable {what}"),
+        ))
+    } else {
+        Ok(())
     }
 }
 

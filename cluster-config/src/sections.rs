@@ -566,16 +566,53 @@ pub struct TelemetrySection {
     /// `log_filter` (default `"info"`): a `tracing` env-filter directive, e.g.
     /// `"info,shoal_node=debug"`. Must not be empty.
     pub log_filter: String,
-    /// `otlp_endpoint` (default: none, export off): OpenTelemetry collector URL,
-    /// `http://` or `https://`, e.g. `"http://127.0.0.1:4317"`.
+    /// `otlp_endpoint` (default: none, export off): OpenTelemetry collector URL (OTLP
+    /// over gRPC), `http://` or `https://`, e.g. `"http://127.0.0.1:4317"`. Traces and
+    /// metrics are exported there.
     pub otlp_endpoint: Option<String>,
+    /// `service_name` (default `"shoal-node"`): the `service.name` resource attribute.
+    pub service_name: String,
+    /// `sampling_ratio` (default `1.0`): the share of new traces recorded, `0.0`–`1.0`;
+    /// a request that arrives with a sampled trace context is always recorded.
+    pub sampling_ratio: SamplingRatio,
+    /// `resource_attributes` (default none): more resource attributes, e.g.
+    /// `{ "deployment.environment" = "prod" }` (`service.name` and `host.name`-like
+    /// `node.id` are set by the node).
+    pub resource_attributes: BTreeMap<String, String>,
+    /// `prometheus_listen` (default: none, off): `ip:port` where `GET /metrics` serves
+    /// the node's metrics as Prometheus text.
+    pub prometheus_listen: Option<SocketAddr>,
 }
+
+/// A ratio in `0.0..=1.0`, kept in millionths so the config stays `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SamplingRatio {
+    /// Millionths: 1 000 000 is 1.0.
+    pub ppm: u32,
+}
+
+impl SamplingRatio {
+    /// Every trace.
+    pub const ALL: SamplingRatio = SamplingRatio { ppm: 1_000_000 };
+
+    /// As a float.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.ppm) / 1e6
+    }
+}
+
+/// Default `telemetry.service_name`.
+pub const SERVICE_NAME_DEFAULT: &str = "shoal-node";
 
 impl Default for TelemetrySection {
     fn default() -> Self {
         Self {
             log_filter: LOG_FILTER_DEFAULT.to_owned(),
             otlp_endpoint: None,
+            service_name: SERVICE_NAME_DEFAULT.to_owned(),
+            sampling_ratio: SamplingRatio::ALL,
+            resource_attributes: BTreeMap::new(),
+            prometheus_listen: None,
         }
     }
 }

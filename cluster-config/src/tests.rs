@@ -364,6 +364,31 @@ fn rules_fire_naming_the_key() {
             "is not an http:// or https:// URL",
         ),
         (
+            &[("telemetry.sampling_ratio", "1.5")],
+            "telemetry.sampling_ratio",
+            "1.5 is not between 0.0 and 1.0",
+        ),
+        (
+            &[("telemetry.sampling_ratio", "\"half\"")],
+            "telemetry.sampling_ratio",
+            "expected a number",
+        ),
+        (
+            &[("telemetry.service_name", "\"\"")],
+            "telemetry.service_name",
+            "is empty",
+        ),
+        (
+            &[("telemetry.prometheus_listen", "\"localhost\"")],
+            "telemetry.prometheus_listen",
+            "is not an ip:port socket address",
+        ),
+        (
+            &[("telemetry.resource_attributes", "{ team = 3 }")],
+            "telemetry.resource_attributes.team",
+            "expected a string",
+        ),
+        (
             &[("agents.demo.command", "\"\"")],
             "agents.demo.command",
             "the command is empty",
@@ -788,6 +813,13 @@ fn to_toml_string_round_trips() {
         ),
         ("telemetry.otlp_endpoint", "\"http://127.0.0.1:4317\""),
         ("telemetry.log_filter", "\"info,shoal_node=debug\""),
+        ("telemetry.service_name", "\"shoal-eu\""),
+        ("telemetry.sampling_ratio", "0.25"),
+        (
+            "telemetry.resource_attributes",
+            "{ \"deployment.environment\" = \"prod\" }",
+        ),
+        ("telemetry.prometheus_listen", "\"127.0.0.1:9464\""),
         (
             "agents.demo.args",
             "[\"--say\", \"quote \\\" and \\\\ backslash\", \"\"]",

@@ -250,6 +250,15 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     if let Some(endpoint) = &telemetry.otlp_endpoint {
         schema::check_otlp_endpoint(endpoint).map_err(|p| p.at("telemetry.otlp_endpoint"))?;
     }
+    schema::check_attribute(&telemetry.service_name, "service name")
+        .map_err(|p| p.at("telemetry.service_name"))?;
+    if telemetry.sampling_ratio.ppm > 1_000_000 {
+        return Err(ConfigError::Invalid {
+            key: "telemetry.sampling_ratio".to_owned(),
+            problem: format!("{} is more than 1.0", telemetry.sampling_ratio.as_f64()),
+            fix: "use a ratio from 0.0 to 1.0".to_owned(),
+        });
+    }
     Ok(())
 }
 

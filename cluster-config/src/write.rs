@@ -228,6 +228,26 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
     if let Some(endpoint) = &t.otlp_endpoint {
         kv(&mut out, "otlp_endpoint", endpoint.to_toml_value());
     }
+    kv(&mut out, "service_name", t.service_name.to_toml_value());
+    kv(
+        &mut out,
+        "sampling_ratio",
+        format!("{:?}", t.sampling_ratio.as_f64()),
+    );
+    if !t.resource_attributes.is_empty() {
+        kv(
+            &mut out,
+            "resource_attributes",
+            t.resource_attributes.to_toml_value(),
+        );
+    }
+    if let Some(addr) = t.prometheus_listen {
+        kv(
+            &mut out,
+            "prometheus_listen",
+            addr.to_string().to_toml_value(),
+        );
+    }
 
     for (name, agent) in &config.agents {
         section(&mut out, &format!("agents.{}", name.as_str().to_toml_key()));
