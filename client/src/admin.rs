@@ -52,6 +52,14 @@ impl AdminClient {
         }
     }
 
+    /// The node's metrics as OpenMetrics text (what its `GET /metrics` serves).
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        match self.call(AdminRequest::Metrics, true).await? {
+            AdminReply::Metrics(text) => Ok(text),
+            other => Err(unexpected("Metrics", &other)),
+        }
+    }
+
     /// The actors running on the node.
     pub async fn actors(&self) -> Result<Vec<ActorInfo>, ClientError> {
         match self.call(AdminRequest::ListActors, true).await? {
@@ -195,6 +203,7 @@ fn unexpected(expected: &str, got: &AdminReply) -> ClientError {
         AdminReply::Shards(_) => "Shards",
         AdminReply::Draining { .. } => "Draining",
         AdminReply::FaultInjected => "FaultInjected",
+        AdminReply::Metrics(_) => "Metrics",
     };
     ClientError::Protocol(format!("expected a `{expected}` admin reply, got `{got}`"))
 }

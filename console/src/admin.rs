@@ -93,6 +93,9 @@ pub(crate) enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The node's metrics as OpenMetrics text, as Prometheus scrapes them from
+    /// `telemetry.prometheus_listen` (needs the admin token).
+    Metrics,
 }
 
 fn parse_user(s: &str) -> Result<UserId, String> {
@@ -125,6 +128,7 @@ async fn execute_cluster(
     command: ClusterCommand,
 ) -> anyhow::Result<Vec<String>> {
     let lines = match command {
+        ClusterCommand::Metrics => vec![admin.metrics().await?.trim_end().to_owned()],
         ClusterCommand::Members { json } => {
             let mut members = admin.members().await?;
             members.sort_by(|a, b| a.node_id.cmp(&b.node_id));

@@ -148,9 +148,9 @@ pub fn main() -> ExitCode {
                 vec!["demo-agent".into()],
                 std::env::vars(),
             )?;
-            init_logging(&config);
+            let telemetry = crate::telemetry::init(&config)?;
             dev::prepare(&config)?;
-            serve(config, true).await
+            serve(config, true, telemetry).await
         }),
         Command::Up {
             nodes,
@@ -159,8 +159,8 @@ pub fn main() -> ExitCode {
         } => run(|| async move { up(nodes, &data_dir, first_port).await }),
         Command::Start { config } => run(|| async move {
             let config = NodeConfig::load(&config)?;
-            init_logging(&config);
-            serve(config, false).await
+            let telemetry = crate::telemetry::init(&config)?;
+            serve(config, false, telemetry).await
         }),
     }
 }
@@ -189,17 +189,13 @@ where
     }
 }
 
-fn init_logging(config: &NodeConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.telemetry.log_filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-async fn serve(config: NodeConfig, dev_mode: bool) -> anyhow::Result<()> {
+async fn serve(
+    config: NodeConfig,
+    dev_mode: bool,
+    telemetry: crate::telemetry::Telemetry,
+) -> anyhow::Result<()> {
     let node = Node::start(config.clone()).await?;
+    telemetry.export_metrics(&node.context().metrics);
     let addr = node.addr();
     if dev_mode {
         let profile = dev::write_profile(&config, addr, node.context().now_secs())?;
@@ -225,6 +221,7 @@ async fn serve(config: NodeConfig, dev_mode: bool) -> anyhow::Result<()> {
     }
     eprintln!("shutting down");
     node.shutdown().await;
+    telemetry.shutdown().await;
     Ok(())
 }
 

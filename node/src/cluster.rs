@@ -247,6 +247,7 @@ impl Cluster {
         peers: Arc<PeerClient>,
         advertise: SocketAddr,
         watchdog: crate::watchdog::Watchdog,
+        metrics: Arc<crate::context::Metrics>,
     ) -> Result<Arc<Cluster>, ProposeError> {
         let name = config.node.id.as_str().to_owned();
         let me = placement::raft_id_of(&name, store.generation());
@@ -292,7 +293,7 @@ impl Cluster {
                 watchdog.clone(),
             ));
             let (proposals, rx) = mpsc::channel(PROPOSALS_QUEUED_MAX);
-            tokio::spawn(run_batcher(shard, raft.clone(), rx));
+            tokio::spawn(run_batcher(shard, raft.clone(), rx, metrics.clone()));
             groups.push(ShardGroup {
                 shard,
                 raft,
@@ -330,6 +331,7 @@ impl Cluster {
     }
 
     /// Proposes `command` to `shard` and waits until it is committed and applied.
+    #[tracing::instrument(name = "propose", skip_all, fields(shard = shard.0))]
     pub async fn propose(
         &self,
         shard: ShardId,
@@ -412,6 +414,14 @@ impl Cluster {
     /// Watches `shard`'s hosting state.
     pub fn watch_hosting(&self, shard: ShardId) -> Option<watch::Receiver<Hosting>> {
         self.group(shard).map(|g| g.hosting.clone())
+    }
+
+    /// How many shards this node leads and hosts now.
+    pub fn shards_led(&self) -> usize {
+        self.groups
+            .iter()
+            .filter(|g| matches!(*g.hosting.borrow(), Hosting::Active { .. }))
+            .count()
     }
 
     /// Where requests for `shard` go.
@@ -627,7 +637,12 @@ fn next_batch(
 
 /// Sends queued proposals as batches, one log entry at a time, each bounded in commands
 /// and bytes.
-async fn run_batcher(shard: ShardId, raft: ShardRaft, mut rx: mpsc::Receiver<Proposal>) {
+async fn run_batcher(
+    shard: ShardId,
+    raft: ShardRaft,
+    mut rx: mpsc::Receiver<Proposal>,
+    metrics: Arc<crate::context::Metrics>,
+) {
     let mut carry: Option<Proposal> = None;
     loop {
         let first = match carry.take() {
@@ -641,10 +656,18 @@ async fn run_batcher(shard: ShardId, raft: ShardRaft, mut rx: mpsc::Receiver<Pro
         let (commands, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let count = commands.len();
+        let histograms = metrics.histograms();
+        histograms.raft_batch_commands.observe(count as f64);
+        let started = std::time::Instant::now();
         let write = raft.client_write(ShardBatch { commands });
         let result =
             match tokio::time::timeout(Duration::from_millis(PROPOSE_TIMEOUT_MS), write).await {
-                Ok(result) => result,
+                Ok(result) => {
+                    histograms
+                        .raft_commit_seconds
+                        .observe_duration(started.elapsed());
+                    result
+                }
                 Err(_) => {
                     for reply in replies {
                         let _ = reply.send(Err(ProposeError::Unavailable {

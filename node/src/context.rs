@@ -32,9 +32,16 @@ pub struct Metrics {
     /// Encoded bytes of those checkpoints (monotonic): each carries only what streamed
     /// since the last one, so this grows with the output, not with its square.
     pub checkpoint_bytes: AtomicU64,
+    /// Latencies and sizes ([`crate::telemetry::prometheus::Histograms`]).
+    histograms: crate::telemetry::prometheus::Histograms,
 }
 
 impl Metrics {
+    /// The node's histograms.
+    pub fn histograms(&self) -> &crate::telemetry::prometheus::Histograms {
+        &self.histograms
+    }
+
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
@@ -74,7 +81,7 @@ pub struct NodeContext {
     /// Token signer.
     pub signer: TokenSigner,
     /// Counters.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Start time.
     pub started: Instant,
     /// The client address actually bound.

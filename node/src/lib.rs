@@ -10,6 +10,7 @@
 //! * [`shard`]: the deterministic shard state machine and the sled store under it.
 //! * [`agent_process`]: one ACP agent child process and its session.
 //! * [`security`]: TLS material and bearer tokens.
+//! * [`telemetry`]: logs, OpenTelemetry traces and metrics, the Prometheus endpoint.
 //! * [`sharing`]: who may do what to a conversation (owner, viewer and editor grants).
 //! * [`cluster`]: Raft groups per shard, the leader lease, routing, membership, placement.
 //! * [`raft`]: openraft storage (sled) and network (peer ALPN).
@@ -40,6 +41,7 @@ pub mod seam;
 pub mod security;
 pub mod shard;
 pub mod sharing;
+pub mod telemetry;
 pub mod watchdog;
 pub mod workspace;
 

@@ -51,6 +51,16 @@ pub enum NodeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The metrics address could not be bound.
+    #[error(
+        "cannot serve metrics on {addr}: {source}; pick a free address with `telemetry.prometheus_listen` or remove the key"
+    )]
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The Raft groups could not start.
     #[error("cannot start the shard groups: {0}")]
     Cluster(String),
@@ -67,6 +77,8 @@ pub struct NodeHandle {
     host: ActorRef<ShardHostMsg>,
     accept: tokio::task::JoinHandle<()>,
     background: crate::cluster::reconciler::Background,
+    /// The Prometheus endpoint (`telemetry.prometheus_listen`), when on.
+    metrics: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Entry points.
@@ -162,9 +174,17 @@ impl Node {
         let watchdog = crate::watchdog::Watchdog::start(
             config.cluster.replicas.get() > 1 && seams.agent_launcher.is_none(),
         );
-        let cluster = Cluster::start(&config, &store, peers, advertise, watchdog.clone())
-            .await
-            .map_err(|e| NodeError::Cluster(e.to_string()))?;
+        let metrics = Arc::new(Metrics::default());
+        let cluster = Cluster::start(
+            &config,
+            &store,
+            peers,
+            advertise,
+            watchdog.clone(),
+            metrics.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Cluster(e.to_string()))?;
         let fence = crate::fence::AgentFence::new(config.cluster.shard_count.get(), watchdog);
         let gossip_seed = match (seams.rng_seed, &seams.wall_clock) {
             (Some(_), Some(clock)) => Some(crate::cluster::membership::GossipSeed {
@@ -216,7 +236,7 @@ impl Node {
             agent_slots,
             membership,
             signer,
-            metrics: Metrics::default(),
+            metrics,
             started: Instant::now(),
             listen_addr,
             advertise_addr: advertise,
@@ -234,6 +254,19 @@ impl Node {
             ctx.clone(),
             host.clone(),
         ));
+        let metrics = match ctx.config.telemetry.prometheus_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::MetricsBind { addr, source })?;
+                tracing::info!(%addr, "serving metrics at /metrics");
+                Some(tokio::spawn(crate::telemetry::prometheus::serve(
+                    listener,
+                    ctx.clone(),
+                )))
+            }
+            None => None,
+        };
         let background = crate::cluster::reconciler::spawn(ctx.clone());
         if ctx.config.cluster.seeds.is_empty() && ctx.cluster.replicas() == 1 {
             // A single node forms its own cluster: be ready before returning, so the
@@ -247,6 +280,7 @@ impl Node {
             host,
             accept,
             background,
+            metrics,
         })
     }
 }
@@ -386,6 +420,9 @@ impl NodeHandle {
             b"node shutting down",
         );
         self.accept.abort();
+        if let Some(metrics) = &self.metrics {
+            metrics.abort();
+        }
         let timeout = Some(Duration::from_millis(SHUTDOWN_TIMEOUT_MS));
         if let Err(e) = self
             .host

@@ -45,6 +45,8 @@ pub enum AdminRequest {
         /// The fault.
         fault: Fault,
     },
+    /// The node's metrics as OpenMetrics text (what `GET /metrics` serves).
+    Metrics,
 }
 
 /// A fault a node injects into itself on request ([`AdminRequest::InjectFault`]).
@@ -179,4 +181,6 @@ pub enum AdminReply {
     },
     /// `InjectFault`: the fault is in effect.
     FaultInjected,
+    /// `Metrics`: OpenMetrics text.
+    Metrics(String),
 }

@@ -100,6 +100,8 @@ pub enum Read {
         frames: Vec<Bytes>,
         /// Sequence number of the last of them.
         through: Seq,
+        /// When the first of them entered the ring.
+        oldest_at: Option<std::time::Instant>,
     },
     /// Nothing new: wait for the ring to change.
     Wait,
@@ -123,6 +125,8 @@ struct RingInner {
     last: Seq,
     /// Encoded frames for `last - len + 1 ..= last`.
     frames: VecDeque<Bytes>,
+    /// When each of `frames` was pushed (for the fan-out delay metric).
+    pushed_at: VecDeque<std::time::Instant>,
     bytes: usize,
     closed: Option<Bytes>,
 }
@@ -152,6 +156,7 @@ impl Ring {
             inner: RwLock::new(RingInner {
                 last: base,
                 frames: VecDeque::with_capacity(count_max.clamp(1, 1024)),
+                pushed_at: VecDeque::with_capacity(count_max.clamp(1, 1024)),
                 bytes: 0,
                 closed: None,
             }),
@@ -187,11 +192,13 @@ impl Ring {
         inner.last = seq;
         inner.bytes += bytes.len();
         inner.frames.push_back(bytes);
+        inner.pushed_at.push_back(std::time::Instant::now());
         while inner.frames.len() > self.count_max
             || (inner.bytes > self.bytes_max && inner.frames.len() > 1)
         {
             if let Some(old) = inner.frames.pop_front() {
                 inner.bytes -= old.len();
+                inner.pushed_at.pop_front();
             }
         }
         drop(inner);
@@ -263,7 +270,12 @@ impl Ring {
             frames.push(frame.clone());
         }
         let through = Seq(cursor.0 + frames.len() as u64);
-        Read::Frames { frames, through }
+        let oldest_at = inner.pushed_at.get(skip).copied();
+        Read::Frames {
+            frames,
+            through,
+            oldest_at,
+        }
     }
 
     /// Whether a reader whose cursor is `cursor` can no longer be served: it is more than
@@ -386,7 +398,10 @@ mod tests {
             ring.push(status(n));
         }
         // The ring holds base+3..=base+6.
-        let Read::Frames { frames, through } = ring.read(Seq(base.0 + 4), 10, usize::MAX) else {
+        let Read::Frames {
+            frames, through, ..
+        } = ring.read(Seq(base.0 + 4), 10, usize::MAX)
+        else {
             panic!()
         };
         assert_eq!(seqs(&frames), vec![base.0 + 5, base.0 + 6]);
@@ -437,7 +452,10 @@ mod tests {
         assert_eq!(ring.held(), (3, one * 3));
         assert_eq!(ring.read(Seq(6), 100, usize::MAX), Read::Behind);
         // A budget of two frames splits the catch-up into two writes.
-        let Read::Frames { frames, through } = ring.read(Seq(7), 100, one * 2) else {
+        let Read::Frames {
+            frames, through, ..
+        } = ring.read(Seq(7), 100, one * 2)
+        else {
             panic!()
         };
         assert_eq!((seqs(&frames), through), (vec![8, 9], Seq(9)));

@@ -172,6 +172,9 @@ async fn handle(
         AdminRequest::Shards => Ok(AdminReply::Shards(shards(ctx))),
         AdminRequest::Drain { node } => drain(ctx, node).await,
         AdminRequest::InjectFault { fault } => inject_fault(ctx, fault),
+        AdminRequest::Metrics => Ok(AdminReply::Metrics(crate::telemetry::prometheus::encode(
+            ctx,
+        ))),
     }
 }
 

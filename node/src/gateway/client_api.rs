@@ -45,8 +45,11 @@ pub async fn handle_stream(
     let span = tracing::info_span!(
         "request",
         user = %peer.user,
+        node = ctx.node_id(),
+        conversation = envelope.body.conversation().map(|c| c.to_string()).unwrap_or_default(),
         traceparent = envelope.trace.as_ref().map(|t| t.traceparent.as_str()).unwrap_or(""),
     );
+    crate::telemetry::adopt(&span, envelope.trace.as_ref());
     let trace = envelope.trace.clone();
     route(send, envelope.body, trace, ctx, host, peer)
         .instrument(span)
@@ -181,6 +184,7 @@ async fn route(
                 format!("its leader {leader} is not answering gossip")
             }
             Route::Remote(leader) => {
+                let span = tracing::info_span!("forward", to = %leader, shard = shard.0);
                 match forward(
                     send,
                     request.clone(),
@@ -190,6 +194,7 @@ async fn route(
                     shard,
                     leader,
                 )
+                .instrument(span)
                 .await?
                 {
                     Forwarded::Done => return Ok(()),
@@ -271,9 +276,10 @@ async fn forward(
             return done(answer_error(&mut send, unavailable(e.to_string())).await);
         }
     };
+    // The leader's spans join this node's: the forward carries the current span's context.
     let forwarded = crate::peer::PeerRequest::Forward {
         user: peer.user.clone(),
-        trace,
+        trace: crate::telemetry::propagate(&tracing::Span::current(), trace),
         request,
     };
     // Until its first byte, the forward is dropped as soon as the shard's route changes

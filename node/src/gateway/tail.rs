@@ -53,6 +53,8 @@ pub async fn tail(
     let stopped = send.stopped();
     tokio::pin!(stopped);
     let mut pending: Vec<Bytes> = prelude.into_iter().collect();
+    let fanout = &ctx.metrics.histograms().fanout_seconds;
+    let mut pushed_at: Option<std::time::Instant> = None;
     loop {
         if !pending.is_empty() {
             tokio::select! {
@@ -67,11 +69,19 @@ pub async fn tail(
             }
             pending.clear();
             follower.advance(cursor);
+            if let Some(at) = pushed_at.take() {
+                fanout.observe_duration(at.elapsed());
+            }
         }
         // Mark every change seen before reading, so one that lands after the read wakes us.
         changed.borrow_and_update();
         match ring.read(cursor, lag_max, READ_BATCH_BYTES_MAX) {
-            Read::Frames { frames, through } => {
+            Read::Frames {
+                frames,
+                through,
+                oldest_at,
+            } => {
+                pushed_at = oldest_at;
                 pending = frames;
                 cursor = through;
             }

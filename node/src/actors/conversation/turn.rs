@@ -603,7 +603,12 @@ pub(super) fn turn_ended(state: &mut ConversationState, message: Message, usage:
     // Emitted while the turn is still set, so the initiator gets Done with usage and
     // followers get it without.
     emit(state, Event::Done { message, usage });
-    state.turn = None;
+    if let Some(turn) = state.turn.take() {
+        let histograms = state.ctx.metrics.histograms();
+        histograms
+            .turn_seconds
+            .observe_duration(turn.started.elapsed());
+    }
     Metrics::dec(&state.ctx.metrics.turns_running);
     state.last_activity = Instant::now();
     queue::maybe_start_next(state);

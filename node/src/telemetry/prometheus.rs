@@ -1,0 +1,284 @@
+//! The node's metrics: what they are ([`gauges`], [`Histograms`]), their text
+//! exposition ([`encode`], OpenMetrics text, which Prometheus scrapes), and the scrape
+//! endpoint ([`serve`]: `GET /metrics` on `telemetry.prometheus_listen`).
+//!
+//! The endpoint is plain HTTP/1.1 on a listener the operator chose: one request per
+//! connection, its head at most [`REQUEST_HEAD_BYTES_MAX`] read within
+//! [`REQUEST_TIMEOUT_MS`], at most [`SCRAPES_IN_FLIGHT_MAX`] served at once.
+
+use crate::context::{Metrics, NodeContext};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Longest request head accepted, in bytes.
+pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
+/// Longest a scraper may take to send its request.
+pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Scrapes served at once; more connections wait.
+pub const SCRAPES_IN_FLIGHT_MAX: usize = 8;
+
+/// A value read from [`Metrics`] at each scrape or export.
+pub type Read = fn(&Metrics) -> u64;
+
+fn load(counter: &AtomicU64) -> u64 {
+    Metrics::get(counter)
+}
+
+/// The node's gauges: name, help, and how to read the value now.
+pub fn gauges() -> [(&'static str, &'static str, Read); 5] {
+    [
+        (
+            "shoal_conversations_active",
+            "Conversation actors running on this node",
+            |m| load(&m.conversations_active),
+        ),
+        (
+            "shoal_agent_processes",
+            "Agent processes running on this node",
+            |m| load(&m.agent_processes),
+        ),
+        (
+            "shoal_followers",
+            "Followers attached to conversations on this node",
+            |m| load(&m.followers),
+        ),
+        ("shoal_turns_running", "Turns running on this node", |m| {
+            load(&m.turns_running)
+        }),
+        (
+            "shoal_connections",
+            "Client and admin connections open",
+            |m| load(&m.connections),
+        ),
+    ]
+}
+
+/// The node's counters (monotonic): name without `_total`, help, read.
+pub fn counters() -> [(&'static str, &'static str, Read); 3] {
+    [
+        (
+            "shoal_follower_resyncs",
+            "Followers cut over to resync because they fell behind",
+            |m| load(&m.follower_resyncs),
+        ),
+        (
+            "shoal_checkpoints",
+            "Checkpoints of running turns submitted",
+            |m| load(&m.checkpoints),
+        ),
+        (
+            "shoal_checkpoint_bytes",
+            "Encoded bytes of checkpoints submitted",
+            |m| load(&m.checkpoint_bytes),
+        ),
+    ]
+}
+
+/// One histogram, recorded for Prometheus and, once attached, for OTLP.
+#[derive(Debug)]
+pub struct Hist {
+    name: &'static str,
+    help: &'static str,
+    prometheus: Histogram,
+    otlp: OnceLock<opentelemetry::metrics::Histogram<f64>>,
+}
+
+impl Hist {
+    fn new(name: &'static str, help: &'static str, buckets: impl Iterator<Item = f64>) -> Self {
+        Self {
+            name,
+            help,
+            prometheus: Histogram::new(buckets),
+            otlp: OnceLock::new(),
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&self, value: f64) {
+        self.prometheus.observe(value);
+        if let Some(otlp) = self.otlp.get() {
+            otlp.record(value, &[]);
+        }
+    }
+
+    /// Records a duration in seconds.
+    pub fn observe_duration(&self, elapsed: Duration) {
+        self.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The node's histograms.
+#[derive(Debug)]
+pub struct Histograms {
+    /// Turn durations, user message committed to final message committed.
+    pub turn_seconds: Hist,
+    /// Raft commit latency of a proposal: submitted to applied.
+    pub raft_commit_seconds: Hist,
+    /// Commands per Raft proposal batch (one log entry).
+    pub raft_batch_commands: Hist,
+    /// Fan-out delay: from an event entering a conversation's replay ring to its
+    /// follower's stream write.
+    pub fanout_seconds: Hist,
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        Self {
+            turn_seconds: Hist::new(
+                "shoal_turn_seconds",
+                "Turn durations, from the user message committed to the end committed",
+                exponential_buckets(0.05, 2.0, 14),
+            ),
+            raft_commit_seconds: Hist::new(
+                "shoal_raft_commit_seconds",
+                "Raft commit latency of proposals, submitted to applied",
+                exponential_buckets(0.000_5, 2.0, 16),
+            ),
+            raft_batch_commands: Hist::new(
+                "shoal_raft_batch_commands",
+                "Commands per Raft log entry (proposal batch)",
+                exponential_buckets(1.0, 2.0, 10),
+            ),
+            fanout_seconds: Hist::new(
+                "shoal_fanout_seconds",
+                "Delay from an event entering a conversation's replay ring to a follower's stream write",
+                exponential_buckets(0.000_1, 2.0, 16),
+            ),
+        }
+    }
+}
+
+impl Histograms {
+    fn all(&self) -> [&Hist; 4] {
+        [
+            &self.turn_seconds,
+            &self.raft_commit_seconds,
+            &self.raft_batch_commands,
+            &self.fanout_seconds,
+        ]
+    }
+
+    /// Also records every histogram into `meter`'s OTLP export from now on.
+    pub fn attach_otlp(&self, meter: &opentelemetry::metrics::Meter) {
+        for hist in self.all() {
+            let _ = hist.otlp.set(
+                meter
+                    .f64_histogram(hist.name)
+                    .with_description(hist.help)
+                    .build(),
+            );
+        }
+    }
+}
+
+/// The node's metrics as OpenMetrics text: the gauges, counters and histograms above,
+/// and the shards this node leads.
+pub fn encode(ctx: &NodeContext) -> String {
+    let metrics = &ctx.metrics;
+    let mut registry = Registry::default();
+    for (name, help, read) in gauges() {
+        let gauge: Gauge = Gauge::default();
+        gauge.set(i64::try_from(read(metrics)).unwrap_or(i64::MAX));
+        registry.register(name, help, gauge);
+    }
+    for (name, help, read) in counters() {
+        let counter: Counter = Counter::default();
+        counter.inc_by(read(metrics));
+        registry.register(name, help, counter);
+    }
+    let led: Gauge = Gauge::default();
+    led.set(i64::try_from(ctx.cluster.shards_led()).unwrap_or(i64::MAX));
+    registry.register("shoal_shards_led", "Shards this node leads", led);
+    for hist in metrics.histograms().all() {
+        registry.register(hist.name, hist.help, hist.prometheus.clone());
+    }
+    let mut out = String::new();
+    // Writing into a String does not fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until the node stops.
+pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<NodeContext>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(SCRAPES_IN_FLIGHT_MAX));
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &ctx).await {
+                tracing::debug!(%remote, error = %e, "metrics scrape failed");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(mut stream: tokio::net::TcpStream, ctx: &NodeContext) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            if head.len() >= REQUEST_HEAD_BYTES_MAX {
+                return Err("request head too large");
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return Err("connection closed before the request ended"),
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        Ok(())
+    };
+    let (status, content_type, body) =
+        match tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), read).await {
+            Err(_) => return Ok(()),
+            Ok(Err("request head too large")) => (
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request head too large\n".to_owned(),
+            ),
+            Ok(Err(_)) => return Ok(()),
+            Ok(Ok(())) => {
+                let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+                let mut words = line.split(|b| *b == b' ');
+                match (words.next(), words.next()) {
+                    (Some(b"GET"), Some(b"/metrics")) => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        encode(ctx),
+                    ),
+                    (Some(b"GET"), _) => (
+                        "404 Not Found",
+                        "text/plain",
+                        "not found: the metrics are at /metrics\n".to_owned(),
+                    ),
+                    _ => (
+                        "405 Method Not Allowed",
+                        "text/plain",
+                        "only GET /metrics is served\n".to_owned(),
+                    ),
+                }
+            }
+        };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
