@@ -254,6 +254,9 @@ pub(crate) fn notification(method: &str, params: Value) -> Value {
 pub(crate) enum Outgoing {
     /// Write this message on its own line and flush.
     Message(Value),
+    /// Write this message and flush but leave out its newline (a sloppy agent): the
+    /// newline is written just before the next message.
+    Unterminated(Value),
     /// Exit the process with this code once everything queued before it is written.
     Exit(i32),
 }
@@ -263,19 +266,28 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut output: W,
     mut queue: mpsc::Receiver<Outgoing>,
 ) -> io::Result<()> {
+    // The last message was written without its newline.
+    let mut unterminated = false;
     while let Some(outgoing) = queue.recv().await {
-        match outgoing {
-            Outgoing::Message(message) => {
-                let mut bytes = serde_json::to_vec(&message)?;
-                bytes.push(b'\n');
-                output.write_all(&bytes).await?;
-                output.flush().await?;
-            }
+        let (message, terminate) = match outgoing {
+            Outgoing::Message(message) => (message, true),
+            Outgoing::Unterminated(message) => (message, false),
             Outgoing::Exit(code) => {
                 eprintln!("shoal-demo-agent: exiting with code {code} as scripted");
                 std::process::exit(code);
             }
+        };
+        let mut bytes = Vec::new();
+        if unterminated {
+            bytes.push(b'\n');
         }
+        serde_json::to_writer(&mut bytes, &message)?;
+        if terminate {
+            bytes.push(b'\n');
+        }
+        unterminated = !terminate;
+        output.write_all(&bytes).await?;
+        output.flush().await?;
     }
     output.flush().await
 }

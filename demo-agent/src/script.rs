@@ -47,6 +47,17 @@ enum Outcome {
     Hang,
 }
 
+/// How the prompt's answer goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// As the protocol says.
+    Plain,
+    /// Without its trailing newline (`/no-newline`).
+    Unterminated,
+    /// With its id as the other JSON type: `"1"` for `1` and back (`/string-id`).
+    IdRetyped,
+}
+
 /// One running prompt: where it streams, its cancel flag and the text it said so far.
 pub(crate) struct Turn {
     agent: Arc<Agent>,
@@ -57,6 +68,8 @@ pub(crate) struct Turn {
     agent_text: String,
     /// The `usage` of the prompt's answer, when the script reports one.
     tokens: Option<Value>,
+    /// How the answer is written.
+    answer: Answer,
 }
 
 impl Turn {
@@ -76,6 +89,7 @@ impl Turn {
             cancel,
             agent_text: String::new(),
             tokens: None,
+            answer: Answer::Plain,
         }
     }
 
@@ -172,9 +186,22 @@ pub(crate) async fn run_prompt(mut turn: Turn, prompt: String) {
     if let Some(tokens) = turn.tokens.take() {
         result["usage"] = tokens;
     }
-    agent
-        .send(Outgoing::Message(rpc::response(turn.request_id, result)))
-        .await;
+    let outgoing = match turn.answer {
+        Answer::Plain => Outgoing::Message(rpc::response(turn.request_id, result)),
+        Answer::Unterminated => Outgoing::Unterminated(rpc::response(turn.request_id, result)),
+        Answer::IdRetyped => Outgoing::Message(rpc::response(retyped(turn.request_id), result)),
+    };
+    agent.send(outgoing).await;
+}
+
+/// A request id as the other JSON type: a number as a string, a string of digits as
+/// a number (anything else unchanged).
+fn retyped(id: Value) -> Value {
+    match &id {
+        Value::Number(number) => Value::String(number.to_string()),
+        Value::String(text) => text.parse::<u64>().map_or(id, Value::from),
+        _ => id,
+    }
 }
 
 /// The value of environment variable `name`; names the platform cannot look up count
@@ -215,6 +242,21 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
             Ok(Outcome::Hang)
         }
         "/unknown-method" => unknown_method(turn).await,
+        "/no-newline" => {
+            turn.text("no newline").await?;
+            turn.answer = Answer::Unterminated;
+            Ok(Outcome::Stop("end_turn"))
+        }
+        "/string-id" => {
+            let kind = if turn.request_id.is_number() {
+                "number"
+            } else {
+                "string"
+            };
+            turn.text(&format!("request id was a {kind}")).await?;
+            turn.answer = Answer::IdRetyped;
+            Ok(Outcome::Stop("end_turn"))
+        }
         "/history" => {
             // What this session remembers before this prompt (which is recorded first).
             let user: Vec<String> = turn

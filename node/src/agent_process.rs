@@ -7,8 +7,10 @@
 //! * `agent_process/handler.rs`: what the agent sends us (updates, permission
 //!   requests, file requests) and the state shared with the handler.
 //! * `agent_process/child.rs`: the private home and environment, spawning in
-//!   a private process group, stdio as line streams, the stderr ring, exit
+//!   a private process group, the stderr ring, exit
 //!   watching, signals.
+//! * `agent_process/framing.rs`: stdout read as bounded lines (a message missing
+//!   its newline is taken after a quiet window), stdin written a flushed line each.
 //! * `agent_process/wire.rs`: lenient parsing of agent messages and the JSON we
 //!   send (no I/O).
 //! * `agent_process/fs.rs`: `fs/read_text_file` and `fs/write_text_file`,
@@ -31,6 +33,7 @@
 
 mod child;
 pub use child::check_bwrap;
+mod framing;
 mod fs;
 mod handler;
 mod wire;

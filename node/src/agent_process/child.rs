@@ -7,9 +7,10 @@
 //! directory or report the pid, so the child is spawned here and the crate's
 //! `Lines` transport runs over its pipes.
 
+use super::framing::{line_stream, write_lines};
 use super::{AgentCommand, AgentError, StartOptions};
 use futures::channel::mpsc as futures_mpsc;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{SinkExt, StreamExt};
 use rustix::process::{Pid, Signal};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -17,18 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
-};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr};
 use tokio::sync::{oneshot, watch};
 
 /// The most stderr kept for error messages, in bytes (the newest bytes win).
 pub(crate) const STDERR_TAIL_BYTES_MAX: usize = 16 * 1024;
-/// The longest line accepted from the agent's stdout, in bytes. A longer line
-/// ends the connection: the agent is broken or hostile. Large enough for a
-/// 16 MiB `fs/write_text_file` with escaping.
-pub(crate) const AGENT_LINE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The longest stderr line logged as one `tracing` event, in bytes.
 const STDERR_LOG_LINE_BYTES_MAX: usize = 4 * 1024;
 /// Lines queued for the agent's stdin before the connection waits.
@@ -305,24 +300,6 @@ pub(crate) fn spawn_in_process(
     Ok((process, outgoing, incoming.boxed()))
 }
 
-/// The agent's stdout as a stream of lines (see [`read_line`]).
-fn line_stream<R: AsyncBufRead + Unpin + Send + 'static>(
-    reader: R,
-    pid: Option<u32>,
-) -> impl Stream<Item = io::Result<String>> + Send + 'static {
-    futures::stream::unfold(Some(reader), move |reader| async move {
-        let mut reader = reader?;
-        match read_line(&mut reader, AGENT_LINE_BYTES_MAX).await {
-            Ok(Some(line)) => {
-                tracing::trace!(?pid, line = %super::wire::truncate_for_log(&line), "agent stdout");
-                Some((Ok(line), Some(reader)))
-            }
-            Ok(None) => None,
-            Err(error) => Some((Err(error), None)),
-        }
-    })
-}
-
 impl ChildProcess {
     /// The OS process id (also the process group id).
     pub(crate) fn pid(&self) -> Option<u32> {
@@ -426,81 +403,6 @@ async fn watch_exit(
     // Either outcome is fine: the tail holds what was read so far.
     let _drained = tokio::time::timeout(drain, stderr_done).await;
     exit_tx.send_replace(Some(status));
-}
-
-/// Copies lines from the connection to the agent's stdin until the connection
-/// ends, a write fails, or [`ChildProcess::close_stdin`] is called; then drops
-/// stdin so the agent sees EOF.
-async fn write_lines<W: AsyncWrite + Unpin>(
-    mut stdin: W,
-    mut lines: futures_mpsc::Receiver<String>,
-    mut close: watch::Receiver<bool>,
-    pid: Option<u32>,
-) {
-    loop {
-        let line = tokio::select! {
-            biased;
-            _ = close.wait_for(|closed| *closed) => break,
-            line = lines.next() => match line {
-                Some(line) => line,
-                None => break,
-            },
-        };
-        let write = async {
-            stdin.write_all(line.as_bytes()).await?;
-            // ACP pitfall 2: without the newline the agent never sees the message.
-            stdin.write_all(b"\n").await?;
-            stdin.flush().await
-        };
-        let result = tokio::select! {
-            biased;
-            _ = close.wait_for(|closed| *closed) => break,
-            result = write => result,
-        };
-        if let Err(error) = result {
-            tracing::debug!(?pid, %error, "writing to the agent's stdin failed");
-            break;
-        }
-    }
-    drop(stdin);
-}
-
-/// Reads one line of at most `max_bytes`, skipping blank lines. A final line
-/// without `\n` at EOF is returned (ACP pitfall 2); `None` at EOF.
-async fn read_line<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    max_bytes: usize,
-) -> io::Result<Option<String>> {
-    let mut line = Vec::new();
-    loop {
-        let buffer = reader.fill_buf().await?;
-        if buffer.is_empty() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                return Ok(None);
-            }
-            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
-        }
-        let (chunk, found_newline) = match buffer.iter().position(|&byte| byte == b'\n') {
-            Some(end) => (&buffer[..end], true),
-            None => (buffer, false),
-        };
-        if line.len() + chunk.len() > max_bytes {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("the agent sent a line longer than {max_bytes} bytes"),
-            ));
-        }
-        line.extend_from_slice(chunk);
-        let consumed = chunk.len() + usize::from(found_newline);
-        reader.consume(consumed);
-        if found_newline {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                line.clear();
-                continue;
-            }
-            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
-        }
-    }
 }
 
 /// Reads stderr to EOF: every line is logged at debug level and the newest
@@ -685,31 +587,6 @@ pub(crate) fn child_env(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn lines_are_bounded_blank_lines_skipped_and_a_final_line_kept() -> anyhow::Result<()> {
-        let input: &[u8] = b"{\"a\":1}\n\n  \r\n{\"b\":2}\r\n{\"c\":3}";
-        let mut reader = BufReader::new(input);
-        assert_eq!(
-            read_line(&mut reader, 64).await?.as_deref(),
-            Some("{\"a\":1}")
-        );
-        assert_eq!(
-            read_line(&mut reader, 64).await?.as_deref(),
-            Some("{\"b\":2}\r")
-        );
-        assert_eq!(
-            read_line(&mut reader, 64).await?.as_deref(),
-            Some("{\"c\":3}")
-        );
-        assert_eq!(read_line(&mut reader, 64).await?, None);
-
-        let long: &[u8] = b"0123456789\n";
-        let mut reader = BufReader::new(long);
-        let error = read_line(&mut reader, 5).await;
-        assert!(error.is_err_and(|e| e.kind() == io::ErrorKind::InvalidData));
-        Ok(())
-    }
 
     #[test]
     fn stderr_tail_keeps_the_newest_bytes() {
