@@ -66,7 +66,8 @@ use std::time::Duration;
 // tokio's clock: the same as std in production, the simulated one under a simulator.
 use tokio::time::Instant;
 
-/// How long a cancelled turn may take to stop before it is ended without the agent.
+/// How long a turn may take to stop after `session/cancel` (a user's cancel, or the
+/// turn timeout's) before its agent process is killed and the turn ended without it.
 const CANCEL_GRACE_MS: u64 = 10_000;
 /// User messages of one conversation waiting to be committed; more are refused as busy.
 pub const SENDS_PENDING_MAX: usize = 8;
@@ -272,6 +273,9 @@ struct Turn {
     bytes: usize,
     usage: Option<Usage>,
     cancel_requested: Option<Instant>,
+    /// Set once the turn ran past `conversation.turn_timeout_ms` (and was cancelled):
+    /// the error it ends with.
+    timed_out: Option<String>,
     permissions: BTreeMap<u64, Instant>,
     /// The store holds the message's parts exactly up to here (confirmed checkpoints).
     confirmed: PartsMark,

@@ -99,6 +99,12 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
                     StopReason::Cancelled,
                     Some("interrupted by a message sent with \"send now\"".to_owned()),
                 ),
+                // Stopped by the turn timeout's cancel: a failure, saying so.
+                Ok(_) if turn.timed_out.is_some() => (
+                    MessageStatus::Interrupted,
+                    StopReason::Failed,
+                    turn.timed_out.clone(),
+                ),
                 Ok(PromptOutcome::Cancelled) => {
                     (MessageStatus::Cancelled, StopReason::Cancelled, None)
                 }

@@ -213,6 +213,7 @@ pub(super) async fn on_send_committed(
         bytes: 0,
         usage: None,
         cancel_requested: None,
+        timed_out: None,
         permissions: BTreeMap::new(),
         confirmed: PartsMark::default(),
         checkpointing: None,
@@ -710,28 +711,38 @@ pub(super) fn on_tick(myself: &ActorRef<ConversationMsg>, state: &mut Conversati
                 });
             }
         }
-        let failure = if turn.started.elapsed() >= turn_timeout {
-            Some(format!(
-                "the turn ran longer than {} ms (conversation.turn_timeout_ms) and was stopped",
+        let cancel_grace = Duration::from_millis(CANCEL_GRACE_MS);
+        if turn.started.elapsed() >= turn_timeout && turn.timed_out.is_none() {
+            // Asked to stop first, like a cancel: an agent that ends its turn keeps its
+            // process (and session); one that does not is killed after the grace period.
+            turn.timed_out = Some(format!(
+                "the turn ran longer than {} ms (conversation.turn_timeout_ms) and was cancelled",
                 turn_timeout.as_millis()
-            ))
+            ));
+            request_cancel(state);
+            return;
+        }
+        // After a cancel the grace period decides, not the idle timeout.
+        let failure = if let Some(at) = turn.cancel_requested {
+            (at.elapsed() >= cancel_grace).then(|| match &turn.timed_out {
+                Some(_) => format!(
+                    "the turn ran longer than {} ms (conversation.turn_timeout_ms); the agent did not stop within {CANCEL_GRACE_MS} ms of session/cancel and was killed",
+                    turn_timeout.as_millis()
+                ),
+                None => format!(
+                    "the agent did not stop within {CANCEL_GRACE_MS} ms of the cancel; it was restarted"
+                ),
+            })
         } else if turn.permissions.is_empty() && turn.last_activity.elapsed() >= idle_timeout {
             Some(format!(
                 "the agent sent nothing for {} ms (conversation.turn_idle_timeout_ms); it was restarted",
                 idle_timeout.as_millis()
             ))
-        } else if turn
-            .cancel_requested
-            .is_some_and(|at| at.elapsed() >= Duration::from_millis(CANCEL_GRACE_MS))
-        {
-            Some(format!(
-                "the agent did not stop within {CANCEL_GRACE_MS} ms of the cancel; it was restarted"
-            ))
         } else {
             None
         };
         if let Some(message) = failure {
-            let cancelled = turn.cancel_requested.is_some();
+            let cancelled = turn.cancel_requested.is_some() && turn.timed_out.is_none();
             if let Some(agent) = &state.agent {
                 let _ = agent.cast(AgentSessionMsg::Restart);
             }
