@@ -11,6 +11,8 @@
 //!   watching, signals.
 //! * `agent_process/framing.rs`: stdout read as bounded lines (a message missing
 //!   its newline is taken after a quiet window), stdin written a flushed line each.
+//! * `agent_process/ids.rs`: our requests numbered on the wire, answers matched
+//!   back (also when the agent echoes `"1"` for `1`).
 //! * `agent_process/wire.rs`: lenient parsing of agent messages and the JSON we
 //!   send (no I/O).
 //! * `agent_process/fs.rs`: `fs/read_text_file` and `fs/write_text_file`,
@@ -36,6 +38,7 @@ pub use child::check_bwrap;
 mod framing;
 mod fs;
 mod handler;
+mod ids;
 mod wire;
 
 use agent_client_protocol::{

@@ -110,3 +110,22 @@ async fn the_turn_timeout_kills_an_agent_that_ignores_the_cancel_after_the_grace
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn an_answer_whose_id_has_the_wrong_json_type_is_matched_to_its_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    // Far below the test's wait: an answer never matched fails the turn.
+    config.conversation.turn_idle_timeout_ms = 20_000.try_into().unwrap();
+    let mut node = TestNode::start_with(config).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    // The agent sees a numeric id and answers with it as a string.
+    let frames = collect_turn(client.send(conv.id, "/string-id").await.unwrap()).await;
+    let message = final_message(&frames);
+    assert_eq!(message.status, MessageStatus::Complete, "{message:?}");
+    assert_eq!(message.content, "request id was a number");
+    let frames = collect_turn(client.send(conv.id, "after").await.unwrap()).await;
+    assert_eq!(done_content(&frames), "echo: after");
+    node.stop().await;
+}

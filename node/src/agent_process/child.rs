@@ -8,6 +8,7 @@
 //! `Lines` transport runs over its pipes.
 
 use super::framing::{line_stream, write_lines};
+use super::ids::RequestIds;
 use super::{AgentCommand, AgentError, StartOptions};
 use futures::channel::mpsc as futures_mpsc;
 use futures::{SinkExt, StreamExt};
@@ -216,7 +217,8 @@ pub(crate) fn spawn(
 
     let (close_tx, close_rx) = watch::channel(false);
     let (line_tx, line_rx) = futures_mpsc::channel(OUTGOING_LINES_MAX);
-    tokio::spawn(write_lines(stdin, line_rx, close_rx, pid));
+    let ids = Arc::new(RequestIds::default());
+    tokio::spawn(write_lines(stdin, line_rx, close_rx, Arc::clone(&ids), pid));
 
     let reaped = Arc::new(Mutex::new(false));
     let (exit_tx, exit_rx) = watch::channel(None);
@@ -231,7 +233,7 @@ pub(crate) fn spawn(
     let to_io: fn(futures_mpsc::SendError) -> io::Error =
         |_| io::Error::new(io::ErrorKind::BrokenPipe, "the agent's stdin is closed");
     let outgoing = line_tx.sink_map_err(to_io);
-    let incoming = line_stream(BufReader::new(stdout), pid);
+    let incoming = line_stream(BufReader::new(stdout), ids, pid);
 
     let process = ChildProcess {
         pid,
@@ -265,7 +267,14 @@ pub(crate) fn spawn_in_process(
 
     let (close_tx, close_rx) = watch::channel(false);
     let (line_tx, line_rx) = futures_mpsc::channel(OUTGOING_LINES_MAX);
-    tokio::spawn(write_lines(launched.stdin, line_rx, close_rx, pid));
+    let ids = Arc::new(RequestIds::default());
+    tokio::spawn(write_lines(
+        launched.stdin,
+        line_rx,
+        close_rx,
+        Arc::clone(&ids),
+        pid,
+    ));
 
     let reaped = Arc::new(Mutex::new(false));
     let (exit_tx, exit_rx) = watch::channel(None);
@@ -288,7 +297,7 @@ pub(crate) fn spawn_in_process(
     let to_io: fn(futures_mpsc::SendError) -> io::Error =
         |_| io::Error::new(io::ErrorKind::BrokenPipe, "the agent's stdin is closed");
     let outgoing = line_tx.sink_map_err(to_io);
-    let incoming = line_stream(BufReader::new(launched.stdout), pid);
+    let incoming = line_stream(BufReader::new(launched.stdout), ids, pid);
     let process = ChildProcess {
         pid,
         exit: exit_rx,

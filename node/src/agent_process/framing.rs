@@ -4,11 +4,15 @@
 //!
 //! Agents get the newline-delimited JSON they expect even when they are sloppy about
 //! it: a complete message left without its `\n` by a live agent is taken after
-//! [`UNTERMINATED_QUIET_MS`] of silence instead of waiting for the turn's idle timeout.
+//! [`UNTERMINATED_QUIET_MS`] of silence instead of waiting for the turn's idle timeout,
+//! and our requests carry numeric ids matched back even when echoed as strings
+//! (`ids.rs`).
 
+use super::ids::RequestIds;
 use futures::channel::mpsc as futures_mpsc;
 use futures::{Stream, StreamExt};
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -23,32 +27,37 @@ pub(crate) const AGENT_LINE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// turn timeout.
 pub(crate) const UNTERMINATED_QUIET_MS: u64 = 100;
 
-/// The agent's stdout as a stream of lines (see [`read_line`]).
+/// The agent's stdout as a stream of lines (see [`read_line`]). Answers to our requests get back the ids the connection gave them (`ids`).
 pub(crate) fn line_stream<R: AsyncBufRead + Unpin + Send + 'static>(
     reader: R,
+    ids: Arc<RequestIds>,
     pid: Option<u32>,
 ) -> impl Stream<Item = io::Result<String>> + Send + 'static {
-    futures::stream::unfold(Some(reader), move |reader| async move {
-        let mut reader = reader?;
-        let quiet = Duration::from_millis(UNTERMINATED_QUIET_MS);
-        match read_line(&mut reader, AGENT_LINE_BYTES_MAX, quiet).await {
-            Ok(Some(line)) => {
-                tracing::trace!(?pid, line = %super::wire::truncate_for_log(&line), "agent stdout");
-                Some((Ok(line), Some(reader)))
+    futures::stream::unfold(Some(reader), move |reader| {
+        let ids = Arc::clone(&ids);
+        async move {
+            let mut reader = reader?;
+            let quiet = Duration::from_millis(UNTERMINATED_QUIET_MS);
+            match read_line(&mut reader, AGENT_LINE_BYTES_MAX, quiet).await {
+                Ok(Some(line)) => {
+                    tracing::trace!(?pid, line = %super::wire::truncate_for_log(&line), "agent stdout");
+                    Some((Ok(ids.incoming(line)), Some(reader)))
+                }
+                Ok(None) => None,
+                Err(error) => Some((Err(error), None)),
             }
-            Ok(None) => None,
-            Err(error) => Some((Err(error), None)),
         }
     })
 }
 
 /// Copies lines from the connection to the agent's stdin until the connection
 /// ends, a write fails, or `close` turns true; then drops stdin so the agent
-/// sees EOF.
+/// sees EOF. Our requests go out numbered (`ids`).
 pub(crate) async fn write_lines<W: AsyncWrite + Unpin>(
     mut stdin: W,
     mut lines: futures_mpsc::Receiver<String>,
     mut close: watch::Receiver<bool>,
+    ids: Arc<RequestIds>,
     pid: Option<u32>,
 ) {
     loop {
@@ -56,7 +65,7 @@ pub(crate) async fn write_lines<W: AsyncWrite + Unpin>(
             biased;
             _ = close.wait_for(|closed| *closed) => break,
             line = lines.next() => match line {
-                Some(line) => line,
+                Some(line) => ids.outgoing(line),
                 None => break,
             },
         };
