@@ -30,6 +30,8 @@ const SLOW_CHUNKS_DEFAULT: u64 = 10;
 const STREAM_RATE_DEFAULT: u64 = 200;
 /// Highest `/stream` rate, chunks per second.
 const STREAM_RATE_MAX: u64 = 10_000;
+/// Lines `/stderr` prints before its last one (about 8 KiB).
+const STDERR_FILLER_LINES: u64 = 256;
 /// Exit code of `/crash`.
 const CRASH_EXIT_CODE: i32 = 3;
 
@@ -242,6 +244,18 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
             Ok(Outcome::Hang)
         }
         "/unknown-method" => unknown_method(turn).await,
+        "/stderr" => {
+            // A noisy crash: stderr lines, then one quoting a secret, then exit.
+            for line in 0..STDERR_FILLER_LINES {
+                eprintln!("shoal-demo-agent: log line {line}");
+            }
+            let value = env_value(args).unwrap_or_else(|| "<unset>".to_owned());
+            eprintln!(
+                "shoal-demo-agent: fatal: {args}={value} rejected, key sk-ant-api03-0123456789abcdefghij"
+            );
+            turn.text("crashing with stderr").await?;
+            Ok(Outcome::Crash)
+        }
         "/no-newline" => {
             turn.text("no newline").await?;
             turn.answer = Answer::Unterminated;

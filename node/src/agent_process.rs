@@ -15,6 +15,8 @@
 //!   back (also when the agent echoes `"1"` for `1`).
 //! * `agent_process/wire.rs`: lenient parsing of agent messages and the JSON we
 //!   send (no I/O).
+//! * `agent_process/redact.rs`: the owner's excerpt of the agent's stderr, bounded
+//!   and with credentials redacted.
 //! * `agent_process/fs.rs`: `fs/read_text_file` and `fs/write_text_file`,
 //!   confined to the workspace.
 //!
@@ -39,6 +41,7 @@ mod framing;
 mod fs;
 mod handler;
 mod ids;
+mod redact;
 mod wire;
 
 use agent_client_protocol::{
@@ -78,8 +81,10 @@ pub const EXIT_AFTER_DISCONNECT_MS: u64 = 2_000;
 pub const READ_FILE_BYTES_MAX: u64 = fs::READ_FILE_BYTES_MAX;
 /// The largest content the agent may write through `fs/write_text_file`, in bytes.
 pub const WRITE_FILE_BYTES_MAX: usize = fs::WRITE_FILE_BYTES_MAX;
-/// How much of the agent's stderr is kept for error messages, in bytes.
+/// How much of the agent's stderr is kept, in bytes (the newest bytes).
 pub const STDERR_TAIL_BYTES_MAX: usize = child::STDERR_TAIL_BYTES_MAX;
+/// The most of the agent's stderr an error carries for the owner, in bytes.
+pub const STDERR_EXCERPT_BYTES_MAX: usize = redact::STDERR_EXCERPT_BYTES_MAX;
 
 /// How to launch an agent (from the node config's `[agents.<name>]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -307,31 +312,29 @@ pub enum AgentError {
     /// `start` did not finish within `start_timeout`. The process was stopped.
     #[error(
         "the agent did not finish {phase} within {timeout_ms} ms and was stopped; check that \
-         the command starts an ACP agent on stdio, or raise the start timeout. \
-         Agent stderr (last lines): {stderr_tail}"
+         the command starts an ACP agent on stdio, or raise the start timeout"
     )]
     StartTimeout {
         /// The step that was running (`connect`, `initialize`, `session/new`, `session/load`).
         phase: &'static str,
         /// The configured limit.
         timeout_ms: u64,
-        /// The end of the agent's stderr.
-        stderr_tail: String,
+        /// The end of the agent's stderr, redacted and bounded (owner only: not in
+        /// the message, see [`AgentError::agent_output`]).
+        stderr_excerpt: String,
     },
     /// The agent broke the protocol or the connection failed while the process
     /// kept running. Shut the process down and start a new one.
     #[error("agent protocol error: {0}")]
     Protocol(String),
     /// The process exited (crash, kill, or on its own). Start a new one to continue.
-    #[error(
-        "the agent process exited ({status}); start it again to continue. \
-         Agent stderr (last lines): {stderr_tail}"
-    )]
+    #[error("the agent process exited ({status}); start it again to continue")]
     Exited {
         /// The exit status (`exit status: 3`, `signal: 9 (SIGKILL)`).
         status: String,
-        /// The end of the agent's stderr.
-        stderr_tail: String,
+        /// The end of the agent's stderr, redacted and bounded (owner only: not in
+        /// the message, see [`AgentError::agent_output`]).
+        stderr_excerpt: String,
     },
     /// The agent answered a request with a JSON-RPC error. The process still runs.
     #[error("the agent answered with error {code}: {message}")]
@@ -364,6 +367,25 @@ pub enum AgentError {
     },
 }
 
+impl AgentError {
+    /// What the agent itself printed about the failure (the end of its stderr),
+    /// bounded to [`STDERR_EXCERPT_BYTES_MAX`] with the values of its secret
+    /// environment and credential-like words redacted; `None` when it printed
+    /// nothing. For the conversation's owner only: the message ([`std::fmt::Display`])
+    /// never includes it, so it can go wherever the transcript goes.
+    pub fn agent_output(&self) -> Option<&str> {
+        match self {
+            AgentError::StartTimeout { stderr_excerpt, .. }
+            | AgentError::Exited { stderr_excerpt, .. }
+                if !stderr_excerpt.is_empty() =>
+            {
+                Some(stderr_excerpt)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// One running agent process with one ACP session.
 ///
 /// `prompt`, `cancel`, `respond_permission` and `shutdown` take `&self` and may
@@ -379,6 +401,9 @@ pub struct AgentProcess {
     /// Why the connection task ended, once it has.
     connection_end: Arc<Mutex<Option<String>>>,
     child: child::ChildProcess,
+    /// The values of the agent's own and extra environment, redacted from what it
+    /// prints before an owner sees it.
+    secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for AgentProcess {
@@ -421,6 +446,7 @@ impl AgentProcess {
             source,
         })?;
         let env = child::child_env(cmd, &opts)?;
+        let secrets = redact::secret_values(cmd.env.values().chain(opts.extra_env.values()));
         let deadline = tokio::time::Instant::now() + opts.start_timeout;
         let timeout_ms = u64::try_from(opts.start_timeout.as_millis()).unwrap_or(u64::MAX);
 
@@ -458,7 +484,7 @@ impl AgentProcess {
                 return Err(AgentError::StartTimeout {
                     phase: "connect",
                     timeout_ms,
-                    stderr_tail: child.stderr_tail(),
+                    stderr_excerpt: redact::stderr_excerpt(&child.stderr_tail(), &secrets),
                 });
             }
         };
@@ -471,6 +497,7 @@ impl AgentProcess {
             stop_connection: Mutex::new(Some(task.stop)),
             connection_end,
             child,
+            secrets,
         };
         let mut phase = "initialize";
         let handshake = process.handshake(&opts, &cwd_text, &mut phase);
@@ -488,7 +515,7 @@ impl AgentProcess {
                 Err(AgentError::StartTimeout {
                     phase,
                     timeout_ms,
-                    stderr_tail: process.child.stderr_tail(),
+                    stderr_excerpt: process.stderr_excerpt(),
                 })
             }
         }
@@ -727,7 +754,7 @@ impl AgentProcess {
             biased;
             answer = answer => match answer {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(error)) if !self.is_local_failure(&error) => Err(rpc_error(&error)),
+                Ok(Err(error)) if !self.is_local_failure(&error) => Err(self.rpc_error(&error)),
                 Ok(Err(error)) => Err(self.connection_lost(method, &error.to_string()).await),
                 Err(_) => Err(self.connection_lost(method, "no answer before the connection closed").await),
             },
@@ -765,24 +792,30 @@ impl AgentProcess {
     fn exited_error(&self, status: String) -> AgentError {
         AgentError::Exited {
             status,
-            stderr_tail: self.child.stderr_tail(),
+            stderr_excerpt: self.stderr_excerpt(),
         }
     }
-}
 
-/// An error answer from the agent, with its data (shortened) in the message.
-fn rpc_error(error: &agent_client_protocol::Error) -> AgentError {
-    let message = match &error.data {
-        Some(data) => format!(
-            "{} ({})",
-            error.message,
-            wire::truncate_for_log(&data.to_string())
-        ),
-        None => error.message.clone(),
-    };
-    AgentError::Rpc {
-        code: i64::from(i32::from(error.code)),
-        message,
+    /// The owner's excerpt of the agent's stderr ([`AgentError::agent_output`]).
+    fn stderr_excerpt(&self) -> String {
+        redact::stderr_excerpt(&self.child.stderr_tail(), &self.secrets)
+    }
+
+    /// An error answer from the agent, with its data (shortened) in the message, and
+    /// credentials redacted from both.
+    fn rpc_error(&self, error: &agent_client_protocol::Error) -> AgentError {
+        let message = match &error.data {
+            Some(data) => format!(
+                "{} ({})",
+                error.message,
+                wire::truncate_for_log(&data.to_string())
+            ),
+            None => error.message.clone(),
+        };
+        AgentError::Rpc {
+            code: i64::from(i32::from(error.code)),
+            message: redact::redact(&message, &self.secrets),
+        }
     }
 }
 

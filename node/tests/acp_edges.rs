@@ -129,3 +129,68 @@ async fn an_answer_whose_id_has_the_wrong_json_type_is_matched_to_its_request() 
     assert_eq!(done_content(&frames), "echo: after");
     node.stop().await;
 }
+
+/// A workspace credential the agent prints on stderr.
+const PLANTED: &str = "planted-credential-5f2c9a";
+
+#[tokio::test]
+async fn agent_stderr_reaches_only_the_initiator_bounded_and_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    client
+        .set_credential(None, "DEMO_TOKEN", PLANTED)
+        .await
+        .expect("set a credential");
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let follower_client = node.client().await;
+    let (mut follower, _) = follow_attached(&follower_client, conv.id).await;
+
+    let frames = collect_turn(client.send(conv.id, "/stderr DEMO_TOKEN").await.unwrap()).await;
+    // The initiator: a generic error, and the end of stderr as a warning, redacted.
+    let message = final_message(&frames);
+    assert_eq!(message.status, MessageStatus::Interrupted);
+    let error = message.error.clone().unwrap_or_default();
+    assert!(error.contains("exited"), "{error}");
+    let excerpt = warnings(&frames)
+        .into_iter()
+        .find(|w| w.contains("stderr"))
+        .unwrap_or_else(|| panic!("no stderr excerpt for the initiator: {frames:?}"));
+    assert!(
+        excerpt.contains("fatal: DEMO_TOKEN=[redacted] rejected, key [redacted]"),
+        "{excerpt}"
+    );
+    assert!(
+        excerpt.len() <= shoal_node::agent_process::STDERR_EXCERPT_BYTES_MAX + 100,
+        "{} bytes",
+        excerpt.len()
+    );
+    let shown = format!("{frames:?}");
+    assert!(
+        !shown.contains(PLANTED) && !shown.contains("sk-ant-api03"),
+        "{shown}"
+    );
+
+    // The follower and the stored transcript: Shoal's message only.
+    let followed = follow_until_done(&mut follower, 1).await;
+    let followed_text = format!("{followed:?}");
+    assert!(
+        followed.iter().any(|f| matches!(&f.event, shoal_protocol::transcript::Event::Error { message } if *message == error)),
+        "{followed_text}"
+    );
+    for leak in ["log line", "shoal-demo-agent", "fatal", PLANTED] {
+        assert!(
+            !followed_text.contains(leak),
+            "a follower saw {leak:?}: {followed_text}"
+        );
+    }
+    let stored = client.get_conversation(conv.id).await.unwrap();
+    let stored_text = format!("{stored:?}");
+    for leak in ["log line", "shoal-demo-agent", "fatal", PLANTED] {
+        assert!(
+            !stored_text.contains(leak),
+            "the transcript holds {leak:?}: {stored_text}"
+        );
+    }
+    node.stop().await;
+}

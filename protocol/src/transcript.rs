@@ -231,7 +231,8 @@ pub enum Event {
     },
     /// The turn failed; a `Done` with an interrupted message follows.
     Error {
-        /// What went wrong, for a person.
+        /// What went wrong, for a person: Shoal's description, never the agent's own
+        /// output (its stderr reaches only the initiator, as an `AgentWarning`).
         message: String,
     },
     /// Owner-only: the agent asks permission for a tool call.

@@ -13,7 +13,7 @@
 //! starts until it is gone; between turns it is idle, and at the node's cap the least
 //! recently used idle one is asked to stop ([`AgentSessionMsg::StopIdle`]).
 
-use super::conversation::{AgentEvent, ConversationMsg};
+use super::conversation::{AgentEvent, AgentFailure, ConversationMsg};
 use crate::agent_process::{
     AgentCommand, AgentError, AgentProcess, AgentUpdate, PromptAnswer, StartOptions,
 };
@@ -111,7 +111,7 @@ enum Control {
     /// `session/load` history replay) belong to no turn. Acknowledged once applied, so
     /// the prompt is sent only after the forwarder has switched turns.
     Start(TurnId, tokio::sync::oneshot::Sender<()>),
-    End(TurnId, Result<PromptAnswer, String>),
+    End(TurnId, Result<PromptAnswer, AgentFailure>),
 }
 
 /// State of [`AgentSessionActor`].
@@ -242,8 +242,8 @@ impl Actor for AgentSessionActor {
                 let _ = ack_rx.await;
                 let process = match process {
                     Ok(process) => process,
-                    Err(message) => {
-                        let _ = state.control_tx.send(Control::End(turn, Err(message)));
+                    Err(failure) => {
+                        let _ = state.control_tx.send(Control::End(turn, Err(failure)));
                         return Ok(());
                     }
                 };
@@ -258,7 +258,7 @@ impl Actor for AgentSessionActor {
                     let result = process
                         .prompt_with_context(context, text)
                         .await
-                        .map_err(|e| e.to_string());
+                        .map_err(|e| AgentFailure::of(e.to_string(), &e));
                     let _ = control.send(Control::End(turn, result));
                     let _ = me.cast(AgentSessionMsg::PromptDone { generation });
                 }));
@@ -340,7 +340,7 @@ async fn ensure_process(
     myself: &ActorRef<AgentSessionMsg>,
     state: &mut AgentSessionState,
     turn: TurnId,
-) -> Result<Arc<AgentProcess>, String> {
+) -> Result<Arc<AgentProcess>, AgentFailure> {
     if let Some(process) = &state.process {
         return Ok(process.clone());
     }
@@ -384,7 +384,7 @@ async fn ensure_process(
             });
         }
         Ok(_) => {}
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.to_string().into()),
     }
     for dir in [&args.cwd, &args.home] {
         std::fs::create_dir_all(dir)
@@ -431,7 +431,8 @@ async fn ensure_process(
         return Err(format!(
             "this node does not host shard {} now (no leader lease); retry",
             args.workspace.shard
-        ));
+        )
+        .into());
     }
     // Whether the process runs the recorded session (`session/load` succeeded).
     let mut resumed = opts.resume_session.is_some();
@@ -476,9 +477,9 @@ async fn ensure_process(
     // half-started process group.
     let process = tokio::select! {
         result = start => result
-            .map_err(|e| format!("agent `{}` failed to start: {e}", args.agent_name))?,
+            .map_err(|e| AgentFailure::of(format!("agent `{}` failed to start: {e}", args.agent_name), &e))?,
         () = ctx.fence.fenced(args.workspace.shard) => {
-            return Err(format!("shard {} moved to another node while the agent started; retry", args.workspace.shard));
+            return Err(format!("shard {} moved to another node while the agent started; retry", args.workspace.shard).into());
         }
     };
     let process = Arc::new(process);
@@ -486,7 +487,8 @@ async fn ensure_process(
         return Err(format!(
             "shard {} moved to another node while the agent started; retry",
             args.workspace.shard
-        ));
+        )
+        .into());
     }
     Metrics::inc(&ctx.metrics.agent_processes);
     state.slot = Some(slot);

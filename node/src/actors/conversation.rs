@@ -92,7 +92,40 @@ pub enum AgentEvent {
     /// A session update.
     Update(AgentUpdate),
     /// The prompt ended (`Err` carries what went wrong).
-    Ended(Result<PromptOutcome, String>),
+    Ended(Result<PromptOutcome, AgentFailure>),
+}
+
+/// Why a turn's agent failed (its start or its prompt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentFailure {
+    /// Shoal's own description, without anything the agent printed: it goes into the
+    /// `error` event every follower sees and into the stored message.
+    pub message: String,
+    /// What the agent printed about it (the end of its stderr), bounded and with
+    /// credentials redacted ([`crate::agent_process::AgentError::agent_output`]): only
+    /// the turn's initiator gets it, as an `agent_warning`.
+    pub agent_output: Option<String>,
+}
+
+impl AgentFailure {
+    /// A failure of `error`, described as `message` (which must not include the
+    /// agent's output).
+    pub fn of(message: String, error: &crate::agent_process::AgentError) -> Self {
+        Self {
+            message,
+            agent_output: error.agent_output().map(str::to_owned),
+        }
+    }
+}
+
+impl From<String> for AgentFailure {
+    /// A failure with nothing from the agent in it.
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            agent_output: None,
+        }
+    }
 }
 
 /// Messages of [`ConversationActor`].

@@ -127,11 +127,24 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
                         "the agent ended the turn with stop reason `{other}`"
                     )),
                 ),
-                Err(message) => (
-                    MessageStatus::Interrupted,
-                    StopReason::Failed,
-                    Some(message),
-                ),
+                Err(failure) => {
+                    if let Some(output) = failure.agent_output {
+                        // Owner-only: followers and the store get Shoal's message alone.
+                        emit(
+                            state,
+                            Event::AgentWarning {
+                                message: format!(
+                                    "the agent's stderr (its end, credentials redacted):\n{output}"
+                                ),
+                            },
+                        );
+                    }
+                    (
+                        MessageStatus::Interrupted,
+                        StopReason::Failed,
+                        Some(failure.message),
+                    )
+                }
             };
             if let Some(message) = &error {
                 emit(
