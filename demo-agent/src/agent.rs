@@ -289,12 +289,39 @@ fn initialize(agent: &Agent, params: &Value) -> Value {
     agent
         .client_takes_compactions
         .store(compaction, Ordering::Relaxed);
+    let auth_methods: Vec<Value> = auth_key_var()
+        .map(|var| {
+            json!({
+                "id": "demo-key",
+                "name": "Demo API key",
+                "description": format!("Requires setting the `{var}` environment variable"),
+            })
+        })
+        .into_iter()
+        .collect();
     json!({
         "protocolVersion": PROTOCOL_VERSION,
         "agentCapabilities": {"loadSession": true, "promptCapabilities": {}},
         "agentInfo": {"name": "shoal-demo-agent", "version": env!("CARGO_PKG_VERSION")},
-        "authMethods": [],
+        "authMethods": auth_methods,
     })
+}
+
+/// The variable that must hold a key before sessions open ([`crate::REQUIRE_AUTH_ENV`]).
+fn auth_key_var() -> Option<String> {
+    std::env::var(crate::REQUIRE_AUTH_ENV)
+        .ok()
+        .filter(|var| !var.is_empty() && !var.contains(['=', '\0']))
+}
+
+/// `auth_required` while the key [`auth_key_var`] names is missing.
+fn check_auth() -> Result<(), RpcError> {
+    match auth_key_var() {
+        Some(var) if std::env::var(&var).map_or(true, |key| key.is_empty()) => {
+            Err(RpcError::new(rpc::AUTH_REQUIRED, "Authentication required"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn string_param<'a>(params: &'a Value, name: &str) -> Result<&'a str, RpcError> {
@@ -330,6 +357,7 @@ fn session_not_found() -> RpcError {
 }
 
 async fn new_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> {
+    check_auth()?;
     let cwd = absolute_cwd(params)?;
     if lock(&agent.sessions).len() >= SESSIONS_MAX {
         return Err(too_many_sessions());
@@ -354,6 +382,7 @@ async fn new_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> {
 }
 
 async fn load_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> {
+    check_auth()?;
     let id = string_param(params, "sessionId")?.to_owned();
     let cwd = absolute_cwd(params)?;
     if !session::is_valid_session_id(&id) {

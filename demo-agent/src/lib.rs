@@ -44,6 +44,11 @@ use tokio::sync::mpsc;
 pub const LIFECYCLE_LOG_ENV: &str = "SHOAL_DEMO_AGENT_LOG";
 /// Environment variable naming the node, written in lifecycle lines.
 pub const NODE_ID_ENV: &str = "SHOAL_NODE_ID";
+/// Environment variable that makes the agent require authentication: its value names
+/// the variable holding the "API key"; while that one is unset or empty, `initialize`
+/// advertises an auth method and `session/new` and `session/load` fail with ACP's
+/// `auth_required` error (-32000).
+pub const REQUIRE_AUTH_ENV: &str = "SHOAL_DEMO_AGENT_REQUIRE_AUTH";
 /// Environment variable naming a Unix socket that witnesses this process's life (chaos
 /// tests): the agent connects at start, says who it is, and holds the connection open
 /// until the process ends.

@@ -22,6 +22,9 @@ pub(crate) const INVALID_PARAMS: i64 = -32602;
 pub(crate) const INTERNAL_ERROR: i64 = -32603;
 /// The request conflicts with the agent's state (e.g. a prompt is already running).
 pub(crate) const BUSY: i64 = -32000;
+/// ACP's `auth_required`: the agent needs credentials before it opens a session (the
+/// same number as [`BUSY`], told apart by the message).
+pub(crate) const AUTH_REQUIRED: i64 = -32000;
 /// The named session does not exist.
 pub(crate) const SESSION_NOT_FOUND: i64 = -32002;
 

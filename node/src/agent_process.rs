@@ -15,6 +15,8 @@
 //!   back (also when the agent echoes `"1"` for `1`).
 //! * `agent_process/wire.rs`: lenient parsing of agent messages and the JSON we
 //!   send (no I/O).
+//! * `agent_process/auth.rs`: advertised auth methods, `auth_required` and what
+//!   to configure.
 //! * `agent_process/redact.rs`: the owner's excerpt of the agent's stderr, bounded
 //!   and with credentials redacted.
 //! * `agent_process/fs.rs`: `fs/read_text_file` and `fs/write_text_file`,
@@ -35,6 +37,8 @@
 //! must keep draining it while awaiting [`AgentProcess::prompt`], or the
 //! connection stalls (the prompt's answer is processed after the updates before it).
 
+mod auth;
+pub use auth::AuthMethod;
 mod child;
 pub use child::check_bwrap;
 mod framing;
@@ -336,6 +340,13 @@ pub enum AgentError {
         /// the message, see [`AgentError::agent_output`]).
         stderr_excerpt: String,
     },
+    /// The agent refused to open a session until it is authenticated (ACP's
+    /// `auth_required` on `session/new` or `session/load`). The process was stopped.
+    #[error("{}", auth::required_message(None, methods))]
+    AuthRequired {
+        /// The auth methods it advertised in `initialize`.
+        methods: Vec<AuthMethod>,
+    },
     /// The agent answered a request with a JSON-RPC error. The process still runs.
     #[error("the agent answered with error {code}: {message}")]
     Rpc {
@@ -383,6 +394,30 @@ impl AgentError {
             }
             _ => None,
         }
+    }
+
+    /// The message for the owner of a conversation whose agent is configured as
+    /// `agent`: [`std::fmt::Display`], naming the agent's config entry when it says
+    /// what to configure.
+    pub fn describe(&self, agent: &str) -> String {
+        match self {
+            AgentError::AuthRequired { methods } => auth::required_message(Some(agent), methods),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// `auth_required` (with the methods advertised in `initialize`) for an error answer
+/// that means it; any other error as it is.
+fn auth_required(error: AgentError, methods: &[AuthMethod]) -> AgentError {
+    match error {
+        AgentError::Rpc { code, message } if auth::is_auth_required(code, &message, methods) => {
+            tracing::debug!(code, %message, "the agent requires authentication");
+            AgentError::AuthRequired {
+                methods: methods.to_vec(),
+            }
+        }
+        other => other,
     }
 }
 
@@ -533,6 +568,7 @@ impl AgentProcess {
         let answer = self.call("initialize", wire::initialize_params()).await?;
         let info = wire::parse_initialize(&answer).map_err(AgentError::Protocol)?;
         self.load_session = info.load_session;
+        let methods = auth::parse_auth_methods(&answer);
 
         if let Some(resume) = &opts.resume_session {
             if info.load_session {
@@ -547,7 +583,8 @@ impl AgentProcess {
                     );
                 }
                 self.call("session/load", wire::load_session_params(resume, cwd))
-                    .await?;
+                    .await
+                    .map_err(|e| auth_required(e, &methods))?;
                 self.session_id = resume.clone();
                 return Ok(());
             }
@@ -578,7 +615,10 @@ impl AgentProcess {
                 Ok(())
             },
         )?;
-        let answer = self.await_answer("session/new", answer_rx).await?;
+        let answer = self
+            .await_answer("session/new", answer_rx)
+            .await
+            .map_err(|e| auth_required(e, &methods))?;
         self.session_id = wire::parse_new_session(&answer).map_err(AgentError::Protocol)?;
         Ok(())
     }

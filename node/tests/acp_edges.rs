@@ -194,3 +194,44 @@ async fn agent_stderr_reaches_only_the_initiator_bounded_and_redacted() {
     }
     node.stop().await;
 }
+
+#[tokio::test]
+async fn an_agent_that_requires_authentication_says_what_to_configure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    for spec in config.agents.values_mut() {
+        spec.env.insert(
+            shoal_demo_agent::REQUIRE_AUTH_ENV.to_owned(),
+            "DEMO_API_KEY".to_owned(),
+        );
+    }
+    let mut node = TestNode::start_with(config).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let frames = collect_turn(client.send(conv.id, "hi").await.unwrap()).await;
+    let message = final_message(&frames);
+    assert_eq!(message.status, MessageStatus::Interrupted);
+    let error = message.error.unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "agent `demo` requires authentication (methods: `demo-key` Demo API key: Requires \
+             setting the `DEMO_API_KEY` environment variable)"
+        ),
+        "{error}"
+    );
+    assert!(
+        error.contains("`[agents.demo].env`") && error.contains("shoalctl creds set"),
+        "{error}"
+    );
+    // Configured as the message says, the next turn runs.
+    client
+        .set_credential(None, "DEMO_API_KEY", "demo-key-value")
+        .await
+        .expect("set a credential");
+    let frames = collect_turn(client.send(conv.id, "again").await.unwrap()).await;
+    let message = final_message(&frames);
+    assert_eq!(message.status, MessageStatus::Complete, "{message:?}");
+    // The new session is given the conversation so far before the message.
+    assert!(message.content.ends_with(" again"), "{:?}", message.content);
+    node.stop().await;
+}

@@ -477,7 +477,13 @@ async fn ensure_process(
     // half-started process group.
     let process = tokio::select! {
         result = start => result
-            .map_err(|e| AgentFailure::of(format!("agent `{}` failed to start: {e}", args.agent_name), &e))?,
+            .map_err(|e| {
+                let message = match e {
+                    AgentError::AuthRequired { .. } => e.describe(&args.agent_name),
+                    _ => format!("agent `{}` failed to start: {e}", args.agent_name),
+                };
+                AgentFailure::of(message, &e)
+            })?,
         () = ctx.fence.fenced(args.workspace.shard) => {
             return Err(format!("shard {} moved to another node while the agent started; retry", args.workspace.shard).into());
         }
