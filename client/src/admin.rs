@@ -174,7 +174,7 @@ impl AdminClient {
     async fn call_once(&self, request: AdminRequest) -> Result<AdminReply, ClientError> {
         let connection = self.link.connection().await?;
         let exchange = async {
-            let mut reader = open_request(&connection, request).await?;
+            let mut reader = open_request(&connection, request, None).await?;
             match reader.next::<Result<AdminReply, WireError>>().await? {
                 Some(Ok(reply)) => Ok(reply),
                 Some(Err(err)) => Err(ClientError::Server(err)),

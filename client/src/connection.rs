@@ -442,9 +442,10 @@ async fn handshake(connection: &quinn::Connection, token: &str) -> Result<Welcom
 pub(crate) async fn open_request<T: Serialize>(
     connection: &quinn::Connection,
     body: T,
+    trace: Option<shoal_protocol::TraceContext>,
 ) -> Result<FrameReader, ClientError> {
     let (mut send, recv) = connection.open_bi().await.map_err(lost_connection)?;
-    let envelope = RequestEnvelope { trace: None, body };
+    let envelope = RequestEnvelope { trace, body };
     write_frame(&mut send, &envelope).await?;
     send.finish().map_err(|e| {
         ClientError::ConnectionLost(format!("the request stream closed early: {e}"))

@@ -284,7 +284,7 @@ impl Follower {
         );
         tokio::time::timeout(
             Duration::from_millis(REQUEST_TIMEOUT_MS),
-            open_request(&connection, request),
+            open_request(&connection, request, None),
         )
         .await
         .unwrap_or(Err(ClientError::Timeout {

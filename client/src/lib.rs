@@ -108,6 +108,8 @@ struct ClientInner {
     user: UserId,
     /// Conversation requests are made with this share token ([`Client::connect_shared`]).
     share_token: Option<String>,
+    /// Requests carry this W3C trace context ([`Client::with_trace`]).
+    trace: Option<shoal_protocol::TraceContext>,
     node_id: String,
     /// Request ids: seeded by [`ConnectOptions::rng_seed`], else from the OS.
     ids: std::sync::Mutex<rand::rngs::StdRng>,
@@ -164,6 +166,7 @@ impl Client {
                 link: Arc::new(link),
                 user: welcome.user,
                 share_token: profile.share_token.clone(),
+                trace: None,
                 node_id: welcome.node_id,
                 ids: std::sync::Mutex::new(ids),
             }),
@@ -187,11 +190,27 @@ impl Client {
     /// This client, acting on conversations with `share_token` (or, with `None`, as
     /// itself); shares the connection.
     pub fn with_share_token(&self, share_token: Option<String>) -> Client {
+        self.derived(share_token, self.inner.trace.clone())
+    }
+
+    /// This client, sending `trace` (a W3C trace context: continue the caller's trace,
+    /// or start one with [`new_trace`]) with every request, so the nodes' spans join that
+    /// trace; `None` sends none. Shares the connection.
+    pub fn with_trace(&self, trace: Option<shoal_protocol::TraceContext>) -> Client {
+        self.derived(self.inner.share_token.clone(), trace)
+    }
+
+    fn derived(
+        &self,
+        share_token: Option<String>,
+        trace: Option<shoal_protocol::TraceContext>,
+    ) -> Client {
         Client {
             inner: Arc::new(ClientInner {
                 link: self.inner.link.clone(),
                 user: self.inner.user.clone(),
                 share_token,
+                trace,
                 node_id: self.inner.node_id.clone(),
                 ids: std::sync::Mutex::new(rand::SeedableRng::from_os_rng()),
             }),
@@ -414,7 +433,7 @@ impl Client {
         let request = shared(self.inner.share_token.as_deref(), request);
         let connection = self.inner.link.connection().await?;
         let exchange = async {
-            let mut reader = open_request(&connection, request).await?;
+            let mut reader = open_request(&connection, request, self.inner.trace.clone()).await?;
             match reader.next::<ServerFrame>().await? {
                 Some(ServerFrame::Reply(reply)) => Ok(reply),
                 Some(ServerFrame::Error(err)) => Err(ClientError::Server(err)),
@@ -442,7 +461,7 @@ impl Client {
         let request = shared(self.inner.share_token.as_deref(), request);
         let connection = self.inner.link.connection().await?;
         let exchange = async {
-            let mut reader = open_request(&connection, request).await?;
+            let mut reader = open_request(&connection, request, self.inner.trace.clone()).await?;
             match reader.next::<ServerFrame>().await? {
                 Some(ServerFrame::Accepted {
                     turn,
@@ -563,6 +582,28 @@ fn frame_name(frame: &ServerFrame) -> &'static str {
         ServerFrame::Moved { .. } => "Moved",
         ServerFrame::Error(_) => "Error",
         ServerFrame::Queued { .. } => "Queued",
+    }
+}
+
+/// A new sampled W3C trace context (`00-<trace id>-<span id>-01`): pass it to
+/// [`Client::with_trace`] to start a trace; its trace id is in [`trace_id`].
+pub fn new_trace() -> shoal_protocol::TraceContext {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let trace: u128 = rng.random::<u128>().max(1);
+    let span: u64 = rng.random::<u64>().max(1);
+    shoal_protocol::TraceContext {
+        traceparent: format!("00-{trace:032x}-{span:016x}-01"),
+        tracestate: None,
+    }
+}
+
+/// The trace id (32 hex digits) of a W3C trace context, if it is well formed.
+pub fn trace_id(trace: &shoal_protocol::TraceContext) -> Option<&str> {
+    let mut fields = trace.traceparent.split('-');
+    match (fields.next(), fields.next()) {
+        (Some("00"), Some(id)) if id.len() == 32 => Some(id),
+        _ => None,
     }
 }
 

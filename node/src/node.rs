@@ -77,8 +77,9 @@ pub struct NodeHandle {
     host: ActorRef<ShardHostMsg>,
     accept: tokio::task::JoinHandle<()>,
     background: crate::cluster::reconciler::Background,
-    /// The Prometheus endpoint (`telemetry.prometheus_listen`), when on.
-    metrics: Option<tokio::task::JoinHandle<()>>,
+    /// The Prometheus endpoint (`telemetry.prometheus_listen`), when on, and where it
+    /// listens.
+    metrics: Option<(tokio::task::JoinHandle<()>, SocketAddr)>,
 }
 
 /// Entry points.
@@ -256,14 +257,12 @@ impl Node {
         ));
         let metrics = match ctx.config.telemetry.prometheus_listen {
             Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| NodeError::MetricsBind { addr, source })?;
-                tracing::info!(%addr, "serving metrics at /metrics");
-                Some(tokio::spawn(crate::telemetry::prometheus::serve(
-                    listener,
-                    ctx.clone(),
-                )))
+                let bind = |source| NodeError::MetricsBind { addr, source };
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+                let bound = listener.local_addr().map_err(bind)?;
+                tracing::info!(addr = %bound, "serving metrics at /metrics");
+                let task = tokio::spawn(crate::telemetry::prometheus::serve(listener, ctx.clone()));
+                Some((task, bound))
             }
             None => None,
         };
@@ -355,6 +354,11 @@ impl NodeHandle {
         self.ctx.listen_addr
     }
 
+    /// Where `GET /metrics` is served (`telemetry.prometheus_listen`), when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
     /// Resolves with the reason when the node hit a fault that stops it (fail-stop, see
     /// [`crate::shard::store::Store::fail_stop`]): the caller should exit.
     pub async fn failed(&self) -> String {
@@ -420,7 +424,7 @@ impl NodeHandle {
             b"node shutting down",
         );
         self.accept.abort();
-        if let Some(metrics) = &self.metrics {
+        if let Some((metrics, _)) = &self.metrics {
             metrics.abort();
         }
         let timeout = Some(Duration::from_millis(SHUTDOWN_TIMEOUT_MS));

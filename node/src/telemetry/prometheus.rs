@@ -20,6 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// Longest a scraper may take to send its request.
 pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Most bytes read after the answer before closing, and for how long.
+const LINGER_BYTES_MAX: usize = 64 * 1024;
+const LINGER_MS: u64 = 1_000;
 /// Scrapes served at once; more connections wait.
 pub const SCRAPES_IN_FLIGHT_MAX: usize = 8;
 
@@ -280,5 +283,19 @@ async fn answer(mut stream: tokio::net::TcpStream, ctx: &NodeContext) -> std::io
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    // Lingering close: read what the client still sends (bounded), so closing with
+    // unread input does not reset the connection before it has read the answer.
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut left = LINGER_BYTES_MAX;
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(LINGER_MS), drain).await;
+    Ok(())
 }
