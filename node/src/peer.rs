@@ -336,9 +336,14 @@ impl PeerClient {
             return Ok(conn.clone());
         }
         let unreachable = |message: String| PeerError::Unreachable { addr, message };
-        let connecting = self
-            .endpoint
-            .connect_with(self.config.clone(), addr, PEER_SERVER_NAME)
+        // Dialled outside the caller's span: quinn instruments the connection's driver
+        // with the current span, and the pooled connection outlives the request that
+        // dialled it, whose trace would then never end (nor be exported).
+        let connecting = tracing::Span::none()
+            .in_scope(|| {
+                self.endpoint
+                    .connect_with(self.config.clone(), addr, PEER_SERVER_NAME)
+            })
             .map_err(|e| unreachable(e.to_string()))?;
         let conn = tokio::time::timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS), connecting)
             .await

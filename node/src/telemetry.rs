@@ -190,6 +190,8 @@ pub fn adopt(span: &tracing::Span, trace: Option<&TraceContext>) {
         carrier.insert("tracestate".to_owned(), state.clone());
     }
     let parent = TraceContextPropagator::new().extract(&carrier);
+    // Fails only without the OpenTelemetry layer (nothing to join) or for a span
+    // already started (never: it was just made).
     let _ = span.set_parent(parent);
 }
 

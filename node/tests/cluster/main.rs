@@ -8,6 +8,7 @@
 //! * `operate`: `shoal-node up` and `config check`;
 //! * `queue`: queued messages survive a failover;
 //! * `sharing`: grants and forks that cross to another node's shard;
+//! * `telemetry`: one trace across two nodes in a real OTLP receiver;
 //! * `workspace`: the workspace and the agent's memory follow a failover.
 
 #[path = "../common/mod.rs"]
@@ -18,4 +19,5 @@ mod moves;
 mod operate;
 mod queue;
 mod sharing;
+mod telemetry;
 mod workspace;

@@ -1,0 +1,171 @@
+//! OpenTelemetry across nodes: a real OTLP gRPC receiver in the test gets the spans of a
+//! forwarded request from both nodes, in one trace, and the nodes' metrics.
+
+use super::harness::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use shoal_client::Client;
+use std::sync::{Arc, Mutex};
+
+/// One received span: the node that exported it, its trace id (hex) and name.
+#[derive(Debug, Clone)]
+struct Received {
+    node: String,
+    trace: String,
+    name: String,
+}
+
+#[derive(Default, Clone)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Received>>>,
+    metrics: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+fn node_of(resource: Option<&Resource>) -> String {
+    resource
+        .into_iter()
+        .flat_map(|r| r.attributes.iter())
+        .find(|kv| kv.key == "shoal.node.id")
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let node = node_of(resource_spans.resource.as_ref());
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(Received {
+                        node: node.clone(),
+                        trace: hex(&span.trace_id),
+                        name: span.name,
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut metrics = self.metrics.lock().unwrap();
+        for resource_metrics in request.into_inner().resource_metrics {
+            let node = node_of(resource_metrics.resource.as_ref());
+            for scope in resource_metrics.scope_metrics {
+                for metric in scope.metrics {
+                    metrics.push((node.clone(), metric.name));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_holds_a_forwarded_requests_spans_from_two_nodes() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let receiver = Receiver::default();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .add_service(MetricsServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let cluster = TestCluster::start_with(3, move |config| {
+        config.telemetry.otlp_endpoint = Some(endpoint.clone());
+    })
+    .await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    // Dial a node that does not lead the conversation's shard: the request is forwarded,
+    // over a peer connection this request opens (whose driver must not keep the
+    // request's span, and so its trace, open).
+    let leader = cluster.leader_of(conv.id.shard.0, None).await;
+    let other = (0..cluster.procs.len())
+        .find(|i| cluster.procs[*i].node.name != leader)
+        .unwrap();
+    let via = Client::connect(&cluster.profile_for(other)).await.unwrap();
+    let trace = shoal_client::new_trace();
+    let trace_id = shoal_client::trace_id(&trace).unwrap().to_owned();
+    let traced = via.with_trace(Some(trace));
+    traced.get_conversation(conv.id).await.unwrap();
+
+    let nodes = eventually("spans of the trace arrive from two nodes", || async {
+        let spans = receiver.spans.lock().unwrap().clone();
+        let mut nodes: Vec<String> = spans
+            .iter()
+            .filter(|s| s.trace == trace_id)
+            .map(|s| s.node.clone())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        (nodes.len() >= 2).then_some(nodes)
+    })
+    .await;
+    assert!(nodes.contains(&leader), "{nodes:?}");
+    let names: Vec<String> = receiver
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.trace == trace_id)
+        .map(|s| format!("{}:{}", s.node, s.name))
+        .collect();
+    for expected in [
+        format!("{}:request", cluster.procs[other].node.name),
+        format!("{}:forward", cluster.procs[other].node.name),
+        format!("{leader}:forwarded_request"),
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+
+    // Metrics arrive too (exported every 10 s).
+    eventually("metrics arrive", || async {
+        let metrics = receiver.metrics.lock().unwrap().clone();
+        metrics
+            .iter()
+            .any(|(_, name)| name == "shoal_followers")
+            .then_some(())
+    })
+    .await;
+    server.abort();
+}
