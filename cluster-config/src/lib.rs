@@ -8,6 +8,8 @@
 //! use shoal_cluster_config::NodeConfig;
 //!
 //! let text = r#"
+//! default_agent = "demo"
+//!
 //! [node]
 //! id = "node-1"
 //! data_dir = "/var/lib/shoal"
@@ -21,12 +23,18 @@
 //! signing_key_path = "/etc/shoal/signing.key"
 //!
 //! [agents.demo]
-//! command = "shoal-demo-agent"
+//! command = "/usr/local/bin/shoal-demo-agent"
+//!
+//! [agents.opencode.home.".config/opencode/opencode.json"]
+//! content = '{ "autoupdate": false }'
 //! "#;
 //! let env = [("SHOAL_CLUSTER__REPLICAS".to_owned(), "1".to_owned())];
 //! let config = NodeConfig::from_toml_str(text, env)?;
 //! assert_eq!(config.cluster.replicas.get(), 1);
 //! assert_eq!(config.default_agent.as_str(), "demo");
+//! // The built-ins are there, `opencode` with its template.
+//! assert_eq!(config.agents["opencode"].args, ["acp"]);
+//! assert_eq!(config.agents["opencode"].home.len(), 1);
 //! # Ok::<(), shoal_cluster_config::ConfigError>(())
 //! ```
 //!
@@ -35,6 +43,8 @@
 //! * `sections.rs`: the checked section types ([`NodeSection`], [`Limits`], …) and
 //!   their defaults.
 //! * `names.rs`: the [`NodeId`] and [`AgentName`] newtypes.
+//! * `agents.rs`: `[agents.<id>]`: the built-in agents, overrides, `extends`, home
+//!   templates ([`AgentSpec`]).
 //! * `error.rs`: [`ConfigError`].
 //! * `schema.rs`: every section, key, integer default and bound, the single-value
 //!   checks, and key suggestions (edit distance).
@@ -54,6 +64,7 @@
 //! advice, is the crate README.
 #![warn(missing_docs)]
 
+mod agents;
 mod env;
 mod error;
 mod names;
@@ -63,13 +74,18 @@ mod sections;
 mod validate;
 mod write;
 
+pub use agents::{
+    AGENT_LABEL_CHARS_MAX, AGENTS_MAX, AgentSpec, BUILTIN_AGENTS, BuiltinAgent,
+    DEFAULT_AGENT_BUILTIN, EXTENDS_ACP, HOME_FILE_BYTES_MAX, HOME_FILES_MAX, HOME_PATH_BYTES_MAX,
+    HOME_PATH_COMPONENTS_MAX, HOME_REGISTRY_FILE, HomeFile, HomePath, builtin_agent,
+    builtin_agents,
+};
 pub use error::ConfigError;
 pub use names::{AGENT_NAME_CHARS_MAX, AgentName, NODE_ID_CHARS_MAX, NameError, NodeId};
 pub use sections::{
-    AgentSpec, AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection,
-    Isolation, LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SEEDS_MAX,
-    SERVICE_NAME_DEFAULT, SamplingRatio, SandboxSection, TelemetrySection, TlsSection,
-    WorkspaceSection,
+    AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection, Isolation,
+    LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SEEDS_MAX, SERVICE_NAME_DEFAULT,
+    SamplingRatio, SandboxSection, TelemetrySection, TlsSection, WorkspaceSection,
 };
 
 use std::collections::BTreeMap;
@@ -109,10 +125,12 @@ pub struct NodeConfig {
     /// `[sandbox]`: how agent processes are confined (`isolation`: `"none"` or
     /// `"bwrap"`).
     pub sandbox: SandboxSection,
-    /// `[agents.<name>]`: the agents this node can run; at least one.
+    /// The agents this node can run: the built-ins ([`BUILTIN_AGENTS`]) with the
+    /// `[agents.<id>]` tables applied (see [`AgentSpec`]); at most [`AGENTS_MAX`].
     pub agents: BTreeMap<AgentName, AgentSpec>,
     /// Top-level `default_agent`: the agent used when a conversation names none. Must
-    /// be a key of [`Self::agents`]; defaults to the only agent when there is one.
+    /// be a key of [`Self::agents`] and enabled; defaults to the only `[agents.<id>]`
+    /// table written, or [`DEFAULT_AGENT_BUILTIN`] when there is none.
     pub default_agent: AgentName,
     /// `[telemetry]`: log filter and trace export.
     pub telemetry: TelemetrySection,
@@ -164,8 +182,8 @@ impl NodeConfig {
     /// Preset for `shoal-node dev`: node id `dev`, `data_dir` as given, listen (and
     /// advertise) `127.0.0.1:7443`, TLS and auth files under `data_dir`
     /// (`tls/ca.pem`, `tls/node.pem`, `tls/node.key`, `auth/signing.key`,
-    /// `auth/credentials.key`), one agent `demo` running `demo_agent_command` with
-    /// `demo_agent_args`, `default_agent` `demo`, 64 shards, 1 replica, no seeds, every
+    /// `auth/credentials.key`), the built-in agents with `demo` running
+    /// `demo_agent_command` with `demo_agent_args`, `default_agent` `demo`, 64 shards, 1 replica, no seeds, every
     /// other key (Raft timings, gossip) at its default.
     pub fn dev(
         data_dir: PathBuf,
@@ -175,11 +193,11 @@ impl NodeConfig {
         let demo = AgentName::from_trusted("demo");
         let id = NodeId::from_trusted("dev");
         let tls = data_dir.join("tls");
-        let agent = AgentSpec {
-            command: demo_agent_command,
-            args: demo_agent_args,
-            env: BTreeMap::new(),
-        };
+        let mut agents = builtin_agents();
+        if let Some(spec) = agents.get_mut(&demo) {
+            spec.command = demo_agent_command;
+            spec.args = demo_agent_args;
+        }
         Self {
             node: NodeSection {
                 id,
@@ -206,7 +224,7 @@ impl NodeConfig {
             conversation: ConversationSection::default(),
             workspace: WorkspaceSection::default(),
             sandbox: SandboxSection::default(),
-            agents: BTreeMap::from([(demo.clone(), agent)]),
+            agents,
             default_agent: demo,
             telemetry: TelemetrySection::default(),
         }
@@ -217,8 +235,8 @@ impl NodeConfig {
     /// equal to `node.advertise_addr`, `probe_period_ms < suspect_to_down_ms` when both
     /// are set, `checkpoint_interval_ms < turn_idle_timeout_ms <= turn_timeout_ms`,
     /// `permission_timeout_ms <= turn_timeout_ms`, `initiator_grace_ms <= turn_timeout_ms`,
-    /// `follower_queue_frames <= replay_buffer_events`, `default_agent` is configured, at
-    /// least one agent) and, for configs built in code, every single-value rule (bounds,
+    /// `follower_queue_frames <= replay_buffer_events`, `default_agent` is configured and
+    /// enabled, one to [`AGENTS_MAX`] agents) and, for configs built in code, every single-value rule (bounds,
     /// at most [`SEEDS_MAX`] seeds, non-empty paths). Returns the first problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::validate(self)

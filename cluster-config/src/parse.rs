@@ -5,11 +5,11 @@
 use crate::NodeConfig;
 use crate::env::Origins;
 use crate::error::{ConfigError, Problem, describe, echo};
-use crate::names::{AgentName, NodeId};
-use crate::schema::{self, AGENT_KEYS, AGENTS_KEY, DEFAULT_AGENT_KEY, IntRule};
+use crate::names::NodeId;
+use crate::schema::{self, AGENTS_KEY, DEFAULT_AGENT_KEY, IntRule};
 use crate::sections::{
-    AgentSpec, AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection,
-    Isolation, LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SERVICE_NAME_DEFAULT,
+    AuthSection, ClusterSection, ConversationSection, GossipPreset, GossipSection, Isolation,
+    LISTEN_ADDR_DEFAULT, LOG_FILTER_DEFAULT, Limits, NodeSection, SERVICE_NAME_DEFAULT,
     SamplingRatio, SandboxSection, TelemetrySection, TlsSection, WorkspaceSection,
 };
 use std::collections::BTreeMap;
@@ -102,6 +102,8 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         turn_timeout_ms: s.int(&schema::TURN_TIMEOUT_MS)?,
         turn_idle_timeout_ms: s.int(&schema::TURN_IDLE_TIMEOUT_MS)?,
         agent_start_timeout_ms: s.int(&schema::AGENT_START_TIMEOUT_MS)?,
+        agent_probe_timeout_ms: s.int(&schema::AGENT_PROBE_TIMEOUT_MS)?,
+        agent_probe_ttl_ms: s.int(&schema::AGENT_PROBE_TTL_MS)?,
         permission_timeout_ms: s.int(&schema::PERMISSION_TIMEOUT_MS)?,
         initiator_grace_ms: s.int_u64(&schema::INITIATOR_GRACE_MS)?,
     };
@@ -158,8 +160,9 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         prometheus_listen,
     };
 
-    let agents = agents(root.remove(AGENTS_KEY), origins)?;
-    let default_agent = default_agent(root.remove(DEFAULT_AGENT_KEY), &agents, origins)?;
+    let (agents, written) = crate::agents::agents(root.remove(AGENTS_KEY), origins)?;
+    let default_agent =
+        crate::agents::default_agent(root.remove(DEFAULT_AGENT_KEY), &written, origins)?;
 
     Ok(NodeConfig {
         node,
@@ -196,10 +199,11 @@ pub(crate) fn resolve_relative_paths(config: &mut NodeConfig, base: &Path, origi
             *path = base.join(&*path);
         }
     }
+    crate::agents::resolve_relative_sources(&mut config.agents, base);
 }
 
 /// Rejects keys of `table` not in `known`, suggesting a close one.
-fn reject_unknown<'a>(
+pub(crate) fn reject_unknown<'a>(
     table: &Table,
     path: Option<&str>,
     known: impl Iterator<Item = &'a str> + Clone,
@@ -231,14 +235,38 @@ fn join(path: Option<&str>, key: &str) -> String {
 }
 
 /// One table being read: `[node]` or `[agents.demo]`. Keys are taken out as they are read.
-struct Section<'a> {
+pub(crate) struct Section<'a> {
     /// Key path of the table, e.g. `conversation` or `agents.demo`.
-    path: String,
+    pub(crate) path: String,
     table: Table,
     origins: &'a Origins,
 }
 
 impl<'a> Section<'a> {
+    /// A table at key path `path` (its unknown keys already rejected).
+    pub(crate) fn new(path: String, table: Table, origins: &'a Origins) -> Self {
+        Self {
+            path,
+            table,
+            origins,
+        }
+    }
+
+    /// Takes key `key`'s raw value out.
+    pub(crate) fn remove_value(&mut self, key: &str) -> Option<Value> {
+        self.table.remove(key)
+    }
+
+    /// The error for a bad value at `key`.
+    pub(crate) fn invalid(
+        &self,
+        key: &str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ConfigError {
+        self.origins
+            .invalid(self.key_path(key), Problem::new(problem, fix))
+    }
     /// Takes fixed section `name` out of the root table (empty when absent) and rejects
     /// unknown keys in it.
     fn take(root: &mut Table, name: &str, origins: &'a Origins) -> Result<Self, ConfigError> {
@@ -258,7 +286,7 @@ impl<'a> Section<'a> {
         })
     }
 
-    fn key_path(&self, key: &str) -> String {
+    pub(crate) fn key_path(&self, key: &str) -> String {
         format!("{}.{key}", self.path)
     }
 
@@ -284,7 +312,7 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+    pub(crate) fn string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.table.remove(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -434,9 +462,27 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn string_array(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
+    /// A boolean key; `None` when absent.
+    pub(crate) fn bool(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
         match self.table.remove(key) {
-            None => Ok(Vec::new()),
+            None => Ok(None),
+            Some(Value::Boolean(b)) => Ok(Some(b)),
+            Some(other) => Err(self.wrong_type(
+                key,
+                "a boolean",
+                &other,
+                "write true or false without quotes",
+            )),
+        }
+    }
+
+    /// An array of strings; `None` when absent.
+    pub(crate) fn opt_string_array(
+        &mut self,
+        key: &str,
+    ) -> Result<Option<Vec<String>>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(None),
             Some(Value::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.into_iter().enumerate() {
@@ -453,7 +499,7 @@ impl<'a> Section<'a> {
                         }
                     }
                 }
-                Ok(out)
+                Ok(Some(out))
             }
             Some(other) => Err(self.wrong_type(
                 key,
@@ -464,7 +510,10 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn string_table(&mut self, key: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    pub(crate) fn string_table(
+        &mut self,
+        key: &str,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
         match self.table.remove(key) {
             None => Ok(BTreeMap::new()),
             Some(Value::Table(table)) => {
@@ -497,108 +546,10 @@ impl<'a> Section<'a> {
     }
 }
 
-fn not_a_table(key: String, found: &Value, example: &str) -> ConfigError {
+pub(crate) fn not_a_table(key: String, found: &Value, example: &str) -> ConfigError {
     ConfigError::Invalid {
         key,
         problem: format!("expected a table, found {}", describe(found)),
         fix: format!("write it as a {example} table"),
-    }
-}
-
-/// `[agents.<name>]` tables. At least one is required.
-fn agents(
-    value: Option<Value>,
-    origins: &Origins,
-) -> Result<BTreeMap<AgentName, AgentSpec>, ConfigError> {
-    let missing = || {
-        ConfigError::Missing {
-        key: AGENTS_KEY.to_owned(),
-        fix: "add an [agents.<name>] table with a `command`, e.g. [agents.demo] command = \"shoal-demo-agent\""
-            .to_owned(),
-    }
-    };
-    let table = match value {
-        None => return Err(missing()),
-        Some(Value::Table(table)) => table,
-        Some(other) => {
-            return Err(not_a_table(
-                AGENTS_KEY.to_owned(),
-                &other,
-                "[agents.<name>]",
-            ));
-        }
-    };
-    if table.is_empty() {
-        return Err(missing());
-    }
-    let mut agents = BTreeMap::new();
-    for (name, value) in table {
-        let path = format!("{AGENTS_KEY}.{}", echo(&name));
-        let name = AgentName::new(name).map_err(|e| ConfigError::Invalid {
-            key: path.clone(),
-            problem: e.to_string(),
-            fix: "rename the [agents.<name>] table".to_owned(),
-        })?;
-        let table = match value {
-            Value::Table(table) => table,
-            other => return Err(not_a_table(path, &other, &format!("[agents.{name}]"))),
-        };
-        reject_unknown(&table, Some(&path), AGENT_KEYS.iter().copied())?;
-        let mut s = Section {
-            path,
-            table,
-            origins,
-        };
-        let command = PathBuf::from(s.required_string("command", "\"/usr/local/bin/my-agent\"")?);
-        let spec = AgentSpec {
-            command,
-            args: s.string_array("args")?,
-            env: s.string_table("env")?,
-        };
-        crate::validate::check_agent(&s.path, &spec)?;
-        agents.insert(name, spec);
-    }
-    Ok(agents)
-}
-
-/// The top-level `default_agent`, or the only agent when it is absent.
-fn default_agent(
-    value: Option<Value>,
-    agents: &BTreeMap<AgentName, AgentSpec>,
-    origins: &Origins,
-) -> Result<AgentName, ConfigError> {
-    let key = DEFAULT_AGENT_KEY.to_owned();
-    match value {
-        Some(Value::String(name)) => AgentName::new(name).map_err(|e| {
-            origins.invalid(
-                key,
-                Problem::new(
-                    e.to_string(),
-                    "set it to the name of an [agents.<name>] table",
-                ),
-            )
-        }),
-        Some(other) => Err(origins.invalid(
-            key,
-            Problem::new(
-                format!("expected a string, found {}", describe(&other)),
-                "put the agent name in double quotes",
-            ),
-        )),
-        None => match agents.keys().collect::<Vec<_>>().as_slice() {
-            [only] => Ok((*only).clone()),
-            names => Err(ConfigError::Missing {
-                key,
-                fix: format!(
-                    "several agents are configured: add `default_agent = \"<name>\"` at the top \
-                     of the file, one of: {}",
-                    names
-                        .iter()
-                        .map(|n| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }),
-        },
     }
 }

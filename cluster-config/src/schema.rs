@@ -10,8 +10,6 @@ use std::path::Path;
 pub(crate) const DEFAULT_AGENT_KEY: &str = "default_agent";
 /// Name of the top-level table holding `[agents.<name>]`.
 pub(crate) const AGENTS_KEY: &str = "agents";
-/// Keys of one `[agents.<name>]` table.
-pub(crate) const AGENT_KEYS: &[&str] = &["command", "args", "env"];
 
 /// The keys of one fixed `[section]`.
 #[derive(Debug)]
@@ -81,6 +79,8 @@ pub(crate) const SECTIONS: &[SectionSchema] = &[
             "turn_timeout_ms",
             "turn_idle_timeout_ms",
             "agent_start_timeout_ms",
+            "agent_probe_timeout_ms",
+            "agent_probe_ttl_ms",
             "permission_timeout_ms",
             "initiator_grace_ms",
         ],
@@ -259,6 +259,8 @@ int_rules! {
     TURN_TIMEOUT_MS: "conversation"."turn_timeout_ms" = Some(1_800_000), 1, MS_PER_DAY;
     TURN_IDLE_TIMEOUT_MS: "conversation"."turn_idle_timeout_ms" = Some(300_000), 1, MS_PER_DAY;
     AGENT_START_TIMEOUT_MS: "conversation"."agent_start_timeout_ms" = Some(60_000), 1, 600_000;
+    AGENT_PROBE_TIMEOUT_MS: "conversation"."agent_probe_timeout_ms" = Some(15_000), 100, 600_000;
+    AGENT_PROBE_TTL_MS: "conversation"."agent_probe_ttl_ms" = Some(600_000), 1_000, MS_PER_DAY;
     PERMISSION_TIMEOUT_MS: "conversation"."permission_timeout_ms" = Some(300_000), 1, MS_PER_DAY;
     INITIATOR_GRACE_MS: "conversation"."initiator_grace_ms" = Some(30_000), 0, 3_600_000, zero_disables;
     SNAPSHOT_BYTES_MAX: "workspace"."snapshot_bytes_max" = Some(256 * MIB_BYTES), 1, TIB_BYTES;

@@ -9,7 +9,6 @@
 //! `workspace.archive_after_ms`), whose helpers return `None` for zero.
 
 use crate::schema::{self, IntRule};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::{NonZeroU8, NonZeroU16, NonZeroU32, NonZeroU64};
@@ -377,6 +376,16 @@ pub struct ConversationSection {
     /// `agent_start_timeout_ms` (default 60_000, 1..=600_000): time for an agent
     /// process to start and answer ACP `initialize` (and `session/load` on resume).
     pub agent_start_timeout_ms: NonZeroU64,
+    /// `agent_probe_timeout_ms` (default 15_000, 100..=600_000): bound on one agent probe
+    /// (find the command, spawn it, ACP `initialize`); a probe that takes longer reports
+    /// the agent `failed`. Size above the slowest agent's cold `initialize` (opencode:
+    /// 3–4 s).
+    pub agent_probe_timeout_ms: NonZeroU64,
+    /// `agent_probe_ttl_ms` (default 600_000 = 10 min, 1_000..=86_400_000 = 24 h): how
+    /// long a probe result is trusted before the agent is probed again (when it is next
+    /// listed or a conversation is created for it). Lower notices an installed or removed
+    /// agent sooner; each probe starts the agent once.
+    pub agent_probe_ttl_ms: NonZeroU64,
     /// `permission_timeout_ms` (default 300_000 = 5 min, 1..=86_400_000): how long a
     /// permission request waits for the owner before it is denied.
     pub permission_timeout_ms: NonZeroU64,
@@ -410,6 +419,14 @@ impl ConversationSection {
     pub fn agent_start_timeout(&self) -> Duration {
         Duration::from_millis(self.agent_start_timeout_ms.get())
     }
+    /// [`Self::agent_probe_timeout_ms`] as a [`Duration`].
+    pub fn agent_probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.agent_probe_timeout_ms.get())
+    }
+    /// [`Self::agent_probe_ttl_ms`] as a [`Duration`].
+    pub fn agent_probe_ttl(&self) -> Duration {
+        Duration::from_millis(self.agent_probe_ttl_ms.get())
+    }
     /// [`Self::permission_timeout_ms`] as a [`Duration`].
     pub fn permission_timeout(&self) -> Duration {
         Duration::from_millis(self.permission_timeout_ms.get())
@@ -429,6 +446,8 @@ impl Default for ConversationSection {
             turn_timeout_ms: const { nz64(&schema::TURN_TIMEOUT_MS) },
             turn_idle_timeout_ms: const { nz64(&schema::TURN_IDLE_TIMEOUT_MS) },
             agent_start_timeout_ms: const { nz64(&schema::AGENT_START_TIMEOUT_MS) },
+            agent_probe_timeout_ms: const { nz64(&schema::AGENT_PROBE_TIMEOUT_MS) },
+            agent_probe_ttl_ms: const { nz64(&schema::AGENT_PROBE_TTL_MS) },
             permission_timeout_ms: const { nz64(&schema::PERMISSION_TIMEOUT_MS) },
             initiator_grace_ms: const { default_of(&schema::INITIATOR_GRACE_MS) },
         }
@@ -547,19 +566,6 @@ pub struct SandboxSection {
     pub isolation: Isolation,
 }
 
-/// `[agents.<name>]`: how to start one ACP agent. Not overridable from the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentSpec {
-    /// `command` (required, non-empty): the executable; a bare name is looked up in
-    /// `PATH`, a relative path resolves against the agent's working directory (its
-    /// workspace).
-    pub command: PathBuf,
-    /// `args` (default `[]`): arguments passed to `command`.
-    pub args: Vec<String>,
-    /// `env` (default `{}`): extra environment variables for the agent process.
-    pub env: BTreeMap<String, String>,
-}
-
 /// `[telemetry]`: logs and traces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetrySection {
@@ -578,7 +584,7 @@ pub struct TelemetrySection {
     /// `resource_attributes` (default none): more resource attributes, e.g.
     /// `{ "deployment.environment" = "prod" }` (`service.name` and `host.name`-like
     /// `node.id` are set by the node).
-    pub resource_attributes: BTreeMap<String, String>,
+    pub resource_attributes: std::collections::BTreeMap<String, String>,
     /// `prometheus_listen` (default: none, off): `ip:port` where `GET /metrics` serves
     /// the node's metrics as Prometheus text.
     pub prometheus_listen: Option<SocketAddr>,
@@ -611,7 +617,7 @@ impl Default for TelemetrySection {
             otlp_endpoint: None,
             service_name: SERVICE_NAME_DEFAULT.to_owned(),
             sampling_ratio: SamplingRatio::ALL,
-            resource_attributes: BTreeMap::new(),
+            resource_attributes: std::collections::BTreeMap::new(),
             prometheus_listen: None,
         }
     }

@@ -5,6 +5,7 @@ use super::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod agents;
 mod cluster;
 mod conversation;
 mod credentials;
@@ -273,19 +274,14 @@ fn rules_fire_naming_the_key() {
             "missing required key",
         ),
         (
-            &[("agents.demo.command", REMOVE)],
-            "agents.demo.command",
-            "missing required key",
-        ),
-        (
-            &[("agents", REMOVE)],
-            "agents",
-            "missing required key; add an [agents.<name>]",
+            &[("agents.mine.command", REMOVE)],
+            "agents.mine.command",
+            "missing required key; `mine` is not a built-in agent (claude, demo, gemini, opencode)",
         ),
         (
             &[("agents.other.command", "\"x\"")],
             "default_agent",
-            "several agents are configured: add `default_agent = \"<name>\"` at the top of the file, one of: demo, other",
+            "several agents are configured: add `default_agent = \"<id>\"` at the top of the file, one of: demo, other",
         ),
         // Single values.
         (
@@ -477,7 +473,7 @@ fn rules_fire_naming_the_key() {
         (
             &[("default_agent", "\"ghost\"")],
             "default_agent",
-            "\"ghost\" names no configured agent (configured: demo); set default_agent to one of them or add an [agents.ghost] table",
+            "\"ghost\" names no configured agent (configured: claude, demo, gemini, opencode); set default_agent to one of them or add an [agents.ghost] table",
         ),
     ];
     assert_rules_fire(cases);
@@ -768,7 +764,7 @@ fn validate_catches_configs_edited_in_code() {
                     .values_mut()
                     .for_each(|a| a.command = PathBuf::new())
             },
-            "agents.demo.command",
+            "agents.claude.command",
         ),
         (
             |c| {
@@ -776,7 +772,7 @@ fn validate_catches_configs_edited_in_code() {
                     .values_mut()
                     .for_each(|a| a.args.push("a\0b".to_owned()))
             },
-            "agents.demo.args[0]",
+            "agents.claude.args[0]",
         ),
         (
             |c| c.telemetry.otlp_endpoint = Some("x".to_owned()),

@@ -2,9 +2,9 @@
 //! so a config built or edited in code is held to the same standard as a parsed one.
 
 use crate::NodeConfig;
-use crate::error::{ConfigError, Problem};
+use crate::error::ConfigError;
 use crate::schema::{self, AGENTS_KEY, DEFAULT_AGENT_KEY, IntRule};
-use crate::sections::{AgentSpec, ClusterSection};
+use crate::sections::ClusterSection;
 
 /// Fewest leader heartbeats a follower must be able to hear within the shortest
 /// election timeout: `HEARTBEATS_PER_ELECTION_TIMEOUT_MIN * heartbeat_ms <=
@@ -49,7 +49,7 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     let cluster = &config.cluster;
     let gossip = &config.gossip;
     let workspace = &config.workspace;
-    let ints: [(&IntRule, u64); 31] = [
+    let ints: [(&IntRule, u64); 33] = [
         (&schema::TOKEN_TTL_SECS, config.auth.token_ttl_secs.get()),
         (&schema::SHARD_COUNT, cluster.shard_count.get().into()),
         (&schema::REPLICAS, cluster.replicas.get().into()),
@@ -122,6 +122,11 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
             &schema::AGENT_START_TIMEOUT_MS,
             conv.agent_start_timeout_ms.get(),
         ),
+        (
+            &schema::AGENT_PROBE_TIMEOUT_MS,
+            conv.agent_probe_timeout_ms.get(),
+        ),
+        (&schema::AGENT_PROBE_TTL_MS, conv.agent_probe_ttl_ms.get()),
         (
             &schema::PERMISSION_TIMEOUT_MS,
             conv.permission_timeout_ms.get(),
@@ -223,13 +228,36 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     if config.agents.is_empty() {
         return Err(ConfigError::Missing {
             key: AGENTS_KEY.to_owned(),
-            fix: "add an [agents.<name>] table with a `command`".to_owned(),
+            fix: "keep at least one agent (the built-ins are there unless removed in code)"
+                .to_owned(),
+        });
+    }
+    if config.agents.len() > crate::agents::AGENTS_MAX {
+        return Err(ConfigError::Invalid {
+            key: AGENTS_KEY.to_owned(),
+            problem: format!(
+                "{} agents, the limit is {}",
+                config.agents.len(),
+                crate::agents::AGENTS_MAX
+            ),
+            fix: "remove some agents".to_owned(),
         });
     }
     for (name, spec) in &config.agents {
-        check_agent(&format!("{AGENTS_KEY}.{name}"), spec)?;
+        crate::agents::check_agent(&format!("{AGENTS_KEY}.{name}"), spec)?;
     }
-    if !config.agents.contains_key(config.default_agent.as_str()) {
+    let default = config.agents.get(config.default_agent.as_str());
+    if default.is_some_and(|spec| !spec.enabled) {
+        return Err(ConfigError::Invalid {
+            key: DEFAULT_AGENT_KEY.to_owned(),
+            problem: format!(
+                "\"{}\" names a disabled agent (`agents.{}.enabled = false`)",
+                config.default_agent, config.default_agent
+            ),
+            fix: "set default_agent to an enabled agent, or enable this one".to_owned(),
+        });
+    }
+    if default.is_none() {
         let names: Vec<&str> = config.agents.keys().map(|n| n.as_str()).collect();
         return Err(ConfigError::Invalid {
             key: DEFAULT_AGENT_KEY.to_owned(),
@@ -347,32 +375,6 @@ fn check_raft_timings(cluster: &ClusterSection) -> Result<(), ConfigError> {
                 election_min / factor
             ),
         });
-    }
-    Ok(())
-}
-
-/// The single-value rules of one agent at key path `path` (`agents.<name>`).
-pub(crate) fn check_agent(path: &str, spec: &AgentSpec) -> Result<(), ConfigError> {
-    let command = spec.command.as_os_str();
-    if command.is_empty() {
-        return Err(
-            Problem::new("the command is empty", "set it to the agent executable")
-                .at(format!("{path}.command")),
-        );
-    }
-    if command.as_encoded_bytes().contains(&0) {
-        return Err(
-            Problem::new("the command contains a NUL character", "remove it")
-                .at(format!("{path}.command")),
-        );
-    }
-    for (i, arg) in spec.args.iter().enumerate() {
-        schema::check_no_nul(arg, "argument").map_err(|p| p.at(format!("{path}.args[{i}]")))?;
-    }
-    for (name, value) in &spec.env {
-        let key = format!("{path}.env.{}", crate::error::echo(name));
-        schema::check_env_name(name).map_err(|p| p.at(key.clone()))?;
-        schema::check_no_nul(value, "value").map_err(|p| p.at(key))?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! reads back to an equal config.
 
 use crate::NodeConfig;
+use crate::agents::HomeFile;
 use std::path::Path;
 use toml_writer::{ToTomlKey, ToTomlValue};
 
@@ -182,6 +183,16 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
     );
     kv(
         &mut out,
+        "agent_probe_timeout_ms",
+        c.agent_probe_timeout_ms.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
+        "agent_probe_ttl_ms",
+        c.agent_probe_ttl_ms.get().to_toml_value(),
+    );
+    kv(
+        &mut out,
         "permission_timeout_ms",
         c.permission_timeout_ms.get().to_toml_value(),
     );
@@ -250,10 +261,23 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
     }
 
     for (name, agent) in &config.agents {
-        section(&mut out, &format!("agents.{}", name.as_str().to_toml_key()));
+        let header = format!("agents.{}", name.as_str().to_toml_key());
+        section(&mut out, &header);
+        kv(&mut out, "label", agent.label.to_toml_value());
         kv(&mut out, "command", path(&agent.command));
         kv(&mut out, "args", agent.args.to_toml_value());
         kv(&mut out, "env", agent.env.to_toml_value());
+        kv(&mut out, "enabled", agent.enabled.to_toml_value());
+        if !agent.home.is_empty() {
+            section(&mut out, &format!("{header}.home"));
+            for (rel, file) in &agent.home {
+                let value = match file {
+                    HomeFile::Content(text) => format!("{{ content = {} }}", text.to_toml_value()),
+                    HomeFile::Source(source) => format!("{{ source = {} }}", path(source)),
+                };
+                kv(&mut out, &rel.as_str().to_toml_key(), value);
+            }
+        }
     }
     out
 }
