@@ -289,18 +289,13 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
             .await?;
             Ok(Outcome::Stop("end_turn"))
         }
-        "/cat" => {
-            // Reads a file straight from disk (not through the client), so tests can
-            // see what the agent's own process can reach.
-            let text = match std::fs::read(args) {
-                Ok(bytes) => {
-                    let shown = &bytes[..bytes.len().min(256)];
-                    format!("cat: {}", String::from_utf8_lossy(shown))
-                }
-                Err(e) => format!("cat failed: {:?}", e.kind()),
-            };
-            turn.text(&text).await?;
-            Ok(Outcome::Stop("end_turn"))
+        // Reads a file straight from disk (not through the client), so tests can see
+        // what the agent's own process can reach.
+        "/cat" => cat(turn, std::path::Path::new(args)).await,
+        // A file in the agent's HOME, as an agent reads its own config there.
+        "/cat-home" => {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            cat(turn, &std::path::Path::new(&home).join(args)).await
         }
         "/env-digest" => {
             // Like /echo-env, but only the value's BLAKE3 hash goes into the transcript.
@@ -317,6 +312,19 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
         }
         _ => echo(turn, prompt).await,
     }
+}
+
+/// Answers `cat: <the file's first 256 bytes>` or `cat failed: <error kind>`.
+async fn cat(turn: &mut Turn, path: &std::path::Path) -> Result<Outcome, Cancelled> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => {
+            let shown = &bytes[..bytes.len().min(256)];
+            format!("cat: {}", String::from_utf8_lossy(shown))
+        }
+        Err(e) => format!("cat failed: {:?}", e.kind()),
+    };
+    turn.text(&text).await?;
+    Ok(Outcome::Stop("end_turn"))
 }
 
 async fn echo(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled> {

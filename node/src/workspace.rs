@@ -24,7 +24,9 @@
 
 mod attached;
 pub mod blobs;
+pub mod home_template;
 mod lifetime;
+mod managed;
 pub mod manifest;
 pub mod packs;
 

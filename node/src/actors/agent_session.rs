@@ -391,10 +391,13 @@ async fn ensure_process(
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     // The attached skill packs' files, in the tree and this agent's home.
-    let warnings = match crate::workspace::sync_packs_for_agent(ctx, args.workspace).await {
+    let mut warnings = match crate::workspace::sync_packs_for_agent(ctx, args.workspace).await {
         Ok(synced) => synced.warnings,
         Err(e) => vec![format!("skill pack files not written: {e}")],
     };
+    // The agent's home template (`[agents.<id>.home]`).
+    let home = crate::workspace::home_template::materialize(ctx, &args.agent_name, &args.home);
+    warnings.extend(home.await.map_err(|e| e.to_string())?);
     for warning in warnings {
         let _ = args.conversation.cast(ConversationMsg::Agent {
             turn,
