@@ -3,10 +3,16 @@
 use crate::connection::{Link, REQUEST_TIMEOUT_MS, Target, open_request, quic_config};
 use crate::{ClientError, Profile};
 use shoal_protocol::admin::{
-    ActorInfo, AdminReply, AdminRequest, Fault, FollowerInfo, MemberInfo, NodeStatus, ShardInfo,
+    ActorInfo, AdminReply, AdminRequest, AgentInfo, Fault, FollowerInfo, MemberInfo, NodeStatus,
+    ShardInfo,
 };
 use shoal_protocol::{ALPN_ADMIN, ConversationId, UserId, WireError};
 use std::time::Duration;
+
+/// How long an agent request (`agents`, `agents probe`, `agents enable`) may take: it
+/// may probe agents, each bounded by the node's `conversation.agent_probe_timeout_ms`
+/// (at most 600 s) plus its shutdown grace.
+pub const AGENTS_REQUEST_TIMEOUT_MS: u64 = 660_000;
 
 /// A connection to one node's admin API (the profile's `address`; the other `addresses`
 /// are not used). Reconnects lazily when the connection closed.
@@ -151,6 +157,47 @@ impl AdminClient {
         }
     }
 
+    /// The agents the node can run, probed again where the last probe is stale; returns
+    /// the answering node's id and the agents by id.
+    pub async fn agents(&self) -> Result<(String, Vec<AgentInfo>), ClientError> {
+        self.agents_call(AdminRequest::Agents).await
+    }
+
+    /// Probes `agent` now (every enabled agent when `None`); returns what was probed.
+    pub async fn probe_agents(
+        &self,
+        agent: Option<String>,
+    ) -> Result<(String, Vec<AgentInfo>), ClientError> {
+        self.agents_call(AdminRequest::ProbeAgents { agent }).await
+    }
+
+    /// Enables or disables `agent` on the node (kept across restarts, no restart needed).
+    pub async fn set_agent_enabled(
+        &self,
+        agent: &str,
+        enabled: bool,
+    ) -> Result<(String, Vec<AgentInfo>), ClientError> {
+        let request = AdminRequest::SetAgentEnabled {
+            agent: agent.to_owned(),
+            enabled,
+        };
+        self.agents_call(request).await
+    }
+
+    /// Retried: every agent request can be repeated safely.
+    async fn agents_call(
+        &self,
+        request: AdminRequest,
+    ) -> Result<(String, Vec<AgentInfo>), ClientError> {
+        match self
+            .call_within(request, true, AGENTS_REQUEST_TIMEOUT_MS)
+            .await?
+        {
+            AdminReply::Agents { node, agents } => Ok((node, agents)),
+            other => Err(unexpected("Agents", &other)),
+        }
+    }
+
     /// Closes the connection, giving the node a moment to hear about it.
     pub async fn close(&self) {
         self.link.close().await;
@@ -159,9 +206,19 @@ impl AdminClient {
     /// Sends one request; retries once on a new connection when `retry` and the
     /// connection broke.
     async fn call(&self, request: AdminRequest, retry: bool) -> Result<AdminReply, ClientError> {
+        self.call_within(request, retry, REQUEST_TIMEOUT_MS).await
+    }
+
+    /// [`Self::call`], each attempt bounded by `timeout_ms`.
+    async fn call_within(
+        &self,
+        request: AdminRequest,
+        retry: bool,
+        timeout_ms: u64,
+    ) -> Result<AdminReply, ClientError> {
         let mut retries_left = u32::from(retry);
         loop {
-            match self.call_once(request.clone()).await {
+            match self.call_once(request.clone(), timeout_ms).await {
                 Err(ClientError::ConnectionLost(reason)) if retries_left > 0 => {
                     retries_left -= 1;
                     tracing::debug!(%reason, "admin request lost its connection; retrying");
@@ -171,7 +228,11 @@ impl AdminClient {
         }
     }
 
-    async fn call_once(&self, request: AdminRequest) -> Result<AdminReply, ClientError> {
+    async fn call_once(
+        &self,
+        request: AdminRequest,
+        timeout_ms: u64,
+    ) -> Result<AdminReply, ClientError> {
         let connection = self.link.connection().await?;
         let exchange = async {
             let mut reader = open_request(&connection, request, None).await?;
@@ -183,11 +244,11 @@ impl AdminClient {
                 )),
             }
         };
-        tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), exchange)
+        tokio::time::timeout(Duration::from_millis(timeout_ms), exchange)
             .await
             .unwrap_or(Err(ClientError::Timeout {
                 what: "the admin request",
-                after_ms: REQUEST_TIMEOUT_MS,
+                after_ms: timeout_ms,
             }))
     }
 }
@@ -204,6 +265,7 @@ fn unexpected(expected: &str, got: &AdminReply) -> ClientError {
         AdminReply::Draining { .. } => "Draining",
         AdminReply::FaultInjected => "FaultInjected",
         AdminReply::Metrics(_) => "Metrics",
+        AdminReply::Agents { .. } => "Agents",
     };
     ClientError::Protocol(format!("expected a `{expected}` admin reply, got `{got}`"))
 }

@@ -64,7 +64,7 @@ mod retry;
 mod sharing;
 mod workspaces;
 
-pub use admin::AdminClient;
+pub use admin::{AGENTS_REQUEST_TIMEOUT_MS, AdminClient};
 pub use connection::{
     CA_CERT_BYTES_MAX, CLOSE_WAIT_MS, CONNECT_TIMEOUT_MS, DIAL_TIMEOUT_MS, IDLE_TIMEOUT_MS,
     KEEP_ALIVE_INTERVAL_MS, REQUEST_TIMEOUT_MS,

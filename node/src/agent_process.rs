@@ -21,6 +21,8 @@
 //!   and with credentials redacted.
 //! * `agent_process/fs.rs`: `fs/read_text_file` and `fs/write_text_file`,
 //!   confined to the workspace.
+//! * `agent_process/probe.rs`: [`AgentProcess::probe`]: start, `initialize`, stop, and
+//!   what the agent said about itself ([`ProbeInfo`]).
 //!
 //! # Tasks
 //! ```text
@@ -45,6 +47,7 @@ mod framing;
 mod fs;
 mod handler;
 mod ids;
+mod probe;
 mod redact;
 mod wire;
 
@@ -62,6 +65,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use handler::Shared;
+pub use probe::{ProbeInfo, find_program};
 
 /// The most permission requests waiting for an answer; more are answered
 /// `cancelled` at once.
@@ -474,15 +478,49 @@ impl AgentProcess {
         updates: mpsc::Sender<AgentUpdate>,
         launcher: Option<&Arc<dyn crate::seam::AgentLauncher>>,
     ) -> Result<AgentProcess, AgentError> {
-        let cwd_text = child::prepare_directories(&opts)?;
+        let deadline = tokio::time::Instant::now() + opts.start_timeout;
+        let timeout_ms = u64::try_from(opts.start_timeout.as_millis()).unwrap_or(u64::MAX);
+        let (mut process, cwd_text) = Self::launch(cmd, &opts, updates, launcher, deadline).await?;
+        let mut phase = "initialize";
+        let handshake = process.handshake(&opts, &cwd_text, &mut phase);
+        match tokio::time::timeout_at(deadline, handshake).await {
+            Ok(Ok(())) => {
+                tracing::debug!(pid = ?process.pid(), session = %process.session_id, "agent session ready");
+                Ok(process)
+            }
+            Ok(Err(error)) => {
+                process.shutdown().await;
+                Err(error)
+            }
+            Err(_) => {
+                process.shutdown().await;
+                Err(AgentError::StartTimeout {
+                    phase,
+                    timeout_ms,
+                    stderr_excerpt: process.stderr_excerpt(),
+                })
+            }
+        }
+    }
+
+    /// Spawns the agent in `opts.cwd` with a private home and connects ACP over its
+    /// stdio by `deadline`; no request is sent yet. Returns the process and `cwd` as
+    /// text. On error nothing is left running.
+    async fn launch(
+        cmd: &AgentCommand,
+        opts: &StartOptions,
+        updates: mpsc::Sender<AgentUpdate>,
+        launcher: Option<&Arc<dyn crate::seam::AgentLauncher>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(AgentProcess, String), AgentError> {
+        let cwd_text = child::prepare_directories(opts)?;
         let workspace = fs::Workspace::new(&opts.cwd).map_err(|source| AgentError::Setup {
             what: "workspace directory",
             path: opts.cwd.clone(),
             source,
         })?;
-        let env = child::child_env(cmd, &opts)?;
+        let env = child::child_env(cmd, opts)?;
         let secrets = redact::secret_values(cmd.env.values().chain(opts.extra_env.values()));
-        let deadline = tokio::time::Instant::now() + opts.start_timeout;
         let timeout_ms = u64::try_from(opts.start_timeout.as_millis()).unwrap_or(u64::MAX);
 
         let spec = child::SpawnSpec {
@@ -524,7 +562,7 @@ impl AgentProcess {
             }
         };
 
-        let mut process = AgentProcess {
+        let process = AgentProcess {
             session_id: String::new(),
             load_session: false,
             shared,
@@ -534,26 +572,7 @@ impl AgentProcess {
             child,
             secrets,
         };
-        let mut phase = "initialize";
-        let handshake = process.handshake(&opts, &cwd_text, &mut phase);
-        match tokio::time::timeout_at(deadline, handshake).await {
-            Ok(Ok(())) => {
-                tracing::debug!(pid = ?process.pid(), session = %process.session_id, "agent session ready");
-                Ok(process)
-            }
-            Ok(Err(error)) => {
-                process.shutdown().await;
-                Err(error)
-            }
-            Err(_) => {
-                process.shutdown().await;
-                Err(AgentError::StartTimeout {
-                    phase,
-                    timeout_ms,
-                    stderr_excerpt: process.stderr_excerpt(),
-                })
-            }
-        }
+        Ok((process, cwd_text))
     }
 
     /// `initialize`, then `session/load` or `session/new`; `phase` tracks the step

@@ -71,6 +71,8 @@ pub struct NodeContext {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// Per-shard fences over agent processes.
     pub fence: crate::fence::AgentFence,
+    /// The agents: enabled at run time, probed ([`crate::agents`]).
+    pub agents: crate::agents::AgentRegistry,
     /// The agent-process cap (`limits.agent_processes_max`).
     pub agent_slots: Arc<crate::agent_slots::AgentSlots>,
     /// The shard host, once started: the reconciler hands shards over through it before

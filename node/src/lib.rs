@@ -9,6 +9,8 @@
 //! * [`actors`]: the supervision tree: shard host → conversation → agent session.
 //! * [`shard`]: the deterministic shard state machine and the sled store under it.
 //! * [`agent_process`]: one ACP agent child process and its session.
+//! * [`agents`]: the agent registry: built-ins and configured agents, enabled at run
+//!   time, probed; the guards on creating conversations and starting agents.
 //! * [`security`]: TLS material and bearer tokens.
 //! * [`telemetry`]: logs, OpenTelemetry traces and metrics, the Prometheus endpoint.
 //! * [`sharing`]: who may do what to a conversation (owner, viewer and editor grants).
@@ -28,6 +30,7 @@
 pub mod actors;
 pub mod agent_process;
 pub mod agent_slots;
+pub mod agents;
 pub mod cli;
 pub mod cluster;
 pub mod context;

@@ -67,6 +67,9 @@ pub enum NodeError {
     /// The actor system could not start.
     #[error("cannot start the actor tree: {0}")]
     Actors(String),
+    /// The agents' run-time settings could not be read from the store.
+    #[error("cannot read the agents' run-time settings from the store: {0}")]
+    Agents(String),
 }
 
 /// A running node.
@@ -226,7 +229,10 @@ impl Node {
             Some(path) => Some(crate::security::credentials::CredentialsKey::load_or_create(path)?),
             None => None,
         };
+        let agents = crate::agents::AgentRegistry::open(&config.agents, store.db())
+            .map_err(|e| NodeError::Agents(e.to_string()))?;
         let ctx = Arc::new(NodeContext {
+            agents,
             blobs,
             credentials_key,
             sandboxes: crate::workspace::Sandboxes::default(),
@@ -267,6 +273,7 @@ impl Node {
             None => None,
         };
         let background = crate::cluster::reconciler::spawn(ctx.clone());
+        crate::agents::spawn_startup_probe(ctx.clone());
         if ctx.config.cluster.seeds.is_empty() && ctx.cluster.replicas() == 1 {
             // A single node forms its own cluster: be ready before returning, so the
             // first request does not meet an election.

@@ -56,7 +56,7 @@ async fn hanging_agent_is_bounded_by_the_turn_idle_timeout() {
 }
 
 #[tokio::test]
-async fn missing_agent_binary_is_a_clear_turn_error() {
+async fn missing_agent_binary_refuses_conversations_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = dev_config(dir.path());
     for spec in config.agents.values_mut() {
@@ -64,12 +64,14 @@ async fn missing_agent_binary_is_a_clear_turn_error() {
     }
     let mut node = TestNode::start_with(config).await;
     let client = node.client().await;
-    let conv = client.create_conversation(None, None).await.unwrap();
-    let frames = collect_turn(client.send(conv.id, "hi").await.unwrap()).await;
-    let message = final_message(&frames);
-    assert_eq!(message.status, MessageStatus::Interrupted);
-    let error = message.error.unwrap();
-    assert!(error.contains("/nonexistent/agent-binary"), "{error}");
+    let err = client.create_conversation(None, None).await.unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        matches!(&err, shoal_client::ClientError::Server(e) if e.code == ErrorCode::InvalidArgument),
+        "{err:?}"
+    );
+    assert!(shown.contains("/nonexistent/agent-binary"), "{shown}");
+    assert!(shown.contains("none is ready"), "{shown}");
     node.stop().await;
 }
 

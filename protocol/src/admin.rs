@@ -45,6 +45,23 @@ pub enum AdminRequest {
         /// The fault.
         fault: Fault,
     },
+    /// The agents this node can run, probed again where the last probe is older than
+    /// `conversation.agent_probe_ttl_ms`.
+    Agents,
+    /// Probe agents now (command lookup, then a bounded ACP `initialize`).
+    ProbeAgents {
+        /// Only this agent; `None`: every enabled agent.
+        agent: Option<String>,
+    },
+    /// Enable or disable an agent on this node (persisted in the node's store; overrides
+    /// the config's `enabled`). Conversations can only be created for enabled, ready
+    /// agents; turns of a disabled agent are refused.
+    SetAgentEnabled {
+        /// The agent id.
+        agent: String,
+        /// `true` to enable.
+        enabled: bool,
+    },
     /// The node's metrics as OpenMetrics text (what `GET /metrics` serves).
     Metrics,
 }
@@ -154,6 +171,71 @@ pub struct FollowerInfo {
     pub queued: u64,
 }
 
+/// Longest agent id an admin request may name, in bytes (config ids are at most 32).
+pub const AGENT_ID_BYTES_MAX: usize = 64;
+
+/// An agent's state on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentStatus {
+    /// Enabled, its command found, and it answered ACP `initialize`.
+    Ready,
+    /// Enabled, but its command is not there.
+    Missing {
+        /// What was looked for where.
+        detail: String,
+    },
+    /// Disabled (config or `shoalctl agents disable`); not probed.
+    Disabled,
+    /// Enabled and found, but it did not start or answer `initialize` in time.
+    Failed {
+        /// Why, with the end of its stderr.
+        reason: String,
+    },
+    /// Enabled, not probed yet.
+    Unknown,
+}
+
+impl std::fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ready => f.write_str("ready"),
+            Self::Missing { .. } => f.write_str("missing"),
+            Self::Disabled => f.write_str("disabled"),
+            Self::Failed { reason } => write!(f, "failed: {reason}"),
+            Self::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// One agent as a node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Its id (`opencode`).
+    pub id: String,
+    /// Its label (`OpenCode`).
+    pub label: String,
+    /// The program and its arguments, as configured.
+    pub command: Vec<String>,
+    /// Whether conversations may use it on this node.
+    pub enabled: bool,
+    /// Whether `enabled` comes from `shoalctl agents enable|disable` (else the config).
+    pub enabled_at_run_time: bool,
+    /// The status.
+    pub status: AgentStatus,
+    /// `agentInfo.name` from the last successful probe.
+    pub agent_name: Option<String>,
+    /// `agentInfo.version` from the last successful probe.
+    pub version: Option<String>,
+    /// `agentCapabilities.loadSession`.
+    pub load_session: bool,
+    /// Prompt capabilities it advertised: `image`, `audio`, `embeddedContext`.
+    pub prompt_capabilities: Vec<String>,
+    /// Ids of the auth methods it advertised.
+    pub auth_methods: Vec<String>,
+    /// When it was last probed (ms since the Unix epoch), if it was.
+    pub probed_at_ms: Option<u64>,
+}
+
 /// The answer to an admin request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminReply {
@@ -181,6 +263,14 @@ pub enum AdminReply {
     },
     /// `InjectFault`: the fault is in effect.
     FaultInjected,
+    /// `Agents`, `ProbeAgents`, `SetAgentEnabled`: the agents (only the one named, for a
+    /// request naming one) as the answering node sees them.
+    Agents {
+        /// The answering node.
+        node: String,
+        /// By id.
+        agents: Vec<AgentInfo>,
+    },
     /// `Metrics`: OpenMetrics text.
     Metrics(String),
 }

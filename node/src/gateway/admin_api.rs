@@ -9,7 +9,7 @@ use crate::context::{Metrics, NodeContext};
 use crate::peer::{ControlReply, PeerRequest};
 use crate::security::tokens::Scope;
 use ractor::{ActorRef, rpc::CallResult};
-use shoal_protocol::admin::{AdminReply, AdminRequest, NodeStatus};
+use shoal_protocol::admin::{AGENT_ID_BYTES_MAX, AdminReply, AdminRequest, NodeStatus};
 use shoal_protocol::client::RequestEnvelope;
 use shoal_protocol::{ErrorCode, WireError};
 use std::sync::Arc;
@@ -175,7 +175,51 @@ async fn handle(
         AdminRequest::Metrics => Ok(AdminReply::Metrics(crate::telemetry::prometheus::encode(
             ctx,
         ))),
+        request @ (AdminRequest::Agents
+        | AdminRequest::ProbeAgents { .. }
+        | AdminRequest::SetAgentEnabled { .. }) => agents(ctx, request).await,
     }
+}
+
+/// `Agents`, `ProbeAgents`, `SetAgentEnabled`: this node's agent registry.
+async fn agents(ctx: &NodeContext, request: AdminRequest) -> Result<AdminReply, WireError> {
+    use crate::agents::RegistryError;
+    let wire = |e: RegistryError| match e {
+        RegistryError::Unknown { .. } => WireError::not_found(e.to_string()),
+        RegistryError::Store(_) => ctx.internal_error("agent setting", e.to_string()),
+    };
+    let agents = match request {
+        AdminRequest::ProbeAgents { agent } => {
+            let agent = agent.map(checked_agent_id).transpose()?;
+            ctx.agents
+                .probe_now(ctx, agent.as_deref())
+                .await
+                .map_err(wire)?
+        }
+        AdminRequest::SetAgentEnabled { agent, enabled } => {
+            let agent = checked_agent_id(agent)?;
+            ctx.agents
+                .set_enabled(ctx, &agent, enabled)
+                .await
+                .map_err(wire)?
+        }
+        _ => ctx.agents.list(ctx).await,
+    };
+    Ok(AdminReply::Agents {
+        node: ctx.node_id().to_owned(),
+        agents,
+    })
+}
+
+/// An agent id from a request, at most [`AGENT_ID_BYTES_MAX`] bytes.
+fn checked_agent_id(agent: String) -> Result<String, WireError> {
+    if agent.is_empty() || agent.len() > AGENT_ID_BYTES_MAX {
+        return Err(WireError::invalid(
+            "agent",
+            format!("an agent id is 1 to {AGENT_ID_BYTES_MAX} bytes; see `shoalctl agents`"),
+        ));
+    }
+    Ok(agent)
 }
 
 fn inject_fault(

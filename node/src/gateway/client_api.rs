@@ -816,6 +816,9 @@ async fn create(
             name
         }
     };
+    // Only for an agent that is enabled and ready on this node (probed when stale).
+    let ready = ctx.agents.check_creatable(ctx, &agent).await;
+    ready.map_err(|message| WireError::invalid("agent", message))?;
     let workspace = super::workspaces::owned(ctx, peer, workspace)?.id;
     let id = ConversationId::new(workspace.shard, ctx.random_u128());
     let cmd = ShardCommand::CreateConversation {

@@ -336,11 +336,8 @@ async fn ensure_agent(
                 "agent `{name}` is not configured on this node; add `[agents.{name}]` to its config"
             )
         })?;
-    let command = AgentCommand {
-        program: spec.command.clone(),
-        args: spec.args.clone(),
-        env: spec.env.clone(),
-    };
+    ctx.agents.check_runnable(ctx, &name)?;
+    let command = AgentCommand::from(spec);
     let args = AgentSessionArgs {
         ctx: ctx.clone(),
         conversation: state.myself.clone(),
