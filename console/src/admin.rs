@@ -230,7 +230,7 @@ async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<V
 }
 
 /// Prints the lines of a finished command on stdout.
-fn print_lines(lines: Vec<String>) -> anyhow::Result<()> {
+pub(crate) fn print_lines(lines: Vec<String>) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     for line in lines {
         writeln!(out, "{line}").context(STDOUT_ERROR)?;

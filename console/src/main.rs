@@ -12,6 +12,8 @@
 //!   lock, "shared with me"; how a shared conversation is shown.
 //! * `admin`: `shoalctl admin …` and the cluster commands `shoalctl members | shards |
 //!   drain`, built on the admin client.
+//! * `agents`: `shoalctl agents [probe [ID] | enable ID | disable ID]`: the node's agent
+//!   registry (admin client).
 //! * `json`: the JSON shapes of `--json` output (events, messages, conversations, status,
 //!   members, shards).
 //! * `render`: human-readable output (transcripts, member and shard tables).
@@ -20,6 +22,7 @@
 //! and exits with status 1.
 
 mod admin;
+mod agents;
 mod conv;
 mod conv_history;
 mod creds;
@@ -89,6 +92,12 @@ enum Command {
     Admin(admin::AdminCommand),
     #[command(flatten)]
     Cluster(admin::ClusterCommand),
+    /// The agents the node can run: status, version, capabilities; probe, enable and
+    /// disable them (needs the admin token).
+    ///
+    /// Prints a table ID LABEL COMMAND STATUS VERSION CAPABILITIES (status ready, missing,
+    /// disabled, failed or unknown), then why each agent that is not ready is not.
+    Agents(agents::AgentsArgs),
 }
 
 fn main() -> ExitCode {
@@ -137,6 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Usage(args) => usage::run(&profile, args).await,
         Command::Admin(command) => admin::run(&profile, command).await,
         Command::Cluster(command) => admin::run_cluster(&profile, command).await,
+        Command::Agents(args) => agents::run(&profile, args).await,
     }
 }
 

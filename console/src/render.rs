@@ -247,7 +247,13 @@ pub(crate) enum Align {
 /// A value from the network made safe for one table cell: one line, no control characters
 /// (they could drive the terminal), at most [`CELL_CHARS_MAX`] characters.
 pub(crate) fn cell(text: &str) -> String {
-    one_line(text, CELL_CHARS_MAX)
+    safe_line(text, CELL_CHARS_MAX)
+}
+
+/// A value from the network made safe for one line: no control characters, at most
+/// `max_chars` characters.
+pub(crate) fn safe_line(text: &str, max_chars: usize) -> String {
+    one_line(text, max_chars)
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
