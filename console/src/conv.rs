@@ -24,7 +24,8 @@ pub(crate) enum ConvCommand {
         /// Title of the conversation.
         #[arg(long)]
         title: Option<String>,
-        /// Agent name from the node's config (default: the node's default agent).
+        /// Agent id: a built-in (`demo`, `opencode`, `claude`, `gemini`) or one from the
+        /// node config, enabled and ready (`shoalctl agents`); default: the node's default.
         #[arg(long)]
         agent: Option<String>,
         /// The workspace to create it in, by id (`w-…`) or name (default: your default

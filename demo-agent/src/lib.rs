@@ -54,6 +54,16 @@ pub const REQUIRE_AUTH_ENV: &str = "SHOAL_DEMO_AGENT_REQUIRE_AUTH";
 /// until the process ends.
 pub const WITNESS_SOCKET_ENV: &str = "SHOAL_DEMO_AGENT_WITNESS";
 
+/// Environment variable a node sets to `1` when it starts the agent only to probe it
+/// (`initialize`, then stop): such a run is not a session, so it reports to neither the
+/// witness nor the lifecycle log.
+pub const PROBE_ENV: &str = "SHOAL_AGENT_PROBE";
+
+/// Whether this run is a node's probe ([`PROBE_ENV`] is `1`).
+fn is_probe() -> bool {
+    std::env::var_os(PROBE_ENV).is_some_and(|value| value == "1")
+}
+
 /// Where the agent keeps its state and reports its lifecycle; read once per run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
@@ -67,12 +77,15 @@ pub struct Options {
 }
 
 impl Options {
-    /// Reads `HOME`, [`LIFECYCLE_LOG_ENV`] and [`NODE_ID_ENV`]; empty values count as unset.
+    /// Reads `HOME`, [`LIFECYCLE_LOG_ENV`] (ignored in a probe, see [`PROBE_ENV`]) and
+    /// [`NODE_ID_ENV`]; empty values count as unset.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
         Self {
             home: var("HOME").map(PathBuf::from),
-            lifecycle_log: var(LIFECYCLE_LOG_ENV).map(PathBuf::from),
+            lifecycle_log: var(LIFECYCLE_LOG_ENV)
+                .filter(|_| !is_probe())
+                .map(PathBuf::from),
             node_id: var(NODE_ID_ENV).map(|value| value.to_string_lossy().into_owned()),
         }
     }
@@ -84,7 +97,7 @@ impl Options {
 pub fn run_blocking() -> ExitCode {
     // Held until the process exits: its closing is the witness's record of our death.
     let _witness = std::env::var_os(WITNESS_SOCKET_ENV)
-        .filter(|path| !path.is_empty())
+        .filter(|path| !path.is_empty() && !is_probe())
         .and_then(|path| {
             let options = Options::from_env();
             lifecycle::witness(

@@ -8,10 +8,11 @@
 //!   started in a scratch directory (`<data_dir>/agent-probes/<id>/`, its home template
 //!   written into the scratch home) and asked ACP `initialize`, within
 //!   `conversation.agent_probe_timeout_ms`. The result is trusted for
-//!   `conversation.agent_probe_ttl_ms`. Every enabled agent is probed when the node
-//!   starts (in the background), when listed with a stale result, when a conversation is
-//!   created for it with a stale result, and on demand (`shoalctl agents probe`). One
-//!   probe per agent runs at a time; a second caller waits for it and uses its result.
+//!   `conversation.agent_probe_ttl_ms`. The probed agent gets [`PROBE_ENV`] set to `1`.
+//!   Every enabled agent is probed when the node starts (in the background), when
+//!   listed with a stale result, when a conversation is created for it with a stale
+//!   result, and on demand (`shoalctl agents probe`). One probe per agent runs at a time;
+//!   a second caller waits for it and uses its result.
 //! * **Guards**: a conversation can only be created for an enabled, ready agent
 //!   ([`AgentRegistry::check_creatable`]); a turn is refused for a disabled agent or one
 //!   whose program is not on this node ([`AgentRegistry::check_runnable`], cheap: no
@@ -31,6 +32,9 @@ use tokio::time::Instant;
 
 /// The sled tree of run-time enable/disable choices: agent id → `[1]` or `[0]`.
 pub const OVERRIDES_TREE: &str = "agent-overrides";
+/// Set to `1` in a probed agent's environment: the run is a probe, not a session (the
+/// demo agent then reports to no witness).
+pub const PROBE_ENV: &str = "SHOAL_AGENT_PROBE";
 /// Longest failure reason kept from a probe (it carries the end of the agent's stderr),
 /// in characters.
 pub const PROBE_REASON_CHARS_MAX: usize = 1024;
@@ -423,7 +427,10 @@ async fn probe(ctx: &NodeContext, id: &str, spec: &AgentSpec) -> Probed {
         home,
         resume_session: None,
         start_timeout: ctx.config.conversation.agent_probe_timeout(),
-        extra_env: BTreeMap::from([("SHOAL_NODE_ID".to_owned(), ctx.node_id().to_owned())]),
+        extra_env: BTreeMap::from([
+            ("SHOAL_NODE_ID".to_owned(), ctx.node_id().to_owned()),
+            (PROBE_ENV.to_owned(), "1".to_owned()),
+        ]),
         confine_to: (ctx.config.sandbox.isolation == Isolation::Bwrap).then_some(root),
     };
     match AgentProcess::probe(&cmd, opts, None).await {
