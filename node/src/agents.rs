@@ -267,6 +267,12 @@ impl AgentRegistry {
                 ctx.node_id(),
                 install_hint(id)
             ),
+            // The reason may quote the agent's stderr: admins see it in `shoalctl agents`.
+            AgentStatus::Failed { .. } => format!(
+                "failed its probe on node `{}` (it did not start or answer ACP `initialize`); \
+                 an admin sees why with `shoalctl agents`",
+                ctx.node_id()
+            ),
             other => format!("is not ready on node `{}`: {other}", ctx.node_id()),
         };
         let ready: Vec<String> = self

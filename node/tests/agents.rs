@@ -94,6 +94,19 @@ async fn probes_report_ready_missing_disabled_and_failed_agents() {
             && e.message.contains("no agent `nope` on node `dev`")),
         "{err:?}"
     );
+    // A creator is told it failed, not its stderr.
+    let client = node.client().await;
+    let err = client
+        .create_conversation(None, Some("exits".into()))
+        .await
+        .expect_err("failed probe");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("agent `exits` failed its probe on node `dev`")
+            && shown.contains("ready agents: demo")
+            && !shown.contains("exited"),
+        "{shown}"
+    );
     admin.close().await;
     node.stop().await;
 }
