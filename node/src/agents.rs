@@ -163,6 +163,10 @@ impl AgentRegistry {
         let status = probed.status.clone();
         match &status {
             AgentStatus::Ready => tracing::info!(agent = id, "agent probe: ready"),
+            // Built-ins that are not installed are expected.
+            AgentStatus::Missing { detail } => {
+                tracing::info!(agent = id, %detail, "agent probe: missing");
+            }
             other => tracing::warn!(agent = id, status = %other, "agent probe: not ready"),
         }
         if let Some(entry) = self.entries().get_mut(id) {

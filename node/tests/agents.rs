@@ -77,6 +77,10 @@ async fn probes_report_ready_missing_disabled_and_failed_agents() {
         "{hangs:?}"
     );
 
+    // Within the TTL, a listing reuses the results.
+    let (_, again) = admin.agents().await.expect("agents again");
+    assert_eq!(find(&again, "demo").probed_at_ms, demo.probed_at_ms);
+
     // On demand, one agent: probed again (a newer probe time).
     let (_, probed) = admin
         .probe_agents(Some("demo".into()))
@@ -107,6 +111,28 @@ async fn probes_report_ready_missing_disabled_and_failed_agents() {
             && !shown.contains("exited"),
         "{shown}"
     );
+    admin.close().await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_probe_is_repeated_when_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.conversation.agent_probe_ttl_ms = 1_000.try_into().unwrap();
+    let mut node = TestNode::start_with(config).await;
+    let admin = node.admin().await;
+    let (_, agents) = admin.agents().await.expect("agents");
+    let first = find(&agents, "demo").probed_at_ms.expect("probed");
+    eventually(
+        "a listing after the TTL probes the demo agent again",
+        || async {
+            let (_, agents) = admin.agents().await.expect("agents");
+            let at = find(&agents, "demo").probed_at_ms.expect("probed");
+            (at > first).then_some(())
+        },
+    )
+    .await;
     admin.close().await;
     node.stop().await;
 }
