@@ -6,14 +6,11 @@ mod common;
 use anyhow::{Result, anyhow, ensure};
 use common::*;
 use serde_json::Value;
+use std::path::PathBuf;
 
 #[tokio::test]
 async fn agents_are_listed_probed_disabled_and_enabled() -> Result<()> {
-    let node = Node::start().await?;
-    let result = scenario(&node).await;
-    let logs = node.logs();
-    node.stop().await?;
-    result.map_err(|e| anyhow!("{e:#}\n{logs}"))
+    with_node(|profile| async move { scenario(profile).await }).await
 }
 
 fn agent<'a>(list: &'a Value, id: &str) -> Result<&'a Value> {
@@ -23,13 +20,8 @@ fn agent<'a>(list: &'a Value, id: &str) -> Result<&'a Value> {
         .ok_or_else(|| anyhow!("no agent {id} in {list}"))
 }
 
-async fn scenario(node: &Node) -> Result<()> {
-    let profile = node.profile();
-    let stdout = succeeded(
-        &shoalctl(&profile, &["agents", "--json"]).await?,
-        "agents --json",
-    )?;
-    let list: Value = serde_json::from_str(&stdout)?;
+async fn scenario(profile: PathBuf) -> Result<()> {
+    let list = ok_json(&profile, &["agents", "--json"]).await?;
     ensure!(list["node"] == "dev", "{list}");
     let demo = agent(&list, "demo")?;
     ensure!(
@@ -52,47 +44,28 @@ async fn scenario(node: &Node) -> Result<()> {
         "{list}"
     );
 
-    let table = succeeded(&shoalctl(&profile, &["agents"]).await?, "agents")?;
+    let table = ok(&profile, &["agents"]).await?;
     ensure!(
         table.starts_with("ID") && table.contains("CAPABILITIES") && table.contains("loadSession"),
         "{table}"
     );
 
-    let stdout = succeeded(
-        &shoalctl(&profile, &["agents", "probe", "demo", "--json"]).await?,
-        "agents probe demo",
-    )?;
-    let probed: Value = serde_json::from_str(&stdout)?;
+    let probed = ok_json(&profile, &["agents", "probe", "demo", "--json"]).await?;
     ensure!(
         probed["agents"].as_array().is_some_and(|a| a.len() == 1)
             && agent(&probed, "demo")?["status"] == "ready",
         "{probed}"
     );
 
-    succeeded(
-        &shoalctl(&profile, &["agents", "disable", "demo"]).await?,
-        "agents disable demo",
-    )?;
-    let line = failed_with_one_line(
-        &shoalctl(&profile, &["conv", "new"]).await?,
-        "conv new with demo disabled",
-    )?;
+    ok(&profile, &["agents", "disable", "demo"]).await?;
+    let line = refused(&profile, &["conv", "new"]).await?;
     ensure!(
         line.contains("agent `demo` is disabled on node `dev`"),
         "{line}"
     );
-    let line = failed_with_one_line(
-        &shoalctl(&profile, &["agents", "enable", "nope"]).await?,
-        "agents enable nope",
-    )?;
+    let line = refused(&profile, &["agents", "enable", "nope"]).await?;
     ensure!(line.contains("no agent `nope`"), "{line}");
-    succeeded(
-        &shoalctl(&profile, &["agents", "enable", "demo"]).await?,
-        "agents enable demo",
-    )?;
-    succeeded(
-        &shoalctl(&profile, &["conv", "new"]).await?,
-        "conv new with demo enabled",
-    )?;
+    ok(&profile, &["agents", "enable", "demo"]).await?;
+    ok(&profile, &["conv", "new"]).await?;
     Ok(())
 }
