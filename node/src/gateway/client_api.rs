@@ -10,7 +10,7 @@ use crate::context::NodeContext;
 use crate::shard::state_machine::{Outcome, ShardCommand};
 use ractor::{ActorRef, RpcReplyPort, rpc::CallResult};
 use shoal_protocol::client::{
-    ClientReply, ClientRequest, LIST_LIMIT_MAX, RequestEnvelope, ServerFrame, TITLE_BYTES_MAX,
+    ClientReply, ClientRequest, LIST_LIMIT_MAX, RequestEnvelope, ServerFrame,
 };
 use shoal_protocol::{ConversationId, ErrorCode, ShardId, WireError};
 use std::sync::Arc;
@@ -410,10 +410,12 @@ pub async fn dispatch(
         }
         None => crate::sharing::Caller::owner(peer.user.clone()),
     };
-    if !caller.is_owner() {
-        return super::sharing::dispatch_shared(send, request, caller, ctx, host, peer).await;
-    }
-    if let Some(reply) = super::sharing::owner_request(ctx, peer, &request).await {
+    let special = if caller.is_owner() {
+        super::sharing::owner_request(ctx, peer, &request).await
+    } else {
+        super::sharing::shared_request(ctx, host, peer, &caller, &request).await
+    };
+    if let Some(reply) = special {
         let frame = match reply {
             Ok(reply) => ServerFrame::Reply(reply),
             Err(e) => ServerFrame::Error(e),
@@ -790,15 +792,7 @@ async fn create(
     agent: Option<String>,
     request_id: shoal_protocol::RequestId,
 ) -> Result<shoal_protocol::client::ConversationSummary, WireError> {
-    if let Some(title) = &title
-        && title.len() > TITLE_BYTES_MAX
-    {
-        let message = format!(
-            "the title is {} bytes, the limit is {TITLE_BYTES_MAX}",
-            title.len()
-        );
-        return Err(WireError::invalid("title", message));
-    }
+    super::history::check_title(title.as_deref())?;
     let agent = match agent {
         None => ctx.config.default_agent.as_str().to_owned(),
         Some(name) => {

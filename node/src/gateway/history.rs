@@ -28,6 +28,20 @@ fn owned_conversation(
         .ok_or_else(|| WireError::not_found(format!("conversation {id} does not exist")))
 }
 
+/// A new title is at most [`TITLE_BYTES_MAX`] bytes.
+pub(super) fn check_title(title: Option<&str>) -> Result<(), WireError> {
+    match title {
+        Some(title) if title.len() > TITLE_BYTES_MAX => Err(WireError::invalid(
+            "title",
+            format!(
+                "the title is {} bytes, the limit is {TITLE_BYTES_MAX}",
+                title.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `ForkConversation`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fork(
@@ -41,17 +55,7 @@ pub(super) async fn fork(
     request_id: RequestId,
 ) -> Result<ConversationSummary, WireError> {
     let original = owned_conversation(ctx, peer, source)?;
-    if let Some(title) = &title
-        && title.len() > TITLE_BYTES_MAX
-    {
-        return Err(WireError::invalid(
-            "title",
-            format!(
-                "the title is {} bytes, the limit is {TITLE_BYTES_MAX}",
-                title.len()
-            ),
-        ));
-    }
+    check_title(title.as_deref())?;
     let workspace = match workspace {
         None => original.workspace,
         Some(ws) => super::workspaces::owned(ctx, peer, Some(ws))?.id,

@@ -1,6 +1,6 @@
-//! Sharing requests: authorizing every conversation request ([`authorize`]), the
-//! requests a viewer or editor may make ([`dispatch_shared`]), and the owner's grant
-//! management.
+//! Sharing requests: authorizing every conversation request ([`authorize`]), what a
+//! viewer or editor gets instead of the owner's answer ([`shared_request`]), and the
+//! owner's grant management ([`owner_request`]).
 //!
 //! Cross-shard writes (a grantee's "shared with me" entry, a shared conversation forked
 //! into the caller's workspace) are proposed on the target shard's leader with
@@ -9,7 +9,6 @@
 
 use super::Peer;
 use super::client_api::call;
-use super::frames::{FrameIoError, write_frame};
 use crate::actors::conversation::{ConversationMsg, propose_error, summary};
 use crate::actors::shard_host::ShardHostMsg;
 use crate::cluster::Route;
@@ -20,10 +19,7 @@ use crate::shard::state_machine::{ConversationRecord, Outcome, Rejection, ShardC
 use crate::sharing::{Access, Caller, Need, Resolved};
 use ractor::ActorRef;
 use serde::{Deserialize, Serialize};
-use shoal_protocol::client::{
-    ClientReply, ClientRequest, ConversationSummary, MESSAGES_PAGE_MAX, ServerFrame,
-    TITLE_BYTES_MAX,
-};
+use shoal_protocol::client::{ClientReply, ClientRequest, ConversationSummary, MESSAGES_PAGE_MAX};
 use shoal_protocol::sharing::{
     GRANT_EXPIRY_MS_MAX, GrantId, GrantInfo, GrantTarget, Role, ShareToken, SharedListing,
     SharedView,
@@ -32,7 +28,6 @@ use shoal_protocol::transcript::Message;
 use shoal_protocol::{
     ConversationId, ErrorCode, MessageId, RequestId, ShardId, UserId, WireError, WorkspaceId,
 };
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a proposal on another node's shard may take.
@@ -107,78 +102,27 @@ async fn claim(ctx: &NodeContext, grant: GrantId, user: &UserId) -> Result<(), W
     Ok(())
 }
 
-/// Serves a request of a viewer or editor (already authorized for it).
-pub(super) async fn dispatch_shared(
-    mut send: quinn::SendStream,
-    request: ClientRequest,
-    caller: Caller,
-    ctx: &Arc<NodeContext>,
+/// The answer to a viewer's or editor's request (already authorized for it) where it
+/// differs from the owner's: the redacted view, redacted pages, a fork into the
+/// caller's own workspace. `None`: served like the owner's (turns, follows, cancel and
+/// permission answers take the caller along).
+pub(super) async fn shared_request(
+    ctx: &NodeContext,
     host: &ActorRef<ShardHostMsg>,
     peer: &Peer,
-) -> Result<(), FrameIoError> {
+    caller: &Caller,
+    request: &ClientRequest,
+) -> Option<Result<ClientReply, WireError>> {
     let reply = match request {
-        ClientRequest::SendMessage {
-            conversation,
-            text,
-            request_id,
-        }
-        | ClientRequest::SendNow {
-            conversation,
-            text,
-            request_id,
-        } => {
-            return super::streams::send_message(
-                send,
-                ctx,
-                host,
-                caller,
-                conversation,
-                text,
-                request_id,
-                false,
-            )
-            .await;
-        }
-        ClientRequest::AttachTurn { conversation } => {
-            return super::streams::attach_turn(send, ctx, host, caller, conversation).await;
-        }
-        ClientRequest::Follow {
-            conversation,
-            since,
-        } => {
-            return super::streams::follow(send, ctx, host, caller, conversation, since).await;
-        }
         ClientRequest::GetConversation { conversation } => {
-            shared_view(ctx, host, &caller, conversation).await
+            shared_view(ctx, host, caller, *conversation).await
         }
         ClientRequest::GetMessages {
             conversation,
             before,
             limit,
-        } => redacted_messages(ctx, conversation, before, limit)
+        } => redacted_messages(ctx, *conversation, *before, *limit)
             .map(|(messages, more)| ClientReply::Messages { messages, more }),
-        ClientRequest::CancelTurn { conversation } => {
-            call(host, conversation, |reply| ConversationMsg::Cancel {
-                caller: caller.clone(),
-                reply,
-            })
-            .await
-            .map(|was_running| ClientReply::Cancelled { was_running })
-        }
-        ClientRequest::RespondPermission {
-            conversation,
-            request,
-            option_id,
-        } => call(host, conversation, |reply| {
-            ConversationMsg::RespondPermission {
-                caller: caller.clone(),
-                request,
-                option_id: option_id.clone(),
-                reply,
-            }
-        })
-        .await
-        .map(|()| ClientReply::PermissionAnswered),
         ClientRequest::ForkConversation {
             conversation,
             message,
@@ -189,27 +133,18 @@ pub(super) async fn dispatch_shared(
         } => fork_shared(
             ctx,
             peer,
-            conversation,
-            message,
-            parts,
-            workspace,
-            title,
-            request_id,
+            *conversation,
+            *message,
+            *parts,
+            *workspace,
+            title.clone(),
+            *request_id,
         )
         .await
         .map(ClientReply::Created),
-        // `need_of` lets nothing else through for a shared caller.
-        _ => Err(WireError::forbidden(
-            "only the conversation's owner can do this",
-        )),
+        _ => return None,
     };
-    let frame = match reply {
-        Ok(reply) => ServerFrame::Reply(reply),
-        Err(e) => ServerFrame::Error(e),
-    };
-    write_frame(&mut send, &frame).await?;
-    let _ = send.finish();
-    Ok(())
+    Some(reply)
 }
 
 /// The redacted view of a shared conversation.
@@ -288,17 +223,7 @@ async fn fork_shared(
     title: Option<String>,
     request_id: RequestId,
 ) -> Result<ConversationSummary, WireError> {
-    if let Some(title) = &title
-        && title.len() > TITLE_BYTES_MAX
-    {
-        return Err(WireError::invalid(
-            "title",
-            format!(
-                "the title is {} bytes, the limit is {TITLE_BYTES_MAX}",
-                title.len()
-            ),
-        ));
-    }
+    super::history::check_title(title.as_deref())?;
     let original = record(ctx, source)?;
     if upto.0 >= original.message_count {
         return Err(WireError::invalid(

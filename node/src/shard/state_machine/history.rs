@@ -33,7 +33,7 @@ pub(crate) fn titled(prefix: &str, source: &ConversationRecord) -> String {
 }
 
 /// `owner`'s conversation, or [`Rejection::NotFound`] (another user's reads the same).
-fn owned(
+pub(super) fn owned(
     view: &impl ShardRead,
     id: ConversationId,
     owner: &UserId,

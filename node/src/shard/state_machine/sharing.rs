@@ -10,6 +10,7 @@
 //! `sl/<conversation uid>` → `bool` (locked);
 //! `sw/<user>/<conversation uid>/<grant uid>` → [`SharedListing`].
 
+use super::history::owned;
 use super::{
     ConversationRecord, Failure, Outcome, ReadError, Rejection, ShardCommand, ShardRead, Writes,
     message_key, read, read_all, record,
@@ -149,19 +150,6 @@ pub(super) fn delete_keys(
     }
     writes.delete(lock_key(conversation));
     Ok(())
-}
-
-/// The conversation, if `owner` owns it (another's reads as missing).
-fn owned(
-    view: &impl ShardRead,
-    conversation: ConversationId,
-    owner: &UserId,
-) -> Result<ConversationRecord, Failure> {
-    let rec = record(view, conversation)?;
-    if rec.owner != *owner {
-        return Err(Rejection::NotFound(conversation).into());
-    }
-    Ok(rec)
 }
 
 /// The grant, if it exists and `owner` made it.
