@@ -43,6 +43,20 @@ async fn next(
         .expect("a frame or the end in time")
 }
 
+/// Reads a turn until its permission request; returns the request's id.
+async fn permission_request(turn: &mut shoal_client::TurnStream) -> u64 {
+    loop {
+        let frame = tokio::time::timeout(WAIT, turn.next())
+            .await
+            .expect("a frame in time")
+            .expect("the turn goes on")
+            .expect("a frame");
+        if let Event::PermissionRequest { request, .. } = frame.event {
+            return request;
+        }
+    }
+}
+
 /// Reads a follow until it ends with an error; returns its code.
 async fn follow_ends_with(follow: &mut shoal_client::FollowStream) -> Option<ErrorCode> {
     loop {
@@ -215,16 +229,7 @@ async fn an_editor_runs_turns_without_the_owners_credentials_and_sees_no_owner_e
         }
     }
     let mut turn = editor.send(conv.id, "/permission").await.unwrap();
-    let request = loop {
-        let frame = tokio::time::timeout(WAIT, turn.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Event::PermissionRequest { request, .. } = frame.event {
-            break request;
-        }
-    };
+    let request = permission_request(&mut turn).await;
     // While it runs, another editor message is not queued behind it.
     assert_eq!(
         code(editor.send(conv.id, "later").await),
@@ -412,16 +417,7 @@ async fn a_viewer_follow_of_a_whole_turn_gets_no_owner_only_event() {
     // Usage and cost, a permission request, a tool call, an agent error.
     say(&owner, conv.id, "/usage").await;
     let mut turn = owner.send(conv.id, "/permission").await.unwrap();
-    let request = loop {
-        let frame = tokio::time::timeout(WAIT, turn.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Event::PermissionRequest { request, .. } = frame.event {
-            break request;
-        }
-    };
+    let request = permission_request(&mut turn).await;
     owner
         .respond_permission(conv.id, request, Some("allow".into()))
         .await
