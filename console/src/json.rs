@@ -155,6 +155,12 @@ pub(crate) fn detail_json(detail: &ConversationDetail) -> Value {
         "in_flight".into(),
         detail.in_flight.as_ref().map_or(Value::Null, message_json),
     );
+    let commands = detail
+        .commands
+        .iter()
+        .map(|c| json!({"name": c.name, "description": c.description, "hint": c.hint}))
+        .collect();
+    object.insert("commands".into(), Value::Array(commands));
     Value::Object(object)
 }
 
@@ -497,11 +503,17 @@ mod tests {
             summary,
             messages: vec![assistant(vec![])],
             in_flight: None,
+            commands: vec![shoal_protocol::transcript::SlashCommand {
+                name: "review".into(),
+                description: "Review".into(),
+                hint: None,
+            }],
         };
         let value = detail_json(&detail);
         assert_eq!(value["id"], "c-1-00000000000000000000000000000002");
         assert_eq!(value["owner"], "dev");
         assert_eq!(value["messages"][0]["role"], "assistant");
         assert_eq!(value["in_flight"], Value::Null);
+        assert_eq!(value["commands"][0]["name"], "review");
     }
 }

@@ -210,7 +210,16 @@ pub(crate) fn detail(out: &mut impl Write, detail: &ConversationDetail) -> io::R
             ""
         }
     )?;
-    transcript(out, &detail.messages, detail.in_flight.as_ref())
+    transcript(out, &detail.messages, detail.in_flight.as_ref())?;
+    if !detail.commands.is_empty() {
+        let names: Vec<String> = detail
+            .commands
+            .iter()
+            .map(|c| format!("/{}", c.name))
+            .collect();
+        writeln!(out, "commands: {}", names.join(" "))?;
+    }
+    out.flush()
 }
 
 /// Numbered messages (positions for `conv rewind`, `fork`), then the in-flight one.

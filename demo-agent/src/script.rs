@@ -229,6 +229,19 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
         "/write" => write(turn, args).await,
         "/plan" => plan(turn).await,
         "/usage" => usage(turn).await,
+        "/commands" => {
+            // What real agents send when a session starts: the commands they offer.
+            turn.update(json!({
+                "sessionUpdate": "available_commands_update",
+                "availableCommands": [
+                    {"name": "review", "description": "Review the changes", "input": {"hint": "what to focus on"}},
+                    {"name": "init", "description": "Write an AGENTS.md"},
+                ],
+            }))
+            .await?;
+            turn.text("commands sent").await?;
+            Ok(Outcome::Stop("end_turn"))
+        }
         "/compact" => compact(turn).await,
         "/linger" => linger(turn, args).await,
         "/error" => {

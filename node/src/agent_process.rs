@@ -187,7 +187,9 @@ pub enum AgentUpdate {
         /// The choices.
         options: Vec<PermissionOption>,
     },
-    /// Any other update kind (`available_commands_update`, …), by name, for logs.
+    /// The commands the agent offers now (`available_commands_update`).
+    Commands(Vec<shoal_protocol::transcript::SlashCommand>),
+    /// Any other update kind (`current_mode_update`, …), by name, for logs.
     Other(String),
     /// The turn's token counts, from the `session/prompt` answer's `usage` (sent just
     /// before the turn's end, when the agent reports them).

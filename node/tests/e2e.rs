@@ -380,3 +380,27 @@ async fn write_goes_through_the_client_fs_into_the_workspace() {
     );
     node.stop().await;
 }
+
+/// The slash commands an agent offers (`available_commands_update`) are kept for the
+/// conversation and shown to its owner (a viewer's redacted view has no such field).
+#[tokio::test]
+async fn the_agents_slash_commands_are_shown_to_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    assert!(
+        client
+            .get_conversation(conv.id)
+            .await
+            .unwrap()
+            .commands
+            .is_empty()
+    );
+    let frames = collect_turn(client.send(conv.id, "/commands").await.unwrap()).await;
+    assert_eq!(done_content(&frames), "commands sent");
+    let detail = client.get_conversation(conv.id).await.unwrap();
+    let names: Vec<&str> = detail.commands.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["review", "init"]);
+    assert_eq!(detail.commands[0].hint.as_deref(), Some("what to focus on"));
+}

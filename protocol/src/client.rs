@@ -554,6 +554,9 @@ pub struct ConversationDetail {
     pub messages: Vec<Message>,
     /// The running turn's assistant message as streamed so far.
     pub in_flight: Option<Message>,
+    /// The slash commands the conversation's agent offers now (owner only; empty until
+    /// its agent session has said).
+    pub commands: Vec<crate::transcript::SlashCommand>,
 }
 
 /// The answer to a unary request.

@@ -144,6 +144,21 @@ pub struct PlanEntry {
     pub status: String,
 }
 
+/// A command the agent offers in its session (`available_commands_update`): the user
+/// runs it by sending `/<name> <input>` as a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlashCommand {
+    /// Its name, without the slash.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// What to type after it, when it takes input.
+    pub hint: Option<String>,
+}
+
+/// Most slash commands kept per conversation (more are dropped).
+pub const SLASH_COMMANDS_MAX: usize = 128;
+
 /// An option offered by a permission request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PermissionOption {

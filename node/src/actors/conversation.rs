@@ -377,6 +377,8 @@ pub struct ConversationState {
     queued_sinks: std::collections::HashMap<u64, Sink>,
     /// The credentials (names) in the current agent process's environment.
     agent_credentials: Vec<String>,
+    /// The slash commands the agent session offers (`available_commands_update`).
+    commands: Vec<shoal_protocol::transcript::SlashCommand>,
     /// The current agent process was started without the workspace's credentials (for
     /// an editor's turn): the owner's next turn starts a new one with them.
     agent_for_shared: bool,
@@ -483,6 +485,7 @@ impl Actor for ConversationActor {
             queued_sinks: std::collections::HashMap::new(),
             agent_credentials: Vec::new(),
             agent_for_shared: false,
+            commands: Vec::new(),
         };
         // A previous activation stopped in the middle of a turn: save it as interrupted
         // with what its checkpoints stored.
@@ -827,6 +830,7 @@ fn detail(state: &ConversationState) -> ConversationDetail {
         summary: summary(&state.record),
         messages: state.messages.iter().cloned().collect(),
         in_flight: state.turn.as_ref().map(|t| t.message.clone()),
+        commands: state.commands.clone(),
     }
 }
 

@@ -209,6 +209,7 @@ pub(crate) fn parse_session_update(update: &Value) -> Option<AgentUpdate> {
         "tool_call_update" => tool_call(update, true),
         "plan" => Some(AgentUpdate::Plan(plan_entries(update))),
         "usage_update" => usage(update).map(AgentUpdate::Usage),
+        "available_commands_update" => Some(AgentUpdate::Commands(commands(update))),
         "compaction_update" => compaction(update),
         "compaction_summary_chunk" => {
             let id = update.get("compactionId")?.as_str()?.to_owned();
@@ -217,6 +218,42 @@ pub(crate) fn parse_session_update(update: &Value) -> Option<AgentUpdate> {
         _ => None,
     };
     Some(parsed.unwrap_or_else(|| AgentUpdate::Other(describe_other(kind, update))))
+}
+
+/// Longest slash command name and description kept, in bytes (longer ones are cut).
+const COMMAND_NAME_BYTES_MAX: usize = 64;
+const COMMAND_TEXT_BYTES_MAX: usize = 512;
+
+/// `available_commands_update`: the agent's commands (at most
+/// [`shoal_protocol::transcript::SLASH_COMMANDS_MAX`], names and texts bounded); entries
+/// without a name are skipped.
+fn commands(update: &Value) -> Vec<shoal_protocol::transcript::SlashCommand> {
+    let cut =
+        |text: &str, max: usize| crate::shard::state_machine::prefix_within(text, max).to_owned();
+    update
+        .get("availableCommands")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let name = c.get("name")?.as_str()?.trim_start_matches('/');
+            if name.is_empty() {
+                return None;
+            }
+            Some(shoal_protocol::transcript::SlashCommand {
+                name: cut(name, COMMAND_NAME_BYTES_MAX),
+                description: cut(
+                    c.get("description").and_then(Value::as_str).unwrap_or(""),
+                    COMMAND_TEXT_BYTES_MAX,
+                ),
+                hint: c
+                    .pointer("/input/hint")
+                    .and_then(Value::as_str)
+                    .map(|h| cut(h, COMMAND_TEXT_BYTES_MAX)),
+            })
+        })
+        .take(shoal_protocol::transcript::SLASH_COMMANDS_MAX)
+        .collect()
 }
 
 /// The name logged for an update we do not map: the kind, plus the content type
@@ -579,12 +616,18 @@ mod tests {
                 currency: Some("USD".into()),
             }))
         );
-        let commands =
-            json!({"sessionUpdate": "available_commands_update", "availableCommands": []});
-        assert_eq!(
-            parse_session_update(&commands),
-            Some(AgentUpdate::Other("available_commands_update".into()))
-        );
+        let commands = json!({"sessionUpdate": "available_commands_update", "availableCommands": [
+            {"name": "/review", "description": "Review the diff", "input": {"hint": "branch"}},
+            {"name": "", "description": "nameless"},
+            {"name": "init", "description": "x".repeat(2000)},
+        ]});
+        let Some(AgentUpdate::Commands(list)) = parse_session_update(&commands) else {
+            panic!("commands parse");
+        };
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].name, "review");
+        assert_eq!(list[0].hint.as_deref(), Some("branch"));
+        assert_eq!(list[1].description.len(), COMMAND_TEXT_BYTES_MAX);
         assert_eq!(parse_session_update(&json!({"content": {}})), None);
     }
 

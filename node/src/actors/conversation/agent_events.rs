@@ -52,6 +52,12 @@ fn append_text(parts: &mut Vec<Part>, reasoning: bool, chunk: &str) {
 }
 
 pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, event: AgentEvent) {
+    // The agent's commands belong to its session, not to a turn (agents send them when a
+    // session starts).
+    if let AgentEvent::Update(AgentUpdate::Commands(commands)) = event {
+        state.commands = commands;
+        return;
+    }
     if let AgentEvent::SessionStarted {
         session: session_id,
         credentials,
@@ -295,7 +301,7 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
                     }
                     return;
                 }
-                AgentUpdate::UserText(_) => return,
+                AgentUpdate::UserText(_) | AgentUpdate::Commands(_) => return,
                 AgentUpdate::Other(kind) => {
                     tracing::debug!(conversation = %state.record.id, %kind, "agent update not shown");
                     return;
