@@ -17,6 +17,8 @@
 //! * `json`: the JSON shapes of `--json` output (events, messages, conversations, status,
 //!   members, shards).
 //! * `render`: human-readable output (transcripts, member and shard tables).
+//! * `top`: `shoalctl top`, the live terminal UI (`top/app.rs` its state, `top/draw.rs`
+//!   the screen).
 //!
 //! Every failure prints exactly one line `error: <what happened>; <what to do>` on stderr
 //! and exits with status 1.
@@ -32,6 +34,7 @@ mod render;
 mod share;
 mod skills;
 mod skills_import;
+mod top;
 mod usage;
 mod ws;
 
@@ -98,6 +101,13 @@ enum Command {
     /// Prints a table ID LABEL COMMAND STATUS VERSION CAPABILITIES (status ready, missing,
     /// disabled, failed or unknown), then why each agent that is not ready is not.
     Agents(agents::AgentsArgs),
+    /// A live view of the cluster in the terminal (needs the admin token).
+    ///
+    /// Views: 1 Nodes (members and this node's counters), 2 Shards (the shard map by leader
+    /// and the shard table), 3 Actors (this node's actors); an events pane shows what
+    /// changed between refreshes. Keys: 1 2 3 or Tab switch views, arrows PgUp PgDn Home
+    /// End scroll, q Esc or Ctrl-C quit.
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -147,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin(command) => admin::run(&profile, command).await,
         Command::Cluster(command) => admin::run_cluster(&profile, command).await,
         Command::Agents(args) => agents::run(&profile, args).await,
+        Command::Top(args) => top::run(&profile, args).await,
     }
 }
 

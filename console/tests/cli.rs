@@ -284,3 +284,32 @@ async fn scenario(node: &Node) -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn top_refuses_a_bad_interval_and_a_missing_terminal_before_connecting() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("nope.toml");
+    for bad in ["50", "60001", "soon"] {
+        let line = refused(&missing, &["top", "--interval-ms", bad]).await?;
+        ensure!(
+            line.contains("--interval-ms") && line.contains(bad),
+            "`top --interval-ms {bad}`: {line}"
+        );
+    }
+    let line = refused(&missing, &["top", "--interval-ms", "50"]).await?;
+    ensure!(line.contains("200..=60000"), "{line}");
+
+    // A profile that parses, for a node that is not there: stdout is a pipe here, so `top`
+    // stops before it connects.
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(
+        &profile,
+        "address = \"127.0.0.1:9\"\nserver_name = \"localhost\"\nca_cert = \"ca.pem\"\ntoken = \"t\"\nadmin_token = \"a\"\n",
+    )?;
+    let line = refused(&profile, &["top"]).await?;
+    ensure!(
+        line.contains("needs a terminal") && line.contains("shoalctl members"),
+        "{line}"
+    );
+    Ok(())
+}
