@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -33,6 +34,10 @@ const INTERVAL_MS_DEFAULT: u64 = 1000;
 const INTERVAL_MS_MIN: u64 = 200;
 /// Longest refresh interval.
 const INTERVAL_MS_MAX: u64 = 60_000;
+/// Longest wait for one refresh (four admin requests), so that a node that stopped
+/// answering shows up in the header within seconds rather than after the client's
+/// request timeout.
+const REFRESH_TIMEOUT_MS: u64 = 5_000;
 /// Terminal events queued between the input thread and the loop.
 const INPUT_EVENTS_MAX: usize = 64;
 /// How often the input thread checks whether `top` is ending.
@@ -140,11 +145,18 @@ async fn event_loop(
     let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut refresh: Option<JoinHandle<Result<Snapshot, String>>> = None;
+    // Raw mode turns Ctrl-C into a key; a kill or a closed terminal ends `top` cleanly too.
+    let mut terminate = signal(SignalKind::terminate())
+        .context("cannot watch for SIGTERM; check the system's resource limits")?;
+    let mut hangup = signal(SignalKind::hangup())
+        .context("cannot watch for SIGHUP; check the system's resource limits")?;
 
     let result = async {
         draw(terminal, app)?;
         loop {
             tokio::select! {
+                _ = terminate.recv() => return Ok(()),
+                _ = hangup.recv() => return Ok(()),
                 _ = ticker.tick() => {
                     if refresh.is_none() {
                         refresh = Some(tokio::spawn(fetch(admin.clone())));
@@ -157,6 +169,8 @@ async fn event_loop(
                     match done {
                         Ok(Ok(snapshot)) => app.on_snapshot(snapshot, now_ms()),
                         Ok(Err(err)) => app.on_error(&err, now_ms()),
+                        // The panic hook already restored the terminal and said so.
+                        Err(err) if err.is_panic() => bail!("the refresh crashed; please report this"),
                         Err(err) => app.on_error(&format!("the refresh stopped: {err}"), now_ms()),
                     }
                     draw(terminal, app)?;
@@ -216,12 +230,24 @@ fn read_input(events: &mpsc::Sender<io::Result<Event>>, stop: &AtomicBool) {
 
 /// One refresh: the answering node's status, members, shards and actors.
 async fn fetch(admin: Arc<AdminClient>) -> Result<Snapshot, String> {
-    let (status, members, shards, actors) = tokio::try_join!(
-        admin.status(),
-        admin.members(),
-        admin.shards(),
-        admin.actors()
+    let requests = async {
+        tokio::try_join!(
+            admin.status(),
+            admin.members(),
+            admin.shards(),
+            admin.actors()
+        )
+    };
+    let (status, members, shards, actors) = tokio::time::timeout(
+        Duration::from_millis(REFRESH_TIMEOUT_MS),
+        requests,
     )
+    .await
+    .map_err(|_| {
+        format!(
+            "no answer within {REFRESH_TIMEOUT_MS} ms; check that the node is running and reachable"
+        )
+    })?
     .map_err(|err| err.to_string())?;
     Ok(Snapshot {
         status,
