@@ -153,8 +153,9 @@ impl App {
         };
         let colours = node_colours(snapshot);
         let map_width = usize::from(area.width.saturating_sub(2));
-        let mut map = shard_map(&snapshot.shards, &colours, map_width);
-        map.push(Line::from(shards_summary(&snapshot.shards)));
+        // The counts first: on a short terminal the end of the map is what gets cut.
+        let mut map = vec![Line::from(shards_summary(&snapshot.shards))];
+        map.extend(shard_map(&snapshot.shards, &colours, map_width));
         // The map takes at most half the body; the table gets the rest.
         let map_rows = u16::try_from(map.len())
             .unwrap_or(u16::MAX)
@@ -447,6 +448,27 @@ mod tests {
             "7      n2      n1,n2,n3,+n4",
             "12:00:02  shard 5: leader n3 -> none",
             "shards 11/12 led",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_short_terminal_keeps_the_leader_counts_of_a_big_map() {
+        let mut app = App::new("n1", 1000);
+        let mut big = snapshot();
+        big.shards = (0..256)
+            .map(|i| {
+                super::super::app::tests::shard(i, Some(["n1", "n2", "n3"][usize::from(i % 3)]))
+            })
+            .collect();
+        app.on_snapshot(big, NOON_MS);
+        app.on_key(key(KeyCode::Char('2')));
+        let text = screen(&app, 80, 24);
+        for expected in [
+            "256 shards, 256 with a leader; leaders per node: n1=86 n2=85 n3=85",
+            "  0 n1    1 n2    2 n3",
+            "shards (256)",
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }
