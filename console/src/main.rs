@@ -259,7 +259,7 @@ mod tests {
         assert!(Cli::try_parse_from(["shoalctl", "drain"]).is_err());
         let help = Cli::command().render_help().to_string();
         for name in [
-            "members", "shards", "drain", "admin", "conv", "ws", "skills",
+            "members", "shards", "drain", "admin", "conv", "ws", "skills", "top",
         ] {
             assert!(help.contains(name), "`{name}` missing from --help:\n{help}");
         }
