@@ -27,7 +27,19 @@ where
 }
 
 /// [`eventually`] with its own bound.
-pub async fn eventually_within<T, F, Fut>(wait: Duration, what: &str, mut probe: F) -> T
+pub async fn eventually_within<T, F, Fut>(wait: Duration, what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match within(wait, probe).await {
+        Some(value) => value,
+        None => panic!("{what}: not within {wait:?}"),
+    }
+}
+
+/// Polls `probe` until it gives a value, for at most `wait`; `None` after that.
+pub async fn within<T, F, Fut>(wait: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -41,10 +53,7 @@ where
             }
         }
     };
-    match tokio::time::timeout(wait, polled).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what}: not within {wait:?}"),
-    }
+    tokio::time::timeout(wait, polled).await.ok()
 }
 
 pub fn dev_config(dir: &Path) -> NodeConfig {
