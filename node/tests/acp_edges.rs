@@ -7,13 +7,19 @@ mod common;
 use common::*;
 use shoal_protocol::transcript::MessageStatus;
 
+/// A node whose turns fail after 20 s without agent output (far below the tests' wait),
+/// so whatever the agent's last message was left unread shows as a failed turn.
+async fn short_idle_node(dir: &std::path::Path) -> TestNode {
+    let mut config = dev_config(dir);
+    config.conversation.turn_idle_timeout_ms = 20_000.try_into().unwrap();
+    TestNode::start_with(config).await
+}
+
 #[tokio::test]
 async fn a_final_message_without_its_newline_ends_the_turn_after_a_quiet_window() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = dev_config(dir.path());
-    // Far below the test's wait: a message left until the idle timeout fails the turn.
-    config.conversation.turn_idle_timeout_ms = 20_000.try_into().unwrap();
-    let mut node = TestNode::start_with(config).await;
+    // A message left until the idle timeout would fail the turn.
+    let mut node = short_idle_node(dir.path()).await;
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     let frames = collect_turn(client.send(conv.id, "/no-newline").await.unwrap()).await;
@@ -114,10 +120,8 @@ async fn the_turn_timeout_kills_an_agent_that_ignores_the_cancel_after_the_grace
 #[tokio::test]
 async fn an_answer_whose_id_has_the_wrong_json_type_is_matched_to_its_request() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = dev_config(dir.path());
-    // Far below the test's wait: an answer never matched fails the turn.
-    config.conversation.turn_idle_timeout_ms = 20_000.try_into().unwrap();
-    let mut node = TestNode::start_with(config).await;
+    // An answer never matched would fail the turn.
+    let mut node = short_idle_node(dir.path()).await;
     let client = node.client().await;
     let conv = client.create_conversation(None, None).await.unwrap();
     // The agent sees a numeric id and answers with it as a string.
