@@ -370,61 +370,45 @@ async fn a_message_sent_during_a_turn_is_queued_listed_and_run() -> Result<()> {
 }
 
 async fn queue_scenario(profile: &Path) -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     let id = ok(profile, &["conv", "new"]).await?.trim().to_owned();
-    let slow = tokio::spawn({
-        let (profile, id) = (profile.to_owned(), id.clone());
-        async move { shoalctl(&profile, &["conv", "send", &id, "/slow 100"]).await }
-    });
-    wait_until(
-        profile,
-        &id,
-        |c| c["turn_running"] == true,
-        "the slow turn runs",
-    )
-    .await?;
-    let queued = tokio::spawn({
-        let (profile, id) = (profile.to_owned(), id.clone());
-        async move { shoalctl(&profile, &["conv", "send", &id, "queued one"]).await }
-    });
-    let mut listed = Value::Null;
-    for _ in 0..200 {
-        listed = ok_json(profile, &["conv", "queue", &id, "--json"]).await?;
-        if listed.as_array().is_some_and(|a| a.len() == 1) {
-            break;
+    // The slow turn runs once its first text reaches the sender's stdout.
+    let mut slow = spawn_shoalctl(profile, &["conv", "send", &id, "/slow 100"])?;
+    let mut slow_out = slow.stdout.take().context("no stdout pipe")?;
+    let mut first = [0u8; 1];
+    tokio::time::timeout(COMMAND_TIMEOUT, slow_out.read_exact(&mut first))
+        .await
+        .context("the slow turn streamed nothing in time")??;
+    // The second message is queued once its sender is told so on stderr.
+    let mut queued = spawn_shoalctl(profile, &["conv", "send", &id, "queued one"])?;
+    let mut queued_err = BufReader::new(queued.stderr.take().context("no stderr pipe")?).lines();
+    let told = async {
+        while let Some(line) = queued_err.next_line().await? {
+            if line.contains("[queued]") {
+                return Ok::<_, anyhow::Error>(line);
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        Err(anyhow!("the queued sender's stderr ended without [queued]"))
+    };
+    tokio::time::timeout(COMMAND_TIMEOUT, told)
+        .await
+        .context("the sender was not told it waits in time")??;
+    let listed = ok_json(profile, &["conv", "queue", &id, "--json"]).await?;
     ensure!(
         listed[0]["text"] == "queued one" && listed[0]["position"] == 1,
         "conv queue lists the waiting message: {listed}"
     );
-    let first = slow.await??;
-    succeeded(&first, "conv send /slow")?;
-    let second = queued.await??;
-    let stdout = succeeded(&second, "conv send (queued)")?;
+    let mut rest = Vec::new();
+    tokio::time::timeout(COMMAND_TIMEOUT, slow_out.read_to_end(&mut rest))
+        .await
+        .context("the slow turn did not end in time")??;
+    let status = tokio::time::timeout(COMMAND_TIMEOUT, slow.wait()).await??;
+    ensure!(status.success(), "conv send /slow failed: {status}");
+    let second = tokio::time::timeout(COMMAND_TIMEOUT, queued.wait_with_output()).await??;
+    ensure!(second.status.success(), "conv send (queued) failed");
+    let stdout = text(&second.stdout);
     ensure!(stdout.contains("echo: queued one"), "{stdout}");
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    ensure!(
-        stderr.contains("[queued]"),
-        "the sender is told it waits: {stderr}"
-    );
     let empty = ok(profile, &["conv", "queue", &id]).await?;
     ensure!(empty.contains("empty"), "{empty}");
     Ok(())
-}
-
-/// Polls `conv show --json` until `check` holds (bounded).
-async fn wait_until(
-    profile: &Path,
-    id: &str,
-    check: impl Fn(&Value) -> bool,
-    what: &str,
-) -> Result<()> {
-    for _ in 0..400 {
-        if check(&ok_json(profile, &["conv", "show", id, "--json"]).await?) {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Err(anyhow!("{what}: not within 20 s"))
 }

@@ -145,15 +145,10 @@ pub(crate) async fn shoalctl(profile: &Path, args: &[&str]) -> Result<Output> {
     shoalctl_with_stdin(profile, args, "").await
 }
 
-/// Runs `shoalctl --profile PROFILE ARGS…` with `input` on its stdin.
-pub(crate) async fn shoalctl_with_stdin(
-    profile: &Path,
-    args: &[&str],
-    input: &str,
-) -> Result<Output> {
-    use tokio::io::AsyncWriteExt;
-    let mut command = Command::new(SHOALCTL);
-    command
+/// Starts `shoalctl --profile PROFILE ARGS…` with piped stdin, stdout and stderr; it is
+/// killed when dropped.
+pub(crate) fn spawn_shoalctl(profile: &Path, args: &[&str]) -> Result<tokio::process::Child> {
+    Command::new(SHOALCTL)
         .arg("--profile")
         .arg(profile)
         .args(args)
@@ -161,8 +156,19 @@ pub(crate) async fn shoalctl_with_stdin(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn().context("cannot run shoalctl")?;
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot run shoalctl")
+}
+
+/// Runs `shoalctl --profile PROFILE ARGS…` with `input` on its stdin.
+pub(crate) async fn shoalctl_with_stdin(
+    profile: &Path,
+    args: &[&str],
+    input: &str,
+) -> Result<Output> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = spawn_shoalctl(profile, args)?;
     let mut stdin = child.stdin.take().context("no stdin pipe")?;
     stdin.write_all(input.as_bytes()).await?;
     drop(stdin);
