@@ -132,19 +132,32 @@ pub fn init(config: &NodeConfig) -> Result<Telemetry, TelemetryError> {
 
 impl Telemetry {
     /// Exports the node's metrics through this telemetry's meter, if any: the gauges
-    /// and counters of [`Metrics`], read at each export, and its histograms.
+    /// and counters of [`Metrics`] ([`prometheus::READINGS`]), read at each export, and
+    /// its histograms.
     pub fn export_metrics(&self, metrics: &Arc<Metrics>) {
         let Some(provider) = &self.meter else {
             return;
         };
         let meter = provider.meter("shoal-node");
-        for (name, help, read) in prometheus::gauges() {
+        for r in prometheus::READINGS {
             let metrics = metrics.clone();
-            let _gauge = meter
-                .u64_observable_gauge(name)
-                .with_description(help)
-                .with_callback(move |observer| observer.observe(read(&metrics), &[]))
-                .build();
+            let read = r.read;
+            match r.kind {
+                prometheus::Kind::Gauge => {
+                    let _gauge = meter
+                        .u64_observable_gauge(r.name)
+                        .with_description(r.help)
+                        .with_callback(move |observer| observer.observe(read(&metrics), &[]))
+                        .build();
+                }
+                prometheus::Kind::Counter => {
+                    let _counter = meter
+                        .u64_observable_counter(r.name)
+                        .with_description(r.help)
+                        .with_callback(move |observer| observer.observe(read(&metrics), &[]))
+                        .build();
+                }
+            }
         }
         metrics.histograms().attach_otlp(&meter);
     }

@@ -166,12 +166,23 @@ pub(super) fn messages(
     limit: u32,
 ) -> Result<(Vec<Message>, bool), WireError> {
     let record = owned_conversation(ctx, peer, conversation)?;
+    page(ctx, &record, before, limit)
+}
+
+/// The newest `limit` (at most [`MESSAGES_PAGE_MAX`]) committed messages of `record`
+/// before `before`, oldest first, and whether older ones exist.
+pub(super) fn page(
+    ctx: &NodeContext,
+    record: &crate::shard::state_machine::ConversationRecord,
+    before: Option<MessageId>,
+    limit: u32,
+) -> Result<(Vec<Message>, bool), WireError> {
     let limit = u64::from(limit.clamp(1, MESSAGES_PAGE_MAX));
     let to = before.map_or(record.message_count, |b| b.0.min(record.message_count));
     let from = to.saturating_sub(limit);
     let messages = ctx
         .store
-        .messages(conversation, from, to)
+        .messages(record.id, from, to)
         .map_err(|e| ctx.internal_error("read messages", e))?;
     Ok((messages, from > 0))
 }

@@ -19,7 +19,7 @@ use crate::shard::state_machine::{ConversationRecord, Outcome, Rejection, ShardC
 use crate::sharing::{Access, Caller, Need, Resolved};
 use ractor::ActorRef;
 use serde::{Deserialize, Serialize};
-use shoal_protocol::client::{ClientReply, ClientRequest, ConversationSummary, MESSAGES_PAGE_MAX};
+use shoal_protocol::client::{ClientReply, ClientRequest, ConversationSummary};
 use shoal_protocol::sharing::{
     GRANT_EXPIRY_MS_MAX, GrantId, GrantInfo, GrantTarget, Role, ShareToken, SharedListing,
     SharedView,
@@ -185,18 +185,8 @@ fn redacted_messages(
     before: Option<MessageId>,
     limit: u32,
 ) -> Result<(Vec<Message>, bool), WireError> {
-    let record = record(ctx, conversation)?;
-    let limit = u64::from(limit.clamp(1, MESSAGES_PAGE_MAX));
-    let to = before.map_or(record.message_count, |b| b.0.min(record.message_count));
-    let from = to.saturating_sub(limit);
-    let messages = ctx
-        .store
-        .messages(conversation, from, to)
-        .map_err(|e| ctx.internal_error("read messages", e))?;
-    Ok((
-        messages.iter().map(Message::for_follower).collect(),
-        from > 0,
-    ))
+    let (messages, more) = super::history::page(ctx, &record(ctx, conversation)?, before, limit)?;
+    Ok((messages.iter().map(Message::for_follower).collect(), more))
 }
 
 fn record(

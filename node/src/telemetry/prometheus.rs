@@ -33,55 +33,88 @@ fn load(counter: &AtomicU64) -> u64 {
     Metrics::get(counter)
 }
 
-/// The node's gauges: name, help, and how to read the value now.
-pub fn gauges() -> [(&'static str, &'static str, Read); 5] {
-    [
-        (
-            "shoal_conversations_active",
-            "Conversation actors running on this node",
-            |m| load(&m.conversations_active),
-        ),
-        (
-            "shoal_agent_processes",
-            "Agent processes running on this node",
-            |m| load(&m.agent_processes),
-        ),
-        (
-            "shoal_followers",
-            "Followers attached to conversations on this node",
-            |m| load(&m.followers),
-        ),
-        ("shoal_turns_running", "Turns running on this node", |m| {
-            load(&m.turns_running)
-        }),
-        (
-            "shoal_connections",
-            "Client and admin connections open",
-            |m| load(&m.connections),
-        ),
-    ]
+/// Whether a reading goes up and down or only up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A level (followers now).
+    Gauge,
+    /// A monotonic count (exposed with `_total` in Prometheus text).
+    Counter,
 }
 
-/// The node's counters (monotonic): name without `_total`, help, read.
-pub fn counters() -> [(&'static str, &'static str, Read); 3] {
-    [
-        (
-            "shoal_follower_resyncs",
-            "Followers cut over to resync because they fell behind",
-            |m| load(&m.follower_resyncs),
-        ),
-        (
-            "shoal_checkpoints",
-            "Checkpoints of running turns submitted",
-            |m| load(&m.checkpoints),
-        ),
-        (
-            "shoal_checkpoint_bytes",
-            "Encoded bytes of checkpoints submitted",
-            |m| load(&m.checkpoint_bytes),
-        ),
-    ]
+/// One value of [`Metrics`] as exported: name, help, kind, and how to read it now.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// The metric name (without `_total`).
+    pub name: &'static str,
+    /// Its description.
+    pub help: &'static str,
+    /// Gauge or counter.
+    pub kind: Kind,
+    /// Reads the value.
+    pub read: Read,
 }
+
+const fn reading(name: &'static str, help: &'static str, kind: Kind, read: Read) -> Reading {
+    Reading {
+        name,
+        help,
+        kind,
+        read,
+    }
+}
+
+/// The node's gauges and counters.
+pub const READINGS: [Reading; 8] = [
+    reading(
+        "shoal_conversations_active",
+        "Conversation actors running on this node",
+        Kind::Gauge,
+        |m| load(&m.conversations_active),
+    ),
+    reading(
+        "shoal_agent_processes",
+        "Agent processes running on this node",
+        Kind::Gauge,
+        |m| load(&m.agent_processes),
+    ),
+    reading(
+        "shoal_followers",
+        "Followers attached to conversations on this node",
+        Kind::Gauge,
+        |m| load(&m.followers),
+    ),
+    reading(
+        "shoal_turns_running",
+        "Turns running on this node",
+        Kind::Gauge,
+        |m| load(&m.turns_running),
+    ),
+    reading(
+        "shoal_connections",
+        "Client and admin connections open",
+        Kind::Gauge,
+        |m| load(&m.connections),
+    ),
+    reading(
+        "shoal_follower_resyncs",
+        "Followers cut over to resync because they fell behind",
+        Kind::Counter,
+        |m| load(&m.follower_resyncs),
+    ),
+    reading(
+        "shoal_checkpoints",
+        "Checkpoints of running turns submitted",
+        Kind::Counter,
+        |m| load(&m.checkpoints),
+    ),
+    reading(
+        "shoal_checkpoint_bytes",
+        "Encoded bytes of checkpoints submitted",
+        Kind::Counter,
+        |m| load(&m.checkpoint_bytes),
+    ),
+];
 
 /// One histogram, recorded for Prometheus and, once attached, for OTLP.
 #[derive(Debug)]
@@ -185,15 +218,20 @@ impl Histograms {
 pub fn encode(ctx: &NodeContext) -> String {
     let metrics = &ctx.metrics;
     let mut registry = Registry::default();
-    for (name, help, read) in gauges() {
-        let gauge: Gauge = Gauge::default();
-        gauge.set(i64::try_from(read(metrics)).unwrap_or(i64::MAX));
-        registry.register(name, help, gauge);
-    }
-    for (name, help, read) in counters() {
-        let counter: Counter = Counter::default();
-        counter.inc_by(read(metrics));
-        registry.register(name, help, counter);
+    for r in READINGS {
+        let value = (r.read)(metrics);
+        match r.kind {
+            Kind::Gauge => {
+                let gauge: Gauge = Gauge::default();
+                gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+                registry.register(r.name, r.help, gauge);
+            }
+            Kind::Counter => {
+                let counter: Counter = Counter::default();
+                counter.inc_by(value);
+                registry.register(r.name, r.help, counter);
+            }
+        }
     }
     let led: Gauge = Gauge::default();
     led.set(i64::try_from(ctx.cluster.shards_led()).unwrap_or(i64::MAX));

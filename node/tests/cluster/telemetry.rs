@@ -187,10 +187,9 @@ async fn one_trace_holds_a_forwarded_requests_spans_from_two_nodes() {
     // Metrics arrive too (exported every 10 s).
     eventually("metrics arrive", || async {
         let metrics = receiver.metrics.lock().unwrap().clone();
-        metrics
-            .iter()
-            .any(|(_, name)| name == "shoal_followers")
-            .then_some(())
+        // A gauge and a counter.
+        let has = |metric: &str| metrics.iter().any(|(_, name)| name == metric);
+        (has("shoal_followers") && has("shoal_checkpoints")).then_some(())
     })
     .await;
     server.abort();
