@@ -81,14 +81,6 @@ impl Caller {
         self.access == Access::Owner
     }
 
-    /// The role of a shared caller (`None` for the owner).
-    pub fn role(&self) -> Option<Role> {
-        match self.access {
-            Access::Owner => None,
-            Access::Shared { role, .. } => Some(role),
-        }
-    }
-
     /// `Ok` when the caller may do what `need` names; `forbidden` otherwise (the caller
     /// can see the conversation, so its existence is no secret to them).
     pub fn require(&self, need: Need, what: &str) -> Result<(), WireError> {

@@ -46,7 +46,7 @@ pub async fn handle_stream(
         "request",
         user = %peer.user,
         node = ctx.node_id(),
-        conversation = envelope.body.conversation().map(|c| c.to_string()).unwrap_or_default(),
+        conversation = ?envelope.body.conversation(),
         traceparent = envelope.trace.as_ref().map(|t| t.traceparent.as_str()).unwrap_or(""),
     );
     crate::telemetry::adopt(&span, envelope.trace.as_ref());
