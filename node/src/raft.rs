@@ -11,12 +11,12 @@
 //! few thousand writes/s).
 
 pub mod network;
+pub mod snapshot_file;
 pub mod storage;
 
 use crate::shard::state_machine::{Outcome, Rejection, ShardCommand};
 use serde::{Deserialize, Serialize};
 use shoal_cluster_config::NodeConfig;
-use std::io::Cursor;
 
 /// Commands carried by one log entry at most.
 pub const BATCH_COMMANDS_MAX: usize = 64;
@@ -76,7 +76,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = PeerNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot_file::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -2,13 +2,15 @@
 //!
 //! Trees per shard `N`:
 //! * `raft-log-N`: log index (u64 BE) → entry;
-//! * `raft-meta-N`: `vote`, `committed`, `purged` and the current `snapshot`;
+//! * `raft-meta-N`: `vote`, `committed`, `purged` and a pointer to the current
+//!   snapshot, whose data is a file under `<store>/raft-snapshots/shard-N/` (streamed,
+//!   never held whole in memory: [`super::snapshot_file`]);
 //! * `shard-N`: the state machine's keys (see [`crate::shard::state_machine`]) plus two
 //!   reserved keys under `0xff` (last applied log id, last membership), written in the
 //!   same atomic batch as the commands' writes, so state and "applied up to" never
 //!   disagree after a crash.
 //!
-//! Durability: `append`, `save_vote` and `install_snapshot` wait for a (group-committed)
+//! Durability: `append`, `save_vote`, `build_snapshot` and `install_snapshot` wait for a (group-committed)
 //! flush before they return; `purge` flushes first so the state machine covering the
 //! purged entries is on disk before they are gone. State machine writes are not flushed
 //! per apply: after a crash the unflushed tail is re-applied from the log.
@@ -17,6 +19,7 @@
 // return the same type rather than converting at every call.
 #![allow(clippy::result_large_err)]
 
+use super::snapshot_file::{self, SnapshotDir, SnapshotFile};
 use super::{BatchResult, PeerNode, ShardBatch, TypeConfig};
 use crate::shard::state_machine::{self, Pairs, ReadError, ShardRead};
 use crate::shard::store::Store;
@@ -30,8 +33,8 @@ use serde::de::DeserializeOwned;
 use shoal_protocol::ShardId;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 type SErr = StorageError<u64>;
@@ -48,7 +51,13 @@ const RESERVED_PREFIX: u8 = 0xff;
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const PURGED_KEY: &[u8] = b"purged";
-const SNAPSHOT_KEY: &[u8] = b"snapshot";
+/// Where versions before streamed snapshots kept the whole snapshot, as one value
+/// (converted to a file at open).
+const LEGACY_SNAPSHOT_KEY: &[u8] = b"snapshot";
+/// The current snapshot: its metadata and file name ([`SnapshotPointer`]).
+const CURRENT_SNAPSHOT_KEY: &[u8] = b"snapshot-file";
+/// A snapshot install under way (finished at open after a crash).
+const INSTALLING_SNAPSHOT_KEY: &[u8] = b"snapshot-installing";
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
@@ -85,20 +94,26 @@ struct Trees {
     log: sled::Tree,
     meta: sled::Tree,
     state: sled::Tree,
-    /// Serializes state-machine writes with snapshot copies.
-    state_lock: Arc<Mutex<()>>,
+    /// Serializes state-machine writes with snapshot builds and installs (async: apply
+    /// waits for it on a worker thread, builds hold it on a blocking thread).
+    state_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Serializes changes of the current-snapshot pointer with opening its file.
+    files: Arc<Mutex<()>>,
+    snapshots: SnapshotDir,
     shard: ShardId,
 }
 
 impl Trees {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.state_lock.lock().unwrap_or_else(|p| p.into_inner())
+    fn files_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn open(store: &Store, shard: ShardId) -> Result<Self, sled::Error> {
         Ok(Self {
             shard,
-            state_lock: Arc::new(Mutex::new(())),
+            state_lock: Arc::new(tokio::sync::Mutex::new(())),
+            files: Arc::new(Mutex::new(())),
+            snapshots: SnapshotDir::open(store.dir(), shard.0)?,
             log: store.db().open_tree(format!("raft-log-{}", shard.0))?,
             meta: store.db().open_tree(format!("raft-meta-{}", shard.0))?,
             state: store.shard_tree(shard)?.clone(),
@@ -112,6 +127,11 @@ pub fn open(
     shard: ShardId,
 ) -> Result<(LogStore, StateMachineStore), sled::Error> {
     let trees = Trees::open(store, shard)?;
+    recover_snapshots(&trees).map_err(|e| {
+        sled::Error::Io(std::io::Error::other(format!(
+            "shard {shard}: recovering its snapshot: {e}"
+        )))
+    })?;
     Ok((
         LogStore {
             store: store.clone(),
@@ -354,54 +374,173 @@ pub struct StateMachineStore {
     trees: Trees,
 }
 
-/// The serialized form of a snapshot's data: every state-machine key and value.
-type SnapshotPairs = Vec<(Vec<u8>, Vec<u8>)>;
+/// The last applied log id and membership recorded in `state`.
+fn applied_of(state: &sled::Tree) -> Result<AppliedState, SErr> {
+    let applied = get(state, APPLIED_KEY)?;
+    let membership = get(state, MEMBERSHIP_KEY)?.unwrap_or_default();
+    Ok((applied, membership))
+}
+
+/// A snapshot's metadata and the name of its file in the shard's [`SnapshotDir`].
+type SnapshotPointer = (SnapshotMeta<u64, PeerNode>, String);
+
+/// Copies the state (minus the reserved keys) into a new snapshot file and makes it the
+/// current snapshot. Runs on a blocking thread holding the state lock (`guard`) while it
+/// reads, so the state and its applied id come from one point (sled iterators are not
+/// snapshots, and openraft builds while it applies). Returns the pointer and the file
+/// it replaced, to remove once the pointer is durable.
+fn build_into(
+    trees: &Trees,
+    guard: tokio::sync::OwnedMutexGuard<()>,
+) -> Result<(SnapshotPointer, Option<String>), SErr> {
+    let part = trees.snapshots.new_part();
+    let written = {
+        let _guard = guard;
+        applied_of(&trees.state).and_then(|(applied, membership)| {
+            let pairs = trees
+                .state
+                .iter()
+                .filter(|item| !matches!(item, Ok((k, _)) if k.first() == Some(&RESERVED_PREFIX)));
+            let records = snapshot_file::write(&part, pairs).map_err(io_write)?;
+            Ok((applied, membership, records))
+        })
+    };
+    let (applied, membership, records) = written.inspect_err(|_| {
+        let _ = std::fs::remove_file(&part);
+    })?;
+    let name = trees.snapshots.commit(&part).map_err(io_write)?;
+    let snapshot_id = match applied {
+        Some(id) => format!(
+            "{}-{}-{:08x}",
+            id.leader_id.term,
+            id.index,
+            rand::random::<u32>()
+        ),
+        None => format!("empty-{:08x}", rand::random::<u32>()),
+    };
+    let meta = SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+        snapshot_id,
+    };
+    tracing::info!(shard = %trees.shard, records, file = %name, "built a snapshot");
+    let _files = trees.files_lock();
+    let old: Option<SnapshotPointer> = get(&trees.meta, CURRENT_SNAPSHOT_KEY)?;
+    let pointer = (meta, name);
+    put(&trees.meta, CURRENT_SNAPSHOT_KEY, &pointer)?;
+    Ok((pointer, old.map(|(_, n)| n)))
+}
+
+/// Installs the received snapshot file `received`: checks it whole, moves it into the
+/// shard's snapshot directory, marks the install as under way (durably), then replaces
+/// the state with it. Runs on a blocking thread holding the state lock. Returns the file
+/// of the snapshot it replaced.
+fn install_from(
+    trees: &Trees,
+    meta: &SnapshotMeta<u64, PeerNode>,
+    received: &Path,
+) -> Result<Option<String>, SErr> {
+    if let Err(e) = snapshot_file::verify(received) {
+        trees.snapshots.discard(received);
+        return Err(io_read(e));
+    }
+    let name = trees.snapshots.commit(received).map_err(io_write)?;
+    put(&trees.meta, INSTALLING_SNAPSHOT_KEY, &(meta, &name))?;
+    trees.meta.flush().map_err(io_write)?;
+    finish_install(trees, meta, &name)
+}
+
+/// The second half of an install, also run at start when a crash interrupted one: the
+/// state becomes the snapshot file's, then the snapshot becomes the current one.
+fn finish_install(
+    trees: &Trees,
+    meta: &SnapshotMeta<u64, PeerNode>,
+    name: &str,
+) -> Result<Option<String>, SErr> {
+    let records =
+        snapshot_file::load_into(&trees.snapshots.file(name), &trees.state).map_err(io_write)?;
+    let mut applied = sled::Batch::default();
+    if let Some(id) = &meta.last_log_id {
+        applied.insert(APPLIED_KEY, encode(id).map_err(io_write)?);
+    }
+    applied.insert(
+        MEMBERSHIP_KEY,
+        encode(&meta.last_membership).map_err(io_write)?,
+    );
+    trees.state.apply_batch(applied).map_err(io_write)?;
+    let _files = trees.files_lock();
+    let old: Option<SnapshotPointer> = get(&trees.meta, CURRENT_SNAPSHOT_KEY)?;
+    let mut pointer = sled::Batch::default();
+    pointer.insert(
+        CURRENT_SNAPSHOT_KEY,
+        encode(&(meta, name)).map_err(io_write)?,
+    );
+    pointer.remove(INSTALLING_SNAPSHOT_KEY);
+    trees.meta.apply_batch(pointer).map_err(io_write)?;
+    tracing::info!(shard = %trees.shard, records, snapshot = %meta.snapshot_id, "installed a snapshot");
+    Ok(old.map(|(_, n)| n).filter(|n| n != name))
+}
+
+/// At open: finishes an install a crash interrupted, converts a snapshot stored by an
+/// older version (one sled value) into a file, and removes files nothing points at.
+fn recover_snapshots(trees: &Trees) -> Result<(), SErr> {
+    if let Some((meta, name)) = get::<SnapshotPointer>(&trees.meta, INSTALLING_SNAPSHOT_KEY)? {
+        tracing::warn!(shard = %trees.shard, snapshot = %meta.snapshot_id, "finishing a snapshot install that a stop interrupted");
+        finish_install(trees, &meta, &name)?;
+    }
+    if let Some(bytes) = trees.meta.get(LEGACY_SNAPSHOT_KEY).map_err(io_read)? {
+        let (meta, data): (SnapshotMeta<u64, PeerNode>, Vec<u8>) =
+            decode(&bytes).map_err(io_read)?;
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode(&data).map_err(io_read)?;
+        let part = trees.snapshots.new_part();
+        snapshot_file::write(&part, pairs.into_iter().map(Ok::<_, String>)).map_err(io_write)?;
+        let name = trees.snapshots.commit(&part).map_err(io_write)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            CURRENT_SNAPSHOT_KEY,
+            encode(&(&meta, &name)).map_err(io_write)?,
+        );
+        batch.remove(LEGACY_SNAPSHOT_KEY);
+        trees.meta.apply_batch(batch).map_err(io_write)?;
+    }
+    trees.meta.flush().map_err(io_write)?;
+    let current: Option<SnapshotPointer> = get(&trees.meta, CURRENT_SNAPSHOT_KEY)?;
+    let keep: Vec<&str> = current.iter().map(|(_, n)| n.as_str()).collect();
+    trees.snapshots.remove_all_but(&keep).map_err(io_write)
+}
 
 impl StateMachineStore {
-    fn applied(&self) -> Result<AppliedState, SErr> {
-        let applied = get(&self.trees.state, APPLIED_KEY)?;
-        let membership = get(&self.trees.state, MEMBERSHIP_KEY)?.unwrap_or_default();
-        Ok((applied, membership))
+    /// Removes the snapshot file `old` once the pointer to its successor is durable.
+    async fn retire(&self, old: Option<String>) -> Result<(), SErr> {
+        let Some(old) = old else { return Ok(()) };
+        self.store.flush().await.map_err(io_write)?;
+        let _files = self.trees.files_lock();
+        if let Err(e) = self.trees.snapshots.remove(&old) {
+            // Harmless: files nothing points at are removed at the next start.
+            tracing::warn!(shard = %self.trees.shard, file = %old, error = %e, "could not remove an old snapshot file");
+        }
+        Ok(())
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        // The state and its applied id must come from one point: sled iterators are
-        // not snapshots and openraft may build while it applies, so hold the apply
-        // path out while copying.
-        let (applied, membership, pairs) = {
-            let _guard = self.trees.lock();
-            let (applied, membership) = self.applied()?;
-            let mut pairs: SnapshotPairs = Vec::new();
-            for item in self.trees.state.iter() {
-                let (k, v) = item.map_err(io_read)?;
-                if k.first() == Some(&RESERVED_PREFIX) {
-                    continue;
-                }
-                pairs.push((k.to_vec(), v.to_vec()));
-            }
-            (applied, membership, pairs)
-        };
-        let data = encode(&pairs).map_err(io_read)?;
-        let snapshot_id = match applied {
-            Some(id) => format!(
-                "{}-{}-{:08x}",
-                id.leader_id.term,
-                id.index,
-                rand::random::<u32>()
-            ),
-            None => format!("empty-{:08x}", rand::random::<u32>()),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        put(&self.trees.meta, SNAPSHOT_KEY, &(&meta, &data))?;
+        let guard = self.trees.state_lock.clone().lock_owned().await;
+        let trees = self.trees.clone();
+        let ((meta, name), old) = self
+            .store
+            .blocking(move || build_into(&trees, guard))
+            .await
+            .map_err(io_write)??;
+        self.retire(old).await?;
+        let file = SnapshotFile::open(
+            self.trees.snapshots.file(&name),
+            self.store.inline_blocking(),
+        )
+        .map_err(io_read)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -410,7 +549,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<AppliedState, SErr> {
-        self.applied()
+        applied_of(&self.trees.state)
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, SErr>
@@ -447,7 +586,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if let Some(m) = membership {
             batch.insert(MEMBERSHIP_KEY, encode(&m).map_err(io_write)?);
         }
-        let _guard = self.trees.lock();
+        let _guard = self.trees.state_lock.lock().await;
         self.trees.state.apply_batch(batch).map_err(io_write)?;
         Ok(replies)
     }
@@ -459,50 +598,58 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, SErr> {
+        let file = SnapshotFile::create_part(
+            self.trees.snapshots.new_part(),
+            self.store.inline_blocking(),
+        )
+        .map_err(io_write)?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, PeerNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), SErr> {
-        let data = snapshot.into_inner();
-        let pairs: SnapshotPairs = decode(&data).map_err(io_read)?;
-        let mut batch = sled::Batch::default();
-        for item in self.trees.state.iter() {
-            let (k, _) = item.map_err(io_read)?;
-            batch.remove(k);
-        }
-        for (k, v) in pairs {
-            batch.insert(k, v);
-        }
-        match &meta.last_log_id {
-            Some(id) => batch.insert(APPLIED_KEY, encode(id).map_err(io_write)?),
-            None => batch.remove(APPLIED_KEY),
-        }
-        batch.insert(
-            MEMBERSHIP_KEY,
-            encode(&meta.last_membership).map_err(io_write)?,
-        );
-        {
-            let _guard = self.trees.lock();
-            self.trees.state.apply_batch(batch).map_err(io_write)?;
-        }
-        put(&self.trees.meta, SNAPSHOT_KEY, &(meta, &data))?;
-        self.store.flush().await.map_err(io_write)
+        let received = snapshot.into_part().await.map_err(io_write)?;
+        let guard = self.trees.state_lock.clone().lock_owned().await;
+        let trees = self.trees.clone();
+        let meta = meta.clone();
+        let old = self
+            .store
+            .blocking(move || {
+                let _guard = guard;
+                install_from(&trees, &meta, &received)
+            })
+            .await
+            .map_err(io_write)??;
+        self.store.flush().await.map_err(io_write)?;
+        self.retire(old).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        let stored: Option<(SnapshotMeta<u64, PeerNode>, Vec<u8>)> =
-            get(&self.trees.meta, SNAPSHOT_KEY)?;
-        Ok(stored.map(|(meta, data)| Snapshot {
+        // Under the files lock: a build or install must not remove the file between
+        // reading the pointer and opening it.
+        let _files = self.trees.files_lock();
+        let current: Option<SnapshotPointer> = get(&self.trees.meta, CURRENT_SNAPSHOT_KEY)?;
+        let Some((meta, name)) = current else {
+            return Ok(None);
+        };
+        let file = SnapshotFile::open(
+            self.trees.snapshots.file(&name),
+            self.store.inline_blocking(),
+        )
+        .map_err(io_read)?;
+        Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         }))
     }
 }
+
+#[cfg(test)]
+mod snapshot_tests;
 
 #[cfg(test)]
 mod tests {

@@ -59,6 +59,8 @@ pub enum StoreError {
 /// The node's durable store.
 pub struct Store {
     db: sled::Db,
+    /// The store's directory (sled's files, and `raft-snapshots/`).
+    dir: PathBuf,
     trees: Vec<sled::Tree>,
     flush_tx: mpsc::Sender<FlushRequest>,
     /// Flush on the calling task (simulation, [`crate::seam::Seams::inline_blocking`]).
@@ -119,6 +121,7 @@ impl Store {
         tokio::spawn(run_flusher(flush_rx, stall.subscribe()));
         Ok(Arc::new(Store {
             db,
+            dir: dir.to_owned(),
             trees,
             flush_tx,
             inline_blocking,
@@ -141,6 +144,30 @@ impl Store {
     pub fn shard_count(&self) -> u16 {
         // Built from a u16 count.
         self.trees.len() as u16
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether blocking work runs on the calling task ([`Self::open_with`]).
+    pub fn inline_blocking(&self) -> bool {
+        self.inline_blocking
+    }
+
+    /// Runs blocking file or sled work `f` off the async worker threads (tokio's
+    /// blocking pool), or on the calling task when the store blocks inline (simulation).
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.inline_blocking {
+            return Ok(f());
+        }
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StoreError::Io(format!("a blocking store task failed: {e}")))
     }
 
     /// The sled database (Raft trees live beside the shard trees).
