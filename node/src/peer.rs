@@ -394,6 +394,22 @@ impl PeerClient {
         request: &PeerRequest,
         timeout: Duration,
     ) -> Result<R, PeerError> {
+        let frame = shoal_protocol::frame::encode_frame(request).map_err(|e| PeerError::Call {
+            addr,
+            message: format!("cannot encode a frame: {e}"),
+        })?;
+        self.call_frame(lane, addr, &frame, timeout).await
+    }
+
+    /// [`Self::call_on`] with the request already encoded as one frame (callers that
+    /// need its size encode it once).
+    pub async fn call_frame<R: serde::de::DeserializeOwned>(
+        &self,
+        lane: PeerLane,
+        addr: SocketAddr,
+        frame: &[u8],
+        timeout: Duration,
+    ) -> Result<R, PeerError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || PeerError::Timeout {
             addr,
@@ -406,7 +422,7 @@ impl PeerClient {
         let exchange = async {
             let failed = |message: String| PeerError::Call { addr, message };
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(e.to_string()))?;
-            write_frame(&mut send, request)
+            send.write_all(frame)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             let _ = send.finish();

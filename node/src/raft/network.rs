@@ -1,7 +1,7 @@
 //! Raft RPCs of one shard group over the peer ALPN.
 
 use super::{PeerNode, TypeConfig};
-use crate::peer::{PEER_FRAME_BYTES_MAX, PeerClient, PeerError, PeerRequest, RaftReply, RaftRpc};
+use crate::peer::{PeerClient, PeerError, PeerLane, PeerRequest, RaftReply, RaftRpc};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -11,6 +11,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use shoal_protocol::frame::{FrameError, encode_frame};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -63,17 +64,33 @@ impl ShardNetwork {
         rpc: RaftRpc,
         option: &RPCOption,
     ) -> Result<RaftReply, RPCError<u64, PeerNode, E>> {
+        let frame = self.frame(rpc).map_err(|e| {
+            let e = std::io::Error::other(format!("cannot encode a Raft RPC: {e}"));
+            RPCError::Network(NetworkError::new(&e))
+        })?;
+        self.send(&frame, option).await
+    }
+
+    /// `rpc` as one encoded peer frame.
+    fn frame(&self, rpc: RaftRpc) -> Result<bytes::Bytes, FrameError> {
+        encode_frame(&PeerRequest::Raft {
+            shard: self.shard,
+            target: self.target,
+            rpc,
+        })
+    }
+
+    async fn send<E: std::error::Error>(
+        &self,
+        frame: &[u8],
+        option: &RPCOption,
+    ) -> Result<RaftReply, RPCError<u64, PeerNode, E>> {
         let Some(addr) = self.addr else {
             let e = std::io::Error::other(format!("bad peer address `{}`", self.node.addr));
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         };
-        let request = PeerRequest::Raft {
-            shard: self.shard,
-            target: self.target,
-            rpc,
-        };
         self.peers
-            .call(addr, &request, option.hard_ttl())
+            .call_frame(PeerLane::Raft, addr, frame, option.hard_ttl())
             .await
             .map_err(unreachable)
     }
@@ -95,27 +112,29 @@ impl ShardNetwork {
     }
 }
 
-/// Encoded size of a value (upper bound check before sending).
-fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX)
-}
-
 impl RaftNetwork<TypeConfig> for ShardNetwork {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
-        // Leave room for the envelope: an oversized batch is split by openraft.
-        if rpc.entries.len() > 1 && encoded_len(&rpc) > PEER_FRAME_BYTES_MAX - 1024 {
-            let hint = (rpc.entries.len() / 2).max(1) as u64;
-            return Err(RPCError::PayloadTooLarge(
-                PayloadTooLarge::new_entries_hint(hint),
-            ));
-        }
-        match self.call(RaftRpc::AppendEntries(rpc), &option).await? {
+        // Encoded once, here: a batch too large for one frame is split by openraft (one
+        // entry always fits: entries are bounded when proposed, `ENTRY_BYTES_MAX`).
+        let entries = rpc.entries.len();
+        let frame = match self.frame(RaftRpc::AppendEntries(rpc)) {
+            Ok(frame) => frame,
+            Err(FrameError::TooLarge { .. }) if entries > 1 => {
+                let hint = (entries / 2).max(1) as u64;
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(hint),
+                ));
+            }
+            Err(e) => {
+                let e = std::io::Error::other(format!("cannot encode append-entries: {e}"));
+                return Err(RPCError::Network(NetworkError::new(&e)));
+            }
+        };
+        match self.send(&frame, &option).await? {
             RaftReply::AppendEntries(Ok(resp)) => Ok(resp),
             RaftReply::AppendEntries(Err(e)) => Err(self.remote(e)),
             other => Err(self.unexpected(other)),
@@ -143,6 +162,83 @@ impl RaftNetwork<TypeConfig> for ShardNetwork {
             RaftReply::Vote(Ok(resp)) => Ok(resp),
             RaftReply::Vote(Err(e)) => Err(self.remote(e)),
             other => Err(self.unexpected(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::PEER_FRAME_BYTES_MAX;
+    use crate::raft::ShardBatch;
+    use crate::security::tls::{TlsPaths, ensure_dev_certs};
+    use crate::shard::state_machine::ShardCommand;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    use shoal_protocol::{ConversationId, ShardId, UserId};
+
+    /// A network to a node that does not exist (no address): anything that reaches the
+    /// wire fails as unreachable.
+    fn nowhere(dir: &std::path::Path) -> ShardNetwork {
+        let paths = TlsPaths {
+            ca_cert: dir.join("ca.pem"),
+            cert: dir.join("node.pem"),
+            key: dir.join("node.key"),
+        };
+        ensure_dev_certs(&paths).unwrap();
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let config = crate::peer::client_config(&paths).unwrap();
+        ShardNetwork {
+            shard: 0,
+            target: 2,
+            node: PeerNode {
+                name: "n2".into(),
+                addr: "nowhere".into(),
+            },
+            addr: None,
+            peers: PeerClient::new(endpoint, config),
+        }
+    }
+
+    /// An entry of about `bytes` bytes.
+    fn entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
+        let text = "x".repeat(bytes);
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(ShardBatch {
+                commands: vec![ShardCommand::RenameConversation {
+                    conversation: ConversationId::new(ShardId(0), 1),
+                    owner: UserId::parse("alice").unwrap(),
+                    title: Some(text),
+                }],
+            }),
+        }
+    }
+
+    /// Entries that fit a frame one by one but not together: the request is encoded
+    /// once, found too large and handed back to openraft to split, before any byte is
+    /// sent (the unreachable node is never tried).
+    #[tokio::test]
+    async fn an_append_too_large_for_one_frame_is_split_before_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = nowhere(dir.path());
+        let rpc = |entries| AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries,
+        };
+        let option = RPCOption::new(std::time::Duration::from_secs(1));
+        let third = PEER_FRAME_BYTES_MAX / 3 + 1024;
+        let big = (1..=4).map(|i| entry(i, third)).collect();
+        match net.append_entries(rpc(big), option.clone()).await {
+            Err(RPCError::PayloadTooLarge(p)) => assert_eq!(p.entries_hint(), 2),
+            other => panic!("expected PayloadTooLarge, got {other:?}"),
+        }
+        // Two of them fit: sent (and fail only because the node does not exist).
+        let fits = (1..=2).map(|i| entry(i, third)).collect();
+        match net.append_entries(rpc(fits), option).await {
+            Err(RPCError::Unreachable(_)) => {}
+            other => panic!("expected Unreachable, got {other:?}"),
         }
     }
 }

@@ -484,7 +484,10 @@ impl AsyncSeek for SnapshotFile {
 mod tests {
     use super::*;
 
-    fn pairs(n: u32) -> Vec<Result<(Vec<u8>, Vec<u8>), String>> {
+    /// Records as the state tree's iterator yields them.
+    type Records = Vec<Result<(Vec<u8>, Vec<u8>), String>>;
+
+    fn pairs(n: u32) -> Records {
         (0..n)
             .map(|i| {
                 Ok((
@@ -556,7 +559,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         // Values big enough for several install batches.
-        let big: Vec<Result<(Vec<u8>, Vec<u8>), String>> = (0..40u32)
+        let big: Records = (0..40u32)
             .map(|i| Ok((i.to_be_bytes().to_vec(), vec![7u8; 300 * 1024])))
             .collect();
         write(&path, big).unwrap();
