@@ -228,6 +228,9 @@ pub struct Cluster {
     pub peers: Arc<PeerClient>,
     groups: Vec<ShardGroup>,
     replicas: usize,
+    /// No vote is given (granted, or asked for by [`Self::campaign`]) before this
+    /// instant: `lease + heartbeat` after the node started. See [`Self::votes_open`].
+    votes_from: Instant,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -249,6 +252,7 @@ impl Cluster {
         watchdog: crate::watchdog::Watchdog,
         metrics: Arc<crate::context::Metrics>,
     ) -> Result<Arc<Cluster>, ProposeError> {
+        let votes_from = Instant::now() + config.cluster.lease() + config.cluster.heartbeat();
         let name = config.node.id.as_str().to_owned();
         let me = placement::raft_id_of(&name, store.generation());
         tracing::info!(
@@ -269,7 +273,9 @@ impl Cluster {
                 })?,
             );
         let lease = config.cluster.lease();
-        let settle = lease + config.cluster.heartbeat();
+        // One heartbeat of margin: the previous leader's lease has run out by the time
+        // anyone is elected (see `Cluster::votes_open`).
+        let settle = config.cluster.heartbeat();
         let mut groups = Vec::new();
         for s in 0..store.shard_count() {
             let shard = ShardId(s);
@@ -307,7 +313,24 @@ impl Cluster {
             peers,
             groups,
             replicas: usize::from(config.cluster.replicas.get()),
+            votes_from,
         }))
+    }
+
+    /// Waits until this node may take part in elections: `lease + heartbeat` after it
+    /// started. Vote requests wait here before they reach Raft, and so does
+    /// [`Self::campaign`].
+    ///
+    /// This is what lets a new leader host its shard one heartbeat after it is elected
+    /// instead of waiting out a whole lease (ARCHITECTURE.md, "Single activation"):
+    /// electing anyone needs a vote from a member of the quorum that acknowledged the
+    /// old leader's last lease evidence (quorums intersect), and that member acknowledged
+    /// it at or after the instant the evidence was sent. If it kept running, openraft
+    /// has it refuse votes for `election_timeout_max` (> `lease`) after hearing from the
+    /// leader; if it restarted since, it started after that instant and waits here for
+    /// `lease + heartbeat`. Either way no one is elected before the old lease ran out.
+    pub async fn votes_open(&self) {
+        tokio::time::sleep_until(self.votes_from).await;
     }
 
     /// The configured replica count.
@@ -550,6 +573,7 @@ impl Cluster {
         let Some(group) = self.group(shard) else {
             return ControlReply::Refused(format!("no shard {shard}"));
         };
+        self.votes_open().await;
         match group.raft.trigger().elect().await {
             Ok(()) => ControlReply::Ok,
             Err(e) => ControlReply::Refused(e.to_string()),

@@ -5,9 +5,10 @@
 //! not, how long agents may run (for the watchdog) and when to look again.
 //!
 //! The rule (ARCHITECTURE.md, "Single activation"):
-//! * hosting needs leadership in the current term, `settle` (lease + one heartbeat) since
-//!   leadership was first observed in that term — so a previous leader's lease has run
-//!   out — and quorum-ack evidence younger than `lease`;
+//! * hosting needs leadership in the current term, `settle` (one heartbeat, a margin)
+//!   since leadership was first observed in that term, and quorum-ack evidence younger
+//!   than `lease`. A previous leader's lease has already run out when anyone is elected
+//!   (the argument is at [`crate::cluster::Cluster::votes_open`]);
 //! * the evidence is `received_at − millis_since_quorum_ack`, fixed when the value
 //!   arrives. It is never re-derived from an old value at a later `now`: when values stop
 //!   arriving (openraft's core blocked on a stalled flush or a long apply), the lease runs
@@ -16,9 +17,10 @@
 //!
 //! `received_at` is at or after the instant openraft computed the age, so the evidence
 //! can be later than the real ack by the channel's delivery delay (microseconds). The
-//! margin that covers it is structural: followers wait at least
-//! `election_timeout_min > lease` without heartbeats before electing anyone, and a new
-//! leader waits `settle` more before it hosts.
+//! margin that covers it is structural: followers refuse votes for
+//! `election_timeout_max > lease` after hearing from a leader, a restarted node takes
+//! part in no election for `lease + heartbeat`, and a new leader waits `settle` more
+//! before it hosts.
 
 use super::Hosting;
 use crate::watchdog::Deadline;

@@ -201,7 +201,10 @@ async fn raft_rpc(ctx: &NodeContext, shard: ShardId, target: u64, rpc: RaftRpc) 
         RaftRpc::AppendEntries(req) => {
             RaftReply::AppendEntries(group.raft.append_entries(req).await)
         }
-        RaftRpc::Vote(req) => RaftReply::Vote(group.raft.vote(req).await),
+        RaftRpc::Vote(req) => {
+            ctx.cluster.votes_open().await;
+            RaftReply::Vote(group.raft.vote(req).await)
+        }
         RaftRpc::InstallSnapshot(req) => {
             RaftReply::InstallSnapshot(group.raft.install_snapshot(req).await)
         }
