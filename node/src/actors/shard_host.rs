@@ -69,12 +69,15 @@ pub enum ShardHostMsg {
         reply: RpcReplyPort<bool>,
     },
     /// Start handing `shard` over: no new activations; replies with its active actors
-    /// (each is then asked to quiesce).
+    /// (each is then asked to quiesce). With `if_idle`, a conversation still activating
+    /// or stopping makes the shard busy: the reply is `None` and nothing changed.
     BeginHandover {
         /// The shard.
         shard: ShardId,
-        /// Its active conversation actors.
-        reply: RpcReplyPort<Vec<ActorRef<ConversationMsg>>>,
+        /// Only if no conversation is between states ([`Handover::IfIdle`]).
+        if_idle: bool,
+        /// Its active conversation actors, or `None`: busy.
+        reply: RpcReplyPort<Option<Vec<ActorRef<ConversationMsg>>>>,
     },
     /// Reply once no conversation of `shard` runs here.
     AwaitEmpty {
@@ -257,7 +260,21 @@ impl Actor for ShardHost {
             ShardHostMsg::Evict { id, reply } => {
                 let _ = reply.send(stop(state, id, "evicted by an admin"));
             }
-            ShardHostMsg::BeginHandover { shard, reply } => {
+            ShardHostMsg::BeginHandover {
+                shard,
+                if_idle,
+                reply,
+            } => {
+                let in_between = state
+                    .slots
+                    .iter()
+                    .any(|(id, slot)| id.shard == shard && !matches!(slot, Slot::Active(_)));
+                if if_idle && in_between {
+                    // A balance move must not cut an activation (its first turn would
+                    // die with "stopped on this node"): the shard is busy, try later.
+                    let _ = reply.send(None);
+                    return Ok(());
+                }
                 state.moving.insert(shard);
                 let mut actors = Vec::new();
                 for (id, slot) in state.slots.iter_mut().filter(|(id, _)| id.shard == shard) {
@@ -271,7 +288,7 @@ impl Actor for ShardHost {
                         }
                     }
                 }
-                let _ = reply.send(actors);
+                let _ = reply.send(Some(actors));
             }
             ShardHostMsg::AwaitEmpty { shard, reply } => {
                 state.empty_waiters.push((shard, reply));
@@ -546,14 +563,21 @@ pub async fn hand_over(
         let _ = host.cast(ShardHostMsg::EndHandover { shard });
         e
     };
+    let if_idle = matches!(how, Handover::IfIdle);
     let actors = match host
         .call(
-            |reply| ShardHostMsg::BeginHandover { shard, reply },
+            |reply| ShardHostMsg::BeginHandover {
+                shard,
+                if_idle,
+                reply,
+            },
             call_timeout,
         )
         .await
     {
-        Ok(CallResult::Success(actors)) => actors,
+        Ok(CallResult::Success(Some(actors))) => actors,
+        // Nothing was begun: nothing to end.
+        Ok(CallResult::Success(None)) => return Err(HandoverError::Busy(shard)),
         _ => return Err(end(HandoverError::Gone)),
     };
     let until = match how {
