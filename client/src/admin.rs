@@ -3,8 +3,8 @@
 use crate::connection::{Link, REQUEST_TIMEOUT_MS, Target, open_request, quic_config};
 use crate::{ClientError, Profile};
 use shoal_protocol::admin::{
-    ActorInfo, AdminReply, AdminRequest, AgentInfo, Fault, FollowerInfo, MemberInfo, NodeStatus,
-    ShardInfo,
+    ActorInfo, AdminReply, AdminRequest, AgentInfo, DrainProgress, Fault, FollowerInfo, MemberInfo,
+    NodeStatus, ShardInfo,
 };
 use shoal_protocol::{ALPN_ADMIN, ConversationId, UserId, WireError};
 use std::time::Duration;
@@ -145,6 +145,34 @@ impl AdminClient {
         }
     }
 
+    /// Puts a drained `node` back into placement (kept across restarts). Returns once the
+    /// node accepted it; leaderships come back over the next reconciler rounds.
+    pub async fn undrain(&self, node: &str) -> Result<(), ClientError> {
+        // Retried: undraining twice changes nothing.
+        let request = AdminRequest::Undrain {
+            node: node.to_owned(),
+        };
+        match self.call(request, true).await? {
+            AdminReply::Undrained { node: undrained } if undrained == node => Ok(()),
+            AdminReply::Undrained { node: undrained } => Err(ClientError::Protocol(format!(
+                "asked to undrain `{node}`, the node answered that it undrained `{undrained}`"
+            ))),
+            other => Err(unexpected("Undrained", &other)),
+        }
+    }
+
+    /// How far `node`'s drain has come: leaderships and replicas left, as the shards'
+    /// leaders see them.
+    pub async fn drain_progress(&self, node: &str) -> Result<DrainProgress, ClientError> {
+        let request = AdminRequest::DrainProgress {
+            node: node.to_owned(),
+        };
+        match self.call(request, true).await? {
+            AdminReply::DrainProgress(progress) => Ok(progress),
+            other => Err(unexpected("DrainProgress", &other)),
+        }
+    }
+
     /// Injects `fault` into the node (chaos tests; the node must run with
     /// `SHOAL_FAULT_INJECTION=1`). Not retried.
     pub async fn inject_fault(&self, fault: Fault) -> Result<(), ClientError> {
@@ -266,6 +294,8 @@ fn unexpected(expected: &str, got: &AdminReply) -> ClientError {
         AdminReply::FaultInjected => "FaultInjected",
         AdminReply::Metrics(_) => "Metrics",
         AdminReply::Agents { .. } => "Agents",
+        AdminReply::Undrained { .. } => "Undrained",
+        AdminReply::DrainProgress(_) => "DrainProgress",
     };
     ClientError::Protocol(format!("expected a `{expected}` admin reply, got `{got}`"))
 }

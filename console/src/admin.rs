@@ -1,11 +1,11 @@
-//! `shoalctl admin …` and the cluster commands `shoalctl members | shards | drain`: the
+//! `shoalctl admin …` and the cluster commands `shoalctl members | shards | drain |
+//! undrain`: the
 //! admin API (needs the profile's admin token).
 
-use crate::json::{actor_json, draining_json, follower_json, member_json, shard_json, status_json};
+use crate::json::{actor_json, follower_json, member_json, shard_json, status_json};
 use crate::render::{members_table, shards_summary, shards_table};
 use anyhow::Context;
 use clap::Subcommand;
-use clap::builder::NonEmptyStringValueParser;
 use serde_json::Value;
 use shoal_client::{AdminClient, Profile};
 use shoal_protocol::{ConversationId, UserId};
@@ -53,9 +53,13 @@ pub(crate) enum AdminCommand {
         #[arg(long, default_value_t = TOKEN_TTL_SECS_DEFAULT)]
         ttl_secs: u64,
     },
+    /// Take a node out of placement, with progress (as `shoalctl drain`).
+    Drain(crate::drain::DrainArgs),
+    /// Put a drained node back into placement (as `shoalctl undrain`).
+    Undrain(crate::drain::UndrainArgs),
 }
 
-/// `shoalctl members | shards | drain`: top-level commands, as the cluster issue names them.
+/// `shoalctl members | shards | drain | undrain`: top-level commands, as the cluster issue names them.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
     /// Cluster members as the node's gossip sees them (needs the admin token).
@@ -80,19 +84,16 @@ pub(crate) enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Move every shard leadership off a node (needs the admin token).
+    /// Take a node out of placement: its shard leaderships and replicas move to other
+    /// nodes (needs the admin token).
     ///
-    /// The node's shard leaderships move to other nodes over the next seconds and it leaves
-    /// placement. The command returns once the drain is accepted; watch `shoalctl members`
-    /// until the node leads no shards.
-    Drain {
-        /// The node id, as `shoalctl members` lists it.
-        #[arg(value_parser = NonEmptyStringValueParser::new())]
-        node: String,
-        /// Print `{"draining": NODE}`.
-        #[arg(long)]
-        json: bool,
-    },
+    /// The drain is kept on the node across restarts until `undrain`. Shows a progress bar
+    /// (leaderships and replicas left) and ends once nothing is left to move: with
+    /// `drained NODE: ...`, saying whether replicas stay because too few other members
+    /// are left; or, after `--timeout-secs`, with an error (the drain goes on).
+    Drain(crate::drain::DrainArgs),
+    /// Put a drained node back into placement (needs the admin token).
+    Undrain(crate::drain::UndrainArgs),
     /// The node's metrics as OpenMetrics text, as Prometheus scrapes them from
     /// `telemetry.prometheus_listen` (needs the admin token).
     Metrics,
@@ -149,16 +150,8 @@ async fn execute_cluster(
                 lines
             }
         }
-        ClusterCommand::Drain { node, json } => {
-            admin.drain(&node).await?;
-            vec![if json {
-                draining_json(&node).to_string()
-            } else {
-                format!(
-                    "draining {node}: its shard leaderships move to other nodes over the next seconds"
-                )
-            }]
-        }
+        ClusterCommand::Drain(args) => crate::drain::drain(admin, args).await?,
+        ClusterCommand::Undrain(args) => crate::drain::undrain(admin, args).await?,
     };
     Ok(lines)
 }
@@ -225,6 +218,8 @@ async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<V
         AdminCommand::Token { user, ttl_secs } => {
             lines.push(admin.issue_token(user, ttl_secs).await?);
         }
+        AdminCommand::Drain(args) => lines = crate::drain::drain(admin, args).await?,
+        AdminCommand::Undrain(args) => lines = crate::drain::undrain(admin, args).await?,
     }
     Ok(lines)
 }

@@ -222,11 +222,6 @@ pub(crate) fn shard_json(shard: &ShardInfo) -> Value {
     })
 }
 
-/// The answer to `drain`: `{"draining": "n2"}`.
-pub(crate) fn draining_json(node: &str) -> Value {
-    json!({ "draining": node })
-}
-
 /// `user` / `assistant`.
 pub(crate) fn role_str(role: Role) -> &'static str {
     match role {
@@ -484,7 +479,6 @@ mod tests {
                 "hosted_here": false,
             })
         );
-        assert_eq!(draining_json("n2"), json!({"draining": "n2"}));
     }
 
     #[test]

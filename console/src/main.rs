@@ -12,6 +12,8 @@
 //!   lock, "shared with me"; how a shared conversation is shown.
 //! * `admin`: `shoalctl admin …` and the cluster commands `shoalctl members | shards |
 //!   drain`, built on the admin client.
+//! * `drain`: `shoalctl drain | undrain` (also under `admin`): the drain with its progress
+//!   bar.
 //! * `agents`: `shoalctl agents [probe [ID] | enable ID | disable ID]`: the node's agent
 //!   registry (admin client).
 //! * `json`: the JSON shapes of `--json` output (events, messages, conversations, status,
@@ -28,6 +30,7 @@ mod agents;
 mod conv;
 mod conv_history;
 mod creds;
+mod drain;
 mod json;
 mod lookup;
 mod render;
@@ -243,8 +246,14 @@ mod tests {
         let cli = Cli::try_parse_from(["shoalctl", "drain", "n2", "--json"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Cluster(admin::ClusterCommand::Drain { ref node, json: true }) if node == "n2"
+            Command::Cluster(admin::ClusterCommand::Drain(ref args)) if args.node == "n2" && args.json
         ));
+        let cli = Cli::try_parse_from(["shoalctl", "admin", "undrain", "n2"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Admin(admin::AdminCommand::Undrain(ref args)) if args.node == "n2"
+        ));
+        assert!(Cli::try_parse_from(["shoalctl", "drain", "n2", "--timeout-secs", "0"]).is_err());
         let cli = Cli::try_parse_from(["shoalctl", "members"]).unwrap();
         assert!(matches!(
             cli.command,
@@ -259,7 +268,7 @@ mod tests {
         assert!(Cli::try_parse_from(["shoalctl", "drain"]).is_err());
         let help = Cli::command().render_help().to_string();
         for name in [
-            "members", "shards", "drain", "admin", "conv", "ws", "skills", "top",
+            "members", "shards", "drain", "undrain", "admin", "conv", "ws", "skills", "top",
         ] {
             assert!(help.contains(name), "`{name}` missing from --help:\n{help}");
         }

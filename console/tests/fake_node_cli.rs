@@ -491,30 +491,31 @@ async fn drain_says_what_happens_and_failures_are_one_line() -> Result<()> {
         let mut node = FakeNode::start(&pki)?;
         let dir = tempfile::tempdir()?;
         let profile = write_profile(&dir, &pki, node.addr)?;
-        let drain_n2 = || AdminRequest::Drain {
-            node: "n2".to_owned(),
-        };
-        let draining = || Ok(AdminReply::Draining {
-            node: "n2".to_owned(),
-        });
+        let draining = || Ok(draining_n2());
 
-        let output = admin_command(&mut node, &profile, &["drain", "n2"], drain_n2(), draining())
-            .await?;
-        let stdout = succeeded(&output, "drain n2")?;
+        let output = admin_command(
+            &mut node,
+            &profile,
+            &["drain", "n2", "--no-wait"],
+            drain_n2(),
+            draining(),
+        )
+        .await?;
+        let stdout = succeeded(&output, "drain n2 --no-wait")?;
         ensure!(
-            stdout == "draining n2: its shard leaderships move to other nodes over the next seconds\n",
+            stdout == "draining n2: its shard leaderships and replicas move to other nodes over the next seconds\n",
             "{stdout:?}"
         );
 
         let output = admin_command(
             &mut node,
             &profile,
-            &["drain", "n2", "--json"],
+            &["drain", "n2", "--no-wait", "--json"],
             drain_n2(),
             draining(),
         )
         .await?;
-        let stdout = succeeded(&output, "drain n2 --json")?;
+        let stdout = succeeded(&output, "drain n2 --no-wait --json")?;
         ensure!(
             serde_json::from_str::<Value>(&stdout)? == json!({"draining": "n2"}),
             "{stdout}"
@@ -562,6 +563,123 @@ async fn drain_says_what_happens_and_failures_are_one_line() -> Result<()> {
                 args.join(" ")
             );
         }
+        Ok(())
+    })
+    .await
+}
+
+fn drain_progress(leaderships: u32, replicas: u32, placeable: u32) -> AdminReply {
+    AdminReply::DrainProgress(shoal_protocol::admin::DrainProgress {
+        node: "n2".to_owned(),
+        draining: true,
+        leaderships,
+        replicas,
+        placeable_members: placeable,
+        replicas_per_shard: 3,
+        shards_unknown: 0,
+        unreachable: Vec::new(),
+    })
+}
+
+/// Answers the next admin request, which must be `expected`.
+async fn answer(node: &mut FakeNode, expected: AdminRequest, reply: AdminReply) -> Result<()> {
+    let request = node.next(&format!("{expected:?}")).await?;
+    ensure!(*request.admin()? == expected, "{:?}", request.body);
+    request.admin_reply(Ok(reply)).await
+}
+
+fn drain_n2() -> AdminRequest {
+    AdminRequest::Drain {
+        node: "n2".to_owned(),
+    }
+}
+
+fn progress_n2() -> AdminRequest {
+    AdminRequest::DrainProgress {
+        node: "n2".to_owned(),
+    }
+}
+
+fn draining_n2() -> AdminReply {
+    AdminReply::Draining {
+        node: "n2".to_owned(),
+    }
+}
+
+/// `drain` follows the drain until nothing is left to move, then says what stayed; a
+/// drain that does not finish in `--timeout-secs` is one error line.
+#[tokio::test]
+async fn drain_waits_until_the_node_is_empty() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let profile = write_profile(&dir, &pki, node.addr)?;
+
+        // Two members left for three replicas: the replicas stay once the leaderships moved.
+        let child = spawn(&profile, &["drain", "n2"])?;
+        answer(&mut node, drain_n2(), draining_n2()).await?;
+        answer(&mut node, progress_n2(), drain_progress(5, 64, 2)).await?;
+        answer(&mut node, progress_n2(), drain_progress(2, 64, 2)).await?;
+        answer(&mut node, progress_n2(), drain_progress(0, 64, 2)).await?;
+        let stdout = succeeded(&finish(child).await?, "drain n2")?;
+        ensure!(
+            stdout
+                == "drained n2: it leads no shard; its 64 replicas stay, as only 2 members can hold replicas for 3 per shard (add a node to move them)\n",
+            "{stdout:?}"
+        );
+
+        // With a spare member the replicas move too; --json prints the end.
+        let child = spawn(&profile, &["admin", "drain", "n2", "--json"])?;
+        answer(&mut node, drain_n2(), draining_n2()).await?;
+        answer(&mut node, progress_n2(), drain_progress(0, 3, 3)).await?;
+        answer(&mut node, progress_n2(), drain_progress(0, 0, 3)).await?;
+        let stdout = succeeded(&finish(child).await?, "admin drain n2 --json")?;
+        ensure!(
+            serde_json::from_str::<Value>(&stdout)?
+                == json!({"node": "n2", "drained": true, "leaderships": 0, "replicas": 0, "replicas_stay": false}),
+            "{stdout}"
+        );
+
+        // Not empty in time: one error line, exit 1.
+        let child = spawn(&profile, &["drain", "n2", "--timeout-secs", "1"])?;
+        answer(&mut node, drain_n2(), draining_n2()).await?;
+        let mut output = std::pin::pin!(finish(child));
+        let output = loop {
+            tokio::select! {
+                output = &mut output => break output?,
+                request = node.next("a progress request") => {
+                    let request = request?;
+                    ensure!(*request.admin()? == progress_n2(), "{:?}", request.body);
+                    request.admin_reply(Ok(drain_progress(1, 3, 3))).await?;
+                }
+            }
+        };
+        ensure!(output.status.code() == Some(1), "exit {}", output.status);
+        let stderr = text(&output.stderr);
+        ensure!(
+            stderr
+                == "error: n2 still holds 1 leaderships, 3 replicas left after 1 s; the drain goes on — run `shoalctl drain n2` again to follow it, or see `shoalctl shards`\n",
+            "{stderr:?}"
+        );
+
+        // Undrain.
+        let child = spawn(&profile, &["undrain", "n2"])?;
+        answer(
+            &mut node,
+            AdminRequest::Undrain {
+                node: "n2".to_owned(),
+            },
+            AdminReply::Undrained {
+                node: "n2".to_owned(),
+            },
+        )
+        .await?;
+        let stdout = succeeded(&finish(child).await?, "undrain n2")?;
+        ensure!(
+            stdout == "undrained n2: it is back in placement; shards move to it over the next seconds\n",
+            "{stdout:?}"
+        );
         Ok(())
     })
     .await

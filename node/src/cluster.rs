@@ -9,6 +9,7 @@
 //!   heartbeats within `cluster.lease_ms`, and — after a new election — `lease_ms` plus
 //!   one heartbeat have passed, so the previous leader's lease has run out.
 
+pub mod drain;
 pub mod lease;
 pub mod membership;
 pub mod placement;

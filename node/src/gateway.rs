@@ -3,6 +3,7 @@
 //! * [`frames`]: reading and writing frames on QUIC streams with limits and timeouts.
 //! * [`client_api`]: `shoal-client/1` requests.
 //! * [`admin_api`]: `shoal-admin/1` requests.
+//! * [`admin_cluster`]: admin requests that reach other members (drain, fan-out).
 //! * [`peer_api`]: `shoal-peer/1`: Raft RPCs, forwarded requests, gossip datagrams.
 //! * [`sharing`]: authorizing conversation requests; what viewers and editors may do.
 //! * [`tail`]: one follower's stream, read from its conversation's replay ring.
@@ -12,6 +13,7 @@
 //! error frame and the connection is closed; the node keeps serving everyone else.
 
 pub mod admin_api;
+pub mod admin_cluster;
 pub mod client_api;
 mod credentials;
 pub mod frames;

@@ -197,6 +197,14 @@ impl Node {
             }),
             _ => None,
         };
+        // A drain outlives restarts (crate::cluster::drain): gossip it from the start.
+        let draining = store.draining()?;
+        if draining {
+            tracing::warn!(
+                "this node is drained (an earlier `shoalctl drain`): it takes no shards; `shoalctl undrain {}` puts it back",
+                cluster.me_node.name
+            );
+        }
         let membership = crate::cluster::membership::Membership::spawn_seeded(
             crate::cluster::membership::NodeMeta {
                 name: cluster.me_node.name.clone(),
@@ -205,7 +213,7 @@ impl Node {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 leaders: 0,
                 initialized: cluster.initialized().await,
-                draining: false,
+                draining,
             },
             config.cluster.seeds.clone(),
             crate::cluster::membership::GossipTimings {

@@ -104,6 +104,15 @@ pub enum PeerRequest {
         /// The command.
         command: crate::shard::state_machine::ShardCommand,
     },
+    /// Put this node back into placement (`shoalctl undrain`). Reply: [`ControlReply`].
+    Undrain,
+    /// Answer an admin request about this node alone (the answering node's part of a
+    /// cluster-wide admin answer). Reply: `Result<AdminReply, WireError>`. Only requests
+    /// [`crate::gateway::admin_api::served_for_peers`] accepts are served.
+    Admin {
+        /// The request.
+        request: shoal_protocol::admin::AdminRequest,
+    },
 }
 
 /// Most chunk bytes one [`PeerRequest::BlobPut`] may carry (well inside a frame).
@@ -151,7 +160,7 @@ pub enum RaftReply {
     Refused(String),
 }
 
-/// Reply to `Campaign`, `Initialize` and `Drain`.
+/// Reply to `Campaign`, `Initialize`, `Drain` and `Undrain`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ControlReply {
     /// Done.

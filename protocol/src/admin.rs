@@ -64,6 +64,19 @@ pub enum AdminRequest {
     },
     /// The node's metrics as OpenMetrics text (what `GET /metrics` serves).
     Metrics,
+    /// Put a drained node back into placement: it may hold replicas and lead shards
+    /// again (the reconciler moves some back over the next rounds). Kept across restarts,
+    /// like the drain. Undraining a node that is not draining changes nothing.
+    Undrain {
+        /// The node id (name).
+        node: String,
+    },
+    /// How far a drain has come: the leaderships and replicas the node still holds, as
+    /// the shards' leaders see them.
+    DrainProgress {
+        /// The node id (name).
+        node: String,
+    },
 }
 
 /// A fault a node injects into itself on request ([`AdminRequest::InjectFault`]).
@@ -273,4 +286,51 @@ pub enum AdminReply {
     },
     /// `Metrics`: OpenMetrics text.
     Metrics(String),
+    /// `Undrain`: the node is back in placement.
+    Undrained {
+        /// The node.
+        node: String,
+    },
+    /// `DrainProgress`.
+    DrainProgress(DrainProgress),
+}
+
+/// How far a node's drain has come ([`AdminRequest::DrainProgress`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainProgress {
+    /// The node.
+    pub node: String,
+    /// It is draining (its gossip says so).
+    pub draining: bool,
+    /// Shards it still leads.
+    pub leaderships: u32,
+    /// Shards it is still a replica of (voter or learner).
+    pub replicas: u32,
+    /// Alive members that are not draining: replicas move off the node only while there
+    /// are at least `replicas_per_shard` of them.
+    pub placeable_members: u32,
+    /// The cluster's replica count per shard (`cluster.replicas`).
+    pub replicas_per_shard: u32,
+    /// Shards whose leader's view could not be read (no leader, or its node did not
+    /// answer): not counted above.
+    pub shards_unknown: u32,
+    /// Members that did not answer, with why.
+    pub unreachable: Vec<String>,
+}
+
+impl DrainProgress {
+    /// The replicas cannot leave the node: fewer non-draining alive members than replicas
+    /// per shard (the drain ends with the leaderships moved and the replicas kept).
+    pub fn replicas_stay(&self) -> bool {
+        self.placeable_members < self.replicas_per_shard
+    }
+
+    /// Nothing is left to move: no leadership, every shard's view known, and no replica
+    /// left (or none can leave, see [`Self::replicas_stay`]).
+    pub fn finished(&self) -> bool {
+        self.draining
+            && self.leaderships == 0
+            && self.shards_unknown == 0
+            && (self.replicas == 0 || self.replicas_stay())
+    }
 }

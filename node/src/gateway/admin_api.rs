@@ -1,12 +1,12 @@
 //! `shoal-admin/1`: one admin request per stream, one `Result<AdminReply, WireError>` back.
 
 use super::REQUEST_BYTES_MAX;
+use super::admin_cluster;
 use super::frames::{FrameIoError, read_frame, write_final_frame, write_frame};
 use crate::actors::conversation::ConversationMsg;
 use crate::actors::shard_host::ShardHostMsg;
 use crate::cluster::membership::Liveness;
 use crate::context::{Metrics, NodeContext};
-use crate::peer::{ControlReply, PeerRequest};
 use crate::security::tokens::Scope;
 use ractor::{ActorRef, rpc::CallResult};
 use shoal_protocol::admin::{AGENT_ID_BYTES_MAX, AdminReply, AdminRequest, NodeStatus};
@@ -103,9 +103,54 @@ async fn describe_all(
     Ok((actors, followers))
 }
 
+/// An admin client's request: the cluster-wide ones here, the rest by [`local`].
 async fn handle(
     request: AdminRequest,
     ctx: &Arc<NodeContext>,
+    host: &ActorRef<ShardHostMsg>,
+) -> Result<AdminReply, WireError> {
+    match request {
+        AdminRequest::Drain { node } => admin_cluster::set_drain(ctx, node, true).await,
+        AdminRequest::Undrain { node } => admin_cluster::set_drain(ctx, node, false).await,
+        AdminRequest::DrainProgress { node } => {
+            admin_cluster::drain_progress(ctx, host, node).await
+        }
+        request => local(request, ctx, host).await,
+    }
+}
+
+/// Whether a peer may ask this node for `request` ([`crate::peer::PeerRequest::Admin`]):
+/// the questions about this node alone that cluster-wide answers are made of.
+pub fn served_for_peers(request: &AdminRequest) -> bool {
+    matches!(
+        request,
+        AdminRequest::Status
+            | AdminRequest::Shards
+            | AdminRequest::Members
+            | AdminRequest::ListActors
+            | AdminRequest::ListFollowers { .. }
+    )
+}
+
+/// Serves a peer's [`crate::peer::PeerRequest::Admin`]: this node's own answer.
+pub async fn serve_for_peer(
+    request: AdminRequest,
+    ctx: &Arc<NodeContext>,
+    host: &ActorRef<ShardHostMsg>,
+) -> Result<AdminReply, WireError> {
+    if !served_for_peers(&request) {
+        return Err(WireError::invalid(
+            "request",
+            "this admin request is not served to peers; send it to the admin API",
+        ));
+    }
+    local(request, ctx, host).await
+}
+
+/// A request about this node alone.
+pub(super) async fn local(
+    request: AdminRequest,
+    ctx: &NodeContext,
     host: &ActorRef<ShardHostMsg>,
 ) -> Result<AdminReply, WireError> {
     match request {
@@ -170,7 +215,13 @@ async fn handle(
         }
         AdminRequest::Members => Ok(AdminReply::Members(members(ctx))),
         AdminRequest::Shards => Ok(AdminReply::Shards(shards(ctx))),
-        AdminRequest::Drain { node } => drain(ctx, node).await,
+        // Answered by `handle` (they reach other members), never asked of one node.
+        AdminRequest::Drain { .. }
+        | AdminRequest::Undrain { .. }
+        | AdminRequest::DrainProgress { .. } => Err(WireError::invalid(
+            "request",
+            "a cluster-wide request cannot be answered by one member alone",
+        )),
         AdminRequest::InjectFault { fault } => inject_fault(ctx, fault),
         AdminRequest::Metrics => Ok(AdminReply::Metrics(crate::telemetry::prometheus::encode(
             ctx,
@@ -306,35 +357,4 @@ fn shards(ctx: &NodeContext) -> Vec<shoal_protocol::admin::ShardInfo> {
             }
         })
         .collect()
-}
-
-async fn drain(ctx: &NodeContext, node: String) -> Result<AdminReply, WireError> {
-    if node == ctx.node_id() {
-        ctx.membership.update_meta(|m| m.draining = true);
-        tracing::warn!("drain requested: moving every leadership off this node");
-        return Ok(AdminReply::Draining { node });
-    }
-    let view = ctx.membership.watch().borrow().clone();
-    let Some(member) = view.get(&node) else {
-        let known: Vec<&str> = view.members.iter().map(|m| m.meta.name.as_str()).collect();
-        return Err(WireError::not_found(format!(
-            "no member named `{}`; members: {}",
-            node.chars().take(64).collect::<String>(),
-            known.join(", ")
-        )));
-    };
-    let timeout = std::time::Duration::from_millis(crate::cluster::CONTROL_TIMEOUT_MS);
-    match ctx
-        .cluster
-        .peers
-        .call::<ControlReply>(member.meta.addr, &PeerRequest::Drain, timeout)
-        .await
-    {
-        Ok(ControlReply::Ok) => Ok(AdminReply::Draining { node }),
-        Ok(ControlReply::Refused(e)) => Err(WireError::new(ErrorCode::Unavailable, e)),
-        Err(e) => Err(WireError::new(
-            ErrorCode::Unavailable,
-            format!("cannot reach {node}: {e}; retry"),
-        )),
-    }
 }

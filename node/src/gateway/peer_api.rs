@@ -116,10 +116,19 @@ async fn handle_stream(
             write_frame(&mut send, &reply).await?;
             let _ = send.finish();
         }
-        PeerRequest::Drain => {
-            ctx.membership.update_meta(|m| m.draining = true);
-            tracing::warn!(from = %remote, "drain requested: moving every leadership off this node");
-            write_frame(&mut send, &ControlReply::Ok).await?;
+        PeerRequest::Drain | PeerRequest::Undrain => {
+            let draining = matches!(request, PeerRequest::Drain);
+            tracing::info!(from = %remote, draining, "drain flag change asked by a peer");
+            let reply = match crate::cluster::drain::set_draining(ctx, draining).await {
+                Ok(()) => ControlReply::Ok,
+                Err(e) => ControlReply::Refused(e),
+            };
+            write_frame(&mut send, &reply).await?;
+            let _ = send.finish();
+        }
+        PeerRequest::Admin { request } => {
+            let reply = super::admin_api::serve_for_peer(request, ctx, host).await;
+            write_frame(&mut send, &reply).await?;
             let _ = send.finish();
         }
     }

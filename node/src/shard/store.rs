@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 const NODE_META_TREE: &str = "node-meta";
 /// Key of the store generation in [`NODE_META_TREE`].
 const GENERATION_KEY: &[u8] = b"generation";
+/// Key of the node's drain flag in [`NODE_META_TREE`] (see [`crate::cluster::drain`]).
+const DRAINING_KEY: &[u8] = b"draining";
 /// The generation of a store created before generations existed (its Raft id is the
 /// name's alone, as it was then).
 pub const GENERATION_LEGACY: u64 = 0;
@@ -402,6 +404,31 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Whether an operator drained this node (and did not undrain it since). Blocking:
+    /// read once at start.
+    pub fn draining(&self) -> Result<bool, StoreError> {
+        let meta = self
+            .db
+            .open_tree(NODE_META_TREE)
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        let value = meta
+            .get(DRAINING_KEY)
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        Ok(value.is_some_and(|v| v.as_ref() == [1]))
+    }
+
+    /// Records the drain flag durably (flushed before it returns). Blocking: call it on
+    /// a blocking thread. Not replicated: it is this node's own setting.
+    pub fn set_draining(&self, draining: bool) -> Result<(), StoreError> {
+        let io = |e: sled::Error| StoreError::Io(e.to_string());
+        let meta = self.db.open_tree(NODE_META_TREE).map_err(io)?;
+        meta.insert(DRAINING_KEY, &[u8::from(draining)])
+            .map_err(io)?;
+        // A plain (blocking) flush: never `flush_async` (STACK.md).
+        meta.flush().map_err(io)?;
+        Ok(())
     }
 
     /// Flushes and reports the on-disk size, for status output.

@@ -210,3 +210,60 @@ async fn sigterm_ends_the_running_turn_with_what_it_streamed_before_closing() {
     assert_eq!(last.content, done.content);
     assert_eq!(last.error, done.error);
 }
+
+/// A drain is kept by the drained node: it survives a restart of that node and of
+/// another, its progress ends with nothing left to move, and `undrain` (kept across a
+/// restart too) puts the node back into placement. Bad names change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_survives_restarts_and_undrain_puts_the_node_back() {
+    let mut cluster = TestCluster::start(3).await;
+    let admin = cluster.admin(1).await;
+    let err = admin.drain("n9").await.expect_err("no member n9");
+    assert!(err.to_string().contains("no member named `n9`"), "{err}");
+    let err = admin.undrain("").await.expect_err("an empty name");
+    assert!(err.to_string().contains("node id"), "{err}");
+
+    admin.drain("n1").await.expect("drain accepted");
+    let drained = |admin: shoal_client::AdminClient| async move {
+        eventually("n1's drain has nothing left to move", || async {
+            let p = admin.drain_progress("n1").await.ok()?;
+            p.finished().then_some(p)
+        })
+        .await
+    };
+    let progress = drained(cluster.admin(1).await).await;
+    assert_eq!(progress.leaderships, 0, "{progress:?}");
+    // Three nodes for three replicas: n1 keeps its replicas, and says why.
+    assert!(progress.replicas_stay(), "{progress:?}");
+    assert_eq!(progress.placeable_members, 2, "{progress:?}");
+
+    // The drained node and another restart: the drain holds.
+    cluster.kill9(0).await;
+    cluster.spawn(0).await;
+    cluster.kill9(2).await;
+    cluster.spawn(2).await;
+    let admin = cluster.admin(2).await;
+    eventually("n1 still drains after the restarts", || async {
+        let members = admin.members().await.ok()?;
+        members
+            .iter()
+            .any(|m| m.node_id == "n1" && m.state == "alive" && m.draining)
+            .then_some(())
+    })
+    .await;
+    let progress = drained(cluster.admin(2).await).await;
+    assert_eq!(progress.leaderships, 0, "{progress:?}");
+
+    // Undrain, kept across a restart of the node: it leads shards again.
+    admin.undrain("n1").await.expect("undrain accepted");
+    cluster.kill9(0).await;
+    cluster.spawn(0).await;
+    eventually("n1 is back in placement and leads shards", || async {
+        let members = admin.members().await.ok()?;
+        members
+            .iter()
+            .any(|m| m.node_id == "n1" && !m.draining && m.leaders > 0)
+            .then_some(())
+    })
+    .await;
+}

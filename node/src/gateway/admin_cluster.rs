@@ -1,0 +1,197 @@
+//! The admin requests that reach beyond the answering node: drain and undrain (on the
+//! named node), drain progress (from every alive member), and the fan-out they share.
+//!
+//! A member's part of a cluster-wide answer is asked for with
+//! [`PeerRequest::Admin`] over the peer API (mTLS, cluster CA), bounded per member by
+//! [`MEMBER_TIMEOUT_MS`]; a member that does not answer is reported, never fatal.
+
+use super::admin_api;
+use crate::actors::shard_host::ShardHostMsg;
+use crate::cluster::drain;
+use crate::cluster::membership::Liveness;
+use crate::context::NodeContext;
+use crate::peer::{ControlReply, PeerLane, PeerRequest};
+use ractor::ActorRef;
+use shoal_protocol::admin::{AdminReply, AdminRequest};
+use shoal_protocol::{ErrorCode, WireError};
+use std::time::Duration;
+
+/// How long one member may take to answer its part of a cluster-wide admin request.
+pub const MEMBER_TIMEOUT_MS: u64 = 3_000;
+/// Longest node name an admin request may carry, in bytes.
+pub const NODE_NAME_BYTES_MAX: usize = 64;
+
+/// One member's answer to a fanned-out request: its name and its reply, or why not.
+pub type MemberAnswer = (String, Result<AdminReply, String>);
+
+/// Asks every alive member (this node answers itself) for its part of `request`, all at
+/// once, each bounded by [`MEMBER_TIMEOUT_MS`]. Members in name order.
+pub async fn gather(
+    ctx: &NodeContext,
+    host: &ActorRef<ShardHostMsg>,
+    request: &AdminRequest,
+) -> Vec<MemberAnswer> {
+    let view = ctx.membership.watch().borrow().clone();
+    let timeout = Duration::from_millis(MEMBER_TIMEOUT_MS);
+    let mut names: Vec<(String, Option<std::net::SocketAddr>)> = Vec::new();
+    for m in &view.members {
+        if m.meta.name.is_empty() || names.iter().any(|(n, _)| *n == m.meta.name) {
+            continue;
+        }
+        let Some(current) = drain::member_named(&view, &m.meta.name) else {
+            continue;
+        };
+        if current.meta.name == ctx.node_id() {
+            names.push((current.meta.name.clone(), None));
+        } else if current.liveness == Liveness::Alive {
+            names.push((current.meta.name.clone(), Some(current.meta.addr)));
+        }
+    }
+    let calls = names.into_iter().map(|(name, addr)| async move {
+        let answer = match addr {
+            None => admin_api::local(request.clone(), ctx, host)
+                .await
+                .map_err(|e| e.message),
+            Some(addr) => {
+                let peer_request = PeerRequest::Admin {
+                    request: request.clone(),
+                };
+                match ctx
+                    .cluster
+                    .peers
+                    .call_on::<Result<AdminReply, WireError>>(
+                        PeerLane::Forward,
+                        addr,
+                        &peer_request,
+                        timeout,
+                    )
+                    .await
+                {
+                    Ok(Ok(reply)) => Ok(reply),
+                    Ok(Err(e)) => Err(e.message),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        (name, answer)
+    });
+    futures::future::join_all(calls).await
+}
+
+/// A node name from a request: 1 to [`NODE_NAME_BYTES_MAX`] bytes.
+pub fn checked_node(node: &str) -> Result<(), WireError> {
+    if node.is_empty() || node.len() > NODE_NAME_BYTES_MAX {
+        return Err(WireError::invalid(
+            "node",
+            format!("a node id is 1 to {NODE_NAME_BYTES_MAX} bytes; see `shoalctl members`"),
+        ));
+    }
+    Ok(())
+}
+
+/// The error for a node name no member has.
+pub fn unknown_node(ctx: &NodeContext, node: &str) -> WireError {
+    let view = ctx.membership.watch().borrow().clone();
+    WireError::not_found(format!(
+        "no member named `{node}`; members: {}",
+        drain::member_names(&view)
+    ))
+}
+
+/// `Drain` / `Undrain`: sets the flag on the named node (stored there, then gossiped).
+pub async fn set_drain(
+    ctx: &NodeContext,
+    node: String,
+    draining: bool,
+) -> Result<AdminReply, WireError> {
+    checked_node(&node)?;
+    let done = |node: String| {
+        if draining {
+            AdminReply::Draining { node }
+        } else {
+            AdminReply::Undrained { node }
+        }
+    };
+    if node == ctx.node_id() {
+        drain::set_draining(ctx, draining)
+            .await
+            .map_err(|e| ctx.internal_error("drain flag", e))?;
+        return Ok(done(node));
+    }
+    let view = ctx.membership.watch().borrow().clone();
+    let Some(member) = drain::member_named(&view, &node) else {
+        return Err(unknown_node(ctx, &node));
+    };
+    // A suspect is tried (it is often just slow); a down node cannot store the flag.
+    if member.liveness == Liveness::Down {
+        return Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "{node} is down in gossip: the flag is stored on the node itself, so it must be up; a down node leads nothing and leaves placement after cluster.placement_grace_ms — retry when it is back"
+            ),
+        ));
+    }
+    let request = if draining {
+        PeerRequest::Drain
+    } else {
+        PeerRequest::Undrain
+    };
+    let timeout = Duration::from_millis(crate::cluster::CONTROL_TIMEOUT_MS);
+    match ctx
+        .cluster
+        .peers
+        .call::<ControlReply>(member.meta.addr, &request, timeout)
+        .await
+    {
+        Ok(ControlReply::Ok) => Ok(done(node)),
+        Ok(ControlReply::Refused(e)) => Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!("{node} refused: {e}"),
+        )),
+        Err(e) => Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!("cannot reach {node}: {e}; retry"),
+        )),
+    }
+}
+
+/// `DrainProgress`: what the node still holds, from every shard leader's own view.
+pub async fn drain_progress(
+    ctx: &NodeContext,
+    host: &ActorRef<ShardHostMsg>,
+    node: String,
+) -> Result<AdminReply, WireError> {
+    checked_node(&node)?;
+    let view = ctx.membership.watch().borrow().clone();
+    let Some(member) = drain::member_named(&view, &node) else {
+        return Err(unknown_node(ctx, &node));
+    };
+    let draining = member.meta.draining;
+    let placeable = view
+        .members
+        .iter()
+        .filter(|m| !m.meta.name.is_empty())
+        .filter(|m| drain::member_named(&view, &m.meta.name).is_some_and(|c| c == *m))
+        .filter(|m| {
+            (m.liveness == Liveness::Alive || m.meta.name == ctx.node_id()) && !m.meta.draining
+        })
+        .count() as u32;
+    let mut reports = Vec::new();
+    let mut unreachable = Vec::new();
+    for (name, answer) in gather(ctx, host, &AdminRequest::Shards).await {
+        match answer {
+            Ok(AdminReply::Shards(shards)) => reports.push((name, shards)),
+            Ok(_) => unreachable.push(format!("{name}: an unexpected reply")),
+            Err(e) => unreachable.push(format!("{name}: {e}")),
+        }
+    }
+    Ok(AdminReply::DrainProgress(drain::progress(
+        &node,
+        draining,
+        &reports,
+        ctx.cluster.shard_count(),
+        placeable,
+        ctx.cluster.replicas() as u32,
+        unreachable,
+    )))
+}
