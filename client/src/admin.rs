@@ -173,6 +173,24 @@ impl AdminClient {
         }
     }
 
+    /// Reads (`filter: None`) or replaces a node's log filter (`node: None`: the profile's
+    /// node); returns the node and the filter in effect. A bad filter is refused by the
+    /// node and changes nothing.
+    pub async fn log_filter(
+        &self,
+        node: Option<&str>,
+        filter: Option<&str>,
+    ) -> Result<(String, String), ClientError> {
+        let request = AdminRequest::LogFilter {
+            node: node.map(str::to_owned),
+            filter: filter.map(str::to_owned),
+        };
+        match self.call(request, true).await? {
+            AdminReply::LogFilter { node, filter } => Ok((node, filter)),
+            other => Err(unexpected("LogFilter", &other)),
+        }
+    }
+
     /// Injects `fault` into the node (chaos tests; the node must run with
     /// `SHOAL_FAULT_INJECTION=1`). Not retried.
     pub async fn inject_fault(&self, fault: Fault) -> Result<(), ClientError> {
@@ -296,6 +314,7 @@ fn unexpected(expected: &str, got: &AdminReply) -> ClientError {
         AdminReply::Agents { .. } => "Agents",
         AdminReply::Undrained { .. } => "Undrained",
         AdminReply::DrainProgress(_) => "DrainProgress",
+        AdminReply::LogFilter { .. } => "LogFilter",
     };
     ClientError::Protocol(format!("expected a `{expected}` admin reply, got `{got}`"))
 }

@@ -57,6 +57,21 @@ pub(crate) enum AdminCommand {
     Drain(crate::drain::DrainArgs),
     /// Put a drained node back into placement (as `shoalctl undrain`).
     Undrain(crate::drain::UndrainArgs),
+    /// Show or change a node's log filter at run time, until it restarts.
+    ///
+    /// FILTER is `tracing` EnvFilter directives, e.g. `info,shoal_node=debug`; a filter
+    /// that does not parse is refused and changes nothing. Without FILTER, prints the
+    /// filter in effect.
+    LogFilter {
+        /// The new filter; omit it to print the current one.
+        filter: Option<String>,
+        /// The node (default: the profile's node).
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+        /// Print `{"node": …, "filter": …}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `shoalctl members | shards | drain | undrain`: top-level commands, as the cluster issue names them.
@@ -217,6 +232,14 @@ async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<V
         }
         AdminCommand::Token { user, ttl_secs } => {
             lines.push(admin.issue_token(user, ttl_secs).await?);
+        }
+        AdminCommand::LogFilter { filter, node, json } => {
+            let (node, filter) = admin.log_filter(node.as_deref(), filter.as_deref()).await?;
+            lines.push(if json {
+                serde_json::json!({ "node": node, "filter": filter }).to_string()
+            } else {
+                format!("{node}: log filter `{filter}`")
+            });
         }
         AdminCommand::Drain(args) => lines = crate::drain::drain(admin, args).await?,
         AdminCommand::Undrain(args) => lines = crate::drain::undrain(admin, args).await?,

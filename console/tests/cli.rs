@@ -313,3 +313,57 @@ async fn top_refuses_a_bad_interval_and_a_missing_terminal_before_connecting() -
     );
     Ok(())
 }
+
+/// The log filter changes at run time: more detail shows up in the node's log at once,
+/// and a filter that does not parse is one error line that changes nothing.
+#[tokio::test]
+async fn the_log_filter_changes_at_run_time_and_a_bad_one_changes_nothing() -> Result<()> {
+    let node = Node::start().await?;
+    let profile = node.profile();
+    let result = async {
+        let stdout = ok(&profile, &["admin", "log-filter"]).await?;
+        ensure!(
+            stdout.starts_with("dev: log filter `") && !stdout.contains("shoal_node=debug"),
+            "{stdout}"
+        );
+        ensure!(
+            !node.logs().contains("connection authenticated"),
+            "debug lines before the change:\n{}",
+            node.logs()
+        );
+        let stdout = ok(&profile, &["admin", "log-filter", "info,shoal_node=debug"]).await?;
+        ensure!(
+            stdout == "dev: log filter `info,shoal_node=debug`\n",
+            "{stdout}"
+        );
+        // Each command is a new connection, which the node logs at debug now; its log
+        // arrives through a pipe, so a few commands may pass before the line is read.
+        let mut seen = false;
+        for _ in 0..20 {
+            ok(&profile, &["admin", "status"]).await?;
+            if node.logs().contains("connection authenticated") {
+                seen = true;
+                break;
+            }
+        }
+        ensure!(seen, "no debug line after the change:\n{}", node.logs());
+
+        let line = refused(&profile, &["admin", "log-filter", "shoal_node=loud"]).await?;
+        ensure!(
+            line.contains("invalid log filter `shoal_node=loud`"),
+            "{line}"
+        );
+        let json = ok_json(&profile, &["admin", "log-filter", "--json"]).await?;
+        ensure!(
+            json == serde_json::json!({"node": "dev", "filter": "info,shoal_node=debug"}),
+            "{json}"
+        );
+        let line = refused(&profile, &["admin", "log-filter", "debug", "--node", "n9"]).await?;
+        ensure!(line.contains("no member named `n9`"), "{line}");
+        Ok(())
+    }
+    .await;
+    let logs = node.logs();
+    node.stop().await?;
+    result.map_err(|e| anyhow!("{e:#}\n{logs}"))
+}

@@ -8,6 +8,7 @@
 //! OpenTelemetry layer is not installed: spans stay plain `tracing` spans, [`adopt`] and
 //! [`propagate`] do nothing, and nothing is exported.
 
+pub mod log_filter;
 pub mod prometheus;
 
 use crate::context::Metrics;
@@ -63,8 +64,12 @@ impl std::fmt::Debug for Telemetry {
 /// OpenTelemetry layer. Must run inside the Tokio runtime (the gRPC exporter needs it).
 /// A second call in one process keeps the first subscriber.
 pub fn init(config: &NodeConfig) -> Result<Telemetry, TelemetryError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.telemetry.log_filter));
+    let directives = std::env::var("SHOAL_LOG")
+        .ok()
+        .filter(|d| tracing_subscriber::EnvFilter::try_new(d).is_ok())
+        .unwrap_or_else(|| config.telemetry.log_filter.clone());
+    // Reloadable: `shoalctl admin log-filter` replaces it at run time.
+    let filter = log_filter::reloadable(&directives);
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let Some(endpoint) = config.telemetry.otlp_endpoint.clone() else {
         let _ = tracing_subscriber::registry()

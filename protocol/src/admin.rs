@@ -77,6 +77,15 @@ pub enum AdminRequest {
         /// The node id (name).
         node: String,
     },
+    /// Read or replace a node's log filter (`tracing` EnvFilter directives such as
+    /// `info,shoal_node=debug`), in effect at once, until the node restarts. A filter that
+    /// does not parse is refused and changes nothing.
+    LogFilter {
+        /// The node; `None`: the answering node.
+        node: Option<String>,
+        /// The new filter; `None`: only read it.
+        filter: Option<String>,
+    },
 }
 
 /// A fault a node injects into itself on request ([`AdminRequest::InjectFault`]).
@@ -293,6 +302,13 @@ pub enum AdminReply {
     },
     /// `DrainProgress`.
     DrainProgress(DrainProgress),
+    /// `LogFilter`: the filter now in effect on the node.
+    LogFilter {
+        /// The node.
+        node: String,
+        /// Its filter.
+        filter: String,
+    },
 }
 
 /// How far a node's drain has come ([`AdminRequest::DrainProgress`]).

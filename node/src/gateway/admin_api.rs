@@ -115,6 +115,10 @@ async fn handle(
         AdminRequest::DrainProgress { node } => {
             admin_cluster::drain_progress(ctx, host, node).await
         }
+        AdminRequest::LogFilter {
+            node: Some(node),
+            filter,
+        } if node != ctx.node_id() => admin_cluster::log_filter_on(ctx, node, filter).await,
         request => local(request, ctx, host).await,
     }
 }
@@ -129,6 +133,7 @@ pub fn served_for_peers(request: &AdminRequest) -> bool {
             | AdminRequest::Members
             | AdminRequest::ListActors
             | AdminRequest::ListFollowers { .. }
+            | AdminRequest::LogFilter { node: None, .. }
     )
 }
 
@@ -226,10 +231,40 @@ pub(super) async fn local(
         AdminRequest::Metrics => Ok(AdminReply::Metrics(crate::telemetry::prometheus::encode(
             ctx,
         ))),
+        AdminRequest::LogFilter { filter, .. } => log_filter(ctx, filter),
         request @ (AdminRequest::Agents
         | AdminRequest::ProbeAgents { .. }
         | AdminRequest::SetAgentEnabled { .. }) => agents(ctx, request).await,
     }
+}
+
+/// `LogFilter` on this node: reads it, or replaces it when `filter` parses.
+fn log_filter(ctx: &NodeContext, filter: Option<String>) -> Result<AdminReply, WireError> {
+    use crate::telemetry::log_filter::{self, LogFilterError};
+    let filter = match filter {
+        None => log_filter::current().ok_or_else(|| {
+            WireError::new(
+                ErrorCode::Unavailable,
+                LogFilterError::NotReloadable.to_string(),
+            )
+        })?,
+        Some(directives) => {
+            let set = log_filter::set(&directives).map_err(|e| match e {
+                LogFilterError::Invalid { .. } | LogFilterError::TooLong { .. } => {
+                    WireError::invalid("filter", e.to_string())
+                }
+                LogFilterError::NotReloadable | LogFilterError::Reload(_) => {
+                    WireError::new(ErrorCode::Unavailable, e.to_string())
+                }
+            })?;
+            tracing::warn!(filter = %set, "log filter changed by an admin");
+            set
+        }
+    };
+    Ok(AdminReply::LogFilter {
+        node: ctx.node_id().to_owned(),
+        filter,
+    })
 }
 
 /// `Agents`, `ProbeAgents`, `SetAgentEnabled`: this node's agent registry.

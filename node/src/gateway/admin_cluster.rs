@@ -195,3 +195,43 @@ pub async fn drain_progress(
         unreachable,
     )))
 }
+
+/// `LogFilter` for another member: asked of it over the peer API.
+pub async fn log_filter_on(
+    ctx: &NodeContext,
+    node: String,
+    filter: Option<String>,
+) -> Result<AdminReply, WireError> {
+    checked_node(&node)?;
+    let view = ctx.membership.watch().borrow().clone();
+    let Some(member) = drain::member_named(&view, &node) else {
+        return Err(unknown_node(ctx, &node));
+    };
+    if member.liveness == Liveness::Down {
+        return Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!("{node} is down in gossip; retry when it is back"),
+        ));
+    }
+    let request = PeerRequest::Admin {
+        request: AdminRequest::LogFilter { node: None, filter },
+    };
+    let timeout = Duration::from_millis(MEMBER_TIMEOUT_MS);
+    match ctx
+        .cluster
+        .peers
+        .call_on::<Result<AdminReply, WireError>>(
+            PeerLane::Forward,
+            member.meta.addr,
+            &request,
+            timeout,
+        )
+        .await
+    {
+        Ok(answer) => answer,
+        Err(e) => Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!("cannot reach {node}: {e}; retry"),
+        )),
+    }
+}
