@@ -3,8 +3,8 @@
 use crate::connection::{Link, REQUEST_TIMEOUT_MS, Target, open_request, quic_config};
 use crate::{ClientError, Profile};
 use shoal_protocol::admin::{
-    ActorInfo, AdminReply, AdminRequest, AgentInfo, DrainProgress, Fault, FollowerInfo, MemberInfo,
-    NodeStatus, ShardInfo,
+    ActorInfo, AdminReply, AdminRequest, AgentInfo, ClusterActorInfo, DrainProgress, Fault,
+    FollowerInfo, MemberInfo, NodeStatus, ShardInfo,
 };
 use shoal_protocol::{ALPN_ADMIN, ConversationId, UserId, WireError};
 use std::time::Duration;
@@ -88,7 +88,36 @@ impl AdminClient {
         }
     }
 
-    /// Passivates a conversation's actors now; `true` when they were active.
+    /// Every live member's actors, the members that did not answer (with why), and
+    /// whether a member listed only its first
+    /// [`shoal_protocol::admin::ACTORS_PER_MEMBER_MAX`].
+    pub async fn cluster_actors(
+        &self,
+    ) -> Result<(Vec<ClusterActorInfo>, Vec<String>, bool), ClientError> {
+        match self.call(AdminRequest::ClusterActors, true).await? {
+            AdminReply::ClusterActors {
+                actors,
+                unreachable,
+                truncated,
+            } => Ok((actors, unreachable, truncated)),
+            other => Err(unexpected("ClusterActors", &other)),
+        }
+    }
+
+    /// Cancels a conversation's running turn wherever it is hosted; `true` when one was
+    /// running.
+    pub async fn cancel_turn(&self, conversation: ConversationId) -> Result<bool, ClientError> {
+        match self
+            .call(AdminRequest::CancelTurn { conversation }, true)
+            .await?
+        {
+            AdminReply::TurnCancelled { was_running } => Ok(was_running),
+            other => Err(unexpected("TurnCancelled", &other)),
+        }
+    }
+
+    /// Passivates a conversation's actors now, wherever they are hosted; `true` when they
+    /// were active.
     pub async fn evict(&self, conversation: ConversationId) -> Result<bool, ClientError> {
         match self
             .call(AdminRequest::EvictActor { conversation }, true)
@@ -315,6 +344,8 @@ fn unexpected(expected: &str, got: &AdminReply) -> ClientError {
         AdminReply::Undrained { .. } => "Undrained",
         AdminReply::DrainProgress(_) => "DrainProgress",
         AdminReply::LogFilter { .. } => "LogFilter",
+        AdminReply::ClusterActors { .. } => "ClusterActors",
+        AdminReply::TurnCancelled { .. } => "TurnCancelled",
     };
     ClientError::Protocol(format!("expected a `{expected}` admin reply, got `{got}`"))
 }

@@ -3,7 +3,7 @@
 //! admin API (needs the profile's admin token).
 
 use crate::json::{actor_json, follower_json, member_json, shard_json, status_json};
-use crate::render::{members_table, shards_summary, shards_table};
+use crate::render::{actors_table, members_table, shards_summary, shards_table};
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::Value;
@@ -24,9 +24,11 @@ pub(crate) enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Actors running on the node.
+    /// Actors on every live member: a table NODE KIND STATE FOLLOWERS KEY, by node; a
+    /// member that did not answer is named on stderr (the listing goes on).
     Actors {
-        /// Print one JSON object per actor per line.
+        /// Print one JSON object per actor per line (node, kind, key, state, followers,
+        /// mailbox: null, as the actor runtime does not tell).
         #[arg(long)]
         json: bool,
     },
@@ -39,8 +41,15 @@ pub(crate) enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Passivate a conversation's actors now (its agent process is stopped).
+    /// Passivate a conversation's actors now (its agent process is stopped), on whichever
+    /// node hosts it.
     Evict {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+    },
+    /// Cancel a conversation's running turn, on whichever node hosts it (it ends as
+    /// cancelled, keeping what it streamed).
+    Cancel {
         /// The conversation id (`c-…`).
         id: ConversationId,
     },
@@ -198,12 +207,25 @@ async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<V
             }
         }
         AdminCommand::Actors { json } => {
-            for actor in admin.actors().await? {
-                lines.push(if json {
-                    actor_json(&actor).to_string()
-                } else {
-                    format!("{:<14} {:<9} {}", actor.kind, actor.state, actor.key)
-                });
+            let (actors, unreachable, truncated) = admin.cluster_actors().await?;
+            if json {
+                lines.extend(actors.iter().map(|a| actor_json(a).to_string()));
+            } else {
+                lines.extend(actors_table(&actors));
+            }
+            let mut err = io::stderr().lock();
+            for member in &unreachable {
+                let _ = writeln!(
+                    err,
+                    "warning: no answer from {member}; its actors are not listed"
+                );
+            }
+            if truncated {
+                let _ = writeln!(
+                    err,
+                    "warning: a member has more than {} actors; only its first are listed",
+                    shoal_protocol::admin::ACTORS_PER_MEMBER_MAX
+                );
             }
         }
         AdminCommand::Followers { conversation, json } => {
@@ -228,6 +250,13 @@ async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<V
                 format!("evicted {id}")
             } else {
                 format!("{id} was not active")
+            });
+        }
+        AdminCommand::Cancel { id } => {
+            lines.push(if admin.cancel_turn(id).await? {
+                format!("cancelled the running turn of {id}")
+            } else {
+                format!("{id} has no running turn")
             });
         }
         AdminCommand::Token { user, ttl_secs } => {

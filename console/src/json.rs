@@ -9,7 +9,7 @@
 //! leader or applied index is `null`.
 
 use serde_json::{Map, Value, json};
-use shoal_protocol::admin::{ActorInfo, FollowerInfo, MemberInfo, NodeStatus, ShardInfo};
+use shoal_protocol::admin::{ClusterActorInfo, FollowerInfo, MemberInfo, NodeStatus, ShardInfo};
 use shoal_protocol::client::{ConversationDetail, ConversationSummary};
 use shoal_protocol::transcript::{
     Event, EventFrame, Message, MessageStatus, Part, PermissionOption, PlanEntry, Role, Snapshot,
@@ -182,9 +182,16 @@ pub(crate) fn status_json(status: &NodeStatus) -> Value {
     })
 }
 
-/// One running actor.
-pub(crate) fn actor_json(actor: &ActorInfo) -> Value {
-    json!({ "kind": actor.kind, "key": actor.key, "state": actor.state })
+/// One running actor somewhere in the cluster; `mailbox` is `null` when unknown.
+pub(crate) fn actor_json(actor: &ClusterActorInfo) -> Value {
+    json!({
+        "node": actor.node,
+        "kind": actor.kind,
+        "key": actor.key,
+        "state": actor.state,
+        "followers": actor.followers,
+        "mailbox": actor.mailbox,
+    })
 }
 
 /// One attached follower.

@@ -1,7 +1,7 @@
 //! Human-readable output: transcripts, event lines, conversation lists, cluster tables.
 
 use crate::json::{role_str, status_str, tool_status_str};
-use shoal_protocol::admin::{MemberInfo, ShardInfo};
+use shoal_protocol::admin::{ClusterActorInfo, MemberInfo, ShardInfo};
 use shoal_protocol::client::{ConversationDetail, ConversationSummary};
 use shoal_protocol::transcript::{Event, Message, MessageStatus, Part, Role, Snapshot};
 use std::collections::BTreeMap;
@@ -346,6 +346,30 @@ pub(crate) fn members_table(members: &[MemberInfo]) -> Vec<String> {
                 member.leaders.to_string(),
                 cell(&member.version),
                 if member.draining { "draining" } else { "" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+/// `NODE KIND STATE FOLLOWERS KEY`, one row per actor in the given order.
+pub(crate) fn actors_table(actors: &[ClusterActorInfo]) -> Vec<String> {
+    let header = [
+        ("NODE", Align::Left),
+        ("KIND", Align::Left),
+        ("STATE", Align::Left),
+        ("FOLLOWERS", Align::Right),
+        ("KEY", Align::Left),
+    ];
+    let rows: Vec<Vec<String>> = actors
+        .iter()
+        .map(|a| {
+            vec![
+                cell(&a.node),
+                cell(&a.kind),
+                cell(&a.state),
+                a.followers.to_string(),
+                cell(&a.key),
             ]
         })
         .collect();

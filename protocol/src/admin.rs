@@ -18,7 +18,8 @@ pub enum AdminRequest {
         /// Restrict to this conversation.
         conversation: Option<ConversationId>,
     },
-    /// Passivate a conversation's actors now (its agent process is stopped).
+    /// Passivate a conversation's actors now (its agent process is stopped), on whichever
+    /// node hosts it.
     EvictActor {
         /// The conversation.
         conversation: ConversationId,
@@ -85,6 +86,15 @@ pub enum AdminRequest {
         node: Option<String>,
         /// The new filter; `None`: only read it.
         filter: Option<String>,
+    },
+    /// Every live member's actors ([`ClusterActorInfo`]); a member that does not answer
+    /// is reported in the reply, not an error.
+    ClusterActors,
+    /// Cancel a conversation's running turn, on whichever node hosts it (as its owner's
+    /// cancel: the turn ends as cancelled with what it streamed).
+    CancelTurn {
+        /// The conversation.
+        conversation: ConversationId,
     },
 }
 
@@ -309,6 +319,41 @@ pub enum AdminReply {
         /// Its filter.
         filter: String,
     },
+    /// `ClusterActors`.
+    ClusterActors {
+        /// The actors, by node then kind then key.
+        actors: Vec<ClusterActorInfo>,
+        /// Members that did not answer, with why (`n3: down in gossip`).
+        unreachable: Vec<String>,
+        /// Some member had more than [`ACTORS_PER_MEMBER_MAX`] actors: not all are listed.
+        truncated: bool,
+    },
+    /// `CancelTurn`.
+    TurnCancelled {
+        /// Whether a turn was running (it ends as cancelled).
+        was_running: bool,
+    },
+}
+
+/// Most actors one member lists in [`AdminReply::ClusterActors`].
+pub const ACTORS_PER_MEMBER_MAX: usize = 5_000;
+
+/// One actor somewhere in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterActorInfo {
+    /// The node hosting it.
+    pub node: String,
+    /// `conversation` or `agent_session`.
+    pub kind: String,
+    /// The key (a conversation id).
+    pub key: String,
+    /// Short state, as [`ActorInfo::state`].
+    pub state: String,
+    /// Followers attached to it (conversations; 0 for other kinds).
+    pub followers: u32,
+    /// Messages waiting in its mailbox, when the actor runtime tells (ractor 0.16 does
+    /// not: `None`).
+    pub mailbox: Option<u64>,
 }
 
 /// How far a node's drain has come ([`AdminRequest::DrainProgress`]).

@@ -274,6 +274,12 @@ pub enum ConversationMsg {
         /// The conversation after it (`None`: deleted).
         reply: RpcReplyPort<Result<Option<ConversationSummary>, WireError>>,
     },
+    /// Cancel the running turn for an admin (`shoalctl admin cancel`): as the owner's
+    /// cancel, without a caller to authorize.
+    AdminCancel {
+        /// Whether a turn was running (or about to start).
+        reply: RpcReplyPort<bool>,
+    },
 }
 
 /// What a conversation whose shard moves off this node waits for.
@@ -752,6 +758,13 @@ impl Actor for ConversationActor {
                 Some(moving) if go => moving.held = false,
                 _ => state.moving = None,
             },
+            ConversationMsg::AdminCancel { reply } => {
+                let running = turn::request_cancel(state);
+                if running {
+                    tracing::warn!(conversation = %state.record.id, "turn cancelled by an admin");
+                }
+                let _ = reply.send(running);
+            }
         }
         if let Some(reason) = state.defunct.take() {
             myself.stop(Some(reason));

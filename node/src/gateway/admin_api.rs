@@ -9,7 +9,10 @@ use crate::cluster::membership::Liveness;
 use crate::context::{Metrics, NodeContext};
 use crate::security::tokens::Scope;
 use ractor::{ActorRef, rpc::CallResult};
-use shoal_protocol::admin::{AGENT_ID_BYTES_MAX, AdminReply, AdminRequest, NodeStatus};
+use shoal_protocol::admin::{
+    ACTORS_PER_MEMBER_MAX, AGENT_ID_BYTES_MAX, AdminReply, AdminRequest, ClusterActorInfo,
+    NodeStatus,
+};
 use shoal_protocol::client::RequestEnvelope;
 use shoal_protocol::{ErrorCode, WireError};
 use std::sync::Arc;
@@ -119,6 +122,10 @@ async fn handle(
             node: Some(node),
             filter,
         } if node != ctx.node_id() => admin_cluster::log_filter_on(ctx, node, filter).await,
+        AdminRequest::ClusterActors => Ok(admin_cluster::cluster_actors(ctx, host).await),
+        request @ (AdminRequest::EvictActor { .. } | AdminRequest::CancelTurn { .. }) => {
+            admin_cluster::on_conversation_host(ctx, host, request).await
+        }
         request => local(request, ctx, host).await,
     }
 }
@@ -134,6 +141,9 @@ pub fn served_for_peers(request: &AdminRequest) -> bool {
             | AdminRequest::ListActors
             | AdminRequest::ListFollowers { .. }
             | AdminRequest::LogFilter { node: None, .. }
+            | AdminRequest::ClusterActors
+            | AdminRequest::EvictActor { .. }
+            | AdminRequest::CancelTurn { .. }
     )
 }
 
@@ -232,9 +242,82 @@ pub(super) async fn local(
             ctx,
         ))),
         AdminRequest::LogFilter { filter, .. } => log_filter(ctx, filter),
+        AdminRequest::ClusterActors => local_actors(ctx, host).await,
+        AdminRequest::CancelTurn { conversation } => cancel_turn(host, conversation).await,
         request @ (AdminRequest::Agents
         | AdminRequest::ProbeAgents { .. }
         | AdminRequest::SetAgentEnabled { .. }) => agents(ctx, request).await,
+    }
+}
+
+/// This node's part of `ClusterActors`: its actors with their follower counts, at most
+/// [`ACTORS_PER_MEMBER_MAX`].
+async fn local_actors(
+    ctx: &NodeContext,
+    host: &ActorRef<ShardHostMsg>,
+) -> Result<AdminReply, WireError> {
+    let (actors, followers) = describe_all(host).await?;
+    let mut per_conversation = std::collections::HashMap::<String, u32>::new();
+    for f in &followers {
+        *per_conversation
+            .entry(f.conversation.to_string())
+            .or_default() += 1;
+    }
+    let truncated = actors.len() > ACTORS_PER_MEMBER_MAX;
+    let actors = actors
+        .into_iter()
+        .take(ACTORS_PER_MEMBER_MAX)
+        .map(|a| ClusterActorInfo {
+            node: ctx.node_id().to_owned(),
+            followers: if a.kind == "conversation" {
+                per_conversation.get(&a.key).copied().unwrap_or(0)
+            } else {
+                0
+            },
+            kind: a.kind,
+            key: a.key,
+            state: a.state,
+            mailbox: None,
+        })
+        .collect();
+    Ok(AdminReply::ClusterActors {
+        actors,
+        unreachable: Vec::new(),
+        truncated,
+    })
+}
+
+/// `CancelTurn` on this node: the conversation's actor, if active here, cancels its turn.
+async fn cancel_turn(
+    host: &ActorRef<ShardHostMsg>,
+    conversation: shoal_protocol::ConversationId,
+) -> Result<AdminReply, WireError> {
+    let Some((_, actor)) = active(host)
+        .await?
+        .into_iter()
+        .find(|(id, _)| *id == conversation)
+    else {
+        // No actor, no turn: a turn runs only inside its conversation's actor.
+        return Ok(AdminReply::TurnCancelled { was_running: false });
+    };
+    match actor
+        .call(
+            |reply| ConversationMsg::AdminCancel { reply },
+            Some(Duration::from_millis(ADMIN_CALL_TIMEOUT_MS)),
+        )
+        .await
+    {
+        Ok(CallResult::Success(was_running)) => Ok(AdminReply::TurnCancelled { was_running }),
+        // Stopped meanwhile: its turn ended with it.
+        Ok(CallResult::SenderError) | Err(_) => {
+            Ok(AdminReply::TurnCancelled { was_running: false })
+        }
+        Ok(CallResult::Timeout) => Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the actor of {conversation} did not answer within {ADMIN_CALL_TIMEOUT_MS} ms; retry"
+            ),
+        )),
     }
 }
 

@@ -7,6 +7,7 @@
 
 use super::admin_api;
 use crate::actors::shard_host::ShardHostMsg;
+use crate::cluster::Route;
 use crate::cluster::drain;
 use crate::cluster::membership::Liveness;
 use crate::context::NodeContext;
@@ -24,8 +25,9 @@ pub const NODE_NAME_BYTES_MAX: usize = 64;
 /// One member's answer to a fanned-out request: its name and its reply, or why not.
 pub type MemberAnswer = (String, Result<AdminReply, String>);
 
-/// Asks every alive member (this node answers itself) for its part of `request`, all at
-/// once, each bounded by [`MEMBER_TIMEOUT_MS`]. Members in name order.
+/// Asks every member (this node answers itself) for its part of `request`, all at once,
+/// each bounded by [`MEMBER_TIMEOUT_MS`]; a member down in gossip is not asked and
+/// answers `Err("down in gossip")`. Members in name order.
 pub async fn gather(
     ctx: &NodeContext,
     host: &ActorRef<ShardHostMsg>,
@@ -33,7 +35,9 @@ pub async fn gather(
 ) -> Vec<MemberAnswer> {
     let view = ctx.membership.watch().borrow().clone();
     let timeout = Duration::from_millis(MEMBER_TIMEOUT_MS);
-    let mut names: Vec<(String, Option<std::net::SocketAddr>)> = Vec::new();
+    // Each name once, in its current identity: this node answers itself, an alive or
+    // suspect member is asked, a down one is reported without a call.
+    let mut names: Vec<(String, Option<Result<std::net::SocketAddr, String>>)> = Vec::new();
     for m in &view.members {
         if m.meta.name.is_empty() || names.iter().any(|(n, _)| *n == m.meta.name) {
             continue;
@@ -41,18 +45,22 @@ pub async fn gather(
         let Some(current) = drain::member_named(&view, &m.meta.name) else {
             continue;
         };
-        if current.meta.name == ctx.node_id() {
-            names.push((current.meta.name.clone(), None));
-        } else if current.liveness == Liveness::Alive {
-            names.push((current.meta.name.clone(), Some(current.meta.addr)));
-        }
+        let target = if current.meta.name == ctx.node_id() {
+            None
+        } else if current.liveness == Liveness::Down {
+            Some(Err("down in gossip".to_owned()))
+        } else {
+            Some(Ok(current.meta.addr))
+        };
+        names.push((current.meta.name.clone(), target));
     }
-    let calls = names.into_iter().map(|(name, addr)| async move {
-        let answer = match addr {
+    let calls = names.into_iter().map(|(name, target)| async move {
+        let answer = match target {
             None => admin_api::local(request.clone(), ctx, host)
                 .await
                 .map_err(|e| e.message),
-            Some(addr) => {
+            Some(Err(why)) => Err(why),
+            Some(Ok(addr)) => {
                 let peer_request = PeerRequest::Admin {
                     request: request.clone(),
                 };
@@ -232,6 +240,98 @@ pub async fn log_filter_on(
         Err(e) => Err(WireError::new(
             ErrorCode::Unavailable,
             format!("cannot reach {node}: {e}; retry"),
+        )),
+    }
+}
+
+/// `ClusterActors`: every member's actors, by node, kind and key; members that did not
+/// answer are listed with why.
+pub async fn cluster_actors(ctx: &NodeContext, host: &ActorRef<ShardHostMsg>) -> AdminReply {
+    let mut actors = Vec::new();
+    let mut unreachable = Vec::new();
+    let mut truncated = false;
+    for (name, answer) in gather(ctx, host, &AdminRequest::ClusterActors).await {
+        match answer {
+            Ok(AdminReply::ClusterActors {
+                actors: theirs,
+                truncated: cut,
+                ..
+            }) => {
+                // A member answers for itself only.
+                actors.extend(theirs.into_iter().filter(|a| a.node == name));
+                truncated |= cut;
+            }
+            Ok(_) => unreachable.push(format!("{name}: an unexpected reply")),
+            Err(e) => unreachable.push(format!("{name}: {e}")),
+        }
+    }
+    actors.sort_by(|a, b| (&a.node, &a.kind, &a.key).cmp(&(&b.node, &b.kind, &b.key)));
+    AdminReply::ClusterActors {
+        actors,
+        unreachable,
+        truncated,
+    }
+}
+
+/// `EvictActor`, `CancelTurn`: carried out by the node that hosts the conversation's
+/// shard now (this one, or its leader, asked over the peer API).
+pub async fn on_conversation_host(
+    ctx: &NodeContext,
+    host: &ActorRef<ShardHostMsg>,
+    request: AdminRequest,
+) -> Result<AdminReply, WireError> {
+    let conversation = match &request {
+        AdminRequest::EvictActor { conversation } | AdminRequest::CancelTurn { conversation } => {
+            *conversation
+        }
+        _ => {
+            return Err(WireError::invalid("request", "not a conversation request"));
+        }
+    };
+    let shard = conversation.shard;
+    if shard.0 >= ctx.cluster.shard_count() {
+        return Err(WireError::invalid(
+            "conversation",
+            format!(
+                "{conversation} names shard {shard}, but the cluster has shards 0 to {}; check the id",
+                ctx.cluster.shard_count().saturating_sub(1)
+            ),
+        ));
+    }
+    match ctx.cluster.route(shard) {
+        Route::Local => admin_api::local(request, ctx, host).await,
+        Route::Remote(leader) => {
+            let addr: std::net::SocketAddr = leader.addr.parse().map_err(|e| {
+                ctx.internal_error("leader address", format!("{}: {e}", leader.addr))
+            })?;
+            let peer_request = PeerRequest::Admin { request };
+            let timeout = Duration::from_millis(MEMBER_TIMEOUT_MS);
+            match ctx
+                .cluster
+                .peers
+                .call_on::<Result<AdminReply, WireError>>(
+                    PeerLane::Forward,
+                    addr,
+                    &peer_request,
+                    timeout,
+                )
+                .await
+            {
+                Ok(answer) => answer,
+                Err(e) => Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "cannot reach {}, which hosts shard {shard}: {e}; retry",
+                        leader.name
+                    ),
+                )),
+            }
+        }
+        Route::Unavailable => Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "shard {shard} has no host right now (an election or a move); retry in a moment"
+            ),
         )),
     }
 }

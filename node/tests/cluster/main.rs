@@ -2,6 +2,7 @@
 //! certificates, Raft per shard, gossip over QUIC datagrams. Faults are real: kill -9,
 //! SIGSTOP (a leader cut off from its peers), a deleted store.
 //!
+//! * `admin`: actors listed cluster-wide, turns cancelled and actors evicted anywhere;
 //! * `harness`: the cluster and the waits the tests share;
 //! * `faults`: kill -9, partitions, pauses, stalled disks, lost stores, oversized turns;
 //! * `moves`: leadership moves, drain, SIGTERM;
@@ -11,6 +12,7 @@
 //! * `telemetry`: one trace across two nodes in a real OTLP receiver;
 //! * `workspace`: the workspace and the agent's memory follow a failover.
 
+mod admin;
 #[path = "../common/mod.rs"]
 mod common;
 mod faults;
