@@ -3,8 +3,8 @@
 use crate::connection::{Link, REQUEST_TIMEOUT_MS, Target, open_request, quic_config};
 use crate::{ClientError, Profile};
 use shoal_protocol::admin::{
-    ActorInfo, AdminReply, AdminRequest, AgentInfo, ClusterActorInfo, DrainProgress, Fault,
-    FollowerInfo, MemberInfo, NodeStatus, ShardInfo,
+    ActorInfo, AdminReply, AdminRequest, AgentInfo, ClusterActorInfo, ClusterEvent, DrainProgress,
+    Fault, FollowerInfo, MemberInfo, NodeStatus, ShardInfo,
 };
 use shoal_protocol::{ALPN_ADMIN, ConversationId, UserId, WireError};
 use std::time::Duration;
@@ -101,6 +101,25 @@ impl AdminClient {
                 truncated,
             } => Ok((actors, unreachable, truncated)),
             other => Err(unexpected("ClusterActors", &other)),
+        }
+    }
+
+    /// Recent cluster events from every member, merged by time, oldest first: the newest
+    /// `limit` recorded after `after_ms`; and the members that did not answer.
+    pub async fn events(
+        &self,
+        after_ms: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<ClusterEvent>, Vec<String>), ClientError> {
+        match self
+            .call(AdminRequest::Events { after_ms, limit }, true)
+            .await?
+        {
+            AdminReply::Events {
+                events,
+                unreachable,
+            } => Ok((events, unreachable)),
+            other => Err(unexpected("Events", &other)),
         }
     }
 
@@ -346,6 +365,7 @@ fn unexpected(expected: &str, got: &AdminReply) -> ClientError {
         AdminReply::LogFilter { .. } => "LogFilter",
         AdminReply::ClusterActors { .. } => "ClusterActors",
         AdminReply::TurnCancelled { .. } => "TurnCancelled",
+        AdminReply::Events { .. } => "Events",
     };
     ClientError::Protocol(format!("expected a `{expected}` admin reply, got `{got}`"))
 }

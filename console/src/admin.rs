@@ -47,6 +47,12 @@ pub(crate) enum AdminCommand {
         /// The conversation id (`c-…`).
         id: ConversationId,
     },
+    /// The cluster's recent events from every member, oldest first: joins, suspicions,
+    /// deaths, leaderships won and lost, placement changes, drains, new stores.
+    ///
+    /// Prints `HH:MM:SS.mmm  NODE  KIND  DETAIL` (UTC; each node's own clock), NODE being
+    /// the node that saw it.
+    Events(crate::events::EventsArgs),
     /// Cancel a conversation's running turn, on whichever node hosts it (it ends as
     /// cancelled, keeping what it streamed).
     Cancel {
@@ -270,6 +276,7 @@ async fn execute(admin: &AdminClient, command: AdminCommand) -> anyhow::Result<V
                 format!("{node}: log filter `{filter}`")
             });
         }
+        AdminCommand::Events(args) => lines = crate::events::run(admin, args).await?,
         AdminCommand::Drain(args) => lines = crate::drain::drain(admin, args).await?,
         AdminCommand::Undrain(args) => lines = crate::drain::undrain(admin, args).await?,
     }

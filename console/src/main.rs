@@ -14,6 +14,7 @@
 //!   drain`, built on the admin client.
 //! * `drain`: `shoalctl drain | undrain` (also under `admin`): the drain with its progress
 //!   bar.
+//! * `events`: `shoalctl admin events [--follow]`: the cluster's recent events.
 //! * `agents`: `shoalctl agents [probe [ID] | enable ID | disable ID]`: the node's agent
 //!   registry (admin client).
 //! * `json`: the JSON shapes of `--json` output (events, messages, conversations, status,
@@ -31,6 +32,7 @@ mod conv;
 mod conv_history;
 mod creds;
 mod drain;
+mod events;
 mod json;
 mod lookup;
 mod render;
@@ -107,8 +109,8 @@ enum Command {
     /// A live view of the cluster in the terminal (needs the admin token).
     ///
     /// Views: 1 Nodes (members and this node's counters), 2 Shards (the shard map by leader
-    /// and the shard table), 3 Actors (this node's actors); an events pane shows what
-    /// changed between refreshes. Keys: 1 2 3 or Tab switch views, arrows PgUp PgDn Home
+    /// and the shard table), 3 Actors (this node's actors); an events pane shows the
+    /// cluster's events as its members recorded them (as `admin events`). Keys: 1 2 3 or Tab switch views, arrows PgUp PgDn Home
     /// End scroll, q Esc or Ctrl-C quit.
     Top(top::TopArgs),
 }

@@ -1,13 +1,15 @@
 //! `shoalctl top`: a live terminal UI of the cluster, as one node's admin API sees it.
 //!
-//! * `app`: the state without I/O (snapshot, view, scroll, events diffed between
-//!   refreshes) and its key handling.
+//! * `app`: the state without I/O (snapshot, view, scroll, the cluster's events) and its
+//!   key handling.
 //! * `draw`: the screen, drawn from the state.
 //! * this file: the terminal (raw mode, alternate screen, restored on every exit path,
 //!   panics included), a thread reading keys, the refresh timer and the admin client.
 
 mod app;
 mod draw;
+
+pub(crate) use app::clock_time;
 
 use anyhow::{Context, anyhow, bail};
 use app::{Action, App, Snapshot};
@@ -30,14 +32,16 @@ use tokio::task::JoinHandle;
 
 /// Refresh interval unless `--interval-ms` says otherwise.
 const INTERVAL_MS_DEFAULT: u64 = 1000;
-/// Shortest refresh interval: each refresh is four admin requests.
+/// Shortest refresh interval: each refresh is five admin requests.
 const INTERVAL_MS_MIN: u64 = 200;
 /// Longest refresh interval.
 const INTERVAL_MS_MAX: u64 = 60_000;
-/// Longest wait for one refresh (four admin requests), so that a node that stopped
+/// Longest wait for one refresh (five admin requests), so that a node that stopped
 /// answering shows up in the header within seconds rather than after the client's
 /// request timeout.
 const REFRESH_TIMEOUT_MS: u64 = 5_000;
+/// Most cluster events one refresh asks for (the pane keeps fewer).
+const EVENTS_PER_REFRESH_MAX: u32 = app::EVENTS_MAX as u32;
 /// Terminal events queued between the input thread and the loop.
 const INPUT_EVENTS_MAX: usize = 64;
 /// How often the input thread checks whether `top` is ending.
@@ -159,7 +163,7 @@ async fn event_loop(
                 _ = hangup.recv() => return Ok(()),
                 _ = ticker.tick() => {
                     if refresh.is_none() {
-                        refresh = Some(tokio::spawn(fetch(admin.clone())));
+                        refresh = Some(tokio::spawn(fetch(admin.clone(), app.events_after_ms())));
                     }
                 }
                 done = async { refresh.as_mut().expect("guarded by the select condition").await },
@@ -228,17 +232,19 @@ fn read_input(events: &mpsc::Sender<io::Result<Event>>, stop: &AtomicBool) {
     }
 }
 
-/// One refresh: the answering node's status, members, shards and actors.
-async fn fetch(admin: Arc<AdminClient>) -> Result<Snapshot, String> {
+/// One refresh: the answering node's status, members, shards and actors, and the
+/// cluster's events recorded after `events_after_ms`.
+async fn fetch(admin: Arc<AdminClient>, events_after_ms: Option<u64>) -> Result<Snapshot, String> {
     let requests = async {
         tokio::try_join!(
             admin.status(),
             admin.members(),
             admin.shards(),
-            admin.actors()
+            admin.actors(),
+            admin.events(events_after_ms, EVENTS_PER_REFRESH_MAX),
         )
     };
-    let (status, members, shards, actors) = tokio::time::timeout(
+    let (status, members, shards, actors, (events, _unreachable)) = tokio::time::timeout(
         Duration::from_millis(REFRESH_TIMEOUT_MS),
         requests,
     )
@@ -254,6 +260,7 @@ async fn fetch(admin: Arc<AdminClient>) -> Result<Snapshot, String> {
         members,
         shards,
         actors,
+        events,
     })
 }
 

@@ -684,3 +684,111 @@ async fn drain_waits_until_the_node_is_empty() -> Result<()> {
     })
     .await
 }
+
+fn cluster_event(
+    at_ms: u64,
+    node: &str,
+    seq: u64,
+    detail: &str,
+) -> shoal_protocol::admin::ClusterEvent {
+    shoal_protocol::admin::ClusterEvent {
+        at_ms,
+        node: node.to_owned(),
+        seq,
+        kind: "down".to_owned(),
+        detail: detail.to_owned(),
+    }
+}
+
+/// `admin events` prints the merged events; `--follow` asks again from a little before
+/// the newest it printed and prints only what is new; a member that did not answer is a
+/// warning on stderr, not a failure.
+#[tokio::test]
+async fn events_print_once_and_follow_asks_from_the_newest() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let profile = write_profile(&dir, &pki, node.addr)?;
+        let first = cluster_event(3_723_004, "n1", 7, "n3 is down");
+        let later = cluster_event(3_724_000, "n2", 2, "n3 is down");
+
+        let child = spawn(&profile, &["admin", "events", "--limit", "5"])?;
+        let request = node.next("events").await?;
+        ensure!(
+            *request.admin()? == AdminRequest::Events { after_ms: None, limit: 5 },
+            "{:?}",
+            request.body
+        );
+        request
+            .admin_reply(Ok(AdminReply::Events {
+                events: vec![first.clone()],
+                unreachable: vec!["n3: down in gossip".to_owned()],
+            }))
+            .await?;
+        let output = finish(child).await?;
+        ensure!(output.status.success(), "exit {}", output.status);
+        ensure!(
+            text(&output.stdout) == "01:02:03.004  n1       down      n3 is down\n",
+            "{}",
+            text(&output.stdout)
+        );
+        ensure!(
+            text(&output.stderr)
+                == "warning: no answer from n3: down in gossip; its events are missing\n",
+            "{}",
+            text(&output.stderr)
+        );
+
+        let mut child = spawn(&profile, &["admin", "events", "--follow", "--json"])?;
+        answer(
+            &mut node,
+            AdminRequest::Events { after_ms: None, limit: 50 },
+            AdminReply::Events {
+                events: vec![first.clone()],
+                unreachable: Vec::new(),
+            },
+        )
+        .await?;
+        // The overlap brings `first` again: printed once.
+        answer(
+            &mut node,
+            AdminRequest::Events {
+                after_ms: Some(3_723_004 - 5_000),
+                limit: 1_000,
+            },
+            AdminReply::Events {
+                events: vec![first.clone(), later.clone()],
+                unreachable: Vec::new(),
+            },
+        )
+        .await?;
+        // The third request shows the second answer was handled.
+        let third = node.next("the third events request").await?;
+        ensure!(
+            *third.admin()?
+                == AdminRequest::Events {
+                    after_ms: Some(3_724_000 - 5_000),
+                    limit: 1_000
+                },
+            "{:?}",
+            third.body
+        );
+        child.start_kill()?;
+        let output = finish(child).await?;
+        let lines: Vec<Value> = text(&output.stdout)
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        ensure!(
+            lines
+                == vec![
+                    json!({"at_ms": 3_723_004, "node": "n1", "seq": 7, "kind": "down", "detail": "n3 is down"}),
+                    json!({"at_ms": 3_724_000, "node": "n2", "seq": 2, "kind": "down", "detail": "n3 is down"}),
+                ],
+            "{lines:?}"
+        );
+        Ok(())
+    })
+    .await
+}

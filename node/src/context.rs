@@ -103,9 +103,17 @@ pub struct NodeContext {
     pub rng: std::sync::Mutex<rand::rngs::StdRng>,
     /// Wrong share-token counts and the grants-changed signal ([`crate::sharing`]).
     pub sharing: crate::sharing::Sharing,
+    /// Recent cluster events this node saw ([`crate::telemetry::events`]).
+    pub events: crate::telemetry::events::EventLog,
 }
 
 impl NodeContext {
+    /// Records a cluster event seen by this node, now.
+    pub fn event(&self, kind: crate::telemetry::events::EventKind, detail: String) {
+        self.events
+            .record(self.now_ms(), self.node_id(), kind, detail);
+    }
+
     /// The node's id.
     pub fn node_id(&self) -> &str {
         self.config.node.id.as_str()

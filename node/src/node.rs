@@ -199,6 +199,7 @@ impl Node {
         };
         // A drain outlives restarts (crate::cluster::drain): gossip it from the start.
         let draining = store.draining()?;
+        let initialized = cluster.initialized().await;
         if draining {
             tracing::warn!(
                 "this node is drained (an earlier `shoalctl drain`): it takes no shards; `shoalctl undrain {}` puts it back",
@@ -212,7 +213,7 @@ impl Node {
                 addr: advertise,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 leaders: 0,
-                initialized: cluster.initialized().await,
+                initialized,
                 draining,
             },
             config.cluster.seeds.clone(),
@@ -259,7 +260,20 @@ impl Node {
             rng: std::sync::Mutex::new(rng),
             shard_host: std::sync::OnceLock::new(),
             sharing: crate::sharing::Sharing::default(),
+            events: crate::telemetry::events::EventLog::default(),
         });
+        ctx.event(
+            crate::telemetry::events::EventKind::Start,
+            format!(
+                "started (store generation {:016x}{})",
+                ctx.store.generation(),
+                if initialized {
+                    ""
+                } else {
+                    ", no Raft state yet: shard leaders add it and seed it by snapshot"
+                }
+            ),
+        );
         let (host, _) = Actor::spawn(None, ShardHost, ctx.clone())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;

@@ -8,6 +8,7 @@
 //! OpenTelemetry layer is not installed: spans stay plain `tracing` spans, [`adopt`] and
 //! [`propagate`] do nothing, and nothing is exported.
 
+pub mod events;
 pub mod log_filter;
 pub mod prometheus;
 

@@ -96,6 +96,15 @@ pub enum AdminRequest {
         /// The conversation.
         conversation: ConversationId,
     },
+    /// Recent cluster events from every member, merged by time: the newest `limit` (at
+    /// most [`EVENTS_PER_ANSWER_MAX`]) recorded after `after_ms`.
+    Events {
+        /// Only events recorded after this time (ms since the Unix epoch, the recording
+        /// node's clock); `None`: the newest.
+        after_ms: Option<u64>,
+        /// How many at most.
+        limit: u32,
+    },
 }
 
 /// A fault a node injects into itself on request ([`AdminRequest::InjectFault`]).
@@ -333,6 +342,32 @@ pub enum AdminReply {
         /// Whether a turn was running (it ends as cancelled).
         was_running: bool,
     },
+    /// `Events`.
+    Events {
+        /// Oldest first.
+        events: Vec<ClusterEvent>,
+        /// Members that did not answer, with why.
+        unreachable: Vec<String>,
+    },
+}
+
+/// Most events one [`AdminReply::Events`] carries.
+pub const EVENTS_PER_ANSWER_MAX: u32 = 1_000;
+
+/// Something that happened in the cluster, as the node that saw it recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterEvent {
+    /// When (ms since the Unix epoch, the recording node's clock).
+    pub at_ms: u64,
+    /// The recording node.
+    pub node: String,
+    /// Its sequence number on that node (from 0 at each start).
+    pub seq: u64,
+    /// `start`, `join`, `suspect`, `down`, `alive`, `store`, `leader`, `follower`,
+    /// `placement`, `drain`, `undrain`.
+    pub kind: String,
+    /// What happened, in words (`n3 is down`, `leads shards 4 9`).
+    pub detail: String,
 }
 
 /// Most actors one member lists in [`AdminReply::ClusterActors`].

@@ -1,18 +1,23 @@
 //! The state of `shoalctl top`, without I/O: the last snapshot, the view, the scroll offset
-//! and the events derived by diffing one snapshot against the next. Time comes in as
-//! `now_ms` (ms since the Unix epoch); keys come in as crossterm key events.
+//! and the events pane (the cluster's own events, from every member's event ring, plus
+//! this console's refresh errors). Time comes in as `now_ms` (ms since the Unix epoch);
+//! keys come in as crossterm key events.
 
 use crate::render::{cell, safe_line};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use shoal_protocol::admin::{ActorInfo, MemberInfo, NodeStatus, ShardInfo};
-use std::collections::{BTreeMap, VecDeque};
+use shoal_protocol::admin::{ActorInfo, ClusterEvent, MemberInfo, NodeStatus, ShardInfo};
+use std::collections::{BTreeSet, VecDeque};
 
 /// Event lines kept for the events pane; older ones are dropped.
 pub(crate) const EVENTS_MAX: usize = 200;
 /// Rows moved by PgUp / PgDn.
 pub(crate) const PAGE_ROWS: usize = 10;
-/// Shard ids listed in one leader-change event line before `(+N more)`.
-const SHARDS_PER_EVENT_MAX: usize = 8;
+/// Each refresh asks for the cluster's events from this long before the newest one shown,
+/// so that one a node recorded a little earlier by its clock is not missed; those already
+/// shown are skipped.
+pub(crate) const EVENTS_OVERLAP_MS: u64 = 5_000;
+/// Longest event detail shown, in characters.
+const EVENT_CHARS_MAX: usize = 200;
 /// Longest error text kept for the header, in characters.
 const ERROR_CHARS_MAX: usize = 300;
 
@@ -27,6 +32,9 @@ pub(crate) struct Snapshot {
     pub(crate) shards: Vec<ShardInfo>,
     /// The actors running on it.
     pub(crate) actors: Vec<ActorInfo>,
+    /// The cluster's events since the cursor the refresh was asked with
+    /// ([`App::events_after_ms`]), oldest first.
+    pub(crate) events: Vec<ClusterEvent>,
 }
 
 /// The screen being shown.
@@ -91,6 +99,10 @@ pub(crate) struct App {
     pub(crate) scroll: usize,
     /// Timestamped event lines, oldest first, at most [`EVENTS_MAX`].
     pub(crate) events: VecDeque<String>,
+    /// The newest cluster event shown (ms since the Unix epoch, its node's clock).
+    newest_event_ms: Option<u64>,
+    /// Cluster events shown within [`EVENTS_OVERLAP_MS`] of the newest: (time, node, seq).
+    shown: BTreeSet<(u64, String, u64)>,
 }
 
 impl App {
@@ -104,7 +116,15 @@ impl App {
             view: View::Nodes,
             scroll: 0,
             events: VecDeque::new(),
+            newest_event_ms: None,
+            shown: BTreeSet::new(),
         }
+    }
+
+    /// What the next refresh asks the cluster's events from (`None`: the newest ones).
+    pub(crate) fn events_after_ms(&self) -> Option<u64> {
+        self.newest_event_ms
+            .map(|newest| newest.saturating_sub(EVENTS_OVERLAP_MS))
     }
 
     /// Handles one key press.
@@ -127,31 +147,47 @@ impl App {
         }
     }
 
-    /// Takes a new snapshot: derives events from what changed, clears any error.
+    /// Takes a new snapshot: shows the cluster events not shown yet, clears any error.
     pub(crate) fn on_snapshot(&mut self, mut snapshot: Snapshot, now_ms: u64) {
         snapshot.members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         snapshot.shards.sort_by_key(|shard| shard.shard);
         snapshot
             .actors
             .sort_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
-        let mut lines = Vec::new();
         if let Some(error) = self.error.take() {
-            lines.push(format!("refresh works again (it failed: {error})"));
+            self.push_event(now_ms, format!("refresh works again (it failed: {error})"));
         }
-        match &self.snapshot {
-            None => lines.push(format!(
-                "connected to {}: {} members, {} shards",
-                cell(&snapshot.status.node_id),
-                snapshot.members.len(),
-                snapshot.shards.len()
-            )),
-            Some(previous) => {
-                lines.extend(member_changes(&previous.members, &snapshot.members));
-                lines.extend(leader_changes(&previous.shards, &snapshot.shards));
+        if self.snapshot.is_none() {
+            self.push_event(
+                now_ms,
+                format!(
+                    "connected to {}: {} members, {} shards",
+                    cell(&snapshot.status.node_id),
+                    snapshot.members.len(),
+                    snapshot.shards.len()
+                ),
+            );
+        }
+        for event in std::mem::take(&mut snapshot.events) {
+            if !self
+                .shown
+                .insert((event.at_ms, event.node.clone(), event.seq))
+            {
+                continue;
             }
+            self.newest_event_ms = Some(self.newest_event_ms.unwrap_or(0).max(event.at_ms));
+            self.push_event(
+                event.at_ms,
+                format!(
+                    "{} {}: {}",
+                    cell(&event.node),
+                    cell(&event.kind),
+                    safe_line(&event.detail, EVENT_CHARS_MAX)
+                ),
+            );
         }
-        for line in lines {
-            self.push_event(now_ms, line);
+        if let Some(from) = self.events_after_ms() {
+            self.shown.retain(|(at, _, _)| *at >= from);
         }
         self.snapshot = Some(snapshot);
         self.refreshed_at_ms = Some(now_ms);
@@ -215,78 +251,6 @@ pub(crate) fn clock_time(ms: u64) -> String {
         secs / 60 % 60,
         secs % 60
     )
-}
-
-/// Members that joined, left, changed state or started or stopped draining.
-fn member_changes(before: &[MemberInfo], after: &[MemberInfo]) -> Vec<String> {
-    let before: BTreeMap<&str, &MemberInfo> =
-        before.iter().map(|m| (m.node_id.as_str(), m)).collect();
-    let after_map: BTreeMap<&str, &MemberInfo> =
-        after.iter().map(|m| (m.node_id.as_str(), m)).collect();
-    let mut lines = Vec::new();
-    for (id, new) in &after_map {
-        let name = cell(id);
-        let Some(old) = before.get(id) else {
-            lines.push(format!("{name} joined ({})", cell(&new.state)));
-            continue;
-        };
-        if old.state != new.state {
-            lines.push(format!(
-                "{name} is {} (was {})",
-                cell(&new.state),
-                cell(&old.state)
-            ));
-        }
-        if !old.draining && new.draining {
-            lines.push(format!("{name} started draining"));
-        } else if old.draining && !new.draining {
-            lines.push(format!("{name} stopped draining"));
-        }
-    }
-    for id in before.keys().filter(|id| !after_map.contains_key(*id)) {
-        lines.push(format!("{} left the member list", cell(id)));
-    }
-    lines
-}
-
-/// Leadership moves, one line per (old leader, new leader) pair.
-fn leader_changes(before: &[ShardInfo], after: &[ShardInfo]) -> Vec<String> {
-    let before: BTreeMap<u16, Option<&str>> = before
-        .iter()
-        .map(|s| (s.shard, s.leader.as_deref()))
-        .collect();
-    let mut moves: BTreeMap<(Option<&str>, Option<&str>), Vec<u16>> = BTreeMap::new();
-    for shard in after {
-        let new = shard.leader.as_deref();
-        if let Some(&old) = before.get(&shard.shard)
-            && old != new
-        {
-            moves.entry((old, new)).or_default().push(shard.shard);
-        }
-    }
-    let name = |leader: Option<&str>| leader.map_or_else(|| "none".to_owned(), cell);
-    let mut moves: Vec<_> = moves.into_iter().collect();
-    moves.sort_by_key(|(_, shards)| shards[0]);
-    moves
-        .into_iter()
-        .map(|((old, new), shards)| {
-            let noun = if shards.len() == 1 { "shard" } else { "shards" };
-            let mut ids: Vec<String> = shards
-                .iter()
-                .take(SHARDS_PER_EVENT_MAX)
-                .map(u16::to_string)
-                .collect();
-            if shards.len() > SHARDS_PER_EVENT_MAX {
-                ids.push(format!("(+{} more)", shards.len() - SHARDS_PER_EVENT_MAX));
-            }
-            format!(
-                "{noun} {}: leader {} -> {}",
-                ids.join(" "),
-                name(old),
-                name(new)
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -357,6 +321,23 @@ pub(crate) mod tests {
                     state: "live".into(),
                 },
             ],
+            events: Vec::new(),
+        }
+    }
+
+    pub(crate) fn event(
+        at_ms: u64,
+        node: &str,
+        seq: u64,
+        kind: &str,
+        detail: &str,
+    ) -> ClusterEvent {
+        ClusterEvent {
+            at_ms,
+            node: node.into(),
+            seq,
+            kind: kind.into(),
+            detail: detail.into(),
         }
     }
 
@@ -414,77 +395,62 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn snapshots_diff_into_timestamped_events() {
+    fn cluster_events_are_shown_once_with_their_own_time() {
         let mut app = App::new("n1", 1000);
-        app.on_snapshot(snapshot(), NOON_MS);
+        assert_eq!(
+            app.events_after_ms(),
+            None,
+            "the first refresh asks for the newest"
+        );
+        let mut first = snapshot();
+        first.events = vec![
+            event(NOON_MS - 2000, "n2", 4, "down", "n3 is down"),
+            event(NOON_MS - 1000, "n1", 9, "leader", "n1 leads shards 2 5 8"),
+        ];
+        app.on_snapshot(first, NOON_MS);
         assert_eq!(
             app.events,
-            ["12:00:00  connected to n1: 3 members, 12 shards"]
+            [
+                "12:00:00  connected to n1: 3 members, 12 shards",
+                "11:59:58  n2 down: n3 is down",
+                "11:59:59  n1 leader: n1 leads shards 2 5 8",
+            ]
+        );
+        assert_eq!(
+            app.events_after_ms(),
+            Some(NOON_MS - 1000 - EVENTS_OVERLAP_MS)
         );
 
-        // n3 dies: its shards move to n1 and n2, one has no leader yet; n2 drains.
+        // The overlap returns the last one again, with a new one: only the new one shows.
         let mut next = snapshot();
-        next.members[2].state = "down".into();
-        next.members[0].draining = true;
-        for shard in &mut next.shards {
-            if shard.leader.as_deref() == Some("n3") {
-                shard.leader = Some("n1".into());
-            }
-        }
-        next.shards[11].leader = None;
-        next.shards[0].leader = Some("n2".into());
-        app.on_snapshot(next.clone(), NOON_MS + 1500);
-        let events: Vec<&str> = app.events.iter().skip(1).map(String::as_str).collect();
+        next.events = vec![
+            event(NOON_MS - 1000, "n1", 9, "leader", "n1 leads shards 2 5 8"),
+            event(
+                NOON_MS + 500,
+                "n2",
+                5,
+                "drain",
+                "n2 drains:\nit leaves placement",
+            ),
+        ];
+        app.on_snapshot(next, NOON_MS + 1000);
+        assert_eq!(app.events.len(), 4, "{:?}", app.events);
         assert_eq!(
-            events,
-            [
-                "12:00:01  n2 started draining",
-                "12:00:01  n3 is down (was alive)",
-                "12:00:01  shard 0: leader n1 -> n2",
-                "12:00:01  shards 2 5 8: leader n3 -> n1",
-                "12:00:01  shard 11: leader n3 -> none",
-            ]
-        );
-
-        // The same data again: nothing new. Then n4 joins, n3 leaves, n2 stops draining.
-        app.on_snapshot(next.clone(), NOON_MS + 2500);
-        assert_eq!(app.events.len(), 6);
-        next.members.remove(2);
-        next.members.push(member("n4", "alive", 0));
-        next.members[0].draining = false;
-        app.on_snapshot(next, NOON_MS + 3000);
-        let events: Vec<&str> = app.events.iter().skip(6).map(String::as_str).collect();
-        assert_eq!(
-            events,
-            [
-                "12:00:03  n2 stopped draining",
-                "12:00:03  n4 joined (alive)",
-                "12:00:03  n3 left the member list",
-            ]
+            app.events[3],
+            "12:00:00  n2 drain: n2 drains: it leaves placement"
         );
     }
 
     #[test]
-    fn many_moves_are_summarised_and_the_events_are_bounded() {
+    fn the_events_pane_is_bounded() {
         let mut app = App::new("n1", 1000);
-        let mut before = snapshot();
-        before.shards = (0..64).map(|i| shard(i, Some("n1"))).collect();
-        app.on_snapshot(before.clone(), NOON_MS);
-        let mut after = before.clone();
-        for shard in &mut after.shards {
-            shard.leader = Some("n2".into());
-        }
-        app.on_snapshot(after.clone(), NOON_MS);
-        assert_eq!(
-            app.events.back().map(String::as_str),
-            Some("12:00:00  shards 0 1 2 3 4 5 6 7 (+56 more): leader n1 -> n2")
-        );
-        for i in 0..EVENTS_MAX {
-            let next = if i % 2 == 0 { &before } else { &after };
-            app.on_snapshot(next.clone(), NOON_MS + 1000);
-        }
+        let mut next = snapshot();
+        next.events = (0..EVENTS_MAX as u64 + 5)
+            .map(|i| event(NOON_MS + i, "n1", i, "join", "n9 joined (alive)"))
+            .collect();
+        app.on_snapshot(next, NOON_MS);
         assert_eq!(app.events.len(), EVENTS_MAX);
-        assert!(app.events[0].contains("leader"), "{:?}", app.events[0]);
+        assert!(app.events[0].contains("n9 joined"), "{:?}", app.events[0]);
     }
 
     #[test]

@@ -436,6 +436,13 @@ mod tests {
         let mut next = snapshot();
         next.shards[5].leader = None;
         next.shards[7].learners = vec!["n4".into()];
+        next.events = vec![super::super::app::tests::event(
+            NOON_MS + 1500,
+            "n3",
+            2,
+            "follower",
+            "n3 no longer leads shards 5",
+        )];
         app.on_snapshot(next, NOON_MS + 2000);
         app.on_key(key(KeyCode::Char('2')));
         let text = screen(&app, 80, 40);
@@ -446,7 +453,7 @@ mod tests {
             "SHARD  LEADER  REPLICAS",
             "5      -       n1,n2,n3      4     1205",
             "7      n2      n1,n2,n3,+n4",
-            "12:00:02  shard 5: leader n3 -> none",
+            "12:00:01  n3 follower: n3 no longer leads shards 5",
             "shards 11/12 led",
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");

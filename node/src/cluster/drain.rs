@@ -40,6 +40,18 @@ pub async fn set_draining(ctx: &NodeContext, draining: bool) -> Result<(), Strin
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("the drain flag was not stored: {e}"))?;
     ctx.membership.update_meta(|m| m.draining = draining);
+    use crate::telemetry::events::EventKind;
+    if draining {
+        ctx.event(
+            EventKind::Drain,
+            format!("{} drains: it leaves placement", ctx.node_id()),
+        );
+    } else {
+        ctx.event(
+            EventKind::Undrain,
+            format!("{} is back in placement", ctx.node_id()),
+        );
+    }
     if draining {
         tracing::warn!("drain requested: moving every leadership and replica off this node");
     } else {

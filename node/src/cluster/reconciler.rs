@@ -10,6 +10,8 @@
 //!   wiped node rejoins as an empty replica instead of forming a second cluster.
 //! * **Reconciler**: for the shards this node leads, it runs [`super::placement::plan`]
 //!   and carries out at most one change per shard at a time.
+//! * **Events** ([`crate::telemetry::events`]): gossip's changes, the leaderships this
+//!   node wins and loses (seen each metadata tick), and the placement changes it made.
 
 use super::membership::{Liveness, MembersView, Membership};
 use super::placement::{self, Action, MemberState, ShardState, TransferWhy};
@@ -17,6 +19,7 @@ use crate::actors::shard_host::{Handover, HandoverError, ShardHostMsg, hand_over
 use crate::context::NodeContext;
 use crate::peer::{ControlReply, PeerRequest};
 use crate::raft::PeerNode;
+use crate::telemetry::events::{self, EventKind};
 use openraft::ChangeMembers;
 use shoal_protocol::ShardId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -58,6 +61,7 @@ pub fn spawn(ctx: Arc<NodeContext>) -> Background {
     let inflight: Arc<Mutex<BTreeSet<u16>>> = Arc::default();
     let tasks = vec![
         tokio::spawn(run_meta(ctx.clone())),
+        tokio::spawn(run_member_events(ctx.clone())),
         tokio::spawn(run_bootstrap(ctx.clone())),
         tokio::spawn(run_reconciler(ctx.clone(), inflight)),
         tokio::spawn(crate::workspace::run_archiver(ctx.clone())),
@@ -68,12 +72,67 @@ pub fn spawn(ctx: Arc<NodeContext>) -> Background {
     }
 }
 
+/// Records gossip's changes (joins, suspicions, deaths, new stores) as cluster events.
+async fn run_member_events(ctx: Arc<NodeContext>) {
+    let mut watch = ctx.membership.watch();
+    let mut seen = BTreeMap::new();
+    loop {
+        let view = watch.borrow_and_update().clone();
+        for (kind, detail) in events::member_events(&mut seen, &view, ctx.node_id()) {
+            ctx.event(kind, detail);
+        }
+        if watch.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Records the shards this node started or stopped leading since `before`.
+fn leadership_events(ctx: &NodeContext, before: &mut BTreeSet<u16>) {
+    let now: BTreeSet<u16> = ctx
+        .cluster
+        .groups()
+        .iter()
+        .filter(|g| {
+            let m = g.raft.metrics();
+            let m = m.borrow();
+            m.state == openraft::ServerState::Leader && m.current_leader == Some(ctx.cluster.me)
+        })
+        .map(|g| g.shard.0)
+        .collect();
+    let won: Vec<u16> = now.difference(before).copied().collect();
+    let lost: Vec<u16> = before.difference(&now).copied().collect();
+    if !won.is_empty() {
+        ctx.event(
+            EventKind::Leader,
+            format!(
+                "{} leads shards {}",
+                ctx.node_id(),
+                events::shard_list(&won)
+            ),
+        );
+    }
+    if !lost.is_empty() {
+        ctx.event(
+            EventKind::Follower,
+            format!(
+                "{} no longer leads shards {}",
+                ctx.node_id(),
+                events::shard_list(&lost)
+            ),
+        );
+    }
+    *before = now;
+}
+
 async fn run_meta(ctx: Arc<NodeContext>) {
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     let mut published = None;
     let mut initialized = false;
+    let mut led = BTreeSet::new();
     loop {
         tick.tick().await;
+        leadership_events(&ctx, &mut led);
         // Once initialized, always initialized: stop asking the 64 Raft instances.
         initialized = initialized || ctx.cluster.initialized().await;
         let now = (ctx.cluster.leader_count(), initialized);
@@ -320,7 +379,10 @@ fn execute(
     tokio::spawn(async move {
         let result = run_action(&ctx, &addresses, &action).await;
         match result {
-            Ok(()) => tracing::info!(?action, "placement change done"),
+            Ok(()) => {
+                tracing::info!(?action, "placement change done");
+                ctx.event(EventKind::Placement, describe(&action, &addresses));
+            }
             Err(e) => {
                 tracing::warn!(?action, error = %e, "placement change failed; retried next round")
             }
@@ -330,6 +392,37 @@ fn execute(
             .unwrap_or_else(|p| p.into_inner())
             .remove(&shard);
     });
+}
+
+/// An action in words, with node names.
+fn describe(action: &Action, addresses: &HashMap<u64, PeerNode>) -> String {
+    let name = |id: &u64| {
+        addresses
+            .get(id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| format!("{id:016x}"))
+    };
+    match action {
+        Action::AddLearner { shard, node } => {
+            format!(
+                "shard {shard}: {} added as a learner and caught up",
+                name(node)
+            )
+        }
+        Action::SetVoters { shard, voters } => format!(
+            "shard {shard}: voters now {}",
+            voters.iter().map(name).collect::<Vec<_>>().join(", ")
+        ),
+        Action::TransferLeader { shard, to, why } => format!(
+            "shard {shard}: leadership handed to {} ({})",
+            name(to),
+            match why {
+                TransferWhy::Balance => "balance",
+                TransferWhy::Drain => "drain",
+                TransferWhy::Placement => "placement",
+            }
+        ),
+    }
 }
 
 async fn run_action(

@@ -123,6 +123,9 @@ async fn handle(
             filter,
         } if node != ctx.node_id() => admin_cluster::log_filter_on(ctx, node, filter).await,
         AdminRequest::ClusterActors => Ok(admin_cluster::cluster_actors(ctx, host).await),
+        AdminRequest::Events { after_ms, limit } => {
+            Ok(admin_cluster::events(ctx, host, after_ms, limit).await)
+        }
         request @ (AdminRequest::EvictActor { .. } | AdminRequest::CancelTurn { .. }) => {
             admin_cluster::on_conversation_host(ctx, host, request).await
         }
@@ -144,6 +147,7 @@ pub fn served_for_peers(request: &AdminRequest) -> bool {
             | AdminRequest::ClusterActors
             | AdminRequest::EvictActor { .. }
             | AdminRequest::CancelTurn { .. }
+            | AdminRequest::Events { .. }
     )
 }
 
@@ -243,6 +247,10 @@ pub(super) async fn local(
         ))),
         AdminRequest::LogFilter { filter, .. } => log_filter(ctx, filter),
         AdminRequest::ClusterActors => local_actors(ctx, host).await,
+        AdminRequest::Events { after_ms, limit } => Ok(AdminReply::Events {
+            events: ctx.events.since(after_ms, limit),
+            unreachable: Vec::new(),
+        }),
         AdminRequest::CancelTurn { conversation } => cancel_turn(host, conversation).await,
         request @ (AdminRequest::Agents
         | AdminRequest::ProbeAgents { .. }

@@ -1,5 +1,6 @@
 //! The admin requests that reach beyond the answering node: drain and undrain (on the
-//! named node), drain progress (from every alive member), and the fan-out they share.
+//! named node), drain progress, actors and events (from every member), evict and cancel
+//! (on the conversation's host), and the fan-out they share.
 //!
 //! A member's part of a cluster-wide answer is asked for with
 //! [`PeerRequest::Admin`] over the peer API (mTLS, cluster CA), bounded per member by
@@ -333,5 +334,31 @@ pub async fn on_conversation_host(
                 "shard {shard} has no host right now (an election or a move); retry in a moment"
             ),
         )),
+    }
+}
+
+/// `Events`: every member's recent events, merged by time; members that did not answer
+/// are listed with why.
+pub async fn events(
+    ctx: &NodeContext,
+    host: &ActorRef<ShardHostMsg>,
+    after_ms: Option<u64>,
+    limit: u32,
+) -> AdminReply {
+    let request = AdminRequest::Events { after_ms, limit };
+    let mut all = Vec::new();
+    let mut unreachable = Vec::new();
+    for (name, answer) in gather(ctx, host, &request).await {
+        match answer {
+            Ok(AdminReply::Events { events, .. }) => {
+                all.extend(events.into_iter().filter(|e| e.node == name));
+            }
+            Ok(_) => unreachable.push(format!("{name}: an unexpected reply")),
+            Err(e) => unreachable.push(format!("{name}: {e}")),
+        }
+    }
+    AdminReply::Events {
+        events: crate::telemetry::events::merge(all, limit),
+        unreachable,
     }
 }

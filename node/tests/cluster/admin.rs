@@ -98,3 +98,64 @@ async fn actors_are_listed_cluster_wide_and_evicted_or_cancelled_from_any_node()
     })
     .await;
 }
+
+/// Every member keeps its recent events; the admin API merges them by time: starts,
+/// leaderships, a drain and its handovers, a death seen by the survivors (the dead
+/// member reported as not answering).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_events_are_merged_from_every_member() {
+    let mut cluster = TestCluster::start(3).await;
+    let admin = cluster.admin(0).await;
+    let has =
+        |events: &[shoal_protocol::admin::ClusterEvent], node: &str, kind: &str, text: &str| {
+            events
+                .iter()
+                .any(|e| e.node == node && e.kind == kind && e.detail.contains(text))
+        };
+    eventually("every node's start and leaderships are listed", || async {
+        let (events, unreachable) = admin.events(None, 1000).await.ok()?;
+        assert!(unreachable.is_empty(), "{unreachable:?}");
+        (["n1", "n2", "n3"].iter().all(|n| {
+            has(&events, n, "start", "started") && has(&events, n, "leader", "leads shards")
+        }))
+        .then_some(())
+    })
+    .await;
+
+    admin.drain("n2").await.expect("drain accepted");
+    eventually("the drain and its handovers are listed", || async {
+        let (events, _) = admin.events(None, 1000).await.ok()?;
+        (has(&events, "n2", "drain", "n2 drains")
+            && has(&events, "n2", "placement", "leadership handed to")
+            && has(&events, "n2", "follower", "no longer leads shards"))
+        .then_some(())
+    })
+    .await;
+
+    // Gossip may have suspected n3 for a moment while the cluster formed: only a death
+    // recorded after the kill counts.
+    let (before, _) = admin.events(None, 1000).await.unwrap();
+    let killed_after_ms = before.last().map_or(0, |e| e.at_ms);
+    cluster.kill9(2).await;
+    let events = eventually("the survivors record n3's death", || async {
+        let (events, unreachable) = admin.events(None, 1000).await.ok()?;
+        let dead = events.iter().any(|e| {
+            e.node == "n1"
+                && e.kind == "down"
+                && e.detail == "n3 is down"
+                && e.at_ms >= killed_after_ms
+        });
+        (dead && unreachable.iter().any(|u| u.starts_with("n3: "))).then_some(events)
+    })
+    .await;
+    assert!(
+        events.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+        "merged by time"
+    );
+    let (newest, _) = admin.events(None, 2).await.unwrap();
+    assert_eq!(newest.len(), 2, "the limit holds");
+    assert!(
+        newest[0].at_ms >= events[events.len() - 2].at_ms,
+        "the newest are kept: {newest:?}"
+    );
+}
