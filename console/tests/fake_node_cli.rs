@@ -792,3 +792,72 @@ async fn events_print_once_and_follow_asks_from_the_newest() -> Result<()> {
     })
     .await
 }
+
+/// `admin actors` lists every member's actors in a table; a member that did not answer
+/// is a warning, not a failure. `admin cancel` says whether a turn was running.
+#[tokio::test]
+async fn actors_are_a_cluster_table_and_cancel_says_what_it_did() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let profile = write_profile(&dir, &pki, node.addr)?;
+        let actor = |node: &str, kind: &str, state: &str, followers| {
+            shoal_protocol::admin::ClusterActorInfo {
+                node: node.to_owned(),
+                kind: kind.to_owned(),
+                key: "c-1-00000000000000000000000000000002".to_owned(),
+                state: state.to_owned(),
+                followers,
+                mailbox: None,
+            }
+        };
+        let output = admin_command(
+            &mut node,
+            &profile,
+            &["admin", "actors"],
+            AdminRequest::ClusterActors,
+            Ok(AdminReply::ClusterActors {
+                actors: vec![
+                    actor("n1", "conversation", "turn", 2),
+                    actor("n2", "agent_session", "live", 0),
+                ],
+                unreachable: vec!["n3: down in gossip".to_owned()],
+                truncated: false,
+            }),
+        )
+        .await?;
+        ensure!(output.status.success(), "exit {}", output.status);
+        ensure!(
+            text(&output.stdout)
+                == "NODE  KIND           STATE  FOLLOWERS  KEY\n\
+                    n1    conversation   turn           2  c-1-00000000000000000000000000000002\n\
+                    n2    agent_session  live           0  c-1-00000000000000000000000000000002\n",
+            "{}",
+            text(&output.stdout)
+        );
+        ensure!(
+            text(&output.stderr)
+                == "warning: no answer from n3: down in gossip; its actors are not listed\n",
+            "{}",
+            text(&output.stderr)
+        );
+
+        let id = conversation();
+        let output = admin_command(
+            &mut node,
+            &profile,
+            &["admin", "cancel", &id.to_string()],
+            AdminRequest::CancelTurn { conversation: id },
+            Ok(AdminReply::TurnCancelled { was_running: true }),
+        )
+        .await?;
+        let stdout = succeeded(&output, "admin cancel")?;
+        ensure!(
+            stdout == format!("cancelled the running turn of {id}\n"),
+            "{stdout}"
+        );
+        Ok(())
+    })
+    .await
+}
