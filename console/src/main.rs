@@ -109,7 +109,7 @@ enum Command {
     /// A live view of the cluster in the terminal (needs the admin token).
     ///
     /// Views: 1 Nodes (members and this node's counters), 2 Shards (the shard map by leader
-    /// and the shard table), 3 Actors (this node's actors); an events pane shows the
+    /// and the shard table), 3 Actors (every member's actors); an events pane shows the
     /// cluster's events as its members recorded them (as `admin events`). Keys: 1 2 3 or Tab switch views, arrows PgUp PgDn Home
     /// End scroll, q Esc or Ctrl-C quit.
     Top(top::TopArgs),

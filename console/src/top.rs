@@ -232,19 +232,19 @@ fn read_input(events: &mpsc::Sender<io::Result<Event>>, stop: &AtomicBool) {
     }
 }
 
-/// One refresh: the answering node's status, members, shards and actors, and the
-/// cluster's events recorded after `events_after_ms`.
+/// One refresh: the answering node's status, members and shards, the cluster's actors,
+/// and the cluster's events recorded after `events_after_ms`.
 async fn fetch(admin: Arc<AdminClient>, events_after_ms: Option<u64>) -> Result<Snapshot, String> {
     let requests = async {
         tokio::try_join!(
             admin.status(),
             admin.members(),
             admin.shards(),
-            admin.actors(),
+            admin.cluster_actors(),
             admin.events(events_after_ms, EVENTS_PER_REFRESH_MAX),
         )
     };
-    let (status, members, shards, actors, (events, _unreachable)) = tokio::time::timeout(
+    let (status, members, shards, (actors, actors_missing, _), (events, _)) = tokio::time::timeout(
         Duration::from_millis(REFRESH_TIMEOUT_MS),
         requests,
     )
@@ -260,6 +260,7 @@ async fn fetch(admin: Arc<AdminClient>, events_after_ms: Option<u64>) -> Result<
         members,
         shards,
         actors,
+        actors_missing,
         events,
     })
 }

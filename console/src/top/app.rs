@@ -5,7 +5,7 @@
 
 use crate::render::{cell, safe_line};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use shoal_protocol::admin::{ActorInfo, ClusterEvent, MemberInfo, NodeStatus, ShardInfo};
+use shoal_protocol::admin::{ClusterActorInfo, ClusterEvent, MemberInfo, NodeStatus, ShardInfo};
 use std::collections::{BTreeSet, VecDeque};
 
 /// Event lines kept for the events pane; older ones are dropped.
@@ -30,8 +30,10 @@ pub(crate) struct Snapshot {
     pub(crate) members: Vec<MemberInfo>,
     /// Every shard as it sees them.
     pub(crate) shards: Vec<ShardInfo>,
-    /// The actors running on it.
-    pub(crate) actors: Vec<ActorInfo>,
+    /// The actors of every member that answered.
+    pub(crate) actors: Vec<ClusterActorInfo>,
+    /// The members whose actors are missing (`n3: down in gossip`).
+    pub(crate) actors_missing: Vec<String>,
     /// The cluster's events since the cursor the refresh was asked with
     /// ([`App::events_after_ms`]), oldest first.
     pub(crate) events: Vec<ClusterEvent>,
@@ -44,7 +46,7 @@ pub(crate) enum View {
     Nodes,
     /// The shard map and the shard table.
     Shards,
-    /// The answering node's actors.
+    /// The cluster's actors.
     Actors,
 }
 
@@ -153,7 +155,7 @@ impl App {
         snapshot.shards.sort_by_key(|shard| shard.shard);
         snapshot
             .actors
-            .sort_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
+            .sort_by(|a, b| (&a.node, &a.kind, &a.key).cmp(&(&b.node, &b.kind, &b.key)));
         if let Some(error) = self.error.take() {
             self.push_event(now_ms, format!("refresh works again (it failed: {error})"));
         }
@@ -310,17 +312,24 @@ pub(crate) mod tests {
                 .map(|i| shard(i, Some(["n1", "n2", "n3"][usize::from(i % 3)])))
                 .collect(),
             actors: vec![
-                ActorInfo {
+                ClusterActorInfo {
+                    node: "n1".into(),
                     kind: "conversation".into(),
                     key: "c-1-00000000000000000000000000000002".into(),
                     state: "turn".into(),
+                    followers: 2,
+                    mailbox: None,
                 },
-                ActorInfo {
+                ClusterActorInfo {
+                    node: "n1".into(),
                     kind: "agent_session".into(),
                     key: "c-1-00000000000000000000000000000002".into(),
                     state: "live".into(),
+                    followers: 0,
+                    mailbox: None,
                 },
             ],
+            actors_missing: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -464,7 +473,7 @@ pub(crate) mod tests {
             expected.members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
             expected
                 .actors
-                .sort_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
+                .sort_by(|a, b| (&a.node, &a.kind, &a.key).cmp(&(&b.node, &b.kind, &b.key)));
             Some(expected)
         });
         assert_eq!(

@@ -202,21 +202,35 @@ impl App {
         };
         let rows = snapshot.actors.iter().map(|actor| {
             vec![
+                (cell(&actor.node), Style::new()),
                 (cell(&actor.kind), Style::new()),
                 (cell(&actor.state), Style::new()),
+                (actor.followers.to_string(), Style::new()),
                 (cell(&actor.key), Style::new()),
             ]
         });
+        let missing = if snapshot.actors_missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; no answer from {}",
+                snapshot
+                    .actors_missing
+                    .iter()
+                    .map(|m| cell(m))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         let title = format!(
-            " actors on {} ({}) ",
-            cell(&snapshot.status.node_id),
+            " actors in the cluster ({}{missing}) ",
             snapshot.actors.len()
         );
         self.draw_table(
             frame,
             area,
             &title,
-            &["KIND", "STATE", "KEY"],
+            &["NODE", "KIND", "STATE", "FOLLOWERS", "KEY"],
             rows.collect(),
         );
     }
@@ -482,15 +496,18 @@ mod tests {
     }
 
     #[test]
-    fn the_actors_view_lists_the_answering_nodes_actors() {
-        let mut app = app();
+    fn the_actors_view_lists_the_clusters_actors() {
+        let mut app = App::new("n1", 1000);
+        let mut next = snapshot();
+        next.actors_missing = vec!["n3: down in gossip".into()];
+        app.on_snapshot(next, NOON_MS);
         app.on_key(key(KeyCode::Char('3')));
         let text = screen(&app, 100, 24);
         for expected in [
-            "actors on n1 (2)",
-            "KIND           STATE  KEY",
-            "agent_session  live   c-1-00000000000000000000000000000002",
-            "conversation   turn   c-1-00000000000000000000000000000002",
+            "actors in the cluster (2; no answer from n3: down in gossip)",
+            "NODE  KIND           STATE  FOLLOWERS  KEY",
+            "n1    agent_session  live   0          c-1-00000000000000000000000000000002",
+            "n1    conversation   turn   2          c-1-00000000000000000000000000000002",
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }
