@@ -64,6 +64,26 @@ async fn active(
     }
 }
 
+/// Whether `conversation` has an actor on this node (active, activating or stopping).
+pub(super) async fn runs_here(
+    host: &ActorRef<ShardHostMsg>,
+    conversation: shoal_protocol::ConversationId,
+) -> bool {
+    if active(host)
+        .await
+        .is_ok_and(|list| list.iter().any(|(id, _)| *id == conversation))
+    {
+        return true;
+    }
+    let transitions = host
+        .call(
+            |reply| ShardHostMsg::Transitions { reply },
+            Some(Duration::from_millis(ADMIN_CALL_TIMEOUT_MS)),
+        )
+        .await;
+    matches!(transitions, Ok(CallResult::Success(list)) if list.iter().any(|(id, _)| *id == conversation))
+}
+
 async fn describe_all(
     host: &ActorRef<ShardHostMsg>,
 ) -> Result<

@@ -274,8 +274,8 @@ pub async fn cluster_actors(ctx: &NodeContext, host: &ActorRef<ShardHostMsg>) ->
     }
 }
 
-/// `EvictActor`, `CancelTurn`: carried out by the node that hosts the conversation's
-/// shard now (this one, or its leader, asked over the peer API).
+/// `EvictActor`, `CancelTurn`: carried out by the node where the conversation's actor
+/// runs (this one), else by its shard's leader, asked over the peer API.
 pub async fn on_conversation_host(
     ctx: &NodeContext,
     host: &ActorRef<ShardHostMsg>,
@@ -299,8 +299,16 @@ pub async fn on_conversation_host(
             ),
         ));
     }
+    // Where the actor runs now wins over where requests would go: a node that lost its
+    // lease may still be stopping it, and a node that leads but has no lease yet may
+    // still be starting it.
+    if admin_api::runs_here(host, conversation).await {
+        return admin_api::local(request, ctx, host).await;
+    }
     match ctx.cluster.route(shard) {
-        Route::Local => admin_api::local(request, ctx, host).await,
+        // Not here, and no other host: nothing runs it (a host without its lease has
+        // stopped its actors).
+        Route::Local | Route::Unavailable => admin_api::local(request, ctx, host).await,
         Route::Remote(leader) => {
             let addr: std::net::SocketAddr = leader.addr.parse().map_err(|e| {
                 ctx.internal_error("leader address", format!("{}: {e}", leader.addr))
@@ -328,12 +336,6 @@ pub async fn on_conversation_host(
                 )),
             }
         }
-        Route::Unavailable => Err(WireError::new(
-            ErrorCode::Unavailable,
-            format!(
-                "shard {shard} has no host right now (an election or a move); retry in a moment"
-            ),
-        )),
     }
 }
 

@@ -7,20 +7,86 @@ use shoal_client::Client;
 use shoal_protocol::transcript::{Event, MessageStatus};
 use shoal_protocol::{ConversationId, ShardId};
 
+/// A conversation with a long turn (`/slow 400`) streaming on its shard's leader: the
+/// conversation, the leader's name and index, the client the turn was sent with, and the
+/// turn. A turn cut before it streamed (a leadership still settling after the cluster
+/// formed) is sent again, at most three times.
+async fn long_turn(
+    cluster: &TestCluster,
+) -> (
+    shoal_protocol::client::ConversationSummary,
+    String,
+    usize,
+    Client,
+    shoal_client::TurnStream,
+) {
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    for attempt in 1..=3 {
+        let leader = cluster.leader_of(conv.id.shard.0, None).await;
+        let li = cluster.index_of(&leader);
+        let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
+        let mut turn = client_l.send(conv.id, "/slow 400").await.unwrap();
+        let mut chunks = 0;
+        let streamed = tokio::time::timeout(WAIT, async {
+            while let Some(frame) = turn.next().await {
+                match frame {
+                    Ok(frame) if matches!(frame.event, Event::TextChunk { .. }) => {
+                        chunks += 1;
+                        if chunks == 2 {
+                            return Ok(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Err("the turn ended".to_owned())
+        })
+        .await
+        .expect("the turn streams or fails in time");
+        match streamed {
+            Ok(()) => return (conv, leader, li, client_l, turn),
+            Err(e) => eprintln!("attempt {attempt}: the turn was cut ({e}); sending again"),
+        }
+    }
+    panic!("no turn streamed on the leader in 3 attempts");
+}
+
+/// Sends `text` until a turn completes, at most three times: a leadership still settling
+/// after the cluster formed may cut a turn (its sender gets an error saying so).
+async fn send_retrying(client: &Client, id: shoal_protocol::ConversationId, text: &str) {
+    for attempt in 1..=3 {
+        let mut turn = client.send(id, text).await.expect("send is accepted");
+        let ended = tokio::time::timeout(WAIT, async {
+            while let Some(frame) = turn.next().await {
+                match frame {
+                    Ok(frame) if matches!(frame.event, Event::Done { .. }) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Err("the turn ended without done".to_owned())
+        })
+        .await
+        .expect("the turn ends in time");
+        match ended {
+            Ok(()) => return,
+            Err(e) => eprintln!("attempt {attempt}: the turn was cut ({e}); sending again"),
+        }
+    }
+    panic!("no turn completed in 3 attempts");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_are_listed_cluster_wide_and_evicted_or_cancelled_from_any_node() {
     let mut cluster = TestCluster::start(3).await;
-    let LongTurn {
-        conv,
-        leader,
-        li,
-        mut turn,
-        ..
-    } = cluster.long_turn_on_leader().await;
-    // A second conversation with one follower.
+    // A conversation with one follower, set up before the long turn: while a turn runs,
+    // a leadership balance that waits for its shard to be idle stops conversations
+    // that are activating in that shard (seen here; not what this test is about).
     let client = Client::connect(&cluster.profile).await.unwrap();
     let other = client.create_conversation(None, None).await.unwrap();
-    send_ok(&client, other.id, "hi").await;
+    send_retrying(&client, other.id, "hi").await;
     let other_leader = cluster.leader_of(other.id.shard.0, None).await;
     let watcher = Client::connect(&cluster.profile).await.unwrap();
     let mut follow = watcher.follow(other.id, None);
@@ -34,6 +100,7 @@ async fn actors_are_listed_cluster_wide_and_evicted_or_cancelled_from_any_node()
     })
     .await
     .expect("the follower gets its snapshot");
+    let (conv, leader, li, _client_l, mut turn) = long_turn(&cluster).await;
 
     // Asked of a node that does not host the running turn.
     let asker = (li + 1) % 3;
@@ -42,8 +109,11 @@ async fn actors_are_listed_cluster_wide_and_evicted_or_cancelled_from_any_node()
     let other_key = other.id.to_string();
     eventually("both conversations listed with their hosts", || async {
         let (actors, unreachable, truncated) = admin.cluster_actors().await.ok()?;
-        assert!(unreachable.is_empty(), "{unreachable:?}");
         assert!(!truncated);
+        // Every member answered (gossip on a loaded machine may flap for a moment).
+        if !unreachable.is_empty() {
+            return None;
+        }
         let find = |k: &str| {
             actors
                 .iter()
@@ -114,7 +184,9 @@ async fn cluster_events_are_merged_from_every_member() {
         };
     eventually("every node's start and leaderships are listed", || async {
         let (events, unreachable) = admin.events(None, 1000).await.ok()?;
-        assert!(unreachable.is_empty(), "{unreachable:?}");
+        if !unreachable.is_empty() {
+            return None;
+        }
         (["n1", "n2", "n3"].iter().all(|n| {
             has(&events, n, "start", "started") && has(&events, n, "leader", "leads shards")
         }))
