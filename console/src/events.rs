@@ -47,12 +47,15 @@ pub(crate) async fn run(admin: &AdminClient, args: EventsArgs) -> anyhow::Result
     let mut printed: BTreeSet<(u64, String, u64)> = BTreeSet::new();
     let mut warned = unreachable;
     let mut newest = 0;
+    // The first answer holds every event from its oldest on (it is the newest `limit`):
+    // an older one a later answer brings back was left out on purpose, not missed.
+    let floor_ms = events.first().map_or(0, |e| e.at_ms);
     let show = |events: Vec<ClusterEvent>,
                 printed: &mut BTreeSet<(u64, String, u64)>,
                 newest: &mut u64|
      -> anyhow::Result<()> {
         let mut lines = Vec::new();
-        for e in events {
+        for e in events.into_iter().filter(|e| e.at_ms >= floor_ms) {
             *newest = (*newest).max(e.at_ms);
             if printed.insert((e.at_ms, e.node.clone(), e.seq)) {
                 lines.push(line(&e, args.json));

@@ -105,6 +105,9 @@ pub(crate) struct App {
     newest_event_ms: Option<u64>,
     /// Cluster events shown within [`EVENTS_OVERLAP_MS`] of the newest: (time, node, seq).
     shown: BTreeSet<(u64, String, u64)>,
+    /// The oldest event of the first answer: older ones were left out by its limit, so
+    /// a later answer's overlap does not show them out of order.
+    floor_ms: Option<u64>,
 }
 
 impl App {
@@ -120,6 +123,7 @@ impl App {
             events: VecDeque::new(),
             newest_event_ms: None,
             shown: BTreeSet::new(),
+            floor_ms: None,
         }
     }
 
@@ -170,7 +174,12 @@ impl App {
                 ),
             );
         }
-        for event in std::mem::take(&mut snapshot.events) {
+        let events = std::mem::take(&mut snapshot.events);
+        if self.floor_ms.is_none() {
+            self.floor_ms = events.first().map(|e| e.at_ms);
+        }
+        let floor_ms = self.floor_ms.unwrap_or(0);
+        for event in events.into_iter().filter(|e| e.at_ms >= floor_ms) {
             if !self
                 .shown
                 .insert((event.at_ms, event.node.clone(), event.seq))
@@ -442,6 +451,11 @@ pub(crate) mod tests {
                 "n2 drains:\nit leaves placement",
             ),
         ];
+        // An event older than the first answer's oldest (left out by its limit) stays out.
+        next.events.insert(
+            0,
+            event(NOON_MS - 2500, "n3", 1, "join", "n9 joined (alive)"),
+        );
         app.on_snapshot(next, NOON_MS + 1000);
         assert_eq!(app.events.len(), 4, "{:?}", app.events);
         assert_eq!(
