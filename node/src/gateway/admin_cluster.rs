@@ -61,30 +61,34 @@ pub async fn gather(
                 .await
                 .map_err(|e| e.message),
             Some(Err(why)) => Err(why),
-            Some(Ok(addr)) => {
-                let peer_request = PeerRequest::Admin {
-                    request: request.clone(),
-                };
-                match ctx
-                    .cluster
-                    .peers
-                    .call_on::<Result<AdminReply, WireError>>(
-                        PeerLane::Forward,
-                        addr,
-                        &peer_request,
-                        timeout,
-                    )
-                    .await
-                {
-                    Ok(Ok(reply)) => Ok(reply),
-                    Ok(Err(e)) => Err(e.message),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+            Some(Ok(addr)) => match ask_member(ctx, addr, request.clone(), timeout).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(e)) => Err(e.message),
+                Err(e) => Err(e.to_string()),
+            },
         };
         (name, answer)
     });
     futures::future::join_all(calls).await
+}
+
+/// Sends an admin `request` to the member at `addr` (on the forward lane: Raft's is
+/// kept for Raft) and reads its answer.
+async fn ask_member(
+    ctx: &NodeContext,
+    addr: std::net::SocketAddr,
+    request: AdminRequest,
+    timeout: Duration,
+) -> Result<Result<AdminReply, WireError>, crate::peer::PeerError> {
+    ctx.cluster
+        .peers
+        .call_on(
+            PeerLane::Forward,
+            addr,
+            &PeerRequest::Admin { request },
+            timeout,
+        )
+        .await
 }
 
 /// A node name from a request: 1 to [`NODE_NAME_BYTES_MAX`] bytes.
@@ -313,19 +317,8 @@ pub async fn on_conversation_host(
             let addr: std::net::SocketAddr = leader.addr.parse().map_err(|e| {
                 ctx.internal_error("leader address", format!("{}: {e}", leader.addr))
             })?;
-            let peer_request = PeerRequest::Admin { request };
             let timeout = Duration::from_millis(MEMBER_TIMEOUT_MS);
-            match ctx
-                .cluster
-                .peers
-                .call_on::<Result<AdminReply, WireError>>(
-                    PeerLane::Forward,
-                    addr,
-                    &peer_request,
-                    timeout,
-                )
-                .await
-            {
+            match ask_member(ctx, addr, request, timeout).await {
                 Ok(answer) => answer,
                 Err(e) => Err(WireError::new(
                     ErrorCode::Unavailable,

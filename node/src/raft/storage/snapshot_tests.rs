@@ -43,6 +43,14 @@ fn state_of(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
+/// The files in the snapshot directory of shard 0 of the store at `dir`.
+fn snapshot_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("raft-snapshots/shard-0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 fn largest_meta_value(store: &Store) -> usize {
     let trees = Trees::open(store, SHARD).unwrap();
     trees
@@ -80,10 +88,7 @@ async fn a_snapshot_is_a_file_not_a_sled_value() {
         "the meta tree holds a value of {} bytes",
         largest_meta_value(&store)
     );
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("raft-snapshots/shard-0"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let files = snapshot_files(dir.path());
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].ends_with(".snap"), "{files:?}");
     assert!(read_all(&mut built).await.len() > 8 * 1024 * 1024);
@@ -97,10 +102,11 @@ async fn a_snapshot_is_a_file_not_a_sled_value() {
         .unwrap();
     let current = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, second.meta);
-    let count = std::fs::read_dir(dir.path().join("raft-snapshots/shard-0"))
-        .unwrap()
-        .count();
-    assert_eq!(count, 1, "the replaced snapshot file was removed");
+    assert_eq!(
+        snapshot_files(dir.path()).len(),
+        1,
+        "the replaced snapshot file was removed"
+    );
 }
 
 /// A snapshot sent in chunks into a receiving part file installs the sender's state
@@ -164,10 +170,11 @@ async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
     assert!(err.to_string().contains("damaged"), "{err}");
     assert_eq!(state_of(&receiver), before);
     assert!(sm_b.get_current_snapshot().await.unwrap().is_none());
-    let left = std::fs::read_dir(b.path().join("raft-snapshots/shard-0"))
-        .unwrap()
-        .count();
-    assert_eq!(left, 0, "the refused part file was removed");
+    assert_eq!(
+        snapshot_files(b.path()),
+        Vec::<String>::new(),
+        "the refused part file was removed"
+    );
 }
 
 /// A stop in the middle of an install (state half replaced) is finished when the store
