@@ -30,6 +30,7 @@
 //! * `follow`: [`FollowStream`] and its sans-I/O sequence bookkeeping.
 //! * `sharing`: grants (viewer, editor, links, invitations), the lock, and what a
 //!   shared caller reads ([`Client::connect_shared`] acts with a share token).
+//! * `settings`: a conversation's mode and model.
 //! * `admin`: [`AdminClient`] for the admin API.
 //! * `error`: [`ClientError`].
 //!
@@ -61,6 +62,7 @@ mod history;
 mod profile;
 mod queue;
 mod retry;
+mod settings;
 mod sharing;
 mod workspaces;
 
@@ -650,6 +652,7 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::ShareLock { .. } => "ShareLock",
         ClientReply::SharedWithMe(_) => "SharedWithMe",
         ClientReply::SharedConversation(_) => "SharedConversation",
+        ClientReply::SessionSettings(_) => "SessionSettings",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

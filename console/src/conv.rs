@@ -32,6 +32,28 @@ pub(crate) enum ConvCommand {
         /// workspace).
         #[arg(long, value_name = "WS")]
         workspace: Option<String>,
+        /// The agent's mode (an id its session offers, e.g. `ask`), applied when its
+        /// session starts.
+        #[arg(long, value_name = "M")]
+        mode: Option<String>,
+        /// The agent's model (an id its session offers), applied when its session starts.
+        #[arg(long, value_name = "X")]
+        model: Option<String>,
+    },
+    /// Pick the mode and/or model of a conversation between turns (`conv show` lists
+    /// what its agent offers); the agent gets them at the next turn.
+    Set {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// The mode's id.
+        #[arg(long, value_name = "M")]
+        mode: Option<String>,
+        /// The model's id.
+        #[arg(long, value_name = "X")]
+        model: Option<String>,
+        /// Print the settings as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Send a message and stream the reply: text on stdout, everything else on stderr.
     ///
@@ -239,6 +261,8 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
             title,
             agent,
             workspace,
+            mode,
+            model,
         } => {
             let summary = match workspace {
                 Some(workspace) => {
@@ -249,9 +273,28 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
                 }
                 None => client.create_conversation(title, agent).await?,
             };
+            if mode.is_some() || model.is_some() {
+                client
+                    .set_session_settings(summary.id, mode.as_deref(), model.as_deref())
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "conversation {} was created, but its mode and model were not set; set them with `shoalctl conv set {} --mode M --model X`",
+                            summary.id, summary.id
+                        )
+                    })?;
+            }
             print_line(&summary.id.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
+        ConvCommand::Set {
+            id,
+            mode,
+            model,
+            json,
+        } => crate::conv_settings::set(&client, id, mode, model, json)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         ConvCommand::Send {
             id,
             text,

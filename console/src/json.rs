@@ -161,6 +161,10 @@ pub(crate) fn detail_json(detail: &ConversationDetail) -> Value {
         .map(|c| json!({"name": c.name, "description": c.description, "hint": c.hint}))
         .collect();
     object.insert("commands".into(), Value::Array(commands));
+    object.insert(
+        "settings".into(),
+        crate::conv_settings::settings_json(&detail.settings),
+    );
     Value::Object(object)
 }
 
@@ -509,6 +513,7 @@ mod tests {
                 description: "Review".into(),
                 hint: None,
             }],
+            settings: Default::default(),
         };
         let value = detail_json(&detail);
         assert_eq!(value["id"], "c-1-00000000000000000000000000000002");

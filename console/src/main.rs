@@ -30,6 +30,7 @@ mod admin;
 mod agents;
 mod conv;
 mod conv_history;
+mod conv_settings;
 mod creds;
 mod drain;
 mod events;

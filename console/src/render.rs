@@ -219,6 +219,7 @@ pub(crate) fn detail(out: &mut impl Write, detail: &ConversationDetail) -> io::R
             .collect();
         writeln!(out, "commands: {}", names.join(" "))?;
     }
+    crate::conv_settings::lines(out, &detail.settings)?;
     out.flush()
 }
 

@@ -40,6 +40,45 @@ struct Session {
     /// The session's running cost total (`/usage`), in millionths of a dollar; kept in
     /// memory only.
     cost_micros: u64,
+    /// The session's mode ([`MODES`]) and model ([`MODELS`]); kept in memory only, so a
+    /// new process starts with the defaults.
+    mode: String,
+    model: String,
+}
+
+/// The session modes offered: `(id, name, description)`; the first is the default.
+pub(crate) const MODES: [(&str, &str, &str); 3] = [
+    ("code", "Code", "Writes and changes code"),
+    ("ask", "Ask", "Answers questions, changes nothing"),
+    ("architect", "Architect", "Plans before it writes"),
+];
+/// The models offered (the `model` config option): `(id, name)`; the first is the default.
+pub(crate) const MODELS: [(&str, &str); 2] =
+    [("demo-fast", "Demo Fast"), ("demo-smart", "Demo Smart")];
+/// The id of the config option that picks the model.
+const MODEL_OPTION_ID: &str = "model";
+
+/// The `modes` and `configOptions` of a session with `mode` and `model`.
+fn session_settings(mode: &str, model: &str) -> (Value, Value) {
+    let modes: Vec<Value> = MODES
+        .iter()
+        .map(|(id, name, description)| json!({"id": id, "name": name, "description": description}))
+        .collect();
+    let models: Vec<Value> = MODELS
+        .iter()
+        .map(|(id, name)| json!({"value": id, "name": name}))
+        .collect();
+    (
+        json!({"currentModeId": mode, "availableModes": modes}),
+        json!([{
+            "id": MODEL_OPTION_ID,
+            "name": "Model",
+            "category": "model",
+            "type": "select",
+            "currentValue": model,
+            "options": models,
+        }]),
+    )
 }
 
 /// State shared by the read loop and the prompt tasks.
@@ -181,6 +220,13 @@ impl Agent {
             })
     }
 
+    /// The session's mode and model (`None` for an unknown session).
+    pub(crate) fn settings(&self, session_id: &str) -> Option<(String, String)> {
+        lock(&self.sessions)
+            .get(session_id)
+            .map(|s| (s.mode.clone(), s.model.clone()))
+    }
+
     /// Marks the prompt of `session_id` finished so the next one may start.
     pub(crate) fn finish_prompt(&self, session_id: &str) {
         if let Some(session) = lock(&self.sessions).get_mut(session_id) {
@@ -239,6 +285,8 @@ async fn dispatch(agent: &Arc<Agent>, message: Incoming, prompts: &mut JoinSet<(
                 "initialize" => Ok(initialize(agent, &params)),
                 "session/new" => new_session(agent, &params).await,
                 "session/load" => load_session(agent, &params).await,
+                "session/set_mode" => set_mode(agent, &params).await,
+                "session/set_config_option" => set_config_option(agent, &params),
                 "session/prompt" => match start_prompt(agent, id.clone(), &params) {
                     // The prompt task answers when it ends.
                     Ok((turn, text)) => {
@@ -375,10 +423,13 @@ async fn new_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> {
         history: Vec::new(),
         running: None,
         cost_micros: 0,
+        mode: MODES[0].0.to_owned(),
+        model: MODELS[0].0.to_owned(),
     };
     lock(&agent.sessions).insert(id.clone(), session);
     *lock(&agent.last_session) = Some(id.clone());
-    Ok(json!({"sessionId": id}))
+    let (modes, options) = session_settings(MODES[0].0, MODELS[0].0);
+    Ok(json!({"sessionId": id, "modes": modes, "configOptions": options}))
 }
 
 async fn load_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> {
@@ -403,15 +454,22 @@ async fn load_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> 
             return Err(too_many_sessions());
         }
         let cost_micros = sessions.get(&id).map_or(0, |s| s.cost_micros);
+        let (mode, model) = sessions.get(&id).map_or_else(
+            || (MODES[0].0.to_owned(), MODELS[0].0.to_owned()),
+            |s| (s.mode.clone(), s.model.clone()),
+        );
         let session = Session {
             cwd,
             history: history.clone(),
             running: None,
             cost_micros,
+            mode,
+            model,
         };
         sessions.insert(id.clone(), session);
         history
     };
+    let (mode, model) = agent.settings(&id).unwrap_or_default();
     *lock(&agent.last_session) = Some(id.clone());
     for entry in history {
         let kind = match entry.role {
@@ -424,7 +482,50 @@ async fn load_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> 
         });
         agent.update(&id, update).await;
     }
-    Ok(Value::Null)
+    let (modes, options) = session_settings(&mode, &model);
+    Ok(json!({"modes": modes, "configOptions": options}))
+}
+
+/// `session/set_mode {sessionId, modeId}`: a mode of [`MODES`]; tells the client with a
+/// `current_mode_update`, then answers `{}`.
+async fn set_mode(agent: &Agent, params: &Value) -> Result<Value, RpcError> {
+    let id = string_param(params, "sessionId")?;
+    let mode = string_param(params, "modeId")?;
+    if !MODES.iter().any(|(m, _, _)| *m == mode) {
+        return Err(RpcError::invalid_params(format!("unknown mode `{mode}`")));
+    }
+    match lock(&agent.sessions).get_mut(id) {
+        Some(session) => mode.clone_into(&mut session.mode),
+        None => return Err(session_not_found()),
+    }
+    let update = json!({"sessionUpdate": "current_mode_update", "currentModeId": mode});
+    agent.update(id, update).await;
+    Ok(json!({}))
+}
+
+/// `session/set_config_option {sessionId, configId: "model", value}`: a model of
+/// [`MODELS`]; answers with the config options after it.
+fn set_config_option(agent: &Agent, params: &Value) -> Result<Value, RpcError> {
+    let id = string_param(params, "sessionId")?;
+    let config = string_param(params, "configId")?;
+    let value = string_param(params, "value")?;
+    if config != MODEL_OPTION_ID {
+        return Err(RpcError::invalid_params(format!(
+            "unknown config option `{config}`"
+        )));
+    }
+    if !MODELS.iter().any(|(m, _)| *m == value) {
+        return Err(RpcError::invalid_params(format!("unknown model `{value}`")));
+    }
+    let mode = match lock(&agent.sessions).get_mut(id) {
+        Some(session) => {
+            value.clone_into(&mut session.model);
+            session.mode.clone()
+        }
+        None => return Err(session_not_found()),
+    };
+    let (_, options) = session_settings(&mode, value);
+    Ok(json!({"configOptions": options}))
 }
 
 /// Checks a prompt request and claims its session's prompt slot.

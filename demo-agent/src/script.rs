@@ -242,6 +242,11 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
             turn.text("commands sent").await?;
             Ok(Outcome::Stop("end_turn"))
         }
+        "/settings" => {
+            let (mode, model) = turn.agent.settings(&turn.session_id).unwrap_or_default();
+            turn.text(&format!("mode: {mode}, model: {model}")).await?;
+            Ok(Outcome::Stop("end_turn"))
+        }
         "/compact" => compact(turn).await,
         "/linger" => linger(turn, args).await,
         "/error" => {

@@ -451,7 +451,15 @@ async fn session_load_replays_history_after_a_restart() {
     second.initialize(false).await;
     let params = json!({"sessionId": session, "cwd": "/tmp", "mcpServers": []});
     let (notes, response) = second.call(json!(3), "session/load", params).await;
-    assert_eq!(response["result"], Value::Null, "load failed: {response}");
+    // A new process starts the loaded session with the default mode and model.
+    assert_eq!(
+        response["result"]["modes"]["currentModeId"], "code",
+        "load failed: {response}"
+    );
+    assert_eq!(
+        response["result"]["configOptions"][0]["currentValue"],
+        "demo-fast"
+    );
     assert_eq!(
         kinds(&notes),
         [
@@ -638,5 +646,81 @@ async fn stream_stamps_each_chunk_with_an_increasing_monotonic_time() {
     assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
     let (_, bad) = client.prompt(json!(2), &session, "/stream lots").await;
     assert_eq!(stop_reason(&bad), "end_turn");
+    client.finish().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn modes_and_models_are_offered_set_and_reported() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let mut client = Client::with_home(home.path());
+    client.initialize(false).await;
+    let (_, created) = client
+        .call(
+            json!(1),
+            "session/new",
+            json!({"cwd": "/tmp", "mcpServers": []}),
+        )
+        .await;
+    let result = &created["result"];
+    assert_eq!(result["modes"]["currentModeId"], "code");
+    assert_eq!(result["modes"]["availableModes"][1]["id"], "ask");
+    assert_eq!(result["configOptions"][0]["category"], "model");
+    assert_eq!(result["configOptions"][0]["currentValue"], "demo-fast");
+    let session = result["sessionId"].as_str().unwrap().to_owned();
+
+    let (notes, answer) = client
+        .call(
+            json!(2),
+            "session/set_mode",
+            json!({"sessionId": session, "modeId": "ask"}),
+        )
+        .await;
+    assert_eq!(answer["result"], json!({}));
+    assert_eq!(kinds(&notes), ["current_mode_update"]);
+    assert_eq!(notes[0]["params"]["update"]["currentModeId"], "ask");
+    let (_, answer) = client
+        .call(
+            json!(3),
+            "session/set_config_option",
+            json!({"sessionId": session, "configId": "model", "value": "demo-smart"}),
+        )
+        .await;
+    assert_eq!(
+        answer["result"]["configOptions"][0]["currentValue"],
+        "demo-smart"
+    );
+    for (id, method, params) in [
+        (
+            4,
+            "session/set_mode",
+            json!({"sessionId": session, "modeId": "yolo"}),
+        ),
+        (
+            5,
+            "session/set_config_option",
+            json!({"sessionId": session, "configId": "model", "value": "huge"}),
+        ),
+        (
+            6,
+            "session/set_config_option",
+            json!({"sessionId": session, "configId": "speed", "value": "demo-fast"}),
+        ),
+    ] {
+        let (_, answer) = client.call(json!(id), method, params).await;
+        assert_eq!(answer["error"]["code"], -32602, "{method}: {answer}");
+    }
+    let (_, answer) = client
+        .call(
+            json!(7),
+            "session/set_mode",
+            json!({"sessionId": "demo-99", "modeId": "ask"}),
+        )
+        .await;
+    assert_eq!(answer["error"]["code"], -32002);
+    let (notes, _) = client.prompt(json!(8), &session, "/settings").await;
+    assert_eq!(
+        chunk_texts(&notes, "agent_message_chunk"),
+        ["mode: ask, model: demo-smart"]
+    );
     client.finish().await.expect("clean stop");
 }

@@ -15,6 +15,8 @@
 //!   back (also when the agent echoes `"1"` for `1`).
 //! * `agent_process/wire.rs`: lenient parsing of agent messages and the JSON we
 //!   send (no I/O).
+//! * `agent_process/offer.rs`: the modes and models (config options) an agent offers,
+//!   and the JSON that picks them (no I/O).
 //! * `agent_process/auth.rs`: advertised auth methods, `auth_required` and what
 //!   to configure.
 //! * `agent_process/redact.rs`: the owner's excerpt of the agent's stderr, bounded
@@ -50,6 +52,7 @@ mod fs;
 mod handler;
 mod ids;
 mod launch;
+mod offer;
 mod probe;
 mod redact;
 mod wire;
@@ -189,7 +192,13 @@ pub enum AgentUpdate {
     },
     /// The commands the agent offers now (`available_commands_update`).
     Commands(Vec<shoal_protocol::transcript::SlashCommand>),
-    /// Any other update kind (`current_mode_update`, …), by name, for logs.
+    /// The session's mode changed (`current_mode_update`, or a `session/set_mode` Shoal
+    /// made).
+    CurrentMode(String),
+    /// The session's config options now (`config_option_update`, or the answer to a
+    /// `session/set_config_option` Shoal made).
+    ConfigOptions(Vec<shoal_protocol::settings::OfferedSetting>),
+    /// Any other update kind (`session_info_update`, …), by name, for logs.
     Other(String),
     /// The turn's token counts, from the `session/prompt` answer's `usage` (sent just
     /// before the turn's end, when the agent reports them).
@@ -438,6 +447,9 @@ fn auth_required(error: AgentError, methods: &[AuthMethod]) -> AgentError {
 pub struct AgentProcess {
     session_id: String,
     load_session: bool,
+    /// The modes and config options the session's `session/new` or `session/load`
+    /// answer offered.
+    offer: Option<shoal_protocol::settings::SessionOffer>,
     shared: Arc<Shared>,
     connection: v1::ConnectionTo<Agent>,
     /// Dropping or firing it ends the connection task.
@@ -534,10 +546,12 @@ impl AgentProcess {
                         "dropping updates sent before session/load"
                     );
                 }
-                self.call("session/load", wire::load_session_params(resume, cwd))
+                let answer = self
+                    .call("session/load", wire::load_session_params(resume, cwd))
                     .await
                     .map_err(|e| auth_required(e, &methods))?;
                 self.session_id = resume.clone();
+                self.offer = offer::parse_session_offer(&answer);
                 return Ok(());
             }
             tracing::info!(
@@ -572,7 +586,40 @@ impl AgentProcess {
             .await
             .map_err(|e| auth_required(e, &methods))?;
         self.session_id = wire::parse_new_session(&answer).map_err(AgentError::Protocol)?;
+        self.offer = offer::parse_session_offer(&answer);
         Ok(())
+    }
+
+    /// The modes and config options the session offered when it opened (`None`: it
+    /// offered neither).
+    pub fn offer(&self) -> Option<&shoal_protocol::settings::SessionOffer> {
+        self.offer.as_ref()
+    }
+
+    /// `session/set_mode`: switches the session to `mode`.
+    pub async fn set_mode(&self, mode: &str) -> Result<(), AgentError> {
+        self.call(
+            "session/set_mode",
+            offer::set_mode_params(&self.session_id, mode),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `session/set_config_option`: sets select option `config_id` to `value`. Returns
+    /// the session's config options after it, when the agent's answer lists them.
+    pub async fn set_config_option(
+        &self,
+        config_id: &str,
+        value: &str,
+    ) -> Result<Option<Vec<shoal_protocol::settings::OfferedSetting>>, AgentError> {
+        let answer = self
+            .call(
+                "session/set_config_option",
+                offer::set_config_option_params(&self.session_id, config_id, value),
+            )
+            .await?;
+        Ok(answer.get("configOptions").map(offer::parse_config_options))
     }
 
     /// The ACP session id (new, or the resumed one).

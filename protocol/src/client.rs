@@ -374,6 +374,18 @@ pub enum ClientRequest {
     },
     /// Conversations shared with the caller by user grant or a claimed invitation.
     SharedWithMe,
+    /// Pick the mode and/or model of one of the caller's conversations (owner only;
+    /// refused while a turn runs, and when its agent is known not to offer the value).
+    /// Applied to the agent session at the next turn, and again whenever the agent
+    /// starts anew. Reply: `SessionSettings`.
+    SetSessionSettings {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The mode's id; `None`: leave it as it is.
+        mode: Option<String>,
+        /// The model's id; `None`: leave it as it is.
+        model: Option<String>,
+    },
 }
 
 impl ClientRequest {
@@ -399,7 +411,8 @@ impl ClientRequest {
             | ClientRequest::ListCompactions { conversation }
             | ClientRequest::CloneFromCompaction { conversation, .. }
             | ClientRequest::CreateGrant { conversation, .. }
-            | ClientRequest::SetShareLock { conversation, .. } => Some(*conversation),
+            | ClientRequest::SetShareLock { conversation, .. }
+            | ClientRequest::SetSessionSettings { conversation, .. } => Some(*conversation),
             ClientRequest::ListGrants { conversation } => *conversation,
             ClientRequest::RevokeGrant { grant } | ClientRequest::RotateGrant { grant } => {
                 Some(grant.conversation)
@@ -557,6 +570,8 @@ pub struct ConversationDetail {
     /// The slash commands the conversation's agent offers now (owner only; empty until
     /// its agent session has said).
     pub commands: Vec<crate::transcript::SlashCommand>,
+    /// The owner's mode and model picks and what the agent offers (owner only).
+    pub settings: crate::settings::SessionSettings,
 }
 
 /// The answer to a unary request.
@@ -665,6 +680,8 @@ pub enum ClientReply {
     SharedWithMe(Vec<SharedListing>),
     /// `GetConversation` by a viewer or editor: the redacted view.
     SharedConversation(Box<SharedView>),
+    /// `SetSessionSettings` is committed: the conversation's settings now.
+    SessionSettings(Box<crate::settings::SessionSettings>),
 }
 
 /// What the server writes on a request stream. Encoded by declaration index: append only.

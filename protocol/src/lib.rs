@@ -10,6 +10,8 @@
 //!   checks both sides run on names and pack files.
 //! * [`sharing`]: grants, roles, share tokens and the redacted view of a shared
 //!   conversation.
+//! * [`settings`]: the modes and models an agent offers a conversation, and the owner's
+//!   picks.
 //! * [`admin`]: requests and replies of the `shoal-admin/1` ALPN.
 //! * [`error`]: the wire error and its [`ErrorCode`].
 //!
@@ -30,6 +32,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod ids;
+pub mod settings;
 pub mod sharing;
 pub mod transcript;
 pub mod workspaces;

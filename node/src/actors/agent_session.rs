@@ -9,9 +9,16 @@
 //! If the process exits, the running prompt ends with an error and the next prompt
 //! starts a new process that resumes the agent's session (`session/load`) when it can.
 //!
+//! Before each prompt the conversation's mode and model picks are applied to the
+//! process's session when it does not have them yet ([`settings`]): so after a restart
+//! or a move, the new process gets them again.
+//!
 //! A process holds one of the node's agent slots ([`crate::agent_slots`]) from before it
 //! starts until it is gone; between turns it is idle, and at the node's cap the least
 //! recently used idle one is asked to stop ([`AgentSessionMsg::StopIdle`]).
+
+mod settings;
+pub use settings::{Picks, SETTING_CALL_TIMEOUT_MS};
 
 use super::conversation::{AgentEvent, AgentFailure, ConversationMsg};
 use crate::agent_process::{
@@ -38,12 +45,15 @@ const PREAMBLE_CALL_TIMEOUT_MS: u64 = 5_000;
 /// Messages of [`AgentSessionActor`].
 #[derive(Debug)]
 pub enum AgentSessionMsg {
-    /// Run a prompt for `turn` (starting the process first if needed).
+    /// Run a prompt for `turn` (starting the process first if needed), after applying
+    /// the conversation's mode and model picks the process does not have yet.
     Prompt {
         /// The turn.
         turn: TurnId,
         /// The prompt text.
         text: String,
+        /// The owner's mode and model picks.
+        picks: Picks,
     },
     /// Ask the agent to cancel `turn` (`session/cancel`).
     Cancel {
@@ -133,6 +143,11 @@ pub struct AgentSessionState {
     in_workspace: Option<crate::workspace::AgentInWorkspace>,
     /// Since when the process has had no prompt running (`None`: one runs).
     idle_since: Option<tokio::time::Instant>,
+    /// The picks tried on the current process (reset when a new one starts, so they are
+    /// applied again after a restart or a move).
+    applied: Picks,
+    /// What the current process's session offers, as Shoal last learned it.
+    offer: Option<shoal_protocol::settings::SessionOffer>,
 }
 
 /// Asks an agent-session actor to stop its idle process ([`crate::agent_slots::Evictor`]).
@@ -184,6 +199,8 @@ impl Actor for AgentSessionActor {
             fresh_session: false,
             in_workspace: None,
             idle_since: None,
+            applied: Picks::default(),
+            offer: None,
         })
     }
 
@@ -207,7 +224,7 @@ impl Actor for AgentSessionActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentSessionMsg::Prompt { turn, text } => {
+            AgentSessionMsg::Prompt { turn, text, picks } => {
                 let process = ensure_process(&myself, state, turn).await;
                 // Only a new session's first prompt carries the conversation so far; it
                 // is asked for then, not built for every turn.
@@ -247,6 +264,7 @@ impl Actor for AgentSessionActor {
                         return Ok(());
                     }
                 };
+                settings::apply_picks(state, &process, &picks, turn).await;
                 if let Some(slot) = &state.slot {
                     slot.begin_turn();
                 }
@@ -506,11 +524,14 @@ async fn ensure_process(
     state.generation += 1;
     state.fresh_session = !resumed;
     state.args.resume_session = Some(process.session_id().to_owned());
+    state.applied = Picks::default();
+    state.offer = process.offer().cloned();
     let _ = state.args.conversation.cast(ConversationMsg::Agent {
         turn,
         event: AgentEvent::SessionStarted {
             session: process.session_id().to_owned(),
             credentials,
+            offer: state.offer.clone(),
         },
         credit: None,
     });

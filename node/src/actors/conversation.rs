@@ -26,11 +26,13 @@
 //! * [`turn`]: a turn's lifecycle (start, checkpoints, end, timers).
 //! * [`commits`]: pipelined commits and their results.
 //! * [`agent_events`]: agent output into the running turn.
+//! * [`settings`]: the owner's mode and model picks and the agent's offer.
 
 mod agent_events;
 mod commits;
 mod history;
 mod queue;
+mod settings;
 mod turn;
 
 pub use history::Change;
@@ -88,6 +90,8 @@ pub enum AgentEvent {
         session: String,
         /// The workspace credentials in its environment.
         credentials: Vec<String>,
+        /// The modes and config options its session offers (`None`: none).
+        offer: Option<shoal_protocol::settings::SessionOffer>,
     },
     /// A session update.
     Update(AgentUpdate),
@@ -265,6 +269,17 @@ pub enum ConversationMsg {
         /// Stop (`true`) or carry on (`false`).
         go: bool,
     },
+    /// The owner picks the mode and/or model ([`settings`]).
+    SetSettings {
+        /// Caller.
+        user: UserId,
+        /// The mode's id, if it changes.
+        mode: Option<String>,
+        /// The model's id, if it changes.
+        model: Option<String>,
+        /// The settings after it.
+        reply: RpcReplyPort<Result<shoal_protocol::settings::SessionSettings, WireError>>,
+    },
     /// Rewind, rename or delete the conversation ([`history`]).
     Rewrite {
         /// Caller.
@@ -385,6 +400,10 @@ pub struct ConversationState {
     agent_credentials: Vec<String>,
     /// The slash commands the agent session offers (`available_commands_update`).
     commands: Vec<shoal_protocol::transcript::SlashCommand>,
+    /// The owner's mode and model picks and the agent's offer ([`settings`]).
+    settings: shoal_protocol::settings::SessionSettings,
+    /// The settings commands in flight ([`settings`]).
+    settings_commits: settings::SettingsCommits,
     /// The current agent process was started without the workspace's credentials (for
     /// an editor's turn): the owner's next turn starts a new one with them.
     agent_for_shared: bool,
@@ -466,6 +485,7 @@ impl Actor for ConversationActor {
             limits.replay_buffer_events.get() as usize,
             limits.replay_buffer_bytes.get() as usize,
         );
+        let stored_settings = ctx.store.session_settings(id)?;
         let (commits, commit_watcher) = commits::start_watcher(myself.clone());
         let mut state = ConversationState {
             ring,
@@ -492,6 +512,8 @@ impl Actor for ConversationActor {
             agent_credentials: Vec::new(),
             agent_for_shared: false,
             commands: Vec::new(),
+            settings_commits: settings::SettingsCommits::new(&stored_settings),
+            settings: stored_settings,
         };
         // A previous activation stopped in the middle of a turn: save it as interrupted
         // with what its checkpoints stored.
@@ -754,6 +776,12 @@ impl Actor for ConversationActor {
                 change,
                 reply,
             } => history::on_rewrite(state, &user, change, reply),
+            ConversationMsg::SetSettings {
+                user,
+                mode,
+                model,
+                reply,
+            } => settings::on_set(state, &user, mode, model, reply),
             ConversationMsg::Release { go } => match state.moving.as_mut() {
                 Some(moving) if go => moving.held = false,
                 _ => state.moving = None,
@@ -844,6 +872,7 @@ fn detail(state: &ConversationState) -> ConversationDetail {
         messages: state.messages.iter().cloned().collect(),
         in_flight: state.turn.as_ref().map(|t| t.message.clone()),
         commands: state.commands.clone(),
+        settings: state.settings.clone(),
     }
 }
 

@@ -73,6 +73,7 @@ impl AgentProcess {
         let process = AgentProcess {
             session_id: String::new(),
             load_session: false,
+            offer: None,
             shared,
             connection,
             stop_connection: Mutex::new(Some(task.stop)),

@@ -210,6 +210,12 @@ pub(crate) fn parse_session_update(update: &Value) -> Option<AgentUpdate> {
         "plan" => Some(AgentUpdate::Plan(plan_entries(update))),
         "usage_update" => usage(update).map(AgentUpdate::Usage),
         "available_commands_update" => Some(AgentUpdate::Commands(commands(update))),
+        "current_mode_update" => {
+            super::offer::parse_current_mode(update).map(AgentUpdate::CurrentMode)
+        }
+        "config_option_update" => Some(AgentUpdate::ConfigOptions(
+            super::offer::parse_config_options(update.get("configOptions")?),
+        )),
         "compaction_update" => compaction(update),
         "compaction_summary_chunk" => {
             let id = update.get("compactionId")?.as_str()?.to_owned();

@@ -91,7 +91,8 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         | ClientRequest::RemoveQueued { conversation, .. }
         | ClientRequest::MoveQueued { conversation, .. }
         | ClientRequest::ListCompactions { conversation }
-        | ClientRequest::CloneFromCompaction { conversation, .. } => conversation.shard,
+        | ClientRequest::CloneFromCompaction { conversation, .. }
+        | ClientRequest::SetSessionSettings { conversation, .. } => conversation.shard,
         ClientRequest::SendMessage { conversation, .. }
         | ClientRequest::Follow { conversation, .. }
         | ClientRequest::GetConversation { conversation }
@@ -523,6 +524,18 @@ pub async fn dispatch(
         ClientRequest::ListCompactions { conversation } => {
             super::history::compactions(ctx, peer, conversation).map(ClientReply::Compactions)
         }
+        ClientRequest::SetSessionSettings {
+            conversation,
+            mode,
+            model,
+        } => call(host, conversation, |reply| ConversationMsg::SetSettings {
+            user: peer.user.clone(),
+            mode: mode.clone(),
+            model: model.clone(),
+            reply,
+        })
+        .await
+        .map(|settings| ClientReply::SessionSettings(Box::new(settings))),
         ClientRequest::CloneFromCompaction {
             conversation,
             compaction,

@@ -49,6 +49,7 @@ fn need_of(request: &ClientRequest) -> (Need, &'static str) {
         ClientRequest::RewindConversation { .. } => (Need::Owner, "rewind it"),
         ClientRequest::RenameConversation { .. } => (Need::Owner, "rename it"),
         ClientRequest::DeleteConversation { .. } => (Need::Owner, "delete it"),
+        ClientRequest::SetSessionSettings { .. } => (Need::Owner, "change its mode or model"),
         ClientRequest::CreateGrant { .. }
         | ClientRequest::ListGrants { .. }
         | ClientRequest::RevokeGrant { .. }

@@ -28,6 +28,7 @@
 //! * `q/<conversation uid>` → [`queue::MessageQueue`]: messages waiting for the turn
 //! * `us/…`, `uc/…`: what turns used ([`usage`])
 //! * `cp/<conversation uid>/<seq>`: context compactions ([`compactions`])
+//! * `ss/<conversation uid>`: the session settings ([`settings`])
 //! * workspaces and skill packs: see [`workspaces`]
 
 use crate::security::credentials::{CREDENTIALS_PER_WORKSPACE_MAX, Sealed};
@@ -42,6 +43,7 @@ mod command;
 pub mod compactions;
 pub mod history;
 pub mod queue;
+pub mod settings;
 pub mod sharing;
 pub mod usage;
 pub mod workspaces;
@@ -183,6 +185,8 @@ pub enum Outcome {
     /// `CreateGrant` (the first grant of a retried request), `RotateGrant`, `BindInvite`:
     /// the grant after it.
     Grant(Box<sharing::StoredGrant>),
+    /// `SetSessionSettings`: the conversation's settings after it.
+    Settings(Box<shoal_protocol::settings::SessionSettings>),
 }
 
 /// What `AppendUserMessage` did.
@@ -701,6 +705,9 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
         | ShardCommand::IndexShared { .. }
         | ShardCommand::UnindexShared { .. }
         | ShardCommand::ImportConversation { .. } => sharing::apply(view, cmd, &mut writes)?,
+        ShardCommand::SetSessionSettings { .. } | ShardCommand::RecordSessionOffer { .. } => {
+            settings::apply(view, cmd, &mut writes)?
+        }
     };
     Ok((writes, outcome))
 }

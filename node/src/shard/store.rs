@@ -328,6 +328,15 @@ impl Store {
         Ok(self.get(id.shard, &key)?.unwrap_or_default())
     }
 
+    /// A conversation's session settings (the default when none are stored).
+    pub fn session_settings(
+        &self,
+        id: ConversationId,
+    ) -> Result<shoal_protocol::settings::SessionSettings, StoreError> {
+        let key = crate::shard::state_machine::settings::settings_key(id);
+        Ok(self.get(id.shard, &key)?.unwrap_or_default())
+    }
+
     /// A workspace's last committed snapshot.
     pub fn workspace_snapshot(
         &self,

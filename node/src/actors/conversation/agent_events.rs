@@ -58,12 +58,21 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
         state.commands = commands;
         return;
     }
+    if let AgentEvent::Update(
+        update @ (AgentUpdate::CurrentMode(_) | AgentUpdate::ConfigOptions(_)),
+    ) = event
+    {
+        super::settings::on_offer_changed(state, update);
+        return;
+    }
     if let AgentEvent::SessionStarted {
         session: session_id,
         credentials,
+        offer,
     } = &event
     {
         state.agent_credentials = credentials.clone();
+        super::settings::on_session_offer(state, offer.clone());
         if state.record.agent_session.as_deref() != Some(session_id) {
             state.record.agent_session = Some(session_id.clone());
             let cmd = ShardCommand::SetAgentSession {
@@ -301,7 +310,10 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
                     }
                     return;
                 }
-                AgentUpdate::UserText(_) | AgentUpdate::Commands(_) => return,
+                AgentUpdate::UserText(_)
+                | AgentUpdate::Commands(_)
+                | AgentUpdate::CurrentMode(_)
+                | AgentUpdate::ConfigOptions(_) => return,
                 AgentUpdate::Other(kind) => {
                     tracing::debug!(conversation = %state.record.id, %kind, "agent update not shown");
                     return;

@@ -7,7 +7,8 @@
 //! the commands apply, and reads, follows and cancels are answered while commits wait.
 //!
 //! In flight per conversation, at most: [`SENDS_PENDING_MAX`] user messages (queued or
-//! not), one checkpoint, one turn end, one usage record, one agent-session record and a
+//! not), one checkpoint, one turn end, one usage record, one agent-session record, one
+//! settings change, one agent offer record and a
 //! compaction record per compaction the agent reports (at most 8 open per turn) (so the watcher's queue is
 //! bounded, though its channel type is not).
 
@@ -71,6 +72,13 @@ pub enum Commit {
     Usage,
     /// A compaction was recorded.
     Compaction,
+    /// The owner's mode and model picks ([`super::settings`]).
+    Settings {
+        /// Its caller's reply.
+        reply: RpcReplyPort<Result<shoal_protocol::settings::SessionSettings, WireError>>,
+    },
+    /// The agent's offer was recorded ([`super::settings`]).
+    Offer,
     /// A rewind, rename or delete ([`super::history`]).
     Rewrite {
         /// What it was.
@@ -155,6 +163,8 @@ pub(super) async fn on_committed(
         Commit::Rewrite { change, reply } => {
             super::history::on_committed(state, change, reply, result);
         }
+        Commit::Settings { reply } => super::settings::on_set_committed(state, reply, result),
+        Commit::Offer => super::settings::on_offer_committed(state, result),
         Commit::Usage | Commit::Compaction => {
             if let Err(e) = result {
                 tracing::warn!(conversation = %state.record.id, error = %e, "cannot record a turn's usage or a compaction");

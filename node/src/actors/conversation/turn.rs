@@ -244,6 +244,7 @@ pub(super) async fn on_send_committed(
             let _ = agent.cast(AgentSessionMsg::Prompt {
                 turn: running.turn,
                 text,
+                picks: super::settings::picks(state),
             });
             if cancel_early {
                 request_cancel(state);

@@ -6,6 +6,7 @@ use crate::security::credentials::{CREDENTIAL_VALUE_BYTES_MAX, Sealed, check_sha
 use crate::shard::parts_delta::PartsDelta;
 use serde::{Deserialize, Serialize};
 use shoal_protocol::client::{MESSAGE_TEXT_BYTES_MAX, TITLE_BYTES_MAX};
+use shoal_protocol::settings::{SessionOffer, SettingKind, check_pick};
 use shoal_protocol::sharing::{GrantId, GrantTarget, SharedListing};
 use shoal_protocol::transcript::{Message, MessageStatus, StopReason, content_from_parts};
 use shoal_protocol::workspaces::{SkillPackSpec, check_name};
@@ -439,6 +440,25 @@ pub enum ShardCommand {
         /// Idempotency key.
         request_id: RequestId,
     },
+    /// The owner picks the conversation's mode and/or model ([`super::settings`]):
+    /// refused while a turn runs, and when the agent's last offer lacks the value.
+    SetSessionSettings {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its owner (anyone else's reads as a missing conversation).
+        owner: UserId,
+        /// The mode's id; `None`: unchanged.
+        mode: Option<String>,
+        /// The model's id; `None`: unchanged.
+        model: Option<String>,
+    },
+    /// What the conversation's agent offers for its session, as it last said.
+    RecordSessionOffer {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The offer (bounded: [`SessionOffer::within_bounds`]).
+        offer: SessionOffer,
+    },
 }
 
 impl ShardCommand {
@@ -664,6 +684,33 @@ impl ShardCommand {
             | ShardCommand::SetShareLock { .. }
             | ShardCommand::UnindexShared { .. } => {}
             ShardCommand::IndexShared { listing, .. } => check_title(listing.title.as_deref())?,
+            ShardCommand::SetSessionSettings {
+                conversation,
+                mode,
+                model,
+                ..
+            } => {
+                if mode.is_none() && model.is_none() {
+                    return Err(Rejection::Invalid(format!(
+                        "settings of {conversation}: give a mode, a model or both"
+                    )));
+                }
+                for (kind, pick) in [(SettingKind::Mode, mode), (SettingKind::Model, model)] {
+                    if let Some(pick) = pick {
+                        check_pick(kind, pick).map_err(Rejection::Invalid)?;
+                    }
+                }
+            }
+            ShardCommand::RecordSessionOffer {
+                conversation,
+                offer,
+            } => {
+                if !offer.within_bounds() {
+                    return Err(Rejection::Invalid(format!(
+                        "the agent offer of {conversation} is larger than an offer is kept"
+                    )));
+                }
+            }
             ShardCommand::ImportConversation {
                 record,
                 messages,

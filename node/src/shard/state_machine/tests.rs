@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 mod history;
 mod queue;
+mod settings;
 mod sharing;
 mod usage;
 mod workspaces;
