@@ -653,6 +653,7 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::SharedWithMe(_) => "SharedWithMe",
         ClientReply::SharedConversation(_) => "SharedConversation",
         ClientReply::SessionSettings(_) => "SessionSettings",
+        ClientReply::WorkspacePermissions { .. } => "WorkspacePermissions",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

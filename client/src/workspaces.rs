@@ -4,6 +4,7 @@
 
 use crate::{Client, ClientError, unexpected};
 use shoal_protocol::client::{ClientReply, ClientRequest, ConversationSummary};
+use shoal_protocol::permissions::PermissionPolicy;
 use shoal_protocol::workspaces::{SkillPackInfo, SkillPackSpec, WorkspaceInfo, check_name};
 use shoal_protocol::{SkillPackId, WireError, WorkspaceId};
 
@@ -35,6 +36,39 @@ impl Client {
         {
             ClientReply::Workspaces(list) => Ok(list),
             other => Err(unexpected("Workspaces", &other)),
+        }
+    }
+
+    /// The permission policy of one of the caller's workspaces (`None`: the default
+    /// workspace): how its agents' permission requests are answered.
+    pub async fn workspace_permissions(
+        &self,
+        workspace: Option<WorkspaceId>,
+    ) -> Result<(WorkspaceId, PermissionPolicy), ClientError> {
+        let request = ClientRequest::GetWorkspacePermissions { workspace };
+        match self.unary("workspace_permissions", request, true).await? {
+            ClientReply::WorkspacePermissions { workspace, policy } => Ok((workspace, policy)),
+            other => Err(unexpected("WorkspacePermissions", &other)),
+        }
+    }
+
+    /// Replaces the permission policy of one of the caller's workspaces (`None`: the
+    /// default workspace); it wins over the agents' policies, an empty one leaves them in
+    /// force. A rule naming something that is not a tool kind is refused with
+    /// `invalid_argument`. Retried (setting the same policy twice changes nothing).
+    pub async fn set_workspace_permissions(
+        &self,
+        workspace: Option<WorkspaceId>,
+        policy: PermissionPolicy,
+    ) -> Result<(WorkspaceId, PermissionPolicy), ClientError> {
+        policy.check().map_err(|e| invalid("policy", e))?;
+        let request = ClientRequest::SetWorkspacePermissions { workspace, policy };
+        match self
+            .unary("set_workspace_permissions", request, true)
+            .await?
+        {
+            ClientReply::WorkspacePermissions { workspace, policy } => Ok((workspace, policy)),
+            other => Err(unexpected("WorkspacePermissions", &other)),
         }
     }
 

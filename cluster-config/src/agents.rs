@@ -17,7 +17,27 @@ use toml::{Table, Value};
 
 /// Keys of one `[agents.<id>]` table.
 pub(crate) const AGENT_KEYS: &[&str] = &[
-    "extends", "label", "command", "args", "env", "enabled", "home",
+    "extends",
+    "label",
+    "command",
+    "args",
+    "env",
+    "enabled",
+    "home",
+    "permissions",
+];
+/// The tool kinds a permission rule can name (ACP's `toolCall.kind`), besides `default`.
+pub const PERMISSION_KINDS: [&str; 10] = [
+    "read",
+    "edit",
+    "delete",
+    "move",
+    "search",
+    "execute",
+    "think",
+    "fetch",
+    "switch_mode",
+    "other",
 ];
 /// Keys of one home template entry.
 const HOME_FILE_KEYS: &[&str] = &["content", "source"];
@@ -138,6 +158,42 @@ pub struct AgentSpec {
     /// `[agents.<id>.home]` (default empty): files written into every home of this
     /// agent before it starts, by path relative to the home.
     pub home: BTreeMap<HomePath, HomeFile>,
+    /// `[agents.<id>.permissions]` (default empty: the owner answers every request):
+    /// how the agent's permission requests are answered, by default and per tool kind.
+    /// A workspace's own policy wins over it.
+    pub permissions: AgentPermissions,
+}
+
+/// How a permission request is answered ([`AgentPermissions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionMode {
+    /// `"ask"`: the owner (or the editor running the turn) answers.
+    Ask,
+    /// `"allow"`: allowed at once, without asking.
+    Allow,
+    /// `"deny"`: denied at once, without asking.
+    Deny,
+}
+
+impl PermissionMode {
+    /// `ask`, `allow` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermissionMode::Ask => "ask",
+            PermissionMode::Allow => "allow",
+            PermissionMode::Deny => "deny",
+        }
+    }
+}
+
+/// `[agents.<id>.permissions]`: `default = "ask" | "allow" | "deny"` and the same per tool
+/// kind ([`PERMISSION_KINDS`]), e.g. `execute = "ask"`, `read = "allow"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentPermissions {
+    /// `default`: the answer for a kind without its own rule (`None`: ask).
+    pub default: Option<PermissionMode>,
+    /// The per-kind rules, by kind.
+    pub kinds: BTreeMap<String, PermissionMode>,
 }
 
 impl AgentSpec {
@@ -154,6 +210,7 @@ impl AgentSpec {
                 .collect(),
             enabled: true,
             home: BTreeMap::new(),
+            permissions: AgentPermissions::default(),
         }
     }
 
@@ -167,6 +224,7 @@ impl AgentSpec {
             env: BTreeMap::new(),
             enabled: true,
             home: BTreeMap::new(),
+            permissions: AgentPermissions::default(),
         }
     }
 }
@@ -363,7 +421,56 @@ fn agent(
         spec.enabled = enabled;
     }
     spec.home.extend(home(s)?);
+    permissions(s, &mut spec.permissions)?;
     Ok(spec)
+}
+
+/// `[agents.<id>.permissions]`: `default` and tool kinds → `"ask" | "allow" | "deny"`,
+/// over what `into` has (a built-in's, an extended agent's).
+fn permissions(s: &mut Section<'_>, into: &mut AgentPermissions) -> Result<(), ConfigError> {
+    let table = match s.remove_value("permissions") {
+        None => return Ok(()),
+        Some(Value::Table(table)) => table,
+        Some(other) => {
+            return Err(s.invalid(
+                "permissions",
+                format!("expected a table, found {}", describe(&other)),
+                "write it as [agents.<id>.permissions] with `default = \"ask\"` and tool kinds \
+                 such as `execute = \"ask\"`, `read = \"allow\"`",
+            ));
+        }
+    };
+    for (key, value) in table {
+        let path = format!("{}.permissions.{}", s.path, echo(&key));
+        if key != "default" && !PERMISSION_KINDS.contains(&key.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: path,
+                problem: format!("`{}` is not a tool kind", echo(&key)),
+                fix: format!("use `default` or one of: {}", PERMISSION_KINDS.join(", ")),
+            });
+        }
+        let mode = match value.as_str() {
+            Some("ask") => PermissionMode::Ask,
+            Some("allow") => PermissionMode::Allow,
+            Some("deny") => PermissionMode::Deny,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: path,
+                    problem: format!(
+                        "expected \"ask\", \"allow\" or \"deny\", found {}",
+                        describe(&value)
+                    ),
+                    fix: "set it to \"ask\" (the owner answers), \"allow\" or \"deny\"".to_owned(),
+                });
+            }
+        };
+        if key == "default" {
+            into.default = Some(mode);
+        } else {
+            into.kinds.insert(key, mode);
+        }
+    }
+    Ok(())
 }
 
 /// `[agents.<id>.home]`: path → `{ content = "…" }` or `{ source = "/path" }`.

@@ -75,10 +75,10 @@ mod validate;
 mod write;
 
 pub use agents::{
-    AGENT_LABEL_CHARS_MAX, AGENTS_MAX, AgentSpec, BUILTIN_AGENTS, BuiltinAgent,
+    AGENT_LABEL_CHARS_MAX, AGENTS_MAX, AgentPermissions, AgentSpec, BUILTIN_AGENTS, BuiltinAgent,
     DEFAULT_AGENT_BUILTIN, EXTENDS_ACP, HOME_FILE_BYTES_MAX, HOME_FILES_MAX, HOME_PATH_BYTES_MAX,
-    HOME_PATH_COMPONENTS_MAX, HOME_REGISTRY_FILE, HomeFile, HomePath, builtin_agent,
-    builtin_agents,
+    HOME_PATH_COMPONENTS_MAX, HOME_REGISTRY_FILE, HomeFile, HomePath, PERMISSION_KINDS,
+    PermissionMode, builtin_agent, builtin_agents,
 };
 pub use error::ConfigError;
 pub use names::{AGENT_NAME_CHARS_MAX, AgentName, NODE_ID_CHARS_MAX, NameError, NodeId};

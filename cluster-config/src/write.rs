@@ -278,6 +278,16 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
                 kv(&mut out, &rel.as_str().to_toml_key(), value);
             }
         }
+        let permissions = &agent.permissions;
+        if permissions.default.is_some() || !permissions.kinds.is_empty() {
+            section(&mut out, &format!("{header}.permissions"));
+            if let Some(default) = permissions.default {
+                kv(&mut out, "default", default.as_str().to_toml_value());
+            }
+            for (kind, mode) in &permissions.kinds {
+                kv(&mut out, kind, mode.as_str().to_toml_value());
+            }
+        }
     }
     out
 }

@@ -107,6 +107,20 @@ fn part_json(part: &Part) -> Value {
             "input": input,
             "output": output,
         }),
+        Part::PermissionDecision {
+            tool_call_id,
+            title,
+            kind,
+            allowed,
+            rule,
+        } => json!({
+            "type": "permission_decision",
+            "tool_call_id": tool_call_id,
+            "title": title,
+            "kind": kind,
+            "allowed": allowed,
+            "rule": rule,
+        }),
     }
 }
 

@@ -43,6 +43,17 @@ pub(crate) fn side_line(event: &Event) -> Option<String> {
                 one_line(title, SIDE_LINE_CHARS_MAX),
                 tool_status_str(*status)
             ),
+            Part::PermissionDecision {
+                title,
+                allowed,
+                rule,
+                ..
+            } => format!(
+                "[permission] {} {} ({})",
+                if *allowed { "allowed" } else { "denied" },
+                one_line(title, SIDE_LINE_CHARS_MAX),
+                one_line(rule, SIDE_LINE_CHARS_MAX)
+            ),
             Part::Text { .. } | Part::Reasoning { .. } => return None,
         },
         Event::Plan { entries } => {

@@ -8,6 +8,7 @@ use crate::render::{Align, cell, table, utc_time};
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
 use shoal_client::{Client, Profile};
+use shoal_protocol::permissions::PermissionPolicy;
 use shoal_protocol::workspaces::WorkspaceInfo;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
@@ -58,6 +59,23 @@ pub(crate) enum WsCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Show or replace a workspace's permission policy: how its agents' permission
+    /// requests are answered (`ask`: you answer; `allow`; `deny`), by default and per
+    /// tool kind. It wins over the agents' `[agents.<id>.permissions]`.
+    Permissions {
+        /// The workspace: its id (`w-…`) or its name (default: your default workspace).
+        workspace: Option<String>,
+        /// Replace the policy with these rules, `KEY=ANSWER` (`default=allow`,
+        /// `execute=ask`, `read=allow`); repeat for several.
+        #[arg(long = "set", value_name = "RULE")]
+        rules: Vec<String>,
+        /// Remove the policy (the agents' policies apply).
+        #[arg(long, conflicts_with = "rules")]
+        clear: bool,
+        /// Print `{"workspace", "default", "kinds"}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one `ws` command.
@@ -78,6 +96,52 @@ pub(crate) async fn run(profile: &Profile, command: WsCommand) -> anyhow::Result
     let result = run_with(&client, command).await;
     client.close().await;
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// `ws permissions`: shows the policy, or replaces it first.
+async fn permissions(
+    client: &Client,
+    workspace: Option<String>,
+    rules: Vec<String>,
+    clear: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let id = match workspace {
+        Some(workspace) => Some(lookup::workspace_id(client, &workspace).await?),
+        None => None,
+    };
+    let (id, policy) = if clear || !rules.is_empty() {
+        let mut policy = PermissionPolicy::default();
+        for rule in &rules {
+            policy
+                .set_rule(rule)
+                .map_err(|e| anyhow!("--set {}: {e}", cell(rule)))?;
+        }
+        client.set_workspace_permissions(id, policy).await?
+    } else {
+        client.workspace_permissions(id).await?
+    };
+    if json {
+        let kinds: serde_json::Map<String, serde_json::Value> = policy
+            .kinds
+            .iter()
+            .map(|(k, a)| (k.clone(), a.as_str().into()))
+            .collect();
+        let value = serde_json::json!({
+            "workspace": id.to_string(),
+            "default": policy.default.map(|a| a.as_str()),
+            "kinds": kinds,
+        });
+        return print_line(&value.to_string());
+    }
+    let rules = policy.describe();
+    if rules.is_empty() {
+        print_line(&format!(
+            "workspace {id}: no permission rules (each agent's [agents.<id>.permissions] apply, else you are asked)"
+        ))
+    } else {
+        print_line(&format!("workspace {id}: {}", rules.join(", ")))
+    }
 }
 
 async fn run_with(client: &Client, command: WsCommand) -> anyhow::Result<()> {
@@ -103,6 +167,12 @@ async fn run_with(client: &Client, command: WsCommand) -> anyhow::Result<()> {
             let list = client.move_workspace(id, position - 1).await?;
             print_list(&list, false)?;
         }
+        WsCommand::Permissions {
+            workspace,
+            rules,
+            clear,
+            json,
+        } => permissions(client, workspace, rules, clear, json).await?,
         WsCommand::Rm { workspace, yes } => {
             let info = lookup::workspace(client, &workspace).await?;
             if info.default {

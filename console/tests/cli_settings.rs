@@ -59,3 +59,52 @@ async fn scenario(profile: PathBuf) -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_workspace_permission_policy_is_set_shown_and_applied_from_the_command_line() -> Result<()>
+{
+    with_node(|profile| async move { permissions(profile).await }).await
+}
+
+async fn permissions(profile: PathBuf) -> Result<()> {
+    let none = ok(&profile, &["ws", "permissions"]).await?;
+    ensure!(none.contains("no permission rules"), "{none}");
+    let set = ok_json(
+        &profile,
+        &[
+            "ws",
+            "permissions",
+            "--set",
+            "default=allow",
+            "--set",
+            "execute=deny",
+            "--json",
+        ],
+    )
+    .await?;
+    ensure!(
+        set["default"] == "allow" && set["kinds"]["execute"] == "deny",
+        "{set}"
+    );
+    let shown = ok(&profile, &["ws", "permissions", "default"]).await?;
+    ensure!(shown.contains("default = allow, execute = deny"), "{shown}");
+    let bad = refused(&profile, &["ws", "permissions", "--set", "shell=allow"]).await?;
+    ensure!(bad.contains("`shell` is not a tool kind"), "{bad}");
+
+    let id = ok(&profile, &["conv", "new"]).await?;
+    let id = id.trim().to_owned();
+    // Denied by the workspace's rule without asking; the record is shown as it streams.
+    let output = shoalctl(&profile, &["conv", "send", &id, "/permission"]).await?;
+    let stdout = succeeded(&output, "conv send /permission")?;
+    ensure!(stdout.trim() == "permission denied", "{stdout}");
+    let stderr = text(&output.stderr);
+    ensure!(
+        stderr.contains("[permission] denied Run rm -rf build (workspace policy: execute = deny)"),
+        "{stderr}"
+    );
+    let granted = ok(&profile, &["conv", "send", &id, "/permission read"]).await?;
+    ensure!(granted.trim() == "permission granted", "{granted}");
+    let cleared = ok(&profile, &["ws", "permissions", "--clear"]).await?;
+    ensure!(cleared.contains("no permission rules"), "{cleared}");
+    Ok(())
+}

@@ -225,7 +225,7 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
         "/think" => think(turn).await,
         "/tool" => tool(turn).await,
         "/bigtool" => big_tool(turn, args).await,
-        "/permission" => permission(turn).await,
+        "/permission" => permission(turn, args).await,
         "/write" => write(turn, args).await,
         "/plan" => plan(turn).await,
         "/usage" => usage(turn).await,
@@ -499,10 +499,21 @@ async fn linger(turn: &mut Turn, args: &str) -> Result<Outcome, Cancelled> {
     Ok(Outcome::Stop("end_turn"))
 }
 
-async fn permission(turn: &mut Turn) -> Result<Outcome, Cancelled> {
+/// Longest tool kind `/permission KIND` sends, in characters.
+const PERMISSION_KIND_CHARS_MAX: usize = 32;
+
+async fn permission(turn: &mut Turn, args: &str) -> Result<Outcome, Cancelled> {
+    let (kind, title) = match args.split_whitespace().next() {
+        None | Some("execute") => ("execute".to_owned(), "Run rm -rf build".to_owned()),
+        Some(kind) => {
+            let kind: String = kind.chars().take(PERMISSION_KIND_CHARS_MAX).collect();
+            let title = format!("Use a {kind} tool");
+            (kind, title)
+        }
+    };
     let params = json!({
         "sessionId": turn.session_id,
-        "toolCall": {"toolCallId": "call-p", "title": "Run rm -rf build", "kind": "execute"},
+        "toolCall": {"toolCallId": "call-p", "title": title, "kind": kind},
         "options": [
             {"optionId": "allow", "name": "Allow once", "kind": "allow_once"},
             {"optionId": "reject", "name": "Reject", "kind": "reject_once"},

@@ -189,6 +189,10 @@ pub enum AgentUpdate {
         title: String,
         /// The choices.
         options: Vec<PermissionOption>,
+        /// The tool call it is for, if the agent named it.
+        tool_call_id: Option<String>,
+        /// The tool call's kind (`read`, `execute`, …), if the agent said.
+        kind: Option<String>,
     },
     /// The commands the agent offers now (`available_commands_update`).
     Commands(Vec<shoal_protocol::transcript::SlashCommand>),

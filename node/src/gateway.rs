@@ -19,6 +19,7 @@ mod credentials;
 pub mod frames;
 mod history;
 pub mod peer_api;
+mod permissions;
 pub mod sharing;
 mod streams;
 pub mod tail;

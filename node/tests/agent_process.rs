@@ -224,11 +224,15 @@ async fn permission_round_trip() {
             request,
             title,
             options,
+            kind,
+            tool_call_id,
         } = asked
         else {
             unreachable!("next_matching returned a permission request");
         };
         assert_eq!(title, "Run rm -rf build");
+        assert_eq!(kind.as_deref(), Some("execute"));
+        assert_eq!(tool_call_id.as_deref(), Some("call-p"));
         let ids: Vec<_> = options.iter().map(|o| o.option_id.as_str()).collect();
         assert_eq!(ids, ["allow", "reject"]);
         assert!(matches!(

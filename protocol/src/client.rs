@@ -386,6 +386,21 @@ pub enum ClientRequest {
         /// The model's id; `None`: leave it as it is.
         model: Option<String>,
     },
+    /// The permission policy of one of the caller's workspaces. Reply:
+    /// `WorkspacePermissions`.
+    GetWorkspacePermissions {
+        /// The workspace; `None`: the caller's default workspace.
+        workspace: Option<WorkspaceId>,
+    },
+    /// Replace the permission policy of one of the caller's workspaces (it wins over
+    /// the agents' policies; an empty one leaves them in force). Reply:
+    /// `WorkspacePermissions`.
+    SetWorkspacePermissions {
+        /// The workspace; `None`: the caller's default workspace.
+        workspace: Option<WorkspaceId>,
+        /// The policy.
+        policy: crate::permissions::PermissionPolicy,
+    },
 }
 
 impl ClientRequest {
@@ -438,7 +453,9 @@ impl ClientRequest {
             | ClientRequest::DetachSkillPack { .. }
             | ClientRequest::ListConversationsPage { .. }
             | ClientRequest::GetUsage { .. }
-            | ClientRequest::SharedWithMe => None,
+            | ClientRequest::SharedWithMe
+            | ClientRequest::GetWorkspacePermissions { .. }
+            | ClientRequest::SetWorkspacePermissions { .. } => None,
         }
     }
 }
@@ -682,6 +699,13 @@ pub enum ClientReply {
     SharedConversation(Box<SharedView>),
     /// `SetSessionSettings` is committed: the conversation's settings now.
     SessionSettings(Box<crate::settings::SessionSettings>),
+    /// `GetWorkspacePermissions`, `SetWorkspacePermissions`: the workspace's policy.
+    WorkspacePermissions {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its policy.
+        policy: crate::permissions::PermissionPolicy,
+    },
 }
 
 /// What the server writes on a request stream. Encoded by declaration index: append only.

@@ -10,6 +10,7 @@
 //!   checks both sides run on names and pack files.
 //! * [`sharing`]: grants, roles, share tokens and the redacted view of a shared
 //!   conversation.
+//! * [`permissions`]: permission policies (ask, allow, deny; per tool kind).
 //! * [`settings`]: the modes and models an agent offers a conversation, and the owner's
 //!   picks.
 //! * [`admin`]: requests and replies of the `shoal-admin/1` ALPN.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod ids;
+pub mod permissions;
 pub mod settings;
 pub mod sharing;
 pub mod transcript;

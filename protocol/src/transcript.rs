@@ -66,6 +66,20 @@ pub enum Part {
         /// The output text, if reported.
         output: Option<String>,
     },
+    /// A permission request the node answered by policy, without asking anyone
+    /// ([`crate::permissions`]): the record of the automatic answer.
+    PermissionDecision {
+        /// The tool call it was for, if the agent named it.
+        tool_call_id: Option<String>,
+        /// What the agent wanted to do.
+        title: String,
+        /// Its tool kind, if the agent said.
+        kind: Option<String>,
+        /// Allowed (`true`) or denied.
+        allowed: bool,
+        /// The rule that decided (`workspace policy: execute = allow`).
+        rule: String,
+    },
 }
 
 /// The `content` of a message derived from its parts: the text parts concatenated in

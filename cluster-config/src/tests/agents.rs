@@ -49,6 +49,10 @@ fn a_builtin_is_overridden_key_by_key() {
         ),
         ("agents.opencode.label", "\"OpenCode (local)\""),
         ("agents.gemini.enabled", "false"),
+        (
+            "agents.gemini.permissions",
+            "{ default = \"deny\", read = \"allow\", execute = \"ask\" }",
+        ),
         ("agents.gemini.args", "[\"--experimental-acp\"]"),
         ("default_agent", "\"opencode\""),
     ]);
@@ -263,6 +267,21 @@ fn agent_rules_fire_naming_the_key() {
             "the path is empty",
         ),
         (
+            vec![("agents.demo.permissions", "\"allow\"".into())],
+            "agents.demo.permissions",
+            "expected a table, found string \"allow\"",
+        ),
+        (
+            vec![("agents.demo.permissions", "{ shell = \"allow\" }".into())],
+            "agents.demo.permissions.shell",
+            "`shell` is not a tool kind; use `default` or one of: read, edit, delete",
+        ),
+        (
+            vec![("agents.demo.permissions", "{ execute = \"yes\" }".into())],
+            "agents.demo.permissions.execute",
+            "expected \"ask\", \"allow\" or \"deny\", found string \"yes\"; set it to \"ask\"",
+        ),
+        (
             vec![("agents.demo.extend", "\"acp\"".into())],
             "agents.demo.extend",
             "did you mean `extends`?",
@@ -393,4 +412,31 @@ fn probe_keys_default_and_come_from_the_environment() {
         config.conversation.agent_probe_ttl(),
         Duration::from_secs(5)
     );
+}
+
+#[test]
+fn permission_policies_are_read_and_kept_over_extends() {
+    let text = no_agents(&[
+        (
+            "agents.demo.permissions",
+            "{ default = \"allow\", execute = \"ask\" }",
+        ),
+        ("agents.opencode.permissions", "{ read = \"allow\" }"),
+        ("agents.oc2.extends", "\"opencode\""),
+        ("agents.oc2.permissions", "{ edit = \"deny\" }"),
+        ("default_agent", "\"demo\""),
+    ]);
+    let config = NodeConfig::from_toml_str(&text, no_env()).expect("valid");
+    let demo = &config.agents["demo"].permissions;
+    assert_eq!(demo.default, Some(PermissionMode::Allow));
+    assert_eq!(demo.kinds["execute"], PermissionMode::Ask);
+    assert_eq!(config.agents["opencode"].permissions.default, None);
+    let oc2 = &config.agents["oc2"].permissions;
+    assert_eq!(
+        oc2.kinds.len(),
+        1,
+        "extends starts from the built-in, not the table"
+    );
+    assert_eq!(oc2.kinds["edit"], PermissionMode::Deny);
+    assert!(config.agents["claude"].permissions.kinds.is_empty());
 }

@@ -27,10 +27,12 @@
 //! * [`commits`]: pipelined commits and their results.
 //! * [`agent_events`]: agent output into the running turn.
 //! * [`settings`]: the owner's mode and model picks and the agent's offer.
+//! * [`permissions`]: permission requests answered by policy.
 
 mod agent_events;
 mod commits;
 mod history;
+mod permissions;
 mod queue;
 mod settings;
 mod turn;

@@ -164,6 +164,8 @@ impl Shared {
             request,
             title: ask.title,
             options: ask.options,
+            tool_call_id: ask.tool_call_id,
+            kind: ask.kind,
         };
         if self.updates.send(update).await.is_err() {
             // Nobody will answer: cancel so the agent does not wait forever.

@@ -145,6 +145,10 @@ pub(crate) struct PermissionAsk {
     pub(crate) title: String,
     /// The choices offered.
     pub(crate) options: Vec<PermissionOption>,
+    /// `toolCall.toolCallId`, if sent.
+    pub(crate) tool_call_id: Option<String>,
+    /// `toolCall.kind`, if sent (`read`, `execute`, …).
+    pub(crate) kind: Option<String>,
 }
 
 /// Reads `session/request_permission` parameters. Options without an id are
@@ -189,7 +193,18 @@ pub(crate) fn parse_permission_request(params: &Value) -> PermissionAsk {
                 .collect()
         })
         .unwrap_or_default();
-    PermissionAsk { title, options }
+    let field = |name: &str| {
+        tool_call
+            .and_then(|call| call.get(name))
+            .and_then(Value::as_str)
+            .map(truncate_for_log)
+    };
+    PermissionAsk {
+        title,
+        options,
+        tool_call_id: field("toolCallId"),
+        kind: field("kind"),
+    }
 }
 
 /// The `sessionId` of a notification or request, if present.

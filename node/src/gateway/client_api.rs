@@ -134,7 +134,9 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         // A workspace that is not the caller's is refused where the request is served.
         ClientRequest::SetCredential { workspace, .. }
         | ClientRequest::ListCredentials { workspace }
-        | ClientRequest::DeleteCredential { workspace, .. } => {
+        | ClientRequest::DeleteCredential { workspace, .. }
+        | ClientRequest::GetWorkspacePermissions { workspace }
+        | ClientRequest::SetWorkspacePermissions { workspace, .. } => {
             workspace
                 .unwrap_or_else(|| ctx.default_workspace(&peer.user))
                 .shard
@@ -523,6 +525,15 @@ pub async fn dispatch(
         }
         ClientRequest::ListCompactions { conversation } => {
             super::history::compactions(ctx, peer, conversation).map(ClientReply::Compactions)
+        }
+        ClientRequest::GetWorkspacePermissions { workspace } => {
+            super::permissions::get(ctx, peer, workspace)
+                .map(|(workspace, policy)| ClientReply::WorkspacePermissions { workspace, policy })
+        }
+        ClientRequest::SetWorkspacePermissions { workspace, policy } => {
+            super::permissions::set(ctx, peer, workspace, policy)
+                .await
+                .map(|(workspace, policy)| ClientReply::WorkspacePermissions { workspace, policy })
         }
         ClientRequest::SetSessionSettings {
             conversation,

@@ -32,7 +32,7 @@ fn failure(ctx: &NodeContext, context: &str, e: Failure) -> WireError {
 }
 
 /// Reads the caller's shard through `read` (a function the state machine also uses).
-fn read<T>(
+pub(super) fn read<T>(
     ctx: &NodeContext,
     peer: &Peer,
     context: &str,
@@ -86,7 +86,7 @@ fn info(rec: &WorkspaceRecord, default: WorkspaceId) -> WorkspaceInfo {
     }
 }
 
-async fn propose(
+pub(super) async fn propose(
     ctx: &NodeContext,
     context: &str,
     cmd: ShardCommand,

@@ -128,6 +128,7 @@ fn kind(part: Option<&Part>) -> &'static str {
         Some(Part::Text { .. }) => "text",
         Some(Part::Reasoning { .. }) => "reasoning",
         Some(Part::ToolCall { .. }) => "a tool call",
+        Some(Part::PermissionDecision { .. }) => "a permission decision",
         None => "nothing",
     }
 }

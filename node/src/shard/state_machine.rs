@@ -29,6 +29,7 @@
 //! * `us/…`, `uc/…`: what turns used ([`usage`])
 //! * `cp/<conversation uid>/<seq>`: context compactions ([`compactions`])
 //! * `ss/<conversation uid>`: the session settings ([`settings`])
+//! * `wp/<workspace uid>`: the workspace's permission policy ([`permissions`])
 //! * workspaces and skill packs: see [`workspaces`]
 
 use crate::security::credentials::{CREDENTIALS_PER_WORKSPACE_MAX, Sealed};
@@ -42,6 +43,7 @@ use shoal_protocol::{
 mod command;
 pub mod compactions;
 pub mod history;
+pub mod permissions;
 pub mod queue;
 pub mod settings;
 pub mod sharing;
@@ -708,6 +710,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
         ShardCommand::SetSessionSettings { .. } | ShardCommand::RecordSessionOffer { .. } => {
             settings::apply(view, cmd, &mut writes)?
         }
+        ShardCommand::SetWorkspacePermissions { .. } => permissions::apply(view, cmd, &mut writes)?,
     };
     Ok((writes, outcome))
 }

@@ -337,6 +337,15 @@ impl Store {
         Ok(self.get(id.shard, &key)?.unwrap_or_default())
     }
 
+    /// A workspace's permission policy (empty when none is stored).
+    pub fn workspace_permissions(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<shoal_protocol::permissions::PermissionPolicy, StoreError> {
+        let key = crate::shard::state_machine::permissions::permissions_key(workspace);
+        Ok(self.get(workspace.shard, &key)?.unwrap_or_default())
+    }
+
     /// A workspace's last committed snapshot.
     pub fn workspace_snapshot(
         &self,

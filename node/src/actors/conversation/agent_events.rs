@@ -23,6 +23,18 @@ fn part_bytes(part: &Part) -> usize {
                 + input.as_ref().map_or(0, String::len)
                 + output.as_ref().map_or(0, String::len)
         }
+        Part::PermissionDecision {
+            tool_call_id,
+            title,
+            kind,
+            rule,
+            ..
+        } => {
+            tool_call_id.as_ref().map_or(0, String::len)
+                + title.len()
+                + kind.as_ref().map_or(0, String::len)
+                + rule.len()
+        }
         Part::Text { text } | Part::Reasoning { text } => text.len(),
     }
 }
@@ -269,8 +281,40 @@ pub(super) fn on_agent_event(state: &mut ConversationState, turn_id: TurnId, eve
                     request,
                     title,
                     options,
+                    tool_call_id,
+                    kind,
                 } => {
-                    if turn.initiator.is_none() && turn.orphaned.is_none() {
+                    let decision = super::permissions::decide_for(
+                        &state.ctx,
+                        &state.record,
+                        kind.as_deref(),
+                        &options,
+                    );
+                    if let Some(decision) = decision {
+                        if let Some(agent) = &state.agent {
+                            let _ = agent.cast(AgentSessionMsg::RespondPermission {
+                                request,
+                                option_id: decision.option_id,
+                            });
+                        }
+                        let title = crate::shard::state_machine::prefix_within(
+                            &title,
+                            super::permissions::DECISION_TITLE_BYTES_MAX,
+                        )
+                        .to_owned();
+                        let part = Part::PermissionDecision {
+                            tool_call_id,
+                            title,
+                            kind,
+                            allowed: decision.allowed,
+                            rule: decision.rule,
+                        };
+                        // Bounded: the title is cut above, ids and kind by the parser.
+                        turn.bytes += part_bytes(&part);
+                        turn.message.parts.push(part.clone());
+                        turn.dirty = true;
+                        Event::ToolCall { message_id, part }
+                    } else if turn.initiator.is_none() && turn.orphaned.is_none() {
                         // Only the initiator may answer; without one (and none expected
                         // back within the grace period), refuse at once.
                         if let Some(agent) = &state.agent {

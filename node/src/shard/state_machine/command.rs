@@ -6,6 +6,7 @@ use crate::security::credentials::{CREDENTIAL_VALUE_BYTES_MAX, Sealed, check_sha
 use crate::shard::parts_delta::PartsDelta;
 use serde::{Deserialize, Serialize};
 use shoal_protocol::client::{MESSAGE_TEXT_BYTES_MAX, TITLE_BYTES_MAX};
+use shoal_protocol::permissions::PermissionPolicy;
 use shoal_protocol::settings::{SessionOffer, SettingKind, check_pick};
 use shoal_protocol::sharing::{GrantId, GrantTarget, SharedListing};
 use shoal_protocol::transcript::{Message, MessageStatus, StopReason, content_from_parts};
@@ -459,6 +460,18 @@ pub enum ShardCommand {
         /// The offer (bounded: [`SessionOffer::within_bounds`]).
         offer: SessionOffer,
     },
+    /// Replace a workspace's permission policy ([`super::permissions`]; an empty one
+    /// removes it).
+    SetWorkspacePermissions {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its owner.
+        owner: UserId,
+        /// The owner's default workspace.
+        default: WorkspaceId,
+        /// The policy (its kinds are ACP tool kinds).
+        policy: PermissionPolicy,
+    },
 }
 
 impl ShardCommand {
@@ -710,6 +723,15 @@ impl ShardCommand {
                         "the agent offer of {conversation} is larger than an offer is kept"
                     )));
                 }
+            }
+            ShardCommand::SetWorkspacePermissions {
+                workspace,
+                default,
+                policy,
+                ..
+            } => {
+                same_shard(workspace.shard, default.shard, "workspace")?;
+                policy.check().map_err(Rejection::Invalid)?;
             }
             ShardCommand::ImportConversation {
                 record,

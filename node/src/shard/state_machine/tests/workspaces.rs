@@ -362,3 +362,63 @@ fn a_pack_with_a_path_out_of_its_skill_is_rejected_on_every_replica() {
     assert!(matches!(mem.run(&cmd), Err(Rejection::Invalid(m)) if m.contains("..")));
     assert!(user_skill_packs(&mem, &alice()).unwrap().is_empty());
 }
+
+#[test]
+fn a_workspace_permission_policy_is_its_owners_and_goes_with_it() {
+    use shoal_protocol::permissions::{PermissionAnswer, PermissionPolicy};
+    let mut mem = Mem::default();
+    new_workspace(&mut mem, &alice(), 10, "w").unwrap();
+    let ws = WorkspaceId::new(SHARD, 10);
+    let mut policy = PermissionPolicy::default();
+    policy.set_rule("execute=deny").unwrap();
+    let set = |owner: UserId, policy: &PermissionPolicy| ShardCommand::SetWorkspacePermissions {
+        workspace: ws,
+        default: default_of(&owner),
+        owner,
+        policy: policy.clone(),
+    };
+    assert_eq!(
+        mem.run(&set(bob(), &policy)),
+        Err(Rejection::WorkspaceNotFound(ws))
+    );
+    mem.run(&set(alice(), &policy)).unwrap();
+    let key = super::super::permissions::permissions_key(ws);
+    assert_eq!(
+        super::super::permissions::load(&mem, ws).unwrap().kinds["execute"],
+        PermissionAnswer::Deny
+    );
+    let mut bad = policy.clone();
+    bad.kinds.insert("shell".into(), PermissionAnswer::Allow);
+    assert!(matches!(
+        mem.run(&set(alice(), &bad)),
+        Err(Rejection::Invalid(_))
+    ));
+    mem.run(&ShardCommand::DeleteWorkspace {
+        workspace: ws,
+        owner: alice(),
+        default: default_of(&alice()),
+    })
+    .unwrap();
+    assert!(!mem.0.contains_key(&key), "deleted with its workspace");
+    // An empty policy removes the key.
+    mem.run(&set(alice(), &policy)).unwrap_err();
+    let default = default_of(&alice());
+    let on_default = ShardCommand::SetWorkspacePermissions {
+        workspace: default,
+        owner: alice(),
+        default,
+        policy: policy.clone(),
+    };
+    mem.run(&on_default).unwrap();
+    let cleared = ShardCommand::SetWorkspacePermissions {
+        workspace: default,
+        owner: alice(),
+        default,
+        policy: PermissionPolicy::default(),
+    };
+    mem.run(&cleared).unwrap();
+    assert!(
+        !mem.0
+            .contains_key(&super::super::permissions::permissions_key(default))
+    );
+}
