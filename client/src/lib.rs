@@ -654,6 +654,7 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::SharedConversation(_) => "SharedConversation",
         ClientReply::SessionSettings(_) => "SessionSettings",
         ClientReply::WorkspacePermissions { .. } => "WorkspacePermissions",
+        ClientReply::WorkspaceMcpServers { .. } => "WorkspaceMcpServers",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

@@ -4,6 +4,7 @@
 
 use crate::{Client, ClientError, unexpected};
 use shoal_protocol::client::{ClientReply, ClientRequest, ConversationSummary};
+use shoal_protocol::mcp::{McpServerInfo, McpServerSpec, check_server};
 use shoal_protocol::permissions::PermissionPolicy;
 use shoal_protocol::workspaces::{SkillPackInfo, SkillPackSpec, WorkspaceInfo, check_name};
 use shoal_protocol::{SkillPackId, WireError, WorkspaceId};
@@ -36,6 +37,59 @@ impl Client {
         {
             ClientReply::Workspaces(list) => Ok(list),
             other => Err(unexpected("Workspaces", &other)),
+        }
+    }
+
+    /// The MCP servers of one of the caller's workspaces (`None`: the default one), with
+    /// the names of their env variables or headers, never the values.
+    pub async fn workspace_mcp_servers(
+        &self,
+        workspace: Option<WorkspaceId>,
+    ) -> Result<(WorkspaceId, Vec<McpServerInfo>), ClientError> {
+        let request = ClientRequest::ListWorkspaceMcpServers { workspace };
+        match self.unary("workspace_mcp_servers", request, true).await? {
+            ClientReply::WorkspaceMcpServers { workspace, servers } => Ok((workspace, servers)),
+            other => Err(unexpected("WorkspaceMcpServers", &other)),
+        }
+    }
+
+    /// Adds or replaces (by name) an MCP server of one of the caller's workspaces; its
+    /// agents get it from their next start. Env variables and headers are stored sealed
+    /// (the node needs `auth.credentials_key_path`). Retried (the same server twice
+    /// changes nothing).
+    pub async fn set_workspace_mcp_server(
+        &self,
+        workspace: Option<WorkspaceId>,
+        server: McpServerSpec,
+    ) -> Result<(WorkspaceId, Vec<McpServerInfo>), ClientError> {
+        check_server(&server).map_err(|e| invalid("server", e))?;
+        let request = ClientRequest::SetWorkspaceMcpServer { workspace, server };
+        match self
+            .unary("set_workspace_mcp_server", request, true)
+            .await?
+        {
+            ClientReply::WorkspaceMcpServers { workspace, servers } => Ok((workspace, servers)),
+            other => Err(unexpected("WorkspaceMcpServers", &other)),
+        }
+    }
+
+    /// Removes an MCP server of one of the caller's workspaces. Not retried (a retry of
+    /// an applied removal would find nothing to remove).
+    pub async fn remove_workspace_mcp_server(
+        &self,
+        workspace: Option<WorkspaceId>,
+        name: &str,
+    ) -> Result<(WorkspaceId, Vec<McpServerInfo>), ClientError> {
+        let request = ClientRequest::RemoveWorkspaceMcpServer {
+            workspace,
+            name: name.to_owned(),
+        };
+        match self
+            .unary("remove_workspace_mcp_server", request, false)
+            .await?
+        {
+            ClientReply::WorkspaceMcpServers { workspace, servers } => Ok((workspace, servers)),
+            other => Err(unexpected("WorkspaceMcpServers", &other)),
         }
     }
 

@@ -3,7 +3,7 @@
 //! reads back to an equal config.
 
 use crate::NodeConfig;
-use crate::agents::HomeFile;
+use crate::agents::{AgentMcpServer, HomeFile};
 use std::path::Path;
 use toml_writer::{ToTomlKey, ToTomlValue};
 
@@ -276,6 +276,23 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
                     HomeFile::Source(source) => format!("{{ source = {} }}", path(source)),
                 };
                 kv(&mut out, &rel.as_str().to_toml_key(), value);
+            }
+        }
+        for (server, mcp) in &agent.mcp {
+            section(
+                &mut out,
+                &format!("{header}.mcp.{}", server.as_str().to_toml_key()),
+            );
+            match mcp {
+                AgentMcpServer::Stdio { command, args, env } => {
+                    kv(&mut out, "command", command.to_toml_value());
+                    kv(&mut out, "args", args.to_toml_value());
+                    kv(&mut out, "env", env.to_toml_value());
+                }
+                AgentMcpServer::Http { url, headers } => {
+                    kv(&mut out, "url", url.to_toml_value());
+                    kv(&mut out, "headers", headers.to_toml_value());
+                }
             }
         }
         let permissions = &agent.permissions;

@@ -43,6 +43,7 @@ mod skills_import;
 mod top;
 mod usage;
 mod ws;
+mod ws_mcp;
 
 use anyhow::anyhow;
 use clap::{Parser, Subcommand};

@@ -76,6 +76,12 @@ pub(crate) enum WsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A workspace's MCP servers, given to its agents' sessions.
+    Mcp {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::ws_mcp::McpCommand,
+    },
 }
 
 /// Runs one `ws` command.
@@ -173,6 +179,7 @@ async fn run_with(client: &Client, command: WsCommand) -> anyhow::Result<()> {
             clear,
             json,
         } => permissions(client, workspace, rules, clear, json).await?,
+        WsCommand::Mcp { command } => crate::ws_mcp::run(client, command).await?,
         WsCommand::Rm { workspace, yes } => {
             let info = lookup::workspace(client, &workspace).await?;
             if info.default {

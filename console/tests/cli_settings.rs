@@ -108,3 +108,49 @@ async fn permissions(profile: PathBuf) -> Result<()> {
     ensure!(cleared.contains("no permission rules"), "{cleared}");
     Ok(())
 }
+
+#[tokio::test]
+async fn workspace_mcp_servers_are_added_listed_without_values_and_removed() -> Result<()> {
+    with_node(|profile| async move { mcp(profile).await }).await
+}
+
+async fn mcp(profile: PathBuf) -> Result<()> {
+    let none = ok(&profile, &["ws", "mcp", "list"]).await?;
+    ensure!(none.contains("no MCP servers"), "{none}");
+    let added = ok(
+        &profile,
+        &[
+            "ws",
+            "mcp",
+            "add",
+            "docs",
+            "--url",
+            "https://mcp.example/v1",
+            "--header",
+            "Authorization=Bearer s3cret",
+        ],
+    )
+    .await?;
+    ensure!(
+        added.contains("docs  http  https://mcp.example/v1 [headers: Authorization]")
+            && !added.contains("s3cret"),
+        "{added}"
+    );
+    let listed = ok_json(&profile, &["ws", "mcp", "list", "--json"]).await?;
+    ensure!(
+        listed[0]["secrets"][0] == "Authorization" && !listed.to_string().contains("s3cret"),
+        "{listed}"
+    );
+    let id = ok(&profile, &["conv", "new"]).await?;
+    let reply = ok(&profile, &["conv", "send", id.trim(), "/mcp"]).await?;
+    ensure!(
+        reply.starts_with("mcp: docs (http https://mcp.example/v1; headers: Authorization=")
+            && !reply.contains("s3cret"),
+        "{reply}"
+    );
+    let bad = refused(&profile, &["ws", "mcp", "add", "x", "--url", "ftp://x"]).await?;
+    ensure!(bad.contains("must start with http:// or https://"), "{bad}");
+    let removed = ok(&profile, &["ws", "mcp", "rm", "docs"]).await?;
+    ensure!(removed.contains("no MCP servers"), "{removed}");
+    Ok(())
+}

@@ -44,6 +44,8 @@ struct Session {
     /// new process starts with the defaults.
     mode: String,
     model: String,
+    /// The MCP servers the session was given, described for `/mcp`.
+    mcp: Vec<String>,
 }
 
 /// The session modes offered: `(id, name, description)`; the first is the default.
@@ -220,6 +222,14 @@ impl Agent {
             })
     }
 
+    /// The MCP servers the session was given, described (`/mcp`).
+    pub(crate) fn mcp(&self, session_id: &str) -> Vec<String> {
+        lock(&self.sessions)
+            .get(session_id)
+            .map(|s| s.mcp.clone())
+            .unwrap_or_default()
+    }
+
     /// The session's mode and model (`None` for an unknown session).
     pub(crate) fn settings(&self, session_id: &str) -> Option<(String, String)> {
         lock(&self.sessions)
@@ -349,7 +359,11 @@ fn initialize(agent: &Agent, params: &Value) -> Value {
         .collect();
     json!({
         "protocolVersion": PROTOCOL_VERSION,
-        "agentCapabilities": {"loadSession": true, "promptCapabilities": {}},
+        "agentCapabilities": {
+            "loadSession": true,
+            "promptCapabilities": {},
+            "mcpCapabilities": {"http": std::env::var_os(crate::NO_HTTP_MCP_ENV).is_none(), "sse": false},
+        },
         "agentInfo": {"name": "shoal-demo-agent", "version": env!("CARGO_PKG_VERSION")},
         "authMethods": auth_methods,
     })
@@ -425,6 +439,7 @@ async fn new_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> {
         cost_micros: 0,
         mode: MODES[0].0.to_owned(),
         model: MODELS[0].0.to_owned(),
+        mcp: describe_mcp(params),
     };
     lock(&agent.sessions).insert(id.clone(), session);
     *lock(&agent.last_session) = Some(id.clone());
@@ -465,6 +480,7 @@ async fn load_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> 
             cost_micros,
             mode,
             model,
+            mcp: describe_mcp(params),
         };
         sessions.insert(id.clone(), session);
         history
@@ -484,6 +500,52 @@ async fn load_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> 
     }
     let (modes, options) = session_settings(&mode, &model);
     Ok(json!({"modes": modes, "configOptions": options}))
+}
+
+/// Most MCP servers described per session.
+const MCP_SERVERS_DESCRIBED_MAX: usize = 64;
+
+/// `mcpServers` described one each: `name (stdio COMMAND; env: K=<digest>)` or
+/// `name (http URL; headers: K=<digest>)`, where a digest is the first 16 hex digits of
+/// the value's BLAKE3 hash (the value itself is never shown).
+fn describe_mcp(params: &Value) -> Vec<String> {
+    let pairs = |list: Option<&Value>| -> String {
+        let described: Vec<String> = list
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|pair| {
+                let name = pair.get("name").and_then(Value::as_str).unwrap_or("?");
+                let value = pair.get("value").and_then(Value::as_str).unwrap_or("");
+                let digest = blake3::hash(value.as_bytes()).to_hex();
+                format!("{name}={}", &digest[..16])
+            })
+            .collect();
+        described.join(" ")
+    };
+    params
+        .get("mcpServers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .take(MCP_SERVERS_DESCRIBED_MAX)
+        .map(|server| {
+            let name = server.get("name").and_then(Value::as_str).unwrap_or("?");
+            match server.get("url").and_then(Value::as_str) {
+                Some(url) => format!(
+                    "{name} (http {url}; headers: {})",
+                    pairs(server.get("headers"))
+                ),
+                None => {
+                    let command = server.get("command").and_then(Value::as_str).unwrap_or("?");
+                    format!(
+                        "{name} (stdio {command}; env: {})",
+                        pairs(server.get("env"))
+                    )
+                }
+            }
+        })
+        .collect()
 }
 
 /// `session/set_mode {sessionId, modeId}`: a mode of [`MODES`]; tells the client with a

@@ -49,6 +49,9 @@ pub const NODE_ID_ENV: &str = "SHOAL_NODE_ID";
 /// advertises an auth method and `session/new` and `session/load` fail with ACP's
 /// `auth_required` error (-32000).
 pub const REQUIRE_AUTH_ENV: &str = "SHOAL_DEMO_AGENT_REQUIRE_AUTH";
+/// Environment variable that, when set (to anything), makes `initialize` advertise
+/// `mcpCapabilities.http: false`: an agent that cannot use HTTP MCP servers.
+pub const NO_HTTP_MCP_ENV: &str = "SHOAL_DEMO_AGENT_NO_HTTP_MCP";
 /// Environment variable naming a Unix socket that witnesses this process's life (chaos
 /// tests): the agent connects at start, says who it is, and holds the connection open
 /// until the process ends.

@@ -242,6 +242,16 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
             turn.text("commands sent").await?;
             Ok(Outcome::Stop("end_turn"))
         }
+        "/mcp" => {
+            let servers = turn.agent.mcp(&turn.session_id);
+            let text = if servers.is_empty() {
+                "mcp: none".to_owned()
+            } else {
+                format!("mcp: {}", servers.join(", "))
+            };
+            turn.text(&text).await?;
+            Ok(Outcome::Stop("end_turn"))
+        }
         "/settings" => {
             let (mode, model) = turn.agent.settings(&turn.session_id).unwrap_or_default();
             turn.text(&format!("mode: {mode}, model: {model}")).await?;

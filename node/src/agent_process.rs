@@ -15,6 +15,8 @@
 //!   back (also when the agent echoes `"1"` for `1`).
 //! * `agent_process/wire.rs`: lenient parsing of agent messages and the JSON we
 //!   send (no I/O).
+//! * `agent_process/mcp.rs`: the MCP servers given to a session, HTTP ones only to
+//!   agents that take them (no I/O).
 //! * `agent_process/offer.rs`: the modes and models (config options) an agent offers,
 //!   and the JSON that picks them (no I/O).
 //! * `agent_process/auth.rs`: advertised auth methods, `auth_required` and what
@@ -52,6 +54,8 @@ mod fs;
 mod handler;
 mod ids;
 mod launch;
+mod mcp;
+pub use mcp::{McpServer, McpServerTransport};
 mod offer;
 mod probe;
 mod redact;
@@ -136,6 +140,8 @@ pub struct StartOptions {
     /// system directories read-only (`sandbox.isolation = "bwrap"`). `None`: a plain
     /// child process.
     pub confine_to: Option<PathBuf>,
+    /// The MCP servers for the session (`mcpServers` of `session/new` / `session/load`).
+    pub mcp_servers: Vec<McpServer>,
 }
 
 impl std::fmt::Debug for StartOptions {
@@ -147,6 +153,7 @@ impl std::fmt::Debug for StartOptions {
             .field("start_timeout", &self.start_timeout)
             .field("extra_env", &self.extra_env.keys().collect::<Vec<_>>())
             .field("confine_to", &self.confine_to)
+            .field("mcp_servers", &self.mcp_servers)
             .finish()
     }
 }
@@ -454,6 +461,8 @@ pub struct AgentProcess {
     /// The modes and config options the session's `session/new` or `session/load`
     /// answer offered.
     offer: Option<shoal_protocol::settings::SessionOffer>,
+    /// The HTTP MCP servers left out because the agent does not take them.
+    mcp_left_out: Vec<String>,
     shared: Arc<Shared>,
     connection: v1::ConnectionTo<Agent>,
     /// Dropping or firing it ends the connection task.
@@ -537,6 +546,9 @@ impl AgentProcess {
         let info = wire::parse_initialize(&answer).map_err(AgentError::Protocol)?;
         self.load_session = info.load_session;
         let methods = auth::parse_auth_methods(&answer);
+        let (mcp_servers, left_out) =
+            mcp::servers_json(&opts.mcp_servers, mcp::takes_http(&answer));
+        self.mcp_left_out = left_out;
 
         if let Some(resume) = &opts.resume_session {
             if info.load_session {
@@ -551,7 +563,10 @@ impl AgentProcess {
                     );
                 }
                 let answer = self
-                    .call("session/load", wire::load_session_params(resume, cwd))
+                    .call(
+                        "session/load",
+                        wire::load_session_params(resume, cwd, mcp_servers.clone()),
+                    )
                     .await
                     .map_err(|e| auth_required(e, &methods))?;
                 self.session_id = resume.clone();
@@ -571,7 +586,7 @@ impl AgentProcess {
         // so updates right after the answer are routed (ACP pitfall 1).
         self.send_ordered(
             "session/new",
-            wire::new_session_params(cwd),
+            wire::new_session_params(cwd, mcp_servers),
             move |result: Result<Value, agent_client_protocol::Error>| async move {
                 if let Ok(answer) = &result
                     && let Ok(session_id) = wire::parse_new_session(answer)
@@ -592,6 +607,12 @@ impl AgentProcess {
         self.session_id = wire::parse_new_session(&answer).map_err(AgentError::Protocol)?;
         self.offer = offer::parse_session_offer(&answer);
         Ok(())
+    }
+
+    /// The names of the HTTP MCP servers left out of the session: the agent does not
+    /// advertise `mcpCapabilities.http`.
+    pub fn mcp_left_out(&self) -> &[String] {
+        &self.mcp_left_out
     }
 
     /// The modes and config options the session offered when it opened (`None`: it

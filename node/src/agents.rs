@@ -442,6 +442,7 @@ async fn probe(ctx: &NodeContext, id: &str, spec: &AgentSpec) -> Probed {
             (PROBE_ENV.to_owned(), "1".to_owned()),
         ]),
         confine_to: (ctx.config.sandbox.isolation == Isolation::Bwrap).then_some(root),
+        mcp_servers: Vec::new(),
     };
     match AgentProcess::probe(&cmd, opts, None).await {
         Ok(info) => done(AgentStatus::Ready, Some(info)),

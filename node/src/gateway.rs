@@ -18,6 +18,7 @@ pub mod client_api;
 mod credentials;
 pub mod frames;
 mod history;
+mod mcp;
 pub mod peer_api;
 mod permissions;
 pub mod sharing;

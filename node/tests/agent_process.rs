@@ -87,6 +87,7 @@ impl Dirs {
             start_timeout: Duration::from_millis(START_TIMEOUT_MS),
             extra_env: BTreeMap::from([("SHOAL_NODE_ID".to_owned(), "node-test-1".to_owned())]),
             confine_to: None,
+            mcp_servers: Vec::new(),
         }
     }
 }

@@ -401,6 +401,29 @@ pub enum ClientRequest {
         /// The policy.
         policy: crate::permissions::PermissionPolicy,
     },
+    /// Add or replace (by name) an MCP server of one of the caller's workspaces; its
+    /// env variables or headers are stored sealed and never read back. Reply:
+    /// `WorkspaceMcpServers`.
+    SetWorkspaceMcpServer {
+        /// The workspace; `None`: the caller's default workspace.
+        workspace: Option<WorkspaceId>,
+        /// The server.
+        server: crate::mcp::McpServerSpec,
+    },
+    /// Remove an MCP server of one of the caller's workspaces. Reply:
+    /// `WorkspaceMcpServers`.
+    RemoveWorkspaceMcpServer {
+        /// The workspace; `None`: the caller's default workspace.
+        workspace: Option<WorkspaceId>,
+        /// The server's name.
+        name: String,
+    },
+    /// The MCP servers of one of the caller's workspaces (secret names, no values).
+    /// Reply: `WorkspaceMcpServers`.
+    ListWorkspaceMcpServers {
+        /// The workspace; `None`: the caller's default workspace.
+        workspace: Option<WorkspaceId>,
+    },
 }
 
 impl ClientRequest {
@@ -455,7 +478,10 @@ impl ClientRequest {
             | ClientRequest::GetUsage { .. }
             | ClientRequest::SharedWithMe
             | ClientRequest::GetWorkspacePermissions { .. }
-            | ClientRequest::SetWorkspacePermissions { .. } => None,
+            | ClientRequest::SetWorkspacePermissions { .. }
+            | ClientRequest::SetWorkspaceMcpServer { .. }
+            | ClientRequest::RemoveWorkspaceMcpServer { .. }
+            | ClientRequest::ListWorkspaceMcpServers { .. } => None,
         }
     }
 }
@@ -705,6 +731,13 @@ pub enum ClientReply {
         workspace: WorkspaceId,
         /// Its policy.
         policy: crate::permissions::PermissionPolicy,
+    },
+    /// The MCP servers of a workspace, by name (secret names, no values).
+    WorkspaceMcpServers {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its servers.
+        servers: Vec<crate::mcp::McpServerInfo>,
     },
 }
 

@@ -10,6 +10,7 @@
 //!   checks both sides run on names and pack files.
 //! * [`sharing`]: grants, roles, share tokens and the redacted view of a shared
 //!   conversation.
+//! * [`mcp`]: the MCP servers a workspace gives its agents.
 //! * [`permissions`]: permission policies (ask, allow, deny; per tool kind).
 //! * [`settings`]: the modes and models an agent offers a conversation, and the owner's
 //!   picks.
@@ -33,6 +34,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod ids;
+pub mod mcp;
 pub mod permissions;
 pub mod settings;
 pub mod sharing;

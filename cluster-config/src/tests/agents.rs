@@ -50,6 +50,10 @@ fn a_builtin_is_overridden_key_by_key() {
         ("agents.opencode.label", "\"OpenCode (local)\""),
         ("agents.gemini.enabled", "false"),
         (
+            "agents.gemini.mcp",
+            "{ files = { command = \"/bin/files\", args = [\"--ro\"], env = { TOKEN = \"t\" } }, docs = { url = \"https://mcp.example/v1\", headers = { Authorization = \"Bearer x\" } } }",
+        ),
+        (
             "agents.gemini.permissions",
             "{ default = \"deny\", read = \"allow\", execute = \"ask\" }",
         ),
@@ -282,6 +286,56 @@ fn agent_rules_fire_naming_the_key() {
             "expected \"ask\", \"allow\" or \"deny\", found string \"yes\"; set it to \"ask\"",
         ),
         (
+            vec![(
+                "agents.demo.mcp",
+                "{ \"bad name\" = { command = \"x\" } }".into(),
+            )],
+            "agents.demo.mcp.\"bad name\"",
+            "not a server name",
+        ),
+        (
+            vec![("agents.demo.mcp", "{ docs = { url = \"ftp://x\" } }".into())],
+            "agents.demo.mcp.docs.url",
+            "is not an http:// or https:// URL",
+        ),
+        (
+            vec![("agents.demo.mcp", "{ docs = { } }".into())],
+            "agents.demo.mcp.docs.command",
+            "set `command = ",
+        ),
+        (
+            vec![(
+                "agents.demo.mcp",
+                "{ docs = { command = \"x\", url = \"https://x\" } }".into(),
+            )],
+            "agents.demo.mcp.docs",
+            "both `command` and `url` are set",
+        ),
+        (
+            vec![(
+                "agents.demo.mcp",
+                "{ docs = { url = \"https://x\", env = { A = \"b\" } } }".into(),
+            )],
+            "agents.demo.mcp.docs.url",
+            "an HTTP server has no `args` or `env`",
+        ),
+        (
+            vec![(
+                "agents.demo.mcp",
+                "{ docs = { url = \"https://x\", headers = { \"a b\" = \"c\" } } }".into(),
+            )],
+            "agents.demo.mcp.docs.headers.\"a b\"",
+            "expected a name of letters",
+        ),
+        (
+            vec![(
+                "agents.demo.mcp",
+                "{ docs = { url = \"https://x\", header = {} } }".into(),
+            )],
+            "agents.demo.mcp.docs.header",
+            "did you mean `headers`?",
+        ),
+        (
             vec![("agents.demo.extend", "\"acp\"".into())],
             "agents.demo.extend",
             "did you mean `extends`?",
@@ -439,4 +493,29 @@ fn permission_policies_are_read_and_kept_over_extends() {
     );
     assert_eq!(oc2.kinds["edit"], PermissionMode::Deny);
     assert!(config.agents["claude"].permissions.kinds.is_empty());
+}
+
+#[test]
+fn mcp_servers_are_read_and_their_values_never_debug_printed() {
+    let text = no_agents(&[(
+        "agents.demo.mcp",
+        "{ files = { command = \"/bin/files\", env = { TOKEN = \"t0k3n\" } }, docs = { url = \"https://mcp.example/v1\", headers = { Authorization = \"Bearer s3cret\" } } }",
+    )]);
+    let config = NodeConfig::from_toml_str(&text, no_env()).expect("valid");
+    let mcp = &config.agents["demo"].mcp;
+    assert_eq!(
+        mcp["files"],
+        AgentMcpServer::Stdio {
+            command: "/bin/files".into(),
+            args: vec![],
+            env: BTreeMap::from([("TOKEN".into(), "t0k3n".into())]),
+        }
+    );
+    assert!(
+        matches!(&mcp["docs"], AgentMcpServer::Http { url, .. } if url == "https://mcp.example/v1")
+    );
+    let shown = format!("{config:?}");
+    assert!(
+        shown.contains("Authorization") && !shown.contains("s3cret") && !shown.contains("t0k3n")
+    );
 }

@@ -17,6 +17,7 @@
 //! starts until it is gone; between turns it is idle, and at the node's cap the least
 //! recently used idle one is asked to stop ([`AgentSessionMsg::StopIdle`]).
 
+mod mcp;
 mod settings;
 pub use settings::{Picks, SETTING_CALL_TIMEOUT_MS};
 
@@ -435,6 +436,15 @@ async fn ensure_process(
             credit: None,
         });
     }
+    let (mcp_servers, mcp_warnings) =
+        mcp::servers(ctx, &args.agent_name, args.workspace, args.credentials);
+    for warning in mcp_warnings {
+        let _ = args.conversation.cast(ConversationMsg::Agent {
+            turn,
+            event: AgentEvent::Warning(warning),
+            credit: None,
+        });
+    }
     // For usage per credential: which of the workspace's credentials this process has.
     let credentials: Vec<String> = extra_env.keys().cloned().collect();
     // After the credentials: reserved names are never injected, and this one is Shoal's.
@@ -447,6 +457,7 @@ async fn ensure_process(
         extra_env,
         confine_to: (ctx.config.sandbox.isolation == shoal_cluster_config::Isolation::Bwrap)
             .then(|| ctx.workspace_root(args.workspace)),
+        mcp_servers,
     };
     if ctx.fence.is_fenced(args.workspace.shard) {
         return Err(format!(
@@ -526,6 +537,16 @@ async fn ensure_process(
     state.args.resume_session = Some(process.session_id().to_owned());
     state.applied = Picks::default();
     state.offer = process.offer().cloned();
+    for name in process.mcp_left_out() {
+        let _ = state.args.conversation.cast(ConversationMsg::Agent {
+            turn,
+            event: AgentEvent::Warning(format!(
+                "MCP server `{name}` left out: agent `{}` does not advertise mcpCapabilities.http, so it cannot use HTTP MCP servers",
+                state.args.agent_name
+            )),
+            credit: None,
+        });
+    }
     let _ = state.args.conversation.cast(ConversationMsg::Agent {
         turn,
         event: AgentEvent::SessionStarted {

@@ -28,7 +28,12 @@ impl AgentProcess {
             source,
         })?;
         let env = child::child_env(cmd, opts)?;
-        let secrets = redact::secret_values(cmd.env.values().chain(opts.extra_env.values()));
+        let secrets = redact::secret_values(
+            cmd.env
+                .values()
+                .chain(opts.extra_env.values())
+                .chain(opts.mcp_servers.iter().flat_map(|s| s.secret_values())),
+        );
         let timeout_ms = u64::try_from(opts.start_timeout.as_millis()).unwrap_or(u64::MAX);
 
         let spec = child::SpawnSpec {
@@ -74,6 +79,7 @@ impl AgentProcess {
             session_id: String::new(),
             load_session: false,
             offer: None,
+            mcp_left_out: Vec::new(),
             shared,
             connection,
             stop_connection: Mutex::new(Some(task.stop)),

@@ -60,14 +60,14 @@ pub(crate) fn parse_initialize(result: &Value) -> Result<InitializeInfo, String>
     Ok(InitializeInfo { load_session })
 }
 
-/// `session/new` parameters.
-pub(crate) fn new_session_params(cwd: &str) -> Value {
-    json!({ "cwd": cwd, "mcpServers": [] })
+/// `session/new` parameters (`mcp_servers`: [`super::mcp::servers_json`]).
+pub(crate) fn new_session_params(cwd: &str, mcp_servers: Value) -> Value {
+    json!({ "cwd": cwd, "mcpServers": mcp_servers })
 }
 
 /// `session/load` parameters.
-pub(crate) fn load_session_params(session_id: &str, cwd: &str) -> Value {
-    json!({ "sessionId": session_id, "cwd": cwd, "mcpServers": [] })
+pub(crate) fn load_session_params(session_id: &str, cwd: &str, mcp_servers: Value) -> Value {
+    json!({ "sessionId": session_id, "cwd": cwd, "mcpServers": mcp_servers })
 }
 
 /// Reads the `sessionId` of a `session/new` answer.

@@ -136,7 +136,10 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         | ClientRequest::ListCredentials { workspace }
         | ClientRequest::DeleteCredential { workspace, .. }
         | ClientRequest::GetWorkspacePermissions { workspace }
-        | ClientRequest::SetWorkspacePermissions { workspace, .. } => {
+        | ClientRequest::SetWorkspacePermissions { workspace, .. }
+        | ClientRequest::SetWorkspaceMcpServer { workspace, .. }
+        | ClientRequest::RemoveWorkspaceMcpServer { workspace, .. }
+        | ClientRequest::ListWorkspaceMcpServers { workspace } => {
             workspace
                 .unwrap_or_else(|| ctx.default_workspace(&peer.user))
                 .shard
@@ -525,6 +528,20 @@ pub async fn dispatch(
         }
         ClientRequest::ListCompactions { conversation } => {
             super::history::compactions(ctx, peer, conversation).map(ClientReply::Compactions)
+        }
+        ClientRequest::ListWorkspaceMcpServers { workspace } => {
+            super::mcp::list(ctx, peer, workspace)
+                .map(|(workspace, servers)| ClientReply::WorkspaceMcpServers { workspace, servers })
+        }
+        ClientRequest::SetWorkspaceMcpServer { workspace, server } => {
+            super::mcp::set(ctx, peer, workspace, server)
+                .await
+                .map(|(workspace, servers)| ClientReply::WorkspaceMcpServers { workspace, servers })
+        }
+        ClientRequest::RemoveWorkspaceMcpServer { workspace, name } => {
+            super::mcp::remove(ctx, peer, workspace, name)
+                .await
+                .map(|(workspace, servers)| ClientReply::WorkspaceMcpServers { workspace, servers })
         }
         ClientRequest::GetWorkspacePermissions { workspace } => {
             super::permissions::get(ctx, peer, workspace)

@@ -30,6 +30,7 @@
 //! * `cp/<conversation uid>/<seq>`: context compactions ([`compactions`])
 //! * `ss/<conversation uid>`: the session settings ([`settings`])
 //! * `wp/<workspace uid>`: the workspace's permission policy ([`permissions`])
+//! * `wm/<workspace uid>`: the workspace's MCP servers ([`mcp`])
 //! * workspaces and skill packs: see [`workspaces`]
 
 use crate::security::credentials::{CREDENTIALS_PER_WORKSPACE_MAX, Sealed};
@@ -43,6 +44,7 @@ use shoal_protocol::{
 mod command;
 pub mod compactions;
 pub mod history;
+pub mod mcp;
 pub mod permissions;
 pub mod queue;
 pub mod settings;
@@ -189,6 +191,8 @@ pub enum Outcome {
     Grant(Box<sharing::StoredGrant>),
     /// `SetSessionSettings`: the conversation's settings after it.
     Settings(Box<shoal_protocol::settings::SessionSettings>),
+    /// `SetWorkspaceMcpServer`, `RemoveWorkspaceMcpServer`: the servers after it.
+    McpServers(Box<mcp::WorkspaceMcp>),
 }
 
 /// What `AppendUserMessage` did.
@@ -711,6 +715,8 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             settings::apply(view, cmd, &mut writes)?
         }
         ShardCommand::SetWorkspacePermissions { .. } => permissions::apply(view, cmd, &mut writes)?,
+        ShardCommand::SetWorkspaceMcpServer { .. }
+        | ShardCommand::RemoveWorkspaceMcpServer { .. } => mcp::apply(view, cmd, &mut writes)?,
     };
     Ok((writes, outcome))
 }

@@ -346,6 +346,15 @@ impl Store {
         Ok(self.get(workspace.shard, &key)?.unwrap_or_default())
     }
 
+    /// A workspace's MCP servers (none when none are stored).
+    pub fn workspace_mcp(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<crate::shard::state_machine::mcp::WorkspaceMcp, StoreError> {
+        let key = crate::shard::state_machine::mcp::mcp_key(workspace);
+        Ok(self.get(workspace.shard, &key)?.unwrap_or_default())
+    }
+
     /// A workspace's last committed snapshot.
     pub fn workspace_snapshot(
         &self,

@@ -6,6 +6,10 @@ use crate::security::credentials::{CREDENTIAL_VALUE_BYTES_MAX, Sealed, check_sha
 use crate::shard::parts_delta::PartsDelta;
 use serde::{Deserialize, Serialize};
 use shoal_protocol::client::{MESSAGE_TEXT_BYTES_MAX, TITLE_BYTES_MAX};
+use shoal_protocol::mcp::{
+    MCP_ENTRIES_MAX, MCP_NAME_BYTES_MAX, MCP_VALUE_BYTES_MAX, check_secret_names,
+    check_server_name, check_transport,
+};
 use shoal_protocol::permissions::PermissionPolicy;
 use shoal_protocol::settings::{SessionOffer, SettingKind, check_pick};
 use shoal_protocol::sharing::{GrantId, GrantTarget, SharedListing};
@@ -472,6 +476,30 @@ pub enum ShardCommand {
         /// The policy (its kinds are ACP tool kinds).
         policy: PermissionPolicy,
     },
+    /// Add or replace an MCP server of a workspace ([`super::mcp`]).
+    SetWorkspaceMcpServer {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its owner.
+        owner: UserId,
+        /// The owner's default workspace.
+        default: WorkspaceId,
+        /// The server's name.
+        name: String,
+        /// The server, its secrets sealed by the proposer.
+        server: super::mcp::StoredMcpServer,
+    },
+    /// Remove an MCP server of a workspace.
+    RemoveWorkspaceMcpServer {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Its owner.
+        owner: UserId,
+        /// The owner's default workspace.
+        default: WorkspaceId,
+        /// The server's name.
+        name: String,
+    },
 }
 
 impl ShardCommand {
@@ -732,6 +760,38 @@ impl ShardCommand {
             } => {
                 same_shard(workspace.shard, default.shard, "workspace")?;
                 policy.check().map_err(Rejection::Invalid)?;
+            }
+            ShardCommand::SetWorkspaceMcpServer {
+                workspace,
+                default,
+                name,
+                server,
+                ..
+            } => {
+                same_shard(workspace.shard, default.shard, "workspace")?;
+                check_server_name(name).map_err(Rejection::Invalid)?;
+                check_transport(name, &server.transport).map_err(Rejection::Invalid)?;
+                check_secret_names(name, server.secret_names.iter()).map_err(Rejection::Invalid)?;
+                // Every value and name at its bound, as JSON, plus the tag.
+                let bound = MCP_ENTRIES_MAX * (MCP_VALUE_BYTES_MAX + MCP_NAME_BYTES_MAX + 8) + 64;
+                if server
+                    .sealed
+                    .as_ref()
+                    .is_some_and(|s| s.ciphertext.len() > bound || s.key_id.len() > 64)
+                {
+                    return Err(Rejection::Invalid(format!(
+                        "MCP server `{name}`: its sealed values are larger than they can be"
+                    )));
+                }
+            }
+            ShardCommand::RemoveWorkspaceMcpServer {
+                workspace,
+                default,
+                name,
+                ..
+            } => {
+                same_shard(workspace.shard, default.shard, "workspace")?;
+                check_server_name(name).map_err(Rejection::Invalid)?;
             }
             ShardCommand::ImportConversation {
                 record,

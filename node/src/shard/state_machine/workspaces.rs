@@ -515,6 +515,7 @@ fn delete_workspace(
     writes.delete(workspace_snapshot_key(workspace));
     writes.delete(workspace_credentials_key(workspace));
     writes.delete(super::permissions::permissions_key(workspace));
+    writes.delete(super::mcp::mcp_key(workspace));
     let list: Vec<WorkspaceRecord> = user_workspaces(view, owner, default)?
         .into_iter()
         .filter(|w| w.id != workspace)

@@ -422,3 +422,63 @@ fn a_workspace_permission_policy_is_its_owners_and_goes_with_it() {
             .contains_key(&super::super::permissions::permissions_key(default))
     );
 }
+
+#[test]
+fn workspace_mcp_servers_are_bounded_owned_and_go_with_the_workspace() {
+    use super::super::mcp::{StoredMcpServer, load, mcp_key};
+    use shoal_protocol::mcp::{MCP_SERVERS_MAX, McpTransport};
+    let mut mem = Mem::default();
+    new_workspace(&mut mem, &alice(), 10, "w").unwrap();
+    let ws = WorkspaceId::new(SHARD, 10);
+    let server = StoredMcpServer {
+        transport: McpTransport::Http {
+            url: "https://mcp.example".into(),
+        },
+        secret_names: vec!["Authorization".into()],
+        sealed: None,
+    };
+    let set = |owner: UserId, name: &str| ShardCommand::SetWorkspaceMcpServer {
+        workspace: ws,
+        default: default_of(&owner),
+        owner,
+        name: name.into(),
+        server: server.clone(),
+    };
+    assert_eq!(
+        mem.run(&set(bob(), "docs")),
+        Err(Rejection::WorkspaceNotFound(ws))
+    );
+    assert!(matches!(
+        mem.run(&set(alice(), "bad name")),
+        Err(Rejection::Invalid(_))
+    ));
+    for i in 0..MCP_SERVERS_MAX {
+        mem.run(&set(alice(), &format!("s{i}"))).unwrap();
+    }
+    assert!(matches!(
+        mem.run(&set(alice(), "one-more")),
+        Err(Rejection::TooMany(_))
+    ));
+    mem.run(&set(alice(), "s0")).unwrap();
+    assert_eq!(load(&mem, ws).unwrap().servers.len(), MCP_SERVERS_MAX);
+    let remove = |name: &str| ShardCommand::RemoveWorkspaceMcpServer {
+        workspace: ws,
+        owner: alice(),
+        default: default_of(&alice()),
+        name: name.into(),
+    };
+    match mem.run(&remove("nope")) {
+        Err(Rejection::Invalid(message)) => {
+            assert!(message.contains("it has: s0, s1"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    mem.run(&remove("s1")).unwrap();
+    mem.run(&ShardCommand::DeleteWorkspace {
+        workspace: ws,
+        owner: alice(),
+        default: default_of(&alice()),
+    })
+    .unwrap();
+    assert!(!mem.0.contains_key(&mcp_key(ws)));
+}
