@@ -317,6 +317,33 @@ impl Client {
         }
     }
 
+    /// Like [`Self::send`], with images and files for the agent
+    /// ([`shoal_protocol::attachments`]): refused with `invalid_argument` when they are
+    /// over the bounds or the agent does not take them (it names the capability), and
+    /// with `busy` while a turn runs (a message with attachments is not queued). The
+    /// transcript keeps one line per attachment after the text. Retried with one request
+    /// id, so the message is applied at most once.
+    pub async fn send_with_attachments(
+        &self,
+        id: ConversationId,
+        text: impl Into<String>,
+        attachments: Vec<shoal_protocol::attachments::Attachment>,
+    ) -> Result<TurnStream, ClientError> {
+        shoal_protocol::attachments::check_attachments(&attachments).map_err(|e| {
+            ClientError::Server(shoal_protocol::WireError::invalid("attachments", e))
+        })?;
+        let request = ClientRequest::SendWithAttachments {
+            conversation: id,
+            text: text.into(),
+            attachments,
+            request_id: self.request_id(),
+        };
+        match with_retries("send", || self.start_turn(request.clone())).await? {
+            Opened::Accepted(turn) => Ok(turn),
+            Opened::Queued(queued) => queued.started().await,
+        }
+    }
+
     /// Cancels the running turn; `true` when a turn was running. Retried across failover
     /// (cancelling twice cancels once).
     pub async fn cancel(&self, id: ConversationId) -> Result<bool, ClientError> {

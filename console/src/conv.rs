@@ -72,8 +72,13 @@ pub(crate) enum ConvCommand {
         allow: bool,
         /// Cut the running turn short (saved as interrupted) and run this message next,
         /// ahead of the queue.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "attach")]
         now: bool,
+        /// Attach a file (repeat for several): an image (png, jpeg, gif, webp) or any
+        /// other file as an embedded resource, if the agent takes them; at most 8, 2 MiB
+        /// each. Not queued behind a running turn.
+        #[arg(long, value_name = "FILE")]
+        attach: Vec<std::path::PathBuf>,
     },
     /// Reattach to the running turn after losing its stream (within the node's
     /// `conversation.initiator_grace_ms`): streams it from now, like `send`.
@@ -301,7 +306,16 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
             json,
             allow,
             now,
-        } => send(&client, id, text, json, allow, now).await,
+            attach,
+        } => {
+            if attach.is_empty() {
+                send(&client, id, text, json, allow, now).await
+            } else {
+                let attachments = read_attachments(&attach)?;
+                let turn = client.send_with_attachments(id, text, attachments).await?;
+                stream_turn(&client, id, turn, json, allow).await
+            }
+        }
         ConvCommand::Attach { id, json, allow } => {
             let turn = client.attach_turn(id).await?;
             stream_turn(&client, id, turn, json, allow).await
@@ -509,6 +523,39 @@ fn permission_choice(options: &[PermissionOption], allow: bool) -> Option<&Permi
         return None;
     }
     options.iter().find(|o| o.kind.starts_with("allow"))
+}
+
+/// Reads `--attach` files (bounded before reading), typed by their extension.
+fn read_attachments(
+    paths: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<shoal_protocol::attachments::Attachment>> {
+    use shoal_protocol::attachments::{ATTACHMENT_BYTES_MAX, Attachment, mime_for_name};
+    paths
+        .iter()
+        .map(|path| {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| anyhow!("--attach {}: not a file name", path.display()))?
+                .to_owned();
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("--attach {}: cannot read it", path.display()))?
+                .len();
+            if size > ATTACHMENT_BYTES_MAX as u64 {
+                return Err(anyhow!(
+                    "--attach {}: it is {size} bytes, the limit is {ATTACHMENT_BYTES_MAX}",
+                    path.display()
+                ));
+            }
+            let data = std::fs::read(path)
+                .with_context(|| format!("--attach {}: cannot read it", path.display()))?;
+            Ok(Attachment {
+                mime_type: mime_for_name(&name).to_owned(),
+                name,
+                data,
+            })
+        })
+        .collect()
 }
 
 async fn send(

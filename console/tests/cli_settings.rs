@@ -154,3 +154,37 @@ async fn mcp(profile: PathBuf) -> Result<()> {
     ensure!(removed.contains("no MCP servers"), "{removed}");
     Ok(())
 }
+
+#[tokio::test]
+async fn files_are_attached_from_the_command_line() -> Result<()> {
+    with_node(|profile| async move { attach(profile).await }).await
+}
+
+async fn attach(profile: PathBuf) -> Result<()> {
+    let files = tempfile::tempdir()?;
+    let notes = files.path().join("notes.txt");
+    std::fs::write(&notes, "hello")?;
+    let notes = notes.to_string_lossy().into_owned();
+    let id = ok(&profile, &["conv", "new"]).await?;
+    let id = id.trim().to_owned();
+    let reply = ok(
+        &profile,
+        &["conv", "send", &id, "/attachments", "--attach", &notes],
+    )
+    .await?;
+    ensure!(
+        reply.starts_with("attachments: resource attachment:///notes.txt text/plain text 5 chars"),
+        "{reply}"
+    );
+    let show = ok(&profile, &["conv", "show", &id]).await?;
+    ensure!(
+        show.contains("[attachment: notes.txt (text/plain, 5 bytes)]"),
+        "{show}"
+    );
+    let big = files.path().join("big.bin");
+    std::fs::write(&big, vec![0u8; 2 * 1024 * 1024 + 1])?;
+    let big = big.to_string_lossy().into_owned();
+    let refusal = refused(&profile, &["conv", "send", &id, "x", "--attach", &big]).await?;
+    ensure!(refusal.contains("the limit is 2097152"), "{refusal}");
+    Ok(())
+}

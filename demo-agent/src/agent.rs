@@ -361,7 +361,11 @@ fn initialize(agent: &Agent, params: &Value) -> Value {
         "protocolVersion": PROTOCOL_VERSION,
         "agentCapabilities": {
             "loadSession": true,
-            "promptCapabilities": {},
+            "promptCapabilities": if std::env::var_os(crate::TEXT_ONLY_ENV).is_some() {
+                json!({})
+            } else {
+                json!({"image": true, "embeddedContext": true})
+            },
             "mcpCapabilities": {"http": std::env::var_os(crate::NO_HTTP_MCP_ENV).is_none(), "sse": false},
         },
         "agentInfo": {"name": "shoal-demo-agent", "version": env!("CARGO_PKG_VERSION")},
@@ -590,6 +594,53 @@ fn set_config_option(agent: &Agent, params: &Value) -> Result<Value, RpcError> {
     Ok(json!({"configOptions": options}))
 }
 
+/// Most prompt blocks described for `/attachments`.
+const ATTACHMENTS_DESCRIBED_MAX: usize = 64;
+
+/// The prompt's `image` and `resource` blocks, one line each: `image MIME N chars
+/// blake3:<16 hex of the base64 data>` or `resource URI MIME text|blob N chars
+/// blake3:<16 hex of the text or base64 blob>` (the content itself is never repeated).
+fn describe_attachments(blocks: &[Value]) -> Vec<String> {
+    let digest = |text: &str| blake3::hash(text.as_bytes()).to_hex()[..16].to_owned();
+    let field = |value: &Value, name: &str| {
+        value
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    blocks
+        .iter()
+        .filter_map(|block| match block.get("type").and_then(Value::as_str) {
+            Some("image") => {
+                let data = field(block, "data");
+                Some(format!(
+                    "image {} {} chars blake3:{}",
+                    field(block, "mimeType"),
+                    data.len(),
+                    digest(&data)
+                ))
+            }
+            Some("resource") => {
+                let resource = block.get("resource")?;
+                let (kind, content) = match resource.get("text").and_then(Value::as_str) {
+                    Some(text) => ("text", text.to_owned()),
+                    None => ("blob", field(resource, "blob")),
+                };
+                Some(format!(
+                    "resource {} {} {kind} {} chars blake3:{}",
+                    field(resource, "uri"),
+                    field(resource, "mimeType"),
+                    content.len(),
+                    digest(&content)
+                ))
+            }
+            _ => None,
+        })
+        .take(ATTACHMENTS_DESCRIBED_MAX)
+        .collect()
+}
+
 /// Checks a prompt request and claims its session's prompt slot.
 fn start_prompt(
     agent: &Arc<Agent>,
@@ -628,6 +679,7 @@ fn start_prompt(
         request_id,
         session.cwd.clone(),
         cancel_rx,
+        describe_attachments(blocks),
     );
     Ok((turn, text))
 }

@@ -52,6 +52,9 @@ pub const REQUIRE_AUTH_ENV: &str = "SHOAL_DEMO_AGENT_REQUIRE_AUTH";
 /// Environment variable that, when set (to anything), makes `initialize` advertise
 /// `mcpCapabilities.http: false`: an agent that cannot use HTTP MCP servers.
 pub const NO_HTTP_MCP_ENV: &str = "SHOAL_DEMO_AGENT_NO_HTTP_MCP";
+/// Environment variable that, when set (to anything), makes `initialize` advertise no
+/// prompt capabilities (no images, no embedded resources): a text-only agent.
+pub const TEXT_ONLY_ENV: &str = "SHOAL_DEMO_AGENT_TEXT_ONLY";
 /// Environment variable naming a Unix socket that witnesses this process's life (chaos
 /// tests): the agent connects at start, says who it is, and holds the connection open
 /// until the process ends.

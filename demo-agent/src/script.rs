@@ -72,6 +72,8 @@ pub(crate) struct Turn {
     tokens: Option<Value>,
     /// How the answer is written.
     answer: Answer,
+    /// The prompt's image and resource blocks, described (`/attachments`).
+    attached: Vec<String>,
 }
 
 impl Turn {
@@ -82,6 +84,7 @@ impl Turn {
         request_id: Value,
         cwd: PathBuf,
         cancel: watch::Receiver<bool>,
+        attached: Vec<String>,
     ) -> Self {
         Self {
             agent,
@@ -92,6 +95,7 @@ impl Turn {
             agent_text: String::new(),
             tokens: None,
             answer: Answer::Plain,
+            attached,
         }
     }
 
@@ -248,6 +252,15 @@ async fn run_script(turn: &mut Turn, prompt: &str) -> Result<Outcome, Cancelled>
                 "mcp: none".to_owned()
             } else {
                 format!("mcp: {}", servers.join(", "))
+            };
+            turn.text(&text).await?;
+            Ok(Outcome::Stop("end_turn"))
+        }
+        "/attachments" => {
+            let text = if turn.attached.is_empty() {
+                "attachments: none".to_owned()
+            } else {
+                format!("attachments: {}", turn.attached.join("; "))
             };
             turn.text(&text).await?;
             Ok(Outcome::Stop("end_turn"))

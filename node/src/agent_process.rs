@@ -376,6 +376,18 @@ pub enum AgentError {
         /// The auth methods it advertised in `initialize`.
         methods: Vec<AuthMethod>,
     },
+    /// An attachment is of a kind the agent does not take. Nothing was sent; the
+    /// process still runs.
+    #[error(
+        "the agent does not take the attachment {attachment} (it does not advertise \
+         {capability}); send the message without it"
+    )]
+    AttachmentRefused {
+        /// The attachment, described.
+        attachment: String,
+        /// The capability it lacks.
+        capability: &'static str,
+    },
     /// The agent answered a request with a JSON-RPC error. The process still runs.
     #[error("the agent answered with error {code}: {message}")]
     Rpc {
@@ -463,6 +475,8 @@ pub struct AgentProcess {
     offer: Option<shoal_protocol::settings::SessionOffer>,
     /// The HTTP MCP servers left out because the agent does not take them.
     mcp_left_out: Vec<String>,
+    /// `promptCapabilities.image` and `.embeddedContext` of its `initialize` answer.
+    prompt_takes: (bool, bool),
     shared: Arc<Shared>,
     connection: v1::ConnectionTo<Agent>,
     /// Dropping or firing it ends the connection task.
@@ -546,6 +560,8 @@ impl AgentProcess {
         let info = wire::parse_initialize(&answer).map_err(AgentError::Protocol)?;
         self.load_session = info.load_session;
         let methods = auth::parse_auth_methods(&answer);
+        let caps = ProbeInfo::parse(&answer);
+        self.prompt_takes = (caps.prompt_image, caps.prompt_embedded_context);
         let (mcp_servers, left_out) =
             mcp::servers_json(&opts.mcp_servers, mcp::takes_http(&answer));
         self.mcp_left_out = left_out;
@@ -691,12 +707,36 @@ impl AgentProcess {
         context: Option<String>,
         text: String,
     ) -> Result<PromptAnswer, AgentError> {
-        let answer = self
-            .call(
-                "session/prompt",
-                wire::prompt_params(&self.session_id, context.as_deref(), &text),
-            )
-            .await?;
+        self.prompt_with(context, text, &[]).await
+    }
+
+    /// Like [`Self::prompt_with_context`], with `attachments` as `image` or `resource`
+    /// blocks after the text. An attachment of a kind the agent did not advertise
+    /// (`promptCapabilities.image`, `.embeddedContext`) is refused before anything is
+    /// sent ([`AgentError::AttachmentRefused`]).
+    pub async fn prompt_with(
+        &self,
+        context: Option<String>,
+        text: String,
+        attachments: &[shoal_protocol::attachments::Attachment],
+    ) -> Result<PromptAnswer, AgentError> {
+        let (image, embedded) = self.prompt_takes;
+        if let Some(refused) = attachments
+            .iter()
+            .find(|a| if a.is_image() { !image } else { !embedded })
+        {
+            let capability = if refused.is_image() {
+                "promptCapabilities.image"
+            } else {
+                "promptCapabilities.embeddedContext"
+            };
+            return Err(AgentError::AttachmentRefused {
+                attachment: refused.describe(),
+                capability,
+            });
+        }
+        let params = wire::prompt_params(&self.session_id, context.as_deref(), &text, attachments);
+        let answer = self.call("session/prompt", params).await?;
         Ok(PromptAnswer {
             outcome: wire::parse_prompt_outcome(&answer),
             tokens: wire::parse_prompt_tokens(&answer),

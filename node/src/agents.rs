@@ -117,6 +117,14 @@ impl AgentRegistry {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What agent `id`'s last probe said it takes in prompts: `(image, embeddedContext)`;
+    /// `None` when it has not answered a probe.
+    pub fn prompt_capabilities(&self, id: &str) -> Option<(bool, bool)> {
+        let entries = self.entries();
+        let info = entries.get(id)?.probed.as_ref()?.info.as_ref()?;
+        Some((info.prompt_image, info.prompt_embedded_context))
+    }
+
     /// Whether `id` is enabled on this node (`false` for an unknown id).
     pub fn enabled(&self, ctx: &NodeContext, id: &str) -> bool {
         let Some(spec) = ctx.config.agents.get(id) else {

@@ -630,3 +630,37 @@ async fn session_load_resumes_after_a_restart() {
     })
     .await;
 }
+
+/// An attachment of a kind the agent did not advertise is refused before anything is
+/// sent (the node's backstop when its probe did not know); the process goes on.
+#[tokio::test]
+async fn attachments_the_agent_does_not_take_are_refused_before_the_prompt() {
+    bounded(async {
+        let dirs = Dirs::new();
+        let mut opts = dirs.options();
+        opts.extra_env
+            .insert(shoal_demo_agent::TEXT_ONLY_ENV.to_owned(), "1".to_owned());
+        let (agent, mut updates) = start(opts).await;
+        let image = shoal_protocol::attachments::Attachment {
+            name: "pic.png".into(),
+            mime_type: "image/png".into(),
+            data: vec![1, 2, 3],
+        };
+        let refused = within(
+            "the refusal",
+            agent.prompt_with(None, "/attachments".into(), &[image]),
+        )
+        .await;
+        match refused {
+            Err(AgentError::AttachmentRefused { capability, .. }) => {
+                assert_eq!(capability, "promptCapabilities.image");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let (outcome, turn) = run_prompt(&agent, &mut updates, "/attachments").await;
+        assert_eq!(outcome, PromptOutcome::EndTurn);
+        assert_eq!(text_of(&turn), "attachments: none");
+        agent.shutdown().await;
+    })
+    .await;
+}

@@ -424,6 +424,20 @@ pub enum ClientRequest {
         /// The workspace; `None`: the caller's default workspace.
         workspace: Option<WorkspaceId>,
     },
+    /// `SendMessage` with attachments ([`crate::attachments`]): given to the agent as
+    /// image or resource blocks when it advertises them (refused otherwise, before
+    /// anything is committed), never queued behind a running turn. The stream is as for
+    /// `SendMessage`.
+    SendWithAttachments {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message text.
+        text: String,
+        /// The attachments (at most [`crate::attachments::ATTACHMENTS_MAX`]).
+        attachments: Vec<crate::attachments::Attachment>,
+        /// Idempotency key.
+        request_id: RequestId,
+    },
 }
 
 impl ClientRequest {
@@ -450,7 +464,8 @@ impl ClientRequest {
             | ClientRequest::CloneFromCompaction { conversation, .. }
             | ClientRequest::CreateGrant { conversation, .. }
             | ClientRequest::SetShareLock { conversation, .. }
-            | ClientRequest::SetSessionSettings { conversation, .. } => Some(*conversation),
+            | ClientRequest::SetSessionSettings { conversation, .. }
+            | ClientRequest::SendWithAttachments { conversation, .. } => Some(*conversation),
             ClientRequest::ListGrants { conversation } => *conversation,
             ClientRequest::RevokeGrant { grant } | ClientRequest::RotateGrant { grant } => {
                 Some(grant.conversation)

@@ -10,6 +10,7 @@
 //!   checks both sides run on names and pack files.
 //! * [`sharing`]: grants, roles, share tokens and the redacted view of a shared
 //!   conversation.
+//! * [`attachments`]: images and files sent with a message.
 //! * [`mcp`]: the MCP servers a workspace gives its agents.
 //! * [`permissions`]: permission policies (ask, allow, deny; per tool kind).
 //! * [`settings`]: the modes and models an agent offers a conversation, and the owner's
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod attachments;
 pub mod client;
 pub mod error;
 pub mod frame;

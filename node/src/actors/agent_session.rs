@@ -55,6 +55,8 @@ pub enum AgentSessionMsg {
         text: String,
         /// The owner's mode and model picks.
         picks: Picks,
+        /// Images and files for this prompt.
+        attachments: Vec<shoal_protocol::attachments::Attachment>,
     },
     /// Ask the agent to cancel `turn` (`session/cancel`).
     Cancel {
@@ -225,7 +227,12 @@ impl Actor for AgentSessionActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentSessionMsg::Prompt { turn, text, picks } => {
+            AgentSessionMsg::Prompt {
+                turn,
+                text,
+                picks,
+                attachments,
+            } => {
                 let process = ensure_process(&myself, state, turn).await;
                 // Only a new session's first prompt carries the conversation so far; it
                 // is asked for then, not built for every turn.
@@ -275,7 +282,7 @@ impl Actor for AgentSessionActor {
                 let generation = state.generation;
                 state.prompt_task = Some(tokio::spawn(async move {
                     let result = process
-                        .prompt_with_context(context, text)
+                        .prompt_with(context, text, &attachments)
                         .await
                         .map_err(|e| AgentFailure::of(e.to_string(), &e));
                     let _ = control.send(Control::End(turn, result));

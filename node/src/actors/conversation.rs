@@ -41,6 +41,7 @@ pub use history::Change;
 pub use queue::{QueueOp, SendTicket};
 
 pub use commits::Commit;
+pub use turn::Prompt;
 
 use super::agent_session::{AgentSessionActor, AgentSessionArgs, AgentSessionMsg};
 use super::follow::{Delivery, FollowerShared, Ring, Sink, Start};
@@ -151,6 +152,8 @@ pub enum ConversationMsg {
         reply: RpcReplyPort<Result<SendTicket, WireError>>,
         /// "Send now": cancel the running turn and run this message next.
         now: bool,
+        /// Images and files for the agent with this message (never queued).
+        attachments: Vec<shoal_protocol::attachments::Attachment>,
     },
     /// Attach a follower.
     Follow {
@@ -680,9 +683,18 @@ impl Actor for ConversationActor {
                 sink,
                 reply,
                 now,
+                attachments,
             } => {
                 state.last_activity = Instant::now();
-                turn::request_turn(state, caller, text, request_id, sink, reply, now);
+                turn::request_turn(
+                    state,
+                    caller,
+                    turn::Prompt { text, attachments },
+                    request_id,
+                    sink,
+                    reply,
+                    now,
+                );
             }
             ConversationMsg::Follow {
                 caller,

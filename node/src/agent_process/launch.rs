@@ -80,6 +80,7 @@ impl AgentProcess {
             load_session: false,
             offer: None,
             mcp_left_out: Vec::new(),
+            prompt_takes: (false, false),
             shared,
             connection,
             stop_connection: Mutex::new(Some(task.stop)),

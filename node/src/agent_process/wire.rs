@@ -85,13 +85,45 @@ pub(crate) fn parse_new_session(result: &Value) -> Result<String, String> {
 /// `session/prompt` parameters: the `context` (a new session's conversation so far) as
 /// its own text block before the user's, so the user's text stays whole (an agent that
 /// reads commands from the message still finds them).
-pub(crate) fn prompt_params(session_id: &str, context: Option<&str>, text: &str) -> Value {
-    let mut blocks = Vec::with_capacity(2);
+pub(crate) fn prompt_params(
+    session_id: &str,
+    context: Option<&str>,
+    text: &str,
+    attachments: &[shoal_protocol::attachments::Attachment],
+) -> Value {
+    use base64::Engine as _;
+    let mut blocks = Vec::with_capacity(2 + attachments.len());
     if let Some(context) = context {
         blocks.push(json!({ "type": "text", "text": context }));
     }
     blocks.push(json!({ "type": "text", "text": text }));
+    let encode = |data: &[u8]| base64::engine::general_purpose::STANDARD.encode(data);
+    for a in attachments {
+        if a.is_image() {
+            blocks
+                .push(json!({ "type": "image", "mimeType": a.mime_type, "data": encode(&a.data) }));
+            continue;
+        }
+        let uri = format!("attachment:///{}", uri_escape(&a.name));
+        let resource = match std::str::from_utf8(&a.data) {
+            Ok(text) => json!({ "uri": uri, "mimeType": a.mime_type, "text": text }),
+            Err(_) => json!({ "uri": uri, "mimeType": a.mime_type, "blob": encode(&a.data) }),
+        };
+        blocks.push(json!({ "type": "resource", "resource": resource }));
+    }
     json!({ "sessionId": session_id, "prompt": blocks })
+}
+
+/// `name` with every byte but URI-unreserved ones percent-encoded.
+fn uri_escape(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// `session/cancel` parameters.

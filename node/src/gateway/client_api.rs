@@ -92,7 +92,8 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         | ClientRequest::MoveQueued { conversation, .. }
         | ClientRequest::ListCompactions { conversation }
         | ClientRequest::CloneFromCompaction { conversation, .. }
-        | ClientRequest::SetSessionSettings { conversation, .. } => conversation.shard,
+        | ClientRequest::SetSessionSettings { conversation, .. }
+        | ClientRequest::SendWithAttachments { conversation, .. } => conversation.shard,
         ClientRequest::SendMessage { conversation, .. }
         | ClientRequest::Follow { conversation, .. }
         | ClientRequest::GetConversation { conversation }
@@ -451,6 +452,26 @@ pub async fn dispatch(
                 text,
                 request_id,
                 now,
+                Vec::new(),
+            )
+            .await;
+        }
+        ClientRequest::SendWithAttachments {
+            conversation,
+            text,
+            attachments,
+            request_id,
+        } => {
+            return super::streams::send_message(
+                send,
+                ctx,
+                host,
+                caller,
+                conversation,
+                text,
+                request_id,
+                false,
+                attachments,
             )
             .await;
         }

@@ -40,9 +40,9 @@ fn need_of(request: &ClientRequest) -> (Need, &'static str) {
         | ClientRequest::Follow { .. }
         | ClientRequest::GetMessages { .. } => (Need::Read, "read the conversation"),
         ClientRequest::ForkConversation { .. } => (Need::Read, "fork the conversation"),
-        ClientRequest::SendMessage { .. } | ClientRequest::SendNow { .. } => {
-            (Need::Write, "send messages")
-        }
+        ClientRequest::SendMessage { .. }
+        | ClientRequest::SendNow { .. }
+        | ClientRequest::SendWithAttachments { .. } => (Need::Write, "send messages"),
         ClientRequest::CancelTurn { .. } => (Need::Write, "cancel turns"),
         ClientRequest::RespondPermission { .. } => (Need::Write, "answer permission requests"),
         ClientRequest::AttachTurn { .. } => (Need::Write, "attach to the running turn"),

@@ -55,6 +55,7 @@ pub(super) async fn send_message(
     text: String,
     request_id: shoal_protocol::RequestId,
     now: bool,
+    attachments: Vec<shoal_protocol::attachments::Attachment>,
 ) -> Result<(), FrameIoError> {
     let capacity = ctx.config.limits.follower_queue_frames.get() as usize;
     let mut rx_slot = None;
@@ -68,6 +69,7 @@ pub(super) async fn send_message(
             sink: sink_for(&caller, tx),
             reply,
             now,
+            attachments: attachments.clone(),
         }
     })
     .await;

@@ -23,7 +23,7 @@ pub enum Commit {
     /// A `Send`'s user message: reply, then start the turn.
     Send {
         /// The prompt for the agent.
-        text: String,
+        prompt: super::turn::Prompt,
         /// The initiator's stream.
         sink: Sink,
         /// The `Send`'s reply.
@@ -142,8 +142,12 @@ pub(super) async fn on_committed(
 ) {
     state.commits_in_flight -= 1;
     match commit {
-        Commit::Send { text, sink, reply } => {
-            turn::on_send_committed(state, text, sink, Some(reply), None, result).await;
+        Commit::Send {
+            prompt,
+            sink,
+            reply,
+        } => {
+            turn::on_send_committed(state, prompt, sink, Some(reply), None, result).await;
         }
         Commit::Enqueue { text, sink, reply } => {
             super::queue::on_enqueued(state, text, sink, reply, result).await;

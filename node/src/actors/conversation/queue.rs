@@ -80,7 +80,8 @@ pub(super) async fn on_enqueued(
         // A retry of a send whose turn already started: answered like a retried send.
         started @ Ok(Outcome::TurnStarted(_)) => {
             state.sends_pending += 1;
-            turn::on_send_committed(state, text, sink, Some(reply), None, started).await;
+            let prompt = turn::Prompt::text(text);
+            turn::on_send_committed(state, prompt, sink, Some(reply), None, started).await;
         }
         Ok(other) => {
             let _ = reply.send(Err(internal(
@@ -134,7 +135,15 @@ pub(super) async fn on_start_committed(
         let (tx, _) = tokio::sync::mpsc::channel(1);
         Sink::new(tx)
     });
-    turn::on_send_committed(state, text, sink, None, Some(item), result).await;
+    turn::on_send_committed(
+        state,
+        turn::Prompt::text(text),
+        sink,
+        None,
+        Some(item),
+        result,
+    )
+    .await;
 }
 
 /// Lists or edits the queue.

@@ -10,18 +10,87 @@ use crate::workspace::{Saved, WorkspaceError};
 
 /// `Send`: checks the request and submits the user message. The reply (and the turn)
 /// follow when it is committed ([`on_send_committed`]).
+/// What a turn gives the agent: the user's text and any attachments.
+#[derive(Debug)]
+pub struct Prompt {
+    /// The text (as sent, without the transcript's attachment lines).
+    pub text: String,
+    /// Images and files, given once with this turn.
+    pub attachments: Vec<shoal_protocol::attachments::Attachment>,
+}
+
+impl Prompt {
+    /// A prompt of text alone.
+    pub(super) fn text(text: String) -> Self {
+        Self {
+            text,
+            attachments: Vec::new(),
+        }
+    }
+}
+
+/// Attachments are checked (bounds, and what the agent takes as its last probe said)
+/// and never queued; the transcript's message names each after the text.
+fn check_attachments(state: &ConversationState, prompt: &Prompt) -> Result<(), WireError> {
+    if prompt.attachments.is_empty() {
+        return Ok(());
+    }
+    shoal_protocol::attachments::check_attachments(&prompt.attachments)
+        .map_err(|e| WireError::invalid("attachments", e))?;
+    if queue::must_queue(state) {
+        return Err(WireError::new(
+            ErrorCode::Busy,
+            format!(
+                "a turn is running in {}; a message with attachments is not queued: send it when the turn ends",
+                state.record.id
+            ),
+        ));
+    }
+    let agent = &state.record.agent;
+    if let Some((image, embedded)) = state.ctx.agents.prompt_capabilities(agent) {
+        for a in &prompt.attachments {
+            let (takes, capability) = if a.is_image() {
+                (image, "promptCapabilities.image")
+            } else {
+                (embedded, "promptCapabilities.embeddedContext")
+            };
+            if !takes {
+                return Err(WireError::invalid(
+                    "attachments",
+                    format!(
+                        "agent `{agent}` does not take {} attachments like {} (it does not advertise {capability}); send the message without it",
+                        if a.is_image() { "image" } else { "file" },
+                        a.describe()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The message as the transcript keeps it: the text, then a line naming each attachment.
+fn transcript_text(prompt: &Prompt) -> String {
+    let mut text = prompt.text.clone();
+    for a in &prompt.attachments {
+        text.push_str(&format!("\n[attachment: {}]", a.describe()));
+    }
+    text
+}
+
 pub(super) fn request_turn(
     state: &mut ConversationState,
     caller: Caller,
-    text: String,
+    prompt: Prompt,
     request_id: RequestId,
     sink: Sink,
     reply: RpcReplyPort<Result<SendTicket, WireError>>,
     now: bool,
 ) {
     let checked = authorize_caller(state, &caller)
-        .and_then(|()| check_text(&text))
-        .and_then(|()| not_moving(state));
+        .and_then(|()| check_text(&prompt.text))
+        .and_then(|()| not_moving(state))
+        .and_then(|()| check_attachments(state, &prompt));
     if let Err(e) = checked {
         let _ = reply.send(Err(e));
         return;
@@ -55,17 +124,25 @@ pub(super) fn request_turn(
             }
             request_cancel(state);
         }
-        queue::enqueue(state, text, request_id, sink, reply, now);
+        queue::enqueue(state, prompt.text, request_id, sink, reply, now);
         return;
     }
     state.sends_pending += 1;
     let cmd = ShardCommand::AppendUserMessage {
         conversation: state.record.id,
-        text: text.clone(),
+        text: transcript_text(&prompt),
         request_id,
         at_ms: state.ctx.now_ms(),
     };
-    submit(state, cmd, Commit::Send { text, sink, reply });
+    submit(
+        state,
+        cmd,
+        Commit::Send {
+            prompt,
+            sink,
+            reply,
+        },
+    );
 }
 
 fn not_moving(state: &ConversationState) -> Result<(), WireError> {
@@ -130,7 +207,7 @@ fn check_text(text: &str) -> Result<(), WireError> {
 /// The user message of a `Send` was committed (or not): answer, and start the turn.
 pub(super) async fn on_send_committed(
     state: &mut ConversationState,
-    text: String,
+    prompt: Prompt,
     sink: Sink,
     reply: Option<RpcReplyPort<Result<SendTicket, WireError>>>,
     from_item: Option<u64>,
@@ -243,8 +320,9 @@ pub(super) async fn on_send_committed(
         Ok(agent) => {
             let _ = agent.cast(AgentSessionMsg::Prompt {
                 turn: running.turn,
-                text,
+                text: prompt.text,
                 picks: super::settings::picks(state),
+                attachments: prompt.attachments,
             });
             if cancel_early {
                 request_cancel(state);
