@@ -79,6 +79,27 @@ impl Client {
         }
     }
 
+    /// Switches a conversation to another agent (`agent`: enabled and ready on the node,
+    /// else `invalid_argument` listing the ready ones); refused with `busy` while a turn
+    /// runs. The new agent's next turn starts a session given the transcript, or resumes
+    /// its own earlier session of this conversation when it supports `session/load`. The
+    /// mode and model picks are cleared. Not retried (a retry of an applied switch is
+    /// refused as switching to the agent it runs).
+    pub async fn switch_agent(
+        &self,
+        conversation: ConversationId,
+        agent: &str,
+    ) -> Result<ConversationSummary, ClientError> {
+        let request = ClientRequest::SwitchAgent {
+            conversation,
+            agent: agent.to_owned(),
+        };
+        match self.unary("switch_agent", request, false).await? {
+            ClientReply::AgentSwitched(summary) => Ok(summary),
+            other => Err(unexpected("AgentSwitched", &other)),
+        }
+    }
+
     /// Deletes a conversation with its messages; refused with `busy` while a turn runs.
     /// Not retried.
     pub async fn delete_conversation(

@@ -682,6 +682,7 @@ fn unexpected(expected: &str, got: &ClientReply) -> ClientError {
         ClientReply::SessionSettings(_) => "SessionSettings",
         ClientReply::WorkspacePermissions { .. } => "WorkspacePermissions",
         ClientReply::WorkspaceMcpServers { .. } => "WorkspaceMcpServers",
+        ClientReply::AgentSwitched(_) => "AgentSwitched",
     };
     ClientError::Protocol(format!("expected a `{expected}` reply, got `{got}`"))
 }

@@ -214,6 +214,18 @@ pub(crate) enum ConvCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Switch a conversation to another agent between turns: its next turn starts a
+    /// session given the transcript, or resumes the agent's own earlier session of this
+    /// conversation (`session/load`). Clears the mode and model picks.
+    Switch {
+        /// The conversation id (`c-…`).
+        id: ConversationId,
+        /// The agent id (`shoalctl agents` lists the ready ones).
+        agent: String,
+        /// Print the conversation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set a conversation's title ("" clears it).
     Rename {
         /// The conversation id (`c-…`).
@@ -428,6 +440,21 @@ pub(crate) async fn run(profile: &Profile, command: ConvCommand) -> anyhow::Resu
         } => conv_history::fork(&client, id, message, parts, workspace, title, json)
             .await
             .map(|()| ExitCode::SUCCESS),
+        ConvCommand::Switch { id, agent, json } => {
+            let summary = client
+                .switch_agent(id, &agent)
+                .await
+                .with_context(|| format!("cannot switch {id} to agent `{agent}`"))?;
+            if json {
+                print_line(&summary_json(&summary).to_string())?;
+            } else {
+                print_line(&format!(
+                    "{id} now runs agent {}; its next turn starts it",
+                    summary.agent
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ConvCommand::Rename { id, title, json } => conv_history::rename(&client, id, title, json)
             .await
             .map(|()| ExitCode::SUCCESS),

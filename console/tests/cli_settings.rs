@@ -188,3 +188,23 @@ async fn attach(profile: PathBuf) -> Result<()> {
     ensure!(refusal.contains("the limit is 2097152"), "{refusal}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_agent_is_switched_from_the_command_line() -> Result<()> {
+    with_node(|profile| async move { switch(profile).await }).await
+}
+
+async fn switch(profile: PathBuf) -> Result<()> {
+    let id = ok(&profile, &["conv", "new"]).await?;
+    let id = id.trim().to_owned();
+    ok(&profile, &["conv", "send", &id, "hi"]).await?;
+    // An agent the node does not have is refused, listing the ready ones.
+    let refusal = refused(&profile, &["conv", "switch", &id, "ghost"]).await?;
+    ensure!(
+        refusal.contains("ready agents: ") && refusal.contains("demo"),
+        "{refusal}"
+    );
+    let same = refused(&profile, &["conv", "switch", &id, "demo"]).await?;
+    ensure!(same.contains("already runs agent `demo`"), "{same}");
+    Ok(())
+}

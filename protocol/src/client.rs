@@ -438,6 +438,17 @@ pub enum ClientRequest {
         /// Idempotency key.
         request_id: RequestId,
     },
+    /// Switch the conversation to another agent between turns (owner only; refused
+    /// while a turn runs). The new agent's first turn starts a session given the
+    /// transcript, or resumes its own earlier session of this conversation when it can
+    /// (`session/load`). The mode and model picks are cleared (they were the old
+    /// agent's). Reply: `AgentSwitched`.
+    SwitchAgent {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The agent's id (enabled and ready on the node).
+        agent: String,
+    },
 }
 
 impl ClientRequest {
@@ -465,7 +476,8 @@ impl ClientRequest {
             | ClientRequest::CreateGrant { conversation, .. }
             | ClientRequest::SetShareLock { conversation, .. }
             | ClientRequest::SetSessionSettings { conversation, .. }
-            | ClientRequest::SendWithAttachments { conversation, .. } => Some(*conversation),
+            | ClientRequest::SendWithAttachments { conversation, .. }
+            | ClientRequest::SwitchAgent { conversation, .. } => Some(*conversation),
             ClientRequest::ListGrants { conversation } => *conversation,
             ClientRequest::RevokeGrant { grant } | ClientRequest::RotateGrant { grant } => {
                 Some(grant.conversation)
@@ -754,6 +766,8 @@ pub enum ClientReply {
         /// Its servers.
         servers: Vec<crate::mcp::McpServerInfo>,
     },
+    /// `SwitchAgent` is committed: the conversation after it.
+    AgentSwitched(ConversationSummary),
 }
 
 /// What the server writes on a request stream. Encoded by declaration index: append only.

@@ -93,7 +93,8 @@ fn shard_of(ctx: &NodeContext, peer: &Peer, request: &ClientRequest) -> ShardId 
         | ClientRequest::ListCompactions { conversation }
         | ClientRequest::CloneFromCompaction { conversation, .. }
         | ClientRequest::SetSessionSettings { conversation, .. }
-        | ClientRequest::SendWithAttachments { conversation, .. } => conversation.shard,
+        | ClientRequest::SendWithAttachments { conversation, .. }
+        | ClientRequest::SwitchAgent { conversation, .. } => conversation.shard,
         ClientRequest::SendMessage { conversation, .. }
         | ClientRequest::Follow { conversation, .. }
         | ClientRequest::GetConversation { conversation }
@@ -550,6 +551,19 @@ pub async fn dispatch(
         ClientRequest::ListCompactions { conversation } => {
             super::history::compactions(ctx, peer, conversation).map(ClientReply::Compactions)
         }
+        ClientRequest::SwitchAgent {
+            conversation,
+            agent,
+        } => match ctx.agents.check_creatable(ctx, &agent).await {
+            Err(message) => Err(WireError::invalid("agent", message)),
+            Ok(()) => rewrite(host, peer, conversation, Change::SwitchAgent { agent })
+                .await
+                .and_then(|after| {
+                    after
+                        .map(ClientReply::AgentSwitched)
+                        .ok_or_else(|| lost(ctx))
+                }),
+        },
         ClientRequest::ListWorkspaceMcpServers { workspace } => {
             super::mcp::list(ctx, peer, workspace)
                 .map(|(workspace, servers)| ClientReply::WorkspaceMcpServers { workspace, servers })

@@ -50,6 +50,7 @@ fn need_of(request: &ClientRequest) -> (Need, &'static str) {
         ClientRequest::RenameConversation { .. } => (Need::Owner, "rename it"),
         ClientRequest::DeleteConversation { .. } => (Need::Owner, "delete it"),
         ClientRequest::SetSessionSettings { .. } => (Need::Owner, "change its mode or model"),
+        ClientRequest::SwitchAgent { .. } => (Need::Owner, "switch its agent"),
         ClientRequest::CreateGrant { .. }
         | ClientRequest::ListGrants { .. }
         | ClientRequest::RevokeGrant { .. }

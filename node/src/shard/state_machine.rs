@@ -29,6 +29,7 @@
 //! * `us/…`, `uc/…`: what turns used ([`usage`])
 //! * `cp/<conversation uid>/<seq>`: context compactions ([`compactions`])
 //! * `ss/<conversation uid>`: the session settings ([`settings`])
+//! * `sa/<conversation uid>`: the agent sessions of earlier agents ([`settings`])
 //! * `wp/<workspace uid>`: the workspace's permission policy ([`permissions`])
 //! * `wm/<workspace uid>`: the workspace's MCP servers ([`mcp`])
 //! * workspaces and skill packs: see [`workspaces`]
@@ -711,9 +712,9 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
         | ShardCommand::IndexShared { .. }
         | ShardCommand::UnindexShared { .. }
         | ShardCommand::ImportConversation { .. } => sharing::apply(view, cmd, &mut writes)?,
-        ShardCommand::SetSessionSettings { .. } | ShardCommand::RecordSessionOffer { .. } => {
-            settings::apply(view, cmd, &mut writes)?
-        }
+        ShardCommand::SetSessionSettings { .. }
+        | ShardCommand::RecordSessionOffer { .. }
+        | ShardCommand::SwitchAgent { .. } => settings::apply(view, cmd, &mut writes)?,
         ShardCommand::SetWorkspacePermissions { .. } => permissions::apply(view, cmd, &mut writes)?,
         ShardCommand::SetWorkspaceMcpServer { .. }
         | ShardCommand::RemoveWorkspaceMcpServer { .. } => mcp::apply(view, cmd, &mut writes)?,

@@ -1,6 +1,6 @@
-//! Rewind, rename and delete, through the conversation actor so they are ordered with
-//! its turns: a rewind or delete is refused while a turn runs or a send waits, and after
-//! either commits the actor stops — its agent (whose session held what was dropped)
+//! Rewind, rename, delete and agent switches, through the conversation actor so they are
+//! ordered with its turns: a rewind, delete or switch is refused while a turn runs or a
+//! send waits, and after one commits the actor stops — its agent (whose session held what was dropped)
 //! with it, and its followers get a resync, so the next activation serves the
 //! transcript as it now is.
 
@@ -25,6 +25,11 @@ pub enum Change {
     },
     /// Delete the conversation.
     Delete,
+    /// Switch to another agent (checked enabled and ready by the caller).
+    SwitchAgent {
+        /// The agent's id.
+        agent: String,
+    },
 }
 
 impl Change {
@@ -76,6 +81,11 @@ pub(super) fn on_rewrite(
             conversation,
             owner,
         },
+        Change::SwitchAgent { agent } => ShardCommand::SwitchAgent {
+            conversation,
+            owner,
+            agent: agent.clone(),
+        },
     };
     if let Err(e) = cmd.validate() {
         let _ = reply.send(Err(WireError::invalid("request", e.to_string())));
@@ -108,6 +118,9 @@ pub(super) fn on_committed(
     if answer.is_ok() && change.stops() {
         state.defunct = Some(match change {
             Change::Delete => "the conversation was deleted".to_owned(),
+            Change::SwitchAgent { agent } => {
+                format!("the conversation switched to agent `{agent}`; the next request starts it")
+            }
             _ => "the conversation was rewound; the next request starts it again".to_owned(),
         });
     }

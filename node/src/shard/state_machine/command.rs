@@ -500,6 +500,17 @@ pub enum ShardCommand {
         /// The server's name.
         name: String,
     },
+    /// Switch a conversation to another agent between turns ([`super::settings`]): the
+    /// old agent's session id is kept for a switch back, the new agent's earlier one (if
+    /// any) becomes the one to resume, and the mode and model picks are cleared.
+    SwitchAgent {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its owner.
+        owner: UserId,
+        /// The new agent's id.
+        agent: String,
+    },
 }
 
 impl ShardCommand {
@@ -792,6 +803,19 @@ impl ShardCommand {
             } => {
                 same_shard(workspace.shard, default.shard, "workspace")?;
                 check_server_name(name).map_err(Rejection::Invalid)?;
+            }
+            ShardCommand::SwitchAgent { agent, .. } => {
+                let ok = !agent.is_empty()
+                    && agent.len() <= super::settings::AGENT_ID_BYTES_MAX
+                    && agent.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b)
+                    });
+                if !ok {
+                    return Err(Rejection::Invalid(format!(
+                        "`{}` is not an agent id",
+                        agent.escape_debug()
+                    )));
+                }
             }
             ShardCommand::ImportConversation {
                 record,

@@ -248,5 +248,6 @@ pub(super) fn delete_keys(
     writes.delete(activity_key(rec.id));
     writes.delete(super::queue::queue_key(rec.id));
     writes.delete(super::settings::settings_key(rec.id));
+    writes.delete(super::settings::agent_sessions_key(rec.id));
     super::sharing::delete_keys(view, writes, rec.id)
 }

@@ -4,6 +4,10 @@
 //! checked against the offer even while no agent runs.
 //!
 //! Key: `ss/<conversation uid>` → [`SessionSettings`] (absent: no picks, nothing known).
+//!
+//! Switching agents ([`ShardCommand::SwitchAgent`]) keeps each earlier agent's session
+//! id, so switching back resumes it: `sa/<conversation uid>` → agent id → session id
+//! (at most one per configured agent).
 
 use super::{
     Failure, Outcome, Rejection, ShardCommand, ShardRead, Writes, history::owned, read, record,
@@ -14,6 +18,18 @@ use shoal_protocol::settings::{SessionSettings, SettingKind};
 /// Key of a conversation's settings.
 pub fn settings_key(conversation: ConversationId) -> Vec<u8> {
     let mut key = b"ss/".to_vec();
+    key.extend_from_slice(&conversation.uid.to_be_bytes());
+    key
+}
+
+/// Most earlier agents' sessions kept per conversation (the node config's agent bound).
+pub const AGENT_SESSIONS_MAX: usize = 64;
+/// Longest agent id, in bytes (as the node config allows).
+pub const AGENT_ID_BYTES_MAX: usize = 32;
+
+/// Key of a conversation's earlier agents' sessions.
+pub fn agent_sessions_key(conversation: ConversationId) -> Vec<u8> {
+    let mut key = b"sa/".to_vec();
     key.extend_from_slice(&conversation.uid.to_be_bytes());
     key
 }
@@ -59,6 +75,39 @@ pub(super) fn apply(
             }
             writes.put(settings_key(*conversation), &settings);
             Ok(Outcome::Settings(Box::new(settings)))
+        }
+        ShardCommand::SwitchAgent {
+            conversation,
+            owner,
+            agent,
+        } => {
+            let mut rec = owned(view, *conversation, owner)?;
+            if let Some(running) = &rec.running_turn {
+                return Err(Rejection::Busy(running.turn).into());
+            }
+            if rec.agent == *agent {
+                return Err(Rejection::Invalid(format!(
+                    "conversation {conversation} already runs agent `{agent}`"
+                ))
+                .into());
+            }
+            let key = agent_sessions_key(*conversation);
+            let mut sessions: std::collections::BTreeMap<String, String> =
+                read(view, &key)?.unwrap_or_default();
+            if let Some(session) = rec.agent_session.take() {
+                sessions.insert(rec.agent.clone(), session);
+            }
+            // One per agent a node can have; an id past that bound is forgotten (its
+            // agent starts a new session, given the transcript).
+            while sessions.len() > AGENT_SESSIONS_MAX {
+                sessions.pop_first();
+            }
+            rec.agent_session = sessions.get(agent).cloned();
+            rec.agent = agent.clone();
+            writes.put(key, &sessions);
+            writes.delete(settings_key(*conversation));
+            writes.put(super::conversation_key(*conversation), &rec);
+            Ok(Outcome::Conversation(Box::new(rec)))
         }
         ShardCommand::RecordSessionOffer {
             conversation,

@@ -151,3 +151,60 @@ fn settings_go_with_their_conversation() {
     .unwrap();
     assert!(!mem.0.contains_key(&key));
 }
+
+#[test]
+fn switching_agents_keeps_each_agents_session_and_clears_the_picks() {
+    let mut mem = Mem::default();
+    create(&mut mem);
+    mem.run(&ShardCommand::SetAgentSession {
+        conversation: conv(),
+        session_id: Some("demo-1".into()),
+    })
+    .unwrap();
+    settings(set(&mut mem, "alice", Some("ask"), None));
+    let switch = |agent: &str| ShardCommand::SwitchAgent {
+        conversation: conv(),
+        owner: alice(),
+        agent: agent.into(),
+    };
+    let rec = match mem.run(&switch("other")) {
+        Ok(Outcome::Conversation(rec)) => *rec,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((rec.agent.as_str(), rec.agent_session), ("other", None));
+    assert!(
+        !mem.0
+            .contains_key(&super::super::settings::settings_key(conv()))
+    );
+    mem.run(&ShardCommand::SetAgentSession {
+        conversation: conv(),
+        session_id: Some("other-7".into()),
+    })
+    .unwrap();
+    assert!(matches!(
+        mem.run(&switch("other")),
+        Err(Rejection::Invalid(_))
+    ));
+    assert!(matches!(
+        mem.run(&switch("Bad Id")),
+        Err(Rejection::Invalid(_))
+    ));
+    let back = match mem.run(&switch("demo")) {
+        Ok(Outcome::Conversation(rec)) => *rec,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(back.agent_session.as_deref(), Some("demo-1"), "resumed");
+    let again = match mem.run(&switch("other")) {
+        Ok(Outcome::Conversation(rec)) => *rec,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(again.agent_session.as_deref(), Some("other-7"));
+    let turn = started(send(&mut mem, 5)).turn;
+    assert_eq!(mem.run(&switch("demo")), Err(Rejection::Busy(turn.turn)));
+    let mallory = ShardCommand::SwitchAgent {
+        conversation: conv(),
+        owner: UserId::parse("mallory").unwrap(),
+        agent: "demo".into(),
+    };
+    assert_eq!(mem.run(&mallory), Err(Rejection::NotFound(conv())));
+}
