@@ -31,13 +31,23 @@ impl Prompt {
 
 /// Attachments are checked (bounds, and what the agent takes as its last probe said)
 /// and never queued; the transcript's message names each after the text.
-fn check_attachments(state: &ConversationState, prompt: &Prompt) -> Result<(), WireError> {
+fn check_attachments(
+    state: &ConversationState,
+    prompt: &Prompt,
+    request_id: RequestId,
+) -> Result<(), WireError> {
     if prompt.attachments.is_empty() {
         return Ok(());
     }
     shoal_protocol::attachments::check_attachments(&prompt.attachments)
         .map_err(|e| WireError::invalid("attachments", e))?;
-    if queue::must_queue(state) {
+    // A retry of the message whose turn runs goes on like any retry (the node answers
+    // with that turn; the attachments went with it the first time).
+    let retry = state
+        .turn
+        .as_ref()
+        .is_some_and(|t| t.running.request_id == request_id);
+    if queue::must_queue(state) && !retry {
         return Err(WireError::new(
             ErrorCode::Busy,
             format!(
@@ -90,7 +100,7 @@ pub(super) fn request_turn(
     let checked = authorize_caller(state, &caller)
         .and_then(|()| check_text(&prompt.text))
         .and_then(|()| not_moving(state))
-        .and_then(|()| check_attachments(state, &prompt));
+        .and_then(|()| check_attachments(state, &prompt, request_id));
     if let Err(e) = checked {
         let _ = reply.send(Err(e));
         return;
