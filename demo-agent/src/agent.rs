@@ -502,6 +502,9 @@ async fn load_session(agent: &Agent, params: &Value) -> Result<Value, RpcError> 
         });
         agent.update(&id, update).await;
     }
+    if std::env::var_os(crate::QUIET_LOAD_ENV).is_some() {
+        return Ok(Value::Null);
+    }
     let (modes, options) = session_settings(&mode, &model);
     Ok(json!({"modes": modes, "configOptions": options}))
 }

@@ -55,6 +55,10 @@ pub const NO_HTTP_MCP_ENV: &str = "SHOAL_DEMO_AGENT_NO_HTTP_MCP";
 /// Environment variable that, when set (to anything), makes `initialize` advertise no
 /// prompt capabilities (no images, no embedded resources): a text-only agent.
 pub const TEXT_ONLY_ENV: &str = "SHOAL_DEMO_AGENT_TEXT_ONLY";
+/// Environment variable that, when set (to anything), makes `session/load` answer
+/// `null` (no `modes`, no `configOptions`), as agents that offer them only on
+/// `session/new` do.
+pub const QUIET_LOAD_ENV: &str = "SHOAL_DEMO_AGENT_QUIET_LOAD";
 /// Environment variable naming a Unix socket that witnesses this process's life (chaos
 /// tests): the agent connects at start, says who it is, and holds the connection open
 /// until the process ends.

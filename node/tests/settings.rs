@@ -214,3 +214,64 @@ async fn settings_change_only_between_turns_and_only_by_the_owner() {
     );
     node.stop().await;
 }
+
+/// An agent that offers its modes and models only on `session/new`: after a restart its
+/// `session/load` says nothing, and the picks are applied with the choices known from
+/// before.
+#[tokio::test]
+async fn picks_reach_a_resumed_session_that_does_not_repeat_its_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut config = dev_config(dir.path());
+        let (_, demo) = config
+            .agents
+            .iter_mut()
+            .find(|(name, _)| name.as_str() == "demo")
+            .expect("the dev config has the demo agent");
+        demo.env
+            .insert(shoal_demo_agent::QUIET_LOAD_ENV.into(), "1".into());
+        config
+    };
+    let mut node = TestNode::start_with(config()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    assert_eq!(
+        say(&client, conv.id, "/settings").await,
+        "mode: code, model: demo-fast"
+    );
+    client
+        .set_session_settings(conv.id, Some("architect"), Some("demo-smart"))
+        .await
+        .unwrap();
+    assert_eq!(
+        say(&client, conv.id, "/settings").await,
+        "mode: architect, model: demo-smart"
+    );
+    drop(client);
+    node.stop().await;
+
+    let mut node = TestNode::start_with(config()).await;
+    let client = node.client().await;
+    let frames = collect_turn(client.send(conv.id, "/settings").await.unwrap()).await;
+    assert_eq!(done_content(&frames), "mode: architect, model: demo-smart");
+    assert!(warnings(&frames).is_empty(), "{:?}", warnings(&frames));
+    let started = statuses(&frames);
+    assert!(
+        !started
+            .iter()
+            .any(|s| s.contains("could not resume") || s.contains("new session")),
+        "the session was loaded, not replaced: {started:?}"
+    );
+    let offer = client
+        .get_conversation(conv.id)
+        .await
+        .unwrap()
+        .settings
+        .offer
+        .expect("the offer known from before is kept");
+    assert_eq!(
+        offer.setting(SettingKind::Mode).unwrap().choice_list(),
+        "code, ask, architect"
+    );
+    node.stop().await;
+}

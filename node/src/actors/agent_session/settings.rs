@@ -25,6 +25,9 @@ pub struct Picks {
     pub mode: Option<String>,
     /// The model's id, if picked.
     pub model: Option<String>,
+    /// What the conversation last knew the agent to offer: used when a resumed session
+    /// does not say again (`session/load` answers need not repeat `modes`).
+    pub known: Option<Box<SessionOffer>>,
 }
 
 impl Picks {
@@ -62,7 +65,15 @@ pub(super) async fn apply_picks(
         state.applied.set(kind, pick);
         let agent = state.args.agent_name.clone();
         let what = kind.name();
-        let offer = state.offer.get_or_insert_with(SessionOffer::default);
+        let offer = state.offer.get_or_insert_with(|| {
+            // Not said by this session: the choices known from before, with no current
+            // value (what the new process runs is not known), so the pick is applied.
+            let mut known = picks.known.as_deref().cloned().unwrap_or_default();
+            for setting in known.modes.iter_mut().chain(known.options.iter_mut()) {
+                setting.current.clear();
+            }
+            known
+        });
         if let Err(refused) = offer.check(&agent, kind, pick) {
             warn(
                 state,

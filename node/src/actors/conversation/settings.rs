@@ -40,6 +40,7 @@ pub(super) fn picks(state: &ConversationState) -> Picks {
     Picks {
         mode: state.settings.mode.clone(),
         model: state.settings.model.clone(),
+        known: state.settings.offer.clone().map(Box::new),
     }
 }
 
@@ -137,9 +138,17 @@ pub(super) fn on_set_committed(
     let _ = reply.send(answer);
 }
 
-/// A new agent session said what it offers (`None`: nothing to pick).
+/// A new agent session said what it offers (`None`: it said nothing — a resumed
+/// session need not repeat it, so what is known stays; with nothing known, there is
+/// nothing to pick).
 pub(super) fn on_session_offer(state: &mut ConversationState, offer: Option<SessionOffer>) {
-    state.settings.offer = Some(offer.unwrap_or_default());
+    match offer {
+        Some(offer) => state.settings.offer = Some(offer),
+        None if state.settings.offer.is_none() => {
+            state.settings.offer = Some(SessionOffer::default());
+        }
+        None => {}
+    }
     record_offer(state);
 }
 
