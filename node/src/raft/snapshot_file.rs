@@ -79,8 +79,9 @@ fn record_len(path: &Path, len: usize) -> io::Result<u32> {
         })
 }
 
-/// Writes `pairs` to a new file at `path` (which must not exist) and makes it durable.
-/// Returns the number of records.
+/// Writes `pairs` to a new file at `path` (which must not exist). Returns the number of
+/// records. Not yet durable: [`SnapshotDir::commit`] syncs it (outside the state lock
+/// the build holds while it reads).
 pub fn write<K, V, E>(
     path: &Path,
     pairs: impl IntoIterator<Item = Result<(K, V), E>>,
@@ -111,8 +112,7 @@ where
     let hash = out.hasher.finalize();
     let mut inner = out.inner;
     inner.write_all(hash.as_bytes())?;
-    let file = inner.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    inner.into_inner().map_err(|e| e.into_error())?;
     Ok(records)
 }
 
@@ -292,6 +292,7 @@ impl SnapshotDir {
         let name = format!("snap-{:016x}{SNAP_SUFFIX}", rand::random::<u64>());
         let target = self.path.join(&name);
         if part.parent() == Some(self.path.as_path()) {
+            File::open(part)?.sync_all()?;
             std::fs::rename(part, &target)?;
         } else {
             let tmp = self.new_part();

@@ -113,6 +113,16 @@ fn agent_policy(ctx: &NodeContext, agent: &str) -> PermissionPolicy {
 mod tests {
     use super::*;
 
+    /// The config parser (which cannot depend on the protocol crate) checks rule keys
+    /// against its own list of tool kinds: it must be the protocol's.
+    #[test]
+    fn the_config_knows_the_same_tool_kinds_as_the_protocol() {
+        assert_eq!(
+            shoal_cluster_config::PERMISSION_KINDS,
+            shoal_protocol::permissions::TOOL_KINDS
+        );
+    }
+
     fn options() -> Vec<PermissionOption> {
         [
             ("ok", "allow_once"),

@@ -53,9 +53,7 @@ pub fn sealed_name(server: &str) -> String {
 
 /// Key of a workspace's MCP servers.
 pub fn mcp_key(workspace: WorkspaceId) -> Vec<u8> {
-    let mut key = b"wm/".to_vec();
-    key.extend_from_slice(&workspace.uid.to_be_bytes());
-    key
+    super::workspaces::uid_key(b"wm/", workspace.uid)
 }
 
 /// A workspace's MCP servers as stored.

@@ -11,9 +11,7 @@ use shoal_protocol::permissions::PermissionPolicy;
 
 /// Key of a workspace's permission policy.
 pub fn permissions_key(workspace: WorkspaceId) -> Vec<u8> {
-    let mut key = b"wp/".to_vec();
-    key.extend_from_slice(&workspace.uid.to_be_bytes());
-    key
+    super::workspaces::uid_key(b"wp/", workspace.uid)
 }
 
 /// A workspace's policy as stored (empty when none is).

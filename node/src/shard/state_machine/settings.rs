@@ -17,9 +17,7 @@ use shoal_protocol::settings::{SessionSettings, SettingKind};
 
 /// Key of a conversation's settings.
 pub fn settings_key(conversation: ConversationId) -> Vec<u8> {
-    let mut key = b"ss/".to_vec();
-    key.extend_from_slice(&conversation.uid.to_be_bytes());
-    key
+    super::workspaces::uid_key(b"ss/", conversation.uid)
 }
 
 /// Most earlier agents' sessions kept per conversation (the node config's agent bound).
@@ -29,9 +27,7 @@ pub const AGENT_ID_BYTES_MAX: usize = 32;
 
 /// Key of a conversation's earlier agents' sessions.
 pub fn agent_sessions_key(conversation: ConversationId) -> Vec<u8> {
-    let mut key = b"sa/".to_vec();
-    key.extend_from_slice(&conversation.uid.to_be_bytes());
-    key
+    super::workspaces::uid_key(b"sa/", conversation.uid)
 }
 
 /// A conversation's settings as stored (the default when none are).

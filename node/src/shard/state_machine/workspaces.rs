@@ -70,7 +70,8 @@ pub struct StoredSkillPack {
     pub updated_at_ms: u64,
 }
 
-fn uid_key(prefix: &[u8], uid: u128) -> Vec<u8> {
+/// `prefix` followed by a conversation's or workspace's uid (big-endian).
+pub(super) fn uid_key(prefix: &[u8], uid: u128) -> Vec<u8> {
     let mut key = prefix.to_vec();
     key.extend_from_slice(&uid.to_be_bytes());
     key
