@@ -4,7 +4,8 @@ use crate::connection::{Link, REQUEST_TIMEOUT_MS, Target, open_request, quic_con
 use crate::{ClientError, Profile};
 use shoal_protocol::admin::{
     ActorInfo, AdminReply, AdminRequest, AgentInfo, ClusterActorInfo, ClusterEvent, DrainProgress,
-    Fault, FollowerInfo, MemberInfo, NodeStatus, ShardInfo,
+    Fault, FollowerInfo, MemberInfo, NodeStatus, ShardInfo, ShardPin, ShardPinChange,
+    ShardPlacement,
 };
 use shoal_protocol::{ALPN_ADMIN, ConversationId, UserId, WireError};
 use std::time::Duration;
@@ -221,6 +222,34 @@ impl AdminClient {
         }
     }
 
+    /// Changes `shard`'s operator pin (answered by the shard's leader, wherever it is);
+    /// returns the pin now stored (`None`: cleared). The shard moves over the next
+    /// reconciler rounds: follow it with [`Self::shard_placement`].
+    pub async fn pin_shard(
+        &self,
+        shard: u16,
+        change: ShardPinChange,
+    ) -> Result<Option<ShardPin>, ClientError> {
+        match self
+            .call(AdminRequest::PinShard { shard, change }, true)
+            .await?
+        {
+            AdminReply::ShardPinned { pin, .. } => Ok(pin),
+            other => Err(unexpected("ShardPinned", &other)),
+        }
+    }
+
+    /// `shard`'s placement from its leader's own view.
+    pub async fn shard_placement(&self, shard: u16) -> Result<ShardPlacement, ClientError> {
+        match self
+            .call(AdminRequest::ShardPlacement { shard }, true)
+            .await?
+        {
+            AdminReply::ShardPlacement(placement) => Ok(placement),
+            other => Err(unexpected("ShardPlacement", &other)),
+        }
+    }
+
     /// Reads (`filter: None`) or replaces a node's log filter (`node: None`: the profile's
     /// node); returns the node and the filter in effect. A bad filter is refused by the
     /// node and changes nothing.
@@ -366,6 +395,8 @@ fn unexpected(expected: &str, got: &AdminReply) -> ClientError {
         AdminReply::ClusterActors { .. } => "ClusterActors",
         AdminReply::TurnCancelled { .. } => "TurnCancelled",
         AdminReply::Events { .. } => "Events",
+        AdminReply::ShardPinned { .. } => "ShardPinned",
+        AdminReply::ShardPlacement(_) => "ShardPlacement",
     };
     ClientError::Protocol(format!("expected a `{expected}` admin reply, got `{got}`"))
 }

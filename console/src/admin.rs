@@ -89,7 +89,7 @@ pub(crate) enum AdminCommand {
     },
 }
 
-/// `shoalctl members | shards | drain | undrain`: top-level commands, as the cluster issue names them.
+/// `shoalctl members | shards | drain | undrain | shard`: top-level commands, as the cluster issue names them.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
     /// Cluster members as the node's gossip sees them (needs the admin token).
@@ -124,6 +124,13 @@ pub(crate) enum ClusterCommand {
     Drain(crate::drain::DrainArgs),
     /// Put a drained node back into placement (needs the admin token).
     Undrain(crate::drain::UndrainArgs),
+    /// Move a shard by hand: pin its leadership (`lead`) or move one of its replicas
+    /// (`move`), with a progress spinner until it is there; `unpin`; `show` (needs the
+    /// admin token).
+    Shard {
+        #[command(subcommand)]
+        command: crate::shard::ShardCommand,
+    },
     /// The node's metrics as OpenMetrics text, as Prometheus scrapes them from
     /// `telemetry.prometheus_listen` (needs the admin token).
     Metrics,
@@ -182,6 +189,7 @@ async fn execute_cluster(
         }
         ClusterCommand::Drain(args) => crate::drain::drain(admin, args).await?,
         ClusterCommand::Undrain(args) => crate::drain::undrain(admin, args).await?,
+        ClusterCommand::Shard { command } => crate::shard::run(admin, command).await?,
     };
     Ok(lines)
 }

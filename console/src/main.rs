@@ -14,6 +14,7 @@
 //!   drain`, built on the admin client.
 //! * `drain`: `shoalctl drain | undrain` (also under `admin`): the drain with its progress
 //!   bar.
+//! * `shard`: `shoalctl shard lead | move | unpin | show`: moving a shard by hand.
 //! * `events`: `shoalctl admin events [--follow]`: the cluster's recent events.
 //! * `agents`: `shoalctl agents [probe [ID] | enable ID | disable ID]`: the node's agent
 //!   registry (admin client).
@@ -37,6 +38,7 @@ mod events;
 mod json;
 mod lookup;
 mod render;
+mod shard;
 mod share;
 mod skills;
 mod skills_import;
@@ -268,11 +270,32 @@ mod tests {
             cli.command,
             Command::Cluster(admin::ClusterCommand::Shards { json: true })
         ));
+        let cli = Cli::try_parse_from([
+            "shoalctl",
+            "shard",
+            "move",
+            "7",
+            "--from",
+            "n1",
+            "--to",
+            "n4",
+            "--no-wait",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(admin::ClusterCommand::Shard {
+                command: shard::ShardCommand::Move { shard: 7, ref from, ref to, .. }
+            }) if from == "n1" && to == "n4"
+        ));
+        assert!(Cli::try_parse_from(["shoalctl", "shard", "lead", "x", "n1"]).is_err());
+        assert!(Cli::try_parse_from(["shoalctl", "shard", "move", "7", "--to", "n4"]).is_err());
         assert!(Cli::try_parse_from(["shoalctl", "drain", ""]).is_err());
         assert!(Cli::try_parse_from(["shoalctl", "drain"]).is_err());
         let help = Cli::command().render_help().to_string();
         for name in [
-            "members", "shards", "drain", "undrain", "admin", "conv", "ws", "skills", "top",
+            "members", "shards", "drain", "undrain", "shard", "admin", "conv", "ws", "skills",
+            "top",
         ] {
             assert!(help.contains(name), "`{name}` missing from --help:\n{help}");
         }

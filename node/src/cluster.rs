@@ -22,6 +22,7 @@ use crate::raft::{
 };
 use crate::shard::state_machine::{Outcome, Rejection, ShardCommand};
 use crate::shard::store::{Store, StoreError};
+use membership::{Liveness, MembersView};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ServerState};
 use shoal_cluster_config::NodeConfig;
@@ -232,6 +233,9 @@ pub struct Cluster {
     /// No vote is given (granted, or asked for by [`Self::campaign`]) before this
     /// instant: `lease + heartbeat` after the node started. See [`Self::votes_open`].
     votes_from: Instant,
+    /// Each shard's leader as the other members gossip it ([`Self::learn_leaders`]):
+    /// where requests go for a shard this node holds no replica of.
+    gossiped_leaders: watch::Sender<Vec<Option<(u64, PeerNode)>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -315,6 +319,7 @@ impl Cluster {
             groups,
             replicas: usize::from(config.cluster.replicas.get()),
             votes_from,
+            gossiped_leaders: watch::Sender::new(Vec::new()),
         }))
     }
 
@@ -460,6 +465,17 @@ impl Cluster {
         // metrics value (membership included) is not small.
         let metrics = group.raft.metrics();
         let metrics = metrics.borrow();
+        let gossiped = || self.gossiped_leader(shard).map(|(_, node)| node);
+        // Not a replica (never, or no longer): Raft's view here is empty or stale, the
+        // leader's own gossip is not.
+        let member = metrics
+            .membership_config
+            .membership()
+            .get_node(&self.me)
+            .is_some();
+        if !member && let Some(leader) = gossiped() {
+            return Route::Remote(leader);
+        }
         match metrics.current_leader {
             Some(leader) if leader != self.me => metrics
                 .membership_config
@@ -468,7 +484,13 @@ impl Cluster {
                 .cloned()
                 .map(Route::Remote)
                 .unwrap_or(Route::Unavailable),
-            _ => Route::Unavailable,
+            // A replica that knows no leader: one it was removed from (its last view
+            // still lists it, so it campaigns in vain), or one in an election. Gossip
+            // names the leader in the first case; in the second it names the old one
+            // until gossip marks it down or it says it lost the shard, and a forward
+            // there is abandoned once Raft knows the new one (`route_changed`).
+            None => gossiped().map_or(Route::Unavailable, Route::Remote),
+            Some(_) => Route::Unavailable,
         }
     }
 
@@ -481,6 +503,7 @@ impl Cluster {
         };
         let mut metrics = group.raft.metrics();
         let mut hosting = group.hosting.clone();
+        let mut gossiped = self.gossiped_leaders.subscribe();
         loop {
             if self.route(shard) != *now {
                 return;
@@ -488,11 +511,72 @@ impl Cluster {
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
                 changed = hosting.changed() => if changed.is_err() { return },
+                changed = gossiped.changed() => if changed.is_err() { return },
             }
         }
     }
 
-    /// Status of every shard as this node sees it.
+    /// Learns which alive member leads each shard from their gossip ([`membership::NodeMeta::led`]),
+    /// for [`Self::route`] on shards this node holds no replica of. Where two members
+    /// claim a shard (one of them has not yet gossiped that it lost it), the first by
+    /// name is taken: a forward to the wrong one is refused there and retried.
+    pub fn learn_leaders(&self, view: &MembersView) {
+        let mut leaders: Vec<Option<(u64, PeerNode)>> = vec![None; self.groups.len()];
+        for m in &view.members {
+            if m.liveness != Liveness::Alive || m.meta.raft_id == self.me {
+                continue;
+            }
+            for (shard, slot) in leaders.iter_mut().enumerate() {
+                if slot.is_none() && led_bit(&m.meta.led, shard) {
+                    let node = PeerNode {
+                        name: m.meta.name.clone(),
+                        addr: m.meta.addr.to_string(),
+                    };
+                    *slot = Some((m.meta.raft_id, node));
+                }
+            }
+        }
+        self.gossiped_leaders.send_if_modified(|now| {
+            let changed = *now != leaders;
+            *now = std::mem::take(&mut leaders);
+            changed
+        });
+    }
+
+    /// The leader of `shard` (Raft id, node) as its members gossip it
+    /// ([`Self::learn_leaders`]).
+    pub fn gossiped_leader(&self, shard: ShardId) -> Option<(u64, PeerNode)> {
+        self.gossiped_leaders
+            .borrow()
+            .get(usize::from(shard.0))
+            .cloned()
+            .flatten()
+    }
+
+    /// The shards this node leads, as [`membership::NodeMeta::led`] gossips them.
+    pub fn led_bitmap(&self) -> Vec<u8> {
+        let mut led = vec![0u8; self.groups.len().div_ceil(8)];
+        for g in &self.groups {
+            if g.raft.metrics().borrow().state == ServerState::Leader {
+                let s = usize::from(g.shard.0);
+                led[s / 8] |= 1 << (s % 8);
+            }
+        }
+        led
+    }
+
+    /// One shard's Raft state as this node sees it.
+    pub fn shard_status_of(&self, shard: ShardId) -> Option<ShardStatus> {
+        let g = self.group(shard)?;
+        let m = g.raft.metrics().borrow().clone();
+        Some(status_of(
+            g.shard,
+            &m,
+            matches!(*g.hosting.borrow(), Hosting::Active { .. }),
+        ))
+    }
+
+    /// Every shard's Raft state as this node sees it.
     pub fn shard_status(&self) -> Vec<ShardStatus> {
         self.groups
             .iter()
@@ -807,6 +891,12 @@ async fn run_lease(
         };
     }
     hosting.send_replace(Hosting::Inactive);
+}
+
+/// Whether `led` ([`membership::NodeMeta::led`]) says shard `shard` is led.
+fn led_bit(led: &[u8], shard: usize) -> bool {
+    led.get(shard / 8)
+        .is_some_and(|b| b & (1 << (shard % 8)) != 0)
 }
 
 #[cfg(test)]

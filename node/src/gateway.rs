@@ -14,6 +14,7 @@
 
 pub mod admin_api;
 pub mod admin_cluster;
+pub mod admin_shards;
 pub mod client_api;
 mod credentials;
 pub mod frames;

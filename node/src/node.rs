@@ -213,6 +213,7 @@ impl Node {
                 addr: advertise,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 leaders: 0,
+                led: Vec::new(),
                 initialized,
                 draining,
             },

@@ -105,6 +105,86 @@ pub enum AdminRequest {
         /// How many at most.
         limit: u32,
     },
+    /// Change a shard's operator pin ([`ShardPinChange`]): where its leadership and
+    /// replicas stay whatever automatic placement would choose. Answered by the shard's
+    /// leader, which stores the pin in the shard (replicated) and moves the shard over
+    /// its next reconciler rounds.
+    PinShard {
+        /// The shard.
+        shard: u16,
+        /// What to change.
+        change: ShardPinChange,
+    },
+    /// A shard's placement from its leader's own view: leader, voters, learners, the pin,
+    /// and whether the shard is where its pin and placement want it.
+    ShardPlacement {
+        /// The shard.
+        shard: u16,
+    },
+}
+
+/// An operator's change to a shard's pin ([`AdminRequest::PinShard`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardPinChange {
+    /// Lead the shard from `node` (made a replica first if it is not one). Kept until
+    /// cleared: leadership balance leaves the shard there.
+    Lead {
+        /// The node id (name).
+        node: String,
+    },
+    /// Move the shard's replica on `from` to `to` (added and caught up first, then
+    /// `from` is removed; a leadership on `from` moves between turns).
+    Move {
+        /// The node that gives its replica up: a voter of the shard.
+        from: String,
+        /// The node that takes it: alive, not draining, not a voter of the shard yet.
+        to: String,
+    },
+    /// Back to automatic placement (rendezvous and balance may move the shard again).
+    Clear,
+}
+
+/// Where an operator pinned a shard. Placement puts `leader` (if any), then `replicas`,
+/// first among the shard's replicas, skipping a node that is down or draining (the shard
+/// then falls back to automatic placement for that slot).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPin {
+    /// The node that should lead the shard.
+    pub leader: Option<String>,
+    /// The nodes that should hold its replicas (at most [`PINNED_REPLICAS_MAX`]).
+    pub replicas: Vec<String>,
+}
+
+/// Most nodes one [`ShardPin`] names as replicas.
+pub const PINNED_REPLICAS_MAX: usize = 9;
+
+impl ShardPin {
+    /// Nothing pinned.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.leader.is_none() && self.replicas.is_empty()
+    }
+}
+
+/// A shard's placement, from its leader ([`AdminRequest::ShardPlacement`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPlacement {
+    /// The shard.
+    pub shard: u16,
+    /// Its leader (the answering node).
+    pub leader: String,
+    /// Voters.
+    pub voters: Vec<String>,
+    /// Learners (catching up).
+    pub learners: Vec<String>,
+    /// The operator's pin, if any.
+    pub pin: Option<ShardPin>,
+    /// The replicas placement wants now (the pin's first, then rendezvous), leader-to-be
+    /// first.
+    pub desired: Vec<String>,
+    /// Whether the shard is where placement wants it: the voters are the desired set, no
+    /// learner is left, and a pinned leader leads.
+    pub settled: bool,
 }
 
 /// A fault a node injects into itself on request ([`AdminRequest::InjectFault`]).
@@ -349,6 +429,15 @@ pub enum AdminReply {
         /// Members that did not answer, with why.
         unreachable: Vec<String>,
     },
+    /// `PinShard`: the pin now stored (`None`: cleared).
+    ShardPinned {
+        /// The shard.
+        shard: u16,
+        /// Its pin.
+        pin: Option<ShardPin>,
+    },
+    /// `ShardPlacement`.
+    ShardPlacement(ShardPlacement),
 }
 
 /// Most events one [`AdminReply::Events`] carries.

@@ -6,8 +6,13 @@
 //! ([`plan`]) runs on every node, once per round, for the shards that node leads. It compares each
 //! shard's Raft membership with the desired replica set and issues at most one change per shard:
 //! add a missing replica as a learner, promote a learner (swapping out a gone voter), drop a
-//! surplus voter, or hand leadership away before the leader itself would be removed. A last step
-//! evens out how many shards each node leads.
+//! surplus voter, or hand leadership away before the leader itself would be removed, and
+//! once the voters are right, hand leadership to an operator's pinned leader. A last step
+//! evens out how many shards each node leads (a shard pinned to a leader is left out).
+//!
+//! An operator's [`Pin`] puts its nodes first in a shard's desired replicas; a pinned node
+//! that is down or draining is skipped, so a pin never keeps a shard on a node that
+//! cannot hold it.
 //!
 //! Everything here is pure: membership, Raft state and the time (`now_ms`) come in as values and
 //! [`Action`]s come out, so the same input always yields the same plan.
@@ -106,6 +111,30 @@ pub fn desired_replicas(shard: u16, members: &[MemberState], replicas: usize) ->
     )
 }
 
+/// A shard's desired replicas under an operator's pin: the pinned `candidates`
+/// (leader-to-be first), then rendezvous over the other candidates, `replicas` in all.
+#[must_use]
+pub fn desired_with_pin(
+    shard: u16,
+    candidates: &BTreeSet<RaftId>,
+    pin: &Pin,
+    replicas: usize,
+) -> Vec<RaftId> {
+    let mut desired: Vec<RaftId> = Vec::with_capacity(replicas);
+    for id in pin.leader.iter().chain(&pin.replicas) {
+        if desired.len() < replicas && candidates.contains(id) && !desired.contains(id) {
+            desired.push(*id);
+        }
+    }
+    let others = candidates
+        .iter()
+        .copied()
+        .filter(|id| !desired.contains(id));
+    let rest = rendezvous(shard, others, replicas - desired.len());
+    desired.extend(rest);
+    desired
+}
+
 /// One shard's Raft membership as seen by this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardState {
@@ -119,6 +148,20 @@ pub struct ShardState {
     pub leader: Option<RaftId>,
     /// A membership change is in flight (joint config or uncommitted): plan nothing for this shard.
     pub changing: bool,
+    /// The operator's pin, in Raft ids (names no member has are left out).
+    pub pin: Pin,
+}
+
+/// An operator's pin of a shard ([`shoal_protocol::admin::ShardPin`]) in Raft ids: the
+/// pinned nodes come first in the shard's desired replicas, leader-to-be first, and a
+/// pinned leader is handed the leadership. A pinned node that is down or draining is
+/// skipped (automatic placement fills its slot), so a pin never holds a shard hostage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pin {
+    /// The node that should lead.
+    pub leader: Option<RaftId>,
+    /// The nodes that should hold replicas.
+    pub replicas: Vec<RaftId>,
 }
 
 /// One change the reconciler wants applied to a shard's Raft group.
@@ -159,6 +202,8 @@ pub enum TransferWhy {
     Placement,
     /// Leaderships are evened out across nodes.
     Balance,
+    /// An operator pinned the shard's leadership to the target.
+    Pinned,
 }
 
 /// Everything one reconciler round looks at.
@@ -179,8 +224,10 @@ pub struct PlanInput<'a> {
     /// The shards this node leads (others are ignored). If a shard appears more than once, only
     /// its first entry is used.
     pub shards: &'a [ShardState],
-    /// Every shard's current leader as far as this node knows (for leadership balance), incl. other leaders.
-    pub leaders: &'a BTreeMap<u16, RaftId>,
+    /// How many shards each node leads as far as this node knows (for leadership
+    /// balance): see [`leader_counts`]. A node holds replicas of some shards only, so the
+    /// reconciler takes the other nodes' counts from what they gossip.
+    pub led: &'a BTreeMap<RaftId, usize>,
     /// Whether a leadership balance transfer may be planned this round (the reconciler
     /// holds balance back for a while after any transfer, so several leaders acting on
     /// each other's stale counts do not bounce leaderships around).
@@ -205,7 +252,7 @@ pub fn plan(input: &PlanInput<'_>) -> Vec<Action> {
     let mine: Vec<(&ShardState, Vec<RaftId>)> = by_shard
         .into_values()
         .filter(|state| state.leader == Some(input.me) && !state.changing)
-        .map(|state| (state, view.desired(state.shard)))
+        .map(|state| (state, view.desired(state)))
         .collect();
 
     let mut actions = Vec::new();
@@ -217,7 +264,7 @@ pub fn plan(input: &PlanInput<'_>) -> Vec<Action> {
         }
     }
     if input.balance
-        && let Some(action) = view.balance(&mine, &acted, input.leaders)
+        && let Some(action) = view.balance(&mine, &acted, input.led)
     {
         actions.push(action);
     }
@@ -330,14 +377,16 @@ impl View {
         self.health.get(&id).copied().unwrap_or(Health::Dead)
     }
 
-    /// D: rendezvous over members that may hold replicas (alive or within grace, not draining).
-    fn desired(&self, shard: u16) -> Vec<RaftId> {
-        let placeable = self
+    /// D: [`desired_with_pin`] over the members that may hold replicas (alive or within
+    /// grace, not draining).
+    fn desired(&self, state: &ShardState) -> Vec<RaftId> {
+        let placeable: BTreeSet<RaftId> = self
             .health
             .iter()
             .filter(|(_, health)| health.is_placeable())
-            .map(|(id, _)| *id);
-        rendezvous(shard, placeable, self.replicas)
+            .map(|(id, _)| *id)
+            .collect();
+        desired_with_pin(state.shard, &placeable, &state.pin, self.replicas)
     }
 
     fn has_live_majority(&self, voters: &BTreeSet<RaftId>) -> bool {
@@ -361,6 +410,20 @@ impl View {
         self.add_learner(state, desired)
             .or_else(|| self.promote_learner(state, desired))
             .or_else(|| self.remove_voter(state, desired))
+            .or_else(|| self.pinned_leader(state))
+    }
+
+    /// Rule 8: once the voters are settled, hand the leadership to the pinned leader if
+    /// it is an alive voter.
+    fn pinned_leader(&self, state: &ShardState) -> Option<Action> {
+        let to = state.pin.leader?;
+        (to != self.me && state.voters.contains(&to) && self.health(to) == Health::Alive).then_some(
+            Action::TransferLeader {
+                shard: state.shard,
+                to,
+                why: TransferWhy::Pinned,
+            },
+        )
     }
 
     /// Rule 1: the first alive desired node that is neither voter nor learner becomes a learner.
@@ -502,7 +565,7 @@ impl View {
         &self,
         mine: &[(&ShardState, Vec<RaftId>)],
         acted: &BTreeSet<u16>,
-        leaders: &BTreeMap<u16, RaftId>,
+        led: &BTreeMap<RaftId, usize>,
     ) -> Option<Action> {
         if self.health(self.me) != Health::Alive {
             return None;
@@ -512,14 +575,14 @@ impl View {
             .values()
             .filter(|health| **health == Health::Alive)
             .count();
-        let target = leaders.len().div_ceil(nodes.max(1));
-        let counts = leader_counts(leaders);
-        let load = |id: RaftId| counts.get(&id).copied().unwrap_or(0);
+        let target = led.values().sum::<usize>().div_ceil(nodes.max(1));
+        let load = |id: RaftId| led.get(&id).copied().unwrap_or(0);
         if load(self.me) <= target {
             return None;
         }
+        // A shard pinned to its leader stays.
         mine.iter()
-            .filter(|(state, _)| !acted.contains(&state.shard))
+            .filter(|(state, _)| !acted.contains(&state.shard) && state.pin.leader.is_none())
             .find_map(|(state, desired)| {
                 state
                     .voters

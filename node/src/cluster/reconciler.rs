@@ -22,6 +22,7 @@ use crate::raft::PeerNode;
 use crate::telemetry::events::{self, EventKind};
 use openraft::ChangeMembers;
 use shoal_protocol::ShardId;
+use shoal_protocol::admin::ShardPin;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -72,12 +73,15 @@ pub fn spawn(ctx: Arc<NodeContext>) -> Background {
     }
 }
 
-/// Records gossip's changes (joins, suspicions, deaths, new stores) as cluster events.
+/// Follows gossip: the shards' leaders as members gossip them
+/// ([`crate::cluster::Cluster::learn_leaders`]), and its changes (joins, suspicions,
+/// deaths, new stores) as cluster events.
 async fn run_member_events(ctx: Arc<NodeContext>) {
     let mut watch = ctx.membership.watch();
     let mut seen = BTreeMap::new();
     loop {
         let view = watch.borrow_and_update().clone();
+        ctx.cluster.learn_leaders(&view);
         for (kind, detail) in events::member_events(&mut seen, &view, ctx.node_id()) {
             ctx.event(kind, detail);
         }
@@ -135,10 +139,13 @@ async fn run_meta(ctx: Arc<NodeContext>) {
         leadership_events(&ctx, &mut led);
         // Once initialized, always initialized: stop asking the 64 Raft instances.
         initialized = initialized || ctx.cluster.initialized().await;
-        let now = (ctx.cluster.leader_count(), initialized);
-        if published != Some(now) {
+        let bitmap = ctx.cluster.led_bitmap();
+        let count = bitmap.iter().map(|b| b.count_ones()).sum::<u32>();
+        let now = (bitmap, initialized);
+        if published.as_ref() != Some(&now) {
             ctx.membership.update_meta(|m| {
-                m.leaders = now.0;
+                m.leaders = count;
+                m.led = now.0.clone();
                 m.initialized = now.1;
             });
             published = Some(now);
@@ -292,10 +299,6 @@ async fn run_reconciler(ctx: Arc<NodeContext>, inflight: Arc<Mutex<BTreeSet<u16>
             .map(|m| (m.meta.raft_id, peer_node(&m.meta)))
             .collect();
         let statuses = ctx.cluster.shard_status();
-        let leaders: BTreeMap<u16, u64> = statuses
-            .iter()
-            .filter_map(|s| s.leader.map(|l| (s.shard, l)))
-            .collect();
         let busy = inflight.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let shards: Vec<ShardState> = statuses
             .iter()
@@ -306,11 +309,23 @@ async fn run_reconciler(ctx: Arc<NodeContext>, inflight: Arc<Mutex<BTreeSet<u16>
                 learners: s.learners.clone(),
                 leader: s.leader,
                 changing: s.changing || busy.contains(&s.shard),
+                pin: stored_pin(&ctx, &view, s.shard),
             })
             .collect();
         if shards.is_empty() {
             continue;
         }
+        // Each shard's leader: as Raft here knows it, else as gossip says (a node hears
+        // from the leaders of its own shards only).
+        let leaders: BTreeMap<u16, u64> = statuses
+            .iter()
+            .filter_map(|s| {
+                s.leader
+                    .or_else(|| ctx.cluster.gossiped_leader(ShardId(s.shard)).map(|(id, _)| id))
+                    .map(|l| (s.shard, l))
+            })
+            .collect();
+        let led = placement::leader_counts(&leaders);
         let actions = placement::plan(&placement::PlanInput {
             me: ctx.cluster.me,
             now_ms: clock.now_ms(),
@@ -318,7 +333,7 @@ async fn run_reconciler(ctx: Arc<NodeContext>, inflight: Arc<Mutex<BTreeSet<u16>
             grace_ms,
             members: &members,
             shards: &shards,
-            leaders: &leaders,
+            led: &led,
             // Balance only when settled: every member alive, every shard led, and no
             // transfer of ours in the last cooldown (others' counts then lag behind).
             balance: Instant::now() >= balance_after
@@ -331,6 +346,28 @@ async fn run_reconciler(ctx: Arc<NodeContext>, inflight: Arc<Mutex<BTreeSet<u16>
             }
             execute(&ctx, &inflight, &addresses, action);
         }
+    }
+}
+
+/// The operator's pin of `shard` as this node (its leader) applied it, in Raft ids; none
+/// when the store cannot say (automatic placement goes on; the store's trouble is logged).
+fn stored_pin(ctx: &NodeContext, view: &MembersView, shard: u16) -> placement::Pin {
+    match ctx.store.shard_pin(ShardId(shard)) {
+        Ok(pin) => pin.map(|pin| resolve_pin(view, &pin)).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(shard, error = %e, "cannot read the shard's pin; placing it automatically");
+            placement::Pin::default()
+        }
+    }
+}
+
+/// A pin's node names as the Raft ids of those members' current identities; a name no
+/// member has is left out.
+pub(crate) fn resolve_pin(view: &MembersView, pin: &ShardPin) -> placement::Pin {
+    let id = |name: &String| super::drain::member_named(view, name).map(|m| m.meta.raft_id);
+    placement::Pin {
+        leader: pin.leader.as_ref().and_then(id),
+        replicas: pin.replicas.iter().filter_map(id).collect(),
     }
 }
 
@@ -420,6 +457,7 @@ fn describe(action: &Action, addresses: &HashMap<u64, PeerNode>) -> String {
                 TransferWhy::Balance => "balance",
                 TransferWhy::Drain => "drain",
                 TransferWhy::Placement => "placement",
+                TransferWhy::Pinned => "pinned by an operator",
             }
         ),
     }
@@ -466,7 +504,7 @@ async fn run_action(
             let id = ShardId(*shard);
             let how = match why {
                 TransferWhy::Balance => Handover::IfIdle,
-                TransferWhy::Drain | TransferWhy::Placement => {
+                TransferWhy::Drain | TransferWhy::Placement | TransferWhy::Pinned => {
                     Handover::Until(Instant::now() + Duration::from_millis(HANDOVER_TURN_WAIT_MS))
                 }
             };

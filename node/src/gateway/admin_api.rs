@@ -1,8 +1,8 @@
 //! `shoal-admin/1`: one admin request per stream, one `Result<AdminReply, WireError>` back.
 
 use super::REQUEST_BYTES_MAX;
-use super::admin_cluster;
 use super::frames::{FrameIoError, read_frame, write_final_frame, write_frame};
+use super::{admin_cluster, admin_shards};
 use crate::actors::conversation::ConversationMsg;
 use crate::actors::shard_host::ShardHostMsg;
 use crate::cluster::membership::Liveness;
@@ -149,6 +149,9 @@ async fn handle(
         request @ (AdminRequest::EvictActor { .. } | AdminRequest::CancelTurn { .. }) => {
             admin_cluster::on_conversation_host(ctx, host, request).await
         }
+        request @ (AdminRequest::PinShard { .. } | AdminRequest::ShardPlacement { .. }) => {
+            admin_shards::on_shard_leader(ctx, request).await
+        }
         request => local(request, ctx, host).await,
     }
 }
@@ -168,6 +171,8 @@ pub fn served_for_peers(request: &AdminRequest) -> bool {
             | AdminRequest::EvictActor { .. }
             | AdminRequest::CancelTurn { .. }
             | AdminRequest::Events { .. }
+            | AdminRequest::PinShard { .. }
+            | AdminRequest::ShardPlacement { .. }
     )
 }
 
@@ -272,6 +277,10 @@ pub(super) async fn local(
             unreachable: Vec::new(),
         }),
         AdminRequest::CancelTurn { conversation } => cancel_turn(host, conversation).await,
+        // A peer passed it on to this node, the shard's leader.
+        request @ (AdminRequest::PinShard { .. } | AdminRequest::ShardPlacement { .. }) => {
+            admin_shards::answer(ctx, request).await
+        }
         request @ (AdminRequest::Agents
         | AdminRequest::ProbeAgents { .. }
         | AdminRequest::SetAgentEnabled { .. }) => agents(ctx, request).await,
@@ -494,7 +503,12 @@ fn shards(ctx: &NodeContext) -> Vec<shoal_protocol::admin::ShardInfo> {
             };
             shoal_protocol::admin::ShardInfo {
                 shard: s.shard,
-                leader: s.leader.map(|l| name(&l)),
+                // A node holding no replica of the shard knows its leader from gossip.
+                leader: s.leader.map(|l| name(&l)).or_else(|| {
+                    ctx.cluster
+                        .gossiped_leader(shoal_protocol::ShardId(s.shard))
+                        .map(|(_, l)| l.name)
+                }),
                 replicas: s.voters.iter().map(name).collect(),
                 learners: s.learners.iter().map(name).collect(),
                 term: s.term,

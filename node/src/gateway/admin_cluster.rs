@@ -74,7 +74,7 @@ pub async fn gather(
 
 /// Sends an admin `request` to the member at `addr` (on the forward lane: Raft's is
 /// kept for Raft) and reads its answer.
-async fn ask_member(
+pub(super) async fn ask_member(
     ctx: &NodeContext,
     addr: std::net::SocketAddr,
     request: AdminRequest,

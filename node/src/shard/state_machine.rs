@@ -32,6 +32,7 @@
 //! * `sa/<conversation uid>`: the agent sessions of earlier agents ([`settings`])
 //! * `wp/<workspace uid>`: the workspace's permission policy ([`permissions`])
 //! * `wm/<workspace uid>`: the workspace's MCP servers ([`mcp`])
+//! * `pin`: the shard's operator pin ([`pins`])
 //! * workspaces and skill packs: see [`workspaces`]
 
 use crate::security::credentials::{CREDENTIALS_PER_WORKSPACE_MAX, Sealed};
@@ -47,6 +48,7 @@ pub mod compactions;
 pub mod history;
 pub mod mcp;
 pub mod permissions;
+pub mod pins;
 pub mod queue;
 pub mod settings;
 pub mod sharing;
@@ -718,6 +720,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
         ShardCommand::SetWorkspacePermissions { .. } => permissions::apply(view, cmd, &mut writes)?,
         ShardCommand::SetWorkspaceMcpServer { .. }
         | ShardCommand::RemoveWorkspaceMcpServer { .. } => mcp::apply(view, cmd, &mut writes)?,
+        ShardCommand::SetShardPin { .. } => pins::apply(cmd, &mut writes)?,
     };
     Ok((writes, outcome))
 }

@@ -337,6 +337,14 @@ impl Store {
         Ok(self.get(id.shard, &key)?.unwrap_or_default())
     }
 
+    /// The shard's operator pin, as this replica applied it (`None`: not pinned).
+    pub fn shard_pin(
+        &self,
+        shard: ShardId,
+    ) -> Result<Option<shoal_protocol::admin::ShardPin>, StoreError> {
+        self.get(shard, crate::shard::state_machine::pins::PIN_KEY)
+    }
+
     /// A workspace's permission policy (empty when none is stored).
     pub fn workspace_permissions(
         &self,

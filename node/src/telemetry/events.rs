@@ -256,6 +256,7 @@ mod tests {
                 addr: "127.0.0.1:1".parse().unwrap(),
                 version: "0".into(),
                 leaders: 0,
+                led: Vec::new(),
                 initialized: true,
                 draining: false,
             },

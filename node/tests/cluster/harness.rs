@@ -208,9 +208,15 @@ impl TestCluster {
         AdminClient::connect(&self.profile_for(i)).await.unwrap()
     }
 
-    /// Waits until node n1 sees a leader for every shard and leaderships are balanced.
+    /// Waits until every shard has a leader and leaderships are balanced, judging each
+    /// shard by the view of the highest term among the nodes (a node that holds no replica
+    /// of a shard does not hear from its leader).
     pub(crate) async fn wait_all_led(&self) {
-        wait_balanced(&self.admin(0).await, self.procs.len()).await
+        let mut admins = Vec::new();
+        for i in 0..self.procs.len() {
+            admins.push(self.admin(i).await);
+        }
+        wait_balanced(&admins, self.procs.len()).await
     }
 
     /// The leader of `shard` as seen by a node other than `not`, once one is known and
@@ -312,15 +318,28 @@ impl Drop for KillOnDrop {
 /// Waits until every shard has a leader and none of `nodes` nodes leads more than its
 /// share (rounded up): the balancing transfers after a cluster forms are over, so a turn
 /// started now is not cut by one.
-pub(crate) async fn wait_balanced(admin: &AdminClient, nodes: usize) {
+pub(crate) async fn wait_balanced(admins: &[AdminClient], nodes: usize) {
     eventually("every shard led, leaderships balanced", || async {
-        let shards = admin.shards().await.ok()?;
-        let mut per_node = std::collections::BTreeMap::<String, usize>::new();
-        for s in &shards {
-            *per_node.entry(s.leader.clone()?).or_default() += 1;
+        let mut leaders = std::collections::BTreeMap::<u16, (u64, String)>::new();
+        for admin in admins {
+            for s in admin.shards().await.ok()? {
+                let Some(leader) = s.leader else { continue };
+                let known = leaders.entry(s.shard).or_insert((s.term, leader.clone()));
+                if s.term > known.0 {
+                    *known = (s.term, leader);
+                }
+            }
         }
-        let share = shards.len().div_ceil(nodes);
-        (per_node.len() == nodes && per_node.values().all(|n| *n <= share)).then_some(())
+        let shards = admins.first()?.shards().await.ok()?.len();
+        let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+        for (_, leader) in leaders.values() {
+            *per_node.entry(leader.clone()).or_default() += 1;
+        }
+        let share = shards.div_ceil(nodes);
+        (leaders.len() == shards
+            && per_node.len() == nodes
+            && per_node.values().all(|n| *n <= share))
+        .then_some(())
     })
     .await
 }

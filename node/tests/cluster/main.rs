@@ -7,6 +7,7 @@
 //! * `faults`: kill -9, partitions, pauses, stalled disks, lost stores, oversized turns;
 //! * `moves`: leadership moves, drain, SIGTERM;
 //! * `operate`: `shoal-node up` and `config check`;
+//! * `pins`: an operator moves a shard's replica and leadership by hand;
 //! * `queue`: queued messages survive a failover;
 //! * `sharing`: grants and forks that cross to another node's shard;
 //! * `telemetry`: one trace across two nodes in a real OTLP receiver;
@@ -19,6 +20,7 @@ mod faults;
 mod harness;
 mod moves;
 mod operate;
+mod pins;
 mod queue;
 mod sharing;
 mod telemetry;

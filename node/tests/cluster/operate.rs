@@ -33,7 +33,7 @@ async fn up_starts_a_local_cluster_and_stops_it() {
     .await
     .expect("cluster up in time");
     let profile = Profile::load(&data.join("profile.toml")).unwrap();
-    wait_balanced(&AdminClient::connect(&profile).await.unwrap(), 3).await;
+    wait_balanced(&[AdminClient::connect(&profile).await.unwrap()], 3).await;
     let client = Client::connect(&profile).await.unwrap();
     let conv = client.create_conversation(None, None).await.unwrap();
     assert_eq!(send_ok(&client, conv.id, "hi").await, "echo: hi");

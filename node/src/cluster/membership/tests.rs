@@ -38,6 +38,7 @@ fn meta(index: u16) -> NodeMeta {
         addr: addr(index),
         version: "0.1.0".to_owned(),
         leaders: 0,
+        led: Vec::new(),
         initialized: index == 1,
         draining: false,
     }

@@ -28,6 +28,10 @@ pub struct NodeMeta {
     pub version: String,
     /// How many shards this node leads (changes over time).
     pub leaders: u32,
+    /// Which shards it leads: bit `s % 8` of byte `s / 8` for shard `s` (at most 128
+    /// bytes for 1 024 shards). Nodes route requests for shards they hold no replica of
+    /// by it ([`crate::cluster::Cluster::learn_leaders`]).
+    pub led: Vec<u8>,
     /// Has this node ever joined Raft groups (bootstrap guard).
     pub initialized: bool,
     /// The node is being drained of its shards.

@@ -46,6 +46,7 @@ fn shard(id: u16, voters: &[RaftId], learners: &[RaftId], leader: RaftId) -> Sha
         learners: set(learners),
         leader: Some(leader),
         changing: false,
+        pin: Pin::default(),
     }
 }
 
@@ -61,7 +62,7 @@ fn run(me: RaftId, members: &[MemberState], shards: &[ShardState]) -> Vec<Action
         grace_ms: GRACE_MS,
         members,
         shards,
-        leaders: &leaders,
+        led: &leader_counts(&leaders),
         balance: true,
     })
 }
@@ -438,7 +439,7 @@ impl Sim {
                 grace_ms: GRACE_MS,
                 members: &self.members,
                 shards: &mine,
-                leaders: &leaders,
+                led: &leader_counts(&leaders),
                 balance: true,
             }));
         }
@@ -603,20 +604,29 @@ fn arb_scenario() -> impl Strategy<Value = Scenario> {
             prop::bool::weighted(0.2),
         );
         let leader = prop_oneof![3 => Just(Some(me)), 1 => prop::option::of(1..=IDS_MAX)];
+        let pin = (
+            prop::option::weighted(0.2, 1..=IDS_MAX),
+            prop::collection::vec(1..=IDS_MAX, 0..=3),
+        )
+            .prop_map(|(leader, replicas)| Pin { leader, replicas });
         let state = (
             0u16..12,
             prop::collection::btree_set(1..=IDS_MAX, 0..=6),
             prop::collection::btree_set(1..=IDS_MAX, 0..=4),
             leader,
             prop::bool::weighted(0.2),
+            pin,
         )
-            .prop_map(|(shard, voters, learners, leader, changing)| ShardState {
-                shard,
-                voters,
-                learners,
-                leader,
-                changing,
-            });
+            .prop_map(
+                |(shard, voters, learners, leader, changing, pin)| ShardState {
+                    shard,
+                    voters,
+                    learners,
+                    leader,
+                    changing,
+                    pin,
+                },
+            );
         (
             arb_time_ms(),
             0usize..=5,
@@ -659,7 +669,7 @@ proptest! {
             grace_ms: s.grace_ms,
             members: &s.members,
             shards: &s.shards,
-            leaders: &s.leaders,
+            led: &leader_counts(&s.leaders),
             balance: true,
         };
         let actions = plan(&input);
@@ -708,3 +718,5 @@ proptest! {
         }
     }
 }
+
+mod pins;

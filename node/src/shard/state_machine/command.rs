@@ -511,6 +511,12 @@ pub enum ShardCommand {
         /// The new agent's id.
         agent: String,
     },
+    /// Set or clear the shard's operator pin ([`super::pins`]); `None` or an empty pin
+    /// clears it.
+    SetShardPin {
+        /// The pin.
+        pin: Option<shoal_protocol::admin::ShardPin>,
+    },
 }
 
 impl ShardCommand {
@@ -815,6 +821,11 @@ impl ShardCommand {
                         "`{}` is not an agent id",
                         agent.escape_debug()
                     )));
+                }
+            }
+            ShardCommand::SetShardPin { pin } => {
+                if let Some(pin) = pin {
+                    super::pins::check(pin)?;
                 }
             }
             ShardCommand::ImportConversation {

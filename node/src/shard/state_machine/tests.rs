@@ -6,6 +6,7 @@ use shoal_protocol::transcript::StopReason;
 use std::collections::BTreeMap;
 
 mod history;
+mod pins;
 mod queue;
 mod settings;
 mod sharing;
