@@ -139,6 +139,9 @@ struct Proposal {
     /// Its encoded size ([`crate::raft::command_bytes`]).
     bytes: usize,
     reply: Reply,
+    /// Its `propose` span's place in its trace: the leader's `apply` of the entry
+    /// carrying it joins that trace ([`crate::raft::BatchTraces`]).
+    trace: crate::telemetry::TraceParent,
 }
 
 /// A queued proposal's result, to await (see [`Cluster::submit`]).
@@ -149,6 +152,8 @@ pub struct PendingProposal {
     bytes: usize,
     rx: oneshot::Receiver<Result<Outcome, ProposeError>>,
     deadline: tokio::time::Instant,
+    /// The `propose` span, open until the outcome is known.
+    span: tracing::Span,
 }
 
 impl PendingProposal {
@@ -162,7 +167,8 @@ impl PendingProposal {
     pub async fn outcome(self) -> Result<Outcome, ProposeError> {
         let unavailable = self.unavailable();
         let shard = self.shard;
-        match tokio::time::timeout_at(self.deadline, self.rx).await {
+        let waited = tokio::time::timeout_at(self.deadline, self.rx);
+        match tracing::Instrument::instrument(waited, self.span).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeError::Failed {
                 shard,
@@ -360,7 +366,6 @@ impl Cluster {
     }
 
     /// Proposes `command` to `shard` and waits until it is committed and applied.
-    #[tracing::instrument(name = "propose", skip_all, fields(shard = shard.0))]
     pub async fn propose(
         &self,
         shard: ShardId,
@@ -419,16 +424,21 @@ impl Cluster {
             message: format!("no such shard (shard count {})", self.groups.len()),
         })?;
         let (reply, rx) = oneshot::channel();
+        // A child of the caller's span (a request, a turn), open until the outcome is
+        // known ([`PendingProposal::outcome`]).
+        let span = tracing::info_span!("propose", shard = shard.0, bytes);
+        let proposal = Proposal {
+            command,
+            bytes,
+            reply,
+            trace: crate::telemetry::TraceParent::of(&span),
+        };
         let pending = PendingProposal {
             shard,
             bytes,
             rx,
             deadline: tokio::time::Instant::now() + Duration::from_millis(PROPOSE_TIMEOUT_MS),
-        };
-        let proposal = Proposal {
-            command,
-            bytes,
-            reply,
+            span,
         };
         Ok((group, proposal, pending))
     }
@@ -762,13 +772,24 @@ async fn run_batcher(
             },
         };
         let batch = next_batch(first, &mut rx, &mut carry);
-        let (commands, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let mut traces = Vec::new();
+        let mut commands = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for p in batch {
+            if p.trace.is_some() {
+                traces.push(p.trace);
+            }
+            commands.push(p.command);
+            replies.push(p.reply);
+        }
         let count = commands.len();
         let histograms = metrics.histograms();
         histograms.raft_batch_commands.observe(count as f64);
         let started = std::time::Instant::now();
-        let write = raft.client_write(ShardBatch { commands });
+        let write = raft.client_write(ShardBatch {
+            commands,
+            traces: crate::raft::BatchTraces(traces),
+        });
         let result =
             match tokio::time::timeout(Duration::from_millis(PROPOSE_TIMEOUT_MS), write).await {
                 Ok(result) => {
@@ -914,6 +935,7 @@ mod tests {
                 command,
                 bytes,
                 reply,
+                trace: Default::default(),
             },
             rx,
         )

@@ -53,7 +53,26 @@ impl std::fmt::Display for PeerNode {
 pub struct ShardBatch {
     /// The commands.
     pub commands: Vec<ShardCommand>,
+    /// Where the commands' proposals are in their traces, on the node that proposed
+    /// them: never encoded (so not in the log, not replicated, not on the wire).
+    #[serde(skip)]
+    pub traces: BatchTraces,
 }
+
+/// The `propose` spans' places of a batch's commands (those in a recorded trace), so
+/// the leader's `apply` of the entry joins their traces. Kept in memory from
+/// `client_write` to the log store's `append`, which keeps them by log id until the
+/// entry is applied ([`storage`]). Not part of the entry's value: any two are equal.
+#[derive(Debug, Clone, Default)]
+pub struct BatchTraces(pub Vec<crate::telemetry::TraceParent>);
+
+impl PartialEq for BatchTraces {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for BatchTraces {}
 
 impl std::fmt::Display for ShardBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

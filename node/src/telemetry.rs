@@ -6,11 +6,15 @@
 //! of the node's `request` span ([`adopt`]), and a forwarded request carries the
 //! forwarding span's context to the leader ([`propagate`]). With no endpoint the
 //! OpenTelemetry layer is not installed: spans stay plain `tracing` spans, [`adopt`] and
-//! [`propagate`] do nothing, and nothing is exported.
+//! [`propagate`] do nothing, and nothing is exported. The spans and their fields:
+//! [`spans`].
 
 pub mod events;
 pub mod log_filter;
 pub mod prometheus;
+pub mod spans;
+
+pub use spans::{TraceParent, exporting};
 
 use crate::context::Metrics;
 use opentelemetry::propagation::TextMapPropagator;
@@ -124,11 +128,14 @@ pub fn init(config: &NodeConfig) -> Result<Telemetry, TelemetryError> {
         .with_resource(resource)
         .build();
     let layer = tracing_opentelemetry::layer().with_tracer(tracer.tracer("shoal-node"));
-    let _ = tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(filter)
         .with(logs)
         .with(layer)
         .try_init();
+    if installed.is_ok() {
+        spans::set_exporting();
+    }
     tracing::info!(%endpoint, "exporting traces and metrics over OTLP");
     Ok(Telemetry {
         tracer: Some(tracer),

@@ -210,6 +210,7 @@ mod tests {
                     owner: UserId::parse("alice").unwrap(),
                     title: Some(text),
                 }],
+                traces: Default::default(),
             }),
         }
     }

@@ -19,6 +19,8 @@
 // return the same type rather than converting at every call.
 #![allow(clippy::result_large_err)]
 
+mod traces;
+
 use super::snapshot_file::{self, SnapshotDir, SnapshotFile};
 use super::{BatchResult, PeerNode, ShardBatch, TypeConfig};
 use crate::shard::state_machine::{self, Pairs, ReadError, ShardRead};
@@ -101,6 +103,8 @@ struct Trees {
     files: Arc<Mutex<()>>,
     snapshots: SnapshotDir,
     shard: ShardId,
+    /// The traces of entries this node proposed, from append to apply.
+    traces: traces::EntryTraces,
 }
 
 impl Trees {
@@ -114,6 +118,7 @@ impl Trees {
             state_lock: Arc::new(tokio::sync::Mutex::new(())),
             files: Arc::new(Mutex::new(())),
             snapshots: SnapshotDir::open(store.dir(), shard.0)?,
+            traces: traces::EntryTraces::default(),
             log: store.db().open_tree(format!("raft-log-{}", shard.0))?,
             meta: store.db().open_tree(format!("raft-meta-{}", shard.0))?,
             state: store.shard_tree(shard)?.clone(),
@@ -239,6 +244,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
+            self.trees.traces.appended([&entry]);
             batch.insert(
                 &index_key(entry.log_id.index),
                 encode(&entry).map_err(io_write)?,
@@ -325,12 +331,14 @@ struct AppliedEntries {
     membership: Option<StoredMembership<u64, PeerNode>>,
 }
 
-/// Runs the state machine over `entries` on top of `base`. A [`ReadError`] is this
+/// Runs the state machine over `entries` on top of `base`, each batch inside the span
+/// `span_of` makes for it (its log id and command count). A [`ReadError`] is this
 /// replica's own fault: it aborts the whole call (nothing is written) instead of
 /// becoming a result that other replicas would not have.
 fn apply_entries(
     base: &impl ShardRead,
     entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+    span_of: impl Fn(&LogId<u64>, usize) -> tracing::Span,
 ) -> Result<AppliedEntries, ReadError> {
     let mut out = AppliedEntries::default();
     for entry in entries {
@@ -341,7 +349,8 @@ fn apply_entries(
                 out.membership = Some(StoredMembership::new(Some(entry.log_id), m));
                 out.replies.push(BatchResult::default());
             }
-            EntryPayload::Normal(ShardBatch { commands }) => {
+            EntryPayload::Normal(ShardBatch { commands, .. }) => {
+                let _apply = span_of(&entry.log_id, commands.len()).entered();
                 let mut results = Vec::with_capacity(commands.len());
                 for cmd in &commands {
                     let view = Overlay {
@@ -431,23 +440,39 @@ fn build_into(
     Ok((pointer, old.map(|(_, n)| n)))
 }
 
+/// What an install did: the file of the snapshot it replaced, and the size of the one
+/// installed.
+struct Installed {
+    old: Option<String>,
+    bytes: u64,
+    records: u64,
+}
+
 /// Installs the received snapshot file `received`: checks it whole, moves it into the
 /// shard's snapshot directory, marks the install as under way (durably), then replaces
-/// the state with it. Runs on a blocking thread holding the state lock. Returns the file
-/// of the snapshot it replaced.
+/// the state with it. Runs on a blocking thread holding the state lock.
 fn install_from(
     trees: &Trees,
     meta: &SnapshotMeta<u64, PeerNode>,
     received: &Path,
-) -> Result<Option<String>, SErr> {
-    if let Err(e) = snapshot_file::verify(received) {
-        trees.snapshots.discard(received);
-        return Err(io_read(e));
-    }
+) -> Result<Installed, SErr> {
+    let bytes = std::fs::metadata(received).map_or(0, |m| m.len());
+    let records = match snapshot_file::verify(received) {
+        Ok(records) => records,
+        Err(e) => {
+            trees.snapshots.discard(received);
+            return Err(io_read(e));
+        }
+    };
     let name = trees.snapshots.commit(received).map_err(io_write)?;
     put(&trees.meta, INSTALLING_SNAPSHOT_KEY, &(meta, &name))?;
     trees.meta.flush().map_err(io_write)?;
-    finish_install(trees, meta, &name)
+    let old = finish_install(trees, meta, &name)?;
+    Ok(Installed {
+        old,
+        bytes,
+        records,
+    })
 }
 
 /// The second half of an install, also run at start when a crash interrupted one: the
@@ -562,7 +587,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             replies,
             last,
             membership,
-        } = match apply_entries(&self.trees.state, entries) {
+        } = match apply_entries(&self.trees.state, entries, |log_id, commands| {
+            let traces = &self.trees.traces;
+            traces.apply_span(self.trees.shard, log_id, commands)
+        }) {
             Ok(applied) => applied,
             Err(e) => {
                 // Fail-stop: a divergent result would be worse than a missing replica.
@@ -612,20 +640,35 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<u64, PeerNode>,
         snapshot: Box<SnapshotFile>,
     ) -> Result<(), SErr> {
-        let received = snapshot.into_part().await.map_err(io_write)?;
-        let guard = self.trees.state_lock.clone().lock_owned().await;
-        let trees = self.trees.clone();
-        let meta = meta.clone();
-        let old = self
-            .store
-            .blocking(move || {
-                let _guard = guard;
-                install_from(&trees, &meta, &received)
-            })
-            .await
-            .map_err(io_write)??;
-        self.store.flush().await.map_err(io_write)?;
-        self.retire(old).await
+        // No contextual parent: openraft's own task spans are no part of a trace.
+        let span = tracing::info_span!(
+            parent: None,
+            "snapshot.install",
+            shard = self.trees.shard.0,
+            index = meta.last_log_id.map(|id| id.index),
+            bytes = tracing::field::Empty,
+            records = tracing::field::Empty,
+        );
+        let install = async {
+            let received = snapshot.into_part().await.map_err(io_write)?;
+            let guard = self.trees.state_lock.clone().lock_owned().await;
+            let trees = self.trees.clone();
+            let meta = meta.clone();
+            let installed = self
+                .store
+                .blocking(move || {
+                    let _guard = guard;
+                    install_from(&trees, &meta, &received)
+                })
+                .await
+                .map_err(io_write)??;
+            let span = tracing::Span::current();
+            span.record("bytes", installed.bytes);
+            span.record("records", installed.records);
+            self.store.flush().await.map_err(io_write)?;
+            self.retire(installed.old).await
+        };
+        tracing::Instrument::instrument(install, span).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
@@ -680,9 +723,10 @@ mod tests {
                 commands: vec![ShardCommand::Activate {
                     conversation: ConversationId::new(ShardId(0), 1),
                 }],
+                traces: Default::default(),
             }),
         };
-        let result = apply_entries(&Failing, [entry]);
+        let result = apply_entries(&Failing, [entry], |_, _| tracing::Span::none());
         assert!(
             matches!(&result, Err(ReadError::Io(m)) if m.contains("injected")),
             "{:?}",
@@ -728,9 +772,12 @@ mod tests {
         ];
         let entry = Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), 5),
-            payload: EntryPayload::Normal(ShardBatch { commands }),
+            payload: EntryPayload::Normal(ShardBatch {
+                commands,
+                traces: Default::default(),
+            }),
         };
-        let applied = apply_entries(&tree, [entry]).unwrap();
+        let applied = apply_entries(&tree, [entry], |_, _| tracing::Span::none()).unwrap();
         let results = &applied.replies[0].results;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(

@@ -3,7 +3,7 @@
 
 use super::*;
 use openraft::{CommittedLeaderId, Membership};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tokio::io::AsyncReadExt;
 
 const SHARD: ShardId = ShardId(0);
@@ -143,6 +143,106 @@ async fn a_snapshot_received_in_chunks_installs_the_senders_state() {
     );
     let current = sm_b.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, built.meta);
+}
+
+/// A closed span: its name, and its fields as text.
+type Closed = (String, BTreeMap<String, String>);
+
+/// Closed spans as a test subscriber saw them.
+#[derive(Clone, Default)]
+struct ClosedSpans(Arc<Mutex<Vec<Closed>>>);
+
+/// A span's fields so far (kept in its extensions until it closes).
+#[derive(Default)]
+struct Fields(BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for ClosedSpans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<Fields>()
+        {
+            values.record(fields);
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let Some(span) = ctx.span(&id) {
+            let fields = span.extensions_mut().remove::<Fields>().unwrap_or_default();
+            let mut closed = self.0.lock().unwrap();
+            closed.push((span.name().to_owned(), fields.0));
+        }
+    }
+}
+
+/// An install is a `snapshot.install` span naming the shard, the snapshot's last log
+/// index, its size in bytes and its records (no keys or values).
+#[tokio::test]
+async fn an_install_is_a_span_with_its_shard_index_and_size() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let closed = ClosedSpans::default();
+    // At INFO, as nodes run: tokio's TRACE task spans would keep their parents open.
+    let subscriber = tracing_subscriber::registry()
+        .with(closed.clone())
+        .with(tracing_subscriber::filter::LevelFilter::INFO);
+    let _subscriber = tracing::subscriber::set_default(subscriber);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (sender, receiver) = (open_store(a.path()), open_store(b.path()));
+    let mut sm_a = filled(&sender, 40, 100).await;
+    let mut sm_b = filled(&receiver, 5, 10).await;
+    let mut built = sm_a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let bytes = read_all(&mut built).await;
+    let mut part = sm_b.begin_receiving_snapshot().await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut *part, &bytes)
+        .await
+        .unwrap();
+    sm_b.install_snapshot(&built.meta, part).await.unwrap();
+
+    let closed = closed.0.lock().unwrap().clone();
+    let installs: Vec<_> = closed
+        .iter()
+        .filter(|(name, _)| name == "snapshot.install")
+        .collect();
+    assert_eq!(installs.len(), 1, "{closed:?}");
+    let fields = &installs[0].1;
+    let expected = BTreeMap::from([
+        ("shard".to_owned(), "0".to_owned()),
+        ("index".to_owned(), "9".to_owned()),
+        ("bytes".to_owned(), bytes.len().to_string()),
+        ("records".to_owned(), "40".to_owned()),
+    ]);
+    assert_eq!(fields, &expected);
 }
 
 /// A damaged transfer is refused whole: the receiver's state is untouched, and the part
