@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! * this file: the public API ([`AgentProcess`], its options, updates and
-//!   errors), start-up and requests to the agent.
+//!   errors), start-up and the ACP handshake.
+//! * `agent_process/requests.rs`: requests to the agent (each an `agent.call` span),
+//!   their answers awaited against the process's exit, and their errors.
 //! * `agent_process/handler.rs`: what the agent sends us (updates, permission
 //!   requests, file requests) and the state shared with the handler.
 //! * `agent_process/child.rs`: the private home and environment, spawning in
@@ -59,16 +61,13 @@ pub use mcp::{McpServer, McpServerTransport};
 mod offer;
 mod probe;
 mod redact;
+mod requests;
 mod wire;
 
-use agent_client_protocol::{
-    Agent, Client, Lines, UntypedMessage, is_connection_terminated, is_incoming_transport_closed,
-    v1,
-};
+use agent_client_protocol::{Agent, Client, Lines, UntypedMessage, v1};
 use serde_json::Value;
 use shoal_protocol::transcript::{PermissionOption, PlanEntry, StopReason, ToolStatus, Usage};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -596,10 +595,22 @@ impl AgentProcess {
         }
 
         *phase = "session/new";
+        let span = requests::call_span("session/new");
+        let answer =
+            tracing::Instrument::instrument(self.new_session(cwd, mcp_servers), span.clone()).await;
+        requests::record_outcome(&span, &answer);
+        let answer = answer.map_err(|e| auth_required(e, &methods))?;
+        self.session_id = wire::parse_new_session(&answer).map_err(AgentError::Protocol)?;
+        self.offer = offer::parse_session_offer(&answer);
+        Ok(())
+    }
+
+    /// `session/new`, its answer handled in order: the session id is set before the
+    /// next message is dispatched, so updates right after the answer are routed (ACP
+    /// pitfall 1).
+    async fn new_session(&self, cwd: &str, mcp_servers: Value) -> Result<Value, AgentError> {
         let (answer_tx, answer_rx) = oneshot::channel();
         let shared = Arc::clone(&self.shared);
-        // Ordered: the session id is set before the next message is dispatched,
-        // so updates right after the answer are routed (ACP pitfall 1).
         self.send_ordered(
             "session/new",
             wire::new_session_params(cwd, mcp_servers),
@@ -616,13 +627,7 @@ impl AgentProcess {
                 Ok(())
             },
         )?;
-        let answer = self
-            .await_answer("session/new", answer_rx)
-            .await
-            .map_err(|e| auth_required(e, &methods))?;
-        self.session_id = wire::parse_new_session(&answer).map_err(AgentError::Protocol)?;
-        self.offer = offer::parse_session_offer(&answer);
-        Ok(())
+        self.await_answer("session/new", answer_rx).await
     }
 
     /// The names of the HTTP MCP servers left out of the session: the agent does not
@@ -809,117 +814,6 @@ impl AgentProcess {
     /// (`exit status: 0`, `signal: 9 (SIGKILL)`).
     pub async fn exited(&self) -> String {
         self.child.wait_exit().await
-    }
-
-    /// Sends a request and waits for its answer or the process's exit.
-    async fn call(&self, method: &'static str, params: Value) -> Result<Value, AgentError> {
-        let (answer_tx, answer_rx) = oneshot::channel();
-        self.send_ordered(method, params, move |result| async move {
-            // The caller may have stopped waiting (dropped prompt future).
-            let _delivered = answer_tx.send(result);
-            Ok(())
-        })?;
-        self.await_answer(method, answer_rx).await
-    }
-
-    /// Sends a request whose answer is handed to `on_answer` inside the dispatch
-    /// loop, before the next incoming message. Dropping the caller's future
-    /// does not cancel the request on the agent.
-    fn send_ordered<F, Fut>(
-        &self,
-        method: &'static str,
-        params: Value,
-        on_answer: F,
-    ) -> Result<(), AgentError>
-    where
-        F: FnOnce(Result<Value, agent_client_protocol::Error>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), agent_client_protocol::Error>> + Send + 'static,
-    {
-        let message = UntypedMessage::new(method, params).map_err(|error| {
-            AgentError::Protocol(format!("could not encode `{method}`: {error}"))
-        })?;
-        self.connection
-            .prepare_request(message)
-            .on_receiving_result(on_answer)
-            .map_err(|error| {
-                AgentError::Protocol(format!(
-                    "could not send `{method}` to the agent: {error}; shut it down and start a new one"
-                ))
-            })
-    }
-
-    /// Waits for an answer delivered by [`Self::send_ordered`], or the exit.
-    async fn await_answer(
-        &self,
-        method: &'static str,
-        answer: oneshot::Receiver<Result<Value, agent_client_protocol::Error>>,
-    ) -> Result<Value, AgentError> {
-        tokio::select! {
-            biased;
-            answer = answer => match answer {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(error)) if !self.is_local_failure(&error) => Err(self.rpc_error(&error)),
-                Ok(Err(error)) => Err(self.connection_lost(method, &error.to_string()).await),
-                Err(_) => Err(self.connection_lost(method, "no answer before the connection closed").await),
-            },
-            status = self.child.wait_exit() => Err(self.exited_error(status)),
-        }
-    }
-
-    /// Whether an error was produced locally because the connection ended,
-    /// rather than sent by the agent.
-    fn is_local_failure(&self, error: &agent_client_protocol::Error) -> bool {
-        is_incoming_transport_closed(error)
-            || is_connection_terminated(error)
-            || self.connection.termination().is_some()
-    }
-
-    /// The error for a request whose connection broke: [`AgentError::Exited`] if
-    /// the process exits soon, else [`AgentError::Protocol`].
-    async fn connection_lost(&self, method: &str, detail: &str) -> AgentError {
-        let grace = Duration::from_millis(EXIT_AFTER_DISCONNECT_MS);
-        match self.child.wait_exit_timeout(grace).await {
-            Some(status) => self.exited_error(status),
-            None => {
-                let ended = lock(&self.connection_end)
-                    .clone()
-                    .unwrap_or_else(|| String::from("still open"));
-                AgentError::Protocol(format!(
-                    "the connection to the agent broke while waiting for the answer to `{method}` \
-                     ({detail}; connection: {ended}) but the process is still running; shut it \
-                     down and start a new one"
-                ))
-            }
-        }
-    }
-
-    fn exited_error(&self, status: String) -> AgentError {
-        AgentError::Exited {
-            status,
-            stderr_excerpt: self.stderr_excerpt(),
-        }
-    }
-
-    /// The owner's excerpt of the agent's stderr ([`AgentError::agent_output`]).
-    fn stderr_excerpt(&self) -> String {
-        redact::stderr_excerpt(&self.child.stderr_tail(), &self.secrets)
-    }
-
-    /// An error answer from the agent, with its data (shortened) in the message, and
-    /// credentials redacted from both.
-    fn rpc_error(&self, error: &agent_client_protocol::Error) -> AgentError {
-        let message = match &error.data {
-            Some(data) => format!(
-                "{} ({})",
-                error.message,
-                wire::truncate_for_log(&data.to_string())
-            ),
-            None => error.message.clone(),
-        };
-        AgentError::Rpc {
-            code: i64::from(i32::from(error.code)),
-            message: redact::redact(&message, &self.secrets),
-        }
     }
 }
 
