@@ -57,6 +57,9 @@ pub enum AgentSessionMsg {
         picks: Picks,
         /// Images and files for this prompt.
         attachments: Vec<shoal_protocol::attachments::Attachment>,
+        /// The turn's span: the process start and the agent calls for the prompt are
+        /// its children.
+        span: tracing::Span,
     },
     /// Ask the agent to cancel `turn` (`session/cancel`).
     Cancel {
@@ -232,62 +235,16 @@ impl Actor for AgentSessionActor {
                 text,
                 picks,
                 attachments,
+                span,
             } => {
-                let process = ensure_process(&myself, state, turn).await;
-                // Only a new session's first prompt carries the conversation so far; it
-                // is asked for then, not built for every turn.
-                let preamble = if std::mem::take(&mut state.fresh_session) {
-                    let ask = state.args.conversation.call(
-                        |reply| ConversationMsg::Preamble { turn, reply },
-                        Some(Duration::from_millis(PREAMBLE_CALL_TIMEOUT_MS)),
-                    );
-                    match ask.await {
-                        Ok(ractor::rpc::CallResult::Success(preamble)) => preamble,
-                        _ => None,
-                    }
-                } else {
-                    None
+                let prompt = Prompt {
+                    turn,
+                    text,
+                    picks,
+                    attachments,
                 };
-                let context = match preamble {
-                    Some(preamble) => {
-                        let _ = state.args.conversation.cast(ConversationMsg::Agent {
-                            turn,
-                            event: AgentEvent::Status(
-                                "the agent started a new session; it was given the conversation so far"
-                                    .to_owned(),
-                            ),
-                            credit: None,
-                        });
-                        Some(preamble)
-                    }
-                    None => None,
-                };
-                let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-                let _ = state.control_tx.send(Control::Start(turn, ack_tx));
-                let _ = ack_rx.await;
-                let process = match process {
-                    Ok(process) => process,
-                    Err(failure) => {
-                        let _ = state.control_tx.send(Control::End(turn, Err(failure)));
-                        return Ok(());
-                    }
-                };
-                settings::apply_picks(state, &process, &picks, turn).await;
-                if let Some(slot) = &state.slot {
-                    slot.begin_turn();
-                }
-                state.idle_since = None;
-                let control = state.control_tx.clone();
-                let me = myself.clone();
-                let generation = state.generation;
-                state.prompt_task = Some(tokio::spawn(async move {
-                    let result = process
-                        .prompt_with(context, text, &attachments)
-                        .await
-                        .map_err(|e| AgentFailure::of(e.to_string(), &e));
-                    let _ = control.send(Control::End(turn, result));
-                    let _ = me.cast(AgentSessionMsg::PromptDone { generation });
-                }));
+                let run = run_prompt(&myself, state, prompt, span.clone());
+                tracing::Instrument::instrument(run, span).await;
             }
             AgentSessionMsg::Cancel { turn } => {
                 if let Some(process) = &state.process {
@@ -352,6 +309,86 @@ impl Actor for AgentSessionActor {
     }
 }
 
+/// A prompt for the agent session ([`AgentSessionMsg::Prompt`]).
+struct Prompt {
+    turn: TurnId,
+    text: String,
+    picks: Picks,
+    attachments: Vec<shoal_protocol::attachments::Attachment>,
+}
+
+/// Runs `prompt`: starts the process if there is none, applies the picks, and sends
+/// `session/prompt` from a task of its own (inside `span`, the turn's).
+async fn run_prompt(
+    myself: &ActorRef<AgentSessionMsg>,
+    state: &mut AgentSessionState,
+    prompt: Prompt,
+    span: tracing::Span,
+) {
+    let Prompt {
+        turn,
+        text,
+        picks,
+        attachments,
+    } = prompt;
+    let process = ensure_process(myself, state, turn).await;
+    // Only a new session's first prompt carries the conversation so far; it
+    // is asked for then, not built for every turn.
+    let preamble = if std::mem::take(&mut state.fresh_session) {
+        let ask = state.args.conversation.call(
+            |reply| ConversationMsg::Preamble { turn, reply },
+            Some(Duration::from_millis(PREAMBLE_CALL_TIMEOUT_MS)),
+        );
+        match ask.await {
+            Ok(ractor::rpc::CallResult::Success(preamble)) => preamble,
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let context = match preamble {
+        Some(preamble) => {
+            let _ = state.args.conversation.cast(ConversationMsg::Agent {
+                turn,
+                event: AgentEvent::Status(
+                    "the agent started a new session; it was given the conversation so far"
+                        .to_owned(),
+                ),
+                credit: None,
+            });
+            Some(preamble)
+        }
+        None => None,
+    };
+    let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+    let _ = state.control_tx.send(Control::Start(turn, ack_tx));
+    let _ = ack_rx.await;
+    let process = match process {
+        Ok(process) => process,
+        Err(failure) => {
+            let _ = state.control_tx.send(Control::End(turn, Err(failure)));
+            return;
+        }
+    };
+    settings::apply_picks(state, &process, &picks, turn).await;
+    if let Some(slot) = &state.slot {
+        slot.begin_turn();
+    }
+    state.idle_since = None;
+    let control = state.control_tx.clone();
+    let me = myself.clone();
+    let generation = state.generation;
+    let task = async move {
+        let result = process
+            .prompt_with(context, text, &attachments)
+            .await
+            .map_err(|e| AgentFailure::of(e.to_string(), &e));
+        let _ = control.send(Control::End(turn, result));
+        let _ = me.cast(AgentSessionMsg::PromptDone { generation });
+    };
+    state.prompt_task = Some(tokio::spawn(tracing::Instrument::instrument(task, span)));
+}
+
 async fn stop_process(state: &mut AgentSessionState) {
     if let Some(process) = state.process.take() {
         process.shutdown().await;
@@ -362,6 +399,7 @@ async fn stop_process(state: &mut AgentSessionState) {
     state.in_workspace = None;
 }
 
+/// The running process, started (inside an `agent.start` span) if there is none.
 async fn ensure_process(
     myself: &ActorRef<AgentSessionMsg>,
     state: &mut AgentSessionState,
@@ -370,6 +408,38 @@ async fn ensure_process(
     if let Some(process) = &state.process {
         return Ok(process.clone());
     }
+    let args = &state.args;
+    let span = tracing::info_span!(
+        "agent.start",
+        agent = args.agent_name.as_str(),
+        workspace = %args.workspace,
+        resume = args.resume_session.is_some(),
+        pid = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let started = start_process(myself, state, turn);
+    let started = tracing::Instrument::instrument(started, span.clone()).await;
+    match &started {
+        Ok(process) => {
+            if let Some(pid) = process.pid() {
+                span.record("pid", pid);
+            }
+            span.record("outcome", "started");
+        }
+        Err(_) => {
+            span.record("outcome", "failed");
+        }
+    }
+    started
+}
+
+/// Starts the agent process: a node slot, the workspace restored, the home and
+/// credentials prepared, then the process and its ACP handshake.
+async fn start_process(
+    myself: &ActorRef<AgentSessionMsg>,
+    state: &mut AgentSessionState,
+    turn: TurnId,
+) -> Result<Arc<AgentProcess>, AgentFailure> {
     let args = &state.args;
     let ctx = &args.ctx;
     let start_timeout = Duration::from_millis(ctx.config.conversation.agent_start_timeout_ms.get());

@@ -21,6 +21,11 @@
 //! Timers (one `Tick` per checkpoint interval): checkpoints, the turn timeouts, the
 //! cancel grace period, permission timeouts and idle passivation.
 //!
+//! Tracing: a turn is a `turn` span in the trace of the request that sent its message
+//! (carried in [`ConversationMsg::Send`] as a [`crate::telemetry::TraceParent`]); the
+//! messages that belong to the turn are handled inside it, so its proposals, the
+//! agent's start and calls and its `broadcast`s are its children.
+//!
 //! # Layout
 //! * `conversation.rs`: state, the actor, followers and snapshots.
 //! * [`messages`]: the messages it takes.
@@ -105,6 +110,8 @@ pub struct ConversationArgs {
 }
 
 struct Turn {
+    /// The `turn` span, open until the turn ends ([`turn::turn_span`]).
+    span: tracing::Span,
     running: RunningTurn,
     message: Message,
     initiator: Option<Sink>,
@@ -180,8 +187,9 @@ pub struct ConversationState {
     defunct: Option<String>,
     /// Messages waiting for the running turn, as committed ([`queue`]).
     queue: crate::shard::state_machine::queue::MessageQueue,
-    /// The open streams of queued messages' senders, by item (at most the queue's bound).
-    queued_sinks: std::collections::HashMap<u64, Sink>,
+    /// The open streams of queued messages' senders, by item (at most the queue's
+    /// bound), with the sending requests' places in their traces.
+    queued_sinks: std::collections::HashMap<u64, (Sink, crate::telemetry::TraceParent)>,
     /// The credentials (names) in the current agent process's environment.
     agent_credentials: Vec<String>,
     /// The slash commands the agent session offers (`available_commands_update`).
@@ -392,7 +400,7 @@ impl Actor for ConversationActor {
                 ),
             )));
         }
-        for sink in state.queued_sinks.values() {
+        for (sink, _) in state.queued_sinks.values() {
             sink.deliver(ServerFrame::Error(WireError::new(
                 ErrorCode::Unavailable,
                 format!(
@@ -456,152 +464,189 @@ impl Actor for ConversationActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            ConversationMsg::Send {
+        let span = span_of(&msg, state);
+        tracing::Instrument::instrument(handle_msg(myself, msg, state), span).await
+    }
+}
+
+/// The span a message is handled in: the turn's for what belongs to a turn (so its
+/// proposals, agent calls and broadcasts join the turn's trace), none otherwise.
+fn span_of(msg: &ConversationMsg, state: &ConversationState) -> tracing::Span {
+    let turn = || {
+        state
+            .turn
+            .as_ref()
+            .map_or_else(tracing::Span::none, |t| t.span.clone())
+    };
+    match msg {
+        ConversationMsg::Committed {
+            commit: Commit::Send { span, .. } | Commit::StartQueued { span, .. },
+            ..
+        } => span.clone(),
+        ConversationMsg::Committed { .. }
+        | ConversationMsg::Agent { .. }
+        | ConversationMsg::WorkspaceSaved { .. }
+        | ConversationMsg::Tick
+        | ConversationMsg::Cancel { .. }
+        | ConversationMsg::AdminCancel { .. }
+        | ConversationMsg::RespondPermission { .. }
+        | ConversationMsg::SendGone { .. }
+        | ConversationMsg::Quiesce { .. } => turn(),
+        _ => tracing::Span::none(),
+    }
+}
+
+/// [`ConversationActor::handle`], inside the message's span ([`span_of`]).
+async fn handle_msg(
+    myself: ActorRef<ConversationMsg>,
+    msg: ConversationMsg,
+    state: &mut ConversationState,
+) -> Result<(), ActorProcessingErr> {
+    match msg {
+        ConversationMsg::Send {
+            caller,
+            text,
+            request_id,
+            sink,
+            reply,
+            now,
+            attachments,
+            trace,
+        } => {
+            state.last_activity = Instant::now();
+            turn::request_turn(
+                state,
                 caller,
-                text,
+                turn::Prompt { text, attachments },
                 request_id,
                 sink,
                 reply,
                 now,
-                attachments,
-            } => {
-                state.last_activity = Instant::now();
-                turn::request_turn(
-                    state,
-                    caller,
-                    turn::Prompt { text, attachments },
-                    request_id,
-                    sink,
-                    reply,
-                    now,
-                );
-            }
-            ConversationMsg::Follow {
-                caller,
-                since,
-                reply,
-            } => {
-                state.last_activity = Instant::now();
-                let _ = reply.send(attach_follower(state, &caller, since));
-            }
-            ConversationMsg::Get { caller, reply } => {
-                let result = authorize_caller(state, &caller).map(|()| detail(state));
-                let _ = reply.send(result);
-            }
-            ConversationMsg::Cancel { caller, reply } => {
-                let result = match authorize_caller(state, &caller) {
-                    Err(e) => Err(e),
-                    Ok(()) => Ok(turn::request_cancel(state)),
-                };
-                let _ = reply.send(result);
-            }
-            ConversationMsg::RespondPermission {
-                caller,
-                request,
-                option_id,
-                reply,
-            } => {
-                let result = authorize_caller(state, &caller)
-                    .and_then(|()| turn::respond_permission(state, request, option_id));
-                let _ = reply.send(result);
-            }
-            ConversationMsg::SendGone { ticket } => queue::on_send_gone(state, ticket),
-            ConversationMsg::Queue { user, op, reply } => {
-                queue::on_queue_op(state, &user, op, reply)
-            }
-            ConversationMsg::Attach {
-                caller,
-                sink,
-                reply,
-            } => queue::attach(state, &caller, sink, reply),
-            ConversationMsg::Agent {
-                turn,
-                event,
-                credit,
-            } => {
-                on_agent_event(state, turn, event);
-                drop(credit);
-            }
-            ConversationMsg::Committed { commit, result } => {
-                commits::on_committed(state, commit, result).await;
-            }
-            ConversationMsg::WorkspaceSaved { turn, saved, end } => {
-                let (cmd, commit) = *end;
-                turn::on_workspace_saved(state, turn, saved, cmd, commit);
-            }
-            ConversationMsg::Preamble { turn, reply } => {
-                let preamble = state
-                    .turn
-                    .as_ref()
-                    .filter(|t| t.running.turn == turn)
-                    .and_then(|t| turn::preamble(&state.messages, t.running.user_message));
-                let _ = reply.send(preamble);
-            }
-            ConversationMsg::Tick => turn::on_tick(&myself, state),
-            ConversationMsg::Describe { reply } => {
-                let _ = reply.send(describe(state));
-            }
-            ConversationMsg::Quiesce { until, why, reply } => {
-                let busy = state.turn.is_some() || state.sends_pending > 0;
-                let accepted = match until {
-                    None if busy => false,
-                    None => {
-                        state.moving = Some(Moving {
-                            until: Instant::now(),
-                            why,
-                            held: true,
-                        });
-                        true
-                    }
-                    Some(until) => {
-                        state.moving = Some(Moving {
-                            until,
-                            why,
-                            held: false,
-                        });
-                        turn::end_if_moved(state);
-                        true
-                    }
-                };
-                let _ = reply.send(accepted);
-            }
-            ConversationMsg::Rewrite {
-                user,
-                change,
-                reply,
-            } => history::on_rewrite(state, &user, change, reply),
-            ConversationMsg::SetSettings {
-                user,
-                mode,
-                model,
-                reply,
-            } => settings::on_set(state, &user, mode, model, reply),
-            ConversationMsg::Release { go } => match state.moving.as_mut() {
-                Some(moving) if go => moving.held = false,
-                _ => state.moving = None,
-            },
-            ConversationMsg::AdminCancel { reply } => {
-                let running = turn::request_cancel(state);
-                if running {
-                    tracing::warn!(conversation = %state.record.id, "turn cancelled by an admin");
+                trace,
+            );
+        }
+        ConversationMsg::Follow {
+            caller,
+            since,
+            reply,
+        } => {
+            state.last_activity = Instant::now();
+            let _ = reply.send(attach_follower(state, &caller, since));
+        }
+        ConversationMsg::Get { caller, reply } => {
+            let result = authorize_caller(state, &caller).map(|()| detail(state));
+            let _ = reply.send(result);
+        }
+        ConversationMsg::Cancel { caller, reply } => {
+            let result = match authorize_caller(state, &caller) {
+                Err(e) => Err(e),
+                Ok(()) => Ok(turn::request_cancel(state)),
+            };
+            let _ = reply.send(result);
+        }
+        ConversationMsg::RespondPermission {
+            caller,
+            request,
+            option_id,
+            reply,
+        } => {
+            let result = authorize_caller(state, &caller)
+                .and_then(|()| turn::respond_permission(state, request, option_id));
+            let _ = reply.send(result);
+        }
+        ConversationMsg::SendGone { ticket } => queue::on_send_gone(state, ticket),
+        ConversationMsg::Queue { user, op, reply } => queue::on_queue_op(state, &user, op, reply),
+        ConversationMsg::Attach {
+            caller,
+            sink,
+            reply,
+        } => queue::attach(state, &caller, sink, reply),
+        ConversationMsg::Agent {
+            turn,
+            event,
+            credit,
+        } => {
+            on_agent_event(state, turn, event);
+            drop(credit);
+        }
+        ConversationMsg::Committed { commit, result } => {
+            commits::on_committed(state, commit, result).await;
+        }
+        ConversationMsg::WorkspaceSaved { turn, saved, end } => {
+            let (cmd, commit) = *end;
+            turn::on_workspace_saved(state, turn, saved, cmd, commit);
+        }
+        ConversationMsg::Preamble { turn, reply } => {
+            let preamble = state
+                .turn
+                .as_ref()
+                .filter(|t| t.running.turn == turn)
+                .and_then(|t| turn::preamble(&state.messages, t.running.user_message));
+            let _ = reply.send(preamble);
+        }
+        ConversationMsg::Tick => turn::on_tick(&myself, state),
+        ConversationMsg::Describe { reply } => {
+            let _ = reply.send(describe(state));
+        }
+        ConversationMsg::Quiesce { until, why, reply } => {
+            let busy = state.turn.is_some() || state.sends_pending > 0;
+            let accepted = match until {
+                None if busy => false,
+                None => {
+                    state.moving = Some(Moving {
+                        until: Instant::now(),
+                        why,
+                        held: true,
+                    });
+                    true
                 }
-                let _ = reply.send(running);
+                Some(until) => {
+                    state.moving = Some(Moving {
+                        until,
+                        why,
+                        held: false,
+                    });
+                    turn::end_if_moved(state);
+                    true
+                }
+            };
+            let _ = reply.send(accepted);
+        }
+        ConversationMsg::Rewrite {
+            user,
+            change,
+            reply,
+        } => history::on_rewrite(state, &user, change, reply),
+        ConversationMsg::SetSettings {
+            user,
+            mode,
+            model,
+            reply,
+        } => settings::on_set(state, &user, mode, model, reply),
+        ConversationMsg::Release { go } => match state.moving.as_mut() {
+            Some(moving) if go => moving.held = false,
+            _ => state.moving = None,
+        },
+        ConversationMsg::AdminCancel { reply } => {
+            let running = turn::request_cancel(state);
+            if running {
+                tracing::warn!(conversation = %state.record.id, "turn cancelled by an admin");
             }
+            let _ = reply.send(running);
         }
-        if let Some(reason) = state.defunct.take() {
-            myself.stop(Some(reason));
-        } else if let Some(moving) = state.moving
-            && !moving.held
-            && state.turn.is_none()
-            && state.sends_pending == 0
-            && state.commits_in_flight == 0
-        {
-            tracing::debug!(conversation = %state.record.id, why = moving.why, "handing over between turns: stopping");
-            myself.stop(Some(moving.why.into()));
-        }
-        Ok(())
     }
+    if let Some(reason) = state.defunct.take() {
+        myself.stop(Some(reason));
+    } else if let Some(moving) = state.moving
+        && !moving.held
+        && state.turn.is_none()
+        && state.sends_pending == 0
+        && state.commits_in_flight == 0
+    {
+        tracing::debug!(conversation = %state.record.id, why = moving.why, "handing over between turns: stopping");
+        myself.stop(Some(moving.why.into()));
+    }
+    Ok(())
 }
 
 fn push_message(messages: &mut VecDeque<Message>, message: Message) {
@@ -686,10 +731,22 @@ fn snapshot(state: &ConversationState) -> Snapshot {
 /// Broadcasts one event: followers get the allowlisted view (encoded once into the ring
 /// they read), the initiator everything.
 fn emit(state: &mut ConversationState, event: Event) {
+    // Per event: made only while traces are exported.
+    let span = crate::telemetry::spans::exported(|| {
+        tracing::info_span!(
+            "broadcast",
+            conversation = %state.record.id,
+            event = event.type_name(),
+            seq = tracing::field::Empty,
+            followers = state.followers.len(),
+        )
+    });
+    let _broadcast = span.enter();
     let seq = match event.for_follower() {
         Some(visible) => state.ring.push(visible),
         None => state.ring.last(),
     };
+    span.record("seq", seq.0);
     if let Some(turn) = state.turn.as_mut()
         && let Some(sink) = &turn.initiator
         && sink.deliver(ServerFrame::Event(EventFrame { seq, event })) != Delivery::Queued

@@ -59,6 +59,8 @@ pub(super) async fn send_message(
 ) -> Result<(), FrameIoError> {
     let capacity = ctx.config.limits.follower_queue_frames.get() as usize;
     let mut rx_slot = None;
+    // The turn joins this request's trace.
+    let trace = crate::telemetry::TraceParent::current();
     let result: Result<SendTicket, WireError> = call(host, conversation, |reply| {
         let (tx, rx) = mpsc::channel(capacity);
         rx_slot = Some(rx);
@@ -70,6 +72,7 @@ pub(super) async fn send_message(
             reply,
             now,
             attachments: attachments.clone(),
+            trace: trace.clone(),
         }
     })
     .await;

@@ -9,7 +9,7 @@
 //! | `apply` | the state machine applying one log entry (exporting only) | `shard`, `index`, `commands`, `proposals` |
 //! | `turn` | a turn, from its user message to done, cancel or failure | `conversation`, `agent`, `turn`, `user_message`, `status` |
 //! | `broadcast` | one event to the followers' ring and the initiator (exporting only) | `conversation`, `event`, `seq`, `followers` |
-//! | `agent.start` | starting an agent process and its ACP handshake | `agent`, `workspace`, `resume`, `pid` |
+//! | `agent.start` | starting an agent process and its ACP handshake | `agent`, `workspace`, `resume`, `pid`, `outcome` |
 //! | `agent.call` | one ACP request to the agent | `method`, `outcome` |
 //! | `snapshot.install` | installing a Raft snapshot received from the leader | `shard`, `index`, `bytes`, `records` |
 //!

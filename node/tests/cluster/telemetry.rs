@@ -1,8 +1,10 @@
 //! OpenTelemetry across nodes: a real OTLP gRPC receiver in the test gets the spans of a
-//! forwarded request from both nodes, in one trace, and the nodes' metrics.
+//! forwarded request from both nodes, in one trace; a message's whole path (request,
+//! proposal, apply, turn, agent calls, broadcasts) in one trace; and the nodes' metrics.
 
 use super::common::within;
 use super::harness::*;
+use futures::StreamExt;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -18,15 +20,20 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use shoal_client::Client;
+use shoal_protocol::ConversationId;
+use shoal_protocol::transcript::Event;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// One received span: the node that exported it, its trace id (hex) and name.
+/// One received span: the node that exported it, its trace id (hex), name and
+/// attributes (values as text).
 #[derive(Debug, Clone)]
 struct Received {
     node: String,
     trace: String,
     name: String,
+    attributes: BTreeMap<String, String>,
 }
 
 #[derive(Default, Clone)]
@@ -35,16 +42,22 @@ struct Receiver {
     metrics: Arc<Mutex<Vec<(String, String)>>>,
 }
 
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::StringValue(s) => s.clone(),
+        Value::IntValue(i) => i.to_string(),
+        Value::BoolValue(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 fn node_of(resource: Option<&Resource>) -> String {
     resource
         .into_iter()
         .flat_map(|r| r.attributes.iter())
         .find(|kv| kv.key == "shoal.node.id")
         .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-        .map(|v| match v {
-            Value::StringValue(s) => s.clone(),
-            other => format!("{other:?}"),
-        })
+        .map(text_of)
         .unwrap_or_default()
 }
 
@@ -63,10 +76,19 @@ impl TraceService for Receiver {
             let node = node_of(resource_spans.resource.as_ref());
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
+                    let attributes = span
+                        .attributes
+                        .iter()
+                        .filter_map(|kv| {
+                            let value = kv.value.as_ref()?.value.as_ref()?;
+                            Some((kv.key.clone(), text_of(value)))
+                        })
+                        .collect();
                     spans.push(Received {
                         node: node.clone(),
                         trace: hex(&span.trace_id),
                         name: span.name,
+                        attributes,
                     });
                 }
             }
@@ -96,6 +118,45 @@ impl MetricsService for Receiver {
             partial_success: None,
         }))
     }
+}
+
+/// Every span received in trace `trace_id`.
+fn spans_of(receiver: &Receiver, trace_id: &str) -> Vec<Received> {
+    let spans = receiver.spans.lock().unwrap();
+    spans
+        .iter()
+        .filter(|s| s.trace == trace_id)
+        .cloned()
+        .collect()
+}
+
+fn attribute<'a>(span: &'a Received, key: &str) -> Option<&'a str> {
+    span.attributes.get(key).map(String::as_str)
+}
+
+/// Sends a message in a new trace and waits for its turn's `Done`: the trace id, or
+/// `None` when the turn was cut short (an error frame, such as its shard moving).
+async fn traced_turn(client: &Client, conversation: ConversationId) -> Option<String> {
+    let trace = shoal_client::new_trace();
+    let trace_id = shoal_client::trace_id(&trace).unwrap().to_owned();
+    let mut turn = client
+        .with_trace(Some(trace))
+        .send(conversation, "hello")
+        .await
+        .ok()?;
+    let done = tokio::time::timeout(WAIT, async {
+        while let Some(frame) = turn.next().await {
+            match frame {
+                Ok(frame) if matches!(frame.event, Event::Done { .. }) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    })
+    .await
+    .expect("the turn ended in time");
+    done.then_some(trace_id)
 }
 
 /// `node:name` of every span received in trace `trace_id`.
@@ -182,6 +243,62 @@ async fn one_trace_holds_a_forwarded_requests_spans_from_two_nodes() {
             names.contains(&expected),
             "{expected} missing from {names:?}"
         );
+    }
+
+    // A message's whole path is one trace: the request (and its forward, if the
+    // dialled node does not lead the shard), the user message's proposal and the
+    // leader's apply of it, the turn, the agent's session/prompt, the broadcasts.
+    // A turn cut short by a move (the cluster balances its shards; a loaded machine
+    // loses leases) or whose spans do not arrive within 30 s is tried again in a new
+    // trace, at most 3 times in all.
+    let mut attempts = 0;
+    let spans = loop {
+        attempts += 1;
+        assert!(
+            attempts <= 3,
+            "no turn's spans arrived in one trace in 3 tries"
+        );
+        let Some(trace_id) = traced_turn(&client, conv.id).await else {
+            continue;
+        };
+        let arrived = within(Duration::from_secs(30), || async {
+            let spans = spans_of(&receiver, &trace_id);
+            let has = |name: &str| spans.iter().any(|s| s.name == name);
+            let prompted = spans.iter().any(|s| {
+                s.name == "agent.call" && attribute(s, "method") == Some("session/prompt")
+            });
+            let done = spans
+                .iter()
+                .any(|s| s.name == "turn" && attribute(s, "status") == Some("complete"));
+            let all = has("request") && has("propose") && has("apply") && has("broadcast");
+            (all && prompted && done).then_some(spans)
+        })
+        .await;
+        if let Some(spans) = arrived {
+            break spans;
+        }
+    };
+    let turn = spans.iter().find(|s| s.name == "turn").unwrap();
+    assert_eq!(
+        turn.attributes.get("conversation"),
+        Some(&conv.id.to_string()),
+        "{turn:?}"
+    );
+    // The turn runs where the conversation is hosted, and the entries its proposals
+    // made are applied there (the leader) inside the trace.
+    let applied = spans
+        .iter()
+        .find(|s| s.name == "apply" && s.node == turn.node)
+        .unwrap_or_else(|| panic!("no apply on {} in {spans:?}", turn.node));
+    assert!(applied.attributes.contains_key("index"), "{applied:?}");
+    for s in &spans {
+        for key in s.attributes.keys() {
+            assert!(
+                !["text", "prompt", "content", "params"].contains(&key.as_str()),
+                "{} carries {key}: {s:?}",
+                s.name
+            );
+        }
     }
 
     // Metrics arrive too (exported every 10 s).

@@ -28,6 +28,8 @@ pub enum Commit {
         sink: Sink,
         /// The `Send`'s reply.
         reply: RpcReplyPort<Result<SendTicket, WireError>>,
+        /// The `turn` span of the turn it starts.
+        span: tracing::Span,
     },
     /// A `Send` queued behind the running turn ([`super::queue`]).
     Enqueue {
@@ -37,6 +39,8 @@ pub enum Commit {
         sink: Sink,
         /// The `Send`'s reply.
         reply: RpcReplyPort<Result<SendTicket, WireError>>,
+        /// The sending request's place in its trace, for the turn it starts later.
+        trace: crate::telemetry::TraceParent,
     },
     /// The first queued message's turn start.
     StartQueued {
@@ -44,6 +48,8 @@ pub enum Commit {
         item: u64,
         /// Its text, the prompt.
         text: String,
+        /// The `turn` span of the turn it starts.
+        span: tracing::Span,
     },
     /// A queue edit.
     QueueEdit {
@@ -146,14 +152,25 @@ pub(super) async fn on_committed(
             prompt,
             sink,
             reply,
+            span,
         } => {
-            turn::on_send_committed(state, prompt, sink, Some(reply), None, result).await;
+            let origin = turn::Origin {
+                reply: Some(reply),
+                from_item: None,
+                span,
+            };
+            turn::on_send_committed(state, prompt, sink, origin, result).await;
         }
-        Commit::Enqueue { text, sink, reply } => {
-            super::queue::on_enqueued(state, text, sink, reply, result).await;
+        Commit::Enqueue {
+            text,
+            sink,
+            reply,
+            trace,
+        } => {
+            super::queue::on_enqueued(state, text, sink, reply, trace, result).await;
         }
-        Commit::StartQueued { item, text } => {
-            super::queue::on_start_committed(state, item, text, result).await;
+        Commit::StartQueued { item, text, span } => {
+            super::queue::on_start_committed(state, item, text, span, result).await;
         }
         Commit::QueueEdit { removed, reply } => {
             super::queue::on_queue_edited(state, removed, reply, result);

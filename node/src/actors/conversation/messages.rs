@@ -77,6 +77,8 @@ pub enum ConversationMsg {
         now: bool,
         /// Images and files for the agent with this message (never queued).
         attachments: Vec<shoal_protocol::attachments::Attachment>,
+        /// The sending request's place in its trace: the turn's span joins it.
+        trace: crate::telemetry::TraceParent,
     },
     /// Attach a follower.
     Follow {

@@ -50,6 +50,7 @@ pub(super) fn enqueue(
     sink: Sink,
     reply: RpcReplyPort<Result<SendTicket, WireError>>,
     front: bool,
+    trace: crate::telemetry::TraceParent,
 ) {
     let cmd = ShardCommand::EnqueueMessage {
         conversation: state.record.id,
@@ -58,7 +59,13 @@ pub(super) fn enqueue(
         at_ms: state.ctx.now_ms(),
         front,
     };
-    submit(state, cmd, Commit::Enqueue { text, sink, reply });
+    let commit = Commit::Enqueue {
+        text,
+        sink,
+        reply,
+        trace,
+    };
+    submit(state, cmd, commit);
 }
 
 pub(super) async fn on_enqueued(
@@ -66,6 +73,7 @@ pub(super) async fn on_enqueued(
     text: String,
     sink: Sink,
     reply: RpcReplyPort<Result<SendTicket, WireError>>,
+    trace: crate::telemetry::TraceParent,
     result: Result<Outcome, ProposeError>,
 ) {
     match result {
@@ -73,7 +81,7 @@ pub(super) async fn on_enqueued(
             state.queue = *queue;
             let position = state.queue.position(item).unwrap_or(0) as u32;
             sink.deliver(ServerFrame::Queued { item, position });
-            state.queued_sinks.insert(item, sink);
+            state.queued_sinks.insert(item, (sink, trace));
             let _ = reply.send(Ok(SendTicket::Queued(item)));
             maybe_start_next(state);
         }
@@ -81,7 +89,13 @@ pub(super) async fn on_enqueued(
         started @ Ok(Outcome::TurnStarted(_)) => {
             state.sends_pending += 1;
             let prompt = turn::Prompt::text(text);
-            turn::on_send_committed(state, prompt, sink, Some(reply), None, started).await;
+            // Answered like a retried send: no new turn, no span of its own.
+            let origin = turn::Origin {
+                reply: Some(reply),
+                from_item: None,
+                span: tracing::Span::none(),
+            };
+            turn::on_send_committed(state, prompt, sink, origin, started).await;
         }
         Ok(other) => {
             let _ = reply.send(Err(internal(
@@ -112,13 +126,27 @@ pub(super) fn maybe_start_next(state: &mut ConversationState) {
         at_ms: state.ctx.now_ms(),
     };
     state.sends_pending += 1;
-    submit(state, cmd, Commit::StartQueued { item, text });
+    // The turn joins the trace of the request that queued its message, if its sender
+    // is still there.
+    let trace = state
+        .queued_sinks
+        .get(&item)
+        .map(|(_, trace)| trace.clone())
+        .unwrap_or_default();
+    let span = turn::turn_span(state, &trace);
+    let commit = Commit::StartQueued {
+        item,
+        text,
+        span: span.clone(),
+    };
+    span.in_scope(|| submit(state, cmd, commit));
 }
 
 pub(super) async fn on_start_committed(
     state: &mut ConversationState,
     item: u64,
     text: String,
+    span: tracing::Span,
     result: Result<Outcome, ProposeError>,
 ) {
     match &result {
@@ -131,19 +159,20 @@ pub(super) async fn on_start_committed(
         }
     }
     // Its sender's stream, if it is still there, follows the turn; else nobody does.
-    let sink = state.queued_sinks.remove(&item).unwrap_or_else(|| {
-        let (tx, _) = tokio::sync::mpsc::channel(1);
-        Sink::new(tx)
-    });
-    turn::on_send_committed(
-        state,
-        turn::Prompt::text(text),
-        sink,
-        None,
-        Some(item),
-        result,
-    )
-    .await;
+    let sink = state
+        .queued_sinks
+        .remove(&item)
+        .map(|(sink, _)| sink)
+        .unwrap_or_else(|| {
+            let (tx, _) = tokio::sync::mpsc::channel(1);
+            Sink::new(tx)
+        });
+    let origin = turn::Origin {
+        reply: None,
+        from_item: Some(item),
+        span,
+    };
+    turn::on_send_committed(state, turn::Prompt::text(text), sink, origin, result).await;
 }
 
 /// Lists or edits the queue.
@@ -186,7 +215,7 @@ pub(super) fn on_queue_edited(
     let answer = match result {
         Ok(Outcome::Queue(queue)) => {
             state.queue = *queue;
-            if let Some(sink) = removed.and_then(|item| state.queued_sinks.remove(&item)) {
+            if let Some((sink, _)) = removed.and_then(|item| state.queued_sinks.remove(&item)) {
                 sink.deliver(ServerFrame::Error(WireError::new(
                     ErrorCode::NotFound,
                     "the message was removed from the queue before it ran",

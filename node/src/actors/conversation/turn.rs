@@ -6,6 +6,7 @@
 use super::commits::{Commit, submit};
 use super::queue::{self, SendTicket};
 use super::*;
+use crate::telemetry::TraceParent;
 use crate::workspace::{Saved, WorkspaceError};
 
 /// `Send`: checks the request and submits the user message. The reply (and the turn)
@@ -88,6 +89,7 @@ fn transcript_text(prompt: &Prompt) -> String {
     text
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn request_turn(
     state: &mut ConversationState,
     caller: Caller,
@@ -96,6 +98,7 @@ pub(super) fn request_turn(
     sink: Sink,
     reply: RpcReplyPort<Result<SendTicket, WireError>>,
     now: bool,
+    trace: TraceParent,
 ) {
     let checked = authorize_caller(state, &caller)
         .and_then(|()| check_text(&prompt.text))
@@ -134,7 +137,7 @@ pub(super) fn request_turn(
             }
             request_cancel(state);
         }
-        queue::enqueue(state, prompt.text, request_id, sink, reply, now);
+        queue::enqueue(state, prompt.text, request_id, sink, reply, now, trace);
         return;
     }
     state.sends_pending += 1;
@@ -144,15 +147,48 @@ pub(super) fn request_turn(
         request_id,
         at_ms: state.ctx.now_ms(),
     };
-    submit(
-        state,
-        cmd,
-        Commit::Send {
-            prompt,
-            sink,
-            reply,
-        },
+    // The turn starts with its user message's proposal.
+    let span = turn_span(state, &trace);
+    let commit = Commit::Send {
+        prompt,
+        sink,
+        reply,
+        span: span.clone(),
+    };
+    span.in_scope(|| submit(state, cmd, commit));
+}
+
+/// The `turn` span of a turn about to start in `state`'s conversation: in the trace of
+/// the request that sent its message (`trace`), from its user message's proposal to
+/// its end, whose status it records ([`record_end`]).
+pub(super) fn turn_span(state: &ConversationState, trace: &TraceParent) -> tracing::Span {
+    // No contextual parent: the actor's task belongs to no request.
+    let span = tracing::info_span!(
+        parent: None,
+        "turn",
+        conversation = %state.record.id,
+        agent = state.record.agent.as_str(),
+        turn = tracing::field::Empty,
+        user_message = tracing::field::Empty,
+        status = tracing::field::Empty,
     );
+    trace.adopt(&span);
+    span
+}
+
+/// Records how a turn (or the send that was to start one) ended on its span.
+fn record_end(span: &tracing::Span, status: &'static str) {
+    span.record("status", status);
+}
+
+/// A stored message's status, as a `turn` span records it.
+fn status_name(status: MessageStatus) -> &'static str {
+    match status {
+        MessageStatus::Complete => "complete",
+        MessageStatus::InProgress => "in_progress",
+        MessageStatus::Interrupted => "interrupted",
+        MessageStatus::Cancelled => "cancelled",
+    }
 }
 
 fn not_moving(state: &ConversationState) -> Result<(), WireError> {
@@ -214,15 +250,30 @@ fn check_text(text: &str) -> Result<(), WireError> {
     Ok(())
 }
 
+/// Where the user message of a turn came from: the `Send` to answer (none for a
+/// queued message), the queued item, and the turn's span.
+pub(super) struct Origin {
+    /// The `Send`'s reply.
+    pub(super) reply: Option<RpcReplyPort<Result<SendTicket, WireError>>>,
+    /// The queued message it was started from.
+    pub(super) from_item: Option<u64>,
+    /// The `turn` span ([`turn_span`]).
+    pub(super) span: tracing::Span,
+}
+
 /// The user message of a `Send` was committed (or not): answer, and start the turn.
 pub(super) async fn on_send_committed(
     state: &mut ConversationState,
     prompt: Prompt,
     sink: Sink,
-    reply: Option<RpcReplyPort<Result<SendTicket, WireError>>>,
-    from_item: Option<u64>,
+    origin: Origin,
     result: Result<Outcome, ProposeError>,
 ) {
+    let Origin {
+        reply,
+        from_item,
+        span,
+    } = origin;
     let reply = |answer: Result<TurnId, WireError>| {
         if let Some(reply) = reply {
             let _ = reply.send(answer.map(SendTicket::Started));
@@ -236,11 +287,13 @@ pub(super) async fn on_send_committed(
     let started = match result {
         Ok(Outcome::TurnStarted(started)) => *started,
         Ok(other) => {
+            record_end(&span, "not_started");
             let err = internal(&state.ctx, "append user message", format!("{other:?}"));
             reply(Err(err));
             return;
         }
         Err(e) => {
+            record_end(&span, "not_started");
             reply(Err(propose_error(&state.ctx, "append user message", e)));
             return;
         }
@@ -258,6 +311,7 @@ pub(super) async fn on_send_committed(
     };
     if duplicate {
         // A retry: report the first outcome instead of applying it again.
+        record_end(&span, "duplicate");
         sink.deliver(accepted);
         if let Some(message) = finished {
             sink.deliver(ServerFrame::Event(EventFrame {
@@ -291,7 +345,10 @@ pub(super) async fn on_send_committed(
     push_message(&mut state.messages, user_message.clone());
     let now = Instant::now();
     let for_shared = sink.is_shared();
+    span.record("turn", running.turn.0);
+    span.record("user_message", user_message.id.0);
     state.turn = Some(Turn {
+        span,
         message: empty_assistant(&running, state.ctx.now_ms()),
         running: running.clone(),
         initiator: Some(sink),
@@ -328,11 +385,16 @@ pub(super) async fn on_send_committed(
     );
     match ensure_agent(state, for_shared).await {
         Ok(agent) => {
+            let span = state
+                .turn
+                .as_ref()
+                .map_or_else(tracing::Span::none, |t| t.span.clone());
             let _ = agent.cast(AgentSessionMsg::Prompt {
                 turn: running.turn,
                 text: prompt.text,
                 picks: super::settings::picks(state),
                 attachments: prompt.attachments,
+                span,
             });
             if cancel_early {
                 request_cancel(state);
@@ -689,8 +751,10 @@ pub(super) fn turn_ended(state: &mut ConversationState, message: Message, usage:
     push_message(&mut state.messages, message.clone());
     // Emitted while the turn is still set, so the initiator gets Done with usage and
     // followers get it without.
+    let status = status_name(message.status);
     emit(state, Event::Done { message, usage });
     if let Some(turn) = state.turn.take() {
+        record_end(&turn.span, status);
         let histograms = state.ctx.metrics.histograms();
         histograms
             .turn_seconds
@@ -745,7 +809,9 @@ fn end_uncertain(state: &mut ConversationState, err: WireError) {
     state.ring.close(&ServerFrame::Resync {
         reason: "the end of the turn could not be committed here; follow again".into(),
     });
-    state.turn = None;
+    if let Some(turn) = state.turn.take() {
+        record_end(&turn.span, "uncertain");
+    }
     Metrics::dec(&state.ctx.metrics.turns_running);
     state.defunct = Some("the end of a turn could not be committed".into());
 }
