@@ -26,12 +26,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// One received span: the node that exported it, its trace id (hex), name and
-/// attributes (values as text).
+/// One received span: the node that exported it, its trace id, span id and parent's
+/// span id (hex), name and attributes (values as text).
 #[derive(Debug, Clone)]
 struct Received {
     node: String,
     trace: String,
+    id: String,
+    parent: String,
     name: String,
     attributes: BTreeMap<String, String>,
 }
@@ -87,6 +89,8 @@ impl TraceService for Receiver {
                     spans.push(Received {
                         node: node.clone(),
                         trace: hex(&span.trace_id),
+                        id: hex(&span.span_id),
+                        parent: hex(&span.parent_span_id),
                         name: span.name,
                         attributes,
                     });
@@ -278,7 +282,23 @@ async fn one_trace_holds_a_forwarded_requests_spans_from_two_nodes() {
             break spans;
         }
     };
+    let parent_of = |child: &Received| {
+        spans
+            .iter()
+            .find(|s| s.id == child.parent)
+            .map(|s| s.name.clone())
+    };
     let turn = spans.iter().find(|s| s.name == "turn").unwrap();
+    let requested = parent_of(turn);
+    assert!(
+        matches!(requested.as_deref(), Some("request" | "forwarded_request")),
+        "the turn's parent is {requested:?}: {spans:?}"
+    );
+    let prompt = spans
+        .iter()
+        .find(|s| s.name == "agent.call" && attribute(s, "method") == Some("session/prompt"))
+        .unwrap();
+    assert_eq!(parent_of(prompt).as_deref(), Some("turn"), "{spans:?}");
     assert_eq!(
         turn.attributes.get("conversation"),
         Some(&conv.id.to_string()),
@@ -291,6 +311,7 @@ async fn one_trace_holds_a_forwarded_requests_spans_from_two_nodes() {
         .find(|s| s.name == "apply" && s.node == turn.node)
         .unwrap_or_else(|| panic!("no apply on {} in {spans:?}", turn.node));
     assert!(applied.attributes.contains_key("index"), "{applied:?}");
+    assert_eq!(parent_of(applied).as_deref(), Some("propose"), "{spans:?}");
     for s in &spans {
         for key in s.attributes.keys() {
             assert!(
