@@ -32,6 +32,14 @@ pub struct Metrics {
     /// Encoded bytes of those checkpoints (monotonic): each carries only what streamed
     /// since the last one, so this grows with the output, not with its square.
     pub checkpoint_bytes: AtomicU64,
+    /// UDP payload bytes received on the node's socket: QUIC for clients, admin and
+    /// peers, and gossip (monotonic; [`crate::telemetry::traffic`]).
+    pub bytes_in: AtomicU64,
+    /// UDP payload bytes sent (monotonic).
+    pub bytes_out: AtomicU64,
+    /// Membership changes gossip reported: joins, suspicions, deaths, recoveries, new
+    /// stores (monotonic).
+    pub gossip_events: AtomicU64,
     /// Latencies and sizes ([`crate::telemetry::prometheus::Histograms`]).
     histograms: crate::telemetry::prometheus::Histograms,
 }

@@ -154,6 +154,8 @@ impl Node {
             rng.fill_bytes(&mut quic_seed);
             endpoint_config.rng_seed(Some(quic_seed));
         }
+        let metrics = Arc::new(Metrics::default());
+        let socket = crate::telemetry::traffic::CountingSocket::wrap(socket, metrics.clone());
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
             endpoint_config,
             Some(server_config),
@@ -178,7 +180,6 @@ impl Node {
         let watchdog = crate::watchdog::Watchdog::start(
             config.cluster.replicas.get() > 1 && seams.agent_launcher.is_none(),
         );
-        let metrics = Arc::new(Metrics::default());
         let cluster = Cluster::start(
             &config,
             &store,

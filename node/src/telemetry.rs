@@ -13,6 +13,7 @@ pub mod events;
 pub mod log_filter;
 pub mod prometheus;
 pub mod spans;
+pub mod traffic;
 
 pub use spans::{TraceParent, exporting};
 

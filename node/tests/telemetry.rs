@@ -61,6 +61,9 @@ async fn the_prometheus_endpoint_serves_the_nodes_metrics() {
     assert_eq!(value(&scrape, "shoal_followers"), 1.0);
     assert_eq!(value(&scrape, "shoal_conversations_active"), 1.0);
     assert!(value(&scrape, "shoal_shards_led") >= 1.0);
+    // The client's requests and the node's answers crossed its socket.
+    assert!(value(&scrape, "shoal_bytes_in_total") > 0.0, "{body}");
+    assert!(value(&scrape, "shoal_bytes_out_total") > 0.0, "{body}");
     for histogram in [
         "shoal_turn_seconds",
         "shoal_raft_commit_seconds",

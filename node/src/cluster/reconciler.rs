@@ -83,6 +83,9 @@ async fn run_member_events(ctx: Arc<NodeContext>) {
         let view = watch.borrow_and_update().clone();
         ctx.cluster.learn_leaders(&view);
         for (kind, detail) in events::member_events(&mut seen, &view, ctx.node_id()) {
+            ctx.metrics
+                .gossip_events
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ctx.event(kind, detail);
         }
         if watch.changed().await.is_err() {
@@ -321,7 +324,11 @@ async fn run_reconciler(ctx: Arc<NodeContext>, inflight: Arc<Mutex<BTreeSet<u16>
             .iter()
             .filter_map(|s| {
                 s.leader
-                    .or_else(|| ctx.cluster.gossiped_leader(ShardId(s.shard)).map(|(id, _)| id))
+                    .or_else(|| {
+                        ctx.cluster
+                            .gossiped_leader(ShardId(s.shard))
+                            .map(|(id, _)| id)
+                    })
                     .map(|l| (s.shard, l))
             })
             .collect();

@@ -65,7 +65,7 @@ const fn reading(name: &'static str, help: &'static str, kind: Kind, read: Read)
 }
 
 /// The node's gauges and counters.
-pub const READINGS: [Reading; 8] = [
+pub const READINGS: [Reading; 11] = [
     reading(
         "shoal_conversations_active",
         "Conversation actors running on this node",
@@ -113,6 +113,24 @@ pub const READINGS: [Reading; 8] = [
         "Encoded bytes of checkpoints submitted",
         Kind::Counter,
         |m| load(&m.checkpoint_bytes),
+    ),
+    reading(
+        "shoal_bytes_in",
+        "UDP payload bytes received (QUIC and gossip)",
+        Kind::Counter,
+        |m| load(&m.bytes_in),
+    ),
+    reading(
+        "shoal_bytes_out",
+        "UDP payload bytes sent (QUIC and gossip)",
+        Kind::Counter,
+        |m| load(&m.bytes_out),
+    ),
+    reading(
+        "shoal_gossip_events",
+        "Membership changes reported by gossip (joins, suspicions, deaths, recoveries, new stores)",
+        Kind::Counter,
+        |m| load(&m.gossip_events),
     ),
 ];
 

@@ -190,6 +190,14 @@ async fn one_trace_holds_a_forwarded_requests_spans_from_two_nodes() {
         config.telemetry.otlp_endpoint = Some(endpoint.clone());
     })
     .await;
+    // Gossip's membership changes are counted: each node saw the two others join.
+    let metrics = cluster.admin(0).await.metrics().await.unwrap();
+    let joins: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_gossip_events_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no shoal_gossip_events_total:\n{metrics}"));
+    assert!(joins >= 2.0, "{metrics}");
     let client = Client::connect(&cluster.profile).await.unwrap();
     let conv = client.create_conversation(None, None).await.unwrap();
     // Dial a node that does not lead the conversation's shard: the request is forwarded,
