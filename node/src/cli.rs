@@ -63,6 +63,20 @@ enum Command {
     /// Run the agent watchdog on stdin (started by a node of a replicated cluster).
     #[command(hide = true)]
     AgentWatchdog,
+    /// Store passivated conversations in a stopped single-replica node's store, through
+    /// the shard state machine in batches (for `shoal-bench activation`).
+    #[command(hide = true)]
+    BenchSeed {
+        /// The node's TOML config (`cluster.replicas` must be 1).
+        #[arg(long)]
+        config: PathBuf,
+        /// How many conversations to store.
+        #[arg(long)]
+        conversations: u64,
+        /// How many users own them (`bench-0`, `bench-1`, …).
+        #[arg(long, default_value_t = 1_000)]
+        users: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +171,19 @@ pub fn main() -> ExitCode {
             data_dir,
             first_port,
         } => run(|| async move { up(nodes, &data_dir, first_port).await }),
+        Command::BenchSeed {
+            config,
+            conversations,
+            users,
+        } => run(|| async move {
+            let config = NodeConfig::load(&config)?;
+            dev::seed::seed(&config, conversations, users, |stored| {
+                eprintln!("bench-seed: {stored} of {conversations} conversations stored");
+            })
+            .await?;
+            println!("bench-seed: {conversations} conversations stored");
+            Ok(())
+        }),
         Command::Start { config } => run(|| async move {
             let config = NodeConfig::load(&config)?;
             let telemetry = crate::telemetry::init(&config)?;

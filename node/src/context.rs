@@ -186,15 +186,7 @@ impl NodeContext {
 
     /// A user's default workspace: derived from the user id, so no lookup is needed.
     pub fn default_workspace(&self, user: &UserId) -> WorkspaceId {
-        let digest = ring::digest::digest(
-            &ring::digest::SHA256,
-            format!("shoal-default-workspace:{user}").as_bytes(),
-        );
-        let mut uid = [0u8; 16];
-        uid.copy_from_slice(&digest.as_ref()[..16]);
-        let uid = u128::from_be_bytes(uid);
-        let shard = ShardId((uid % u128::from(self.shard_count())) as u16);
-        WorkspaceId::new(shard, uid)
+        default_workspace_of(user, self.shard_count())
     }
 
     /// The directory of a workspace's files (the agent's cwd).
@@ -237,4 +229,19 @@ impl NodeContext {
     pub fn checkpoint_interval(&self) -> Duration {
         Duration::from_millis(self.config.conversation.checkpoint_interval_ms.get())
     }
+}
+
+/// A user's default workspace in a cluster of `shard_count` shards (what
+/// [`NodeContext::default_workspace`] answers): derived from the user id, so no lookup
+/// is needed.
+pub fn default_workspace_of(user: &UserId, shard_count: u16) -> WorkspaceId {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("shoal-default-workspace:{user}").as_bytes(),
+    );
+    let mut uid = [0u8; 16];
+    uid.copy_from_slice(&digest.as_ref()[..16]);
+    let uid = u128::from_be_bytes(uid);
+    let shard = ShardId((uid % u128::from(shard_count.max(1))) as u16);
+    WorkspaceId::new(shard, uid)
 }

@@ -219,12 +219,7 @@ impl Node {
                 draining,
             },
             config.cluster.seeds.clone(),
-            crate::cluster::membership::GossipTimings {
-                cluster_size_hint: config.gossip.preset.cluster_size_hint(),
-                probe_period: config.gossip.probe_period(),
-                suspect_to_down: config.gossip.suspect_to_down(),
-                packet_bytes_max: usize::from(config.gossip.packet_bytes_max.get()),
-            },
+            crate::cluster::membership::GossipTimings::from_config(&config.gossip),
             Arc::new(crate::cluster::PeerGossip(peers_for_gossip)),
             gossip_seed,
         );

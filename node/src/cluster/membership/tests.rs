@@ -644,3 +644,27 @@ fn timings_are_validated_with_the_field_name() {
         1200
     );
 }
+
+#[test]
+fn effective_timings_are_the_presets_unless_overridden() {
+    let section = |preset, probe_ms: Option<u64>| shoal_cluster_config::GossipSection {
+        preset,
+        probe_period_ms: probe_ms.and_then(std::num::NonZeroU64::new),
+        ..Default::default()
+    };
+    use shoal_cluster_config::GossipPreset::{LanMedium, LanSmall};
+    let small = GossipTimings::from_config(&section(LanSmall, None));
+    assert_eq!(
+        small.effective_probe_and_suspicion(),
+        (Duration::from_secs(1), Duration::from_secs(4)),
+        "up to 8 nodes: 4 periods of suspicion"
+    );
+    let (_, medium) =
+        GossipTimings::from_config(&section(LanMedium, None)).effective_probe_and_suspicion();
+    assert_eq!(medium.as_millis(), 6_020, "4 x log10(32) periods");
+    assert_eq!(
+        GossipTimings::from_config(&section(LanSmall, Some(500))).effective_probe_and_suspicion(),
+        (Duration::from_millis(500), Duration::from_secs(2)),
+        "the suspicion scales with the period"
+    );
+}

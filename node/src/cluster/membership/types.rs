@@ -105,6 +105,23 @@ pub struct GossipTimings {
 }
 
 impl GossipTimings {
+    /// The timings of a node's `[gossip]` config section.
+    pub fn from_config(gossip: &shoal_cluster_config::GossipSection) -> Self {
+        Self {
+            cluster_size_hint: gossip.preset.cluster_size_hint(),
+            probe_period: gossip.probe_period(),
+            suspect_to_down: gossip.suspect_to_down(),
+            packet_bytes_max: usize::from(gossip.packet_bytes_max.get()),
+        }
+    }
+
+    /// The probe period and suspect-to-down time a node runs with (the preset's where
+    /// not overridden, clamped like [`super::Membership::spawn`] does).
+    pub fn effective_probe_and_suspicion(&self) -> (Duration, Duration) {
+        let config = self.to_foca_config();
+        (config.probe_period, config.suspect_to_down_after)
+    }
+
     /// Checks the timings; the error names the field and the fix.
     /// [`Membership::spawn`](super::Membership::spawn) clamps invalid values instead of
     /// failing, so call this when loading config.
