@@ -2,7 +2,11 @@
 //! run, and appends a JSON record under `bench/results/`. Tests never assert on timings;
 //! these figures are read, not checked.
 
+pub mod activation;
+pub mod agent;
 pub mod common;
+pub mod detection;
 pub mod failover;
 pub mod fanout;
 pub mod snapshot;
+pub mod throughput;

@@ -7,11 +7,15 @@ use std::time::Duration;
 /// Upper bound of one whole invocation.
 const RUN_TIMEOUT: Duration = Duration::from_secs(3_600);
 
-const USAGE: &str = "usage: shoal-bench <fanout|failover|snapshot|all> [--quick] [--results DIR]
-  fanout   [--followers 1,100,1000,5000] [--rate 200] [--secs 10]
-  failover [--trials 20]
-  snapshot [--files 10000] [--file-bytes 4096]
-  all      every scenario (with --quick: fewer followers, trials and seconds)";
+const USAGE: &str = "usage: shoal-bench <scenario|all> [--quick] [--results DIR] [options]
+  fanout      [--followers 1,100,1000,5000] [--rate 200] [--secs 10]
+  failover    [--trials 20]
+  detection   [--nodes 3,5,9] [--trials 10]
+  throughput  [--secs 10] [--users 256] [--concurrency 512]
+  activation  [--conversations 1000000] [--samples 1000] [--actors 5000]
+  agent       [--trials 200]
+  snapshot    [--files 10000] [--file-bytes 4096]
+  all         every scenario (with --quick: smaller sizes, fewer trials and seconds)";
 
 struct Args {
     scenario: String,
@@ -23,6 +27,20 @@ struct Args {
     trials: Option<usize>,
     files: Option<usize>,
     file_bytes: usize,
+    nodes: Option<Vec<u16>>,
+    users: usize,
+    concurrency: usize,
+    conversations: Option<u64>,
+    samples: Option<usize>,
+    actors: Option<usize>,
+}
+
+fn list<T: std::str::FromStr>(value: &str, flag: &str) -> anyhow::Result<Vec<T>> {
+    value
+        .split(',')
+        .map(|v| v.trim().parse::<T>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("{flag} takes numbers separated by commas"))
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -38,31 +56,42 @@ fn parse() -> anyhow::Result<Args> {
         trials: None,
         files: None,
         file_bytes: 4096,
+        nodes: None,
+        users: 256,
+        concurrency: 512,
+        conversations: None,
+        samples: None,
+        actors: None,
     };
     while let Some(flag) = raw.next() {
         let mut value = || {
             raw.next()
                 .with_context(|| format!("{flag} needs a value\n{USAGE}"))
         };
+        let number = |what: &str| format!("{flag} takes {what}");
         match flag.as_str() {
             "--quick" => args.quick = true,
             "--results" => args.results = PathBuf::from(value()?),
-            "--followers" => {
-                args.followers = Some(
-                    value()?
-                        .split(',')
-                        .map(|v| v.trim().parse::<usize>())
-                        .collect::<Result<_, _>>()
-                        .context("--followers takes numbers separated by commas")?,
-                )
-            }
+            "--followers" => args.followers = Some(list(&value()?, &flag)?),
+            "--nodes" => args.nodes = Some(list(&value()?, &flag)?),
             "--rate" => args.rate = value()?.parse().context("--rate takes events per second")?,
-            "--secs" => args.secs = Some(value()?.parse().context("--secs takes seconds")?),
-            "--trials" => args.trials = Some(value()?.parse().context("--trials takes a number")?),
-            "--files" => args.files = Some(value()?.parse().context("--files takes a number")?),
+            "--secs" => args.secs = Some(value()?.parse().with_context(|| number("seconds"))?),
+            "--trials" => args.trials = Some(value()?.parse().with_context(|| number("a number"))?),
+            "--files" => args.files = Some(value()?.parse().with_context(|| number("a number"))?),
             "--file-bytes" => {
-                args.file_bytes = value()?.parse().context("--file-bytes takes a number")?
+                args.file_bytes = value()?.parse().with_context(|| number("a number"))?
             }
+            "--users" => args.users = value()?.parse().with_context(|| number("a number"))?,
+            "--concurrency" => {
+                args.concurrency = value()?.parse().with_context(|| number("a number"))?
+            }
+            "--conversations" => {
+                args.conversations = Some(value()?.parse().with_context(|| number("a number"))?)
+            }
+            "--samples" => {
+                args.samples = Some(value()?.parse().with_context(|| number("a number"))?)
+            }
+            "--actors" => args.actors = Some(value()?.parse().with_context(|| number("a number"))?),
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
@@ -73,36 +102,61 @@ fn parse() -> anyhow::Result<Args> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let quick = args.quick;
+    fn choose<T>(quick: bool, full: T, small: T) -> T {
+        if quick { small } else { full }
+    }
     let fanout = shoal_bench::fanout::Options {
-        followers: args.followers.clone().unwrap_or_else(|| {
-            if args.quick {
-                vec![1, 100, 1000]
-            } else {
-                vec![1, 100, 1000, 5000]
-            }
-        }),
+        followers: args
+            .followers
+            .clone()
+            .unwrap_or_else(|| choose(quick, vec![1, 100, 1000, 5000], vec![1, 100, 1000])),
         rate: args.rate,
-        secs: args.secs.unwrap_or(if args.quick { 5 } else { 10 }),
+        secs: args.secs.unwrap_or(choose(quick, 10, 5)),
     };
-    let trials = args.trials.unwrap_or(if args.quick { 5 } else { 20 });
+    let trials = args.trials.unwrap_or(choose(quick, 20, 5));
     let snapshot = shoal_bench::snapshot::Options {
-        files: args
-            .files
-            .unwrap_or(if args.quick { 2_000 } else { 10_000 }),
+        files: args.files.unwrap_or(choose(quick, 10_000, 2_000)),
         file_bytes: args.file_bytes,
     };
+    let detection = shoal_bench::detection::Options {
+        nodes: args.nodes.clone().unwrap_or_else(|| vec![3, 5, 9]),
+        trials: args.trials.unwrap_or(choose(quick, 10, 2)),
+    };
+    let throughput = shoal_bench::throughput::Options {
+        secs: args.secs.unwrap_or(choose(quick, 10, 5)),
+        users: args.users,
+        concurrency: args.concurrency,
+    };
+    let activation = shoal_bench::activation::Options {
+        conversations: args
+            .conversations
+            .unwrap_or(choose(quick, 1_000_000, 20_000)),
+        samples: args.samples.unwrap_or(choose(quick, 1_000, 200)),
+        actors: args.actors.unwrap_or(choose(quick, 5_000, 1_000)),
+    };
+    let prompts = args.trials.unwrap_or(choose(quick, 200, 50));
+    let results = &args.results;
     match args.scenario.as_str() {
-        "fanout" => shoal_bench::fanout::run(&fanout, &args.results).await,
-        "failover" => shoal_bench::failover::run(trials, &args.results).await,
+        "fanout" => shoal_bench::fanout::run(&fanout, results).await,
+        "failover" => shoal_bench::failover::run(trials, results).await,
+        "detection" => shoal_bench::detection::run(&detection, results).await,
+        "throughput" => shoal_bench::throughput::run(&throughput, results).await,
+        "activation" => shoal_bench::activation::run(&activation, results).await,
+        "agent" => shoal_bench::agent::run(prompts, results).await,
         "snapshot" => {
-            shoal_bench::snapshot::run(&snapshot, &args.results)?;
-            shoal_bench::snapshot::run_cluster(snapshot.files, &args.results).await
+            shoal_bench::snapshot::run(&snapshot, results)?;
+            shoal_bench::snapshot::run_cluster(snapshot.files, results).await
         }
         "all" => {
-            shoal_bench::fanout::run(&fanout, &args.results).await?;
-            shoal_bench::failover::run(trials, &args.results).await?;
-            shoal_bench::snapshot::run(&snapshot, &args.results)?;
-            shoal_bench::snapshot::run_cluster(snapshot.files, &args.results).await
+            shoal_bench::fanout::run(&fanout, results).await?;
+            shoal_bench::failover::run(trials, results).await?;
+            shoal_bench::detection::run(&detection, results).await?;
+            shoal_bench::throughput::run(&throughput, results).await?;
+            shoal_bench::activation::run(&activation, results).await?;
+            shoal_bench::agent::run(prompts, results).await?;
+            shoal_bench::snapshot::run(&snapshot, results)?;
+            shoal_bench::snapshot::run_cluster(snapshot.files, results).await
         }
         other => bail!("unknown scenario {other}\n{USAGE}"),
     }
@@ -111,7 +165,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse()?;
-    tokio::time::timeout(RUN_TIMEOUT, run(args))
-        .await
-        .context("the benchmark exceeded its time bound")?
+    // Returning drops the scenario's future and with it every child process it holds
+    // (all are `kill_on_drop`): an error, the time bound and Ctrl-C all end that way.
+    tokio::select! {
+        outcome = tokio::time::timeout(RUN_TIMEOUT, run(args)) => {
+            outcome.context("the benchmark exceeded its time bound")?
+        }
+        _ = tokio::signal::ctrl_c() => bail!("interrupted: every process started was killed"),
+    }
 }

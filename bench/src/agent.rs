@@ -1,0 +1,261 @@
+//! agent overhead: prompt → first token through Shoal against the same demo agent driven
+//! directly over stdio, in the same run, prompts of the two arms taking turns.
+//!
+//! * Shoal: a single-replica node (one real process on loopback) running the demo
+//!   agent; the SDK's `send` on a conversation whose agent is already running, timed to
+//!   the first `TextChunk` event. This includes committing the user message (a flushed
+//!   Raft commit on one replica), the conversation actor, the node's ACP client and the
+//!   QUIC stream back.
+//! * Direct (the baseline): `shoal-node demo-agent`, the program the node runs, as a
+//!   child of this process speaking ACP JSON-RPC on its stdin/stdout: `initialize`,
+//!   `session/new`, then `session/prompt` timed to the first `session/update` carrying
+//!   an `agent_message_chunk`.
+//!
+//! Both arms send the same prompt, which the demo agent echoes (its first chunk is
+//! written as soon as the prompt arrives).
+
+use crate::common::{Latency, append_result, local_cluster, node_binary, spawn};
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+use shoal_client::{Client, Profile};
+use shoal_protocol::transcript::Event;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// The target of the issue: added latency to the first token, in ms.
+pub const TARGET_ADDED_MS: f64 = 1.0;
+/// The prompt both arms send.
+const PROMPT: &str = "hi";
+/// Prompts per arm before the timed ones (agent start, caches).
+const WARMUP_PROMPTS: usize = 3;
+/// Bound of one prompt, either arm.
+const PROMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+struct Figures {
+    shoal: Latency,
+    direct: Latency,
+    added_p50_ms: f64,
+    added_p99_ms: f64,
+}
+
+/// The demo agent as this process's child, spoken to over stdio.
+struct DirectAgent {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    session: String,
+    next_id: u64,
+    _home: tempfile::TempDir,
+}
+
+impl DirectAgent {
+    async fn start(bin: &Path) -> anyhow::Result<Self> {
+        let home = tempfile::tempdir()?;
+        let mut child = tokio::process::Command::new(bin)
+            .arg("demo-agent")
+            .env("HOME", home.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the demo agent")?;
+        let stdin = child.stdin.take().context("agent stdin")?;
+        let lines = BufReader::new(child.stdout.take().context("agent stdout")?).lines();
+        let mut agent = DirectAgent {
+            child,
+            stdin,
+            lines,
+            session: String::new(),
+            next_id: 0,
+            _home: home,
+        };
+        agent
+            .call(
+                "initialize",
+                json!({"protocolVersion": 1, "clientCapabilities": {}}),
+            )
+            .await?;
+        let session = agent
+            .call(
+                "session/new",
+                json!({"cwd": agent._home.path(), "mcpServers": []}),
+            )
+            .await?;
+        agent.session = session
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .context("session/new answered without a sessionId")?
+            .to_owned();
+        Ok(agent)
+    }
+
+    async fn write(&mut self, method: &str, params: Value) -> anyhow::Result<u64> {
+        self.next_id += 1;
+        let request =
+            json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});
+        let mut line = serde_json::to_vec(&request)?;
+        line.push(b'\n');
+        self.stdin.write_all(&line).await?;
+        self.stdin.flush().await?;
+        Ok(self.next_id)
+    }
+
+    async fn read(&mut self) -> anyhow::Result<Value> {
+        let line = self
+            .lines
+            .next_line()
+            .await?
+            .context("the demo agent closed its output")?;
+        serde_json::from_str(&line).context("the demo agent wrote a line that is not JSON")
+    }
+
+    /// A request and its result (notifications before it are skipped).
+    async fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        let id = self.write(method, params).await?;
+        loop {
+            let message = self.read().await?;
+            if message.get("id").and_then(Value::as_u64) == Some(id) {
+                if let Some(error) = message.get("error") {
+                    bail!("{method} failed: {error}");
+                }
+                return Ok(message.get("result").cloned().unwrap_or(Value::Null));
+            }
+        }
+    }
+
+    /// One prompt: the time to its first text chunk; reads on to its answer.
+    async fn prompt(&mut self) -> anyhow::Result<Duration> {
+        let params =
+            json!({"sessionId": self.session, "prompt": [{"type": "text", "text": PROMPT}]});
+        let began = Instant::now();
+        let id = self.write("session/prompt", params).await?;
+        let mut first = None;
+        loop {
+            let message = self.read().await?;
+            if first.is_none() && is_text_chunk(&message) {
+                first = Some(began.elapsed());
+            }
+            if message.get("id").and_then(Value::as_u64) == Some(id) {
+                return first.context("the prompt ended without a text chunk");
+            }
+        }
+    }
+}
+
+/// Whether an ACP message is a `session/update` carrying agent text.
+fn is_text_chunk(message: &Value) -> bool {
+    message.get("method").and_then(Value::as_str) == Some("session/update")
+        && message
+            .pointer("/params/update/sessionUpdate")
+            .and_then(Value::as_str)
+            == Some("agent_message_chunk")
+}
+
+/// One prompt through Shoal: the time to its first text chunk; reads on to `Done`.
+async fn shoal_prompt(
+    client: &Client,
+    conversation: shoal_protocol::ConversationId,
+) -> anyhow::Result<Duration> {
+    let began = Instant::now();
+    let mut turn = client.send(conversation, PROMPT).await?;
+    let mut first = None;
+    while let Some(frame) = turn.next().await {
+        match frame?.event {
+            Event::TextChunk { .. } if first.is_none() => first = Some(began.elapsed()),
+            Event::Done { .. } => break,
+            _ => {}
+        }
+    }
+    first.context("the turn ended without a text chunk")
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// Runs `prompts` prompts per arm and prints both and the difference.
+pub async fn run(prompts: usize, results: &Path) -> anyhow::Result<()> {
+    let bin = node_binary()?;
+    let dir = tempfile::tempdir()?;
+    let layout = local_cluster(dir.path(), 1, &bin, |_| {})?;
+    let mut node = spawn(&bin, &layout[0]).await?;
+    let client = Client::connect(&Profile::load(&dir.path().join("profile.toml"))?).await?;
+    let conversation = client.create_conversation(None, None).await?.id;
+    let mut direct = DirectAgent::start(&bin).await?;
+    eprintln!("agent: {WARMUP_PROMPTS} warm-up prompts per arm, then {prompts} timed");
+    let mut shoal_us = Vec::with_capacity(prompts);
+    let mut direct_us = Vec::with_capacity(prompts);
+    for i in 0..WARMUP_PROMPTS + prompts {
+        let bounded = |what| format!("{what} prompt {i} took longer than {PROMPT_TIMEOUT:?}");
+        let d = tokio::time::timeout(PROMPT_TIMEOUT, direct.prompt())
+            .await
+            .with_context(|| bounded("a direct"))??;
+        let s = tokio::time::timeout(PROMPT_TIMEOUT, shoal_prompt(&client, conversation))
+            .await
+            .with_context(|| bounded("a Shoal"))??;
+        if i >= WARMUP_PROMPTS {
+            direct_us.push(micros(d));
+            shoal_us.push(micros(s));
+        }
+    }
+    let _ = direct.child.kill().await;
+    let _ = node.kill().await;
+    let shoal = Latency::from_micros(&mut shoal_us);
+    let direct = Latency::from_micros(&mut direct_us);
+    let figures = Figures {
+        added_p50_ms: shoal.p50_ms - direct.p50_ms,
+        added_p99_ms: shoal.p99_ms - direct.p99_ms,
+        shoal,
+        direct,
+    };
+    println!("agent overhead: prompt -> first token, {prompts} prompts per arm (ms)");
+    println!("{:>34} {:>8} {:>8} {:>8}", "", "p50", "p99", "max");
+    for (what, l) in [
+        ("through Shoal (1 node, 1 replica)", &figures.shoal),
+        ("demo agent over stdio (baseline)", &figures.direct),
+    ] {
+        println!(
+            "{what:>34} {:>8.2} {:>8.2} {:>8.2}",
+            l.p50_ms, l.p99_ms, l.max_ms
+        );
+    }
+    println!(
+        "added by Shoal: p50 {:.2} ms, p99 {:.2} ms; target <= {TARGET_ADDED_MS} ms: {}",
+        figures.added_p50_ms,
+        figures.added_p99_ms,
+        if figures.added_p50_ms <= TARGET_ADDED_MS {
+            "met (p50)"
+        } else {
+            "MISSED (p50)"
+        }
+    );
+    let path = append_result(
+        results,
+        "agent",
+        serde_json::json!({"prompts": prompts, "figures": figures, "target_added_ms": TARGET_ADDED_MS}),
+    )?;
+    println!("results appended to {}", path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_agent_text_counts_as_the_first_token() {
+        let chunk = |kind: &str| {
+            json!({"jsonrpc": "2.0", "method": "session/update",
+                   "params": {"sessionId": "s", "update": {"sessionUpdate": kind}}})
+        };
+        assert!(is_text_chunk(&chunk("agent_message_chunk")));
+        assert!(!is_text_chunk(&chunk("agent_thought_chunk")));
+        assert!(!is_text_chunk(&json!({"id": 1, "result": {}})));
+    }
+}

@@ -1,0 +1,261 @@
+//! throughput: client writes acknowledged after a replicated, flushed Raft commit, on a
+//! local 3-node cluster (real processes on loopback), spread over its shards.
+//!
+//! The write is `CreateConversation`: the node checks the request and proposes one
+//! `ShardCommand::CreateConversation` to the shard of the caller's default workspace,
+//! and answers once that entry is committed (on a quorum's flushed logs) and applied;
+//! no actor is started and no agent runs. Users `tp-0`, `tp-1`, … have their default
+//! workspaces hashed over the shards, so many users spread the load over them; each
+//! user has one connection, which its workers share, and the connections go to the
+//! nodes in turn (a request for a shard another node leads is forwarded once, as for
+//! any client).
+//!
+//! Baseline in the same run: the same load against one single-replica node
+//! (`cluster.replicas = 1`: one local flush per commit, no peers).
+
+use crate::common::{CpuMeter, Latency, append_result, local_cluster, node_binary, spawn};
+use crate::failover::wait_balanced;
+use anyhow::Context;
+use serde::Serialize;
+use shoal_client::{AdminClient, Client, Profile};
+use shoal_node::dev::LocalNode;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The target of the issue, in acknowledged writes per second.
+pub const TARGET_WRITES_PER_SEC: f64 = 50_000.0;
+/// Load before the measured window (agent probes, connections, first elections).
+const WARMUP: Duration = Duration::from_secs(2);
+/// How long a user token is valid, in seconds.
+const TOKEN_TTL_SECS: u64 = 3_600;
+/// How long a worker may wait for the last write it started after the window closed.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seconds of measured load per arm.
+    pub secs: u64,
+    /// Users, one connection each; their default workspaces spread over the shards.
+    pub users: usize,
+    /// Concurrent writes in flight (workers, over the users in turn).
+    pub concurrency: usize,
+}
+
+/// One arm's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Arm {
+    /// `3 nodes x 3 replicas` or `1 node x 1 replica`.
+    pub setup: String,
+    /// Acknowledged writes in the window.
+    pub writes: u64,
+    /// Writes per second.
+    pub writes_per_sec: f64,
+    /// Client round trip of each write (request → acknowledged commit).
+    pub latency: Latency,
+    /// Writes that failed (counted, not in the latency).
+    pub errors: u64,
+    /// Distinct shards written to.
+    pub shards: usize,
+    /// Share of one core the nodes used in the window.
+    pub node_cores: f64,
+    /// Share of one core this process (the clients) used in the window.
+    pub client_cores: f64,
+}
+
+fn profile_for(base: &Profile, node: &LocalNode, token: String) -> Profile {
+    let mut p = base.clone();
+    p.address = node.addr.to_string();
+    p.token = token;
+    p
+}
+
+/// Runs both arms and prints the table.
+pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        options.users > 0 && options.concurrency > 0 && options.secs > 0,
+        "throughput needs at least one user, one writer and one second"
+    );
+    let bin = node_binary()?;
+    let dir = tempfile::tempdir()?;
+    let cluster = local_cluster(&dir.path().join("cluster"), 3, &bin, |_| {})?;
+    let replicated = run_arm(
+        "3 nodes x 3 replicas",
+        &bin,
+        &cluster,
+        &dir.path().join("cluster"),
+        options,
+    )
+    .await?;
+    let single = local_cluster(&dir.path().join("single"), 1, &bin, |_| {})?;
+    let baseline = run_arm(
+        "1 node x 1 replica",
+        &bin,
+        &single,
+        &dir.path().join("single"),
+        options,
+    )
+    .await?;
+    println!(
+        "throughput: CreateConversation (one replicated, flushed Raft commit each), {} users, {} in flight, {} s",
+        options.users, options.concurrency, options.secs
+    );
+    println!(
+        "{:>22} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>9}",
+        "setup",
+        "writes",
+        "per s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "shards",
+        "node cpu",
+        "cli cpu"
+    );
+    for arm in [&replicated, &baseline] {
+        println!(
+            "{:>22} {:>9} {:>8.0} {:>8.2} {:>8.2} {:>8.1} {:>6} {:>7} {:>8.0}% {:>8.0}%",
+            arm.setup,
+            arm.writes,
+            arm.writes_per_sec,
+            arm.latency.p50_ms,
+            arm.latency.p99_ms,
+            arm.latency.max_ms,
+            arm.errors,
+            arm.shards,
+            arm.node_cores * 100.0,
+            arm.client_cores * 100.0
+        );
+    }
+    let ratio = replicated.writes_per_sec / baseline.writes_per_sec.max(1e-9);
+    println!(
+        "replicated / single-replica: {ratio:.2}x the writes per second; target {TARGET_WRITES_PER_SEC:.0}/s: {}",
+        if replicated.writes_per_sec >= TARGET_WRITES_PER_SEC {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    let path = append_result(
+        results,
+        "throughput",
+        serde_json::json!({
+            "secs": options.secs,
+            "users": options.users,
+            "concurrency": options.concurrency,
+            "replicated": replicated,
+            "single_replica": baseline,
+            "ratio": ratio,
+            "target_writes_per_sec": TARGET_WRITES_PER_SEC,
+        }),
+    )?;
+    println!("results appended to {}", path.display());
+    Ok(())
+}
+
+/// Starts `layout`, loads it for the warm-up and the window, and stops it.
+async fn run_arm(
+    setup: &str,
+    bin: &Path,
+    layout: &[LocalNode],
+    dir: &Path,
+    options: &Options,
+) -> anyhow::Result<Arm> {
+    eprintln!("throughput: starting {setup}");
+    let mut children = Vec::new();
+    for node in layout {
+        children.push(spawn(bin, node).await?);
+    }
+    let base = Profile::load(&dir.join("profile.toml"))?;
+    if layout.len() > 1 {
+        wait_balanced(&base, layout.len()).await?;
+    }
+    let admin = AdminClient::connect(&base).await?;
+    let mut clients = Vec::new();
+    for user in 0..options.users {
+        let token = admin
+            .issue_token(shoal_protocol::UserId(format!("tp-{user}")), TOKEN_TTL_SECS)
+            .await?;
+        let node = &layout[user % layout.len()];
+        clients.push(Client::connect(&profile_for(&base, node, token)).await?);
+    }
+    let shards: std::collections::BTreeSet<u16> = {
+        let mut set = std::collections::BTreeSet::new();
+        for client in &clients {
+            // The user's first write names the shard its workspace is in.
+            set.insert(client.create_conversation(None, None).await?.id.shard.0);
+        }
+        set
+    };
+    let pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..options.concurrency {
+        let client = clients[worker % clients.len()].clone();
+        let (stop, measuring) = (stop.clone(), measuring.clone());
+        workers.spawn(async move {
+            let mut latencies_us = Vec::new();
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let ok = client.create_conversation(None, None).await.is_ok();
+                // Only writes acknowledged inside the window count.
+                if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    if ok {
+                        let us = started.elapsed().as_micros();
+                        latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies_us, errors)
+        });
+    }
+    eprintln!(
+        "throughput: {setup}: {} writers over {} users ({} shards); warming up",
+        options.concurrency,
+        options.users,
+        shards.len()
+    );
+    tokio::time::sleep(WARMUP).await;
+    let nodes_cpu = CpuMeter::start(&pids);
+    let client_cpu = CpuMeter::start(&[std::process::id()]);
+    measuring.store(true, Ordering::Relaxed);
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(options.secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = window.elapsed().as_secs_f64();
+    let (node_cores, client_cores) = (nodes_cpu.cores(), client_cpu.cores());
+    let mut all = Vec::new();
+    let mut errors = 0;
+    tokio::time::timeout(DRAIN_GRACE, async {
+        while let Some(done) = workers.join_next().await {
+            let (latencies, failed) = done.context("a writer panicked")?;
+            all.extend(latencies);
+            errors += failed;
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("writers did not finish their last write")??;
+    for mut child in children {
+        let _ = child.kill().await;
+    }
+    let writes = all.len() as u64;
+    eprintln!("throughput: {setup}: {writes} writes in {elapsed:.1} s");
+    Ok(Arm {
+        setup: setup.to_owned(),
+        writes,
+        writes_per_sec: writes as f64 / elapsed,
+        latency: Latency::from_micros(&mut all),
+        errors,
+        shards: shards.len(),
+        node_cores,
+        client_cores,
+    })
+}
