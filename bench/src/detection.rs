@@ -233,6 +233,9 @@ async fn run_size(bin: &std::path::Path, nodes: u16, trials: usize) -> anyhow::R
         );
         all_ms.push(last);
         first_ms.push(first);
+        if trial + 1 == trials {
+            break;
+        }
         children[victim] = Some(spawn(bin, &layout[victim]).await?);
         for (admin, node) in admins.iter().zip(&layout) {
             wait_all_alive(admin, &layout, &node.name).await?;

@@ -121,7 +121,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let detection = shoal_bench::detection::Options {
         nodes: args.nodes.clone().unwrap_or_else(|| vec![3, 5, 9]),
-        trials: args.trials.unwrap_or(choose(quick, 10, 2)),
+        trials: args.trials.unwrap_or(choose(quick, 10, 1)),
     };
     let throughput = shoal_bench::throughput::Options {
         secs: args.secs.unwrap_or(choose(quick, 10, 5)),
