@@ -14,6 +14,7 @@ pub mod lease;
 pub mod membership;
 pub mod placement;
 pub mod reconciler;
+pub mod stand_down;
 
 use crate::peer::{ControlReply, PeerClient, PeerRequest};
 use crate::raft::network::ShardNetworkFactory;

@@ -15,6 +15,7 @@
 
 use super::membership::{Liveness, MembersView, Membership};
 use super::placement::{self, Action, MemberState, ShardState, TransferWhy};
+use super::stand_down::{Change, StandDown};
 use crate::actors::shard_host::{Handover, HandoverError, ShardHostMsg, hand_over};
 use crate::context::NodeContext;
 use crate::peer::{ControlReply, PeerRequest};
@@ -137,9 +138,13 @@ async fn run_meta(ctx: Arc<NodeContext>) {
     let mut published = None;
     let mut initialized = false;
     let mut led = BTreeSet::new();
+    let mut stand_down = StandDown::new(Duration::from_millis(
+        ctx.config.cluster.election_timeout_max_ms.get(),
+    ));
     loop {
         tick.tick().await;
         leadership_events(&ctx, &mut led);
+        stand_down_removed(&ctx, &mut stand_down);
         // Once initialized, always initialized: stop asking the 64 Raft instances.
         initialized = initialized || ctx.cluster.initialized().await;
         let bitmap = ctx.cluster.led_bitmap();
@@ -153,6 +158,35 @@ async fn run_meta(ctx: Arc<NodeContext>) {
             });
             published = Some(now);
         }
+    }
+}
+
+/// Stops campaigning in groups this node most likely no longer belongs to, and resumes
+/// when that changes ([`super::stand_down`]).
+fn stand_down_removed(ctx: &NodeContext, stand_down: &mut StandDown) {
+    let now = std::time::Instant::now();
+    for group in ctx.cluster.groups() {
+        let shard = group.shard.0;
+        let has_leader = group.raft.metrics().borrow().current_leader.is_some();
+        let other_leads = ctx
+            .cluster
+            .gossiped_leader(group.shard)
+            .is_some_and(|(id, _)| id != ctx.cluster.me);
+        let Some(change) = stand_down.observe(shard, has_leader, other_leads, now) else {
+            continue;
+        };
+        let resume = change == Change::Resume;
+        group.raft.runtime_config().elect(resume);
+        let what = if resume {
+            format!("{}: campaigns for shard {shard} again", ctx.node_id())
+        } else {
+            format!(
+                "{}: stops campaigning for shard {shard}: it heard no leader while another node leads it (most likely it is no longer a replica)",
+                ctx.node_id()
+            )
+        };
+        tracing::info!(shard, resume, "{what}");
+        ctx.event(EventKind::Placement, what);
     }
 }
 

@@ -92,6 +92,23 @@ async fn an_operator_moves_a_shards_replica_and_leadership_and_its_conversation_
     expected.sort();
     assert_eq!(voters, expected, "{moved:?}");
     assert!(moved.learners.is_empty());
+    // The node that gave its replica up does not campaign for the shard: either it
+    // learned of its removal, or (most often: the leader stops sending to it first) it
+    // stops campaigning once it has heard no leader for a while.
+    let stops = format!("{from}: stops campaigning for shard {shard}:");
+    let old_replica = cluster.admin(cluster.index_of(&from)).await;
+    eventually("the old replica stops campaigning", || async {
+        let own_view = old_replica.shards().await.ok()?.remove(usize::from(shard));
+        if !own_view.replicas.contains(&from) {
+            return Some(());
+        }
+        let (events, _) = via.events(None, 1000).await.ok()?;
+        events
+            .iter()
+            .any(|e| e.detail.starts_with(&stops))
+            .then_some(())
+    })
+    .await;
 
     // Then the leadership, to the new replica.
     via.pin_shard(shard, ShardPinChange::Lead { node: to.clone() })
