@@ -9,6 +9,7 @@
 //!   heartbeats within `cluster.lease_ms`, and — after a new election — `lease_ms` plus
 //!   one heartbeat have passed, so the previous leader's lease has run out.
 
+pub mod directory;
 pub mod drain;
 pub mod lease;
 pub mod membership;
@@ -23,7 +24,6 @@ use crate::raft::{
 };
 use crate::shard::state_machine::{Outcome, Rejection, ShardCommand};
 use crate::shard::store::{Store, StoreError};
-use membership::{Liveness, MembersView};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{RaftMetrics, ServerState};
 use shoal_cluster_config::NodeConfig;
@@ -527,55 +527,6 @@ impl Cluster {
         }
     }
 
-    /// Learns which alive member leads each shard from their gossip ([`membership::NodeMeta::led`]),
-    /// for [`Self::route`] on shards this node holds no replica of. Where two members
-    /// claim a shard (one of them has not yet gossiped that it lost it), the first by
-    /// name is taken: a forward to the wrong one is refused there and retried.
-    pub fn learn_leaders(&self, view: &MembersView) {
-        let mut leaders: Vec<Option<(u64, PeerNode)>> = vec![None; self.groups.len()];
-        for m in &view.members {
-            if m.liveness != Liveness::Alive || m.meta.raft_id == self.me {
-                continue;
-            }
-            for (shard, slot) in leaders.iter_mut().enumerate() {
-                if slot.is_none() && led_bit(&m.meta.led, shard) {
-                    let node = PeerNode {
-                        name: m.meta.name.clone(),
-                        addr: m.meta.addr.to_string(),
-                    };
-                    *slot = Some((m.meta.raft_id, node));
-                }
-            }
-        }
-        self.gossiped_leaders.send_if_modified(|now| {
-            let changed = *now != leaders;
-            *now = std::mem::take(&mut leaders);
-            changed
-        });
-    }
-
-    /// The leader of `shard` (Raft id, node) as its members gossip it
-    /// ([`Self::learn_leaders`]).
-    pub fn gossiped_leader(&self, shard: ShardId) -> Option<(u64, PeerNode)> {
-        self.gossiped_leaders
-            .borrow()
-            .get(usize::from(shard.0))
-            .cloned()
-            .flatten()
-    }
-
-    /// The shards this node leads, as [`membership::NodeMeta::led`] gossips them.
-    pub fn led_bitmap(&self) -> Vec<u8> {
-        let mut led = vec![0u8; self.groups.len().div_ceil(8)];
-        for g in &self.groups {
-            if g.raft.metrics().borrow().state == ServerState::Leader {
-                let s = usize::from(g.shard.0);
-                led[s / 8] |= 1 << (s % 8);
-            }
-        }
-        led
-    }
-
     /// One shard's Raft state as this node sees it.
     pub fn shard_status_of(&self, shard: ShardId) -> Option<ShardStatus> {
         let g = self.group(shard)?;
@@ -913,12 +864,6 @@ async fn run_lease(
         };
     }
     hosting.send_replace(Hosting::Inactive);
-}
-
-/// Whether `led` ([`membership::NodeMeta::led`]) says shard `shard` is led.
-fn led_bit(led: &[u8], shard: usize) -> bool {
-    led.get(shard / 8)
-        .is_some_and(|b| b & (1 << (shard % 8)) != 0)
 }
 
 #[cfg(test)]
