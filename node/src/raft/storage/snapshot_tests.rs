@@ -122,27 +122,38 @@ async fn a_snapshot_received_in_chunks_installs_the_senders_state() {
         .unwrap()
         .insert("stale", "x")
         .unwrap();
-    let mut built = sm_a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    let bytes = read_all(&mut built).await;
-    let mut part = sm_b.begin_receiving_snapshot().await.unwrap();
-    for chunk in bytes.chunks(64 * 1024) {
-        tokio::io::AsyncWriteExt::write_all(&mut *part, chunk)
-            .await
-            .unwrap();
-    }
-    sm_b.install_snapshot(&built.meta, part).await.unwrap();
+    let (meta, _) = transfer(&mut sm_a, &mut sm_b, 64 * 1024).await;
     assert_eq!(state_of(&receiver), state_of(&sender));
     assert_eq!(
         sm_b.applied_state().await.unwrap(),
         sm_a.applied_state().await.unwrap()
     );
     let current = sm_b.get_current_snapshot().await.unwrap().unwrap();
-    assert_eq!(current.meta, built.meta);
+    assert_eq!(current.meta, meta);
+}
+
+/// Builds `from`'s snapshot and installs it on `to`, written in pieces of `chunk`
+/// bytes: the snapshot's meta and size.
+async fn transfer(
+    from: &mut StateMachineStore,
+    to: &mut StateMachineStore,
+    chunk: usize,
+) -> (openraft::SnapshotMeta<u64, PeerNode>, usize) {
+    let mut built = from
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let bytes = read_all(&mut built).await;
+    let mut part = to.begin_receiving_snapshot().await.unwrap();
+    for piece in bytes.chunks(chunk) {
+        tokio::io::AsyncWriteExt::write_all(&mut *part, piece)
+            .await
+            .unwrap();
+    }
+    to.install_snapshot(&built.meta, part).await.unwrap();
+    (built.meta, bytes.len())
 }
 
 /// A closed span: its name, and its fields as text.
@@ -216,18 +227,7 @@ async fn an_install_is_a_span_with_its_shard_index_and_size() {
     let (sender, receiver) = (open_store(a.path()), open_store(b.path()));
     let mut sm_a = filled(&sender, 40, 100).await;
     let mut sm_b = filled(&receiver, 5, 10).await;
-    let mut built = sm_a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    let bytes = read_all(&mut built).await;
-    let mut part = sm_b.begin_receiving_snapshot().await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut *part, &bytes)
-        .await
-        .unwrap();
-    sm_b.install_snapshot(&built.meta, part).await.unwrap();
+    let (_, bytes) = transfer(&mut sm_a, &mut sm_b, usize::MAX).await;
 
     let closed = closed.0.lock().unwrap().clone();
     let installs: Vec<_> = closed
@@ -239,7 +239,7 @@ async fn an_install_is_a_span_with_its_shard_index_and_size() {
     let expected = BTreeMap::from([
         ("shard".to_owned(), "0".to_owned()),
         ("index".to_owned(), "9".to_owned()),
-        ("bytes".to_owned(), bytes.len().to_string()),
+        ("bytes".to_owned(), bytes.to_string()),
         ("records".to_owned(), "40".to_owned()),
     ]);
     assert_eq!(fields, &expected);
