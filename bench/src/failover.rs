@@ -5,15 +5,98 @@
 //!   `election_timeout_max_ms` (a baseline independent of machine speed);
 //! * detection time: kill -9 → every surviving node's gossip marks the node down;
 //! * idle CPU of the 3-node cluster with 64 shards, against one idle single-replica
-//!   node with the same 64 shards measured in the same run.
+//!   node with the same 64 shards measured in the same run;
+//! * a follower across the failover: it follows the conversation (through a survivor,
+//!   which sends it on to the leader) before the kill; its time to resume is kill → the
+//!   first event it gets after the kill, and every frame's `seq` is checked: a gap or a
+//!   duplicate is counted unless a `reset` (a cut-over to a snapshot) explains it.
 //!
 //! Every node it starts is killed when it ends.
 
 use crate::common::{CpuMeter, local_cluster, node_binary, percentile, poll_until, spawn};
 use anyhow::Context;
-use shoal_client::{AdminClient, Client, Profile};
+use futures::StreamExt;
+use shoal_client::{AdminClient, Client, FollowStream, Profile};
 use shoal_node::dev::LocalNode;
+use shoal_protocol::transcript::Event;
 use std::time::{Duration, Instant};
+
+/// Longest a follower may take to see the write after a failover.
+const FOLLOW_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a follower keeps reading after its first event after the kill.
+const AFTER_RESUME: Duration = Duration::from_secs(10);
+
+/// What one follower saw across a failover.
+#[derive(Debug, Default)]
+struct FollowTally {
+    /// Kill → its first event after the kill.
+    resumed: Option<Duration>,
+    gaps: u64,
+    duplicates: u64,
+    resets: u64,
+    error: Option<String>,
+}
+
+/// Reads `follow` until, after the kill (signalled by `killed`), it has a `done` or a
+/// `reset` (a cut-over to a snapshot that holds the turn), or has read for
+/// [`AFTER_RESUME`] since its first event after the kill; checks that `seq` goes up by
+/// one between frames (a `reset` re-bases).
+async fn follow_across(
+    mut follow: FollowStream,
+    mut killed: tokio::sync::oneshot::Receiver<Instant>,
+) -> FollowTally {
+    let mut tally = FollowTally::default();
+    let mut last: Option<u64> = None;
+    let mut killed_at: Option<Instant> = None;
+    let mut deadline = tokio::time::Instant::now() + FOLLOW_WAIT * 2;
+    loop {
+        let frame = tokio::select! {
+            at = &mut killed, if killed_at.is_none() => {
+                killed_at = at.ok();
+                continue;
+            }
+            frame = tokio::time::timeout_at(deadline, follow.next()) => frame,
+        };
+        let frame = match frame {
+            // Read long enough after resuming.
+            Err(_) if tally.resumed.is_some() => return tally,
+            Err(_) => {
+                tally.error = Some("no event after the failover in time".into());
+                return tally;
+            }
+            Ok(None) => {
+                tally.error = Some("the follow stream ended".into());
+                return tally;
+            }
+            Ok(Some(Err(e))) => {
+                tally.error = Some(e.to_string());
+                return tally;
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let seq = frame.seq.0;
+        match (&frame.event, last) {
+            (Event::Reset { .. }, _) => tally.resets += 1,
+            (_, Some(prev)) if seq <= prev => tally.duplicates += 1,
+            (_, Some(prev)) => tally.gaps += seq - prev - 1,
+            (_, None) => {}
+        }
+        last = Some(last.map_or(seq, |prev| prev.max(seq)));
+        if matches!(frame.event, Event::Reset { .. }) {
+            last = Some(seq);
+        }
+        if let Some(at) = killed_at {
+            if tally.resumed.is_none() {
+                tally.resumed = Some(at.elapsed());
+                deadline = tokio::time::Instant::now() + AFTER_RESUME;
+            }
+            if matches!(frame.event, Event::Done { .. } | Event::Reset { .. }) {
+                return tally;
+            }
+        }
+    }
+}
 
 /// How long idle CPU is sampled.
 const IDLE_SAMPLE: Duration = Duration::from_secs(10);
@@ -87,6 +170,8 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
     let client = Client::connect(&base_profile).await?;
     let mut failovers_ms = Vec::new();
     let mut detections_ms = Vec::new();
+    let mut resumes_ms = Vec::new();
+    let (mut gaps, mut duplicates, mut resets, mut follow_errors) = (0u64, 0u64, 0u64, 0u64);
     for trial in 0..trials {
         let conv = client.create_conversation(None, None).await?;
         let admin = AdminClient::connect(&base_profile).await?;
@@ -101,6 +186,14 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         let survivor = (victim + 1) % procs.len();
         let survivor_profile = profile_for(&base_profile, &procs[survivor].node);
         let writer = Client::connect(&survivor_profile).await?;
+        // A follower attached through the survivor before the kill.
+        let mut follow = writer.follow(conv.id, None);
+        tokio::time::timeout(FOLLOW_WAIT, follow.next())
+            .await
+            .context("the follower did not attach in time")?
+            .context("the follow stream ended at once")??;
+        let (killed_tx, killed_rx) = tokio::sync::oneshot::channel();
+        let follower = tokio::spawn(follow_across(follow, killed_rx));
         let watchers: Vec<AdminClient> = {
             let mut v = Vec::new();
             for (i, p) in procs.iter().enumerate() {
@@ -113,6 +206,7 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         let mut child = procs[victim].child.take().context("victim not running")?;
         let killed_at = Instant::now();
         child.start_kill()?;
+        let _ = killed_tx.send(killed_at);
         let _ = child.wait().await;
         // Detection: every survivor's gossip marks the victim down.
         let detect = {
@@ -139,6 +233,20 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         })
         .await?;
         let detection = detect.await??;
+        let followed = follower.await.unwrap_or_else(|e| FollowTally {
+            error: Some(e.to_string()),
+            ..FollowTally::default()
+        });
+        gaps += followed.gaps;
+        duplicates += followed.duplicates;
+        resets += followed.resets;
+        if let Some(error) = &followed.error {
+            follow_errors += 1;
+            eprintln!("trial {:>2}: the follower failed: {error}", trial + 1);
+        }
+        if let Some(resumed) = followed.resumed {
+            resumes_ms.push(resumed.as_secs_f64() * 1000.0);
+        }
         failovers_ms.push(failover.as_secs_f64() * 1000.0);
         detections_ms.push(detection.as_secs_f64() * 1000.0);
         eprintln!(
@@ -158,6 +266,7 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
     }
     failovers_ms.sort_by(f64::total_cmp);
     detections_ms.sort_by(f64::total_cmp);
+    resumes_ms.sort_by(f64::total_cmp);
     let p50 = percentile(&failovers_ms, 50.0).unwrap_or(f64::NAN);
     let p99 = percentile(&failovers_ms, 99.0).unwrap_or(f64::NAN);
     println!(
@@ -173,6 +282,11 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         "node marked down on every survivor: p50 {:.0} ms, p99 {:.0} ms",
         percentile(&detections_ms, 50.0).unwrap_or(f64::NAN),
         percentile(&detections_ms, 99.0).unwrap_or(f64::NAN)
+    );
+    println!(
+        "follower across the failover: resumed (kill -> first event) p50 {:.0} ms, p99 {:.0} ms; gaps {gaps}, duplicates {duplicates}, resets {resets}, failed {follow_errors}",
+        percentile(&resumes_ms, 50.0).unwrap_or(f64::NAN),
+        percentile(&resumes_ms, 99.0).unwrap_or(f64::NAN)
     );
     println!(
         "idle CPU, 3 nodes x 64 shards: {:.1}% of one core in total ({:.2}x one idle single-replica node: {:.1}%)",
@@ -192,6 +306,16 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
                 "p99": percentile(&detections_ms, 99.0),
             },
             "idle_cpu_cores": {"cluster_3x64": cluster_cpu, "single_64": base_cpu},
+            "follower": {
+                "resumed_ms": {
+                    "p50": percentile(&resumes_ms, 50.0),
+                    "p99": percentile(&resumes_ms, 99.0),
+                },
+                "gaps": gaps,
+                "duplicates": duplicates,
+                "resets": resets,
+                "failed": follow_errors,
+            },
         }),
     )?;
     println!("results appended to {}", path.display());
