@@ -7,7 +7,6 @@
 use super::Cluster;
 use super::membership::{Liveness, MembersView};
 use crate::raft::PeerNode;
-use openraft::ServerState;
 use shoal_protocol::ShardId;
 
 impl Cluster {
@@ -47,18 +46,18 @@ impl Cluster {
             .cloned()
             .flatten()
     }
+}
 
-    /// The shards this node leads, as [`super::membership::NodeMeta::led`] gossips them.
-    pub fn led_bitmap(&self) -> Vec<u8> {
-        let mut led = vec![0u8; self.groups.len().div_ceil(8)];
-        for g in &self.groups {
-            if g.raft.metrics().borrow().state == ServerState::Leader {
-                let s = usize::from(g.shard.0);
-                led[s / 8] |= 1 << (s % 8);
-            }
+/// `led` (shards) as [`super::membership::NodeMeta::led`] gossips it, for a cluster of
+/// `shard_count` shards.
+pub fn led_bitmap(led: &std::collections::BTreeSet<u16>, shard_count: u16) -> Vec<u8> {
+    let mut bitmap = vec![0u8; usize::from(shard_count).div_ceil(8)];
+    for s in led.iter().map(|s| usize::from(*s)) {
+        if let Some(byte) = bitmap.get_mut(s / 8) {
+            *byte |= 1 << (s % 8);
         }
-        led
     }
+    bitmap
 }
 
 /// Whether `led` ([`super::membership::NodeMeta::led`]) says shard `shard` is led.
@@ -76,6 +75,7 @@ mod tests {
         let led = [0b0000_0101u8, 0b1000_0000];
         let set: Vec<usize> = (0..24).filter(|s| led_bit(&led, *s)).collect();
         assert_eq!(set, [0, 2, 15]);
+        assert_eq!(super::led_bitmap(&[0, 2, 15].into(), 16), led);
         assert!(!led_bit(&[], 0));
     }
 }

@@ -74,6 +74,19 @@ pub fn member_named<'a>(view: &'a MembersView, name: &str) -> Option<&'a Member>
         .min_by_key(|m| rank(m))
 }
 
+/// The members that may hold replicas, each in its current identity: alive (or `me`,
+/// which runs this code) and not draining.
+pub fn placeable_members<'a>(
+    view: &'a MembersView,
+    me: &'a str,
+) -> impl Iterator<Item = &'a Member> {
+    view.members
+        .iter()
+        .filter(|m| !m.meta.name.is_empty() && !m.meta.draining)
+        .filter(move |m| m.liveness == Liveness::Alive || m.meta.name == me)
+        .filter(|m| member_named(view, &m.meta.name).is_some_and(|c| c == *m))
+}
+
 /// Names of the members of `view`, for an error naming what exists.
 pub fn member_names(view: &MembersView) -> String {
     let mut names: Vec<&str> = view

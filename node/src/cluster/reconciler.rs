@@ -147,7 +147,8 @@ async fn run_meta(ctx: Arc<NodeContext>) {
         stand_down_removed(&ctx, &mut stand_down);
         // Once initialized, always initialized: stop asking the 64 Raft instances.
         initialized = initialized || ctx.cluster.initialized().await;
-        let bitmap = ctx.cluster.led_bitmap();
+        // The shards `leadership_events` just found this node leading.
+        let bitmap = super::directory::led_bitmap(&led, ctx.cluster.shard_count());
         let count = bitmap.iter().map(|b| b.count_ones()).sum::<u32>();
         let now = (bitmap, initialized);
         if published.as_ref() != Some(&now) {

@@ -180,15 +180,7 @@ pub async fn drain_progress(
         return Err(unknown_node(ctx, &node));
     };
     let draining = member.meta.draining;
-    let placeable = view
-        .members
-        .iter()
-        .filter(|m| !m.meta.name.is_empty())
-        .filter(|m| drain::member_named(&view, &m.meta.name).is_some_and(|c| c == *m))
-        .filter(|m| {
-            (m.liveness == Liveness::Alive || m.meta.name == ctx.node_id()) && !m.meta.draining
-        })
-        .count() as u32;
+    let placeable = drain::placeable_members(&view, ctx.node_id()).count() as u32;
     let mut reports = Vec::new();
     let mut unreachable = Vec::new();
     for (name, answer) in gather(ctx, host, &AdminRequest::Shards).await {

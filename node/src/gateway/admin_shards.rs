@@ -249,12 +249,7 @@ fn placement(
 ) -> ShardPlacement {
     let me = ctx.cluster.me;
     // Members that may hold replicas, in their current identities.
-    let candidates: BTreeSet<u64> = view
-        .members
-        .iter()
-        .filter(|m| !m.meta.name.is_empty() && !m.meta.draining)
-        .filter(|m| m.liveness == Liveness::Alive || m.meta.raft_id == me)
-        .filter(|m| drain::member_named(view, &m.meta.name).is_some_and(|c| c == *m))
+    let candidates: BTreeSet<u64> = drain::placeable_members(view, ctx.node_id())
         .map(|m| m.meta.raft_id)
         .collect();
     let resolved = pin
