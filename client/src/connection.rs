@@ -30,8 +30,9 @@ pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Interval of QUIC keep-alive packets, in ms.
 pub const KEEP_ALIVE_INTERVAL_MS: u64 = 1_000;
 /// A connection with no packet from the node for this long is dead, in ms: a killed
-/// node is noticed this soon, and requests fail over to another address.
-pub const IDLE_TIMEOUT_MS: u64 = 5_000;
+/// node is noticed this soon (three missed keep-alives), and requests and follows fail
+/// over to another address, trying the silent one last.
+pub const IDLE_TIMEOUT_MS: u64 = 3_000;
 /// Longest wait for a closed connection to tell the node before giving up, in ms.
 pub const CLOSE_WAIT_MS: u64 = 1_000;
 /// Largest CA certificate file accepted, in bytes.
@@ -106,12 +107,19 @@ fn dial_list(primary: &str, others: &[String]) -> Vec<String> {
 }
 
 /// The order in which to try `len` addresses when `preferred` last worked: it first, then
-/// the others in list order.
-pub(crate) fn dial_order(len: usize, preferred: usize) -> impl Iterator<Item = usize> {
+/// the others in list order. When the node at `preferred` went `silent` (its connection
+/// timed out: it is likely dead), it is tried last instead, so a reconnect does not wait
+/// out a dial to it first.
+pub(crate) fn dial_order(len: usize, preferred: usize, silent: bool) -> Vec<usize> {
     let preferred = if preferred < len { preferred } else { 0 };
-    std::iter::once(preferred)
-        .filter(move |_| len > 0)
-        .chain((0..len).filter(move |&i| i != preferred))
+    let others = (0..len).filter(|&i| i != preferred);
+    if len == 0 {
+        Vec::new()
+    } else if silent {
+        others.chain(std::iter::once(preferred)).collect()
+    } else {
+        std::iter::once(preferred).chain(others).collect()
+    }
 }
 
 /// What the node said when it accepted the handshake.
@@ -211,7 +219,7 @@ impl Link {
 
     /// A link connected now; fails like the first request would.
     pub(crate) async fn connect(target: Target) -> Result<(Link, Welcome), ClientError> {
-        let (session, welcome, index) = open_any(&target, 0).await?;
+        let (session, welcome, index) = open_any(&target, 0, false).await?;
         let link = Link {
             target,
             current: tokio::sync::Mutex::new(Some(session)),
@@ -243,12 +251,17 @@ impl Link {
         {
             return Ok(session.connection.clone());
         }
+        let mut silent = false;
         if let Some(old) = current.take() {
+            silent = matches!(
+                old.connection.close_reason(),
+                Some(quinn::ConnectionError::TimedOut)
+            );
             // The connection is already closed; release the endpoint's socket.
             old.endpoint.close(quinn::VarInt::from_u32(0), b"");
         }
         let preferred = self.preferred.load(Ordering::Relaxed);
-        let (session, welcome, index) = open_any(&self.target, preferred).await?;
+        let (session, welcome, index) = open_any(&self.target, preferred, silent).await?;
         self.preferred.store(index, Ordering::Relaxed);
         tracing::debug!(
             address = %self.target.addresses[index],
@@ -258,6 +271,16 @@ impl Link {
         let connection = session.connection.clone();
         *current = Some(session);
         Ok(connection)
+    }
+
+    /// Whether this link has no live connection (never connected, or its connection has
+    /// closed): the next request reconnects.
+    pub(crate) async fn is_closed(&self) -> bool {
+        self.current
+            .lock()
+            .await
+            .as_ref()
+            .is_none_or(|session| session.connection.close_reason().is_some())
     }
 
     /// Closes the connection (if any) and waits up to [`CLOSE_WAIT_MS`] for the node to
@@ -278,16 +301,17 @@ impl Link {
 }
 
 /// Connects to the first of the target's addresses that accepts, trying them in
-/// [`dial_order`] from `preferred`. Returns the session, the welcome and the index of the
+/// [`dial_order`] from `preferred` (last, if it went `silent`). Returns the session, the welcome and the index of the
 /// address that worked; when none does, the error of the only address or a
 /// [`ClientError::Connect`] listing every address's failure.
 async fn open_any(
     target: &Target,
     preferred: usize,
+    silent: bool,
 ) -> Result<(Session, Welcome, usize), ClientError> {
     let addresses = target.addresses();
     let mut failures: Vec<(&str, ClientError)> = Vec::new();
-    for index in dial_order(addresses.len(), preferred) {
+    for index in dial_order(addresses.len(), preferred, silent) {
         let address = addresses[index].as_str();
         let last = failures.len() + 1 == addresses.len();
         let dial_timeout_ms = if last {
@@ -553,13 +577,23 @@ mod tests {
 
     #[test]
     fn dial_order_starts_from_the_preferred_address() {
-        let order = |len, preferred| dial_order(len, preferred).collect::<Vec<_>>();
+        let order = |len, preferred| dial_order(len, preferred, false);
         assert_eq!(order(3, 0), vec![0, 1, 2]);
         assert_eq!(order(3, 1), vec![1, 0, 2]);
         assert_eq!(order(3, 2), vec![2, 0, 1]);
         assert_eq!(order(1, 0), vec![0]);
         // A stale index falls back to the list order.
         assert_eq!(order(2, 7), vec![0, 1]);
+        assert_eq!(order(0, 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_silent_address_is_dialled_last() {
+        let order = |len, preferred| dial_order(len, preferred, true);
+        assert_eq!(order(3, 0), vec![1, 2, 0]);
+        assert_eq!(order(3, 1), vec![0, 2, 1]);
+        // The only address is still tried.
+        assert_eq!(order(1, 0), vec![0]);
         assert_eq!(order(0, 0), Vec::<usize>::new());
     }
 

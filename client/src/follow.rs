@@ -337,6 +337,14 @@ impl Follower {
             self.finished = true;
             return Some(err);
         }
+        if let Some(moved) = &self.moved
+            && moved.is_closed().await
+        {
+            // The node the conversation moved to is gone (or cannot be reached): ask the
+            // client's own connection, whose node knows where the conversation lives now,
+            // rather than dialling the lost one again.
+            self.moved = None;
+        }
         let Some(wait_ms) = self.streak.next_wait_ms(Instant::now(), false) else {
             tracing::debug!(conversation = %self.conversation, error = %err, failures = self.streak.failures(), "follow keeps failing; giving up");
             self.finished = true;

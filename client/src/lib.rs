@@ -51,7 +51,8 @@
 //! [`shoal_protocol::FRAME_BYTES_MAX`], the address list by [`PROFILE_ADDRESSES_MAX`].
 //! Connections send keep-alives every [`KEEP_ALIVE_INTERVAL_MS`] and die after
 //! [`IDLE_TIMEOUT_MS`] of silence, which also bounds how long a turn or follow stream waits
-//! on a dead node.
+//! on a dead node; the reconnect after such a silence dials that node's address last, and
+//! a follow whose conversation had moved to it asks the client's own node again.
 #![warn(missing_docs)]
 
 mod admin;
