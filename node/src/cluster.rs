@@ -11,6 +11,7 @@
 
 pub mod directory;
 pub mod drain;
+pub mod elections;
 pub mod lease;
 pub mod membership;
 pub mod placement;
@@ -18,6 +19,7 @@ pub mod reconciler;
 pub mod stand_down;
 
 use crate::peer::{ControlReply, PeerClient, PeerRequest};
+use crate::raft::heartbeats::Heartbeats;
 use crate::raft::network::ShardNetworkFactory;
 use crate::raft::{
     BATCH_COMMANDS_MAX, ENTRY_BYTES_MAX, PeerNode, ShardBatch, ShardRaft, TypeConfig, storage,
@@ -39,6 +41,10 @@ use tokio::time::Instant;
 pub const PROPOSALS_QUEUED_MAX: usize = 1024;
 /// How long a proposal may wait for its commit before the caller gets `Unavailable`.
 pub const PROPOSE_TIMEOUT_MS: u64 = 10_000;
+/// Heartbeats to a node wait up to `heartbeat_ms / HEARTBEAT_WINDOW_DIVISOR` for the other
+/// shards' ([`crate::raft::heartbeats`]).
+const HEARTBEAT_WINDOW_DIVISOR: u32 = 5;
+
 /// Timeout of control calls to peers (initialize, campaign).
 pub const CONTROL_TIMEOUT_MS: u64 = 5_000;
 
@@ -200,6 +206,8 @@ pub struct ShardGroup {
     pub shard: ShardId,
     /// Its Raft instance.
     pub raft: ShardRaft,
+    /// When this node last heard from the shard's leader ([`elections`]).
+    pub contact: elections::Contact,
     hosting: watch::Receiver<Hosting>,
     proposals: mpsc::Sender<Proposal>,
 }
@@ -288,6 +296,10 @@ impl Cluster {
         // One heartbeat of margin: the previous leader's lease has run out by the time
         // anyone is elected (see `Cluster::votes_open`).
         let settle = config.cluster.heartbeat();
+        let heartbeats = Heartbeats::new(
+            peers.clone(),
+            config.cluster.heartbeat() / HEARTBEAT_WINDOW_DIVISOR,
+        );
         let mut groups = Vec::new();
         for s in 0..store.shard_count() {
             let shard = ShardId(s);
@@ -296,6 +308,7 @@ impl Cluster {
             let network = ShardNetworkFactory {
                 shard: s,
                 peers: peers.clone(),
+                heartbeats: heartbeats.clone(),
             };
             let raft = openraft::Raft::<TypeConfig>::new(me, raft_config.clone(), network, log, sm)
                 .await
@@ -315,11 +328,12 @@ impl Cluster {
             groups.push(ShardGroup {
                 shard,
                 raft,
+                contact: elections::Contact::new(campaign_jitter(me, shard, config)),
                 hosting,
                 proposals,
             });
         }
-        Ok(Arc::new(Cluster {
+        let cluster = Arc::new(Cluster {
             me,
             me_node,
             peers,
@@ -327,7 +341,13 @@ impl Cluster {
             replicas: usize::from(config.cluster.replicas.get()),
             votes_from,
             gossiped_leaders: watch::Sender::new(Vec::new()),
-        }))
+        });
+        tokio::spawn(elections::run(
+            Arc::downgrade(&cluster),
+            Duration::from_millis(config.cluster.election_timeout_max_ms.get()),
+            config.cluster.heartbeat(),
+        ));
+        Ok(cluster)
     }
 
     /// Waits until this node may take part in elections: `lease + heartbeat` after it
@@ -800,6 +820,16 @@ async fn run_batcher(
             }
         }
     }
+}
+
+/// This node's random-looking addition for `shard` to the leader silence that starts a
+/// campaign ([`elections`]): at most `election_timeout_min / 2`, different per node and
+/// shard, and the same on every run (the simulation stays reproducible).
+fn campaign_jitter(me: u64, shard: ShardId, config: &NodeConfig) -> Duration {
+    let span = (config.cluster.election_timeout_min_ms.get() / 2).max(1);
+    let mixed = (me ^ u64::from(shard.0).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    Duration::from_millis((mixed >> 32) % span)
 }
 
 /// Drives one shard's [`lease::Lease`] from its Raft metrics: each value is observed

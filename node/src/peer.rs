@@ -9,7 +9,7 @@
 //! fate with Raft heartbeats and gossip. Peer messages carry openraft types, so they live here rather than in
 //! `shoal-protocol` (which has no openraft dependency); they use the same framing.
 
-use crate::gateway::frames::{FrameIoError, read_frame, write_frame};
+use crate::gateway::frames::{FrameStream, write_frame};
 use crate::raft::TypeConfig;
 use crate::security::tls::{self, TlsError, TlsPaths};
 use crate::workspace::blobs::ChunkHash;
@@ -23,6 +23,7 @@ use shoal_protocol::client::ClientRequest;
 use shoal_protocol::{TraceContext, UserId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,6 +113,13 @@ pub enum PeerRequest {
     Admin {
         /// The request.
         request: shoal_protocol::admin::AdminRequest,
+    },
+    /// Heartbeats of several shards' groups to this node, sent together (at most
+    /// [`crate::raft::heartbeats::HEARTBEATS_PER_BATCH_MAX`]). Reply: one frame
+    /// `(index in beats, RaftReply)` per heartbeat, in the order the shards answered.
+    RaftHeartbeats {
+        /// The heartbeats.
+        beats: Vec<crate::raft::heartbeats::Heartbeat>,
     },
 }
 
@@ -419,6 +427,29 @@ impl PeerClient {
         frame: &[u8],
         timeout: Duration,
     ) -> Result<R, PeerError> {
+        let mut reply = None;
+        self.exchange(lane, addr, frame, timeout, |r| {
+            reply = Some(r);
+            ControlFlow::Break(())
+        })
+        .await?;
+        reply.ok_or_else(|| PeerError::Call {
+            addr,
+            message: "the peer closed the stream without a reply".into(),
+        })
+    }
+
+    /// Sends the encoded request `frame` on `lane` and hands each reply frame to `each`
+    /// until it breaks or the peer finishes the stream, all within `timeout`. A timeout
+    /// fails this call only: other calls on the connection go on.
+    pub async fn exchange<R: serde::de::DeserializeOwned>(
+        &self,
+        lane: PeerLane,
+        addr: SocketAddr,
+        frame: &[u8],
+        timeout: Duration,
+        mut each: impl FnMut(R) -> ControlFlow<()>,
+    ) -> Result<(), PeerError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || PeerError::Timeout {
             addr,
@@ -435,11 +466,17 @@ impl PeerClient {
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             let _ = send.finish();
-            match read_frame::<R>(&mut recv, PEER_FRAME_BYTES_MAX).await {
-                Ok(Some(reply)) => Ok(reply),
-                Ok(None) => Err(failed("the peer closed the stream without a reply".into())),
-                Err(FrameIoError::Invalid(e)) => Err(failed(e.to_string())),
-                Err(e) => Err(failed(e.to_string())),
+            let mut replies = FrameStream::new(&mut recv, PEER_FRAME_BYTES_MAX);
+            loop {
+                match replies.next::<R>().await {
+                    Ok(Some(reply)) => {
+                        if each(reply).is_break() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(failed(e.to_string())),
+                }
             }
         };
         let result = tokio::time::timeout_at(deadline, exchange)
@@ -506,5 +543,85 @@ impl PeerClient {
                 Err(e) => tracing::debug!(%addr, error = %e, "gossip peer unreachable"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::tls::{TlsPaths, ensure_dev_certs, server_config};
+
+    /// A peer that answers any request with `replies` frames `(i, i * 10)`, all in one
+    /// write, then finishes the stream.
+    async fn many_replies_peer(paths: &TlsPaths, replies: usize) -> SocketAddr {
+        let config = server_config(paths, 16).unwrap();
+        let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        tokio::spawn(async move {
+            let conn = endpoint.accept().await.unwrap().await.unwrap();
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                let _request: Option<PeerRequest> =
+                    crate::gateway::frames::read_frame(&mut recv, PEER_FRAME_BYTES_MAX)
+                        .await
+                        .unwrap();
+                let mut bytes = Vec::new();
+                for i in 0..replies {
+                    bytes.extend(shoal_protocol::frame::encode_frame(&(i, i as u64 * 10)).unwrap());
+                }
+                send.write_all(&bytes).await.unwrap();
+                let _ = send.finish();
+            }
+            endpoint.wait_idle().await;
+        });
+        addr
+    }
+
+    /// Several reply frames that arrive in one packet are each handed over: bytes read
+    /// past one frame are kept for the next.
+    #[tokio::test]
+    async fn an_exchange_hands_over_every_reply_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = TlsPaths {
+            ca_cert: dir.path().join("ca.pem"),
+            cert: dir.path().join("node.pem"),
+            key: dir.path().join("node.key"),
+        };
+        ensure_dev_certs(&paths).unwrap();
+        let addr = many_replies_peer(&paths, 50).await;
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let peers = PeerClient::new(endpoint, client_config(&paths).unwrap());
+        let request = shoal_protocol::frame::encode_frame(&PeerRequest::Undrain).unwrap();
+        let timeout = Duration::from_secs(30);
+
+        let mut got = Vec::new();
+        peers
+            .exchange::<(usize, u64)>(PeerLane::Raft, addr, &request, timeout, |reply| {
+                got.push(reply);
+                ControlFlow::Continue(())
+            })
+            .await
+            .unwrap();
+        let expected: Vec<(usize, u64)> = (0..50).map(|i| (i, i as u64 * 10)).collect();
+        assert_eq!(got, expected);
+
+        // Breaking early stops reading; a one-reply call takes the first frame.
+        let mut first_two = Vec::new();
+        peers
+            .exchange::<(usize, u64)>(PeerLane::Raft, addr, &request, timeout, |reply| {
+                first_two.push(reply);
+                if first_two.len() == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(first_two, vec![(0, 0), (1, 10)]);
+        let one: (usize, u64) = peers
+            .call_frame(PeerLane::Raft, addr, &request, timeout)
+            .await
+            .unwrap();
+        assert_eq!(one, (0, 0));
     }
 }

@@ -10,6 +10,7 @@
 //! so one flush commits many writes (STACK.md: one flush per command caps a shard at a
 //! few thousand writes/s).
 
+pub mod heartbeats;
 pub mod network;
 pub mod snapshot_file;
 pub mod storage;

@@ -35,28 +35,50 @@ pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     max_bytes: usize,
 ) -> Result<Option<T>, FrameIoError> {
-    let mut decoder = FrameDecoder::new(max_bytes);
-    loop {
-        if let Some(frame) = decoder.next_frame::<T>()? {
-            return Ok(Some(frame));
+    FrameStream::new(recv, max_bytes).next().await
+}
+
+/// Frames of at most `max_bytes` each, read one after another from a stream (bytes read
+/// past one frame are kept for the next).
+pub struct FrameStream<'a> {
+    recv: &'a mut quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl<'a> FrameStream<'a> {
+    /// Frames of `recv`, each at most `max_bytes`.
+    pub fn new(recv: &'a mut quinn::RecvStream, max_bytes: usize) -> Self {
+        FrameStream {
+            recv,
+            decoder: FrameDecoder::new(max_bytes),
         }
-        // Chunks as quinn holds them: no zeroed buffer per frame (every Raft heartbeat
-        // is a frame each way).
-        match recv
-            .read_chunk(READ_CHUNK_BYTES, true)
-            .await
-            .map_err(|e| FrameIoError::Stream(e.to_string()))?
-        {
-            Some(chunk) => decoder.push_bytes(chunk.bytes),
-            None if decoder.buffered_bytes() == 0 => return Ok(None),
-            None => {
-                return Err(FrameIoError::Invalid(WireError::new(
-                    ErrorCode::Malformed,
-                    format!(
-                        "stream ended inside a frame ({} bytes buffered)",
-                        decoder.buffered_bytes()
-                    ),
-                )));
+    }
+
+    /// The next frame; `Ok(None)` when the stream ends between frames.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameIoError> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame::<T>()? {
+                return Ok(Some(frame));
+            }
+            // Chunks as quinn holds them: no zeroed buffer per frame (every Raft
+            // heartbeat is a frame each way).
+            match self
+                .recv
+                .read_chunk(READ_CHUNK_BYTES, true)
+                .await
+                .map_err(|e| FrameIoError::Stream(e.to_string()))?
+            {
+                Some(chunk) => self.decoder.push_bytes(chunk.bytes),
+                None if self.decoder.buffered_bytes() == 0 => return Ok(None),
+                None => {
+                    return Err(FrameIoError::Invalid(WireError::new(
+                        ErrorCode::Malformed,
+                        format!(
+                            "stream ended inside a frame ({} bytes buffered)",
+                            self.decoder.buffered_bytes()
+                        ),
+                    )));
+                }
             }
         }
     }

@@ -9,7 +9,11 @@ use crate::peer::{
     BLOB_PUT_BYTES_MAX, BLOB_QUERY_HASHES_MAX, BlobReply, ControlReply, PEER_FRAME_BYTES_MAX,
     PeerRequest, RaftReply, RaftRpc,
 };
+use crate::raft::heartbeats::{HEARTBEATS_PER_BATCH_MAX, Heartbeat};
 use crate::workspace::blobs::{CHUNK_BYTES_MAX, Durability};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use openraft::raft::AppendEntriesResponse;
 use ractor::ActorRef;
 use shoal_protocol::ShardId;
 use std::sync::Arc;
@@ -90,6 +94,10 @@ async fn handle_stream(
                 span,
             )
             .await;
+        }
+        PeerRequest::RaftHeartbeats { beats } => {
+            heartbeats(ctx, &mut send, beats).await?;
+            let _ = send.finish();
         }
         PeerRequest::Campaign { shard } => {
             let reply = ctx.cluster.campaign(ShardId(shard)).await;
@@ -190,6 +198,41 @@ fn put_chunks(
     }
 }
 
+/// Answers a batch of heartbeats ([`crate::raft::heartbeats`]): one frame
+/// `(index in the batch, reply)` per heartbeat, each written as soon as its shard has
+/// answered, so one busy shard never holds back the others' replies.
+async fn heartbeats(
+    ctx: &NodeContext,
+    send: &mut quinn::SendStream,
+    beats: Vec<Heartbeat>,
+) -> Result<(), FrameIoError> {
+    if beats.len() > HEARTBEATS_PER_BATCH_MAX {
+        let refused = format!(
+            "{} heartbeats in one batch, {HEARTBEATS_PER_BATCH_MAX} at most",
+            beats.len()
+        );
+        for index in 0..beats.len() {
+            write_frame(send, &(index, RaftReply::Refused(refused.clone()))).await?;
+        }
+        return Ok(());
+    }
+    let mut answers: FuturesUnordered<_> = beats
+        .into_iter()
+        .enumerate()
+        .map(|(index, beat)| async move {
+            let rpc = RaftRpc::AppendEntries(beat.rpc);
+            (
+                index,
+                raft_rpc(ctx, ShardId(beat.shard), beat.target, rpc).await,
+            )
+        })
+        .collect();
+    while let Some(answer) = answers.next().await {
+        write_frame(send, &answer).await?;
+    }
+    Ok(())
+}
+
 async fn raft_rpc(ctx: &NodeContext, shard: ShardId, target: u64, rpc: RaftRpc) -> RaftReply {
     if target != ctx.cluster.me {
         // The sender addresses a Raft member this node is not (any more): most often the
@@ -208,14 +251,23 @@ async fn raft_rpc(ctx: &NodeContext, shard: ShardId, target: u64, rpc: RaftRpc) 
     };
     match rpc {
         RaftRpc::AppendEntries(req) => {
-            RaftReply::AppendEntries(group.raft.append_entries(req).await)
+            let reply = group.raft.append_entries(req).await;
+            if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                group.contact.heard();
+            }
+            RaftReply::AppendEntries(reply)
         }
         RaftRpc::Vote(req) => {
             ctx.cluster.votes_open().await;
             RaftReply::Vote(group.raft.vote(req).await)
         }
         RaftRpc::InstallSnapshot(req) => {
-            RaftReply::InstallSnapshot(group.raft.install_snapshot(req).await)
+            let vote = req.vote;
+            let reply = group.raft.install_snapshot(req).await;
+            if matches!(&reply, Ok(r) if r.vote == vote) {
+                group.contact.heard();
+            }
+            RaftReply::InstallSnapshot(reply)
         }
     }
 }

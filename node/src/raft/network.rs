@@ -1,5 +1,6 @@
 //! Raft RPCs of one shard group over the peer ALPN.
 
+use super::heartbeats::{Heartbeat, Heartbeats};
 use super::{PeerNode, TypeConfig};
 use crate::peer::{PeerClient, PeerError, PeerLane, PeerRequest, RaftReply, RaftRpc};
 use openraft::error::{
@@ -24,6 +25,8 @@ pub struct ShardNetworkFactory {
     pub shard: u16,
     /// The peer pool.
     pub peers: Arc<PeerClient>,
+    /// Where empty append-entries (heartbeats) wait for others to the same node.
+    pub heartbeats: Arc<Heartbeats>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for ShardNetworkFactory {
@@ -36,6 +39,7 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetworkFactory {
             node: node.clone(),
             addr: node.addr.parse().ok(),
             peers: self.peers.clone(),
+            heartbeats: self.heartbeats.clone(),
         }
     }
 }
@@ -47,6 +51,7 @@ pub struct ShardNetwork {
     node: PeerNode,
     addr: Option<SocketAddr>,
     peers: Arc<PeerClient>,
+    heartbeats: Arc<Heartbeats>,
 }
 
 fn unreachable<E: std::error::Error>(e: PeerError) -> RPCError<u64, PeerNode, E> {
@@ -95,6 +100,27 @@ impl ShardNetwork {
             .map_err(unreachable)
     }
 
+    /// An empty append-entries, sent with the other shards' heartbeats to this node.
+    async fn heartbeat<E: std::error::Error>(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<RaftReply, RPCError<u64, PeerNode, E>> {
+        let Some(addr) = self.addr else {
+            let e = std::io::Error::other(format!("bad peer address `{}`", self.node.addr));
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        };
+        let beat = Heartbeat {
+            shard: self.shard,
+            target: self.target,
+            rpc,
+        };
+        self.heartbeats
+            .send(addr, beat, option.hard_ttl())
+            .await
+            .map_err(unreachable)
+    }
+
     fn unexpected<E: std::error::Error>(&self, reply: RaftReply) -> RPCError<u64, PeerNode, E> {
         let e = std::io::Error::other(format!(
             "node {} answered a shard {} RPC with {reply:?}",
@@ -118,6 +144,13 @@ impl RaftNetwork<TypeConfig> for ShardNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
+        if rpc.entries.is_empty() {
+            return match self.heartbeat(rpc, &option).await? {
+                RaftReply::AppendEntries(Ok(resp)) => Ok(resp),
+                RaftReply::AppendEntries(Err(e)) => Err(self.remote(e)),
+                other => Err(self.unexpected(other)),
+            };
+        }
         // Encoded once, here: a batch too large for one frame is split by openraft (one
         // entry always fits: entries are bounded when proposed, `ENTRY_BYTES_MAX`).
         let entries = rpc.entries.len();
@@ -187,6 +220,7 @@ mod tests {
         ensure_dev_certs(&paths).unwrap();
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let config = crate::peer::client_config(&paths).unwrap();
+        let peers = PeerClient::new(endpoint, config);
         ShardNetwork {
             shard: 0,
             target: 2,
@@ -195,7 +229,8 @@ mod tests {
                 addr: "nowhere".into(),
             },
             addr: None,
-            peers: PeerClient::new(endpoint, config),
+            heartbeats: Heartbeats::new(peers.clone(), std::time::Duration::from_millis(5)),
+            peers,
         }
     }
 
