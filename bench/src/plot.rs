@@ -8,9 +8,10 @@
 //! drawn prints a warning and the benchmark goes on (see [`save`]): its figures are in the
 //! table and the JSON record already.
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -25,16 +26,9 @@ const FONT: &str = "sans-serif";
 const POINTS: usize = 1_000;
 /// A log x axis is used when the largest value is at least this multiple of the smallest.
 const LOG_SPAN: f64 = 30.0;
-/// Line colours, one per series in turn (the Tableau 10 palette).
-const COLORS: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(23, 190, 207),
+/// Line colours, one per series in turn, as 0xRRGGBB (the Tableau 10 palette).
+const COLORS: [u32; 8] = [
+    0x1f77b4, 0xff7f0e, 0x2ca02c, 0xd62728, 0x9467bd, 0x8c564b, 0xe377c2, 0x17becf,
 ];
 /// Colour of baselines and targets (marks and baseline bars).
 const GREY: RGBColor = RGBColor(110, 110, 110);
@@ -43,7 +37,28 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// The colour of the `i`th series.
 fn color(i: usize) -> RGBColor {
-    COLORS[i % COLORS.len()]
+    let [_, r, g, b] = COLORS[i % COLORS.len()].to_be_bytes();
+    RGBColor(r, g, b)
+}
+
+/// Draws the legend of `chart`'s named series in its lower right corner.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+) -> anyhow::Result<()> {
+    let mut labels = chart.configure_series_labels();
+    labels
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 18));
+    labels
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// A legend entry: a short line in `style`.
+fn swatch(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style)
 }
 
 /// Registers DejaVu Sans as [`FONT`], once per process.
@@ -121,11 +136,6 @@ impl Distribution {
         Distribution { count, points }
     }
 
-    /// Samples it was made of.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
     /// The CDF as a staircase from 0 %: each value rises from the previous percentile.
     fn stairs(&self, floor: f64) -> Vec<(f64, f64)> {
         let mut line = Vec::with_capacity(self.points.len() * 2);
@@ -140,13 +150,16 @@ impl Distribution {
     }
 }
 
-/// A number as short as it reads well on an axis: `0.25`, `3`, `1500`.
+/// A number with three significant digits (every digit of the integer part), at most
+/// three decimals and no trailing zeros: `0.25`, `7.27`, `85.3`, `1500`.
 fn short(value: f64) -> String {
-    let text = if value.abs() >= 100.0 {
-        format!("{value:.0}")
+    let magnitude = value.abs().log10().floor();
+    let decimals = if magnitude.is_finite() {
+        (2.0 - magnitude).clamp(0.0, 3.0)
     } else {
-        format!("{value:.3}")
+        0.0
     };
+    let text = format!("{value:.*}", decimals as usize);
     if text.contains('.') {
         text.trim_end_matches('0').trim_end_matches('.').to_owned()
     } else {
@@ -155,9 +168,9 @@ fn short(value: f64) -> String {
 }
 
 /// A latency CDF: one staircase per named distribution (ms on x, percentile of the samples
-/// on y) and a dashed vertical line per mark (a baseline or a target, in ms). The x axis
-/// is logarithmic, from a power of ten to a power of ten, when the values span more than
-/// [`LOG_SPAN`]; linear from 0 otherwise.
+/// on y) and a dashed grey vertical line per mark (a baseline or a target, in ms), each
+/// named in the legend. The x axis is logarithmic (see [`log_axis`]) when the values span
+/// [`LOG_SPAN`] or more; linear otherwise, from 0 unless every value is far from it.
 pub fn latency_cdf(
     path: &Path,
     title: &str,
@@ -165,36 +178,69 @@ pub fn latency_cdf(
     lines: &[(&str, &Distribution)],
     marks: &[(&str, f64)],
 ) -> anyhow::Result<()> {
-    let values = lines
+    let ends = lines
         .iter()
-        .flat_map(|(_, d)| d.points.first().into_iter().chain(d.points.last()))
-        .map(|(ms, _)| *ms)
-        .chain(marks.iter().map(|(_, ms)| *ms))
-        .filter(|v| v.is_finite());
-    let (lo, hi) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
-        (if v > 0.0 { lo.min(v) } else { lo }, hi.max(v))
-    });
+        .flat_map(|(_, d)| d.points.first().into_iter().chain(d.points.last()));
+    let values = ends.map(|p| p.0).chain(marks.iter().map(|m| m.1));
+    let (mut lo, mut lo_positive, mut hi) = (f64::INFINITY, f64::INFINITY, 0.0f64);
+    for v in values.filter(|v| v.is_finite()) {
+        (lo, hi) = (lo.min(v), hi.max(v));
+        if v > 0.0 {
+            lo_positive = lo_positive.min(v);
+        }
+    }
     anyhow::ensure!(hi > 0.0, "no sample above 0 ms to plot");
     let area = BitMapBackend::new(path, SIZE).into_drawing_area();
     area.fill(&WHITE)?;
-    if lo.is_finite() && hi / lo >= LOG_SPAN {
-        let from = 10f64.powf(lo.log10().floor());
-        let to = 10f64.powf(hi.log10().ceil());
-        let x_desc = format!("{x_desc} (log scale)");
-        draw_cdf(
-            &area,
-            title,
-            &x_desc,
-            (from..to).log_scale(),
-            from,
-            lines,
-            marks,
-        )?;
+    if hi / lo_positive >= LOG_SPAN {
+        // Values at 0 are drawn at the left edge.
+        let (from, to, labelled, light) = log_axis(lo_positive, hi);
+        let x_desc = match x_desc.strip_suffix(')') {
+            Some(head) => format!("{head}, log scale)"),
+            None => format!("{x_desc} (log scale)"),
+        };
+        let x = (from..to)
+            .log_scale()
+            .with_key_points(labelled)
+            .with_light_points(light);
+        draw_cdf(&area, title, &x_desc, x, from, lines, marks)?;
     } else {
-        draw_cdf(&area, title, x_desc, 0.0..hi * 1.05, 0.0, lines, marks)?;
+        // From 0 unless every value is far from it: then the spread is what shows.
+        let margin = (hi - lo) * 0.1;
+        let from = if lo > hi / 4.0 { lo - margin } else { 0.0 };
+        let to = hi + margin.max(hi * 0.02);
+        draw_cdf(&area, title, x_desc, from..to, from, lines, marks)?;
     }
     area.present()?;
     Ok(())
+}
+
+/// A log axis around `lo..hi` (both above 0): from a 1, 2 or 5 times a power of ten to
+/// another, labelled at 1, 2 and 5 times each power of ten (only at 1 over more than
+/// four), with light lines at each digit. Returns (from, to, labelled, light).
+fn log_axis(lo: f64, hi: f64) -> (f64, f64, Vec<f64>, Vec<f64>) {
+    let first_decade = 10f64.powf(lo.log10().floor());
+    let last_decade = 10f64.powf(hi.log10().floor());
+    let from = [5.0, 2.0, 1.0]
+        .map(|n| n * first_decade)
+        .into_iter()
+        .find(|v| *v <= lo)
+        .unwrap_or(first_decade);
+    let to = [1.0, 2.0, 5.0, 10.0]
+        .map(|n| n * last_decade)
+        .into_iter()
+        .find(|v| *v >= hi)
+        .unwrap_or(10.0 * last_decade);
+    let decades = (last_decade / first_decade).log10().round() as i32;
+    let ticks = |digits: &[f64]| -> Vec<f64> {
+        (0..=decades + 1)
+            .flat_map(|d| digits.iter().map(move |n| first_decade * 10f64.powi(d) * n))
+            .filter(|v| *v >= from * 0.999 && *v <= to * 1.001)
+            .collect()
+    };
+    let labelled = &[1.0, 2.0, 5.0][..if decades > 4 { 1 } else { 3 }];
+    let digits = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    (from, to, ticks(labelled), ticks(&digits))
 }
 
 /// The CDF on the x axis `x` (linear or logarithmic); values are drawn at least at `floor`.
@@ -224,40 +270,31 @@ where
         .x_label_formatter(&|v| short(*v))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style((FONT, 16))
+        .max_light_lines(4)
         .axis_desc_style((FONT, 18))
         .draw()?;
-    for (i, (name, ms)) in marks.iter().enumerate() {
-        let ms = ms.max(floor);
-        let style = GREY.stroke_width(2);
-        chart.draw_series(DashedLineSeries::new(
-            [(ms, 0.0), (ms, 100.0)],
-            10,
-            6,
-            style,
-        ))?;
-        let text = TextStyle::from((FONT, 16).into_font()).pos(Pos::new(HPos::Left, VPos::Top));
-        let y = 98.0 - 5.0 * i as f64;
-        chart.draw_series([Text::new(format!(" {name}"), (ms, y), text)])?;
-    }
     for (i, (name, distribution)) in lines.iter().enumerate() {
         let style = color(i).stroke_width(2);
         chart
             .draw_series(LineSeries::new(distribution.stairs(floor), style))?
-            .label(format!("{name} (n={})", distribution.count()))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
+            .label(format!("{name} (n={})", distribution.count))
+            .legend(swatch(style));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 18))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
+    for (name, ms) in marks {
+        let ms = ms.max(floor);
+        let style = GREY.stroke_width(2);
+        let line = [(ms, 0.0), (ms, 100.0)];
+        chart
+            .draw_series(DashedLineSeries::new(line, 10, 6, style))?
+            .label(*name)
+            .legend(move |(x, y)| DashedPathElement::new([(x, y), (x + 24, y)], 7, 3, style));
+    }
+    legend(&mut chart)?;
     Ok(())
 }
 
-/// Named series over time, a line with a dot per point: x in seconds from the start of
-/// `x_desc`'s window, y as `y_desc` says, from 0.
+/// Named series over time, a line with a dot per point: x in seconds from 0 and y from 0,
+/// as `x_desc` and `y_desc` say.
 pub fn over_time(
     path: &Path,
     title: &str,
@@ -284,6 +321,7 @@ pub fn over_time(
         .x_label_formatter(&|v| short(*v))
         .y_label_formatter(&|v| short(*v))
         .label_style((FONT, 16))
+        .max_light_lines(4)
         .axis_desc_style((FONT, 18))
         .draw()?;
     for (i, (name, points)) in lines.iter().enumerate() {
@@ -291,16 +329,10 @@ pub fn over_time(
         chart
             .draw_series(LineSeries::new(points.iter().copied(), style))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
+            .legend(swatch(style));
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color(i).filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 18))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
+    legend(&mut chart)?;
     area.present()?;
     Ok(())
 }
@@ -317,15 +349,16 @@ pub fn bars(
 ) -> anyhow::Result<()> {
     let y_max = bars.iter().map(|b| b.1).fold(0.0, f64::max);
     anyhow::ensure!(!bars.is_empty() && y_max.is_finite(), "no value to plot");
-    let count = u32::try_from(bars.len()).map_err(|_| anyhow!("too many bars"))?;
     let area = BitMapBackend::new(path, SIZE).into_drawing_area();
     area.fill(&WHITE)?;
+    // One segment per bar (an integer range counts its end).
+    let last = u32::try_from(bars.len() - 1).context("too many bars")?;
     let mut chart = ChartBuilder::on(&area)
         .caption(title, (FONT, 26))
         .margin(24)
         .x_label_area_size(48)
         .y_label_area_size(96)
-        .build_cartesian_2d((0..count).into_segmented(), 0.0..(y_max * 1.15).max(1e-3))?;
+        .build_cartesian_2d((0..last).into_segmented(), 0.0..(y_max * 1.15).max(1e-3))?;
     let label = |v: &SegmentValue<u32>| match v {
         SegmentValue::CenterOf(i) => bars.get(*i as usize).map_or("", |b| b.0).to_owned(),
         _ => String::new(),
@@ -338,94 +371,28 @@ pub fn bars(
         .y_desc(y_desc)
         .y_label_formatter(&|v| short(*v))
         .label_style((FONT, 16))
+        .max_light_lines(1)
         .axis_desc_style((FONT, 18))
         .draw()?;
     let text = TextStyle::from((FONT, 16).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
-    for (i, (_, value)) in (0..count).zip(bars) {
-        let fill = if baseline == Some(i as usize) {
-            GREY
-        } else {
-            color(0)
-        };
-        let mut bar = Rectangle::new(
-            [
-                (SegmentValue::Exact(i), 0.0),
-                (SegmentValue::Exact(i + 1), *value),
-            ],
-            fill.filled(),
-        );
+    for (i, (_, value)) in (0..=last).zip(bars) {
+        let fill = baseline
+            .filter(|b| *b == i as usize)
+            .map_or(color(0), |_| GREY);
+        let corners = [
+            (SegmentValue::Exact(i), 0.0),
+            (SegmentValue::Exact(i + 1), *value),
+        ];
+        let mut bar = Rectangle::new(corners, fill.filled());
         bar.set_margin(0, 0, 24, 24);
         chart.draw_series([bar])?;
         let caption = format!("{} {unit}", short(*value));
-        chart.draw_series([Text::new(
-            caption,
-            (SegmentValue::CenterOf(i), *value),
-            text.clone(),
-        )])?;
+        let at = (SegmentValue::CenterOf(i), *value);
+        chart.draw_series([Text::new(caption, at, text.clone())])?;
     }
     area.present()?;
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_distribution_keeps_few_samples_whole_and_bounds_many() {
-        let few = Distribution::from_ms(&[3.0, 1.0, f64::NAN, 2.0]);
-        assert_eq!(few.count(), 3);
-        assert_eq!(
-            few.points,
-            [(1.0, 100.0 / 3.0), (2.0, 200.0 / 3.0), (3.0, 100.0)]
-        );
-        let sorted: Vec<u32> = (0..1_000_000).collect();
-        let many = Distribution::from_sorted_micros(&sorted);
-        assert!(many.points.len() <= 2 * POINTS + 1);
-        assert_eq!(many.points.last(), Some(&(999.999, 100.0)));
-        let tail = many.points.iter().filter(|p| p.1 > 99.0).count();
-        assert!(tail >= POINTS - 1, "the top 1 % keeps its shape: {tail}");
-        assert!(Distribution::from_ms(&[]).points.is_empty());
-    }
-
-    #[test]
-    fn axis_numbers_are_short() {
-        assert_eq!(short(0.25), "0.25");
-        assert_eq!(short(3.0), "3");
-        assert_eq!(short(1500.4), "1500");
-        assert_eq!(short(0.0001), "0");
-    }
-
-    #[test]
-    fn every_kind_of_plot_draws_a_png_with_the_embedded_font() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wide = Distribution::from_ms(&[0.2, 1.0, 5.0, 40.0]);
-        let narrow = Distribution::from_ms(&[1.0, 1.5, 2.0]);
-        register_font().expect("font");
-        let cdf = dir.path().join("cdf.png");
-        latency_cdf(&cdf, "t", "ms", &[("a", &wide)], &[("target", 2.0)]).expect("log cdf");
-        latency_cdf(&cdf, "t", "ms", &[("b", &narrow)], &[]).expect("linear cdf");
-        let time = dir.path().join("time.png");
-        over_time(
-            &time,
-            "t",
-            "s",
-            "per s",
-            &[("a", &[(0.5, 10.0), (1.5, 12.0)])],
-        )
-        .expect("time");
-        let bar = dir.path().join("bars.png");
-        bars(&bar, "t", "ms", "ms", &[("a", 1.0), ("b", 3.0)], Some(0)).expect("bars");
-        for png in [cdf, time, bar] {
-            let bytes = std::fs::read(&png).expect("written");
-            assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", png.display());
-        }
-        save(dir.path(), "empty", |path| {
-            latency_cdf(path, "t", "ms", &[], &[])
-        });
-        assert!(
-            !dir.path().join("plots/empty.png").exists(),
-            "a failed plot is skipped"
-        );
-    }
-}
+mod tests;
