@@ -13,6 +13,7 @@
 //!   conversations activated, VmRSS before and after.
 
 use crate::common::{Latency, append_result, local_cluster, node_binary, poll_until, rss_bytes};
+use crate::plot::{self, Distribution};
 use anyhow::Context;
 use futures::StreamExt;
 use serde::Serialize;
@@ -118,18 +119,20 @@ async fn seed(bin: &Path, config: &Path, conversations: u64) -> anyhow::Result<f
     Ok(began.elapsed().as_secs_f64())
 }
 
-/// Times `get_conversation` on each of `ids`, one after the other.
+/// Times `get_conversation` on each of `ids`, one after the other: the summary and the
+/// distribution (for the plot).
 async fn timed_gets(
     clients: &[Client],
     ids: &[(usize, ConversationId)],
-) -> anyhow::Result<Latency> {
+) -> anyhow::Result<(Latency, Distribution)> {
     let mut micros = Vec::with_capacity(ids.len());
     for (owner, id) in ids {
         let began = Instant::now();
         clients[*owner].get_conversation(*id).await?;
         micros.push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
     }
-    Ok(Latency::from_micros(&mut micros))
+    let latency = Latency::from_micros(&mut micros);
+    Ok((latency, Distribution::from_sorted_micros(&micros)))
 }
 
 /// Conversation actors `admin`'s node hosts among `ids`.
@@ -207,10 +210,10 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
     let for_memory = &rest[..options.actors];
 
     eprintln!("activation: timing {} activations", samples.len());
-    let first = timed_gets(&clients, samples).await?;
-    let warm = timed_gets(&clients, samples).await?;
+    let (first, first_cdf) = timed_gets(&clients, samples).await?;
+    let (warm, warm_cdf) = timed_gets(&clients, samples).await?;
     passivate(&admin, samples).await?;
-    let reactivation = timed_gets(&clients, samples).await?;
+    let (reactivation, reactivation_cdf) = timed_gets(&clients, samples).await?;
     passivate(&admin, samples).await?;
 
     eprintln!(
@@ -270,6 +273,25 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         }),
     )?;
     println!("results appended to {}", path.display());
+    plot::save(results, "activation", |path| {
+        plot::latency_cdf(
+            path,
+            &format!(
+                "activation: get_conversation on a node holding {} passivated conversations",
+                options.conversations
+            ),
+            "get_conversation round trip (ms)",
+            &[
+                ("first activation", &first_cdf),
+                ("actor active (baseline)", &warm_cdf),
+                ("reactivation after evict", &reactivation_cdf),
+            ],
+            &[(
+                &format!("reactivation p99 target {TARGET_REACTIVATION_P99_MS} ms"),
+                TARGET_REACTIVATION_P99_MS,
+            )],
+        )
+    });
     Ok(())
 }
 

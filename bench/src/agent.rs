@@ -15,6 +15,7 @@
 //! written as soon as the prompt arrives).
 
 use crate::common::{Latency, append_result, local_cluster, node_binary, spawn};
+use crate::plot::{self, Distribution};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde::Serialize;
@@ -208,6 +209,8 @@ pub async fn run(prompts: usize, results: &Path) -> anyhow::Result<()> {
     let _ = node.kill().await;
     let shoal = Latency::from_micros(&mut shoal_us);
     let direct = Latency::from_micros(&mut direct_us);
+    let shoal_cdf = Distribution::from_sorted_micros(&shoal_us);
+    let direct_cdf = Distribution::from_sorted_micros(&direct_us);
     let figures = Figures {
         added_p50_ms: shoal.p50_ms - direct.p50_ms,
         added_p99_ms: shoal.p99_ms - direct.p99_ms,
@@ -245,6 +248,21 @@ pub async fn run(prompts: usize, results: &Path) -> anyhow::Result<()> {
         serde_json::json!({"prompts": prompts, "figures": figures, "target_added_ms": TARGET_ADDED_MS}),
     )?;
     println!("results appended to {}", path.display());
+    plot::save(results, "agent", |path| {
+        plot::latency_cdf(
+            path,
+            &format!("agent: prompt -> first token, {prompts} prompts per arm"),
+            "prompt -> first text chunk (ms)",
+            &[
+                ("through Shoal (1 node, 1 replica)", &shoal_cdf),
+                ("demo agent over stdio (baseline)", &direct_cdf),
+            ],
+            &[(
+                &format!("target: direct p50 + {TARGET_ADDED_MS} ms"),
+                figures.direct.p50_ms + TARGET_ADDED_MS,
+            )],
+        )
+    });
     Ok(())
 }
 

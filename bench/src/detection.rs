@@ -12,6 +12,7 @@
 //! as `cluster-config` documents), so the ratio is independent of the machine.
 
 use crate::common::{append_result, local_cluster, node_binary, percentile, poll_until, spawn};
+use crate::plot::{self, Distribution};
 use anyhow::Context;
 use serde::Serialize;
 use shoal_client::{AdminClient, Profile};
@@ -47,6 +48,9 @@ struct Row {
     first_ms: Summary,
     /// Survivor times taken from a poll because the event was missing.
     polled: usize,
+    /// Kill → the last survivor marks the node down, every trial (for the plot).
+    #[serde(skip)]
+    all_cdf: Distribution,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -158,7 +162,37 @@ pub async fn run(options: &Options, results: &std::path::Path) -> anyhow::Result
         serde_json::json!({ "shards": SHARDS, "rows": rows }),
     )?;
     println!("results appended to {}", path.display());
+    plot::save(results, "detection", |path| plot_rows(path, &rows));
     Ok(())
+}
+
+/// The CDF of kill → down on every survivor, one line per cluster size, with each
+/// preset's baseline (probe period + suspect_to_down) as a mark.
+fn plot_rows(path: &std::path::Path, rows: &[Row]) -> anyhow::Result<()> {
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} nodes ({})", r.nodes, r.preset))
+        .collect();
+    let lines: Vec<(&str, &Distribution)> = names
+        .iter()
+        .zip(rows)
+        .map(|(name, r)| (name.as_str(), &r.all_cdf))
+        .collect();
+    let mut bases: Vec<(String, f64)> = Vec::new();
+    for r in rows {
+        let base = (r.probe_period_ms + r.suspect_to_down_ms) as f64;
+        if !bases.iter().any(|(_, ms)| *ms == base) {
+            bases.push((format!("baseline {}: {base:.0} ms", r.preset), base));
+        }
+    }
+    let marks: Vec<(&str, f64)> = bases.iter().map(|(n, ms)| (n.as_str(), *ms)).collect();
+    plot::latency_cdf(
+        path,
+        "detection: kill -9 of one node -> every survivor's gossip marks it down",
+        "kill -> down on the last survivor (ms)",
+        &lines,
+        &marks,
+    )
 }
 
 async fn run_size(bin: &std::path::Path, nodes: u16, trials: usize) -> anyhow::Result<Row> {
@@ -250,6 +284,7 @@ async fn run_size(bin: &std::path::Path, nodes: u16, trials: usize) -> anyhow::R
         probe_period_ms: probe.as_millis() as u64,
         suspect_to_down_ms: suspect.as_millis() as u64,
         trials,
+        all_cdf: Distribution::from_ms(&all_ms),
         all_ms: summary(all_ms),
         first_ms: summary(first_ms),
         polled,

@@ -14,6 +14,7 @@
 //! Every node it starts is killed when it ends.
 
 use crate::common::{CpuMeter, local_cluster, node_binary, percentile, poll_until, spawn};
+use crate::plot::{self, Distribution};
 use anyhow::Context;
 use futures::StreamExt;
 use shoal_client::{AdminClient, Client, FollowStream, Profile};
@@ -319,5 +320,26 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         }),
     )?;
     println!("results appended to {}", path.display());
+    let lines = [
+        ("kill -> first acknowledged write", failovers_ms.as_slice()),
+        ("kill -> down on every survivor", detections_ms.as_slice()),
+        ("kill -> follower's first event", resumes_ms.as_slice()),
+    ]
+    .map(|(name, ms)| (name, Distribution::from_ms(ms)));
+    plot::save(results, "failover", |path| {
+        plot::latency_cdf(
+            path,
+            &format!(
+                "failover: kill -9 of a shard leader, 3 nodes, {} trials",
+                failovers_ms.len()
+            ),
+            "time after the kill (ms)",
+            &lines.iter().map(|(name, d)| (*name, d)).collect::<Vec<_>>(),
+            &[(
+                &format!("election_timeout_max {election_max_ms:.0} ms"),
+                election_max_ms,
+            )],
+        )
+    });
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::common::{
     CpuMeter, Latency, STEP_TIMEOUT, append_result, free_base, local_cluster, monotonic_ns,
     node_binary, raise_nofile_limit, rss_bytes, spawn,
 };
+use crate::plot::{self, Distribution};
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -66,6 +67,9 @@ pub struct Arm {
     pub client_cores: f64,
     /// Server memory added per attached follower, bytes.
     pub server_bytes_per_follower: f64,
+    /// The distribution of the latencies (for the plot).
+    #[serde(skip)]
+    pub latency_cdf: Distribution,
 }
 
 /// A follower's tally.
@@ -164,6 +168,7 @@ fn combine(followers: usize, expected: u64, tallies: Vec<Tally>) -> Arm {
         server_cores: 0.0,
         client_cores: 0.0,
         server_bytes_per_follower: 0.0,
+        latency_cdf: Distribution::default(),
     };
     let mut errors = std::collections::BTreeMap::<String, usize>::new();
     for t in tallies {
@@ -177,6 +182,7 @@ fn combine(followers: usize, expected: u64, tallies: Vec<Tally>) -> Arm {
         arm.resets += t.resets;
     }
     arm.latency = Latency::from_micros(&mut latencies);
+    arm.latency_cdf = Distribution::from_sorted_micros(&latencies);
     for (error, count) in errors {
         eprintln!("{count} followers ended with: {error}");
     }
@@ -266,6 +272,7 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
             Ok(arm) => serde_json::json!(arm),
             Err(e) => serde_json::json!({"error": format!("{e:#}")}),
         };
+        plot_row(results, options, followers, &shoal, baseline.as_ref());
         rows.push(serde_json::json!({
             "followers": followers,
             "shoal": json(&shoal),
@@ -285,6 +292,35 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
     )?;
     println!("results appended to {}", path.display());
     Ok(())
+}
+
+/// The latency CDF of one follower count, Shoal and Redis (the arms that finished).
+fn plot_row(
+    results: &Path,
+    options: &Options,
+    followers: usize,
+    shoal: &anyhow::Result<Arm>,
+    redis: Option<&anyhow::Result<Arm>>,
+) {
+    let arms = [("Shoal", Some(shoal)), ("Redis Streams (baseline)", redis)];
+    let lines: Vec<(&str, &Distribution)> = arms
+        .into_iter()
+        .filter_map(|(name, arm)| Some((name, &arm?.as_ref().ok()?.latency_cdf)))
+        .collect();
+    plot::save(results, &format!("fanout-{followers}"), |path| {
+        plot::latency_cdf(
+            path,
+            &format!(
+                "fanout: {followers} follower{}, {} events/s for {} s, end-to-end latency",
+                if followers == 1 { "" } else { "s" },
+                options.rate,
+                options.secs
+            ),
+            "event written -> received by a follower (ms)",
+            &lines,
+            &[],
+        )
+    });
 }
 
 async fn bounded(

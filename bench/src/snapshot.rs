@@ -16,6 +16,7 @@
 //! and hashing work a node does per snapshot.
 
 use crate::common::append_result;
+use crate::plot;
 use anyhow::Context;
 use serde_json::json;
 use shoal_node::workspace::blobs::BlobStore;
@@ -149,6 +150,25 @@ pub fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         }),
     )?;
     println!("results appended to {}", path.display());
+    plot::save(results, "snapshot", |path| {
+        plot::bars(
+            path,
+            &format!(
+                "snapshot: {} files of {} bytes, against copying the tree",
+                options.files, options.file_bytes
+            ),
+            "time (ms)",
+            "ms",
+            &[
+                ("copy (baseline)", ms(copy)),
+                ("first snapshot", ms(first_time)),
+                ("unchanged (turn end)", ms(unchanged_time)),
+                ("one file changed", ms(one_time)),
+                ("restore", ms(restore_time)),
+            ],
+            Some(0),
+        )
+    });
     Ok(())
 }
 
@@ -241,6 +261,19 @@ pub async fn run_cluster(files: usize, results: &Path) -> anyhow::Result<()> {
         }),
     )?;
     println!("results appended to {}", path.display());
+    plot::save(results, "snapshot-cluster", |path| {
+        plot::bars(
+            path,
+            "snapshot in a 3-node cluster: a turn, send -> done",
+            "turn time (ms)",
+            "ms",
+            &[
+                ("unchanged (median of 5, baseline)", ms(base)),
+                (&format!("after {files} new files of 4 KiB"), ms(with_files)),
+            ],
+            Some(0),
+        )
+    });
     drop(children);
     Ok(())
 }

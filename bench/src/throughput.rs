@@ -15,13 +15,14 @@
 
 use crate::common::{CpuMeter, Latency, append_result, local_cluster, node_binary, spawn};
 use crate::failover::wait_balanced;
+use crate::plot::{self, Distribution};
 use anyhow::Context;
 use serde::Serialize;
 use shoal_client::{AdminClient, Client, Profile};
 use shoal_node::dev::LocalNode;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The target of the issue, in acknowledged writes per second.
@@ -63,6 +64,12 @@ pub struct Arm {
     pub node_cores: f64,
     /// Share of one core this process (the clients) used in the window.
     pub client_cores: f64,
+    /// Writes acknowledged in each whole second of the window (for the plot).
+    #[serde(skip)]
+    pub per_second: Vec<u64>,
+    /// The distribution of the client round trips (for the plot).
+    #[serde(skip)]
+    pub latency_cdf: Distribution,
 }
 
 fn profile_for(base: &Profile, node: &LocalNode, token: String) -> Profile {
@@ -153,7 +160,44 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         }),
     )?;
     println!("results appended to {}", path.display());
+    plot_arms(results, options, [&replicated, &baseline]);
     Ok(())
+}
+
+/// Writes per second over the window and the round-trip CDF, both arms on each.
+fn plot_arms(results: &Path, options: &Options, arms: [&Arm; 2]) {
+    let setup = format!("{} users, {} in flight", options.users, options.concurrency);
+    // Each whole second's count, drawn at the middle of its second.
+    let seconds = arms.map(|arm| {
+        let points = arm.per_second.iter().enumerate();
+        points
+            .map(|(s, n)| (s as f64 + 0.5, *n as f64))
+            .collect::<Vec<_>>()
+    });
+    plot::save(results, "throughput", |path| {
+        plot::over_time(
+            path,
+            &format!("throughput: acknowledged CreateConversation writes, {setup}"),
+            "seconds into the measured window",
+            "writes acknowledged per second",
+            &[
+                (arms[0].setup.as_str(), seconds[0].as_slice()),
+                (arms[1].setup.as_str(), seconds[1].as_slice()),
+            ],
+        )
+    });
+    plot::save(results, "throughput-latency", |path| {
+        plot::latency_cdf(
+            path,
+            &format!("throughput: client round trip of each write, {setup}"),
+            "request -> acknowledged commit (ms)",
+            &[
+                (arms[0].setup.as_str(), &arms[0].latency_cdf),
+                (arms[1].setup.as_str(), &arms[1].latency_cdf),
+            ],
+            &[],
+        )
+    });
 }
 
 /// Starts `layout`, loads it for the warm-up and the window, and stops it.
@@ -192,11 +236,16 @@ async fn run_arm(
     };
     let pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let measuring = Arc::new(AtomicBool::new(false));
+    // When the measured window started: set once the warm-up is over.
+    let window_start = Arc::new(OnceLock::<Instant>::new());
+    // Writes acknowledged in each whole second of the window.
+    let per_second: Arc<Vec<AtomicU64>> =
+        Arc::new((0..options.secs).map(|_| AtomicU64::new(0)).collect());
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..options.concurrency {
         let client = clients[worker % clients.len()].clone();
-        let (stop, measuring) = (stop.clone(), measuring.clone());
+        let (stop, window_start) = (stop.clone(), window_start.clone());
+        let per_second = per_second.clone();
         workers.spawn(async move {
             let mut latencies_us = Vec::new();
             let mut errors = 0u64;
@@ -204,13 +253,17 @@ async fn run_arm(
                 let started = Instant::now();
                 let ok = client.create_conversation(None, None).await.is_ok();
                 // Only writes acknowledged inside the window count.
-                if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-                    if ok {
-                        let us = started.elapsed().as_micros();
-                        latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
-                    } else {
-                        errors += 1;
+                let window = window_start.get().filter(|_| !stop.load(Ordering::Relaxed));
+                let Some(window) = window else { continue };
+                if ok {
+                    let us = started.elapsed().as_micros();
+                    latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    let second = window.elapsed().as_secs() as usize;
+                    if let Some(count) = per_second.get(second) {
+                        count.fetch_add(1, Ordering::Relaxed);
                     }
+                } else {
+                    errors += 1;
                 }
             }
             (latencies_us, errors)
@@ -225,8 +278,8 @@ async fn run_arm(
     tokio::time::sleep(WARMUP).await;
     let nodes_cpu = CpuMeter::start(&pids);
     let client_cpu = CpuMeter::start(&[std::process::id()]);
-    measuring.store(true, Ordering::Relaxed);
     let window = Instant::now();
+    let _ = window_start.set(window);
     tokio::time::sleep(Duration::from_secs(options.secs)).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = window.elapsed().as_secs_f64();
@@ -248,14 +301,20 @@ async fn run_arm(
     }
     let writes = all.len() as u64;
     eprintln!("throughput: {setup}: {writes} writes in {elapsed:.1} s");
+    let latency = Latency::from_micros(&mut all);
     Ok(Arm {
         setup: setup.to_owned(),
         writes,
         writes_per_sec: writes as f64 / elapsed,
-        latency: Latency::from_micros(&mut all),
+        latency,
         errors,
         shards: shards.len(),
         node_cores,
         client_cores,
+        per_second: per_second
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect(),
+        latency_cdf: Distribution::from_sorted_micros(&all),
     })
 }
