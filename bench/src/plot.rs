@@ -13,6 +13,7 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
+use plotters::style::register_font;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -33,41 +34,42 @@ const COLORS: [u32; 8] = [
 /// Colour of baselines and targets (marks and baseline bars).
 const GREY: RGBColor = RGBColor(110, 110, 110);
 
-type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
-
 /// The colour of the `i`th series.
 fn color(i: usize) -> RGBColor {
     let [_, r, g, b] = COLORS[i % COLORS.len()].to_be_bytes();
     RGBColor(r, g, b)
 }
 
-/// Draws the legend of `chart`'s named series in its lower right corner.
-fn legend<'a, CT: CoordTranslate>(
-    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
-) -> anyhow::Result<()> {
-    let mut labels = chart.configure_series_labels();
-    labels
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 18));
-    labels
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
-}
-
-/// A legend entry: a short line in `style`.
-fn swatch(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
-    move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style)
-}
-
-/// Registers DejaVu Sans as [`FONT`], once per process.
-fn register_font() -> anyhow::Result<()> {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let registered = *REGISTERED.get_or_init(|| {
-        plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
-    });
-    anyhow::ensure!(registered, "the embedded font could not be loaded");
+/// Draws the legend of `chart`'s series, `labels`, in the corner of the plotting area
+/// where it hides the fewest of `points` (the lower right on a tie).
+fn legend<'a, X, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    labels: &[String],
+    points: impl Iterator<Item = (f64, f64)>,
+) -> anyhow::Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    use SeriesLabelPosition::{LowerLeft, LowerRight, UpperLeft, UpperRight};
+    let (xs, ys) = chart.plotting_area().get_pixel_range();
+    // The legend's size, estimated from its 18 px font.
+    let chars = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let (width, height) = (chars as i32 * 10 + 60, labels.len() as i32 * 24 + 20);
+    let mut hidden = [0usize; 4];
+    for (x, y) in points.map(|p| chart.backend_coord(&p)) {
+        let (l, r) = (x <= xs.start + width, x >= xs.end - width);
+        let (t, b) = (y <= ys.start + height, y >= ys.end - height);
+        for (n, inside) in hidden.iter_mut().zip([r && b, l && t, r && t, l && b]) {
+            *n += usize::from(inside);
+        }
+    }
+    let best = (0..4).min_by_key(|i| hidden[*i]).unwrap_or(0);
+    let corner = [LowerRight, UpperLeft, UpperRight, LowerLeft][best].clone();
+    let mut style = chart.configure_series_labels();
+    style.position(corner).label_font((FONT, 18));
+    style.background_style(WHITE.mix(0.9));
+    style.border_style(BLACK).draw()?;
     Ok(())
 }
 
@@ -77,8 +79,13 @@ fn register_font() -> anyhow::Result<()> {
 pub fn save(results: &Path, name: &str, draw: impl FnOnce(&Path) -> anyhow::Result<()>) {
     let dir = results.join("plots");
     let path = dir.join(format!("{name}.png"));
+    // DejaVu Sans is registered as FONT once per process.
+    static FONT_LOADED: OnceLock<bool> = OnceLock::new();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        register_font()?;
+        let font = dejavu::sans::regular();
+        let loaded =
+            FONT_LOADED.get_or_init(|| register_font(FONT, FontStyle::Normal, font).is_ok());
+        anyhow::ensure!(*loaded, "the embedded font could not be loaded");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         draw(&path)
     }));
@@ -86,7 +93,7 @@ pub fn save(results: &Path, name: &str, draw: impl FnOnce(&Path) -> anyhow::Resu
         Ok(Ok(())) => println!("plot: {}", path.display()),
         Ok(Err(e)) => println!("warning: plot {} not drawn: {e:#}", path.display()),
         Err(_) => println!(
-            "warning: plot {} not drawn: the plotting library panicked",
+            "warning: plot {} not drawn: plotters panicked",
             path.display()
         ),
     }
@@ -245,7 +252,7 @@ fn log_axis(lo: f64, hi: f64) -> (f64, f64, Vec<f64>, Vec<f64>) {
 
 /// The CDF on the x axis `x` (linear or logarithmic); values are drawn at least at `floor`.
 fn draw_cdf<X>(
-    area: &Area,
+    area: &DrawingArea<BitMapBackend, Shift>,
     title: &str,
     x_desc: &str,
     x: X,
@@ -273,23 +280,30 @@ where
         .max_light_lines(4)
         .axis_desc_style((FONT, 18))
         .draw()?;
-    for (i, (name, distribution)) in lines.iter().enumerate() {
+    let stairs: Vec<Vec<(f64, f64)>> = lines.iter().map(|(_, d)| d.stairs(floor)).collect();
+    let mut labels = Vec::new();
+    // What the legend should hide the least of: the lines, and the marks top to bottom.
+    let mut covered = stairs.concat();
+    for (i, ((name, distribution), stairs)) in lines.iter().zip(&stairs).enumerate() {
         let style = color(i).stroke_width(2);
+        labels.push(format!("{name} (n={})", distribution.count));
         chart
-            .draw_series(LineSeries::new(distribution.stairs(floor), style))?
-            .label(format!("{name} (n={})", distribution.count))
-            .legend(swatch(style));
+            .draw_series(LineSeries::new(stairs.iter().copied(), style))?
+            .label(labels[i].as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
     }
     for (name, ms) in marks {
         let ms = ms.max(floor);
         let style = GREY.stroke_width(2);
         let line = [(ms, 0.0), (ms, 100.0)];
+        labels.push(name.to_string());
+        covered.extend((0..=10).map(|y| (ms, f64::from(y) * 10.0)));
         chart
             .draw_series(DashedLineSeries::new(line, 10, 6, style))?
             .label(*name)
             .legend(move |(x, y)| DashedPathElement::new([(x, y), (x + 24, y)], 7, 3, style));
     }
-    legend(&mut chart)?;
+    legend(&mut chart, &labels, covered.into_iter())?;
     Ok(())
 }
 
@@ -329,10 +343,11 @@ pub fn over_time(
         chart
             .draw_series(LineSeries::new(points.iter().copied(), style))?
             .label(*name)
-            .legend(swatch(style));
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
         chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color(i).filled())))?;
     }
-    legend(&mut chart)?;
+    let labels: Vec<String> = lines.iter().map(|l| l.0.to_owned()).collect();
+    legend(&mut chart, &labels, points().copied())?;
     area.present()?;
     Ok(())
 }

@@ -33,21 +33,25 @@ fn every_kind_of_plot_draws_a_png_with_the_embedded_font() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wide = Distribution::from_ms(&[0.2, 1.0, 5.0, 40.0]);
     let narrow = Distribution::from_ms(&[1.0, 1.5, 2.0]);
-    register_font().expect("font");
-    let [cdf, time, bar] = ["cdf", "time", "bars"].map(|n| dir.path().join(format!("{n}.png")));
-    latency_cdf(&cdf, "t", "ms", &[("a", &wide)], &[("target", 2.0)]).expect("log cdf");
-    latency_cdf(&cdf, "t", "ms", &[("b", &narrow)], &[]).expect("linear cdf");
-    over_time(&time, "t", "s", "n", &[("a", &[(0.5, 1.0), (1.5, 2.0)])]).expect("time");
-    bars(&bar, "t", "ms", "ms", &[("a", 1.0), ("b", 3.0)], Some(0)).expect("bars");
-    for png in [cdf, time, bar] {
-        let bytes = std::fs::read(&png).expect("written");
-        assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", png.display());
+    let results = dir.path();
+    save(results, "log", |p| {
+        latency_cdf(p, "t", "ms", &[("a", &wide)], &[("m", 2.0)])
+    });
+    save(results, "linear", |p| {
+        latency_cdf(p, "t", "ms", &[("b", &narrow)], &[])
+    });
+    save(results, "time", |p| {
+        over_time(p, "t", "s", "n", &[("a", &[(0.5, 1.0), (1.5, 2.0)])])
+    });
+    save(results, "bars", |p| {
+        bars(p, "t", "ms", "ms", &[("a", 1.0), ("b", 3.0)], Some(0))
+    });
+    for name in ["log", "linear", "time", "bars"] {
+        let png = std::fs::read(results.join(format!("plots/{name}.png"))).expect(name);
+        assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
     }
-    save(dir.path(), "none", |path| {
+    save(results, "none", |path| {
         latency_cdf(path, "t", "ms", &[], &[])
     });
-    assert!(
-        !dir.path().join("plots/none.png").exists(),
-        "nothing to draw"
-    );
+    assert!(!results.join("plots/none.png").exists(), "nothing to draw");
 }
