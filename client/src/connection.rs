@@ -273,14 +273,15 @@ impl Link {
         Ok(connection)
     }
 
-    /// Whether this link has no live connection (never connected, or its connection has
-    /// closed): the next request reconnects.
-    pub(crate) async fn is_closed(&self) -> bool {
-        self.current
-            .lock()
-            .await
-            .as_ref()
-            .is_none_or(|session| session.connection.close_reason().is_some())
+    /// Whether this link's connection died of silence (QUIC's idle timeout): its node is
+    /// most likely dead, not restarting or closing the connection on purpose.
+    pub(crate) async fn went_silent(&self) -> bool {
+        self.current.lock().await.as_ref().is_some_and(|session| {
+            matches!(
+                session.connection.close_reason(),
+                Some(quinn::ConnectionError::TimedOut)
+            )
+        })
     }
 
     /// Closes the connection (if any) and waits up to [`CLOSE_WAIT_MS`] for the node to

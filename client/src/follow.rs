@@ -338,11 +338,11 @@ impl Follower {
             return Some(err);
         }
         if let Some(moved) = &self.moved
-            && moved.is_closed().await
+            && moved.went_silent().await
         {
-            // The node the conversation moved to is gone (or cannot be reached): ask the
+            // The node the conversation moved to went silent (most likely dead): ask the
             // client's own connection, whose node knows where the conversation lives now,
-            // rather than dialling the lost one again.
+            // rather than dialling the silent one again.
             self.moved = None;
         }
         let Some(wait_ms) = self.streak.next_wait_ms(Instant::now(), false) else {

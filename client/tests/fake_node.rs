@@ -219,6 +219,64 @@ async fn a_turn_stream_ends_with_the_server_error() -> Result<()> {
     .await
 }
 
+/// The node a follow was moved to goes silent (its machine died): once the connection
+/// times out, the follow asks the client's own node again, from the last delivered seq,
+/// instead of dialling the silent node first.
+#[tokio::test]
+async fn a_follow_whose_node_went_silent_resumes_through_the_home_node() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut a = FakeNode::start(&pki)?;
+        let mut b = FakeNode::start(&pki)?;
+        let relay = Relay::start(b.addr).await?;
+        let dir = tempfile::tempdir()?;
+        let client = within("connect", Client::connect(&profile(&dir, &pki, a.addr)?)).await??;
+        let mut stream = client.follow(conversation(), None);
+        let mut next = async || -> Result<u64> {
+            let item = within("an event", stream.next()).await?;
+            Ok(item.context("the follow ended")??.seq.0)
+        };
+        let (delivered, request) = tokio::join!(
+            async { Ok::<_, anyhow::Error>([next().await?, next().await?]) },
+            async {
+                let mut request = a.next("the first Follow").await?;
+                request
+                    .frame(&ServerFrame::Moved {
+                        to: relay.addr.to_string(),
+                    })
+                    .await?;
+                request.finish();
+                let mut request = b.next("the Follow through the relay").await?;
+                request.event(reset(10)).await?;
+                request.event(status(11)).await?;
+                Ok::<_, anyhow::Error>(request)
+            }
+        );
+        assert_eq!(delivered?, [10, 11]);
+        let _still_open = request?;
+
+        relay.cut();
+        let (delivered, resumed) = tokio::join!(next(), async {
+            let mut request = a.next("the Follow after the silence").await?;
+            let since = match request.client()? {
+                ClientRequest::Follow { since, .. } => since.map(|s| s.0),
+                other => bail!("expected Follow, got {other:?}"),
+            };
+            request.event(status(12)).await?;
+            Ok(since)
+        });
+        assert_eq!(resumed?, Some(11), "resumed from the last delivered seq");
+        assert_eq!(delivered?, 12);
+        assert_eq!(
+            relay.connections(),
+            1,
+            "the silent node was not dialled again before the home node was asked"
+        );
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn follow_dedupes_refollows_on_gaps_and_resyncs_and_follows_moves() -> Result<()> {
     bounded(async {

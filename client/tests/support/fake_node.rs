@@ -356,3 +356,84 @@ pub(crate) async fn bounded(test: impl Future<Output = Result<()>>) -> Result<()
         .await
         .map_err(|_| anyhow!("test did not finish within {TEST_TIMEOUT:?}"))?
 }
+
+/// A UDP relay in front of a node, for one client connection at a time: `cut` makes the
+/// node go silent (no packet passes either way, as when its machine dies).
+pub(crate) struct Relay {
+    pub(crate) addr: SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    /// Every client address a packet came from (a new connection of the SDK comes from a
+    /// new socket).
+    sources: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Relay {
+    /// A relay on a free loopback port to `node`.
+    pub(crate) async fn start(node: SocketAddr) -> Result<Relay> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        back.connect(node).await?;
+        let addr = front.local_addr()?;
+        let open = Arc::new(AtomicBool::new(true));
+        let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+        let sources = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let to_node = tokio::spawn({
+            let (front, back, open, client) =
+                (front.clone(), back.clone(), open.clone(), client.clone());
+            let sources = sources.clone();
+            async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                    *client.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
+                    {
+                        let mut sources = sources.lock().unwrap_or_else(|p| p.into_inner());
+                        if !sources.contains(&from) {
+                            sources.push(from);
+                        }
+                    }
+                    if open.load(Ordering::Relaxed) {
+                        let _ = back.send(&buf[..n]).await;
+                    }
+                }
+            }
+        });
+        let to_client = tokio::spawn({
+            let open = open.clone();
+            async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok(n) = back.recv(&mut buf).await {
+                    let to = *client.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(to) = to.filter(|_| open.load(Ordering::Relaxed)) {
+                        let _ = front.send_to(&buf[..n], to).await;
+                    }
+                }
+            }
+        });
+        Ok(Relay {
+            addr,
+            open,
+            sources,
+            tasks: vec![to_node.abort_handle(), to_client.abort_handle()],
+        })
+    }
+
+    /// From now on nothing passes.
+    pub(crate) fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many client sockets sent packets here so far (one per connection).
+    pub(crate) fn connections(&self) -> usize {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
