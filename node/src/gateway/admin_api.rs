@@ -502,9 +502,7 @@ fn shards(ctx: &NodeContext) -> Vec<shoal_protocol::admin::ShardInfo> {
                 // Not in this node's copy of the membership (a replica still being
                 // seeded knows the leader's id before the membership): gossip names it.
                 None => view
-                    .members
-                    .iter()
-                    .find(|m| m.meta.raft_id == *id)
+                    .by_raft_id(*id)
                     .map_or_else(|| format!("{id:016x}"), |m| m.meta.name.clone()),
             };
             shoal_protocol::admin::ShardInfo {

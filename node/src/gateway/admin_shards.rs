@@ -268,12 +268,7 @@ fn placement(
             .nodes
             .get(id)
             .map(|n| n.name.clone())
-            .or_else(|| {
-                view.members
-                    .iter()
-                    .find(|m| m.meta.raft_id == *id)
-                    .map(|m| m.meta.name.clone())
-            })
+            .or_else(|| view.by_raft_id(*id).map(|m| m.meta.name.clone()))
             .unwrap_or_else(|| format!("{id:016x}"))
     };
     ShardPlacement {

@@ -96,17 +96,16 @@ impl Heartbeats {
             };
             return self.peers.call(addr, &request, timeout).await;
         }
-        let timed_out = || PeerError::Timeout {
-            addr,
-            timeout_ms: timeout.as_millis() as u64,
-        };
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(PeerError::Call {
                 addr,
                 message: "the heartbeat batch was dropped".into(),
             }),
-            Err(_) => Err(timed_out()),
+            Err(_) => Err(PeerError::Timeout {
+                addr,
+                timeout_ms: timeout.as_millis() as u64,
+            }),
         }
     }
 
@@ -155,31 +154,16 @@ async fn send_batch(peers: Arc<PeerClient>, addr: SocketAddr, mut batch: Vec<Wai
     let Some(deadline) = batch.iter().map(|w| w.deadline).max() else {
         return;
     };
-    let (beats, replies): (Vec<Heartbeat>, Vec<_>) =
-        batch.into_iter().map(|w| (w.beat, w.reply)).unzip();
-    let mut replies: Vec<Option<_>> = replies.into_iter().map(Some).collect();
+    let (beats, mut replies): (Vec<Heartbeat>, Vec<Option<_>>) =
+        batch.into_iter().map(|w| (w.beat, Some(w.reply))).unzip();
     let mut unanswered = replies.len();
-    let request = PeerRequest::RaftHeartbeats { beats };
-    let frame = match shoal_protocol::frame::encode_frame(&request) {
-        Ok(frame) => frame,
-        Err(e) => {
-            let message = format!("cannot encode a frame: {e}");
-            for reply in replies.into_iter().flatten() {
-                let _ = reply.send(Err(PeerError::Call {
-                    addr,
-                    message: message.clone(),
-                }));
-            }
-            return;
-        }
-    };
-    let result = peers
-        .exchange::<(usize, RaftReply)>(
-            PeerLane::Raft,
+    let result = match shoal_protocol::frame::encode_frame(&PeerRequest::RaftHeartbeats { beats }) {
+        Err(e) => Err(PeerError::Call {
             addr,
-            &frame,
-            deadline - now,
-            |(i, answer)| {
+            message: format!("cannot encode a frame: {e}"),
+        }),
+        Ok(frame) => {
+            let each = |(i, answer): (usize, RaftReply)| {
                 if let Some(reply) = replies.get_mut(i).and_then(Option::take) {
                     let _ = reply.send(Ok(answer));
                     unanswered -= 1;
@@ -189,9 +173,12 @@ async fn send_batch(peers: Arc<PeerClient>, addr: SocketAddr, mut batch: Vec<Wai
                 } else {
                     ControlFlow::Continue(())
                 }
-            },
-        )
-        .await;
+            };
+            peers
+                .exchange(PeerLane::Raft, addr, &frame, deadline - now, each)
+                .await
+        }
+    };
     let message = match result {
         Ok(()) => "the node ended the heartbeat batch without answering this one".to_owned(),
         Err(e) => e.to_string(),

@@ -87,6 +87,13 @@ impl MembersView {
     pub fn get(&self, name: &str) -> Option<&Member> {
         self.members.iter().find(|member| member.meta.name == name)
     }
+
+    /// The member whose current Raft id is `raft_id`, if listed.
+    pub fn by_raft_id(&self, raft_id: u64) -> Option<&Member> {
+        self.members
+            .iter()
+            .find(|member| member.meta.raft_id == raft_id)
+    }
 }
 
 /// Timings (mapped from the node config's `[gossip]` section).
