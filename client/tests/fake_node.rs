@@ -219,6 +219,14 @@ async fn a_turn_stream_ends_with_the_server_error() -> Result<()> {
     .await
 }
 
+/// The `since` of a Follow request.
+fn since(request: &Request) -> Result<Option<u64>> {
+    match request.client()? {
+        ClientRequest::Follow { since, .. } => Ok(since.map(|s| s.0)),
+        other => Err(anyhow!("expected Follow, got {other:?}")),
+    }
+}
+
 /// The node a follow was moved to goes silent (its machine died): once the connection
 /// times out, the follow asks the client's own node again, from the last delivered seq,
 /// instead of dialling the silent node first.
@@ -258,12 +266,8 @@ async fn a_follow_whose_node_went_silent_resumes_through_the_home_node() -> Resu
         relay.cut();
         let (delivered, resumed) = tokio::join!(next(), async {
             let mut request = a.next("the Follow after the silence").await?;
-            let since = match request.client()? {
-                ClientRequest::Follow { since, .. } => since.map(|s| s.0),
-                other => bail!("expected Follow, got {other:?}"),
-            };
             request.event(status(12)).await?;
-            Ok(since)
+            since(&request)
         });
         assert_eq!(resumed?, Some(11), "resumed from the last delivered seq");
         assert_eq!(delivered?, 12);
@@ -298,11 +302,6 @@ async fn follow_dedupes_refollows_on_gaps_and_resyncs_and_follows_moves() -> Res
                 stream.last_seq()
             }
         });
-        let since = |request: &Request| match request.client() {
-            Ok(ClientRequest::Follow { since, .. }) => Ok(since.map(|s| s.0)),
-            Ok(other) => Err(anyhow!("expected Follow, got {other:?}")),
-            Err(e) => Err(e),
-        };
 
         // Snapshot, an event, a duplicate, then a gap (12 is missing).
         let mut request = a.next("the first Follow").await?;
