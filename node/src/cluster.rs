@@ -328,7 +328,7 @@ impl Cluster {
             groups.push(ShardGroup {
                 shard,
                 raft,
-                contact: elections::Contact::new(campaign_jitter(me, shard, config)),
+                contact: elections::Contact::now(),
                 hosting,
                 proposals,
             });
@@ -345,6 +345,7 @@ impl Cluster {
         tokio::spawn(elections::run(
             Arc::downgrade(&cluster),
             Duration::from_millis(config.cluster.election_timeout_max_ms.get()),
+            Duration::from_millis(config.cluster.election_timeout_min_ms.get() / 2),
             config.cluster.heartbeat(),
         ));
         Ok(cluster)
@@ -820,16 +821,6 @@ async fn run_batcher(
             }
         }
     }
-}
-
-/// This node's random-looking addition for `shard` to the leader silence that starts a
-/// campaign ([`elections`]): at most `election_timeout_min / 2`, different per node and
-/// shard, and the same on every run (the simulation stays reproducible).
-fn campaign_jitter(me: u64, shard: ShardId, config: &NodeConfig) -> Duration {
-    let span = (config.cluster.election_timeout_min_ms.get() / 2).max(1);
-    let mixed = (me ^ u64::from(shard.0).wrapping_mul(0x9e37_79b9_7f4a_7c15))
-        .wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    Duration::from_millis((mixed >> 32) % span)
 }
 
 /// Drives one shard's [`lease::Lease`] from its Raft metrics: each value is observed

@@ -6,9 +6,11 @@
 //! followers grant votes as soon as `election_timeout_max` has passed since they last
 //! heard from the leader. So here each follower watches, per shard, when it last heard
 //! from a leader, and campaigns itself once the silence passes `election_timeout_max`
-//! plus a per-shard random part of `election_timeout_min / 2` (so the followers of one
-//! shard do not all campaign at once). A kill -9 of a leader then costs about
-//! `election_timeout_max` before a new one is elected, not up to twice that.
+//! plus its [`stagger`]: the voters of a shard take turns in an order that differs per
+//! shard, one slot of `election_timeout_min / 2 / voters` each, so two followers never
+//! campaign at the same moment and split the vote (which costs another whole election
+//! timeout). A kill -9 of a leader then costs about `election_timeout_max` before a new
+//! one is elected, not up to twice that.
 //!
 //! Safety is openraft's, unchanged: this only starts a campaign earlier; who may vote
 //! for whom, and when, is still decided by openraft's rules (and the old leader's lease
@@ -17,6 +19,7 @@
 
 use super::Cluster;
 use openraft::ServerState;
+use shoal_protocol::ShardId;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,17 +30,14 @@ use tokio::time::Instant;
 pub struct Contact {
     epoch: Instant,
     last_ms: AtomicU64,
-    /// This shard's random addition to the silence that starts a campaign.
-    jitter: Duration,
 }
 
 impl Contact {
     /// A contact "now" (a node that just started waits a whole silence first).
-    pub fn new(jitter: Duration) -> Self {
+    pub fn now() -> Self {
         Contact {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
-            jitter,
         }
     }
 
@@ -53,26 +53,42 @@ impl Contact {
     }
 }
 
-/// Whether a follower that last heard from its leader at `last` should campaign at
-/// `now`, having last campaigned at `campaigned` (`None`: not since that contact).
-pub fn should_campaign(
-    last: Instant,
-    campaigned: Option<Instant>,
-    now: Instant,
-    silence: Duration,
-) -> bool {
-    let since = campaigned.filter(|c| *c > last).unwrap_or(last);
-    now.saturating_duration_since(since) >= silence
+/// When a follower that last heard from its leader at `last` campaigns, having last
+/// campaigned at `campaigned` (`None`: not since that contact): a whole `silence` after
+/// the later of the two.
+pub fn campaign_at(last: Instant, campaigned: Option<Instant>, silence: Duration) -> Instant {
+    campaigned.filter(|c| *c > last).unwrap_or(last) + silence
 }
 
-/// Watches every shard of `cluster` every `tick` until the cluster is dropped.
-pub async fn run(cluster: Weak<Cluster>, silence: Duration, tick: Duration) {
+/// A voter's place in `shard`'s campaign order: the same on every node and every run,
+/// different per shard.
+fn order_key(shard: ShardId, id: u64) -> u64 {
+    (id ^ u64::from(shard.0).wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+}
+
+/// How much longer than the others `me` waits before campaigning for `shard`: its rank
+/// among `voters` in the shard's campaign order times a slot of `span / voters`, plus a
+/// part of the first half of that slot (so equal ranks on diverging views still differ).
+pub fn stagger(me: u64, shard: ShardId, voters: &[u64], span: Duration) -> Duration {
+    let key = order_key(shard, me);
+    let rank = voters
+        .iter()
+        .filter(|id| **id != me && order_key(shard, **id) < key)
+        .count() as u64;
+    let slot = span.as_millis() as u64 / (voters.len().max(1) as u64);
+    let within = (key >> 32) % (slot / 2).max(1);
+    Duration::from_millis(rank * slot + within)
+}
+
+/// Watches every shard of `cluster` until the cluster is dropped, waking at the next
+/// shard's campaign time (at least every `tick`). `span` bounds the [`stagger`].
+pub async fn run(cluster: Weak<Cluster>, silence: Duration, span: Duration, tick: Duration) {
     let mut campaigned: Vec<Option<Instant>> = Vec::new();
     let mut metrics = Vec::new();
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut voters = Vec::new();
+    let mut wake = Instant::now() + tick;
     loop {
-        interval.tick().await;
+        tokio::time::sleep_until(wake).await;
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
@@ -81,27 +97,30 @@ pub async fn run(cluster: Weak<Cluster>, silence: Duration, tick: Duration) {
             campaigned = vec![None; metrics.len()];
         }
         let now = Instant::now();
+        wake = now + tick;
         let shards = cluster
             .groups()
             .iter()
             .zip(&metrics)
             .zip(campaigned.iter_mut());
         for ((group, metrics), campaigned) in shards {
-            let eligible = {
-                let m = metrics.borrow();
-                let (mut voters, mut voter) = (0, false);
-                for id in m.membership_config.membership().voter_ids() {
-                    voters += 1;
-                    voter |= id == cluster.me;
-                }
-                m.state == ServerState::Follower
-                    && m.current_leader.is_some()
-                    && voters > 1
-                    && voter
-            };
-            let last = group.contact.last();
-            if !eligible || !should_campaign(last, *campaigned, now, silence + group.contact.jitter)
             {
+                let m = metrics.borrow();
+                voters.clear();
+                voters.extend(m.membership_config.membership().voter_ids());
+                let eligible = m.state == ServerState::Follower
+                    && m.current_leader.is_some()
+                    && voters.len() > 1
+                    && voters.contains(&cluster.me);
+                if !eligible {
+                    continue;
+                }
+            }
+            let last = group.contact.last();
+            let wait = silence + stagger(cluster.me, group.shard, &voters, span);
+            let at = campaign_at(last, *campaigned, wait);
+            if at > now {
+                wake = wake.min(at);
                 continue;
             }
             *campaigned = Some(now);
@@ -128,19 +147,45 @@ mod tests {
     fn a_follower_campaigns_once_per_silence() {
         let t0 = Instant::now();
         let silence = ms(800);
-        assert!(!should_campaign(t0, None, t0 + ms(799), silence));
-        assert!(should_campaign(t0, None, t0 + ms(800), silence));
+        assert_eq!(campaign_at(t0, None, silence), t0 + ms(800));
         // Campaigned at 800: not again until another silence has passed.
         let c = Some(t0 + ms(800));
-        assert!(!should_campaign(t0, c, t0 + ms(1_000), silence));
-        assert!(should_campaign(t0, c, t0 + ms(1_600), silence));
+        assert_eq!(campaign_at(t0, c, silence), t0 + ms(1_600));
         // A leader heard after the campaign starts the count again.
-        assert!(!should_campaign(t0 + ms(1_200), c, t0 + ms(1_700), silence));
+        assert_eq!(campaign_at(t0 + ms(1_200), c, silence), t0 + ms(2_000));
+    }
+
+    #[test]
+    fn the_voters_of_a_shard_campaign_in_turn() {
+        let voters = [0x11, 0x2222, 0x3333_3333];
+        let span = ms(200);
+        for shard in 0..64 {
+            let mut waits: Vec<Duration> = voters
+                .iter()
+                .map(|me| stagger(*me, ShardId(shard), &voters, span))
+                .collect();
+            assert!(waits.iter().all(|w| *w < span), "shard {shard}: {waits:?}");
+            waits.sort();
+            // One slot (66 ms) each, in its first half: at least 33 ms apart.
+            for pair in waits.windows(2) {
+                assert!(pair[1] - pair[0] >= ms(33), "shard {shard}: {waits:?}");
+            }
+        }
+        // The order differs between shards: every voter is first somewhere.
+        let firsts: std::collections::BTreeSet<u64> = (0..64)
+            .map(|shard| {
+                *voters
+                    .iter()
+                    .min_by_key(|me| stagger(**me, ShardId(shard), &voters, span))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(firsts.len(), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn contact_keeps_the_latest_instant() {
-        let contact = Contact::new(ms(0));
+        let contact = Contact::now();
         let start = contact.last();
         tokio::time::advance(ms(300)).await;
         contact.heard();

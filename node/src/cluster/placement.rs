@@ -34,6 +34,11 @@ use ring::digest::{Context, SHA256};
 /// generation by [`raft_id_of`].
 pub type RaftId = u64;
 
+/// Leadership balance transfers one node plans per round at most. Each costs its shard
+/// a pause of about an election timeout, so a restarted node gets its share back in a
+/// few rounds without pausing a large part of the cluster at once.
+pub const BALANCE_MOVES_MAX: usize = 8;
+
 /// Domain prefix hashed before a node name, so node ids cannot collide with other hashed ids.
 const RAFT_ID_DOMAIN: &[u8] = b"shoal-node:";
 
@@ -236,8 +241,9 @@ pub struct PlanInput<'a> {
 
 /// The reconciler's decisions for one round (deterministic for equal input).
 ///
-/// At most one action per shard, in ascending shard order, followed by at most one leadership
-/// balance transfer. See the module documentation for the safety rules.
+/// At most one action per shard, in ascending shard order, followed by at most
+/// [`BALANCE_MOVES_MAX`] leadership balance transfers (of other shards). See the module
+/// documentation for the safety rules.
 #[must_use]
 pub fn plan(input: &PlanInput<'_>) -> Vec<Action> {
     if input.members.is_empty() || input.replicas == 0 {
@@ -263,10 +269,8 @@ pub fn plan(input: &PlanInput<'_>) -> Vec<Action> {
             actions.push(action);
         }
     }
-    if input.balance
-        && let Some(action) = view.balance(&mine, &acted, input.led)
-    {
-        actions.push(action);
+    if input.balance {
+        actions.extend(view.balance(&mine, &acted, input.led));
     }
     actions
 }
@@ -559,48 +563,65 @@ impl View {
         })
     }
 
-    /// Rule 6: if this node leads more than its share, move its lowest untouched shard to the
-    /// least-loaded alive desired voter that leads fewer than its share.
+    /// Rule 6: if this node leads more than its share, hand its lowest untouched shards
+    /// to alive desired voters that lead fewer than their share, least-loaded first, at
+    /// most [`BALANCE_MOVES_MAX`] per round. Every overloaded node plans from the same
+    /// counts in the same round, so each fills only its part of a node's deficit (the
+    /// deficit divided among the overloaded nodes, at least one): together they fill it
+    /// without piling onto it.
     fn balance(
         &self,
         mine: &[(&ShardState, Vec<RaftId>)],
         acted: &BTreeSet<u16>,
         led: &BTreeMap<RaftId, usize>,
-    ) -> Option<Action> {
+    ) -> Vec<Action> {
         if self.health(self.me) != Health::Alive {
-            return None;
+            return Vec::new();
         }
-        let nodes = self
+        let alive: Vec<RaftId> = self
             .health
-            .values()
-            .filter(|health| **health == Health::Alive)
-            .count();
-        let target = led.values().sum::<usize>().div_ceil(nodes.max(1));
+            .iter()
+            .filter(|(_, health)| **health == Health::Alive)
+            .map(|(id, _)| *id)
+            .collect();
+        let target = led.values().sum::<usize>().div_ceil(alive.len().max(1));
         let load = |id: RaftId| led.get(&id).copied().unwrap_or(0);
-        if load(self.me) <= target {
-            return None;
-        }
+        let excess = load(self.me).saturating_sub(target).min(BALANCE_MOVES_MAX);
+        let overloaded = alive.iter().filter(|id| load(**id) > target).count().max(1);
+        let share = |id: RaftId| (target.saturating_sub(load(id)) / overloaded).max(1);
+        let mut given: BTreeMap<RaftId, usize> = BTreeMap::new();
+        let mut moves = Vec::new();
         // A shard pinned to its leader stays.
-        mine.iter()
-            .filter(|(state, _)| !acted.contains(&state.shard) && state.pin.leader.is_none())
-            .find_map(|(state, desired)| {
-                state
-                    .voters
-                    .iter()
-                    .copied()
-                    .filter(|id| {
-                        *id != self.me
-                            && self.health(*id) == Health::Alive
-                            && desired.contains(id)
-                            && load(*id) < target
-                    })
-                    .min_by_key(|id| (load(*id), *id))
-                    .map(|to| Action::TransferLeader {
-                        shard: state.shard,
-                        to,
-                        why: TransferWhy::Balance,
-                    })
-            })
+        let candidates = mine
+            .iter()
+            .filter(|(state, _)| !acted.contains(&state.shard) && state.pin.leader.is_none());
+        for (state, desired) in candidates {
+            if moves.len() == excess {
+                break;
+            }
+            let to = state
+                .voters
+                .iter()
+                .copied()
+                .filter(|id| {
+                    let got = given.get(id).copied().unwrap_or(0);
+                    *id != self.me
+                        && self.health(*id) == Health::Alive
+                        && desired.contains(id)
+                        && load(*id) + got < target
+                        && got < share(*id)
+                })
+                .min_by_key(|id| (load(*id) + given.get(id).copied().unwrap_or(0), *id));
+            if let Some(to) = to {
+                *given.entry(to).or_default() += 1;
+                moves.push(Action::TransferLeader {
+                    shard: state.shard,
+                    to,
+                    why: TransferWhy::Balance,
+                });
+            }
+        }
+        moves
     }
 }
 

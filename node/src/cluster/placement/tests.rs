@@ -578,6 +578,61 @@ fn leadership_balances() {
     );
 }
 
+/// After a restart, a node leads nothing and the other two lead everything: it gets its
+/// share back in a few rounds, and no round gives any node more than its share.
+#[test]
+fn a_restarted_node_gets_its_share_back_in_a_few_rounds() {
+    let nodes: Vec<RaftId> = (1..=3).map(n).collect();
+    let mut sim = Sim::new(&nodes, &nodes, |id| nodes[usize::from(id) % 2]);
+    let target = usize::from(SHARD_COUNT).div_ceil(3);
+    let mut rounds = 0;
+    while sim.step() > 0 {
+        rounds += 1;
+        let counts = leader_counts(&sim.leaders());
+        assert!(
+            counts.get(&nodes[2]).copied().unwrap_or(0) <= target,
+            "round {rounds} overfilled the restarted node: {counts:?}"
+        );
+        assert!(rounds <= 3, "not balanced after 3 rounds: {counts:?}");
+    }
+    let counts = leader_counts(&sim.leaders());
+    assert!(
+        counts.len() == 3 && counts.values().all(|c| *c <= target),
+        "leaders unbalanced: {counts:?}"
+    );
+}
+
+/// Two overloaded nodes fill two underloaded ones in the same round from the same
+/// counts: each takes its part of each deficit, so neither underloaded node ends above
+/// its share.
+#[test]
+fn overloaded_nodes_share_the_deficits_out() {
+    let nodes: Vec<RaftId> = (1..=4).map(n).collect();
+    // n1 and n2 lead 26 each, n4 12, n3 none (64 shards: the share is 16).
+    let mut sim = Sim::new(&nodes, &nodes, |id| match id {
+        0..26 => nodes[0],
+        26..52 => nodes[1],
+        _ => nodes[3],
+    });
+    let target = usize::from(SHARD_COUNT).div_ceil(4);
+    let balanced = (1..=6).find(|round| {
+        sim.step();
+        let counts = leader_counts(&sim.leaders());
+        assert!(
+            [nodes[2], nodes[3]]
+                .iter()
+                .all(|id| counts.get(id).copied().unwrap_or(0) <= target),
+            "round {round} overfilled a node: {counts:?}"
+        );
+        counts.len() == 4 && counts.values().all(|c| *c <= target)
+    });
+    assert!(
+        balanced.is_some(),
+        "not balanced after 6 rounds: {:?}",
+        leader_counts(&sim.leaders())
+    );
+}
+
 /// A random plan input, owning its data.
 #[derive(Debug, Clone)]
 struct Scenario {
