@@ -172,6 +172,7 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
     let mut failovers_ms = Vec::new();
     let mut detections_ms = Vec::new();
     let mut resumes_ms = Vec::new();
+    let mut rebalances_ms = Vec::new();
     let (mut gaps, mut duplicates, mut resets, mut follow_errors) = (0u64, 0u64, 0u64, 0u64);
     for trial in 0..trials {
         let conv = client.create_conversation(None, None).await?;
@@ -258,7 +259,9 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         );
         procs[victim].child = Some(spawn(&bin, &procs[victim].node).await?);
         // The restarted node takes its share of leaderships back before the next trial.
+        let restarted = Instant::now();
         wait_balanced(&base_profile, procs.len()).await?;
+        rebalances_ms.push(restarted.elapsed().as_secs_f64() * 1000.0);
     }
     for p in &mut procs {
         if let Some(mut c) = p.child.take() {
@@ -268,6 +271,7 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
     failovers_ms.sort_by(f64::total_cmp);
     detections_ms.sort_by(f64::total_cmp);
     resumes_ms.sort_by(f64::total_cmp);
+    rebalances_ms.sort_by(f64::total_cmp);
     let p50 = percentile(&failovers_ms, 50.0).unwrap_or(f64::NAN);
     let p99 = percentile(&failovers_ms, 99.0).unwrap_or(f64::NAN);
     println!(
@@ -290,6 +294,11 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         percentile(&resumes_ms, 99.0).unwrap_or(f64::NAN)
     );
     println!(
+        "restarted node ready -> leaderships balanced again: p50 {:.1} s, max {:.1} s",
+        percentile(&rebalances_ms, 50.0).unwrap_or(f64::NAN) / 1000.0,
+        rebalances_ms.last().copied().unwrap_or(f64::NAN) / 1000.0
+    );
+    println!(
         "idle CPU, 3 nodes x 64 shards: {:.1}% of one core in total ({:.2}x one idle single-replica node: {:.1}%)",
         cluster_cpu * 100.0,
         cluster_cpu / base_cpu.max(1e-9),
@@ -305,6 +314,10 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
             "detection_ms": {
                 "p50": percentile(&detections_ms, 50.0),
                 "p99": percentile(&detections_ms, 99.0),
+            },
+            "rebalanced_ms": {
+                "p50": percentile(&rebalances_ms, 50.0),
+                "max": rebalances_ms.last(),
             },
             "idle_cpu_cores": {"cluster_3x64": cluster_cpu, "single_64": base_cpu},
             "follower": {
