@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 /// The longest command line the watchdog reads; longer lines are skipped.
@@ -37,6 +37,13 @@ pub const WATCHDOG_LINE_BYTES_MAX: u64 = 256;
 pub const WATCHDOG_OPS_QUEUED_MAX: usize = 65_536;
 /// Pause before restarting a watchdog process that died.
 const WATCHDOG_RESPAWN_PAUSE_MS: u64 = 500;
+/// Least time between two writes that carry only lease renewals. Every shard's lease is
+/// renewed on each heartbeat acknowledgement, each at its own moment: written as they
+/// come, that is a write (and a wake of the watchdog) per renewal, hundreds a second on
+/// an idle node. Renewals within this window go as one write; a watchdog's view of a
+/// renewal is at most this late (the lease is 300 ms by default). Adds, forgets and
+/// shortened leases are written at once.
+const WATCHDOG_RENEWALS_WINDOW_MS: u64 = 25;
 
 static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
 
@@ -57,7 +64,7 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// How long a shard's agents may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Deadline {
     /// Not at all: kill them.
     None,
@@ -308,12 +315,24 @@ struct Pending {
     mirror_groups: BTreeMap<i32, u16>,
     /// Ops dropped because the queue was full.
     dropped: u64,
+    /// Something pending must not wait for the renewals window: an add, a forget, or a
+    /// lease shorter than the last one.
+    urgent: bool,
 }
 
 #[derive(Debug)]
 struct Inner {
     pending: Mutex<Pending>,
     wake: Notify,
+}
+
+impl Inner {
+    fn urgent(&self) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .urgent
+    }
 }
 
 /// The node's side of the watchdog: cheap to clone; a disabled one does nothing.
@@ -369,9 +388,11 @@ impl Watchdog {
     /// Announces how long `shard`'s agents may run.
     pub fn lease(&self, shard: u16, deadline: Deadline) {
         self.with(|p| {
-            if p.mirror_leases.get(&shard) == Some(&deadline) {
+            let before = p.mirror_leases.get(&shard).copied();
+            if before == Some(deadline) {
                 return false;
             }
+            p.urgent |= before.is_some_and(|before| deadline < before);
             p.mirror_leases.insert(shard, deadline);
             p.leases.insert(shard, deadline);
             true
@@ -407,6 +428,7 @@ fn push_op(pending: &mut Pending, op: Command) -> bool {
         return false;
     }
     pending.ops.push_back(op);
+    pending.urgent = true;
     true
 }
 
@@ -451,7 +473,8 @@ async fn run_writer(program: PathBuf, inner: Arc<Inner>) {
 }
 
 /// Writes pending commands to one watchdog process until a write fails (it died).
-async fn feed(mut stdin: tokio::process::ChildStdin, inner: &Inner, mut brief: bool) {
+async fn feed(mut stdin: impl AsyncWrite + Unpin, inner: &Inner, mut brief: bool) {
+    let window = Duration::from_millis(WATCHDOG_RENEWALS_WINDOW_MS);
     loop {
         let text = {
             let mut pending = inner
@@ -459,6 +482,7 @@ async fn feed(mut stdin: tokio::process::ChildStdin, inner: &Inner, mut brief: b
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut text = String::new();
+            pending.urgent = false;
             if brief {
                 // A fresh process: leases first, so the adds find them live.
                 for (shard, deadline) in &pending.mirror_leases {
@@ -498,7 +522,17 @@ async fn feed(mut stdin: tokio::process::ChildStdin, inner: &Inner, mut brief: b
                 return;
             }
         }
+        let written_at = tokio::time::Instant::now();
         inner.wake.notified().await;
+        // Renewals wait for the rest of the window, so the renewals of every shard in it
+        // go as one write; anything urgent ends the wait.
+        let until = written_at + window;
+        while !inner.urgent() {
+            tokio::select! {
+                () = inner.wake.notified() => {}
+                () = tokio::time::sleep_until(until) => break,
+            }
+        }
     }
 }
 
@@ -604,5 +638,89 @@ mod tests {
         guard.apply(Command::Lease(1, Deadline::Forever), 100);
         guard.apply(Command::Add(1, 13), 100);
         assert_eq!(guard.all(), vec![13]);
+    }
+
+    /// Records each write as one string.
+    #[derive(Clone, Default)]
+    struct Writes(Arc<Mutex<Vec<String>>>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let text = String::from_utf8_lossy(buf).into_owned();
+            self.0.lock().unwrap().push(text);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_go_in_one_write_per_window_and_the_rest_at_once() {
+        let inner = Arc::new(Inner {
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+        });
+        let dog = Watchdog {
+            inner: Some(inner.clone()),
+        };
+        let writes = Writes::default();
+        let feeding = {
+            let (inner, writes) = (inner.clone(), writes.clone());
+            tokio::spawn(async move { feed(writes, &inner, false).await })
+        };
+        let step = Duration::from_millis(1);
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        dog.lease(0, Deadline::At(1_000));
+        settle().await;
+        assert_eq!(
+            writes.0.lock().unwrap().len(),
+            1,
+            "the first write waits for nothing"
+        );
+        // 20 renewals of 20 shards, 1 ms apart: one write, at the end of the window.
+        for shard in 0..20 {
+            tokio::time::advance(step).await;
+            dog.lease(shard, Deadline::At(2_000 + u64::from(shard)));
+            settle().await;
+        }
+        assert_eq!(writes.0.lock().unwrap().len(), 1);
+        tokio::time::advance(Duration::from_millis(WATCHDOG_RENEWALS_WINDOW_MS)).await;
+        settle().await;
+        {
+            let w = writes.0.lock().unwrap();
+            assert_eq!(w.len(), 2, "{w:?}");
+            assert_eq!(w[1].lines().count(), 20, "{w:?}");
+        }
+        // An add, and a shortened lease, are written without waiting for the window.
+        tokio::time::advance(step).await;
+        dog.lease(1, Deadline::At(3_000));
+        dog.add(1, 4242);
+        settle().await;
+        assert_eq!(writes.0.lock().unwrap()[2], "lease 1 3000\nadd 1 4242\n");
+        tokio::time::advance(step).await;
+        dog.lease(2, Deadline::None);
+        settle().await;
+        assert_eq!(writes.0.lock().unwrap()[3], "lease 2 none\n");
+        feeding.abort();
     }
 }

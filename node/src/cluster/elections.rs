@@ -63,7 +63,8 @@ pub fn campaign_at(last: Instant, campaigned: Option<Instant>, silence: Duration
 /// A voter's place in `shard`'s campaign order: the same on every node and every run,
 /// different per shard.
 fn order_key(shard: ShardId, id: u64) -> u64 {
-    (id ^ u64::from(shard.0).wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+    (id ^ u64::from(shard.0).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_mul(0xbf58_476d_1ce4_e5b9)
 }
 
 /// How much longer than the others `me` waits before campaigning for `shard`: its rank
