@@ -1,7 +1,8 @@
 //! Actors never wait on consensus inside a handler (issue 9, item 6): while a shard
 //! cannot commit (its store's flushes are stalled), a conversation still answers reads,
-//! cancels and follows at once, and an activation that waits on its commit does not hold
-//! up requests for other conversations.
+//! cancels and follows at once, an activation that waits on its commit does not hold
+//! up requests for other conversations, and a balance handover that meets such an
+//! activation is refused without cutting it (the handover race, deterministically).
 //!
 //! The stall is the store's fault hook ([`shoal_node::shard::store::Store::stall_flushes`]),
 //! which holds every flush back; a dev node is a sole voter, so it keeps hosting.
@@ -135,5 +136,63 @@ async fn an_activation_waiting_on_consensus_does_not_hold_up_other_conversations
         .expect("the waiting conversation activates after the stall")
         .expect("get");
     assert_eq!(detail.messages.len(), 2);
+    node.stop().await;
+}
+
+/// A balance move hands a shard over only between turns ([`Handover::IfIdle`]). When it
+/// finds a conversation still activating it is refused and leaves the activation alone,
+/// so the request that started it goes on once the commit goes through. (A handover that
+/// marked the activation to stop made that request's first turn die with "stopped on
+/// this node during turn t1 (its shard moved)", a flake of the cluster tests under load.)
+#[tokio::test]
+async fn a_balance_handover_is_refused_while_a_conversation_activates_and_leaves_it_alone() {
+    use shoal_node::actors::shard_host::{Handover, HandoverError, hand_over};
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let admin = node.admin().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    collect_turn(client.send(conv.id, "one").await.unwrap()).await;
+    assert!(admin.evict(conv.id).await.unwrap(), "it was active");
+
+    let ctx = node.node.as_ref().unwrap().context().clone();
+    ctx.store.stall_flushes(STALL);
+    // The send reactivates the conversation, whose activation cannot commit now.
+    let sender = node.client().await;
+    let mut sent = Box::pin(sender.send(conv.id, "two"));
+    let key = conv.id.to_string();
+    let activating = eventually("the activation waits on its commit", || async {
+        let actors = admin.actors().await.ok()?;
+        actors
+            .iter()
+            .any(|a| a.key == key && a.state == "activating")
+            .then_some(())
+    });
+    tokio::select! {
+        result = &mut sent => panic!("the activation could not commit, yet got {:?}", result.err()),
+        () = activating => {}
+    }
+
+    let host = ctx.shard_host.get().expect("the shard host runs").clone();
+    let handed = tokio::time::timeout(
+        WAIT,
+        hand_over(
+            &host,
+            conv.id.shard,
+            Handover::IfIdle,
+            "a balance move (test)",
+        ),
+    )
+    .await
+    .expect("the handover answers at once");
+    assert_eq!(handed, Err(HandoverError::Busy(conv.id.shard)));
+
+    ctx.store.stall_flushes(Duration::ZERO);
+    let turn = tokio::time::timeout(WAIT, sent)
+        .await
+        .expect("the send is accepted once commits flow")
+        .expect("the activation was left alone");
+    let frames = collect_turn(turn).await;
+    assert_eq!(done_content(&frames), "echo: two");
     node.stop().await;
 }
