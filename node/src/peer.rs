@@ -624,4 +624,97 @@ mod tests {
             .unwrap();
         assert_eq!(one, (0, 0));
     }
+
+    /// A peer that answers `Undrain` at once (a stand-in for a heartbeat) and holds every
+    /// other request open without an answer (a long forwarded turn), with `streams`
+    /// concurrent streams per connection.
+    async fn holding_peer(paths: &TlsPaths, streams: u32) -> SocketAddr {
+        let config = server_config(paths, streams).unwrap();
+        let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let Ok(conn) = incoming.await else { continue };
+                tokio::spawn(async move {
+                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                        tokio::spawn(async move {
+                            let request: Option<PeerRequest> =
+                                crate::gateway::frames::read_frame(&mut recv, PEER_FRAME_BYTES_MAX)
+                                    .await
+                                    .unwrap_or(None);
+                            if matches!(request, Some(PeerRequest::Undrain)) {
+                                let _ = write_frame(&mut send, &ControlReply::Ok).await;
+                                let _ = send.finish();
+                            } else {
+                                // Held until the peer closes the connection.
+                                let _ = recv.read_to_end(usize::MAX).await;
+                            }
+                        });
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Raft calls never wait behind forwarded streams (issue 9, item 7): with every
+    /// stream the peer allows taken by forwards that get no answer, a Raft call is still
+    /// answered at once, and dropping the forwards' connection (what a forward that got no
+    /// answer does) leaves the Raft connection open.
+    #[tokio::test]
+    async fn raft_calls_do_not_wait_behind_forwarded_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = TlsPaths {
+            ca_cert: dir.path().join("ca.pem"),
+            cert: dir.path().join("node.pem"),
+            key: dir.path().join("node.key"),
+        };
+        ensure_dev_certs(&paths).unwrap();
+        let streams = 8;
+        let addr = holding_peer(&paths, streams).await;
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let peers = PeerClient::new(endpoint, client_config(&paths).unwrap());
+        let bound = Duration::from_secs(10);
+
+        let mut forwards = Vec::new();
+        for shard in 0..streams {
+            let request = PeerRequest::Campaign {
+                shard: shard as u16,
+            };
+            let opened = tokio::time::timeout(bound, peers.open(addr, &request))
+                .await
+                .expect("a forward opens while the peer allows streams")
+                .unwrap();
+            forwards.push(opened);
+        }
+        // Every stream of the forward connection is taken: one more would wait.
+        let request = PeerRequest::Campaign { shard: 99 };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), peers.open(addr, &request))
+                .await
+                .is_err(),
+            "the peer allows only {streams} streams per connection"
+        );
+
+        let answer: ControlReply =
+            tokio::time::timeout(bound, peers.call(addr, &PeerRequest::Undrain, bound))
+                .await
+                .expect("a Raft call is answered while the forwards hold every stream")
+                .unwrap();
+        assert!(matches!(answer, ControlReply::Ok), "{answer:?}");
+        let raft = peers.cached(addr).expect("the Raft connection is pooled");
+
+        peers.invalidate_forwards(addr);
+        let answer: ControlReply =
+            tokio::time::timeout(bound, peers.call(addr, &PeerRequest::Undrain, bound))
+                .await
+                .expect("answered after the forwards were dropped")
+                .unwrap();
+        assert!(matches!(answer, ControlReply::Ok), "{answer:?}");
+        let still = peers
+            .cached(addr)
+            .expect("the Raft connection is still open");
+        assert_eq!(still.stable_id(), raft.stable_id());
+        drop(forwards);
+    }
 }
