@@ -13,7 +13,9 @@
 //!
 //! Every node it starts is killed when it ends.
 
-use crate::common::{CpuMeter, local_cluster, node_binary, percentile, poll_until, spawn};
+use crate::common::{
+    CpuMeter, children, local_cluster, node_binary, percentile, poll_until, spawn,
+};
 use crate::plot::{self, Distribution};
 use anyhow::Context;
 use futures::StreamExt;
@@ -129,11 +131,12 @@ pub(crate) async fn wait_balanced(profile: &Profile, nodes: usize) -> anyhow::Re
     .await
 }
 
-/// Share of one core used by `pids` together over [`IDLE_SAMPLE`].
-async fn idle_cpu(pids: &[u32]) -> f64 {
-    let meter = CpuMeter::start(pids);
+/// Share of one core used by each group of `pids` together over the same
+/// [`IDLE_SAMPLE`].
+async fn idle_cpu<const N: usize>(groups: [&[u32]; N]) -> [f64; N] {
+    let meters = groups.map(CpuMeter::start);
     tokio::time::sleep(IDLE_SAMPLE).await;
-    meter.cores()
+    meters.map(|m| m.cores())
 }
 
 /// Runs `trials` failovers and prints the figures.
@@ -145,7 +148,7 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
     let single = local_cluster(&dir.path().join("single"), 1, &bin, |_| {})?;
     // A single node is ready (every shard hosted) when it prints its ready line.
     let mut baseline = spawn(&bin, &single[0]).await?;
-    let base_cpu = idle_cpu(&[baseline.id().unwrap_or(0)]).await;
+    let [base_cpu] = idle_cpu([&[baseline.id().unwrap_or(0)]]).await;
     let _ = baseline.kill().await;
 
     let layout = local_cluster(&dir.path().join("cluster"), 3, &bin, |_| {})?;
@@ -166,7 +169,9 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         .iter()
         .filter_map(|p| p.child.as_ref()?.id())
         .collect();
-    let cluster_cpu = idle_cpu(&pids).await;
+    // Each node's agent watchdog (a child process) counts apart.
+    let watchdogs: Vec<u32> = pids.iter().flat_map(|p| children(*p)).collect();
+    let [cluster_cpu, watchdogs_cpu] = idle_cpu([&pids, &watchdogs]).await;
 
     let client = Client::connect(&base_profile).await?;
     let mut failovers_ms = Vec::new();
@@ -299,10 +304,12 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         rebalances_ms.last().copied().unwrap_or(f64::NAN) / 1000.0
     );
     println!(
-        "idle CPU, 3 nodes x 64 shards: {:.1}% of one core in total ({:.2}x one idle single-replica node: {:.1}%)",
+        "idle CPU, 3 nodes x 64 shards: {:.1}% of one core in total ({:.2}x one idle single-replica node: {:.1}%), and {:.1}% for their {} agent watchdogs",
         cluster_cpu * 100.0,
         cluster_cpu / base_cpu.max(1e-9),
-        base_cpu * 100.0
+        base_cpu * 100.0,
+        watchdogs_cpu * 100.0,
+        watchdogs.len()
     );
     let path = crate::common::append_result(
         results,
@@ -319,7 +326,11 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
                 "p50": percentile(&rebalances_ms, 50.0),
                 "max": rebalances_ms.last(),
             },
-            "idle_cpu_cores": {"cluster_3x64": cluster_cpu, "single_64": base_cpu},
+            "idle_cpu_cores": {
+                "cluster_3x64": cluster_cpu,
+                "watchdogs": watchdogs_cpu,
+                "single_64": base_cpu,
+            },
             "follower": {
                 "resumed_ms": {
                     "p50": percentile(&resumes_ms, 50.0),
