@@ -551,6 +551,23 @@ mod tests {
     use super::*;
     use crate::security::tls::{TlsPaths, ensure_dev_certs, server_config};
 
+    /// Dev certificates in `dir`.
+    fn dev_tls(dir: &std::path::Path) -> TlsPaths {
+        let paths = TlsPaths {
+            ca_cert: dir.join("ca.pem"),
+            cert: dir.join("node.pem"),
+            key: dir.join("node.key"),
+        };
+        ensure_dev_certs(&paths).unwrap();
+        paths
+    }
+
+    /// A peer client on its own loopback endpoint.
+    fn client_peers(paths: &TlsPaths) -> Arc<PeerClient> {
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        PeerClient::new(endpoint, client_config(paths).unwrap())
+    }
+
     /// A peer that answers any request with `replies` frames `(i, i * 10)`, all in one
     /// write, then finishes the stream.
     async fn many_replies_peer(paths: &TlsPaths, replies: usize) -> SocketAddr {
@@ -581,15 +598,9 @@ mod tests {
     #[tokio::test]
     async fn an_exchange_hands_over_every_reply_frame() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = TlsPaths {
-            ca_cert: dir.path().join("ca.pem"),
-            cert: dir.path().join("node.pem"),
-            key: dir.path().join("node.key"),
-        };
-        ensure_dev_certs(&paths).unwrap();
+        let paths = dev_tls(dir.path());
         let addr = many_replies_peer(&paths, 50).await;
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let peers = PeerClient::new(endpoint, client_config(&paths).unwrap());
+        let peers = client_peers(&paths);
         let request = shoal_protocol::frame::encode_frame(&PeerRequest::Undrain).unwrap();
         let timeout = Duration::from_secs(30);
 
@@ -664,16 +675,10 @@ mod tests {
     #[tokio::test]
     async fn raft_calls_do_not_wait_behind_forwarded_streams() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = TlsPaths {
-            ca_cert: dir.path().join("ca.pem"),
-            cert: dir.path().join("node.pem"),
-            key: dir.path().join("node.key"),
-        };
-        ensure_dev_certs(&paths).unwrap();
+        let paths = dev_tls(dir.path());
         let streams = 8;
         let addr = holding_peer(&paths, streams).await;
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let peers = PeerClient::new(endpoint, client_config(&paths).unwrap());
+        let peers = client_peers(&paths);
         let bound = Duration::from_secs(10);
 
         let mut forwards = Vec::new();

@@ -11,6 +11,7 @@ mod common;
 
 use common::*;
 use futures::StreamExt;
+use shoal_protocol::ConversationId;
 use shoal_protocol::transcript::{Event, MessageStatus};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,19 @@ const STALL: Duration = Duration::from_secs(120);
 /// at least `PROPOSE_TIMEOUT_MS` (10 s) for the first of them and as long again for each
 /// checkpoint tick queued before the next.
 const ANSWER_BOUND: Duration = Duration::from_secs(8);
+
+/// Resolves once the admin API shows `conversation`'s activation waiting (on its commit).
+async fn activating(admin: &shoal_client::AdminClient, conversation: ConversationId) {
+    let key = conversation.to_string();
+    eventually("the activation waits on its commit", || async {
+        let actors = admin.actors().await.ok()?;
+        actors
+            .iter()
+            .any(|a| a.key == key && a.state == "activating")
+            .then_some(())
+    })
+    .await
+}
 
 #[tokio::test]
 async fn a_conversation_answers_at_once_while_its_commits_stall() {
@@ -102,14 +116,7 @@ async fn an_activation_waiting_on_consensus_does_not_hold_up_other_conversations
     let blocked_client = node.client().await;
     let mut blocked = Box::pin(blocked_client.get_conversation(waiting.id));
     // That request reaches the node first: the admin API shows the activation waiting.
-    let key = waiting.id.to_string();
-    let activating = eventually("the activation waits on its commit", || async {
-        let actors = admin.actors().await.ok()?;
-        actors
-            .iter()
-            .any(|a| a.key == key && a.state == "activating")
-            .then_some(())
-    });
+    let activating = activating(&admin, waiting.id);
     tokio::select! {
         result = &mut blocked => panic!("the activation could not commit, yet got {result:?}"),
         () = activating => {}
@@ -160,14 +167,7 @@ async fn a_balance_handover_is_refused_while_a_conversation_activates_and_leaves
     // The send reactivates the conversation, whose activation cannot commit now.
     let sender = node.client().await;
     let mut sent = Box::pin(sender.send(conv.id, "two"));
-    let key = conv.id.to_string();
-    let activating = eventually("the activation waits on its commit", || async {
-        let actors = admin.actors().await.ok()?;
-        actors
-            .iter()
-            .any(|a| a.key == key && a.state == "activating")
-            .then_some(())
-    });
+    let activating = activating(&admin, conv.id);
     tokio::select! {
         result = &mut sent => panic!("the activation could not commit, yet got {:?}", result.err()),
         () = activating => {}
