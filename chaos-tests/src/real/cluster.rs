@@ -250,7 +250,22 @@ impl RealCluster {
     /// Asks node `i` to drain (move every leadership away), through another node.
     pub async fn drain(&self, i: usize) -> anyhow::Result<()> {
         let admin = self.admin().await?;
-        let result = admin.drain(&self.nodes[i].name).await;
+        // The drain flag is stored on the drained node, so a node gossip still counts
+        // down (restarted by the previous fault a moment ago) is refused: wait for it.
+        let name = &self.nodes[i].name;
+        let alive = poll_until(&format!("{name} alive in gossip"), || async {
+            let members = admin.members().await.ok()?;
+            members
+                .iter()
+                .any(|m| m.node_id == *name && m.state == "alive")
+                .then_some(())
+        })
+        .await;
+        if let Err(e) = alive {
+            admin.close().await;
+            return Err(e);
+        }
+        let result = admin.drain(name).await;
         admin.close().await;
         result.with_context(|| format!("draining {}", self.nodes[i].name))?;
         self.trace.event(&self.nodes[i].name, "draining");
