@@ -546,13 +546,14 @@ impl PeerClient {
     }
 }
 
+/// Peer clients for unit tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
-    use crate::security::tls::{TlsPaths, ensure_dev_certs, server_config};
+    use crate::security::tls::{TlsPaths, ensure_dev_certs};
 
     /// Dev certificates in `dir`.
-    fn dev_tls(dir: &std::path::Path) -> TlsPaths {
+    pub(crate) fn dev_tls(dir: &std::path::Path) -> TlsPaths {
         let paths = TlsPaths {
             ca_cert: dir.join("ca.pem"),
             cert: dir.join("node.pem"),
@@ -563,10 +564,17 @@ mod tests {
     }
 
     /// A peer client on its own loopback endpoint.
-    fn client_peers(paths: &TlsPaths) -> Arc<PeerClient> {
+    pub(crate) fn client_peers(paths: &TlsPaths) -> Arc<PeerClient> {
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         PeerClient::new(endpoint, client_config(paths).unwrap())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{client_peers, dev_tls};
+    use super::*;
+    use crate::security::tls::{TlsPaths, server_config};
 
     /// A peer that answers any request with `replies` frames `(i, i * 10)`, all in one
     /// write, then finishes the stream.
@@ -701,21 +709,23 @@ mod tests {
             "the peer allows only {streams} streams per connection"
         );
 
-        let answer: ControlReply =
-            tokio::time::timeout(bound, peers.call(addr, &PeerRequest::Undrain, bound))
-                .await
-                .expect("a Raft call is answered while the forwards hold every stream")
-                .unwrap();
-        assert!(matches!(answer, ControlReply::Ok), "{answer:?}");
+        // A Raft-lane call, answered within `bound`.
+        let raft_call = |when: &'static str| {
+            let peers = &peers;
+            async move {
+                let answer: ControlReply =
+                    tokio::time::timeout(bound, peers.call(addr, &PeerRequest::Undrain, bound))
+                        .await
+                        .unwrap_or_else(|_| panic!("no Raft answer {when}"))
+                        .unwrap();
+                assert!(matches!(answer, ControlReply::Ok), "{when}: {answer:?}");
+            }
+        };
+        raft_call("while the forwards hold every stream").await;
         let raft = peers.cached(addr).expect("the Raft connection is pooled");
 
         peers.invalidate_forwards(addr);
-        let answer: ControlReply =
-            tokio::time::timeout(bound, peers.call(addr, &PeerRequest::Undrain, bound))
-                .await
-                .expect("answered after the forwards were dropped")
-                .unwrap();
-        assert!(matches!(answer, ControlReply::Ok), "{answer:?}");
+        raft_call("after the forwards were dropped").await;
         let still = peers
             .cached(addr)
             .expect("the Raft connection is still open");

@@ -203,8 +203,8 @@ impl RaftNetwork<TypeConfig> for ShardNetwork {
 mod tests {
     use super::*;
     use crate::peer::PEER_FRAME_BYTES_MAX;
+    use crate::peer::testing::{client_peers, dev_tls};
     use crate::raft::ShardBatch;
-    use crate::security::tls::{TlsPaths, ensure_dev_certs};
     use crate::shard::state_machine::ShardCommand;
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
     use shoal_protocol::{ConversationId, ShardId, UserId};
@@ -212,15 +212,7 @@ mod tests {
     /// A network to a node that does not exist (no address): anything that reaches the
     /// wire fails as unreachable.
     fn nowhere(dir: &std::path::Path) -> ShardNetwork {
-        let paths = TlsPaths {
-            ca_cert: dir.join("ca.pem"),
-            cert: dir.join("node.pem"),
-            key: dir.join("node.key"),
-        };
-        ensure_dev_certs(&paths).unwrap();
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let config = crate::peer::client_config(&paths).unwrap();
-        let peers = PeerClient::new(endpoint, config);
+        let peers = client_peers(&dev_tls(dir));
         ShardNetwork {
             shard: 0,
             target: 2,
