@@ -588,8 +588,14 @@ impl View {
         let load = |id: RaftId| led.get(&id).copied().unwrap_or(0);
         let excess = load(self.me).saturating_sub(target).min(BALANCE_MOVES_MAX);
         let overloaded = alive.iter().filter(|id| load(**id) > target).count().max(1);
-        let share = |id: RaftId| (target.saturating_sub(load(id)) / overloaded).max(1);
+        // How many this node may give `id`: its part of `id`'s deficit.
+        let room = |id: RaftId| match target.saturating_sub(load(id)) {
+            0 => 0,
+            deficit => (deficit / overloaded).max(1),
+        };
         let mut given: BTreeMap<RaftId, usize> = BTreeMap::new();
+        let got =
+            |given: &BTreeMap<RaftId, usize>, id: RaftId| given.get(&id).copied().unwrap_or(0);
         let mut moves = Vec::new();
         // A shard pinned to its leader stays.
         let candidates = mine
@@ -604,14 +610,12 @@ impl View {
                 .iter()
                 .copied()
                 .filter(|id| {
-                    let got = given.get(id).copied().unwrap_or(0);
                     *id != self.me
                         && self.health(*id) == Health::Alive
                         && desired.contains(id)
-                        && load(*id) + got < target
-                        && got < share(*id)
+                        && got(&given, *id) < room(*id)
                 })
-                .min_by_key(|id| (load(*id) + given.get(id).copied().unwrap_or(0), *id));
+                .min_by_key(|id| (load(*id) + got(&given, *id), *id));
             if let Some(to) = to {
                 *given.entry(to).or_default() += 1;
                 moves.push(Action::TransferLeader {
