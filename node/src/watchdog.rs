@@ -475,6 +475,7 @@ async fn run_writer(program: PathBuf, inner: Arc<Inner>) {
 /// Writes pending commands to one watchdog process until a write fails (it died).
 async fn feed(mut stdin: impl AsyncWrite + Unpin, inner: &Inner, mut brief: bool) {
     let window = Duration::from_millis(WATCHDOG_RENEWALS_WINDOW_MS);
+    let mut last_write = tokio::time::Instant::now();
     loop {
         let text = {
             let mut pending = inner
@@ -521,12 +522,12 @@ async fn feed(mut stdin: impl AsyncWrite + Unpin, inner: &Inner, mut brief: bool
                 tracing::debug!(error = %e, "writing to the agent watchdog failed");
                 return;
             }
+            last_write = tokio::time::Instant::now();
         }
-        let written_at = tokio::time::Instant::now();
         inner.wake.notified().await;
         // Renewals wait for the rest of the window, so the renewals of every shard in it
         // go as one write; anything urgent ends the wait.
-        let until = written_at + window;
+        let until = last_write + window;
         while !inner.urgent() {
             tokio::select! {
                 () = inner.wake.notified() => {}
