@@ -23,17 +23,28 @@ const STALL: Duration = Duration::from_secs(120);
 /// checkpoint tick queued before the next.
 const ANSWER_BOUND: Duration = Duration::from_secs(8);
 
-/// Resolves once the admin API shows `conversation`'s activation waiting (on its commit).
-async fn activating(admin: &shoal_client::AdminClient, conversation: ConversationId) {
+/// Waits until the admin API shows `conversation`'s activation waiting on its commit,
+/// while `request` (which started that activation) must not finish.
+async fn await_activating<T, E: std::fmt::Debug>(
+    admin: &shoal_client::AdminClient,
+    conversation: ConversationId,
+    request: &mut std::pin::Pin<Box<impl Future<Output = Result<T, E>>>>,
+) {
     let key = conversation.to_string();
-    eventually("the activation waits on its commit", || async {
+    let activating = eventually("the activation waits on its commit", || async {
         let actors = admin.actors().await.ok()?;
         actors
             .iter()
             .any(|a| a.key == key && a.state == "activating")
             .then_some(())
-    })
-    .await
+    });
+    tokio::select! {
+        result = request => panic!(
+            "the activation could not commit, yet the request ended (error: {:?})",
+            result.err()
+        ),
+        () = activating => {}
+    }
 }
 
 #[tokio::test]
@@ -116,11 +127,7 @@ async fn an_activation_waiting_on_consensus_does_not_hold_up_other_conversations
     let blocked_client = node.client().await;
     let mut blocked = Box::pin(blocked_client.get_conversation(waiting.id));
     // That request reaches the node first: the admin API shows the activation waiting.
-    let activating = activating(&admin, waiting.id);
-    tokio::select! {
-        result = &mut blocked => panic!("the activation could not commit, yet got {result:?}"),
-        () = activating => {}
-    }
+    await_activating(&admin, waiting.id, &mut blocked).await;
     let started = Instant::now();
     tokio::select! {
         biased;
@@ -167,11 +174,7 @@ async fn a_balance_handover_is_refused_while_a_conversation_activates_and_leaves
     // The send reactivates the conversation, whose activation cannot commit now.
     let sender = node.client().await;
     let mut sent = Box::pin(sender.send(conv.id, "two"));
-    let activating = activating(&admin, conv.id);
-    tokio::select! {
-        result = &mut sent => panic!("the activation could not commit, yet got {:?}", result.err()),
-        () = activating => {}
-    }
+    await_activating(&admin, conv.id, &mut sent).await;
 
     let host = ctx.shard_host.get().expect("the shard host runs").clone();
     let handed = tokio::time::timeout(
