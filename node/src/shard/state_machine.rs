@@ -19,6 +19,7 @@
 //! Key layout inside a shard's tree:
 //! * `c/<conversation uid>` → [`ConversationRecord`]
 //! * `m/<conversation uid>/<message index, u64 BE>` → [`Message`]
+//! * `mr/<conversation uid>/…`: the running turn's message as checkpointed ([`running`])
 //! * `rc/<user>/<request id>` → the conversation a `CreateConversation` request made
 //! * `rs/<conversation uid>/<request id>` → the turn a `AppendUserMessage` request started
 //! * `u/<user>/<conversation uid>` → empty: the user's conversations
@@ -50,6 +51,7 @@ pub mod mcp;
 pub mod permissions;
 pub mod pins;
 pub mod queue;
+pub mod running;
 pub mod settings;
 pub mod sharing;
 pub mod usage;
@@ -576,6 +578,7 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
         } => {
             let mut rec = record(view, *conversation)?;
             check_running(&rec, message.id, message.turn)?;
+            running::forget(view, &mut writes, *conversation, message.id)?;
             writes.put(message_key(*conversation, message.id), message);
             if matches!(cmd, ShardCommand::FinishTurn { .. }) {
                 rec.running_turn = None;
@@ -599,12 +602,8 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             delta,
         } => {
             let rec = record(view, *conversation)?;
-            let mut stored = running_message(view, &rec, message)?;
-            delta.apply(&mut stored.parts).map_err(|e| {
-                Rejection::Invalid(format!("message {} of {conversation}: {e}", message.id))
-            })?;
-            stored.content = content_from_parts(&stored.parts);
-            writes.put(message_key(*conversation, message.id), &stored);
+            check_running(&rec, message.id, message.turn)?;
+            running::append(view, &mut writes, *conversation, message, delta)?;
             Outcome::Done
         }
         ShardCommand::EndTurn {
@@ -616,13 +615,9 @@ fn apply_inner(view: &impl ShardRead, cmd: &ShardCommand) -> Result<(Writes, Out
             error,
         } => {
             let mut rec = record(view, *conversation)?;
-            let mut stored = running_message(view, &rec, message)?;
-            if let Some(delta) = delta {
-                delta.apply(&mut stored.parts).map_err(|e| {
-                    Rejection::Invalid(format!("message {} of {conversation}: {e}", message.id))
-                })?;
-            }
-            stored.content = content_from_parts(&stored.parts);
+            check_running(&rec, message.id, message.turn)?;
+            let mut stored =
+                running::take(view, &mut writes, *conversation, message, delta.as_ref())?;
             stored.status = *status;
             stored.stop_reason = stop_reason.clone();
             stored.error = error.clone();
@@ -800,30 +795,6 @@ fn check_running(
     } else {
         Err(Rejection::StaleTurn(message))
     }
-}
-
-/// The running turn's assistant message as stored (empty before its first checkpoint);
-/// [`Rejection::StaleTurn`] when `header` is not the running turn's message.
-fn running_message(
-    view: &impl ShardRead,
-    rec: &ConversationRecord,
-    header: &MessageHeader,
-) -> Result<Message, Failure> {
-    let conversation = rec.id;
-    check_running(rec, header.id, header.turn)?;
-    Ok(
-        read::<Message>(view, &message_key(conversation, header.id))?.unwrap_or_else(|| Message {
-            id: header.id,
-            turn: header.turn,
-            role: Role::Assistant,
-            status: MessageStatus::InProgress,
-            parts: Vec::new(),
-            content: String::new(),
-            created_at_ms: header.created_at_ms,
-            stop_reason: None,
-            error: None,
-        }),
-    )
 }
 
 #[cfg(test)]

@@ -234,6 +234,7 @@ pub(super) fn delete_keys(
 ) -> Result<(), Failure> {
     for prefix in [
         message_prefix(rec.id),
+        super::running::running_prefix(rec.id),
         send_request_prefix(rec.id),
         super::compactions::compactions_prefix(rec.id),
     ] {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 mod history;
 mod pins;
 mod queue;
+mod running;
 mod settings;
 mod sharing;
 mod usage;
@@ -291,7 +292,7 @@ fn a_turn_is_committed_as_deltas_then_ended() {
         }]
     );
     mem.run(&append(second)).unwrap();
-    let stored = stored_message(&mem, turn.assistant_message);
+    let stored = super::running::load(&mem, conv(), &header(&turn)).unwrap();
     assert_eq!(stored.parts, parts);
     assert_eq!(stored.content, "hello world");
     assert_eq!(stored.status, MessageStatus::InProgress);
