@@ -133,21 +133,26 @@ fn kind(part: Option<&Part>) -> &'static str {
     }
 }
 
+/// A model of streaming for tests: the edits an agent's output makes to a message's
+/// parts, and where they move the proposer's confirmed mark.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod model {
+    use super::PartsMark;
     use proptest::prelude::*;
-    use shoal_protocol::transcript::ToolStatus;
+    use shoal_protocol::transcript::{Part, ToolStatus};
 
-    fn text(s: &str) -> Part {
+    /// A text part.
+    pub(crate) fn text(s: &str) -> Part {
         Part::Text { text: s.into() }
     }
 
-    fn reasoning(s: &str) -> Part {
+    /// A reasoning part.
+    pub(crate) fn reasoning(s: &str) -> Part {
         Part::Reasoning { text: s.into() }
     }
 
-    fn tool(id: &str, status: ToolStatus) -> Part {
+    /// A tool call part.
+    pub(crate) fn tool(id: &str, status: ToolStatus) -> Part {
         Part::ToolCall {
             tool_call_id: id.into(),
             title: "t".into(),
@@ -157,6 +162,74 @@ mod tests {
             output: None,
         }
     }
+
+    /// One step of a turn.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Edit {
+        /// Text streamed (into the last part when it is text).
+        Text(String),
+        /// Reasoning streamed (likewise).
+        Reasoning(String),
+        /// A 20 000-byte text part.
+        Big,
+        /// A new tool call.
+        NewTool,
+        /// The n-th tool call rewritten in place.
+        UpdateTool(usize),
+        /// The proposer takes a checkpoint; it applies (`true`) or its fate is unknown.
+        Checkpoint(bool),
+    }
+
+    /// Edits, with big parts when `big` (else more tool calls in their place).
+    pub(crate) fn edit(big: bool) -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            4 => "[a-zé]{0,6}".prop_map(Edit::Text),
+            2 => "[a-z]{0,4}".prop_map(Edit::Reasoning),
+            1 => Just(()).prop_map(move |()| if big { Edit::Big } else { Edit::NewTool }),
+            1 => Just(Edit::NewTool),
+            1 => (0usize..4).prop_map(Edit::UpdateTool),
+            4 => any::<bool>().prop_map(Edit::Checkpoint),
+        ]
+    }
+
+    /// Applies a streaming edit to `parts`, moving `confirmed` back to a rewritten part;
+    /// `Some(applied)` for a checkpoint, which the caller takes.
+    pub(crate) fn stream(parts: &mut Vec<Part>, confirmed: &mut PartsMark, edit: Edit) -> Option<bool> {
+        match edit {
+            Edit::Text(s) => match parts.last_mut() {
+                Some(Part::Text { text }) => text.push_str(&s),
+                _ => parts.push(text(&s)),
+            },
+            Edit::Reasoning(s) => match parts.last_mut() {
+                Some(Part::Reasoning { text }) => text.push_str(&s),
+                _ => parts.push(reasoning(&s)),
+            },
+            Edit::Big => parts.push(text(&"b".repeat(20_000))),
+            Edit::NewTool => parts.push(tool("t", ToolStatus::Pending)),
+            Edit::UpdateTool(n) => {
+                let tools: Vec<usize> = parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| matches!(p, Part::ToolCall { .. }))
+                    .map(|(i, _)| i)
+                    .collect();
+                if let Some(&i) = tools.get(n) {
+                    parts[i] = tool("t", ToolStatus::Completed);
+                    *confirmed = (*confirmed).min(PartsMark::at_part(i));
+                }
+            }
+            Edit::Checkpoint(applied) => return Some(applied),
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model::{edit, reasoning, stream, text, tool};
+    use super::*;
+    use proptest::prelude::*;
+    use shoal_protocol::transcript::ToolStatus;
 
     #[test]
     fn a_delta_from_inside_a_text_part_carries_only_the_new_text() {
@@ -215,67 +288,28 @@ mod tests {
         }
     }
 
-    #[derive(Debug, Clone)]
-    enum Edit {
-        Text(String),
-        Reasoning(String),
-        NewTool,
-        UpdateTool(usize),
-        /// The proposer takes a checkpoint; it applies (`true`) or its fate is unknown.
-        Checkpoint(bool),
-    }
-
-    fn edit() -> impl Strategy<Value = Edit> {
-        prop_oneof![
-            "[a-zé]{0,4}".prop_map(Edit::Text),
-            "[a-z]{0,4}".prop_map(Edit::Reasoning),
-            Just(Edit::NewTool),
-            (0usize..4).prop_map(Edit::UpdateTool),
-            any::<bool>().prop_map(Edit::Checkpoint),
-        ]
-    }
-
     proptest! {
         /// However streaming goes and whichever checkpoints are lost, a final delta from
         /// the newest confirmed mark reproduces the proposer's parts in the store.
         #[test]
-        fn deltas_from_the_confirmed_mark_reproduce_the_message(edits in proptest::collection::vec(edit(), 0..40)) {
+        fn deltas_from_the_confirmed_mark_reproduce_the_message(edits in proptest::collection::vec(edit(false), 0..40)) {
             let mut parts: Vec<Part> = Vec::new();
             let mut stored: Vec<Part> = Vec::new();
             let mut confirmed = PartsMark::default();
             for edit in edits {
-                match edit {
-                    Edit::Text(s) => match parts.last_mut() {
-                        Some(Part::Text { text }) => text.push_str(&s),
-                        _ => parts.push(text(&s)),
-                    },
-                    Edit::Reasoning(s) => match parts.last_mut() {
-                        Some(Part::Reasoning { text }) => text.push_str(&s),
-                        _ => parts.push(reasoning(&s)),
-                    },
-                    Edit::NewTool => parts.push(tool("t", ToolStatus::Pending)),
-                    Edit::UpdateTool(n) => {
-                        let tools: Vec<usize> = parts.iter().enumerate()
-                            .filter(|(_, p)| matches!(p, Part::ToolCall { .. }))
-                            .map(|(i, _)| i).collect();
-                        if let Some(&i) = tools.get(n) {
-                            parts[i] = tool("t", ToolStatus::Completed);
-                            confirmed = confirmed.min(PartsMark::at_part(i));
-                        }
-                    }
-                    Edit::Checkpoint(applied) => {
-                        let delta = PartsDelta::since(&parts, confirmed);
-                        if applied {
-                            delta.apply(&mut stored).unwrap();
-                            prop_assert_eq!(&stored, &parts);
-                            confirmed = PartsMark::end_of(&parts);
-                        } else {
-                            // Lost or applied: the proposer cannot tell.
-                            let mut maybe = stored.clone();
-                            delta.apply(&mut maybe).unwrap();
-                            if confirmed.part % 2 == 0 { stored = maybe; }
-                        }
-                    }
+                let Some(applied) = stream(&mut parts, &mut confirmed, edit) else {
+                    continue;
+                };
+                let delta = PartsDelta::since(&parts, confirmed);
+                if applied {
+                    delta.apply(&mut stored).unwrap();
+                    prop_assert_eq!(&stored, &parts);
+                    confirmed = PartsMark::end_of(&parts);
+                } else {
+                    // Lost or applied: the proposer cannot tell.
+                    let mut maybe = stored.clone();
+                    delta.apply(&mut maybe).unwrap();
+                    if confirmed.part % 2 == 0 { stored = maybe; }
                 }
             }
             PartsDelta::since(&parts, confirmed).apply(&mut stored).unwrap();

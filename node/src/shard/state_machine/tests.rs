@@ -35,13 +35,17 @@ impl ShardRead for Mem {
 impl Mem {
     fn run(&mut self, cmd: &ShardCommand) -> Result<Outcome, Rejection> {
         let (writes, outcome) = apply(self, cmd).expect("memory reads never fail")?;
+        self.commit(writes);
+        Ok(outcome)
+    }
+
+    fn commit(&mut self, writes: Writes) {
         for k in writes.deletes {
             self.0.remove(&k);
         }
         for (k, v) in writes.puts {
             self.0.insert(k, v);
         }
-        Ok(outcome)
     }
 }
 

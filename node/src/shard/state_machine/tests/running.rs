@@ -3,6 +3,7 @@
 
 use super::super::running::{self, DELTAS_MAX};
 use super::*;
+use crate::shard::parts_delta::model::{edit, stream, text, tool};
 use crate::shard::parts_delta::{PartsDelta, PartsMark};
 use proptest::prelude::*;
 use shoal_protocol::transcript::ToolStatus;
@@ -34,28 +35,8 @@ fn run_counted(mem: &mut Mem, cmd: &ShardCommand) -> u64 {
         .iter()
         .map(|(k, v)| (k.len() + v.len()) as u64)
         .sum();
-    for k in writes.deletes {
-        mem.0.remove(&k);
-    }
-    for (k, v) in writes.puts {
-        mem.0.insert(k, v);
-    }
+    mem.commit(writes);
     bytes
-}
-
-fn text(s: &str) -> Part {
-    Part::Text { text: s.into() }
-}
-
-fn tool(id: &str, status: ToolStatus) -> Part {
-    Part::ToolCall {
-        tool_call_id: id.into(),
-        title: "t".into(),
-        kind: None,
-        status,
-        input: None,
-        output: None,
-    }
 }
 
 fn ended(outcome: Result<Outcome, Rejection>) -> Message {
@@ -178,26 +159,6 @@ fn a_message_stored_whole_is_continued_by_deltas() {
     assert_eq!(ended(mem.run(&end(&turn, None))).parts, parts);
 }
 
-#[derive(Debug, Clone)]
-enum Edit {
-    Text(String),
-    Big,
-    NewTool,
-    UpdateTool(usize),
-    /// A checkpoint: it applies (`true`), or its fate is unknown to the proposer.
-    Checkpoint(bool),
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        4 => "[a-zé]{0,6}".prop_map(Edit::Text),
-        1 => Just(Edit::Big),
-        1 => Just(Edit::NewTool),
-        1 => (0usize..4).prop_map(Edit::UpdateTool),
-        4 => any::<bool>().prop_map(Edit::Checkpoint),
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -205,7 +166,7 @@ proptest! {
     /// stored and folded, the stored message is the proposer's at every confirmed
     /// checkpoint and at the end.
     #[test]
-    fn the_stored_message_is_the_proposers(edits in proptest::collection::vec(edit(), 0..300)) {
+    fn the_stored_message_is_the_proposers(edits in proptest::collection::vec(edit(true), 0..300)) {
         let mut mem = Mem::default();
         create(&mut mem);
         let turn = started(send(&mut mem, 1)).turn;
@@ -213,35 +174,19 @@ proptest! {
         let mut confirmed = PartsMark::default();
         let mut checkpoints = 0u32;
         for edit in edits {
-            match edit {
-                Edit::Text(s) => match parts.last_mut() {
-                    Some(Part::Text { text }) => text.push_str(&s),
-                    _ => parts.push(text(&s)),
-                },
-                Edit::Big => parts.push(text(&"b".repeat(20_000))),
-                Edit::NewTool => parts.push(tool("t", ToolStatus::Pending)),
-                Edit::UpdateTool(n) => {
-                    let tools: Vec<usize> = parts.iter().enumerate()
-                        .filter(|(_, p)| matches!(p, Part::ToolCall { .. }))
-                        .map(|(i, _)| i).collect();
-                    if let Some(&i) = tools.get(n) {
-                        parts[i] = tool("t", ToolStatus::Completed);
-                        confirmed = confirmed.min(PartsMark::at_part(i));
-                    }
-                }
-                Edit::Checkpoint(known) => {
-                    checkpoints += 1;
-                    let cmd = append(&turn, PartsDelta::since(&parts, confirmed));
-                    if known {
-                        mem.run(&cmd).unwrap();
-                        let stored = running::load(&mem, conv(), &header(&turn)).unwrap();
-                        prop_assert_eq!(&stored.parts, &parts);
-                        confirmed = PartsMark::end_of(&parts);
-                    } else if checkpoints.is_multiple_of(2) {
-                        // Applied, but the proposer does not know.
-                        mem.run(&cmd).unwrap();
-                    }
-                }
+            let Some(known) = stream(&mut parts, &mut confirmed, edit) else {
+                continue;
+            };
+            checkpoints += 1;
+            let cmd = append(&turn, PartsDelta::since(&parts, confirmed));
+            if known {
+                mem.run(&cmd).unwrap();
+                let stored = running::load(&mem, conv(), &header(&turn)).unwrap();
+                prop_assert_eq!(&stored.parts, &parts);
+                confirmed = PartsMark::end_of(&parts);
+            } else if checkpoints.is_multiple_of(2) {
+                // Applied, but the proposer does not know.
+                mem.run(&cmd).unwrap();
             }
         }
         let message = ended(mem.run(&end(&turn, Some(PartsDelta::since(&parts, confirmed)))));
