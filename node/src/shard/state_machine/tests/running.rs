@@ -39,6 +39,14 @@ fn run_counted(mem: &mut Mem, cmd: &ShardCommand) -> u64 {
     bytes
 }
 
+/// A store with a conversation whose first turn has started.
+fn turn_started() -> (Mem, RunningTurn) {
+    let mut mem = Mem::default();
+    create(&mut mem);
+    let turn = started(send(&mut mem, 1)).turn;
+    (mem, turn)
+}
+
 fn ended(outcome: Result<Outcome, Rejection>) -> Message {
     match outcome {
         Ok(Outcome::TurnEnded(message)) => *message,
@@ -51,9 +59,7 @@ fn ended(outcome: Result<Outcome, Rejection>) -> Message {
 /// checkpoint, which wrote about 500 times the message.
 #[test]
 fn a_long_turn_writes_each_byte_a_bounded_number_of_times() {
-    let mut mem = Mem::default();
-    create(&mut mem);
-    let turn = started(send(&mut mem, 1)).turn;
+    let (mut mem, turn) = turn_started();
     let chunk = "x".repeat(1024);
     let mut parts = Vec::new();
     let mut confirmed = PartsMark::default();
@@ -94,9 +100,7 @@ fn a_long_turn_writes_each_byte_a_bounded_number_of_times() {
 /// whole message for a cut inside a text part), and write nothing.
 #[test]
 fn bad_deltas_are_refused_and_write_nothing() {
-    let mut mem = Mem::default();
-    create(&mut mem);
-    let turn = started(send(&mut mem, 1)).turn;
+    let (mut mem, turn) = turn_started();
     let parts = vec![text("héllo"), tool("a", ToolStatus::Pending)];
     mem.run(&append(
         &turn,
@@ -140,9 +144,7 @@ fn bad_deltas_are_refused_and_write_nothing() {
 /// (the old `Checkpoint`): the next delta continues it.
 #[test]
 fn a_message_stored_whole_is_continued_by_deltas() {
-    let mut mem = Mem::default();
-    create(&mut mem);
-    let turn = started(send(&mut mem, 1)).turn;
+    let (mut mem, turn) = turn_started();
     let mut parts = vec![text("old")];
     let mut whole = assistant(&turn, "", MessageStatus::InProgress);
     whole.parts = parts.clone();
@@ -167,9 +169,7 @@ proptest! {
     /// checkpoint and at the end.
     #[test]
     fn the_stored_message_is_the_proposers(edits in proptest::collection::vec(edit(true), 0..300)) {
-        let mut mem = Mem::default();
-        create(&mut mem);
-        let turn = started(send(&mut mem, 1)).turn;
+        let (mut mem, turn) = turn_started();
         let mut parts: Vec<Part> = Vec::new();
         let mut confirmed = PartsMark::default();
         let mut checkpoints = 0u32;
@@ -199,9 +199,7 @@ proptest! {
 /// Tiny checkpoints are folded after [`DELTAS_MAX`] of them, so they never pile up keys.
 #[test]
 fn tiny_checkpoints_keep_a_bounded_number_of_keys() {
-    let mut mem = Mem::default();
-    create(&mut mem);
-    let turn = started(send(&mut mem, 1)).turn;
+    let (mut mem, turn) = turn_started();
     let mut parts = vec![text("")];
     let mut confirmed = PartsMark::default();
     for _ in 0..3 * DELTAS_MAX {
