@@ -194,7 +194,11 @@ pub(crate) mod model {
 
     /// Applies a streaming edit to `parts`, moving `confirmed` back to a rewritten part;
     /// `Some(applied)` for a checkpoint, which the caller takes.
-    pub(crate) fn stream(parts: &mut Vec<Part>, confirmed: &mut PartsMark, edit: Edit) -> Option<bool> {
+    pub(crate) fn stream(
+        parts: &mut Vec<Part>,
+        confirmed: &mut PartsMark,
+        edit: Edit,
+    ) -> Option<bool> {
         match edit {
             Edit::Text(s) => match parts.last_mut() {
                 Some(Part::Text { text }) => text.push_str(&s),
