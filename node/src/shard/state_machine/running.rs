@@ -27,6 +27,7 @@ use super::{
 };
 use crate::shard::parts_delta::PartsDelta;
 use serde::{Deserialize, Serialize};
+use shoal_protocol::frame::{BincodeCodec, Codec};
 use shoal_protocol::transcript::{Message, MessageStatus, Part, Role, content_from_parts};
 use shoal_protocol::{ConversationId, MessageId};
 
@@ -192,33 +193,77 @@ pub fn load(
     id: ConversationId,
     header: &MessageHeader,
 ) -> Result<Message, ReadError> {
-    let shape_key = shape_key(id, header.id);
-    // The shape first, then its deltas, in order.
-    let mut running = view.scan_prefix(&shape_key)?.into_iter();
-    let created_at_ms = match running.next() {
-        Some((key, bytes)) if key == shape_key => decode::<Shape>(&key, &bytes)?.created_at_ms,
-        Some((key, _)) => {
-            return Err(ReadError::Corrupt {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                message: "a stored delta without its shape".into(),
-            });
+    let mut stored = Stored::read(view, id, header)?;
+    stored.message.content = content_from_parts(&stored.message.parts);
+    Ok(stored.message)
+}
+
+/// The running message put together (its `content` not yet recomputed), and the running
+/// keys it was put together from.
+struct Stored {
+    message: Message,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Stored {
+    fn read(
+        view: &impl ShardRead,
+        id: ConversationId,
+        header: &MessageHeader,
+    ) -> Result<Stored, ReadError> {
+        let shape_key = shape_key(id, header.id);
+        // The shape first, then its deltas, in order.
+        let mut running = view.scan_prefix(&shape_key)?.into_iter();
+        let mut keys = Vec::new();
+        let created_at_ms = match running.next() {
+            Some((key, bytes)) if key == shape_key => {
+                let created_at_ms = decode::<Shape>(&key, &bytes)?.created_at_ms;
+                keys.push(key);
+                created_at_ms
+            }
+            Some((key, _)) => {
+                return Err(ReadError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    message: "a stored delta without its shape".into(),
+                });
+            }
+            None => header.created_at_ms,
+        };
+        let mut message = read::<Message>(view, &message_key(id, header.id))?
+            .unwrap_or_else(|| empty(header, created_at_ms));
+        for (key, bytes) in running {
+            let delta: PartsDelta = decode(&key, &bytes)?;
+            // It applied to these parts when it was stored.
+            delta
+                .apply(&mut message.parts)
+                .map_err(|e| ReadError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    message: format!("a stored delta no longer applies: {e}"),
+                })?;
+            keys.push(key);
         }
-        None => header.created_at_ms,
-    };
-    let mut message = read::<Message>(view, &message_key(id, header.id))?
-        .unwrap_or_else(|| empty(header, created_at_ms));
-    for (key, bytes) in running {
-        let delta: PartsDelta = decode(&key, &bytes)?;
-        // It applied to these parts when it was stored.
-        delta
-            .apply(&mut message.parts)
-            .map_err(|e| ReadError::Corrupt {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                message: format!("a stored delta no longer applies: {e}"),
-            })?;
+        Ok(Stored { message, keys })
     }
-    message.content = content_from_parts(&message.parts);
-    Ok(message)
+
+    /// Applies `delta` (if any): `Rejection::Invalid` when it does not apply. Then
+    /// recomputes `content` and queues the removal of the running keys.
+    fn finish(
+        mut self,
+        writes: &mut Writes,
+        id: ConversationId,
+        delta: Option<&PartsDelta>,
+    ) -> Result<Message, Rejection> {
+        if let Some(delta) = delta {
+            delta.apply(&mut self.message.parts).map_err(|e| {
+                Rejection::Invalid(format!("message {} of {id}: {e}", self.message.id))
+            })?;
+        }
+        self.message.content = content_from_parts(&self.message.parts);
+        for key in self.keys {
+            writes.delete(key);
+        }
+        Ok(self.message)
+    }
 }
 
 /// Stores `delta` of the running message `header`: as a key of its own when the shape
@@ -233,32 +278,31 @@ pub fn append(
     delta: &PartsDelta,
 ) -> Result<(), Failure> {
     let mut shape = shape(view, id, header)?;
-    if shape.advance(delta).is_none() {
-        let mut message = load(view, id, header)?;
-        apply_checked(&mut message, delta, id)?;
-        fold(view, writes, id, header, &message)?;
-        return Ok(());
+    if shape.advance(delta).is_some() {
+        // Our own types always encode.
+        let bytes = BincodeCodec.encode(delta).expect("deltas encode");
+        let seq = shape.deltas;
+        shape.deltas += 1;
+        shape.delta_bytes += bytes.len() as u64;
+        let outgrown =
+            shape.delta_bytes > shape.base_bytes.max(FOLD_BYTES_MIN) || shape.deltas >= DELTAS_MAX;
+        if !outgrown {
+            writes.puts.push((delta_key(id, header.id, seq), bytes));
+            writes.put(shape_key(id, header.id), &shape);
+            return Ok(());
+        }
     }
-    writes.put(delta_key(id, header.id, shape.deltas), delta);
-    let written = writes.puts.last().map_or(0, |(_, v)| v.len() as u64);
-    shape.deltas += 1;
-    shape.delta_bytes += written;
-    if shape.delta_bytes > shape.base_bytes.max(FOLD_BYTES_MIN) || shape.deltas >= DELTAS_MAX {
-        // The new delta is in `writes`, not yet in `view`: fold from the message as it
-        // will be.
-        writes.puts.pop();
-        let mut message = load(view, id, header)?;
-        apply_checked(&mut message, delta, id)?;
-        fold(view, writes, id, header, &message)?;
-        return Ok(());
-    }
-    writes.put(shape_key(id, header.id), &shape);
+    // The shape cannot tell, or the deltas outgrew the base: the whole message, with the
+    // delta applied, becomes the new base.
+    let message = Stored::read(view, id, header)?.finish(writes, id, Some(delta))?;
+    writes.put(message_key(id, header.id), &message);
+    let base_bytes = writes.puts.last().map_or(0, |(_, v)| v.len() as u64);
+    writes.put(shape_key(id, header.id), &Shape::of(&message, base_bytes));
     Ok(())
 }
 
 /// Ends the running message `header`: the stored message with `delta` (if any) applied,
-/// written whole to the message key, its running keys removed. The caller sets the
-/// status and writes it.
+/// its running keys removed. The caller sets the status and writes it.
 pub fn take(
     view: &impl ShardRead,
     writes: &mut Writes,
@@ -266,12 +310,7 @@ pub fn take(
     header: &MessageHeader,
     delta: Option<&PartsDelta>,
 ) -> Result<Message, Failure> {
-    let mut message = load(view, id, header)?;
-    if let Some(delta) = delta {
-        apply_checked(&mut message, delta, id)?;
-    }
-    forget(view, writes, id, header.id)?;
-    Ok(message)
+    Ok(Stored::read(view, id, header)?.finish(writes, id, delta)?)
 }
 
 /// Removes the running keys of message `index` (its shape and deltas), if any.
@@ -284,33 +323,5 @@ pub fn forget(
     for (key, _) in view.scan_prefix(&shape_key(id, index))? {
         writes.delete(key);
     }
-    Ok(())
-}
-
-fn apply_checked(
-    message: &mut Message,
-    delta: &PartsDelta,
-    id: ConversationId,
-) -> Result<(), Rejection> {
-    delta
-        .apply(&mut message.parts)
-        .map_err(|e| Rejection::Invalid(format!("message {} of {id}: {e}", message.id)))?;
-    message.content = content_from_parts(&message.parts);
-    Ok(())
-}
-
-/// Writes `message` as the new base of the running message `header` and drops the
-/// deltas it holds.
-fn fold(
-    view: &impl ShardRead,
-    writes: &mut Writes,
-    id: ConversationId,
-    header: &MessageHeader,
-    message: &Message,
-) -> Result<(), ReadError> {
-    forget(view, writes, id, header.id)?;
-    writes.put(message_key(id, header.id), message);
-    let base_bytes = writes.puts.last().map_or(0, |(_, v)| v.len() as u64);
-    writes.put(shape_key(id, header.id), &Shape::of(message, base_bytes));
     Ok(())
 }
