@@ -68,6 +68,7 @@ pub(crate) fn node_config(mut root: Table, origins: &Origins) -> Result<NodeConf
         lease_ms: s.int(&schema::LEASE_MS)?,
         placement_grace_ms: s.int_u64(&schema::PLACEMENT_GRACE_MS)?,
         snapshot_every_entries: s.int(&schema::SNAPSHOT_EVERY_ENTRIES)?,
+        quiesce_after_ms: s.int_u64(&schema::QUIESCE_AFTER_MS)?,
     };
 
     let mut s = Section::take(&mut root, "gossip", origins)?;

@@ -46,6 +46,7 @@ pub(crate) const SECTIONS: &[SectionSchema] = &[
             "lease_ms",
             "placement_grace_ms",
             "snapshot_every_entries",
+            "quiesce_after_ms",
         ],
     },
     SectionSchema {
@@ -240,6 +241,7 @@ int_rules! {
     LEASE_MS: "cluster"."lease_ms" = Some(300), 10, 60_000;
     PLACEMENT_GRACE_MS: "cluster"."placement_grace_ms" = Some(10_000), 0, MS_PER_DAY;
     SNAPSHOT_EVERY_ENTRIES: "cluster"."snapshot_every_entries" = Some(1024), 16, 10_000_000;
+    QUIESCE_AFTER_MS: "cluster"."quiesce_after_ms" = Some(2_000), 0, MS_PER_DAY, zero_disables;
     PROBE_PERIOD_MS: "gossip"."probe_period_ms" = None, 100, 60_000;
     SUSPECT_TO_DOWN_MS: "gossip"."suspect_to_down_ms" = None, 100, 600_000;
     PACKET_BYTES_MAX: "gossip"."packet_bytes_max" = Some(1100), 512, 1200;

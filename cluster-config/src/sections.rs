@@ -161,6 +161,11 @@ pub struct ClusterSection {
     /// between snapshots; older entries are purged, and a lagging or new replica is
     /// then seeded by snapshot. Lower keeps the log small; higher snapshots less often.
     pub snapshot_every_entries: NonZeroU64,
+    /// `quiesce_after_ms` (default 2_000, 0..=86_400_000 = 24 h; 0 disables): how long
+    /// a shard's log must stand still, every replica caught up, before its leader stops
+    /// heartbeating it and sends one small beat per node for all such shards instead.
+    /// An idle cluster then costs almost nothing; any write wakes the shard at once.
+    pub quiesce_after_ms: u64,
 }
 
 impl ClusterSection {
@@ -184,6 +189,11 @@ impl ClusterSection {
     pub fn placement_grace(&self) -> Duration {
         Duration::from_millis(self.placement_grace_ms)
     }
+    /// [`Self::quiesce_after_ms`] as a [`Duration`]; `None` when 0 (shards always
+    /// heartbeat).
+    pub fn quiesce_after(&self) -> Option<Duration> {
+        unless_disabled(self.quiesce_after_ms)
+    }
 }
 
 impl Default for ClusterSection {
@@ -198,6 +208,7 @@ impl Default for ClusterSection {
             lease_ms: const { nz64(&schema::LEASE_MS) },
             placement_grace_ms: const { default_of(&schema::PLACEMENT_GRACE_MS) },
             snapshot_every_entries: const { nz64(&schema::SNAPSHOT_EVERY_ENTRIES) },
+            quiesce_after_ms: const { default_of(&schema::QUIESCE_AFTER_MS) },
         }
     }
 }

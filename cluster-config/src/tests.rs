@@ -149,6 +149,7 @@ fn explicit_values_are_read() {
         ("cluster.lease_ms", "149"),
         ("cluster.placement_grace_ms", "0"),
         ("cluster.snapshot_every_entries", "16"),
+        ("cluster.quiesce_after_ms", "0"),
         ("gossip.preset", "\"lan-large\""),
         ("gossip.probe_period_ms", "500"),
         ("gossip.suspect_to_down_ms", "501"),
@@ -175,6 +176,7 @@ fn explicit_values_are_read() {
     assert_eq!(config.cluster.lease_ms.get(), 149);
     assert_eq!(config.cluster.placement_grace(), Duration::ZERO);
     assert_eq!(config.cluster.snapshot_every_entries.get(), 16);
+    assert_eq!(config.cluster.quiesce_after(), None);
     assert_eq!(config.gossip.preset, GossipPreset::LanLarge);
     assert_eq!(config.gossip.preset.cluster_size_hint(), 128);
     assert_eq!(
@@ -836,6 +838,7 @@ fn to_toml_string_round_trips() {
         ("cluster.election_timeout_max_ms", "3000"),
         ("cluster.placement_grace_ms", "0"),
         ("cluster.snapshot_every_entries", "100000"),
+        ("cluster.quiesce_after_ms", "5000"),
         ("gossip.preset", "\"lan-medium\""),
         ("gossip.probe_period_ms", "700"),
         ("gossip.suspect_to_down_ms", "7000"),

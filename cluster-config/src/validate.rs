@@ -49,7 +49,7 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
     let cluster = &config.cluster;
     let gossip = &config.gossip;
     let workspace = &config.workspace;
-    let ints: [(&IntRule, u64); 33] = [
+    let ints: [(&IntRule, u64); 34] = [
         (&schema::TOKEN_TTL_SECS, config.auth.token_ttl_secs.get()),
         (&schema::SHARD_COUNT, cluster.shard_count.get().into()),
         (&schema::REPLICAS, cluster.replicas.get().into()),
@@ -68,6 +68,7 @@ pub(crate) fn validate(config: &NodeConfig) -> Result<(), ConfigError> {
             &schema::SNAPSHOT_EVERY_ENTRIES,
             cluster.snapshot_every_entries.get(),
         ),
+        (&schema::QUIESCE_AFTER_MS, cluster.quiesce_after_ms),
         (
             &schema::PACKET_BYTES_MAX,
             gossip.packet_bytes_max.get().into(),

@@ -89,6 +89,11 @@ pub(crate) fn to_toml_string(config: &NodeConfig) -> String {
         "snapshot_every_entries",
         c.snapshot_every_entries.get().to_toml_value(),
     );
+    kv(
+        &mut out,
+        "quiesce_after_ms",
+        c.quiesce_after_ms.to_toml_value(),
+    );
 
     let g = &config.gossip;
     section(&mut out, "gossip");

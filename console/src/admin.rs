@@ -109,7 +109,8 @@ pub(crate) enum ClusterCommand {
     /// line such as `64 shards, 64 with a leader; leaders per node: n1=22 n2=21 n3=21`.
     Shards {
         /// Print one JSON array of shards (shard, leader, replicas, learners, term,
-        /// applied_index, hosted_here: whether the answering node runs the shard now;
+        /// applied_index, hosted_here: whether the answering node runs the shard now,
+        /// quiet: whether the shard is quiet there (`cluster.quiesce_after_ms`);
         /// leader and applied_index are null when unknown).
         #[arg(long)]
         json: bool,

@@ -244,6 +244,7 @@ pub(crate) fn shard_json(shard: &ShardInfo) -> Value {
         "term": shard.term,
         "applied_index": shard.applied_index,
         "hosted_here": shard.hosted_here,
+        "quiet": shard.quiet,
     })
 }
 
@@ -491,6 +492,7 @@ mod tests {
             term: 4,
             applied_index: None,
             hosted_here: false,
+            quiet: false,
         };
         assert_eq!(
             shard_json(&shard),
@@ -502,6 +504,7 @@ mod tests {
                 "term": 4,
                 "applied_index": null,
                 "hosted_here": false,
+                "quiet": false,
             })
         );
     }

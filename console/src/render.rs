@@ -541,6 +541,7 @@ mod tests {
             term: 3,
             applied_index: Some(1200),
             hosted_here: false,
+            quiet: false,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod elections;
 pub mod lease;
 pub mod membership;
 pub mod placement;
+pub mod quiet;
 pub mod reconciler;
 pub mod stand_down;
 
@@ -26,8 +27,8 @@ use crate::raft::{
 };
 use crate::shard::state_machine::{Outcome, Rejection, ShardCommand};
 use crate::shard::store::{Store, StoreError};
+use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{RaftMetrics, ServerState};
 use shoal_cluster_config::NodeConfig;
 use shoal_protocol::ShardId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -208,8 +209,26 @@ pub struct ShardGroup {
     pub raft: ShardRaft,
     /// When this node last heard from the shard's leader ([`elections`]).
     pub contact: elections::Contact,
+    /// Why openraft's timers are off for the shard ([`quiet::Switches`]).
+    pub switches: quiet::Switches,
+    /// The newest quiet beats a quorum accepted: term and sending instant (for the lease).
+    evidence: watch::Sender<Option<(u64, Instant)>>,
     hosting: watch::Receiver<Hosting>,
     proposals: mpsc::Sender<Proposal>,
+}
+
+impl ShardGroup {
+    /// Hands the lease the sending instant of quiet beats a quorum accepted
+    /// ([`quiet`]); only ever newer evidence.
+    pub fn quiet_evidence(&self, term: u64, sent_at: Instant) {
+        self.evidence.send_if_modified(|e| {
+            let newer = e.is_none_or(|(t, at)| term > t || (term == t && sent_at > at));
+            if newer {
+                *e = Some((term, sent_at));
+            }
+            newer
+        });
+    }
 }
 
 /// What this node knows about a shard, for status output.
@@ -231,6 +250,8 @@ pub struct ShardStatus {
     pub hosted_here: bool,
     /// A membership change is in flight.
     pub changing: bool,
+    /// Quiet here, as leader or follower ([`quiet`]).
+    pub quiet: bool,
     /// Nodes named in the membership.
     pub nodes: BTreeMap<u64, PeerNode>,
 }
@@ -248,6 +269,11 @@ pub struct Cluster {
     /// No vote is given (granted, or asked for by [`Self::campaign`]) before this
     /// instant: `lease + heartbeat` after the node started. See [`Self::votes_open`].
     votes_from: Instant,
+    /// `cluster.lease_ms`.
+    lease: Duration,
+    /// How long after hearing from a shard's leader its followers refuse votes
+    /// (`election_timeout_max`, as openraft's followers do). See [`Self::vote_gate`].
+    refuse_votes_for: Duration,
     /// Each shard's leader as the other members gossip it ([`Self::learn_leaders`]):
     /// where requests go for a shard this node holds no replica of.
     gossiped_leaders: watch::Sender<Vec<Option<(u64, PeerNode)>>>,
@@ -314,12 +340,13 @@ impl Cluster {
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             let (hosting_tx, hosting) = watch::channel(Hosting::Inactive);
-            tokio::spawn(run_lease(
+            let evidence = watch::Sender::new(None);
+            tokio::spawn(lease::run(
                 shard,
                 raft.clone(),
                 me,
-                lease,
-                settle,
+                (lease, settle),
+                evidence.subscribe(),
                 hosting_tx,
                 watchdog.clone(),
             ));
@@ -329,6 +356,8 @@ impl Cluster {
                 shard,
                 raft,
                 contact: elections::Contact::now(),
+                switches: quiet::Switches::default(),
+                evidence,
                 hosting,
                 proposals,
             });
@@ -340,8 +369,17 @@ impl Cluster {
             groups,
             replicas: usize::from(config.cluster.replicas.get()),
             votes_from,
+            lease,
+            refuse_votes_for: config.cluster.election_timeout_max(),
             gossiped_leaders: watch::Sender::new(Vec::new()),
         });
+        if let Some(after) = config.cluster.quiesce_after() {
+            tokio::spawn(quiet::run(
+                Arc::downgrade(&cluster),
+                config.cluster.heartbeat(),
+                after,
+            ));
+        }
         tokio::spawn(elections::run(
             Arc::downgrade(&cluster),
             Duration::from_millis(config.cluster.election_timeout_max_ms.get()),
@@ -359,12 +397,40 @@ impl Cluster {
     /// instead of waiting out a whole lease (ARCHITECTURE.md, "Single activation"):
     /// electing anyone needs a vote from a member of the quorum that acknowledged the
     /// old leader's last lease evidence (quorums intersect), and that member acknowledged
-    /// it at or after the instant the evidence was sent. If it kept running, openraft
-    /// has it refuse votes for `election_timeout_max` (> `lease`) after hearing from the
-    /// leader; if it restarted since, it started after that instant and waits here for
+    /// it at or after the instant the evidence was sent. If it kept running, it refuses
+    /// votes for `election_timeout_max` (> `lease`) after hearing from the leader, by a
+    /// heartbeat or a quiet shard's beat ([`Self::vote_gate`]); if it restarted since, it started after that instant and waits here for
     /// `lease + heartbeat`. Either way no one is elected before the old lease ran out.
     pub async fn votes_open(&self) {
         tokio::time::sleep_until(self.votes_from).await;
+    }
+
+    /// Whether this node may answer a vote request for `group`'s shard now; `Err` says
+    /// why not. Refused while it heard from the shard's leader within
+    /// `election_timeout_max` — by an append or by a quiet shard's beat, whose
+    /// acceptance promised exactly this ([`quiet`]) — and while it hosts the shard
+    /// itself (its lease holds: a quorum vouched for it within `lease_ms`).
+    ///
+    /// openraft's followers refuse votes after an append on their own; this gate is what
+    /// keeps that promise for beats, which openraft never sees. Refusing a vote is always
+    /// safe; it only delays an election until the gate opens.
+    pub fn vote_gate(&self, group: &ShardGroup) -> Result<(), String> {
+        let silent = group.contact.last().elapsed();
+        if silent < self.refuse_votes_for {
+            return Err(format!(
+                "shard {}: this node heard from the leader {} ms ago; it votes after {} ms of silence",
+                group.shard,
+                silent.as_millis(),
+                self.refuse_votes_for.as_millis()
+            ));
+        }
+        if matches!(*group.hosting.borrow(), Hosting::Active { .. }) {
+            return Err(format!(
+                "shard {}: this node leads it and holds its lease",
+                group.shard
+            ));
+        }
+        Ok(())
     }
 
     /// The configured replica count.
@@ -550,28 +616,12 @@ impl Cluster {
 
     /// One shard's Raft state as this node sees it.
     pub fn shard_status_of(&self, shard: ShardId) -> Option<ShardStatus> {
-        let g = self.group(shard)?;
-        let m = g.raft.metrics().borrow().clone();
-        Some(status_of(
-            g.shard,
-            &m,
-            matches!(*g.hosting.borrow(), Hosting::Active { .. }),
-        ))
+        self.group(shard).map(status_of)
     }
 
     /// Every shard's Raft state as this node sees it.
     pub fn shard_status(&self) -> Vec<ShardStatus> {
-        self.groups
-            .iter()
-            .map(|g| {
-                let m = g.raft.metrics().borrow().clone();
-                status_of(
-                    g.shard,
-                    &m,
-                    matches!(*g.hosting.borrow(), Hosting::Active { .. }),
-                )
-            })
-            .collect()
+        self.groups.iter().map(status_of).collect()
     }
 
     /// A shard's other replicas (voters and learners but this node) with their
@@ -688,19 +738,23 @@ impl Cluster {
     }
 }
 
-fn status_of(shard: ShardId, m: &RaftMetrics<u64, PeerNode>, hosted_here: bool) -> ShardStatus {
+fn status_of(group: &ShardGroup) -> ShardStatus {
+    let m = group.raft.metrics();
+    let m = m.borrow();
+    let flags = group.switches.flags();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let learners: BTreeSet<u64> = membership.learner_ids().collect();
     ShardStatus {
-        shard: shard.0,
+        shard: group.shard.0,
         leader: m.current_leader,
         voters,
         learners,
         term: m.current_term,
         applied: m.last_applied.map(|l| l.index),
-        hosted_here,
+        hosted_here: matches!(*group.hosting.borrow(), Hosting::Active { .. }),
         changing: membership.get_joint_config().len() > 1,
+        quiet: flags.quiet_leader || flags.quiet_follower.is_some(),
         nodes: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
     }
 }
@@ -821,70 +875,6 @@ async fn run_batcher(
             }
         }
     }
-}
-
-/// Drives one shard's [`lease::Lease`] from its Raft metrics: each value is observed
-/// once, stamped with the instant it arrived; between values only the clock moves.
-async fn run_lease(
-    shard: ShardId,
-    raft: ShardRaft,
-    me: u64,
-    lease: Duration,
-    settle: Duration,
-    hosting: watch::Sender<Hosting>,
-    watchdog: crate::watchdog::Watchdog,
-) {
-    let mut metrics = raft.metrics();
-    let mut core = lease::Lease::new(lease, settle);
-    let mut fresh = true;
-    loop {
-        if fresh {
-            let received_at = Instant::now();
-            // Read the few fields needed without cloning the whole value (this runs on
-            // every metrics publish of every shard).
-            let observation = {
-                let m = metrics.borrow_and_update();
-                let mut voters = m.membership_config.membership().voter_ids();
-                lease::Observation {
-                    received_at,
-                    leading: m.state == ServerState::Leader && m.current_leader == Some(me),
-                    term: m.current_term,
-                    sole_voter: voters.next() == Some(me) && voters.next().is_none(),
-                    millis_since_quorum_ack: m.millis_since_quorum_ack,
-                }
-            };
-            core.observe(observation);
-        }
-        let state = core.state(Instant::now());
-        // Before the hosting change: the watchdog must know a lease before the agents
-        // it guards are registered with it.
-        watchdog.lease(shard.0, state.deadline);
-        hosting.send_if_modified(|h| {
-            if *h != state.hosting {
-                tracing::info!(%shard, state = ?state.hosting, "shard hosting changed");
-                *h = state.hosting;
-                true
-            } else {
-                false
-            }
-        });
-        let changed = metrics.changed();
-        fresh = match state.wake {
-            Some(at) => {
-                tokio::select! {
-                    r = changed => if r.is_err() { break } else { true },
-                    _ = tokio::time::sleep_until(at) => false,
-                }
-            }
-            None => {
-                if changed.await.is_err() {
-                    break;
-                }
-                true
-            }
-        };
-    }
-    hosting.send_replace(Hosting::Inactive);
 }
 
 #[cfg(test)]

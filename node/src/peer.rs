@@ -121,6 +121,13 @@ pub enum PeerRequest {
         /// The heartbeats.
         beats: Vec<crate::raft::heartbeats::Heartbeat>,
     },
+    /// Beats of quiet shards this node follows (at most
+    /// [`crate::cluster::quiet::QUIET_BEATS_MAX`]; see [`crate::cluster::quiet`]). Reply:
+    /// one `Result<(), String>` per beat, in order: accepted, or why not.
+    QuietBeats {
+        /// The beats.
+        beats: Vec<crate::cluster::quiet::QuietBeat>,
+    },
 }
 
 /// Most chunk bytes one [`PeerRequest::BlobPut`] may carry (well inside a frame).

@@ -236,6 +236,10 @@ pub struct ShardInfo {
     /// The answering node hosts the shard now (leads it and holds the lease: its actors
     /// and agents may run there).
     pub hosted_here: bool,
+    /// The shard is quiet on the answering node: as its leader, it beats instead of
+    /// heartbeating; as a follower, it accepted its leader's beats (the shard's log has
+    /// stood still for `cluster.quiesce_after_ms`).
+    pub quiet: bool,
 }
 
 /// A node's status.

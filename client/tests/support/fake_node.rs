@@ -347,6 +347,7 @@ pub(crate) fn shards() -> Vec<ShardInfo> {
             term: 2,
             applied_index: Some(100 + u64::from(shard)),
             hosted_here: false,
+            quiet: false,
         })
         .collect()
 }

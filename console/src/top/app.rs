@@ -292,6 +292,7 @@ pub(crate) mod tests {
             term: 4,
             applied_index: Some(1200 + u64::from(id)),
             hosted_here: leader == Some("n1"),
+            quiet: false,
         }
     }
 

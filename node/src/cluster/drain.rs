@@ -162,6 +162,7 @@ mod tests {
             term,
             applied_index: Some(1),
             hosted_here: false,
+            quiet: false,
         }
     }
 

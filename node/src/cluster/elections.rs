@@ -12,10 +12,11 @@
 //! timeout). A kill -9 of a leader then costs about `election_timeout_max` before a new
 //! one is elected, not up to twice that.
 //!
-//! Safety is openraft's, unchanged: this only starts a campaign earlier; who may vote
-//! for whom, and when, is still decided by openraft's rules (and the old leader's lease
-//! has run out by the time anyone grants a vote, see
-//! [`crate::cluster::Cluster::votes_open`]).
+//! Safety is unchanged: this only starts a campaign earlier; who may vote for whom, and
+//! when, is still decided by openraft's rules and [`crate::cluster::Cluster::vote_gate`]
+//! (and the old leader's lease has run out by the time anyone grants a vote, see
+//! [`crate::cluster::Cluster::votes_open`]). A quiet shard's beats ([`super::quiet`])
+//! count as hearing from its leader.
 
 use super::Cluster;
 use openraft::ServerState;
@@ -25,11 +26,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// When one shard last heard from a leader, in milliseconds since [`Contact::epoch`].
+/// When one shard last heard from a leader, in milliseconds since [`Contact::epoch`]:
+/// by an append (or snapshot) openraft accepted, or by a quiet shard's beat
+/// ([`super::quiet`]).
 #[derive(Debug)]
 pub struct Contact {
     epoch: Instant,
     last_ms: AtomicU64,
+    append_ms: AtomicU64,
+    beat_ms: AtomicU64,
 }
 
 impl Contact {
@@ -38,13 +43,32 @@ impl Contact {
         Contact {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
+            append_ms: AtomicU64::new(0),
+            beat_ms: AtomicU64::new(0),
         }
     }
 
-    /// Records that a leader was heard from now.
+    fn elapsed_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Records that the leader's append (or heartbeat, or snapshot) was accepted now.
     pub fn heard(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
+        let ms = self.elapsed_ms();
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
+        self.append_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Records that a quiet shard's beat was accepted now.
+    pub fn beat(&self) {
+        let ms = self.elapsed_ms();
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+        self.beat_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Whether an append was accepted after the last beat (the shard woke).
+    pub fn appended_since_beat(&self) -> bool {
+        self.append_ms.load(Ordering::Relaxed) > self.beat_ms.load(Ordering::Relaxed)
     }
 
     /// When a leader was last heard from.
@@ -191,5 +215,13 @@ mod tests {
         tokio::time::advance(ms(300)).await;
         contact.heard();
         assert_eq!(contact.last(), start + ms(300));
+        // A beat is contact too; an append after it means the shard woke.
+        tokio::time::advance(ms(100)).await;
+        contact.beat();
+        assert_eq!(contact.last(), start + ms(400));
+        assert!(!contact.appended_since_beat());
+        tokio::time::advance(ms(100)).await;
+        contact.heard();
+        assert!(contact.appended_since_beat());
     }
 }

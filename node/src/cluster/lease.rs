@@ -23,8 +23,12 @@
 //! before it hosts.
 
 use super::Hosting;
+use crate::raft::ShardRaft;
 use crate::watchdog::Deadline;
+use openraft::ServerState;
+use shoal_protocol::ShardId;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// What one Raft metrics value says about this node's leadership.
@@ -104,6 +108,17 @@ impl Lease {
         }
     }
 
+    /// Takes in a quorum's acceptance of a quiet shard's beats sent at `sent_at` by the
+    /// leader of `term` ([`super::quiet`]): evidence like an acknowledged heartbeat's, for
+    /// that term only.
+    pub fn observe_ack(&mut self, term: u64, sent_at: Instant) {
+        if let Some(l) = self.leadership.as_mut()
+            && l.term == term
+        {
+            l.acked_at = l.acked_at.max(Some(sent_at));
+        }
+    }
+
     /// The answer at `now`.
     pub fn state(&self, now: Instant) -> LeaseState {
         let inactive = |wake| LeaseState {
@@ -145,6 +160,70 @@ impl Lease {
             _ => None,
         }
     }
+}
+
+/// Drives one shard's [`Lease`] from its Raft metrics and its quiet beats' evidence
+/// ([`super::quiet`]): each value is observed once, stamped with the instant it arrived;
+/// between values only the clock moves.
+pub(super) async fn run(
+    shard: ShardId,
+    raft: ShardRaft,
+    me: u64,
+    (lease, settle): (Duration, Duration),
+    mut evidence: watch::Receiver<Option<(u64, Instant)>>,
+    hosting: watch::Sender<Hosting>,
+    watchdog: crate::watchdog::Watchdog,
+) {
+    let mut metrics = raft.metrics();
+    let mut core = Lease::new(lease, settle);
+    let mut fresh = true;
+    loop {
+        if fresh {
+            let received_at = Instant::now();
+            // Read the few fields needed without cloning the whole value (this runs on
+            // every metrics publish of every shard).
+            let observation = {
+                let m = metrics.borrow_and_update();
+                let mut voters = m.membership_config.membership().voter_ids();
+                Observation {
+                    received_at,
+                    leading: m.state == ServerState::Leader && m.current_leader == Some(me),
+                    term: m.current_term,
+                    sole_voter: voters.next() == Some(me) && voters.next().is_none(),
+                    millis_since_quorum_ack: m.millis_since_quorum_ack,
+                }
+            };
+            core.observe(observation);
+            if let Some((term, sent_at)) = *evidence.borrow_and_update() {
+                core.observe_ack(term, sent_at);
+            }
+        }
+        let state = core.state(Instant::now());
+        // Before the hosting change: the watchdog must know a lease before the agents
+        // it guards are registered with it.
+        watchdog.lease(shard.0, state.deadline);
+        hosting.send_if_modified(|h| {
+            if *h != state.hosting {
+                tracing::info!(%shard, state = ?state.hosting, "shard hosting changed");
+                *h = state.hosting;
+                true
+            } else {
+                false
+            }
+        });
+        let wake = async {
+            match state.wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        fresh = tokio::select! {
+            r = metrics.changed() => if r.is_err() { break } else { true },
+            r = evidence.changed() => if r.is_err() { break } else { true },
+            _ = wake => false,
+        };
+    }
+    hosting.send_replace(Hosting::Inactive);
 }
 
 #[cfg(test)]

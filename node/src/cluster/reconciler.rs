@@ -177,7 +177,9 @@ fn stand_down_removed(ctx: &NodeContext, stand_down: &mut StandDown) {
             continue;
         };
         let resume = change == Change::Resume;
-        group.raft.runtime_config().elect(resume);
+        group
+            .switches
+            .update(&group.raft, |f| f.stood_down = !resume);
         let what = if resume {
             format!("{}: campaigns for shard {shard} again", ctx.node_id())
         } else {
@@ -636,9 +638,9 @@ async fn transfer_leadership(
     let addr: SocketAddr = peer.addr.parse().map_err(|e| format!("{e}"))?;
     let quiet = Duration::from_millis(ctx.config.cluster.election_timeout_min_ms.get());
     let bound = Duration::from_millis(ctx.config.cluster.election_timeout_max_ms.get() * 10);
-    let config = group.raft.runtime_config();
-    config.heartbeat(false);
-    config.elect(false);
+    group
+        .switches
+        .update(&group.raft, |f| f.transferring = true);
     let me = ctx.cluster.me;
     let mut metrics = group.raft.metrics();
     let stepped_down = async {
@@ -659,7 +661,8 @@ async fn transfer_leadership(
             .map_err(|_| "the shard's Raft stopped".to_owned())
     };
     let result = tokio::time::timeout(bound, stepped_down).await;
-    config.heartbeat(true);
-    config.elect(true);
+    group
+        .switches
+        .update(&group.raft, |f| f.transferring = false);
     result.map_err(|_| format!("no other leader within {} ms", bound.as_millis()))?
 }

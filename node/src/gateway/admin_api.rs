@@ -518,6 +518,7 @@ fn shards(ctx: &NodeContext) -> Vec<shoal_protocol::admin::ShardInfo> {
                 term: s.term,
                 applied_index: s.applied,
                 hosted_here: s.hosted_here,
+                quiet: s.quiet,
             }
         })
         .collect()

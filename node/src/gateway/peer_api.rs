@@ -99,6 +99,11 @@ async fn handle_stream(
             heartbeats(ctx, &mut send, beats).await?;
             let _ = send.finish();
         }
+        PeerRequest::QuietBeats { beats } => {
+            let reply = crate::cluster::quiet::answer(&ctx.cluster, &beats);
+            write_frame(&mut send, &reply).await?;
+            let _ = send.finish();
+        }
         PeerRequest::Campaign { shard } => {
             let reply = ctx.cluster.campaign(ShardId(shard)).await;
             write_frame(&mut send, &reply).await?;
@@ -259,6 +264,10 @@ async fn raft_rpc(ctx: &NodeContext, shard: ShardId, target: u64, rpc: RaftRpc) 
         }
         RaftRpc::Vote(req) => {
             ctx.cluster.votes_open().await;
+            if let Err(why) = ctx.cluster.vote_gate(group) {
+                tracing::debug!(%shard, candidate = req.vote.leader_id().voted_for(), %why, "vote refused");
+                return RaftReply::Refused(why);
+            }
             RaftReply::Vote(group.raft.vote(req).await)
         }
         RaftRpc::InstallSnapshot(req) => {

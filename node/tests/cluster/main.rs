@@ -9,6 +9,7 @@
 //! * `operate`: `shoal-node up` and `config check`;
 //! * `pins`: an operator moves a shard's replica and leadership by hand;
 //! * `queue`: queued messages survive a failover;
+//! * `quiet`: idle shards stop heartbeating, keep their lease and still fail over;
 //! * `sharing`: grants and forks that cross to another node's shard;
 //! * `telemetry`: one trace across two nodes in a real OTLP receiver;
 //! * `workspace`: the workspace and the agent's memory follow a failover.
@@ -22,6 +23,7 @@ mod moves;
 mod operate;
 mod pins;
 mod queue;
+mod quiet;
 mod sharing;
 mod telemetry;
 mod workspace;
