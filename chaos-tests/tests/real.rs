@@ -142,6 +142,20 @@ async fn process_faults_keep_the_invariants() {
     );
 }
 
+/// Quiet shards: the clients pause until the conversation's shard is quiet (its lease
+/// held by beats alone, its warm agent alive), then its leader is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_shards_isolated_leader_keeps_the_invariants() {
+    let outcome = run_clean(options(13, 12, &[FaultKind::QuietIsolate])).await;
+    assert!(
+        outcome
+            .stats
+            .faults
+            .get("quiet-isolate")
+            .is_some_and(|n| *n > 0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_faults_keep_the_invariants() {
     let outcome = run_clean(options(

@@ -40,7 +40,7 @@ struct Cli {
     #[arg(long, default_value_t = 2)]
     followers: usize,
     /// Comma-separated fault kinds (kill, pause, partition, one-way, isolate-leader, loss,
-    /// delay, wipe, stall-storage, wipe-lagging, stop, drain); all by default.
+    /// delay, wipe, stall-storage, wipe-lagging, stop, drain, quiet-isolate); all by default.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// The node executable; by default `shoal-chaos-node` next to this program.

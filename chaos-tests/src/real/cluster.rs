@@ -345,6 +345,17 @@ impl RealCluster {
         shards?.get(usize::from(shard))?.leader.clone()
     }
 
+    /// Waits until a serving node sees `shard` quiet (`cluster.quiesce_after_ms`).
+    pub async fn wait_quiet(&self, shard: u16) -> anyhow::Result<()> {
+        poll_until(&format!("shard {shard} is quiet"), || async {
+            let admin = self.admin().await.ok()?;
+            let shards = admin.shards().await;
+            admin.close().await;
+            shards.ok()?.get(usize::from(shard))?.quiet.then_some(())
+        })
+        .await
+    }
+
     /// Waits until a serving node sees a leader for every shard.
     pub async fn wait_all_led(&self) -> anyhow::Result<()> {
         poll_until("every shard has a leader", || async {

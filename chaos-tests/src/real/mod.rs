@@ -70,11 +70,15 @@ pub enum FaultKind {
     /// The conversation's leader drained (its shards move between turns), then stopped
     /// gracefully and restarted after the hold (a restart clears the drain).
     Drain,
+    /// The clients stop writing until the conversation's shard is quiet (its leader
+    /// beats instead of heartbeating, with its warm agent alive), then that leader is
+    /// cut off from its peers (clients still reach it) and the clients write again.
+    QuietIsolate,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -87,11 +91,12 @@ impl FaultKind {
         FaultKind::WipeLagging,
         FaultKind::Stop,
         FaultKind::Drain,
+        FaultKind::QuietIsolate,
     ];
 
     /// Parses a kind from its lowercase name (`kill`, `pause`, `partition`, `one-way`,
     /// `isolate-leader`, `loss`, `delay`, `wipe`, `stall-storage`, `wipe-lagging`,
-    /// `stop`, `drain`).
+    /// `stop`, `drain`, `quiet-isolate`).
     pub fn parse(name: &str) -> Option<FaultKind> {
         FaultKind::ALL.into_iter().find(|k| k.name() == name)
     }
@@ -111,6 +116,7 @@ impl FaultKind {
             FaultKind::WipeLagging => "wipe-lagging",
             FaultKind::Stop => "stop",
             FaultKind::Drain => "drain",
+            FaultKind::QuietIsolate => "quiet-isolate",
         }
     }
 }
@@ -195,6 +201,7 @@ pub async fn run(options: &RealOptions) -> anyhow::Result<RealOutcome> {
     let recorder = Recorder::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (stop_followers_tx, stop_followers_rx) = tokio::sync::watch::channel(false);
+    let (hush_tx, hush_rx) = tokio::sync::watch::channel(false);
 
     // Clients, each dialling a different node first.
     let mut clients = Vec::new();
@@ -209,6 +216,7 @@ pub async fn run(options: &RealOptions) -> anyhow::Result<RealOutcome> {
             trace.clone(),
             tx,
             stop_rx.clone(),
+            hush_rx.clone(),
         )));
     }
     let mut conversations: Vec<ConversationId> = Vec::new();
@@ -257,7 +265,12 @@ pub async fn run(options: &RealOptions) -> anyhow::Result<RealOutcome> {
         let kind = options.faults[rng.random_range(0..options.faults.len())];
         let hold = Duration::from_millis(rng.random_range(1_500..4_000));
         let conversation = conversations[rng.random_range(0..conversations.len())];
-        let held = inject(&mut cluster, &mut rng, kind, hold, conversation, &trace)
+        let fault = Fault {
+            kind,
+            hold,
+            conversation,
+        };
+        let held = inject(&mut cluster, &mut rng, fault, &hush_tx, &trace)
             .await
             .with_context(|| format!("injecting {}", kind.name()))?;
         *stats.faults.entry(kind.name()).or_default() += 1;
@@ -361,13 +374,24 @@ enum Undo {
     Expires,
 }
 
-/// Injects one fault, holds it, reverts it; returns how long it was held.
-async fn inject(
-    cluster: &mut RealCluster,
-    rng: &mut StdRng,
+/// One fault to inject: its kind, how long it is held, the conversation it aims at.
+struct Fault {
     kind: FaultKind,
     hold: Duration,
     conversation: ConversationId,
+}
+
+/// Injects one fault, holds it, reverts it; returns how long it was held. `hush` stops
+/// the clients' writes while set.
+async fn inject(
+    cluster: &mut RealCluster,
+    rng: &mut StdRng,
+    Fault {
+        kind,
+        hold,
+        conversation,
+    }: Fault,
+    hush: &tokio::sync::watch::Sender<bool>,
     trace: &Trace,
 ) -> anyhow::Result<Duration> {
     let n = cluster.nodes.len();
@@ -427,6 +451,24 @@ async fn inject(
             let victim = name(target);
             cluster.net.isolate(&victim)?;
             trace.event("net", format!("isolate {victim} from its peers"));
+            Undo::Heal
+        }
+        FaultKind::QuietIsolate => {
+            hush.send_replace(true);
+            trace.event("net", "clients hushed until the shard is quiet");
+            let quiet = cluster.wait_quiet(conversation.shard.0).await;
+            let leader = cluster
+                .leader_of(conversation.shard.0)
+                .await
+                .and_then(|name| cluster.index_of(&name));
+            let victim = name(leader.unwrap_or(target));
+            let isolated = cluster.net.isolate(&victim);
+            hush.send_replace(false);
+            isolated?;
+            match quiet {
+                Ok(()) => trace.event("net", format!("shard quiet; isolate its leader {victim}")),
+                Err(e) => trace.event("net", format!("{e}; isolate {victim} anyway")),
+            }
             Undo::Heal
         }
         FaultKind::Loss => {

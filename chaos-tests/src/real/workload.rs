@@ -137,6 +137,7 @@ pub async fn run_client(
     trace: Trace,
     created: tokio::sync::oneshot::Sender<(ConversationId, String)>,
     mut stop: watch::Receiver<bool>,
+    mut hush: watch::Receiver<bool>,
 ) {
     let client = loop {
         match Client::connect(&profile).await {
@@ -178,6 +179,14 @@ pub async fn run_client(
     let _ = created.send((conversation, link));
     let mut op = 0u64;
     while !*stop.borrow() {
+        if *hush.borrow() {
+            // Hushed (a fault waits for the shard to go quiet): no writes until it ends.
+            tokio::select! {
+                _ = hush.wait_for(|h| !*h) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            continue;
+        }
         let text = prompt(&name, op);
         op += 1;
         let invoked_ms = trace.elapsed_ms();

@@ -266,7 +266,16 @@ async fn raft_rpc(ctx: &NodeContext, shard: ShardId, target: u64, rpc: RaftRpc) 
             ctx.cluster.votes_open().await;
             if let Err(why) = ctx.cluster.vote_gate(group) {
                 tracing::debug!(%shard, candidate = req.vote.leader_id().voted_for(), %why, "vote refused");
-                return RaftReply::Refused(why);
+                // Refused as openraft refuses while its leader lease holds: this node's
+                // vote, not granted (its applied log id stands in for its last one).
+                let (vote, applied) = {
+                    let m = group.raft.metrics();
+                    let m = m.borrow();
+                    (m.vote, m.last_applied)
+                };
+                return RaftReply::Vote(Ok(openraft::raft::VoteResponse::new(
+                    vote, applied, false,
+                )));
             }
             RaftReply::Vote(group.raft.vote(req).await)
         }
