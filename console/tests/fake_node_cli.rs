@@ -475,6 +475,7 @@ async fn shards_prints_a_table_with_a_summary_or_a_json_array() -> Result<()> {
             "term": 2,
             "applied_index": null,
             "hosted_here": false,
+            "quiet": false,
         });
         ensure!(value[1] == leaderless, "{}", value[1]);
         ensure!(value[63]["learners"] == json!(["n4"]), "{}", value[63]);

@@ -87,23 +87,12 @@ async fn a_leader_cut_off_from_its_peers_stops_its_agents() {
         Ok(Ok(_)) => panic!("a leader without quorum accepted a message"),
     }
     // Healed: the cluster serves the conversation again (the SDK retries through the
-    // election that follows). The message sent while cut off was never acknowledged,
-    // but the leader kept it in its log and may commit it once its peers answer again:
-    // then its turn runs first, and the next send waits for it.
+    // election that follows).
     let client = Client::connect(&cluster.profile).await.unwrap();
-    let reply = eventually("the healed conversation takes a message", || async {
-        match client.send(conv.id, "healed").await {
-            Ok(turn) => Some(done_content(&collect_turn(turn).await)),
-            Err(shoal_client::ClientError::Server(e))
-                if e.code == shoal_protocol::ErrorCode::Busy =>
-            {
-                None
-            }
-            Err(e) => panic!("the healed cluster refused the message: {e:?}"),
-        }
-    })
-    .await;
-    assert_echo(&reply, "healed");
+    assert_echo(
+        &send_once_healed(&client, conv.id, "healed").await,
+        "healed",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -390,6 +390,25 @@ pub(crate) async fn send_ok(client: &Client, id: ConversationId, text: &str) -> 
 /// The demo agent's echo of `text`. After a failover whose new host had no snapshot of
 /// the agent's session (no turn had ended), the agent starts a new session and its first
 /// prompt is preceded by the conversation so far, which the echo repeats too.
+/// Sends `text` to a conversation of a cluster that was just healed, and returns the
+/// reply. A message sent while the cluster was cut off was never acknowledged, but its
+/// leader kept it in its log and may commit it once its peers answer again: then its turn
+/// runs first, and this send is `Busy` until it ends.
+pub(crate) async fn send_once_healed(client: &Client, id: ConversationId, text: &str) -> String {
+    eventually("the healed conversation takes a message", || async {
+        match client.send(id, text).await {
+            Ok(turn) => Some(done_content(&collect_turn(turn).await)),
+            Err(shoal_client::ClientError::Server(e))
+                if e.code == shoal_protocol::ErrorCode::Busy =>
+            {
+                None
+            }
+            Err(e) => panic!("the healed cluster refused the message: {e:?}"),
+        }
+    })
+    .await
+}
+
 pub(crate) fn assert_echo(reply: &str, text: &str) {
     assert!(
         reply == format!("echo: {text}")

@@ -92,19 +92,8 @@ async fn a_quiet_leader_cut_off_from_its_peers_stops_its_agent() {
     killed.expect("the cut-off quiet leader kills its agent");
     // Healed: the conversation takes messages again.
     let client = Client::connect(&cluster.profile).await.unwrap();
-    let reply = eventually("the healed conversation takes a message", || async {
-        match client.send(conv.id, "healed").await {
-            Ok(turn) => Some(super::common::done_content(
-                &super::common::collect_turn(turn).await,
-            )),
-            Err(shoal_client::ClientError::Server(e))
-                if e.code == shoal_protocol::ErrorCode::Busy =>
-            {
-                None
-            }
-            Err(e) => panic!("the healed cluster refused the message: {e:?}"),
-        }
-    })
-    .await;
-    assert_echo(&reply, "healed");
+    assert_echo(
+        &send_once_healed(&client, conv.id, "healed").await,
+        "healed",
+    );
 }
