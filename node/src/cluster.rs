@@ -271,6 +271,9 @@ pub struct Cluster {
     votes_from: Instant,
     /// `cluster.lease_ms`.
     lease: Duration,
+    /// Quiet shards are on here (`cluster.quiesce_after_ms` > 0): this node quiets the
+    /// shards it leads and accepts beats for those it follows ([`quiet`]).
+    quiet: bool,
     /// How long after hearing from a shard's leader its followers refuse votes
     /// (`election_timeout_max`, as openraft's followers do). See [`Self::vote_gate`].
     refuse_votes_for: Duration,
@@ -370,6 +373,7 @@ impl Cluster {
             replicas: usize::from(config.cluster.replicas.get()),
             votes_from,
             lease,
+            quiet: config.cluster.quiesce_after().is_some(),
             refuse_votes_for: config.cluster.election_timeout_max(),
             gossiped_leaders: watch::Sender::new(Vec::new()),
         });

@@ -507,6 +507,11 @@ fn settle_round(cluster: &Cluster, leaders: &mut [QuietLeader], done: RoundDone,
 /// shard's leader (the promise [`super::Cluster::vote_gate`] keeps) and stops openraft's
 /// election timer for the shard.
 pub fn answer(cluster: &Cluster, beats: &[QuietBeat]) -> Vec<Result<(), String>> {
+    if !cluster.quiet {
+        // Without the loop that lets go of quiet followers, none may be made here.
+        let off = "quiet shards are off on this node (cluster.quiesce_after_ms = 0)";
+        return vec![Err(off.to_owned()); beats.len()];
+    }
     if beats.len() > QUIET_BEATS_MAX {
         let refused = format!(
             "{} quiet beats in one request, {QUIET_BEATS_MAX} at most",
