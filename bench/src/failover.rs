@@ -4,7 +4,7 @@
 //!   leader, over `--trials` trials (p50/p99), and as a ratio to the configured
 //!   `election_timeout_max_ms` (a baseline independent of machine speed);
 //! * detection time: kill -9 → every surviving node's gossip marks the node down;
-//! * idle CPU of the 3-node cluster with 64 shards, against one idle single-replica
+//! * idle CPU of the 3-node cluster with 64 shards once every shard is quiet, against one idle single-replica
 //!   node with the same 64 shards measured in the same run;
 //! * a follower across the failover: it follows the conversation (through a survivor,
 //!   which sends it on to the leader) before the kill; its time to resume is kill → the
@@ -165,6 +165,22 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         });
     }
     wait_balanced(&base_profile, procs.len()).await?;
+    // Idle means settled: every shard quiet on every node (`cluster.quiesce_after_ms`),
+    // as an idle cluster is after its last write.
+    let mut admins = Vec::new();
+    for p in &procs {
+        admins.push(AdminClient::connect(&profile_for(&base_profile, &p.node)).await?);
+    }
+    poll_until("every shard quiet on every node", || async {
+        for admin in &admins {
+            if !admin.shards().await.ok()?.iter().all(|s| s.quiet) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await?;
+    drop(admins);
     let pids: Vec<u32> = procs
         .iter()
         .filter_map(|p| p.child.as_ref()?.id())
@@ -304,7 +320,7 @@ pub async fn run(trials: usize, results: &std::path::Path) -> anyhow::Result<()>
         rebalances_ms.last().copied().unwrap_or(f64::NAN) / 1000.0
     );
     println!(
-        "idle CPU, 3 nodes x 64 shards: {:.1}% of one core in total ({:.2}x one idle single-replica node: {:.1}%), and {:.1}% for their {} agent watchdogs",
+        "idle CPU, 3 nodes x 64 shards, every shard quiet: {:.1}% of one core in total ({:.2}x one idle single-replica node: {:.1}%), and {:.1}% for their {} agent watchdogs",
         cluster_cpu * 100.0,
         cluster_cpu / base_cpu.max(1e-9),
         base_cpu * 100.0,

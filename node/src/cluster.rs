@@ -386,7 +386,12 @@ impl Cluster {
         }
         tokio::spawn(elections::run(
             Arc::downgrade(&cluster),
-            Duration::from_millis(config.cluster.election_timeout_max_ms.get()),
+            // Plus one heartbeat-coalescing window: the other voters may have heard the
+            // leader's last heartbeat that much later, and refuse votes until a whole
+            // `election_timeout_max` after that (a campaign just before is refused, and
+            // the next one is a whole silence later).
+            Duration::from_millis(config.cluster.election_timeout_max_ms.get())
+                + config.cluster.heartbeat() / HEARTBEAT_WINDOW_DIVISOR,
             Duration::from_millis(config.cluster.election_timeout_min_ms.get() / 2),
             config.cluster.heartbeat(),
         ));
