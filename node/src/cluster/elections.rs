@@ -6,7 +6,8 @@
 //! followers grant votes as soon as `election_timeout_max` has passed since they last
 //! heard from the leader. So here each follower watches, per shard, when it last heard
 //! from a leader, and campaigns itself once the silence passes `election_timeout_max`
-//! plus its [`stagger`]: the voters of a shard take turns in an order that differs per
+//! (plus one heartbeat-coalescing window, see [`crate::cluster::Cluster::start`]) plus
+//! its [`stagger`]: the voters of a shard take turns in an order that differs per
 //! shard, one slot of `election_timeout_min / 2 / voters` each, so two followers never
 //! campaign at the same moment and split the vote (which costs another whole election
 //! timeout). A kill -9 of a leader then costs about `election_timeout_max` before a new
