@@ -457,6 +457,26 @@ impl Cluster {
         self.groups.get(usize::from(shard.0))
     }
 
+    /// `shard`'s group, for a Raft message (an RPC or a quiet beat) addressed to Raft
+    /// member `target`; `Err` says why this node must not answer it.
+    pub fn addressed(&self, shard: ShardId, target: u64) -> Result<&ShardGroup, String> {
+        if target != self.me {
+            // The sender addresses a Raft member this node is not (any more): most often
+            // the member of a store this node lost. Answering as it — an empty log
+            // granting votes — could elect a leader without committed entries.
+            return Err(format!(
+                "this node is Raft member {:016x}, not {target:016x} (that member's store is gone); the shard's leader replaces it",
+                self.me
+            ));
+        }
+        self.group(shard).ok_or_else(|| {
+            format!(
+                "shard {shard} does not exist here (shard count {}); check cluster.shard_count is equal on every node",
+                self.shard_count()
+            )
+        })
+    }
+
     /// Every group.
     pub fn groups(&self) -> &[ShardGroup] {
         &self.groups

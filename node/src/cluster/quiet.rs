@@ -250,6 +250,8 @@ pub fn accept(beat: &QuietBeat, view: &FollowerView) -> Result<(), String> {
 pub struct Round {
     /// The vote the beats carried.
     pub vote: Vote<u64>,
+    /// The last log index the beats carried.
+    pub last_index: Option<u64>,
     /// The voters, this node included.
     pub voters: BTreeSet<u64>,
     /// Followers that accepted.
@@ -306,10 +308,10 @@ pub async fn run(cluster: Weak<Cluster>, heartbeat: Duration, after: Duration) {
         let mut cores: Vec<(u16, ShardRaft)> = Vec::new();
         for (group, leader) in cluster.groups().iter().zip(leaders.iter_mut()) {
             let flags = group.switches.flags();
-            release_follower(group, &flags);
             // Borrowed, not cloned: this runs for every shard every heartbeat.
             let metrics = group.raft.metrics();
             let m = metrics.borrow();
+            release_follower(group, &flags, m.state, m.vote);
             let membership = m.membership_config.membership();
             let last_index = m.last_log_index;
             let all_matched = m.replication.as_ref().is_some_and(|r| {
@@ -356,6 +358,7 @@ pub async fn run(cluster: Weak<Cluster>, heartbeat: Duration, after: Duration) {
                 group.shard.0,
                 Round {
                     vote: m.vote,
+                    last_index,
                     voters,
                     accepted: BTreeSet::new(),
                     refused: false,
@@ -378,14 +381,14 @@ pub async fn run(cluster: Weak<Cluster>, heartbeat: Duration, after: Duration) {
 /// A follower lets go of a quiet shard (runs its election timer again) once its vote
 /// changed, it is no longer a follower, or its leader sent a real append after the last
 /// beat (the shard woke).
-fn release_follower(group: &super::ShardGroup, flags: &Flags) {
+fn release_follower(
+    group: &super::ShardGroup,
+    flags: &Flags,
+    state: ServerState,
+    current: Vote<u64>,
+) {
     let Some(vote) = flags.quiet_follower else {
         return;
-    };
-    let (state, current) = {
-        let m = group.raft.metrics();
-        let m = m.borrow();
-        (m.state, m.vote)
     };
     if state != ServerState::Follower || current != vote || group.contact.appended_since_beat() {
         tracing::debug!(shard = %group.shard, "shard awake (follower)");
@@ -417,13 +420,8 @@ async fn send_round(
         let Some(round) = rounds.get_mut(&shard) else {
             continue;
         };
-        let first = beats
-            .values()
-            .flatten()
-            .find(|b| b.shard == shard)
-            .map(|b| b.last_index);
         match answer {
-            Ok(Ok((vote, last))) if vote == round.vote && Some(last) == first => {}
+            Ok(Ok((vote, committed))) if vote == round.vote && committed == round.last_index => {}
             other => {
                 tracing::debug!(shard, answer = ?other.map(|r| r.is_ok()), "quiet shard's Raft core did not confirm the beat");
                 round.refused = true;
@@ -522,19 +520,7 @@ pub fn answer(cluster: &Cluster, beats: &[QuietBeat]) -> Vec<Result<(), String>>
     beats
         .iter()
         .map(|beat| {
-            if beat.target != cluster.me {
-                return Err(format!(
-                    "this node is Raft member {:016x}, not {:016x}",
-                    cluster.me, beat.target
-                ));
-            }
-            let group = cluster.group(ShardId(beat.shard)).ok_or_else(|| {
-                format!(
-                    "shard {} does not exist here (shard count {})",
-                    beat.shard,
-                    cluster.shard_count()
-                )
-            })?;
+            let group = cluster.addressed(ShardId(beat.shard), beat.target)?;
             let view = {
                 let m = group.raft.metrics();
                 let m = m.borrow();
@@ -708,6 +694,7 @@ mod tests {
     fn a_round_needs_a_quorum_of_voters_counting_the_leader() {
         let round = |voters: &[u64], accepted: &[u64]| Round {
             vote: Vote::new_committed(3, 1),
+            last_index: Some(9),
             voters: voters.iter().copied().collect(),
             accepted: accepted.iter().copied().collect(),
             refused: false,

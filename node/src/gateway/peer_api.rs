@@ -239,20 +239,9 @@ async fn heartbeats(
 }
 
 async fn raft_rpc(ctx: &NodeContext, shard: ShardId, target: u64, rpc: RaftRpc) -> RaftReply {
-    if target != ctx.cluster.me {
-        // The sender addresses a Raft member this node is not (any more): most often the
-        // member of a store this node lost. Answering as it — an empty log granting votes
-        // — could elect a leader without committed entries.
-        return RaftReply::Refused(format!(
-            "this node is Raft member {:016x}, not {target:016x} (that member's store is gone); the shard's leader replaces it",
-            ctx.cluster.me
-        ));
-    }
-    let Some(group) = ctx.cluster.group(shard) else {
-        return RaftReply::Refused(format!(
-            "shard {shard} does not exist here (shard count {}); check cluster.shard_count is equal on every node",
-            ctx.cluster.shard_count()
-        ));
+    let group = match ctx.cluster.addressed(shard, target) {
+        Ok(group) => group,
+        Err(why) => return RaftReply::Refused(why),
     };
     match rpc {
         RaftRpc::AppendEntries(req) => {
