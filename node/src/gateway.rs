@@ -68,6 +68,19 @@ pub struct Peer {
     pub user: UserId,
     /// Remote address (for logs).
     pub remote: std::net::SocketAddr,
+    /// The connection's follows, written by one pump task ([`tail`]).
+    pub follows: tail::Follows,
+}
+
+impl Peer {
+    /// A connection's peer, with no follow yet.
+    pub fn new(user: UserId, remote: std::net::SocketAddr) -> Self {
+        Peer {
+            user,
+            remote,
+            follows: tail::Follows::default(),
+        }
+    }
 }
 
 /// Runs the accept loop until the endpoint is closed.
@@ -134,7 +147,7 @@ async fn handle_connection(
         }
     };
     tracing::debug!(%remote, %user, ?scope, "connection authenticated");
-    let peer = Peer { user, remote };
+    let peer = Peer::new(user, remote);
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(streams) => streams,

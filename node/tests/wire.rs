@@ -220,6 +220,165 @@ async fn a_follower_that_stops_reading_is_reset_and_resumes_gap_free() {
     node.stop().await;
 }
 
+/// Opens a raw `Follow` stream on `conn` (the request sent, the answer unread).
+async fn raw_follow(
+    conn: &quinn::Connection,
+    conversation: shoal_protocol::ConversationId,
+) -> quinn::RecvStream {
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let request = RequestEnvelope {
+        trace: None,
+        body: ClientRequest::Follow {
+            conversation,
+            since: None,
+        },
+    };
+    send.write_all(&encode_frame(&request).unwrap())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    recv
+}
+
+/// Reads a raw follow's events through the turn's `Done`.
+async fn read_until_done(
+    mut recv: quinn::RecvStream,
+) -> Vec<shoal_protocol::transcript::EventFrame> {
+    let mut decoder = FrameDecoder::default();
+    let mut events = Vec::new();
+    loop {
+        while let Some(payload) = decoder.next_payload().unwrap() {
+            match decode_payload::<ServerFrame>(&payload).unwrap() {
+                ServerFrame::Event(frame) => {
+                    let done = matches!(frame.event, Event::Done { .. });
+                    events.push(frame);
+                    if done {
+                        return events;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let chunk = tokio::time::timeout(WAIT, recv.read_chunk(64 * 1024, true))
+            .await
+            .expect("the follow's events come in time")
+            .expect("the follow is not reset")
+            .expect("the follow is not finished before its Done");
+        decoder.push(&chunk.bytes);
+    }
+}
+
+/// The follows of one connection are written by one task: a follow that stops reading is
+/// reset while the others on its connection get every event, and a follow the reader
+/// stops on an idle conversation is released at once (its stream credit comes back).
+#[tokio::test]
+async fn follows_sharing_a_connection_are_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = dev_config(dir.path());
+    config.limits.follower_queue_frames = 4.try_into().unwrap();
+    let mut node = TestNode::start_with(config).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let admin = node.admin().await;
+
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(256u32.into());
+    let conn = authenticated_with(&node, transport).await;
+    // Stopped while the conversation is idle: nothing is written to it, yet it goes.
+    let attached = || async { admin.followers(Some(conv.id)).await.unwrap().len() };
+    let mut dropped = raw_follow(&conn, conv.id).await;
+    eventually("the first follower is attached", || async {
+        (attached().await == 1).then_some(())
+    })
+    .await;
+    dropped.stop(0u32.into()).unwrap();
+    eventually("the stopped follower is released", || async {
+        (attached().await == 0).then_some(())
+    })
+    .await;
+
+    let mut stuck = raw_follow(&conn, conv.id).await;
+    let readers: Vec<_> = futures::future::join_all((0..3).map(|_| raw_follow(&conn, conv.id)))
+        .await
+        .into_iter()
+        .map(|recv| tokio::spawn(read_until_done(recv)))
+        .collect();
+    eventually("four followers on one connection", || async {
+        (attached().await == 4).then_some(())
+    })
+    .await;
+
+    let reply = done_content(&collect_turn(client.send(conv.id, "/slow 40").await.unwrap()).await);
+    for reader in readers {
+        let events = reader.await.unwrap();
+        assert!(
+            matches!(events[0].event, Event::Reset { .. }),
+            "{:?}",
+            events[0]
+        );
+        assert_gap_free(&events);
+        assert_eq!(done_content(&events), reply);
+    }
+    // The one that never read was cut off, not waited for.
+    let code = loop {
+        match tokio::time::timeout(WAIT, stuck.read_chunk(64 * 1024, true))
+            .await
+            .expect("the stuck stream ends in time")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stuck stream was finished, not reset"),
+            Err(quinn::ReadError::Reset(code)) => break code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(
+        code,
+        shoal_node::gateway::tail::FOLLOWER_BEHIND_RESET_CODE.into()
+    );
+    node.stop().await;
+}
+
+/// A connection's follows are written together, so one event reaches all of them in a
+/// few full datagrams rather than one datagram per follow (the node used to send about
+/// one per follow: each follower's write let the connection's driver run before the
+/// next one's). On a multi-threaded runtime, as the node binary runs: Tokio runs a task
+/// woken by a running task next there, and that is what split the datagrams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_follows_share_its_datagrams() {
+    const FOLLOWS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start_with(dev_config(dir.path())).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let admin = node.admin().await;
+    let conn = authenticated(&node).await;
+    let readers: Vec<_> =
+        futures::future::join_all((0..FOLLOWS).map(|_| raw_follow(&conn, conv.id)))
+            .await
+            .into_iter()
+            .map(|recv| tokio::spawn(read_until_done(recv)))
+            .collect();
+    eventually("every follow is attached", || async {
+        (admin.followers(Some(conv.id)).await.unwrap().len() == FOLLOWS).then_some(())
+    })
+    .await;
+    let before = conn.stats().udp_rx.datagrams;
+    // Paced: every chunk is its own event, written to the followers on its own.
+    collect_turn(client.send(conv.id, "/slow 40").await.unwrap()).await;
+    let mut events = 0;
+    for reader in readers {
+        let got = reader.await.unwrap();
+        assert_gap_free(&got);
+        events += got.len() - 1; // not the reset, written when the follow started
+    }
+    let datagrams = conn.stats().udp_rx.datagrams - before;
+    assert!(
+        datagrams as usize * 5 <= events,
+        "{datagrams} datagrams carried {events} events to {FOLLOWS} follows of one connection"
+    );
+    node.stop().await;
+}
+
 /// The SDK refuses a pack whose file paths leave their skill directory before sending
 /// it; a client that sends one anyway gets the node's own refusal, and nothing is stored.
 #[tokio::test]

@@ -483,7 +483,16 @@ pub async fn dispatch(
             conversation,
             since,
         } => {
-            return super::streams::follow(send, ctx, host, caller, conversation, since).await;
+            return super::streams::follow(
+                send,
+                &peer.follows,
+                ctx,
+                host,
+                caller,
+                conversation,
+                since,
+            )
+            .await;
         }
         ClientRequest::CreateConversation {
             title,

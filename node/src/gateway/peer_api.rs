@@ -88,7 +88,7 @@ async fn handle_stream(
                 traceparent = trace.as_ref().map(|t| t.traceparent.as_str()).unwrap_or(""),
             );
             crate::telemetry::adopt(&span, trace.as_ref());
-            let peer = Peer { user, remote };
+            let peer = Peer::new(user, remote);
             let _ = tracing::Instrument::instrument(
                 client_api::dispatch(send, request, ctx, host, &peer, client_api::Hop::Forwarded),
                 span,

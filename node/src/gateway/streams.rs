@@ -4,7 +4,7 @@
 
 use super::client_api::{answer_error, call, lookup};
 use super::frames::{FrameIoError, write_frame};
-use super::tail::{TailEnd, tail};
+use super::tail::{Follows, TailEnd};
 use crate::actors::conversation::{ConversationMsg, SendTicket};
 use crate::actors::follow::Sink;
 use crate::actors::shard_host::ShardHostMsg;
@@ -135,6 +135,7 @@ pub(super) async fn attach_turn(
 
 pub(super) async fn follow(
     mut send: quinn::SendStream,
+    follows: &Follows,
     ctx: &Arc<NodeContext>,
     host: &ActorRef<ShardHostMsg>,
     caller: Caller,
@@ -151,19 +152,23 @@ pub(super) async fn follow(
         Ok(attached) => {
             // A shared follower's stream ends when its grant is revoked, rotated or
             // expires.
-            let ended = tokio::select! {
-                end = tail(&mut send, ctx, attached) => Ok(end?),
-                lost = super::sharing::lost_access(ctx, conversation, &caller) => Err(lost),
+            let mut tailing = follows.tail(send, ctx, attached).await;
+            let lost = tokio::select! {
+                ended = tailing.ended() => {
+                    match ended {
+                        Some((mut send, Ok(TailEnd::Closed | TailEnd::CutOver))) => {
+                            let _ = send.finish();
+                        }
+                        Some((_, Ok(TailEnd::Gone))) | None => {}
+                        Some((_, Err(e))) => return Err(e),
+                    }
+                    return Ok(());
+                }
+                lost = super::sharing::lost_access(ctx, conversation, &caller) => lost,
             };
-            match ended {
-                Ok(TailEnd::Closed | TailEnd::CutOver) => {
-                    let _ = send.finish();
-                }
-                Ok(TailEnd::Gone) => {}
-                Err(lost) => {
-                    write_frame(&mut send, &ServerFrame::Error(lost)).await?;
-                    let _ = send.finish();
-                }
+            if let Some((mut send, _)) = tailing.cancel().await {
+                write_frame(&mut send, &ServerFrame::Error(lost)).await?;
+                let _ = send.finish();
             }
         }
         Err(e) => {

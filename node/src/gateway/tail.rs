@@ -1,10 +1,17 @@
-//! One follower's stream: reads the conversation's ring by cursor and writes what it
-//! finds, coalesced, to the QUIC stream.
+//! Followers' streams: one pump task per connection reads the conversations' rings by
+//! cursor and writes what each follower is missing, coalesced, to its QUIC stream.
 //!
-//! The conversation actor only appends to the ring and bumps its watch; this task does
-//! every per-follower step (waking, collecting the frames it is missing, writing them
-//! in one `write_all_chunks` call of shared, already-encoded bytes). A follower that is
+//! The conversation actor only appends to the ring and bumps its watch. The pump does
+//! every per-follower step: collecting the frames a follower is missing and writing them
+//! in one `write_chunks` call of shared, already-encoded bytes, so a follower that is
 //! behind catches up in a few large writes instead of one write per event.
+//!
+//! **Why one task per connection, not per follower.** Every write to a stream wakes the
+//! connection's QUIC driver, and Tokio runs a task woken this way next (its LIFO slot).
+//! With one task per follower, the driver ran between two followers' writes and sent each
+//! event to each follower in its own datagram even when a hundred followers shared the
+//! connection. The pump writes to all of a connection's followers in one pass, so the
+//! driver runs once after the pass and packs their frames into full datagrams.
 //!
 //! A follower whose stream is blocked (its reader stopped reading) is reset as soon as
 //! the ring leaves it behind, so it holds no more than its stream's flow-control window;
@@ -12,14 +19,20 @@
 
 use super::frames::{FINAL_FRAME_ACK_TIMEOUT_MS, FrameIoError};
 use crate::actors::conversation::Attached;
-use crate::actors::follow::{READ_BATCH_BYTES_MAX, Read, Ring};
+use crate::actors::follow::{FollowerShared, READ_BATCH_BYTES_MAX, Read, Ring};
 use crate::context::{Metrics, NodeContext};
 use bytes::Bytes;
+use futures::Stream;
 use shoal_protocol::Seq;
 use shoal_protocol::client::ServerFrame;
 use shoal_protocol::frame::encode_frame;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::WatchStream;
 
 /// Application error code of a follow stream reset because its reader fell behind.
 pub const FOLLOWER_BEHIND_RESET_CODE: u32 = 1;
@@ -31,112 +44,345 @@ pub enum TailEnd {
     Closed,
     /// The follower fell behind and was told to resync: finish the stream.
     CutOver,
-    /// The reader went away, or was reset for not reading.
+    /// The reader went away, was reset for not reading, or tailing was cancelled.
     Gone,
 }
 
-/// Writes `attached`'s events to `send` until the activation ends, the follower falls
-/// behind or the reader goes away.
-pub async fn tail(
-    send: &mut quinn::SendStream,
-    ctx: &NodeContext,
+/// What tailing hands back: the stream and how it ended.
+pub type Tailed = (quinn::SendStream, Result<TailEnd, FrameIoError>);
+
+/// The follows of one connection: hands each follow's stream to the connection's pump
+/// (started with the first follow, ended when the connection's handles are gone and its
+/// last follow ended). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Follows {
+    pump: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+}
+
+/// A follow being tailed by a pump.
+pub struct Tailing {
+    done: oneshot::Receiver<Tailed>,
+    cancel: Option<oneshot::Sender<()>>,
+}
+
+impl Tailing {
+    /// Waits until tailing ends; `None` if the pump is gone (the stream with it).
+    pub async fn ended(&mut self) -> Option<Tailed> {
+        (&mut self.done).await.ok()
+    }
+
+    /// Stops tailing and gets the stream back (its end is [`TailEnd::Gone`] unless it had
+    /// already ended otherwise).
+    pub async fn cancel(mut self) -> Option<Tailed> {
+        drop(self.cancel.take());
+        self.done.await.ok()
+    }
+}
+
+struct Job {
+    send: quinn::SendStream,
+    ctx: Arc<NodeContext>,
     attached: Attached,
-) -> Result<TailEnd, FrameIoError> {
-    let Attached {
-        ring,
-        mut cursor,
-        prelude,
-        follower,
-    } = attached;
-    let lag_max = u64::from(ctx.config.limits.follower_queue_frames.get());
-    let mut changed = ring.subscribe();
-    let stopped = send.stopped();
-    tokio::pin!(stopped);
-    let mut pending: Vec<Bytes> = prelude.into_iter().collect();
-    let fanout = &ctx.metrics.histograms().fanout_seconds;
-    let mut pushed_at: Option<std::time::Instant> = None;
-    loop {
-        if !pending.is_empty() {
-            tokio::select! {
-                biased;
-                written = write_chunks(send, &mut pending) => written?,
-                () = left_behind(&ring, &mut changed, cursor, lag_max) => {
-                    tracing::debug!(follower = follower.id, user = %follower.user, "follower stopped reading; resetting its stream");
-                    Metrics::inc(&ctx.metrics.follower_resyncs);
-                    let _ = send.reset(FOLLOWER_BEHIND_RESET_CODE.into());
-                    return Ok(TailEnd::Gone);
+    cancel: oneshot::Receiver<()>,
+    done: oneshot::Sender<Tailed>,
+}
+
+impl Follows {
+    /// Starts writing `attached`'s events to `send` until the activation ends, the
+    /// follower falls behind, the reader goes away or the returned handle cancels it.
+    pub async fn tail(
+        &self,
+        send: quinn::SendStream,
+        ctx: &Arc<NodeContext>,
+        attached: Attached,
+    ) -> Tailing {
+        let (done_tx, done) = oneshot::channel();
+        let (cancel, cancel_rx) = oneshot::channel();
+        let mut job = Job {
+            send,
+            ctx: ctx.clone(),
+            attached,
+            cancel: cancel_rx,
+            done: done_tx,
+        };
+        // A pump that ended (its last follow ended after the connection's handles went)
+        // is replaced; two attempts always suffice.
+        for _ in 0..2 {
+            let tx = {
+                let mut pump = self.pump.lock().unwrap_or_else(|e| e.into_inner());
+                pump.get_or_insert_with(|| {
+                    // One job per open stream at most: the connection's stream limit
+                    // bounds the queue.
+                    let capacity = ctx.config.limits.max_streams_per_connection.get() as usize;
+                    let (tx, rx) = mpsc::channel(capacity);
+                    // Unconstrained: a pass polls every follow's wake-ups, and Tokio's
+                    // cooperative budget would otherwise turn a long pass into a busy loop.
+                    tokio::spawn(tokio::task::unconstrained(Pump::new(rx)));
+                    tx
+                })
+                .clone()
+            };
+            match tx.send(job).await {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => {
+                    job = back;
+                    let mut pump = self.pump.lock().unwrap_or_else(|e| e.into_inner());
+                    if pump.as_ref().is_some_and(|p| p.same_channel(&tx)) {
+                        *pump = None;
+                    }
                 }
-            }
-            pending.clear();
-            follower.advance(cursor);
-            if let Some(at) = pushed_at.take() {
-                fanout.observe_duration(at.elapsed());
             }
         }
-        // Mark every change seen before reading, so one that lands after the read wakes us.
-        changed.borrow_and_update();
-        match ring.read(cursor, lag_max, READ_BATCH_BYTES_MAX) {
-            Read::Frames {
-                frames,
-                through,
-                oldest_at,
-            } => {
-                pushed_at = oldest_at;
-                pending = frames;
-                cursor = through;
-            }
-            Read::Wait => {
-                tokio::select! {
-                    result = changed.changed() => {
-                        if result.is_err() {
-                            // The ring is gone without a close: only a bug gets here.
-                            return Ok(TailEnd::Gone);
-                        }
-                    }
-                    _ = &mut stopped => return Ok(TailEnd::Gone),
-                }
-            }
-            Read::Behind => {
-                tracing::debug!(follower = follower.id, user = %follower.user, "follower fell behind; cut over to resync");
-                Metrics::inc(&ctx.metrics.follower_resyncs);
-                let resync = encode_frame(&ServerFrame::Resync {
-                    reason: "follower fell behind the live stream; follow again from your last sequence number"
-                        .into(),
-                })
-                .map_err(|e| FrameIoError::Stream(e.to_string()))?;
-                write_chunks(send, &mut [resync]).await?;
-                return Ok(TailEnd::CutOver);
-            }
-            Read::Closed(last) => {
-                write_chunks(send, &mut [last]).await?;
-                return Ok(TailEnd::Closed);
-            }
+        Tailing {
+            done,
+            cancel: Some(cancel),
         }
     }
 }
 
-async fn write_chunks(
-    send: &mut quinn::SendStream,
-    chunks: &mut [Bytes],
-) -> Result<(), FrameIoError> {
-    send.write_all_chunks(chunks)
-        .await
-        .map_err(|e| FrameIoError::Stream(e.to_string()))
+/// The changes of one ring, shared by the slots that follow it.
+struct Watch {
+    ring: Arc<Ring>,
+    changes: WatchStream<u64>,
+    /// The ring's sender is gone without a close (only a bug gets here).
+    gone: bool,
 }
 
-/// Resolves once a reader whose writes are through `cursor` can no longer be served
-/// (the ring left it behind), or a while after the activation ended.
-async fn left_behind(ring: &Ring, changed: &mut watch::Receiver<u64>, cursor: Seq, lag_max: u64) {
-    loop {
-        if ring.is_behind(cursor, lag_max) {
-            return;
+/// One follow's state inside the pump.
+struct Slot {
+    send: quinn::SendStream,
+    ctx: Arc<NodeContext>,
+    ring: Arc<Ring>,
+    cursor: Seq,
+    lag_max: u64,
+    follower: Arc<FollowerShared>,
+    /// Encoded frames to write; those before `written` are written.
+    pending: Vec<Bytes>,
+    written: usize,
+    /// Set when `pending` is the stream's last frame: how tailing ends once it is written.
+    then: Option<TailEnd>,
+    pushed_at: Option<std::time::Instant>,
+    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+    cancel: oneshot::Receiver<()>,
+    done: oneshot::Sender<Tailed>,
+    /// How long a blocked write may wait after the activation ended.
+    closing: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The pump of one connection (a future run as its own task).
+struct Pump {
+    jobs: mpsc::Receiver<Job>,
+    jobs_open: bool,
+    slots: Vec<Slot>,
+    watches: Vec<Watch>,
+}
+
+impl Pump {
+    fn new(jobs: mpsc::Receiver<Job>) -> Self {
+        Pump {
+            jobs,
+            jobs_open: true,
+            slots: Vec::new(),
+            watches: Vec::new(),
         }
-        if ring.is_closed() {
-            tokio::time::sleep(Duration::from_millis(FINAL_FRAME_ACK_TIMEOUT_MS)).await;
-            return;
+    }
+
+    fn add(&mut self, job: Job) {
+        let Job {
+            send,
+            ctx,
+            attached,
+            cancel,
+            done,
+        } = job;
+        let Attached {
+            ring,
+            cursor,
+            prelude,
+            follower,
+        } = attached;
+        if !self.watches.iter().any(|w| Arc::ptr_eq(&w.ring, &ring)) {
+            self.watches.push(Watch {
+                changes: WatchStream::from_changes(ring.subscribe()),
+                ring: ring.clone(),
+                gone: false,
+            });
         }
-        if changed.changed().await.is_err() {
-            return std::future::pending().await;
+        let stopped = send.stopped();
+        self.slots.push(Slot {
+            lag_max: u64::from(ctx.config.limits.follower_queue_frames.get()),
+            send,
+            ctx,
+            ring,
+            cursor,
+            follower,
+            pending: prelude.into_iter().collect(),
+            written: 0,
+            then: None,
+            pushed_at: None,
+            stopped: Box::pin(async move {
+                let _ = stopped.await;
+            }),
+            cancel,
+            done,
+            closing: None,
+        });
+    }
+}
+
+impl Future for Pump {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        while this.jobs_open {
+            match this.jobs.poll_recv(cx) {
+                Poll::Ready(Some(job)) => this.add(job),
+                Poll::Ready(None) => this.jobs_open = false,
+                Poll::Pending => break,
+            }
         }
+        // Mark every change seen before reading, so one that lands after the reads wakes
+        // the pump again. A ring whose sender is gone ends its stream; its slots read it
+        // closed or find their readers gone.
+        for watch in this.watches.iter_mut().filter(|w| !w.gone) {
+            loop {
+                match Pin::new(&mut watch.changes).poll_next(cx) {
+                    Poll::Ready(Some(_)) => {}
+                    Poll::Ready(None) => break watch.gone = true,
+                    Poll::Pending => break,
+                }
+            }
+        }
+        let mut i = 0;
+        while i < this.slots.len() {
+            let slot = &mut this.slots[i];
+            let gone = this
+                .watches
+                .iter()
+                .any(|w| w.gone && Arc::ptr_eq(&w.ring, &slot.ring));
+            match slot.step(cx, gone) {
+                Poll::Pending => i += 1,
+                Poll::Ready(end) => {
+                    let slot = this.slots.swap_remove(i);
+                    let _ = slot.done.send((slot.send, end));
+                }
+            }
+        }
+        let slots = &this.slots;
+        this.watches
+            .retain(|w| slots.iter().any(|s| Arc::ptr_eq(&s.ring, &w.ring)));
+        if !this.jobs_open && this.slots.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Slot {
+    /// Writes and reads until this follow waits (`Pending`, with wake-ups registered) or
+    /// ends.
+    /// `ring_gone`: the ring's watch ended without a close.
+    fn step(
+        &mut self,
+        cx: &mut Context<'_>,
+        ring_gone: bool,
+    ) -> Poll<Result<TailEnd, FrameIoError>> {
+        if self.cancel_or_stop(cx) {
+            return Poll::Ready(Ok(TailEnd::Gone));
+        }
+        loop {
+            if self.written < self.pending.len() {
+                let polled = {
+                    let write = self.send.write_chunks(&mut self.pending[self.written..]);
+                    std::pin::pin!(write).poll(cx)
+                };
+                match polled {
+                    Poll::Ready(Ok(w)) => {
+                        self.written += w.chunks;
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(FrameIoError::Stream(e.to_string())));
+                    }
+                    Poll::Pending => return self.blocked(cx),
+                }
+            }
+            if !self.pending.is_empty() {
+                self.pending.clear();
+                self.written = 0;
+                self.follower.advance(self.cursor);
+                if let Some(at) = self.pushed_at.take() {
+                    let fanout = &self.ctx.metrics.histograms().fanout_seconds;
+                    fanout.observe_duration(at.elapsed());
+                }
+            }
+            if let Some(end) = self.then.take() {
+                return Poll::Ready(Ok(end));
+            }
+            match self
+                .ring
+                .read(self.cursor, self.lag_max, READ_BATCH_BYTES_MAX)
+            {
+                Read::Frames {
+                    frames,
+                    through,
+                    oldest_at,
+                } => {
+                    self.pushed_at = oldest_at;
+                    self.pending = frames;
+                    self.cursor = through;
+                }
+                Read::Wait if ring_gone => return Poll::Ready(Ok(TailEnd::Gone)),
+                Read::Wait => return Poll::Pending,
+                Read::Behind => {
+                    tracing::debug!(follower = self.follower.id, user = %self.follower.user, "follower fell behind; cut over to resync");
+                    Metrics::inc(&self.ctx.metrics.follower_resyncs);
+                    let resync = encode_frame(&ServerFrame::Resync {
+                        reason: "follower fell behind the live stream; follow again from your last sequence number"
+                            .into(),
+                    })
+                    .map_err(|e| FrameIoError::Stream(e.to_string()));
+                    self.pending = vec![resync?];
+                    self.then = Some(TailEnd::CutOver);
+                }
+                Read::Closed(last) => {
+                    self.pending = vec![last];
+                    self.then = Some(TailEnd::Closed);
+                }
+            }
+        }
+    }
+
+    /// Whether the handle cancelled this follow or its reader stopped the stream (or the
+    /// connection closed).
+    fn cancel_or_stop(&mut self, cx: &mut Context<'_>) -> bool {
+        Pin::new(&mut self.cancel).poll(cx).is_ready() || self.stopped.as_mut().poll(cx).is_ready()
+    }
+
+    /// The stream's flow control holds the write: reset a reader the ring left behind, and
+    /// give up on one that has not read the activation's end for a while.
+    fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<Result<TailEnd, FrameIoError>> {
+        if self.then.is_some() {
+            return Poll::Pending; // the last frame: written when the reader reads
+        }
+        if self.ring.is_behind(self.cursor, self.lag_max) {
+            tracing::debug!(follower = self.follower.id, user = %self.follower.user, "follower stopped reading; resetting its stream");
+            Metrics::inc(&self.ctx.metrics.follower_resyncs);
+            let _ = self.send.reset(FOLLOWER_BEHIND_RESET_CODE.into());
+            return Poll::Ready(Ok(TailEnd::Gone));
+        }
+        if self.ring.is_closed() {
+            let closing = self.closing.get_or_insert_with(|| {
+                Box::pin(tokio::time::sleep(Duration::from_millis(
+                    FINAL_FRAME_ACK_TIMEOUT_MS,
+                )))
+            });
+            if closing.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(TailEnd::Gone));
+            }
+        }
+        Poll::Pending
     }
 }
