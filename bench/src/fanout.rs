@@ -1,7 +1,8 @@
 //! fanout: one conversation streaming at `rate` events/s to F followers, each on its own
 //! QUIC connection through the SDK, against the seeds' Redis Streams design in the same
 //! run (one `XADD MAXLEN` per event, one blocking `XREAD` per follower on its own
-//! connection).
+//! connection). With `--per-connection K` a further Shoal arm carries K follows on each
+//! connection, as a web gateway following for its viewers does.
 //!
 //! Latency is end to end: the demo agent stamps each chunk with CLOCK_MONOTONIC right
 //! before it writes it (`/stream N RATE`), and the follower reads the same clock when the
@@ -24,6 +25,9 @@ use std::time::Duration;
 
 /// Connections opened at once while attaching followers.
 const CONNECT_CONCURRENCY: usize = 32;
+/// Most follows one connection may carry (`--per-connection`); the node is configured
+/// for this many streams per connection and more.
+const MAX_PER_CONNECTION: usize = 4_000;
 /// Extra time a run may take beyond its streaming time before it is abandoned.
 const DRAIN_GRACE: Duration = Duration::from_secs(60);
 /// Entries the Redis stream keeps (`XADD MAXLEN ~`), like the seeds' deployment.
@@ -42,6 +46,9 @@ pub struct Options {
     pub rate: u64,
     /// Seconds of streaming per row.
     pub secs: u64,
+    /// Follows per Shoal connection, one Shoal arm each (1: every follower on its own
+    /// connection, the arm the Redis baseline is compared with first).
+    pub per_connection: Vec<usize>,
 }
 
 /// What one arm measured for one follower count.
@@ -200,6 +207,10 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
             most + 256
         );
     }
+    let widest = options.per_connection.iter().copied().max().unwrap_or(1);
+    if options.per_connection.contains(&0) || widest > MAX_PER_CONNECTION {
+        bail!("--per-connection takes follows per connection from 1 to {MAX_PER_CONNECTION}");
+    }
     let dir = tempfile::tempdir()?;
     let bin = node_binary()?;
     let layout = local_cluster(&dir.path().join("shoal"), 1, &bin, |config| {
@@ -207,6 +218,9 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         config.limits.max_connections = room.try_into().expect("non-zero");
         config.limits.followers_per_conversation_max =
             room.min(65_536).try_into().expect("non-zero");
+        // Each follow is one stream; a few more for the requests beside them.
+        let streams = u32::try_from(widest + 16).unwrap_or(u32::MAX);
+        config.limits.max_streams_per_connection = streams.try_into().expect("non-zero");
     })?;
     let mut node = spawn(&bin, &layout[0]).await?;
     let node_pid = node.id().context("node pid")?;
@@ -222,11 +236,12 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
     };
 
     println!(
-        "fanout: one conversation, {} events/s for {} s, every follower on its own connection",
+        "fanout: one conversation, {} events/s for {} s; shoal: every follower on its own \
+         connection, shoal:K: K follows per connection; redis: a connection per follower",
         options.rate, options.secs
     );
     println!(
-        "{:>9} {:>6} {:>8} {:>8} {:>9} {:>8} {:>10} {:>5} {:>5} {:>6} {:>8} {:>8} {:>10}",
+        "{:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>10} {:>5} {:>5} {:>6} {:>8} {:>8} {:>10}",
         "followers",
         "arm",
         "p50 ms",
@@ -245,9 +260,17 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
     for &followers in &options.followers {
         let bound = Duration::from_secs(options.secs) + DRAIN_GRACE * 4;
         // An arm that fails (a connection lost under overload, say) is reported as such;
-        // the other arm and the other rows still run.
-        let shoal = bounded(bound, shoal_arm(&profile, node_pid, followers, options)).await;
-        report_arm(followers, "shoal", &shoal);
+        // the other arms and the other rows still run.
+        let mut shoals = Vec::new();
+        for &per_connection in &options.per_connection {
+            if per_connection > 1 && followers == 1 && options.per_connection.contains(&1) {
+                continue; // the same as one follow per connection
+            }
+            let arm = shoal_arm(&profile, node_pid, followers, per_connection, options);
+            let arm = bounded(bound, arm).await;
+            report_arm(followers, &arm_name(per_connection), &arm);
+            shoals.push((per_connection, arm));
+        }
         let baseline = match &redis {
             Some(server) => {
                 let arm = bounded(bound, redis_arm(server, followers, options)).await;
@@ -256,29 +279,41 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
             }
             None => None,
         };
-        let ratio = match (&shoal, &baseline) {
-            (Ok(shoal), Some(Ok(redis))) => {
-                println!(
-                    "{:>9} shoal/redis p99 {:.2}x, p50 {:.2}x",
-                    "",
-                    shoal.latency.p99_ms / redis.latency.p99_ms,
-                    shoal.latency.p50_ms / redis.latency.p50_ms
-                );
-                Some(shoal.latency.p99_ms / redis.latency.p99_ms)
-            }
-            _ => None,
-        };
         let json = |arm: &anyhow::Result<Arm>| match arm {
             Ok(arm) => serde_json::json!(arm),
             Err(e) => serde_json::json!({"error": format!("{e:#}")}),
         };
-        plot_row(results, options, followers, &shoal, baseline.as_ref());
-        rows.push(serde_json::json!({
-            "followers": followers,
-            "shoal": json(&shoal),
-            "redis": baseline.as_ref().map(json),
-            "p99_ratio": ratio,
-        }));
+        let mut row = serde_json::json!({ "followers": followers });
+        let mut shared = Vec::new();
+        for (per_connection, shoal) in &shoals {
+            let ratio = match (shoal, &baseline) {
+                (Ok(shoal), Some(Ok(redis))) => {
+                    println!(
+                        "{:>9} {}/redis p99 {:.2}x, p50 {:.2}x",
+                        "",
+                        arm_name(*per_connection),
+                        shoal.latency.p99_ms / redis.latency.p99_ms,
+                        shoal.latency.p50_ms / redis.latency.p50_ms
+                    );
+                    Some(shoal.latency.p99_ms / redis.latency.p99_ms)
+                }
+                _ => None,
+            };
+            if *per_connection == 1 {
+                row["shoal"] = json(shoal);
+                row["p99_ratio"] = serde_json::json!(ratio);
+            } else {
+                shared.push(serde_json::json!({
+                    "per_connection": per_connection,
+                    "shoal": json(shoal),
+                    "p99_ratio": ratio,
+                }));
+            }
+        }
+        row["shared"] = serde_json::json!(shared);
+        row["redis"] = serde_json::json!(baseline.as_ref().map(json));
+        plot_row(results, options, followers, &shoals, baseline.as_ref());
+        rows.push(row);
     }
     let _ = node.kill().await;
     let path = append_result(
@@ -287,6 +322,7 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         serde_json::json!({
             "rate": options.rate,
             "secs": options.secs,
+            "per_connection": options.per_connection,
             "rows": rows,
         }),
     )?;
@@ -299,12 +335,22 @@ fn plot_row(
     results: &Path,
     options: &Options,
     followers: usize,
-    shoal: &anyhow::Result<Arm>,
+    shoals: &[(usize, anyhow::Result<Arm>)],
     redis: Option<&anyhow::Result<Arm>>,
 ) {
-    let arms = [("Shoal", Some(shoal)), ("Redis Streams (baseline)", redis)];
+    let names: Vec<String> = shoals
+        .iter()
+        .map(|(k, _)| match k {
+            1 => "Shoal".to_string(),
+            k => format!("Shoal, {k} follows per connection"),
+        })
+        .collect();
+    let arms = shoals
+        .iter()
+        .zip(&names)
+        .map(|((_, arm), name)| (name.as_str(), Some(arm)))
+        .chain([("Redis Streams (baseline)", redis)]);
     let lines: Vec<(&str, &Distribution)> = arms
-        .into_iter()
         .filter_map(|(name, arm)| Some((name, &arm?.as_ref().ok()?.latency_cdf)))
         .collect();
     plot::save(results, &format!("fanout-{followers}"), |path| {
@@ -332,16 +378,24 @@ async fn bounded(
         .with_context(|| format!("the arm did not finish within {bound:?}"))?
 }
 
+/// The table's name of a Shoal arm: `shoal`, or `shoal:K` with K follows per connection.
+fn arm_name(per_connection: usize) -> String {
+    match per_connection {
+        1 => "shoal".to_string(),
+        k => format!("shoal:{k}"),
+    }
+}
+
 fn report_arm(followers: usize, name: &str, arm: &anyhow::Result<Arm>) {
     match arm {
         Ok(arm) => print_row(name, arm),
-        Err(e) => println!("{followers:>9} {name:>6} failed: {e:#}"),
+        Err(e) => println!("{followers:>9} {name:>9} failed: {e:#}"),
     }
 }
 
 fn print_row(name: &str, arm: &Arm) {
     println!(
-        "{:>9} {:>6} {:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>10} {:>5} {:>5} {:>6} {:>7.0}% {:>7.0}% {:>10.0}",
+        "{:>9} {:>9} {:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>10} {:>5} {:>5} {:>6} {:>7.0}% {:>7.0}% {:>10.0}",
         arm.followers,
         name,
         arm.latency.p50_ms,
@@ -362,6 +416,7 @@ async fn shoal_arm(
     profile: &Profile,
     node_pid: u32,
     followers: usize,
+    per_connection: usize,
     options: &Options,
 ) -> anyhow::Result<Arm> {
     let owner = Client::connect(profile).await?;
@@ -371,15 +426,16 @@ async fn shoal_arm(
     // Start the agent process before measuring.
     drain(owner.send(conv.id, "/stream 1").await?).await?;
     let rss_before = rss_bytes(node_pid);
-    eprintln!("shoal: connecting {followers} followers");
-    let clients: Vec<Client> = futures::stream::iter(0..followers)
+    let connections = followers.div_ceil(per_connection);
+    eprintln!("shoal: connecting {connections} connections for {followers} followers");
+    let clients: Vec<Client> = futures::stream::iter(0..connections)
         .map(|_| Client::connect(profile))
         .buffer_unordered(CONNECT_CONCURRENCY)
         .try_collect()
         .await?;
     eprintln!("shoal: attaching {followers} followers");
     // Attach: each follow starts with a reset (a snapshot).
-    let follows: Vec<FollowStream> = futures::stream::iter(&clients)
+    let follows: Vec<FollowStream> = futures::stream::iter(clients.iter().cycle().take(followers))
         .map(|client| async move {
             let mut follow = client.follow(conv.id, None);
             match tokio::time::timeout(STEP_TIMEOUT, follow.next()).await {

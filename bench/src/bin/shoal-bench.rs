@@ -8,7 +8,7 @@ use std::time::Duration;
 const RUN_TIMEOUT: Duration = Duration::from_secs(3_600);
 
 const USAGE: &str = "usage: shoal-bench <scenario|all> [--quick] [--results DIR] [options]
-  fanout      [--followers 1,100,1000,5000] [--rate 200] [--secs 10]
+  fanout      [--followers 1,100,1000,5000] [--rate 200] [--secs 10] [--per-connection 1,100]
   failover    [--trials 20]
   detection   [--nodes 3,5,9] [--trials 10]
   throughput  [--secs 10] [--users 256] [--concurrency 512]
@@ -22,6 +22,7 @@ struct Args {
     quick: bool,
     results: PathBuf,
     followers: Option<Vec<usize>>,
+    per_connection: Vec<usize>,
     rate: u64,
     secs: Option<u64>,
     trials: Option<usize>,
@@ -46,11 +47,16 @@ fn list<T: std::str::FromStr>(value: &str, flag: &str) -> anyhow::Result<Vec<T>>
 fn parse() -> anyhow::Result<Args> {
     let mut raw = std::env::args().skip(1);
     let scenario = raw.next().context(USAGE)?;
+    if matches!(scenario.as_str(), "-h" | "--help" | "help") {
+        println!("{USAGE}\n\nSee bench/README.md for what each scenario measures.");
+        std::process::exit(0);
+    }
     let mut args = Args {
         scenario,
         quick: false,
         results: PathBuf::from("bench/results"),
         followers: None,
+        per_connection: vec![1, 100],
         rate: 200,
         secs: None,
         trials: None,
@@ -73,6 +79,7 @@ fn parse() -> anyhow::Result<Args> {
             "--quick" => args.quick = true,
             "--results" => args.results = PathBuf::from(value()?),
             "--followers" => args.followers = Some(list(&value()?, &flag)?),
+            "--per-connection" => args.per_connection = list(&value()?, &flag)?,
             "--nodes" => args.nodes = Some(list(&value()?, &flag)?),
             "--rate" => args.rate = value()?.parse().context("--rate takes events per second")?,
             "--secs" => args.secs = Some(value()?.parse().with_context(|| number("seconds"))?),
@@ -113,6 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| choose(quick, vec![1, 100, 1000, 5000], vec![1, 100, 1000])),
         rate: args.rate,
         secs: args.secs.unwrap_or(choose(quick, 10, 5)),
+        per_connection: args.per_connection.clone(),
     };
     let trials = args.trials.unwrap_or(choose(quick, 20, 5));
     let snapshot = shoal_bench::snapshot::Options {
