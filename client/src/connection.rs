@@ -510,22 +510,35 @@ impl FrameReader {
 
     /// The next frame, or `None` when the node finished the stream cleanly between frames.
     pub(crate) async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`Self::next`] as a poll: what a stream's `poll_next` uses without building a
+    /// future per frame.
+    pub(crate) fn poll_next<T: DeserializeOwned>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<Option<T>, ClientError>> {
+        use std::future::Future;
+        use std::task::Poll;
         loop {
             match self.decoder.next_frame::<T>() {
-                Ok(Some(frame)) => return Ok(Some(frame)),
+                Ok(Some(frame)) => return Poll::Ready(Ok(Some(frame))),
                 Ok(None) => {}
-                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+                Err(e) => return Poll::Ready(Err(ClientError::Protocol(e.to_string()))),
             }
-            match self.recv.read_chunk(READ_CHUNK_BYTES_MAX, true).await {
+            // `read_chunk` is cancel safe: a pending read leaves the waker registered.
+            let read = std::pin::pin!(self.recv.read_chunk(READ_CHUNK_BYTES_MAX, true)).poll(cx);
+            match std::task::ready!(read) {
                 Ok(Some(chunk)) => self.decoder.push_bytes(chunk.bytes),
-                Ok(None) if self.decoder.buffered_bytes() == 0 => return Ok(None),
+                Ok(None) if self.decoder.buffered_bytes() == 0 => return Poll::Ready(Ok(None)),
                 Ok(None) => {
-                    return Err(ClientError::Protocol(format!(
+                    return Poll::Ready(Err(ClientError::Protocol(format!(
                         "the node ended the stream inside a frame ({} bytes left over)",
                         self.decoder.buffered_bytes()
-                    )));
+                    ))));
                 }
-                Err(e) => return Err(read_error(e)),
+                Err(e) => return Poll::Ready(Err(read_error(e))),
             }
         }
     }

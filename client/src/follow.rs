@@ -10,7 +10,7 @@ use crate::ClientError;
 use crate::connection::{FrameReader, Link, REQUEST_TIMEOUT_MS, open_request};
 use crate::retry::RETRY_BUDGET_MS;
 use futures::Stream;
-use futures::stream::BoxStream;
+use futures::future::BoxFuture;
 use shoal_protocol::client::{ClientRequest, ServerFrame};
 use shoal_protocol::transcript::{Event, EventFrame};
 use shoal_protocol::{ConversationId, ErrorCode, Seq};
@@ -141,9 +141,14 @@ impl Streak {
 /// [`FOLLOW_RECONNECT_ATTEMPTS_MAX`] or last [`RETRY_BUDGET_MS`], and ends right after it.
 /// Dropping the stream stops following.
 pub struct FollowStream {
-    inner: BoxStream<'static, Result<EventFrame, ClientError>>,
+    /// The follow, while no recovery future holds it.
+    follower: Option<Box<Follower>>,
+    /// Opening, re-following or backing off: the follower comes back with the item.
+    recovering: Option<BoxFuture<'static, (Option<FollowItem>, Box<Follower>)>>,
     last_seq: Option<Seq>,
 }
+
+type FollowItem = Result<EventFrame, ClientError>;
 
 impl FollowStream {
     pub(crate) fn new(
@@ -152,7 +157,7 @@ impl FollowStream {
         since: Option<Seq>,
         share_token: Option<String>,
     ) -> Self {
-        let state = Follower {
+        let follower = Follower {
             home,
             share_token,
             moved: None,
@@ -162,12 +167,9 @@ impl FollowStream {
             streak: Streak::new(),
             finished: false,
         };
-        let inner = futures::stream::unfold(state, |mut state| async move {
-            let item = state.next_item().await?;
-            Some((item, state))
-        });
         FollowStream {
-            inner: Box::pin(inner),
+            follower: Some(Box::new(follower)),
+            recovering: None,
             last_seq: since,
         }
     }
@@ -181,10 +183,49 @@ impl FollowStream {
 impl Stream for FollowStream {
     type Item = Result<EventFrame, ClientError>;
 
+    /// Live events are read straight from the open stream; only opening, re-following and
+    /// backing off run as a (boxed) future.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        let this = &mut *self;
+        let item = loop {
+            if let Some(recovering) = this.recovering.as_mut() {
+                let (item, follower) = std::task::ready!(recovering.as_mut().poll(cx));
+                this.recovering = None;
+                this.follower = Some(follower);
+                break item;
+            }
+            let Some(follower) = this.follower.as_mut() else {
+                break None; // unreachable: one of the two always holds the follower
+            };
+            if follower.finished {
+                break None;
+            }
+            let outcome = match follower.reader.as_mut() {
+                Some(reader) => {
+                    let frame = std::task::ready!(reader.poll_next::<ServerFrame>(cx));
+                    match follower.classify(frame) {
+                        Step::Deliver(frame) => break Some(Ok(frame)),
+                        Step::Skip => continue,
+                        Step::Refollow(outcome) => Some(outcome),
+                    }
+                }
+                None => None,
+            };
+            let Some(mut follower) = this.follower.take() else {
+                break None;
+            };
+            this.recovering = Some(Box::pin(async move {
+                if let Some(outcome) = outcome
+                    && let Some(err) = follower.recover(outcome).await
+                {
+                    return (Some(Err(err)), follower);
+                }
+                let item = follower.next_item().await;
+                (item, follower)
+            }));
+        };
         if let Some(Ok(frame)) = &item {
-            self.last_seq = Some(frame.seq);
+            this.last_seq = Some(frame.seq);
         }
         Poll::Ready(item)
     }
@@ -227,47 +268,59 @@ impl Follower {
                 continue;
             };
             let frame = reader.next::<ServerFrame>().await;
-            let outcome = match frame {
-                Ok(Some(ServerFrame::Event(frame))) => match self.tracker.observe(&frame) {
-                    Verdict::Deliver => {
-                        self.streak.progress();
-                        return Some(Ok(frame));
+            match self.classify(frame) {
+                Step::Deliver(frame) => return Some(Ok(frame)),
+                Step::Skip => continue,
+                Step::Refollow(outcome) => {
+                    if let Some(err) = self.recover(outcome).await {
+                        return Some(Err(err));
                     }
-                    Verdict::Duplicate => continue,
-                    Verdict::Gap => Refollow::Now(format!(
-                        "gap after seq {:?}: got {}",
-                        self.tracker.last().map(|s| s.0),
-                        frame.seq
-                    )),
-                },
-                Ok(Some(ServerFrame::Resync { reason })) => {
-                    Refollow::Now(format!("resync: {reason}"))
                 }
-                Ok(Some(ServerFrame::Moved { to })) => {
-                    self.move_to(to.clone());
-                    Refollow::Now(format!("moved to {to}"))
-                }
-                Ok(Some(ServerFrame::Error(err))) => Refollow::AfterError(ClientError::Server(err)),
-                Ok(Some(
-                    ServerFrame::Reply(_)
-                    | ServerFrame::Accepted { .. }
-                    | ServerFrame::Queued { .. },
-                )) => Refollow::AfterError(ClientError::Protocol(
-                    "the node answered a follow with a unary reply".to_owned(),
-                )),
-                Ok(None) => Refollow::AfterError(ClientError::ConnectionLost(
-                    "the node ended the follow stream".to_owned(),
-                )),
-                Err(err) => Refollow::AfterError(err),
-            };
-            self.reader = None;
-            let given_up = match outcome {
-                Refollow::Now(reason) => self.refollow(reason).await,
-                Refollow::AfterError(err) => self.failed(err).await,
-            };
-            if let Some(err) = given_up {
-                return Some(Err(err));
             }
+        }
+    }
+
+    /// What to do with what the open follow stream gave.
+    fn classify(&mut self, frame: Result<Option<ServerFrame>, ClientError>) -> Step {
+        let outcome = match frame {
+            Ok(Some(ServerFrame::Event(frame))) => match self.tracker.observe(&frame) {
+                Verdict::Deliver => {
+                    self.streak.progress();
+                    return Step::Deliver(frame);
+                }
+                Verdict::Duplicate => return Step::Skip,
+                Verdict::Gap => Refollow::Now(format!(
+                    "gap after seq {:?}: got {}",
+                    self.tracker.last().map(|s| s.0),
+                    frame.seq
+                )),
+            },
+            Ok(Some(ServerFrame::Resync { reason })) => Refollow::Now(format!("resync: {reason}")),
+            Ok(Some(ServerFrame::Moved { to })) => {
+                self.move_to(to.clone());
+                Refollow::Now(format!("moved to {to}"))
+            }
+            Ok(Some(ServerFrame::Error(err))) => Refollow::AfterError(ClientError::Server(err)),
+            Ok(Some(
+                ServerFrame::Reply(_) | ServerFrame::Accepted { .. } | ServerFrame::Queued { .. },
+            )) => Refollow::AfterError(ClientError::Protocol(
+                "the node answered a follow with a unary reply".to_owned(),
+            )),
+            Ok(None) => Refollow::AfterError(ClientError::ConnectionLost(
+                "the node ended the follow stream".to_owned(),
+            )),
+            Err(err) => Refollow::AfterError(err),
+        };
+        Step::Refollow(outcome)
+    }
+
+    /// Drops the abandoned follow stream and waits as `outcome` asks before the next
+    /// one; returns the error to yield when giving up.
+    async fn recover(&mut self, outcome: Refollow) -> Option<ClientError> {
+        self.reader = None;
+        match outcome {
+            Refollow::Now(reason) => self.refollow(reason).await,
+            Refollow::AfterError(err) => self.failed(err).await,
         }
     }
 
@@ -354,6 +407,16 @@ impl Follower {
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         None
     }
+}
+
+/// What one frame of the open follow stream leads to.
+enum Step {
+    /// Yield it.
+    Deliver(EventFrame),
+    /// A duplicate: read the next one.
+    Skip,
+    /// Abandon the stream.
+    Refollow(Refollow),
 }
 
 /// Why the current follow stream was abandoned.

@@ -174,11 +174,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let args = parse()?;
     // Returning drops the scenario's future and with it every child process it holds
-    // (all are `kill_on_drop`): an error, the time bound and Ctrl-C all end that way.
+    // (all are `kill_on_drop`): an error, the time bound, Ctrl-C and SIGTERM (`kill`,
+    // `timeout`) all end that way.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     tokio::select! {
         outcome = tokio::time::timeout(RUN_TIMEOUT, run(args)) => {
             outcome.context("the benchmark exceeded its time bound")?
         }
         _ = tokio::signal::ctrl_c() => bail!("interrupted: every process started was killed"),
+        _ = terminate.recv() => bail!("terminated: every process started was killed"),
     }
 }

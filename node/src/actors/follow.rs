@@ -94,10 +94,9 @@ impl Sink {
 /// What a reader gets from [`Ring::read`].
 #[derive(Debug, PartialEq)]
 pub enum Read {
-    /// Encoded frames after the cursor, oldest first; the cursor moves to `through`.
+    /// Encoded frames after the cursor were appended to the reader's vector, oldest
+    /// first; the cursor moves to `through`.
     Frames {
-        /// Complete frames, ready to write.
-        frames: Vec<Bytes>,
         /// Sequence number of the last of them.
         through: Seq,
         /// When the first of them entered the ring.
@@ -242,8 +241,10 @@ impl Ring {
         Start::From(since)
     }
 
-    /// Frames after `cursor` (at most `budget` bytes, at least one), or what to do instead.
-    pub fn read(&self, cursor: Seq, lag_max: u64, budget: usize) -> Read {
+    /// Appends the frames after `cursor` to `out` (at most `budget` bytes, at least one),
+    /// or says what to do instead. `out` is the reader's own vector, reused from read to
+    /// read.
+    pub fn read(&self, cursor: Seq, lag_max: u64, budget: usize, out: &mut Vec<Bytes>) -> Read {
         let inner = self.read_inner();
         if cursor > inner.last || cursor < self.base {
             // Not a cursor of this activation: only a bug gets here, and a resync heals it.
@@ -260,22 +261,19 @@ impl Ring {
         }
         let first = inner.last.0 + 1 - inner.frames.len() as u64;
         let skip = (cursor.0 + 1 - first) as usize;
-        let mut frames = Vec::new();
+        let mut taken = 0;
         let mut bytes = 0;
-        for frame in inner.frames.iter().skip(skip) {
-            if !frames.is_empty() && bytes + frame.len() > budget {
+        for frame in inner.frames.range(skip..) {
+            if taken > 0 && bytes + frame.len() > budget {
                 break;
             }
             bytes += frame.len();
-            frames.push(frame.clone());
+            taken += 1;
+            out.push(frame.clone());
         }
-        let through = Seq(cursor.0 + frames.len() as u64);
+        let through = Seq(cursor.0 + taken);
         let oldest_at = inner.pushed_at.get(skip).copied();
-        Read::Frames {
-            frames,
-            through,
-            oldest_at,
-        }
+        Read::Frames { through, oldest_at }
     }
 
     /// Whether a reader whose cursor is `cursor` can no longer be served: it is more than
@@ -378,6 +376,13 @@ mod tests {
         }
     }
 
+    /// Reads into a fresh vector.
+    fn read(ring: &Ring, cursor: Seq, lag_max: u64, budget: usize) -> (Read, Vec<Bytes>) {
+        let mut frames = Vec::new();
+        let read = ring.read(cursor, lag_max, budget, &mut frames);
+        (read, frames)
+    }
+
     fn seqs(frames: &[Bytes]) -> Vec<u64> {
         frames
             .iter()
@@ -393,20 +398,18 @@ mod tests {
         let ring = Ring::new(2, 4, usize::MAX);
         let base = Seq::first_of_activation(2);
         assert_eq!(ring.start(Some(base), 10), Start::From(base));
-        assert_eq!(ring.read(base, 10, usize::MAX), Read::Wait);
+        assert_eq!(read(&ring, base, 10, usize::MAX).0, Read::Wait);
         for n in 0..6 {
             ring.push(status(n));
         }
         // The ring holds base+3..=base+6.
-        let Read::Frames {
-            frames, through, ..
-        } = ring.read(Seq(base.0 + 4), 10, usize::MAX)
+        let (Read::Frames { through, .. }, frames) = read(&ring, Seq(base.0 + 4), 10, usize::MAX)
         else {
             panic!()
         };
         assert_eq!(seqs(&frames), vec![base.0 + 5, base.0 + 6]);
         assert_eq!(through, Seq(base.0 + 6));
-        assert_eq!(ring.read(through, 10, usize::MAX), Read::Wait);
+        assert_eq!(read(&ring, through, 10, usize::MAX).0, Read::Wait);
         // Table: (cursor relative to base, lag_max) -> can start from the cursor?
         for (since, lag_max, from) in [
             (1u64, 10u64, false),
@@ -423,7 +426,7 @@ mod tests {
                 from,
                 "since {since} lag {lag_max}: {got:?}"
             );
-            let read = ring.read(Seq(base.0 + since), lag_max, usize::MAX);
+            let (read, _) = read(&ring, Seq(base.0 + since), lag_max, usize::MAX);
             let behind = ring.is_behind(Seq(base.0 + since), lag_max);
             if since <= 6 {
                 assert_eq!(read == Read::Behind, !from, "since {since}: {read:?}");
@@ -450,17 +453,14 @@ mod tests {
             ring.push(status(n));
         }
         assert_eq!(ring.held(), (3, one * 3));
-        assert_eq!(ring.read(Seq(6), 100, usize::MAX), Read::Behind);
+        assert_eq!(read(&ring, Seq(6), 100, usize::MAX).0, Read::Behind);
         // A budget of two frames splits the catch-up into two writes.
-        let Read::Frames {
-            frames, through, ..
-        } = ring.read(Seq(7), 100, one * 2)
-        else {
+        let (Read::Frames { through, .. }, frames) = read(&ring, Seq(7), 100, one * 2) else {
             panic!()
         };
         assert_eq!((seqs(&frames), through), (vec![8, 9], Seq(9)));
         // A frame larger than the budget still goes out alone.
-        let Read::Frames { frames, .. } = ring.read(Seq(9), 100, 1) else {
+        let (Read::Frames { .. }, frames) = read(&ring, Seq(9), 100, 1) else {
             panic!()
         };
         assert_eq!(seqs(&frames), vec![10]);
@@ -481,10 +481,10 @@ mod tests {
         ring.close(&ServerFrame::Resync { reason: "x".into() });
         assert!(rx.has_changed().unwrap());
         assert!(matches!(
-            ring.read(Seq(0), 10, usize::MAX),
+            read(&ring, Seq(0), 10, usize::MAX).0,
             Read::Frames { .. }
         ));
-        let Read::Closed(last) = ring.read(Seq(1), 10, usize::MAX) else {
+        let (Read::Closed(last), _) = read(&ring, Seq(1), 10, usize::MAX) else {
             panic!()
         };
         assert!(matches!(
