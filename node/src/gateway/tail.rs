@@ -58,7 +58,7 @@ pub type Tailed = (quinn::SendStream, Result<TailEnd, FrameIoError>);
 /// last follow ended). Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Follows {
-    pump: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+    pump: Arc<Mutex<Option<mpsc::Sender<Box<Job>>>>>,
 }
 
 /// A follow being tailed by a pump.
@@ -100,13 +100,13 @@ impl Follows {
     ) -> Tailing {
         let (done_tx, done) = oneshot::channel();
         let (cancel, cancel_rx) = oneshot::channel();
-        let mut job = Job {
+        let mut job = Box::new(Job {
             send,
             ctx: ctx.clone(),
             attached,
             cancel: cancel_rx,
             done: done_tx,
-        };
+        });
         // A pump that ended (its last follow ended after the connection's handles went)
         // is replaced; two attempts always suffice.
         for _ in 0..2 {
@@ -114,7 +114,8 @@ impl Follows {
                 let mut pump = self.pump.lock().unwrap_or_else(|e| e.into_inner());
                 pump.get_or_insert_with(|| {
                     // One job per open stream at most: the connection's stream limit
-                    // bounds the queue.
+                    // bounds the queue. Jobs are boxed so the channel's first block
+                    // (32 slots, allocated with it) costs 256 bytes per connection.
                     let capacity = ctx.config.limits.max_streams_per_connection.get() as usize;
                     let (tx, rx) = mpsc::channel(capacity);
                     // Unconstrained: a pass polls every follow's wake-ups, and Tokio's
@@ -175,7 +176,7 @@ struct Slot {
 
 /// The pump of one connection (a future run as its own task).
 struct Pump {
-    jobs: mpsc::Receiver<Job>,
+    jobs: mpsc::Receiver<Box<Job>>,
     jobs_open: bool,
     slots: Vec<Slot>,
     watches: Vec<Watch>,
@@ -220,7 +221,7 @@ impl Pass {
 }
 
 impl Pump {
-    fn new(jobs: mpsc::Receiver<Job>) -> Self {
+    fn new(jobs: mpsc::Receiver<Box<Job>>) -> Self {
         let control = Arc::new(Control::default());
         Pump {
             jobs,
@@ -232,14 +233,14 @@ impl Pump {
         }
     }
 
-    fn add(&mut self, job: Job) {
+    fn add(&mut self, job: Box<Job>) {
         let Job {
             send,
             ctx,
             attached,
             cancel,
             done,
-        } = job;
+        } = *job;
         let Attached {
             ring,
             cursor,
