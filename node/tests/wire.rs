@@ -132,28 +132,9 @@ async fn oversized_and_malformed_frames_close_only_that_connection() {
 #[tokio::test]
 async fn a_follower_that_stops_reading_is_reset_and_resumes_gap_free() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = dev_config(dir.path());
-    config.limits.follower_queue_frames = 4.try_into().unwrap();
-    let mut node = TestNode::start_with(config).await;
-    let client = node.client().await;
-    let conv = client.create_conversation(None, None).await.unwrap();
-
-    // A raw follower with a tiny stream window that reads nothing for now.
-    let mut transport = quinn::TransportConfig::default();
-    transport.stream_receive_window(256u32.into());
-    let conn = authenticated_with(&node, transport).await;
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let request = RequestEnvelope {
-        trace: None,
-        body: ClientRequest::Follow {
-            conversation: conv.id,
-            since: None,
-        },
-    };
-    send.write_all(&encode_frame(&request).unwrap())
-        .await
-        .unwrap();
-    send.finish().unwrap();
+    let (mut node, client, conv, conn) = cutting_node(dir.path()).await;
+    // A raw follower that reads nothing for now.
+    let mut recv = raw_follow(&conn, conv.id).await;
     let admin = node.admin().await;
     eventually("the raw follower is attached", || async {
         (admin.status().await.unwrap().followers == 1).then_some(())
@@ -170,21 +151,7 @@ async fn a_follower_that_stops_reading_is_reset_and_resumes_gap_free() {
 
     // What the stream still holds is gap-free, then the reset.
     let mut decoder = FrameDecoder::default();
-    let code = loop {
-        match tokio::time::timeout(WAIT, recv.read_chunk(64 * 1024, true))
-            .await
-            .expect("the stream ends in time")
-        {
-            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
-            Ok(None) => panic!("the stream was finished, not reset"),
-            Err(quinn::ReadError::Reset(code)) => break code,
-            Err(e) => panic!("{e}"),
-        }
-    };
-    assert_eq!(
-        code,
-        shoal_node::gateway::tail::FOLLOWER_BEHIND_RESET_CODE.into()
-    );
+    read_until_behind_reset(&mut recv, &mut decoder).await;
     let mut read = Vec::new();
     while let Some(payload) = decoder.next_payload().unwrap() {
         match decode_payload::<ServerFrame>(&payload).unwrap() {
@@ -218,6 +185,46 @@ async fn a_follower_that_stops_reading_is_reset_and_resumes_gap_free() {
         }
     }
     node.stop().await;
+}
+
+/// A node that cuts a follower off 4 events behind, one conversation, and a raw
+/// connection whose streams take 256 bytes before their reader must read.
+async fn cutting_node(
+    dir: &std::path::Path,
+) -> (
+    TestNode,
+    shoal_client::Client,
+    shoal_protocol::client::ConversationSummary,
+    quinn::Connection,
+) {
+    let mut config = dev_config(dir);
+    config.limits.follower_queue_frames = 4.try_into().unwrap();
+    let node = TestNode::start_with(config).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(256u32.into());
+    let conn = authenticated_with(&node, transport).await;
+    (node, client, conv, conn)
+}
+
+/// Reads a follow stream into `decoder` until the node resets it for falling behind.
+async fn read_until_behind_reset(recv: &mut quinn::RecvStream, decoder: &mut FrameDecoder) {
+    let code = loop {
+        match tokio::time::timeout(WAIT, recv.read_chunk(64 * 1024, true))
+            .await
+            .expect("the stream ends in time")
+        {
+            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+            Ok(None) => panic!("the stream was finished, not reset"),
+            Err(quinn::ReadError::Reset(code)) => break code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(
+        code,
+        shoal_node::gateway::tail::FOLLOWER_BEHIND_RESET_CODE.into()
+    );
 }
 
 /// Opens a raw `Follow` stream on `conn` (the request sent, the answer unread).
@@ -274,16 +281,8 @@ async fn read_until_done(
 #[tokio::test]
 async fn follows_sharing_a_connection_are_independent() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = dev_config(dir.path());
-    config.limits.follower_queue_frames = 4.try_into().unwrap();
-    let mut node = TestNode::start_with(config).await;
-    let client = node.client().await;
-    let conv = client.create_conversation(None, None).await.unwrap();
+    let (mut node, client, conv, conn) = cutting_node(dir.path()).await;
     let admin = node.admin().await;
-
-    let mut transport = quinn::TransportConfig::default();
-    transport.stream_receive_window(256u32.into());
-    let conn = authenticated_with(&node, transport).await;
     // Stopped while the conversation is idle: nothing is written to it, yet it goes.
     let attached = || async { admin.followers(Some(conv.id)).await.unwrap().len() };
     let mut dropped = raw_follow(&conn, conv.id).await;
@@ -320,21 +319,7 @@ async fn follows_sharing_a_connection_are_independent() {
         assert_eq!(done_content(&events), reply);
     }
     // The one that never read was cut off, not waited for.
-    let code = loop {
-        match tokio::time::timeout(WAIT, stuck.read_chunk(64 * 1024, true))
-            .await
-            .expect("the stuck stream ends in time")
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the stuck stream was finished, not reset"),
-            Err(quinn::ReadError::Reset(code)) => break code,
-            Err(e) => panic!("{e}"),
-        }
-    };
-    assert_eq!(
-        code,
-        shoal_node::gateway::tail::FOLLOWER_BEHIND_RESET_CODE.into()
-    );
+    read_until_behind_reset(&mut stuck, &mut FrameDecoder::default()).await;
     node.stop().await;
 }
 
