@@ -107,8 +107,9 @@ impl Follows {
             cancel: cancel_rx,
             done: done_tx,
         });
-        // A pump that ended (its last follow ended after the connection's handles went)
-        // is replaced; two attempts always suffice.
+        // A pump ends only once every sender is gone, and this one holds one: a send
+        // fails only if the pump panicked. Such a pump is replaced once; should that one
+        // fail too, the job is dropped and the follow ends without an answer.
         for _ in 0..2 {
             let tx = {
                 let mut pump = self.pump.lock().unwrap_or_else(|e| e.into_inner());
