@@ -83,7 +83,6 @@ impl Tailing {
 
 struct Job {
     send: quinn::SendStream,
-    ctx: Arc<NodeContext>,
     attached: Attached,
     cancel: oneshot::Receiver<()>,
     done: oneshot::Sender<Tailed>,
@@ -102,7 +101,6 @@ impl Follows {
         let (cancel, cancel_rx) = oneshot::channel();
         let mut job = Box::new(Job {
             send,
-            ctx: ctx.clone(),
             attached,
             cancel: cancel_rx,
             done: done_tx,
@@ -121,7 +119,7 @@ impl Follows {
                     let (tx, rx) = mpsc::channel(capacity);
                     // Unconstrained: a pass polls every follow's wake-ups, and Tokio's
                     // cooperative budget would otherwise turn a long pass into a busy loop.
-                    tokio::spawn(tokio::task::unconstrained(Pump::new(rx)));
+                    tokio::spawn(tokio::task::unconstrained(Pump::new(ctx.clone(), rx)));
                     tx
                 })
                 .clone()
@@ -144,21 +142,18 @@ impl Follows {
     }
 }
 
-/// The changes of one ring, shared by the slots that follow it.
+/// The changes of one ring, shared by the slots that follow it. The ring owns the
+/// sender and the slots hold the ring, so the changes never end while it is watched.
 struct Watch {
     ring: Arc<Ring>,
     changes: WatchStream<u64>,
-    /// The ring's sender is gone without a close (only a bug gets here).
-    gone: bool,
 }
 
 /// One follow's state inside the pump.
 struct Slot {
     send: quinn::SendStream,
-    ctx: Arc<NodeContext>,
     ring: Arc<Ring>,
     cursor: Seq,
-    lag_max: u64,
     follower: Arc<FollowerShared>,
     /// Encoded frames to write; those before `written` are written.
     pending: Vec<Bytes>,
@@ -166,7 +161,8 @@ struct Slot {
     /// Set when `pending` is the stream's last frame: how tailing ends once it is written.
     then: Option<TailEnd>,
     pushed_at: Option<std::time::Instant>,
-    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+    stopped:
+        Pin<Box<dyn Future<Output = Result<Option<quinn::VarInt>, quinn::StoppedError>> + Send>>,
     cancel: oneshot::Receiver<()>,
     /// Whether `cancel` and `stopped` were polled once, so they wake the pump's control.
     control_armed: bool,
@@ -177,6 +173,9 @@ struct Slot {
 
 /// The pump of one connection (a future run as its own task).
 struct Pump {
+    ctx: Arc<NodeContext>,
+    /// `limits.follower_queue_frames`: how far behind a follow may fall.
+    lag_max: u64,
     jobs: mpsc::Receiver<Box<Job>>,
     jobs_open: bool,
     slots: Vec<Slot>,
@@ -205,26 +204,22 @@ impl ArcWake for Control {
 }
 
 /// What one pass knows, shared by its follows.
-struct Pass {
+struct Pass<'a> {
+    ctx: &'a NodeContext,
+    lag_max: u64,
     /// A cancel or stop signal fired since the last pass.
     control_woken: bool,
-    control: Waker,
-    /// Rings whose watch ended without a close.
-    gone: Vec<Arc<Ring>>,
+    control: &'a Waker,
     /// When the pass started (for the fan-out delay metric).
     now: std::time::Instant,
 }
 
-impl Pass {
-    fn ring_gone(&self, ring: &Arc<Ring>) -> bool {
-        self.gone.iter().any(|r| Arc::ptr_eq(r, ring))
-    }
-}
-
 impl Pump {
-    fn new(jobs: mpsc::Receiver<Box<Job>>) -> Self {
+    fn new(ctx: Arc<NodeContext>, jobs: mpsc::Receiver<Box<Job>>) -> Self {
         let control = Arc::new(Control::default());
         Pump {
+            lag_max: u64::from(ctx.config.limits.follower_queue_frames.get()),
+            ctx,
             jobs,
             jobs_open: true,
             slots: Vec::new(),
@@ -237,7 +232,6 @@ impl Pump {
     fn add(&mut self, job: Box<Job>) {
         let Job {
             send,
-            ctx,
             attached,
             cancel,
             done,
@@ -252,14 +246,11 @@ impl Pump {
             self.watches.push(Watch {
                 changes: WatchStream::from_changes(ring.subscribe()),
                 ring: ring.clone(),
-                gone: false,
             });
         }
-        let stopped = send.stopped();
         self.slots.push(Slot {
-            lag_max: u64::from(ctx.config.limits.follower_queue_frames.get()),
+            stopped: Box::pin(send.stopped()),
             send,
-            ctx,
             ring,
             cursor,
             follower,
@@ -267,9 +258,6 @@ impl Pump {
             written: 0,
             then: None,
             pushed_at: None,
-            stopped: Box::pin(async move {
-                let _ = stopped.await;
-            }),
             cancel,
             control_armed: false,
             done,
@@ -291,29 +279,19 @@ impl Future for Pump {
             }
         }
         // Mark every change seen before reading, so one that lands after the reads wakes
-        // the pump again. A ring whose sender is gone ends its stream; its slots read it
-        // closed or find their readers gone.
-        for watch in this.watches.iter_mut().filter(|w| !w.gone) {
-            loop {
-                match Pin::new(&mut watch.changes).poll_next(cx) {
-                    Poll::Ready(Some(_)) => {}
-                    Poll::Ready(None) => break watch.gone = true,
-                    Poll::Pending => break,
-                }
-            }
+        // the pump again.
+        for watch in &mut this.watches {
+            while let Poll::Ready(Some(_)) = Pin::new(&mut watch.changes).poll_next(cx) {}
         }
         this.control.task.register(cx.waker());
         let pass = Pass {
+            ctx: &this.ctx,
+            lag_max: this.lag_max,
             control_woken: this.control.woken.swap(false, Ordering::AcqRel),
-            control: this.control_waker.clone(),
-            gone: this
-                .watches
-                .iter()
-                .filter(|w| w.gone)
-                .map(|w| w.ring.clone())
-                .collect(),
+            control: &this.control_waker,
             now: std::time::Instant::now(),
         };
+        let followed = this.slots.len();
         let mut i = 0;
         while i < this.slots.len() {
             match this.slots[i].step(cx, &pass) {
@@ -324,9 +302,11 @@ impl Future for Pump {
                 }
             }
         }
-        let slots = &this.slots;
-        this.watches
-            .retain(|w| slots.iter().any(|s| Arc::ptr_eq(&s.ring, &w.ring)));
+        if this.slots.len() < followed {
+            let slots = &this.slots;
+            this.watches
+                .retain(|w| slots.iter().any(|s| Arc::ptr_eq(&s.ring, &w.ring)));
+        }
         if !this.jobs_open && this.slots.is_empty() {
             Poll::Ready(())
         } else {
@@ -339,7 +319,7 @@ impl Slot {
     /// Writes and reads until this follow waits (`Pending`, with wake-ups registered) or
     /// ends.
     fn step(&mut self, cx: &mut Context<'_>, pass: &Pass) -> Poll<Result<TailEnd, FrameIoError>> {
-        if (pass.control_woken || !self.control_armed) && self.cancel_or_stop(&pass.control) {
+        if (pass.control_woken || !self.control_armed) && self.cancel_or_stop(pass.control) {
             return Poll::Ready(Ok(TailEnd::Gone));
         }
         self.control_armed = true;
@@ -357,7 +337,7 @@ impl Slot {
                     Poll::Ready(Err(e)) => {
                         return Poll::Ready(Err(FrameIoError::Stream(e.to_string())));
                     }
-                    Poll::Pending => return self.blocked(cx),
+                    Poll::Pending => return self.blocked(cx, pass),
                 }
             }
             if !self.pending.is_empty() {
@@ -365,7 +345,7 @@ impl Slot {
                 self.written = 0;
                 self.follower.advance(self.cursor);
                 if let Some(at) = self.pushed_at.take() {
-                    let fanout = &self.ctx.metrics.histograms().fanout_seconds;
+                    let fanout = &pass.ctx.metrics.histograms().fanout_seconds;
                     fanout.observe_duration(pass.now.saturating_duration_since(at));
                 }
             }
@@ -374,7 +354,7 @@ impl Slot {
             }
             let read = self.ring.read(
                 self.cursor,
-                self.lag_max,
+                pass.lag_max,
                 READ_BATCH_BYTES_MAX,
                 &mut self.pending,
             );
@@ -383,11 +363,10 @@ impl Slot {
                     self.pushed_at = oldest_at;
                     self.cursor = through;
                 }
-                Read::Wait if pass.ring_gone(&self.ring) => return Poll::Ready(Ok(TailEnd::Gone)),
                 Read::Wait => return Poll::Pending,
                 Read::Behind => {
                     tracing::debug!(follower = self.follower.id, user = %self.follower.user, "follower fell behind; cut over to resync");
-                    Metrics::inc(&self.ctx.metrics.follower_resyncs);
+                    Metrics::inc(&pass.ctx.metrics.follower_resyncs);
                     let resync = encode_frame(&ServerFrame::Resync {
                         reason: "follower fell behind the live stream; follow again from your last sequence number"
                             .into(),
@@ -414,13 +393,17 @@ impl Slot {
 
     /// The stream's flow control holds the write: reset a reader the ring left behind, and
     /// give up on one that has not read the activation's end for a while.
-    fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<Result<TailEnd, FrameIoError>> {
+    fn blocked(
+        &mut self,
+        cx: &mut Context<'_>,
+        pass: &Pass,
+    ) -> Poll<Result<TailEnd, FrameIoError>> {
         if self.then.is_some() {
             return Poll::Pending; // the last frame: written when the reader reads
         }
-        if self.ring.is_behind(self.cursor, self.lag_max) {
+        if self.ring.is_behind(self.cursor, pass.lag_max) {
             tracing::debug!(follower = self.follower.id, user = %self.follower.user, "follower stopped reading; resetting its stream");
-            Metrics::inc(&self.ctx.metrics.follower_resyncs);
+            Metrics::inc(&pass.ctx.metrics.follower_resyncs);
             let _ = self.send.reset(FOLLOWER_BEHIND_RESET_CODE.into());
             return Poll::Ready(Ok(TailEnd::Gone));
         }
