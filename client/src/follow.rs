@@ -141,14 +141,19 @@ impl Streak {
 /// [`FOLLOW_RECONNECT_ATTEMPTS_MAX`] or last [`RETRY_BUDGET_MS`], and ends right after it.
 /// Dropping the stream stops following.
 pub struct FollowStream {
-    /// The follow, while no recovery future holds it.
-    follower: Option<Box<Follower>>,
-    /// Opening, re-following or backing off: the follower comes back with the item.
-    recovering: Option<BoxFuture<'static, (Option<FollowItem>, Box<Follower>)>>,
+    state: State,
     last_seq: Option<Seq>,
 }
 
 type FollowItem = Result<EventFrame, ClientError>;
+
+/// Who holds the follow.
+enum State {
+    /// The stream: live events are read straight from its open follow stream.
+    Live(Box<Follower>),
+    /// Opening, re-following or backing off: the follower comes back with the item.
+    Recovering(BoxFuture<'static, (Option<FollowItem>, Box<Follower>)>),
+}
 
 impl FollowStream {
     pub(crate) fn new(
@@ -168,8 +173,7 @@ impl FollowStream {
             finished: false,
         };
         FollowStream {
-            follower: Some(Box::new(follower)),
-            recovering: None,
+            state: State::Live(Box::new(follower)),
             last_seq: since,
         }
     }
@@ -188,14 +192,13 @@ impl Stream for FollowStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         let item = loop {
-            if let Some(recovering) = this.recovering.as_mut() {
-                let (item, follower) = std::task::ready!(recovering.as_mut().poll(cx));
-                this.recovering = None;
-                this.follower = Some(follower);
-                break item;
-            }
-            let Some(follower) = this.follower.as_mut() else {
-                break None; // unreachable: one of the two always holds the follower
+            let follower = match &mut this.state {
+                State::Recovering(recovering) => {
+                    let (item, follower) = std::task::ready!(recovering.as_mut().poll(cx));
+                    this.state = State::Live(follower);
+                    break item;
+                }
+                State::Live(follower) => follower,
             };
             if follower.finished {
                 break None;
@@ -211,18 +214,11 @@ impl Stream for FollowStream {
                 }
                 None => None,
             };
-            let Some(mut follower) = this.follower.take() else {
-                break None;
-            };
-            this.recovering = Some(Box::pin(async move {
-                if let Some(outcome) = outcome
-                    && let Some(err) = follower.recover(outcome).await
-                {
-                    return (Some(Err(err)), follower);
-                }
-                let item = follower.next_item().await;
-                (item, follower)
-            }));
+            // Hand the follower to a recovery future (a zero-sized placeholder meanwhile).
+            let placeholder = State::Recovering(Box::pin(std::future::pending()));
+            if let State::Live(follower) = std::mem::replace(&mut this.state, placeholder) {
+                this.state = State::Recovering(Box::pin(follower.recovered(outcome)));
+            }
         };
         if let Some(Ok(frame)) = &item {
             this.last_seq = Some(frame.seq);
@@ -278,6 +274,21 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// Waits as `outcome` asks (if any), then opens a follow stream and reads until the
+    /// next event to yield; hands itself back with it.
+    async fn recovered(
+        mut self: Box<Self>,
+        outcome: Option<Refollow>,
+    ) -> (Option<FollowItem>, Box<Self>) {
+        if let Some(outcome) = outcome
+            && let Some(err) = self.recover(outcome).await
+        {
+            return (Some(Err(err)), self);
+        }
+        let item = self.next_item().await;
+        (item, self)
     }
 
     /// What to do with what the open follow stream gave.
