@@ -4,8 +4,8 @@
 //!   leader, over `--trials` trials (p50/p99), and as a ratio to the configured
 //!   `election_timeout_max_ms` (a baseline independent of machine speed);
 //! * detection time: kill -9 → every surviving node's gossip marks the node down;
-//! * idle CPU of the 3-node cluster with 64 shards once every shard is quiet, against one idle single-replica
-//!   node with the same 64 shards measured in the same run;
+//! * idle CPU of the 3-node cluster with 64 shards once every shard is quiet, against
+//!   one idle single-replica node with the same 64 shards measured in the same run;
 //! * a follower across the failover: it follows the conversation (through a survivor,
 //!   which sends it on to the leader) before the kill; its time to resume is kill → the
 //!   first event it gets after the kill, and every frame's `seq` is checked: a gap or a

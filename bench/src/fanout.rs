@@ -25,9 +25,13 @@ use std::time::Duration;
 
 /// Connections opened at once while attaching followers.
 const CONNECT_CONCURRENCY: usize = 32;
-/// Most follows one connection may carry (`--per-connection`); the node is configured
-/// for this many streams per connection and more.
-const MAX_PER_CONNECTION: usize = 4_000;
+/// Streams per connection the node allows beyond the follows, for the requests beside
+/// them.
+const SPARE_STREAMS: usize = 16;
+/// Most follows one connection may carry (`--per-connection`): the node's stream limit
+/// per connection, less the spare streams.
+const MAX_PER_CONNECTION: usize =
+    shoal_cluster_config::STREAMS_PER_CONNECTION_LIMIT as usize - SPARE_STREAMS;
 /// Extra time a run may take beyond its streaming time before it is abandoned.
 const DRAIN_GRACE: Duration = Duration::from_secs(60);
 /// Entries the Redis stream keeps (`XADD MAXLEN ~`), like the seeds' deployment.
@@ -219,7 +223,7 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         config.limits.followers_per_conversation_max =
             room.min(65_536).try_into().expect("non-zero");
         // Each follow is one stream; a few more for the requests beside them.
-        let streams = u32::try_from(widest + 16).unwrap_or(u32::MAX);
+        let streams = u32::try_from(widest + SPARE_STREAMS).unwrap_or(u32::MAX);
         config.limits.max_streams_per_connection = streams.try_into().expect("non-zero");
     })?;
     let mut node = spawn(&bin, &layout[0]).await?;

@@ -101,6 +101,9 @@ pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// committed as one Raft log entry, which must fit one peer frame.
 pub const TURN_BUFFER_BYTES_LIMIT: u64 = schema::TURN_BUFFER_BYTES_MAX.max;
 
+/// The largest `limits.max_streams_per_connection` accepted (4096).
+pub const STREAMS_PER_CONNECTION_LIMIT: u64 = schema::MAX_STREAMS_PER_CONNECTION.max;
+
 /// A node's whole configuration, checked. Build it with [`NodeConfig::load`],
 /// [`NodeConfig::from_toml_str`] or the [`NodeConfig::dev`] preset; a config built or
 /// edited in code should pass [`NodeConfig::validate`] before use.
