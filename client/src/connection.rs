@@ -498,6 +498,8 @@ async fn write_frame<T: Serialize>(
 pub(crate) struct FrameReader {
     recv: quinn::RecvStream,
     decoder: FrameDecoder,
+    /// Payload bytes of the last frame read.
+    last_frame_bytes: usize,
 }
 
 impl FrameReader {
@@ -505,7 +507,13 @@ impl FrameReader {
         FrameReader {
             recv,
             decoder: FrameDecoder::new(FRAME_BYTES_MAX),
+            last_frame_bytes: 0,
         }
+    }
+
+    /// Payload bytes of the last frame read (what it weighs, without encoding it again).
+    pub(crate) fn last_frame_bytes(&self) -> usize {
+        self.last_frame_bytes
     }
 
     /// The next frame, or `None` when the node finished the stream cleanly between frames.
@@ -522,7 +530,15 @@ impl FrameReader {
         use std::future::Future;
         use std::task::Poll;
         loop {
-            match self.decoder.next_frame::<T>() {
+            let decoded = self.decoder.next_payload().and_then(|payload| {
+                payload
+                    .map(|payload| {
+                        self.last_frame_bytes = payload.len();
+                        shoal_protocol::frame::decode_payload::<T>(&payload)
+                    })
+                    .transpose()
+            });
+            match decoded {
                 Ok(Some(frame)) => return Poll::Ready(Ok(Some(frame))),
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(ClientError::Protocol(e.to_string()))),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 ///
 /// Each variant's `Display` says what happened and what to do. Whether the server changed
 /// anything is stated per variant.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The profile file could not be read or is invalid. Nothing was sent.

@@ -8,6 +8,7 @@
 
 use crate::ClientError;
 use crate::connection::{FrameReader, Link, REQUEST_TIMEOUT_MS, open_request};
+use crate::hub::{HubKey, Hubs, Read, Subscription};
 use crate::retry::RETRY_BUDGET_MS;
 use futures::Stream;
 use futures::future::BoxFuture;
@@ -140,41 +141,88 @@ impl Streak {
 /// found, forbidden, unauthorized…) or when consecutive failures reach
 /// [`FOLLOW_RECONNECT_ATTEMPTS_MAX`] or last [`RETRY_BUDGET_MS`], and ends right after it.
 /// Dropping the stream stops following.
+///
+/// Follows of the same conversation on one [`Client`](crate::Client) (and share token)
+/// share one follow stream to the node, unless the client was connected with
+/// [`ConnectOptions::follow_separately`](crate::ConnectOptions::follow_separately); what
+/// each yields is the same either way (see [`HUB_RING_FRAMES_MAX`](crate::HUB_RING_FRAMES_MAX)).
 pub struct FollowStream {
     state: State,
     last_seq: Option<Seq>,
+    /// What is followed: to start a follower or join a hub.
+    origin: Origin,
 }
 
 type FollowItem = Result<EventFrame, ClientError>;
 
 /// Who holds the follow.
 enum State {
-    /// The stream: live events are read straight from its open follow stream.
+    /// Not polled yet: nothing is opened before the first poll.
+    New,
+    /// Reading the events of the follow the client's other follows of this conversation
+    /// share.
+    Shared(Subscription),
+    /// Following alone: live events are read straight from its open follow stream.
     Live(Box<Follower>),
-    /// Opening, re-following or backing off: the follower comes back with the item.
+    /// Following alone, opening, re-following or backing off: the follower comes back with
+    /// the item.
     Recovering(BoxFuture<'static, (Option<FollowItem>, Box<Follower>)>),
+    /// An error was yielded; the stream is over.
+    Finished,
+}
+
+/// What a follow follows, and where it may share.
+struct Origin {
+    /// The client's own connection.
+    home: Arc<Link>,
+    key: HubKey,
+    /// The client's hubs; `None`: this follow always follows alone.
+    hubs: Option<Arc<Hubs>>,
+}
+
+impl Origin {
+    /// Joins or starts the hub from `since`, or follows alone when the running hub cannot
+    /// serve `since` yet.
+    fn start(&self, since: Option<Seq>) -> State {
+        match self
+            .hubs
+            .as_ref()
+            .and_then(|hubs| hubs.subscribe(&self.key, &self.home, since))
+        {
+            Some(subscription) => State::Shared(subscription),
+            None => State::Live(self.follower(since)),
+        }
+    }
+
+    fn follower(&self, since: Option<Seq>) -> Box<Follower> {
+        Box::new(Follower::new(
+            self.home.clone(),
+            self.key.conversation,
+            since,
+            self.key.share_token.clone(),
+        ))
+    }
 }
 
 impl FollowStream {
     pub(crate) fn new(
         home: Arc<Link>,
+        hubs: Option<Arc<Hubs>>,
         conversation: ConversationId,
         since: Option<Seq>,
         share_token: Option<String>,
     ) -> Self {
-        let follower = Follower {
-            home,
-            share_token,
-            moved: None,
-            conversation,
-            tracker: SeqTracker::new(since),
-            reader: None,
-            streak: Streak::new(),
-            finished: false,
-        };
         FollowStream {
-            state: State::Live(Box::new(follower)),
+            state: State::New,
             last_seq: since,
+            origin: Origin {
+                home,
+                key: HubKey {
+                    conversation,
+                    share_token,
+                },
+                hubs,
+            },
         }
     }
 
@@ -182,17 +230,47 @@ impl FollowStream {
     pub fn last_seq(&self) -> Option<Seq> {
         self.last_seq
     }
+
+    /// Whether this follow reads the stream it shares with the client's other follows of
+    /// the conversation (rather than one of its own) right now.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.state, State::Shared(_))
+    }
 }
 
 impl Stream for FollowStream {
     type Item = Result<EventFrame, ClientError>;
 
-    /// Live events are read straight from the open stream; only opening, re-following and
-    /// backing off run as a (boxed) future.
+    /// Shared events are read from the hub's ring; live events of a follow of its own
+    /// straight from its stream; only opening, re-following and backing off run as a
+    /// (boxed) future.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         let item = loop {
             let follower = match &mut this.state {
+                State::New => {
+                    this.state = this.origin.start(this.last_seq);
+                    continue;
+                }
+                State::Finished => break None,
+                State::Shared(subscription) => {
+                    match std::task::ready!(subscription.poll_read(cx)) {
+                        Read::Frame(frame) => {
+                            this.last_seq = Some(frame.seq);
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        Read::Behind => {
+                            // As a follow the node cut for being behind: on its own, from the
+                            // last delivered event.
+                            this.state = State::Live(this.origin.follower(this.last_seq));
+                            continue;
+                        }
+                        Read::End(err) => {
+                            this.state = State::Finished;
+                            break Some(Err(err));
+                        }
+                    }
+                }
                 State::Recovering(recovering) => {
                     let (item, follower) = std::task::ready!(recovering.as_mut().poll(cx));
                     this.state = State::Live(follower);
@@ -222,13 +300,19 @@ impl Stream for FollowStream {
         };
         if let Some(Ok(frame)) = &item {
             this.last_seq = Some(frame.seq);
+            // Following alone: back to the hub as soon as it holds this event.
+            if let Some(hubs) = &this.origin.hubs
+                && let Some(subscription) = hubs.rejoin(&this.origin.key, frame.seq)
+            {
+                this.state = State::Shared(subscription);
+            }
         }
         Poll::Ready(item)
     }
 }
 
 /// The I/O half of a follow.
-struct Follower {
+pub(crate) struct Follower {
     /// The client's own connection.
     home: Arc<Link>,
     /// Follows with this share token (a viewer or editor).
@@ -247,7 +331,28 @@ struct Follower {
 }
 
 impl Follower {
-    async fn next_item(&mut self) -> Option<Result<EventFrame, ClientError>> {
+    /// A follower from `since` that has not opened anything yet.
+    pub(crate) fn new(
+        home: Arc<Link>,
+        conversation: ConversationId,
+        since: Option<Seq>,
+        share_token: Option<String>,
+    ) -> Self {
+        Follower {
+            home,
+            share_token,
+            moved: None,
+            conversation,
+            tracker: SeqTracker::new(since),
+            reader: None,
+            streak: Streak::new(),
+            finished: false,
+        }
+    }
+
+    /// The next event to yield, following again as needed; `None` after an error was
+    /// returned.
+    pub(crate) async fn next_item(&mut self) -> Option<Result<EventFrame, ClientError>> {
         loop {
             if self.finished {
                 return None;
@@ -274,6 +379,13 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// Encoded bytes of the last event read (0 before the first).
+    pub(crate) fn last_frame_bytes(&self) -> usize {
+        self.reader
+            .as_ref()
+            .map_or(0, FrameReader::last_frame_bytes)
     }
 
     /// Waits as `outcome` asks (if any), then opens a follow stream and reads until the

@@ -60,6 +60,7 @@ mod connection;
 mod error;
 mod follow;
 mod history;
+mod hub;
 mod profile;
 mod queue;
 mod retry;
@@ -76,6 +77,7 @@ pub use error::ClientError;
 pub use follow::{
     FOLLOW_BACKOFF_MAX_MS, FOLLOW_BACKOFF_MIN_MS, FOLLOW_RECONNECT_ATTEMPTS_MAX, FollowStream,
 };
+pub use hub::{HUB_RING_BYTES_MAX, HUB_RING_FRAMES_MAX};
 pub use profile::{PROFILE_ADDRESSES_MAX, PROFILE_BYTES_MAX, Profile};
 pub use queue::{QueuedSend, Sent};
 pub use retry::{RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MIN_MS, RETRY_BUDGET_MS};
@@ -108,6 +110,9 @@ pub struct Client {
 
 struct ClientInner {
     link: Arc<Link>,
+    /// Follows of one conversation share one follow stream through these; `None` with
+    /// [`ConnectOptions::follow_separately`].
+    hubs: Option<Arc<hub::Hubs>>,
     user: UserId,
     /// Conversation requests are made with this share token ([`Client::connect_shared`]).
     share_token: Option<String>,
@@ -126,6 +131,10 @@ pub struct ConnectOptions {
     pub endpoints: Option<EndpointFactory>,
     /// Seed of the request-id generator (simulation: reproducible runs). `None`: the OS.
     pub rng_seed: Option<u64>,
+    /// Every [`Client::follow`] opens a follow stream of its own to the node. By default
+    /// (`false`) the client's follows of one conversation share one stream, so the node
+    /// sends each event once per connection rather than once per follow.
+    pub follow_separately: bool,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -133,6 +142,7 @@ impl std::fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("endpoints", &self.endpoints.is_some())
             .field("rng_seed", &self.rng_seed)
+            .field("follow_separately", &self.follow_separately)
             .finish()
     }
 }
@@ -167,6 +177,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(ClientInner {
                 link: Arc::new(link),
+                hubs: (!options.follow_separately).then(Default::default),
                 user: welcome.user,
                 share_token: profile.share_token.clone(),
                 trace: None,
@@ -211,6 +222,7 @@ impl Client {
         Client {
             inner: Arc::new(ClientInner {
                 link: self.inner.link.clone(),
+                hubs: self.inner.hubs.clone(),
                 user: self.inner.user.clone(),
                 share_token,
                 trace,
@@ -432,6 +444,7 @@ impl Client {
     pub fn follow(&self, id: ConversationId, since: Option<Seq>) -> FollowStream {
         FollowStream::new(
             self.inner.link.clone(),
+            self.inner.hubs.clone(),
             id,
             since,
             self.inner.share_token.clone(),

@@ -156,6 +156,11 @@ impl FakeNode {
         })
     }
 
+    /// A request already received, if any (without waiting).
+    pub(crate) fn try_next(&mut self) -> Option<Request> {
+        self.requests.try_recv().ok()
+    }
+
     pub(crate) async fn next(&mut self, what: &str) -> Result<Request> {
         within(what, self.requests.recv())
             .await?

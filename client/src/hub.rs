@@ -1,0 +1,374 @@
+//! One upstream follow per conversation and connection, shared by the client's follows.
+//!
+//! A web gateway follows one conversation for each of its viewers. Without sharing, the
+//! node sends every event once per viewer over the same connection, and both ends pay
+//! QUIC's per-stream work for each copy. With it, the first [`FollowStream`] of a
+//! conversation starts a [`Hub`]: a task that follows the conversation once (with all of
+//! [`Follower`]'s resume, move and reconnect handling) into a bounded [`Ring`] of
+//! delivered events. Every follow of that conversation on the same connection and share
+//! token reads the ring by index.
+//!
+//! Sharing never changes what a follow yields:
+//! * a follow joins a hub only at a position that continues exactly where it is (the
+//!   event right after its `since`, or a `Reset`, which is a new base);
+//! * one that cannot join yet (it starts from an older point, or needs a snapshot the ring
+//!   no longer holds) follows on its own and joins as soon as an event it delivered is in
+//!   the ring;
+//! * one that falls out of the ring (its reader is slower than the ring is long) follows on
+//!   its own again from its last delivered event, exactly as a follow the node cut for
+//!   being behind;
+//! * when the hub's follow gives up, its error ends every follow reading it.
+//!
+//! The hub stops following when its last follow is dropped.
+//!
+//! [`FollowStream`]: crate::FollowStream
+//! [`Follower`]: crate::follow::Follower
+
+use crate::ClientError;
+use crate::connection::Link;
+use crate::follow::Follower;
+use shoal_protocol::transcript::{Event, EventFrame};
+use shoal_protocol::{ConversationId, Seq};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+
+/// Most events a hub keeps for follows that read behind it or join late.
+pub const HUB_RING_FRAMES_MAX: usize = 1_024;
+/// Most encoded bytes of events a hub keeps (its newest event is kept whatever its size).
+pub const HUB_RING_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The follows one upstream follow can serve: same conversation, same share token (the
+/// connection, and so the user, is the client's).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct HubKey {
+    pub(crate) conversation: ConversationId,
+    pub(crate) share_token: Option<String>,
+}
+
+/// A client's hubs, by what they follow. Held weakly: a hub lives as long as a follow
+/// reads it.
+#[derive(Default)]
+pub(crate) struct Hubs {
+    hubs: Mutex<HashMap<HubKey, Weak<Hub>>>,
+}
+
+impl Hubs {
+    /// Reads `key`'s hub from right after `since`: joins the running hub if it can be
+    /// joined there, else starts one from `since` if there is none (or it gave up).
+    /// `None`: a hub runs but cannot serve `since` yet; follow alone.
+    pub(crate) fn subscribe(
+        &self,
+        key: &HubKey,
+        home: &Arc<Link>,
+        since: Option<Seq>,
+    ) -> Option<Subscription> {
+        let mut hubs = lock(&self.hubs);
+        if let Some(hub) = hubs.get(key).and_then(Weak::upgrade)
+            && !hub.ended()
+        {
+            return hub.join(since);
+        }
+        hubs.retain(|_, hub| hub.strong_count() > 0);
+        let follower = Follower::new(
+            home.clone(),
+            key.conversation,
+            since,
+            key.share_token.clone(),
+        );
+        let hub = Hub::start(follower, since);
+        hubs.insert(key.clone(), Arc::downgrade(&hub));
+        hub.join(since)
+    }
+
+    /// Joins `key`'s running hub right after `delivered`, if it holds that event: how a
+    /// follow reading alone comes back to the hub.
+    pub(crate) fn rejoin(&self, key: &HubKey, delivered: Seq) -> Option<Subscription> {
+        let hub = lock(&self.hubs).get(key).and_then(Weak::upgrade)?;
+        let index = lock(&hub.ring).after(delivered)?;
+        Some(Subscription::new(hub, index))
+    }
+}
+
+/// One upstream follow and the events it delivered.
+pub(crate) struct Hub {
+    ring: Arc<Mutex<Ring>>,
+    driver: tokio::task::AbortHandle,
+}
+
+impl Hub {
+    /// Starts following with `follower` (which starts from `since`).
+    fn start(follower: Follower, since: Option<Seq>) -> Arc<Hub> {
+        let ring = Arc::new(Mutex::new(Ring::new(since)));
+        let driver = tokio::spawn(drive(follower, ring.clone())).abort_handle();
+        Arc::new(Hub { ring, driver })
+    }
+
+    fn ended(&self) -> bool {
+        lock(&self.ring).end.is_some()
+    }
+
+    fn join(self: Arc<Self>, since: Option<Seq>) -> Option<Subscription> {
+        let index = lock(&self.ring).join(since)?;
+        Some(Subscription::new(self, index))
+    }
+}
+
+impl Drop for Hub {
+    /// The last follow is gone: stop following (dropping the stream tells the node).
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Follows into the ring until the follower gives up, waking the follows that wait.
+async fn drive(mut follower: Follower, ring: Arc<Mutex<Ring>>) {
+    loop {
+        let item = follower.next_item().await;
+        let (wakers, ended) = {
+            let mut ring = lock(&ring);
+            match item {
+                Some(Ok(frame)) => ring.push(frame, follower.last_frame_bytes()),
+                Some(Err(err)) => ring.end = Some(err),
+                None => {
+                    ring.end = Some(ClientError::ConnectionLost(
+                        "the shared follow ended".to_owned(),
+                    ))
+                }
+            }
+            (std::mem::take(&mut ring.wakers), ring.end.is_some())
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        if ended {
+            return;
+        }
+    }
+}
+
+/// The events a hub delivered, oldest evicted first, indexed from 0 for its first event.
+pub(crate) struct Ring {
+    /// Each event with its encoded size.
+    frames: VecDeque<(EventFrame, usize)>,
+    /// Index of `frames[0]`.
+    start: u64,
+    /// The sequence number delivered right before `frames[0]` (the follow's `since` while
+    /// nothing was evicted): a follow from there reads `frames[0]` next.
+    before: Option<Seq>,
+    bytes: usize,
+    /// The upstream follow gave up with this error.
+    end: Option<ClientError>,
+    /// Follows waiting for the next event.
+    wakers: Vec<Waker>,
+}
+
+impl Ring {
+    pub(crate) fn new(since: Option<Seq>) -> Self {
+        Ring {
+            frames: VecDeque::new(),
+            start: 0,
+            before: since,
+            bytes: 0,
+            end: None,
+            wakers: Vec::new(),
+        }
+    }
+
+    /// Index one past the newest event.
+    pub(crate) fn end_index(&self) -> u64 {
+        self.start + self.frames.len() as u64
+    }
+
+    /// Appends `frame` of `size` encoded bytes, evicting the oldest events beyond the
+    /// bounds (never the newest).
+    pub(crate) fn push(&mut self, frame: EventFrame, size: usize) {
+        self.bytes += size;
+        self.frames.push_back((frame, size));
+        while self.frames.len() > 1
+            && (self.frames.len() > HUB_RING_FRAMES_MAX || self.bytes > HUB_RING_BYTES_MAX)
+        {
+            let Some((evicted, size)) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+            self.before = Some(evicted.seq);
+            self.start += 1;
+        }
+    }
+
+    /// Where a follow that has delivered up to `since` continues: right after `since`, or
+    /// at the newest `Reset` past it (a snapshot is a new base, as the node's own resync).
+    pub(crate) fn join(&self, since: Option<Seq>) -> Option<u64> {
+        if since == self.before {
+            return Some(self.start);
+        }
+        if let Some(index) = since.and_then(|since| self.after(since)) {
+            return Some(index);
+        }
+        let newest_reset = self.frames.iter().rposition(|(frame, _)| {
+            matches!(frame.event, Event::Reset { .. }) && since.is_none_or(|s| frame.seq > s)
+        })?;
+        Some(self.start + newest_reset as u64)
+    }
+
+    /// The index right after the event `delivered`, if the ring holds it (or it is the
+    /// event right before the ring).
+    pub(crate) fn after(&self, delivered: Seq) -> Option<u64> {
+        if self.before == Some(delivered) {
+            return Some(self.start);
+        }
+        let position = self
+            .frames
+            .binary_search_by_key(&delivered, |(frame, _)| frame.seq)
+            .ok()?;
+        Some(self.start + position as u64 + 1)
+    }
+}
+
+/// What a follow reading a hub gets next.
+pub(crate) enum Read {
+    Frame(EventFrame),
+    /// The ring evicted the next event: follow alone from the last delivered one.
+    Behind,
+    /// The hub's follow gave up with this error.
+    End(ClientError),
+}
+
+/// A follow's place in a hub.
+pub(crate) struct Subscription {
+    hub: Arc<Hub>,
+    /// Index of the next event to yield.
+    next: u64,
+    /// The waker registered, and the ring's end index then: registered again only when it
+    /// may have been taken, so a follow polled repeatedly does not pile up wakers.
+    registered: Option<(Waker, u64)>,
+}
+
+impl Subscription {
+    fn new(hub: Arc<Hub>, next: u64) -> Self {
+        Subscription {
+            hub,
+            next,
+            registered: None,
+        }
+    }
+
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
+        let mut ring = lock(&self.hub.ring);
+        let Some(offset) = self.next.checked_sub(ring.start) else {
+            return Poll::Ready(Read::Behind);
+        };
+        if let Some((frame, _)) = ring.frames.get(offset as usize) {
+            self.next += 1;
+            return Poll::Ready(Read::Frame(frame.clone()));
+        }
+        if let Some(err) = &ring.end {
+            return Poll::Ready(Read::End(err.clone()));
+        }
+        let end = ring.end_index();
+        let still_registered = self
+            .registered
+            .as_ref()
+            .is_some_and(|(waker, at)| *at == end && waker.will_wake(cx.waker()));
+        if !still_registered {
+            ring.wakers.push(cx.waker().clone());
+            self.registered = Some((cx.waker().clone(), end));
+        }
+        Poll::Pending
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::transcript::Snapshot;
+
+    fn status(seq: u64) -> EventFrame {
+        EventFrame {
+            seq: Seq(seq),
+            event: Event::Status {
+                text: format!("event {seq}"),
+            },
+        }
+    }
+
+    fn reset(seq: u64) -> EventFrame {
+        EventFrame {
+            seq: Seq(seq),
+            event: Event::Reset {
+                snapshot: Snapshot {
+                    conversation: ConversationId::new(shoal_protocol::ShardId(0), 1),
+                    messages: vec![],
+                    omitted_messages: 0,
+                    in_flight: None,
+                },
+            },
+        }
+    }
+
+    fn ring_with(since: Option<Seq>, frames: impl IntoIterator<Item = EventFrame>) -> Ring {
+        let mut ring = Ring::new(since);
+        for frame in frames {
+            let size = shoal_protocol::frame::encode_frame(&frame).map_or(0, |b| b.len());
+            ring.push(frame, size);
+        }
+        ring
+    }
+
+    #[test]
+    fn a_follow_joins_right_after_what_it_delivered() {
+        let ring = ring_with(None, [reset(10), status(11), status(12)]);
+        // From the start (a snapshot): the ring's first event, the reset.
+        assert_eq!(ring.join(None), Some(0));
+        assert_eq!(ring.join(Some(Seq(10))), Some(1));
+        assert_eq!(ring.join(Some(Seq(12))), Some(3));
+        // Ahead of the ring: not yet.
+        assert_eq!(ring.join(Some(Seq(13))), None);
+    }
+
+    #[test]
+    fn a_follow_from_an_older_point_joins_only_at_a_reset() {
+        let ring = ring_with(Some(Seq(20)), [status(21), reset(40), status(41)]);
+        assert_eq!(ring.join(Some(Seq(20))), Some(0), "the ring's own since");
+        assert_eq!(ring.join(Some(Seq(5))), Some(1), "the reset is a new base");
+        assert_eq!(
+            ring.join(None),
+            Some(1),
+            "a snapshot follow starts at the reset"
+        );
+        let no_reset = ring_with(Some(Seq(20)), [status(21), status(22)]);
+        assert_eq!(no_reset.join(Some(Seq(5))), None);
+        assert_eq!(no_reset.join(None), None, "a snapshot follow needs a reset");
+    }
+
+    #[test]
+    fn the_ring_evicts_the_oldest_past_its_bound_and_keeps_the_join_point() {
+        let frames = (1..=HUB_RING_FRAMES_MAX as u64 + 2).map(status);
+        let ring = ring_with(Some(Seq(0)), frames);
+        assert_eq!(ring.frames.len(), HUB_RING_FRAMES_MAX);
+        assert_eq!(ring.start, 2);
+        assert_eq!(ring.before, Some(Seq(2)));
+        assert_eq!(ring.join(Some(Seq(0))), None, "evicted");
+        assert_eq!(ring.join(Some(Seq(1))), None, "evicted");
+        assert_eq!(ring.join(Some(Seq(2))), Some(2));
+        assert_eq!(ring.after(Seq(3)), Some(3));
+        assert_eq!(ring.end_index(), HUB_RING_FRAMES_MAX as u64 + 2);
+    }
+
+    #[test]
+    fn the_ring_is_bounded_by_bytes() {
+        let big = |seq: u64| EventFrame {
+            seq: Seq(seq),
+            event: Event::Status {
+                text: "x".repeat(HUB_RING_BYTES_MAX / 3),
+            },
+        };
+        let ring = ring_with(None, [big(1), big(2), big(3)]);
+        assert_eq!(ring.frames.len(), 2);
+        assert!(ring.bytes <= HUB_RING_BYTES_MAX);
+        assert_eq!(ring.before, Some(Seq(1)));
+    }
+}

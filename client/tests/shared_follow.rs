@@ -1,0 +1,258 @@
+//! Follows of one conversation on one client share one follow stream to the node, and
+//! each still yields exactly what a follow of its own would: joining late, from an older
+//! point, falling behind, and when the shared follow fails.
+
+#[path = "support/fake_node.rs"]
+mod fake_node;
+
+use anyhow::{Context, Result, anyhow};
+use fake_node::*;
+use futures::StreamExt;
+use shoal_client::{Client, ConnectOptions, FollowStream, HUB_RING_FRAMES_MAX};
+use shoal_protocol::client::{ClientRequest, ServerFrame};
+use shoal_protocol::{ErrorCode, Seq, WireError};
+
+async fn connect(node: &FakeNode, dir: &tempfile::TempDir, pki: &Pki) -> Result<Client> {
+    let profile = shoal_client::Profile::load(&write_profile(dir, pki, node.addr)?)?;
+    Ok(within("connect", Client::connect(&profile)).await??)
+}
+
+/// The `since` of a Follow request.
+fn since(request: &Request) -> Result<Option<u64>> {
+    match request.client()? {
+        ClientRequest::Follow { since, .. } => Ok(since.map(|s| s.0)),
+        other => Err(anyhow!("expected Follow, got {other:?}")),
+    }
+}
+
+/// The next `n` sequence numbers `follow` yields.
+async fn seqs(follow: &mut FollowStream, n: usize) -> Result<Vec<u64>> {
+    let mut seqs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let item = within("an event", follow.next()).await?;
+        seqs.push(item.context("the follow ended")??.seq.0);
+    }
+    Ok(seqs)
+}
+
+#[tokio::test]
+async fn follows_of_a_conversation_share_one_stream() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let client = connect(&node, &dir, &pki).await?;
+
+        let mut first = client.follow(conversation(), None);
+        let (delivered, request) = tokio::join!(seqs(&mut first, 2), async {
+            let mut request = node.next("the Follow").await?;
+            assert_eq!(since(&request)?, None);
+            request.event(reset(10)).await?;
+            request.event(status(11)).await?;
+            anyhow::Ok(request)
+        });
+        assert_eq!(delivered?, [10, 11]);
+        let mut request = request?;
+
+        // A late follow from a snapshot starts at the shared reset; one from 11 right after.
+        let mut late = client.follow(conversation(), None);
+        let mut resumed = client
+            .with_share_token(None)
+            .follow(conversation(), Some(Seq(11)));
+        assert_eq!(seqs(&mut late, 2).await?, [10, 11]);
+        request.event(status(12)).await?;
+        assert_eq!(seqs(&mut first, 1).await?, [12]);
+        assert_eq!(seqs(&mut late, 1).await?, [12]);
+        assert_eq!(seqs(&mut resumed, 1).await?, [12]);
+        assert!(first.is_shared() && late.is_shared() && resumed.is_shared());
+        assert!(
+            node.try_next().is_none(),
+            "the node got a second request for the same conversation"
+        );
+
+        // A follow with another share token is not served another principal's stream.
+        let mut viewer = client
+            .with_share_token(Some("shoalshare1.viewer".into()))
+            .follow(conversation(), None);
+        let (delivered, viewer_request) = tokio::join!(seqs(&mut viewer, 1), async {
+            let mut request = node.next("the viewer's Follow").await?;
+            request.event(reset(12)).await?;
+            anyhow::Ok(request)
+        });
+        assert_eq!(delivered?, [12]);
+        drop(viewer_request?);
+
+        // When the last follow is dropped, the shared follow stops: the node's writes fail.
+        drop((first, late, resumed));
+        within("the shared stream to be stopped", async {
+            let mut seq = 13;
+            while request.event(status(seq)).await.is_ok() {
+                seq += 1;
+            }
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_follow_that_cannot_join_yet_follows_alone_then_joins() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let client = connect(&node, &dir, &pki).await?;
+
+        let mut current = client.follow(conversation(), Some(Seq(10)));
+        let (delivered, shared) = tokio::join!(seqs(&mut current, 2), async {
+            let mut request = node.next("the shared Follow").await?;
+            assert_eq!(since(&request)?, Some(10));
+            request.event(status(11)).await?;
+            request.event(status(12)).await?;
+            anyhow::Ok(request)
+        });
+        assert_eq!(delivered?, [11, 12]);
+        let mut shared = shared?;
+
+        // From 8 the ring (11, 12, no reset) cannot continue: it follows alone from 8
+        // until it delivered an event the ring holds, then reads the ring.
+        let mut older = client.follow(conversation(), Some(Seq(8)));
+        let (delivered, own) = tokio::join!(seqs(&mut older, 3), async {
+            let mut request = node.next("the older follow's own Follow").await?;
+            assert_eq!(since(&request)?, Some(8));
+            request.event(status(9)).await?;
+            request.event(status(10)).await?;
+            request.event(status(11)).await?;
+            anyhow::Ok(request)
+        });
+        assert_eq!(delivered?, [9, 10, 11]);
+        assert!(older.is_shared(), "it joined the ring after 11");
+        let mut own = own?;
+        assert_eq!(seqs(&mut older, 1).await?, [12], "from the ring");
+        shared.event(status(13)).await?;
+        assert_eq!(seqs(&mut older, 1).await?, [13]);
+        assert_eq!(seqs(&mut current, 1).await?, [13]);
+        // Its own stream was dropped when it joined.
+        within("its own stream to be stopped", async {
+            let mut seq = 12;
+            while own.event(status(seq)).await.is_ok() {
+                seq += 1;
+            }
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_follow_that_falls_out_of_the_ring_resumes_alone_from_its_last_event() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let client = connect(&node, &dir, &pki).await?;
+
+        let mut fast = client.follow(conversation(), Some(Seq(0)));
+        let mut slow = client.follow(conversation(), Some(Seq(0)));
+        let last = HUB_RING_FRAMES_MAX as u64 + 10;
+        let (fast_seqs, slow_first, request) =
+            tokio::join!(seqs(&mut fast, last as usize), seqs(&mut slow, 1), async {
+                let mut request = node.next("the shared Follow").await?;
+                for seq in 1..=last {
+                    request.event(status(seq)).await?;
+                }
+                anyhow::Ok(request)
+            });
+        assert_eq!(fast_seqs?, (1..=last).collect::<Vec<_>>());
+        assert_eq!(slow_first?, [1]);
+        let _shared = request?;
+
+        // The ring no longer holds 2: the slow follow asks the node from 1, on its own.
+        let (delivered, own) = tokio::join!(seqs(&mut slow, 3), async {
+            let mut request = node.next("the slow follow's own Follow").await?;
+            assert_eq!(since(&request)?, Some(1));
+            request.event(status(1)).await?; // a replayed duplicate is dropped
+            request.event(status(2)).await?;
+            request.event(status(3)).await?;
+            request.event(status(4)).await?;
+            anyhow::Ok(request)
+        });
+        assert_eq!(delivered?, [2, 3, 4]);
+        assert!(!slow.is_shared(), "4 is older than the ring");
+        drop(own?);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_shared_follows_error_ends_every_follow_reading_it() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let client = connect(&node, &dir, &pki).await?;
+        let mut a = client.follow(conversation(), None);
+        let mut b = client.follow(conversation(), None);
+        let (a_seqs, b_seqs, request) = tokio::join!(seqs(&mut a, 1), seqs(&mut b, 1), async {
+            let mut request = node.next("the shared Follow").await?;
+            request.event(reset(10)).await?;
+            anyhow::Ok(request)
+        });
+        assert_eq!((a_seqs?, b_seqs?), (vec![10], vec![10]));
+        let mut request = request?;
+        request
+            .frame(&ServerFrame::Error(WireError::not_found("deleted")))
+            .await?;
+        request.finish();
+        for follow in [&mut a, &mut b] {
+            let item = within("the error", follow.next()).await?;
+            assert!(
+                matches!(&item, Some(Err(e)) if e.code() == Some(ErrorCode::NotFound)),
+                "{item:?}"
+            );
+            assert!(within("the end", follow.next()).await?.is_none());
+        }
+        // A new follow starts a new shared follow rather than reading the ended one.
+        let mut again = client.follow(conversation(), None);
+        let (delivered, _request) = tokio::join!(seqs(&mut again, 1), async {
+            let mut request = node.next("the Follow after the error").await?;
+            request.event(reset(20)).await?;
+            anyhow::Ok(request)
+        });
+        assert_eq!(delivered?, [20]);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn follow_separately_gives_each_follow_its_own_stream() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let profile = shoal_client::Profile::load(&write_profile(&dir, &pki, node.addr)?)?;
+        let options = ConnectOptions {
+            follow_separately: true,
+            ..ConnectOptions::default()
+        };
+        let client = within("connect", Client::connect_with(&profile, options)).await??;
+        let mut a = client.follow(conversation(), None);
+        let mut b = client.follow(conversation(), None);
+        let (a_seqs, b_seqs, requests) = tokio::join!(seqs(&mut a, 1), seqs(&mut b, 1), async {
+            let mut first = node.next("a's Follow").await?;
+            let mut second = node.next("b's Follow").await?;
+            first.event(reset(10)).await?;
+            second.event(reset(10)).await?;
+            anyhow::Ok((first, second))
+        });
+        assert_eq!((a_seqs?, b_seqs?), (vec![10], vec![10]));
+        assert!(!a.is_shared() && !b.is_shared());
+        drop(requests?);
+        Ok(())
+    })
+    .await
+}
