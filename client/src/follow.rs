@@ -8,7 +8,7 @@
 
 use crate::ClientError;
 use crate::connection::{FrameReader, Link, REQUEST_TIMEOUT_MS, open_request};
-use crate::hub::{HubKey, Hubs, Read, Subscription};
+use crate::hub::{HubKey, Hubs, Presence, Read, Subscription};
 use crate::retry::RETRY_BUDGET_MS;
 use futures::Stream;
 use futures::future::BoxFuture;
@@ -143,7 +143,7 @@ impl Streak {
 /// Dropping the stream stops following.
 ///
 /// Follows of the same conversation on one [`Client`](crate::Client) (and share token)
-/// share one follow stream to the node, unless the client was connected with
+/// share one follow stream to the node once there are two of them, unless the client was connected with
 /// [`ConnectOptions::follow_separately`](crate::ConnectOptions::follow_separately); what
 /// each yields is the same either way (see [`HUB_RING_FRAMES_MAX`](crate::HUB_RING_FRAMES_MAX)).
 pub struct FollowStream {
@@ -178,17 +178,19 @@ struct Origin {
     key: HubKey,
     /// The client's hubs; `None`: this follow always follows alone.
     hubs: Option<Arc<Hubs>>,
+    /// Tells the client's later follows of the conversation that this one lives.
+    presence: Option<Presence>,
 }
 
 impl Origin {
-    /// Joins or starts the hub from `since`, or follows alone when the running hub cannot
-    /// serve `since` yet.
-    fn start(&self, since: Option<Seq>) -> State {
-        match self
-            .hubs
-            .as_ref()
-            .and_then(|hubs| hubs.subscribe(&self.key, &self.home, since))
-        {
+    /// Joins or starts the hub from `since`, or follows alone (see [`Hubs::subscribe`]).
+    fn start(&mut self, since: Option<Seq>) -> State {
+        let Some(hubs) = &self.hubs else {
+            return State::Live(self.follower(since));
+        };
+        let (subscription, presence) = hubs.subscribe(&self.key, &self.home, since);
+        self.presence = Some(presence);
+        match subscription {
             Some(subscription) => State::Shared(subscription),
             None => State::Live(self.follower(since)),
         }
@@ -222,6 +224,7 @@ impl FollowStream {
                     share_token,
                 },
                 hubs,
+                presence: None,
             },
         }
     }

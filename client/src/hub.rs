@@ -2,18 +2,19 @@
 //!
 //! A web gateway follows one conversation for each of its viewers. Without sharing, the
 //! node sends every event once per viewer over the same connection, and both ends pay
-//! QUIC's per-stream work for each copy. With it, the first [`FollowStream`] of a
-//! conversation starts a [`Hub`]: a task that follows the conversation once (with all of
-//! [`Follower`]'s resume, move and reconnect handling) into a bounded [`Ring`] of
-//! delivered events. Every follow of that conversation on the same connection and share
-//! token reads the ring by index.
+//! QUIC's per-stream work for each copy. With it, the second [`FollowStream`] of a
+//! conversation on a client starts a [`Hub`]: a task that follows the conversation once
+//! (with all of [`Follower`]'s resume, move and reconnect handling) into a bounded [`Ring`]
+//! of delivered events. Every follow of that conversation on the same connection and share
+//! token reads the ring by index. A follow that is the only one of its conversation
+//! follows alone, as without sharing (a hub would only add a hop).
 //!
 //! Sharing never changes what a follow yields:
 //! * a follow joins a hub only at a position that continues exactly where it is (the
 //!   event right after its `since`, or a `Reset`, which is a new base);
 //! * one that cannot join yet (it starts from an older point, or needs a snapshot the ring
-//!   no longer holds) follows on its own and joins as soon as an event it delivered is in
-//!   the ring;
+//!   no longer holds), and the follow that was alone before the hub started, follow on
+//!   their own and join as soon as an event they delivered is in the ring;
 //! * one that falls out of the ring (its reader is slower than the ring is long) follows on
 //!   its own again from its last delivered event, exactly as a follow the node cut for
 //!   being behind;
@@ -50,41 +51,65 @@ pub(crate) struct HubKey {
 /// reads it.
 #[derive(Default)]
 pub(crate) struct Hubs {
-    hubs: Mutex<HashMap<HubKey, Weak<Hub>>>,
+    slots: Mutex<HashMap<HubKey, Slot>>,
 }
 
+/// The follows of one key.
+#[derive(Default)]
+struct Slot {
+    /// The running hub, if any.
+    hub: Weak<Hub>,
+    /// Held by every follow of the key: while one lives, a hub is worth starting.
+    present: Weak<()>,
+}
+
+/// A follow's share in its key's [`Slot::present`].
+pub(crate) type Presence = Arc<()>;
+
 impl Hubs {
-    /// Reads `key`'s hub from right after `since`: joins the running hub if it can be
-    /// joined there, else starts one from `since` if there is none (or it gave up).
-    /// `None`: a hub runs but cannot serve `since` yet; follow alone.
+    /// How a follow of `key` from `since` starts: it joins the running hub if that can
+    /// continue from `since`; else, when another follow of the key lives (and so sharing
+    /// pays), it starts a hub from `since`. `None`: follow alone. Either way the follow
+    /// keeps the [`Presence`] while it lives.
     pub(crate) fn subscribe(
         &self,
         key: &HubKey,
         home: &Arc<Link>,
         since: Option<Seq>,
-    ) -> Option<Subscription> {
-        let mut hubs = lock(&self.hubs);
-        if let Some(hub) = hubs.get(key).and_then(Weak::upgrade)
-            && !hub.ended()
-        {
-            return hub.join(since);
+    ) -> (Option<Subscription>, Presence) {
+        let mut slots = lock(&self.slots);
+        if !slots.contains_key(key) {
+            slots.retain(|_, slot| slot.hub.strong_count() > 0 || slot.present.strong_count() > 0);
         }
-        hubs.retain(|_, hub| hub.strong_count() > 0);
-        let follower = Follower::new(
-            home.clone(),
-            key.conversation,
-            since,
-            key.share_token.clone(),
-        );
-        let hub = Hub::start(follower, since);
-        hubs.insert(key.clone(), Arc::downgrade(&hub));
-        hub.join(since)
+        let slot = slots.entry(key.clone()).or_default();
+        let presence = slot.present.upgrade();
+        let subscription = match slot.hub.upgrade() {
+            Some(hub) if !hub.ended() => hub.join(since),
+            _ if presence.is_some() => {
+                let follower = Follower::new(
+                    home.clone(),
+                    key.conversation,
+                    since,
+                    key.share_token.clone(),
+                );
+                let hub = Hub::start(follower, since);
+                slot.hub = Arc::downgrade(&hub);
+                hub.join(since)
+            }
+            _ => None,
+        };
+        let presence = presence.unwrap_or_else(|| {
+            let presence = Arc::new(());
+            slot.present = Arc::downgrade(&presence);
+            presence
+        });
+        (subscription, presence)
     }
 
     /// Joins `key`'s running hub right after `delivered`, if it holds that event: how a
-    /// follow reading alone comes back to the hub.
+    /// follow reading alone comes to the hub.
     pub(crate) fn rejoin(&self, key: &HubKey, delivered: Seq) -> Option<Subscription> {
-        let hub = lock(&self.hubs).get(key).and_then(Weak::upgrade)?;
+        let hub = lock(&self.slots).get(key)?.hub.upgrade()?;
         let index = lock(&hub.ring).after(delivered)?;
         Some(Subscription::new(hub, index))
     }

@@ -35,6 +35,34 @@ async fn seqs(follow: &mut FollowStream, n: usize) -> Result<Vec<u64>> {
     Ok(seqs)
 }
 
+/// A follow of the conversation that has delivered `seq` (a reset) on a stream of its own:
+/// the client's first follow of a conversation follows alone.
+async fn alone(client: &Client, node: &mut FakeNode, seq: u64) -> Result<(FollowStream, Request)> {
+    let mut follow = client.follow(conversation(), None);
+    let (delivered, request) = tokio::join!(seqs(&mut follow, 1), async {
+        let mut request = node.next("the first follow's Follow").await?;
+        assert_eq!(since(&request)?, None);
+        request.event(reset(seq)).await?;
+        anyhow::Ok(request)
+    });
+    assert_eq!(delivered?, [seq]);
+    assert!(
+        !follow.is_shared(),
+        "the only follow of a conversation follows alone"
+    );
+    Ok((follow, request?))
+}
+
+/// Writes on `request` until the client stops the stream.
+async fn until_stopped(what: &str, request: &mut Request, mut seq: u64) -> Result<()> {
+    within(what, async {
+        while request.event(status(seq)).await.is_ok() {
+            seq += 1;
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn follows_of_a_conversation_share_one_stream() -> Result<()> {
     bounded(async {
@@ -42,32 +70,44 @@ async fn follows_of_a_conversation_share_one_stream() -> Result<()> {
         let mut node = FakeNode::start(&pki)?;
         let dir = tempfile::tempdir()?;
         let client = connect(&node, &dir, &pki).await?;
+        let (mut first, mut own) = alone(&client, &mut node, 10).await?;
 
-        let mut first = client.follow(conversation(), None);
-        let (delivered, request) = tokio::join!(seqs(&mut first, 2), async {
-            let mut request = node.next("the Follow").await?;
+        // The second follow starts the shared one.
+        let mut second = client.follow(conversation(), None);
+        let (delivered, shared) = tokio::join!(seqs(&mut second, 1), async {
+            let mut request = node.next("the shared Follow").await?;
             assert_eq!(since(&request)?, None);
-            request.event(reset(10)).await?;
-            request.event(status(11)).await?;
+            request.event(reset(11)).await?;
             anyhow::Ok(request)
         });
-        assert_eq!(delivered?, [10, 11]);
-        let mut request = request?;
+        assert_eq!(delivered?, [11]);
+        let mut shared = shared?;
+        assert!(second.is_shared());
 
-        // A late follow from a snapshot starts at the shared reset; one from 11 right after.
+        // Later follows read it: from a snapshot at its reset, from 11 right after it (a
+        // client derived with the same share token shares it too).
         let mut late = client.follow(conversation(), None);
         let mut resumed = client
             .with_share_token(None)
             .follow(conversation(), Some(Seq(11)));
-        assert_eq!(seqs(&mut late, 2).await?, [10, 11]);
-        request.event(status(12)).await?;
-        assert_eq!(seqs(&mut first, 1).await?, [12]);
-        assert_eq!(seqs(&mut late, 1).await?, [12]);
+        shared.event(status(12)).await?;
+        assert_eq!(seqs(&mut late, 2).await?, [11, 12]);
         assert_eq!(seqs(&mut resumed, 1).await?, [12]);
-        assert!(first.is_shared() && late.is_shared() && resumed.is_shared());
+        assert_eq!(seqs(&mut second, 1).await?, [12]);
+        // The first follow joins once it delivered an event the shared one holds.
+        own.event(status(11)).await?;
+        own.event(status(12)).await?;
+        assert_eq!(seqs(&mut first, 2).await?, [11, 12]);
+        assert!(first.is_shared(), "the first follow joined after 12");
+        shared.event(status(13)).await?;
+        for follow in [&mut first, &mut second, &mut late, &mut resumed] {
+            assert_eq!(seqs(follow, 1).await?, [13]);
+            assert!(follow.is_shared());
+        }
+        until_stopped("the first follow's own stream to be stopped", &mut own, 13).await?;
         assert!(
             node.try_next().is_none(),
-            "the node got a second request for the same conversation"
+            "the node got a third request for the same conversation"
         );
 
         // A follow with another share token is not served another principal's stream.
@@ -76,22 +116,15 @@ async fn follows_of_a_conversation_share_one_stream() -> Result<()> {
             .follow(conversation(), None);
         let (delivered, viewer_request) = tokio::join!(seqs(&mut viewer, 1), async {
             let mut request = node.next("the viewer's Follow").await?;
-            request.event(reset(12)).await?;
+            request.event(reset(13)).await?;
             anyhow::Ok(request)
         });
-        assert_eq!(delivered?, [12]);
+        assert_eq!(delivered?, [13]);
         drop(viewer_request?);
 
-        // When the last follow is dropped, the shared follow stops: the node's writes fail.
-        drop((first, late, resumed));
-        within("the shared stream to be stopped", async {
-            let mut seq = 13;
-            while request.event(status(seq)).await.is_ok() {
-                seq += 1;
-            }
-        })
-        .await?;
-        Ok(())
+        // When the last follow reading it is dropped, the shared follow stops.
+        drop((first, second, late, resumed));
+        until_stopped("the shared stream to be stopped", &mut shared, 14).await
     })
     .await
 }
@@ -103,6 +136,7 @@ async fn a_follow_that_cannot_join_yet_follows_alone_then_joins() -> Result<()> 
         let mut node = FakeNode::start(&pki)?;
         let dir = tempfile::tempdir()?;
         let client = connect(&node, &dir, &pki).await?;
+        let (_first, _own) = alone(&client, &mut node, 9).await?;
 
         let mut current = client.follow(conversation(), Some(Seq(10)));
         let (delivered, shared) = tokio::join!(seqs(&mut current, 2), async {
@@ -133,15 +167,7 @@ async fn a_follow_that_cannot_join_yet_follows_alone_then_joins() -> Result<()> 
         shared.event(status(13)).await?;
         assert_eq!(seqs(&mut older, 1).await?, [13]);
         assert_eq!(seqs(&mut current, 1).await?, [13]);
-        // Its own stream was dropped when it joined.
-        within("its own stream to be stopped", async {
-            let mut seq = 12;
-            while own.event(status(seq)).await.is_ok() {
-                seq += 1;
-            }
-        })
-        .await?;
-        Ok(())
+        until_stopped("its own stream to be stopped", &mut own, 12).await
     })
     .await
 }
@@ -153,6 +179,7 @@ async fn a_follow_that_falls_out_of_the_ring_resumes_alone_from_its_last_event()
         let mut node = FakeNode::start(&pki)?;
         let dir = tempfile::tempdir()?;
         let client = connect(&node, &dir, &pki).await?;
+        let (_first, _own) = alone(&client, &mut node, 0).await?;
 
         let mut fast = client.follow(conversation(), Some(Seq(0)));
         let mut slow = client.follow(conversation(), Some(Seq(0)));
@@ -167,6 +194,7 @@ async fn a_follow_that_falls_out_of_the_ring_resumes_alone_from_its_last_event()
             });
         assert_eq!(fast_seqs?, (1..=last).collect::<Vec<_>>());
         assert_eq!(slow_first?, [1]);
+        assert!(slow.is_shared());
         let _shared = request?;
 
         // The ring no longer holds 2: the slow follow asks the node from 1, on its own.
@@ -194,6 +222,7 @@ async fn the_shared_follows_error_ends_every_follow_reading_it() -> Result<()> {
         let mut node = FakeNode::start(&pki)?;
         let dir = tempfile::tempdir()?;
         let client = connect(&node, &dir, &pki).await?;
+        let (first, _own) = alone(&client, &mut node, 5).await?;
         let mut a = client.follow(conversation(), None);
         let mut b = client.follow(conversation(), None);
         let (a_seqs, b_seqs, request) = tokio::join!(seqs(&mut a, 1), seqs(&mut b, 1), async {
@@ -215,6 +244,10 @@ async fn the_shared_follows_error_ends_every_follow_reading_it() -> Result<()> {
             );
             assert!(within("the end", follow.next()).await?.is_none());
         }
+        assert!(
+            !first.is_shared(),
+            "a follow on its own stream is not ended"
+        );
         // A new follow starts a new shared follow rather than reading the ended one.
         let mut again = client.follow(conversation(), None);
         let (delivered, _request) = tokio::join!(seqs(&mut again, 1), async {
@@ -223,6 +256,7 @@ async fn the_shared_follows_error_ends_every_follow_reading_it() -> Result<()> {
             anyhow::Ok(request)
         });
         assert_eq!(delivered?, [20]);
+        assert!(again.is_shared());
         Ok(())
     })
     .await
