@@ -18,7 +18,7 @@ use crate::plot::{self, Distribution};
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use shoal_client::{Client, FollowStream, Profile};
+use shoal_client::{Client, ConnectOptions, FollowStream, Profile};
 use shoal_protocol::transcript::Event;
 use std::path::Path;
 use std::time::Duration;
@@ -53,6 +53,17 @@ pub struct Options {
     /// Follows per Shoal connection, one Shoal arm each (1: every follower on its own
     /// connection, the arm the Redis baseline is compared with first).
     pub per_connection: Vec<usize>,
+    /// Also runs every arm of K > 1 follows per connection with follows that do not share
+    /// a stream (`ConnectOptions::follow_separately`).
+    pub separate: bool,
+}
+
+/// One Shoal arm: follows per connection, and whether a connection's follows share one
+/// follow stream (the SDK's default) or each open their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Setup {
+    per_connection: usize,
+    separate: bool,
 }
 
 /// What one arm measured for one follower count.
@@ -245,7 +256,7 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         options.rate, options.secs
     );
     println!(
-        "{:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:>10} {:>5} {:>5} {:>6} {:>8} {:>8} {:>10}",
+        "{:>9} {:>14} {:>8} {:>8} {:>9} {:>8} {:>10} {:>5} {:>5} {:>6} {:>8} {:>8} {:>10}",
         "followers",
         "arm",
         "p50 ms",
@@ -266,14 +277,11 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         // An arm that fails (a connection lost under overload, say) is reported as such;
         // the other arms and the other rows still run.
         let mut shoals = Vec::new();
-        for &per_connection in &options.per_connection {
-            if per_connection > 1 && followers == 1 && options.per_connection.contains(&1) {
-                continue; // the same as one follow per connection
-            }
-            let arm = shoal_arm(&profile, node_pid, followers, per_connection, options);
+        for setup in setups(options, followers) {
+            let arm = shoal_arm(&profile, node_pid, followers, setup, options);
             let arm = bounded(bound, arm).await;
-            report_arm(followers, &arm_name(per_connection), &arm);
-            shoals.push((per_connection, arm));
+            report_arm(followers, &arm_name(setup), &arm);
+            shoals.push((setup, arm));
         }
         let baseline = match &redis {
             Some(server) => {
@@ -289,13 +297,13 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         };
         let mut row = serde_json::json!({ "followers": followers });
         let mut shared = Vec::new();
-        for (per_connection, shoal) in &shoals {
+        for (setup, shoal) in &shoals {
             let ratio = match (shoal, &baseline) {
                 (Ok(shoal), Some(Ok(redis))) => {
                     println!(
                         "{:>9} {}/redis p99 {:.2}x, p50 {:.2}x",
                         "",
-                        arm_name(*per_connection),
+                        arm_name(*setup),
                         shoal.latency.p99_ms / redis.latency.p99_ms,
                         shoal.latency.p50_ms / redis.latency.p50_ms
                     );
@@ -303,12 +311,13 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
                 }
                 _ => None,
             };
-            if *per_connection == 1 {
+            if setup.per_connection == 1 {
                 row["shoal"] = json(shoal);
                 row["p99_ratio"] = serde_json::json!(ratio);
             } else {
                 shared.push(serde_json::json!({
-                    "per_connection": per_connection,
+                    "per_connection": setup.per_connection,
+                    "separate": setup.separate,
                     "shoal": json(shoal),
                     "p99_ratio": ratio,
                 }));
@@ -339,13 +348,14 @@ fn plot_row(
     results: &Path,
     options: &Options,
     followers: usize,
-    shoals: &[(usize, anyhow::Result<Arm>)],
+    shoals: &[(Setup, anyhow::Result<Arm>)],
     redis: Option<&anyhow::Result<Arm>>,
 ) {
     let names: Vec<String> = shoals
         .iter()
-        .map(|(k, _)| match k {
+        .map(|(setup, _)| match setup.per_connection {
             1 => "Shoal".to_string(),
+            k if setup.separate => format!("Shoal, {k} separate follows per connection"),
             k => format!("Shoal, {k} follows per connection"),
         })
         .collect();
@@ -382,10 +392,34 @@ async fn bounded(
         .with_context(|| format!("the arm did not finish within {bound:?}"))?
 }
 
-/// The table's name of a Shoal arm: `shoal`, or `shoal:K` with K follows per connection.
-fn arm_name(per_connection: usize) -> String {
-    match per_connection {
+/// The Shoal arms of a row of `followers`: one per `--per-connection` value (a row of one
+/// follower runs only one), each K > 1 also with separate follows when asked.
+fn setups(options: &Options, followers: usize) -> Vec<Setup> {
+    let mut setups = Vec::new();
+    for &per_connection in &options.per_connection {
+        if per_connection > 1 && followers == 1 && options.per_connection.contains(&1) {
+            continue; // the same as one follow per connection
+        }
+        setups.push(Setup {
+            per_connection,
+            separate: false,
+        });
+        if per_connection > 1 && options.separate {
+            setups.push(Setup {
+                per_connection,
+                separate: true,
+            });
+        }
+    }
+    setups
+}
+
+/// The table's name of a Shoal arm: `shoal`, or `shoal:K` with K follows per connection
+/// (`shoal:K/sep` when they do not share a stream).
+fn arm_name(setup: Setup) -> String {
+    match setup.per_connection {
         1 => "shoal".to_string(),
+        k if setup.separate => format!("shoal:{k}/sep"),
         k => format!("shoal:{k}"),
     }
 }
@@ -393,13 +427,13 @@ fn arm_name(per_connection: usize) -> String {
 fn report_arm(followers: usize, name: &str, arm: &anyhow::Result<Arm>) {
     match arm {
         Ok(arm) => print_row(name, arm),
-        Err(e) => println!("{followers:>9} {name:>9} failed: {e:#}"),
+        Err(e) => println!("{followers:>9} {name:>14} failed: {e:#}"),
     }
 }
 
 fn print_row(name: &str, arm: &Arm) {
     println!(
-        "{:>9} {:>9} {:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>10} {:>5} {:>5} {:>6} {:>7.0}% {:>7.0}% {:>10.0}",
+        "{:>9} {:>14} {:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>10} {:>5} {:>5} {:>6} {:>7.0}% {:>7.0}% {:>10.0}",
         arm.followers,
         name,
         arm.latency.p50_ms,
@@ -420,7 +454,7 @@ async fn shoal_arm(
     profile: &Profile,
     node_pid: u32,
     followers: usize,
-    per_connection: usize,
+    setup: Setup,
     options: &Options,
 ) -> anyhow::Result<Arm> {
     let owner = Client::connect(profile).await?;
@@ -430,10 +464,14 @@ async fn shoal_arm(
     // Start the agent process before measuring.
     drain(owner.send(conv.id, "/stream 1").await?).await?;
     let rss_before = rss_bytes(node_pid);
-    let connections = followers.div_ceil(per_connection);
+    let connections = followers.div_ceil(setup.per_connection);
     eprintln!("shoal: connecting {connections} connections for {followers} followers");
+    let connect = ConnectOptions {
+        follow_separately: setup.separate,
+        ..ConnectOptions::default()
+    };
     let clients: Vec<Client> = futures::stream::iter(0..connections)
-        .map(|_| Client::connect(profile))
+        .map(|_| Client::connect_with(profile, connect.clone()))
         .buffer_unordered(CONNECT_CONCURRENCY)
         .try_collect()
         .await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 const RUN_TIMEOUT: Duration = Duration::from_secs(3_600);
 
 const USAGE: &str = "usage: shoal-bench <scenario|all> [--quick] [--results DIR] [options]
-  fanout      [--followers 1,100,1000,5000] [--rate 200] [--secs 10] [--per-connection 1,100]
+  fanout      [--followers 1,100,1000,5000] [--rate 200] [--secs 10] [--per-connection 1,100] [--separate]
   failover    [--trials 20]
   detection   [--nodes 3,5,9] [--trials 10]
   throughput  [--secs 10] [--users 256] [--concurrency 512]
@@ -23,6 +23,7 @@ struct Args {
     results: PathBuf,
     followers: Option<Vec<usize>>,
     per_connection: Vec<usize>,
+    separate: bool,
     rate: u64,
     secs: Option<u64>,
     trials: Option<usize>,
@@ -57,6 +58,7 @@ fn parse() -> anyhow::Result<Args> {
         results: PathBuf::from("bench/results"),
         followers: None,
         per_connection: vec![1, 100],
+        separate: false,
         rate: 200,
         secs: None,
         trials: None,
@@ -77,6 +79,7 @@ fn parse() -> anyhow::Result<Args> {
         let number = |what: &str| format!("{flag} takes {what}");
         match flag.as_str() {
             "--quick" => args.quick = true,
+            "--separate" => args.separate = true,
             "--results" => args.results = PathBuf::from(value()?),
             "--followers" => args.followers = Some(list(&value()?, &flag)?),
             "--per-connection" => args.per_connection = list(&value()?, &flag)?,
@@ -121,6 +124,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rate: args.rate,
         secs: args.secs.unwrap_or(choose(quick, 10, 5)),
         per_connection: args.per_connection.clone(),
+        separate: args.separate,
     };
     let trials = args.trials.unwrap_or(choose(quick, 20, 5));
     let snapshot = shoal_bench::snapshot::Options {
