@@ -30,6 +30,7 @@ use crate::connection::Link;
 use crate::follow::Follower;
 use shoal_protocol::transcript::{Event, EventFrame};
 use shoal_protocol::{ConversationId, Seq};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
@@ -161,7 +162,8 @@ async fn drive(mut follower: Follower, ring: Arc<Mutex<Ring>>) {
                     ))
                 }
             }
-            (std::mem::take(&mut ring.wakers), ring.end.is_some())
+            let wakers: Vec<Waker> = ring.wakers.drain().map(|(_, waker)| waker).collect();
+            (wakers, ring.end.is_some())
         };
         wakers.into_iter().for_each(Waker::wake);
         if ended {
@@ -182,8 +184,10 @@ pub(crate) struct Ring {
     bytes: usize,
     /// The upstream follow gave up with this error.
     end: Option<ClientError>,
-    /// Follows waiting for the next event.
-    wakers: Vec<Waker>,
+    /// Follows waiting for the next event, by subscription.
+    wakers: HashMap<u64, Waker>,
+    /// The next subscription's id.
+    next_subscription: u64,
 }
 
 impl Ring {
@@ -194,13 +198,9 @@ impl Ring {
             before: since,
             bytes: 0,
             end: None,
-            wakers: Vec::new(),
+            wakers: HashMap::new(),
+            next_subscription: 0,
         }
-    }
-
-    /// Index one past the newest event.
-    pub(crate) fn end_index(&self) -> u64 {
-        self.start + self.frames.len() as u64
     }
 
     /// Appends `frame` of `size` encoded bytes, evicting the oldest events beyond the
@@ -263,18 +263,18 @@ pub(crate) struct Subscription {
     hub: Arc<Hub>,
     /// Index of the next event to yield.
     next: u64,
-    /// The waker registered, and the ring's end index then: registered again only when it
-    /// may have been taken, so a follow polled repeatedly does not pile up wakers.
-    registered: Option<(Waker, u64)>,
+    /// Its key in the ring's wakers.
+    id: u64,
 }
 
 impl Subscription {
     fn new(hub: Arc<Hub>, next: u64) -> Self {
-        Subscription {
-            hub,
-            next,
-            registered: None,
-        }
+        let id = {
+            let mut ring = lock(&hub.ring);
+            ring.next_subscription += 1;
+            ring.next_subscription
+        };
+        Subscription { hub, next, id }
     }
 
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
@@ -289,16 +289,21 @@ impl Subscription {
         if let Some(err) = &ring.end {
             return Poll::Ready(Read::End(err.clone()));
         }
-        let end = ring.end_index();
-        let still_registered = self
-            .registered
-            .as_ref()
-            .is_some_and(|(waker, at)| *at == end && waker.will_wake(cx.waker()));
-        if !still_registered {
-            ring.wakers.push(cx.waker().clone());
-            self.registered = Some((cx.waker().clone(), end));
+        match ring.wakers.entry(self.id) {
+            Entry::Occupied(registered) if registered.get().will_wake(cx.waker()) => {}
+            entry => {
+                entry.insert_entry(cx.waker().clone());
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Subscription {
+    /// A follow dropped while waiting leaves no waker behind (a quiet conversation's hub
+    /// may see many follows come and go before its next event).
+    fn drop(&mut self) {
+        lock(&self.hub.ring).wakers.remove(&self.id);
     }
 }
 
@@ -380,7 +385,10 @@ mod tests {
         assert_eq!(ring.join(Some(Seq(1))), None, "evicted");
         assert_eq!(ring.join(Some(Seq(2))), Some(2));
         assert_eq!(ring.after(Seq(3)), Some(3));
-        assert_eq!(ring.end_index(), HUB_RING_FRAMES_MAX as u64 + 2);
+        assert_eq!(
+            ring.start + ring.frames.len() as u64,
+            HUB_RING_FRAMES_MAX as u64 + 2
+        );
     }
 
     #[test]
@@ -395,5 +403,28 @@ mod tests {
         assert_eq!(ring.frames.len(), 2);
         assert!(ring.bytes <= HUB_RING_BYTES_MAX);
         assert_eq!(ring.before, Some(Seq(1)));
+    }
+
+    #[tokio::test]
+    async fn a_follow_waits_with_one_waker_and_leaves_none_when_dropped() {
+        let ring = Arc::new(Mutex::new(ring_with(None, [reset(1)])));
+        let driver = tokio::spawn(async {}).abort_handle();
+        let hub = Arc::new(Hub { ring, driver });
+        let mut subscription = hub.clone().join(None).expect("joins at the reset");
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert!(matches!(
+            subscription.poll_read(&mut cx),
+            Poll::Ready(Read::Frame(_))
+        ));
+        for _ in 0..3 {
+            assert!(subscription.poll_read(&mut cx).is_pending());
+        }
+        assert_eq!(
+            lock(&hub.ring).wakers.len(),
+            1,
+            "polled three times, one waker"
+        );
+        drop(subscription);
+        assert!(lock(&hub.ring).wakers.is_empty());
     }
 }
