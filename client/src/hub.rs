@@ -27,7 +27,7 @@
 
 use crate::ClientError;
 use crate::connection::Link;
-use crate::follow::Follower;
+use crate::follow::{Follower, SeqTracker, Verdict};
 use shoal_protocol::transcript::{Event, EventFrame};
 use shoal_protocol::{ConversationId, Seq};
 use std::collections::hash_map::Entry;
@@ -111,8 +111,7 @@ impl Hubs {
     /// follow reading alone comes to the hub.
     pub(crate) fn rejoin(&self, key: &HubKey, delivered: Seq) -> Option<Subscription> {
         let hub = lock(&self.slots).get(key)?.hub.upgrade()?;
-        let index = lock(&hub.ring).after(delivered)?;
-        Some(Subscription::new(hub, index))
+        hub.join(Some(delivered))
     }
 }
 
@@ -135,8 +134,18 @@ impl Hub {
     }
 
     fn join(self: Arc<Self>, since: Option<Seq>) -> Option<Subscription> {
-        let index = lock(&self.ring).join(since)?;
-        Some(Subscription::new(self, index))
+        let (index, id) = {
+            let mut ring = lock(&self.ring);
+            let index = ring.join(since)?;
+            ring.next_subscription += 1;
+            (index, ring.next_subscription)
+        };
+        Some(Subscription {
+            hub: self,
+            next: index,
+            tracker: SeqTracker::new(since),
+            id,
+        })
     }
 }
 
@@ -220,14 +229,25 @@ impl Ring {
         }
     }
 
-    /// Where a follow that has delivered up to `since` continues: right after `since`, or
-    /// at the newest `Reset` past it (a snapshot is a new base, as the node's own resync).
+    /// Where a follow that has delivered up to `since` continues: right after `since`; at
+    /// the ring's end when the ring has not reached `since` yet (it reads what comes as
+    /// duplicates up to `since`); or at the newest `Reset` past it (a snapshot is a new
+    /// base, as the node's own resync).
     pub(crate) fn join(&self, since: Option<Seq>) -> Option<u64> {
         if since == self.before {
             return Some(self.start);
         }
-        if let Some(index) = since.and_then(|since| self.after(since)) {
-            return Some(index);
+        if let Some(since) = since {
+            if let Some(index) = self.after(since) {
+                return Some(index);
+            }
+            let newest = self
+                .frames
+                .back()
+                .map_or(self.before, |(frame, _)| Some(frame.seq));
+            if newest.is_some_and(|newest| newest < since) {
+                return Some(self.start + self.frames.len() as u64);
+            }
         }
         let newest_reset = self.frames.iter().rposition(|(frame, _)| {
             matches!(frame.event, Event::Reset { .. }) && since.is_none_or(|s| frame.seq > s)
@@ -252,7 +272,8 @@ impl Ring {
 /// What a follow reading a hub gets next.
 pub(crate) enum Read {
     Frame(EventFrame),
-    /// The ring evicted the next event: follow alone from the last delivered one.
+    /// The ring evicted the next event (or skips one): follow alone from the last
+    /// delivered one.
     Behind,
     /// The hub's follow gave up with this error.
     End(ClientError),
@@ -261,30 +282,28 @@ pub(crate) enum Read {
 /// A follow's place in a hub.
 pub(crate) struct Subscription {
     hub: Arc<Hub>,
-    /// Index of the next event to yield.
+    /// Index of the next event to read.
     next: u64,
+    /// What the follow delivered: events it already has are skipped, and one that would
+    /// leave a gap makes it follow alone.
+    tracker: SeqTracker,
     /// Its key in the ring's wakers.
     id: u64,
 }
 
 impl Subscription {
-    fn new(hub: Arc<Hub>, next: u64) -> Self {
-        let id = {
-            let mut ring = lock(&hub.ring);
-            ring.next_subscription += 1;
-            ring.next_subscription
-        };
-        Subscription { hub, next, id }
-    }
-
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
         let mut ring = lock(&self.hub.ring);
         let Some(offset) = self.next.checked_sub(ring.start) else {
             return Poll::Ready(Read::Behind);
         };
-        if let Some((frame, _)) = ring.frames.get(offset as usize) {
+        for (frame, _) in ring.frames.iter().skip(offset as usize) {
             self.next += 1;
-            return Poll::Ready(Read::Frame(frame.clone()));
+            match self.tracker.observe(frame) {
+                Verdict::Deliver => return Poll::Ready(Read::Frame(frame.clone())),
+                Verdict::Duplicate => continue,
+                Verdict::Gap => return Poll::Ready(Read::Behind),
+            }
         }
         if let Some(err) = &ring.end {
             return Poll::Ready(Read::End(err.clone()));
@@ -355,8 +374,8 @@ mod tests {
         assert_eq!(ring.join(None), Some(0));
         assert_eq!(ring.join(Some(Seq(10))), Some(1));
         assert_eq!(ring.join(Some(Seq(12))), Some(3));
-        // Ahead of the ring: not yet.
-        assert_eq!(ring.join(Some(Seq(13))), None);
+        // Ahead of the ring: at its end, to read what comes until 13 as duplicates.
+        assert_eq!(ring.join(Some(Seq(13))), Some(3));
     }
 
     #[test]

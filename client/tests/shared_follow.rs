@@ -129,6 +129,38 @@ async fn follows_of_a_conversation_share_one_stream() -> Result<()> {
     .await
 }
 
+/// The first follow is usually a little ahead of the shared one it joins (its frames and
+/// the hub's arrive together): it joins at the ring's end and skips what it already has.
+#[tokio::test]
+async fn a_follow_ahead_of_the_shared_one_joins_and_skips_what_it_has() -> Result<()> {
+    bounded(async {
+        let pki = pki()?;
+        let mut node = FakeNode::start(&pki)?;
+        let dir = tempfile::tempdir()?;
+        let client = connect(&node, &dir, &pki).await?;
+        let (mut first, mut own) = alone(&client, &mut node, 10).await?;
+        let mut second = client.follow(conversation(), None);
+        let (delivered, shared) = tokio::join!(seqs(&mut second, 1), async {
+            let mut request = node.next("the shared Follow").await?;
+            request.event(reset(10)).await?;
+            anyhow::Ok(request)
+        });
+        assert_eq!(delivered?, [10]);
+        let mut shared = shared?;
+
+        own.event(status(11)).await?;
+        assert_eq!(seqs(&mut first, 1).await?, [11]);
+        assert!(first.is_shared(), "joined ahead of the ring (10) after 11");
+        for seq in [11, 12] {
+            shared.event(status(seq)).await?;
+        }
+        assert_eq!(seqs(&mut first, 1).await?, [12], "11 skipped");
+        assert_eq!(seqs(&mut second, 2).await?, [11, 12]);
+        until_stopped("the first follow's own stream to be stopped", &mut own, 12).await
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_follow_that_cannot_join_yet_follows_alone_then_joins() -> Result<()> {
     bounded(async {

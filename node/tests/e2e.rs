@@ -63,6 +63,38 @@ async fn two_followers_see_identical_gap_free_sequences() {
     node.stop().await;
 }
 
+/// A client's follows of one conversation share one follow on the node (from the second
+/// on; the first joins it), and each still gets every event exactly once.
+#[tokio::test]
+async fn a_clients_follows_of_a_conversation_share_one_follow_on_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path()).await;
+    let client = node.client().await;
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let gateway = node.client().await;
+    let admin = node.admin().await;
+    let mut follows = Vec::new();
+    for _ in 0..4 {
+        follows.push(follow_attached(&gateway, conv.id).await.0);
+    }
+    // The first follows alone until an event shows the shared one has caught up.
+    assert_eq!(admin.status().await.unwrap().followers, 2);
+    let turn = collect_turn(client.send(conv.id, "/slow 20").await.unwrap()).await;
+    let mut seen = Vec::new();
+    for follow in &mut follows {
+        seen.push(follow_until_done(follow, 1).await);
+    }
+    assert!(seen.iter().all(|frames| *frames == seen[0]));
+    assert_gap_free(&seen[0]);
+    assert_eq!(done_content(&seen[0]), done_content(&turn));
+    assert!(follows.iter().all(shoal_client::FollowStream::is_shared));
+    eventually("the first follow's own stream is gone", || async {
+        (admin.status().await.unwrap().followers == 1).then_some(())
+    })
+    .await;
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn late_joiner_gets_the_in_flight_turn_then_the_rest() {
     let dir = tempfile::tempdir().unwrap();
