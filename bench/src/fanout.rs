@@ -2,7 +2,8 @@
 //! QUIC connection through the SDK, against the seeds' Redis Streams design in the same
 //! run (one `XADD MAXLEN` per event, one blocking `XREAD` per follower on its own
 //! connection). With `--per-connection K` a further Shoal arm carries K follows on each
-//! connection, as a web gateway following for its viewers does.
+//! connection, as a web gateway following for its viewers does (the SDK shares one
+//! follow stream among them; with `--separate` another arm gives each its own).
 //!
 //! Latency is end to end: the demo agent stamps each chunk with CLOCK_MONOTONIC right
 //! before it writes it (`/stream N RATE`), and the follower reads the same clock when the
@@ -11,8 +12,8 @@
 //! Every follower checks that it got every chunk exactly once, in order.
 
 use crate::common::{
-    CpuMeter, Latency, STEP_TIMEOUT, append_result, free_base, local_cluster, monotonic_ns,
-    node_binary, raise_nofile_limit, rss_bytes, spawn,
+    CpuMeter, Latency, POLL, STEP_TIMEOUT, append_result, local_cluster, monotonic_ns, node_binary,
+    raise_nofile_limit, rss_bytes, spawn,
 };
 use crate::plot::{self, Distribution};
 use anyhow::{Context, bail};
@@ -40,6 +41,8 @@ const REDIS_MAXLEN: u64 = 10_000;
 const REDIS_READ_COUNT: u64 = 1_000;
 /// How long one `XREAD` blocks before it asks again, in ms.
 const REDIS_BLOCK_MS: u64 = 1_000;
+/// Ports tried before the Redis arm is skipped.
+const REDIS_START_ATTEMPTS: usize = 3;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -252,7 +255,8 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
 
     println!(
         "fanout: one conversation, {} events/s for {} s; shoal: every follower on its own \
-         connection, shoal:K: K follows per connection; redis: a connection per follower",
+         connection, shoal:K: K follows per connection sharing one stream (shoal:K/sep: a \
+         stream each); redis: a connection per follower",
         options.rate, options.secs
     );
     println!(
@@ -589,9 +593,25 @@ struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts `redis-server` on a free loopback TCP port, trying another port when it
+    /// exits at once (the port was taken between the check and its bind).
     async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let port = free_base(1)?;
-        let child = tokio::process::Command::new("redis-server")
+        let mut failures = Vec::new();
+        for _ in 0..REDIS_START_ATTEMPTS {
+            let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|listener| listener.local_addr())
+                .context("no free TCP port on loopback")?
+                .port();
+            match Self::start_on(dir, port).await {
+                Ok(server) => return Ok(server),
+                Err(e) => failures.push(format!("port {port}: {e:#}")),
+            }
+        }
+        bail!("redis-server did not start: {}", failures.join("; "))
+    }
+
+    async fn start_on(dir: &Path, port: u16) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--maxclients", "60000"])
             .arg("--dir")
@@ -603,11 +623,19 @@ impl RedisServer {
             .context("redis-server not found (install it with `apt-get install redis-server`)")?;
         let url = format!("redis://127.0.0.1:{port}/");
         let client = redis::Client::open(url.as_str())?;
-        crate::common::poll_until("redis-server accepts connections", || async {
-            client.get_multiplexed_async_connection().await.ok()
-        })
-        .await?;
-        Ok(RedisServer { url, _child: child })
+        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("it exited at start ({status})");
+            }
+            if client.get_multiplexed_async_connection().await.is_ok() {
+                return Ok(RedisServer { url, _child: child });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("it did not accept connections within {STEP_TIMEOUT:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     fn pid(&self) -> u32 {
