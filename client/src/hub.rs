@@ -10,11 +10,13 @@
 //! follows alone, as without sharing (a hub would only add a hop).
 //!
 //! Sharing never changes what a follow yields:
-//! * a follow joins a hub only at a position that continues exactly where it is (the
-//!   event right after its `since`, or a `Reset`, which is a new base);
+//! * a follow joins a hub only at a position that continues exactly where it is: the
+//!   event right after its `since`, a `Reset` (a new base), or the ring's end when the
+//!   ring has not reached `since` yet; each reader keeps a [`SeqTracker`], so what it
+//!   already has is skipped and a gap sends it back to following alone;
 //! * one that cannot join yet (it starts from an older point, or needs a snapshot the ring
 //!   no longer holds), and the follow that was alone before the hub started, follow on
-//!   their own and join as soon as an event they delivered is in the ring;
+//!   their own and join on the first event they deliver that the ring can continue from;
 //! * one that falls out of the ring (its reader is slower than the ring is long) follows on
 //!   its own again from its last delivered event, exactly as a follow the node cut for
 //!   being behind;

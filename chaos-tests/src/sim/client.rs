@@ -42,6 +42,7 @@ pub(super) async fn run_client(shared: &Arc<Shared>, name: &str, k: usize, ops: 
     let options = ConnectOptions {
         endpoints: Some(endpoint_factory(shared, k)),
         rng_seed: Some(mix(shared.seed ^ mix(500 + k as u64))),
+        ..ConnectOptions::default()
     };
     let trace = &shared.trace;
     let client = loop {
