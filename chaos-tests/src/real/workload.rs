@@ -5,7 +5,7 @@ use crate::history::committed_up_to;
 use crate::history::{FollowerLog, Write, WriteOutcome};
 use crate::trace::Trace;
 use futures::StreamExt;
-use shoal_client::{Client, Profile, ShareWith};
+use shoal_client::{Client, FollowStream, Profile, ShareWith};
 use shoal_protocol::ConversationId;
 use shoal_protocol::sharing::Role;
 use shoal_protocol::transcript::{Event, EventFrame};
@@ -305,8 +305,9 @@ async fn pause_or_stop(stop: &mut watch::Receiver<bool>) -> bool {
 }
 
 /// One viewer of `conversation` (its profile carries a viewer share token of another
-/// user): follows through the SDK (which resumes across reconnects and `Moved`) and
-/// records every delivered event. A follow that gives up is recorded as ended and a new
+/// user): follows twice through one SDK client (which shares one follow stream between
+/// the two, and resumes across reconnects and `Moved`) and records every event each
+/// delivered. A follow that gives up is recorded as ended and a new
 /// one starts, until `stop`. Each follow starts with an attempt to send with the viewer
 /// token, recorded for invariant 5 (it must be refused).
 pub async fn run_follower(
@@ -359,49 +360,80 @@ pub async fn run_follower(
                 outcome,
             });
         });
-        let mut follow = client.follow(conversation, None);
-        let mut events: Vec<EventFrame> = Vec::new();
-        let ended = loop {
-            let next = tokio::select! {
-                _ = stop.wait_for(|s| *s) => break None,
-                next = follow.next() => next,
-            };
-            match next {
-                Some(Ok(frame)) => {
-                    if matches!(frame.event, Event::Reset { .. }) {
-                        trace.event(&label, format!("reset at {}", frame.seq));
-                    }
-                    if let Some(id) = committed_up_to(&frame.event) {
-                        recorder.with(|r| {
-                            let seen = r.followed_up_to.entry(conversation).or_default();
-                            *seen = (*seen).max(id);
-                        });
-                        recorder.followed.send_modify(|n| *n += 1);
-                    }
-                    events.push(frame);
-                    if events.len() >= FOLLOWER_EVENTS_MAX {
-                        break Some("event limit reached".to_owned());
-                    }
-                }
-                Some(Err(e)) => break Some(e.to_string()),
-                None => break Some("the follow ended".to_owned()),
-            }
-        };
-        if let Some(why) = ended {
-            trace.event(
-                &label,
-                format!("follow ended after {} events: {why}", events.len()),
-            );
-        }
-        recorder.with(|r| {
-            r.followers.push(FollowerLog {
-                follower: label,
+        // Two follows on one client: the SDK shares one follow stream between them, and
+        // each is checked on its own.
+        tokio::join!(
+            follow_and_record(
+                client.follow(conversation, None),
+                label.clone(),
                 conversation,
-                owner: false,
-                since: None,
-                events,
-            });
-        });
+                &recorder,
+                &trace,
+                stop.clone(),
+            ),
+            follow_and_record(
+                client.follow(conversation, None),
+                format!("{label}+"),
+                conversation,
+                &recorder,
+                &trace,
+                stop.clone(),
+            ),
+        );
         client.close().await;
     }
+}
+
+/// Reads `follow` until `stop`, an error or [`FOLLOWER_EVENTS_MAX`] events, and records
+/// what it delivered as the follower `label`.
+async fn follow_and_record(
+    mut follow: FollowStream,
+    label: String,
+    conversation: ConversationId,
+    recorder: &Recorder,
+    trace: &Trace,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut events: Vec<EventFrame> = Vec::new();
+    let ended = loop {
+        let next = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break None,
+            next = follow.next() => next,
+        };
+        match next {
+            Some(Ok(frame)) => {
+                if matches!(frame.event, Event::Reset { .. }) {
+                    trace.event(&label, format!("reset at {}", frame.seq));
+                }
+                if let Some(id) = committed_up_to(&frame.event) {
+                    recorder.with(|r| {
+                        let seen = r.followed_up_to.entry(conversation).or_default();
+                        *seen = (*seen).max(id);
+                    });
+                    recorder.followed.send_modify(|n| *n += 1);
+                }
+                events.push(frame);
+                if events.len() >= FOLLOWER_EVENTS_MAX {
+                    break Some("event limit reached".to_owned());
+                }
+            }
+            Some(Err(e)) => break Some(e.to_string()),
+            None => break Some("the follow ended".to_owned()),
+        }
+    };
+    if let Some(why) = ended {
+        trace.event(
+            &label,
+            format!("follow ended after {} events: {why}", events.len()),
+        );
+    }
+    recorder.with(|r| {
+        r.followers.push(FollowerLog {
+            follower: label,
+            conversation,
+            owner: false,
+            since: None,
+            events,
+        });
+    });
 }
