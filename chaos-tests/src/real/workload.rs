@@ -421,12 +421,12 @@ async fn follow_and_record(
             None => break Some("the follow ended".to_owned()),
         }
     };
-    if let Some(why) = ended {
-        trace.event(
-            &label,
-            format!("follow ended after {} events: {why}", events.len()),
-        );
-    }
+    let shared = if follow.is_shared() { ", shared" } else { "" };
+    let why = ended.unwrap_or_else(|| "stopped".to_owned());
+    trace.event(
+        &label,
+        format!("follow ended after {} events{shared}: {why}", events.len()),
+    );
     recorder.with(|r| {
         r.followers.push(FollowerLog {
             follower: label,
