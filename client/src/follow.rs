@@ -188,7 +188,14 @@ impl Origin {
         let Some(hubs) = &self.hubs else {
             return State::Live(self.follower(since));
         };
-        let (subscription, presence) = hubs.subscribe(&self.key, &self.home, since);
+        let (subscription, presence) = hubs.subscribe(&self.key, since, || {
+            Follower::new(
+                self.home.clone(),
+                self.key.conversation,
+                since,
+                self.key.share_token.clone(),
+            )
+        });
         self.presence = Some(presence);
         match subscription {
             Some(subscription) => State::Shared(subscription),
@@ -303,9 +310,9 @@ impl Stream for FollowStream {
         };
         if let Some(Ok(frame)) = &item {
             this.last_seq = Some(frame.seq);
-            // Following alone: back to the hub as soon as it holds this event.
-            if let Some(hubs) = &this.origin.hubs
-                && let Some(subscription) = hubs.rejoin(&this.origin.key, frame.seq)
+            // Following alone: to the hub as soon as it can continue from this event.
+            if let Some(presence) = &this.origin.presence
+                && let Some(subscription) = presence.rejoin(frame.seq)
             {
                 this.state = State::Shared(subscription);
             }

@@ -28,7 +28,6 @@
 //! [`Follower`]: crate::follow::Follower
 
 use crate::ClientError;
-use crate::connection::Link;
 use crate::follow::{Follower, SeqTracker, Verdict};
 use shoal_protocol::transcript::{Event, EventFrame};
 use shoal_protocol::{ConversationId, Seq};
@@ -41,6 +40,8 @@ use std::task::{Context, Poll, Waker};
 pub const HUB_RING_FRAMES_MAX: usize = 1_024;
 /// Most encoded bytes of events a hub keeps (its newest event is kept whatever its size).
 pub const HUB_RING_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Keys a client tracks before it first prunes those no follow holds any more.
+const SLOTS_PRUNE_MIN: usize = 64;
 
 /// The follows one upstream follow can serve: same conversation, same share token (the
 /// connection, and so the user, is the client's).
@@ -50,69 +51,73 @@ pub(crate) struct HubKey {
     pub(crate) share_token: Option<String>,
 }
 
-/// A client's hubs, by what they follow. Held weakly: a hub lives as long as a follow
-/// reads it.
+/// A client's hubs, by what they follow. Held weakly: a key's [`Slot`] lives as long as
+/// one of its follows, and its hub as long as a follow reads it.
 #[derive(Default)]
 pub(crate) struct Hubs {
-    slots: Mutex<HashMap<HubKey, Slot>>,
+    slots: Mutex<Slots>,
 }
 
-/// The follows of one key.
+/// The slots by key, pruned of dead ones whenever they doubled since the last pruning.
 #[derive(Default)]
-struct Slot {
-    /// The running hub, if any.
-    hub: Weak<Hub>,
-    /// Held by every follow of the key: while one lives, a hub is worth starting.
-    present: Weak<()>,
+struct Slots {
+    by_key: HashMap<HubKey, Weak<Slot>>,
+    prune_at: usize,
 }
 
-/// A follow's share in its key's [`Slot::present`].
-pub(crate) type Presence = Arc<()>;
+/// What the follows of one key share: held by each of them (its [`Presence`]), so a
+/// follow looks for the hub without a map lookup.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// The running hub, if any.
+    hub: Mutex<Weak<Hub>>,
+}
+
+/// A follow's share in its key's [`Slot`]: while another follow holds one, a hub is worth
+/// starting.
+pub(crate) type Presence = Arc<Slot>;
 
 impl Hubs {
     /// How a follow of `key` from `since` starts: it joins the running hub if that can
     /// continue from `since`; else, when another follow of the key lives (and so sharing
     /// pays), it starts a hub from `since`. `None`: follow alone. Either way the follow
     /// keeps the [`Presence`] while it lives.
+    /// `follower` makes the hub's follower (from `since`) if one starts.
     pub(crate) fn subscribe(
         &self,
         key: &HubKey,
-        home: &Arc<Link>,
         since: Option<Seq>,
+        follower: impl FnOnce() -> Follower,
     ) -> (Option<Subscription>, Presence) {
         let mut slots = lock(&self.slots);
-        if !slots.contains_key(key) {
-            slots.retain(|_, slot| slot.hub.strong_count() > 0 || slot.present.strong_count() > 0);
+        if let Some(slot) = slots.by_key.get(key).and_then(Weak::upgrade) {
+            let mut hub = lock(&slot.hub);
+            let subscription = match hub.upgrade() {
+                Some(running) if !running.ended() => running.join(since),
+                _ => {
+                    let started = Hub::start(follower(), since);
+                    *hub = Arc::downgrade(&started);
+                    started.join(since)
+                }
+            };
+            drop(hub);
+            return (subscription, slot);
         }
-        let slot = slots.entry(key.clone()).or_default();
-        let presence = slot.present.upgrade();
-        let subscription = match slot.hub.upgrade() {
-            Some(hub) if !hub.ended() => hub.join(since),
-            _ if presence.is_some() => {
-                let follower = Follower::new(
-                    home.clone(),
-                    key.conversation,
-                    since,
-                    key.share_token.clone(),
-                );
-                let hub = Hub::start(follower, since);
-                slot.hub = Arc::downgrade(&hub);
-                hub.join(since)
-            }
-            _ => None,
-        };
-        let presence = presence.unwrap_or_else(|| {
-            let presence = Arc::new(());
-            slot.present = Arc::downgrade(&presence);
-            presence
-        });
-        (subscription, presence)
+        if slots.by_key.len() >= slots.prune_at {
+            slots.by_key.retain(|_, slot| slot.strong_count() > 0);
+            slots.prune_at = (slots.by_key.len() * 2).max(SLOTS_PRUNE_MIN);
+        }
+        let slot = Arc::new(Slot::default());
+        slots.by_key.insert(key.clone(), Arc::downgrade(&slot));
+        (None, slot)
     }
+}
 
-    /// Joins `key`'s running hub right after `delivered`, if it holds that event: how a
+impl Slot {
+    /// Joins the running hub right after `delivered`, if it can continue from there: how a
     /// follow reading alone comes to the hub.
-    pub(crate) fn rejoin(&self, key: &HubKey, delivered: Seq) -> Option<Subscription> {
-        let hub = lock(&self.slots).get(key)?.hub.upgrade()?;
+    pub(crate) fn rejoin(&self, delivered: Seq) -> Option<Subscription> {
+        let hub = lock(&self.hub).upgrade()?;
         hub.join(Some(delivered))
     }
 }
@@ -424,6 +429,34 @@ mod tests {
         assert_eq!(ring.frames.len(), 2);
         assert!(ring.bytes <= HUB_RING_BYTES_MAX);
         assert_eq!(ring.before, Some(Seq(1)));
+    }
+
+    #[test]
+    fn slots_of_dropped_follows_are_pruned() {
+        let hubs = Hubs::default();
+        let key = |n: u64| HubKey {
+            conversation: ConversationId::new(shoal_protocol::ShardId(0), u128::from(n)),
+            share_token: None,
+        };
+        // Each the only follow of its key: it follows alone, no hub starts.
+        let alone = || -> Follower { panic!("a follow alone started a hub") };
+        let held: Vec<Presence> = (0..10)
+            .map(|n| hubs.subscribe(&key(n), None, alone).1)
+            .collect();
+        for n in 10..SLOTS_PRUNE_MIN as u64 * 4 {
+            drop(hubs.subscribe(&key(n), None, alone));
+        }
+        let slots = lock(&hubs.slots);
+        assert!(
+            slots.by_key.len() <= SLOTS_PRUNE_MIN * 2,
+            "{}",
+            slots.by_key.len()
+        );
+        assert!(
+            (0..10).all(|n| slots.by_key.contains_key(&key(n))),
+            "live slots stay"
+        );
+        drop(held);
     }
 
     #[tokio::test]
