@@ -563,30 +563,7 @@ enum Refollow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_protocol::transcript::Snapshot;
-
-    fn text(seq: u64) -> EventFrame {
-        EventFrame {
-            seq: Seq(seq),
-            event: Event::Status {
-                text: format!("event {seq}"),
-            },
-        }
-    }
-
-    fn reset(seq: u64) -> EventFrame {
-        EventFrame {
-            seq: Seq(seq),
-            event: Event::Reset {
-                snapshot: Snapshot {
-                    conversation: ConversationId::new(shoal_protocol::ShardId(0), 1),
-                    messages: vec![],
-                    omitted_messages: 0,
-                    in_flight: None,
-                },
-            },
-        }
-    }
+    use crate::test_frames::{reset, status as text};
 
     #[test]
     fn in_order_events_are_delivered_and_duplicates_dropped() {

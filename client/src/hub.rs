@@ -340,30 +340,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_protocol::transcript::Snapshot;
-
-    fn status(seq: u64) -> EventFrame {
-        EventFrame {
-            seq: Seq(seq),
-            event: Event::Status {
-                text: format!("event {seq}"),
-            },
-        }
-    }
-
-    fn reset(seq: u64) -> EventFrame {
-        EventFrame {
-            seq: Seq(seq),
-            event: Event::Reset {
-                snapshot: Snapshot {
-                    conversation: ConversationId::new(shoal_protocol::ShardId(0), 1),
-                    messages: vec![],
-                    omitted_messages: 0,
-                    in_flight: None,
-                },
-            },
-        }
-    }
+    use crate::test_frames::{reset, status};
 
     fn ring_with(since: Option<Seq>, frames: impl IntoIterator<Item = EventFrame>) -> Ring {
         let mut ring = Ring::new(since);

@@ -66,6 +66,8 @@ mod queue;
 mod retry;
 mod settings;
 mod sharing;
+#[cfg(test)]
+mod test_frames;
 mod workspaces;
 
 pub use admin::{AGENTS_REQUEST_TIMEOUT_MS, AdminClient};

@@ -10,19 +10,30 @@ use fake_node::*;
 use futures::StreamExt;
 use shoal_client::{Client, ConnectOptions, FollowStream, HUB_RING_FRAMES_MAX};
 use shoal_protocol::client::{ClientRequest, ServerFrame};
+use shoal_protocol::transcript::EventFrame;
 use shoal_protocol::{ErrorCode, Seq, WireError};
 
-async fn connect(node: &FakeNode, dir: &tempfile::TempDir, pki: &Pki) -> Result<Client> {
-    let profile = shoal_client::Profile::load(&write_profile(dir, pki, node.addr)?)?;
-    Ok(within("connect", Client::connect(&profile)).await??)
+/// A fake node and a client connected to it with `options` (the directory holds the
+/// client's profile).
+async fn started(options: ConnectOptions) -> Result<(FakeNode, tempfile::TempDir, Client)> {
+    let pki = pki()?;
+    let node = FakeNode::start(&pki)?;
+    let dir = tempfile::tempdir()?;
+    let profile = shoal_client::Profile::load(&write_profile(&dir, &pki, node.addr)?)?;
+    let client = within("connect", Client::connect_with(&profile, options)).await??;
+    Ok((node, dir, client))
 }
 
-/// The `since` of a Follow request.
+/// The `since` of a Follow request (made with a share token or not).
 fn since(request: &Request) -> Result<Option<u64>> {
-    match request.client()? {
-        ClientRequest::Follow { since, .. } => Ok(since.map(|s| s.0)),
-        other => Err(anyhow!("expected Follow, got {other:?}")),
+    fn follow_since(request: &ClientRequest) -> Result<Option<u64>> {
+        match request {
+            ClientRequest::Follow { since, .. } => Ok(since.map(|s| s.0)),
+            ClientRequest::Shared { request, .. } => follow_since(request),
+            other => Err(anyhow!("expected Follow, got {other:?}")),
+        }
     }
+    follow_since(request.client()?)
 }
 
 /// The next `n` sequence numbers `follow` yields.
@@ -39,18 +50,59 @@ async fn seqs(follow: &mut FollowStream, n: usize) -> Result<Vec<u64>> {
 /// the client's first follow of a conversation follows alone.
 async fn alone(client: &Client, node: &mut FakeNode, seq: u64) -> Result<(FollowStream, Request)> {
     let mut follow = client.follow(conversation(), None);
-    let (delivered, request) = tokio::join!(seqs(&mut follow, 1), async {
-        let mut request = node.next("the first follow's Follow").await?;
-        assert_eq!(since(&request)?, None);
-        request.event(reset(seq)).await?;
-        anyhow::Ok(request)
-    });
-    assert_eq!(delivered?, [seq]);
+    let what = "the first follow's Follow";
+    let (delivered, request) = served(node, what, &mut follow, None, vec![reset(seq)], 1).await?;
+    assert_eq!(delivered, [seq]);
     assert!(
         !follow.is_shared(),
         "the only follow of a conversation follows alone"
     );
-    Ok((follow, request?))
+    Ok((follow, request))
+}
+
+/// A first follow alone at the reset `first` (with its stream), and a second that started
+/// the shared stream at the reset `second` (with that stream).
+async fn pair(
+    client: &Client,
+    node: &mut FakeNode,
+    first: u64,
+    second: u64,
+) -> Result<(FollowStream, Request, FollowStream, Request)> {
+    let (alone, own) = alone(client, node, first).await?;
+    let mut follow = client.follow(conversation(), None);
+    let what = "the shared Follow";
+    let (delivered, shared) = served(node, what, &mut follow, None, vec![reset(second)], 1).await?;
+    assert_eq!(delivered, [second]);
+    assert!(
+        follow.is_shared(),
+        "the second follow starts the shared stream"
+    );
+    Ok((alone, own, follow, shared))
+}
+
+/// `follow` asks the node (the request `what`, from `from`), which answers `frames`: the
+/// first `n` sequence numbers the follow yields, and the request to write more on.
+async fn served(
+    node: &mut FakeNode,
+    what: &str,
+    follow: &mut FollowStream,
+    from: Option<u64>,
+    frames: Vec<EventFrame>,
+    n: usize,
+) -> Result<(Vec<u64>, Request)> {
+    let (delivered, request) = tokio::join!(seqs(follow, n), async {
+        let mut request = node.next(what).await?;
+        assert_eq!(
+            since(&request)?,
+            from,
+            "{what} starts from the follow's last event"
+        );
+        for frame in frames {
+            request.event(frame).await?;
+        }
+        anyhow::Ok(request)
+    });
+    Ok((delivered?, request?))
 }
 
 /// Writes on `request` until the client stops the stream.
@@ -66,23 +118,9 @@ async fn until_stopped(what: &str, request: &mut Request, mut seq: u64) -> Resul
 #[tokio::test]
 async fn follows_of_a_conversation_share_one_stream() -> Result<()> {
     bounded(async {
-        let pki = pki()?;
-        let mut node = FakeNode::start(&pki)?;
-        let dir = tempfile::tempdir()?;
-        let client = connect(&node, &dir, &pki).await?;
-        let (mut first, mut own) = alone(&client, &mut node, 10).await?;
-
+        let (mut node, _dir, client) = started(ConnectOptions::default()).await?;
         // The second follow starts the shared one.
-        let mut second = client.follow(conversation(), None);
-        let (delivered, shared) = tokio::join!(seqs(&mut second, 1), async {
-            let mut request = node.next("the shared Follow").await?;
-            assert_eq!(since(&request)?, None);
-            request.event(reset(11)).await?;
-            anyhow::Ok(request)
-        });
-        assert_eq!(delivered?, [11]);
-        let mut shared = shared?;
-        assert!(second.is_shared());
+        let (mut first, mut own, mut second, mut shared) = pair(&client, &mut node, 10, 11).await?;
 
         // Later follows read it: from a snapshot at its reset, from 11 right after it (a
         // client derived with the same share token shares it too).
@@ -114,13 +152,10 @@ async fn follows_of_a_conversation_share_one_stream() -> Result<()> {
         let mut viewer = client
             .with_share_token(Some("shoalshare1.viewer".into()))
             .follow(conversation(), None);
-        let (delivered, viewer_request) = tokio::join!(seqs(&mut viewer, 1), async {
-            let mut request = node.next("the viewer's Follow").await?;
-            request.event(reset(13)).await?;
-            anyhow::Ok(request)
-        });
-        assert_eq!(delivered?, [13]);
-        drop(viewer_request?);
+        let what = "the viewer's Follow";
+        let (delivered, _viewers) =
+            served(&mut node, what, &mut viewer, None, vec![reset(13)], 1).await?;
+        assert_eq!(delivered, [13]);
 
         // When the last follow reading it is dropped, the shared follow stops.
         drop((first, second, late, resumed));
@@ -134,19 +169,8 @@ async fn follows_of_a_conversation_share_one_stream() -> Result<()> {
 #[tokio::test]
 async fn a_follow_ahead_of_the_shared_one_joins_and_skips_what_it_has() -> Result<()> {
     bounded(async {
-        let pki = pki()?;
-        let mut node = FakeNode::start(&pki)?;
-        let dir = tempfile::tempdir()?;
-        let client = connect(&node, &dir, &pki).await?;
-        let (mut first, mut own) = alone(&client, &mut node, 10).await?;
-        let mut second = client.follow(conversation(), None);
-        let (delivered, shared) = tokio::join!(seqs(&mut second, 1), async {
-            let mut request = node.next("the shared Follow").await?;
-            request.event(reset(10)).await?;
-            anyhow::Ok(request)
-        });
-        assert_eq!(delivered?, [10]);
-        let mut shared = shared?;
+        let (mut node, _dir, client) = started(ConnectOptions::default()).await?;
+        let (mut first, mut own, mut second, mut shared) = pair(&client, &mut node, 10, 10).await?;
 
         own.event(status(11)).await?;
         assert_eq!(seqs(&mut first, 1).await?, [11]);
@@ -164,37 +188,30 @@ async fn a_follow_ahead_of_the_shared_one_joins_and_skips_what_it_has() -> Resul
 #[tokio::test]
 async fn a_follow_that_cannot_join_yet_follows_alone_then_joins() -> Result<()> {
     bounded(async {
-        let pki = pki()?;
-        let mut node = FakeNode::start(&pki)?;
-        let dir = tempfile::tempdir()?;
-        let client = connect(&node, &dir, &pki).await?;
+        let (mut node, _dir, client) = started(ConnectOptions::default()).await?;
         let (_first, _own) = alone(&client, &mut node, 9).await?;
 
         let mut current = client.follow(conversation(), Some(Seq(10)));
-        let (delivered, shared) = tokio::join!(seqs(&mut current, 2), async {
-            let mut request = node.next("the shared Follow").await?;
-            assert_eq!(since(&request)?, Some(10));
-            request.event(status(11)).await?;
-            request.event(status(12)).await?;
-            anyhow::Ok(request)
-        });
-        assert_eq!(delivered?, [11, 12]);
-        let mut shared = shared?;
+        let frames = vec![status(11), status(12)];
+        let (delivered, mut shared) = served(
+            &mut node,
+            "the shared Follow",
+            &mut current,
+            Some(10),
+            frames,
+            2,
+        )
+        .await?;
+        assert_eq!(delivered, [11, 12]);
 
         // From 8 the ring (11, 12, no reset) cannot continue: it follows alone from 8
         // until it delivered an event the ring holds, then reads the ring.
         let mut older = client.follow(conversation(), Some(Seq(8)));
-        let (delivered, own) = tokio::join!(seqs(&mut older, 3), async {
-            let mut request = node.next("the older follow's own Follow").await?;
-            assert_eq!(since(&request)?, Some(8));
-            request.event(status(9)).await?;
-            request.event(status(10)).await?;
-            request.event(status(11)).await?;
-            anyhow::Ok(request)
-        });
-        assert_eq!(delivered?, [9, 10, 11]);
+        let what = "the older follow's own Follow";
+        let frames = vec![status(9), status(10), status(11)];
+        let (delivered, mut own) = served(&mut node, what, &mut older, Some(8), frames, 3).await?;
+        assert_eq!(delivered, [9, 10, 11]);
         assert!(older.is_shared(), "it joined the ring after 11");
-        let mut own = own?;
         assert_eq!(seqs(&mut older, 1).await?, [12], "from the ring");
         shared.event(status(13)).await?;
         assert_eq!(seqs(&mut older, 1).await?, [13]);
@@ -207,10 +224,7 @@ async fn a_follow_that_cannot_join_yet_follows_alone_then_joins() -> Result<()> 
 #[tokio::test]
 async fn a_follow_that_falls_out_of_the_ring_resumes_alone_from_its_last_event() -> Result<()> {
     bounded(async {
-        let pki = pki()?;
-        let mut node = FakeNode::start(&pki)?;
-        let dir = tempfile::tempdir()?;
-        let client = connect(&node, &dir, &pki).await?;
+        let (mut node, _dir, client) = started(ConnectOptions::default()).await?;
         let (_first, _own) = alone(&client, &mut node, 0).await?;
 
         let mut fast = client.follow(conversation(), Some(Seq(0)));
@@ -230,18 +244,12 @@ async fn a_follow_that_falls_out_of_the_ring_resumes_alone_from_its_last_event()
         let _shared = request?;
 
         // The ring no longer holds 2: the slow follow asks the node from 1, on its own.
-        let (delivered, own) = tokio::join!(seqs(&mut slow, 3), async {
-            let mut request = node.next("the slow follow's own Follow").await?;
-            assert_eq!(since(&request)?, Some(1));
-            request.event(status(1)).await?; // a replayed duplicate is dropped
-            request.event(status(2)).await?;
-            request.event(status(3)).await?;
-            request.event(status(4)).await?;
-            anyhow::Ok(request)
-        });
-        assert_eq!(delivered?, [2, 3, 4]);
+        // A replayed duplicate (1) is dropped.
+        let what = "the slow follow's own Follow";
+        let frames = vec![status(1), status(2), status(3), status(4)];
+        let (delivered, _own) = served(&mut node, what, &mut slow, Some(1), frames, 3).await?;
+        assert_eq!(delivered, [2, 3, 4]);
         assert!(!slow.is_shared(), "4 is older than the ring");
-        drop(own?);
         Ok(())
     })
     .await
@@ -250,10 +258,7 @@ async fn a_follow_that_falls_out_of_the_ring_resumes_alone_from_its_last_event()
 #[tokio::test]
 async fn the_shared_follows_error_ends_every_follow_reading_it() -> Result<()> {
     bounded(async {
-        let pki = pki()?;
-        let mut node = FakeNode::start(&pki)?;
-        let dir = tempfile::tempdir()?;
-        let client = connect(&node, &dir, &pki).await?;
+        let (mut node, _dir, client) = started(ConnectOptions::default()).await?;
         let (first, _own) = alone(&client, &mut node, 5).await?;
         let mut a = client.follow(conversation(), None);
         let mut b = client.follow(conversation(), None);
@@ -282,12 +287,10 @@ async fn the_shared_follows_error_ends_every_follow_reading_it() -> Result<()> {
         );
         // A new follow starts a new shared follow rather than reading the ended one.
         let mut again = client.follow(conversation(), None);
-        let (delivered, _request) = tokio::join!(seqs(&mut again, 1), async {
-            let mut request = node.next("the Follow after the error").await?;
-            request.event(reset(20)).await?;
-            anyhow::Ok(request)
-        });
-        assert_eq!(delivered?, [20]);
+        let what = "the Follow after the error";
+        let (delivered, _request) =
+            served(&mut node, what, &mut again, None, vec![reset(20)], 1).await?;
+        assert_eq!(delivered, [20]);
         assert!(again.is_shared());
         Ok(())
     })
@@ -297,15 +300,11 @@ async fn the_shared_follows_error_ends_every_follow_reading_it() -> Result<()> {
 #[tokio::test]
 async fn follow_separately_gives_each_follow_its_own_stream() -> Result<()> {
     bounded(async {
-        let pki = pki()?;
-        let mut node = FakeNode::start(&pki)?;
-        let dir = tempfile::tempdir()?;
-        let profile = shoal_client::Profile::load(&write_profile(&dir, &pki, node.addr)?)?;
         let options = ConnectOptions {
             follow_separately: true,
             ..ConnectOptions::default()
         };
-        let client = within("connect", Client::connect_with(&profile, options)).await??;
+        let (mut node, _dir, client) = started(options).await?;
         let mut a = client.follow(conversation(), None);
         let mut b = client.follow(conversation(), None);
         let (a_seqs, b_seqs, requests) = tokio::join!(seqs(&mut a, 1), seqs(&mut b, 1), async {
