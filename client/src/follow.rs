@@ -143,9 +143,9 @@ impl Streak {
 /// Dropping the stream stops following.
 ///
 /// Follows of the same conversation on one [`Client`](crate::Client) (and share token)
-/// share one follow stream to the node once there are two of them, unless the client was connected with
-/// [`ConnectOptions::follow_separately`](crate::ConnectOptions::follow_separately); what
-/// each yields is the same either way (see [`HUB_RING_FRAMES_MAX`](crate::HUB_RING_FRAMES_MAX)).
+/// share one follow stream to the node once there are two of them, unless the client was
+/// connected with [`ConnectOptions::follow_separately`](crate::ConnectOptions); what each
+/// yields is the same either way (see [`HUB_RING_FRAMES_MAX`](crate::HUB_RING_FRAMES_MAX)).
 pub struct FollowStream {
     state: State,
     last_seq: Option<Seq>,
@@ -186,30 +186,24 @@ impl Origin {
     /// Joins or starts the hub from `since`, or follows alone (see [`Hubs::subscribe`]).
     fn start(&mut self, since: Option<Seq>) -> State {
         let Some(hubs) = &self.hubs else {
-            return State::Live(self.follower(since));
+            return State::Live(Box::new(self.follower(since)));
         };
-        let (subscription, presence) = hubs.subscribe(&self.key, since, || {
-            Follower::new(
-                self.home.clone(),
-                self.key.conversation,
-                since,
-                self.key.share_token.clone(),
-            )
-        });
+        let (subscription, presence) = hubs.subscribe(&self.key, since, || self.follower(since));
         self.presence = Some(presence);
         match subscription {
             Some(subscription) => State::Shared(subscription),
-            None => State::Live(self.follower(since)),
+            None => State::Live(Box::new(self.follower(since))),
         }
     }
 
-    fn follower(&self, since: Option<Seq>) -> Box<Follower> {
-        Box::new(Follower::new(
+    /// A follower of this follow's conversation from `since`, on its own stream.
+    fn follower(&self, since: Option<Seq>) -> Follower {
+        Follower::new(
             self.home.clone(),
             self.key.conversation,
             since,
             self.key.share_token.clone(),
-        ))
+        )
     }
 }
 
@@ -272,7 +266,8 @@ impl Stream for FollowStream {
                         Read::Behind => {
                             // As a follow the node cut for being behind: on its own, from the
                             // last delivered event.
-                            this.state = State::Live(this.origin.follower(this.last_seq));
+                            let follower = this.origin.follower(this.last_seq);
+                            this.state = State::Live(Box::new(follower));
                             continue;
                         }
                         Read::End(err) => {
