@@ -165,9 +165,11 @@ impl Drop for Hub {
 
 /// Follows into the ring until the follower gives up, waking the follows that wait.
 async fn drive(mut follower: Follower, ring: Arc<Mutex<Ring>>) {
+    // Taken out of the ring each event and woken outside its lock; reused.
+    let mut wakers: Vec<Waker> = Vec::new();
     loop {
         let item = follower.next_item().await;
-        let (wakers, ended) = {
+        let ended = {
             let mut ring = lock(&ring);
             match item {
                 Some(Ok(frame)) => ring.push(frame, follower.last_frame_bytes()),
@@ -178,10 +180,10 @@ async fn drive(mut follower: Follower, ring: Arc<Mutex<Ring>>) {
                     ))
                 }
             }
-            let wakers: Vec<Waker> = ring.wakers.drain().map(|(_, waker)| waker).collect();
-            (wakers, ring.end.is_some())
+            wakers.extend(ring.wakers.drain().map(|(_, waker)| waker));
+            ring.end.is_some()
         };
-        wakers.into_iter().for_each(Waker::wake);
+        wakers.drain(..).for_each(Waker::wake);
         if ended {
             return;
         }
@@ -241,19 +243,21 @@ impl Ring {
     /// duplicates up to `since`); or at the newest `Reset` past it (a snapshot is a new
     /// base, as the node's own resync).
     pub(crate) fn join(&self, since: Option<Seq>) -> Option<u64> {
-        if since == self.before {
-            return Some(self.start);
-        }
-        if let Some(since) = since {
-            if let Some(index) = self.after(since) {
-                return Some(index);
-            }
-            let newest = self
-                .frames
-                .back()
-                .map_or(self.before, |(frame, _)| Some(frame.seq));
-            if newest.is_some_and(|newest| newest < since) {
-                return Some(self.start + self.frames.len() as u64);
+        match since {
+            // From a snapshot, with nothing evicted: the ring's first event is one.
+            None if self.before.is_none() => return Some(self.start),
+            None => {}
+            Some(since) => {
+                if let Some(index) = self.after(since) {
+                    return Some(index);
+                }
+                let newest = self
+                    .frames
+                    .back()
+                    .map_or(self.before, |(frame, _)| Some(frame.seq));
+                if newest.is_some_and(|newest| newest < since) {
+                    return Some(self.start + self.frames.len() as u64);
+                }
             }
         }
         let newest_reset = self.frames.iter().rposition(|(frame, _)| {
