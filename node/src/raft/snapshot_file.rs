@@ -1,7 +1,7 @@
 //! A shard snapshot as a file on disk. It is built by streaming the state tree to the
 //! file off the async worker threads, sent by openraft in chunks
 //! ([`super::SNAPSHOT_CHUNK_BYTES_MAX`]), received chunk by chunk into a part file and
-//! installed in batches of at most [`INSTALL_BATCH_BYTES`]. No snapshot is ever held whole
+//! installed record by record. No snapshot is ever held whole
 //! in memory or in one sled value, so a shard's size is bounded by the disk, not by RAM.
 //!
 //! Format (version 1):
@@ -34,8 +34,6 @@ const END: u32 = u32::MAX;
 /// writes (a value is bounded by one log entry), low enough that a damaged length cannot
 /// make a reader allocate gigabytes.
 pub const RECORD_BYTES_MAX: u32 = 256 * 1024 * 1024;
-/// Bytes of keys and values written to sled in one batch while installing.
-pub const INSTALL_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Buffer of the file reader and writer.
 const IO_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -231,26 +229,18 @@ pub fn verify(path: &Path) -> io::Result<u64> {
 }
 
 /// Replaces everything in `tree` with the records of the (verified) file at `path`,
-/// writing at most [`INSTALL_BATCH_BYTES`] per sled batch. Not atomic: callers mark the
-/// install as under way first and redo it after a crash (the file is kept).
+/// one key at a time (the node makes no sled batches: `storage/redo.rs` says why).
+/// Not atomic: callers mark the install as under way first and redo it after a crash
+/// (the file is kept).
 pub fn load_into(path: &Path, tree: &sled::Tree) -> io::Result<u64> {
     let sled_err = |e: sled::Error| io::Error::other(format!("writing the state: {e}"));
     let mut reader = Reader::open(path)?;
     tree.clear().map_err(sled_err)?;
-    let mut batch = sled::Batch::default();
-    let mut batch_bytes = 0;
     let mut records = 0;
     while let Some((key, value)) = reader.next_record()? {
-        batch_bytes += key.len() + value.len();
-        batch.insert(key, value);
+        tree.insert(key, value).map_err(sled_err)?;
         records += 1;
-        if batch_bytes >= INSTALL_BATCH_BYTES {
-            tree.apply_batch(std::mem::take(&mut batch))
-                .map_err(sled_err)?;
-            batch_bytes = 0;
-        }
     }
-    tree.apply_batch(batch).map_err(sled_err)?;
     Ok(records)
 }
 

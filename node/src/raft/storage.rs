@@ -5,9 +5,10 @@
 //! * `raft-meta-N`: `vote`, `committed`, `purged` and a pointer to the current
 //!   snapshot, whose data is a file under `<store>/raft-snapshots/shard-N/` (streamed,
 //!   never held whole in memory: [`super::snapshot_file`]);
-//! * `shard-N`: the state machine's keys (see [`crate::shard::state_machine`]) plus two
-//!   reserved keys under `0xff` (last applied log id, last membership), written in the
-//!   same atomic batch as the commands' writes, so state and "applied up to" never
+//! * `shard-N`: the state machine's keys (see [`crate::shard::state_machine`]) plus
+//!   reserved keys under `0xff` (last applied log id, last membership, the last
+//!   apply's redo record), written atomically with the commands' writes through the
+//!   redo record ([`redo`]: no sled batches), so state and "applied up to" never
 //!   disagree after a crash.
 //!
 //! Durability: `append`, `save_vote`, `build_snapshot` and `install_snapshot` wait for a (group-committed)
@@ -19,6 +20,7 @@
 // return the same type rather than converting at every call.
 #![allow(clippy::result_large_err)]
 
+mod redo;
 mod traces;
 
 use super::snapshot_file::{self, SnapshotDir, SnapshotFile};
@@ -137,6 +139,13 @@ pub fn open(
             "shard {shard}: recovering its snapshot: {e}"
         )))
     })?;
+    // After the snapshot's recovery: an install clears the state, redo record included.
+    let replayed = redo::replay(&trees.state).map_err(|e| {
+        sled::Error::Io(std::io::Error::other(format!(
+            "shard {shard}: finishing its last apply: {e}"
+        )))
+    })?;
+    tracing::debug!(%shard, writes = replayed, "replayed the last apply's redo record");
     Ok((
         LogStore {
             store: store.clone(),
@@ -242,15 +251,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // One key per entry, in index order: a crash keeps a prefix of them (redo.rs).
         for entry in entries {
             self.trees.traces.appended([&entry]);
-            batch.insert(
-                &index_key(entry.log_id.index),
-                encode(&entry).map_err(io_write)?,
-            );
+            let key = index_key(entry.log_id.index);
+            let value = encode(&entry).map_err(io_write)?;
+            self.trees.log.insert(key, value).map_err(io_write)?;
         }
-        self.trees.log.apply_batch(batch).map_err(io_write)?;
         // Group commit: this flush is shared with every other shard's pending writes.
         let result = self.flush().await;
         callback.log_io_completed(
@@ -263,12 +270,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
-        let mut batch = sled::Batch::default();
-        for item in self.trees.log.range(index_key(log_id.index)..) {
-            let (key, _) = item.map_err(io_write)?;
-            batch.remove(key);
-        }
-        self.trees.log.apply_batch(batch).map_err(io_write)?;
+        // Last entry first, so the log stays contiguous whatever a crash keeps.
+        let keys = self.trees.log.range(index_key(log_id.index)..).keys().rev();
+        let keys = keys.collect::<Result<Vec<_>, _>>().map_err(io_read)?;
+        redo::remove_in_order(&self.trees.log, keys).map_err(io_write)?;
         self.flush().await
     }
 
@@ -276,12 +281,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The state machine that covers these entries must be on disk before they go.
         self.flush().await?;
         put(&self.trees.meta, PURGED_KEY, &log_id)?;
-        let mut batch = sled::Batch::default();
-        for item in self.trees.log.range(..=index_key(log_id.index)) {
-            let (key, _) = item.map_err(io_write)?;
-            batch.remove(key);
-        }
-        self.trees.log.apply_batch(batch).map_err(io_write)?;
+        // First entry first, so the log stays contiguous whatever a crash keeps.
+        let keys = self.trees.log.range(..=index_key(log_id.index)).keys();
+        let keys = keys.collect::<Result<Vec<_>, _>>().map_err(io_read)?;
+        redo::remove_in_order(&self.trees.log, keys).map_err(io_write)?;
         Ok(())
     }
 }
@@ -484,24 +487,19 @@ fn finish_install(
 ) -> Result<Option<String>, SErr> {
     let records =
         snapshot_file::load_into(&trees.snapshots.file(name), &trees.state).map_err(io_write)?;
-    let mut applied = sled::Batch::default();
+    // Not atomic, and need not be: until the "installing" mark goes, a crash makes the
+    // next open do the whole install again.
     if let Some(id) = &meta.last_log_id {
-        applied.insert(APPLIED_KEY, encode(id).map_err(io_write)?);
+        put(&trees.state, APPLIED_KEY, id)?;
     }
-    applied.insert(
-        MEMBERSHIP_KEY,
-        encode(&meta.last_membership).map_err(io_write)?,
-    );
-    trees.state.apply_batch(applied).map_err(io_write)?;
+    put(&trees.state, MEMBERSHIP_KEY, &meta.last_membership)?;
     let _files = trees.files_lock();
     let old: Option<SnapshotPointer> = get(&trees.meta, CURRENT_SNAPSHOT_KEY)?;
-    let mut pointer = sled::Batch::default();
-    pointer.insert(
-        CURRENT_SNAPSHOT_KEY,
-        encode(&(meta, name)).map_err(io_write)?,
-    );
-    pointer.remove(INSTALLING_SNAPSHOT_KEY);
-    trees.meta.apply_batch(pointer).map_err(io_write)?;
+    put(&trees.meta, CURRENT_SNAPSHOT_KEY, &(meta, name))?;
+    trees
+        .meta
+        .remove(INSTALLING_SNAPSHOT_KEY)
+        .map_err(io_write)?;
     tracing::info!(shard = %trees.shard, records, snapshot = %meta.snapshot_id, "installed a snapshot");
     Ok(old.map(|(_, n)| n).filter(|n| n != name))
 }
@@ -520,13 +518,9 @@ fn recover_snapshots(trees: &Trees) -> Result<(), SErr> {
         let part = trees.snapshots.new_part();
         snapshot_file::write(&part, pairs.into_iter().map(Ok::<_, String>)).map_err(io_write)?;
         let name = trees.snapshots.commit(&part).map_err(io_write)?;
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            CURRENT_SNAPSHOT_KEY,
-            encode(&(&meta, &name)).map_err(io_write)?,
-        );
-        batch.remove(LEGACY_SNAPSHOT_KEY);
-        trees.meta.apply_batch(batch).map_err(io_write)?;
+        // The pointer first: a crash before the legacy value goes converts it again.
+        put(&trees.meta, CURRENT_SNAPSHOT_KEY, &(&meta, &name))?;
+        trees.meta.remove(LEGACY_SNAPSHOT_KEY).map_err(io_write)?;
     }
     trees.meta.flush().map_err(io_write)?;
     let current: Option<SnapshotPointer> = get(&trees.meta, CURRENT_SNAPSHOT_KEY)?;
@@ -601,21 +595,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 return Err(io_read(e));
             }
         };
-        let mut batch = sled::Batch::default();
-        for (k, v) in pending {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
+        let mut writes = redo::Redo {
+            writes: pending.into_iter().collect(),
+        };
         if let Some(last) = last {
-            batch.insert(APPLIED_KEY, encode(&last).map_err(io_write)?);
+            let value = encode(&last).map_err(io_write)?;
+            writes.writes.push((APPLIED_KEY.to_vec(), Some(value)));
         }
         if let Some(m) = membership {
-            batch.insert(MEMBERSHIP_KEY, encode(&m).map_err(io_write)?);
+            let value = encode(&m).map_err(io_write)?;
+            writes.writes.push((MEMBERSHIP_KEY.to_vec(), Some(value)));
         }
         let _guard = self.trees.state_lock.lock().await;
-        self.trees.state.apply_batch(batch).map_err(io_write)?;
+        // Atomic through the redo record, not a sled batch (redo.rs says why).
+        redo::write(&self.trees.state, &writes).map_err(io_write)?;
         Ok(replies)
     }
 
@@ -788,5 +781,33 @@ mod tests {
         );
         let key = state_machine::conversation_key(conversation);
         assert_eq!(applied.pending.get(&key), Some(&None));
+    }
+
+    /// A stop part way through an apply (its redo record on disk, its writes not) is
+    /// finished when the shard opens: the state and "applied up to" agree again.
+    #[tokio::test]
+    async fn an_apply_a_stop_cut_short_is_finished_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), 5);
+        {
+            let store = Store::open(dir.path(), 1).unwrap();
+            let _shard = open(&store, ShardId(0)).unwrap();
+            let applied = encode(&log_id).unwrap();
+            let record = redo::Redo {
+                writes: vec![
+                    (b"k".to_vec(), Some(b"v".to_vec())),
+                    (APPLIED_KEY.to_vec(), Some(applied)),
+                ],
+            };
+            let tree = store.shard_tree(ShardId(0)).unwrap();
+            tree.insert(redo::REDO_KEY, encode(&record).unwrap())
+                .unwrap();
+            store.db().flush().unwrap();
+        }
+        let store = Store::open(dir.path(), 1).unwrap();
+        let (_, mut sm) = open(&store, ShardId(0)).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id));
+        let tree = store.shard_tree(ShardId(0)).unwrap();
+        assert_eq!(tree.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
     }
 }
