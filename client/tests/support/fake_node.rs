@@ -10,17 +10,23 @@ use shoal_protocol::client::{ClientRequest, ConversationSummary, RequestEnvelope
 use shoal_protocol::frame::encode_frame;
 use shoal_protocol::handshake::{Hello, HelloReply};
 use shoal_protocol::transcript::{
-    Event, EventFrame, Message, MessageStatus, Part, Role, Snapshot, StopReason,
+    Event, EventFrame, Message, MessageStatus, Part, Role, StopReason,
 };
 use shoal_protocol::{
-    ALPN_ADMIN, ALPN_CLIENT, ConversationId, FrameDecoder, MessageId, Seq, ShardId, TurnId, UserId,
-    WireError, WorkspaceId,
+    ALPN_ADMIN, ALPN_CLIENT, FrameDecoder, MessageId, Seq, ShardId, TurnId, UserId, WireError,
+    WorkspaceId,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+// The event frames the SDK's unit tests use too.
+#[path = "../../src/test_frames.rs"]
+mod frames;
+#[allow(unused_imports)] // as `dead_code` above: each test crate uses some
+pub(crate) use frames::{conversation, reset, status};
 
 /// Bound on every single wait in these tests.
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -261,10 +267,6 @@ pub(crate) fn write_profile(
     Ok(path)
 }
 
-pub(crate) fn conversation() -> ConversationId {
-    ConversationId::new(ShardId(3), 0xabc)
-}
-
 pub(crate) fn summary() -> ConversationSummary {
     ConversationSummary {
         id: conversation(),
@@ -275,29 +277,6 @@ pub(crate) fn summary() -> ConversationSummary {
         created_at_ms: 0,
         message_count: 0,
         turn_running: false,
-    }
-}
-
-pub(crate) fn status(seq: u64) -> EventFrame {
-    EventFrame {
-        seq: Seq(seq),
-        event: Event::Status {
-            text: format!("event {seq}"),
-        },
-    }
-}
-
-pub(crate) fn reset(seq: u64) -> EventFrame {
-    EventFrame {
-        seq: Seq(seq),
-        event: Event::Reset {
-            snapshot: Snapshot {
-                conversation: conversation(),
-                messages: vec![],
-                omitted_messages: 0,
-                in_flight: None,
-            },
-        },
     }
 }
 
