@@ -595,16 +595,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 return Err(io_read(e));
             }
         };
-        let mut writes = redo::Redo {
-            writes: pending.into_iter().collect(),
-        };
+        let mut writes: Vec<redo::Write> = pending.into_iter().collect();
         if let Some(last) = last {
             let value = encode(&last).map_err(io_write)?;
-            writes.writes.push((APPLIED_KEY.to_vec(), Some(value)));
+            writes.push((APPLIED_KEY.to_vec(), Some(value)));
         }
         if let Some(m) = membership {
             let value = encode(&m).map_err(io_write)?;
-            writes.writes.push((MEMBERSHIP_KEY.to_vec(), Some(value)));
+            writes.push((MEMBERSHIP_KEY.to_vec(), Some(value)));
         }
         let _guard = self.trees.state_lock.lock().await;
         // Atomic through the redo record, not a sled batch (redo.rs says why).
@@ -793,12 +791,10 @@ mod tests {
             let store = Store::open(dir.path(), 1).unwrap();
             let _shard = open(&store, ShardId(0)).unwrap();
             let applied = encode(&log_id).unwrap();
-            let record = redo::Redo {
-                writes: vec![
-                    (b"k".to_vec(), Some(b"v".to_vec())),
-                    (APPLIED_KEY.to_vec(), Some(applied)),
-                ],
-            };
+            let record: Vec<redo::Write> = vec![
+                (b"k".to_vec(), Some(b"v".to_vec())),
+                (APPLIED_KEY.to_vec(), Some(applied)),
+            ];
             let tree = store.shard_tree(ShardId(0)).unwrap();
             tree.insert(redo::REDO_KEY, encode(&record).unwrap())
                 .unwrap();

@@ -15,7 +15,7 @@
 //! * recovery after a crash replays sled's log in order and stops at the first torn
 //!   message, so what survives of one thread's writes is a prefix of them.
 //!
-//! A state-machine apply first writes one [`Redo`] record (under a reserved key)
+//! A state-machine apply first writes one redo record (under [`REDO_KEY`])
 //! holding every write of the apply, then makes the writes, then the "applied up to"
 //! keys. After a crash, [`replay`] makes the writes of the last redo record again:
 //! either the record did not survive (then none of the writes after it did), or it
@@ -25,33 +25,25 @@
 //! Readers see an apply's writes as they are made, not all at once; a reader making
 //! two reads already saw any apply that fell between them.
 
-use serde::{Deserialize, Serialize};
-
 /// The reserved key of the redo record (under the reserved prefix `0xff`, so never a
 /// state-machine key nor part of a snapshot).
 pub(super) const REDO_KEY: &[u8] = b"\xffraft/redo";
 
-/// One write: a value, or `None` for a key removed.
+/// One write: a value, or `None` for a key removed. The redo record is every write of
+/// one apply, in the order they are made.
 pub(super) type Write = (Vec<u8>, Option<Vec<u8>>);
 
-/// Every write of one apply, in the order they are made.
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
-pub(super) struct Redo {
-    /// The writes.
-    pub(super) writes: Vec<Write>,
+fn encode(writes: &[Write]) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(writes, bincode::config::standard())
 }
 
-fn encode(redo: &Redo) -> Result<Vec<u8>, bincode::error::EncodeError> {
-    bincode::serde::encode_to_vec(redo, bincode::config::standard())
-}
-
-/// Writes `redo`'s record, then each of its writes in order. A crash part way is
+/// Writes the redo record of `writes`, then each of them in order. A crash part way is
 /// finished by [`replay`] at open.
-pub(super) fn write(tree: &sled::Tree, redo: &Redo) -> Result<(), String> {
-    let record = encode(redo).map_err(|e| format!("encoding the redo record: {e}"))?;
+pub(super) fn write(tree: &sled::Tree, writes: &[Write]) -> Result<(), String> {
+    let record = encode(writes).map_err(|e| format!("encoding the redo record: {e}"))?;
     tree.insert(REDO_KEY, record)
         .map_err(|e| format!("writing the redo record: {e}"))?;
-    apply(tree, &redo.writes)
+    apply(tree, writes)
 }
 
 /// Makes `writes` one by one, in order.
@@ -75,11 +67,11 @@ pub(super) fn replay(tree: &sled::Tree) -> Result<usize, String> {
     else {
         return Ok(0);
     };
-    let (redo, _): (Redo, usize) =
+    let (writes, _): (Vec<Write>, usize) =
         bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
             .map_err(|e| format!("the redo record is damaged: {e}"))?;
-    apply(tree, &redo.writes)?;
-    Ok(redo.writes.len())
+    apply(tree, &writes)?;
+    Ok(writes.len())
 }
 
 /// Removes `keys` from `tree` one by one, in the order given: callers choose the order
@@ -106,15 +98,13 @@ mod tests {
         (dir, tree)
     }
 
-    fn redo() -> Redo {
-        Redo {
-            writes: vec![
-                (b"a".to_vec(), Some(b"1".to_vec())),
-                (b"b".to_vec(), None),
-                (b"c".to_vec(), Some(b"3".to_vec())),
-                (b"\xffraft/applied".to_vec(), Some(b"7".to_vec())),
-            ],
-        }
+    fn redo() -> Vec<Write> {
+        vec![
+            (b"a".to_vec(), Some(b"1".to_vec())),
+            (b"b".to_vec(), None),
+            (b"c".to_vec(), Some(b"3".to_vec())),
+            (b"\xffraft/applied".to_vec(), Some(b"7".to_vec())),
+        ]
     }
 
     fn contents(tree: &sled::Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -137,7 +127,7 @@ mod tests {
         torn.insert(b"b", b"old").unwrap();
         let record = encode(&redo()).unwrap();
         torn.insert(REDO_KEY, record).unwrap();
-        apply(&torn, &redo().writes[..1]).unwrap();
+        apply(&torn, &redo()[..1]).unwrap();
         assert_ne!(contents(&torn), expected, "the torn apply is incomplete");
         assert_eq!(replay(&torn).unwrap(), 4);
         assert_eq!(contents(&torn), expected);
