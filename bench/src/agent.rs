@@ -13,6 +13,11 @@
 //!
 //! Both arms send the same prompt, which the demo agent echoes (its first chunk is
 //! written as soon as the prompt arrives).
+//!
+//! Where Shoal's time goes comes from the node's own histograms, read over the admin API
+//! before and after the timed prompts ([`Breakdown`]): the turn's start on the node (the
+//! user message's commit included), the agent's first update as the node sees it, and
+//! the rest (the client's request and the first token's way back, over QUIC).
 
 use crate::common::{Latency, append_result, local_cluster, node_binary, spawn};
 use crate::plot::{self, Distribution};
@@ -20,7 +25,7 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
-use shoal_client::{Client, Profile};
+use shoal_client::{AdminClient, Client, Profile};
 use shoal_protocol::transcript::Event;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,6 +47,57 @@ struct Figures {
     direct: Latency,
     added_p50_ms: f64,
     added_p99_ms: f64,
+    /// Means over the timed prompts, ms.
+    shoal_mean_ms: f64,
+    direct_mean_ms: f64,
+    breakdown: Breakdown,
+}
+
+/// The node's histograms that split a prompt's way through Shoal.
+const TURN_START: &str = "shoal_turn_start_seconds";
+const COMMIT: &str = "shoal_raft_commit_seconds";
+const AGENT_FIRST_UPDATE: &str = "shoal_agent_first_update_seconds";
+
+/// Where a prompt's time goes on the node: means over the timed prompts (ms), from the
+/// differences of the node's histogram sums and counts across them.
+#[derive(Debug, Clone, Serialize)]
+struct Breakdown {
+    /// Message in → prompt handed to the agent (`shoal_turn_start_seconds`).
+    turn_start_ms: f64,
+    /// One Raft commit (`shoal_raft_commit_seconds`: user messages and turn ends alike).
+    commit_ms: f64,
+    /// Prompt handed to the agent → its first update on the node
+    /// (`shoal_agent_first_update_seconds`).
+    agent_first_update_ms: f64,
+    /// The rest of Shoal's mean: the client's request to the node and the first token's
+    /// way back to it.
+    rest_ms: f64,
+}
+
+/// Sum and count of histogram `name` in OpenMetrics `text`.
+fn sum_and_count(text: &str, name: &str) -> Option<(f64, f64)> {
+    let field = |suffix: &str| {
+        let prefix = format!("{name}_{suffix} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    Some((field("sum")?, field("count")?))
+}
+
+/// Mean of histogram `name` between two readings, in ms (NaN when nothing was recorded).
+fn mean_between(before: &str, after: &str, name: &str) -> f64 {
+    match (sum_and_count(before, name), sum_and_count(after, name)) {
+        (Some((s0, c0)), Some((s1, c1))) if c1 > c0 => (s1 - s0) / (c1 - c0) * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn mean_ms(samples_us: &[u32]) -> f64 {
+    if samples_us.is_empty() {
+        return f64::NAN;
+    }
+    samples_us.iter().map(|&v| f64::from(v)).sum::<f64>() / samples_us.len() as f64 / 1000.0
 }
 
 /// The demo agent as this process's child, spoken to over stdio.
@@ -186,13 +242,19 @@ pub async fn run(prompts: usize, results: &Path) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let layout = local_cluster(dir.path(), 1, &bin, |_| {})?;
     let mut node = spawn(&bin, &layout[0]).await?;
-    let client = Client::connect(&Profile::load(&dir.path().join("profile.toml"))?).await?;
+    let profile = Profile::load(&dir.path().join("profile.toml"))?;
+    let client = Client::connect(&profile).await?;
+    let admin = AdminClient::connect(&profile).await?;
     let conversation = client.create_conversation(None, None).await?.id;
     let mut direct = DirectAgent::start(&bin).await?;
     eprintln!("agent: {WARMUP_PROMPTS} warm-up prompts per arm, then {prompts} timed");
     let mut shoal_us = Vec::with_capacity(prompts);
     let mut direct_us = Vec::with_capacity(prompts);
+    let mut before = String::new();
     for i in 0..WARMUP_PROMPTS + prompts {
+        if i == WARMUP_PROMPTS {
+            before = admin.metrics().await?;
+        }
         let bounded = |what| format!("{what} prompt {i} took longer than {PROMPT_TIMEOUT:?}");
         let d = tokio::time::timeout(PROMPT_TIMEOUT, direct.prompt())
             .await
@@ -205,17 +267,30 @@ pub async fn run(prompts: usize, results: &Path) -> anyhow::Result<()> {
             shoal_us.push(micros(s));
         }
     }
+    let after = admin.metrics().await?;
     let _ = direct.child.kill().await;
     let _ = node.kill().await;
     let shoal = Latency::from_micros(&mut shoal_us);
     let direct = Latency::from_micros(&mut direct_us);
     let shoal_cdf = Distribution::from_sorted_micros(&shoal_us);
     let direct_cdf = Distribution::from_sorted_micros(&direct_us);
+    let shoal_mean_ms = mean_ms(&shoal_us);
+    let turn_start_ms = mean_between(&before, &after, TURN_START);
+    let agent_first_update_ms = mean_between(&before, &after, AGENT_FIRST_UPDATE);
+    let breakdown = Breakdown {
+        turn_start_ms,
+        commit_ms: mean_between(&before, &after, COMMIT),
+        agent_first_update_ms,
+        rest_ms: shoal_mean_ms - turn_start_ms - agent_first_update_ms,
+    };
     let figures = Figures {
         added_p50_ms: shoal.p50_ms - direct.p50_ms,
         added_p99_ms: shoal.p99_ms - direct.p99_ms,
         shoal,
         direct,
+        shoal_mean_ms,
+        direct_mean_ms: mean_ms(&direct_us),
+        breakdown,
     };
     println!("agent overhead: prompt -> first token, {prompts} prompts per arm (ms)");
     println!("{:>34} {:>8} {:>8} {:>8}", "", "p50", "p99", "max");
@@ -247,6 +322,23 @@ pub async fn run(prompts: usize, results: &Path) -> anyhow::Result<()> {
         "agent",
         serde_json::json!({"prompts": prompts, "figures": figures, "target_added_ms": TARGET_ADDED_MS}),
     )?;
+    let b = &figures.breakdown;
+    println!(
+        "through Shoal, mean {:.2} ms (baseline mean {:.2} ms), from the node's metrics:",
+        figures.shoal_mean_ms, figures.direct_mean_ms
+    );
+    println!(
+        "  message in -> prompt to the agent    {:>6.2} ms  (one Raft commit: {:.2} ms)",
+        b.turn_start_ms, b.commit_ms
+    );
+    println!(
+        "  prompt to the agent -> first update  {:>6.2} ms  (the agent, its pipes, the node's ACP client)",
+        b.agent_first_update_ms
+    );
+    println!(
+        "  the rest                             {:>6.2} ms  (the request to the node, the token's way back)",
+        b.rest_ms
+    );
     println!("results appended to {}", path.display());
     plot::save(results, "agent", |path| {
         plot::latency_cdf(
@@ -269,6 +361,24 @@ pub async fn run(prompts: usize, results: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_histograms_mean_is_taken_between_two_readings() {
+        let reading = |sum: f64, count: u32| {
+            format!(
+                "# TYPE shoal_turn_start_seconds histogram\n\
+                 shoal_turn_start_seconds_sum {sum}\n\
+                 shoal_turn_start_seconds_count {count}\n\
+                 shoal_turn_start_seconds_bucket{{le=\"0.001\"}} {count}\n"
+            )
+        };
+        let before = reading(0.5, 3);
+        let after = reading(0.5 + 0.004, 7);
+        assert!((mean_between(&before, &after, TURN_START) - 1.0).abs() < 1e-9);
+        // Nothing recorded in between, or no such histogram: not a number.
+        assert!(mean_between(&before, &before, TURN_START).is_nan());
+        assert!(mean_between(&before, &after, COMMIT).is_nan());
+    }
 
     #[test]
     fn only_agent_text_counts_as_the_first_token() {

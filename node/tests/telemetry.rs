@@ -76,6 +76,14 @@ async fn the_prometheus_endpoint_serves_the_nodes_metrics() {
         );
     }
 
+    // One turn: one start, and its first update timed once, however many followed.
+    for histogram in [
+        "shoal_turn_start_seconds",
+        "shoal_agent_first_update_seconds",
+    ] {
+        assert_eq!(value(&scrape, histogram), 1.0, "{histogram}:\n{body}");
+    }
+
     // The admin API gives the same metrics.
     let text = node.admin().await.metrics().await.unwrap();
     assert!(text.contains("shoal_turn_seconds_bucket"), "{text}");

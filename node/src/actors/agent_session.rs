@@ -60,6 +60,9 @@ pub enum AgentSessionMsg {
         /// The turn's span: the process start and the agent calls for the prompt are
         /// its children.
         span: tracing::Span,
+        /// When the turn was asked for: its message reached the conversation, or its
+        /// queued message's start was submitted (`shoal_turn_start_seconds`).
+        asked: std::time::Instant,
     },
     /// Ask the agent to cancel `turn` (`session/cancel`).
     Cancel {
@@ -192,6 +195,7 @@ impl Actor for AgentSessionActor {
             args.credits.clone(),
             updates_rx,
             control_rx,
+            args.ctx.metrics.clone(),
         ));
         Ok(AgentSessionState {
             args,
@@ -236,12 +240,14 @@ impl Actor for AgentSessionActor {
                 picks,
                 attachments,
                 span,
+                asked,
             } => {
                 let prompt = Prompt {
                     turn,
                     text,
                     picks,
                     attachments,
+                    asked,
                 };
                 let run = run_prompt(&myself, state, prompt, span.clone());
                 tracing::Instrument::instrument(run, span).await;
@@ -315,6 +321,7 @@ struct Prompt {
     text: String,
     picks: Picks,
     attachments: Vec<shoal_protocol::attachments::Attachment>,
+    asked: std::time::Instant,
 }
 
 /// Runs `prompt`: starts the process if there is none, applies the picks, and sends
@@ -330,6 +337,7 @@ async fn run_prompt(
         text,
         picks,
         attachments,
+        asked,
     } = prompt;
     let process = ensure_process(myself, state, turn).await;
     // Only a new session's first prompt carries the conversation so far; it
@@ -370,6 +378,11 @@ async fn run_prompt(
             return;
         }
     };
+    // Handed to the agent (the forwarder times its first update from `Start`).
+    let histograms = state.args.ctx.metrics.histograms();
+    histograms
+        .turn_start_seconds
+        .observe_duration(asked.elapsed());
     settings::apply_picks(state, &process, &picks, turn).await;
     if let Some(slot) = &state.slot {
         slot.begin_turn();
@@ -647,15 +660,27 @@ async fn start_process(
 /// Forwards updates tagged with the current turn, and each turn's end after its updates.
 /// Each event waits for a credit first, so at most [`super::conversation::AGENT_EVENTS_QUEUED_MAX`]
 /// sit in the conversation's mailbox; while it waits, the bounded update queue fills and
-/// the agent process's own writes block.
+/// the agent process's own writes block. Times each turn's first update from its `Start`
+/// (`shoal_agent_first_update_seconds`).
 async fn forward(
     conversation: ActorRef<ConversationMsg>,
     credits: Arc<tokio::sync::Semaphore>,
     mut updates: mpsc::Receiver<AgentUpdate>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    metrics: Arc<Metrics>,
 ) {
     // Turn 0 never exists: updates tagged with it are dropped by the conversation.
     let mut current = TurnId(0);
+    // When the current turn's prompt was handed over, until its first update.
+    let mut handed: Option<std::time::Instant> = None;
+    let first_update = |handed: &mut Option<std::time::Instant>| {
+        if let Some(at) = handed.take() {
+            metrics
+                .histograms()
+                .agent_first_update_seconds
+                .observe_duration(at.elapsed());
+        }
+    };
     let send = async |turn: TurnId, event: AgentEvent| {
         // Closed only when the conversation stops.
         let Ok(credit) = credits.clone().acquire_owned().await else {
@@ -681,6 +706,7 @@ async fn forward(
                         if !send(TurnId(0), AgentEvent::Update(update)).await { return; }
                     }
                     current = turn;
+                    handed = Some(std::time::Instant::now());
                     let _ = ack.send(());
                 }
                 Some(Control::End(turn, result)) => {
@@ -690,6 +716,7 @@ async fn forward(
                         tokio::select! {
                             biased;
                             Some(update) = updates.recv() => {
+                                first_update(&mut handed);
                                 if !send(current, AgentEvent::Update(update)).await { return; }
                                 if tokio::time::Instant::now() >= window { break; }
                             }
@@ -702,11 +729,16 @@ async fn forward(
                         return;
                     }
                     if !send(turn, AgentEvent::Ended(result.map(|a| a.outcome))).await { return; }
+                    // A turn without updates times nothing.
+                    handed = None;
                 }
             },
             update = updates.recv() => match update {
                 None => return,
-                Some(update) => if !send(current, AgentEvent::Update(update)).await { return; },
+                Some(update) => {
+                    first_update(&mut handed);
+                    if !send(current, AgentEvent::Update(update)).await { return; }
+                }
             },
         }
     }
@@ -765,6 +797,7 @@ mod tests {
             credits.clone(),
             updates_rx,
             control_rx,
+            Arc::new(Metrics::default()),
         ));
         for i in 0..10 {
             updates_tx

@@ -517,7 +517,11 @@ async fn handle_msg(
             turn::request_turn(
                 state,
                 caller,
-                turn::Prompt { text, attachments },
+                turn::Prompt {
+                    text,
+                    attachments,
+                    asked: std::time::Instant::now(),
+                },
                 request_id,
                 sink,
                 reply,

@@ -179,6 +179,12 @@ pub struct Histograms {
     /// Fan-out delay: from an event entering a conversation's replay ring to its
     /// follower's stream write.
     pub fanout_seconds: Hist,
+    /// A turn's start on the node: its message reaching the conversation to its prompt
+    /// handed to the agent's connection (the user message's commit, the actor hops).
+    pub turn_start_seconds: Hist,
+    /// The agent's answer time: a prompt handed to its connection to the turn's first
+    /// update reaching the node (the agent's own time to first output, and its pipes).
+    pub agent_first_update_seconds: Hist,
 }
 
 impl Default for Histograms {
@@ -204,17 +210,29 @@ impl Default for Histograms {
                 "Delay from an event entering a conversation's replay ring to a follower's stream write",
                 exponential_buckets(0.000_1, 2.0, 16),
             ),
+            turn_start_seconds: Hist::new(
+                "shoal_turn_start_seconds",
+                "From a message reaching its conversation to its prompt handed to the agent (the commit of the user message included)",
+                exponential_buckets(0.000_1, 2.0, 18),
+            ),
+            agent_first_update_seconds: Hist::new(
+                "shoal_agent_first_update_seconds",
+                "From a prompt handed to the agent to the turn's first update from it reaching the node",
+                exponential_buckets(0.000_1, 2.0, 20),
+            ),
         }
     }
 }
 
 impl Histograms {
-    fn all(&self) -> [&Hist; 4] {
+    fn all(&self) -> [&Hist; 6] {
         [
             &self.turn_seconds,
             &self.raft_commit_seconds,
             &self.raft_batch_commands,
             &self.fanout_seconds,
+            &self.turn_start_seconds,
+            &self.agent_first_update_seconds,
         ]
     }
 

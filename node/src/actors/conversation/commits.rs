@@ -50,6 +50,8 @@ pub enum Commit {
         text: String,
         /// The `turn` span of the turn it starts.
         span: tracing::Span,
+        /// When its start was submitted (the turn's `asked`, see [`turn::Prompt`]).
+        asked: std::time::Instant,
     },
     /// A queue edit.
     QueueEdit {
@@ -169,8 +171,14 @@ pub(super) async fn on_committed(
         } => {
             super::queue::on_enqueued(state, text, sink, reply, trace, result).await;
         }
-        Commit::StartQueued { item, text, span } => {
-            super::queue::on_start_committed(state, item, text, span, result).await;
+        Commit::StartQueued {
+            item,
+            text,
+            span,
+            asked,
+        } => {
+            let prompt = turn::Prompt::text(text, asked);
+            super::queue::on_start_committed(state, item, prompt, span, result).await;
         }
         Commit::QueueEdit { removed, reply } => {
             super::queue::on_queue_edited(state, removed, reply, result);

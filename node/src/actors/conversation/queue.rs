@@ -88,7 +88,7 @@ pub(super) async fn on_enqueued(
         // A retry of a send whose turn already started: answered like a retried send.
         started @ Ok(Outcome::TurnStarted(_)) => {
             state.sends_pending += 1;
-            let prompt = turn::Prompt::text(text);
+            let prompt = turn::Prompt::text(text, std::time::Instant::now());
             // Answered like a retried send: no new turn, no span of its own.
             let origin = turn::Origin {
                 reply: Some(reply),
@@ -138,6 +138,7 @@ pub(super) fn maybe_start_next(state: &mut ConversationState) {
         item,
         text,
         span: span.clone(),
+        asked: std::time::Instant::now(),
     };
     span.in_scope(|| submit(state, cmd, commit));
 }
@@ -145,7 +146,7 @@ pub(super) fn maybe_start_next(state: &mut ConversationState) {
 pub(super) async fn on_start_committed(
     state: &mut ConversationState,
     item: u64,
-    text: String,
+    prompt: turn::Prompt,
     span: tracing::Span,
     result: Result<Outcome, ProposeError>,
 ) {
@@ -172,7 +173,7 @@ pub(super) async fn on_start_committed(
         from_item: Some(item),
         span,
     };
-    turn::on_send_committed(state, turn::Prompt::text(text), sink, origin, result).await;
+    turn::on_send_committed(state, prompt, sink, origin, result).await;
 }
 
 /// Lists or edits the queue.

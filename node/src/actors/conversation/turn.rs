@@ -18,14 +18,18 @@ pub struct Prompt {
     pub text: String,
     /// Images and files, given once with this turn.
     pub attachments: Vec<shoal_protocol::attachments::Attachment>,
+    /// When the turn was asked for (`shoal_turn_start_seconds` runs from here to the
+    /// prompt handed to the agent).
+    pub asked: std::time::Instant,
 }
 
 impl Prompt {
-    /// A prompt of text alone.
-    pub(super) fn text(text: String) -> Self {
+    /// A prompt of text alone, asked for at `asked`.
+    pub(super) fn text(text: String, asked: std::time::Instant) -> Self {
         Self {
             text,
             attachments: Vec::new(),
+            asked,
         }
     }
 }
@@ -395,6 +399,7 @@ pub(super) async fn on_send_committed(
                 picks: super::settings::picks(state),
                 attachments: prompt.attachments,
                 span,
+                asked: prompt.asked,
             });
             if cancel_early {
                 request_cancel(state);
