@@ -12,7 +12,9 @@
 //! * Resident memory added per active idle conversation actor: `--actors` more
 //!   conversations activated, VmRSS before and after.
 
-use crate::common::{Latency, append_result, local_cluster, node_binary, poll_until, rss_bytes};
+use crate::common::{
+    Latency, append_result, dir_bytes, local_cluster, node_binary, poll_until, rss_bytes,
+};
 use crate::plot::{self, Distribution};
 use anyhow::Context;
 use futures::StreamExt;
@@ -55,21 +57,6 @@ struct Start {
     ready_secs: f64,
     rss_bytes: u64,
     store_bytes: u64,
-}
-
-/// Bytes of the files under `dir` (0 where unreadable).
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(_) => e.metadata().map_or(0, |m| m.len()),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// Starts `node`, timing it to its ready line; reads its memory once settled.

@@ -13,7 +13,9 @@
 //! Baseline in the same run: the same load against one single-replica node
 //! (`cluster.replicas = 1`: one local flush per commit, no peers).
 
-use crate::common::{CpuMeter, Latency, append_result, local_cluster, node_binary, spawn};
+use crate::common::{
+    CpuMeter, Latency, append_result, dir_bytes, local_cluster, node_binary, spawn,
+};
 use crate::failover::wait_balanced;
 use crate::plot::{self, Distribution};
 use anyhow::Context;
@@ -64,6 +66,13 @@ pub struct Arm {
     pub node_cores: f64,
     /// Share of one core this process (the clients) used in the window.
     pub client_cores: f64,
+    /// Writes acknowledged from the start, warm-up and the users' first writes included.
+    pub acked_total: u64,
+    /// Bytes of every node's store once stopped.
+    pub store_bytes: u64,
+    /// A replica's store bytes per acknowledged write (`store_bytes` over the nodes, each
+    /// holding a replica of every shard, over `acked_total`).
+    pub store_bytes_per_write: f64,
     /// Writes acknowledged in each whole second of the window (for the plot).
     #[serde(skip)]
     pub per_second: Vec<u64>,
@@ -110,7 +119,7 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         options.users, options.concurrency, options.secs
     );
     println!(
-        "{:>22} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>9}",
+        "{:>22} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>9} {:>8}",
         "setup",
         "writes",
         "per s",
@@ -120,11 +129,12 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         "errors",
         "shards",
         "node cpu",
-        "cli cpu"
+        "cli cpu",
+        "B/write"
     );
     for arm in [&replicated, &baseline] {
         println!(
-            "{:>22} {:>9} {:>8.0} {:>8.2} {:>8.2} {:>8.1} {:>6} {:>7} {:>8.0}% {:>8.0}%",
+            "{:>22} {:>9} {:>8.0} {:>8.2} {:>8.2} {:>8.1} {:>6} {:>7} {:>8.0}% {:>8.0}% {:>8.0}",
             arm.setup,
             arm.writes,
             arm.writes_per_sec,
@@ -134,7 +144,8 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
             arm.errors,
             arm.shards,
             arm.node_cores * 100.0,
-            arm.client_cores * 100.0
+            arm.client_cores * 100.0,
+            arm.store_bytes_per_write
         );
     }
     let ratio = replicated.writes_per_sec / baseline.writes_per_sec.max(1e-9);
@@ -226,11 +237,13 @@ async fn run_arm(
         let node = &layout[user % layout.len()];
         clients.push(Client::connect(&profile_for(&base, node, token)).await?);
     }
+    let acked_total = Arc::new(AtomicU64::new(0));
     let shards: std::collections::BTreeSet<u16> = {
         let mut set = std::collections::BTreeSet::new();
         for client in &clients {
             // The user's first write names the shard its workspace is in.
             set.insert(client.create_conversation(None, None).await?.id.shard.0);
+            acked_total.fetch_add(1, Ordering::Relaxed);
         }
         set
     };
@@ -245,13 +258,16 @@ async fn run_arm(
     for worker in 0..options.concurrency {
         let client = clients[worker % clients.len()].clone();
         let (stop, window_start) = (stop.clone(), window_start.clone());
-        let per_second = per_second.clone();
+        let (per_second, acked_total) = (per_second.clone(), acked_total.clone());
         workers.spawn(async move {
             let mut latencies_us = Vec::new();
             let mut errors = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let ok = client.create_conversation(None, None).await.is_ok();
+                if ok {
+                    acked_total.fetch_add(1, Ordering::Relaxed);
+                }
                 // Only writes acknowledged inside the window count.
                 let window = window_start.get().filter(|_| !stop.load(Ordering::Relaxed));
                 let Some(window) = window else { continue };
@@ -299,6 +315,11 @@ async fn run_arm(
     for mut child in children {
         let _ = child.kill().await;
     }
+    let store_bytes: u64 = layout
+        .iter()
+        .map(|node| dir_bytes(&node.data_dir.join("store")))
+        .sum();
+    let acked_total = acked_total.load(Ordering::Relaxed);
     let writes = all.len() as u64;
     eprintln!("throughput: {setup}: {writes} writes in {elapsed:.1} s");
     let latency = Latency::from_micros(&mut all);
@@ -311,6 +332,9 @@ async fn run_arm(
         shards: shards.len(),
         node_cores,
         client_cores,
+        acked_total,
+        store_bytes,
+        store_bytes_per_write: store_bytes as f64 / layout.len() as f64 / acked_total.max(1) as f64,
         per_second: per_second
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
