@@ -46,12 +46,10 @@ pub enum Commit {
     StartQueued {
         /// The queued message.
         item: u64,
-        /// Its text, the prompt.
-        text: String,
+        /// Its text as the prompt, asked for when its start was submitted.
+        prompt: turn::Prompt,
         /// The `turn` span of the turn it starts.
         span: tracing::Span,
-        /// When its start was submitted (the turn's `asked`, see [`turn::Prompt`]).
-        asked: std::time::Instant,
     },
     /// A queue edit.
     QueueEdit {
@@ -171,13 +169,7 @@ pub(super) async fn on_committed(
         } => {
             super::queue::on_enqueued(state, text, sink, reply, trace, result).await;
         }
-        Commit::StartQueued {
-            item,
-            text,
-            span,
-            asked,
-        } => {
-            let prompt = turn::Prompt::text(text, asked);
+        Commit::StartQueued { item, prompt, span } => {
             super::queue::on_start_committed(state, item, prompt, span, result).await;
         }
         Commit::QueueEdit { removed, reply } => {

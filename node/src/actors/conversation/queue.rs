@@ -136,9 +136,8 @@ pub(super) fn maybe_start_next(state: &mut ConversationState) {
     let span = turn::turn_span(state, &trace);
     let commit = Commit::StartQueued {
         item,
-        text,
+        prompt: turn::Prompt::text(text, std::time::Instant::now()),
         span: span.clone(),
-        asked: std::time::Instant::now(),
     };
     span.in_scope(|| submit(state, cmd, commit));
 }
