@@ -103,7 +103,7 @@ mod tests {
             (b"a".to_vec(), Some(b"1".to_vec())),
             (b"b".to_vec(), None),
             (b"c".to_vec(), Some(b"3".to_vec())),
-            (b"\xffraft/applied".to_vec(), Some(b"7".to_vec())),
+            (super::super::APPLIED_KEY.to_vec(), Some(b"7".to_vec())),
         ]
     }
 
