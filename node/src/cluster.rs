@@ -22,6 +22,7 @@ pub mod stand_down;
 use crate::peer::{ControlReply, PeerClient, PeerRequest};
 use crate::raft::heartbeats::Heartbeats;
 use crate::raft::network::ShardNetworkFactory;
+use crate::raft::replies::{self, BatchReplies, Reply};
 use crate::raft::{
     BATCH_COMMANDS_MAX, ENTRY_BYTES_MAX, PeerNode, ShardBatch, ShardRaft, TypeConfig, storage,
 };
@@ -139,8 +140,6 @@ pub enum Route {
     /// No leader known, or this node leads but has no lease yet: retry shortly.
     Unavailable,
 }
-
-type Reply = oneshot::Sender<Result<Outcome, ProposeError>>;
 
 struct Proposal {
     command: ShardCommand,
@@ -842,9 +841,13 @@ async fn run_batcher(
         let histograms = metrics.histograms();
         histograms.raft_batch_commands.observe(count as f64);
         let started = std::time::Instant::now();
+        // The leader's apply answers them as soon as the entry's writes are made; this
+        // task answers what it did not (replies.rs).
+        let waiting = BatchReplies::new(replies);
         let write = raft.client_write(ShardBatch {
             commands,
             traces: crate::raft::BatchTraces(traces),
+            replies: waiting.clone(),
         });
         let result =
             match tokio::time::timeout(Duration::from_millis(PROPOSE_TIMEOUT_MS), write).await {
@@ -855,32 +858,20 @@ async fn run_batcher(
                     result
                 }
                 Err(_) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(ProposeError::Unavailable {
+                    if let Some(replies) = waiting.take() {
+                        replies::fail(replies, || ProposeError::Unavailable {
                             shard,
                             timeout_ms: PROPOSE_TIMEOUT_MS,
-                        }));
+                        });
                     }
                     continue;
                 }
             };
+        let Some(replies) = waiting.take() else {
+            continue;
+        };
         match result {
-            Ok(response) => {
-                let mut results = response.data.results.into_iter();
-                for reply in replies {
-                    let r = match results.next() {
-                        Some(Ok(outcome)) => Ok(outcome),
-                        Some(Err(rejection)) => Err(ProposeError::Rejected(rejection)),
-                        None => Err(ProposeError::Failed {
-                            shard,
-                            message: format!(
-                                "the state machine answered fewer than {count} commands"
-                            ),
-                        }),
-                    };
-                    let _ = reply.send(r);
-                }
-            }
+            Ok(response) => replies::answer(shard, replies, response.data.results),
             Err(e) => {
                 let make = || match &e {
                     RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
@@ -898,9 +889,7 @@ async fn run_batcher(
                         message: other.to_string(),
                     },
                 };
-                for reply in replies {
-                    let _ = reply.send(Err(make()));
-                }
+                replies::fail(replies, make);
             }
         }
     }

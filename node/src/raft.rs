@@ -12,6 +12,7 @@
 
 pub mod heartbeats;
 pub mod network;
+pub mod replies;
 pub mod snapshot_file;
 pub mod storage;
 
@@ -58,6 +59,10 @@ pub struct ShardBatch {
     /// them: never encoded (so not in the log, not replicated, not on the wire).
     #[serde(skip)]
     pub traces: BatchTraces,
+    /// Where the commands' results go, on the node that proposed them: answered by the
+    /// leader's apply of the entry ([`replies`]). Never encoded, as the traces.
+    #[serde(skip)]
+    pub replies: replies::BatchReplies,
 }
 
 /// The `propose` spans' places of a batch's commands (those in a recorded trace), so

@@ -238,6 +238,7 @@ mod tests {
                     title: Some(text),
                 }],
                 traces: Default::default(),
+                replies: Default::default(),
             }),
         }
     }

@@ -20,9 +20,10 @@
 // return the same type rather than converting at every call.
 #![allow(clippy::result_large_err)]
 
+mod proposed;
 mod redo;
-mod traces;
 
+use super::replies::BatchReplies;
 use super::snapshot_file::{self, SnapshotDir, SnapshotFile};
 use super::{BatchResult, PeerNode, ShardBatch, TypeConfig};
 use crate::shard::state_machine::{self, Pairs, ReadError, ShardRead};
@@ -105,8 +106,8 @@ struct Trees {
     files: Arc<Mutex<()>>,
     snapshots: SnapshotDir,
     shard: ShardId,
-    /// The traces of entries this node proposed, from append to apply.
-    traces: traces::EntryTraces,
+    /// The traces and replies of entries this node proposed, from append to apply.
+    proposed: proposed::Proposed,
 }
 
 impl Trees {
@@ -120,7 +121,7 @@ impl Trees {
             state_lock: Arc::new(tokio::sync::Mutex::new(())),
             files: Arc::new(Mutex::new(())),
             snapshots: SnapshotDir::open(store.dir(), shard.0)?,
-            traces: traces::EntryTraces::default(),
+            proposed: proposed::Proposed::default(),
             log: store.db().open_tree(format!("raft-log-{}", shard.0))?,
             meta: store.db().open_tree(format!("raft-meta-{}", shard.0))?,
             state: store.shard_tree(shard)?.clone(),
@@ -253,7 +254,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         // One key per entry, in index order: a crash keeps a prefix of them (redo.rs).
         for entry in entries {
-            self.trees.traces.appended([&entry]);
+            self.trees.proposed.appended([&entry]);
             let key = index_key(entry.log_id.index);
             let value = encode(&entry).map_err(io_write)?;
             self.trees.log.insert(key, value).map_err(io_write)?;
@@ -325,23 +326,26 @@ impl<R: ShardRead> ShardRead for Overlay<'_, R> {
 }
 
 /// What applying a run of entries produced: the writes (to commit in one batch), one
-/// result per entry, and the last log id and membership seen.
+/// result per entry, the proposals to answer once the writes are made (by the index of
+/// their entry's result), and the last log id and membership seen.
 #[derive(Default)]
 struct AppliedEntries {
     pending: Pending,
     replies: Vec<BatchResult>,
+    answers: Vec<(usize, BatchReplies)>,
     last: Option<LogId<u64>>,
     membership: Option<StoredMembership<u64, PeerNode>>,
 }
 
-/// Runs the state machine over `entries` on top of `base`, each batch inside the span
-/// `span_of` makes for it (its log id and command count). A [`ReadError`] is this
-/// replica's own fault: it aborts the whole call (nothing is written) instead of
-/// becoming a result that other replicas would not have.
+/// Runs the state machine over `entries` on top of `base`. `proposed_of` gives each
+/// batch (by its log id and command count) the span to apply it in and the replies of
+/// its proposals, if this node proposed it. A [`ReadError`] is this replica's own
+/// fault: it aborts the whole call (nothing is written) instead of becoming a result
+/// that other replicas would not have.
 fn apply_entries(
     base: &impl ShardRead,
     entries: impl IntoIterator<Item = Entry<TypeConfig>>,
-    span_of: impl Fn(&LogId<u64>, usize) -> tracing::Span,
+    proposed_of: impl Fn(&LogId<u64>, usize) -> (tracing::Span, BatchReplies),
 ) -> Result<AppliedEntries, ReadError> {
     let mut out = AppliedEntries::default();
     for entry in entries {
@@ -353,7 +357,11 @@ fn apply_entries(
                 out.replies.push(BatchResult::default());
             }
             EntryPayload::Normal(ShardBatch { commands, .. }) => {
-                let _apply = span_of(&entry.log_id, commands.len()).entered();
+                let (span, replies) = proposed_of(&entry.log_id, commands.len());
+                let _apply = span.entered();
+                if !replies.is_empty() {
+                    out.answers.push((out.replies.len(), replies));
+                }
                 let mut results = Vec::with_capacity(commands.len());
                 for cmd in &commands {
                     let view = Overlay {
@@ -576,14 +584,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let shard = self.trees.shard;
         let AppliedEntries {
             pending,
-            replies,
+            mut replies,
+            answers,
             last,
             membership,
         } = match apply_entries(&self.trees.state, entries, |log_id, commands| {
-            let traces = &self.trees.traces;
-            traces.apply_span(self.trees.shard, log_id, commands)
+            let (traces, replies) = self.trees.proposed.take(log_id);
+            (
+                proposed::apply_span(shard, log_id, commands, traces),
+                replies,
+            )
         }) {
             Ok(applied) => applied,
             Err(e) => {
@@ -607,6 +620,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let _guard = self.trees.state_lock.lock().await;
         // Atomic through the redo record, not a sled batch (redo.rs says why).
         redo::write(&self.trees.state, &writes).map_err(io_write)?;
+        // The writes are made: answer this node's proposals now, not through openraft's
+        // core and the batcher (replies.rs). Their results move to the proposers; the
+        // batcher, finding the replies taken, has nothing left to answer.
+        for (i, waiting) in answers {
+            if let Some(proposals) = waiting.take() {
+                let results = std::mem::take(&mut replies[i].results);
+                super::replies::answer(shard, proposals, results);
+            }
+        }
         Ok(replies)
     }
 
@@ -715,9 +737,12 @@ mod tests {
                     conversation: ConversationId::new(ShardId(0), 1),
                 }],
                 traces: Default::default(),
+                replies: Default::default(),
             }),
         };
-        let result = apply_entries(&Failing, [entry], |_, _| tracing::Span::none());
+        let result = apply_entries(&Failing, [entry], |_, _| {
+            (tracing::Span::none(), Default::default())
+        });
         assert!(
             matches!(&result, Err(ReadError::Io(m)) if m.contains("injected")),
             "{:?}",
@@ -766,9 +791,13 @@ mod tests {
             payload: EntryPayload::Normal(ShardBatch {
                 commands,
                 traces: Default::default(),
+                replies: Default::default(),
             }),
         };
-        let applied = apply_entries(&tree, [entry], |_, _| tracing::Span::none()).unwrap();
+        let applied = apply_entries(&tree, [entry], |_, _| {
+            (tracing::Span::none(), Default::default())
+        })
+        .unwrap();
         let results = &applied.replies[0].results;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(
@@ -805,5 +834,43 @@ mod tests {
         assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id));
         let tree = store.shard_tree(ShardId(0)).unwrap();
         assert_eq!(tree.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    /// The leader's apply answers the proposals of an entry this node appended once
+    /// its writes are made, without openraft's core or the batcher; the result it
+    /// hands back to openraft is then empty. An entry appended without replies (a
+    /// follower's) keeps its results for openraft.
+    #[tokio::test]
+    async fn the_apply_answers_the_proposals_of_an_entry_this_node_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1).unwrap();
+        let (log, mut sm) = open(&store, ShardId(0)).unwrap();
+        let entry = |index, replies| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(ShardBatch {
+                commands: vec![ShardCommand::Activate {
+                    conversation: ConversationId::new(ShardId(0), 1),
+                }],
+                traces: Default::default(),
+                replies,
+            }),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let batcher = super::super::replies::BatchReplies::new(vec![tx]);
+        log.trees.proposed.appended([&entry(5, batcher.clone())]);
+        log.trees.proposed.appended([&entry(6, Default::default())]);
+        // Read back from the log, as openraft does: no replies on the entry itself.
+        let results = sm
+            .apply([entry(5, Default::default()), entry(6, Default::default())])
+            .await
+            .unwrap();
+        let answered = rx.await.expect("the apply answered");
+        assert!(
+            matches!(&answered, Err(crate::cluster::ProposeError::Rejected(_))),
+            "no such conversation: {answered:?}"
+        );
+        assert!(batcher.take().is_none(), "nothing left for the batcher");
+        assert!(results[0].results.is_empty(), "moved to the proposer");
+        assert_eq!(results[1].results.len(), 1, "kept for openraft");
     }
 }
