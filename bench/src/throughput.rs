@@ -13,6 +13,8 @@
 //! Baseline in the same run: the same load against one single-replica node
 //! (`cluster.replicas = 1`: one local flush per commit, no peers).
 
+pub mod floor;
+
 use crate::common::{
     CpuMeter, Latency, append_result, dir_bytes, local_cluster, node_binary, spawn,
 };
@@ -114,6 +116,12 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         options,
     )
     .await?;
+    // Shards' entries carry about as many commands as there are writers per shard.
+    let batch = options.concurrency.div_ceil(replicated.shards.max(1));
+    eprintln!("throughput: the apply alone, {batch} writes per entry (shoal-node bench-apply)");
+    let floor = floor::measure(&bin, &dir.path().join("floor"), options.users, batch).await?;
+    let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let ceiling = floor::ceiling(&floor, cores, 3.0);
     println!(
         "throughput: CreateConversation (one replicated, flushed Raft commit each), {} users, {} in flight, {} s",
         options.users, options.concurrency, options.secs
@@ -157,6 +165,16 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
             "MISSED"
         }
     );
+    // CPU per write: the replicas' three applies against all the nodes spent.
+    let apply_share = (3.0 / floor.per_core_second)
+        / (replicated.node_cores / replicated.writes_per_sec.max(1e-9));
+    println!(
+        "the apply alone (no log, Raft, network or client; {} writes per entry): {:.0} writes per CPU-second, \
+         so 3 replicas on {cores:.0} cores apply at most {ceiling:.0}/s; in the 3-node arm it is {:.0}% of the nodes' CPU per write",
+        floor.batch,
+        floor.per_core_second,
+        apply_share * 100.0
+    );
     let path = append_result(
         results,
         "throughput",
@@ -167,6 +185,9 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
             "replicated": replicated,
             "single_replica": baseline,
             "ratio": ratio,
+            "apply_alone": floor,
+            "apply_ceiling_3_replicas": ceiling,
+            "apply_share_of_node_cpu": apply_share,
             "target_writes_per_sec": TARGET_WRITES_PER_SEC,
         }),
     )?;

@@ -77,6 +77,26 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         users: u32,
     },
+    /// Measure one replica's state-machine apply alone (for `shoal-bench throughput`):
+    /// prints one JSON line.
+    #[command(hide = true)]
+    BenchApply {
+        /// A directory that does not exist yet, for the new store.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Shards of the store.
+        #[arg(long, default_value_t = 64)]
+        shards: u16,
+        /// Users creating conversations (`tp-0`, `tp-1`, …).
+        #[arg(long, default_value_t = 256)]
+        users: usize,
+        /// Creates per log entry.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Seconds to apply for.
+        #[arg(long, default_value_t = 3)]
+        secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +202,19 @@ pub fn main() -> ExitCode {
             })
             .await?;
             println!("bench-seed: {conversations} conversations stored");
+            Ok(())
+        }),
+        Command::BenchApply {
+            dir,
+            shards,
+            users,
+            batch,
+            secs,
+        } => run(|| async move {
+            let done = dev::apply_alone::run(&dir, shards, users, batch, secs)
+                .await
+                .map_err(|e| anyhow::anyhow!("bench-apply: {e}"))?;
+            println!("{}", serde_json::to_string(&done)?);
             Ok(())
         }),
         Command::Start { config } => run(|| async move {

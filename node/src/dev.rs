@@ -5,6 +5,7 @@
 //! `profile.toml` (address, server name, CA path, a user token and an admin token) that
 //! the SDK and `shoalctl --profile` read. Restarting on the same dir keeps everything.
 
+pub mod apply_alone;
 pub mod seed;
 
 use crate::security::tls::{TlsPaths, ensure_dev_certs};

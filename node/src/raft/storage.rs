@@ -394,6 +394,29 @@ pub struct StateMachineStore {
     trees: Trees,
 }
 
+impl StateMachineStore {
+    /// Applies `commands` as the committed log entry `index` of leader term `term`, the
+    /// way every replica applies a committed entry (the writes, the redo record, "applied
+    /// up to"), with no log, no Raft and no network around it: `shoal-bench throughput`
+    /// measures what the apply alone costs with it. Entries must come in index order.
+    pub async fn apply_committed(
+        &mut self,
+        term: u64,
+        index: u64,
+        commands: Vec<state_machine::ShardCommand>,
+    ) -> Result<BatchResult, SErr> {
+        let entry = Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(term, 0), index),
+            payload: EntryPayload::Normal(ShardBatch {
+                commands,
+                traces: Default::default(),
+                replies: Default::default(),
+            }),
+        };
+        Ok(self.apply([entry]).await?.pop().unwrap_or_default())
+    }
+}
+
 /// The last applied log id and membership recorded in `state`.
 fn applied_of(state: &sled::Tree) -> Result<AppliedState, SErr> {
     let applied = get(state, APPLIED_KEY)?;
