@@ -10,6 +10,10 @@
 //! nodes in turn (a request for a shard another node leads is forwarded once, as for
 //! any client).
 //!
+//! A second 3-node arm connects each user to the node leading its default workspace's
+//! shard, so no write is forwarded: what routing by shard (a gateway that knows the
+//! leaders) would gain over one address.
+//!
 //! Baseline in the same run: the same load against one single-replica node
 //! (`cluster.replicas = 1`: one local flush per commit, no peers).
 
@@ -105,6 +109,17 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         &cluster,
         &dir.path().join("cluster"),
         options,
+        Connect::InTurn,
+    )
+    .await?;
+    let routed_layout = local_cluster(&dir.path().join("routed"), 3, &bin, |_| {})?;
+    let routed = run_arm(
+        "3 x 3, at the leader",
+        &bin,
+        &routed_layout,
+        &dir.path().join("routed"),
+        options,
+        Connect::ToLeader,
     )
     .await?;
     let single = local_cluster(&dir.path().join("single"), 1, &bin, |_| {})?;
@@ -114,6 +129,7 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         &single,
         &dir.path().join("single"),
         options,
+        Connect::InTurn,
     )
     .await?;
     // Shards' entries carry about as many commands as there are writers per shard.
@@ -140,7 +156,7 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         "cli cpu",
         "B/write"
     );
-    for arm in [&replicated, &baseline] {
+    for arm in [&replicated, &routed, &baseline] {
         println!(
             "{:>22} {:>9} {:>8.0} {:>8.2} {:>8.2} {:>8.1} {:>6} {:>7} {:>8.0}% {:>8.0}% {:>8.0}",
             arm.setup,
@@ -165,6 +181,10 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
             "MISSED"
         }
     );
+    println!(
+        "clients at their shard's leader (no write forwarded): {:.2}x the writes per second of clients at the nodes in turn (2 in 3 forwarded)",
+        routed.writes_per_sec / replicated.writes_per_sec.max(1e-9)
+    );
     // CPU per write: the replicas' three applies against all the nodes spent.
     let apply_share = (3.0 / floor.per_core_second)
         / (replicated.node_cores / replicated.writes_per_sec.max(1e-9));
@@ -183,6 +203,7 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
             "users": options.users,
             "concurrency": options.concurrency,
             "replicated": replicated,
+            "replicated_at_leader": routed,
             "single_replica": baseline,
             "ratio": ratio,
             "apply_alone": floor,
@@ -192,12 +213,12 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         }),
     )?;
     println!("results appended to {}", path.display());
-    plot_arms(results, options, [&replicated, &baseline]);
+    plot_arms(results, options, [&replicated, &routed, &baseline]);
     Ok(())
 }
 
-/// Writes per second over the window and the round-trip CDF, both arms on each.
-fn plot_arms(results: &Path, options: &Options, arms: [&Arm; 2]) {
+/// Writes per second over the window and the round-trip CDF, every arm on each.
+fn plot_arms(results: &Path, options: &Options, arms: [&Arm; 3]) {
     let setup = format!("{} users, {} in flight", options.users, options.concurrency);
     // Each whole second's count, drawn at the middle of its second.
     let seconds = arms.map(|arm| {
@@ -212,10 +233,11 @@ fn plot_arms(results: &Path, options: &Options, arms: [&Arm; 2]) {
             &format!("throughput: acknowledged CreateConversation writes, {setup}"),
             "seconds into the measured window",
             "writes acknowledged per second",
-            &[
-                (arms[0].setup.as_str(), seconds[0].as_slice()),
-                (arms[1].setup.as_str(), seconds[1].as_slice()),
-            ],
+            &arms
+                .iter()
+                .zip(&seconds)
+                .map(|(arm, points)| (arm.setup.as_str(), points.as_slice()))
+                .collect::<Vec<_>>(),
         )
     });
     plot::save(results, "throughput-latency", |path| {
@@ -223,13 +245,24 @@ fn plot_arms(results: &Path, options: &Options, arms: [&Arm; 2]) {
             path,
             &format!("throughput: client round trip of each write, {setup}"),
             "request -> acknowledged commit (ms)",
-            &[
-                (arms[0].setup.as_str(), &arms[0].latency_cdf),
-                (arms[1].setup.as_str(), &arms[1].latency_cdf),
-            ],
+            &arms
+                .iter()
+                .map(|arm| (arm.setup.as_str(), &arm.latency_cdf))
+                .collect::<Vec<_>>(),
             &[],
         )
     });
+}
+
+/// Which node each user's connection goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connect {
+    /// The nodes in turn, as a client that knows one address does: a write reaching a
+    /// node that does not lead its shard is forwarded once.
+    InTurn,
+    /// The node leading the shard of the user's default workspace when the arm starts
+    /// (as a gateway routing by shard would): no write is forwarded while leaders stay.
+    ToLeader,
 }
 
 /// Starts `layout`, loads it for the warm-up and the window, and stops it.
@@ -239,6 +272,7 @@ async fn run_arm(
     layout: &[LocalNode],
     dir: &Path,
     options: &Options,
+    connect: Connect,
 ) -> anyhow::Result<Arm> {
     eprintln!("throughput: starting {setup}");
     let mut children = Vec::new();
@@ -250,12 +284,28 @@ async fn run_arm(
         wait_balanced(&base, layout.len()).await?;
     }
     let admin = AdminClient::connect(&base).await?;
+    let shards = admin.shards().await?;
+    let shard_count = u16::try_from(shards.len()).context("too many shards")?;
+    let leaders: std::collections::BTreeMap<u16, String> = shards
+        .into_iter()
+        .filter_map(|s| Some((s.shard, s.leader?)))
+        .collect();
     let mut clients = Vec::new();
+    let mut at_leader = 0;
     for user in 0..options.users {
-        let token = admin
-            .issue_token(shoal_protocol::UserId(format!("tp-{user}")), TOKEN_TTL_SECS)
-            .await?;
-        let node = &layout[user % layout.len()];
+        let user_id = shoal_protocol::UserId(format!("tp-{user}"));
+        let shard = shoal_node::context::default_workspace_of(&user_id, shard_count).shard;
+        let token = admin.issue_token(user_id, TOKEN_TTL_SECS).await?;
+        let leader = leaders
+            .get(&shard.0)
+            .and_then(|name| layout.iter().find(|n| n.name == *name));
+        let node = match (connect, leader) {
+            (Connect::ToLeader, Some(leader)) => leader,
+            _ => &layout[user % layout.len()],
+        };
+        if leader.is_some_and(|leader| leader.name == node.name) {
+            at_leader += 1;
+        }
         clients.push(Client::connect(&profile_for(&base, node, token)).await?);
     }
     let acked_total = Arc::new(AtomicU64::new(0));
@@ -307,7 +357,7 @@ async fn run_arm(
         });
     }
     eprintln!(
-        "throughput: {setup}: {} writers over {} users ({} shards); warming up",
+        "throughput: {setup}: {} writers over {} users ({} shards; {at_leader} users connected to their shard's leader); warming up",
         options.concurrency,
         options.users,
         shards.len()

@@ -78,6 +78,10 @@ fn parse() -> anyhow::Result<Args> {
         };
         let number = |what: &str| format!("{flag} takes {what}");
         match flag.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}\n\nSee bench/README.md for what each scenario measures.");
+                std::process::exit(0);
+            }
             "--quick" => args.quick = true,
             "--separate" => args.separate = true,
             "--results" => args.results = PathBuf::from(value()?),
