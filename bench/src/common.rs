@@ -101,20 +101,8 @@ pub async fn spawn(bin: &Path, node: &LocalNode) -> anyhow::Result<tokio::proces
     Ok(child)
 }
 
-/// CPU time (user + system) of a process, in seconds.
-pub fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(") ").next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the command: state is index 0; utime is 11, stime 12.
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (get(11) + get(12)) as f64 / rustix::param::clock_ticks_per_second() as f64
-}
+/// CPU time (user + system) of a process, in seconds (the node's own reading).
+pub use shoal_node::dev::apply_alone::cpu_secs;
 
 /// Resident memory of a process, in bytes.
 pub fn rss_bytes(pid: u32) -> u64 {

@@ -68,6 +68,9 @@ pub struct Arm {
     pub errors: u64,
     /// Distinct shards written to.
     pub shards: usize,
+    /// Users whose connection went to the node leading their shard when the arm started
+    /// (the others' writes are forwarded once).
+    pub users_at_leader: usize,
     /// Share of one core the nodes used in the window.
     pub node_cores: f64,
     /// Share of one core this process (the clients) used in the window.
@@ -182,8 +185,12 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
         }
     );
     println!(
-        "clients at their shard's leader (no write forwarded): {:.2}x the writes per second of clients at the nodes in turn (2 in 3 forwarded)",
-        routed.writes_per_sec / replicated.writes_per_sec.max(1e-9)
+        "users at their shard's leader ({} of {}): {:.2}x the writes per second of users at the nodes in turn ({} of {} at their leader, the rest forwarded)",
+        routed.users_at_leader,
+        options.users,
+        routed.writes_per_sec / replicated.writes_per_sec.max(1e-9),
+        replicated.users_at_leader,
+        options.users
     );
     // CPU per write: the replicas' three applies against all the nodes spent.
     let apply_share = (3.0 / floor.per_core_second)
@@ -401,6 +408,7 @@ async fn run_arm(
         latency,
         errors,
         shards: shards.len(),
+        users_at_leader: at_leader,
         node_cores,
         client_cores,
         acked_total,

@@ -49,9 +49,10 @@ struct Shard {
     next_index: u64,
 }
 
-/// This process's CPU seconds so far (user and system, every thread).
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// The CPU seconds process `pid` has used so far (user and system, every thread; 0 if
+/// `/proc` cannot tell). `shoal-bench` measures its processes with it too.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(") ").next().unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     // Fields after the command: state is index 0; utime is 11, stime 12.
@@ -117,7 +118,7 @@ pub async fn run(
     let at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let cpu_before = cpu_secs();
+    let cpu_before = cpu_secs(std::process::id());
     let started = Instant::now();
     let mut writes = 0u64;
     while started.elapsed() < Duration::from_secs(secs) {
@@ -149,7 +150,7 @@ pub async fn run(
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let cores = (cpu_secs() - cpu_before) / secs;
+    let cores = (cpu_secs(std::process::id()) - cpu_before) / secs;
     Ok(ApplyAlone {
         writes,
         batch,
