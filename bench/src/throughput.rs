@@ -105,36 +105,20 @@ pub async fn run(options: &Options, results: &Path) -> anyhow::Result<()> {
     );
     let bin = node_binary()?;
     let dir = tempfile::tempdir()?;
-    let cluster = local_cluster(&dir.path().join("cluster"), 3, &bin, |_| {})?;
-    let replicated = run_arm(
-        "3 nodes x 3 replicas",
-        &bin,
-        &cluster,
-        &dir.path().join("cluster"),
-        options,
-        Connect::InTurn,
-    )
-    .await?;
-    let routed_layout = local_cluster(&dir.path().join("routed"), 3, &bin, |_| {})?;
-    let routed = run_arm(
-        "3 x 3, at the leader",
-        &bin,
-        &routed_layout,
-        &dir.path().join("routed"),
-        options,
-        Connect::ToLeader,
-    )
-    .await?;
-    let single = local_cluster(&dir.path().join("single"), 1, &bin, |_| {})?;
-    let baseline = run_arm(
-        "1 node x 1 replica",
-        &bin,
-        &single,
-        &dir.path().join("single"),
-        options,
-        Connect::InTurn,
-    )
-    .await?;
+    let setups = [
+        ("3 nodes x 3 replicas", 3, "cluster", Connect::InTurn),
+        ("3 x 3, at the leader", 3, "routed", Connect::ToLeader),
+        ("1 node x 1 replica", 1, "single", Connect::InTurn),
+    ];
+    let mut arms = Vec::new();
+    for (setup, nodes, name, connect) in setups {
+        let arm_dir = dir.path().join(name);
+        let layout = local_cluster(&arm_dir, nodes, &bin, |_| {})?;
+        arms.push(run_arm(setup, &bin, &layout, &arm_dir, options, connect).await?);
+    }
+    let [replicated, routed, baseline]: [Arm; 3] = arms
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three arms were run"))?;
     // Shards' entries carry about as many commands as there are writers per shard.
     let batch = options.concurrency.div_ceil(replicated.shards.max(1));
     eprintln!("throughput: the apply alone, {batch} writes per entry (shoal-node bench-apply)");
