@@ -887,12 +887,14 @@ mod tests {
             .apply([entry(5, Default::default()), entry(6, Default::default())])
             .await
             .unwrap();
+        // Taken by the apply, so this fails (rather than the await below hanging) if
+        // the apply did not answer.
+        assert!(batcher.take().is_none(), "nothing left for the batcher");
         let answered = rx.await.expect("the apply answered");
         assert!(
             matches!(&answered, Err(crate::cluster::ProposeError::Rejected(_))),
             "no such conversation: {answered:?}"
         );
-        assert!(batcher.take().is_none(), "nothing left for the batcher");
         assert!(results[0].results.is_empty(), "moved to the proposer");
         assert_eq!(results[1].results.len(), 1, "kept for openraft");
     }
