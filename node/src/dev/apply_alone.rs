@@ -12,12 +12,12 @@
 //! throughput arms: users `tp-0`, `tp-1`, … creating conversations in their default
 //! workspaces, `batch` to an entry.
 
+use super::seed::create_command;
 use crate::raft::BATCH_COMMANDS_MAX;
 use crate::raft::storage::{self, StateMachineStore};
-use crate::shard::state_machine::ShardCommand;
 use crate::shard::store::Store;
 use serde::{Deserialize, Serialize};
-use shoal_protocol::{ConversationId, RequestId, ShardId, UserId};
+use shoal_protocol::{RequestId, ShardId, UserId, WorkspaceId};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -41,11 +41,12 @@ pub struct ApplyAlone {
     pub per_core_second: f64,
 }
 
-/// One shard's state machine and the users whose default workspace it holds.
+/// One shard's state machine and the users whose default workspace it holds (with
+/// that workspace, derived once rather than hashed again in the timed loop).
 struct Shard {
     id: ShardId,
     sm: StateMachineStore,
-    users: Vec<UserId>,
+    users: Vec<(UserId, WorkspaceId)>,
     next_index: u64,
 }
 
@@ -100,7 +101,9 @@ pub async fn run(
     let mut shards: Vec<Shard> = Vec::new();
     for user in 0..users {
         let user = UserId(format!("tp-{user}"));
-        let shard = crate::context::default_workspace_of(&user, shard_count).shard;
+        let workspace = crate::context::default_workspace_of(&user, shard_count);
+        let shard = workspace.shard;
+        let user = (user, workspace);
         match shards.iter_mut().find(|s| s.id == shard) {
             Some(s) => s.users.push(user),
             None => {
@@ -115,9 +118,7 @@ pub async fn run(
             }
         }
     }
-    let at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let at_ms = super::seed::wall_ms();
     let cpu_before = cpu_secs(std::process::id());
     let started = Instant::now();
     let mut writes = 0u64;
@@ -125,16 +126,10 @@ pub async fn run(
         for shard in &mut shards {
             let commands = (0..batch)
                 .map(|i| {
-                    let owner = &shard.users[(shard.next_index as usize + i) % shard.users.len()];
-                    ShardCommand::CreateConversation {
-                        id: ConversationId::new(shard.id, rand::random()),
-                        workspace: crate::context::default_workspace_of(owner, shard_count),
-                        owner: owner.clone(),
-                        title: None,
-                        agent: "demo".into(),
-                        at_ms,
-                        request_id: RequestId(rand::random()),
-                    }
+                    let (owner, workspace) =
+                        &shard.users[(shard.next_index as usize + i) % shard.users.len()];
+                    let request_id = RequestId(rand::random());
+                    create_command(owner.clone(), *workspace, "demo".into(), at_ms, request_id)
                 })
                 .collect();
             let applied = shard

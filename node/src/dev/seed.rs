@@ -17,7 +17,7 @@
 use crate::shard::state_machine::{self, ReadError, ShardCommand};
 use crate::shard::store::{Store, StoreError};
 use shoal_cluster_config::NodeConfig;
-use shoal_protocol::{ConversationId, RequestId, UserId};
+use shoal_protocol::{ConversationId, RequestId, UserId, WorkspaceId};
 use std::collections::BTreeMap;
 
 /// Conversations whose writes are stored per round (one sled batch per shard).
@@ -71,6 +71,33 @@ pub enum SeedError {
     },
 }
 
+/// Wall-clock milliseconds since the Unix epoch.
+pub(super) fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A client's `CreateConversation` of an untitled conversation by `owner` in
+/// `workspace` (its default one), with a new id in that workspace's shard.
+pub(super) fn create_command(
+    owner: UserId,
+    workspace: WorkspaceId,
+    agent: String,
+    at_ms: u64,
+    request_id: RequestId,
+) -> ShardCommand {
+    ShardCommand::CreateConversation {
+        id: ConversationId::new(workspace.shard, rand::random()),
+        workspace,
+        owner,
+        title: None,
+        agent,
+        at_ms,
+        request_id,
+    }
+}
+
 /// Stores `conversations` passivated conversations spread over `users` users in the
 /// store of `config`'s node (which must not be running: sled locks its directory).
 /// Calls `progress` with the count stored after each round. Must run inside a tokio
@@ -101,9 +128,7 @@ pub async fn seed(
         message: e.to_string(),
     };
     let agent = config.default_agent.as_str().to_owned();
-    let at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let at_ms = wall_ms();
     let mut start = 0;
     while start < conversations {
         let end = conversations.min(start + SEED_BATCH_CONVERSATIONS);
@@ -111,15 +136,8 @@ pub async fn seed(
         for index in start..end {
             let owner = seed_user(index, users);
             let workspace = crate::context::default_workspace_of(&owner, shard_count);
-            let cmd = ShardCommand::CreateConversation {
-                id: ConversationId::new(workspace.shard, rand::random()),
-                workspace,
-                owner,
-                title: None,
-                agent: agent.clone(),
-                at_ms,
-                request_id: RequestId(u128::from(index)),
-            };
+            let request_id = RequestId(u128::from(index));
+            let cmd = create_command(owner, workspace, agent.clone(), at_ms, request_id);
             let tree = store.view(workspace.shard)?;
             // Conversations of one round touch disjoint keys (their own ids and request
             // keys; the default workspace is only read), so each reads the tree as the
