@@ -74,13 +74,23 @@ struct Breakdown {
     rest_ms: f64,
 }
 
-/// Sum and count of histogram `name` in OpenMetrics `text`.
+/// Sum and count of histogram `name` in OpenMetrics `text` (parsed by
+/// `prometheus-parse`, as the node's telemetry tests read it).
 fn sum_and_count(text: &str, name: &str) -> Option<(f64, f64)> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
     let field = |suffix: &str| {
-        let prefix = format!("{name}_{suffix} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse::<f64>().ok())
+        let metric = format!("{name}_{suffix}");
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric)
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) => {
+                    Some(v)
+                }
+                _ => None,
+            })
     };
     Some((field("sum")?, field("count")?))
 }

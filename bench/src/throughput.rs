@@ -275,9 +275,9 @@ async fn run_arm(
         wait_balanced(&base, layout.len()).await?;
     }
     let admin = AdminClient::connect(&base).await?;
-    let shards = admin.shards().await?;
-    let shard_count = u16::try_from(shards.len()).context("too many shards")?;
-    let leaders: std::collections::BTreeMap<u16, String> = shards
+    let placement = admin.shards().await?;
+    let shard_count = u16::try_from(placement.len()).context("too many shards")?;
+    let leaders: std::collections::BTreeMap<u16, String> = placement
         .into_iter()
         .filter_map(|s| Some((s.shard, s.leader?)))
         .collect();
