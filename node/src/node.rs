@@ -316,15 +316,31 @@ impl Node {
 ///
 /// A store created here gets `new_generation`: a new Raft identity for this node (see
 /// [`Store::generation`]).
+///
+/// A store in use (its lock held: another node on the same data dir) is never damage:
+/// it is waited for (see [`Store::open_with`]), then refused.
 fn open_store(
     config: &NodeConfig,
     inline_blocking: bool,
     new_generation: u64,
 ) -> Result<Arc<Store>, NodeError> {
+    let mut wait = Store::lock_waiter();
+    open_store_waiting(config, inline_blocking, new_generation, &mut wait)
+}
+
+/// [`open_store`], waiting for a held lock with `wait_for_lock` (see
+/// [`Store::open_waiting`]).
+fn open_store_waiting(
+    config: &NodeConfig,
+    inline_blocking: bool,
+    new_generation: u64,
+    wait_for_lock: &mut dyn FnMut() -> bool,
+) -> Result<Arc<Store>, NodeError> {
     let dir = config.node.data_dir.join("store");
     let shards = config.cluster.shard_count.get();
-    match Store::open_with(&dir, shards, inline_blocking, new_generation) {
+    match Store::open_waiting(&dir, shards, inline_blocking, new_generation, wait_for_lock) {
         Ok(store) => Ok(store),
+        Err(e @ crate::shard::store::StoreError::InUse { .. }) => Err(e.into()),
         Err(e) if config.cluster.replicas.get() > 1 && dir.exists() => {
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -336,11 +352,12 @@ fn open_store(
                 path: dir.clone(),
                 message: format!("{e}; and moving it aside failed: {io}"),
             })?;
-            Ok(Store::open_with(
+            Ok(Store::open_waiting(
                 &dir,
                 shards,
                 inline_blocking,
                 new_generation,
+                wait_for_lock,
             )?)
         }
         Err(e) => Err(e.into()),
@@ -471,5 +488,43 @@ impl NodeHandle {
         }
         self.endpoint.wait_idle().await;
         tracing::info!(node = self.ctx.node_id(), "node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU8;
+
+    /// A replicated node whose store another node holds (two nodes given one data dir)
+    /// refuses to start: the store is never taken for damaged and moved aside from under
+    /// the node using it.
+    #[tokio::test]
+    async fn a_store_in_use_is_refused_never_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NodeConfig::dev(dir.path().to_owned(), "demo-agent".into(), Vec::new());
+        config.cluster.replicas = NonZeroU8::new(3).unwrap();
+        let held = open_store(&config, false, 1).unwrap();
+
+        let err = open_store_waiting(&config, false, 2, &mut || false).unwrap_err();
+        assert!(err.to_string().contains("is in use"), "{err}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("store.damaged")),
+            "nothing is moved aside: {names:?}"
+        );
+        held.db().insert(b"still-here", b"1").unwrap();
+        drop(held);
+        let mut wait = Store::lock_waiter();
+        let reopened = open_store_waiting(&config, false, 2, &mut wait).unwrap();
+        assert!(reopened.db().get(b"still-here").unwrap().is_some());
+        assert_eq!(
+            reopened.generation(),
+            1,
+            "the first node's store, not a new one"
+        );
     }
 }

@@ -37,9 +37,29 @@ const FLUSH_QUEUE_DEPTH: usize = 4096;
 /// holds no handle of its own: dropping the `Store` releases sled's directory lock.
 type FlushRequest = (sled::Db, oneshot::Sender<Result<(), String>>);
 
+/// How long [`Store::open`] waits for another holder of the store's lock to let go.
+/// sled releases its directory lock only once its background writes finish, a moment
+/// after the last handle is dropped, so a store reopened in the same process (a node
+/// restarted in place) may find it still held.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often [`Store::open`] retries while the lock is held.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+/// What sled 0.34 says when another handle holds the store's lock (its error carries no
+/// kind of its own: `ErrorKind::Other`); pinned by the store's tests.
+const SLED_LOCK_HELD: &str = "could not acquire lock";
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another handle holds the store's lock: another process (or a node not yet shut
+    /// down in this one) uses the same data dir. Never a sign of damage.
+    #[error(
+        "the store at {path} is in use: another shoal-node (or another program) has it open; stop that node, or give this one its own `node.data_dir`"
+    )]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
     /// The sled database could not be opened.
     #[error(
         "cannot open the store at {path}: {message}; check the data dir (a damaged store can be moved aside)"
@@ -98,21 +118,63 @@ impl Store {
     /// calling task, blocking it (simulation: a blocking thread finishes at real time,
     /// see [`crate::seam`]). A store created now takes `new_generation` (made non-zero)
     /// as its generation.
+    ///
+    /// A store whose lock another handle holds is waited for up to 10 s (see
+    /// [`LOCK_WAIT`]), then refused as [`StoreError::InUse`].
     pub fn open_with(
         dir: &Path,
         shard_count: u16,
         inline_blocking: bool,
         new_generation: u64,
     ) -> Result<Arc<Store>, StoreError> {
+        let mut wait = Self::lock_waiter();
+        Self::open_waiting(dir, shard_count, inline_blocking, new_generation, &mut wait)
+    }
+
+    /// The wait [`Self::open_with`] gives a held lock: [`LOCK_RETRY`] at a time, for
+    /// [`LOCK_WAIT`] in all, blocking the calling thread (the holders are sled's own
+    /// threads, or another process).
+    pub fn lock_waiter() -> impl FnMut() -> bool {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        move || {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(LOCK_RETRY);
+            true
+        }
+    }
+
+    /// [`Self::open_with`], calling `wait_for_lock` each time the lock is found held: it
+    /// waits a while and says whether to try again.
+    pub fn open_waiting(
+        dir: &Path,
+        shard_count: u16,
+        inline_blocking: bool,
+        new_generation: u64,
+        wait_for_lock: &mut dyn FnMut() -> bool,
+    ) -> Result<Arc<Store>, StoreError> {
         let open_err = |e: sled::Error| StoreError::Open {
             path: dir.to_owned(),
             message: e.to_string(),
         };
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(open_err)?;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .flush_every_ms(Some(500))
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) if e.to_string().contains(SLED_LOCK_HELD) => {
+                    if !wait_for_lock() {
+                        return Err(StoreError::InUse {
+                            path: dir.to_owned(),
+                        });
+                    }
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        };
         let trees = (0..shard_count)
             .map(|s| db.open_tree(format!("shard-{s}")))
             .collect::<Result<Vec<_>, _>>()
@@ -550,5 +612,39 @@ async fn run_flusher(
         for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store another handle holds is waited for and opens once let go; one never let
+    /// go is refused as in use (naming the dir and the key to change), not as damage.
+    #[tokio::test]
+    async fn a_store_in_use_is_waited_for_then_refused_naming_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let held = Store::open(&path, 2).unwrap();
+        let generation = held.generation();
+
+        let err = Store::open_waiting(&path, 2, false, 7, &mut || false).unwrap_err();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("`node.data_dir`"), "{text}");
+
+        let mut held = Some(held);
+        let mut waits = 0;
+        let mut wait = Store::lock_waiter();
+        let store = Store::open_waiting(&path, 2, false, 7, &mut || {
+            waits += 1;
+            // Let go while the other open waits (sled lets the lock go a moment later).
+            drop(held.take());
+            wait()
+        })
+        .unwrap();
+        assert!(waits >= 1, "the second open found the lock held");
+        assert_eq!(store.generation(), generation, "the same store, reopened");
     }
 }
