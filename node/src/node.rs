@@ -324,7 +324,7 @@ fn open_store(
     inline_blocking: bool,
     new_generation: u64,
 ) -> Result<Arc<Store>, NodeError> {
-    let mut wait = Store::lock_waiter();
+    let mut wait = Store::lock_waiter(&config.node.data_dir.join("store"));
     open_store_waiting(config, inline_blocking, new_generation, &mut wait)
 }
 
@@ -518,7 +518,7 @@ mod tests {
         );
         held.db().insert(b"still-here", b"1").unwrap();
         drop(held);
-        let mut wait = Store::lock_waiter();
+        let mut wait = Store::lock_waiter(&dir.path().join("store"));
         let reopened = open_store_waiting(&config, false, 2, &mut wait).unwrap();
         assert!(reopened.db().get(b"still-here").unwrap().is_some());
         assert_eq!(

@@ -42,6 +42,8 @@ type FlushRequest = (sled::Db, oneshot::Sender<Result<(), String>>);
 /// after the last handle is dropped, so a store reopened in the same process (a node
 /// restarted in place) may find it still held.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// After how long a wait for the lock [`Store::open`] says it is waiting.
+const LOCK_TELL_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often [`Store::open`] retries while the lock is held.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 /// What sled 0.34 says when another handle holds the store's lock (its error carries no
@@ -127,18 +129,27 @@ impl Store {
         inline_blocking: bool,
         new_generation: u64,
     ) -> Result<Arc<Store>, StoreError> {
-        let mut wait = Self::lock_waiter();
+        let mut wait = Self::lock_waiter(dir);
         Self::open_waiting(dir, shard_count, inline_blocking, new_generation, &mut wait)
     }
 
-    /// The wait [`Self::open_with`] gives a held lock: [`LOCK_RETRY`] at a time, for
-    /// [`LOCK_WAIT`] in all, blocking the calling thread (the holders are sled's own
-    /// threads, or another process).
-    pub fn lock_waiter() -> impl FnMut() -> bool {
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
+    /// The wait [`Self::open_with`] gives a held lock on the store at `dir`: [`LOCK_RETRY`]
+    /// at a time, for [`LOCK_WAIT`] in all from the first wait, blocking the calling
+    /// thread (the holders are sled's own threads, or another process). A wait past
+    /// [`LOCK_TELL_AFTER`] is logged once, so a node waiting for another is not silent.
+    pub fn lock_waiter(dir: &Path) -> impl FnMut() -> bool + use<> {
+        let dir = dir.to_owned();
+        let mut first: Option<std::time::Instant> = None;
+        let mut told = false;
         move || {
-            if std::time::Instant::now() >= deadline {
+            let now = std::time::Instant::now();
+            let waited = now - *first.get_or_insert(now);
+            if waited >= LOCK_WAIT {
                 return false;
+            }
+            if !told && waited >= LOCK_TELL_AFTER {
+                told = true;
+                tracing::warn!(store = %dir.display(), wait_secs = LOCK_WAIT.as_secs(), "the store is locked by another handle (another shoal-node on this data dir?); waiting for it");
             }
             std::thread::sleep(LOCK_RETRY);
             true
@@ -636,7 +647,7 @@ mod tests {
 
         let mut held = Some(held);
         let mut waits = 0;
-        let mut wait = Store::lock_waiter();
+        let mut wait = Store::lock_waiter(&path);
         let store = Store::open_waiting(&path, 2, false, 7, &mut || {
             waits += 1;
             // Let go while the other open waits (sled lets the lock go a moment later).
