@@ -9,7 +9,7 @@ use crate::context::{Metrics, NodeContext};
 use crate::seam::Seams;
 use crate::security::tls::{self, TlsPaths};
 use crate::security::tokens::TokenSigner;
-use crate::shard::store::Store;
+use crate::shard::store::{Store, StoreError};
 use ractor::{Actor, ActorRef};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -310,22 +310,37 @@ impl Node {
     }
 }
 
-/// Opens the store. In a replicated cluster, a store that cannot be opened (damaged,
-/// e.g. after a crash mid-write) is moved aside and the node starts empty: its peers
-/// re-seed it by snapshot. With one replica there is no other copy, so it is an error.
+/// Opens the store. In a replicated cluster, a store found damaged (e.g. after a crash
+/// mid-write) is moved aside and the node starts empty: its peers re-seed it by
+/// snapshot. With one replica there is no other copy, so it is an error.
 ///
 /// A store created here gets `new_generation`: a new Raft identity for this node (see
 /// [`Store::generation`]).
 ///
-/// A store in use (its lock held: another node on the same data dir) is never damage:
-/// it is waited for (see [`Store::open_with`]), then refused.
+/// Only damage moves a store aside. A store in use (its lock held: another node on the
+/// same data dir) is waited for (see [`Store::open_with`]), then refused; one that cannot
+/// be read for a reason outside it (permissions, no space, the disk) is refused and left
+/// as it is: those may pass, or hit every replica at once (disks filling together), and
+/// moving good stores aside would lose what they hold.
 fn open_store(
     config: &NodeConfig,
     inline_blocking: bool,
     new_generation: u64,
 ) -> Result<Arc<Store>, NodeError> {
-    let mut wait = Store::lock_waiter(&config.node.data_dir.join("store"));
-    open_store_waiting(config, inline_blocking, new_generation, &mut wait)
+    let dir = config.node.data_dir.join("store");
+    // sled recovers its log at open: long for a large store, and without end on some
+    // damage (it spins on a file corrupted mid-way), so a node stuck here says where.
+    tracing::info!(store = %dir.display(), "opening the store");
+    let started = Instant::now();
+    let mut wait = Store::lock_waiter(&dir);
+    let store = open_store_waiting(config, inline_blocking, new_generation, &mut wait)?;
+    tracing::info!(
+        store = %dir.display(),
+        ms = started.elapsed().as_millis(),
+        generation = store.generation(),
+        "store opened"
+    );
+    Ok(store)
 }
 
 /// [`open_store`], waiting for a held lock with `wait_for_lock` (see
@@ -340,15 +355,14 @@ fn open_store_waiting(
     let shards = config.cluster.shard_count.get();
     match Store::open_waiting(&dir, shards, inline_blocking, new_generation, wait_for_lock) {
         Ok(store) => Ok(store),
-        Err(e @ crate::shard::store::StoreError::InUse { .. }) => Err(e.into()),
-        Err(e) if config.cluster.replicas.get() > 1 && dir.exists() => {
+        Err(e @ StoreError::Damaged { .. }) if config.cluster.replicas.get() > 1 => {
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let aside = config.node.data_dir.join(format!("store.damaged-{stamp}"));
-            tracing::error!(error = %e, moved_to = %aside.display(), "the store cannot be opened; moving it aside and rejoining as an empty replica (peers re-seed it)");
-            std::fs::rename(&dir, &aside).map_err(|io| crate::shard::store::StoreError::Open {
+            tracing::error!(error = %e, moved_to = %aside.display(), "the store is damaged; moving it aside and rejoining as an empty replica (peers re-seed it)");
+            std::fs::rename(&dir, &aside).map_err(|io| StoreError::Open {
                 path: dir.clone(),
                 message: format!("{e}; and moving it aside failed: {io}"),
             })?;
@@ -494,6 +508,7 @@ impl NodeHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_protocol::ShardId;
     use std::num::NonZeroU8;
 
     /// A replicated node whose store another node holds (two nodes given one data dir)
@@ -526,5 +541,73 @@ mod tests {
             1,
             "the first node's store, not a new one"
         );
+    }
+
+    /// Only a damaged store is moved aside (and a new one made, under a new generation);
+    /// one that cannot be read for a reason outside it is refused and left as it is.
+    #[tokio::test]
+    async fn a_store_is_moved_aside_only_when_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NodeConfig::dev(dir.path().to_owned(), "demo-agent".into(), Vec::new());
+        config.cluster.replicas = NonZeroU8::new(3).unwrap();
+        let store_dir = dir.path().join("store");
+        let db_file = store_dir.join("db");
+        let open = |config: &NodeConfig, generation| {
+            let mut wait = Store::lock_waiter(&store_dir);
+            open_store_waiting(config, false, generation, &mut wait)
+        };
+        let aside = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().starts_with("store.damaged")
+                })
+                .count()
+        };
+        // A store with data, reopened once (so sled has a snapshot of its page table to
+        // check its file against), then its file overwritten.
+        let fill_and_damage = |config: &NodeConfig| {
+            let store = open(config, 1).unwrap();
+            let tree = store.shard_tree(ShardId(0)).unwrap();
+            for i in 0..2_000_u32 {
+                tree.insert(i.to_be_bytes(), vec![7; 300]).unwrap();
+            }
+            store.db().flush().unwrap();
+            drop(store);
+            drop(open(config, 1).unwrap());
+            let len = std::fs::metadata(&db_file).unwrap().len();
+            std::fs::write(&db_file, vec![0xAB; len as usize]).unwrap();
+        };
+
+        // Unreachable, not damaged: sled's file is not a file it can open (as root, the
+        // tests cannot take a permission away; this is the same kind of I/O error).
+        drop(open(&config, 1).unwrap());
+        std::fs::remove_file(&db_file).unwrap();
+        std::fs::create_dir(&db_file).unwrap();
+        let err = open(&config, 2).unwrap_err();
+        assert!(
+            err.to_string().contains("the store was left as it is"),
+            "{err}"
+        );
+        assert_eq!(aside(), 0, "nothing is moved aside");
+        assert!(db_file.is_dir(), "the store is as it was");
+        std::fs::remove_dir_all(&store_dir).unwrap();
+
+        // Damaged: sled finds its file corrupt.
+        fill_and_damage(&config);
+        let store = open(&config, 2).unwrap();
+        assert_eq!(aside(), 1, "the damaged store is moved aside");
+        assert_eq!(store.generation(), 3, "a new store (2, made odd)");
+        drop(store);
+
+        // With one replica there is no other copy: damage is an error.
+        std::fs::remove_dir_all(&store_dir).unwrap();
+        config.cluster.replicas = NonZeroU8::MIN;
+        fill_and_damage(&config);
+        let err = open(&config, 4).unwrap_err();
+        assert!(err.to_string().contains("is damaged"), "{err}");
+        assert_eq!(aside(), 1, "nothing more is moved aside");
+        assert!(db_file.is_file(), "the store is as it was");
     }
 }

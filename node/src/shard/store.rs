@@ -62,11 +62,24 @@ pub enum StoreError {
         /// The directory.
         path: PathBuf,
     },
-    /// The sled database could not be opened.
+    /// The store could not be read for a reason outside it (permissions, no space, too
+    /// many open files, the disk): it was left as it is.
     #[error(
-        "cannot open the store at {path}: {message}; check the data dir (a damaged store can be moved aside)"
+        "cannot open the store at {path}: {message}; the store was left as it is: check the data dir's permissions, free space and disk, then start the node again"
     )]
     Open {
+        /// The directory.
+        path: PathBuf,
+        /// sled's error.
+        message: String,
+    },
+    /// The store was read and found damaged (sled reports corruption, or a format it
+    /// cannot read). A replicated node moves it aside and is re-seeded by its peers
+    /// (see `open_store` in [`crate::node`]).
+    #[error(
+        "the store at {path} is damaged: {message}; move it aside (or restore a copy) to start this node with an empty store"
+    )]
+    Damaged {
         /// The directory.
         path: PathBuf,
         /// sled's error.
@@ -165,9 +178,13 @@ impl Store {
         new_generation: u64,
         wait_for_lock: &mut dyn FnMut() -> bool,
     ) -> Result<Arc<Store>, StoreError> {
-        let open_err = |e: sled::Error| StoreError::Open {
-            path: dir.to_owned(),
-            message: e.to_string(),
+        let open_err = |e: sled::Error| {
+            let (path, message) = (dir.to_owned(), e.to_string());
+            if is_damage(&e) {
+                StoreError::Damaged { path, message }
+            } else {
+                StoreError::Open { path, message }
+            }
         };
         let db = loop {
             match sled::Config::new()
@@ -341,7 +358,7 @@ impl Store {
     /// Logs `reason` and tells [`Self::failed`]'s waiters; the node process exits
     /// (`shoal-node` returns a failure status) and the other replicas carry on.
     pub fn fail_stop(&self, reason: String) {
-        tracing::error!(%reason, "FAIL-STOP: this node stops; its replicas take over. Check the disk, then restart the node (a store that cannot be opened is moved aside and re-seeded)");
+        tracing::error!(%reason, "FAIL-STOP: this node stops; its replicas take over. Check the disk, then restart the node (a store found damaged is moved aside and re-seeded)");
         self.fatal.send_if_modified(|f| {
             if f.is_none() {
                 *f = Some(reason);
@@ -562,6 +579,24 @@ impl ShardRead for sled::Tree {
     }
 }
 
+/// Whether a failed open found the store itself damaged: sled's corruption, a format it
+/// cannot read, an internal inconsistency, or data it cannot decode. Any other I/O error
+/// (permissions, no space, too many open files, the disk failing) says nothing of the
+/// store's contents, and may be passing or shared by every replica (a cluster's disks
+/// filling up together): taking it for damage would discard good stores.
+fn is_damage(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Corruption { .. }
+        | sled::Error::Unsupported(_)
+        | sled::Error::ReportableBug(_) => true,
+        sled::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        sled::Error::CollectionNotFound(_) => false,
+    }
+}
+
 /// Reads the store's generation, or records `candidate` (made non-zero) for a new store.
 /// A store that already holds Raft state but no generation predates generations: it
 /// keeps [`GENERATION_LEGACY`], so its Raft id does not change.
@@ -629,6 +664,32 @@ async fn run_flusher(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only what sled finds wrong in the store is damage; an I/O error reaching it is not.
+    #[test]
+    fn only_what_is_wrong_in_the_store_is_damage() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind: ErrorKind| sled::Error::Io(Error::new(kind, "x"));
+        for damage in [
+            sled::Error::Corruption { at: None, bt: () },
+            sled::Error::Unsupported("an older format".into()),
+            sled::Error::ReportableBug("x".into()),
+            io(ErrorKind::InvalidData),
+            io(ErrorKind::UnexpectedEof),
+        ] {
+            assert!(is_damage(&damage), "{damage:?}");
+        }
+        for outside in [
+            io(ErrorKind::PermissionDenied),
+            io(ErrorKind::StorageFull),
+            io(ErrorKind::NotFound),
+            io(ErrorKind::Other),
+            sled::Error::Io(Error::from_raw_os_error(24)), // EMFILE
+            sled::Error::Io(Error::from_raw_os_error(5)),  // EIO
+        ] {
+            assert!(!is_damage(&outside), "{outside:?}");
+        }
+    }
 
     /// A store another handle holds is waited for and opens once let go; one never let
     /// go is refused as in use (naming the dir and the key to change), not as damage.
