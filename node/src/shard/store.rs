@@ -56,7 +56,7 @@ pub enum StoreError {
     /// Another handle holds the store's lock: another process (or a node not yet shut
     /// down in this one) uses the same data dir. Never a sign of damage.
     #[error(
-        "the store at {path} is in use: another shoal-node (or another program) has it open; stop that node, or give this one its own `node.data_dir`"
+        "the store at {path} is in use: another shoal-node (or another program) has it open; stop that node, or give this one its own data dir (`node.data_dir`; `--data-dir` for `shoal-node dev` and `up`)"
     )]
     InUse {
         /// The directory.
