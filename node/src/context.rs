@@ -133,10 +133,7 @@ impl NodeContext {
         if let Some(clock) = &self.seams.wall_clock {
             return clock();
         }
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        wall_clock_ms()
     }
 
     /// Wall-clock seconds since the Unix epoch.
@@ -244,4 +241,13 @@ pub fn default_workspace_of(user: &UserId, shard_count: u16) -> WorkspaceId {
     let uid = u128::from_be_bytes(uid);
     let shard = ShardId((uid % u128::from(shard_count.max(1))) as u16);
     WorkspaceId::new(shard, uid)
+}
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is set before it): the
+/// one reading of the real clock, for [`NodeContext::now_ms`] and for code that runs
+/// without a node.
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

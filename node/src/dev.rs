@@ -252,10 +252,7 @@ pub fn prepare_cluster(
         &first,
         &dir.join("profile.toml"),
         &addrs,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        crate::context::wall_clock_ms() / 1000,
     )?;
     Ok(out)
 }

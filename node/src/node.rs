@@ -356,10 +356,7 @@ fn open_store_waiting(
     match Store::open_waiting(&dir, shards, inline_blocking, new_generation, wait_for_lock) {
         Ok(store) => Ok(store),
         Err(e @ StoreError::Damaged { .. }) if config.cluster.replicas.get() > 1 => {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let stamp = crate::context::wall_clock_ms() / 1000;
             let aside = config.node.data_dir.join(format!("store.damaged-{stamp}"));
             tracing::error!(error = %e, moved_to = %aside.display(), "the store is damaged; moving it aside and rejoining as an empty replica (peers re-seed it)");
             std::fs::rename(&dir, &aside).map_err(|io| StoreError::Open {

@@ -196,7 +196,7 @@ impl Membership {
         let (bump, rng_seed) = match seeded {
             Some(seed) => (seed.bump, seed.rng_seed),
             None => {
-                let bump = wall_clock_ms();
+                let bump = crate::context::wall_clock_ms().max(1);
                 (bump, random_seed(bump ^ me.raft_id))
             }
         };
@@ -383,14 +383,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .and_then(|since| u64::try_from(since.as_millis()).ok())
-        .unwrap_or(1)
 }
 
 fn random_seed(fallback: u64) -> u64 {

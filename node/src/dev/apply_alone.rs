@@ -118,7 +118,7 @@ pub async fn run(
             }
         }
     }
-    let at_ms = super::seed::wall_ms();
+    let at_ms = crate::context::wall_clock_ms();
     let cpu_before = cpu_secs(std::process::id());
     let started = Instant::now();
     let mut writes = 0u64;

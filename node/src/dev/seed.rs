@@ -71,13 +71,6 @@ pub enum SeedError {
     },
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub(super) fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A client's `CreateConversation` of an untitled conversation by `owner` in
 /// `workspace` (its default one), with a new id in that workspace's shard.
 pub(super) fn create_command(
@@ -128,7 +121,7 @@ pub async fn seed(
         message: e.to_string(),
     };
     let agent = config.default_agent.as_str().to_owned();
-    let at_ms = wall_ms();
+    let at_ms = crate::context::wall_clock_ms();
     let mut start = 0;
     while start < conversations {
         let end = conversations.min(start + SEED_BATCH_CONVERSATIONS);
