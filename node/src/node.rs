@@ -327,7 +327,7 @@ fn open_store(
     inline_blocking: bool,
     new_generation: u64,
 ) -> Result<Arc<Store>, NodeError> {
-    let dir = config.node.data_dir.join("store");
+    let dir = store_dir(config);
     // sled recovers its log at open: long for a large store, and without end on some
     // damage (it spins on a file corrupted mid-way), so a node stuck here says where.
     tracing::info!(store = %dir.display(), "opening the store");
@@ -351,7 +351,7 @@ fn open_store_waiting(
     new_generation: u64,
     wait_for_lock: &mut dyn FnMut() -> bool,
 ) -> Result<Arc<Store>, NodeError> {
-    let dir = config.node.data_dir.join("store");
+    let dir = store_dir(config);
     let shards = config.cluster.shard_count.get();
     match Store::open_waiting(&dir, shards, inline_blocking, new_generation, wait_for_lock) {
         Ok(store) => Ok(store),
@@ -373,6 +373,11 @@ fn open_store_waiting(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Where `config`'s node keeps its store.
+fn store_dir(config: &NodeConfig) -> std::path::PathBuf {
+    config.node.data_dir.join("store")
 }
 
 /// The generation of every store a simulated node creates.
@@ -530,7 +535,7 @@ mod tests {
         );
         held.db().insert(b"still-here", b"1").unwrap();
         drop(held);
-        let mut wait = Store::lock_waiter(&dir.path().join("store"));
+        let mut wait = Store::lock_waiter(&store_dir(&config));
         let reopened = open_store_waiting(&config, false, 2, &mut wait).unwrap();
         assert!(reopened.db().get(b"still-here").unwrap().is_some());
         assert_eq!(
@@ -547,10 +552,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = NodeConfig::dev(dir.path().to_owned(), "demo-agent".into(), Vec::new());
         config.cluster.replicas = NonZeroU8::new(3).unwrap();
-        let store_dir = dir.path().join("store");
-        let db_file = store_dir.join("db");
+        let store_path = store_dir(&config);
+        let db_file = store_path.join("db");
         let open = |config: &NodeConfig, generation| {
-            let mut wait = Store::lock_waiter(&store_dir);
+            let mut wait = Store::lock_waiter(&store_path);
             open_store_waiting(config, false, generation, &mut wait)
         };
         let aside = || {
@@ -589,7 +594,7 @@ mod tests {
         );
         assert_eq!(aside(), 0, "nothing is moved aside");
         assert!(db_file.is_dir(), "the store is as it was");
-        std::fs::remove_dir_all(&store_dir).unwrap();
+        std::fs::remove_dir_all(&store_path).unwrap();
 
         // Damaged: sled finds its file corrupt.
         fill_and_damage(&config);
@@ -599,7 +604,7 @@ mod tests {
         drop(store);
 
         // With one replica there is no other copy: damage is an error.
-        std::fs::remove_dir_all(&store_dir).unwrap();
+        std::fs::remove_dir_all(&store_path).unwrap();
         config.cluster.replicas = NonZeroU8::MIN;
         fill_and_damage(&config);
         let err = open(&config, 4).unwrap_err();
