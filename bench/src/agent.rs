@@ -74,11 +74,14 @@ struct Breakdown {
     rest_ms: f64,
 }
 
-/// Sum and count of histogram `name` in OpenMetrics `text` (parsed by
-/// `prometheus-parse`, as the node's telemetry tests read it).
-fn sum_and_count(text: &str, name: &str) -> Option<(f64, f64)> {
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).ok()?;
+/// A reading of the node's OpenMetrics `text`, parsed once (by `prometheus-parse`, as
+/// the node's telemetry tests read it); `None` if it does not parse.
+fn parse_metrics(text: &str) -> Option<prometheus_parse::Scrape> {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).ok()
+}
+
+/// Sum and count of histogram `name` in `scrape`.
+fn sum_and_count(scrape: &prometheus_parse::Scrape, name: &str) -> Option<(f64, f64)> {
     let field = |suffix: &str| {
         let metric = format!("{name}_{suffix}");
         scrape
@@ -96,8 +99,13 @@ fn sum_and_count(text: &str, name: &str) -> Option<(f64, f64)> {
 }
 
 /// Mean of histogram `name` between two readings, in ms (NaN when nothing was recorded).
-fn mean_between(before: &str, after: &str, name: &str) -> f64 {
-    match (sum_and_count(before, name), sum_and_count(after, name)) {
+fn mean_between(
+    before: Option<&prometheus_parse::Scrape>,
+    after: Option<&prometheus_parse::Scrape>,
+    name: &str,
+) -> f64 {
+    let reading = |scrape: Option<&prometheus_parse::Scrape>| sum_and_count(scrape?, name);
+    match (reading(before), reading(after)) {
         (Some((s0, c0)), Some((s1, c1))) if c1 > c0 => (s1 - s0) / (c1 - c0) * 1000.0,
         _ => f64::NAN,
     }
@@ -285,11 +293,13 @@ pub async fn run(prompts: usize, results: &Path) -> anyhow::Result<()> {
     let shoal_cdf = Distribution::from_sorted_micros(&shoal_us);
     let direct_cdf = Distribution::from_sorted_micros(&direct_us);
     let shoal_mean_ms = mean_ms(&shoal_us);
-    let turn_start_ms = mean_between(&before, &after, TURN_START);
-    let agent_first_update_ms = mean_between(&before, &after, AGENT_FIRST_UPDATE);
+    let (before, after) = (parse_metrics(&before), parse_metrics(&after));
+    let (before, after) = (before.as_ref(), after.as_ref());
+    let turn_start_ms = mean_between(before, after, TURN_START);
+    let agent_first_update_ms = mean_between(before, after, AGENT_FIRST_UPDATE);
     let breakdown = Breakdown {
         turn_start_ms,
-        commit_ms: mean_between(&before, &after, COMMIT),
+        commit_ms: mean_between(before, after, COMMIT),
         agent_first_update_ms,
         rest_ms: shoal_mean_ms - turn_start_ms - agent_first_update_ms,
     };
@@ -382,12 +392,13 @@ mod tests {
                  shoal_turn_start_seconds_bucket{{le=\"0.001\"}} {count}\n"
             )
         };
-        let before = reading(0.5, 3);
-        let after = reading(0.5 + 0.004, 7);
-        assert!((mean_between(&before, &after, TURN_START) - 1.0).abs() < 1e-9);
+        let before = parse_metrics(&reading(0.5, 3));
+        let after = parse_metrics(&reading(0.5 + 0.004, 7));
+        let (before, after) = (before.as_ref(), after.as_ref());
+        assert!((mean_between(before, after, TURN_START) - 1.0).abs() < 1e-9);
         // Nothing recorded in between, or no such histogram: not a number.
-        assert!(mean_between(&before, &before, TURN_START).is_nan());
-        assert!(mean_between(&before, &after, COMMIT).is_nan());
+        assert!(mean_between(before, before, TURN_START).is_nan());
+        assert!(mean_between(before, after, COMMIT).is_nan());
     }
 
     #[test]
