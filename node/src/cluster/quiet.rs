@@ -19,9 +19,11 @@
 //!   It campaigns as before through [`super::elections`], which counts beats as contact:
 //!   a leader silent for `election_timeout_max` is replaced as quickly as a loud one;
 //! * the leader's lease takes the beats a quorum accepted as its evidence, exactly as it
-//!   takes acknowledged heartbeats: their *sending* instant ([`super::lease`]). So the
-//!   lease argument is unchanged: anyone elected needs a vote from a member that accepted
-//!   the newest evidence, and that member refuses for longer than the lease;
+//!   takes acknowledged heartbeats: their *sending* instant ([`super::lease`]), handed
+//!   over as soon as the quorum is in (a dead follower's call waits out a whole lease,
+//!   and is not waited for). So the lease argument is unchanged: anyone elected needs a
+//!   vote from a member that accepted the newest evidence, and that member refuses for
+//!   longer than the lease;
 //! * anything the shard does wakes it at once: a write (openraft replicates it whatever
 //!   the heartbeat setting), a beat refused or not accepted by a quorum, a membership
 //!   change, a leadership transfer. A woken shard heartbeats as before and is quiet again
@@ -38,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use shoal_protocol::ShardId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -274,7 +276,6 @@ impl Round {
 
 /// A round's outcome, from its task to the loop.
 struct RoundDone {
-    sent_at: Instant,
     rounds: BTreeMap<u16, Round>,
 }
 
@@ -370,8 +371,30 @@ pub async fn run(cluster: Weak<Cluster>, heartbeat: Duration, after: Duration) {
             let done_tx = done_tx.clone();
             // A round may take up to a lease: evidence older than that is no evidence.
             let timeout = cluster.lease;
+            let me = cluster.me;
+            let weak = Arc::downgrade(&cluster);
             tokio::spawn(async move {
-                let done = send_round(peers, cores, beats, rounds, (now, heartbeat), timeout).await;
+                // Each shard's lease takes the round's evidence the moment a quorum has
+                // accepted, not when the slowest follower answered: a dead one's call
+                // waits out `timeout`, a whole lease, and evidence handed over only then
+                // would have run out on arrival.
+                let evidence = |shard: u16, term: u64| {
+                    if let Some(cluster) = weak.upgrade()
+                        && let Some(group) = cluster.group(ShardId(shard))
+                    {
+                        group.quiet_evidence(term, now);
+                    }
+                };
+                let done = send_round(
+                    peers,
+                    cores,
+                    beats,
+                    rounds,
+                    (heartbeat, me),
+                    timeout,
+                    evidence,
+                )
+                .await;
                 let _ = done_tx.send(done).await;
             });
         }
@@ -402,14 +425,17 @@ fn release_follower(
 /// holds the vote the beats carry and has committed their index — a core blocked on a stalled disk or a long
 /// apply does not answer, and its shard is woken instead of beaten for, so its lease
 /// lapses as it would without quiet shards; then every follower node's beats as one
-/// request, all at once; collects who accepted what within `timeout`.
+/// request, all at once; collects who accepted what within `timeout`. Calls
+/// `evidence(shard, term)` once per shard, as soon as a quorum (`me` counts) accepted
+/// its beat (the caller knows when the round was sent: that instant is the evidence).
 async fn send_round(
     peers: std::sync::Arc<crate::peer::PeerClient>,
     cores: Vec<(u16, ShardRaft)>,
     mut beats: BTreeMap<SocketAddr, Vec<QuietBeat>>,
     mut rounds: BTreeMap<u16, Round>,
-    (sent_at, ping): (Instant, Duration),
+    (ping, me): (Duration, u64),
     timeout: Duration,
+    evidence: impl Fn(u16, u64),
 ) -> RoundDone {
     let pings = cores.into_iter().map(|(shard, raft)| async move {
         let state = raft.with_raft_state(|st| (*st.vote_ref(), st.committed.map(|l| l.index)));
@@ -433,19 +459,23 @@ async fn send_round(
         list.retain(|b| !stale.contains(&b.shard));
     }
     beats.retain(|_, list| !list.is_empty());
-    let calls = beats.into_iter().map(|(addr, beats)| {
-        let peers = peers.clone();
-        async move {
-            let request = PeerRequest::QuietBeats {
-                beats: beats.clone(),
-            };
-            let reply = peers
-                .call::<Vec<Result<(), String>>>(addr, &request, timeout)
-                .await;
-            (addr, beats, reply)
-        }
-    });
-    for (addr, beats, reply) in futures::future::join_all(calls).await {
+    let mut calls: futures::stream::FuturesUnordered<_> = beats
+        .into_iter()
+        .map(|(addr, beats)| {
+            let peers = peers.clone();
+            async move {
+                let request = PeerRequest::QuietBeats {
+                    beats: beats.clone(),
+                };
+                let reply = peers
+                    .call::<Vec<Result<(), String>>>(addr, &request, timeout)
+                    .await;
+                (addr, beats, reply)
+            }
+        })
+        .collect();
+    let mut quorate = BTreeSet::new();
+    while let Some((addr, beats, reply)) = futures::StreamExt::next(&mut calls).await {
         let answers = match reply {
             Ok(answers) if answers.len() == beats.len() => answers,
             Err(PeerError::Unreachable { .. } | PeerError::Timeout { .. }) => {
@@ -474,21 +504,21 @@ async fn send_round(
                     round.refused = true;
                 }
             }
+            if round.quorum(me) && quorate.insert(beat.shard) {
+                evidence(beat.shard, round.vote.leader_id().term);
+            }
         }
     }
-    RoundDone { sent_at, rounds }
+    RoundDone { rounds }
 }
 
-/// Hands a finished round to the shards: evidence to the leases of those a quorum
-/// accepted, a wake-up to the others.
+/// Hands a finished round to the shards: a wake-up to those a follower refused or no
+/// quorum accepted (the others' leases had the evidence from [`send_round`]).
 fn settle_round(cluster: &Cluster, leaders: &mut [QuietLeader], done: RoundDone, now: Instant) {
     for (shard, round) in done.rounds {
         let Some(group) = cluster.group(ShardId(shard)) else {
             continue;
         };
-        if round.quorum(cluster.me) {
-            group.quiet_evidence(round.vote.leader_id().term, done.sent_at);
-        }
         if round.refused || !round.quorum(cluster.me) {
             if let Some(leader) = leaders.get_mut(usize::from(shard)) {
                 leader.wake(now);

@@ -68,6 +68,40 @@ async fn a_quiet_shard_keeps_its_lease_wakes_on_a_write_and_fails_over() {
     assert_ne!(cluster.leader_of(shard, Some(&leader)).await, leader);
 }
 
+/// One follower of a quiet shard dies (kill -9: its connections go silent, a call to it
+/// waits out its whole timeout). The other follower's beats are a quorum: the leader's
+/// lease must go on from them at once, not only after the dead one's call gave up (a
+/// lease later, when that evidence has run out), so its warm agent keeps running and the
+/// conversation keeps taking messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_shard_whose_follower_dies_keeps_its_lease() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = Client::connect(&cluster.profile).await.unwrap();
+    let conv = client.create_conversation(None, None).await.unwrap();
+    let shard = conv.id.shard.0;
+    assert_echo(&send_ok(&client, conv.id, "before").await, "before");
+    let pids = cluster.agent_pids();
+    assert_eq!(pids.len(), 1, "one agent: {pids:?}");
+    wait_all_quiet(&cluster).await;
+    let leader = cluster.leader_of(shard, None).await;
+    let li = cluster.index_of(&leader);
+    cluster.kill9((li + 1) % 3).await;
+
+    let stopped = tokio::time::timeout(QUIET_HOLD, exited(pids[0])).await;
+    assert!(
+        stopped.is_err(),
+        "the leader's lease lapsed when one follower of three died"
+    );
+    let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
+    assert_echo(&send_ok(&client_l, conv.id, "after").await, "after");
+    assert_eq!(cluster.agent_pids(), pids, "the same agent answers");
+    let info = cluster.admin(li).await.shards().await.unwrap();
+    assert_eq!(
+        info[usize::from(shard)].leader.as_deref(),
+        Some(leader.as_str())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_leader_cut_off_from_its_peers_stops_its_agent() {
     let cluster = TestCluster::start(3).await;
