@@ -5,6 +5,7 @@
 
 use super::harness::*;
 use shoal_client::Client;
+use shoal_protocol::admin::ShardPinChange;
 use std::time::Duration;
 
 /// How long a quiet shard is watched for its agent being stopped: ten leases.
@@ -82,9 +83,22 @@ async fn a_quiet_shard_whose_follower_dies_keeps_its_lease() {
     assert_echo(&send_ok(&client, conv.id, "before").await, "before");
     let pids = cluster.agent_pids();
     assert_eq!(pids.len(), 1, "one agent: {pids:?}");
-    wait_all_quiet(&cluster).await;
     let leader = cluster.leader_of(shard, None).await;
     let li = cluster.index_of(&leader);
+    // Pinned where it is: after the kill the survivors rebalance the dead node's
+    // leaderships, and a transfer of this shard would stop its agent for a reason of its
+    // own.
+    let admin = cluster.admin(li).await;
+    let lead = ShardPinChange::Lead {
+        node: leader.clone(),
+    };
+    admin.pin_shard(shard, lead).await.unwrap();
+    eventually("the pin is in place", || async {
+        let placement = admin.shard_placement(shard).await.ok()?;
+        (placement.settled && placement.pin.is_some() && placement.leader == leader).then_some(())
+    })
+    .await;
+    wait_all_quiet(&cluster).await;
     cluster.kill9((li + 1) % 3).await;
 
     let stopped = tokio::time::timeout(QUIET_HOLD, exited(pids[0])).await;
@@ -95,7 +109,7 @@ async fn a_quiet_shard_whose_follower_dies_keeps_its_lease() {
     let client_l = Client::connect(&cluster.profile_for(li)).await.unwrap();
     assert_echo(&send_ok(&client_l, conv.id, "after").await, "after");
     assert_eq!(cluster.agent_pids(), pids, "the same agent answers");
-    let info = cluster.admin(li).await.shards().await.unwrap();
+    let info = admin.shards().await.unwrap();
     assert_eq!(
         info[usize::from(shard)].leader.as_deref(),
         Some(leader.as_str())
