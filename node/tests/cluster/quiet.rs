@@ -6,6 +6,7 @@
 use super::harness::*;
 use shoal_client::Client;
 use shoal_protocol::admin::ShardPinChange;
+use shoal_protocol::client::ConversationSummary;
 use std::time::Duration;
 
 /// How long a quiet shard is watched for its agent being stopped: ten leases.
@@ -28,15 +29,22 @@ async fn wait_all_quiet(cluster: &TestCluster) {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quiet_shard_keeps_its_lease_wakes_on_a_write_and_fails_over() {
-    let mut cluster = TestCluster::start(3).await;
+/// A new conversation whose agent answered once and stays warm: the client that made
+/// it, the conversation and the cluster's one agent process (as a one-element list).
+async fn warm_conversation(cluster: &TestCluster) -> (Client, ConversationSummary, Vec<i32>) {
     let client = Client::connect(&cluster.profile).await.unwrap();
     let conv = client.create_conversation(None, None).await.unwrap();
-    let shard = conv.id.shard.0;
     assert_echo(&send_ok(&client, conv.id, "before").await, "before");
     let pids = cluster.agent_pids();
     assert_eq!(pids.len(), 1, "one agent: {pids:?}");
+    (client, conv, pids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_shard_keeps_its_lease_wakes_on_a_write_and_fails_over() {
+    let mut cluster = TestCluster::start(3).await;
+    let (client, conv, pids) = warm_conversation(&cluster).await;
+    let shard = conv.id.shard.0;
     wait_all_quiet(&cluster).await;
 
     // Quiet: no heartbeats, yet the leader keeps its lease from the beats, so the warm
@@ -77,12 +85,8 @@ async fn a_quiet_shard_keeps_its_lease_wakes_on_a_write_and_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_shard_whose_follower_dies_keeps_its_lease() {
     let mut cluster = TestCluster::start(3).await;
-    let client = Client::connect(&cluster.profile).await.unwrap();
-    let conv = client.create_conversation(None, None).await.unwrap();
+    let (_, conv, pids) = warm_conversation(&cluster).await;
     let shard = conv.id.shard.0;
-    assert_echo(&send_ok(&client, conv.id, "before").await, "before");
-    let pids = cluster.agent_pids();
-    assert_eq!(pids.len(), 1, "one agent: {pids:?}");
     let leader = cluster.leader_of(shard, None).await;
     let li = cluster.index_of(&leader);
     // Pinned where it is: after the kill the survivors rebalance the dead node's
@@ -119,11 +123,7 @@ async fn a_quiet_shard_whose_follower_dies_keeps_its_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_leader_cut_off_from_its_peers_stops_its_agent() {
     let cluster = TestCluster::start(3).await;
-    let client = Client::connect(&cluster.profile).await.unwrap();
-    let conv = client.create_conversation(None, None).await.unwrap();
-    assert_echo(&send_ok(&client, conv.id, "before").await, "before");
-    let pids = cluster.agent_pids();
-    assert_eq!(pids.len(), 1, "one agent: {pids:?}");
+    let (_, conv, pids) = warm_conversation(&cluster).await;
     wait_all_quiet(&cluster).await;
     let leader = cluster.leader_of(conv.id.shard.0, None).await;
     let li = cluster.index_of(&leader);
